@@ -1,0 +1,55 @@
+//! The FastDFS wire protocol as pure functions on bytes (no sockets here).
+//!
+//! - [`header`]: the 10-byte packet header.
+//! - [`command`]: command codes and the errno status byte.
+//! - [`profile`]: the version profiles whose field widths differ.
+//! - [`tracker`], [`stat`]: client ↔ tracker queries and listings.
+//! - [`report`]: storage → tracker join, beats, reports and sync bookkeeping.
+//! - [`leader`]: tracker ↔ tracker election and state copy.
+//! - [`storage`]: client → storage commands.
+//! - [`peer`]: storage → storage replication.
+//!
+//! Servers speak [`Profile::CLASSIC`]; client-side decoders accept the 6.15+/6.16 answers too.
+
+pub mod codec;
+pub mod command;
+pub mod header;
+pub mod leader;
+pub mod peer;
+pub mod profile;
+pub mod report;
+pub mod stat;
+pub mod storage;
+pub mod tracker;
+pub(crate) mod wire;
+
+pub use codec::{DecodeError, DecodeResult};
+pub use command::{Command, Status};
+pub use header::{Header, HEADER_LEN, RESP_CMD};
+pub use profile::{Layout, Profile};
+
+/// `FDFS_GROUP_NAME_MAX_LEN`: the group field of most bodies.
+pub const GROUP_LEN: usize = 16;
+/// Remote filenames on the wire are shorter than this (C buffers are 128 bytes).
+pub const MAX_FILENAME_LEN: usize = 128;
+pub const MAX_TRACKERS: usize = 16;
+pub const MAX_SERVERS_EACH_GROUP: usize = 32;
+pub const MAX_GROUPS: usize = 512;
+/// Size of the tracker's receive buffer in the sample config; non-streamed requests must fit.
+pub const DEFAULT_MAX_REQUEST: u64 = 128 * 1024;
+
+/// Group names: 1..16 ASCII letters or digits.
+pub fn valid_group_name(g: &str) -> bool {
+    (1..=GROUP_LEN).contains(&g.len()) && g.bytes().all(|b| b.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn group_names() {
+        assert!(super::valid_group_name("group1"));
+        assert!(!super::valid_group_name(""));
+        assert!(!super::valid_group_name("group-1"));
+        assert!(!super::valid_group_name("abcdefghijklmnopq"));
+    }
+}

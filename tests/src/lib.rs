@@ -1,0 +1,1 @@
+//! End-to-end helpers shared by the tests in this crate.
