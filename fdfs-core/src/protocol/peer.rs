@@ -39,7 +39,13 @@ impl SyncFileHead {
         let omitted = status == super::Status::EEXIST.0;
         let content = if omitted { 0 } else { file_size };
         check_content("file_size", content, head.len(), body_len)?;
-        Ok(Self { file_size, timestamp, group, filename, content_omitted: omitted })
+        Ok(Self {
+            file_size,
+            timestamp,
+            group,
+            filename,
+            content_omitted: omitted,
+        })
     }
 }
 
@@ -98,7 +104,13 @@ impl StreamedHead for SyncRangeHead {
         let filename = r.str(len)?;
         r.finish()?;
         check_content("size", size, head.len(), body_len)?;
-        Ok(Self { offset, size, timestamp, group, filename })
+        Ok(Self {
+            offset,
+            size,
+            timestamp,
+            group,
+            filename,
+        })
     }
 
     fn content_len(&self) -> u64 {
@@ -171,10 +183,17 @@ impl SyncDeleteReq {
 
     pub fn decode(body: &[u8]) -> DecodeResult<Self> {
         if body.len() <= 20 || body.len() >= 20 + MAX_FILENAME_LEN {
-            return Err(DecodeError::BadLength { len: body.len(), why: "4 + group[16] + filename" });
+            return Err(DecodeError::BadLength {
+                len: body.len(),
+                why: "4 + group[16] + filename",
+            });
         }
         let mut r = Reader::new(body);
-        Ok(Self { timestamp: r.i32()?, group: r.fixed_str(GROUP_LEN)?, filename: r.rest_str()? })
+        Ok(Self {
+            timestamp: r.i32()?,
+            group: r.fixed_str(GROUP_LEN)?,
+            filename: r.rest_str()?,
+        })
     }
 }
 
@@ -305,7 +324,10 @@ mod tests {
         };
         let b = r.encode_head();
         assert_eq!(&b[24..28], &[0, 0, 0, 5]);
-        assert_eq!(SyncRangeHead::decode_head(&b, b.len() as u64 + 16).unwrap(), r);
+        assert_eq!(
+            SyncRangeHead::decode_head(&b, b.len() as u64 + 16).unwrap(),
+            r
+        );
 
         let t = SyncTruncateReq {
             old_size: 27,
@@ -319,12 +341,21 @@ mod tests {
         assert_eq!(SyncTruncateReq::decode(&b).unwrap(), t);
         assert!(SyncTruncateReq::decode(&b[..87]).is_err());
 
-        let d = SyncDeleteReq { timestamp: 5, group: "group1".into(), filename: NAME.into() };
+        let d = SyncDeleteReq {
+            timestamp: 5,
+            group: "group1".into(),
+            filename: NAME.into(),
+        };
         let b = d.encode();
         assert_eq!(&b[..4], &[0, 0, 0, 5]);
         assert_eq!(SyncDeleteReq::decode(&b).unwrap(), d);
 
-        let l = SyncLinkReq { timestamp: 5, group: "group1".into(), dest: "a".into(), src: NAME.into() };
+        let l = SyncLinkReq {
+            timestamp: 5,
+            group: "group1".into(),
+            dest: "a".into(),
+            src: NAME.into(),
+        };
         let b = l.encode();
         assert_eq!(&b[..16], &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 44]);
         assert_eq!(SyncLinkReq::decode(&b).unwrap(), l);
@@ -343,8 +374,14 @@ mod tests {
         };
         let b = info.encode(Profile::CLASSIC);
         assert_eq!(&b[..], &[0, 1, 2, 0, 0, 0, 1, 0, 0, 4, 0, 0, 0, 0x10, 0]);
-        let req = TrunkSlotReq { group: "group1".into(), info };
-        assert_eq!(TrunkSlotReq::decode(&req.encode(Profile::CLASSIC), Profile::CLASSIC).unwrap(), req);
+        let req = TrunkSlotReq {
+            group: "group1".into(),
+            info,
+        };
+        assert_eq!(
+            TrunkSlotReq::decode(&req.encode(Profile::CLASSIC), Profile::CLASSIC).unwrap(),
+            req
+        );
         assert_eq!(TrunkAllocReq::wire_len(Profile::CLASSIC), 21);
         assert_eq!(FetchPathBinlogReq::wire_len(Profile::CLASSIC), 17);
         assert_eq!(ReportServerId::wire_len(Profile::CLASSIC), 16);

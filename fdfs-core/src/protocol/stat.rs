@@ -151,7 +151,10 @@ impl GroupStat {
     }
 
     pub fn read(r: &mut Reader<'_>, p: Profile) -> DecodeResult<Self> {
-        let mut g = GroupStat { group: r.fixed_str(17)?, ..Default::default() };
+        let mut g = GroupStat {
+            group: r.fixed_str(17)?,
+            ..Default::default()
+        };
         g.total_mb = r.i64()?;
         g.free_mb = r.i64()?;
         match p.layout {
@@ -201,7 +204,10 @@ impl GroupStat {
                 return Ok((Self::decode_list(body, p)?, p));
             }
         }
-        Err(DecodeError::BadLength { len: body.len(), why: "not 105- or 113-byte group records" })
+        Err(DecodeError::BadLength {
+            len: body.len(),
+            why: "not 105- or 113-byte group records",
+        })
     }
 }
 
@@ -281,7 +287,10 @@ impl StorageStat {
     }
 
     pub fn read(r: &mut Reader<'_>, p: Profile) -> DecodeResult<Self> {
-        let mut s = StorageStat { status: r.u8()?, ..Default::default() };
+        let mut s = StorageStat {
+            status: r.u8()?,
+            ..Default::default()
+        };
         match p.layout {
             Layout::Classic => {
                 s.rw_mode = 6;
@@ -338,7 +347,10 @@ impl StorageStat {
                 return Ok((Self::decode_list(body, p)?, p));
             }
         }
-        Err(DecodeError::BadLength { len: body.len(), why: "no storage record size divides it" })
+        Err(DecodeError::BadLength {
+            len: body.len(),
+            why: "no storage record size divides it",
+        })
     }
 }
 

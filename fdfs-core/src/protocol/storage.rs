@@ -45,7 +45,10 @@ pub(crate) fn check_content(
     body_len: u64,
 ) -> DecodeResult<()> {
     if body_len.checked_sub(head_len as u64) != Some(declared) {
-        return Err(DecodeError::OutOfRange { field, value: declared as i64 });
+        return Err(DecodeError::OutOfRange {
+            field,
+            value: declared as i64,
+        });
     }
     Ok(())
 }
@@ -54,14 +57,20 @@ pub(crate) fn check_content(
 pub(crate) fn name_len(r: &mut Reader<'_>, min: u64) -> DecodeResult<usize> {
     let v = r.len_field("filename length", (MAX_FILENAME_LEN - 1) as u64)?;
     if v < min {
-        return Err(DecodeError::OutOfRange { field: "filename length", value: v as i64 });
+        return Err(DecodeError::OutOfRange {
+            field: "filename length",
+            value: v as i64,
+        });
     }
     Ok(v as usize)
 }
 
 /// Extension text (no dot): `[A-Za-z0-9._-]`, at most 6 bytes.
 pub fn valid_ext(ext: &str) -> bool {
-    ext.len() <= EXT_LEN && ext.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    ext.len() <= EXT_LEN
+        && ext
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// 11 UPLOAD_FILE and 23 UPLOAD_APPENDER_FILE.
@@ -90,7 +99,11 @@ impl StreamedHead for UploadHead {
             return Err(DecodeError::Invalid("file extension"));
         }
         check_content("file_size", file_size, Self::FIXED_LEN, body_len)?;
-        Ok(Self { store_path_index, file_size, ext })
+        Ok(Self {
+            store_path_index,
+            file_size,
+            ext,
+        })
     }
 
     fn content_len(&self) -> u64 {
@@ -128,11 +141,19 @@ impl StreamedHead for SlaveUploadHead {
         let ext = r.fixed_str(EXT_LEN)?;
         let master_filename = r.str(master_len)?;
         r.finish()?;
-        if prefix.is_empty() || !valid_ext(&ext) || !prefix.bytes().all(|b| valid_ext(&(b as char).to_string())) {
+        if prefix.is_empty()
+            || !valid_ext(&ext)
+            || !prefix.bytes().all(|b| valid_ext(&(b as char).to_string()))
+        {
             return Err(DecodeError::Invalid("slave prefix or extension"));
         }
         check_content("file_size", file_size, head.len(), body_len)?;
-        Ok(Self { master_filename, file_size, prefix, ext })
+        Ok(Self {
+            master_filename,
+            file_size,
+            prefix,
+            ext,
+        })
     }
 
     fn content_len(&self) -> u64 {
@@ -206,7 +227,11 @@ impl StreamedHead for ModifyHead {
         let filename = r.str(len)?;
         r.finish()?;
         check_content("modify size", size, head.len(), body_len)?;
-        Ok(Self { filename, offset, size })
+        Ok(Self {
+            filename,
+            offset,
+            size,
+        })
     }
 
     fn content_len(&self) -> u64 {
@@ -238,10 +263,16 @@ impl FileIdResp {
 
     pub fn decode(body: &[u8]) -> DecodeResult<Self> {
         if body.len() <= GROUP_LEN || body.len() >= GROUP_LEN + MAX_FILENAME_LEN {
-            return Err(DecodeError::BadLength { len: body.len(), why: "group[16] + filename" });
+            return Err(DecodeError::BadLength {
+                len: body.len(),
+                why: "group[16] + filename",
+            });
         }
         let mut r = Reader::new(body);
-        Ok(Self { group: r.fixed_str(GROUP_LEN)?, filename: r.rest_str()? })
+        Ok(Self {
+            group: r.fixed_str(GROUP_LEN)?,
+            filename: r.rest_str()?,
+        })
     }
 
     pub fn file_id(&self) -> String {
@@ -271,7 +302,10 @@ impl DownloadReq {
 
     pub fn decode(body: &[u8]) -> DecodeResult<Self> {
         if body.len() <= 32 || body.len() >= 32 + MAX_FILENAME_LEN {
-            return Err(DecodeError::BadLength { len: body.len(), why: "16 + group[16] + filename" });
+            return Err(DecodeError::BadLength {
+                len: body.len(),
+                why: "16 + group[16] + filename",
+            });
         }
         let mut r = Reader::new(body);
         Ok(Self {
@@ -369,7 +403,12 @@ impl SetMetadataReq {
         let filename = r.str(name_len)?;
         let meta = r.bytes(meta_len)?.to_vec();
         r.finish()?;
-        Ok(Self { op, group, filename, meta })
+        Ok(Self {
+            op,
+            group,
+            filename,
+            meta,
+        })
     }
 }
 
@@ -398,7 +437,10 @@ impl FileInfoResp {
         match body.len() {
             40 => Self::decode(body, Profile::V6_16),
             70 => Self::decode(body, Profile::V6_16_IPV6),
-            len => Err(DecodeError::BadLength { len, why: "40 or 70 bytes" }),
+            len => Err(DecodeError::BadLength {
+                len,
+                why: "40 or 70 bytes",
+            }),
         }
     }
 }
@@ -438,7 +480,10 @@ impl TruncateReq {
 /// 38 REGENERATE_APPENDER_FILENAME: the body is the filename alone.
 pub fn decode_bare_filename(body: &[u8]) -> DecodeResult<String> {
     if body.is_empty() || body.len() >= MAX_FILENAME_LEN {
-        return Err(DecodeError::BadLength { len: body.len(), why: "1..127-byte filename" });
+        return Err(DecodeError::BadLength {
+            len: body.len(),
+            why: "1..127-byte filename",
+        });
     }
     Reader::new(body).rest_str()
 }
@@ -481,7 +526,14 @@ impl CreateLinkReq {
         let source_filename = r.str(source_len)?;
         let signature = r.bytes(sig_len)?.to_vec();
         r.finish()?;
-        Ok(Self { group, prefix, ext, master_filename, source_filename, signature })
+        Ok(Self {
+            group,
+            prefix,
+            ext,
+            master_filename,
+            source_filename,
+            signature,
+        })
     }
 }
 
@@ -496,7 +548,10 @@ mod tests {
         assert_eq!(len, b.len());
         let body_len = b.len() as u64 + h.content_len();
         assert_eq!(&T::decode_head(&b, body_len).unwrap(), h);
-        assert!(T::decode_head(&b, body_len + 1).is_err(), "content longer than declared");
+        assert!(
+            T::decode_head(&b, body_len + 1).is_err(),
+            "content longer than declared"
+        );
         assert!(T::decode_head(&b, body_len - 1).is_err() || h.content_len() == 0);
         assert!(T::decode_head(&b[..b.len() - 1], body_len).is_err());
         b
@@ -504,12 +559,24 @@ mod tests {
 
     #[test]
     fn upload_head_golden() {
-        let h = UploadHead { store_path_index: 0, file_size: 4096, ext: "txt".into() };
+        let h = UploadHead {
+            store_path_index: 0,
+            file_size: 4096,
+            ext: "txt".into(),
+        };
         let b = head_round_trip(&h);
-        assert_eq!(&b[..], &[0, 0, 0, 0, 0, 0, 0, 0x10, 0, b't', b'x', b't', 0, 0, 0]);
-        let bad = UploadHead { ext: "a/b".into(), ..h };
+        assert_eq!(
+            &b[..],
+            &[0, 0, 0, 0, 0, 0, 0, 0x10, 0, b't', b'x', b't', 0, 0, 0]
+        );
+        let bad = UploadHead {
+            ext: "a/b".into(),
+            ..h
+        };
         assert!(UploadHead::decode_head(&bad.encode_head(), 15 + 4096).is_err());
-        let neg = [0u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0];
+        let neg = [
+            0u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0,
+        ];
         assert!(UploadHead::decode_head(&neg, 14).is_err());
     }
 
@@ -528,10 +595,17 @@ mod tests {
         empty.prefix.clear();
         assert!(SlaveUploadHead::decode_head(&empty.encode_head(), 48 + 44 + 10).is_err());
 
-        let a = AppendHead { filename: s.master_filename.clone(), size: 16 };
+        let a = AppendHead {
+            filename: s.master_filename.clone(),
+            size: 16,
+        };
         let b = head_round_trip(&a);
         assert_eq!(b.len(), 16 + 44);
-        let m = ModifyHead { filename: s.master_filename.clone(), offset: 3, size: 5 };
+        let m = ModifyHead {
+            filename: s.master_filename.clone(),
+            offset: 3,
+            size: 5,
+        };
         let b = head_round_trip(&m);
         assert_eq!(&b[8..16], &3i64.to_be_bytes());
         let mut huge = b.clone();
@@ -548,21 +622,33 @@ mod tests {
             filename: "M00/00/00/x.txt".into(),
         };
         let b = d.encode();
-        assert_eq!(&b[..16], &[0, 0, 0, 0, 0, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 50]);
+        assert_eq!(
+            &b[..16],
+            &[0, 0, 0, 0, 0, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 50]
+        );
         assert_eq!(DownloadReq::decode(&b).unwrap(), d);
         assert!(DownloadReq::decode(&b[..32]).is_err());
-        let r = FileIdResp { group: "group1".into(), filename: "M00/00/00/x.txt".into() };
+        let r = FileIdResp {
+            group: "group1".into(),
+            filename: "M00/00/00/x.txt".into(),
+        };
         assert_eq!(FileIdResp::decode(&r.encode()).unwrap(), r);
         assert_eq!(r.file_id(), "group1/M00/00/00/x.txt");
     }
 
     #[test]
     fn metadata_packing() {
-        let meta = vec![(b"height".to_vec(), b"80".to_vec()), (b"width".to_vec(), b"160".to_vec())];
+        let meta = vec![
+            (b"height".to_vec(), b"80".to_vec()),
+            (b"width".to_vec(), b"160".to_vec()),
+        ];
         let packed = pack_metadata(&meta);
         assert_eq!(&packed[..], b"height\x0280\x01width\x02160");
         assert_eq!(parse_metadata(&packed), meta);
-        assert_eq!(parse_metadata(b"noval\x01a\x02b"), vec![(b"a".to_vec(), b"b".to_vec())]);
+        assert_eq!(
+            parse_metadata(b"noval\x01a\x02b"),
+            vec![(b"a".to_vec(), b"b".to_vec())]
+        );
         let long = [vec![b'n'; 100], vec![2], vec![b'v'; 300]].concat();
         let p = parse_metadata(&long);
         assert_eq!((p[0].0.len(), p[0].1.len()), (64, 256));
@@ -592,7 +678,10 @@ mod tests {
         };
         let b = r.encode(Profile::CLASSIC);
         assert_eq!(b.len(), 40);
-        assert_eq!(&b[16..24], &[0xff, 0xff, 0xff, 0xff, 0xDE, 0xAD, 0xBE, 0xEF]);
+        assert_eq!(
+            &b[16..24],
+            &[0xff, 0xff, 0xff, 0xff, 0xDE, 0xAD, 0xBE, 0xEF]
+        );
         let back = FileInfoResp::decode_any(&b).unwrap();
         assert_eq!(back.crc32_u32(), 0xDEAD_BEEF);
         assert!(FileInfoResp::decode_any(&b[..39]).is_err());
@@ -600,7 +689,10 @@ mod tests {
 
     #[test]
     fn truncate_regenerate_create_link() {
-        let t = TruncateReq { filename: "M00/00/00/a".into(), new_size: 0 };
+        let t = TruncateReq {
+            filename: "M00/00/00/a".into(),
+            new_size: 0,
+        };
         assert_eq!(TruncateReq::decode(&t.encode()).unwrap(), t);
         assert!(TruncateReq::decode(&t.encode()[..20]).is_err());
         assert_eq!(decode_bare_filename(b"M00/00/00/a").unwrap(), "M00/00/00/a");

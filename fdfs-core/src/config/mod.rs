@@ -1,0 +1,282 @@
+//! FastDFS `.conf` files as typed structs with FastDFS's defaults (PROTOCOL.md §8).
+//!
+//! Each file type has a `load(path)` and a `from_ini(&Ini)`; unknown keys are ignored, as the C
+//! daemons do, so a config written for any FastDFS release loads.
+
+mod client;
+mod http;
+pub mod ini;
+mod mod_fastdfs;
+mod storage;
+mod storage_ids;
+mod tracker;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use thiserror::Error;
+
+pub use client::ClientConfig;
+pub use http::HttpConfig;
+pub use ini::{Entry, Ini, Keys};
+pub use mod_fastdfs::{ModFastdfsConfig, ModGroup, ResponseMode};
+pub use storage::StorageConfig;
+pub use storage_ids::{RwMode, StorageIdEntry, StorageIds};
+pub use tracker::TrackerConfig;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("{}: {source}", file.display())]
+    Io {
+        file: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}:{line}: {msg}", file.display())]
+    Syntax {
+        file: PathBuf,
+        line: usize,
+        msg: String,
+    },
+    #[error("{}:{line}: {key}: {msg}", file.display())]
+    Value {
+        file: PathBuf,
+        line: usize,
+        key: String,
+        msg: String,
+    },
+    #[error("{}: missing required key {key}", file.display())]
+    Missing { file: PathBuf, key: String },
+}
+
+/// A `tracker_server` entry: `host[,host2]:port`, IPv6 as `[a[,b]]:port`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServerAddr {
+    /// One or two addresses (inner and outer).
+    pub hosts: Vec<String>,
+    pub port: u16,
+}
+
+impl ServerAddr {
+    pub fn parse(s: &str) -> Option<Self> {
+        let s = s.trim();
+        let (hosts, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, p) = rest.split_once("]:")?;
+            (h, p)
+        } else {
+            s.rsplit_once(':')?
+        };
+        let port: u16 = port.trim().parse().ok().filter(|&p| p > 0)?;
+        let hosts: Vec<String> = hosts.split(',').map(|h| h.trim().to_owned()).collect();
+        if hosts.is_empty()
+            || hosts.len() > 2
+            || hosts
+                .iter()
+                .any(|h| h.is_empty() || h.contains(char::is_whitespace))
+        {
+            return None;
+        }
+        Some(Self { hosts, port })
+    }
+
+    /// The first address as `host:port` (bracketed for IPv6), what clients connect to.
+    pub fn primary(&self) -> String {
+        join_host_port(&self.hosts[0], self.port)
+    }
+}
+
+pub fn join_host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+impl fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let hosts = self.hosts.join(",");
+        if hosts.contains(':') {
+            write!(f, "[{hosts}]:{}", self.port)
+        } else {
+            write!(f, "{hosts}:{}", self.port)
+        }
+    }
+}
+
+/// Reads every `tracker_server` of a section; an unparsable one is an error naming its line.
+pub(crate) fn tracker_servers(keys: &Keys<'_>) -> Result<Vec<ServerAddr>, ConfigError> {
+    keys.all("tracker_server")
+        .into_iter()
+        .map(|e| {
+            ServerAddr::parse(&e.value).ok_or_else(|| ini::value_error(e, "host[,host2]:port"))
+        })
+        .collect()
+}
+
+/// `reserved_storage_space`: an absolute size or a ratio of the total (§7.4).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ReservedSpace {
+    Megabytes(u64),
+    /// 0 < ratio < 1.
+    Ratio(f64),
+}
+
+impl ReservedSpace {
+    pub const DEFAULT: ReservedSpace = ReservedSpace::Megabytes(1024);
+
+    pub fn parse(v: &str) -> Option<Self> {
+        if let Some(p) = v.trim().strip_suffix('%') {
+            let r: f64 = p.trim().parse().ok()?;
+            return (r > 0.0 && r < 100.0).then_some(ReservedSpace::Ratio(r / 100.0));
+        }
+        let bytes = ini::parse_size(v)?;
+        Some(ReservedSpace::Megabytes(bytes.div_ceil(1 << 20)))
+    }
+
+    /// Group- or path-level check: does `free_mb` out of `total_mb` leave the reserve?
+    pub fn allows(self, free_mb: i64, total_mb: i64, divisor: i64) -> bool {
+        match self {
+            ReservedSpace::Megabytes(r) => free_mb > r as i64 / divisor.max(1),
+            ReservedSpace::Ratio(r) => total_mb > 0 && (free_mb as f64 / total_mb as f64) > r,
+        }
+    }
+
+    pub fn reserved_mb(self, total_mb: i64) -> i64 {
+        match self {
+            ReservedSpace::Megabytes(r) => r as i64,
+            ReservedSpace::Ratio(r) => (total_mb as f64 * r) as i64,
+        }
+    }
+}
+
+impl fmt::Display for ReservedSpace {
+    /// As the tracker writes it in its PARAMETER_REQ answer.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReservedSpace::Megabytes(m) => write!(f, "{m}MB"),
+            ReservedSpace::Ratio(r) => write!(f, "{:.2}%", r * 100.0),
+        }
+    }
+}
+
+pub(crate) fn reserved_space(keys: &Keys<'_>) -> Result<ReservedSpace, ConfigError> {
+    match keys.entry("reserved_storage_space") {
+        None => Ok(ReservedSpace::DEFAULT),
+        Some(e) => ReservedSpace::parse(&e.value)
+            .ok_or_else(|| ini::value_error(e, "a size or a percentage")),
+    }
+}
+
+/// `log_level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum LogLevel {
+    Emerg,
+    Alert,
+    Crit,
+    Error,
+    Warn,
+    Notice,
+    #[default]
+    Info,
+    Debug,
+}
+
+impl LogLevel {
+    pub fn parse(v: &str) -> Option<Self> {
+        Some(match v.to_ascii_lowercase().as_str() {
+            "emerg" => LogLevel::Emerg,
+            "alert" => LogLevel::Alert,
+            "crit" => LogLevel::Crit,
+            "err" | "error" => LogLevel::Error,
+            "warn" | "warning" => LogLevel::Warn,
+            "notice" => LogLevel::Notice,
+            "info" => LogLevel::Info,
+            "debug" => LogLevel::Debug,
+            _ => return None,
+        })
+    }
+}
+
+pub(crate) fn log_level(keys: &Keys<'_>) -> Result<LogLevel, ConfigError> {
+    match keys.entry("log_level") {
+        None => Ok(LogLevel::Info),
+        Some(e) => LogLevel::parse(&e.value).ok_or_else(|| ini::value_error(e, "a log level")),
+    }
+}
+
+pub(crate) fn seconds(keys: &Keys<'_>, key: &str, default: i64) -> Result<Duration, ConfigError> {
+    Ok(Duration::from_secs(
+        keys.int_in(key, default, 0..=i64::from(u32::MAX))? as u64,
+    ))
+}
+
+/// Store paths `store_path0..N` with `store_path0` defaulting to `base_path`.
+pub(crate) fn store_paths(
+    keys: &Keys<'_>,
+    count: usize,
+    base_path: Option<&PathBuf>,
+) -> Result<Vec<PathBuf>, ConfigError> {
+    (0..count)
+        .map(|i| {
+            let key = format!("store_path{i}");
+            match (keys.opt_string(&key), i, base_path) {
+                (Some(p), _, _) => Ok(PathBuf::from(p)),
+                (None, 0, Some(base)) => Ok(base.clone()),
+                _ => Err(keys.required(&key).unwrap_err()),
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_addrs() {
+        let a = ServerAddr::parse("192.168.0.196:22122").unwrap();
+        assert_eq!(
+            (a.hosts.clone(), a.port),
+            (vec!["192.168.0.196".to_owned()], 22122)
+        );
+        let b = ServerAddr::parse("10.0.0.1,192.168.0.1:22122").unwrap();
+        assert_eq!(b.hosts.len(), 2);
+        assert_eq!(b.to_string(), "10.0.0.1,192.168.0.1:22122");
+        let c = ServerAddr::parse("[2409:8a20::1]:23001").unwrap();
+        assert_eq!(c.primary(), "[2409:8a20::1]:23001");
+        for bad in [
+            "",
+            "host",
+            "host:0",
+            "host:99999",
+            ":22122",
+            "a,b,c:1",
+            "a b:1",
+        ] {
+            assert!(ServerAddr::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn reserved_space() {
+        assert_eq!(ReservedSpace::parse("20%"), Some(ReservedSpace::Ratio(0.2)));
+        assert_eq!(
+            ReservedSpace::parse("1024MB"),
+            Some(ReservedSpace::Megabytes(1024))
+        );
+        assert_eq!(
+            ReservedSpace::parse("10G"),
+            Some(ReservedSpace::Megabytes(10240))
+        );
+        assert_eq!(ReservedSpace::parse("0%"), None);
+        assert_eq!(ReservedSpace::parse("100%"), None);
+        assert!(ReservedSpace::Megabytes(100).allows(101, 1000, 1));
+        assert!(!ReservedSpace::Megabytes(100).allows(100, 1000, 1));
+        assert!(ReservedSpace::Megabytes(100).allows(51, 1000, 2));
+        assert!(!ReservedSpace::Ratio(0.2).allows(200, 1000, 1));
+        assert!(ReservedSpace::Ratio(0.2).allows(201, 1000, 1));
+        assert_eq!(ReservedSpace::Ratio(0.2).to_string(), "20.00%");
+        assert_eq!(ReservedSpace::Megabytes(1024).to_string(), "1024MB");
+    }
+}

@@ -1,0 +1,149 @@
+//! `storage.conf` (PROTOCOL.md §8.3).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{
+    log_level, seconds, store_paths, tracker_servers, ConfigError, Ini, LogLevel, ServerAddr,
+};
+
+/// Settings of `fdfs_storaged`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageConfig {
+    pub disabled: bool,
+    /// May be empty only with storage IDs (fetched from the tracker).
+    pub group_name: String,
+    pub bind_addr: String,
+    pub client_bind: bool,
+    pub port: u16,
+    pub connect_timeout: Duration,
+    pub network_timeout: Duration,
+    pub heart_beat_interval: Duration,
+    pub stat_report_interval: Duration,
+    pub base_path: PathBuf,
+    pub max_connections: usize,
+    pub buff_size: u64,
+    pub work_threads: usize,
+    pub disk_rw_separated: bool,
+    pub disk_reader_threads: usize,
+    pub disk_writer_threads: usize,
+    pub sync_wait_msec: Duration,
+    pub sync_interval: Duration,
+    pub sync_start_time: (u8, u8),
+    pub sync_end_time: (u8, u8),
+    pub write_mark_file_freq: u64,
+    pub disk_recovery_threads: usize,
+    /// `store_path0..N`; the order defines `M00`, `M01`, ...
+    pub store_paths: Vec<PathBuf>,
+    /// `store_pathN_readonly` (6.13+).
+    pub store_path_readonly: Vec<bool>,
+    pub subdir_count_per_path: u32,
+    pub tracker_servers: Vec<ServerAddr>,
+    pub log_level: LogLevel,
+    pub run_by_group: String,
+    pub run_by_user: String,
+    pub allow_hosts: Vec<String>,
+    /// 0 round robin, 1 hash.
+    pub file_distribute_path_mode: u8,
+    pub file_distribute_rotate_count: u64,
+    /// 0 = never fsync during a write (the file is still fsynced before it is acknowledged).
+    pub fsync_after_written_bytes: u64,
+    pub sync_log_buff_interval: Duration,
+    pub sync_binlog_buff_interval: Duration,
+    pub sync_stat_file_interval: Duration,
+    pub upload_priority: i64,
+    pub if_alias_prefix: String,
+    pub check_file_duplicate: bool,
+    pub file_signature_method: String,
+    pub key_namespace: String,
+    pub keep_alive: bool,
+    pub use_access_log: bool,
+    pub file_sync_skip_invalid_record: bool,
+    pub use_connection_pool: bool,
+    pub connection_pool_max_idle_time: Duration,
+    pub compress_binlog: bool,
+    pub check_store_path_mark: bool,
+    /// Explicit storage ID (6.11+).
+    pub server_id: String,
+    pub http_domain_name: String,
+    pub http_server_port: u16,
+}
+
+impl StorageConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_ini(&Ini::load(path)?)
+    }
+
+    pub fn from_ini(ini: &Ini) -> Result<Self, ConfigError> {
+        let k = ini.global();
+        let base_path = PathBuf::from(&k.required("base_path")?.value);
+        let count = k.int_in("store_path_count", 1, 1..=256)? as usize;
+        let store_paths = store_paths(&k, count, Some(&base_path))?;
+        let store_path_readonly = (0..count)
+            .map(|i| k.bool(&format!("store_path{i}_readonly"), false))
+            .collect::<Result<_, _>>()?;
+        let access_log = ini.has_section("access-log")
+            && ini.section(Some("access-log")).bool("enabled", false)?;
+        Ok(Self {
+            disabled: k.bool("disabled", false)?,
+            group_name: k.string("group_name", ""),
+            bind_addr: k.string("bind_addr", ""),
+            client_bind: k.bool("client_bind", true)?,
+            port: k.int_in("port", 23000, 1..=65535)? as u16,
+            connect_timeout: seconds(&k, "connect_timeout", 10)?,
+            network_timeout: seconds(&k, "network_timeout", 60)?,
+            heart_beat_interval: seconds(&k, "heart_beat_interval", 30)?,
+            stat_report_interval: seconds(&k, "stat_report_interval", 300)?,
+            base_path,
+            max_connections: k.int_in("max_connections", 256, 1..=1_000_000)? as usize,
+            buff_size: k.size("buff_size", 64 << 10)?.max(8 << 10),
+            work_threads: k.int_in("work_threads", 4, 1..=1024)? as usize,
+            disk_rw_separated: k.bool("disk_rw_separated", true)?,
+            disk_reader_threads: k.int_in("disk_reader_threads", 1, 0..=256)? as usize,
+            disk_writer_threads: k.int_in("disk_writer_threads", 1, 0..=256)? as usize,
+            sync_wait_msec: Duration::from_millis(
+                k.int_in("sync_wait_msec", 100, 0..=3_600_000)? as u64
+            ),
+            sync_interval: Duration::from_millis(
+                k.int_in("sync_interval", 0, 0..=3_600_000)? as u64
+            ),
+            sync_start_time: k.time_of_day("sync_start_time", (0, 0))?,
+            sync_end_time: k.time_of_day("sync_end_time", (23, 59))?,
+            write_mark_file_freq: k.int_in("write_mark_file_freq", 500, 1..=i64::MAX)? as u64,
+            disk_recovery_threads: k.int_in("disk_recovery_threads", 1, 1..=256)? as usize,
+            store_paths,
+            store_path_readonly,
+            subdir_count_per_path: k.int_in("subdir_count_per_path", 256, 1..=256)? as u32,
+            tracker_servers: tracker_servers(&k)?,
+            log_level: log_level(&k)?,
+            run_by_group: k.string("run_by_group", ""),
+            run_by_user: k.string("run_by_user", ""),
+            allow_hosts: k.strings("allow_hosts"),
+            file_distribute_path_mode: k.int_in("file_distribute_path_mode", 0, 0..=1)? as u8,
+            file_distribute_rotate_count: k.int_in(
+                "file_distribute_rotate_count",
+                100,
+                1..=i64::MAX,
+            )? as u64,
+            fsync_after_written_bytes: k.size("fsync_after_written_bytes", 0)?,
+            sync_log_buff_interval: seconds(&k, "sync_log_buff_interval", 1)?,
+            sync_binlog_buff_interval: seconds(&k, "sync_binlog_buff_interval", 60)?,
+            sync_stat_file_interval: seconds(&k, "sync_stat_file_interval", 60)?,
+            upload_priority: k.int("upload_priority", 10)?,
+            if_alias_prefix: k.string("if_alias_prefix", ""),
+            check_file_duplicate: k.bool("check_file_duplicate", false)?,
+            file_signature_method: k.string("file_signature_method", "hash"),
+            key_namespace: k.string("key_namespace", ""),
+            keep_alive: k.bool("keep_alive", false)?,
+            use_access_log: access_log || k.bool("use_access_log", false)?,
+            file_sync_skip_invalid_record: k.bool("file_sync_skip_invalid_record", false)?,
+            use_connection_pool: k.bool("use_connection_pool", false)?,
+            connection_pool_max_idle_time: seconds(&k, "connection_pool_max_idle_time", 3600)?,
+            compress_binlog: k.bool("compress_binlog", false)?,
+            check_store_path_mark: k.bool("check_store_path_mark", true)?,
+            server_id: k.string("server_id", ""),
+            http_domain_name: k.string("http.domain_name", ""),
+            http_server_port: k.int_in("http.server_port", 8888, 1..=65535)? as u16,
+        })
+    }
+}

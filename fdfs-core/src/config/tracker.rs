@@ -1,0 +1,134 @@
+//! `tracker.conf` (PROTOCOL.md §8.2).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{log_level, reserved_space, seconds, ConfigError, Ini, LogLevel, ReservedSpace};
+
+/// Settings of `fdfs_trackerd`. Defaults are those of the C code when a key is absent.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackerConfig {
+    pub disabled: bool,
+    /// Empty = all addresses.
+    pub bind_addr: String,
+    pub port: u16,
+    pub connect_timeout: Duration,
+    pub network_timeout: Duration,
+    pub base_path: PathBuf,
+    pub max_connections: usize,
+    pub work_threads: usize,
+    pub min_buff_size: u64,
+    pub max_buff_size: u64,
+    pub log_level: LogLevel,
+    pub run_by_group: String,
+    pub run_by_user: String,
+    /// `*`, IPs, CIDRs or ranges; repeatable.
+    pub allow_hosts: Vec<String>,
+    /// 0 round robin, 1 fixed `store_group`, 2 most free space.
+    pub store_lookup: u8,
+    pub store_group: String,
+    /// 0 round robin, 1 first by ID, 2 lowest upload priority.
+    pub store_server: u8,
+    /// 0 round robin, 2 most free space.
+    pub store_path: u8,
+    /// 0 round robin among synced storages, 1 source first.
+    pub download_server: u8,
+    pub reserved_storage_space: ReservedSpace,
+    pub check_active_interval: Duration,
+    pub storage_ip_changed_auto_adjust: bool,
+    pub storage_sync_file_max_delay: Duration,
+    pub storage_sync_file_max_time: Duration,
+    pub use_trunk_file: bool,
+    pub slot_min_size: u64,
+    pub slot_max_size: u64,
+    pub trunk_file_size: u64,
+    pub use_storage_id: bool,
+    /// Resolved against the config file's directory.
+    pub storage_ids_filename: PathBuf,
+    /// `true` when `id_type_in_filename = id`.
+    pub id_type_in_filename_is_id: bool,
+    pub trust_storage_server_id: bool,
+    pub store_slave_file_use_link: bool,
+    /// `auto` (16 unless IPv6 IDs) or anything else (46).
+    pub response_ip_addr_size_auto: bool,
+    pub use_connection_pool: bool,
+    pub connection_pool_max_idle_time: Duration,
+    pub sync_log_buff_interval: Duration,
+    pub http_server_port: u16,
+}
+
+impl TrackerConfig {
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::from_ini(&Ini::load(path)?)
+    }
+
+    pub fn from_ini(ini: &Ini) -> Result<Self, ConfigError> {
+        let k = ini.global();
+        let buff = k.size("buff_size", 256 << 10)?;
+        let (min_buff, max_buff) = match (k.entry("min_buff_size"), k.entry("max_buff_size")) {
+            (Some(_), Some(_)) => (
+                k.size("min_buff_size", buff)?,
+                k.size("max_buff_size", buff)?,
+            ),
+            _ => (buff, buff),
+        };
+        let trunk_file_size = k.size("trunk_file_size", 64 << 20)?.max(4 << 20);
+        let use_trunk_file = k.bool("use_trunk_file", false)?;
+        let mut store_server = k.int_in("store_server", 0, 0..=2)? as u8;
+        if use_trunk_file && store_server == 0 {
+            store_server = 1;
+        }
+        let store_lookup = k.int_in("store_lookup", 0, 0..=2)? as u8;
+        let store_group = k.string("store_group", "");
+        if store_lookup == 1 {
+            k.required("store_group")?;
+        }
+        let dir = ini.path.parent().unwrap_or(Path::new("."));
+        Ok(Self {
+            disabled: k.bool("disabled", false)?,
+            bind_addr: k.string("bind_addr", ""),
+            port: k.int_in("port", 22122, 1..=65535)? as u16,
+            connect_timeout: seconds(&k, "connect_timeout", 10)?,
+            network_timeout: seconds(&k, "network_timeout", 60)?,
+            base_path: PathBuf::from(&k.required("base_path")?.value),
+            max_connections: k.int_in("max_connections", 256, 1..=1_000_000)? as usize,
+            work_threads: k.int_in("work_threads", 4, 1..=1024)? as usize,
+            min_buff_size: min_buff,
+            max_buff_size: max_buff,
+            log_level: log_level(&k)?,
+            run_by_group: k.string("run_by_group", ""),
+            run_by_user: k.string("run_by_user", ""),
+            allow_hosts: k.strings("allow_hosts"),
+            store_lookup,
+            store_group,
+            store_server,
+            store_path: if k.int("store_path", 0)? == 2 { 2 } else { 0 },
+            download_server: k.int_in("download_server", 0, 0..=1)? as u8,
+            reserved_storage_space: reserved_space(&k)?,
+            check_active_interval: seconds(&k, "check_active_interval", 100)?,
+            storage_ip_changed_auto_adjust: k.bool("storage_ip_changed_auto_adjust", true)?,
+            storage_sync_file_max_delay: seconds(&k, "storage_sync_file_max_delay", 86400)?,
+            storage_sync_file_max_time: seconds(&k, "storage_sync_file_max_time", 300)?,
+            use_trunk_file,
+            slot_min_size: k.size("slot_min_size", 256)?.min(64 << 10),
+            slot_max_size: k
+                .size("slot_max_size", trunk_file_size / 8)?
+                .min(trunk_file_size / 2),
+            trunk_file_size,
+            use_storage_id: k.bool("use_storage_id", false)?,
+            storage_ids_filename: dir.join(k.string("storage_ids_filename", "storage_ids.conf")),
+            id_type_in_filename_is_id: k
+                .string("id_type_in_filename", "ip")
+                .eq_ignore_ascii_case("id"),
+            trust_storage_server_id: k.bool("trust_storage_server_id", true)?,
+            store_slave_file_use_link: k.bool("store_slave_file_use_link", false)?,
+            response_ip_addr_size_auto: k
+                .string("response_ip_addr_size", "auto")
+                .eq_ignore_ascii_case("auto"),
+            use_connection_pool: k.bool("use_connection_pool", false)?,
+            connection_pool_max_idle_time: seconds(&k, "connection_pool_max_idle_time", 3600)?,
+            sync_log_buff_interval: seconds(&k, "sync_log_buff_interval", 1)?,
+            http_server_port: k.int_in("http.server_port", 8080, 1..=65535)? as u16,
+        })
+    }
+}
