@@ -1,8 +1,11 @@
 //! fdfs-core: the pieces every fastdfs-rs program shares — the FastDFS wire protocol, file
 //! IDs, the `.conf` files, and an async client.
 
+pub mod client;
 pub mod config;
 pub mod file_id;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod protocol;
 
 #[cfg(test)]

@@ -428,7 +428,7 @@ mod tests {
         assert_eq!(&b[..16], b"group1\0\0\0\0\0\0\0\0\0\0");
         assert_eq!(FileReq::decode(&b).unwrap(), r);
         assert!(FileReq::decode(&b[..16]).is_err());
-        assert!(FileReq::decode(&vec![b'a'; 16 + 128]).is_err());
+        assert!(FileReq::decode(&[b'a'; 16 + 128]).is_err());
     }
 
     #[test]

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs every check and test of fastdfs-rs. This is the README's test command and what CI runs.
+# On a fresh Debian bookworm machine it installs what it needs first (idempotent).
+#   FDFS_FUZZ_SECONDS  how long the fuzz smoke run lasts (default 30; 0 skips it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+here=$(pwd)
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "toolchain"
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+for c in rustfmt clippy; do
+  rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
+done
+cargo --version
+
+# Packages for the pieces built so far; later pieces add theirs here.
+apt_packages=(pkg-config)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  step "apt-get install ${missing[*]}"
+  sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}"
+fi
+
+# The golden captures live in ../shared beside the checkout.
+export FDFS_SHARED_DIR=${FDFS_SHARED_DIR:-$here/../shared}
+[[ -f $FDFS_SHARED_DIR/captures/fastdfs-6.16.1.jsonl ]] || {
+  echo "shared/ not found at $FDFS_SHARED_DIR (set FDFS_SHARED_DIR)" >&2; exit 1; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "fuzz smoke"
+bash ci/fuzz.sh "${FDFS_FUZZ_SECONDS:-30}"
+
+echo
+echo "ci/test.sh: all checks passed"

@@ -1,0 +1,266 @@
+//! One TCP connection to a tracker or storage: the only client code that reads or writes a
+//! socket. Requests go out as header + body in one write (the Python client reads the header
+//! with a single `recv(10)`, and small writes cost round trips); every read and write is bounded
+//! by `network_timeout`.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::error::{ClientError, ClientResult};
+use crate::protocol::{Command, Header, Status, HEADER_LEN, RESP_CMD};
+
+/// Answers larger than this are never buffered in memory (downloads stream instead).
+pub const MAX_BUFFERED_ANSWER: u64 = 64 << 20;
+
+#[derive(Debug)]
+pub struct Connection {
+    stream: TcpStream,
+    addr: String,
+    timeout: Duration,
+    /// False once a request failed midway: the C client closes such connections, and so do we.
+    reusable: bool,
+    pub(crate) last_used: Instant,
+}
+
+impl Connection {
+    pub async fn connect(
+        addr: &str,
+        connect_timeout: Duration,
+        network_timeout: Duration,
+    ) -> ClientResult<Self> {
+        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
+            Err(_) => {
+                return Err(ClientError::Timeout {
+                    addr: addr.to_owned(),
+                })
+            }
+            Ok(Err(e)) => {
+                return Err(ClientError::Io {
+                    addr: addr.to_owned(),
+                    source: e,
+                })
+            }
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        Ok(Self {
+            stream,
+            addr: addr.to_owned(),
+            timeout: network_timeout,
+            reusable: true,
+            last_used: Instant::now(),
+        })
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub fn is_reusable(&self) -> bool {
+        self.reusable
+    }
+
+    /// Sends one packet: header and `body` in one write. `extra_len` declares content that
+    /// [`Self::send_content`] streams afterwards.
+    pub async fn send(
+        &mut self,
+        cmd: Command,
+        status: u8,
+        body: &[u8],
+        extra_len: u64,
+    ) -> ClientResult<()> {
+        let mut h = Header::request(cmd, body.len());
+        h.pkg_len += extra_len;
+        h.status = status;
+        let mut buf = BytesMut::with_capacity(HEADER_LEN + body.len());
+        h.put(&mut buf);
+        buf.extend_from_slice(body);
+        timed(
+            &self.addr,
+            &mut self.reusable,
+            self.timeout,
+            self.stream.write_all(&buf),
+        )
+        .await
+    }
+
+    /// Streams exactly `len` bytes of content from `src` after a [`Self::send`] that declared
+    /// them. The deadline grows with the size (one `network_timeout` per MiB on top).
+    pub async fn send_content(
+        &mut self,
+        src: &mut (impl AsyncRead + Unpin + ?Sized),
+        len: u64,
+    ) -> ClientResult<()> {
+        let deadline = self.timeout
+            + self
+                .timeout
+                .saturating_mul((len >> 20).min(u32::MAX as u64) as u32);
+        let mut limited = src.take(len);
+        let n = timed(
+            &self.addr,
+            &mut self.reusable,
+            deadline,
+            tokio::io::copy(&mut limited, &mut self.stream),
+        )
+        .await?;
+        if n != len {
+            self.reusable = false;
+            return Err(ClientError::Local(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("local source ended after {n} of {len} bytes"),
+            )));
+        }
+        Ok(())
+    }
+
+    /// Reads an answer header; a non-zero status becomes [`ClientError::Status`] and retires
+    /// the connection (the body, if any, is never read).
+    pub async fn recv_header(&mut self) -> ClientResult<Header> {
+        let mut raw = [0u8; HEADER_LEN];
+        timed(
+            &self.addr,
+            &mut self.reusable,
+            self.timeout,
+            self.stream.read_exact(&mut raw),
+        )
+        .await?;
+        self.reusable = false;
+        let h = Header::decode(&raw, i64::MAX as u64).map_err(|e| ClientError::Decode {
+            addr: self.addr.clone(),
+            source: e,
+        })?;
+        if h.cmd != RESP_CMD {
+            return Err(ClientError::Protocol {
+                addr: self.addr.clone(),
+                why: format!("answer cmd {} is not 100", h.cmd),
+            });
+        }
+        if h.status != 0 {
+            return Err(ClientError::Status {
+                status: Status(h.status),
+            });
+        }
+        self.reusable = true;
+        self.last_used = Instant::now();
+        Ok(h)
+    }
+
+    /// Reads an answer body of `len` bytes into memory (refused above `max`).
+    pub async fn recv_body(&mut self, len: u64, max: u64) -> ClientResult<Bytes> {
+        if len > max {
+            self.reusable = false;
+            return Err(ClientError::Protocol {
+                addr: self.addr.clone(),
+                why: format!("answer of {len} bytes exceeds {max}"),
+            });
+        }
+        let mut buf = vec![0u8; len as usize];
+        timed(
+            &self.addr,
+            &mut self.reusable,
+            self.timeout,
+            self.stream.read_exact(&mut buf),
+        )
+        .await?;
+        Ok(buf.into())
+    }
+
+    /// Streams an answer body of `len` bytes into `dst`; each read gets `network_timeout`.
+    pub async fn recv_body_into(
+        &mut self,
+        len: u64,
+        dst: &mut (impl AsyncWrite + Unpin),
+    ) -> ClientResult<()> {
+        let mut buf = vec![0u8; (256 << 10).min(len as usize)];
+        let mut left = len;
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            let n = timed(
+                &self.addr,
+                &mut self.reusable,
+                self.timeout,
+                self.stream.read(&mut buf[..want]),
+            )
+            .await?;
+            if n == 0 {
+                self.reusable = false;
+                return Err(ClientError::Protocol {
+                    addr: self.addr.clone(),
+                    why: "connection closed mid-answer".into(),
+                });
+            }
+            if let Err(e) = dst.write_all(&buf[..n]).await {
+                self.reusable = false;
+                return Err(ClientError::Local(e));
+            }
+            left -= n as u64;
+        }
+        Ok(())
+    }
+
+    /// One request with an in-memory body, one in-memory answer.
+    pub async fn call(&mut self, cmd: Command, body: &[u8]) -> ClientResult<Bytes> {
+        self.call_with_status(cmd, 0, body).await
+    }
+
+    pub async fn call_with_status(
+        &mut self,
+        cmd: Command,
+        status: u8,
+        body: &[u8],
+    ) -> ClientResult<Bytes> {
+        self.send(cmd, status, body, 0).await?;
+        let h = self.recv_header().await?;
+        self.recv_body(h.pkg_len, MAX_BUFFERED_ANSWER).await
+    }
+
+    /// Sends QUIT (no answer comes) and closes.
+    pub async fn quit(mut self) {
+        let _ = self.send(Command::Quit, 0, &[], 0).await;
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// ACTIVE_TEST: is the peer still answering on this connection?
+    pub async fn active_test(&mut self) -> ClientResult<()> {
+        let body = self.call(Command::ActiveTest, &[]).await?;
+        expect_empty(&self.addr, &body)
+    }
+}
+
+pub(crate) fn expect_empty(addr: &str, body: &[u8]) -> ClientResult<()> {
+    if body.is_empty() {
+        Ok(())
+    } else {
+        Err(ClientError::Protocol {
+            addr: addr.to_owned(),
+            why: format!("expected an empty answer, got {} bytes", body.len()),
+        })
+    }
+}
+
+/// Runs one socket operation under `timeout`; any failure retires the connection.
+async fn timed<T>(
+    addr: &str,
+    reusable: &mut bool,
+    timeout: Duration,
+    f: impl Future<Output = std::io::Result<T>>,
+) -> ClientResult<T> {
+    let r = match tokio::time::timeout(timeout, f).await {
+        Err(_) => Err(ClientError::Timeout {
+            addr: addr.to_owned(),
+        }),
+        Ok(Err(e)) => Err(ClientError::Io {
+            addr: addr.to_owned(),
+            source: e,
+        }),
+        Ok(Ok(v)) => Ok(v),
+    };
+    if r.is_err() {
+        *reusable = false;
+    }
+    r
+}

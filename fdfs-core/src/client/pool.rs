@@ -1,0 +1,67 @@
+//! Idle connections kept per address so repeated operations skip the TCP handshake. A
+//! connection goes back only after a fully successful exchange, and one idle longer than
+//! `max_idle` is dropped instead of tested, as the C client's pool does.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::connection::Connection;
+use super::error::ClientResult;
+
+#[derive(Debug)]
+pub struct Pool {
+    idle: Mutex<HashMap<String, Vec<Connection>>>,
+    pub connect_timeout: Duration,
+    pub network_timeout: Duration,
+    max_idle: Duration,
+    enabled: bool,
+}
+
+/// Most idle connections kept per address.
+const MAX_IDLE_PER_ADDR: usize = 16;
+
+impl Pool {
+    pub fn new(
+        connect_timeout: Duration,
+        network_timeout: Duration,
+        max_idle: Duration,
+        enabled: bool,
+    ) -> Self {
+        Self {
+            idle: Mutex::new(HashMap::new()),
+            connect_timeout,
+            network_timeout,
+            max_idle,
+            enabled,
+        }
+    }
+
+    pub async fn get(&self, addr: &str) -> ClientResult<Connection> {
+        if self.enabled {
+            let reused = {
+                let mut idle = self.idle.lock().expect("pool lock");
+                let list = idle.entry(addr.to_owned()).or_default();
+                let now = Instant::now();
+                list.retain(|c| now.duration_since(c.last_used) < self.max_idle);
+                list.pop()
+            };
+            if let Some(c) = reused {
+                return Ok(c);
+            }
+        }
+        Connection::connect(addr, self.connect_timeout, self.network_timeout).await
+    }
+
+    /// Returns a connection after a successful exchange.
+    pub fn put(&self, conn: Connection) {
+        if !self.enabled || !conn.is_reusable() {
+            return;
+        }
+        let mut idle = self.idle.lock().expect("pool lock");
+        let list = idle.entry(conn.addr().to_owned()).or_default();
+        if list.len() < MAX_IDLE_PER_ADDR {
+            list.push(conn);
+        }
+    }
+}
