@@ -150,10 +150,7 @@ fn steps(
                 .collect();
         }
         let to_tracker = req["to"] == "tracker";
-        if to_tracker
-            && matches!(req["cmd"].as_u64(), Some(101..=104))
-            && !body.is_empty()
-        {
+        if to_tracker && matches!(req["cmd"].as_u64(), Some(101..=104)) && !body.is_empty() {
             // group[16] + ip[15] + port: point the client at the storage replayer.
             body[16..31].copy_from_slice(b"127.0.0.1\0\0\0\0\0\0");
             body[31..39].copy_from_slice(&(storage_port as i64).to_be_bytes());
