@@ -110,34 +110,22 @@ impl RemoteFilename {
         }
         let name = &s[10..];
         if !name.bytes().all(name_char) {
-            return Err(FileIdError::BadFilename(
-                "character outside the name charset",
-            ));
+            return Err(FileIdError::BadFilename("character outside the name charset"));
         }
         if B64.decode(&name[..CORE_B64_LEN]).map(|v| v.len()) != Ok(CORE_LEN) {
             return Err(FileIdError::BadBase64);
         }
-        Ok(Self {
-            store_path_index,
-            high,
-            low,
-            name: name.to_owned(),
-        })
+        Ok(Self { store_path_index, high, low, name: name.to_owned() })
     }
 
     /// Path relative to the store path: `data/HH/LL/<name>`.
     pub fn relative_path(&self) -> PathBuf {
-        Path::new("data")
-            .join(format!("{:02X}", self.high))
-            .join(format!("{:02X}", self.low))
-            .join(&self.name)
+        Path::new("data").join(format!("{:02X}", self.high)).join(format!("{:02X}", self.low)).join(&self.name)
     }
 
     /// Full path under the store path this filename's `Mxx` selects.
     pub fn local_path(&self, store_paths: &[PathBuf]) -> Option<PathBuf> {
-        store_paths
-            .get(self.store_path_index as usize)
-            .map(|root| root.join(self.relative_path()))
+        store_paths.get(self.store_path_index as usize).map(|root| root.join(self.relative_path()))
     }
 
     /// The decoded 20-byte core.
@@ -148,9 +136,7 @@ impl RemoteFilename {
 
     /// The trunk location, for 60-character (trunk) names.
     pub fn trunk_location(&self) -> Option<TrunkLocation> {
-        if self.core().size_field & TRUNK_FLAG == 0
-            || self.name.len() < CORE_B64_LEN + TRUNK_LOC_B64_LEN
-        {
+        if self.core().size_field & TRUNK_FLAG == 0 || self.name.len() < CORE_B64_LEN + TRUNK_LOC_B64_LEN {
             return None;
         }
         TrunkLocation::from_b64(&self.name[CORE_B64_LEN..CORE_B64_LEN + TRUNK_LOC_B64_LEN])
@@ -172,11 +158,7 @@ impl RemoteFilename {
 
 impl fmt::Display for RemoteFilename {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "M{:02X}/{:02X}/{:02X}/{}",
-            self.store_path_index, self.high, self.low, self.name
-        )
+        write!(f, "M{:02X}/{:02X}/{:02X}/{}", self.store_path_index, self.high, self.low, self.name)
     }
 }
 
@@ -194,10 +176,7 @@ impl FileId {
         if !valid_group_name(group) {
             return Err(FileIdError::BadGroup);
         }
-        Ok(Self {
-            group: group.to_owned(),
-            remote: RemoteFilename::parse(remote, None)?,
-        })
+        Ok(Self { group: group.to_owned(), remote: RemoteFilename::parse(remote, None)? })
     }
 }
 
@@ -315,11 +294,7 @@ pub fn size_field(kind: NameKind, size: u64, rng: &mut fastrand::Rng) -> u64 {
 /// The 7-character formatted extension: random digits, then `.ext` (§5.5).
 pub fn format_ext(ext: &str, rng: &mut fastrand::Rng) -> String {
     let ext = &ext[..ext.len().min(6)];
-    let digits = if ext.is_empty() {
-        EXT_PART_LEN
-    } else {
-        6 - ext.len()
-    };
+    let digits = if ext.is_empty() { EXT_PART_LEN } else { 6 - ext.len() };
     let mut out = String::with_capacity(EXT_PART_LEN);
     for _ in 0..digits {
         out.push(char::from(b'0' + rng.u8(0..10)));
@@ -358,12 +333,7 @@ pub fn generate(n: &NewName<'_>, rng: &mut fastrand::Rng) -> RemoteFilename {
         name.push_str(&loc.to_b64());
     }
     name.push_str(&format_ext(n.ext, rng));
-    RemoteFilename {
-        store_path_index: n.store_path_index,
-        high: n.high,
-        low: n.low,
-        name,
-    }
+    RemoteFilename { store_path_index: n.store_path_index, high: n.high, low: n.low, name }
 }
 
 /// Keeps the random digits and `HH/LL` of `old` and swaps in a new core: the C storage names a
@@ -371,10 +341,7 @@ pub fn generate(n: &NewName<'_>, rng: &mut fastrand::Rng) -> RemoteFilename {
 pub fn with_core(old: &RemoteFilename, core: &NameCore) -> RemoteFilename {
     let mut name = core.to_b64();
     name.push_str(&old.name[CORE_B64_LEN..]);
-    RemoteFilename {
-        name,
-        ..old.clone()
-    }
+    RemoteFilename { name, ..old.clone() }
 }
 
 /// Where a trunk-resident file lives: 12 bytes → 16 base64 characters.
@@ -441,26 +408,15 @@ impl FileInfo {
             FileType::Normal => Some(raw),
             _ => None,
         };
-        Self {
-            file_type,
-            source: core.source,
-            create_timestamp: core.timestamp,
-            size,
-            crc32: core.crc32,
-            is_trunk,
-        }
+        Self { file_type, source: core.source, create_timestamp: core.timestamp, size, crc32: core.crc32, is_trunk }
     }
 }
 
 /// Slave filename from a master (§5.8): the master's name up to the `.` of its formatted
 /// extension, then the prefix, then `.ext` (or the master's extension when `ext` is empty).
 pub fn slave_filename(master: &str, prefix: &str, ext: &str) -> Result<String, FileIdError> {
-    let charset = |s: &str| {
-        s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-    };
-    if prefix.is_empty() || prefix.len() > 16 || ext.len() > 6 || !charset(prefix) || !charset(ext)
-    {
+    let charset = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if prefix.is_empty() || prefix.len() > 16 || ext.len() > 6 || !charset(prefix) || !charset(ext) {
         return Err(FileIdError::BadSlave);
     }
     let tail_start = master.len().saturating_sub(EXT_PART_LEN);
@@ -519,8 +475,8 @@ mod tests {
         assert_eq!(
             core.to_bytes(),
             [
-                0xC0, 0xA8, 0x01, 0x0A, 0x65, 0x53, 0xF1, 0x00, 0x80, 0x12, 0x34, 0x56, 0x00, 0x00,
-                0x30, 0x39, 0xDE, 0xAD, 0xBE, 0xEF
+                0xC0, 0xA8, 0x01, 0x0A, 0x65, 0x53, 0xF1, 0x00, 0x80, 0x12, 0x34, 0x56, 0x00, 0x00, 0x30, 0x39, 0xDE,
+                0xAD, 0xBE, 0xEF
             ]
         );
         assert_eq!(core.to_b64(), "wKgBCmVT8QCAEjRWAAAwOd6tvu8");
@@ -534,23 +490,11 @@ mod tests {
         assert_eq!(info.size, Some(12345));
         assert_eq!(info.crc32, 0xDEAD_BEEF);
 
-        let by_id = NameCore {
-            source: Source::ServerId(100001),
-            ..core
-        };
+        let by_id = NameCore { source: Source::ServerId(100001), ..core };
         assert_eq!(by_id.to_b64(), "oYYBAGVT8QCAEjRWAAAwOd6tvu8");
-        assert_eq!(
-            NameCore::from_b64("oYYBAGVT8QCAEjRWAAAwOd6tvu8")
-                .unwrap()
-                .source,
-            Source::ServerId(100001)
-        );
+        assert_eq!(NameCore::from_b64("oYYBAGVT8QCAEjRWAAAwOd6tvu8").unwrap().source, Source::ServerId(100001));
 
-        let loc = TrunkLocation {
-            trunk_id: 1,
-            offset: 1024,
-            size: 4096,
-        };
+        let loc = TrunkLocation { trunk_id: 1, offset: 1024, size: 4096 };
         assert_eq!(loc.to_b64(), "AAAAAQAABAAAABAA");
         assert_eq!(TrunkLocation::from_b64("AAAAAQAABAAAABAA"), Some(loc));
     }
@@ -558,16 +502,12 @@ mod tests {
     #[test]
     fn captured_names_decode() {
         // From capture `upload_file_4k`: 127.0.0.2 wrote a 4096-byte .txt.
-        let r =
-            RemoteFilename::parse("M00/01/D9/fwAAAmsF8IKAV3hxAAAQAF5OGZU021.txt", Some(1)).unwrap();
+        let r = RemoteFilename::parse("M00/01/D9/fwAAAmsF8IKAV3hxAAAQAF5OGZU021.txt", Some(1)).unwrap();
         assert_eq!((r.high, r.low), (0x01, 0xD9));
         let info = r.info();
         assert_eq!(info.source, Source::Ip(Ipv4Addr::new(127, 0, 0, 2)));
         assert_eq!(info.size, Some(4096));
-        assert_eq!(
-            r.relative_path(),
-            Path::new("data/01/D9/fwAAAmsF8IKAV3hxAAAQAF5OGZU021.txt")
-        );
+        assert_eq!(r.relative_path(), Path::new("data/01/D9/fwAAAmsF8IKAV3hxAAAQAF5OGZU021.txt"));
     }
 
     #[test]
@@ -586,10 +526,7 @@ mod tests {
             "M00/00/00/wKgB%2e%2e8QCAEjRWAAAwOd6tvu8483.jpg",
             "M00/00/00/wKgB*mVT8QCAEjRWAAAwOd6tvu8483.jpg",
         ] {
-            assert!(
-                RemoteFilename::parse(bad, Some(1)).is_err(),
-                "{bad:?} accepted"
-            );
+            assert!(RemoteFilename::parse(bad, Some(1)).is_err(), "{bad:?} accepted");
         }
         let long = format!("{EXAMPLE}{}", "a".repeat(100));
         assert!(RemoteFilename::parse(&long, None).is_err());
@@ -599,23 +536,13 @@ mod tests {
         );
         assert!(FileId::parse("group1").is_err());
         assert!(FileId::parse("gr..up/M00/00/00/wKgBCmVT8QCAEjRWAAAwOd6tvu8483.jpg").is_err());
-        assert_eq!(
-            FileId::parse(&format!("group1/{EXAMPLE}"))
-                .unwrap()
-                .to_string(),
-            format!("group1/{EXAMPLE}")
-        );
+        assert_eq!(FileId::parse(&format!("group1/{EXAMPLE}")).unwrap().to_string(), format!("group1/{EXAMPLE}"));
     }
 
     #[test]
     fn formatted_extensions() {
         let mut rng = fastrand::Rng::with_seed(7);
-        for (ext, dot_at) in [
-            ("jpg", Some(3)),
-            ("jpeg", Some(2)),
-            ("abcdef", Some(0)),
-            ("", None),
-        ] {
+        for (ext, dot_at) in [("jpg", Some(3)), ("jpeg", Some(2)), ("abcdef", Some(0)), ("", None)] {
             let f = format_ext(ext, &mut rng);
             assert_eq!(f.len(), 7);
             assert_eq!(f.find('.'), dot_at);
@@ -629,20 +556,13 @@ mod tests {
             slave_filename(EXAMPLE, "_150x150", "png").unwrap(),
             "M00/00/00/wKgBCmVT8QCAEjRWAAAwOd6tvu8483_150x150.png"
         );
-        assert_eq!(
-            slave_filename(EXAMPLE, "_big", "").unwrap(),
-            "M00/00/00/wKgBCmVT8QCAEjRWAAAwOd6tvu8483_big.jpg"
-        );
+        assert_eq!(slave_filename(EXAMPLE, "_big", "").unwrap(), "M00/00/00/wKgBCmVT8QCAEjRWAAAwOd6tvu8483_big.jpg");
         let no_ext = "M00/00/00/wKgBCmVT8QCAEjRWAAAwOd6tvu84830271";
-        assert_eq!(
-            slave_filename(no_ext, "_s", "").unwrap(),
-            format!("{no_ext}_s")
-        );
+        assert_eq!(slave_filename(no_ext, "_s", "").unwrap(), format!("{no_ext}_s"));
         assert!(slave_filename(no_ext, "-m", "").is_err());
         assert!(slave_filename(EXAMPLE, "", "png").is_err());
         assert!(slave_filename(EXAMPLE, "a/b", "png").is_err());
-        let s =
-            RemoteFilename::parse(&slave_filename(EXAMPLE, "_s", "").unwrap(), Some(1)).unwrap();
+        let s = RemoteFilename::parse(&slave_filename(EXAMPLE, "_s", "").unwrap(), Some(1)).unwrap();
         assert_eq!(s.info().file_type, FileType::Slave);
         assert_eq!(s.info().size, None);
     }
@@ -660,13 +580,8 @@ mod tests {
         prop_oneof![
             Just(NameKind::Normal),
             Just(NameKind::Appender),
-            (any::<u32>(), any::<u32>(), any::<u32>()).prop_map(|(trunk_id, offset, size)| {
-                NameKind::Trunk(TrunkLocation {
-                    trunk_id,
-                    offset,
-                    size,
-                })
-            }),
+            (any::<u32>(), any::<u32>(), any::<u32>())
+                .prop_map(|(trunk_id, offset, size)| { NameKind::Trunk(TrunkLocation { trunk_id, offset, size }) }),
         ]
     }
 

@@ -3,9 +3,7 @@
 
 use std::path::Path;
 
-use crate::config::{
-    ClientConfig, Ini, ModFastdfsConfig, StorageConfig, StorageIds, TrackerConfig,
-};
+use crate::config::{ClientConfig, Ini, ModFastdfsConfig, StorageConfig, StorageIds, TrackerConfig};
 use crate::file_id::{FileId, RemoteFilename};
 use crate::protocol::storage::StreamedHead;
 use crate::protocol::{leader, peer, report, stat, storage, tracker, Header, Profile, HEADER_LEN};

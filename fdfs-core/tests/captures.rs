@@ -23,10 +23,7 @@ fn captures_file() -> PathBuf {
 }
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 struct Rec {
@@ -37,14 +34,10 @@ struct Rec {
 
 impl Rec {
     fn s(&self, k: &str) -> &str {
-        self.v["decoded"][k]
-            .as_str()
-            .unwrap_or_else(|| panic!("decoded.{k}"))
+        self.v["decoded"][k].as_str().unwrap_or_else(|| panic!("decoded.{k}"))
     }
     fn i(&self, k: &str) -> i64 {
-        self.v["decoded"][k]
-            .as_i64()
-            .unwrap_or_else(|| panic!("decoded.{k}"))
+        self.v["decoded"][k].as_i64().unwrap_or_else(|| panic!("decoded.{k}"))
     }
     fn body_len(&self) -> u64 {
         self.v["body_len"].as_u64().unwrap()
@@ -74,12 +67,7 @@ fn head<T: StreamedHead>(r: &Rec) -> T {
 }
 
 fn same(encoded: &[u8], r: &Rec) {
-    assert_eq!(
-        encoded,
-        &r.body[..],
-        "{} re-encodes to the captured bytes",
-        r.kind()
-    );
+    assert_eq!(encoded, &r.body[..], "{} re-encodes to the captured bytes", r.kind());
 }
 
 fn check(r: &Rec) {
@@ -97,20 +85,14 @@ fn check(r: &Rec) {
             assert_eq!(stat.is_some(), b.len() == 348);
             same(&encode_beat(stat.as_ref()), r);
         }
-        "storage:77" | "storage-peer:111" | "storage:R111" | "client:101" | "client:106"
-        | "client:111" | "tracker:R111" | "client:91" | "client:82" | "client:250"
-        | "storage:R16" | "storage:R17" | "storage:R18" | "storage:R25" | "storage:R35"
-        | "storage:R24" | "storage:R13" | "storage:R36" | "storage:R34" | "storage:R12"
-        | "storage:R9" => {
+        "storage:77" | "storage-peer:111" | "storage:R111" | "client:101" | "client:106" | "client:111"
+        | "tracker:R111" | "client:91" | "client:82" | "client:250" | "storage:R16" | "storage:R17" | "storage:R18"
+        | "storage:R25" | "storage:R35" | "storage:R24" | "storage:R13" | "storage:R36" | "storage:R34"
+        | "storage:R12" | "storage:R9" => {
             // The probe `tracker_query_store_101_bad_len` sent a body to 101; our decoder must
             // refuse it as the C tracker did (it answered EINVAL).
             let probe = r.v["exchange"] == "tracker_query_store_101_bad_len";
-            assert_eq!(
-                fdfs_core::protocol::codec::expect_len(b, 0).is_err(),
-                probe,
-                "{}",
-                r.kind()
-            );
+            assert_eq!(fdfs_core::protocol::codec::expect_len(b, 0).is_err(), probe, "{}", r.kind());
         }
         "tracker:R83" | "tracker:R89" | "tracker:R84" => {
             let n = ChangeNotify::decode(b, P).unwrap();
@@ -131,10 +113,7 @@ fn check(r: &Rec) {
         "storage:84" => {
             let u = decode_disk_usage(b, 1).unwrap();
             let w = &r.v["decoded"]["paths"][0];
-            assert_eq!(
-                (u[0].total_mb, u[0].free_mb),
-                (w[0].as_i64().unwrap(), w[1].as_i64().unwrap())
-            );
+            assert_eq!((u[0].total_mb, u[0].free_mb), (w[0].as_i64().unwrap(), w[1].as_i64().unwrap()));
             same(&encode_disk_usage(&u), r);
         }
         "storage-peer:16" | "storage-peer:18" => {
@@ -144,14 +123,8 @@ fn check(r: &Rec) {
                 h.status,
             )
             .unwrap();
-            assert_eq!(
-                (v.filename.as_str(), v.group.as_str()),
-                (r.s("filename"), r.s("group"))
-            );
-            assert_eq!(
-                (v.file_size as i64, v.timestamp as i64),
-                (r.i("file_size"), r.i("timestamp"))
-            );
+            assert_eq!((v.filename.as_str(), v.group.as_str()), (r.s("filename"), r.s("group")));
+            assert_eq!((v.file_size as i64, v.timestamp as i64), (r.i("file_size"), r.i("timestamp")));
             // The C sender leaves garbage after the group's NUL (captures README, discrepancy 2),
             // so compare everything but the group field.
             let enc = v.encode_head();
@@ -161,10 +134,7 @@ fn check(r: &Rec) {
         "storage-peer:25" | "storage-peer:35" => {
             let len = SyncRangeHead::head_len(&b[..44]).unwrap();
             let v = SyncRangeHead::decode_head(&b[..len], r.body_len()).unwrap();
-            assert_eq!(
-                (v.offset as i64, v.size as i64),
-                (r.i("start_offset"), r.i("length"))
-            );
+            assert_eq!((v.offset as i64, v.size as i64), (r.i("start_offset"), r.i("length")));
             assert_eq!(v.filename, r.s("filename"));
             let enc = v.encode_head();
             assert_eq!(&enc[..28], &b[..28]);
@@ -172,28 +142,19 @@ fn check(r: &Rec) {
         }
         "storage-peer:37" => {
             let v = SyncTruncateReq::decode(b).unwrap();
-            assert_eq!(
-                (v.old_size as i64, v.new_size as i64),
-                (r.i("old_size"), r.i("new_size"))
-            );
+            assert_eq!((v.old_size as i64, v.new_size as i64), (r.i("old_size"), r.i("new_size")));
             let enc = v.encode();
             assert_eq!(&enc[..28], &b[..28]);
             assert_eq!(&enc[44..], &b[44..]);
         }
         "storage-peer:17" => {
             let v = SyncDeleteReq::decode(b).unwrap();
-            assert_eq!(
-                (v.filename.as_str(), v.timestamp as i64),
-                (r.s("filename"), r.i("timestamp"))
-            );
+            assert_eq!((v.filename.as_str(), v.timestamp as i64), (r.s("filename"), r.i("timestamp")));
             same(&v.encode(), r);
         }
         "storage-peer:40" => {
             let v = SyncLinkReq::decode(b).unwrap();
-            assert_eq!(
-                (v.dest.as_str(), v.src.as_str()),
-                (r.s("dest_filename"), r.s("src_filename"))
-            );
+            assert_eq!((v.dest.as_str(), v.src.as_str()), (r.s("dest_filename"), r.s("src_filename")));
             same(&v.encode(), r);
         }
         "storage:R40" => {
@@ -208,10 +169,7 @@ fn check(r: &Rec) {
         }
         "tracker:R101" | "tracker:R104" => {
             let v = StoreTarget::decode_any(b).unwrap();
-            assert_eq!(
-                (v.group.as_str(), v.ip.as_str(), v.port),
-                (r.s("group"), r.s("ip"), r.i("port"))
-            );
+            assert_eq!((v.group.as_str(), v.ip.as_str(), v.port), (r.s("group"), r.s("ip"), r.i("port")));
             assert_eq!(v.store_path_index as i64, r.i("store_path_index"));
             same(&v.encode(P), r);
             same(&v.encode(Profile::CLASSIC), r);
@@ -224,10 +182,7 @@ fn check(r: &Rec) {
         }
         "tracker:R105" => {
             let v = FetchTargets::decode(b, P).unwrap();
-            assert_eq!(
-                v.servers.len(),
-                r.v["decoded"]["servers"].as_array().unwrap().len()
-            );
+            assert_eq!(v.servers.len(), r.v["decoded"]["servers"].as_array().unwrap().len());
             same(&v.encode(P), r);
         }
         "tracker:R106" | "tracker:R107" => {
@@ -239,18 +194,12 @@ fn check(r: &Rec) {
         }
         "client:11" | "client:23" => {
             let v: UploadHead = head(r);
-            assert_eq!(
-                (v.file_size as i64, v.ext.as_str()),
-                (r.i("file_size"), r.s("ext"))
-            );
+            assert_eq!((v.file_size as i64, v.ext.as_str()), (r.i("file_size"), r.s("ext")));
             assert_eq!(v.store_path_index as i64, r.i("store_path_index"));
         }
         "client:21" => {
             let v: SlaveUploadHead = head(r);
-            assert_eq!(
-                (v.prefix.as_str(), v.master_filename.as_str()),
-                (r.s("prefix"), r.s("master_filename"))
-            );
+            assert_eq!((v.prefix.as_str(), v.master_filename.as_str()), (r.s("prefix"), r.s("master_filename")));
         }
         "client:24" => {
             let v: AppendHead = head(r);
@@ -258,26 +207,17 @@ fn check(r: &Rec) {
         }
         "client:34" => {
             let v: ModifyHead = head(r);
-            assert_eq!(
-                (v.offset as i64, v.size as i64),
-                (r.i("file_offset"), r.i("data_size"))
-            );
+            assert_eq!((v.offset as i64, v.size as i64), (r.i("file_offset"), r.i("data_size")));
         }
         "storage:R11" | "storage:R23" | "storage:R21" | "storage:R38" => {
             let v = FileIdResp::decode(b).unwrap();
-            assert_eq!(
-                (v.group.as_str(), v.filename.as_str()),
-                (r.s("group"), r.s("filename"))
-            );
+            assert_eq!((v.group.as_str(), v.filename.as_str()), (r.s("group"), r.s("filename")));
             same(&v.encode(), r);
             fdfs_core::file_id::FileId::parse(&v.file_id()).expect("server-made IDs parse");
         }
         "client:102" | "client:103" | "client:105" | "client:12" | "client:15" | "client:22" => {
             let v = FileReq::decode(b).unwrap();
-            assert_eq!(
-                (v.group.as_str(), v.filename.as_str()),
-                (r.s("group"), r.s("filename"))
-            );
+            assert_eq!((v.group.as_str(), v.filename.as_str()), (r.s("group"), r.s("filename")));
             same(&v.encode(), r);
             if r.kind() == "client:22" {
                 assert_eq!(h.status as i64, r.i("flags"));
@@ -285,10 +225,7 @@ fn check(r: &Rec) {
         }
         "client:14" => {
             let v = DownloadReq::decode(b).unwrap();
-            assert_eq!(
-                (v.offset as i64, v.bytes as i64),
-                (r.i("offset"), r.i("download_bytes"))
-            );
+            assert_eq!((v.offset as i64, v.bytes as i64), (r.i("offset"), r.i("download_bytes")));
             same(&v.encode(), r);
         }
         "storage:R14" => assert_eq!(b.len() as u64, r.body_len().min(64)),
@@ -315,11 +252,7 @@ fn check(r: &Rec) {
             let meta = parse_metadata(b);
             let want = r.v["decoded"]["metadata"].as_array().unwrap();
             assert_eq!(meta.len(), want.len());
-            assert_eq!(
-                pack_metadata(&meta),
-                b,
-                "stored metadata is sorted and re-packs exactly"
-            );
+            assert_eq!(pack_metadata(&meta), b, "stored metadata is sorted and re-packs exactly");
         }
         "client:36" => {
             let v = TruncateReq::decode(b).unwrap();
@@ -342,10 +275,7 @@ fn check(r: &Rec) {
             let w = &r.v["decoded"]["groups"][0];
             assert_eq!(v[0].group, w["group"].as_str().unwrap());
             assert_eq!(v[0].reserved_mb, w["reserved_mb"].as_i64().unwrap());
-            assert_eq!(
-                v[0].writable_count,
-                w["writable_server_count"].as_i64().unwrap()
-            );
+            assert_eq!(v[0].writable_count, w["writable_server_count"].as_i64().unwrap());
             same(&GroupStat::encode_list(&v, p), r);
         }
         "tracker:R92" => {
@@ -364,12 +294,8 @@ fn check(r: &Rec) {
 #[test]
 fn every_captured_packet_decodes_and_re_encodes() {
     let path = captures_file();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e} (set FDFS_SHARED_DIR to the shared/ folder)",
-            path.display()
-        )
-    });
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (set FDFS_SHARED_DIR to the shared/ folder)", path.display()));
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let mut total = 0;
     for (n, line) in text.lines().enumerate() {

@@ -15,23 +15,16 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 fn unhex(s: &str) -> Vec<u8> {
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-        .collect()
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
 }
 
 fn exchange(name: &str) -> Vec<Value> {
     let shared = std::env::var_os("FDFS_SHARED_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let text =
-        std::fs::read_to_string(shared.join("captures/fastdfs-6.16.1.jsonl")).expect("captures");
-    let recs: Vec<Value> = text
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| v["exchange"] == name)
-        .collect();
+    let text = std::fs::read_to_string(shared.join("captures/fastdfs-6.16.1.jsonl")).expect("captures");
+    let recs: Vec<Value> =
+        text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["exchange"] == name).collect();
     assert!(!recs.is_empty(), "no exchange {name}");
     recs
 }
@@ -56,9 +49,7 @@ impl Replayer {
         let addr = listener.local_addr().unwrap();
         let errors = Arc::new(Mutex::new(Vec::new()));
         let served = Arc::new(Mutex::new(0usize));
-        let steps = Arc::new(Mutex::new(
-            steps.into_iter().collect::<std::collections::VecDeque<_>>(),
-        ));
+        let steps = Arc::new(Mutex::new(steps.into_iter().collect::<std::collections::VecDeque<_>>()));
         let (e, s) = (errors.clone(), served.clone());
         tokio::spawn(async move {
             loop {
@@ -80,16 +71,11 @@ impl Replayer {
                         }
                         let got = [&h[..], &body[..]].concat();
                         let Some(step) = steps.lock().unwrap().pop_front() else {
-                            e.lock()
-                                .unwrap()
-                                .push(format!("unexpected request cmd {}", h[8]));
+                            e.lock().unwrap().push(format!("unexpected request cmd {}", h[8]));
                             return;
                         };
-                        let n = if step.request_truncated {
-                            step.request.len()
-                        } else {
-                            got.len().max(step.request.len())
-                        };
+                        let n =
+                            if step.request_truncated { step.request.len() } else { got.len().max(step.request.len()) };
                         if got.get(..n) != step.request.get(..n) {
                             e.lock().unwrap().push(format!(
                                 "request differs:\n  got  {:02x?}\n  want {:02x?}",
@@ -105,11 +91,7 @@ impl Replayer {
                 });
             }
         });
-        Self {
-            addr,
-            errors,
-            served,
-        }
+        Self { addr, errors, served }
     }
 
     /// Every request so far matched, and `want_served` were answered.
@@ -122,11 +104,7 @@ impl Replayer {
 
 /// Splits an exchange into tracker and storage steps. Storage addresses in tracker answers are
 /// patched to `storage_port`; a truncated download answer is rebuilt with `content`.
-fn steps(
-    recs: &[Value],
-    storage_port: u16,
-    content: Option<&dyn Fn(usize) -> u8>,
-) -> (Vec<Step>, Vec<Step>) {
+fn steps(recs: &[Value], storage_port: u16, content: Option<&dyn Fn(usize) -> u8>) -> (Vec<Step>, Vec<Step>) {
     let (mut tracker, mut storage) = (Vec::new(), Vec::new());
     let mut i = 0;
     while i < recs.len() {
@@ -137,17 +115,11 @@ fn steps(
         }
         let resp = &recs[i + 1];
         assert_eq!(resp["cmd"], 100);
-        let request = [
-            unhex(req["header_hex"].as_str().unwrap()),
-            unhex(req["body_hex"].as_str().unwrap()),
-        ]
-        .concat();
+        let request = [unhex(req["header_hex"].as_str().unwrap()), unhex(req["body_hex"].as_str().unwrap())].concat();
         let mut body = unhex(resp["body_hex"].as_str().unwrap());
         if resp["body_truncated"] == true {
             let f = content.expect("content generator for a truncated answer");
-            body = (0..resp["body_len"].as_u64().unwrap() as usize)
-                .map(f)
-                .collect();
+            body = (0..resp["body_len"].as_u64().unwrap() as usize).map(f).collect();
         }
         let to_tracker = req["to"] == "tracker";
         if to_tracker && matches!(req["cmd"].as_u64(), Some(101..=104)) && !body.is_empty() {
@@ -156,11 +128,7 @@ fn steps(
             body[31..39].copy_from_slice(&(storage_port as i64).to_be_bytes());
         }
         let answer = [unhex(resp["header_hex"].as_str().unwrap()), body].concat();
-        let step = Step {
-            request,
-            request_truncated: req["body_truncated"] == true,
-            answer,
-        };
+        let step = Step { request, request_truncated: req["body_truncated"] == true, answer };
         if to_tracker {
             tracker.push(step)
         } else {
@@ -181,24 +149,12 @@ async fn replay(name: &str, content: Option<&dyn Fn(usize) -> u8>) -> (Replay, u
     let recs = exchange(name);
     let storage_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let tracker_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (t, s) = steps(
-        &recs,
-        storage_listener.local_addr().unwrap().port(),
-        content,
-    );
+    let (t, s) = steps(&recs, storage_listener.local_addr().unwrap().port(), content);
     let (nt, ns) = (t.len(), s.len());
     let tracker = Replayer::start(tracker_listener, t);
     let storage = Replayer::start(storage_listener, s);
     let cfg = ClientConfig::for_tracker(ServerAddr::parse(&tracker.addr.to_string()).unwrap());
-    (
-        Replay {
-            client: Client::new(&cfg),
-            tracker,
-            storage,
-        },
-        nt,
-        ns,
-    )
+    (Replay { client: Client::new(&cfg), tracker, storage }, nt, ns)
 }
 
 fn f4k(i: usize) -> u8 {
@@ -209,11 +165,7 @@ fn f4k(i: usize) -> u8 {
 async fn upload_file_4k() {
     let (r, nt, ns) = replay("upload_file_4k", None).await;
     let data: Vec<u8> = (0..4096).map(f4k).collect();
-    let id = r
-        .client
-        .upload(UploadKind::Normal, None, "txt", Content::Bytes(&data))
-        .await
-        .unwrap();
+    let id = r.client.upload(UploadKind::Normal, None, "txt", Content::Bytes(&data)).await.unwrap();
     assert_eq!(id, "group1/M00/01/D9/fwAAAmsF8IKAV3hxAAAQAF5OGZU021.txt");
     r.tracker.check(nt);
     r.storage.check(ns);
@@ -241,17 +193,8 @@ async fn download_whole_range_and_tail() {
     let (r, nt, ns) = replay("download_file_offset_4000_to_end", Some(&tail)).await;
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("tail.bin");
-    assert_eq!(
-        r.client
-            .download_to_file(ID_4K, &out, 4000, 0)
-            .await
-            .unwrap(),
-        96
-    );
-    assert_eq!(
-        std::fs::read(&out).unwrap(),
-        (4000..4096).map(f4k).collect::<Vec<_>>()
-    );
+    assert_eq!(r.client.download_to_file(ID_4K, &out, 4000, 0).await.unwrap(), 96);
+    assert_eq!(std::fs::read(&out).unwrap(), (4000..4096).map(f4k).collect::<Vec<_>>());
     r.tracker.check(nt);
     r.storage.check(ns);
 }
@@ -259,48 +202,26 @@ async fn download_whole_range_and_tail() {
 #[tokio::test]
 async fn appender_upload_append_info_regenerate() {
     let (r, nt, ns) = replay("upload_appender_small", None).await;
-    let id = r
-        .client
-        .upload(
-            UploadKind::Appender,
-            None,
-            "txt",
-            Content::Bytes(b"appender-part-1;"),
-        )
-        .await
-        .unwrap();
+    let id = r.client.upload(UploadKind::Appender, None, "txt", Content::Bytes(b"appender-part-1;")).await.unwrap();
     assert_eq!(id, APPENDER);
     r.tracker.check(nt);
     r.storage.check(ns);
 
     let (r, nt, ns) = replay("append_file", None).await;
-    r.client
-        .append(APPENDER, Content::Bytes(b"APPENDED-PART-2;"))
-        .await
-        .unwrap();
+    r.client.append(APPENDER, Content::Bytes(b"APPENDED-PART-2;")).await.unwrap();
     r.tracker.check(nt);
     r.storage.check(ns);
 
     let (r, nt, ns) = replay("file_info_appender", None).await;
     let info = r.client.query_file_info(APPENDER, 0).await.unwrap();
-    assert_eq!(
-        (info.file_size, info.create_timestamp, info.crc32),
-        (32, 1795551366, -856785410)
-    );
+    assert_eq!((info.file_size, info.create_timestamp, info.crc32), (32, 1795551366, -856785410));
     assert_eq!(info.source_ip, "127.0.0.2");
     r.tracker.check(nt);
     r.storage.check(ns);
 
     let (r, nt, ns) = replay("regenerate_appender_filename", None).await;
-    let new_id = r
-        .client
-        .regenerate_appender_filename(APPENDER)
-        .await
-        .unwrap();
-    assert_eq!(
-        new_id,
-        "group1/M00/01/D9/fwAAAmsF8IeARVijAAAAIMzuff4738.txt"
-    );
+    let new_id = r.client.regenerate_appender_filename(APPENDER).await.unwrap();
+    assert_eq!(new_id, "group1/M00/01/D9/fwAAAmsF8IeARVijAAAAIMzuff4738.txt");
     r.tracker.check(nt);
     r.storage.check(ns);
 }
@@ -314,15 +235,7 @@ async fn delete_and_missing_files() {
 
     let (r, nt, ns) = replay("delete_file_nonexistent", None).await;
     let e = r.client.delete(ID_4K).await.unwrap_err();
-    assert!(
-        matches!(
-            e,
-            ClientError::Status {
-                status: Status::ENOENT
-            }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, ClientError::Status { status: Status::ENOENT }), "{e}");
     r.tracker.check(nt);
     r.storage.check(ns);
 
@@ -338,27 +251,15 @@ async fn listing_and_metadata() {
     let (r, nt, _) = replay("monitor_list_all", None).await;
     let groups = r.client.tracker.list_groups().await.unwrap();
     assert_eq!(groups.len(), 1);
-    assert_eq!(
-        (groups[0].group.as_str(), groups[0].storage_count),
-        ("group1", 2)
-    );
-    let storages = r
-        .client
-        .tracker
-        .list_storages("group1", None)
-        .await
-        .unwrap();
+    assert_eq!((groups[0].group.as_str(), groups[0].storage_count), ("group1", 2));
+    let storages = r.client.tracker.list_storages("group1", None).await.unwrap();
     assert_eq!(storages.len(), 2);
     assert_eq!(storages[1].ip, "127.0.0.3");
     assert_eq!(storages[0].version, "6.16.1");
     r.tracker.check(nt);
 
     let (r, _, _) = replay("fdfs_test_getmeta", None).await;
-    let meta = r
-        .client
-        .get_metadata("group1/M00/01/D9/fwAAAmsF8IiAe4E6AAAAGziz54M911.txt")
-        .await
-        .unwrap();
+    let meta = r.client.get_metadata("group1/M00/01/D9/fwAAAmsF8IiAe4E6AAAAGziz54M911.txt").await.unwrap();
     let names: Vec<&[u8]> = meta.iter().map(|(n, _)| &n[..]).collect();
     assert_eq!(names, [&b"ext_name"[..], b"file_size", b"height", b"width"]);
     assert_eq!(meta[3].1, b"160");
@@ -371,31 +272,17 @@ async fn listing_and_metadata() {
 #[tokio::test]
 async fn unreachable_trackers_fail_over_then_report() {
     // Two dead trackers: every one is tried, then the last transport error is reported.
-    let dead1 = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
-    let dead2 = TcpListener::bind("127.0.0.1:0")
-        .await
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead1 = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
+    let dead2 = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap();
     let mut cfg = ClientConfig::for_tracker(ServerAddr::parse(&dead1.to_string()).unwrap());
-    cfg.tracker_servers
-        .push(ServerAddr::parse(&dead2.to_string()).unwrap());
-    let e = Client::new(&cfg)
-        .tracker
-        .query_store(None)
-        .await
-        .unwrap_err();
+    cfg.tracker_servers.push(ServerAddr::parse(&dead2.to_string()).unwrap());
+    let e = Client::new(&cfg).tracker.query_store(None).await.unwrap_err();
     assert!(matches!(e, ClientError::NoTracker { .. }), "{e}");
 
     // A dead tracker first, a live one second: the call succeeds.
     let (r, nt, _) = replay("upload_file_4k", None).await;
     let mut cfg = ClientConfig::for_tracker(ServerAddr::parse(&dead1.to_string()).unwrap());
-    cfg.tracker_servers
-        .push(ServerAddr::parse(&r.tracker.addr.to_string()).unwrap());
+    cfg.tracker_servers.push(ServerAddr::parse(&r.tracker.addr.to_string()).unwrap());
     let t = Client::new(&cfg).tracker.query_store(None).await.unwrap();
     assert_eq!(t.group, "group1");
     r.tracker.check(nt);

@@ -7,15 +7,11 @@ use std::time::Duration;
 use fdfs_core::config::*;
 
 fn original(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures/fastdfs-6.x")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fastdfs-6.x").join(name)
 }
 
 fn shipped(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../nginx-conf")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../nginx-conf").join(name)
 }
 
 #[test]
@@ -41,13 +37,7 @@ fn original_storage_conf() {
     assert_eq!(c.group_name, "group1");
     assert_eq!(c.port, 23000);
     assert_eq!(c.buff_size, 256 << 10);
-    assert_eq!(
-        c.store_paths,
-        vec![
-            PathBuf::from("/home/yuqing/fastdfs"),
-            PathBuf::from("/home/yuqing/fastdfs2")
-        ]
-    );
+    assert_eq!(c.store_paths, vec![PathBuf::from("/home/yuqing/fastdfs"), PathBuf::from("/home/yuqing/fastdfs2")]);
     assert_eq!(c.store_path_readonly, vec![false, false]);
     assert_eq!(c.tracker_servers.len(), 2);
     assert_eq!(c.tracker_servers[1].primary(), "192.168.209.122:22122");
@@ -65,20 +55,11 @@ fn original_client_and_ids() {
     assert_eq!(c.network_timeout, Duration::from_secs(60));
     let ids = StorageIds::load(&original("storage_ids.conf")).unwrap();
     assert_eq!(ids.entries.len(), 4);
-    assert_eq!(
-        ids.by_id(100002).unwrap().hosts,
-        vec!["192.168.0.197", "10.1.1.197"]
-    );
+    assert_eq!(ids.by_id(100002).unwrap().hosts, vec!["192.168.0.197", "10.1.1.197"]);
     let v6 = ids.by_id(100003).unwrap();
-    assert_eq!(
-        (v6.hosts[0].as_str(), v6.port, v6.rw),
-        ("2409:8a20::1", Some(23001), RwMode::None)
-    );
+    assert_eq!((v6.hosts[0].as_str(), v6.port, v6.rw), ("2409:8a20::1", Some(23001), RwMode::None));
     assert_eq!(v6.to_line(), "100003 group2 [2409:8a20::1]:23001 rw=none");
-    assert_eq!(
-        ids.find("group1", "192.168.0.196", 23000).unwrap().id,
-        100001
-    );
+    assert_eq!(ids.find("group1", "192.168.0.196", 23000).unwrap().id, 100001);
     assert!(ids.find("group1", "192.168.0.198", 23002).is_none());
 }
 
@@ -120,11 +101,7 @@ fn shipped_samples_parse() {
 fn errors_name_the_file_line_and_key() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("storage.conf");
-    std::fs::write(
-        &p,
-        "base_path=/tmp\nport = 23000\nsubdir_count_per_path = 300\n",
-    )
-    .unwrap();
+    std::fs::write(&p, "base_path=/tmp\nport = 23000\nsubdir_count_per_path = 300\n").unwrap();
     let e = StorageConfig::load(&p).unwrap_err().to_string();
     assert!(e.contains("storage.conf:3: subdir_count_per_path"), "{e}");
     std::fs::write(&p, "port = 23000\n").unwrap();

@@ -35,26 +35,18 @@ static GLOBAL: Largest = Largest;
 
 /// Bodies that look like real ones but with hostile length fields.
 fn hostile_lengths() -> impl Strategy<Value = Vec<u8>> {
-    (
-        any::<i64>(),
-        any::<i64>(),
-        proptest::collection::vec(any::<u8>(), 0..200),
-    )
-        .prop_map(|(a, b, tail)| {
-            let mut v = Vec::with_capacity(16 + tail.len());
-            v.extend_from_slice(&a.to_be_bytes());
-            v.extend_from_slice(&b.to_be_bytes());
-            v.extend_from_slice(&tail);
-            v
-        })
+    (any::<i64>(), any::<i64>(), proptest::collection::vec(any::<u8>(), 0..200)).prop_map(|(a, b, tail)| {
+        let mut v = Vec::with_capacity(16 + tail.len());
+        v.extend_from_slice(&a.to_be_bytes());
+        v.extend_from_slice(&b.to_be_bytes());
+        v.extend_from_slice(&tail);
+        v
+    })
 }
 
 #[test]
 fn decoders_never_panic_and_allocate_in_proportion() {
-    let mut runner = TestRunner::new(Config {
-        cases: 3000,
-        ..Config::default()
-    });
+    let mut runner = TestRunner::new(Config { cases: 3000, ..Config::default() });
     let inputs = prop_oneof![
         proptest::collection::vec(any::<u8>(), 0..1200),
         hostile_lengths(),
@@ -67,11 +59,7 @@ fn decoders_never_panic_and_allocate_in_proportion() {
             let largest = LARGEST.load(Ordering::Relaxed);
             // Text conversions copy the input a few times; nothing may scale with a declared
             // length. 8 KiB covers fixed-size buffers (e.g. error strings).
-            prop_assert!(
-                largest <= 4 * data.len() + 8192,
-                "{largest} bytes for {} input bytes",
-                data.len()
-            );
+            prop_assert!(largest <= 4 * data.len() + 8192, "{largest} bytes for {} input bytes", data.len());
             Ok(())
         })
         .unwrap();

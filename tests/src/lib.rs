@@ -1,1 +1,220 @@
-//! End-to-end helpers shared by the tests in this crate.
+//! Harness for end-to-end tests with real processes: each daemon runs from the workspace's
+//! built binaries in its own temp dir with a generated config, on an ephemeral loopback port;
+//! it is stopped with SIGTERM when dropped, and its logs are printed if the test failed.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Where the workspace's binaries are: `FDFS_BIN_DIR`, else the target dir of this test.
+pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("FDFS_BIN_DIR") {
+        return PathBuf::from(dir).join(name);
+    }
+    let exe = std::env::current_exe().expect("test exe");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(path.exists(), "{} not built: run `cargo build --workspace` (or set FDFS_BIN_DIR)", path.display());
+    path
+}
+
+/// The `shared/` folder beside the checkout.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("FDFS_SHARED_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"))
+}
+
+/// A running daemon.
+#[derive(Debug)]
+pub struct Daemon {
+    name: String,
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub base_path: PathBuf,
+    pub conf: PathBuf,
+    stderr_log: PathBuf,
+}
+
+impl Daemon {
+    /// Starts `program conf foreground` and waits for its "listening on ADDR" line.
+    pub fn start(program: &str, conf: &Path, base_path: &Path) -> Self {
+        let stderr_log = base_path.join(format!("{program}.stderr"));
+        let err = std::fs::File::create(&stderr_log).expect("stderr log");
+        let mut child = Command::new(bin(program))
+            .arg(conf)
+            .arg("foreground")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {program}: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(addr.trim().to_owned());
+                }
+            }
+        });
+        let mut d = Daemon {
+            name: program.to_owned(),
+            child: Some(child),
+            addr: "0.0.0.0:0".parse().unwrap(),
+            base_path: base_path.to_owned(),
+            conf: conf.to_owned(),
+            stderr_log,
+        };
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => d.addr = addr.parse().expect("bound address"),
+            Err(_) => {
+                d.print_logs();
+                panic!("{program} did not report its address within 20 s");
+            }
+        }
+        d
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
+    }
+
+    /// SIGTERM and wait (SIGKILL after 30 s).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else { return };
+        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("{} did not stop on SIGTERM within 30 s", self.name);
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn print_logs(&self) {
+        eprintln!("----- {} stderr ({}) -----", self.name, self.stderr_log.display());
+        eprintln!("{}", std::fs::read_to_string(&self.stderr_log).unwrap_or_default());
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.print_logs();
+        }
+        if let Some(mut child) = self.child.take() {
+            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// `defaults` overridden by the `key = value` lines of `extra` (a config key read once must
+/// appear once).
+pub fn merge_conf(defaults: &[(&str, String)], extra: &str) -> String {
+    let key = |l: &str| l.split('=').next().unwrap_or("").trim().to_owned();
+    let overridden: Vec<String> = extra.lines().map(key).collect();
+    let mut text: String = defaults
+        .iter()
+        .filter(|(k, _)| !overridden.iter().any(|o| o == k))
+        .map(|(k, v)| format!("{k} = {v}\n"))
+        .collect();
+    text.push_str(extra);
+    text.push('\n');
+    text
+}
+
+/// Writes a tracker.conf into `dir` (port 0 unless `extra` sets one) and returns its path.
+pub fn write_tracker_conf(dir: &Path, extra: &str) -> PathBuf {
+    let base = dir.join("tracker");
+    std::fs::create_dir_all(&base).unwrap();
+    let conf = dir.join("tracker.conf");
+    let defaults = [
+        ("bind_addr", "127.0.0.1".to_owned()),
+        ("port", "0".to_owned()),
+        ("base_path", base.display().to_string()),
+        ("log_level", "debug".to_owned()),
+        ("reserved_storage_space", "1MB".to_owned()),
+        ("network_timeout", "30".to_owned()),
+    ];
+    std::fs::write(&conf, merge_conf(&defaults, extra)).unwrap();
+    conf
+}
+
+/// A tracker in its own temp dir.
+#[derive(Debug)]
+pub struct TrackerProc {
+    pub daemon: Daemon,
+    pub dir: tempfile::TempDir,
+}
+
+impl TrackerProc {
+    pub fn start(extra_conf: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("fdfs-tracker-").tempdir().unwrap();
+        let conf = write_tracker_conf(dir.path(), extra_conf);
+        let daemon = Daemon::start("fdfs_trackerd", &conf, &dir.path().join("tracker"));
+        Self { daemon, dir }
+    }
+
+    /// Restarts on the same port and data.
+    pub fn restart(&mut self) {
+        let port = self.daemon.addr.port();
+        self.daemon.stop();
+        let conf =
+            std::fs::read_to_string(&self.daemon.conf).unwrap().replace("port = 0\n", &format!("port = {port}\n"));
+        std::fs::write(&self.daemon.conf, conf).unwrap();
+        self.daemon = Daemon::start("fdfs_trackerd", &self.daemon.conf.clone(), &self.daemon.base_path.clone());
+    }
+
+    pub fn addr(&self) -> String {
+        self.daemon.addr.to_string()
+    }
+}
+
+/// Polls `f` until it returns `Some`, or panics after `timeout`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

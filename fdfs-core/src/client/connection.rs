@@ -27,33 +27,35 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub async fn connect(
+    pub async fn connect(addr: &str, connect_timeout: Duration, network_timeout: Duration) -> ClientResult<Self> {
+        Self::connect_from(addr, None, connect_timeout, network_timeout).await
+    }
+
+    /// Connects from a chosen local address (`client_bind`; tests use 127.0.0.x to play
+    /// several hosts).
+    pub async fn connect_from(
         addr: &str,
+        local_ip: Option<std::net::IpAddr>,
         connect_timeout: Duration,
         network_timeout: Duration,
     ) -> ClientResult<Self> {
-        let stream = match tokio::time::timeout(connect_timeout, TcpStream::connect(addr)).await {
-            Err(_) => {
-                return Err(ClientError::Timeout {
-                    addr: addr.to_owned(),
-                })
-            }
-            Ok(Err(e)) => {
-                return Err(ClientError::Io {
-                    addr: addr.to_owned(),
-                    source: e,
-                })
-            }
+        let connecting = async {
+            let Some(ip) = local_ip else { return TcpStream::connect(addr).await };
+            let target = tokio::net::lookup_host(addr)
+                .await?
+                .find(|a| a.is_ipv4() == ip.is_ipv4())
+                .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no address of that family"))?;
+            let sock = if ip.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+            sock.bind(std::net::SocketAddr::new(ip, 0))?;
+            sock.connect(target).await
+        };
+        let stream = match tokio::time::timeout(connect_timeout, connecting).await {
+            Err(_) => return Err(ClientError::Timeout { addr: addr.to_owned() }),
+            Ok(Err(e)) => return Err(ClientError::Io { addr: addr.to_owned(), source: e }),
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
-        Ok(Self {
-            stream,
-            addr: addr.to_owned(),
-            timeout: network_timeout,
-            reusable: true,
-            last_used: Instant::now(),
-        })
+        Ok(Self { stream, addr: addr.to_owned(), timeout: network_timeout, reusable: true, last_used: Instant::now() })
     }
 
     pub fn addr(&self) -> &str {
@@ -66,47 +68,23 @@ impl Connection {
 
     /// Sends one packet: header and `body` in one write. `extra_len` declares content that
     /// [`Self::send_content`] streams afterwards.
-    pub async fn send(
-        &mut self,
-        cmd: Command,
-        status: u8,
-        body: &[u8],
-        extra_len: u64,
-    ) -> ClientResult<()> {
+    pub async fn send(&mut self, cmd: Command, status: u8, body: &[u8], extra_len: u64) -> ClientResult<()> {
         let mut h = Header::request(cmd, body.len());
         h.pkg_len += extra_len;
         h.status = status;
         let mut buf = BytesMut::with_capacity(HEADER_LEN + body.len());
         h.put(&mut buf);
         buf.extend_from_slice(body);
-        timed(
-            &self.addr,
-            &mut self.reusable,
-            self.timeout,
-            self.stream.write_all(&buf),
-        )
-        .await
+        timed(&self.addr, &mut self.reusable, self.timeout, self.stream.write_all(&buf)).await
     }
 
     /// Streams exactly `len` bytes of content from `src` after a [`Self::send`] that declared
     /// them. The deadline grows with the size (one `network_timeout` per MiB on top).
-    pub async fn send_content(
-        &mut self,
-        src: &mut (impl AsyncRead + Unpin + ?Sized),
-        len: u64,
-    ) -> ClientResult<()> {
-        let deadline = self.timeout
-            + self
-                .timeout
-                .saturating_mul((len >> 20).min(u32::MAX as u64) as u32);
+    pub async fn send_content(&mut self, src: &mut (impl AsyncRead + Unpin + ?Sized), len: u64) -> ClientResult<()> {
+        let deadline = self.timeout + self.timeout.saturating_mul((len >> 20).min(u32::MAX as u64) as u32);
         let mut limited = src.take(len);
-        let n = timed(
-            &self.addr,
-            &mut self.reusable,
-            deadline,
-            tokio::io::copy(&mut limited, &mut self.stream),
-        )
-        .await?;
+        let n =
+            timed(&self.addr, &mut self.reusable, deadline, tokio::io::copy(&mut limited, &mut self.stream)).await?;
         if n != len {
             self.reusable = false;
             return Err(ClientError::Local(std::io::Error::new(
@@ -121,18 +99,10 @@ impl Connection {
     /// the connection (the body, if any, is never read).
     pub async fn recv_header(&mut self) -> ClientResult<Header> {
         let mut raw = [0u8; HEADER_LEN];
-        timed(
-            &self.addr,
-            &mut self.reusable,
-            self.timeout,
-            self.stream.read_exact(&mut raw),
-        )
-        .await?;
+        timed(&self.addr, &mut self.reusable, self.timeout, self.stream.read_exact(&mut raw)).await?;
         self.reusable = false;
-        let h = Header::decode(&raw, i64::MAX as u64).map_err(|e| ClientError::Decode {
-            addr: self.addr.clone(),
-            source: e,
-        })?;
+        let h = Header::decode(&raw, i64::MAX as u64)
+            .map_err(|e| ClientError::Decode { addr: self.addr.clone(), source: e })?;
         if h.cmd != RESP_CMD {
             return Err(ClientError::Protocol {
                 addr: self.addr.clone(),
@@ -140,9 +110,7 @@ impl Connection {
             });
         }
         if h.status != 0 {
-            return Err(ClientError::Status {
-                status: Status(h.status),
-            });
+            return Err(ClientError::Status { status: Status(h.status) });
         }
         self.reusable = true;
         self.last_used = Instant::now();
@@ -159,33 +127,17 @@ impl Connection {
             });
         }
         let mut buf = vec![0u8; len as usize];
-        timed(
-            &self.addr,
-            &mut self.reusable,
-            self.timeout,
-            self.stream.read_exact(&mut buf),
-        )
-        .await?;
+        timed(&self.addr, &mut self.reusable, self.timeout, self.stream.read_exact(&mut buf)).await?;
         Ok(buf.into())
     }
 
     /// Streams an answer body of `len` bytes into `dst`; each read gets `network_timeout`.
-    pub async fn recv_body_into(
-        &mut self,
-        len: u64,
-        dst: &mut (impl AsyncWrite + Unpin),
-    ) -> ClientResult<()> {
+    pub async fn recv_body_into(&mut self, len: u64, dst: &mut (impl AsyncWrite + Unpin)) -> ClientResult<()> {
         let mut buf = vec![0u8; (256 << 10).min(len as usize)];
         let mut left = len;
         while left > 0 {
             let want = buf.len().min(left as usize);
-            let n = timed(
-                &self.addr,
-                &mut self.reusable,
-                self.timeout,
-                self.stream.read(&mut buf[..want]),
-            )
-            .await?;
+            let n = timed(&self.addr, &mut self.reusable, self.timeout, self.stream.read(&mut buf[..want])).await?;
             if n == 0 {
                 self.reusable = false;
                 return Err(ClientError::Protocol {
@@ -207,12 +159,7 @@ impl Connection {
         self.call_with_status(cmd, 0, body).await
     }
 
-    pub async fn call_with_status(
-        &mut self,
-        cmd: Command,
-        status: u8,
-        body: &[u8],
-    ) -> ClientResult<Bytes> {
+    pub async fn call_with_status(&mut self, cmd: Command, status: u8, body: &[u8]) -> ClientResult<Bytes> {
         self.send(cmd, status, body, 0).await?;
         let h = self.recv_header().await?;
         self.recv_body(h.pkg_len, MAX_BUFFERED_ANSWER).await
@@ -250,13 +197,8 @@ async fn timed<T>(
     f: impl Future<Output = std::io::Result<T>>,
 ) -> ClientResult<T> {
     let r = match tokio::time::timeout(timeout, f).await {
-        Err(_) => Err(ClientError::Timeout {
-            addr: addr.to_owned(),
-        }),
-        Ok(Err(e)) => Err(ClientError::Io {
-            addr: addr.to_owned(),
-            source: e,
-        }),
+        Err(_) => Err(ClientError::Timeout { addr: addr.to_owned() }),
+        Ok(Err(e)) => Err(ClientError::Io { addr: addr.to_owned(), source: e }),
         Ok(Ok(v)) => Ok(v),
     };
     if r.is_err() {

@@ -7,10 +7,7 @@ use crate::protocol::{DecodeError, Status};
 #[derive(Debug, Error)]
 pub enum ClientError {
     #[error("{addr}: {source}")]
-    Io {
-        addr: String,
-        source: std::io::Error,
-    },
+    Io { addr: String, source: std::io::Error },
     #[error("{addr}: timed out")]
     Timeout { addr: String },
     #[error("server answered {status}")]
@@ -35,18 +32,13 @@ impl ClientError {
             ClientError::Io { source, .. } | ClientError::Local(source) => Status::from_io(source),
             ClientError::Timeout { .. } => Status::ETIMEDOUT,
             ClientError::NoTracker { last } => last.status(),
-            ClientError::Decode { .. } | ClientError::Protocol { .. } | ClientError::FileId(_) => {
-                Status::EINVAL
-            }
+            ClientError::Decode { .. } | ClientError::Protocol { .. } | ClientError::FileId(_) => Status::EINVAL,
         }
     }
 
     /// A transport failure (try another server), as opposed to an answer.
     pub fn is_transport(&self) -> bool {
-        matches!(
-            self,
-            ClientError::Io { .. } | ClientError::Timeout { .. } | ClientError::Protocol { .. }
-        )
+        matches!(self, ClientError::Io { .. } | ClientError::Timeout { .. } | ClientError::Protocol { .. })
     }
 }
 

@@ -5,6 +5,7 @@
 mod connection;
 mod error;
 mod pool;
+pub mod reporter;
 mod storage;
 mod tracker;
 
@@ -60,22 +61,12 @@ impl Client {
         content: Content<'_>,
     ) -> ClientResult<String> {
         let t = self.tracker.query_store(group).await?;
-        let r = self
-            .storage
-            .upload(
-                &addr_of(&t.ip, t.port),
-                kind,
-                t.store_path_index as i8,
-                ext,
-                content,
-            )
-            .await?;
+        let r = self.storage.upload(&addr_of(&t.ip, t.port), kind, t.store_path_index as i8, ext, content).await?;
         Ok(r.file_id())
     }
 
     pub async fn upload_buffer(&self, data: &[u8], ext: &str) -> ClientResult<String> {
-        self.upload(UploadKind::Normal, None, ext, Content::Bytes(data))
-            .await
+        self.upload(UploadKind::Normal, None, ext, Content::Bytes(data)).await
     }
 
     /// Streams a local file; the extension defaults to the file's own.
@@ -86,13 +77,10 @@ impl Client {
         path: &Path,
         ext: Option<&str>,
     ) -> ClientResult<String> {
-        let mut f = tokio::fs::File::open(path)
-            .await
-            .map_err(ClientError::Local)?;
+        let mut f = tokio::fs::File::open(path).await.map_err(ClientError::Local)?;
         let len = f.metadata().await.map_err(ClientError::Local)?.len();
         let ext = ext.map(str::to_owned).unwrap_or_else(|| file_ext(path));
-        self.upload(kind, group, &ext, Content::Reader(&mut f, len))
-            .await
+        self.upload(kind, group, &ext, Content::Reader(&mut f, len)).await
     }
 
     /// A slave of `master_id` with `prefix`, on the master's storage.
@@ -105,16 +93,8 @@ impl Client {
     ) -> ClientResult<String> {
         let id = FileId::parse(master_id)?;
         let t = self.tracker.query_update(&id).await?;
-        let r = self
-            .storage
-            .upload_slave(
-                &addr_of(&t.ip, t.port),
-                &id.remote.to_string(),
-                prefix,
-                ext,
-                content,
-            )
-            .await?;
+        let r =
+            self.storage.upload_slave(&addr_of(&t.ip, t.port), &id.remote.to_string(), prefix, ext, content).await?;
         Ok(r.file_id())
     }
 
@@ -132,44 +112,22 @@ impl Client {
     pub async fn download(&self, file_id: &str, offset: u64, bytes: u64) -> ClientResult<Bytes> {
         let id = FileId::parse(file_id)?;
         let addr = self.fetch_addr(&id).await?;
-        self.storage
-            .download(&addr, &id.group, &id.remote.to_string(), offset, bytes)
-            .await
+        self.storage.download(&addr, &id.group, &id.remote.to_string(), offset, bytes).await
     }
 
     /// Downloads into a local file (written to a temp name, renamed when complete).
-    pub async fn download_to_file(
-        &self,
-        file_id: &str,
-        path: &Path,
-        offset: u64,
-        bytes: u64,
-    ) -> ClientResult<u64> {
+    pub async fn download_to_file(&self, file_id: &str, path: &Path, offset: u64, bytes: u64) -> ClientResult<u64> {
         let id = FileId::parse(file_id)?;
         let addr = self.fetch_addr(&id).await?;
         let tmp = path.with_extension(format!("{}.fdfs-part", file_ext(path)));
-        let mut f = tokio::fs::File::create(&tmp)
-            .await
-            .map_err(ClientError::Local)?;
-        let r = self
-            .storage
-            .download_into(
-                &addr,
-                &id.group,
-                &id.remote.to_string(),
-                offset,
-                bytes,
-                &mut f,
-            )
-            .await;
+        let mut f = tokio::fs::File::create(&tmp).await.map_err(ClientError::Local)?;
+        let r = self.storage.download_into(&addr, &id.group, &id.remote.to_string(), offset, bytes, &mut f).await;
         match r {
             Ok(n) => {
                 use tokio::io::AsyncWriteExt;
                 f.flush().await.map_err(ClientError::Local)?;
                 drop(f);
-                tokio::fs::rename(&tmp, path)
-                    .await
-                    .map_err(ClientError::Local)?;
+                tokio::fs::rename(&tmp, path).await.map_err(ClientError::Local)?;
                 Ok(n)
             }
             Err(e) => {
@@ -182,78 +140,50 @@ impl Client {
     pub async fn delete(&self, file_id: &str) -> ClientResult<()> {
         let id = FileId::parse(file_id)?;
         let addr = self.update_addr(&id).await?;
-        self.storage
-            .delete(&addr, &id.group, &id.remote.to_string())
-            .await
+        self.storage.delete(&addr, &id.group, &id.remote.to_string()).await
     }
 
-    pub async fn set_metadata(
-        &self,
-        file_id: &str,
-        meta: &[(Vec<u8>, Vec<u8>)],
-        op: MetaOp,
-    ) -> ClientResult<()> {
+    pub async fn set_metadata(&self, file_id: &str, meta: &[(Vec<u8>, Vec<u8>)], op: MetaOp) -> ClientResult<()> {
         let id = FileId::parse(file_id)?;
         let addr = self.update_addr(&id).await?;
-        self.storage
-            .set_metadata(&addr, &id.group, &id.remote.to_string(), meta, op)
-            .await
+        self.storage.set_metadata(&addr, &id.group, &id.remote.to_string(), meta, op).await
     }
 
     pub async fn get_metadata(&self, file_id: &str) -> ClientResult<Metadata> {
         let id = FileId::parse(file_id)?;
         let addr = self.fetch_addr(&id).await?;
-        self.storage
-            .get_metadata(&addr, &id.group, &id.remote.to_string())
-            .await
+        self.storage.get_metadata(&addr, &id.group, &id.remote.to_string()).await
     }
 
     /// Asks a storage (22) for the current size, mtime and CRC32.
     pub async fn query_file_info(&self, file_id: &str, flags: u8) -> ClientResult<FileInfoResp> {
         let id = FileId::parse(file_id)?;
         let addr = self.fetch_addr(&id).await?;
-        self.storage
-            .file_info(&addr, &id.group, &id.remote.to_string(), flags)
-            .await
+        self.storage.file_info(&addr, &id.group, &id.remote.to_string(), flags).await
     }
 
     pub async fn append(&self, file_id: &str, content: Content<'_>) -> ClientResult<()> {
         let id = FileId::parse(file_id)?;
         let addr = self.update_addr(&id).await?;
-        self.storage
-            .append(&addr, &id.remote.to_string(), content)
-            .await
+        self.storage.append(&addr, &id.remote.to_string(), content).await
     }
 
-    pub async fn modify(
-        &self,
-        file_id: &str,
-        offset: u64,
-        content: Content<'_>,
-    ) -> ClientResult<()> {
+    pub async fn modify(&self, file_id: &str, offset: u64, content: Content<'_>) -> ClientResult<()> {
         let id = FileId::parse(file_id)?;
         let addr = self.update_addr(&id).await?;
-        self.storage
-            .modify(&addr, &id.remote.to_string(), offset, content)
-            .await
+        self.storage.modify(&addr, &id.remote.to_string(), offset, content).await
     }
 
     pub async fn truncate(&self, file_id: &str, new_size: u64) -> ClientResult<()> {
         let id = FileId::parse(file_id)?;
         let addr = self.update_addr(&id).await?;
-        self.storage
-            .truncate(&addr, &id.remote.to_string(), new_size)
-            .await
+        self.storage.truncate(&addr, &id.remote.to_string(), new_size).await
     }
 
     pub async fn regenerate_appender_filename(&self, file_id: &str) -> ClientResult<String> {
         let id = FileId::parse(file_id)?;
         let addr = self.update_addr(&id).await?;
-        Ok(self
-            .storage
-            .regenerate_appender_filename(&addr, &id.remote.to_string())
-            .await?
-            .file_id())
+        Ok(self.storage.regenerate_appender_filename(&addr, &id.remote.to_string()).await?.file_id())
     }
 }
 

@@ -22,19 +22,8 @@ pub struct Pool {
 const MAX_IDLE_PER_ADDR: usize = 16;
 
 impl Pool {
-    pub fn new(
-        connect_timeout: Duration,
-        network_timeout: Duration,
-        max_idle: Duration,
-        enabled: bool,
-    ) -> Self {
-        Self {
-            idle: Mutex::new(HashMap::new()),
-            connect_timeout,
-            network_timeout,
-            max_idle,
-            enabled,
-        }
+    pub fn new(connect_timeout: Duration, network_timeout: Duration, max_idle: Duration, enabled: bool) -> Self {
+        Self { idle: Mutex::new(HashMap::new()), connect_timeout, network_timeout, max_idle, enabled }
     }
 
     pub async fn get(&self, addr: &str) -> ClientResult<Connection> {

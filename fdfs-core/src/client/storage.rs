@@ -49,10 +49,7 @@ pub struct StorageClient {
 }
 
 fn decode<T>(addr: &str, r: Result<T, DecodeError>) -> ClientResult<T> {
-    r.map_err(|e| ClientError::Decode {
-        addr: addr.to_owned(),
-        source: e,
-    })
+    r.map_err(|e| ClientError::Decode { addr: addr.to_owned(), source: e })
 }
 
 impl StorageClient {
@@ -62,13 +59,7 @@ impl StorageClient {
 
     /// Sends a head plus content and reads the answer; small content goes out in the same write
     /// as the header.
-    async fn exchange(
-        &self,
-        addr: &str,
-        cmd: Command,
-        head: &[u8],
-        content: Content<'_>,
-    ) -> ClientResult<Bytes> {
+    async fn exchange(&self, addr: &str, cmd: Command, head: &[u8], content: Content<'_>) -> ClientResult<Bytes> {
         let mut conn = self.pool.get(addr).await?;
         let r = Self::exchange_on(&mut conn, cmd, head, content).await;
         if r.is_ok() {
@@ -117,12 +108,7 @@ impl StorageClient {
         ext: &str,
         content: Content<'_>,
     ) -> ClientResult<FileIdResp> {
-        let head = UploadHead {
-            store_path_index,
-            file_size: content.len(),
-            ext: ext.into(),
-        }
-        .encode_head();
+        let head = UploadHead { store_path_index, file_size: content.len(), ext: ext.into() }.encode_head();
         let cmd = match kind {
             UploadKind::Normal => Command::UploadFile,
             UploadKind::Appender => Command::UploadAppenderFile,
@@ -147,9 +133,7 @@ impl StorageClient {
             ext: ext.into(),
         }
         .encode_head();
-        let body = self
-            .exchange(addr, Command::UploadSlaveFile, &head, content)
-            .await?;
+        let body = self.exchange(addr, Command::UploadSlaveFile, &head, content).await?;
         decode(addr, FileIdResp::decode(&body))
     }
 
@@ -162,14 +146,8 @@ impl StorageClient {
         offset: u64,
         bytes: u64,
     ) -> ClientResult<Bytes> {
-        let req = DownloadReq {
-            offset,
-            bytes,
-            group: group.into(),
-            filename: filename.into(),
-        };
-        self.simple(addr, Command::DownloadFile, &req.encode())
-            .await
+        let req = DownloadReq { offset, bytes, group: group.into(), filename: filename.into() };
+        self.simple(addr, Command::DownloadFile, &req.encode()).await
     }
 
     /// 14 streamed into `dst`; returns the number of bytes written.
@@ -182,15 +160,9 @@ impl StorageClient {
         bytes: u64,
         dst: &mut (impl AsyncWrite + Unpin),
     ) -> ClientResult<u64> {
-        let req = DownloadReq {
-            offset,
-            bytes,
-            group: group.into(),
-            filename: filename.into(),
-        };
+        let req = DownloadReq { offset, bytes, group: group.into(), filename: filename.into() };
         let mut conn = self.pool.get(addr).await?;
-        conn.send(Command::DownloadFile, 0, &req.encode(), 0)
-            .await?;
+        conn.send(Command::DownloadFile, 0, &req.encode(), 0).await?;
         let h = conn.recv_header().await?;
         conn.recv_body_into(h.pkg_len, dst).await?;
         self.pool.put(conn);
@@ -198,21 +170,12 @@ impl StorageClient {
     }
 
     fn file_req(group: &str, filename: &str) -> FileReq {
-        FileReq {
-            group: group.into(),
-            filename: filename.into(),
-        }
+        FileReq { group: group.into(), filename: filename.into() }
     }
 
     /// 12.
     pub async fn delete(&self, addr: &str, group: &str, filename: &str) -> ClientResult<()> {
-        let body = self
-            .simple(
-                addr,
-                Command::DeleteFile,
-                &Self::file_req(group, filename).encode(),
-            )
-            .await?;
+        let body = self.simple(addr, Command::DeleteFile, &Self::file_req(group, filename).encode()).await?;
         expect_empty(addr, &body)
     }
 
@@ -225,118 +188,50 @@ impl StorageClient {
         meta: &[(Vec<u8>, Vec<u8>)],
         op: MetaOp,
     ) -> ClientResult<()> {
-        let req = SetMetadataReq {
-            op,
-            group: group.into(),
-            filename: filename.into(),
-            meta: pack_metadata(meta),
-        };
-        let body = self
-            .simple(addr, Command::SetMetadata, &req.encode())
-            .await?;
+        let req = SetMetadataReq { op, group: group.into(), filename: filename.into(), meta: pack_metadata(meta) };
+        let body = self.simple(addr, Command::SetMetadata, &req.encode()).await?;
         expect_empty(addr, &body)
     }
 
     /// 15.
-    pub async fn get_metadata(
-        &self,
-        addr: &str,
-        group: &str,
-        filename: &str,
-    ) -> ClientResult<Metadata> {
-        let body = self
-            .simple(
-                addr,
-                Command::GetMetadata,
-                &Self::file_req(group, filename).encode(),
-            )
-            .await?;
+    pub async fn get_metadata(&self, addr: &str, group: &str, filename: &str) -> ClientResult<Metadata> {
+        let body = self.simple(addr, Command::GetMetadata, &Self::file_req(group, filename).encode()).await?;
         Ok(parse_metadata(&body))
     }
 
     /// 22, with the 6.15.1+ flags in the header's status byte.
-    pub async fn file_info(
-        &self,
-        addr: &str,
-        group: &str,
-        filename: &str,
-        flags: u8,
-    ) -> ClientResult<FileInfoResp> {
+    pub async fn file_info(&self, addr: &str, group: &str, filename: &str, flags: u8) -> ClientResult<FileInfoResp> {
         let mut conn = self.pool.get(addr).await?;
-        let body = conn
-            .call_with_status(
-                Command::QueryFileInfo,
-                flags,
-                &Self::file_req(group, filename).encode(),
-            )
-            .await?;
+        let body =
+            conn.call_with_status(Command::QueryFileInfo, flags, &Self::file_req(group, filename).encode()).await?;
         self.pool.put(conn);
         decode(addr, FileInfoResp::decode_any(&body))
     }
 
     /// 24.
-    pub async fn append(
-        &self,
-        addr: &str,
-        filename: &str,
-        content: Content<'_>,
-    ) -> ClientResult<()> {
-        let head = AppendHead {
-            filename: filename.into(),
-            size: content.len(),
-        }
-        .encode_head();
-        let body = self
-            .exchange(addr, Command::AppendFile, &head, content)
-            .await?;
+    pub async fn append(&self, addr: &str, filename: &str, content: Content<'_>) -> ClientResult<()> {
+        let head = AppendHead { filename: filename.into(), size: content.len() }.encode_head();
+        let body = self.exchange(addr, Command::AppendFile, &head, content).await?;
         expect_empty(addr, &body)
     }
 
     /// 34.
-    pub async fn modify(
-        &self,
-        addr: &str,
-        filename: &str,
-        offset: u64,
-        content: Content<'_>,
-    ) -> ClientResult<()> {
-        let head = ModifyHead {
-            filename: filename.into(),
-            offset,
-            size: content.len(),
-        }
-        .encode_head();
-        let body = self
-            .exchange(addr, Command::ModifyFile, &head, content)
-            .await?;
+    pub async fn modify(&self, addr: &str, filename: &str, offset: u64, content: Content<'_>) -> ClientResult<()> {
+        let head = ModifyHead { filename: filename.into(), offset, size: content.len() }.encode_head();
+        let body = self.exchange(addr, Command::ModifyFile, &head, content).await?;
         expect_empty(addr, &body)
     }
 
     /// 36.
     pub async fn truncate(&self, addr: &str, filename: &str, new_size: u64) -> ClientResult<()> {
-        let req = TruncateReq {
-            filename: filename.into(),
-            new_size,
-        };
-        let body = self
-            .simple(addr, Command::TruncateFile, &req.encode())
-            .await?;
+        let req = TruncateReq { filename: filename.into(), new_size };
+        let body = self.simple(addr, Command::TruncateFile, &req.encode()).await?;
         expect_empty(addr, &body)
     }
 
     /// 38: turns an appender file into a normal one; returns its new name.
-    pub async fn regenerate_appender_filename(
-        &self,
-        addr: &str,
-        filename: &str,
-    ) -> ClientResult<FileIdResp> {
-        let body = self
-            .simple(
-                addr,
-                Command::RegenerateAppenderFilename,
-                filename.as_bytes(),
-            )
-            .await?;
+    pub async fn regenerate_appender_filename(&self, addr: &str, filename: &str) -> ClientResult<FileIdResp> {
+        let body = self.simple(addr, Command::RegenerateAppenderFilename, filename.as_bytes()).await?;
         decode(addr, FileIdResp::decode(&body))
     }
 

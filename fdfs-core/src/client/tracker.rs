@@ -24,11 +24,7 @@ pub struct TrackerClient {
 
 impl TrackerClient {
     pub fn new(trackers: Vec<ServerAddr>, pool: std::sync::Arc<Pool>) -> Self {
-        Self {
-            trackers,
-            next: AtomicUsize::new(0),
-            pool,
-        }
+        Self { trackers, next: AtomicUsize::new(0), pool }
     }
 
     pub fn trackers(&self) -> &[ServerAddr] {
@@ -52,13 +48,9 @@ impl TrackerClient {
                 }
             }
         }
-        let last = last.unwrap_or(ClientError::Protocol {
-            addr: String::new(),
-            why: "no tracker_server configured".into(),
-        });
-        Err(ClientError::NoTracker {
-            last: Box::new(last),
-        })
+        let last =
+            last.unwrap_or(ClientError::Protocol { addr: String::new(), why: "no tracker_server configured".into() });
+        Err(ClientError::NoTracker { last: Box::new(last) })
     }
 
     async fn call_one(&self, addr: &str, cmd: Command, body: &[u8]) -> ClientResult<Bytes> {
@@ -71,22 +63,13 @@ impl TrackerClient {
     }
 
     fn decode<T>(r: Result<T, crate::protocol::DecodeError>) -> ClientResult<T> {
-        r.map_err(|e| ClientError::Decode {
-            addr: "tracker".into(),
-            source: e,
-        })
+        r.map_err(|e| ClientError::Decode { addr: "tracker".into(), source: e })
     }
 
     /// 101 / 104: where to upload.
     pub async fn query_store(&self, group: Option<&str>) -> ClientResult<StoreTarget> {
         let body = match group {
-            Some(g) => {
-                self.call(
-                    Command::QueryStoreWithGroupOne,
-                    &GroupReq { group: g.into() }.encode(),
-                )
-                .await?
-            }
+            Some(g) => self.call(Command::QueryStoreWithGroupOne, &GroupReq { group: g.into() }.encode()).await?,
             None => self.call(Command::QueryStoreWithoutGroupOne, &[]).await?,
         };
         Self::decode(StoreTarget::decode_any(&body))
@@ -95,54 +78,35 @@ impl TrackerClient {
     /// 106 / 107: every writable storage.
     pub async fn query_store_all(&self, group: Option<&str>) -> ClientResult<StoreTargets> {
         let body = match group {
-            Some(g) => {
-                self.call(
-                    Command::QueryStoreWithGroupAll,
-                    &GroupReq { group: g.into() }.encode(),
-                )
-                .await?
-            }
+            Some(g) => self.call(Command::QueryStoreWithGroupAll, &GroupReq { group: g.into() }.encode()).await?,
             None => self.call(Command::QueryStoreWithoutGroupAll, &[]).await?,
         };
         Self::decode(StoreTargets::decode_any(&body))
     }
 
     fn file_req(id: &FileId) -> FileReq {
-        FileReq {
-            group: id.group.clone(),
-            filename: id.remote.to_string(),
-        }
+        FileReq { group: id.group.clone(), filename: id.remote.to_string() }
     }
 
     /// 102: a storage that has the file.
     pub async fn query_fetch(&self, id: &FileId) -> ClientResult<FetchTarget> {
-        let body = self
-            .call(Command::QueryFetchOne, &Self::file_req(id).encode())
-            .await?;
+        let body = self.call(Command::QueryFetchOne, &Self::file_req(id).encode()).await?;
         Self::decode(FetchTarget::decode_any(&body))
     }
 
     /// 103: the storage to change the file on (its source when alive).
     pub async fn query_update(&self, id: &FileId) -> ClientResult<FetchTarget> {
-        let body = self
-            .call(Command::QueryUpdate, &Self::file_req(id).encode())
-            .await?;
+        let body = self.call(Command::QueryUpdate, &Self::file_req(id).encode()).await?;
         Self::decode(FetchTarget::decode_any(&body))
     }
 
     /// 105: every storage that has the file. The layout (ports per server or not) is told
     /// apart by length; a single server reads the same either way.
     pub async fn query_fetch_all(&self, id: &FileId) -> ClientResult<FetchTargets> {
-        let body = self
-            .call(Command::QueryFetchAll, &Self::file_req(id).encode())
-            .await?;
+        let body = self.call(Command::QueryFetchAll, &Self::file_req(id).encode()).await?;
         let w = Profile::V6_16.query_ip_width();
         let per_server_port = body.len() >= 16 + w + 8 && (body.len() - 16 - w - 8) % (w + 8) == 0;
-        let p = if per_server_port {
-            Profile::V6_16
-        } else {
-            Profile::CLASSIC
-        };
+        let p = if per_server_port { Profile::V6_16 } else { Profile::CLASSIC };
         Self::decode(FetchTargets::decode(&body, p))
     }
 
@@ -154,61 +118,30 @@ impl TrackerClient {
 
     /// 90: one group.
     pub async fn list_group(&self, group: &str) -> ClientResult<GroupStat> {
-        let body = self
-            .call(
-                Command::ServerListOneGroup,
-                &GroupReq {
-                    group: group.into(),
-                }
-                .encode(),
-            )
-            .await?;
+        let body = self.call(Command::ServerListOneGroup, &GroupReq { group: group.into() }.encode()).await?;
         let (mut v, _) = Self::decode(GroupStat::decode_list_any(&body))?;
         v.pop()
             .filter(|_| v.is_empty())
-            .ok_or_else(|| ClientError::Protocol {
-                addr: "tracker".into(),
-                why: "expected one group".into(),
-            })
+            .ok_or_else(|| ClientError::Protocol { addr: "tracker".into(), why: "expected one group".into() })
     }
 
     /// 92: the storages of a group (optionally one).
-    pub async fn list_storages(
-        &self,
-        group: &str,
-        storage_id: Option<&str>,
-    ) -> ClientResult<Vec<StorageStat>> {
-        let req = GroupStorageReq {
-            group: group.into(),
-            storage_id: storage_id.map(Into::into),
-        };
+    pub async fn list_storages(&self, group: &str, storage_id: Option<&str>) -> ClientResult<Vec<StorageStat>> {
+        let req = GroupStorageReq { group: group.into(), storage_id: storage_id.map(Into::into) };
         let body = self.call(Command::ServerListStorage, &req.encode()).await?;
         Ok(Self::decode(StorageStat::decode_list_any(&body))?.0)
     }
 
     /// 93 on one tracker (the tool sends it to every tracker).
     pub async fn delete_storage(&self, group: &str, storage_id: &str) -> ClientResult<()> {
-        let req = GroupStorageReq {
-            group: group.into(),
-            storage_id: Some(storage_id.into()),
-        };
-        let body = self
-            .call(Command::ServerDeleteStorage, &req.encode())
-            .await?;
+        let req = GroupStorageReq { group: group.into(), storage_id: Some(storage_id.into()) };
+        let body = self.call(Command::ServerDeleteStorage, &req.encode()).await?;
         expect_empty("tracker", &body)
     }
 
     /// 108.
     pub async fn delete_group(&self, group: &str) -> ClientResult<()> {
-        let body = self
-            .call(
-                Command::ServerDeleteGroup,
-                &GroupReq {
-                    group: group.into(),
-                }
-                .encode(),
-            )
-            .await?;
+        let body = self.call(Command::ServerDeleteGroup, &GroupReq { group: group.into() }.encode()).await?;
         expect_empty("tracker", &body)
     }
 
@@ -218,10 +151,7 @@ impl TrackerClient {
         let text = String::from_utf8_lossy(&body);
         Ok(text
             .lines()
-            .filter_map(|l| {
-                l.split_once('=')
-                    .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-            })
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())))
             .collect())
     }
 
@@ -229,16 +159,8 @@ impl TrackerClient {
     pub async fn storage_ids(&self) -> ClientResult<Vec<String>> {
         let mut lines: Vec<String> = Vec::new();
         loop {
-            let req = FetchStorageIdsReq {
-                start_index: lines.len() as i32,
-                allow_empty: false,
-            };
-            let body = self
-                .call(
-                    Command::StorageFetchStorageIds,
-                    &req.encode(Profile::CLASSIC),
-                )
-                .await?;
+            let req = FetchStorageIdsReq { start_index: lines.len() as i32, allow_empty: false };
+            let body = self.call(Command::StorageFetchStorageIds, &req.encode(Profile::CLASSIC)).await?;
             let page = Self::decode(StorageIdsPage::decode(&body))?;
             let got = page.lines.len();
             lines.extend(page.lines);

@@ -32,10 +32,7 @@ impl ClientConfig {
         let k = ini.global();
         let tracker_servers = tracker_servers(&k)?;
         if tracker_servers.is_empty() {
-            return Err(ConfigError::Missing {
-                file: ini.path.clone(),
-                key: "tracker_server".into(),
-            });
+            return Err(ConfigError::Missing { file: ini.path.clone(), key: "tracker_server".into() });
         }
         let dir = ini.path.parent().unwrap_or(Path::new("."));
         Ok(Self {
@@ -46,8 +43,7 @@ impl ClientConfig {
             log_level: log_level(&k)?,
             use_connection_pool: k.bool("use_connection_pool", false)?,
             connection_pool_max_idle_time: seconds(&k, "connection_pool_max_idle_time", 3600)?,
-            load_fdfs_parameters_from_tracker: k
-                .bool("load_fdfs_parameters_from_tracker", false)?,
+            load_fdfs_parameters_from_tracker: k.bool("load_fdfs_parameters_from_tracker", false)?,
             use_storage_id: k.bool("use_storage_id", false)?,
             storage_ids_filename: dir.join(k.string("storage_ids_filename", "storage_ids.conf")),
             http_tracker_server_port: k.int_in("http.tracker_server_port", 80, 1..=65535)? as u16,

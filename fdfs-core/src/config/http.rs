@@ -56,16 +56,12 @@ impl HttpConfig {
             server_port: k.int_in("http.server_port", 80, 1..=65535)? as u16,
             need_find_content_type: k.bool("http.need_find_content_type", true)?,
             multi_range_enabled: multi,
-            mime_types_filename: k
-                .opt_string("http.mime_types_filename")
-                .map(|p| dir.join(p)),
+            mime_types_filename: k.opt_string("http.mime_types_filename").map(|p| dir.join(p)),
             default_content_type: k.string("http.default_content_type", &d.default_content_type),
             check_token,
             token_ttl: seconds(k, "http.anti_steal.token_ttl", 600)?,
             secret_key,
-            token_check_fail: k
-                .opt_string("http.anti_steal.token_check_fail")
-                .map(|p| dir.join(p)),
+            token_check_fail: k.opt_string("http.anti_steal.token_check_fail").map(|p| dir.join(p)),
         })
     }
 }

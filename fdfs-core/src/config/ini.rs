@@ -29,42 +29,24 @@ pub struct Ini {
 
 impl Ini {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut ini = Ini {
-            path: path.to_owned(),
-            entries: Vec::new(),
-        };
+        let mut ini = Ini { path: path.to_owned(), entries: Vec::new() };
         ini.load_into(path, None, 0)?;
         Ok(ini)
     }
 
     /// Parses text as if it were the file `path` (includes resolve relative to it).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut ini = Ini {
-            path: path.to_owned(),
-            entries: Vec::new(),
-        };
+        let mut ini = Ini { path: path.to_owned(), entries: Vec::new() };
         let mut section = None;
         ini.parse_into(text, path, &mut section, 0)?;
         Ok(ini)
     }
 
-    fn load_into(
-        &mut self,
-        path: &Path,
-        section: Option<String>,
-        depth: usize,
-    ) -> Result<(), ConfigError> {
-        let io = |e| ConfigError::Io {
-            file: path.to_owned(),
-            source: e,
-        };
+    fn load_into(&mut self, path: &Path, section: Option<String>, depth: usize) -> Result<(), ConfigError> {
+        let io = |e| ConfigError::Io { file: path.to_owned(), source: e };
         let meta = std::fs::metadata(path).map_err(io)?;
         if meta.len() > MAX_FILE_SIZE {
-            return Err(ConfigError::Syntax {
-                file: path.to_owned(),
-                line: 0,
-                msg: "file too large".into(),
-            });
+            return Err(ConfigError::Syntax { file: path.to_owned(), line: 0, msg: "file too large".into() });
         }
         let text = std::fs::read_to_string(path).map_err(io)?;
         let mut section = section;
@@ -113,11 +95,7 @@ impl Ini {
             };
             let key = k.trim();
             if key.is_empty() {
-                return Err(ConfigError::Syntax {
-                    file: path.to_owned(),
-                    line,
-                    msg: "empty key".into(),
-                });
+                return Err(ConfigError::Syntax { file: path.to_owned(), line, msg: "empty key".into() });
             }
             self.entries.push(Entry {
                 section: section.clone(),
@@ -132,10 +110,7 @@ impl Ini {
 
     /// Typed access to the keys of one section (`None` = before any section).
     pub fn section(&self, section: Option<&str>) -> Keys<'_> {
-        Keys {
-            ini: self,
-            section: section.map(str::to_owned),
-        }
+        Keys { ini: self, section: section.map(str::to_owned) }
     }
 
     pub fn global(&self) -> Keys<'_> {
@@ -143,9 +118,7 @@ impl Ini {
     }
 
     pub fn has_section(&self, name: &str) -> bool {
-        self.entries
-            .iter()
-            .any(|e| e.section.as_deref() == Some(name))
+        self.entries.iter().any(|e| e.section.as_deref() == Some(name))
     }
 }
 
@@ -160,18 +133,11 @@ pub struct Keys<'a> {
 impl<'a> Keys<'a> {
     /// The first value of `key` (libfastcommon returns the first of repeated single keys).
     pub fn entry(&self, key: &str) -> Option<&'a Entry> {
-        self.ini
-            .entries
-            .iter()
-            .find(|e| e.key == key && e.section == self.section)
+        self.ini.entries.iter().find(|e| e.key == key && e.section == self.section)
     }
 
     pub fn all(&self, key: &str) -> Vec<&'a Entry> {
-        self.ini
-            .entries
-            .iter()
-            .filter(|e| e.key == key && e.section == self.section)
-            .collect()
+        self.ini.entries.iter().filter(|e| e.key == key && e.section == self.section).collect()
     }
 
     pub fn strings(&self, key: &str) -> Vec<String> {
@@ -179,23 +145,17 @@ impl<'a> Keys<'a> {
     }
 
     pub fn string(&self, key: &str, default: &str) -> String {
-        self.entry(key)
-            .map_or_else(|| default.to_owned(), |e| e.value.clone())
+        self.entry(key).map_or_else(|| default.to_owned(), |e| e.value.clone())
     }
 
     pub fn opt_string(&self, key: &str) -> Option<String> {
-        self.entry(key)
-            .map(|e| e.value.clone())
-            .filter(|v| !v.is_empty())
+        self.entry(key).map(|e| e.value.clone()).filter(|v| !v.is_empty())
     }
 
     pub fn required(&self, key: &str) -> Result<&'a Entry, ConfigError> {
         self.entry(key)
             .filter(|e| !e.value.is_empty())
-            .ok_or_else(|| ConfigError::Missing {
-                file: self.ini.path.clone(),
-                key: key.to_owned(),
-            })
+            .ok_or_else(|| ConfigError::Missing { file: self.ini.path.clone(), key: key.to_owned() })
     }
 
     fn parsed<T>(
@@ -217,21 +177,11 @@ impl<'a> Keys<'a> {
     }
 
     /// An integer that must lie in `range`.
-    pub fn int_in(
-        &self,
-        key: &str,
-        default: i64,
-        range: std::ops::RangeInclusive<i64>,
-    ) -> Result<i64, ConfigError> {
+    pub fn int_in(&self, key: &str, default: i64, range: std::ops::RangeInclusive<i64>) -> Result<i64, ConfigError> {
         let v = self.int(key, default)?;
         if !range.contains(&v) {
-            let e = self
-                .entry(key)
-                .expect("an out-of-range value came from the file");
-            return Err(value_error(
-                e,
-                &format!("between {} and {}", range.start(), range.end()),
-            ));
+            let e = self.entry(key).expect("an out-of-range value came from the file");
+            return Err(value_error(e, &format!("between {} and {}", range.start(), range.end())));
         }
         Ok(v)
     }
@@ -268,10 +218,7 @@ pub fn parse_bool(v: &str) -> bool {
 pub fn parse_size(v: &str) -> Option<u64> {
     let v = v.trim();
     let upper = v.to_ascii_uppercase();
-    let body = upper
-        .strip_suffix('B')
-        .filter(|b| b.ends_with(|c: char| "KMGT".contains(c)))
-        .unwrap_or(&upper);
+    let body = upper.strip_suffix('B').filter(|b| b.ends_with(|c: char| "KMGT".contains(c))).unwrap_or(&upper);
     let (num, shift) = match body.as_bytes().last()? {
         b'K' => (&body[..body.len() - 1], 10),
         b'M' => (&body[..body.len() - 1], 20),
@@ -311,13 +258,8 @@ mod tests {
     fn errors_name_file_line_and_key() {
         let ini = Ini::parse("port = abc\n", Path::new("/etc/fdfs/tracker.conf")).unwrap();
         let e = ini.global().int("port", 0).unwrap_err().to_string();
-        assert_eq!(
-            e,
-            "/etc/fdfs/tracker.conf:1: port: \"abc\" is not an integer"
-        );
-        let e = Ini::parse("x\n", Path::new("a.conf"))
-            .unwrap_err()
-            .to_string();
+        assert_eq!(e, "/etc/fdfs/tracker.conf:1: port: \"abc\" is not an integer");
+        let e = Ini::parse("x\n", Path::new("a.conf")).unwrap_err().to_string();
         assert!(e.starts_with("a.conf:1:"), "{e}");
         let e = ini.global().required("base_path").unwrap_err().to_string();
         assert!(e.contains("base_path"), "{e}");
@@ -325,13 +267,7 @@ mod tests {
 
     #[test]
     fn values() {
-        for (v, want) in [
-            ("256KB", 256 << 10),
-            ("64k", 64 << 10),
-            ("1G", 1 << 30),
-            ("10", 10),
-            ("2MB", 2 << 20),
-        ] {
+        for (v, want) in [("256KB", 256 << 10), ("64k", 64 << 10), ("1G", 1 << 30), ("10", 10), ("2MB", 2 << 20)] {
             assert_eq!(parse_size(v), Some(want), "{v}");
         }
         assert_eq!(parse_size("x"), None);
@@ -349,21 +285,10 @@ mod tests {
     #[test]
     fn includes_resolve_relative_and_stop_at_depth() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("http.conf"),
-            "http.anti_steal.check_token = true\n",
-        )
-        .unwrap();
-        std::fs::write(
-            dir.path().join("mod.conf"),
-            "a = 1\n#include http.conf\n# include nothing\n",
-        )
-        .unwrap();
+        std::fs::write(dir.path().join("http.conf"), "http.anti_steal.check_token = true\n").unwrap();
+        std::fs::write(dir.path().join("mod.conf"), "a = 1\n#include http.conf\n# include nothing\n").unwrap();
         let ini = Ini::load(&dir.path().join("mod.conf")).unwrap();
-        assert!(ini
-            .global()
-            .bool("http.anti_steal.check_token", false)
-            .unwrap());
+        assert!(ini.global().bool("http.anti_steal.check_token", false).unwrap());
         std::fs::write(dir.path().join("loop.conf"), "#include loop.conf\n").unwrap();
         assert!(Ini::load(&dir.path().join("loop.conf")).is_err());
         assert!(Ini::load(&dir.path().join("missing.conf")).is_err());

@@ -28,23 +28,11 @@ pub use tracker::TrackerConfig;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("{}: {source}", file.display())]
-    Io {
-        file: PathBuf,
-        source: std::io::Error,
-    },
+    Io { file: PathBuf, source: std::io::Error },
     #[error("{}:{line}: {msg}", file.display())]
-    Syntax {
-        file: PathBuf,
-        line: usize,
-        msg: String,
-    },
+    Syntax { file: PathBuf, line: usize, msg: String },
     #[error("{}:{line}: {key}: {msg}", file.display())]
-    Value {
-        file: PathBuf,
-        line: usize,
-        key: String,
-        msg: String,
-    },
+    Value { file: PathBuf, line: usize, key: String, msg: String },
     #[error("{}: missing required key {key}", file.display())]
     Missing { file: PathBuf, key: String },
 }
@@ -68,11 +56,7 @@ impl ServerAddr {
         };
         let port: u16 = port.trim().parse().ok().filter(|&p| p > 0)?;
         let hosts: Vec<String> = hosts.split(',').map(|h| h.trim().to_owned()).collect();
-        if hosts.is_empty()
-            || hosts.len() > 2
-            || hosts
-                .iter()
-                .any(|h| h.is_empty() || h.contains(char::is_whitespace))
+        if hosts.is_empty() || hosts.len() > 2 || hosts.iter().any(|h| h.is_empty() || h.contains(char::is_whitespace))
         {
             return None;
         }
@@ -108,9 +92,7 @@ impl fmt::Display for ServerAddr {
 pub(crate) fn tracker_servers(keys: &Keys<'_>) -> Result<Vec<ServerAddr>, ConfigError> {
     keys.all("tracker_server")
         .into_iter()
-        .map(|e| {
-            ServerAddr::parse(&e.value).ok_or_else(|| ini::value_error(e, "host[,host2]:port"))
-        })
+        .map(|e| ServerAddr::parse(&e.value).ok_or_else(|| ini::value_error(e, "host[,host2]:port")))
         .collect()
 }
 
@@ -163,8 +145,7 @@ impl fmt::Display for ReservedSpace {
 pub(crate) fn reserved_space(keys: &Keys<'_>) -> Result<ReservedSpace, ConfigError> {
     match keys.entry("reserved_storage_space") {
         None => Ok(ReservedSpace::DEFAULT),
-        Some(e) => ReservedSpace::parse(&e.value)
-            .ok_or_else(|| ini::value_error(e, "a size or a percentage")),
+        Some(e) => ReservedSpace::parse(&e.value).ok_or_else(|| ini::value_error(e, "a size or a percentage")),
     }
 }
 
@@ -206,9 +187,7 @@ pub(crate) fn log_level(keys: &Keys<'_>) -> Result<LogLevel, ConfigError> {
 }
 
 pub(crate) fn seconds(keys: &Keys<'_>, key: &str, default: i64) -> Result<Duration, ConfigError> {
-    Ok(Duration::from_secs(
-        keys.int_in(key, default, 0..=i64::from(u32::MAX))? as u64,
-    ))
+    Ok(Duration::from_secs(keys.int_in(key, default, 0..=i64::from(u32::MAX))? as u64))
 }
 
 /// Store paths `store_path0..N` with `store_path0` defaulting to `base_path`.
@@ -236,24 +215,13 @@ mod tests {
     #[test]
     fn server_addrs() {
         let a = ServerAddr::parse("192.168.0.196:22122").unwrap();
-        assert_eq!(
-            (a.hosts.clone(), a.port),
-            (vec!["192.168.0.196".to_owned()], 22122)
-        );
+        assert_eq!((a.hosts.clone(), a.port), (vec!["192.168.0.196".to_owned()], 22122));
         let b = ServerAddr::parse("10.0.0.1,192.168.0.1:22122").unwrap();
         assert_eq!(b.hosts.len(), 2);
         assert_eq!(b.to_string(), "10.0.0.1,192.168.0.1:22122");
         let c = ServerAddr::parse("[2409:8a20::1]:23001").unwrap();
         assert_eq!(c.primary(), "[2409:8a20::1]:23001");
-        for bad in [
-            "",
-            "host",
-            "host:0",
-            "host:99999",
-            ":22122",
-            "a,b,c:1",
-            "a b:1",
-        ] {
+        for bad in ["", "host", "host:0", "host:99999", ":22122", "a,b,c:1", "a b:1"] {
             assert!(ServerAddr::parse(bad).is_none(), "{bad}");
         }
     }
@@ -261,14 +229,8 @@ mod tests {
     #[test]
     fn reserved_space() {
         assert_eq!(ReservedSpace::parse("20%"), Some(ReservedSpace::Ratio(0.2)));
-        assert_eq!(
-            ReservedSpace::parse("1024MB"),
-            Some(ReservedSpace::Megabytes(1024))
-        );
-        assert_eq!(
-            ReservedSpace::parse("10G"),
-            Some(ReservedSpace::Megabytes(10240))
-        );
+        assert_eq!(ReservedSpace::parse("1024MB"), Some(ReservedSpace::Megabytes(1024)));
+        assert_eq!(ReservedSpace::parse("10G"), Some(ReservedSpace::Megabytes(10240)));
         assert_eq!(ReservedSpace::parse("0%"), None);
         assert_eq!(ReservedSpace::parse("100%"), None);
         assert!(ReservedSpace::Megabytes(100).allows(101, 1000, 1));

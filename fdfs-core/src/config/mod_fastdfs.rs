@@ -3,10 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{
-    log_level, seconds, store_paths, tracker_servers, ConfigError, HttpConfig, Ini, LogLevel,
-    ServerAddr,
-};
+use super::{log_level, seconds, store_paths, tracker_servers, ConfigError, HttpConfig, Ini, LogLevel, ServerAddr};
 
 /// `response_mode`: what to do with a file that is not on this server yet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -70,17 +67,10 @@ impl ModFastdfsConfig {
             vec![read_group(&k)?]
         } else {
             if !url_have_group_name {
-                let e = k
-                    .entry("group_count")
-                    .expect("group_count > 0 came from the file");
-                return Err(super::ini::value_error(
-                    e,
-                    "usable without url_have_group_name = true",
-                ));
+                let e = k.entry("group_count").expect("group_count > 0 came from the file");
+                return Err(super::ini::value_error(e, "usable without url_have_group_name = true"));
             }
-            (1..=group_count)
-                .map(|i| read_group(&ini.section(Some(&format!("group{i}")))))
-                .collect::<Result<_, _>>()?
+            (1..=group_count).map(|i| read_group(&ini.section(Some(&format!("group{i}"))))).collect::<Result<_, _>>()?
         };
         let response_mode = match k.entry("response_mode") {
             None => ResponseMode::Proxy,
@@ -88,19 +78,16 @@ impl ModFastdfsConfig {
             Some(e) if e.value == "redirect" => ResponseMode::Redirect,
             Some(e) => return Err(super::ini::value_error(e, "proxy or redirect")),
         };
-        let bypass = match (
-            k.opt_string("anti_steal_bypass_header_name"),
-            k.opt_string("anti_steal_bypass_header_value"),
-        ) {
-            (Some(n), Some(v)) => Some((n, v)),
-            _ => None,
-        };
+        let bypass =
+            match (k.opt_string("anti_steal_bypass_header_name"), k.opt_string("anti_steal_bypass_header_value")) {
+                (Some(n), Some(v)) => Some((n, v)),
+                _ => None,
+            };
         Ok(Self {
             connect_timeout: seconds(&k, "connect_timeout", 10)?,
             network_timeout: seconds(&k, "network_timeout", 30)?,
             base_path: PathBuf::from(k.string("base_path", "/tmp")),
-            load_fdfs_parameters_from_tracker: k
-                .bool("load_fdfs_parameters_from_tracker", false)?,
+            load_fdfs_parameters_from_tracker: k.bool("load_fdfs_parameters_from_tracker", false)?,
             storage_sync_file_max_delay: seconds(&k, "storage_sync_file_max_delay", 86400)?,
             use_storage_id: k.bool("use_storage_id", false)?,
             storage_ids_filename: dir.join(k.string("storage_ids_filename", "storage_ids.conf")),

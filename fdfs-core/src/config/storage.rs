@@ -3,9 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{
-    log_level, seconds, store_paths, tracker_servers, ConfigError, Ini, LogLevel, ServerAddr,
-};
+use super::{log_level, seconds, store_paths, tracker_servers, ConfigError, Ini, LogLevel, ServerAddr};
 
 /// Settings of `fdfs_storaged`.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,17 +77,15 @@ impl StorageConfig {
         let base_path = PathBuf::from(&k.required("base_path")?.value);
         let count = k.int_in("store_path_count", 1, 1..=256)? as usize;
         let store_paths = store_paths(&k, count, Some(&base_path))?;
-        let store_path_readonly = (0..count)
-            .map(|i| k.bool(&format!("store_path{i}_readonly"), false))
-            .collect::<Result<_, _>>()?;
-        let access_log = ini.has_section("access-log")
-            && ini.section(Some("access-log")).bool("enabled", false)?;
+        let store_path_readonly =
+            (0..count).map(|i| k.bool(&format!("store_path{i}_readonly"), false)).collect::<Result<_, _>>()?;
+        let access_log = ini.has_section("access-log") && ini.section(Some("access-log")).bool("enabled", false)?;
         Ok(Self {
             disabled: k.bool("disabled", false)?,
             group_name: k.string("group_name", ""),
             bind_addr: k.string("bind_addr", ""),
             client_bind: k.bool("client_bind", true)?,
-            port: k.int_in("port", 23000, 1..=65535)? as u16,
+            port: k.int_in("port", 23000, 0..=65535)? as u16,
             connect_timeout: seconds(&k, "connect_timeout", 10)?,
             network_timeout: seconds(&k, "network_timeout", 60)?,
             heart_beat_interval: seconds(&k, "heart_beat_interval", 30)?,
@@ -101,12 +97,8 @@ impl StorageConfig {
             disk_rw_separated: k.bool("disk_rw_separated", true)?,
             disk_reader_threads: k.int_in("disk_reader_threads", 1, 0..=256)? as usize,
             disk_writer_threads: k.int_in("disk_writer_threads", 1, 0..=256)? as usize,
-            sync_wait_msec: Duration::from_millis(
-                k.int_in("sync_wait_msec", 100, 0..=3_600_000)? as u64
-            ),
-            sync_interval: Duration::from_millis(
-                k.int_in("sync_interval", 0, 0..=3_600_000)? as u64
-            ),
+            sync_wait_msec: Duration::from_millis(k.int_in("sync_wait_msec", 100, 0..=3_600_000)? as u64),
+            sync_interval: Duration::from_millis(k.int_in("sync_interval", 0, 0..=3_600_000)? as u64),
             sync_start_time: k.time_of_day("sync_start_time", (0, 0))?,
             sync_end_time: k.time_of_day("sync_end_time", (23, 59))?,
             write_mark_file_freq: k.int_in("write_mark_file_freq", 500, 1..=i64::MAX)? as u64,
@@ -120,11 +112,7 @@ impl StorageConfig {
             run_by_user: k.string("run_by_user", ""),
             allow_hosts: k.strings("allow_hosts"),
             file_distribute_path_mode: k.int_in("file_distribute_path_mode", 0, 0..=1)? as u8,
-            file_distribute_rotate_count: k.int_in(
-                "file_distribute_rotate_count",
-                100,
-                1..=i64::MAX,
-            )? as u64,
+            file_distribute_rotate_count: k.int_in("file_distribute_rotate_count", 100, 1..=i64::MAX)? as u64,
             fsync_after_written_bytes: k.size("fsync_after_written_bytes", 0)?,
             sync_log_buff_interval: seconds(&k, "sync_log_buff_interval", 1)?,
             sync_binlog_buff_interval: seconds(&k, "sync_binlog_buff_interval", 60)?,

@@ -58,10 +58,7 @@ impl StorageIdEntry {
             s.push_str(&format!(":{p}"));
         }
         if self.rw != RwMode::Both {
-            s.push_str(&format!(
-                " rw={}",
-                ["none", "", "write", "", "read"][self.rw.wire() as usize]
-            ));
+            s.push_str(&format!(" rw={}", ["none", "", "write", "", "read"][self.rw.wire() as usize]));
         }
         s
     }
@@ -75,10 +72,7 @@ pub struct StorageIds {
 
 impl StorageIds {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
-            file: path.to_owned(),
-            source: e,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io { file: path.to_owned(), source: e })?;
         Self::parse(&text, path)
     }
 
@@ -89,15 +83,9 @@ impl StorageIds {
             if l.is_empty() || l.starts_with('#') {
                 continue;
             }
-            let entry = Entry {
-                section: None,
-                key: "storage id".into(),
-                value: l.into(),
-                file: path.into(),
-                line: i + 1,
-            };
-            let e = Self::parse_line(l)
-                .ok_or_else(|| value_error(&entry, "`<id> <group> <host>[:port] [rw=mode]`"))?;
+            let entry =
+                Entry { section: None, key: "storage id".into(), value: l.into(), file: path.into(), line: i + 1 };
+            let e = Self::parse_line(l).ok_or_else(|| value_error(&entry, "`<id> <group> <host>[:port] [rw=mode]`"))?;
             if entries.iter().any(|x| x.id == e.id) {
                 return Err(value_error(&entry, "a new id (duplicate)"));
             }
@@ -120,14 +108,7 @@ impl StorageIds {
         let host = parts.next()?;
         let (hosts, port) = if let Some(rest) = host.strip_prefix('[') {
             let (h, tail) = rest.split_once(']')?;
-            (
-                h,
-                if tail.is_empty() {
-                    None
-                } else {
-                    Some(tail.strip_prefix(':')?)
-                },
-            )
+            (h, if tail.is_empty() { None } else { Some(tail.strip_prefix(':')?) })
         } else {
             match host.rsplit_once(':') {
                 Some((h, p)) => (h, Some(p)),
@@ -147,13 +128,7 @@ impl StorageIds {
             let v = opt.strip_prefix("rw=")?;
             rw = RwMode::parse(v)?;
         }
-        Some(StorageIdEntry {
-            id,
-            group,
-            hosts,
-            port,
-            rw,
-        })
+        Some(StorageIdEntry { id, group, hosts, port, rw })
     }
 
     pub fn by_id(&self, id: u32) -> Option<&StorageIdEntry> {
@@ -162,8 +137,13 @@ impl StorageIds {
 
     /// Matches a joining storage by group, address and (if configured) port.
     pub fn find(&self, group: &str, ip: &str, port: u16) -> Option<&StorageIdEntry> {
-        self.entries.iter().find(|e| {
-            e.group == group && e.hosts.iter().any(|h| h == ip) && e.port.is_none_or(|p| p == port)
-        })
+        self.entries
+            .iter()
+            .find(|e| e.group == group && e.hosts.iter().any(|h| h == ip) && e.port.is_none_or(|p| p == port))
+    }
+
+    /// Matches by address and port in any group (GET_GROUP_NAME).
+    pub fn find_any_group(&self, ip: &str, port: u16) -> Option<&StorageIdEntry> {
+        self.entries.iter().find(|e| e.hosts.iter().any(|h| h == ip) && e.port.is_none_or(|p| p == port || port == 0))
     }
 }

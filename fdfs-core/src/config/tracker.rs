@@ -66,10 +66,7 @@ impl TrackerConfig {
         let k = ini.global();
         let buff = k.size("buff_size", 256 << 10)?;
         let (min_buff, max_buff) = match (k.entry("min_buff_size"), k.entry("max_buff_size")) {
-            (Some(_), Some(_)) => (
-                k.size("min_buff_size", buff)?,
-                k.size("max_buff_size", buff)?,
-            ),
+            (Some(_), Some(_)) => (k.size("min_buff_size", buff)?, k.size("max_buff_size", buff)?),
             _ => (buff, buff),
         };
         let trunk_file_size = k.size("trunk_file_size", 64 << 20)?.max(4 << 20);
@@ -87,7 +84,7 @@ impl TrackerConfig {
         Ok(Self {
             disabled: k.bool("disabled", false)?,
             bind_addr: k.string("bind_addr", ""),
-            port: k.int_in("port", 22122, 1..=65535)? as u16,
+            port: k.int_in("port", 22122, 0..=65535)? as u16,
             connect_timeout: seconds(&k, "connect_timeout", 10)?,
             network_timeout: seconds(&k, "network_timeout", 60)?,
             base_path: PathBuf::from(&k.required("base_path")?.value),
@@ -111,20 +108,14 @@ impl TrackerConfig {
             storage_sync_file_max_time: seconds(&k, "storage_sync_file_max_time", 300)?,
             use_trunk_file,
             slot_min_size: k.size("slot_min_size", 256)?.min(64 << 10),
-            slot_max_size: k
-                .size("slot_max_size", trunk_file_size / 8)?
-                .min(trunk_file_size / 2),
+            slot_max_size: k.size("slot_max_size", trunk_file_size / 8)?.min(trunk_file_size / 2),
             trunk_file_size,
             use_storage_id: k.bool("use_storage_id", false)?,
             storage_ids_filename: dir.join(k.string("storage_ids_filename", "storage_ids.conf")),
-            id_type_in_filename_is_id: k
-                .string("id_type_in_filename", "ip")
-                .eq_ignore_ascii_case("id"),
+            id_type_in_filename_is_id: k.string("id_type_in_filename", "ip").eq_ignore_ascii_case("id"),
             trust_storage_server_id: k.bool("trust_storage_server_id", true)?,
             store_slave_file_use_link: k.bool("store_slave_file_use_link", false)?,
-            response_ip_addr_size_auto: k
-                .string("response_ip_addr_size", "auto")
-                .eq_ignore_ascii_case("auto"),
+            response_ip_addr_size_auto: k.string("response_ip_addr_size", "auto").eq_ignore_ascii_case("auto"),
             use_connection_pool: k.bool("use_connection_pool", false)?,
             connection_pool_max_idle_time: seconds(&k, "connection_pool_max_idle_time", 3600)?,
             sync_log_buff_interval: seconds(&k, "sync_log_buff_interval", 1)?,

@@ -47,10 +47,7 @@ impl<'a> Reader<'a> {
 
     pub fn bytes(&mut self, n: usize) -> DecodeResult<&'a [u8]> {
         if self.remaining() < n {
-            return Err(DecodeError::Short {
-                need: self.pos + n,
-                got: self.buf.len(),
-            });
+            return Err(DecodeError::Short { need: self.pos + n, got: self.buf.len() });
         }
         let out = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -128,21 +125,14 @@ pub fn until_nul(raw: &[u8]) -> &[u8] {
 }
 
 fn text(raw: &[u8]) -> DecodeResult<String> {
-    std::str::from_utf8(raw)
-        .map(str::to_owned)
-        .map_err(|_| DecodeError::Invalid("non-UTF-8 text field"))
+    std::str::from_utf8(raw).map(str::to_owned).map_err(|_| DecodeError::Invalid("non-UTF-8 text field"))
 }
 
 /// Requires the body to be exactly `want` bytes.
 pub fn expect_len(body: &[u8], want: usize) -> DecodeResult<()> {
     match body.len().cmp(&want) {
-        std::cmp::Ordering::Less => Err(DecodeError::Short {
-            need: want,
-            got: body.len(),
-        }),
-        std::cmp::Ordering::Greater => Err(DecodeError::Trailing {
-            extra: body.len() - want,
-        }),
+        std::cmp::Ordering::Less => Err(DecodeError::Short { need: want, got: body.len() }),
+        std::cmp::Ordering::Greater => Err(DecodeError::Trailing { extra: body.len() - want }),
         std::cmp::Ordering::Equal => Ok(()),
     }
 }
@@ -200,14 +190,8 @@ mod tests {
         put_i64(&mut b, -1);
         put_i64(&mut b, 1 << 40);
         let mut r = Reader::new(&b);
-        assert!(matches!(
-            r.len_field("x", 100),
-            Err(DecodeError::OutOfRange { .. })
-        ));
-        assert!(matches!(
-            r.len_field("x", 100),
-            Err(DecodeError::OutOfRange { .. })
-        ));
+        assert!(matches!(r.len_field("x", 100), Err(DecodeError::OutOfRange { .. })));
+        assert!(matches!(r.len_field("x", 100), Err(DecodeError::OutOfRange { .. })));
     }
 
     #[test]

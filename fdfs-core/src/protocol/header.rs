@@ -24,19 +24,11 @@ pub struct Header {
 
 impl Header {
     pub fn request(cmd: impl Into<u8>, pkg_len: usize) -> Self {
-        Self {
-            pkg_len: pkg_len as u64,
-            cmd: cmd.into(),
-            status: 0,
-        }
+        Self { pkg_len: pkg_len as u64, cmd: cmd.into(), status: 0 }
     }
 
     pub fn response(status: Status, pkg_len: usize) -> Self {
-        Self {
-            pkg_len: pkg_len as u64,
-            cmd: RESP_CMD,
-            status: status.0,
-        }
+        Self { pkg_len: pkg_len as u64, cmd: RESP_CMD, status: status.0 }
     }
 
     /// Decodes a header. A negative `pkg_len` is a protocol error (the C servers drop the
@@ -44,16 +36,9 @@ impl Header {
     pub fn decode(buf: &[u8; HEADER_LEN], max_body: u64) -> Result<Self, DecodeError> {
         let len = i64::from_be_bytes(buf[..8].try_into().expect("8 bytes"));
         if len < 0 || len as u64 > max_body {
-            return Err(DecodeError::OutOfRange {
-                field: "pkg_len",
-                value: len,
-            });
+            return Err(DecodeError::OutOfRange { field: "pkg_len", value: len });
         }
-        Ok(Self {
-            pkg_len: len as u64,
-            cmd: buf[8],
-            status: buf[9],
-        })
+        Ok(Self { pkg_len: len as u64, cmd: buf[8], status: buf[9] })
     }
 
     pub fn encode(&self) -> [u8; HEADER_LEN] {
@@ -78,14 +63,7 @@ mod tests {
         // From the capture `upload_file_4k`: 101 with an empty body.
         let raw = [0, 0, 0, 0, 0, 0, 0, 0, 0x65, 0];
         let h = Header::decode(&raw, 1 << 20).unwrap();
-        assert_eq!(
-            h,
-            Header {
-                pkg_len: 0,
-                cmd: 101,
-                status: 0
-            }
-        );
+        assert_eq!(h, Header { pkg_len: 0, cmd: 101, status: 0 });
         assert_eq!(h.encode(), raw);
     }
 

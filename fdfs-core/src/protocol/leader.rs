@@ -29,10 +29,7 @@ pub fn encode_leader_addr(addr: &str, p: Profile) -> BytesMut {
 
 pub fn decode_leader_addr(body: &[u8]) -> DecodeResult<String> {
     if body.is_empty() || body.len() > 52 {
-        return Err(DecodeError::BadLength {
-            len: body.len(),
-            why: "1..52-byte ip:port",
-        });
+        return Err(DecodeError::BadLength { len: body.len(), why: "1..52-byte ip:port" });
     }
     let addr = Reader::new(body).fixed_str(body.len())?;
     if !addr.contains(':') {
@@ -68,12 +65,8 @@ wire_struct! {
 }
 
 /// Index of the state files copied by 63 GET_ONE_SYS_FILE.
-pub const SYS_FILES: [&str; 4] = [
-    "storage_groups_new.dat",
-    "storage_servers_new.dat",
-    "storage_sync_timestamp.dat",
-    "storage_changelog.dat",
-];
+pub const SYS_FILES: [&str; 4] =
+    ["storage_groups_new.dat", "storage_servers_new.dat", "storage_sync_timestamp.dat", "storage_changelog.dat"];
 
 wire_struct! {
     /// 63 GET_ONE_SYS_FILE request.
@@ -88,10 +81,7 @@ impl SysFileReq {
         SYS_FILES
             .get(self.index as usize)
             .copied()
-            .ok_or(DecodeError::OutOfRange {
-                field: "sys file index",
-                value: self.index.into(),
-            })
+            .ok_or(DecodeError::OutOfRange { field: "sys file index", value: self.index.into() })
     }
 }
 
@@ -114,15 +104,9 @@ impl SysFileChunk {
         let mut r = Reader::new(body);
         let file_size = r.i64()?;
         if file_size < 0 || (file_size as u64) < r.remaining() as u64 {
-            return Err(DecodeError::OutOfRange {
-                field: "file_size",
-                value: file_size,
-            });
+            return Err(DecodeError::OutOfRange { field: "file_size", value: file_size });
         }
-        Ok(Self {
-            file_size,
-            content: r.rest().to_vec(),
-        })
+        Ok(Self { file_size, content: r.rest().to_vec() })
     }
 }
 
@@ -132,16 +116,9 @@ mod tests {
 
     #[test]
     fn tracker_status_is_17_bytes() {
-        let s = TrackerStatus {
-            is_leader: 1,
-            running_time: 600,
-            restart_interval: 0,
-        };
+        let s = TrackerStatus { is_leader: 1, running_time: 600, restart_interval: 0 };
         let b = s.encode(Profile::CLASSIC);
-        assert_eq!(
-            &b[..],
-            &[1, 0, 0, 0, 0, 0, 0, 2, 0x58, 0, 0, 0, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(&b[..], &[1, 0, 0, 0, 0, 0, 0, 2, 0x58, 0, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(TrackerStatus::decode(&b, Profile::CLASSIC).unwrap(), s);
     }
 
@@ -159,23 +136,12 @@ mod tests {
 
     #[test]
     fn sys_file_messages() {
-        let r = SysFileReq {
-            index: 3,
-            offset: 10,
-        };
+        let r = SysFileReq { index: 3, offset: 10 };
         let b = r.encode(Profile::CLASSIC);
         assert_eq!(&b[..], &[3, 0, 0, 0, 0, 0, 0, 0, 10]);
         assert_eq!(r.file_name().unwrap(), "storage_changelog.dat");
-        assert!(SysFileReq {
-            index: 4,
-            offset: 0
-        }
-        .file_name()
-        .is_err());
-        let c = SysFileChunk {
-            file_size: 5,
-            content: b"abc".to_vec(),
-        };
+        assert!(SysFileReq { index: 4, offset: 0 }.file_name().is_err());
+        let c = SysFileChunk { file_size: 5, content: b"abc".to_vec() };
         assert_eq!(SysFileChunk::decode(&c.encode()).unwrap(), c);
         assert!(SysFileChunk::decode(&[0, 0, 0, 0, 0, 0, 0, 1, 1, 2]).is_err());
         assert_eq!(JoinLeaderReq::wire_len(Profile::V6_16), 24);

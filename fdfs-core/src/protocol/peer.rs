@@ -39,13 +39,7 @@ impl SyncFileHead {
         let omitted = status == super::Status::EEXIST.0;
         let content = if omitted { 0 } else { file_size };
         check_content("file_size", content, head.len(), body_len)?;
-        Ok(Self {
-            file_size,
-            timestamp,
-            group,
-            filename,
-            content_omitted: omitted,
-        })
+        Ok(Self { file_size, timestamp, group, filename, content_omitted: omitted })
     }
 }
 
@@ -104,13 +98,7 @@ impl StreamedHead for SyncRangeHead {
         let filename = r.str(len)?;
         r.finish()?;
         check_content("size", size, head.len(), body_len)?;
-        Ok(Self {
-            offset,
-            size,
-            timestamp,
-            group,
-            filename,
-        })
+        Ok(Self { offset, size, timestamp, group, filename })
     }
 
     fn content_len(&self) -> u64 {
@@ -183,17 +171,10 @@ impl SyncDeleteReq {
 
     pub fn decode(body: &[u8]) -> DecodeResult<Self> {
         if body.len() <= 20 || body.len() >= 20 + MAX_FILENAME_LEN {
-            return Err(DecodeError::BadLength {
-                len: body.len(),
-                why: "4 + group[16] + filename",
-            });
+            return Err(DecodeError::BadLength { len: body.len(), why: "4 + group[16] + filename" });
         }
         let mut r = Reader::new(body);
-        Ok(Self {
-            timestamp: r.i32()?,
-            group: r.fixed_str(GROUP_LEN)?,
-            filename: r.rest_str()?,
-        })
+        Ok(Self { timestamp: r.i32()?, group: r.fixed_str(GROUP_LEN)?, filename: r.rest_str()? })
     }
 }
 
@@ -223,12 +204,8 @@ impl SyncLinkReq {
         let mut r = Reader::new(body);
         let dest_len = name_len(&mut r, 1)?;
         let src_len = name_len(&mut r, 1)?;
-        let v = Self {
-            timestamp: r.i32()?,
-            group: r.fixed_str(GROUP_LEN)?,
-            dest: r.str(dest_len)?,
-            src: r.str(src_len)?,
-        };
+        let v =
+            Self { timestamp: r.i32()?, group: r.fixed_str(GROUP_LEN)?, dest: r.str(dest_len)?, src: r.str(src_len)? };
         r.finish()?;
         Ok(v)
     }
@@ -315,47 +292,24 @@ mod tests {
 
     #[test]
     fn sync_range_truncate_delete_link() {
-        let r = SyncRangeHead {
-            offset: 16,
-            size: 16,
-            timestamp: 5,
-            group: "group1".into(),
-            filename: NAME.into(),
-        };
+        let r = SyncRangeHead { offset: 16, size: 16, timestamp: 5, group: "group1".into(), filename: NAME.into() };
         let b = r.encode_head();
         assert_eq!(&b[24..28], &[0, 0, 0, 5]);
-        assert_eq!(
-            SyncRangeHead::decode_head(&b, b.len() as u64 + 16).unwrap(),
-            r
-        );
+        assert_eq!(SyncRangeHead::decode_head(&b, b.len() as u64 + 16).unwrap(), r);
 
-        let t = SyncTruncateReq {
-            old_size: 27,
-            new_size: 13,
-            timestamp: 5,
-            group: "group1".into(),
-            filename: NAME.into(),
-        };
+        let t =
+            SyncTruncateReq { old_size: 27, new_size: 13, timestamp: 5, group: "group1".into(), filename: NAME.into() };
         let b = t.encode();
         assert_eq!(b.len(), 44 + 44);
         assert_eq!(SyncTruncateReq::decode(&b).unwrap(), t);
         assert!(SyncTruncateReq::decode(&b[..87]).is_err());
 
-        let d = SyncDeleteReq {
-            timestamp: 5,
-            group: "group1".into(),
-            filename: NAME.into(),
-        };
+        let d = SyncDeleteReq { timestamp: 5, group: "group1".into(), filename: NAME.into() };
         let b = d.encode();
         assert_eq!(&b[..4], &[0, 0, 0, 5]);
         assert_eq!(SyncDeleteReq::decode(&b).unwrap(), d);
 
-        let l = SyncLinkReq {
-            timestamp: 5,
-            group: "group1".into(),
-            dest: "a".into(),
-            src: NAME.into(),
-        };
+        let l = SyncLinkReq { timestamp: 5, group: "group1".into(), dest: "a".into(), src: NAME.into() };
         let b = l.encode();
         assert_eq!(&b[..16], &[0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 44]);
         assert_eq!(SyncLinkReq::decode(&b).unwrap(), l);
@@ -374,14 +328,8 @@ mod tests {
         };
         let b = info.encode(Profile::CLASSIC);
         assert_eq!(&b[..], &[0, 1, 2, 0, 0, 0, 1, 0, 0, 4, 0, 0, 0, 0x10, 0]);
-        let req = TrunkSlotReq {
-            group: "group1".into(),
-            info,
-        };
-        assert_eq!(
-            TrunkSlotReq::decode(&req.encode(Profile::CLASSIC), Profile::CLASSIC).unwrap(),
-            req
-        );
+        let req = TrunkSlotReq { group: "group1".into(), info };
+        assert_eq!(TrunkSlotReq::decode(&req.encode(Profile::CLASSIC), Profile::CLASSIC).unwrap(), req);
         assert_eq!(TrunkAllocReq::wire_len(Profile::CLASSIC), 21);
         assert_eq!(FetchPathBinlogReq::wire_len(Profile::CLASSIC), 17);
         assert_eq!(ReportServerId::wire_len(Profile::CLASSIC), 16);

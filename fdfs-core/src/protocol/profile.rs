@@ -23,20 +23,11 @@ pub struct Profile {
 
 impl Profile {
     /// What our servers speak: what most deployed clients expect.
-    pub const CLASSIC: Profile = Profile {
-        layout: Layout::Classic,
-        response_ip_size: 16,
-    };
+    pub const CLASSIC: Profile = Profile { layout: Layout::Classic, response_ip_size: 16 };
     /// FastDFS 6.15+/6.16 with `response_ip_addr_size = auto` on an IPv4 cluster.
-    pub const V6_16: Profile = Profile {
-        layout: Layout::V616,
-        response_ip_size: 16,
-    };
+    pub const V6_16: Profile = Profile { layout: Layout::V616, response_ip_size: 16 };
     /// FastDFS 6.15+/6.16 answering with IPv6-wide fields.
-    pub const V6_16_IPV6: Profile = Profile {
-        layout: Layout::V616,
-        response_ip_size: 46,
-    };
+    pub const V6_16_IPV6: Profile = Profile { layout: Layout::V616, response_ip_size: 46 };
 
     /// `IP_ADDRESS_SIZE` inside server-to-server structures.
     pub const fn ip_addr_size(self) -> usize {

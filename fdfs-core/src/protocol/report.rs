@@ -91,16 +91,10 @@ impl JoinReq {
             Layout::V616 => V616_JOIN_FIXED,
         };
         if body.len() < fixed {
-            return Err(DecodeError::Short {
-                need: fixed,
-                got: body.len(),
-            });
+            return Err(DecodeError::Short { need: fixed, got: body.len() });
         }
         let mut r = Reader::new(body);
-        let mut j = JoinReq {
-            group: r.fixed_str(GROUP_LEN + 1)?,
-            ..Default::default()
-        };
+        let mut j = JoinReq { group: r.fixed_str(GROUP_LEN + 1)?, ..Default::default() };
         j.storage_port = r.i64()?;
         if p.layout == Layout::Classic {
             j.storage_http_port = r.i64()?;
@@ -122,10 +116,7 @@ impl JoinReq {
         j.current_tracker_ip = r.fixed_str(p.ip_addr_size())?;
         let count = r.i64()?;
         if !(1..=MAX_TRACKERS as i64).contains(&count) {
-            return Err(DecodeError::OutOfRange {
-                field: "tracker_count",
-                value: count,
-            });
+            return Err(DecodeError::OutOfRange { field: "tracker_count", value: count });
         }
         let count = count as usize;
         match p.layout {
@@ -137,17 +128,10 @@ impl JoinReq {
             }
             Layout::V616 => {
                 if body.len() > fixed + V616_TRACKER_ENTRY_MAX * count {
-                    return Err(DecodeError::BadLength {
-                        len: body.len(),
-                        why: "tracker list",
-                    });
+                    return Err(DecodeError::BadLength { len: body.len(), why: "tracker list" });
                 }
                 let text = r.rest_str()?;
-                j.trackers = text
-                    .lines()
-                    .filter(|l| !l.is_empty())
-                    .map(str::to_owned)
-                    .collect();
+                j.trackers = text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
                 if j.trackers.len() != count {
                     return Err(DecodeError::Invalid("tracker_count differs from the list"));
                 }
@@ -217,10 +201,7 @@ impl ChangeNotify {
         if flags & notify_flags::GROUP != 0 {
             let len = p.brief_len();
             if r.remaining() % len != 0 {
-                return Err(DecodeError::BadLength {
-                    len: body.len(),
-                    why: "brief list",
-                });
+                return Err(DecodeError::BadLength { len: body.len(), why: "brief list" });
             }
             let mut list = Vec::with_capacity(r.remaining() / len);
             while r.remaining() > 0 {
@@ -238,10 +219,7 @@ pub fn decode_beat(body: &[u8]) -> DecodeResult<Option<StatBuff>> {
     match body.len() {
         0 => Ok(None),
         StatBuff::LEN => Ok(Some(StatBuff::read(&mut Reader::new(body))?)),
-        len => Err(DecodeError::BadLength {
-            len,
-            why: "beat body is 0 or 348 bytes",
-        }),
+        len => Err(DecodeError::BadLength { len, why: "beat body is 0 or 348 bytes" }),
     }
 }
 
@@ -273,14 +251,7 @@ pub fn encode_disk_usage(paths: &[PathUsage]) -> BytesMut {
 pub fn decode_disk_usage(body: &[u8], store_path_count: usize) -> DecodeResult<Vec<PathUsage>> {
     expect_len(body, 16 * store_path_count)?;
     let mut r = Reader::new(body);
-    (0..store_path_count)
-        .map(|_| {
-            Ok(PathUsage {
-                total_mb: r.i64()?,
-                free_mb: r.i64()?,
-            })
-        })
-        .collect()
+    (0..store_path_count).map(|_| Ok(PathUsage { total_mb: r.i64()?, free_mb: r.i64()? })).collect()
 }
 
 /// One entry of 89 SYNC_REPORT: the last source timestamp applied from `peer_id`.
@@ -301,18 +272,12 @@ pub fn encode_sync_report(entries: &[SyncTimestamp]) -> BytesMut {
 
 pub fn decode_sync_report(body: &[u8]) -> DecodeResult<Vec<SyncTimestamp>> {
     if body.is_empty() || body.len() % 20 != 0 {
-        return Err(DecodeError::BadLength {
-            len: body.len(),
-            why: "n × 20-byte entries",
-        });
+        return Err(DecodeError::BadLength { len: body.len(), why: "n × 20-byte entries" });
     }
     let mut r = Reader::new(body);
     let mut out = Vec::with_capacity(body.len() / 20);
     while r.remaining() > 0 {
-        out.push(SyncTimestamp {
-            peer_id: r.fixed_str(16)?,
-            timestamp: r.i32()?,
-        });
+        out.push(SyncTimestamp { peer_id: r.fixed_str(16)?, timestamp: r.i32()? });
     }
     Ok(out)
 }
@@ -321,10 +286,7 @@ pub fn decode_sync_report(body: &[u8]) -> DecodeResult<Vec<SyncTimestamp>> {
 pub fn decode_briefs(body: &[u8], p: Profile) -> DecodeResult<Vec<Brief>> {
     let len = p.brief_len();
     if body.len() % len != 0 || body.len() / len > super::MAX_SERVERS_EACH_GROUP {
-        return Err(DecodeError::BadLength {
-            len: body.len(),
-            why: "n ≤ 32 briefs",
-        });
+        return Err(DecodeError::BadLength { len: body.len(), why: "n ≤ 32 briefs" });
     }
     super::tracker::decode_records(body, len, |r| Brief::read(r, p))
 }
@@ -414,10 +376,7 @@ impl StorageLookupReq {
 
     pub fn decode(body: &[u8]) -> DecodeResult<Self> {
         if body.len() < GROUP_LEN || body.len() > GROUP_LEN + 52 {
-            return Err(DecodeError::BadLength {
-                len: body.len(),
-                why: "group[16] + ≤52-byte addr",
-            });
+            return Err(DecodeError::BadLength { len: body.len(), why: "group[16] + ≤52-byte addr" });
         }
         let mut r = Reader::new(body);
         let group = r.fixed_str(GROUP_LEN)?;
@@ -450,20 +409,9 @@ impl GetMyIpReq {
     pub fn decode(body: &[u8]) -> DecodeResult<Self> {
         let mut r = Reader::new(body);
         let v = match body.len() {
-            16 => Self {
-                group: r.fixed_str(GROUP_LEN)?,
-                port: 0,
-            },
-            21 => Self {
-                group: r.fixed_str(GROUP_LEN + 1)?,
-                port: r.i32()?,
-            },
-            len => {
-                return Err(DecodeError::BadLength {
-                    len,
-                    why: "16 or 21 bytes",
-                })
-            }
+            16 => Self { group: r.fixed_str(GROUP_LEN)?, port: 0 },
+            21 => Self { group: r.fixed_str(GROUP_LEN + 1)?, port: r.i32()? },
+            len => return Err(DecodeError::BadLength { len, why: "16 or 21 bytes" }),
         };
         r.finish()?;
         Ok(v)
@@ -487,16 +435,10 @@ impl GetGroupNameReq {
 
     pub fn decode(body: &[u8]) -> DecodeResult<Self> {
         if body.len() < 4 || body.len() > 4 + 46 {
-            return Err(DecodeError::BadLength {
-                len: body.len(),
-                why: "ip text + port i32",
-            });
+            return Err(DecodeError::BadLength { len: body.len(), why: "ip text + port i32" });
         }
         let (ip, port) = body.split_at(body.len() - 4);
-        Ok(Self {
-            ip: Reader::new(ip).rest_str()?,
-            port: i32::from_be_bytes(port.try_into().expect("4 bytes")),
-        })
+        Ok(Self { ip: Reader::new(ip).rest_str()?, port: i32::from_be_bytes(port.try_into().expect("4 bytes")) })
     }
 }
 
@@ -524,23 +466,12 @@ impl FetchStorageIdsReq {
         let allow_empty = match body.len() {
             4 => false,
             5 => r.u8()? != 0,
-            len => {
-                return Err(DecodeError::BadLength {
-                    len,
-                    why: "4 or 5 bytes",
-                })
-            }
+            len => return Err(DecodeError::BadLength { len, why: "4 or 5 bytes" }),
         };
         if start_index < 0 {
-            return Err(DecodeError::OutOfRange {
-                field: "start_index",
-                value: start_index.into(),
-            });
+            return Err(DecodeError::OutOfRange { field: "start_index", value: start_index.into() });
         }
-        Ok(Self {
-            start_index,
-            allow_empty,
-        })
+        Ok(Self { start_index, allow_empty })
     }
 }
 
@@ -553,8 +484,7 @@ pub struct StorageIdsPage {
 
 impl StorageIdsPage {
     pub fn encode(&self) -> BytesMut {
-        let mut b =
-            BytesMut::with_capacity(8 + self.lines.iter().map(|l| l.len() + 1).sum::<usize>());
+        let mut b = BytesMut::with_capacity(8 + self.lines.iter().map(|l| l.len() + 1).sum::<usize>());
         b.put_i32(self.total);
         b.put_i32(self.lines.len() as i32);
         for l in &self.lines {
@@ -568,12 +498,7 @@ impl StorageIdsPage {
         let mut r = Reader::new(body);
         let total = r.i32()?;
         let count = r.i32()?;
-        let lines: Vec<String> = r
-            .rest_str()?
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect();
+        let lines: Vec<String> = r.rest_str()?.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
         if total < 0 || count < 0 || lines.len() != count as usize || count > total {
             return Err(DecodeError::Invalid("storage id counts"));
         }
@@ -671,28 +596,17 @@ mod tests {
     fn join_rejects_absurd_tracker_count() {
         let mut b = join().encode(Profile::CLASSIC);
         b[225..233].copy_from_slice(&i64::MAX.to_be_bytes());
-        assert!(matches!(
-            JoinReq::decode(&b, Profile::CLASSIC),
-            Err(DecodeError::OutOfRange { .. })
-        ));
+        assert!(matches!(JoinReq::decode(&b, Profile::CLASSIC), Err(DecodeError::OutOfRange { .. })));
     }
 
     #[test]
     fn join_resp_and_brief() {
-        let r = JoinResp {
-            status: 7,
-            sync_src_id: "127.0.0.3".into(),
-        };
+        let r = JoinResp { status: 7, sync_src_id: "127.0.0.3".into() };
         let b = r.encode(Profile::CLASSIC);
         assert_eq!(b.len(), 17);
         assert_eq!(b[0], 7);
         assert_eq!(JoinResp::decode(&b, Profile::CLASSIC).unwrap(), r);
-        let brief = Brief {
-            status: 7,
-            port: 23000,
-            id: "a".into(),
-            ip: "127.0.0.2".into(),
-        };
+        let brief = Brief { status: 7, port: 23000, id: "a".into(), ip: "127.0.0.2".into() };
         let b = brief.encode(Profile::CLASSIC);
         assert_eq!(&b[..5], &[7, 0, 0, 0x59, 0xd8]);
         assert_eq!(b.len(), 37);
@@ -708,12 +622,7 @@ mod tests {
 
     #[test]
     fn change_notify_with_everything() {
-        let brief = |id: &str| Brief {
-            status: 7,
-            port: 23000,
-            id: id.into(),
-            ip: id.into(),
-        };
+        let brief = |id: &str| Brief { status: 7, port: 23000, id: id.into(), ip: id.into() };
         let n = ChangeNotify {
             leader: Some(brief("127.0.0.1")),
             trunk: None,
@@ -735,19 +644,13 @@ mod tests {
         assert_eq!(decode_beat(&b).unwrap(), Some(s));
         assert!(decode_beat(&[0; 10]).is_err());
 
-        let u = [PathUsage {
-            total_mb: 100,
-            free_mb: 50,
-        }];
+        let u = [PathUsage { total_mb: 100, free_mb: 50 }];
         let b = encode_disk_usage(&u);
         assert_eq!(&b[..], &[0, 0, 0, 0, 0, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 50]);
         assert_eq!(decode_disk_usage(&b, 1).unwrap(), u);
         assert!(decode_disk_usage(&b, 2).is_err());
 
-        let e = vec![SyncTimestamp {
-            peer_id: "127.0.0.3".into(),
-            timestamp: 0x6553_F100,
-        }];
+        let e = vec![SyncTimestamp { peer_id: "127.0.0.3".into(), timestamp: 0x6553_F100 }];
         let b = encode_sync_report(&e);
         assert_eq!(&b[16..], &[0x65, 0x53, 0xF1, 0x00]);
         assert_eq!(decode_sync_report(&b).unwrap(), e);
@@ -756,65 +659,38 @@ mod tests {
 
     #[test]
     fn sync_source_messages() {
-        let s = SyncSource {
-            src_id: "127.0.0.2".into(),
-            until_timestamp: 5,
-        };
+        let s = SyncSource { src_id: "127.0.0.2".into(), until_timestamp: 5 };
         let b = s.encode(Profile::CLASSIC);
         assert_eq!(b.len(), 24);
         assert_eq!(SyncSource::decode_opt(&b).unwrap(), Some(s));
         assert_eq!(SyncSource::decode_opt(&[]).unwrap(), None);
-        let req = SyncSrcReq {
-            group: "group1".into(),
-            dest_id: "127.0.0.3".into(),
-        };
-        assert_eq!(
-            SyncSrcReq::decode(&req.encode(Profile::CLASSIC), Profile::CLASSIC).unwrap(),
-            req
-        );
+        let req = SyncSrcReq { group: "group1".into(), dest_id: "127.0.0.3".into() };
+        assert_eq!(SyncSrcReq::decode(&req.encode(Profile::CLASSIC), Profile::CLASSIC).unwrap(), req);
         assert_eq!(decode_changelog_req(&[]).unwrap(), None);
         assert!(decode_changelog_req(&[0; 31]).is_err());
     }
 
     #[test]
     fn identity_lookups() {
-        let r = GetMyIpReq {
-            group: "group1".into(),
-            port: 23000,
-        };
+        let r = GetMyIpReq { group: "group1".into(), port: 23000 };
         assert_eq!(r.encode(Profile::CLASSIC).len(), 16);
         assert_eq!(r.encode(Profile::V6_16).len(), 21);
         assert_eq!(GetMyIpReq::decode(&r.encode(Profile::V6_16)).unwrap(), r);
         assert!(GetMyIpReq::decode(&[0; 17]).is_err());
 
-        let g = GetGroupNameReq {
-            ip: "127.0.0.2".into(),
-            port: 23000,
-        };
+        let g = GetGroupNameReq { ip: "127.0.0.2".into(), port: 23000 };
         assert_eq!(GetGroupNameReq::decode(&g.encode()).unwrap(), g);
         assert!(GetGroupNameReq::decode(&[0; 3]).is_err());
 
-        let l = StorageLookupReq {
-            group: "group1".into(),
-            addr: "127.0.0.2:23000".into(),
-        };
+        let l = StorageLookupReq { group: "group1".into(), addr: "127.0.0.2:23000".into() };
         assert_eq!(StorageLookupReq::decode(&l.encode()).unwrap(), l);
 
-        let f = FetchStorageIdsReq {
-            start_index: 3,
-            allow_empty: true,
-        };
+        let f = FetchStorageIdsReq { start_index: 3, allow_empty: true };
         assert_eq!(&f.encode(Profile::V6_16)[..], &[0, 0, 0, 3, 1]);
-        assert_eq!(
-            FetchStorageIdsReq::decode(&f.encode(Profile::V6_16)).unwrap(),
-            f
-        );
+        assert_eq!(FetchStorageIdsReq::decode(&f.encode(Profile::V6_16)).unwrap(), f);
         assert!(FetchStorageIdsReq::decode(&[0xff, 0xff, 0xff, 0xff]).is_err());
 
-        let page = StorageIdsPage {
-            total: 2,
-            lines: vec!["100001 group1 127.0.0.2".into()],
-        };
+        let page = StorageIdsPage { total: 2, lines: vec!["100001 group1 127.0.0.2".into()] };
         let b = page.encode();
         assert_eq!(&b[..8], &[0, 0, 0, 2, 0, 0, 0, 1]);
         assert_eq!(StorageIdsPage::decode(&b).unwrap(), page);
@@ -824,25 +700,14 @@ mod tests {
     fn small_fixed_messages() {
         let r = ReportStatusReq {
             group: "group1".into(),
-            brief: Brief {
-                status: 2,
-                port: 23000,
-                id: "x".into(),
-                ip: "127.0.0.3".into(),
-            },
+            brief: Brief { status: 2, port: 23000, id: "x".into(), ip: "127.0.0.3".into() },
         };
         let b = r.encode(Profile::V6_16);
         assert_eq!(b.len(), 16 + 67);
         assert_eq!(ReportStatusReq::decode(&b, Profile::V6_16).unwrap(), r);
-        assert_eq!(
-            &ChangeStatusReq { status: 5 }.encode(Profile::CLASSIC)[..],
-            &[5]
-        );
+        assert_eq!(&ChangeStatusReq { status: 5 }.encode(Profile::CLASSIC)[..], &[5]);
         assert_eq!(IpChangedReq::wire_len(Profile::CLASSIC), 48);
-        assert_eq!(
-            &TrunkFid { trunk_file_id: 1 }.encode(Profile::CLASSIC)[..],
-            &[0, 0, 0, 1]
-        );
+        assert_eq!(&TrunkFid { trunk_file_id: 1 }.encode(Profile::CLASSIC)[..], &[0, 0, 0, 1]);
         assert_eq!(TrunkFree::wire_len(Profile::CLASSIC), 8);
         let briefs = vec![Brief::default(); 2];
         let b = encode_briefs(&briefs, Profile::CLASSIC);

@@ -78,12 +78,7 @@ impl StatBuff {
     pub const LEN: usize = 12 + 8 * Counters::NAMES.len();
 
     pub fn read(r: &mut Reader<'_>) -> DecodeResult<Self> {
-        Ok(Self {
-            conn_alloc: r.i32()?,
-            conn_current: r.i32()?,
-            conn_max: r.i32()?,
-            counters: Counters::read(r)?,
-        })
+        Ok(Self { conn_alloc: r.i32()?, conn_current: r.i32()?, conn_max: r.i32()?, counters: Counters::read(r)? })
     }
 
     pub fn put(&self, buf: &mut BytesMut) {
@@ -151,10 +146,7 @@ impl GroupStat {
     }
 
     pub fn read(r: &mut Reader<'_>, p: Profile) -> DecodeResult<Self> {
-        let mut g = GroupStat {
-            group: r.fixed_str(17)?,
-            ..Default::default()
-        };
+        let mut g = GroupStat { group: r.fixed_str(17)?, ..Default::default() };
         g.total_mb = r.i64()?;
         g.free_mb = r.i64()?;
         match p.layout {
@@ -204,10 +196,7 @@ impl GroupStat {
                 return Ok((Self::decode_list(body, p)?, p));
             }
         }
-        Err(DecodeError::BadLength {
-            len: body.len(),
-            why: "not 105- or 113-byte group records",
-        })
+        Err(DecodeError::BadLength { len: body.len(), why: "not 105- or 113-byte group records" })
     }
 }
 
@@ -287,10 +276,7 @@ impl StorageStat {
     }
 
     pub fn read(r: &mut Reader<'_>, p: Profile) -> DecodeResult<Self> {
-        let mut s = StorageStat {
-            status: r.u8()?,
-            ..Default::default()
-        };
+        let mut s = StorageStat { status: r.u8()?, ..Default::default() };
         match p.layout {
             Layout::Classic => {
                 s.rw_mode = 6;
@@ -347,10 +333,7 @@ impl StorageStat {
                 return Ok((Self::decode_list(body, p)?, p));
             }
         }
-        Err(DecodeError::BadLength {
-            len: body.len(),
-            why: "no storage record size divides it",
-        })
+        Err(DecodeError::BadLength { len: body.len(), why: "no storage record size divides it" })
     }
 }
 

@@ -38,17 +38,9 @@ pub trait StreamedHead: Sized {
 }
 
 /// Checks that the content declared inside the head is exactly what the packet has left.
-pub(crate) fn check_content(
-    field: &'static str,
-    declared: u64,
-    head_len: usize,
-    body_len: u64,
-) -> DecodeResult<()> {
+pub(crate) fn check_content(field: &'static str, declared: u64, head_len: usize, body_len: u64) -> DecodeResult<()> {
     if body_len.checked_sub(head_len as u64) != Some(declared) {
-        return Err(DecodeError::OutOfRange {
-            field,
-            value: declared as i64,
-        });
+        return Err(DecodeError::OutOfRange { field, value: declared as i64 });
     }
     Ok(())
 }
@@ -57,20 +49,14 @@ pub(crate) fn check_content(
 pub(crate) fn name_len(r: &mut Reader<'_>, min: u64) -> DecodeResult<usize> {
     let v = r.len_field("filename length", (MAX_FILENAME_LEN - 1) as u64)?;
     if v < min {
-        return Err(DecodeError::OutOfRange {
-            field: "filename length",
-            value: v as i64,
-        });
+        return Err(DecodeError::OutOfRange { field: "filename length", value: v as i64 });
     }
     Ok(v as usize)
 }
 
 /// Extension text (no dot): `[A-Za-z0-9._-]`, at most 6 bytes.
 pub fn valid_ext(ext: &str) -> bool {
-    ext.len() <= EXT_LEN
-        && ext
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    ext.len() <= EXT_LEN && ext.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 /// 11 UPLOAD_FILE and 23 UPLOAD_APPENDER_FILE.
@@ -99,11 +85,7 @@ impl StreamedHead for UploadHead {
             return Err(DecodeError::Invalid("file extension"));
         }
         check_content("file_size", file_size, Self::FIXED_LEN, body_len)?;
-        Ok(Self {
-            store_path_index,
-            file_size,
-            ext,
-        })
+        Ok(Self { store_path_index, file_size, ext })
     }
 
     fn content_len(&self) -> u64 {
@@ -141,19 +123,11 @@ impl StreamedHead for SlaveUploadHead {
         let ext = r.fixed_str(EXT_LEN)?;
         let master_filename = r.str(master_len)?;
         r.finish()?;
-        if prefix.is_empty()
-            || !valid_ext(&ext)
-            || !prefix.bytes().all(|b| valid_ext(&(b as char).to_string()))
-        {
+        if prefix.is_empty() || !valid_ext(&ext) || !prefix.bytes().all(|b| valid_ext(&(b as char).to_string())) {
             return Err(DecodeError::Invalid("slave prefix or extension"));
         }
         check_content("file_size", file_size, head.len(), body_len)?;
-        Ok(Self {
-            master_filename,
-            file_size,
-            prefix,
-            ext,
-        })
+        Ok(Self { master_filename, file_size, prefix, ext })
     }
 
     fn content_len(&self) -> u64 {
@@ -227,11 +201,7 @@ impl StreamedHead for ModifyHead {
         let filename = r.str(len)?;
         r.finish()?;
         check_content("modify size", size, head.len(), body_len)?;
-        Ok(Self {
-            filename,
-            offset,
-            size,
-        })
+        Ok(Self { filename, offset, size })
     }
 
     fn content_len(&self) -> u64 {
@@ -263,16 +233,10 @@ impl FileIdResp {
 
     pub fn decode(body: &[u8]) -> DecodeResult<Self> {
         if body.len() <= GROUP_LEN || body.len() >= GROUP_LEN + MAX_FILENAME_LEN {
-            return Err(DecodeError::BadLength {
-                len: body.len(),
-                why: "group[16] + filename",
-            });
+            return Err(DecodeError::BadLength { len: body.len(), why: "group[16] + filename" });
         }
         let mut r = Reader::new(body);
-        Ok(Self {
-            group: r.fixed_str(GROUP_LEN)?,
-            filename: r.rest_str()?,
-        })
+        Ok(Self { group: r.fixed_str(GROUP_LEN)?, filename: r.rest_str()? })
     }
 
     pub fn file_id(&self) -> String {
@@ -302,10 +266,7 @@ impl DownloadReq {
 
     pub fn decode(body: &[u8]) -> DecodeResult<Self> {
         if body.len() <= 32 || body.len() >= 32 + MAX_FILENAME_LEN {
-            return Err(DecodeError::BadLength {
-                len: body.len(),
-                why: "16 + group[16] + filename",
-            });
+            return Err(DecodeError::BadLength { len: body.len(), why: "16 + group[16] + filename" });
         }
         let mut r = Reader::new(body);
         Ok(Self {
@@ -330,10 +291,7 @@ pub fn parse_metadata(raw: &[u8]) -> Metadata {
         .filter_map(|rec| {
             let sep = rec.iter().position(|&b| b == 0x02)?;
             let (name, value) = (&rec[..sep], &rec[sep + 1..]);
-            Some((
-                name[..name.len().min(META_NAME_MAX)].to_vec(),
-                value[..value.len().min(META_VALUE_MAX)].to_vec(),
-            ))
+            Some((name[..name.len().min(META_NAME_MAX)].to_vec(), value[..value.len().min(META_VALUE_MAX)].to_vec()))
         })
         .collect()
 }
@@ -403,12 +361,7 @@ impl SetMetadataReq {
         let filename = r.str(name_len)?;
         let meta = r.bytes(meta_len)?.to_vec();
         r.finish()?;
-        Ok(Self {
-            op,
-            group,
-            filename,
-            meta,
-        })
+        Ok(Self { op, group, filename, meta })
     }
 }
 
@@ -437,10 +390,7 @@ impl FileInfoResp {
         match body.len() {
             40 => Self::decode(body, Profile::V6_16),
             70 => Self::decode(body, Profile::V6_16_IPV6),
-            len => Err(DecodeError::BadLength {
-                len,
-                why: "40 or 70 bytes",
-            }),
+            len => Err(DecodeError::BadLength { len, why: "40 or 70 bytes" }),
         }
     }
 }
@@ -480,10 +430,7 @@ impl TruncateReq {
 /// 38 REGENERATE_APPENDER_FILENAME: the body is the filename alone.
 pub fn decode_bare_filename(body: &[u8]) -> DecodeResult<String> {
     if body.is_empty() || body.len() >= MAX_FILENAME_LEN {
-        return Err(DecodeError::BadLength {
-            len: body.len(),
-            why: "1..127-byte filename",
-        });
+        return Err(DecodeError::BadLength { len: body.len(), why: "1..127-byte filename" });
     }
     Reader::new(body).rest_str()
 }
@@ -526,14 +473,7 @@ impl CreateLinkReq {
         let source_filename = r.str(source_len)?;
         let signature = r.bytes(sig_len)?.to_vec();
         r.finish()?;
-        Ok(Self {
-            group,
-            prefix,
-            ext,
-            master_filename,
-            source_filename,
-            signature,
-        })
+        Ok(Self { group, prefix, ext, master_filename, source_filename, signature })
     }
 }
 
@@ -548,10 +488,7 @@ mod tests {
         assert_eq!(len, b.len());
         let body_len = b.len() as u64 + h.content_len();
         assert_eq!(&T::decode_head(&b, body_len).unwrap(), h);
-        assert!(
-            T::decode_head(&b, body_len + 1).is_err(),
-            "content longer than declared"
-        );
+        assert!(T::decode_head(&b, body_len + 1).is_err(), "content longer than declared");
         assert!(T::decode_head(&b, body_len - 1).is_err() || h.content_len() == 0);
         assert!(T::decode_head(&b[..b.len() - 1], body_len).is_err());
         b
@@ -559,24 +496,12 @@ mod tests {
 
     #[test]
     fn upload_head_golden() {
-        let h = UploadHead {
-            store_path_index: 0,
-            file_size: 4096,
-            ext: "txt".into(),
-        };
+        let h = UploadHead { store_path_index: 0, file_size: 4096, ext: "txt".into() };
         let b = head_round_trip(&h);
-        assert_eq!(
-            &b[..],
-            &[0, 0, 0, 0, 0, 0, 0, 0x10, 0, b't', b'x', b't', 0, 0, 0]
-        );
-        let bad = UploadHead {
-            ext: "a/b".into(),
-            ..h
-        };
+        assert_eq!(&b[..], &[0, 0, 0, 0, 0, 0, 0, 0x10, 0, b't', b'x', b't', 0, 0, 0]);
+        let bad = UploadHead { ext: "a/b".into(), ..h };
         assert!(UploadHead::decode_head(&bad.encode_head(), 15 + 4096).is_err());
-        let neg = [
-            0u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0,
-        ];
+        let neg = [0u8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0, 0, 0];
         assert!(UploadHead::decode_head(&neg, 14).is_err());
     }
 
@@ -595,17 +520,10 @@ mod tests {
         empty.prefix.clear();
         assert!(SlaveUploadHead::decode_head(&empty.encode_head(), 48 + 44 + 10).is_err());
 
-        let a = AppendHead {
-            filename: s.master_filename.clone(),
-            size: 16,
-        };
+        let a = AppendHead { filename: s.master_filename.clone(), size: 16 };
         let b = head_round_trip(&a);
         assert_eq!(b.len(), 16 + 44);
-        let m = ModifyHead {
-            filename: s.master_filename.clone(),
-            offset: 3,
-            size: 5,
-        };
+        let m = ModifyHead { filename: s.master_filename.clone(), offset: 3, size: 5 };
         let b = head_round_trip(&m);
         assert_eq!(&b[8..16], &3i64.to_be_bytes());
         let mut huge = b.clone();
@@ -615,40 +533,23 @@ mod tests {
 
     #[test]
     fn download_and_file_id() {
-        let d = DownloadReq {
-            offset: 100,
-            bytes: 50,
-            group: "group1".into(),
-            filename: "M00/00/00/x.txt".into(),
-        };
+        let d = DownloadReq { offset: 100, bytes: 50, group: "group1".into(), filename: "M00/00/00/x.txt".into() };
         let b = d.encode();
-        assert_eq!(
-            &b[..16],
-            &[0, 0, 0, 0, 0, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 50]
-        );
+        assert_eq!(&b[..16], &[0, 0, 0, 0, 0, 0, 0, 100, 0, 0, 0, 0, 0, 0, 0, 50]);
         assert_eq!(DownloadReq::decode(&b).unwrap(), d);
         assert!(DownloadReq::decode(&b[..32]).is_err());
-        let r = FileIdResp {
-            group: "group1".into(),
-            filename: "M00/00/00/x.txt".into(),
-        };
+        let r = FileIdResp { group: "group1".into(), filename: "M00/00/00/x.txt".into() };
         assert_eq!(FileIdResp::decode(&r.encode()).unwrap(), r);
         assert_eq!(r.file_id(), "group1/M00/00/00/x.txt");
     }
 
     #[test]
     fn metadata_packing() {
-        let meta = vec![
-            (b"height".to_vec(), b"80".to_vec()),
-            (b"width".to_vec(), b"160".to_vec()),
-        ];
+        let meta = vec![(b"height".to_vec(), b"80".to_vec()), (b"width".to_vec(), b"160".to_vec())];
         let packed = pack_metadata(&meta);
         assert_eq!(&packed[..], b"height\x0280\x01width\x02160");
         assert_eq!(parse_metadata(&packed), meta);
-        assert_eq!(
-            parse_metadata(b"noval\x01a\x02b"),
-            vec![(b"a".to_vec(), b"b".to_vec())]
-        );
+        assert_eq!(parse_metadata(b"noval\x01a\x02b"), vec![(b"a".to_vec(), b"b".to_vec())]);
         let long = [vec![b'n'; 100], vec![2], vec![b'v'; 300]].concat();
         let p = parse_metadata(&long);
         assert_eq!((p[0].0.len(), p[0].1.len()), (64, 256));
@@ -678,10 +579,7 @@ mod tests {
         };
         let b = r.encode(Profile::CLASSIC);
         assert_eq!(b.len(), 40);
-        assert_eq!(
-            &b[16..24],
-            &[0xff, 0xff, 0xff, 0xff, 0xDE, 0xAD, 0xBE, 0xEF]
-        );
+        assert_eq!(&b[16..24], &[0xff, 0xff, 0xff, 0xff, 0xDE, 0xAD, 0xBE, 0xEF]);
         let back = FileInfoResp::decode_any(&b).unwrap();
         assert_eq!(back.crc32_u32(), 0xDEAD_BEEF);
         assert!(FileInfoResp::decode_any(&b[..39]).is_err());
@@ -689,10 +587,7 @@ mod tests {
 
     #[test]
     fn truncate_regenerate_create_link() {
-        let t = TruncateReq {
-            filename: "M00/00/00/a".into(),
-            new_size: 0,
-        };
+        let t = TruncateReq { filename: "M00/00/00/a".into(), new_size: 0 };
         assert_eq!(TruncateReq::decode(&t.encode()).unwrap(), t);
         assert!(TruncateReq::decode(&t.encode()[..20]).is_err());
         assert_eq!(decode_bare_filename(b"M00/00/00/a").unwrap(), "M00/00/00/a");

@@ -15,9 +15,7 @@ pub struct GroupReq {
 impl GroupReq {
     pub fn decode(body: &[u8]) -> DecodeResult<Self> {
         expect_len(body, GROUP_LEN)?;
-        Ok(Self {
-            group: Reader::new(body).fixed_str(GROUP_LEN)?,
-        })
+        Ok(Self { group: Reader::new(body).fixed_str(GROUP_LEN)? })
     }
 
     pub fn encode(&self) -> BytesMut {
@@ -39,10 +37,7 @@ impl FileReq {
     /// The tracker requires `22 ≤ len(filename) < 128`; storages check names themselves.
     pub fn decode(body: &[u8]) -> DecodeResult<Self> {
         if body.len() <= GROUP_LEN || body.len() >= GROUP_LEN + MAX_FILENAME_LEN {
-            return Err(DecodeError::BadLength {
-                len: body.len(),
-                why: "group[16] + 1..127-byte filename",
-            });
+            return Err(DecodeError::BadLength { len: body.len(), why: "group[16] + 1..127-byte filename" });
         }
         let mut r = Reader::new(body);
         let group = r.fixed_str(GROUP_LEN)?;
@@ -92,20 +87,14 @@ impl FetchTarget {
     }
 }
 
-fn decode_by_len<T>(
-    body: &[u8],
-    try_profile: impl Fn(Profile) -> (usize, DecodeResult<T>),
-) -> DecodeResult<T> {
+fn decode_by_len<T>(body: &[u8], try_profile: impl Fn(Profile) -> (usize, DecodeResult<T>)) -> DecodeResult<T> {
     for p in CLIENT_PROFILES {
         let (len, res) = try_profile(p);
         if len == body.len() {
             return res;
         }
     }
-    Err(DecodeError::BadLength {
-        len: body.len(),
-        why: "matches no known answer width",
-    })
+    Err(DecodeError::BadLength { len: body.len(), why: "matches no known answer width" })
 }
 
 /// One storage in a multi-server answer.
@@ -138,32 +127,19 @@ impl StoreTargets {
 
     pub fn decode(body: &[u8], p: Profile) -> DecodeResult<Self> {
         let w = p.query_ip_width();
-        let n = body
-            .len()
-            .checked_sub(GROUP_LEN + 1)
-            .filter(|n| n % (w + 8) == 0);
+        let n = body.len().checked_sub(GROUP_LEN + 1).filter(|n| n % (w + 8) == 0);
         let Some(n) = n.map(|n| n / (w + 8)).filter(|&n| n > 0) else {
-            return Err(DecodeError::BadLength {
-                len: body.len(),
-                why: "16 + n*(W+8) + 1",
-            });
+            return Err(DecodeError::BadLength { len: body.len(), why: "16 + n*(W+8) + 1" });
         };
         let mut r = Reader::new(body);
         let group = r.fixed_str(GROUP_LEN)?;
         let mut servers = Vec::with_capacity(n);
         for _ in 0..n {
-            servers.push(ServerAddr {
-                ip: r.fixed_str(w)?,
-                port: r.i64()?,
-            });
+            servers.push(ServerAddr { ip: r.fixed_str(w)?, port: r.i64()? });
         }
         let store_path_index = r.u8()?;
         r.finish()?;
-        Ok(Self {
-            group,
-            servers,
-            store_path_index,
-        })
+        Ok(Self { group, servers, store_path_index })
     }
 
     /// As the Java 1.39 client does: IPv6 width first, then IPv4.
@@ -198,17 +174,10 @@ impl FetchTargets {
 
     pub fn decode(body: &[u8], p: Profile) -> DecodeResult<Self> {
         let w = p.query_ip_width();
-        let bad = DecodeError::BadLength {
-            len: body.len(),
-            why: "fetch-all answer",
-        };
+        let bad = DecodeError::BadLength { len: body.len(), why: "fetch-all answer" };
         let first = GROUP_LEN + w + 8;
         let extra = body.len().checked_sub(first).ok_or(bad.clone())?;
-        let per = if p.layout == super::Layout::V616 {
-            w + 8
-        } else {
-            w
-        };
+        let per = if p.layout == super::Layout::V616 { w + 8 } else { w };
         if extra % per != 0 {
             return Err(bad);
         }
@@ -238,18 +207,12 @@ pub struct GroupStorageReq {
 impl GroupStorageReq {
     pub fn decode(body: &[u8]) -> DecodeResult<Self> {
         if body.len() < GROUP_LEN || body.len() >= GROUP_LEN + 16 {
-            return Err(DecodeError::BadLength {
-                len: body.len(),
-                why: "group[16] + 0..15-byte id",
-            });
+            return Err(DecodeError::BadLength { len: body.len(), why: "group[16] + 0..15-byte id" });
         }
         let mut r = Reader::new(body);
         let group = r.fixed_str(GROUP_LEN)?;
         let id = r.rest_str()?;
-        Ok(Self {
-            group,
-            storage_id: (!id.is_empty()).then_some(id),
-        })
+        Ok(Self { group, storage_id: (!id.is_empty()).then_some(id) })
     }
 
     pub fn encode(&self) -> BytesMut {
@@ -367,10 +330,7 @@ pub fn decode_records<T>(
     read: impl Fn(&mut Reader<'_>) -> DecodeResult<T>,
 ) -> DecodeResult<Vec<T>> {
     if record_len == 0 || body.len() % record_len != 0 {
-        return Err(DecodeError::BadLength {
-            len: body.len(),
-            why: "not a whole number of records",
-        });
+        return Err(DecodeError::BadLength { len: body.len(), why: "not a whole number of records" });
     }
     let mut r = Reader::new(body);
     let mut out = Vec::with_capacity(body.len() / record_len);
@@ -391,15 +351,8 @@ mod tests {
     #[test]
     fn store_target_golden_classic() {
         // group1, 127.0.0.2:23000, path 0 — 40 bytes as in capture `upload_file_4k`.
-        let want = hex(
-            "67726f75703100000000000000000000 3132372e302e302e32000000000000 00000000000059d8 00",
-        );
-        let t = StoreTarget {
-            group: "group1".into(),
-            ip: "127.0.0.2".into(),
-            port: 23000,
-            store_path_index: 0,
-        };
+        let want = hex("67726f75703100000000000000000000 3132372e302e302e32000000000000 00000000000059d8 00");
+        let t = StoreTarget { group: "group1".into(), ip: "127.0.0.2".into(), port: 23000, store_path_index: 0 };
         assert_eq!(&t.encode(Profile::CLASSIC)[..], &want[..]);
         assert_eq!(StoreTarget::decode_any(&want).unwrap(), t);
         assert_eq!(StoreTarget::wire_len(Profile::V6_16_IPV6), 70);
@@ -407,11 +360,7 @@ mod tests {
 
     #[test]
     fn fifteen_char_ip_has_no_nul() {
-        let t = FetchTarget {
-            group: "g".into(),
-            ip: "255.255.255.255".into(),
-            port: 1,
-        };
+        let t = FetchTarget { group: "g".into(), ip: "255.255.255.255".into(), port: 1 };
         let b = t.encode(Profile::CLASSIC);
         assert_eq!(b.len(), 39);
         assert_eq!(&b[16..31], b"255.255.255.255");
@@ -420,10 +369,7 @@ mod tests {
 
     #[test]
     fn file_req_bounds() {
-        let r = FileReq {
-            group: "group1".into(),
-            filename: "M00/00/00/abc".into(),
-        };
+        let r = FileReq { group: "group1".into(), filename: "M00/00/00/abc".into() };
         let b = r.encode();
         assert_eq!(&b[..16], b"group1\0\0\0\0\0\0\0\0\0\0");
         assert_eq!(FileReq::decode(&b).unwrap(), r);
@@ -436,14 +382,8 @@ mod tests {
         let t = StoreTargets {
             group: "group1".into(),
             servers: vec![
-                ServerAddr {
-                    ip: "127.0.0.2".into(),
-                    port: 23000,
-                },
-                ServerAddr {
-                    ip: "127.0.0.3".into(),
-                    port: 23000,
-                },
+                ServerAddr { ip: "127.0.0.2".into(), port: 23000 },
+                ServerAddr { ip: "127.0.0.3".into(), port: 23000 },
             ],
             store_path_index: 0,
         };
@@ -459,14 +399,8 @@ mod tests {
         let t = FetchTargets {
             group: "group1".into(),
             servers: vec![
-                ServerAddr {
-                    ip: "127.0.0.2".into(),
-                    port: 23000,
-                },
-                ServerAddr {
-                    ip: "127.0.0.3".into(),
-                    port: 23000,
-                },
+                ServerAddr { ip: "127.0.0.2".into(), port: 23000 },
+                ServerAddr { ip: "127.0.0.3".into(), port: 23000 },
             ],
         };
         let classic = t.encode(Profile::CLASSIC);
@@ -480,11 +414,7 @@ mod tests {
 
     #[test]
     fn group_storage_req() {
-        let b = GroupStorageReq {
-            group: "group1".into(),
-            storage_id: Some("127.0.0.2".into()),
-        }
-        .encode();
+        let b = GroupStorageReq { group: "group1".into(), storage_id: Some("127.0.0.2".into()) }.encode();
         assert_eq!(b.len(), 25);
         let d = GroupStorageReq::decode(&b).unwrap();
         assert_eq!(d.storage_id.as_deref(), Some("127.0.0.2"));
@@ -505,11 +435,7 @@ mod tests {
         assert_eq!(TrackerClusterStat::wire_len(Profile::V6_16), 90);
         assert_eq!(StorageClusterStat::wire_len(Profile::V6_16), 106);
         assert_eq!(VolumeStat::wire_len(Profile::V6_16), 59);
-        let rec = VolumeStat {
-            group: "group1".into(),
-            total_mb: 5,
-            ..Default::default()
-        };
+        let rec = VolumeStat { group: "group1".into(), total_mb: 5, ..Default::default() };
         let b = rec.encode(Profile::V6_16);
         assert_eq!(&b[17..25], &5i64.to_be_bytes());
         let v = decode_records(&b, 59, |r| VolumeStat::read(r, Profile::V6_16)).unwrap();

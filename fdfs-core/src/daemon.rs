@@ -1,0 +1,169 @@
+//! Process lifecycle shared by `fdfs_trackerd` and `fdfs_storaged`, as the C daemons behave:
+//! `CONF [start|stop|restart]`, a pid file in `<base_path>/data/`, `stop` signals and waits.
+//! `start` re-executes the program detached (own process group, no terminal) in `foreground`
+//! mode, which is also what tests and systemd run directly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Start,
+    Stop,
+    Restart,
+    /// Run in this process, logging to stderr as well (tests, systemd `Type=simple`).
+    Foreground,
+}
+
+/// `PROG CONF [start|stop|restart|foreground]`; no action means start, as the originals.
+pub fn parse_args(prog: &str) -> Result<(PathBuf, Action)> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let usage = || format!("Usage: {prog} <config_file> [start | stop | restart | foreground]");
+    let conf = args.first().with_context(usage)?;
+    let action = match args.get(1).map(String::as_str) {
+        None | Some("start") => Action::Start,
+        Some("stop") => Action::Stop,
+        Some("restart") => Action::Restart,
+        Some("foreground") | Some("-f") => Action::Foreground,
+        Some(other) => bail!("unknown action {other:?}\n{}", usage()),
+    };
+    Ok((PathBuf::from(conf), action))
+}
+
+pub fn pid_file(base_path: &Path, prog: &str) -> PathBuf {
+    base_path.join("data").join(format!("{prog}.pid"))
+}
+
+fn read_pid(path: &Path) -> Option<Pid> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let pid: i32 = text.trim().parse().ok()?;
+    (pid > 0).then(|| Pid::from_raw(pid))
+}
+
+fn alive(pid: Pid) -> bool {
+    kill(pid, None).is_ok()
+}
+
+/// The running instance, if its pid file names a live process.
+pub fn running(base_path: &Path, prog: &str) -> Option<Pid> {
+    read_pid(&pid_file(base_path, prog)).filter(|&p| alive(p))
+}
+
+/// Handles start/stop/restart; returns `true` when the caller should run in this process.
+pub fn dispatch(prog: &str, conf: &Path, action: Action, base_path: &Path) -> Result<bool> {
+    match action {
+        Action::Foreground => {
+            if let Some(pid) = running(base_path, prog) {
+                bail!("{prog} already running, pid {pid}");
+            }
+            Ok(true)
+        }
+        Action::Start => {
+            start(prog, conf, base_path)?;
+            Ok(false)
+        }
+        Action::Stop => {
+            stop(prog, base_path)?;
+            Ok(false)
+        }
+        Action::Restart => {
+            if running(base_path, prog).is_some() {
+                stop(prog, base_path)?;
+            }
+            start(prog, conf, base_path)?;
+            Ok(false)
+        }
+    }
+}
+
+fn start(prog: &str, conf: &Path, base_path: &Path) -> Result<()> {
+    if let Some(pid) = running(base_path, prog) {
+        bail!("{prog} already running, pid {pid}");
+    }
+    let exe = std::env::current_exe().context("locating this program")?;
+    let conf = std::fs::canonicalize(conf).with_context(|| format!("{}", conf.display()))?;
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(exe)
+        .arg(&conf)
+        .arg("foreground")
+        .env("FDFS_DAEMONIZED", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .context("starting the daemon")?;
+    // Wait until it wrote its pid file (it is listening then), or died.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            bail!("{prog} exited at start ({status}); see {}", base_path.join("logs").display());
+        }
+        if read_pid(&pid_file(base_path, prog)) == Some(Pid::from_raw(child.id() as i32)) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    bail!("{prog} did not come up within 10 s; see {}", base_path.join("logs").display())
+}
+
+fn stop(prog: &str, base_path: &Path) -> Result<()> {
+    let path = pid_file(base_path, prog);
+    let Some(pid) = read_pid(&path) else { bail!("{prog} is not running (no pid file {})", path.display()) };
+    if !alive(pid) {
+        let _ = std::fs::remove_file(&path);
+        bail!("{prog} is not running (stale pid {pid})");
+    }
+    kill(pid, Signal::SIGTERM).with_context(|| format!("signalling pid {pid}"))?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while alive(pid) {
+        if Instant::now() > deadline {
+            bail!("{prog} (pid {pid}) did not stop within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// Written by the running daemon once it listens; removed on exit.
+#[derive(Debug)]
+pub struct PidFile(PathBuf);
+
+impl PidFile {
+    pub fn create(base_path: &Path, prog: &str) -> Result<Self> {
+        let path = pid_file(base_path, prog);
+        std::fs::create_dir_all(path.parent().expect("data dir"))?;
+        let tmp = path.with_extension("pid.tmp");
+        std::fs::write(&tmp, format!("{}\n", std::process::id()))?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Resolves on SIGTERM, SIGINT or SIGQUIT. SIGHUP and SIGPIPE are ignored.
+pub async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    let mut quit = signal(SignalKind::quit()).expect("SIGQUIT handler");
+    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = int.recv() => return,
+            _ = quit.recv() => return,
+            _ = hup.recv() => log::info!("SIGHUP ignored"),
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! What both daemons share: accept loop, access control, request framing.
+
+pub mod allow;
+pub mod frame;
+pub mod listener;
+
+pub use allow::AllowHosts;
+pub use listener::{serve, shutdown_pair, Shutdown, ShutdownTrigger};

@@ -1,0 +1,41 @@
+//! Calendar formatting without a time-zone database: FastDFS prints local time, and these
+//! machines (like most servers) run in UTC, so UTC is what we print.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+pub fn now_unix() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// (year, month, day, hour, minute, second) of a unix time, UTC.
+pub fn civil(t: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let days = t.div_euclid(86_400);
+    let secs = t.rem_euclid(86_400) as u32;
+    // Howard Hinnant's days-from-civil inverse.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day, secs / 3600, secs / 60 % 60, secs % 60)
+}
+
+/// `YYYY-MM-DD HH:MM:SS`, as fdfs_monitor and the logs print times.
+pub fn datetime(t: i64) -> String {
+    let (y, mo, d, h, mi, s) = civil(t);
+    format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn known_dates() {
+        assert_eq!(super::datetime(0), "1970-01-01 00:00:00");
+        assert_eq!(super::datetime(1_700_000_000), "2023-11-14 22:13:20");
+        assert_eq!(super::datetime(951_782_400), "2000-02-29 00:00:00");
+    }
+}

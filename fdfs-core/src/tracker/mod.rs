@@ -1,0 +1,129 @@
+//! `fdfs_trackerd`: the tracker daemon (PROTOCOL.md §3, §7).
+//!
+//! [`run`] takes a bound listener, the config and a shutdown signal, so tests bind
+//! `127.0.0.1:0`. All state sits in one [`Tracker`] behind a mutex: tracker traffic is small
+//! (queries and beats), and one lock keeps every status transition atomic.
+
+mod persist;
+pub mod select;
+mod service;
+pub mod state;
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::{StorageIds, TrackerConfig};
+use crate::protocol::{Layout, Profile};
+use crate::server::{serve, AllowHosts, Shutdown};
+use crate::timefmt::now_unix;
+
+pub use persist::{load as load_state, save as save_state};
+pub use state::{status, Cluster};
+
+/// Everything the connections share.
+#[derive(Debug)]
+pub struct Tracker {
+    pub config: TrackerConfig,
+    pub policy: select::Policy,
+    pub ids: state::IdPolicy,
+    pub cluster: Mutex<Cluster>,
+    /// What our answers look like (P-classic).
+    pub profile: Profile,
+    pub up_time: i64,
+    /// The previous run's last status write, for `restart_interval` in elections.
+    pub last_check_time: i64,
+    data_dir: PathBuf,
+}
+
+impl Tracker {
+    pub fn new(config: TrackerConfig) -> anyhow::Result<Self> {
+        let data_dir = config.base_path.join("data");
+        std::fs::create_dir_all(&data_dir)?;
+        let ids = if config.use_storage_id { Some(StorageIds::load(&config.storage_ids_filename)?) } else { None };
+        let cluster = persist::load(&data_dir)?;
+        let last_check_time = std::fs::read_to_string(data_dir.join(persist::STATUS_FILE))
+            .ok()
+            .and_then(|t| {
+                t.lines().find_map(|l| l.strip_prefix("last_check_time=").and_then(|v| v.trim().parse().ok()))
+            })
+            .unwrap_or(0);
+        Ok(Self {
+            policy: select::Policy::from_config(&config),
+            ids: state::IdPolicy { ids, trust_storage_server_id: config.trust_storage_server_id },
+            cluster: Mutex::new(cluster),
+            profile: Profile::CLASSIC,
+            up_time: now_unix(),
+            last_check_time,
+            data_dir,
+            config,
+        })
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Cluster> {
+        // A panic while holding the lock leaves consistent-enough data (every transition is a
+        // few field writes); keep serving rather than poisoning the daemon.
+        self.cluster.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Writes the state files if anything changed.
+    pub fn save_if_dirty(&self, force: bool) {
+        let snapshot = {
+            let mut c = self.lock();
+            if !c.dirty && !force {
+                return;
+            }
+            c.dirty = false;
+            c.clone()
+        };
+        let layout = if self.profile.layout == Layout::Classic { Layout::Classic } else { Layout::V616 };
+        if let Err(e) =
+            persist::save(&self.data_dir, &snapshot, self.ids.ids.is_some(), layout, self.up_time, now_unix())
+        {
+            log::error!("writing state files in {}: {e}", self.data_dir.display());
+            self.lock().dirty = true;
+        }
+    }
+}
+
+/// Serves until `shutdown`, then writes the state files.
+pub async fn run(listener: TcpListener, tracker: Arc<Tracker>, shutdown: Shutdown) {
+    let allow = match AllowHosts::parse(&tracker.config.allow_hosts) {
+        Ok(a) => a,
+        Err(e) => {
+            log::error!("allow_hosts: {e}; allowing nobody");
+            AllowHosts::parse(&["0.0.0.0/32".into()]).expect("valid")
+        }
+    };
+    let bg = tokio::spawn(background(tracker.clone(), shutdown.clone()));
+    let t = tracker.clone();
+    serve(listener, allow, tracker.config.max_connections, shutdown, move |sock, peer, sd| {
+        service::handle(t.clone(), sock, peer, sd)
+    })
+    .await;
+    let _ = bg.await;
+    tracker.save_if_dirty(true);
+    log::info!("tracker stopped");
+}
+
+/// Expires silent storages and writes the state files when they changed.
+async fn background(tracker: Arc<Tracker>, mut shutdown: Shutdown) {
+    let check = tracker.config.check_active_interval.as_secs().max(1) as i64;
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let mut last_status_write = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        let now = now_unix();
+        tracker.lock().expire(now, check);
+        let force = now - last_status_write >= 300;
+        if force {
+            last_status_write = now;
+        }
+        tracker.save_if_dirty(force);
+    }
+}

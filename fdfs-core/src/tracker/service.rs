@@ -1,0 +1,524 @@
+//! One connection to the tracker: read a request, answer it, until the peer leaves. A
+//! malformed request or unknown command is answered EINVAL and the connection closed; other
+//! errors keep it open. A storage's report connection ending takes it OFFLINE.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BufMut;
+use tokio::net::TcpStream;
+
+use super::{select, Tracker};
+use crate::file_id::RemoteFilename;
+use crate::protocol::codec::expect_len;
+use crate::protocol::report::*;
+use crate::protocol::stat::{GroupStat, StorageStat};
+use crate::protocol::tracker::*;
+use crate::protocol::{leader, Command, DecodeError, Profile, Status};
+use crate::server::frame::{read_body, read_header, write_answer, FrameError};
+use crate::server::Shutdown;
+use crate::timefmt::now_unix;
+
+/// What a connection remembers between requests.
+#[derive(Debug)]
+struct Conn {
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+    /// Set by a successful JOIN: (group, storage id).
+    joined: Option<(String, String)>,
+    /// The joined storage's layout (told by its JOIN body), used for briefs sent back to it.
+    profile: Profile,
+    /// Group change counter last pushed to this storage.
+    sent_counter: Option<u64>,
+    leader_sent: bool,
+}
+
+enum Outcome {
+    Answer(Status, Vec<u8>),
+    /// Answer, then close (malformed input).
+    AnswerClose(Status),
+    /// QUIT: no answer.
+    Quit,
+}
+
+impl From<DecodeError> for Outcome {
+    fn from(e: DecodeError) -> Self {
+        log::debug!("malformed request: {e}");
+        Outcome::AnswerClose(Status::EINVAL)
+    }
+}
+
+fn ok(body: impl Into<Vec<u8>>) -> Outcome {
+    Outcome::Answer(Status::OK, body.into())
+}
+
+fn err(s: Status) -> Outcome {
+    Outcome::Answer(s, Vec::new())
+}
+
+fn from_result(r: Result<Vec<u8>, Status>) -> Outcome {
+    match r {
+        Ok(b) => ok(b),
+        Err(s) => err(s),
+    }
+}
+
+pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: TcpStream, peer: SocketAddr, mut shutdown: Shutdown) {
+    let mut conn = Conn {
+        peer,
+        local: sock.local_addr().ok(),
+        joined: None,
+        profile: tracker.profile,
+        sent_counter: None,
+        leader_sent: false,
+    };
+    let timeout = tracker.config.network_timeout.max(std::time::Duration::from_secs(1));
+    let max_body = tracker.config.max_buff_size.max(8 << 10);
+    loop {
+        let header = tokio::select! {
+            _ = shutdown.wait() => break,
+            h = read_header(&mut sock, timeout, max_body) => h,
+        };
+        let header = match header {
+            Ok(h) => h,
+            Err(FrameError::BadHeader) => {
+                let _ = write_answer(&mut sock, Status::EINVAL, &[]).await;
+                break;
+            }
+            Err(_) => break,
+        };
+        let body = match read_body(&mut sock, header.pkg_len, timeout).await {
+            Ok(b) => b,
+            Err(_) => break,
+        };
+        let outcome = match Command::try_from(header.cmd) {
+            Ok(cmd) => dispatch(&tracker, &mut conn, cmd, &body),
+            Err(code) => {
+                log::warn!("{peer}: unknown command {code}");
+                Outcome::AnswerClose(Status::EINVAL)
+            }
+        };
+        match outcome {
+            Outcome::Answer(status, body) => {
+                if write_answer(&mut sock, status, &body).await.is_err() {
+                    break;
+                }
+            }
+            Outcome::AnswerClose(status) => {
+                let _ = write_answer(&mut sock, status, &[]).await;
+                break;
+            }
+            Outcome::Quit => break,
+        }
+    }
+    if let Some((group, id)) = conn.joined {
+        tracker.lock().disconnected(&group, &id);
+    }
+}
+
+/// JOIN bodies tell their layout by length: classic is 233 + 40·n exactly.
+fn join_profile(body: &[u8]) -> Profile {
+    if body.len() >= 233 && (body.len() - 233) % 40 == 0 {
+        let n = i64::from_be_bytes(body[225..233].try_into().expect("8 bytes"));
+        if n >= 1 && (body.len() - 233) / 40 == n as usize {
+            return Profile::CLASSIC;
+        }
+    }
+    Profile::V6_16
+}
+
+fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome {
+    use Command as C;
+    let now = now_unix();
+    let p = t.profile;
+    match cmd {
+        C::Quit => Outcome::Quit,
+        C::ActiveTest => match expect_len(body, 0) {
+            Ok(()) => ok(Vec::new()),
+            Err(e) => e.into(),
+        },
+
+        // Client queries.
+        C::QueryStoreWithoutGroupOne
+        | C::QueryStoreWithoutGroupAll
+        | C::QueryStoreWithGroupOne
+        | C::QueryStoreWithGroupAll => {
+            let with_group = matches!(cmd, C::QueryStoreWithGroupOne | C::QueryStoreWithGroupAll);
+            let all = matches!(cmd, C::QueryStoreWithoutGroupAll | C::QueryStoreWithGroupAll);
+            let group = if with_group {
+                match GroupReq::decode(body) {
+                    Ok(g) => Some(g.group),
+                    Err(e) => return e.into(),
+                }
+            } else {
+                if let Err(e) = expect_len(body, 0) {
+                    return e.into();
+                }
+                None
+            };
+            let target = select::store(&mut t.lock(), &t.policy, &t.config.store_group, group.as_deref(), all);
+            from_result(target.map(|tg| {
+                let servers: Vec<ServerAddr> =
+                    tg.servers.iter().map(|(ip, port)| ServerAddr { ip: ip.clone(), port: *port as i64 }).collect();
+                if all {
+                    StoreTargets { group: tg.group, servers, store_path_index: tg.store_path_index }.encode(p).to_vec()
+                } else {
+                    let s = &servers[0];
+                    StoreTarget {
+                        group: tg.group,
+                        ip: s.ip.clone(),
+                        port: s.port,
+                        store_path_index: tg.store_path_index,
+                    }
+                    .encode(p)
+                    .to_vec()
+                }
+            }))
+        }
+        C::QueryFetchOne | C::QueryUpdate | C::QueryFetchAll => {
+            let req = match FileReq::decode(body) {
+                Ok(r) if r.filename.len() >= 22 => r,
+                Ok(_) => return Outcome::AnswerClose(Status::EINVAL),
+                Err(e) => return e.into(),
+            };
+            let Ok(name) = RemoteFilename::parse(&req.filename, None) else {
+                return err(Status::EINVAL);
+            };
+            let info = name.info();
+            let r = select::fetch(
+                &mut t.lock(),
+                &t.policy,
+                &req.group,
+                &info,
+                cmd == C::QueryUpdate,
+                cmd == C::QueryFetchAll,
+                now,
+            );
+            from_result(r.map(|servers| {
+                let list: Vec<ServerAddr> =
+                    servers.iter().map(|(ip, port)| ServerAddr { ip: ip.clone(), port: *port as i64 }).collect();
+                if cmd == C::QueryFetchAll {
+                    FetchTargets { group: req.group.clone(), servers: list }.encode(p).to_vec()
+                } else {
+                    FetchTarget { group: req.group.clone(), ip: list[0].ip.clone(), port: list[0].port }
+                        .encode(p)
+                        .to_vec()
+                }
+            }))
+        }
+        C::ServerListAllGroups => {
+            if let Err(e) = expect_len(body, 0) {
+                return e.into();
+            }
+            let c = t.lock();
+            let stats: Vec<GroupStat> = c.groups.values().map(|g| g.stat(reserved_mb(t, g.space().0))).collect();
+            ok(GroupStat::encode_list(&stats, p).to_vec())
+        }
+        C::ServerListOneGroup => {
+            let req = match GroupReq::decode(body) {
+                Ok(r) => r,
+                Err(e) => return e.into(),
+            };
+            let c = t.lock();
+            match c.groups.get(&req.group) {
+                Some(g) => ok(GroupStat::encode_list(&[g.stat(reserved_mb(t, g.space().0))], p).to_vec()),
+                None => err(Status::ENOENT),
+            }
+        }
+        C::ServerListStorage => {
+            let req = match GroupStorageReq::decode(body) {
+                Ok(r) => r,
+                Err(e) => return e.into(),
+            };
+            let c = t.lock();
+            let Some(g) = c.groups.get(&req.group) else { return err(Status::ENOENT) };
+            let list: Vec<StorageStat> = g
+                .storages
+                .values()
+                .filter(|s| req.storage_id.as_ref().is_none_or(|id| *id == s.id))
+                .map(|s| s.stat_record(reserved_mb(t, s.total_mb)))
+                .collect();
+            if list.is_empty() && req.storage_id.is_some() {
+                return err(Status::ENOENT);
+            }
+            ok(StorageStat::encode_list(&list, p).to_vec())
+        }
+        C::ServerDeleteStorage => match GroupStorageReq::decode_with_id(body) {
+            Ok(r) => from_result(
+                t.lock().delete_storage(&r.group, r.storage_id.as_deref().unwrap_or(""), now).map(|_| Vec::new()),
+            ),
+            Err(e) => e.into(),
+        },
+        C::ServerDeleteGroup => match GroupReq::decode(body) {
+            Ok(r) => from_result(t.lock().delete_group(&r.group).map(|_| Vec::new())),
+            Err(e) => e.into(),
+        },
+        C::ServerGetLeader => match conn.local {
+            Some(a) => ok(crate::config::join_host_port(&a.ip().to_string(), t.config.port).into_bytes()),
+            None => err(Status::ENOENT),
+        },
+        C::TrackerGetStatus => {
+            let running = (now - t.up_time) / 300 * 300;
+            let restart = if t.last_check_time > 0 { (t.up_time - t.last_check_time).max(0) / 300 * 300 } else { 0 };
+            ok(leader::TrackerStatus { is_leader: 1, running_time: running, restart_interval: restart }
+                .encode(p)
+                .to_vec())
+        }
+
+        // Storage side.
+        C::StorageJoin => {
+            let jp = join_profile(body);
+            let req = match JoinReq::decode(body, jp) {
+                Ok(r) => r,
+                Err(e) => return e.into(),
+            };
+            let peer_ip = conn.peer.ip().to_canonical().to_string();
+            match t.lock().join(&req, &peer_ip, &t.ids, now) {
+                Ok(j) => {
+                    if let Some((g, id)) = conn.joined.take() {
+                        // A second JOIN on one connection replaces the first.
+                        t.lock().disconnected(&g, &id);
+                    }
+                    conn.joined = Some((j.group.clone(), j.id.clone()));
+                    conn.profile = jp;
+                    conn.sent_counter = None;
+                    ok(JoinResp { status: j.status, sync_src_id: j.sync_src_id }.encode(p).to_vec())
+                }
+                Err(s) => err(s),
+            }
+        }
+        C::StorageBeat => {
+            let Some((g, id)) = conn.joined.clone() else { return err(Status::EACCES) };
+            match decode_beat(body) {
+                Ok(stat) => {
+                    t.lock().beat(&g, &id, stat, now);
+                    ok(notifications(t, conn))
+                }
+                Err(e) => e.into(),
+            }
+        }
+        C::StorageReportDiskUsage => {
+            let Some((g, id)) = conn.joined.clone() else { return err(Status::EACCES) };
+            let paths = t.lock().groups.get(&g).map_or(1, |grp| grp.store_path_count);
+            match decode_disk_usage(body, paths) {
+                Ok(u) => {
+                    t.lock().disk_usage(&g, &id, u, now);
+                    ok(notifications(t, conn))
+                }
+                Err(e) => e.into(),
+            }
+        }
+        C::StorageSyncReport => {
+            let Some((g, id)) = conn.joined.clone() else { return err(Status::EACCES) };
+            match decode_sync_report(body) {
+                Ok(entries) => {
+                    t.lock().sync_report(&g, &id, &entries);
+                    ok(notifications(t, conn))
+                }
+                Err(e) => e.into(),
+            }
+        }
+        C::StorageChangelogReq => {
+            let who = match decode_changelog_req(body) {
+                Ok(Some(r)) => Some((r.group, r.dest_id)),
+                Ok(None) => conn.joined.clone(),
+                Err(e) => return e.into(),
+            };
+            match who {
+                Some((g, id)) => ok(t.lock().changelog_for(&g, &id)),
+                None => err(Status::EACCES),
+            }
+        }
+        C::StorageSyncDestReq => {
+            let Some((g, id)) = conn.joined.clone() else { return err(Status::EACCES) };
+            if let Err(e) = expect_len(body, 0) {
+                return e.into();
+            }
+            from_result(t.lock().sync_dest_req(&g, &id, now).map(|src| sync_source_body(src, p)))
+        }
+        C::StorageSyncDestQuery => {
+            let Some((g, id)) = conn.joined.clone() else { return err(Status::EACCES) };
+            let c = t.lock();
+            let s = c.storage(&g, &id);
+            ok(s.filter(|s| !s.sync_src_id.is_empty())
+                .map(|s| sync_source_body(Some((s.sync_src_id.clone(), s.sync_until_timestamp)), p))
+                .unwrap_or_default())
+        }
+        C::StorageSyncNotify => {
+            let Some((g, id)) = conn.joined.clone() else { return err(Status::EACCES) };
+            match SyncSource::decode(body, p) {
+                Ok(s) => from_result(t.lock().sync_notify(&g, &id, &s.src_id, s.until_timestamp).map(|_| Vec::new())),
+                Err(e) => e.into(),
+            }
+        }
+        C::StorageSyncSrcReq => match SyncSrcReq::decode(body, p) {
+            Ok(r) => from_result(t.lock().sync_src_req(&r.group, &r.dest_id).map(|src| sync_source_body(src, p))),
+            Err(e) => e.into(),
+        },
+        C::StorageReportStatus => {
+            let rp = if body.len() == 16 + Profile::CLASSIC.brief_len() { Profile::CLASSIC } else { Profile::V6_16 };
+            match ReportStatusReq::decode(body, rp) {
+                Ok(r) => from_result(t.lock().report_status(&r.group, &r.brief).map(|_| Vec::new())),
+                Err(e) => e.into(),
+            }
+        }
+        C::StorageChangeStatus => {
+            let Some((g, id)) = conn.joined.clone() else { return err(Status::EACCES) };
+            match ChangeStatusReq::decode(body, p) {
+                Ok(r) => {
+                    t.lock().change_status(&g, &id, r.status);
+                    ok(Vec::new())
+                }
+                Err(e) => e.into(),
+            }
+        }
+        C::StorageReplicaChg => {
+            // Only meaningful on non-leaders; as leader we answer and ignore it.
+            let rp = if body.len() % Profile::CLASSIC.brief_len() == 0 { Profile::CLASSIC } else { Profile::V6_16 };
+            match decode_briefs(body, rp) {
+                Ok(_) => ok(Vec::new()),
+                Err(e) => e.into(),
+            }
+        }
+        C::StorageGetStatus | C::StorageGetServerId => {
+            let req = match StorageLookupReq::decode(body) {
+                Ok(r) => r,
+                Err(e) => return e.into(),
+            };
+            let peer_ip = conn.peer.ip().to_canonical().to_string();
+            let (ip, port) = split_addr(&req.addr, &peer_ip);
+            let c = t.lock();
+            let Some(g) = c.groups.get(&req.group) else { return err(Status::ENOENT) };
+            let found = g.storages.values().find(|s| s.ip == ip && port.is_none_or(|p| p == s.storage_port));
+            match (cmd, found) {
+                (C::StorageGetStatus, Some(s)) => ok(s.brief().encode(p).to_vec()),
+                (C::StorageGetServerId, Some(s)) => ok(s.id.clone().into_bytes()),
+                (C::StorageGetServerId, None) if t.ids.ids.is_none() => ok(ip.into_bytes()),
+                _ => err(Status::ENOENT),
+            }
+        }
+        C::StorageGetMyIp => match GetMyIpReq::decode(body) {
+            Ok(_) => ok(conn.peer.ip().to_canonical().to_string().into_bytes()),
+            Err(e) => e.into(),
+        },
+        C::StorageGetGroupName => {
+            let req = match GetGroupNameReq::decode(body) {
+                Ok(r) => r,
+                Err(e) => return e.into(),
+            };
+            let Some(ids) = &t.ids.ids else { return err(Status::EOPNOTSUPP) };
+            let ip = if req.ip.is_empty() { conn.peer.ip().to_canonical().to_string() } else { req.ip };
+            match ids.find_any_group(&ip, req.port as u16) {
+                Some(e) => ok(GroupReq { group: e.group.clone() }.encode().to_vec()),
+                None => err(Status::ENOENT),
+            }
+        }
+        C::StorageFetchStorageIds => {
+            let req = match FetchStorageIdsReq::decode(body) {
+                Ok(r) => r,
+                Err(e) => return e.into(),
+            };
+            match &t.ids.ids {
+                None if req.allow_empty => ok(vec![0u8; 8]),
+                None => err(Status::EOPNOTSUPP),
+                Some(ids) => {
+                    let start = req.start_index as usize;
+                    if start > ids.entries.len() {
+                        return err(Status::EINVAL);
+                    }
+                    let mut lines = Vec::new();
+                    let mut size = 8;
+                    for e in &ids.entries[start..] {
+                        let l = e.to_line();
+                        if size + l.len() + 1 > 8 << 10 {
+                            break;
+                        }
+                        size += l.len() + 1;
+                        lines.push(l);
+                    }
+                    ok(StorageIdsPage { total: ids.entries.len() as i32, lines }.encode().to_vec())
+                }
+            }
+        }
+        C::StorageParameterReq => match expect_len(body, 0) {
+            Ok(()) => ok(parameters(t)),
+            Err(e) => e.into(),
+        },
+        C::StorageReportIpChanged => err(Status::EOPNOTSUPP),
+
+        // Trunk files and tracker clusters are not supported yet.
+        _ => {
+            log::debug!("{}: command {cmd:?} not supported", conn.peer);
+            err(Status::EOPNOTSUPP)
+        }
+    }
+}
+
+fn reserved_mb(t: &Tracker, total_mb: i64) -> i64 {
+    t.config.reserved_storage_space.reserved_mb(total_mb)
+}
+
+fn sync_source_body(src: Option<(String, i64)>, p: Profile) -> Vec<u8> {
+    src.map(|(src_id, until_timestamp)| SyncSource { src_id, until_timestamp }.encode(p).to_vec()).unwrap_or_default()
+}
+
+/// `ip` or `ip:port` (IPv6 bracketed); empty means the peer's address.
+fn split_addr(addr: &str, peer_ip: &str) -> (String, Option<u16>) {
+    if addr.is_empty() {
+        return (peer_ip.to_owned(), None);
+    }
+    if let Some(rest) = addr.strip_prefix('[') {
+        if let Some((ip, port)) = rest.split_once("]:") {
+            return (ip.to_owned(), port.parse().ok());
+        }
+    }
+    match addr.rsplit_once(':') {
+        Some((ip, port)) if !ip.contains(':') => (ip.to_owned(), port.parse().ok()),
+        _ => (addr.to_owned(), None),
+    }
+}
+
+/// The change-notification answer to BEAT, DISK_USAGE and SYNC_REPORT (§3.6.3). We are our
+/// own leader, so the leader brief goes once per connection and the group's briefs whenever
+/// the group changed since this connection last heard.
+fn notifications(t: &Tracker, conn: &mut Conn) -> Vec<u8> {
+    let Some((group, _)) = &conn.joined else { return vec![0] };
+    let c = t.lock();
+    let Some(g) = c.groups.get(group) else { return vec![0] };
+    let mut n = ChangeNotify::default();
+    if !conn.leader_sent {
+        if let Some(local) = conn.local {
+            let ip = local.ip().to_canonical().to_string();
+            n.leader = Some(Brief { status: 0, port: t.config.port as i32, id: ip.clone(), ip });
+        }
+        conn.leader_sent = true;
+    }
+    if conn.sent_counter != Some(g.change_counter) {
+        n.group = Some(g.briefs());
+        conn.sent_counter = Some(g.change_counter);
+    }
+    n.encode(conn.profile).to_vec()
+}
+
+/// 75: the cluster-wide settings storages and clients read at start.
+fn parameters(t: &Tracker) -> Vec<u8> {
+    let c = &t.config;
+    let b = |v: bool| if v { 1 } else { 0 };
+    let mut out = Vec::with_capacity(1024);
+    let mut kv = |k: &str, v: String| {
+        out.put_slice(format!("{k}={v}\n").as_bytes());
+    };
+    kv("use_storage_id", b(c.use_storage_id).to_string());
+    kv("id_type_in_filename", if c.id_type_in_filename_is_id { "id" } else { "ip" }.into());
+    kv("trust_storage_server_id", b(c.trust_storage_server_id).to_string());
+    kv("storage_ip_changed_auto_adjust", b(c.storage_ip_changed_auto_adjust).to_string());
+    kv("storage_sync_file_max_delay", c.storage_sync_file_max_delay.as_secs().to_string());
+    kv("store_path", c.store_path.to_string());
+    kv("reserved_storage_space", c.reserved_storage_space.to_string());
+    kv("use_trunk_file", b(c.use_trunk_file).to_string());
+    kv("slot_min_size", c.slot_min_size.to_string());
+    kv("slot_max_size", c.slot_max_size.to_string());
+    kv("trunk_file_size", c.trunk_file_size.to_string());
+    kv("store_slave_file_use_link", b(c.store_slave_file_use_link).to_string());
+    out
+}

@@ -1,0 +1,557 @@
+//! The tracker's picture of the cluster: groups, their storages, and the status state machine
+//! (PROTOCOL.md §7.1). Pure data and transitions; no I/O, so every rule is unit-testable.
+
+use std::collections::BTreeMap;
+
+use crate::config::RwMode;
+use crate::protocol::report::{Brief, JoinReq, PathUsage, SyncTimestamp};
+use crate::protocol::stat::{GroupStat, StatBuff, StorageStat};
+use crate::protocol::{valid_group_name, Status};
+
+/// Storage status values.
+pub mod status {
+    pub const INIT: u8 = 0;
+    pub const WAIT_SYNC: u8 = 1;
+    pub const SYNCING: u8 = 2;
+    pub const IP_CHANGED: u8 = 3;
+    pub const DELETED: u8 = 4;
+    pub const OFFLINE: u8 = 5;
+    pub const ONLINE: u8 = 6;
+    pub const ACTIVE: u8 = 7;
+    pub const RECOVERY: u8 = 9;
+    pub const NONE: u8 = 99;
+
+    pub fn name(s: u8) -> &'static str {
+        match s {
+            INIT => "INIT",
+            WAIT_SYNC => "WAIT_SYNC",
+            SYNCING => "SYNCING",
+            IP_CHANGED => "IP_CHANGED",
+            DELETED => "DELETED",
+            OFFLINE => "OFFLINE",
+            ONLINE => "ONLINE",
+            ACTIVE => "ACTIVE",
+            RECOVERY => "RECOVERY",
+            _ => "UNKNOWN",
+        }
+    }
+
+    /// OFFLINE, ONLINE and ACTIVE: the data is complete.
+    pub fn available(s: u8) -> bool {
+        matches!(s, OFFLINE | ONLINE | ACTIVE)
+    }
+}
+
+use status::*;
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StorageNode {
+    pub id: String,
+    pub ip: String,
+    pub status: u8,
+    pub rw_mode: RwMode,
+    pub version: String,
+    pub domain_name: String,
+    pub join_time: i64,
+    pub up_time: i64,
+    pub storage_port: u16,
+    pub http_port: i64,
+    pub sync_src_id: String,
+    pub sync_until_timestamp: i64,
+    pub store_path_count: usize,
+    pub subdir_count_per_path: u32,
+    pub upload_priority: i64,
+    pub paths: Vec<PathUsage>,
+    pub total_mb: i64,
+    pub free_mb: i64,
+    pub current_write_path: usize,
+    pub stat: StatBuff,
+    pub last_heart_beat_time: i64,
+    /// Source storage ID → the last source timestamp this storage applied from it.
+    pub synced_from: BTreeMap<String, i32>,
+    /// How far into the tracker's changelog this storage has read.
+    pub changelog_offset: u64,
+    /// Open report connections (JOINed) from this storage.
+    pub connections: usize,
+}
+
+impl StorageNode {
+    pub fn writable(&self) -> bool {
+        self.status == ACTIVE && matches!(self.rw_mode, RwMode::Both | RwMode::Write)
+    }
+
+    pub fn readable(&self) -> bool {
+        self.status == ACTIVE && matches!(self.rw_mode, RwMode::Both | RwMode::Read)
+    }
+
+    /// `last_synced_timestamp`: up to when this storage holds everything of its peers (the
+    /// minimum over the sources it reported).
+    pub fn last_synced_timestamp(&self) -> i64 {
+        self.synced_from.values().copied().min().unwrap_or(0) as i64
+    }
+
+    pub fn brief(&self) -> Brief {
+        Brief { status: self.status, port: self.storage_port as i32, id: self.id.clone(), ip: self.ip.clone() }
+    }
+
+    pub fn stat_record(&self, reserved_mb: i64) -> StorageStat {
+        let mut stat = self.stat;
+        stat.counters.last_heart_beat_time = self.last_heart_beat_time;
+        stat.counters.last_synced_timestamp = self.last_synced_timestamp();
+        StorageStat {
+            status: self.status,
+            rw_mode: self.rw_mode.wire(),
+            id: self.id.clone(),
+            ip: self.ip.clone(),
+            domain_name: self.domain_name.clone(),
+            sync_src_id: self.sync_src_id.clone(),
+            version: self.version.clone(),
+            join_time: self.join_time,
+            up_time: self.up_time,
+            total_mb: self.total_mb,
+            free_mb: self.free_mb,
+            reserved_mb,
+            upload_priority: self.upload_priority,
+            store_path_count: self.store_path_count as i64,
+            subdir_count_per_path: self.subdir_count_per_path as i64,
+            current_write_path: self.current_write_path as i64,
+            storage_port: self.storage_port as i64,
+            storage_http_port: self.http_port,
+            stat,
+            if_trunk_server: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Group {
+    pub name: String,
+    pub storage_port: u16,
+    pub http_port: i64,
+    pub store_path_count: usize,
+    pub subdir_count_per_path: u32,
+    pub current_trunk_file_id: i64,
+    /// Sorted by ID: "first by ID" orderings are string orderings, as in FastDFS.
+    pub storages: BTreeMap<String, StorageNode>,
+    /// Bumped on every membership or status change; report connections compare it with what
+    /// they last sent to decide whether to push the brief list.
+    pub change_counter: u64,
+    pub write_cursor: usize,
+    pub read_cursor: usize,
+}
+
+impl Group {
+    pub fn writable(&self) -> impl Iterator<Item = &StorageNode> {
+        self.storages.values().filter(|s| s.writable())
+    }
+
+    pub fn readable(&self) -> impl Iterator<Item = &StorageNode> {
+        self.storages.values().filter(|s| s.readable())
+    }
+
+    /// The ACTIVE storage with the least free space decides the group's space.
+    pub fn space(&self) -> (i64, i64) {
+        self.storages
+            .values()
+            .filter(|s| s.status == ACTIVE)
+            .map(|s| (s.free_mb, s.total_mb))
+            .min()
+            .map(|(free, total)| (total, free))
+            .unwrap_or((0, 0))
+    }
+
+    pub fn stat(&self, reserved_mb: i64) -> GroupStat {
+        let (total_mb, free_mb) = self.space();
+        let active = self.storages.values().filter(|s| s.status == ACTIVE).count() as i64;
+        GroupStat {
+            group: self.name.clone(),
+            total_mb,
+            free_mb,
+            reserved_mb,
+            trunk_free_mb: 0,
+            storage_count: self.storages.len() as i64,
+            storage_port: self.storage_port as i64,
+            storage_http_port: self.http_port,
+            active_count: active,
+            readable_count: self.readable().count() as i64,
+            writable_count: self.writable().count() as i64,
+            current_write_server: self.write_cursor as i64,
+            store_path_count: self.store_path_count as i64,
+            subdir_count_per_path: self.subdir_count_per_path as i64,
+            current_trunk_file_id: self.current_trunk_file_id,
+        }
+    }
+
+    pub fn briefs(&self) -> Vec<Brief> {
+        self.storages.values().map(StorageNode::brief).collect()
+    }
+
+    fn set_status(&mut self, id: &str, new: u8) -> bool {
+        let Some(s) = self.storages.get_mut(id) else { return false };
+        if s.status == new {
+            return false;
+        }
+        log::info!("storage {}/{} {} -> {}", self.name, id, status::name(s.status), status::name(new));
+        s.status = new;
+        self.change_counter += 1;
+        true
+    }
+}
+
+/// What a JOIN resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    pub group: String,
+    pub id: String,
+    pub status: u8,
+    pub sync_src_id: String,
+}
+
+/// How the tracker identifies storages.
+#[derive(Debug, Clone, Default)]
+pub struct IdPolicy {
+    /// `use_storage_id`: the table, else storages are named by IP.
+    pub ids: Option<crate::config::StorageIds>,
+    pub trust_storage_server_id: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct Cluster {
+    pub groups: BTreeMap<String, Group>,
+    pub group_cursor: usize,
+    /// Every tracker storages told us about (for leader election).
+    pub trackers: Vec<String>,
+    /// The changelog (`storage_changelog.dat`) content, append-only.
+    pub changelog: Vec<u8>,
+    /// Something persistent changed since the state files were last written.
+    pub dirty: bool,
+}
+
+impl Cluster {
+    pub fn storage(&self, group: &str, id: &str) -> Option<&StorageNode> {
+        self.groups.get(group)?.storages.get(id)
+    }
+
+    pub fn storage_mut(&mut self, group: &str, id: &str) -> Option<&mut StorageNode> {
+        self.groups.get_mut(group)?.storages.get_mut(id)
+    }
+
+    /// 81 STORAGE_JOIN (§3.6.2, §7.1).
+    pub fn join(&mut self, req: &JoinReq, peer_ip: &str, ids: &IdPolicy, now: i64) -> Result<Joined, Status> {
+        if !valid_group_name(&req.group)
+            || !(1..=65535).contains(&req.storage_port)
+            || !(1..=256).contains(&req.store_path_count)
+            || !(1..=256).contains(&req.subdir_count_per_path)
+        {
+            return Err(Status::EINVAL);
+        }
+        let (id, rw_mode, ip) = match &ids.ids {
+            None => (peer_ip.to_owned(), RwMode::Both, peer_ip.to_owned()),
+            Some(table) => {
+                let by_addr = table.find(&req.group, peer_ip, req.storage_port as u16);
+                let by_claim = (ids.trust_storage_server_id && !req.storage_id.is_empty())
+                    .then(|| req.storage_id.parse().ok().and_then(|n| table.by_id(n)))
+                    .flatten()
+                    .filter(|e| e.group == req.group);
+                let e = by_claim.or(by_addr).ok_or(Status::ENOENT)?;
+                (e.id.to_string(), e.rw, peer_ip.to_owned())
+            }
+        };
+        let changelog_len = self.changelog.len() as u64;
+        let store_path_count = req.store_path_count as usize;
+        let subdirs = req.subdir_count_per_path as u32;
+        let port = req.storage_port as u16;
+        let group = self.groups.entry(req.group.clone()).or_insert_with(|| Group {
+            name: req.group.clone(),
+            storage_port: port,
+            http_port: req.storage_http_port,
+            store_path_count,
+            subdir_count_per_path: subdirs,
+            ..Default::default()
+        });
+        if group.store_path_count != store_path_count || group.subdir_count_per_path != subdirs {
+            log::error!(
+                "storage {id} of {}: store_path_count/subdir_count_per_path {store_path_count}/{subdirs} differ from the group's {}/{}",
+                req.group, group.store_path_count, group.subdir_count_per_path
+            );
+            return Err(Status::EINVAL);
+        }
+        if group.storage_port != port && ids.ids.is_none() {
+            log::error!("storage {id} of {}: port {port} differs from the group's {}", req.group, group.storage_port);
+            return Err(Status::EINVAL);
+        }
+        let known = group.storages.get(&id).filter(|s| s.status != DELETED).map(|s| s.status);
+        let new_status = match known {
+            None if req.init_flag || req.status < 0 => INIT,
+            // A storage the tracker does not know that says its data is complete (the tracker
+            // lost its state): believe it, but it must beat again before taking traffic.
+            None => match req.status as u8 {
+                ACTIVE | ONLINE | OFFLINE => ONLINE,
+                s @ (WAIT_SYNC | SYNCING | RECOVERY) => s,
+                INIT => INIT,
+                _ => return Err(Status::EFAULT),
+            },
+            Some(OFFLINE | RECOVERY | ONLINE) => ONLINE,
+            Some(s) => s,
+        };
+        let is_new = known.is_none();
+        let node = group.storages.entry(id.clone()).or_default();
+        if is_new {
+            *node = StorageNode {
+                id: id.clone(),
+                join_time: if req.join_time > 0 { req.join_time } else { now },
+                changelog_offset: changelog_len,
+                ..Default::default()
+            };
+        }
+        node.ip = ip;
+        node.rw_mode = rw_mode;
+        node.version = req.version.clone();
+        node.domain_name = req.domain_name.clone();
+        node.up_time = req.up_time;
+        node.storage_port = port;
+        node.http_port = req.storage_http_port;
+        node.store_path_count = store_path_count;
+        node.subdir_count_per_path = subdirs;
+        node.upload_priority = req.upload_priority;
+        node.connections += 1;
+        if node.paths.len() != store_path_count {
+            node.paths = vec![PathUsage::default(); store_path_count];
+        }
+        if is_new {
+            node.status = new_status;
+            group.change_counter += 1;
+            log::info!("storage {}/{id} joined as {}", req.group, status::name(new_status));
+        } else {
+            group.set_status(&id, new_status);
+        }
+        let node = &group.storages[&id];
+        let joined =
+            Joined { group: req.group.clone(), id, status: node.status, sync_src_id: node.sync_src_id.clone() };
+        for t in &req.trackers {
+            if !self.trackers.contains(t) {
+                self.trackers.push(t.clone());
+            }
+        }
+        self.dirty = true;
+        Ok(joined)
+    }
+
+    /// A report connection of a joined storage closed (§7.1).
+    pub fn disconnected(&mut self, group: &str, id: &str) {
+        let Some(g) = self.groups.get_mut(group) else { return };
+        let Some(s) = g.storages.get_mut(id) else { return };
+        s.connections = s.connections.saturating_sub(1);
+        if s.connections == 0 && matches!(s.status, ONLINE | ACTIVE) {
+            g.set_status(id, OFFLINE);
+            self.dirty = true;
+        }
+    }
+
+    /// BEAT / DISK_USAGE: the storage is alive and serving.
+    pub fn alive(&mut self, group: &str, id: &str, now: i64) {
+        let Some(g) = self.groups.get_mut(group) else { return };
+        let Some(s) = g.storages.get_mut(id) else { return };
+        s.last_heart_beat_time = now;
+        if matches!(s.status, OFFLINE | ONLINE) {
+            g.set_status(id, ACTIVE);
+            self.dirty = true;
+        }
+    }
+
+    pub fn beat(&mut self, group: &str, id: &str, stat: Option<StatBuff>, now: i64) {
+        if let (Some(stat), Some(s)) = (stat, self.storage_mut(group, id)) {
+            s.stat = stat;
+        }
+        self.alive(group, id, now);
+    }
+
+    pub fn disk_usage(&mut self, group: &str, id: &str, paths: Vec<PathUsage>, now: i64) {
+        if let Some(s) = self.storage_mut(group, id) {
+            s.total_mb = paths.iter().map(|p| p.total_mb).sum();
+            s.free_mb = paths.iter().map(|p| p.free_mb).sum();
+            s.paths = paths;
+        }
+        self.alive(group, id, now);
+    }
+
+    /// 89: per-source timestamps; entries for itself, unknown peers or ≤ 0 are ignored.
+    pub fn sync_report(&mut self, group: &str, id: &str, entries: &[SyncTimestamp]) {
+        let Some(g) = self.groups.get_mut(group) else { return };
+        let peers: Vec<String> = g.storages.keys().filter(|k| k.as_str() != id).cloned().collect();
+        let Some(s) = g.storages.get_mut(id) else { return };
+        for e in entries {
+            if e.timestamp > 0 && peers.contains(&e.peer_id) {
+                let v = s.synced_from.entry(e.peer_id.clone()).or_insert(0);
+                *v = (*v).max(e.timestamp);
+            }
+        }
+    }
+
+    /// Periodic check: ACTIVE storages silent for longer than `check_active_interval` go
+    /// OFFLINE. Returns how many changed.
+    pub fn expire(&mut self, now: i64, check_active_interval: i64) -> usize {
+        let mut n = 0;
+        for g in self.groups.values_mut() {
+            let stale: Vec<String> = g
+                .storages
+                .values()
+                .filter(|s| s.status == ACTIVE && now - s.last_heart_beat_time > check_active_interval)
+                .map(|s| s.id.clone())
+                .collect();
+            for id in stale {
+                log::warn!("storage {}/{id}: no heartbeat for over {check_active_interval} s", g.name);
+                n += g.set_status(&id, OFFLINE) as usize;
+            }
+        }
+        self.dirty |= n > 0;
+        n
+    }
+
+    /// 87 SYNC_DEST_REQ: a new storage asks who fills it.
+    pub fn sync_dest_req(&mut self, group: &str, id: &str, now: i64) -> Result<Option<(String, i64)>, Status> {
+        let g = self.groups.get_mut(group).ok_or(Status::ENOENT)?;
+        let others: Vec<&StorageNode> =
+            g.storages.values().filter(|s| s.id != id && status::available(s.status)).collect();
+        if others.is_empty() {
+            g.set_status(id, ONLINE);
+            self.dirty = true;
+            return Ok(None);
+        }
+        let src = others.iter().find(|s| s.writable()).map(|s| s.id.clone()).ok_or(Status::ENOENT)?;
+        let s = g.storages.get_mut(id).ok_or(Status::ENOENT)?;
+        s.sync_src_id = src.clone();
+        s.sync_until_timestamp = now;
+        g.set_status(id, WAIT_SYNC);
+        self.dirty = true;
+        Ok(Some((src, now)))
+    }
+
+    /// 88 SYNC_NOTIFY.
+    pub fn sync_notify(&mut self, group: &str, id: &str, src: &str, until: i64) -> Result<(), Status> {
+        let g = self.groups.get_mut(group).ok_or(Status::ENOENT)?;
+        let cur = g.storages.get(id).ok_or(Status::ENOENT)?.status;
+        if src.is_empty() {
+            if matches!(cur, INIT | WAIT_SYNC | SYNCING) {
+                g.set_status(id, ONLINE);
+            }
+        } else {
+            match g.storages.get(src).map(|s| s.status) {
+                None | Some(DELETED | IP_CHANGED) => return Err(Status::ENOENT),
+                _ => {}
+            }
+            let s = g.storages.get_mut(id).expect("checked above");
+            if s.sync_src_id.is_empty() {
+                s.sync_src_id = src.to_owned();
+                s.sync_until_timestamp = until;
+            }
+            if cur == INIT {
+                g.set_status(id, WAIT_SYNC);
+            }
+        }
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// 86 SYNC_SRC_REQ from a would-be source about destination `dest`.
+    pub fn sync_src_req(&mut self, group: &str, dest: &str) -> Result<Option<(String, i64)>, Status> {
+        let g = self.groups.get_mut(group).ok_or(Status::ENOENT)?;
+        let d = g.storages.get(dest).ok_or(Status::ENOENT)?;
+        if matches!(d.status, INIT | DELETED | IP_CHANGED) {
+            return Err(Status::ENOENT);
+        }
+        if d.sync_src_id.is_empty() {
+            return Ok(None);
+        }
+        let src_ok =
+            g.storages.get(&d.sync_src_id).is_some_and(|s| matches!(s.status, OFFLINE | ONLINE | ACTIVE | RECOVERY));
+        if !src_ok {
+            let d = g.storages.get_mut(dest).expect("present");
+            d.sync_src_id.clear();
+            d.sync_until_timestamp = 0;
+            self.dirty = true;
+            return Ok(None);
+        }
+        Ok(Some((d.sync_src_id.clone(), d.sync_until_timestamp)))
+    }
+
+    /// 76 REPORT_STATUS: a source moves its destination to SYNCING or OFFLINE; a storage
+    /// reports itself in RECOVERY.
+    pub fn report_status(&mut self, group: &str, brief: &Brief) -> Result<(), Status> {
+        let g = self.groups.get_mut(group).ok_or(Status::ENOENT)?;
+        let cur = g.storages.get(&brief.id).ok_or(Status::ENOENT)?.status;
+        let ok = match brief.status {
+            SYNCING => matches!(cur, WAIT_SYNC | SYNCING | INIT),
+            OFFLINE => matches!(cur, WAIT_SYNC | SYNCING | RECOVERY | OFFLINE),
+            RECOVERY => true,
+            _ => false,
+        };
+        if ok {
+            g.set_status(&brief.id, brief.status);
+            self.dirty = true;
+        }
+        Ok(())
+    }
+
+    /// 59 CHANGE_STATUS: a storage aligning this tracker with the leader.
+    pub fn change_status(&mut self, group: &str, id: &str, new: u8) {
+        let Some(g) = self.groups.get_mut(group) else { return };
+        let Some(cur) = g.storages.get(id).map(|s| s.status) else { return };
+        if cur == new || (status::available(cur) && status::available(new)) {
+            return;
+        }
+        let new = if matches!(new, ONLINE | ACTIVE) { OFFLINE } else { new };
+        g.set_status(id, new);
+        self.dirty = true;
+    }
+
+    /// 93 DELETE_STORAGE.
+    pub fn delete_storage(&mut self, group: &str, id: &str, now: i64) -> Result<(), Status> {
+        let g = self.groups.get_mut(group).ok_or(Status::ENOENT)?;
+        let cur = g.storages.get(id).ok_or(Status::ENOENT)?.status;
+        match cur {
+            IP_CHANGED => return Err(Status::ENOENT),
+            ONLINE | ACTIVE | RECOVERY => return Err(Status::EBUSY),
+            DELETED => return Err(Status::EALREADY),
+            _ => {}
+        }
+        g.set_status(id, DELETED);
+        for s in g.storages.values_mut() {
+            if s.sync_src_id == id {
+                s.sync_src_id.clear();
+            }
+        }
+        self.changelog.extend_from_slice(format!("{now} {group} {id} {DELETED} \n").as_bytes());
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// 108 DELETE_GROUP: only a group with no live storages.
+    pub fn delete_group(&mut self, group: &str) -> Result<(), Status> {
+        let g = self.groups.get(group).ok_or(Status::ENOENT)?;
+        if g.storages.values().any(|s| s.status != DELETED) {
+            return Err(Status::EBUSY);
+        }
+        self.groups.remove(group);
+        self.dirty = true;
+        Ok(())
+    }
+
+    /// 77: the changelog part this storage has not read yet (at most 8 KiB of whole lines).
+    pub fn changelog_for(&mut self, group: &str, id: &str) -> Vec<u8> {
+        let Some(from) = self.storage(group, id).map(|s| (s.changelog_offset as usize).min(self.changelog.len()))
+        else {
+            return Vec::new();
+        };
+        let rest = &self.changelog[from..];
+        let mut take = rest.len().min(8192);
+        if take < rest.len() {
+            take = rest[..take].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        }
+        let chunk = rest[..take].to_vec();
+        if let Some(s) = self.storage_mut(group, id) {
+            s.changelog_offset = (from + take) as u64;
+        }
+        chunk
+    }
+}

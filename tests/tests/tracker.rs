@@ -1,0 +1,333 @@
+//! fdfs_trackerd as a real process: storages (played through fdfs-core's report client from
+//! their own 127.0.0.x addresses) join and beat; clients query; the daemon restarts, refuses
+//! bad input and serves a third-party client.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use fdfs_core::client::reporter::{report_status, ReportConnection};
+use fdfs_core::client::{Client, ClientError};
+use fdfs_core::config::{ClientConfig, ServerAddr};
+use fdfs_core::file_id::FileId;
+use fdfs_core::protocol::report::{Brief, JoinReq, PathUsage, SyncSource, SyncTimestamp};
+use fdfs_core::protocol::{Profile, Status};
+use fdfs_core::tracker::status;
+use fdfs_e2e::{eventually, TrackerProc};
+
+const T: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(10));
+
+fn join_req(group: &str, paths: i64) -> JoinReq {
+    JoinReq {
+        group: group.into(),
+        storage_port: 23000,
+        storage_http_port: 8888,
+        store_path_count: paths,
+        subdir_count_per_path: 256,
+        upload_priority: 10,
+        join_time: 0,
+        up_time: 1,
+        version: "6.08".into(),
+        init_flag: true,
+        status: 0,
+        current_tracker_ip: "127.0.0.1".into(),
+        trackers: vec!["127.0.0.1:22122".into()],
+        ..Default::default()
+    }
+}
+
+/// Joins from `ip` and, as a new storage, asks for its sync source.
+async fn storage(tracker: &str, ip: &str, group: &str) -> (ReportConnection, Option<SyncSource>) {
+    let mut c = ReportConnection::connect(tracker, Some(ip.parse().unwrap()), T, Profile::CLASSIC).await.unwrap();
+    let r = c.join(&join_req(group, 1)).await.unwrap();
+    assert_eq!(r.status, status::INIT);
+    let src = c.sync_dest_req().await.unwrap();
+    (c, src)
+}
+
+fn client(tracker: &str) -> Client {
+    Client::new(&ClientConfig::for_tracker(ServerAddr::parse(tracker).unwrap()))
+}
+
+async fn status_of(c: &Client, group: &str, id: &str) -> u8 {
+    c.tracker.list_storages(group, Some(id)).await.unwrap()[0].status
+}
+
+fn file_from(ip: &str, ts: i64) -> FileId {
+    use fdfs_core::file_id::*;
+    let core =
+        NameCore { source: Source::Ip(ip.parse().unwrap()), timestamp: ts as u32, size_field: 1 << 63 | 9, crc32: 7 };
+    FileId::parse(&format!("group1/M00/00/00/{}123.txt", core.to_b64())).unwrap()
+}
+
+const USAGE: [PathUsage; 1] = [PathUsage { total_mb: 100_000, free_mb: 50_000 }];
+
+#[tokio::test]
+async fn storages_join_sync_and_serve_every_query() {
+    let t = TrackerProc::start("store_lookup = 0\nstore_server = 0\n");
+    let addr = t.addr();
+    let c = client(&addr);
+
+    // The first storage of a group has no one to copy from: ONLINE, then ACTIVE on a beat.
+    let (mut a, src) = storage(&addr, "127.0.0.2", "group1").await;
+    assert_eq!(src, None);
+    assert_eq!(status_of(&c, "group1", "127.0.0.2").await, status::ONLINE);
+    let n = a.beat(None).await.unwrap();
+    assert!(n.leader.is_some(), "the first answer names the leader");
+    assert_eq!(n.group.as_ref().map(Vec::len), Some(1));
+    a.disk_usage(&USAGE).await.unwrap();
+    assert_eq!(status_of(&c, "group1", "127.0.0.2").await, status::ACTIVE);
+
+    // The second is filled from the first: WAIT_SYNC → SYNCING → OFFLINE (reported by its
+    // source) → ACTIVE once it beats.
+    let (mut b, src) = storage(&addr, "127.0.0.3", "group1").await;
+    assert_eq!(src.unwrap().src_id, "127.0.0.2");
+    assert_eq!(status_of(&c, "group1", "127.0.0.3").await, status::WAIT_SYNC);
+    let n = a.beat(None).await.unwrap();
+    let briefs = n.group.expect("group changed: briefs pushed");
+    assert_eq!(
+        briefs.iter().map(|b| (b.id.as_str(), b.status)).collect::<Vec<_>>(),
+        [("127.0.0.2", 7), ("127.0.0.3", 1)]
+    );
+    assert_eq!(a.beat(None).await.unwrap().group, None, "no change, no briefs");
+    for st in [status::SYNCING, status::OFFLINE] {
+        let brief = Brief { status: st, port: 23000, id: "127.0.0.3".into(), ip: "127.0.0.3".into() };
+        report_status(&addr, T.0, "group1", brief, Profile::CLASSIC).await.unwrap();
+        assert_eq!(status_of(&c, "group1", "127.0.0.3").await, st);
+    }
+    b.beat(None).await.unwrap();
+    b.disk_usage(&USAGE).await.unwrap();
+    assert_eq!(status_of(&c, "group1", "127.0.0.3").await, status::ACTIVE);
+
+    // A second group.
+    let (mut g2, _) = storage(&addr, "127.0.0.4", "group2").await;
+    g2.beat(None).await.unwrap();
+    g2.disk_usage(&USAGE).await.unwrap();
+
+    // Uploads: round robin over groups, then over the storages of group1.
+    let mut groups = Vec::new();
+    let mut ips = Vec::new();
+    for _ in 0..4 {
+        let t = c.tracker.query_store(None).await.unwrap();
+        groups.push(t.group.clone());
+        ips.push(t.ip.clone());
+    }
+    assert_eq!(groups, ["group1", "group2", "group1", "group2"]);
+    assert_ne!(ips[0], ips[2], "round robin inside group1");
+    assert_eq!(c.tracker.query_store(Some("group2")).await.unwrap().ip, "127.0.0.4");
+    let all = c.tracker.query_store_all(Some("group1")).await.unwrap();
+    assert_eq!(all.servers.iter().map(|s| s.ip.as_str()).collect::<Vec<_>>(), ["127.0.0.2", "127.0.0.3"]);
+    assert_eq!(c.tracker.query_store(Some("nogroup")).await.unwrap_err().status(), Status::ENOENT);
+
+    // Reads of a file 127.0.0.2 just wrote go to it alone until 127.0.0.3 reports having
+    // applied 127.0.0.2's records past the file's time.
+    let now = fdfs_core::timefmt::now_unix();
+    let f = file_from("127.0.0.2", now - 2);
+    for _ in 0..4 {
+        assert_eq!(c.tracker.query_fetch(&f).await.unwrap().ip, "127.0.0.2");
+    }
+    assert_eq!(c.tracker.query_fetch_all(&f).await.unwrap().servers.len(), 1);
+    b.sync_report(&[SyncTimestamp { peer_id: "127.0.0.2".into(), timestamp: now as i32 }]).await.unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        seen.insert(c.tracker.query_fetch(&f).await.unwrap().ip);
+    }
+    assert_eq!(seen.len(), 2, "both members serve it now");
+    assert_eq!(c.tracker.query_fetch_all(&f).await.unwrap().servers.len(), 2);
+    assert_eq!(c.tracker.query_update(&f).await.unwrap().ip, "127.0.0.2", "updates go to the source");
+
+    // Listings.
+    let groups = c.tracker.list_groups().await.unwrap();
+    assert_eq!(
+        groups.iter().map(|g| (g.group.as_str(), g.storage_count, g.active_count)).collect::<Vec<_>>(),
+        [("group1", 2, 2), ("group2", 1, 1)]
+    );
+    assert_eq!(groups[0].free_mb, 50_000);
+    let g1 = c.tracker.list_group("group1").await.unwrap();
+    assert_eq!(g1.store_path_count, 1);
+    let one = c.tracker.list_storages("group1", Some("127.0.0.3")).await.unwrap();
+    assert_eq!((one.len(), one[0].version.as_str()), (1, "6.08"));
+    assert_eq!(c.tracker.list_storages("group1", Some("127.0.0.9")).await.unwrap_err().status(), Status::ENOENT);
+    let params = c.tracker.parameters().await.unwrap();
+    assert!(params.contains(&("use_storage_id".into(), "0".into())), "{params:?}");
+
+    // A storage that goes away goes OFFLINE; an online one cannot be deleted, an offline one can.
+    assert_eq!(c.tracker.delete_storage("group1", "127.0.0.3").await.unwrap_err().status(), Status::EBUSY);
+    b.quit().await;
+    eventually(Duration::from_secs(5), "OFFLINE after disconnect", || async {
+        (status_of(&c, "group1", "127.0.0.3").await == status::OFFLINE).then_some(())
+    })
+    .await;
+    c.tracker.delete_storage("group1", "127.0.0.3").await.unwrap();
+    assert_eq!(status_of(&c, "group1", "127.0.0.3").await, status::DELETED);
+    assert_eq!(c.tracker.delete_storage("group1", "127.0.0.3").await.unwrap_err().status(), Status::EALREADY);
+    // The others learn it from the changelog.
+    let log = String::from_utf8(a.changelog().await.unwrap()).unwrap();
+    assert!(log.ends_with(" group1 127.0.0.3 4 \n"), "{log:?}");
+    assert!(a.changelog().await.unwrap().is_empty(), "read once");
+}
+
+#[tokio::test]
+async fn missed_beats_take_a_storage_offline_and_beats_bring_it_back() {
+    let t = TrackerProc::start("check_active_interval = 1\n");
+    let addr = t.addr();
+    let c = client(&addr);
+    let (mut a, _) = storage(&addr, "127.0.0.2", "group1").await;
+    a.beat(None).await.unwrap();
+    a.disk_usage(&USAGE).await.unwrap();
+    assert_eq!(status_of(&c, "group1", "127.0.0.2").await, status::ACTIVE);
+    eventually(Duration::from_secs(6), "OFFLINE after missed beats", || async {
+        (status_of(&c, "group1", "127.0.0.2").await == status::OFFLINE).then_some(())
+    })
+    .await;
+    assert_eq!(c.tracker.query_store(None).await.unwrap_err().status(), Status::ENOENT, "no writable storage");
+    a.beat(None).await.unwrap();
+    assert_eq!(status_of(&c, "group1", "127.0.0.2").await, status::ACTIVE);
+    assert!(c.tracker.query_store(None).await.is_ok());
+}
+
+#[tokio::test]
+async fn reserved_space_refuses_a_full_server() {
+    let t = TrackerProc::start("reserved_storage_space = 10%\n");
+    let addr = t.addr();
+    let c = client(&addr);
+    let (mut a, _) = storage(&addr, "127.0.0.2", "group1").await;
+    a.disk_usage(&[PathUsage { total_mb: 1000, free_mb: 50 }]).await.unwrap();
+    assert_eq!(c.tracker.query_store(None).await.unwrap_err().status(), Status::ENOSPC);
+    assert_eq!(c.tracker.query_store(Some("group1")).await.unwrap_err().status(), Status::ENOSPC);
+    a.disk_usage(&[PathUsage { total_mb: 1000, free_mb: 500 }]).await.unwrap();
+    assert_eq!(c.tracker.query_store(None).await.unwrap().ip, "127.0.0.2");
+}
+
+#[tokio::test]
+async fn state_survives_a_restart() {
+    let mut t = TrackerProc::start("");
+    let c = client(&t.addr());
+    let (mut a, _) = storage(&t.addr(), "127.0.0.2", "group1").await;
+    a.beat(None).await.unwrap();
+    a.disk_usage(&USAGE).await.unwrap();
+    drop(a);
+    t.restart();
+    // Known at once, OFFLINE until it joins again.
+    let c2 = client(&t.addr());
+    let groups = c2.tracker.list_groups().await.unwrap();
+    assert_eq!(groups.len(), 1);
+    assert_eq!(status_of(&c2, "group1", "127.0.0.2").await, status::OFFLINE);
+    // Rejoining (not as a new storage) goes straight to ONLINE, then ACTIVE.
+    let mut a =
+        ReportConnection::connect(&t.addr(), Some("127.0.0.2".parse().unwrap()), T, Profile::CLASSIC).await.unwrap();
+    let mut req = join_req("group1", 1);
+    req.init_flag = false;
+    req.status = status::ACTIVE as i8;
+    assert_eq!(a.join(&req).await.unwrap().status, status::ONLINE);
+    a.beat(None).await.unwrap();
+    assert_eq!(status_of(&c2, "group1", "127.0.0.2").await, status::ACTIVE);
+    drop(c);
+}
+
+/// Sends raw bytes, returns the answer header (if any) and whether the server closed after it.
+fn raw(addr: &str, bytes: &[u8]) -> (Option<[u8; 10]>, bool) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut h = [0u8; 10];
+    let answered = s.read_exact(&mut h).is_ok();
+    let mut rest = [0u8; 1];
+    let closed = matches!(s.read(&mut rest), Ok(0));
+    (answered.then_some(h), closed)
+}
+
+#[tokio::test]
+async fn malformed_input_gets_einval_and_the_daemon_keeps_serving() {
+    let mut t = TrackerProc::start("");
+    let addr = t.addr();
+    let (mut a, _) = storage(&addr, "127.0.0.2", "group1").await;
+    a.disk_usage(&USAGE).await.unwrap();
+    let mut keep = TcpStream::connect(&addr).unwrap();
+    let einval = [0, 0, 0, 0, 0, 0, 0, 0, 100, 22];
+    for (what, bytes) in [
+        ("negative length", vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 101, 0]),
+        ("absurd length", vec![0, 0, 1, 0, 0, 0, 0, 0, 101, 0]),
+        ("unknown command", vec![0, 0, 0, 0, 0, 0, 0, 0, 250, 0]),
+        ("101 with a body", vec![0, 0, 0, 0, 0, 0, 0, 3, 101, 0, 1, 2, 3]),
+        ("104 with a short group", vec![0, 0, 0, 0, 0, 0, 0, 2, 104, 0, b'g', b'1']),
+        ("join with garbage", [vec![0, 0, 0, 0, 0, 0, 0, 4, 81, 0], vec![9; 4]].concat()),
+    ] {
+        let (h, closed) = raw(&addr, &bytes);
+        assert_eq!(h, Some(einval), "{what}");
+        assert!(closed, "{what}: connection closed after EINVAL");
+    }
+    // Beats before JOIN are refused without closing.
+    let (h, _) = raw(&addr, &[0, 0, 0, 0, 0, 0, 0, 0, 83, 0]);
+    assert_eq!(h.unwrap()[9], Status::EACCES.0);
+    // A connection that sends half a header and stalls does not block others.
+    let mut half = TcpStream::connect(&addr).unwrap();
+    half.write_all(&[0, 0, 0]).unwrap();
+    // Everything still works, on a connection opened before the attacks and on a new one.
+    keep.write_all(&[0, 0, 0, 0, 0, 0, 0, 0, 111, 0]).unwrap();
+    let mut h = [0u8; 10];
+    keep.read_exact(&mut h).unwrap();
+    assert_eq!(h, [0, 0, 0, 0, 0, 0, 0, 0, 100, 0]);
+    assert_eq!(client(&addr).tracker.query_store(None).await.unwrap().ip, "127.0.0.2");
+    assert!(t.daemon.is_running());
+}
+
+#[tokio::test]
+async fn a_pypi_fastdfs_client_gets_an_upload_target() {
+    let python = std::env::var("FDFS_PY3FDFS_PYTHON").unwrap_or_else(|_| {
+        format!("{}/.cache/fastdfs-interop/py3fdfs/bin/python", std::env::var("HOME").unwrap_or_default())
+    });
+    assert!(
+        std::path::Path::new(&python).exists(),
+        "{python} missing: ci/test.sh installs py3Fdfs (or set FDFS_PY3FDFS_PYTHON)"
+    );
+    let t = TrackerProc::start("");
+    let addr = t.addr();
+    let (mut a, _) = storage(&addr, "127.0.0.2", "group1").await;
+    a.disk_usage(&USAGE).await.unwrap();
+    let (host, port) = addr.rsplit_once(':').unwrap();
+    let script = format!(
+        "from fdfs_client.connection import ConnectionPool\n\
+         from fdfs_client.tracker_client import Tracker_client\n\
+         pool = ConnectionPool(name='t', host_tuple=('{host}',), port={port}, timeout=5)\n\
+         s = Tracker_client(pool).tracker_query_storage_stor_without_group()\n\
+         print(s.group_name.decode(), s.ip_addr.decode(), s.port, s.store_path_index)\n"
+    );
+    let out = tokio::process::Command::new(&python).arg("-c").arg(script).output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "py3Fdfs failed: {stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(stdout.trim(), "group1 127.0.0.2 23000 0");
+}
+
+#[tokio::test]
+async fn start_stop_restart_like_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let conf = fdfs_e2e::write_tracker_conf(dir.path(), &format!("port = {port}\n"));
+    let base = dir.path().join("tracker");
+    let run = |action: &str| {
+        std::process::Command::new(fdfs_e2e::bin("fdfs_trackerd")).arg(&conf).arg(action).output().unwrap()
+    };
+    let out = run("start");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pid_file = base.join("data/fdfs_trackerd.pid");
+    let pid: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let addr = format!("127.0.0.1:{port}");
+    assert!(client(&addr).tracker.list_groups().await.unwrap().is_empty());
+    assert!(!run("start").status.success(), "a second start refuses");
+    let out = run("restart");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pid2: i32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert_ne!(pid, pid2);
+    assert!(client(&addr).tracker.list_groups().await.is_ok());
+    assert!(run("stop").status.success());
+    assert!(!pid_file.exists());
+    assert!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid2), None).is_err(), "process gone");
+    let log = std::fs::read_to_string(base.join("logs/trackerd.log")).unwrap();
+    assert!(log.contains("listening on"), "{log}");
+    let e = client(&addr).tracker.list_groups().await.unwrap_err();
+    assert!(matches!(e, ClientError::NoTracker { .. }));
+}
