@@ -33,6 +33,15 @@ export FDFS_SHARED_DIR=${FDFS_SHARED_DIR:-$here/../shared}
 [[ -f $FDFS_SHARED_DIR/captures/fastdfs-6.16.1.jsonl ]] || {
   echo "shared/ not found at $FDFS_SHARED_DIR (set FDFS_SHARED_DIR)" >&2; exit 1; }
 
+# Third-party FastDFS clients from PyPI, as shared/interop/run.sh installs them.
+interop_cache=${FDFS_INTEROP_CACHE:-$HOME/.cache/fastdfs-interop}
+if [[ ! -x $interop_cache/py3fdfs/bin/python ]]; then
+  step "pip install py3Fdfs"
+  python3 -m venv "$interop_cache/py3fdfs"
+  "$interop_cache/py3fdfs/bin/pip" install -q py3Fdfs==2.2.0
+fi
+export FDFS_PY3FDFS_PYTHON=$interop_cache/py3fdfs/bin/python
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 
@@ -40,6 +49,8 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
+# The e2e tests run the workspace's binaries.
+cargo build --workspace --bins --locked
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"

@@ -11,6 +11,7 @@ pub mod logging;
 pub mod protocol;
 pub mod server;
 pub mod timefmt;
+pub mod tools;
 pub mod tracker;
 
 #[cfg(test)]

@@ -331,3 +331,44 @@ async fn start_stop_restart_like_the_original() {
     let e = client(&addr).tracker.list_groups().await.unwrap_err();
     assert!(matches!(e, ClientError::NoTracker { .. }));
 }
+
+#[tokio::test]
+async fn fdfs_monitor_lists_and_deletes_like_the_original() {
+    let t = TrackerProc::start("");
+    let addr = t.addr();
+    let (mut a, _) = storage(&addr, "127.0.0.2", "group1").await;
+    a.disk_usage(&[PathUsage { total_mb: 1_234_567, free_mb: 7_654 }]).await.unwrap();
+    let (b, _) = storage(&addr, "127.0.0.3", "group1").await;
+    let conf = t.dir.path().join("client.conf");
+    std::fs::write(&conf, format!("tracker_server = {addr}\nbase_path = /tmp\n")).unwrap();
+    let monitor = |args: &[&str]| {
+        let out = std::process::Command::new(fdfs_e2e::bin("fdfs_monitor")).arg(&conf).args(args).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (ok, out) = monitor(&[]);
+    assert!(ok, "{out}");
+    for want in [
+        &format!("tracker server is {addr}\n"),
+        "group count: 1\n",
+        "Group 1:\ngroup name = group1\ndisk total space = 1,234,567 MB\ndisk free space = 7,654 MB\n",
+        "storage server count = 2\nactive server count = 1\n",
+        "\tStorage 1:\n\t\tid = 127.0.0.2\n\t\tip_addr = 127.0.0.2  ACTIVE\n",
+        "\tStorage 2:\n\t\tid = 127.0.0.3\n\t\tip_addr = 127.0.0.3  WAIT_SYNC\n",
+        "\t\tstotal_download_bytes = 0\n",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+    let (ok, out) = monitor(&["list", "group1", "127.0.0.3"]);
+    assert!(ok && out.contains("\t\tid = 127.0.0.3\n") && !out.contains("\t\tid = 127.0.0.2\n"), "{out}");
+    // -h overrides the config's tracker.
+    let (ok, _) = monitor(&["-h", &addr, "list"]);
+    assert!(ok);
+    // An ACTIVE storage cannot be deleted; one still waiting for its first copy can.
+    let (ok, out) = monitor(&["delete", "group1", "127.0.0.2"]);
+    assert!(!ok && out.contains("delete storage server group1::127.0.0.2 fail, error no: 16"), "{out}");
+    let (ok, out) = monitor(&["delete", "group1", "127.0.0.3"]);
+    assert!(ok && out.contains("delete storage server group1::127.0.0.3 success"), "{out}");
+    let (_, out) = monitor(&["list"]);
+    assert!(out.contains("ip_addr = 127.0.0.3  DELETED"), "{out}");
+    drop((a, b));
+}

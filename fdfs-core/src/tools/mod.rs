@@ -1,0 +1,52 @@
+//! What the command-line tools share: loading client.conf, a small runtime, output formats.
+
+pub mod monitor;
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::client::Client;
+use crate::config::{ClientConfig, ServerAddr};
+
+/// Loads `client.conf`; `-h HOST:PORT` (when given) replaces its tracker list.
+pub fn load_client(conf: &Path, tracker: Option<&str>) -> Result<(ClientConfig, Client)> {
+    let mut config = ClientConfig::load(conf).with_context(|| format!("loading {}", conf.display()))?;
+    if let Some(t) = tracker {
+        config.tracker_servers = vec![ServerAddr::parse(t).with_context(|| format!("bad tracker address {t}"))?];
+    }
+    let client = Client::new(&config);
+    Ok((config, client))
+}
+
+/// A single-threaded runtime: the tools do one thing at a time.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
+}
+
+/// `1234567` → `1,234,567`, as the C tools print sizes.
+pub fn commas(v: i64) -> String {
+    let digits = v.unsigned_abs().to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
+    if v < 0 {
+        out.push('-');
+    }
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn commas() {
+        assert_eq!(super::commas(0), "0");
+        assert_eq!(super::commas(999), "999");
+        assert_eq!(super::commas(1000), "1,000");
+        assert_eq!(super::commas(-1234567), "-1,234,567");
+    }
+}
