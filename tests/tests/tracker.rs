@@ -372,3 +372,142 @@ async fn fdfs_monitor_lists_and_deletes_like_the_original() {
     assert!(out.contains("ip_addr = 127.0.0.3  DELETED"), "{out}");
     drop((a, b));
 }
+
+/// Two storages in group1 (127.0.0.2 with priority 20 and two paths, 127.0.0.3 with priority
+/// 5) and one in group2 with the most free space.
+async fn policy_cluster(extra: &str) -> (TrackerProc, Vec<ReportConnection>) {
+    let t = TrackerProc::start(extra);
+    let addr = t.addr();
+    let mut conns = Vec::new();
+    for (ip, group, prio, paths) in [
+        ("127.0.0.2", "group1", 20, vec![(1000, 100), (1000, 900)]),
+        ("127.0.0.3", "group1", 5, vec![(1000, 500), (1000, 400)]),
+        ("127.0.0.4", "group2", 10, vec![(9000, 8000), (9000, 8000)]),
+    ] {
+        let mut c = ReportConnection::connect(&addr, Some(ip.parse().unwrap()), T, Profile::CLASSIC).await.unwrap();
+        let mut req = join_req(group, 2);
+        req.upload_priority = prio;
+        req.init_flag = false;
+        req.status = status::ACTIVE as i8;
+        c.join(&req).await.unwrap();
+        let usage: Vec<PathUsage> = paths.into_iter().map(|(t, f)| PathUsage { total_mb: t, free_mb: f }).collect();
+        c.disk_usage(&usage).await.unwrap();
+        conns.push(c);
+    }
+    (t, conns)
+}
+
+#[tokio::test]
+async fn every_selection_policy_through_the_daemon() {
+    let pick = |t: &TrackerProc| client(&t.addr());
+    // store_lookup 1: always store_group.
+    let (t, _c) = policy_cluster("store_lookup = 1\nstore_group = group1\n").await;
+    for _ in 0..3 {
+        assert_eq!(pick(&t).tracker.query_store(None).await.unwrap().group, "group1");
+    }
+    // store_lookup 2: the group with the most free space.
+    let (t, _c) = policy_cluster("store_lookup = 2\n").await;
+    assert_eq!(pick(&t).tracker.query_store(None).await.unwrap().group, "group2");
+    // store_server 1: first by ID; 2: lowest upload priority.
+    let (t, _c) = policy_cluster("store_lookup = 1\nstore_group = group1\nstore_server = 1\n").await;
+    for _ in 0..3 {
+        assert_eq!(pick(&t).tracker.query_store(None).await.unwrap().ip, "127.0.0.2");
+    }
+    let (t, _c) = policy_cluster("store_lookup = 1\nstore_group = group1\nstore_server = 2\n").await;
+    for _ in 0..3 {
+        assert_eq!(pick(&t).tracker.query_store(None).await.unwrap().ip, "127.0.0.3");
+    }
+    // store_path 0: round robin; 2: the freest path (path 1 of 127.0.0.2).
+    let (t, _c) = policy_cluster("store_lookup = 1\nstore_group = group1\nstore_server = 1\nstore_path = 0\n").await;
+    let c = pick(&t);
+    let mut paths = Vec::new();
+    for _ in 0..4 {
+        paths.push(c.tracker.query_store(None).await.unwrap().store_path_index);
+    }
+    assert_eq!(paths, [0, 1, 0, 1]);
+    let (t, _c) = policy_cluster("store_lookup = 1\nstore_group = group1\nstore_server = 1\nstore_path = 2\n").await;
+    for _ in 0..3 {
+        assert_eq!(pick(&t).tracker.query_store(None).await.unwrap().store_path_index, 1);
+    }
+    // download_server 1: a fresh file is read from its source even when others have it.
+    let (t, mut c) = policy_cluster("download_server = 1\n").await;
+    let now = fdfs_core::timefmt::now_unix();
+    c[1].sync_report(&[SyncTimestamp { peer_id: "127.0.0.2".into(), timestamp: now as i32 }]).await.unwrap();
+    let f = file_from("127.0.0.2", now - 2);
+    for _ in 0..4 {
+        assert_eq!(pick(&t).tracker.query_fetch(&f).await.unwrap().ip, "127.0.0.2");
+    }
+    // download_server 0 with the same state spreads the reads.
+    let (t, mut c) = policy_cluster("download_server = 0\n").await;
+    c[1].sync_report(&[SyncTimestamp { peer_id: "127.0.0.2".into(), timestamp: now as i32 }]).await.unwrap();
+    let cl = pick(&t);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..4 {
+        seen.insert(cl.tracker.query_fetch(&f).await.unwrap().ip);
+    }
+    assert_eq!(seen.len(), 2);
+}
+
+#[tokio::test]
+async fn allow_hosts_and_max_connections_are_enforced() {
+    let t = TrackerProc::start("allow_hosts = 127.0.0.5\nallow_hosts = 127.0.0.[7-8]\n");
+    let addr = t.addr();
+    // From 127.0.0.1: dropped without an answer.
+    let (h, closed) = raw(&addr, &[0, 0, 0, 0, 0, 0, 0, 0, 111, 0]);
+    assert_eq!((h, closed), (None, true), "dropped without an answer");
+    for ip in ["127.0.0.5", "127.0.0.8"] {
+        let mut c = ReportConnection::connect(&addr, Some(ip.parse().unwrap()), T, Profile::CLASSIC).await.unwrap();
+        c.connection().active_test().await.unwrap();
+    }
+    drop(t);
+
+    let t = TrackerProc::start("max_connections = 2\n");
+    let addr = t.addr();
+    let mut held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let (h, _) = raw(&addr, &[0, 0, 0, 0, 0, 0, 0, 0, 111, 0]);
+    assert_eq!(h, None, "a third connection is refused");
+    held.pop();
+    std::thread::sleep(Duration::from_millis(200));
+    let (h, _) = raw(&addr, &[0, 0, 0, 0, 0, 0, 0, 0, 111, 0]);
+    assert_eq!(h, Some([0, 0, 0, 0, 0, 0, 0, 0, 100, 0]), "a slot freed up");
+}
+
+#[tokio::test]
+async fn storage_ids_name_storages_and_route_id_named_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = dir.path().join("storage_ids.conf");
+    std::fs::write(&ids, "100001 group1 127.0.0.2\n100002 group1 127.0.0.3 rw=read\n").unwrap();
+    let t = TrackerProc::start(&format!(
+        "use_storage_id = true\nstorage_ids_filename = {}\nid_type_in_filename = id\n",
+        ids.display()
+    ));
+    let addr = t.addr();
+    let c = client(&addr);
+    let (mut a, _) = storage(&addr, "127.0.0.2", "group1").await;
+    a.disk_usage(&USAGE).await.unwrap();
+    let listed = c.tracker.list_storages("group1", None).await.unwrap();
+    assert_eq!((listed[0].id.as_str(), listed[0].ip.as_str()), ("100001", "127.0.0.2"));
+    // Not in the table: refused.
+    let mut stranger =
+        ReportConnection::connect(&addr, Some("127.0.0.9".parse().unwrap()), T, Profile::CLASSIC).await.unwrap();
+    assert_eq!(stranger.join(&join_req("group1", 1)).await.unwrap_err().status(), Status::ENOENT);
+    // A read-only storage never gets uploads.
+    let (mut b, _) = storage(&addr, "127.0.0.3", "group1").await;
+    b.disk_usage(&USAGE).await.unwrap();
+    for _ in 0..3 {
+        assert_eq!(c.tracker.query_store(None).await.unwrap().ip, "127.0.0.2");
+    }
+    // Files named with server ID 100001 are read from 127.0.0.2.
+    use fdfs_core::file_id::*;
+    let now = fdfs_core::timefmt::now_unix();
+    let core = NameCore { source: Source::ServerId(100001), timestamp: now as u32, size_field: 1 << 63 | 3, crc32: 1 };
+    let f = FileId::parse(&format!("group1/M00/00/00/{}123.txt", core.to_b64())).unwrap();
+    assert_eq!(c.tracker.query_fetch(&f).await.unwrap().ip, "127.0.0.2");
+    assert_eq!(c.tracker.query_update(&f).await.unwrap().ip, "127.0.0.2");
+    // Clients fetch the table.
+    let lines = c.tracker.storage_ids().await.unwrap();
+    assert_eq!(lines, ["100001 group1 127.0.0.2", "100002 group1 127.0.0.3 rw=read"]);
+    let params = c.tracker.parameters().await.unwrap();
+    assert!(params.contains(&("id_type_in_filename".into(), "id".into())));
+}
