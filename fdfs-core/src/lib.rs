@@ -10,6 +10,7 @@ pub mod fuzzing;
 pub mod logging;
 pub mod protocol;
 pub mod server;
+pub mod storage;
 pub mod timefmt;
 pub mod tools;
 pub mod tracker;

@@ -20,7 +20,7 @@ use crate::protocol::{Layout, Profile};
 use crate::server::{serve, AllowHosts, Shutdown};
 use crate::timefmt::now_unix;
 
-pub use persist::{load as load_state, save as save_state};
+pub use persist::{load as load_state, save as save_state, write_atomic};
 pub use state::{status, Cluster};
 
 /// Everything the connections share.

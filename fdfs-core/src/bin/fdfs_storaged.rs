@@ -1,0 +1,66 @@
+//! `fdfs_storaged <storage.conf> [start|stop|restart|foreground]`
+//!
+//! `port = 0` binds an ephemeral port; the bound address is printed on stdout
+//! (`fdfs_storaged listening on ADDR`) so tests can find it.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use fdfs_core::config::StorageConfig;
+use fdfs_core::daemon::{self, PidFile};
+use fdfs_core::server::shutdown_pair;
+use fdfs_core::storage::{self, StorageServer};
+
+const PROG: &str = "fdfs_storaged";
+
+fn main() -> ExitCode {
+    match real_main() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{PROG}: {e:#}");
+            log::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main() -> Result<()> {
+    let (conf, action) = daemon::parse_args(PROG)?;
+    let mut config = StorageConfig::load(&conf)?;
+    if config.disabled {
+        bail!("{} says disabled = true", conf.display());
+    }
+    if !daemon::dispatch(PROG, &conf, action, &config.base_path)? {
+        return Ok(());
+    }
+    let foreground = std::env::var_os("FDFS_DAEMONIZED").is_none();
+    fdfs_core::logging::init(&config.base_path.join("logs"), "storaged", config.log_level, foreground)
+        .with_context(|| format!("opening the log in {}", config.base_path.display()))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.work_threads.clamp(1, 64))
+        .max_blocking_threads((config.disk_writer_threads + config.disk_reader_threads).max(2) * config.store_paths.len() * 8)
+        .enable_all()
+        .build()?;
+    rt.block_on(async move {
+        let bind = if config.bind_addr.is_empty() { "0.0.0.0" } else { config.bind_addr.as_str() };
+        let listener = tokio::net::TcpListener::bind((bind, config.port))
+            .await
+            .with_context(|| format!("binding {bind}:{}", config.port))?;
+        let addr = listener.local_addr()?;
+        // With port 0 the trackers must learn the port actually bound.
+        config.port = addr.port();
+        let base_path = config.base_path.clone();
+        let server = Arc::new(StorageServer::open(config)?);
+        let _pid = PidFile::create(&base_path, PROG)?;
+        log::info!("{PROG} {} listening on {addr}", env!("CARGO_PKG_VERSION"));
+        println!("{PROG} listening on {addr}");
+        let (trigger, shutdown) = shutdown_pair();
+        let task = tokio::spawn(storage::run(listener, server, shutdown));
+        daemon::wait_for_stop_signal().await;
+        log::info!("stopping");
+        trigger.trigger();
+        task.await?;
+        Ok(())
+    })
+}

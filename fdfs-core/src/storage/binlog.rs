@@ -1,0 +1,214 @@
+//! The binlog (PROTOCOL.md §6.1): one line per change, `<timestamp> <op> <filename>[ <extra>]`,
+//! in `<base_path>/data/sync/binlog.NNN`, rotated at 1 GiB, with `binlog_index.dat` naming the
+//! file being written. Uppercase ops originate here; lowercase ones were replicated to us.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+/// A new binlog file is started past this size.
+pub const ROTATE_SIZE: u64 = 1 << 30;
+/// Lines are at most this long (C readers use a 256-byte buffer).
+pub const MAX_LINE: usize = 255;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Create,
+    Update,
+    Delete,
+    Append,
+    Modify,
+    Truncate,
+    Link,
+    Rename,
+}
+
+impl Op {
+    pub fn letter(self, replica: bool) -> char {
+        let c = match self {
+            Op::Create => 'C',
+            Op::Update => 'U',
+            Op::Delete => 'D',
+            Op::Append => 'A',
+            Op::Modify => 'M',
+            Op::Truncate => 'T',
+            Op::Link => 'L',
+            Op::Rename => 'R',
+        };
+        if replica {
+            c.to_ascii_lowercase()
+        } else {
+            c
+        }
+    }
+
+    pub fn from_letter(c: char) -> Option<(Op, bool)> {
+        let op = match c.to_ascii_uppercase() {
+            'C' => Op::Create,
+            'U' => Op::Update,
+            'D' => Op::Delete,
+            'A' => Op::Append,
+            'M' => Op::Modify,
+            'T' => Op::Truncate,
+            'L' => Op::Link,
+            'R' => Op::Rename,
+            _ => return None,
+        };
+        Some((op, c.is_ascii_lowercase()))
+    }
+}
+
+/// One parsed binlog line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub timestamp: i64,
+    pub op: Op,
+    pub replica: bool,
+    pub filename: String,
+    pub extra: String,
+}
+
+impl Record {
+    pub fn line(&self) -> String {
+        let mut s = format!("{} {} {}", self.timestamp, self.op.letter(self.replica), self.filename);
+        if !self.extra.is_empty() {
+            s.push(' ');
+            s.push_str(&self.extra);
+        }
+        s.push('\n');
+        s
+    }
+
+    /// Splits on the first two spaces; the rest (if any) is `extra`.
+    pub fn parse(line: &str) -> Option<Self> {
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let mut it = line.splitn(3, ' ');
+        let timestamp = it.next()?.parse().ok()?;
+        let op_text = it.next()?;
+        let mut chars = op_text.chars();
+        let (op, replica) = Op::from_letter(chars.next()?)?;
+        if chars.next().is_some() {
+            return None;
+        }
+        let rest = it.next()?;
+        let (filename, extra) = match rest.split_once(' ') {
+            Some((f, e)) => (f, e),
+            None => (rest, ""),
+        };
+        if filename.is_empty() {
+            return None;
+        }
+        Some(Self { timestamp, op, replica, filename: filename.into(), extra: extra.into() })
+    }
+}
+
+pub fn binlog_name(index: u32) -> String {
+    format!("binlog.{index:03}")
+}
+
+#[derive(Debug)]
+struct Current {
+    index: u32,
+    size: u64,
+    out: BufWriter<File>,
+}
+
+#[derive(Debug)]
+pub struct Binlog {
+    dir: PathBuf,
+    cur: Mutex<Current>,
+}
+
+impl Binlog {
+    pub fn open(sync_dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(sync_dir)?;
+        let index = read_index(sync_dir).unwrap_or(0);
+        let path = sync_dir.join(binlog_name(index));
+        let f = OpenOptions::new().create(true).append(true).open(&path)?;
+        let size = f.metadata()?.len();
+        write_index(sync_dir, index)?;
+        Ok(Self { dir: sync_dir.to_owned(), cur: Mutex::new(Current { index, size, out: BufWriter::with_capacity(16 << 10, f) }) })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Appends a record (buffered; [`Self::flush`] makes it visible to readers).
+    pub fn append(&self, r: &Record) -> std::io::Result<()> {
+        let line = r.line();
+        if line.len() > MAX_LINE + 1 {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "binlog line too long"));
+        }
+        let mut c = self.cur.lock().unwrap_or_else(|e| e.into_inner());
+        if c.size + line.len() as u64 > ROTATE_SIZE {
+            c.out.flush()?;
+            c.out.get_ref().sync_all()?;
+            let index = c.index + 1;
+            let f = OpenOptions::new().create(true).append(true).open(self.dir.join(binlog_name(index)))?;
+            write_index(&self.dir, index)?;
+            *c = Current { index, size: 0, out: BufWriter::with_capacity(16 << 10, f) };
+        }
+        c.out.write_all(line.as_bytes())?;
+        c.size += line.len() as u64;
+        Ok(())
+    }
+
+    pub fn flush(&self) -> std::io::Result<()> {
+        let mut c = self.cur.lock().unwrap_or_else(|e| e.into_inner());
+        c.out.flush()
+    }
+
+    /// Index and size of the file being written (what a reader may consume).
+    pub fn position(&self) -> (u32, u64) {
+        let c = self.cur.lock().unwrap_or_else(|e| e.into_inner());
+        (c.index, c.size)
+    }
+}
+
+fn read_index(dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(dir.join("binlog_index.dat")).ok()?;
+    text.lines().find_map(|l| l.trim().strip_prefix("current_write=").and_then(|v| v.trim().parse().ok()))
+}
+
+fn write_index(dir: &Path, index: u32) -> std::io::Result<()> {
+    crate::tracker::write_atomic(dir, "binlog_index.dat", format!("current_write={index}\ncurrent_compress=0\n").as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_round_trip() {
+        for line in [
+            "1700000000 C M00/00/0A/wKgBCmVT8QCAEjRWAAAwOd6tvu8483.jpg\n",
+            "1700000100 A M00/00/0B/wKgBCmVT8WSEEjRWAAAAAAAAAAA123.log 1024 512\n",
+            "1700000300 L M00/00/0A/a_150x150.jpg M00/00/0C/b.jpg\n",
+            "1700000400 d M00/00/0A/wKgBCmVT8QCAEjRWAAAwOd6tvu8483.jpg-m\n",
+        ] {
+            let r = Record::parse(line).unwrap();
+            assert_eq!(r.line(), line);
+        }
+        let r = Record::parse("1700000100 a M00/x 1024 512\n").unwrap();
+        assert_eq!((r.op, r.replica, r.extra.as_str()), (Op::Append, true, "1024 512"));
+        for bad in ["", "x C M00/a", "1 CC M00/a", "1 Z M00/a", "1 C", "1 C "] {
+            assert!(Record::parse(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn append_flush_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Binlog::open(dir.path()).unwrap();
+        let r = Record { timestamp: 5, op: Op::Create, replica: false, filename: "M00/00/00/x".into(), extra: String::new() };
+        b.append(&r).unwrap();
+        b.flush().unwrap();
+        assert_eq!(std::fs::read_to_string(dir.path().join("binlog.000")).unwrap(), "5 C M00/00/00/x\n");
+        assert_eq!(std::fs::read_to_string(dir.path().join("binlog_index.dat")).unwrap(), "current_write=0\ncurrent_compress=0\n");
+        drop(b);
+        let b = Binlog::open(dir.path()).unwrap();
+        assert_eq!(b.position(), (0, 16));
+    }
+}

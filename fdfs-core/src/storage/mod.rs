@@ -1,0 +1,213 @@
+//! `fdfs_storaged`: the storage daemon (PROTOCOL.md §4, §5, §6.1, §7.2).
+//!
+//! [`StorageServer`] holds what connections share; [`service`] reads requests off sockets,
+//! [`ops`] performs them on disk, [`report`] keeps every tracker informed. Counters are
+//! atomics and the binlog has its own short lock, so uploads on different connections never
+//! wait for each other.
+
+pub mod binlog;
+pub mod ops;
+pub mod paths;
+pub mod report;
+pub mod service;
+pub mod stats;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+use crate::config::{ReservedSpace, StorageConfig};
+use crate::file_id::Source;
+use crate::protocol::report::Brief;
+use crate::server::{serve, AllowHosts, Shutdown};
+use crate::timefmt::now_unix;
+use binlog::Binlog;
+use paths::StorePaths;
+use stats::{InitFlag, Stats};
+
+/// Cluster-wide settings the storage takes from its tracker (PARAMETER_REQ).
+#[derive(Debug, Clone, Copy)]
+pub struct TrackerParams {
+    pub reserved: ReservedSpace,
+    /// `store_path = 2` on the tracker: most free space.
+    pub store_path_most_free: bool,
+    pub use_storage_id: bool,
+    pub id_in_filename: bool,
+}
+
+impl Default for TrackerParams {
+    fn default() -> Self {
+        Self { reserved: ReservedSpace::DEFAULT, store_path_most_free: false, use_storage_id: false, id_in_filename: false }
+    }
+}
+
+#[derive(Debug)]
+pub struct StorageServer {
+    pub config: StorageConfig,
+    pub group: String,
+    pub paths: StorePaths,
+    pub binlog: Binlog,
+    pub stats: Stats,
+    pub data_dir: PathBuf,
+    pub params: RwLock<TrackerParams>,
+    /// This storage's address as the trackers see it: what new file names embed.
+    pub my_ip: RwLock<String>,
+    /// The numeric storage ID (names embed it with `id_type_in_filename = id`).
+    pub server_id: RwLock<Option<u32>>,
+    pub init: Mutex<InitFlag>,
+    /// The status the trackers hold for us.
+    pub status: AtomicU8,
+    /// The other members of the group, as the leader last told us.
+    pub peers: RwLock<Vec<Brief>>,
+    pub up_time: i64,
+    /// Serialises changes to one appender file (append/modify/truncate/regenerate).
+    file_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl StorageServer {
+    pub fn open(config: StorageConfig) -> anyhow::Result<Self> {
+        if config.group_name.is_empty() {
+            anyhow::bail!("group_name is required (fetching it from the tracker needs storage IDs, not supported yet)");
+        }
+        let data_dir = config.base_path.join("data");
+        std::fs::create_dir_all(&data_dir)?;
+        std::fs::create_dir_all(config.base_path.join("logs"))?;
+        let stats = Stats::default();
+        let cursor = stats.load(&data_dir);
+        let paths = StorePaths::open(
+            &config.store_paths,
+            &config.store_path_readonly,
+            config.subdir_count_per_path,
+            config.file_distribute_rotate_count,
+            config.file_distribute_path_mode == 1,
+            cursor,
+        )?;
+        let binlog = Binlog::open(&data_dir.join("sync"))?;
+        let now = now_unix();
+        let init = InitFlag::load(&data_dir).unwrap_or(InitFlag { storage_join_time: now, ..Default::default() });
+        init.save(&data_dir)?;
+        let my_ip = if config.bind_addr.is_empty() { init.last_ip_addr.clone() } else { config.bind_addr.clone() };
+        Ok(Self {
+            group: config.group_name.clone(),
+            paths,
+            binlog,
+            stats,
+            data_dir,
+            params: RwLock::new(TrackerParams::default()),
+            my_ip: RwLock::new(my_ip),
+            server_id: RwLock::new(None),
+            init: Mutex::new(init),
+            status: AtomicU8::new(crate::tracker::status::NONE),
+            peers: RwLock::new(Vec::new()),
+            up_time: now,
+            file_locks: Mutex::new(HashMap::new()),
+            config,
+        })
+    }
+
+    pub fn params(&self) -> TrackerParams {
+        *self.params.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Who new file names say wrote them.
+    pub fn source(&self) -> Source {
+        if self.params().id_in_filename {
+            if let Some(id) = *self.server_id.read().unwrap_or_else(|e| e.into_inner()) {
+                return Source::ServerId(id);
+            }
+        }
+        let ip = self.my_ip.read().unwrap_or_else(|e| e.into_inner()).parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+        Source::Ip(ip)
+    }
+
+    pub fn status(&self) -> u8 {
+        self.status.load(Ordering::Relaxed)
+    }
+
+    /// A per-file async lock; entries are dropped once nobody holds them.
+    pub async fn lock_file(&self, path: &std::path::Path) -> FileGuard<'_> {
+        let m = {
+            let mut locks = self.file_locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(path.to_owned()).or_default().clone()
+        };
+        let guard = m.clone().lock_owned().await;
+        FileGuard { server: self, path: path.to_owned(), _guard: guard, _m: m }
+    }
+
+    /// Writes counters and the directory cursor (`storage_stat.dat`).
+    pub fn save_stats(&self) {
+        if let Err(e) = self.stats.save(&self.data_dir, self.paths.cursor()) {
+            log::error!("writing storage_stat.dat: {e}");
+        }
+    }
+}
+
+/// Holds a per-file lock; cleans the lock table on drop.
+#[derive(Debug)]
+pub struct FileGuard<'a> {
+    server: &'a StorageServer,
+    path: PathBuf,
+    _guard: tokio::sync::OwnedMutexGuard<()>,
+    _m: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for FileGuard<'_> {
+    fn drop(&mut self) {
+        let mut locks = self.server.file_locks.lock().unwrap_or_else(|e| e.into_inner());
+        // Two references: the table's and ours. Anyone else waiting holds a third.
+        if locks.get(&self.path).is_some_and(|m| Arc::strong_count(m) <= 2) {
+            locks.remove(&self.path);
+        }
+    }
+}
+
+/// Serves until `shutdown`: connections, the report loops to every tracker, and the
+/// periodic flushes.
+pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Shutdown) {
+    let allow = AllowHosts::parse(&server.config.allow_hosts).unwrap_or_else(|e| {
+        log::error!("allow_hosts: {e}; allowing nobody");
+        AllowHosts::parse(&["0.0.0.0/32".into()]).expect("valid")
+    });
+    let mut tasks = Vec::new();
+    for t in server.config.tracker_servers.clone() {
+        tasks.push(tokio::spawn(report::report_loop(server.clone(), t, shutdown.clone())));
+    }
+    tasks.push(tokio::spawn(background(server.clone(), shutdown.clone())));
+    let s = server.clone();
+    serve(listener, allow, server.config.max_connections, shutdown, move |sock, peer, sd| {
+        service::handle(s.clone(), sock, peer, sd)
+    })
+    .await;
+    for t in tasks {
+        let _ = t.await;
+    }
+    if let Err(e) = server.binlog.flush() {
+        log::error!("flushing the binlog: {e}");
+    }
+    server.save_stats();
+    log::info!("storage stopped");
+}
+
+async fn background(server: Arc<StorageServer>, mut shutdown: Shutdown) {
+    let binlog_every = server.config.sync_binlog_buff_interval.clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let stats_every = server.config.sync_stat_file_interval.max(Duration::from_secs(1));
+    let mut tick = tokio::time::interval(binlog_every);
+    let mut last_stats = tokio::time::Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = server.binlog.flush() {
+            log::error!("flushing the binlog: {e}");
+        }
+        if last_stats.elapsed() >= stats_every {
+            last_stats = tokio::time::Instant::now();
+            server.save_stats();
+        }
+    }
+}

@@ -1,0 +1,513 @@
+//! What each storage command does on disk. Every write that creates a name goes through a temp
+//! file, fsync, a no-replace rename and a directory fsync, so a name exists only for complete
+//! files; every change is logged to the binlog after it is durable.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use super::binlog::{Op, Record};
+use super::paths::{publish, write_temp};
+use super::stats::{add, count};
+use super::StorageServer;
+use crate::file_id::{self, FileType, NameKind, NewName, RemoteFilename, Source};
+use crate::protocol::storage::{file_info_flags, pack_metadata, parse_metadata, FileInfoResp, MetaOp, SetMetadataReq};
+use crate::protocol::Status;
+use crate::timefmt::now_unix;
+
+/// Content up to this size is received into memory and written in one go.
+const SMALL_FILE: u64 = 1 << 20;
+const CHUNK: usize = 256 << 10;
+/// Tries at a unique name before giving up (as FastDFS does).
+const NAME_TRIES: usize = 10;
+
+/// A failed command: the status to answer, and whether the connection must close (after
+/// EINVAL, or when unread content is still on the socket).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpError {
+    pub status: Status,
+    pub close: bool,
+}
+
+impl From<Status> for OpError {
+    fn from(status: Status) -> Self {
+        Self { status, close: status == Status::EINVAL }
+    }
+}
+
+impl From<std::io::Error> for OpError {
+    fn from(e: std::io::Error) -> Self {
+        Status::from_io(&e).into()
+    }
+}
+
+pub type OpResult<T> = Result<T, OpError>;
+
+fn closing(status: Status) -> OpError {
+    OpError { status, close: true }
+}
+
+impl StorageServer {
+    pub fn check_group(&self, group: &str) -> Result<(), Status> {
+        if group == self.group {
+            Ok(())
+        } else {
+            Err(Status::EINVAL)
+        }
+    }
+
+    /// Parses a remote filename against our store paths and returns it with its local path.
+    pub fn resolve(&self, filename: &str) -> Result<(RemoteFilename, PathBuf), Status> {
+        let name = RemoteFilename::parse(filename, Some(self.paths.paths.len())).map_err(|_| Status::EINVAL)?;
+        let path = self.paths.local_path(&name).ok_or(Status::EINVAL)?;
+        Ok((name, path))
+    }
+
+    /// Appends a binlog record for a change made here.
+    pub fn log_change(&self, timestamp: i64, op: Op, filename: &str, extra: String) {
+        let r = Record { timestamp, op, replica: false, filename: filename.to_owned(), extra };
+        if let Err(e) = self.binlog.append(&r) {
+            log::error!("binlog append failed for {filename}: {e}");
+        }
+        self.stats.last_source_update.store(timestamp, Ordering::Relaxed);
+    }
+}
+
+fn unix(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+fn at(ts: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(ts.max(0) as u64)
+}
+
+/// Reads `len` bytes from the socket into a new temp file; returns the CRC32 of the content.
+/// On any failure the temp file is removed.
+pub async fn receive(
+    src: &mut (impl AsyncRead + Unpin),
+    len: u64,
+    tmp: &Path,
+    timeout: Duration,
+    mtime: SystemTime,
+) -> std::io::Result<u32> {
+    let r = receive_inner(src, len, tmp, timeout, mtime).await;
+    if r.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    r
+}
+
+async fn read_timed(src: &mut (impl AsyncRead + Unpin), buf: &mut [u8], timeout: Duration) -> std::io::Result<usize> {
+    match tokio::time::timeout(timeout, src.read(buf)).await {
+        Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
+        Ok(Ok(0)) if !buf.is_empty() => Err(std::io::ErrorKind::UnexpectedEof.into()),
+        Ok(r) => r,
+    }
+}
+
+async fn receive_inner(
+    src: &mut (impl AsyncRead + Unpin),
+    len: u64,
+    tmp: &Path,
+    timeout: Duration,
+    mtime: SystemTime,
+) -> std::io::Result<u32> {
+    if len <= SMALL_FILE {
+        let mut buf = vec![0u8; len as usize];
+        let mut got = 0;
+        while got < buf.len() {
+            got += read_timed(src, &mut buf[got..], timeout).await?;
+        }
+        let tmp = tmp.to_owned();
+        return tokio::task::spawn_blocking(move || {
+            let crc = crc32fast::hash(&buf);
+            write_temp(&tmp, &buf, mtime)?;
+            Ok(crc)
+        })
+        .await
+        .map_err(std::io::Error::other)?;
+    }
+    let mut f = tokio::fs::OpenOptions::new().write(true).create_new(true).open(tmp).await?;
+    let mut crc = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        let n = read_timed(src, &mut buf[..want], timeout).await?;
+        crc.update(&buf[..n]);
+        f.write_all(&buf[..n]).await?;
+        left -= n as u64;
+    }
+    let f = f.into_std().await;
+    tokio::task::spawn_blocking(move || {
+        f.set_modified(mtime)?;
+        f.sync_all()
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    Ok(crc.finalize())
+}
+
+/// 11 / 23: stores the content under a new name; returns the remote filename.
+pub async fn upload(
+    srv: &StorageServer,
+    src: &mut (impl AsyncRead + Unpin),
+    store_path_index: i8,
+    size: u64,
+    ext: &str,
+    appender: bool,
+) -> OpResult<String> {
+    count(&srv.stats.total_upload_count, &srv.stats.success_upload_count, false);
+    add(&srv.stats.total_upload_bytes, size);
+    let params = srv.params();
+    if store_path_index >= 0 && store_path_index as usize >= srv.paths.paths.len() {
+        return Err(Status::EINVAL.into());
+    }
+    let Some(index) = srv.paths.choose(store_path_index, size, params.reserved, params.store_path_most_free) else {
+        return Err(closing(Status::ENOSPC));
+    };
+    let mut rng = fastrand::Rng::new();
+    let (high, low) = srv.paths.next_dir(&mut rng);
+    let tmp = srv.paths.temp_path(index);
+    let ts = now_unix();
+    let crc = receive(src, size, &tmp, srv.config.network_timeout, at(ts)).await.map_err(|e| closing(Status::from_io(&e)))?;
+    let kind = if appender { NameKind::Appender } else { NameKind::Normal };
+    let new = NewName {
+        source: srv.source(),
+        timestamp: ts as u32,
+        size,
+        crc32: crc,
+        kind,
+        ext,
+        store_path_index: index as u8,
+        high,
+        low,
+    };
+    let name = publish_new(srv, &tmp, |rng| file_id::generate(&new, rng), &mut rng).await?;
+    srv.log_change(ts, Op::Create, &name, String::new());
+    srv.stats.success_upload_count.fetch_add(1, Ordering::Relaxed);
+    add(&srv.stats.success_upload_bytes, size);
+    srv.paths.paths[index].free_mb.fetch_sub((size >> 20).min(srv.paths.paths[index].free_mb.load(Ordering::Relaxed)), Ordering::Relaxed);
+    Ok(name)
+}
+
+/// Gives a finished temp file its final name, retrying with fresh random parts if taken.
+async fn publish_new(
+    srv: &StorageServer,
+    tmp: &Path,
+    mut make: impl FnMut(&mut fastrand::Rng) -> RemoteFilename,
+    rng: &mut fastrand::Rng,
+) -> OpResult<String> {
+    for _ in 0..NAME_TRIES {
+        let name = make(rng);
+        let dest = srv.paths.local_path(&name).ok_or(Status::EINVAL)?;
+        let t = tmp.to_owned();
+        match tokio::task::spawn_blocking(move || publish(&t, &dest)).await.map_err(|_| Status::EIO)? {
+            Ok(()) => return Ok(name.to_string()),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => {
+                let _ = std::fs::remove_file(tmp);
+                return Err(e.into());
+            }
+        }
+    }
+    let _ = std::fs::remove_file(tmp);
+    Err(Status::EEXIST.into())
+}
+
+/// 21: a slave file next to its master.
+pub async fn upload_slave(
+    srv: &StorageServer,
+    src: &mut (impl AsyncRead + Unpin),
+    master: &str,
+    prefix: &str,
+    ext: &str,
+    size: u64,
+) -> OpResult<String> {
+    count(&srv.stats.total_upload_count, &srv.stats.success_upload_count, false);
+    add(&srv.stats.total_upload_bytes, size);
+    let (master_name, master_path) = srv.resolve(master).map_err(closing)?;
+    if !master_path.is_file() {
+        return Err(closing(Status::ENOENT));
+    }
+    let slave = file_id::slave_filename(&master_name.to_string(), prefix, ext).map_err(|_| closing(Status::EINVAL))?;
+    let (slave_name, slave_path) = srv.resolve(&slave).map_err(closing)?;
+    if slave_path.exists() {
+        return Err(closing(Status::EEXIST));
+    }
+    let tmp = srv.paths.temp_path(slave_name.store_path_index as usize);
+    let ts = now_unix();
+    receive(src, size, &tmp, srv.config.network_timeout, at(ts)).await.map_err(|e| closing(Status::from_io(&e)))?;
+    let t = tmp.clone();
+    match tokio::task::spawn_blocking(move || publish(&t, &slave_path)).await.map_err(|_| Status::EIO)? {
+        Ok(()) => {}
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(if e.kind() == std::io::ErrorKind::AlreadyExists { Status::EEXIST.into() } else { e.into() });
+        }
+    }
+    srv.log_change(ts, Op::Create, &slave, String::new());
+    srv.stats.success_upload_count.fetch_add(1, Ordering::Relaxed);
+    add(&srv.stats.success_upload_bytes, size);
+    Ok(slave)
+}
+
+/// 12: the file and its metadata file.
+pub fn delete(srv: &StorageServer, filename: &str) -> Result<(), Status> {
+    let (_, path) = srv.resolve(filename)?;
+    let meta = meta_path(&path);
+    match std::fs::symlink_metadata(&path) {
+        Ok(m) if m.is_dir() => return Err(Status::EISDIR),
+        Ok(_) => {}
+        Err(e) => return Err(Status::from_io(&e)),
+    }
+    std::fs::remove_file(&path).map_err(|e| Status::from_io(&e))?;
+    let ts = now_unix();
+    srv.log_change(ts, Op::Delete, filename, String::new());
+    if std::fs::remove_file(&meta).is_ok() {
+        srv.log_change(ts, Op::Delete, &format!("{filename}-m"), String::new());
+    }
+    Ok(())
+}
+
+pub fn meta_path(path: &Path) -> PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push("-m");
+    PathBuf::from(p)
+}
+
+/// Rewrites a small file atomically (metadata files).
+fn replace_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
+    let tmp = meta_path(path).with_extension("tmp-meta");
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(content)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    super::paths::sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// 13 (PROTOCOL.md §4.6): overwrite or merge, stored sorted by name.
+pub fn set_metadata(srv: &StorageServer, req: &SetMetadataReq) -> Result<(), Status> {
+    srv.check_group(&req.group)?;
+    let (_, path) = srv.resolve(&req.filename)?;
+    if !path.is_file() {
+        return Err(Status::ENOENT);
+    }
+    let meta = meta_path(&path);
+    let existed = meta.exists();
+    let mut new = parse_metadata(&req.meta);
+    let ts = now_unix();
+    let logname = format!("{}-m", req.filename);
+    if req.meta.is_empty() {
+        if req.op == MetaOp::Overwrite && existed {
+            std::fs::remove_file(&meta).map_err(|e| Status::from_io(&e))?;
+            srv.log_change(ts, Op::Delete, &logname, String::new());
+        }
+        return Ok(());
+    }
+    new.sort_by(|a, b| a.0.cmp(&b.0));
+    let merged = if req.op == MetaOp::Merge && existed {
+        let old = parse_metadata(&std::fs::read(&meta).map_err(|e| Status::from_io(&e))?);
+        let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::with_capacity(old.len() + new.len());
+        let (mut i, mut j) = (0, 0);
+        while i < old.len() || j < new.len() {
+            match (old.get(i), new.get(j)) {
+                (Some(o), Some(n)) if o.0 == n.0 => {
+                    out.push(n.clone());
+                    i += 1;
+                    j += 1;
+                }
+                (Some(o), Some(n)) if o.0 < n.0 => {
+                    out.push(o.clone());
+                    i += 1;
+                }
+                (Some(_), Some(n)) | (None, Some(n)) => {
+                    out.push(n.clone());
+                    j += 1;
+                }
+                (Some(o), None) => {
+                    out.push(o.clone());
+                    i += 1;
+                }
+                (None, None) => unreachable!(),
+            }
+        }
+        out
+    } else {
+        new
+    };
+    replace_file(&meta, &pack_metadata(&merged)).map_err(|e| Status::from_io(&e))?;
+    srv.log_change(ts, if existed { Op::Update } else { Op::Create }, &logname, String::new());
+    Ok(())
+}
+
+/// 15.
+pub fn get_metadata(srv: &StorageServer, group: &str, filename: &str) -> Result<Vec<u8>, Status> {
+    srv.check_group(group)?;
+    let (_, path) = srv.resolve(filename)?;
+    if !path.is_file() {
+        return Err(Status::ENOENT);
+    }
+    std::fs::read(meta_path(&path)).map_err(|e| Status::from_io(&e))
+}
+
+fn crc_of(path: &Path) -> std::io::Result<u32> {
+    let mut f = File::open(path)?;
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; CHUNK];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            return Ok(h.finalize());
+        }
+        h.update(&buf[..n]);
+    }
+}
+
+/// 22: size and mtime from disk; CRC from the name for normal files, computed for appender
+/// and slave files (unless flagged off).
+pub fn file_info(srv: &StorageServer, group: &str, filename: &str, flags: u8) -> Result<FileInfoResp, Status> {
+    srv.check_group(group)?;
+    let (name, path) = srv.resolve(filename)?;
+    let m = std::fs::metadata(&path).map_err(|e| Status::from_io(&e))?;
+    if !m.is_file() {
+        return Err(Status::ENOENT);
+    }
+    let info = name.info();
+    let crc = match info.file_type {
+        FileType::Normal => info.crc32,
+        _ if flags & file_info_flags::NO_CRC32 != 0 => 0,
+        _ => crc_of(&path).map_err(|e| Status::from_io(&e))?,
+    };
+    let source_ip = match info.source {
+        Source::Ip(ip) => ip.to_string(),
+        Source::ServerId(id) => srv
+            .peers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .find(|b| b.id == id.to_string())
+            .map(|b| b.ip.clone())
+            .unwrap_or_default(),
+    };
+    Ok(FileInfoResp {
+        file_size: m.len() as i64,
+        create_timestamp: m.modified().map(unix).unwrap_or(0),
+        crc32: FileInfoResp::with_crc32(crc),
+        source_ip,
+    })
+}
+
+/// Resolves an appender file for append/modify/truncate/regenerate.
+pub fn appender(srv: &StorageServer, filename: &str) -> Result<(RemoteFilename, PathBuf), Status> {
+    let (name, path) = srv.resolve(filename)?;
+    if name.info().file_type != FileType::Appender {
+        return Err(Status::EINVAL);
+    }
+    match std::fs::metadata(&path) {
+        Ok(m) if m.is_file() => Ok((name, path)),
+        Ok(_) => Err(Status::EINVAL),
+        Err(e) => Err(Status::from_io(&e)),
+    }
+}
+
+/// 24 / 34: writes `len` bytes from the socket at the end (`offset = None`) or at `offset`.
+pub async fn write_range(
+    srv: &StorageServer,
+    src: &mut (impl AsyncRead + Unpin),
+    filename: &str,
+    offset: Option<u64>,
+    len: u64,
+) -> OpResult<()> {
+    let (_, path) = appender(srv, filename).map_err(closing)?;
+    let _lock = srv.lock_file(&path).await;
+    let old_size = std::fs::metadata(&path).map_err(|e| closing(Status::from_io(&e)))?.len();
+    let at_offset = offset.unwrap_or(old_size);
+    if at_offset > old_size {
+        return Err(closing(Status::EINVAL));
+    }
+    let mut f = tokio::fs::OpenOptions::new().write(true).open(&path).await.map_err(|e| closing(Status::from_io(&e)))?;
+    f.seek(SeekFrom::Start(at_offset)).await.map_err(|e| closing(Status::from_io(&e)))?;
+    let mut buf = vec![0u8; CHUNK.min(len as usize).max(1)];
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        let n = read_timed(src, &mut buf[..want], srv.config.network_timeout).await.map_err(|e| closing(Status::from_io(&e)))?;
+        f.write_all(&buf[..n]).await.map_err(|e| closing(Status::from_io(&e)))?;
+        left -= n as u64;
+    }
+    f.sync_all().await?;
+    if len > 0 {
+        let ts = now_unix();
+        match offset {
+            None => srv.log_change(ts, Op::Append, filename, format!("{old_size} {len}")),
+            Some(o) => srv.log_change(ts, Op::Modify, filename, format!("{o} {len}")),
+        }
+    }
+    Ok(())
+}
+
+
+/// 36.
+pub async fn truncate(srv: &StorageServer, filename: &str, new_size: u64) -> Result<(), Status> {
+    let (_, path) = appender(srv, filename)?;
+    let _lock = srv.lock_file(&path).await;
+    let f = OpenOptions::new().write(true).open(&path).map_err(|e| Status::from_io(&e))?;
+    let old = f.metadata().map_err(|e| Status::from_io(&e))?.len();
+    if old == new_size {
+        return Ok(());
+    }
+    f.set_len(new_size).map_err(|e| Status::from_io(&e))?;
+    f.sync_all().map_err(|e| Status::from_io(&e))?;
+    let ts = f.metadata().and_then(|m| m.modified()).map(unix).unwrap_or_else(|_| now_unix());
+    srv.log_change(ts, Op::Truncate, filename, format!("{old} {new_size}"));
+    Ok(())
+}
+
+/// 38: an appender file becomes a normal one under a new name with its real size and CRC.
+pub async fn regenerate(srv: &StorageServer, filename: &str) -> Result<String, Status> {
+    let (name, path) = appender(srv, filename)?;
+    let _lock = srv.lock_file(&path).await;
+    let p = path.clone();
+    let (size, crc) = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, u32)> {
+        Ok((std::fs::metadata(&p)?.len(), crc_of(&p)?))
+    })
+    .await
+    .map_err(|_| Status::EIO)?
+    .map_err(|e| Status::from_io(&e))?;
+    let ts = now_unix();
+    let mut rng = fastrand::Rng::new();
+    for _ in 0..NAME_TRIES {
+        let core = file_id::NameCore {
+            source: srv.source(),
+            timestamp: ts as u32,
+            size_field: file_id::size_field(NameKind::Normal, size, &mut rng),
+            crc32: crc,
+        };
+        let new = file_id::with_core(&name, &core);
+        let dest = srv.paths.local_path(&new).ok_or(Status::EINVAL)?;
+        let (from, to) = (path.clone(), dest.clone());
+        let r = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            File::open(&from)?.set_modified(at(ts))?;
+            publish(&from, &to)
+        })
+        .await
+        .map_err(|_| Status::EIO)?;
+        match r {
+            Ok(()) => {
+                let new_name = new.to_string();
+                srv.log_change(ts, Op::Rename, &new_name, filename.to_owned());
+                return Ok(new_name);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Status::from_io(&e)),
+        }
+    }
+    Err(Status::EEXIST)
+}

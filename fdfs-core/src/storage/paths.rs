@@ -1,0 +1,245 @@
+//! Store paths on disk (PROTOCOL.md §5.6): `<store_path>/data/HH/LL/` directories created at
+//! first start, the round-robin (or hashed) choice of directory, free-space checks, and the
+//! durable write that makes a file reachable by its name only once it is complete.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+
+use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+
+use crate::config::ReservedSpace;
+use crate::file_id::RemoteFilename;
+
+/// Where uploads are written before they get their final name; emptied at start, so a crash
+/// never leaves a half file behind a name.
+pub const TMP_DIR: &str = ".tmp";
+
+#[derive(Debug)]
+pub struct StorePath {
+    pub root: PathBuf,
+    pub readonly: bool,
+    /// Free/total space in MB from the last statvfs.
+    pub free_mb: AtomicU64,
+    pub total_mb: AtomicU64,
+}
+
+/// The round-robin directory cursor (`file_distribute_path_mode = 0`).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DirCursor {
+    pub high: u32,
+    pub low: u32,
+    pub count: u64,
+}
+
+#[derive(Debug)]
+pub struct StorePaths {
+    pub paths: Vec<StorePath>,
+    pub subdirs: u32,
+    rotate_count: u64,
+    hashed: bool,
+    cursor: Mutex<DirCursor>,
+    next_path: AtomicUsize,
+    tmp_seq: AtomicU64,
+}
+
+fn hex2(n: u32) -> String {
+    format!("{n:02X}")
+}
+
+impl StorePaths {
+    /// Creates the directory tree where missing and empties the temp directories.
+    pub fn open(
+        roots: &[PathBuf],
+        readonly: &[bool],
+        subdirs: u32,
+        rotate_count: u64,
+        hashed: bool,
+        cursor: DirCursor,
+    ) -> std::io::Result<Self> {
+        let mut paths = Vec::with_capacity(roots.len());
+        for (i, root) in roots.iter().enumerate() {
+            let data = root.join("data");
+            // A complete tree ends with the last directory; only build when it is missing.
+            if !data.join(hex2(subdirs - 1)).join(hex2(subdirs - 1)).is_dir() {
+                log::info!("creating {}x{} data directories under {}", subdirs, subdirs, data.display());
+                for h in 0..subdirs {
+                    for l in 0..subdirs {
+                        std::fs::create_dir_all(data.join(hex2(h)).join(hex2(l)))?;
+                    }
+                }
+            }
+            let tmp = data.join(TMP_DIR);
+            if tmp.exists() {
+                let mut removed = 0;
+                for e in std::fs::read_dir(&tmp)? {
+                    let e = e?;
+                    if std::fs::remove_file(e.path()).is_ok() {
+                        removed += 1;
+                    }
+                }
+                if removed > 0 {
+                    log::warn!("removed {removed} unfinished upload(s) from {}", tmp.display());
+                }
+            }
+            std::fs::create_dir_all(&tmp)?;
+            let p = StorePath {
+                root: root.clone(),
+                readonly: readonly.get(i).copied().unwrap_or(false),
+                free_mb: AtomicU64::new(0),
+                total_mb: AtomicU64::new(0),
+            };
+            p.refresh_space();
+            paths.push(p);
+        }
+        let cursor = DirCursor { high: cursor.high % subdirs, low: cursor.low % subdirs, count: cursor.count };
+        Ok(Self {
+            paths,
+            subdirs,
+            rotate_count: rotate_count.max(1),
+            hashed,
+            cursor: Mutex::new(cursor),
+            next_path: AtomicUsize::new(0),
+            tmp_seq: AtomicU64::new(0),
+        })
+    }
+
+    pub fn cursor(&self) -> DirCursor {
+        *self.cursor.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The directory for the next file.
+    pub fn next_dir(&self, rng: &mut fastrand::Rng) -> (u8, u8) {
+        if self.hashed {
+            let n = rng.u32(..) % 65536;
+            return (((n >> 8) % self.subdirs) as u8, ((n & 0xFF) % self.subdirs) as u8);
+        }
+        let mut c = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        let out = (c.high as u8, c.low as u8);
+        c.count += 1;
+        if c.count >= self.rotate_count {
+            c.count = 0;
+            c.low += 1;
+            if c.low >= self.subdirs {
+                c.low = 0;
+                c.high = (c.high + 1) % self.subdirs;
+            }
+        }
+        out
+    }
+
+    /// Picks a store path for an upload: the requested one if writable and not full, else
+    /// round robin (or the freest with `most_free`) among those that are.
+    pub fn choose(&self, requested: i8, size: u64, reserved: ReservedSpace, most_free: bool) -> Option<usize> {
+        let n = self.paths.len();
+        let fits = |i: usize| {
+            let p = &self.paths[i];
+            let (free, total) = (p.free_mb.load(Ordering::Relaxed) as i64, p.total_mb.load(Ordering::Relaxed) as i64);
+            !p.readonly && reserved.allows(free - (size >> 20) as i64, total, n as i64)
+        };
+        if requested >= 0 && (requested as usize) < n && fits(requested as usize) {
+            return Some(requested as usize);
+        }
+        if most_free {
+            return (0..n).filter(|&i| fits(i)).max_by_key(|&i| self.paths[i].free_mb.load(Ordering::Relaxed));
+        }
+        let start = self.next_path.fetch_add(1, Ordering::Relaxed);
+        (0..n).map(|k| (start + k) % n).find(|&i| fits(i))
+    }
+
+    pub fn refresh_all(&self) {
+        for p in &self.paths {
+            p.refresh_space();
+        }
+    }
+
+    pub fn local_path(&self, name: &RemoteFilename) -> Option<PathBuf> {
+        self.paths.get(name.store_path_index as usize).map(|p| p.root.join(name.relative_path()))
+    }
+
+    /// A fresh temp file name under a store path.
+    pub fn temp_path(&self, index: usize) -> PathBuf {
+        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
+        self.paths[index].root.join("data").join(TMP_DIR).join(format!("{}-{seq}.tmp", std::process::id()))
+    }
+}
+
+impl StorePath {
+    pub fn refresh_space(&self) {
+        match nix::sys::statvfs::statvfs(&self.root) {
+            Ok(s) => {
+                let unit = s.fragment_size() as u64;
+                self.total_mb.store(s.blocks() as u64 * unit >> 20, Ordering::Relaxed);
+                self.free_mb.store(s.blocks_available() as u64 * unit >> 20, Ordering::Relaxed);
+            }
+            Err(e) => log::error!("statvfs {}: {e}", self.root.display()),
+        }
+    }
+}
+
+/// Moves a finished temp file to its final name without ever replacing an existing file, then
+/// makes the new directory entry durable. `Err(AlreadyExists)` means the name is taken.
+pub fn publish(tmp: &Path, dest: &Path) -> std::io::Result<()> {
+    renameat2(AT_FDCWD, tmp, AT_FDCWD, dest, RenameFlags::RENAME_NOREPLACE).map_err(std::io::Error::from)?;
+    sync_dir(dest.parent().unwrap_or(Path::new(".")))
+}
+
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Writes `content` to a new temp file, fsynced, with the given mtime.
+pub fn write_temp(tmp: &Path, content: &[u8], mtime: std::time::SystemTime) -> std::io::Result<File> {
+    let mut f = File::create_new(tmp)?;
+    f.write_all(content)?;
+    f.set_modified(mtime)?;
+    f.sync_all()?;
+    Ok(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tree_rotation_and_temp_cleanup() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("p0");
+        let sp = StorePaths::open(&[root.clone()], &[false], 4, 2, false, DirCursor::default()).unwrap();
+        assert!(root.join("data/03/03").is_dir());
+        assert!(!root.join("data/04").exists());
+        let mut rng = fastrand::Rng::with_seed(1);
+        let dirs: Vec<(u8, u8)> = (0..10).map(|_| sp.next_dir(&mut rng)).collect();
+        assert_eq!(dirs, [(0, 0), (0, 0), (0, 1), (0, 1), (0, 2), (0, 2), (0, 3), (0, 3), (1, 0), (1, 0)]);
+        std::fs::write(root.join("data/.tmp/leftover.tmp"), b"half").unwrap();
+        let sp = StorePaths::open(&[root.clone()], &[false], 4, 2, false, sp.cursor()).unwrap();
+        assert_eq!(std::fs::read_dir(root.join("data/.tmp")).unwrap().count(), 0, "unfinished uploads removed");
+        assert_eq!(sp.cursor(), DirCursor { high: 1, low: 1, count: 0 });
+    }
+
+    #[test]
+    fn publish_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let t1 = dir.path().join("a.tmp");
+        let t2 = dir.path().join("b.tmp");
+        let dest = dir.path().join("final");
+        write_temp(&t1, b"one", std::time::SystemTime::now()).unwrap();
+        write_temp(&t2, b"two", std::time::SystemTime::now()).unwrap();
+        publish(&t1, &dest).unwrap();
+        assert_eq!(publish(&t2, &dest).unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&dest).unwrap(), b"one");
+    }
+
+    #[test]
+    fn path_choice_skips_readonly_and_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let roots = [dir.path().join("a"), dir.path().join("b")];
+        let sp = StorePaths::open(&roots, &[true, false], 1, 100, false, DirCursor::default()).unwrap();
+        let r = ReservedSpace::Megabytes(1);
+        assert_eq!(sp.choose(0, 0, r, false), Some(1), "read-only path 0 is skipped");
+        assert_eq!(sp.choose(-1, 0, r, true), Some(1));
+        assert_eq!(sp.choose(1, 0, ReservedSpace::Ratio(0.999999), false), None, "full");
+    }
+}

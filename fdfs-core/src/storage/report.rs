@@ -1,0 +1,151 @@
+//! The storage's side of the tracker protocol (PROTOCOL.md §7.2): one task per tracker joins,
+//! settles its sync source on the first join, then beats every `heart_beat_interval` and
+//! reports disk usage every `stat_report_interval`, reconnecting after any error.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::StorageServer;
+use crate::client::reporter::ReportConnection;
+use crate::client::ClientResult;
+use crate::config::{ReservedSpace, ServerAddr};
+use crate::protocol::report::{ChangeNotify, JoinReq, PathUsage, SyncSource};
+use crate::protocol::Profile;
+use crate::server::Shutdown;
+use crate::timefmt::now_unix;
+use crate::tracker::status;
+
+pub async fn report_loop(srv: Arc<StorageServer>, tracker: ServerAddr, mut shutdown: Shutdown) {
+    let retry = srv.config.heart_beat_interval.clamp(Duration::from_millis(200), Duration::from_secs(5));
+    loop {
+        let r = tokio::select! {
+            _ = shutdown.wait() => return,
+            r = session(&srv, &tracker) => r,
+        };
+        if let Err(e) = r {
+            log::warn!("tracker {tracker}: {e}; retrying in {retry:?}");
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(retry) => {}
+        }
+    }
+}
+
+fn apply_params(srv: &StorageServer, params: &[(String, String)]) {
+    let mut p = srv.params.write().unwrap_or_else(|e| e.into_inner());
+    for (k, v) in params {
+        match k.as_str() {
+            "reserved_storage_space" => {
+                if let Some(r) = ReservedSpace::parse(v) {
+                    p.reserved = r;
+                }
+            }
+            "store_path" => p.store_path_most_free = v == "2",
+            "use_storage_id" => p.use_storage_id = v == "1",
+            "id_type_in_filename" => p.id_in_filename = v == "id",
+            _ => {}
+        }
+    }
+}
+
+fn disk_usage(srv: &StorageServer) -> Vec<PathUsage> {
+    srv.paths.refresh_all();
+    srv.paths
+        .paths
+        .iter()
+        .map(|p| PathUsage {
+            total_mb: p.total_mb.load(Ordering::Relaxed) as i64,
+            free_mb: p.free_mb.load(Ordering::Relaxed) as i64,
+        })
+        .collect()
+}
+
+/// What the leader tells us: our own status and the group's members.
+fn absorb(srv: &StorageServer, n: &ChangeNotify, my_id: &str) {
+    if let Some(group) = &n.group {
+        if let Some(me) = group.iter().find(|b| b.id == my_id) {
+            srv.status.store(me.status, Ordering::Relaxed);
+        }
+        *srv.peers.write().unwrap_or_else(|e| e.into_inner()) = group.iter().filter(|b| b.id != my_id).cloned().collect();
+    }
+}
+
+async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<()> {
+    let c = &srv.config;
+    let bind = if c.client_bind && !c.bind_addr.is_empty() { c.bind_addr.parse().ok() } else { None };
+    let addr = tracker.primary();
+    let mut conn =
+        ReportConnection::connect(&addr, bind, (c.connect_timeout, c.network_timeout), Profile::CLASSIC).await?;
+    apply_params(srv, &conn.parameters().await?);
+    let my_ip = conn.my_ip(&srv.group, c.port).await?;
+    if !my_ip.is_empty() {
+        *srv.my_ip.write().unwrap_or_else(|e| e.into_inner()) = my_ip.clone();
+    }
+    let init = srv.init.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let known = srv.status();
+    let req = JoinReq {
+        group: srv.group.clone(),
+        storage_port: c.port as i64,
+        storage_http_port: c.http_server_port as i64,
+        store_path_count: srv.paths.paths.len() as i64,
+        subdir_count_per_path: srv.paths.subdirs as i64,
+        upload_priority: c.upload_priority,
+        join_time: init.storage_join_time,
+        up_time: srv.up_time,
+        version: Profile::CLASSIC.version_text().into(),
+        domain_name: c.http_domain_name.clone(),
+        init_flag: !init.sync_old_done,
+        status: if known == status::NONE { 0 } else { known as i8 },
+        storage_id: c.server_id.clone(),
+        current_tracker_ip: tracker.hosts[0].clone(),
+        trackers: c.tracker_servers.iter().map(|t| t.to_string()).collect(),
+    };
+    let joined = conn.join(&req).await?;
+    srv.status.store(joined.status, Ordering::Relaxed);
+    log::info!("joined tracker {addr} as {} ({})", my_ip, status::name(joined.status));
+    // Our ID at the trackers is our IP unless storage IDs are in use.
+    let my_id = if c.server_id.is_empty() { my_ip.clone() } else { c.server_id.clone() };
+    if !init.sync_old_done {
+        let src = conn.sync_dest_req().await?;
+        let mut f = srv.init.lock().unwrap_or_else(|e| e.into_inner());
+        f.sync_old_done = true;
+        f.last_ip_addr = my_ip.clone();
+        f.last_server_port = c.port;
+        if let Some(s) = &src {
+            f.sync_src_server = s.src_id.clone();
+            f.sync_until_timestamp = s.until_timestamp;
+        }
+        if let Err(e) = f.save(&srv.data_dir) {
+            log::error!("writing .data_init_flag: {e}");
+        }
+    } else {
+        let src = SyncSource { src_id: init.sync_src_server.clone(), until_timestamp: init.sync_until_timestamp };
+        conn.sync_notify(&src).await?;
+    }
+    let n = conn.disk_usage(&disk_usage(srv)).await?;
+    absorb(srv, &n, &my_id);
+    let beat_every = c.heart_beat_interval.max(Duration::from_millis(100));
+    let stat_every = c.stat_report_interval.max(Duration::from_millis(100));
+    let mut last_stat = tokio::time::Instant::now();
+    let mut last_counters = None;
+    loop {
+        let snap = srv.stats.snapshot(c.max_connections as i32);
+        let changed = last_counters != Some(snap.counters);
+        last_counters = Some(snap.counters);
+        let n = conn.beat(changed.then_some(&snap)).await?;
+        absorb(srv, &n, &my_id);
+        srv.stats.last_heart_beat_time.store(now_unix(), Ordering::Relaxed);
+        let log = conn.changelog().await?;
+        if !log.is_empty() {
+            log::info!("tracker changelog: {}", String::from_utf8_lossy(&log).trim_end());
+        }
+        if last_stat.elapsed() >= stat_every {
+            last_stat = tokio::time::Instant::now();
+            let n = conn.disk_usage(&disk_usage(srv)).await?;
+            absorb(srv, &n, &my_id);
+        }
+        tokio::time::sleep(beat_every).await;
+    }
+}

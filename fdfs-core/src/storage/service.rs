@@ -1,0 +1,259 @@
+//! One connection to the storage. Small requests are read whole (bounded by `buff_size`);
+//! uploads, appends and modifies are read as a head and then streamed to disk. After an
+//! EINVAL answer the connection closes, as FastDFS's storage does.
+
+use std::net::SocketAddr;
+use std::os::fd::AsFd;
+use std::sync::Arc;
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+use super::ops::{self, OpError, OpResult};
+use super::stats::{add, count};
+use super::StorageServer;
+use crate::protocol::codec::expect_len;
+use crate::protocol::storage::*;
+use crate::protocol::tracker::FileReq;
+use crate::protocol::{Command, Header, Profile, Status};
+use crate::server::frame::{read_body, read_header, write_answer, FrameError};
+use crate::server::Shutdown;
+
+enum Reply {
+    Body(Vec<u8>),
+    /// Already written (downloads).
+    Sent,
+    Quit,
+}
+
+pub(super) async fn handle(srv: Arc<StorageServer>, mut sock: TcpStream, peer: SocketAddr, mut shutdown: Shutdown) {
+    srv.stats.connected();
+    let timeout = srv.config.network_timeout.max(std::time::Duration::from_secs(1));
+    loop {
+        let header = tokio::select! {
+            _ = shutdown.wait() => break,
+            h = read_header(&mut sock, timeout, i64::MAX as u64) => h,
+        };
+        let header = match header {
+            Ok(h) => h,
+            Err(FrameError::BadHeader) => {
+                let _ = write_answer(&mut sock, Status::EINVAL, &[]).await;
+                break;
+            }
+            Err(_) => break,
+        };
+        let result = match Command::try_from(header.cmd) {
+            Ok(cmd) => dispatch(&srv, &mut sock, cmd, header).await,
+            Err(code) => {
+                log::warn!("{peer}: unknown command {code}");
+                Err(Status::EINVAL.into())
+            }
+        };
+        match result {
+            Ok(Reply::Body(body)) => {
+                if write_answer(&mut sock, Status::OK, &body).await.is_err() {
+                    break;
+                }
+            }
+            Ok(Reply::Sent) => {}
+            Ok(Reply::Quit) => break,
+            Err(e) => {
+                if e.status != Status::ENOENT {
+                    log::debug!("{peer}: command {} failed: {}", header.cmd, e.status);
+                }
+                if write_answer(&mut sock, e.status, &[]).await.is_err() || e.close {
+                    break;
+                }
+            }
+        }
+    }
+    srv.stats.disconnected();
+}
+
+/// Reads a streamed request's head (fixed part, then the filenames it announces).
+async fn read_head<T: StreamedHead>(sock: &mut TcpStream, h: Header, srv: &StorageServer) -> OpResult<T> {
+    let inval = OpError { status: Status::EINVAL, close: true };
+    if h.pkg_len < T::FIXED_LEN as u64 {
+        return Err(inval);
+    }
+    let timeout = srv.config.network_timeout;
+    let mut head = read_body(sock, T::FIXED_LEN as u64, timeout).await.map_err(|_| inval)?;
+    let len = T::head_len(&head).map_err(|_| inval)?;
+    if len as u64 > h.pkg_len {
+        return Err(inval);
+    }
+    let rest = read_body(sock, (len - T::FIXED_LEN) as u64, timeout).await.map_err(|_| inval)?;
+    head.extend_from_slice(&rest);
+    T::decode_head(&head, h.pkg_len).map_err(|_| inval)
+}
+
+async fn small_body(sock: &mut TcpStream, h: Header, srv: &StorageServer) -> OpResult<Vec<u8>> {
+    if h.pkg_len > srv.config.buff_size {
+        return Err(Status::EINVAL.into());
+    }
+    read_body(sock, h.pkg_len, srv.config.network_timeout).await.map_err(|_| OpError { status: Status::EIO, close: true })
+}
+
+fn file_id_body(srv: &StorageServer, filename: String) -> Reply {
+    Reply::Body(FileIdResp { group: srv.group.clone(), filename }.encode().to_vec())
+}
+
+/// Runs a blocking disk operation off the async workers.
+async fn blocking<T: Send + 'static>(
+    srv: &Arc<StorageServer>,
+    f: impl FnOnce(&StorageServer) -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    let s = srv.clone();
+    tokio::task::spawn_blocking(move || f(&s)).await.unwrap_or(Err(Status::EIO))
+}
+
+async fn dispatch(srv: &Arc<StorageServer>, sock: &mut TcpStream, cmd: Command, h: Header) -> OpResult<Reply> {
+    use Command as C;
+    let st = &srv.stats;
+    match cmd {
+        C::UploadFile | C::UploadAppenderFile => {
+            let head: UploadHead = read_head(sock, h, srv).await?;
+            let name = ops::upload(srv, sock, head.store_path_index, head.file_size, &head.ext, cmd == C::UploadAppenderFile).await?;
+            Ok(file_id_body(srv, name))
+        }
+        C::UploadSlaveFile => {
+            let head: SlaveUploadHead = read_head(sock, h, srv).await?;
+            let name = ops::upload_slave(srv, sock, &head.master_filename, &head.prefix, &head.ext, head.file_size).await?;
+            Ok(file_id_body(srv, name))
+        }
+        C::AppendFile => {
+            let head: AppendHead = read_head(sock, h, srv).await?;
+            let r = ops::write_range(srv, sock, &head.filename, None, head.size).await;
+            count(&st.total_append_count, &st.success_append_count, r.is_ok());
+            add(&st.total_append_bytes, head.size);
+            if r.is_ok() {
+                add(&st.success_append_bytes, head.size);
+            }
+            r.map(|_| Reply::Body(Vec::new()))
+        }
+        C::ModifyFile => {
+            let head: ModifyHead = read_head(sock, h, srv).await?;
+            let r = ops::write_range(srv, sock, &head.filename, Some(head.offset), head.size).await;
+            count(&st.total_modify_count, &st.success_modify_count, r.is_ok());
+            add(&st.total_modify_bytes, head.size);
+            if r.is_ok() {
+                add(&st.success_modify_bytes, head.size);
+            }
+            r.map(|_| Reply::Body(Vec::new()))
+        }
+        C::DownloadFile => {
+            let body = small_body(sock, h, srv).await?;
+            let req = DownloadReq::decode(&body).map_err(|_| Status::EINVAL)?;
+            let r = download(srv, sock, &req).await;
+            count(&st.total_download_count, &st.success_download_count, matches!(r, Ok(Reply::Sent)));
+            r
+        }
+        C::DeleteFile => {
+            let req = FileReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
+            srv.check_group(&req.group)?;
+            let r = blocking(srv, move |s| ops::delete(s, &req.filename)).await;
+            count(&st.total_delete_count, &st.success_delete_count, r.is_ok());
+            Ok(r.map(|_| Reply::Body(Vec::new()))?)
+        }
+        C::SetMetadata => {
+            let req = SetMetadataReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
+            let r = blocking(srv, move |s| ops::set_metadata(s, &req)).await;
+            count(&st.total_set_meta_count, &st.success_set_meta_count, r.is_ok());
+            Ok(r.map(|_| Reply::Body(Vec::new()))?)
+        }
+        C::GetMetadata => {
+            let req = FileReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
+            let r = blocking(srv, move |s| ops::get_metadata(s, &req.group, &req.filename)).await;
+            count(&st.total_get_meta_count, &st.success_get_meta_count, r.is_ok());
+            Ok(r.map(Reply::Body)?)
+        }
+        C::QueryFileInfo => {
+            let req = FileReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
+            let flags = h.status;
+            let r = blocking(srv, move |s| ops::file_info(s, &req.group, &req.filename, flags)).await?;
+            Ok(Reply::Body(r.encode(Profile::CLASSIC).to_vec()))
+        }
+        C::TruncateFile => {
+            let req = TruncateReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
+            let r = ops::truncate(srv, &req.filename, req.new_size).await;
+            count(&st.total_truncate_count, &st.success_truncate_count, r.is_ok());
+            Ok(r.map(|_| Reply::Body(Vec::new()))?)
+        }
+        C::RegenerateAppenderFilename => {
+            let name = decode_bare_filename(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
+            let new = ops::regenerate(srv, &name).await?;
+            Ok(file_id_body(srv, new))
+        }
+        C::ActiveTest => {
+            expect_len(&small_body(sock, h, srv).await?, 0).map_err(|_| Status::EINVAL)?;
+            Ok(Reply::Body(Vec::new()))
+        }
+        C::Quit => Ok(Reply::Quit),
+        C::CreateLink => {
+            // FastDHT de-duplication is not supported: refuse cleanly.
+            let _ = small_body(sock, h, srv).await?;
+            Err(Status::EOPNOTSUPP.into())
+        }
+        _ => {
+            // Replication and trunk commands are not served yet: drain what fits and refuse.
+            if h.pkg_len > srv.config.buff_size {
+                return Err(Status::EINVAL.into());
+            }
+            let _ = small_body(sock, h, srv).await?;
+            log::debug!("command {cmd:?} not supported");
+            Err(OpError { status: Status::EOPNOTSUPP, close: false })
+        }
+    }
+}
+
+/// 14: answer header, then the bytes straight from the page cache with sendfile(2).
+async fn download(srv: &Arc<StorageServer>, sock: &mut TcpStream, req: &DownloadReq) -> OpResult<Reply> {
+    srv.check_group(&req.group)?;
+    let (_, path) = srv.resolve(&req.filename)?;
+    let p = path.clone();
+    let file = tokio::task::spawn_blocking(move || std::fs::File::open(p)).await.map_err(|_| Status::EIO)?.map_err(OpError::from)?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Err(Status::EISDIR.into());
+    }
+    let size = meta.len();
+    // FastDFS ≥ 6.15.4: an offset at or past the end is EINVAL (also for empty files, which
+    // clients such as npm `fdfs` would otherwise wait on forever); too long is clamped.
+    if req.offset >= size {
+        return Err(Status::EINVAL.into());
+    }
+    let left = size - req.offset;
+    let n = if req.bytes == 0 { left } else { req.bytes.min(left) };
+    srv.stats.total_download_bytes.fetch_add(n as i64, std::sync::atomic::Ordering::Relaxed);
+    let mut header = [0u8; 10];
+    header.copy_from_slice(&Header::response(Status::OK, n as usize).encode());
+    // The header goes first; after it, an error can only close the connection.
+    if tokio::io::AsyncWriteExt::write_all(sock, &header).await.is_err() {
+        return Ok(Reply::Quit);
+    }
+    let mut offset = req.offset as i64;
+    let end = (req.offset + n) as i64;
+    let timeout = srv.config.network_timeout;
+    while offset < end {
+        let want = ((end - offset) as usize).min(1 << 30);
+        let sent = tokio::time::timeout(timeout, async {
+            loop {
+                sock.writable().await?;
+                match sock.try_io(Interest::WRITABLE, || {
+                    nix::sys::sendfile::sendfile(sock.as_fd(), file.as_fd(), Some(&mut offset), want).map_err(std::io::Error::from)
+                }) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    r => return r,
+                }
+            }
+        })
+        .await;
+        if !matches!(sent, Ok(Ok(n)) if n > 0) {
+            // The file shrank or the peer left: after the header, closing is the only signal.
+            log::warn!("download of {} cut short at byte {offset}", req.filename);
+            return Ok(Reply::Quit);
+        }
+    }
+    srv.stats.success_download_bytes.fetch_add(n as i64, std::sync::atomic::Ordering::Relaxed);
+    Ok(Reply::Sent)
+}

@@ -1,0 +1,176 @@
+//! The storage's counters (reported in BEAT, persisted in `storage_stat.dat`) and its identity
+//! file `.data_init_flag` (PROTOCOL.md §6.6).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use crate::config::Ini;
+use crate::protocol::stat::{Counters, StatBuff};
+
+macro_rules! atomic_counters {
+    ($($name:ident,)*) => {
+        /// Lock-free counters, one atomic each, so the hot path never takes a lock to count.
+        #[derive(Debug, Default)]
+        pub struct Stats {
+            $(pub $name: AtomicI64,)*
+            pub conn_current: AtomicI64,
+            pub conn_max: AtomicI64,
+        }
+
+        impl Stats {
+            pub fn snapshot(&self, conn_alloc: i32) -> StatBuff {
+                StatBuff {
+                    conn_alloc,
+                    conn_current: self.conn_current.load(Ordering::Relaxed) as i32,
+                    conn_max: self.conn_max.load(Ordering::Relaxed) as i32,
+                    counters: Counters { $($name: self.$name.load(Ordering::Relaxed),)* },
+                }
+            }
+
+            pub fn restore(&self, c: &Counters) {
+                $(self.$name.store(c.$name, Ordering::Relaxed);)*
+            }
+        }
+    };
+}
+
+atomic_counters! {
+    total_upload_count, success_upload_count,
+    total_append_count, success_append_count,
+    total_modify_count, success_modify_count,
+    total_truncate_count, success_truncate_count,
+    total_set_meta_count, success_set_meta_count,
+    total_delete_count, success_delete_count,
+    total_download_count, success_download_count,
+    total_get_meta_count, success_get_meta_count,
+    total_create_link_count, success_create_link_count,
+    total_delete_link_count, success_delete_link_count,
+    total_upload_bytes, success_upload_bytes,
+    total_append_bytes, success_append_bytes,
+    total_modify_bytes, success_modify_bytes,
+    total_download_bytes, success_download_bytes,
+    total_sync_in_bytes, success_sync_in_bytes,
+    total_sync_out_bytes, success_sync_out_bytes,
+    total_file_open_count, success_file_open_count,
+    total_file_read_count, success_file_read_count,
+    total_file_write_count, success_file_write_count,
+    last_source_update, last_sync_update, last_synced_timestamp, last_heart_beat_time,
+}
+
+/// Counts one attempt and, when it succeeded, one success (and bytes).
+pub fn count(total: &AtomicI64, success: &AtomicI64, ok: bool) {
+    total.fetch_add(1, Ordering::Relaxed);
+    if ok {
+        success.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+pub fn add(a: &AtomicI64, n: u64) {
+    a.fetch_add(n as i64, Ordering::Relaxed);
+}
+
+impl Stats {
+    pub fn connected(&self) {
+        let cur = self.conn_current.fetch_add(1, Ordering::Relaxed) + 1;
+        self.conn_max.fetch_max(cur, Ordering::Relaxed);
+    }
+
+    pub fn disconnected(&self) {
+        self.conn_current.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// `storage_stat.dat`: every counter plus the directory cursor.
+    pub fn save(&self, data_dir: &Path, cursor: super::paths::DirCursor) -> std::io::Result<()> {
+        let s = self.snapshot(0);
+        let mut text = String::new();
+        for (k, v) in Counters::NAMES.iter().zip(s.counters.values()) {
+            text.push_str(&format!("{k}={v}\n"));
+        }
+        text.push_str(&format!(
+            "dist_path_index_high={}\ndist_path_index_low={}\ndist_write_file_count={}\n",
+            cursor.high, cursor.low, cursor.count
+        ));
+        crate::tracker::write_atomic(data_dir, "storage_stat.dat", text.as_bytes())
+    }
+
+    pub fn load(&self, data_dir: &Path) -> super::paths::DirCursor {
+        let Ok(ini) = Ini::load(&data_dir.join("storage_stat.dat")) else { return Default::default() };
+        let k = ini.global();
+        let mut c = Counters::default();
+        for name in Counters::NAMES {
+            c.set(name, k.int(name, 0).unwrap_or(0));
+        }
+        self.restore(&c);
+        super::paths::DirCursor {
+            high: k.int("dist_path_index_high", 0).unwrap_or(0).clamp(0, 255) as u32,
+            low: k.int("dist_path_index_low", 0).unwrap_or(0).clamp(0, 255) as u32,
+            count: k.int("dist_write_file_count", 0).unwrap_or(0).max(0) as u64,
+        }
+    }
+}
+
+/// `.data_init_flag`: who this storage is and how far its first sync got.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InitFlag {
+    pub storage_join_time: i64,
+    /// The first-join sync-source request was made (not: the copy is complete).
+    pub sync_old_done: bool,
+    pub sync_src_server: String,
+    pub sync_until_timestamp: i64,
+    pub last_ip_addr: String,
+    pub last_server_port: u16,
+}
+
+impl InitFlag {
+    pub const FILE: &'static str = ".data_init_flag";
+
+    pub fn load(data_dir: &Path) -> Option<Self> {
+        let ini = Ini::load(&data_dir.join(Self::FILE)).ok()?;
+        let k = ini.global();
+        Some(Self {
+            storage_join_time: k.int("storage_join_time", 0).ok()?,
+            sync_old_done: k.bool("sync_old_done", false).ok()?,
+            sync_src_server: k.string("sync_src_server", ""),
+            sync_until_timestamp: k.int("sync_until_timestamp", 0).ok()?,
+            last_ip_addr: k.string("last_ip_addr", ""),
+            last_server_port: k.int("last_server_port", 0).ok()?.clamp(0, 65535) as u16,
+        })
+    }
+
+    pub fn save(&self, data_dir: &Path) -> std::io::Result<()> {
+        let text = format!(
+            "storage_join_time={}\nsync_old_done={}\nsync_src_server={}\nsync_until_timestamp={}\nlast_ip_addr={}\nlast_server_port={}\ncurrent_trunk_file_id=0\ntrunk_last_compress_time=0\ntrunk_binlog_compress_stage=0\n",
+            self.storage_join_time,
+            self.sync_old_done as u8,
+            self.sync_src_server,
+            self.sync_until_timestamp,
+            self.last_ip_addr,
+            self.last_server_port
+        );
+        crate::tracker::write_atomic(data_dir, Self::FILE, text.as_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_and_init_flag_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Stats::default();
+        count(&s.total_upload_count, &s.success_upload_count, true);
+        count(&s.total_upload_count, &s.success_upload_count, false);
+        s.save(dir.path(), super::super::paths::DirCursor { high: 1, low: 2, count: 3 }).unwrap();
+        let back = Stats::default();
+        let cur = back.load(dir.path());
+        assert_eq!((cur.high, cur.low, cur.count), (1, 2, 3));
+        let snap = back.snapshot(256);
+        assert_eq!((snap.counters.total_upload_count, snap.counters.success_upload_count), (2, 1));
+
+        assert_eq!(InitFlag::load(dir.path()), None);
+        let f = InitFlag { storage_join_time: 5, sync_old_done: true, sync_src_server: "127.0.0.2".into(), ..Default::default() };
+        f.save(dir.path()).unwrap();
+        assert_eq!(InitFlag::load(dir.path()), Some(f));
+    }
+}

@@ -1,0 +1,310 @@
+//! The classic FastDFS client tools: same names, arguments, output and exit codes (the errno
+//! of the failure) as the C originals.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::ExitCode;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::{load_client, runtime};
+use crate::client::{file_ext, ClientError, Content, UploadKind};
+use crate::file_id::{FileId, FileType, Source};
+use crate::timefmt::datetime;
+
+/// Runs a tool: usage errors print to stderr and exit 1; FastDFS errors exit with their errno.
+pub fn main(f: fn(&[String]) -> Result<ExitCode>) -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    crate::logging::init_stderr(crate::config::LogLevel::Error);
+    match f(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn fail(what: &str, e: &ClientError) -> ExitCode {
+    let s = e.status();
+    eprintln!("{what} fail, error no: {}, error info: {}", s.0, errno_text(s.0, e));
+    ExitCode::from(if s.0 == 0 { 1 } else { s.0 })
+}
+
+fn errno_text(n: u8, e: &ClientError) -> String {
+    let text = std::io::Error::from_raw_os_error(n as i32).to_string();
+    // "No such file or directory (os error 2)" → the C strerror text.
+    match text.rsplit_once(" (os error") {
+        Some((t, _)) if matches!(e, ClientError::Status { .. }) => t.to_owned(),
+        _ => e.to_string(),
+    }
+}
+
+/// Shows a progress bar on stderr for large transfers when stderr is a terminal.
+struct Progress<T> {
+    inner: T,
+    total: u64,
+    done: u64,
+    start: Instant,
+    last: Instant,
+    show: bool,
+}
+
+const PROGRESS_MIN: u64 = 32 << 20;
+
+impl<T> Progress<T> {
+    fn new(inner: T, total: u64) -> Self {
+        let show = total >= PROGRESS_MIN && std::io::stderr().is_terminal();
+        Self { inner, total, done: 0, start: Instant::now(), last: Instant::now(), show }
+    }
+
+    fn advance(&mut self, n: usize) {
+        self.done += n as u64;
+        if self.show && (self.last.elapsed().as_millis() >= 200 || self.done == self.total) {
+            self.last = Instant::now();
+            let pct = self.done * 100 / self.total.max(1);
+            let bar = "#".repeat((pct / 4) as usize);
+            let mbs = self.done as f64 / (1 << 20) as f64 / self.start.elapsed().as_secs_f64().max(0.001);
+            eprint!("\r[{bar:<25}] {pct:>3}% {:.1}/{:.1} MiB {mbs:.1} MiB/s", self.done as f64 / 1048576.0, self.total as f64 / 1048576.0);
+            if self.done == self.total {
+                eprintln!();
+            }
+        }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Progress<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        self.advance(n);
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Progress<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = r {
+            self.advance(n);
+        }
+        r
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+fn upload(args: &[String], kind: UploadKind, prog: &str) -> Result<ExitCode> {
+    if args.len() < 2 {
+        bail!("Usage: {prog} <config_file> <local_filename> [storage_ip:port] [store_path_index]");
+    }
+    let (_, client) = load_client(Path::new(&args[0]), None)?;
+    let path = PathBuf::from(&args[1]);
+    let storage = args.get(2).cloned();
+    let index: i8 = match args.get(3) {
+        Some(i) => i.parse()?,
+        None => -1,
+    };
+    runtime()?.block_on(async move {
+        let f = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) => bail!("open file {} fail: {e}", path.display()),
+        };
+        let len = f.metadata().await?.len();
+        let mut src = Progress::new(f, len);
+        let ext = file_ext(&path);
+        let r = match storage {
+            // An explicit storage: upload to it directly, as the C tool does.
+            Some(addr) => {
+                let t = client.tracker.query_store(None).await;
+                let group = t.as_ref().map(|t| t.group.clone()).unwrap_or_default();
+                let idx = if index >= 0 { index } else { t.map(|t| t.store_path_index as i8).unwrap_or(-1) };
+                client.storage.upload(&addr, kind, idx, &ext, Content::Reader(&mut src, len)).await.map(|r| {
+                    if group.is_empty() {
+                        r.file_id()
+                    } else {
+                        format!("{group}/{}", r.filename)
+                    }
+                })
+            }
+            None => client.upload(kind, None, &ext, Content::Reader(&mut src, len)).await,
+        };
+        Ok(match r {
+            Ok(id) => {
+                println!("{id}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail("upload file", &e),
+        })
+    })
+}
+
+pub fn upload_file(args: &[String]) -> Result<ExitCode> {
+    upload(args, UploadKind::Normal, "fdfs_upload_file")
+}
+
+pub fn upload_appender(args: &[String]) -> Result<ExitCode> {
+    upload(args, UploadKind::Appender, "fdfs_upload_appender")
+}
+
+pub fn download_file(args: &[String]) -> Result<ExitCode> {
+    if args.len() < 2 || args.len() == 4 {
+        bail!("Usage: fdfs_download_file <config_file> <file_id> [local_filename] [<download_offset> <download_bytes>]");
+    }
+    let (_, client) = load_client(Path::new(&args[0]), None)?;
+    let id = args[1].clone();
+    let local = args.get(2).cloned().unwrap_or_else(|| id.rsplit('/').next().unwrap_or("download").to_owned());
+    let (offset, bytes): (u64, u64) = match (args.get(3), args.get(4)) {
+        (Some(o), Some(b)) => (o.parse()?, b.parse()?),
+        _ => (0, 0),
+    };
+    runtime()?.block_on(async move {
+        let r = async {
+            let info = client.query_file_info(&id, crate::protocol::storage::file_info_flags::NO_CRC32).await?;
+            let total = if bytes > 0 { bytes } else { (info.file_size as u64).saturating_sub(offset) };
+            let fid = FileId::parse(&id)?;
+            let t = client.tracker.query_fetch(&fid).await?;
+            let addr = crate::config::join_host_port(&t.ip, t.port as u16);
+            let tmp = PathBuf::from(format!("{local}.fdfs-part"));
+            let f = tokio::fs::File::create(&tmp).await.map_err(ClientError::Local)?;
+            let mut dst = Progress::new(f, total);
+            let r = client.storage.download_into(&addr, &fid.group, &fid.remote.to_string(), offset, bytes, &mut dst).await;
+            match r {
+                Ok(_) => {
+                    tokio::io::AsyncWriteExt::flush(&mut dst).await.map_err(ClientError::Local)?;
+                    tokio::fs::rename(&tmp, &local).await.map_err(ClientError::Local)
+                }
+                Err(e) => {
+                    let _ = tokio::fs::remove_file(&tmp).await;
+                    Err(e)
+                }
+            }
+        }
+        .await;
+        Ok(match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail("download file", &e),
+        })
+    })
+}
+
+pub fn delete_file(args: &[String]) -> Result<ExitCode> {
+    if args.len() < 2 {
+        bail!("Usage: fdfs_delete_file <config_file> <file_id>");
+    }
+    let (_, client) = load_client(Path::new(&args[0]), None)?;
+    let id = args[1].clone();
+    runtime()?.block_on(async move {
+        Ok(match client.delete(&id).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail("delete file", &e),
+        })
+    })
+}
+
+/// Normal files are described from their name alone; appender and slave files are asked of
+/// the storage, as the original does.
+pub fn file_info(args: &[String]) -> Result<ExitCode> {
+    if args.len() < 2 {
+        bail!("Usage: fdfs_file_info <config_file> <file_id>");
+    }
+    let (_, client) = load_client(Path::new(&args[0]), None)?;
+    let id = args[1].clone();
+    let fid = match FileId::parse(&id) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("query file info fail, error no: 22, error info: {e}");
+            return Ok(ExitCode::from(22));
+        }
+    };
+    let info = fid.remote.info();
+    let (server_id, ip) = match info.source {
+        Source::Ip(ip) => (0, ip.to_string()),
+        Source::ServerId(n) => (n, String::new()),
+    };
+    let from_server = info.file_type != FileType::Normal;
+    let (size, ts, crc) = if from_server {
+        let r = runtime()?.block_on(client.query_file_info(&id, 0));
+        match r {
+            Ok(r) => (r.file_size as u64, r.create_timestamp, r.crc32_u32()),
+            Err(e) => return Ok(fail("query file info", &e)),
+        }
+    } else {
+        (info.size.unwrap_or(0), info.create_timestamp as i64, info.crc32)
+    };
+    let kind = match info.file_type {
+        FileType::Normal => "normal",
+        FileType::Appender => "appender",
+        FileType::Slave => "slave",
+    };
+    println!("GET FROM SERVER: {from_server}\n");
+    println!("file type: {kind}");
+    println!("source storage id: {server_id}");
+    println!("source ip address: {ip}");
+    println!("file create timestamp: {}", datetime(ts));
+    println!("file size: {size}");
+    println!("file crc32: {crc} (0x{crc:08X})");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn append_file(args: &[String]) -> Result<ExitCode> {
+    if args.len() < 3 {
+        bail!("Usage: fdfs_append_file <config_file> <appender_file_id> <local_filename>");
+    }
+    let (_, client) = load_client(Path::new(&args[0]), None)?;
+    let (id, path) = (args[1].clone(), PathBuf::from(&args[2]));
+    runtime()?.block_on(async move {
+        let f = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) => bail!("open file {} fail: {e}", path.display()),
+        };
+        let len = f.metadata().await?.len();
+        let mut src = Progress::new(f, len);
+        Ok(match client.append(&id, Content::Reader(&mut src, len)).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail("append file", &e),
+        })
+    })
+}
+
+pub fn regenerate_filename(args: &[String]) -> Result<ExitCode> {
+    if args.len() < 2 {
+        bail!("Usage: fdfs_regenerate_filename <config_file> <appender_file_id>");
+    }
+    let (_, client) = load_client(Path::new(&args[0]), None)?;
+    let id = args[1].clone();
+    runtime()?.block_on(async move {
+        Ok(match client.regenerate_appender_filename(&id).await {
+            Ok(new) => {
+                println!("{new}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail("regenerate file", &e),
+        })
+    })
+}
+
+pub fn crc32(args: &[String]) -> Result<ExitCode> {
+    let Some(path) = args.first() else { bail!("Usage: fdfs_crc32 <file_name>") };
+    let mut f = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("open file {path} fail: {e}"))?;
+    let mut h = crc32fast::Hasher::new();
+    let mut buf = vec![0u8; 256 << 10];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    println!("{}", h.finalize());
+    Ok(ExitCode::SUCCESS)
+}
