@@ -218,3 +218,120 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A storage in its own temp dir, reporting to `tracker`, listening on `ip`.
+#[derive(Debug)]
+pub struct StorageProc {
+    pub daemon: Daemon,
+    pub dir: tempfile::TempDir,
+    pub ip: String,
+}
+
+impl StorageProc {
+    /// Starts and waits until the tracker lists it ACTIVE.
+    pub async fn start(tracker: &str, ip: &str, extra_conf: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("fdfs-storage-").tempdir().unwrap();
+        let base = dir.path().join("storage");
+        std::fs::create_dir_all(&base).unwrap();
+        let conf = dir.path().join("storage.conf");
+        let defaults = [
+            ("group_name", "group1".to_owned()),
+            ("bind_addr", ip.to_owned()),
+            ("port", "0".to_owned()),
+            ("base_path", base.display().to_string()),
+            ("store_path0", base.display().to_string()),
+            ("subdir_count_per_path", "4".to_owned()),
+            ("tracker_server", tracker.to_owned()),
+            ("heart_beat_interval", "1".to_owned()),
+            ("stat_report_interval", "1".to_owned()),
+            ("network_timeout", "20".to_owned()),
+            ("log_level", "debug".to_owned()),
+        ];
+        std::fs::write(&conf, merge_conf(&defaults, extra_conf)).unwrap();
+        let daemon = Daemon::start("fdfs_storaged", &conf, &base);
+        let s = Self { daemon, dir, ip: ip.to_owned() };
+        s.wait_active(tracker).await;
+        s
+    }
+
+    pub fn addr(&self) -> String {
+        self.daemon.addr.to_string()
+    }
+
+    pub fn base(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    pub async fn wait_active(&self, tracker: &str) {
+        let c = client_for(tracker);
+        let id = self.ip.clone();
+        eventually(Duration::from_secs(20), "storage ACTIVE at the tracker", || {
+            let (c, id) = (&c, id.clone());
+            async move {
+                let group = "group1";
+                let list = c.tracker.list_storages(group, Some(&id)).await.ok()?;
+                (list.first()?.status == fdfs_core::tracker::status::ACTIVE).then_some(())
+            }
+        })
+        .await;
+    }
+
+    /// Restarts on the same port, data and config; waits for ACTIVE.
+    pub async fn restart(&mut self, tracker: &str, crash: bool) {
+        let port = self.daemon.addr.port();
+        if crash {
+            self.daemon.kill9();
+        } else {
+            self.daemon.stop();
+        }
+        let conf =
+            std::fs::read_to_string(&self.daemon.conf).unwrap().replace("port = 0\n", &format!("port = {port}\n"));
+        std::fs::write(&self.daemon.conf, conf).unwrap();
+        self.daemon = Daemon::start("fdfs_storaged", &self.daemon.conf.clone(), &self.base());
+        self.wait_active(tracker).await;
+    }
+}
+
+pub fn client_for(tracker: &str) -> fdfs_core::client::Client {
+    let addr = fdfs_core::config::ServerAddr::parse(tracker).expect("tracker address");
+    fdfs_core::client::Client::new(&fdfs_core::config::ClientConfig::for_tracker(addr))
+}
+
+/// A tracker and `ips.len()` storages of group1, plus a client.conf for the tools.
+#[derive(Debug)]
+pub struct Cluster {
+    pub tracker: TrackerProc,
+    pub storages: Vec<StorageProc>,
+    pub client_conf: PathBuf,
+}
+
+impl Cluster {
+    pub async fn start(tracker_conf: &str, ips: &[&str], storage_conf: &str) -> Self {
+        let tracker = TrackerProc::start(tracker_conf);
+        let mut storages = Vec::new();
+        for ip in ips {
+            storages.push(StorageProc::start(&tracker.addr(), ip, storage_conf).await);
+        }
+        let client_conf = tracker.dir.path().join("client.conf");
+        std::fs::write(
+            &client_conf,
+            format!("tracker_server = {}\nbase_path = /tmp\nnetwork_timeout = 60\n", tracker.addr()),
+        )
+        .unwrap();
+        Self { tracker, storages, client_conf }
+    }
+
+    pub fn client(&self) -> fdfs_core::client::Client {
+        client_for(&self.tracker.addr())
+    }
+
+    /// Runs a tool with the cluster's client.conf first; returns (exit code, stdout, stderr).
+    pub fn tool(&self, name: &str, args: &[&str]) -> (i32, String, String) {
+        let out = Command::new(bin(name)).arg(&self.client_conf).args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}

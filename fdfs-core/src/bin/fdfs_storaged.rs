@@ -39,7 +39,9 @@ fn real_main() -> Result<()> {
         .with_context(|| format!("opening the log in {}", config.base_path.display()))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.work_threads.clamp(1, 64))
-        .max_blocking_threads((config.disk_writer_threads + config.disk_reader_threads).max(2) * config.store_paths.len() * 8)
+        .max_blocking_threads(
+            (config.disk_writer_threads + config.disk_reader_threads).max(2) * config.store_paths.len() * 8,
+        )
         .enable_all()
         .build()?;
     rt.block_on(async move {

@@ -128,7 +128,10 @@ impl Binlog {
         let f = OpenOptions::new().create(true).append(true).open(&path)?;
         let size = f.metadata()?.len();
         write_index(sync_dir, index)?;
-        Ok(Self { dir: sync_dir.to_owned(), cur: Mutex::new(Current { index, size, out: BufWriter::with_capacity(16 << 10, f) }) })
+        Ok(Self {
+            dir: sync_dir.to_owned(),
+            cur: Mutex::new(Current { index, size, out: BufWriter::with_capacity(16 << 10, f) }),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -173,7 +176,11 @@ fn read_index(dir: &Path) -> Option<u32> {
 }
 
 fn write_index(dir: &Path, index: u32) -> std::io::Result<()> {
-    crate::tracker::write_atomic(dir, "binlog_index.dat", format!("current_write={index}\ncurrent_compress=0\n").as_bytes())
+    crate::tracker::write_atomic(
+        dir,
+        "binlog_index.dat",
+        format!("current_write={index}\ncurrent_compress=0\n").as_bytes(),
+    )
 }
 
 #[cfg(test)]
@@ -202,11 +209,20 @@ mod tests {
     fn append_flush_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let b = Binlog::open(dir.path()).unwrap();
-        let r = Record { timestamp: 5, op: Op::Create, replica: false, filename: "M00/00/00/x".into(), extra: String::new() };
+        let r = Record {
+            timestamp: 5,
+            op: Op::Create,
+            replica: false,
+            filename: "M00/00/00/x".into(),
+            extra: String::new(),
+        };
         b.append(&r).unwrap();
         b.flush().unwrap();
         assert_eq!(std::fs::read_to_string(dir.path().join("binlog.000")).unwrap(), "5 C M00/00/00/x\n");
-        assert_eq!(std::fs::read_to_string(dir.path().join("binlog_index.dat")).unwrap(), "current_write=0\ncurrent_compress=0\n");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("binlog_index.dat")).unwrap(),
+            "current_write=0\ncurrent_compress=0\n"
+        );
         drop(b);
         let b = Binlog::open(dir.path()).unwrap();
         assert_eq!(b.position(), (0, 16));

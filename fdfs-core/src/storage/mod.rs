@@ -41,7 +41,12 @@ pub struct TrackerParams {
 
 impl Default for TrackerParams {
     fn default() -> Self {
-        Self { reserved: ReservedSpace::DEFAULT, store_path_most_free: false, use_storage_id: false, id_in_filename: false }
+        Self {
+            reserved: ReservedSpace::DEFAULT,
+            store_path_most_free: false,
+            use_storage_id: false,
+            id_in_filename: false,
+        }
     }
 }
 
@@ -193,7 +198,8 @@ pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Sh
 }
 
 async fn background(server: Arc<StorageServer>, mut shutdown: Shutdown) {
-    let binlog_every = server.config.sync_binlog_buff_interval.clamp(Duration::from_millis(100), Duration::from_secs(1));
+    let binlog_every =
+        server.config.sync_binlog_buff_interval.clamp(Duration::from_millis(100), Duration::from_secs(1));
     let stats_every = server.config.sync_stat_file_interval.max(Duration::from_secs(1));
     let mut tick = tokio::time::interval(binlog_every);
     let mut last_stats = tokio::time::Instant::now();

@@ -174,7 +174,8 @@ pub async fn upload(
     let (high, low) = srv.paths.next_dir(&mut rng);
     let tmp = srv.paths.temp_path(index);
     let ts = now_unix();
-    let crc = receive(src, size, &tmp, srv.config.network_timeout, at(ts)).await.map_err(|e| closing(Status::from_io(&e)))?;
+    let crc =
+        receive(src, size, &tmp, srv.config.network_timeout, at(ts)).await.map_err(|e| closing(Status::from_io(&e)))?;
     let kind = if appender { NameKind::Appender } else { NameKind::Normal };
     let new = NewName {
         source: srv.source(),
@@ -191,7 +192,9 @@ pub async fn upload(
     srv.log_change(ts, Op::Create, &name, String::new());
     srv.stats.success_upload_count.fetch_add(1, Ordering::Relaxed);
     add(&srv.stats.success_upload_bytes, size);
-    srv.paths.paths[index].free_mb.fetch_sub((size >> 20).min(srv.paths.paths[index].free_mb.load(Ordering::Relaxed)), Ordering::Relaxed);
+    srv.paths.paths[index]
+        .free_mb
+        .fetch_sub((size >> 20).min(srv.paths.paths[index].free_mb.load(Ordering::Relaxed)), Ordering::Relaxed);
     Ok(name)
 }
 
@@ -432,13 +435,16 @@ pub async fn write_range(
     if at_offset > old_size {
         return Err(closing(Status::EINVAL));
     }
-    let mut f = tokio::fs::OpenOptions::new().write(true).open(&path).await.map_err(|e| closing(Status::from_io(&e)))?;
+    let mut f =
+        tokio::fs::OpenOptions::new().write(true).open(&path).await.map_err(|e| closing(Status::from_io(&e)))?;
     f.seek(SeekFrom::Start(at_offset)).await.map_err(|e| closing(Status::from_io(&e)))?;
     let mut buf = vec![0u8; CHUNK.min(len as usize).max(1)];
     let mut left = len;
     while left > 0 {
         let want = buf.len().min(left as usize);
-        let n = read_timed(src, &mut buf[..want], srv.config.network_timeout).await.map_err(|e| closing(Status::from_io(&e)))?;
+        let n = read_timed(src, &mut buf[..want], srv.config.network_timeout)
+            .await
+            .map_err(|e| closing(Status::from_io(&e)))?;
         f.write_all(&buf[..n]).await.map_err(|e| closing(Status::from_io(&e)))?;
         left -= n as u64;
     }
@@ -452,7 +458,6 @@ pub async fn write_range(
     }
     Ok(())
 }
-
 
 /// 36.
 pub async fn truncate(srv: &StorageServer, filename: &str, new_size: u64) -> Result<(), Status> {

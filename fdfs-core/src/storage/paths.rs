@@ -170,9 +170,11 @@ impl StorePath {
     pub fn refresh_space(&self) {
         match nix::sys::statvfs::statvfs(&self.root) {
             Ok(s) => {
-                let unit = s.fragment_size() as u64;
-                self.total_mb.store(s.blocks() as u64 * unit >> 20, Ordering::Relaxed);
-                self.free_mb.store(s.blocks_available() as u64 * unit >> 20, Ordering::Relaxed);
+                // The field types differ between targets; u64 holds them all.
+                #[allow(clippy::unnecessary_cast)]
+                let (unit, blocks, avail) = (s.fragment_size() as u64, s.blocks() as u64, s.blocks_available() as u64);
+                self.total_mb.store((blocks * unit) >> 20, Ordering::Relaxed);
+                self.free_mb.store((avail * unit) >> 20, Ordering::Relaxed);
             }
             Err(e) => log::error!("statvfs {}: {e}", self.root.display()),
         }
@@ -207,14 +209,14 @@ mod tests {
     fn tree_rotation_and_temp_cleanup() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("p0");
-        let sp = StorePaths::open(&[root.clone()], &[false], 4, 2, false, DirCursor::default()).unwrap();
+        let sp = StorePaths::open(std::slice::from_ref(&root), &[false], 4, 2, false, DirCursor::default()).unwrap();
         assert!(root.join("data/03/03").is_dir());
         assert!(!root.join("data/04").exists());
         let mut rng = fastrand::Rng::with_seed(1);
         let dirs: Vec<(u8, u8)> = (0..10).map(|_| sp.next_dir(&mut rng)).collect();
         assert_eq!(dirs, [(0, 0), (0, 0), (0, 1), (0, 1), (0, 2), (0, 2), (0, 3), (0, 3), (1, 0), (1, 0)]);
         std::fs::write(root.join("data/.tmp/leftover.tmp"), b"half").unwrap();
-        let sp = StorePaths::open(&[root.clone()], &[false], 4, 2, false, sp.cursor()).unwrap();
+        let sp = StorePaths::open(std::slice::from_ref(&root), &[false], 4, 2, false, sp.cursor()).unwrap();
         assert_eq!(std::fs::read_dir(root.join("data/.tmp")).unwrap().count(), 0, "unfinished uploads removed");
         assert_eq!(sp.cursor(), DirCursor { high: 1, low: 1, count: 0 });
     }

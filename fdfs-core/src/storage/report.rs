@@ -68,7 +68,8 @@ fn absorb(srv: &StorageServer, n: &ChangeNotify, my_id: &str) {
         if let Some(me) = group.iter().find(|b| b.id == my_id) {
             srv.status.store(me.status, Ordering::Relaxed);
         }
-        *srv.peers.write().unwrap_or_else(|e| e.into_inner()) = group.iter().filter(|b| b.id != my_id).cloned().collect();
+        *srv.peers.write().unwrap_or_else(|e| e.into_inner()) =
+            group.iter().filter(|b| b.id != my_id).cloned().collect();
     }
 }
 

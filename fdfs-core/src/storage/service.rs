@@ -91,7 +91,9 @@ async fn small_body(sock: &mut TcpStream, h: Header, srv: &StorageServer) -> OpR
     if h.pkg_len > srv.config.buff_size {
         return Err(Status::EINVAL.into());
     }
-    read_body(sock, h.pkg_len, srv.config.network_timeout).await.map_err(|_| OpError { status: Status::EIO, close: true })
+    read_body(sock, h.pkg_len, srv.config.network_timeout)
+        .await
+        .map_err(|_| OpError { status: Status::EIO, close: true })
 }
 
 fn file_id_body(srv: &StorageServer, filename: String) -> Reply {
@@ -113,12 +115,15 @@ async fn dispatch(srv: &Arc<StorageServer>, sock: &mut TcpStream, cmd: Command, 
     match cmd {
         C::UploadFile | C::UploadAppenderFile => {
             let head: UploadHead = read_head(sock, h, srv).await?;
-            let name = ops::upload(srv, sock, head.store_path_index, head.file_size, &head.ext, cmd == C::UploadAppenderFile).await?;
+            let name =
+                ops::upload(srv, sock, head.store_path_index, head.file_size, &head.ext, cmd == C::UploadAppenderFile)
+                    .await?;
             Ok(file_id_body(srv, name))
         }
         C::UploadSlaveFile => {
             let head: SlaveUploadHead = read_head(sock, h, srv).await?;
-            let name = ops::upload_slave(srv, sock, &head.master_filename, &head.prefix, &head.ext, head.file_size).await?;
+            let name =
+                ops::upload_slave(srv, sock, &head.master_filename, &head.prefix, &head.ext, head.file_size).await?;
             Ok(file_id_body(srv, name))
         }
         C::AppendFile => {
@@ -211,7 +216,10 @@ async fn download(srv: &Arc<StorageServer>, sock: &mut TcpStream, req: &Download
     srv.check_group(&req.group)?;
     let (_, path) = srv.resolve(&req.filename)?;
     let p = path.clone();
-    let file = tokio::task::spawn_blocking(move || std::fs::File::open(p)).await.map_err(|_| Status::EIO)?.map_err(OpError::from)?;
+    let file = tokio::task::spawn_blocking(move || std::fs::File::open(p))
+        .await
+        .map_err(|_| Status::EIO)?
+        .map_err(OpError::from)?;
     let meta = file.metadata()?;
     if !meta.is_file() {
         return Err(Status::EISDIR.into());
@@ -240,7 +248,8 @@ async fn download(srv: &Arc<StorageServer>, sock: &mut TcpStream, req: &Download
             loop {
                 sock.writable().await?;
                 match sock.try_io(Interest::WRITABLE, || {
-                    nix::sys::sendfile::sendfile(sock.as_fd(), file.as_fd(), Some(&mut offset), want).map_err(std::io::Error::from)
+                    nix::sys::sendfile::sendfile(sock.as_fd(), file.as_fd(), Some(&mut offset), want)
+                        .map_err(std::io::Error::from)
                 }) {
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                     r => return r,

@@ -169,7 +169,12 @@ mod tests {
         assert_eq!((snap.counters.total_upload_count, snap.counters.success_upload_count), (2, 1));
 
         assert_eq!(InitFlag::load(dir.path()), None);
-        let f = InitFlag { storage_join_time: 5, sync_old_done: true, sync_src_server: "127.0.0.2".into(), ..Default::default() };
+        let f = InitFlag {
+            storage_join_time: 5,
+            sync_old_done: true,
+            sync_src_server: "127.0.0.2".into(),
+            ..Default::default()
+        };
         f.save(dir.path()).unwrap();
         assert_eq!(InitFlag::load(dir.path()), Some(f));
     }

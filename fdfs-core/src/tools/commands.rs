@@ -69,7 +69,11 @@ impl<T> Progress<T> {
             let pct = self.done * 100 / self.total.max(1);
             let bar = "#".repeat((pct / 4) as usize);
             let mbs = self.done as f64 / (1 << 20) as f64 / self.start.elapsed().as_secs_f64().max(0.001);
-            eprint!("\r[{bar:<25}] {pct:>3}% {:.1}/{:.1} MiB {mbs:.1} MiB/s", self.done as f64 / 1048576.0, self.total as f64 / 1048576.0);
+            eprint!(
+                "\r[{bar:<25}] {pct:>3}% {:.1}/{:.1} MiB {mbs:.1} MiB/s",
+                self.done as f64 / 1048576.0,
+                self.total as f64 / 1048576.0
+            );
             if self.done == self.total {
                 eprintln!();
             }
@@ -158,7 +162,9 @@ pub fn upload_appender(args: &[String]) -> Result<ExitCode> {
 
 pub fn download_file(args: &[String]) -> Result<ExitCode> {
     if args.len() < 2 || args.len() == 4 {
-        bail!("Usage: fdfs_download_file <config_file> <file_id> [local_filename] [<download_offset> <download_bytes>]");
+        bail!(
+            "Usage: fdfs_download_file <config_file> <file_id> [local_filename] [<download_offset> <download_bytes>]"
+        );
     }
     let (_, client) = load_client(Path::new(&args[0]), None)?;
     let id = args[1].clone();
@@ -177,7 +183,8 @@ pub fn download_file(args: &[String]) -> Result<ExitCode> {
             let tmp = PathBuf::from(format!("{local}.fdfs-part"));
             let f = tokio::fs::File::create(&tmp).await.map_err(ClientError::Local)?;
             let mut dst = Progress::new(f, total);
-            let r = client.storage.download_into(&addr, &fid.group, &fid.remote.to_string(), offset, bytes, &mut dst).await;
+            let r =
+                client.storage.download_into(&addr, &fid.group, &fid.remote.to_string(), offset, bytes, &mut dst).await;
             match r {
                 Ok(_) => {
                     tokio::io::AsyncWriteExt::flush(&mut dst).await.map_err(ClientError::Local)?;

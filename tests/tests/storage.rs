@@ -1,0 +1,362 @@
+//! fdfs_storaged as a real process behind a real fdfs_trackerd: every client command, every
+//! tool, two store paths, hostile input, a crash in the middle of an upload, and a 1 GiB
+//! round trip.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use fdfs_core::client::{ClientError, Content, UploadKind};
+use fdfs_core::file_id::FileId;
+use fdfs_core::protocol::storage::{file_info_flags, MetaOp, StreamedHead, UploadHead};
+use fdfs_core::protocol::{Header, Status};
+use fdfs_e2e::{Cluster, StorageProc};
+
+fn payload(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+fn status_of<T: std::fmt::Debug>(r: Result<T, ClientError>) -> Status {
+    r.unwrap_err().status()
+}
+
+fn meta(pairs: &[(&str, &str)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    pairs.iter().map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())).collect()
+}
+
+#[tokio::test]
+async fn every_client_command() {
+    let cl = Cluster::start("", &["127.0.0.2"], "").await;
+    let c = cl.client();
+    let data = payload(100_000, 1);
+
+    // Upload, download whole / ranges / to the end / clamped.
+    let id = c.upload(UploadKind::Normal, None, "jpg", Content::Bytes(&data)).await.unwrap();
+    let fid = FileId::parse(&id).unwrap();
+    assert!(id.starts_with("group1/M00/") && id.ends_with(".jpg") && fid.remote.to_string().len() == 44, "{id}");
+    let info = fid.remote.info();
+    assert_eq!((info.size, info.crc32), (Some(100_000), crc32fast::hash(&data)));
+    assert_eq!(info.source.to_string(), "127.0.0.2");
+    assert_eq!(&c.download(&id, 0, 0).await.unwrap()[..], &data[..]);
+    assert_eq!(&c.download(&id, 10, 5).await.unwrap()[..], &data[10..15]);
+    assert_eq!(&c.download(&id, 99_990, 0).await.unwrap()[..], &data[99_990..]);
+    assert_eq!(&c.download(&id, 99_990, 500).await.unwrap()[..], &data[99_990..], "clamped to the end");
+    assert_eq!(status_of(c.download(&id, 100_000, 0).await), Status::EINVAL, "offset at the end");
+
+    // The stored file carries the name's timestamp as mtime; file info agrees with the name.
+    let fi = c.query_file_info(&id, 0).await.unwrap();
+    assert_eq!(
+        (fi.file_size, fi.create_timestamp, fi.crc32_u32()),
+        (100_000, info.create_timestamp as i64, info.crc32)
+    );
+    assert_eq!(fi.source_ip, "127.0.0.2");
+
+    // An empty file uploads; downloading it is EINVAL as in FastDFS ≥ 6.15.4.
+    let empty = c.upload(UploadKind::Normal, None, "", Content::Bytes(b"")).await.unwrap();
+    assert_eq!(FileId::parse(&empty).unwrap().remote.name.len(), 34, "7 random digits when there is no extension");
+    assert_eq!(status_of(c.download(&empty, 0, 0).await), Status::EINVAL);
+
+    // Metadata: overwrite, merge (new values win, result sorted), get, overwrite with nothing.
+    c.set_metadata(&id, &meta(&[("width", "160"), ("height", "80")]), MetaOp::Overwrite).await.unwrap();
+    c.set_metadata(&id, &meta(&[("width", "320"), ("author", "me")]), MetaOp::Merge).await.unwrap();
+    assert_eq!(c.get_metadata(&id).await.unwrap(), meta(&[("author", "me"), ("height", "80"), ("width", "320")]));
+    c.set_metadata(&id, &[], MetaOp::Overwrite).await.unwrap();
+    assert_eq!(status_of(c.get_metadata(&id).await), Status::ENOENT);
+    assert_eq!(status_of(c.get_metadata(&empty).await), Status::ENOENT, "no metadata is ENOENT, not empty");
+
+    // Slave files sit next to the master with the master's random digits.
+    let slave = c.upload_slave(&id, "_150x150", "png", Content::Bytes(b"thumbnail")).await.unwrap();
+    let master_name = fid.remote.to_string();
+    assert_eq!(slave, format!("group1/{}_150x150.png", &master_name[..master_name.len() - 4]));
+    assert_eq!(&c.download(&slave, 0, 0).await.unwrap()[..], b"thumbnail");
+    let si = c.query_file_info(&slave, 0).await.unwrap();
+    assert_eq!(si.crc32_u32(), crc32fast::hash(b"thumbnail"), "slave CRC is computed");
+    assert_eq!(status_of(c.upload_slave(&id, "_150x150", "png", Content::Bytes(b"x")).await), Status::EEXIST);
+
+    // Appender: append, modify, truncate, file info computes the CRC, regenerate.
+    let app = c.upload(UploadKind::Appender, None, "txt", Content::Bytes(b"hello ")).await.unwrap();
+    c.append(&app, Content::Bytes(b"world")).await.unwrap();
+    c.append(&app, Content::Bytes(b"")).await.unwrap();
+    assert_eq!(&c.download(&app, 0, 0).await.unwrap()[..], b"hello world");
+    c.modify(&app, 6, Content::Bytes(b"W")).await.unwrap();
+    c.modify(&app, 11, Content::Bytes(b"!!")).await.unwrap();
+    assert_eq!(&c.download(&app, 0, 0).await.unwrap()[..], b"hello World!!");
+    assert_eq!(status_of(c.modify(&app, 99, Content::Bytes(b"x")).await), Status::EINVAL, "offset past the end");
+    c.truncate(&app, 11).await.unwrap();
+    let ai = c.query_file_info(&app, 0).await.unwrap();
+    assert_eq!((ai.file_size, ai.crc32_u32()), (11, crc32fast::hash(b"hello World")));
+    assert_eq!(c.query_file_info(&app, file_info_flags::NO_CRC32).await.unwrap().crc32, 0);
+    assert_eq!(status_of(c.append(&id, Content::Bytes(b"x")).await), Status::EINVAL, "not an appender");
+    let normal = c.regenerate_appender_filename(&app).await.unwrap();
+    let ni = FileId::parse(&normal).unwrap().remote.info();
+    assert_eq!((ni.size, ni.crc32), (Some(11), crc32fast::hash(b"hello World")));
+    assert_eq!(&c.download(&normal, 0, 0).await.unwrap()[..], b"hello World");
+    assert_eq!(status_of(c.download(&app, 0, 0).await), Status::ENOENT, "the old name is gone");
+
+    // Delete: the file and its metadata; then ENOENT.
+    c.set_metadata(&normal, &meta(&[("k", "v")]), MetaOp::Overwrite).await.unwrap();
+    c.delete(&normal).await.unwrap();
+    assert_eq!(status_of(c.delete(&normal).await), Status::ENOENT);
+    assert_eq!(status_of(c.download(&normal, 0, 0).await), Status::ENOENT);
+
+    // Storage-level checks: wrong group, bad names, store path out of range, active test.
+    let s = &c.storage;
+    let addr = cl.storages[0].addr();
+    assert_eq!(status_of(s.download(&addr, "group9", &master_name, 0, 0).await), Status::EINVAL);
+    for bad in ["M00/00/00/../../../../etc/passwd", "M01/00/00/wKgBCmVT8QCAEjRWAAAwOd6tvu8483.jpg", "M00/00/00/short"] {
+        assert_eq!(status_of(s.download(&addr, "group1", bad, 0, 0).await), Status::EINVAL, "{bad}");
+        assert_eq!(status_of(s.delete(&addr, "group1", bad).await), Status::EINVAL, "{bad}");
+    }
+    assert_eq!(status_of(s.upload(&addr, UploadKind::Normal, 5, "", Content::Bytes(b"x")).await), Status::EINVAL);
+    s.active_test(&addr).await.unwrap();
+
+    // The binlog recorded every change, in FastDFS's format.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let binlog = std::fs::read_to_string(cl.storages[0].base().join("data/sync/binlog.000")).unwrap();
+    let ops: Vec<&str> = binlog.lines().map(|l| l.split(' ').nth(1).unwrap()).collect();
+    assert_eq!(ops, ["C", "C", "C", "U", "D", "C", "C", "A", "M", "M", "T", "R", "C", "D", "D"], "{binlog}");
+    assert!(binlog.contains(&format!(" A {} 6 5\n", FileId::parse(&app).unwrap().remote)), "{binlog}");
+    assert!(binlog.contains(&format!(
+        " R {} {}\n",
+        FileId::parse(&normal).unwrap().remote,
+        FileId::parse(&app).unwrap().remote
+    )));
+}
+
+#[tokio::test]
+async fn every_tool() {
+    let cl = Cluster::start("", &["127.0.0.2"], "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("photo.jpg");
+    let data = payload(300_000, 7);
+    std::fs::write(&src, &data).unwrap();
+    let srcs = src.to_str().unwrap();
+
+    let (rc, id, err) = cl.tool("fdfs_upload_file", &[srcs]);
+    assert_eq!(rc, 0, "{err}");
+    let id = id.trim().to_owned();
+    assert!(id.starts_with("group1/M00/") && id.ends_with(".jpg"), "{id}");
+
+    let (rc, out, _) = cl.tool("fdfs_file_info", &[&id]);
+    assert_eq!(rc, 0);
+    let crc = crc32fast::hash(&data);
+    assert!(
+        out.starts_with(
+            "GET FROM SERVER: false\n\nfile type: normal\nsource storage id: 0\nsource ip address: 127.0.0.2\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains(&format!("file size: 300000\nfile crc32: {crc} (0x{crc:08X})\n")), "{out}");
+    let out = std::process::Command::new(fdfs_e2e::bin("fdfs_crc32")).arg(&src).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), crc.to_string());
+
+    let dst = dir.path().join("copy.jpg");
+    let (rc, _, err) = cl.tool("fdfs_download_file", &[&id, dst.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{err}");
+    assert_eq!(std::fs::read(&dst).unwrap(), data);
+    let part = dir.path().join("part.bin");
+    let (rc, _, _) = cl.tool("fdfs_download_file", &[&id, part.to_str().unwrap(), "1000", "24"]);
+    assert_eq!(rc, 0);
+    assert_eq!(std::fs::read(&part).unwrap(), &data[1000..1024]);
+
+    let (rc, app, _) = cl.tool("fdfs_upload_appender", &[srcs]);
+    assert_eq!(rc, 0);
+    let app = app.trim().to_owned();
+    let (rc, _, err) = cl.tool("fdfs_append_file", &[&app, srcs]);
+    assert_eq!(rc, 0, "{err}");
+    let (rc, out, _) = cl.tool("fdfs_file_info", &[&app]);
+    assert_eq!(rc, 0);
+    let both = [data.clone(), data.clone()].concat();
+    assert!(out.starts_with("GET FROM SERVER: true\n\nfile type: appender\n"), "{out}");
+    assert!(out.contains(&format!("file size: 600000\nfile crc32: {} ", crc32fast::hash(&both))), "{out}");
+    let (rc, normal, _) = cl.tool("fdfs_regenerate_filename", &[&app]);
+    assert_eq!(rc, 0);
+    let (rc, out, _) = cl.tool("fdfs_file_info", &[normal.trim()]);
+    assert!(rc == 0 && out.contains("file type: normal") && out.contains("file size: 600000"), "{out}");
+
+    let (rc, _, _) = cl.tool("fdfs_delete_file", &[&id]);
+    assert_eq!(rc, 0);
+    let (rc, _, err) = cl.tool("fdfs_delete_file", &[&id]);
+    assert_eq!(rc, 2);
+    assert_eq!(err.trim(), "delete file fail, error no: 2, error info: No such file or directory");
+    let (rc, _, err) = cl.tool("fdfs_download_file", &[&id, dst.to_str().unwrap()]);
+    assert_eq!(rc, 2, "{err}");
+    // Direct upload to a named storage, with a store path index.
+    let (rc, id2, err) = cl.tool("fdfs_upload_file", &[srcs, &cl.storages[0].addr(), "0"]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(id2.starts_with("group1/M00/"));
+    // The counters reach the tracker and fdfs_monitor.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (rc, out, _) = cl.tool("fdfs_monitor", &[]);
+    assert_eq!(rc, 0);
+    assert!(out.contains("\t\tsuccess_upload_count = 3\n"), "{out}");
+    assert!(out.contains("\t\tsuccess_delete_count = 1\n"), "{out}");
+}
+
+#[tokio::test]
+async fn two_store_paths() {
+    let extra_dir = tempfile::tempdir().unwrap();
+    let conf = format!("store_path_count = 2\nstore_path1 = {}\n", extra_dir.path().display());
+    let cl = Cluster::start("", &["127.0.0.2"], &conf).await;
+    let c = cl.client();
+    let mut prefixes = std::collections::BTreeSet::new();
+    let mut ids = Vec::new();
+    for i in 0..6u8 {
+        let data = payload(1000 + i as usize, i);
+        // The tracker assigns paths round robin.
+        let id = c.upload(UploadKind::Normal, None, "bin", Content::Bytes(&data)).await.unwrap();
+        prefixes.insert(id[7..10].to_owned());
+        ids.push((id, data));
+    }
+    assert_eq!(prefixes.into_iter().collect::<Vec<_>>(), ["M00", "M01"]);
+    for (id, data) in &ids {
+        assert_eq!(&c.download(id, 0, 0).await.unwrap()[..], &data[..]);
+        if id.contains("/M01/") {
+            let f = FileId::parse(id).unwrap();
+            assert!(extra_dir.path().join(f.remote.relative_path()).is_file());
+        }
+    }
+    let addr = cl.storages[0].addr();
+    let r = c.storage.upload(&addr, UploadKind::Normal, 1, "txt", Content::Bytes(b"on M01")).await.unwrap();
+    assert!(r.filename.starts_with("M01/"));
+    assert_eq!(
+        status_of(c.storage.upload(&addr, UploadKind::Normal, 2, "txt", Content::Bytes(b"x")).await),
+        Status::EINVAL
+    );
+}
+
+/// Sends a raw request and returns the answer header (None if the connection just closed).
+fn raw(addr: &str, bytes: &[u8]) -> Option<Header> {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(bytes).unwrap();
+    let mut h = [0u8; 10];
+    s.read_exact(&mut h).ok()?;
+    Some(Header::decode(&h, u64::MAX >> 1).unwrap())
+}
+
+fn files_in(dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            n += files_in(&p);
+        } else {
+            n += 1;
+        }
+    }
+    n
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_status_and_leaves_nothing_behind() {
+    let cl = Cluster::start("", &["127.0.0.2"], "").await;
+    let addr = cl.storages[0].addr();
+    let data_dir = cl.storages[0].base().join("data");
+    let before = files_in(&data_dir);
+    let head = |size: u64| UploadHead { store_path_index: 0, file_size: size, ext: "bin".into() }.encode_head();
+    // Declared content that does not match the packet length.
+    let h = Header::request(11u8, 15 + 10).encode();
+    let ans = raw(&addr, &[&h[..], &head(20), &[0u8; 10]].concat()).unwrap();
+    assert_eq!(ans.status, Status::EINVAL.0);
+    // Unknown command, absurd and negative lengths, garbage heads.
+    for bytes in [
+        Header::request(250u8, 0).encode().to_vec(),
+        [0xffu8, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 14, 0].to_vec(),
+        [Header::request(14u8, 1 << 40).encode().to_vec(), vec![0; 32]].concat(),
+        [Header::request(21u8, 60).encode().to_vec(), vec![0xff; 60]].concat(),
+        [Header::request(24u8, 20).encode().to_vec(), vec![0x7f; 20]].concat(),
+    ] {
+        assert_eq!(raw(&addr, &bytes).map(|h| h.status), Some(Status::EINVAL.0), "{bytes:02x?}");
+    }
+    // A client that disconnects mid-upload: no file, no temp file.
+    {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.write_all(&Header::request(11u8, 15 + 1_000_000).encode()).unwrap();
+        s.write_all(&head(1_000_000)).unwrap();
+        s.write_all(&[1u8; 300_000]).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(files_in(&data_dir.join(".tmp")), 0, "temp file removed");
+    // Still serving, and nothing but the binlog grew.
+    let c = cl.client();
+    let id = c.upload(UploadKind::Normal, None, "bin", Content::Bytes(b"after")).await.unwrap();
+    assert_eq!(&c.download(&id, 0, 0).await.unwrap()[..], b"after");
+    assert_eq!(files_in(&data_dir), before + 1);
+    assert!(cl.storages[0].daemon.pid().is_some());
+}
+
+#[tokio::test]
+async fn reserved_space_reached_is_enospc() {
+    let cl = Cluster::start("reserved_storage_space = 99.9%\n", &["127.0.0.2"], "").await;
+    let c = cl.client();
+    assert_eq!(status_of(c.upload_buffer(b"x", "txt").await), Status::ENOSPC, "the tracker refuses");
+    let r = c.storage.upload(&cl.storages[0].addr(), UploadKind::Normal, -1, "txt", Content::Bytes(b"x")).await;
+    assert_eq!(status_of(r), Status::ENOSPC, "and so does the storage");
+}
+
+#[tokio::test]
+async fn kill_9_during_a_large_upload_leaves_no_file_and_no_temp() {
+    let mut cl = Cluster::start("", &["127.0.0.2"], "").await;
+    let tracker = cl.tracker.addr();
+    let addr = cl.storages[0].addr();
+    let data_dir = cl.storages[0].base().join("data");
+    let before = files_in(&data_dir) - files_in(&data_dir.join("sync"));
+    let size: u64 = 200 << 20;
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.write_all(&Header::request(11u8, 15 + size as usize).encode()).unwrap();
+    s.write_all(&UploadHead { store_path_index: 0, file_size: size, ext: "bin".into() }.encode_head()).unwrap();
+    let chunk = vec![9u8; 1 << 20];
+    for _ in 0..50 {
+        s.write_all(&chunk).unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(files_in(&data_dir.join(".tmp")) == 1, "the upload is in progress");
+    cl.storages[0].restart(&tracker, true).await;
+    drop(s);
+    assert_eq!(files_in(&data_dir.join(".tmp")), 0, "unfinished upload removed at start");
+    assert_eq!(files_in(&data_dir) - files_in(&data_dir.join("sync")), before, "no file appeared");
+    let binlog = std::fs::read_to_string(data_dir.join("sync/binlog.000")).unwrap_or_default();
+    assert!(binlog.is_empty(), "nothing was logged: {binlog}");
+    let c = cl.client();
+    let id = c.upload_buffer(b"alive", "txt").await.unwrap();
+    assert_eq!(&c.download(&id, 0, 0).await.unwrap()[..], b"alive");
+}
+
+#[tokio::test]
+async fn one_gib_round_trip_checked_by_crc32() {
+    let cl = Cluster::start("", &["127.0.0.2"], "").await;
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("big.bin");
+    let mut crc = crc32fast::Hasher::new();
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&src).unwrap());
+        let mut block = payload(1 << 20, 3);
+        for i in 0..1024u32 {
+            block[..4].copy_from_slice(&i.to_be_bytes());
+            crc.update(&block);
+            f.write_all(&block).unwrap();
+        }
+    }
+    let crc = crc.finalize();
+    let (rc, id, err) = cl.tool("fdfs_upload_file", &[src.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{err}");
+    let id = id.trim();
+    let info = FileId::parse(id).unwrap().remote.info();
+    assert_eq!((info.size, info.crc32), (Some(1 << 30), crc), "the name carries size and CRC32");
+    std::fs::remove_file(&src).unwrap();
+    let dst = dir.path().join("back.bin");
+    let (rc, _, err) = cl.tool("fdfs_download_file", &[id, dst.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{err}");
+    let out = std::process::Command::new(fdfs_e2e::bin("fdfs_crc32")).arg(&dst).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), crc.to_string());
+    assert_eq!(std::fs::metadata(&dst).unwrap().len(), 1 << 30);
+}
+
+#[tokio::test]
+async fn storages_are_listed_with_their_own_port() {
+    let cl = Cluster::start("", &["127.0.0.2"], "").await;
+    let s: &StorageProc = &cl.storages[0];
+    let listed = cl.client().tracker.list_storages("group1", None).await.unwrap();
+    assert_eq!(listed[0].storage_port, s.daemon.addr.port() as i64);
+}
