@@ -1,0 +1,237 @@
+//! `fdfs_bench`: a load generator for any FastDFS cluster (ours or the C one).
+//!
+//! ```text
+//! fdfs_bench --tracker 127.0.0.1:22122 --op upload --size 4096 --count 5000 --concurrency 16
+//! fdfs_bench --conf /etc/fdfs/client.conf --op mixed --size 1MiB --json out.json
+//! ```
+//! Prints files/s, MB/s, p50/p99/max latency and errors; `--json` also writes them as JSON.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use clap::{Parser, ValueEnum};
+use fdfs_core::client::{Client, Content, UploadKind};
+use fdfs_core::config::{ClientConfig, ServerAddr};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Op {
+    Upload,
+    Download,
+    Delete,
+    Mixed,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "Load generator for FastDFS clusters")]
+struct Args {
+    /// Tracker address HOST:PORT (instead of --conf).
+    #[arg(long)]
+    tracker: Option<String>,
+    /// client.conf to read tracker_server and timeouts from.
+    #[arg(long)]
+    conf: Option<PathBuf>,
+    #[arg(long, value_enum, default_value = "upload")]
+    op: Op,
+    /// File size: bytes, or with KiB/MiB/K/M suffix.
+    #[arg(long, default_value = "4096")]
+    size: String,
+    /// Operations to time.
+    #[arg(long, default_value_t = 1000)]
+    count: usize,
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Extension of uploaded files.
+    #[arg(long, default_value = "bin")]
+    ext: String,
+    /// Also write the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Delete the files this run uploaded when it ends.
+    #[arg(long, default_value_t = true)]
+    cleanup: bool,
+}
+
+fn parse_size(s: &str) -> Result<usize> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, mult) = if let Some(n) = t.strip_suffix("mib").or_else(|| t.strip_suffix('m')) {
+        (n, 1 << 20)
+    } else if let Some(n) = t.strip_suffix("kib").or_else(|| t.strip_suffix('k')) {
+        (n, 1 << 10)
+    } else {
+        (t.as_str(), 1)
+    };
+    Ok(num.trim().parse::<usize>()? * mult)
+}
+
+#[derive(Debug, Default)]
+struct Outcome {
+    latencies: Vec<Duration>,
+    errors: usize,
+    ids: Vec<String>,
+    first_error: Option<String>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let size = parse_size(&args.size)?;
+    let config = match (&args.tracker, &args.conf) {
+        (Some(t), _) => {
+            let Some(addr) = ServerAddr::parse(t) else { bail!("bad --tracker {t}") };
+            ClientConfig::for_tracker(addr)
+        }
+        (None, Some(c)) => ClientConfig::load(c)?,
+        (None, None) => bail!("give --tracker HOST:PORT or --conf client.conf"),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.concurrency.clamp(1, 8))
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args, config, size))
+}
+
+async fn run(args: Args, config: ClientConfig, size: usize) -> Result<()> {
+    let payload: Arc<Vec<u8>> = Arc::new((0..size).map(|_| fastrand::u8(..)).collect());
+    let config = Arc::new(config);
+    // Files to read or delete are uploaded first, untimed.
+    let seed = match args.op {
+        Op::Download | Op::Mixed => {
+            upload_many(&config, &payload, args.count.clamp(1, 200), args.concurrency, &args.ext).await?
+        }
+        Op::Delete => upload_many(&config, &payload, args.count, args.concurrency, &args.ext).await?,
+        Op::Upload => Vec::new(),
+    };
+    let seed = Arc::new(seed);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..args.concurrency.max(1) {
+        let (config, payload, seed, ext) = (config.clone(), payload.clone(), seed.clone(), args.ext.clone());
+        let (op, count, conc) = (args.op, args.count, args.concurrency.max(1));
+        tasks.push(tokio::spawn(async move {
+            let client = Client::new(&config);
+            let mut out = Outcome::default();
+            let mut i = w;
+            while i < count {
+                let t = Instant::now();
+                let r: Result<Option<String>, String> = match op {
+                    Op::Upload => upload_one(&client, &payload, &ext).await.map(Some),
+                    Op::Download => download_one(&client, &seed[i % seed.len()], payload.len()).await.map(|_| None),
+                    Op::Delete => client.delete(&seed[i]).await.map(|_| None).map_err(|e| e.to_string()),
+                    Op::Mixed if i % 2 == 0 => upload_one(&client, &payload, &ext).await.map(Some),
+                    Op::Mixed => download_one(&client, &seed[i % seed.len()], payload.len()).await.map(|_| None),
+                };
+                out.latencies.push(t.elapsed());
+                match r {
+                    Ok(Some(id)) => out.ids.push(id),
+                    Ok(None) => {}
+                    Err(e) => {
+                        out.errors += 1;
+                        out.first_error.get_or_insert(e);
+                    }
+                }
+                i += conc;
+            }
+            out
+        }));
+    }
+    let mut all = Outcome::default();
+    for t in tasks {
+        let o = t.await?;
+        all.latencies.extend(o.latencies);
+        all.errors += o.errors;
+        all.ids.extend(o.ids);
+        if all.first_error.is_none() {
+            all.first_error = o.first_error;
+        }
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    all.latencies.sort();
+    let pct = |p: f64| {
+        let n = all.latencies.len();
+        if n == 0 {
+            return 0.0;
+        }
+        all.latencies[((n as f64 * p).ceil() as usize).clamp(1, n) - 1].as_secs_f64() * 1000.0
+    };
+    let ok = args.count - all.errors;
+    let files_per_s = ok as f64 / elapsed;
+    let mb_per_s = files_per_s * size as f64 / (1 << 20) as f64;
+    let op = format!("{:?}", args.op).to_lowercase();
+    println!("op={op} size={size} count={} concurrency={} errors={}", args.count, args.concurrency, all.errors);
+    println!(
+        "files/s={files_per_s:.1} MB/s={mb_per_s:.2} p50={:.2}ms p99={:.2}ms max={:.2}ms elapsed={elapsed:.2}s",
+        pct(0.5),
+        pct(0.99),
+        pct(1.0)
+    );
+    if let Some(e) = &all.first_error {
+        eprintln!("first error: {e}");
+    }
+    if let Some(path) = &args.json {
+        let json = format!(
+            "{{\"op\":\"{op}\",\"size\":{size},\"count\":{},\"concurrency\":{},\"errors\":{},\"files_per_s\":{files_per_s:.2},\"mb_per_s\":{mb_per_s:.3},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"max_ms\":{:.3},\"elapsed_s\":{elapsed:.3}}}\n",
+            args.count, args.concurrency, all.errors, pct(0.5), pct(0.99), pct(1.0)
+        );
+        std::fs::write(path, json)?;
+    }
+    if args.cleanup {
+        let mut ids = all.ids;
+        if args.op != Op::Delete {
+            ids.extend(seed.iter().cloned());
+        }
+        let client = Client::new(&config);
+        for id in ids {
+            let _ = client.delete(&id).await;
+        }
+    }
+    if all.errors > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn upload_one(client: &Client, payload: &[u8], ext: &str) -> Result<String, String> {
+    client.upload(UploadKind::Normal, None, ext, Content::Bytes(payload)).await.map_err(|e| e.to_string())
+}
+
+async fn download_one(client: &Client, id: &str, size: usize) -> Result<(), String> {
+    let data = client.download(id, 0, 0).await.map_err(|e| e.to_string())?;
+    if data.len() != size {
+        return Err(format!("{id}: got {} bytes, want {size}", data.len()));
+    }
+    Ok(())
+}
+
+async fn upload_many(
+    config: &Arc<ClientConfig>,
+    payload: &Arc<Vec<u8>>,
+    n: usize,
+    conc: usize,
+    ext: &str,
+) -> Result<Vec<String>> {
+    let mut tasks = Vec::new();
+    for w in 0..conc.max(1) {
+        let (config, payload, ext) = (config.clone(), payload.clone(), ext.to_owned());
+        tasks.push(tokio::spawn(async move {
+            let client = Client::new(&config);
+            let mut ids = Vec::new();
+            let mut i = w;
+            while i < n {
+                ids.push(upload_one(&client, &payload, &ext).await);
+                i += conc.max(1);
+            }
+            ids
+        }));
+    }
+    let mut ids = Vec::new();
+    for t in tasks {
+        for r in t.await? {
+            match r {
+                Ok(id) => ids.push(id),
+                Err(e) => bail!("seeding uploads: {e}"),
+            }
+        }
+    }
+    Ok(ids)
+}
