@@ -15,8 +15,8 @@ for c in rustfmt clippy; do
 done
 cargo --version
 
-# Packages for the pieces built so far; later pieces add theirs here.
-apt_packages=(pkg-config)
+# Building nginx (vendored) and the module needs clang for bindgen and nginx's libraries.
+apt_packages=(pkg-config libclang-dev clang libpcre2-dev zlib1g-dev libssl-dev make curl)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -49,12 +49,15 @@ step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
-# The e2e tests run the workspace's binaries.
-cargo build --workspace --bins --locked
+# The e2e tests run the workspace's binaries, the module and the nginx it was built against.
+cargo build --workspace --locked
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 read -r passed failed < <(awk '/^test result:/ {p += $4; f += $6} END {print p+0, f+0}' "$log")
+
+step "module for Debian's nginx 1.22"
+bash ci/build-module-debian.sh
 
 step "fuzz smoke"
 bash ci/fuzz.sh "${FDFS_FUZZ_SECONDS:-30}"

@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod file_id;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod http;
 pub mod logging;
 pub mod protocol;
 pub mod server;

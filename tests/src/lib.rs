@@ -225,6 +225,7 @@ pub struct StorageProc {
     pub daemon: Daemon,
     pub dir: tempfile::TempDir,
     pub ip: String,
+    pub group: String,
 }
 
 impl StorageProc {
@@ -249,7 +250,11 @@ impl StorageProc {
         ];
         std::fs::write(&conf, merge_conf(&defaults, extra_conf)).unwrap();
         let daemon = Daemon::start("fdfs_storaged", &conf, &base);
-        let s = Self { daemon, dir, ip: ip.to_owned() };
+        let group = extra_conf
+            .lines()
+            .find_map(|l| l.split_once('=').filter(|(k, _)| k.trim() == "group_name").map(|(_, v)| v.trim().to_owned()))
+            .unwrap_or_else(|| "group1".to_owned());
+        let s = Self { daemon, dir, ip: ip.to_owned(), group };
         s.wait_active(tracker).await;
         s
     }
@@ -266,10 +271,9 @@ impl StorageProc {
         let c = client_for(tracker);
         let id = self.ip.clone();
         eventually(Duration::from_secs(20), "storage ACTIVE at the tracker", || {
-            let (c, id) = (&c, id.clone());
+            let (c, id, group) = (&c, id.clone(), self.group.clone());
             async move {
-                let group = "group1";
-                let list = c.tracker.list_storages(group, Some(&id)).await.ok()?;
+                let list = c.tracker.list_storages(&group, Some(&id)).await.ok()?;
                 (list.first()?.status == fdfs_core::tracker::status::ACTIVE).then_some(())
             }
         })
@@ -334,4 +338,170 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr).into_owned(),
         )
     }
+}
+
+/// The nginx binary built by nginx-sys (`FDFS_NGINX_BIN` overrides) and our module next to the
+/// test binaries (`FDFS_NGX_MODULE` overrides).
+pub fn nginx_paths() -> (PathBuf, PathBuf) {
+    let exe = std::env::current_exe().expect("test exe");
+    let profile_dir = exe.parent().and_then(Path::parent).expect("target dir").to_owned();
+    let module =
+        std::env::var_os("FDFS_NGX_MODULE").map(PathBuf::from).unwrap_or_else(|| profile_dir.join("libngx_fastdfs.so"));
+    let nginx = std::env::var_os("FDFS_NGINX_BIN").map(PathBuf::from).unwrap_or_else(|| {
+        let mut found: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(profile_dir.join("build"))
+            .expect("build dir")
+            .flatten()
+            .map(|e| e.path().join("out/objs/nginx"))
+            .filter(|p| p.exists())
+            .map(|p| (p.metadata().and_then(|m| m.modified()).unwrap_or(std::time::UNIX_EPOCH), p))
+            .collect();
+        found.sort();
+        found.pop().expect("no nginx built: cargo build -p ngx-fastdfs").1
+    });
+    assert!(module.exists(), "{} missing: cargo build -p ngx-fastdfs", module.display());
+    (nginx, module)
+}
+
+/// nginx with our module, in its own prefix directory.
+#[derive(Debug)]
+pub struct NginxProc {
+    pub prefix: tempfile::TempDir,
+    nginx: PathBuf,
+    pub addr: String,
+}
+
+impl NginxProc {
+    /// `mod_conf` is the content of mod_fastdfs.conf; the server listens on `ip:port`.
+    pub fn start(ip: &str, port: u16, mod_conf: &str, extra_http: &str) -> Self {
+        let (nginx, module) = nginx_paths();
+        let prefix = tempfile::Builder::new().prefix("fdfs-nginx-").tempdir().unwrap();
+        let p = prefix.path();
+        std::fs::create_dir_all(p.join("conf")).unwrap();
+        std::fs::create_dir_all(p.join("logs")).unwrap();
+        std::fs::write(p.join("conf/mod_fastdfs.conf"), mod_conf).unwrap();
+        // Workers started by root would run as nobody, who cannot read the tests' 0700 dirs.
+        let user = if nix::unistd::Uid::effective().is_root() { "user root;" } else { "" };
+        let conf = format!(
+            "load_module {module};\n{user}\nworker_processes 1;\nerror_log logs/error.log info;\npid logs/nginx.pid;\n\
+             events {{ worker_connections 512; }}\n\
+             http {{\n  types {{ image/jpeg jpg; text/plain txt; application/octet-stream bin; }}\n  default_type application/octet-stream;\n\
+               access_log off;\n  sendfile on;\n  fastdfs_config {mc};\n{extra_http}\n\
+               server {{\n    listen {ip}:{port};\n\
+                 location ~ /group[0-9]+/M[0-9A-F][0-9A-F]/ {{ ngx_fastdfs_module; }}\n\
+                 location @fastdfs_proxy {{ proxy_pass $fastdfs_proxy_url; }}\n\
+                 location /static/ {{ root {root}; }}\n  }}\n}}\n",
+            module = module.display(),
+            mc = p.join("conf/mod_fastdfs.conf").display(),
+            root = p.display(),
+        );
+        std::fs::write(p.join("conf/nginx.conf"), conf).unwrap();
+        let out = Command::new(&nginx).arg("-p").arg(p).arg("-c").arg("conf/nginx.conf").output().unwrap();
+        assert!(
+            out.status.success(),
+            "nginx did not start: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(p.join("logs/error.log")).unwrap_or_default()
+        );
+        Self { prefix, nginx, addr: format!("{ip}:{port}") }
+    }
+
+    /// The worker's PID (to prove a worker survived).
+    pub fn worker_pids(&self) -> Vec<u32> {
+        let master: u32 =
+            std::fs::read_to_string(self.prefix.path().join("logs/nginx.pid")).unwrap().trim().parse().unwrap();
+        let mut pids = Vec::new();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+            let ppid: u32 = stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .nth(1)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if ppid == master {
+                pids.push(pid);
+            }
+        }
+        pids.sort();
+        pids
+    }
+
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.prefix.path().join("logs/error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for NginxProc {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("----- nginx error.log -----\n{}", self.error_log());
+        }
+        let _ = Command::new(&self.nginx)
+            .arg("-p")
+            .arg(self.prefix.path())
+            .arg("-c")
+            .arg("conf/nginx.conf")
+            .arg("-s")
+            .arg("stop")
+            .output();
+    }
+}
+
+/// A parsed HTTP response.
+#[derive(Debug)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection (`Connection: close`); reads to EOF.
+pub fn http(addr: &str, method: &str, target: &[u8], headers: &[(&str, &str)]) -> HttpResponse {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = Vec::new();
+    req.extend_from_slice(method.as_bytes());
+    req.push(b' ');
+    req.extend_from_slice(target);
+    req.extend_from_slice(format!(" HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n").as_bytes());
+    for (k, v) in headers {
+        req.extend_from_slice(format!("{k}: {v}\r\n").as_bytes());
+    }
+    req.extend_from_slice(b"\r\n");
+    s.write_all(&req).unwrap();
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("no header end");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.split("\r\n");
+    let status = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let headers = lines.filter_map(|l| l.split_once(": ").map(|(k, v)| (k.to_owned(), v.to_owned()))).collect();
+    HttpResponse { status, headers, body: raw[split + 4..].to_vec() }
+}
+
+pub fn get(addr: &str, path: &str) -> HttpResponse {
+    http(addr, "GET", path.as_bytes(), &[])
+}
+
+/// A port free on every one of `ips` (nginx fronts of several storages share one port, as the
+/// original's proxying to "the port the request came in on" assumes).
+pub fn common_free_port(ips: &[&str]) -> u16 {
+    for _ in 0..100 {
+        let l = std::net::TcpListener::bind((ips[0], 0)).unwrap();
+        let port = l.local_addr().unwrap().port();
+        if ips[1..].iter().all(|ip| std::net::TcpListener::bind((*ip, port)).is_ok()) {
+            return port;
+        }
+    }
+    panic!("no common free port");
 }

@@ -1,0 +1,295 @@
+//! The nginx module's request logic (PROTOCOL.md §9) in plain Rust: from a request's path and
+//! query to what to do — serve a local file, answer 4xx, or send the client to (or fetch from)
+//! the storage that owns the file. The module in `ngx-fastdfs/` only does the FFI around it.
+
+mod args;
+mod token;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+pub use args::{parse_args, percent_decode};
+pub use token::{anti_steal_token, check_token, TokenError};
+
+use crate::config::{ModFastdfsConfig, ResponseMode, StorageIds};
+use crate::file_id::{FileType, RemoteFilename, Source};
+
+/// What to do when a file that could be local is not on this server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Missing {
+    /// It should be here (same group and we wrote it, or it is old enough to be everywhere).
+    NotFound,
+    /// Fetch it from / send the client to this storage host (its IP).
+    Remote { host: String, mode: ResponseMode },
+    /// The request already went through a redirect or proxy hop: refuse to loop.
+    Loop,
+    /// A name carrying a server ID we cannot map to an address.
+    UnknownSource,
+}
+
+/// A request that names a file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub group: String,
+    pub remote: RemoteFilename,
+    /// Where the file is on this server (None: another group, never local).
+    pub local_path: Option<PathBuf>,
+    pub if_missing: Missing,
+    /// A strong validator for normal files, from the CRC32 and size in the name.
+    pub etag: Option<String>,
+    /// `?filename=` asked for `Content-Disposition: attachment`.
+    pub attachment: Option<String>,
+    pub file_type: FileType,
+}
+
+/// The decision for one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Serve(Target),
+    /// Answer this status (nginx renders its error page).
+    Reject(u16, &'static str),
+    /// Token refused: serve this file with 200, or 400 when none is configured.
+    TokenFail(Option<PathBuf>),
+}
+
+/// Everything the decision needs that does not come from the request.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub config: ModFastdfsConfig,
+    pub ids: Option<StorageIds>,
+    /// This host's addresses: a missing file whose source is one of them is a 404.
+    pub local_ips: Vec<IpAddr>,
+}
+
+/// The minimum URL length the original accepts.
+const MIN_URL_LEN: usize = 16;
+/// `Mxx/HH/LL/` + a 12-character name at least (the original's 22-character floor).
+const MIN_FILE_ID_LEN: usize = 22;
+
+impl Settings {
+    /// Decides what to do with `path` (nginx's decoded URI) and `args` (the raw query).
+    pub fn route(&self, path: &str, args: &str, bypass_token: bool, now: i64) -> Route {
+        let cfg = &self.config;
+        if path.len() + args.len() + 1 < MIN_URL_LEN || path.len() > 1024 || !path.starts_with('/') {
+            return Route::Reject(400, "URL too short or too long");
+        }
+        let query = parse_args(args);
+        let rest = &path[1..];
+        let (group, filename) = if cfg.url_have_group_name {
+            match rest.split_once('/') {
+                Some((g, f)) => (g.to_owned(), f),
+                None => return Route::Reject(400, "no group name in URL"),
+            }
+        } else {
+            (cfg.groups[0].group_name.clone(), rest)
+        };
+        if filename.len() < MIN_FILE_ID_LEN {
+            return Route::Reject(400, "file ID too short");
+        }
+        let local_group = cfg.groups.iter().find(|g| g.group_name == group);
+        if cfg.http.check_token && !bypass_token {
+            let (Some(token), Some(ts)) = (query.get("token"), query.get("ts")) else {
+                return Route::Reject(400, "missing token or ts");
+            };
+            let ttl = cfg.http.token_ttl.as_secs() as i64;
+            if check_token(filename, &cfg.http.secret_key, token, ts, ttl, now).is_err() {
+                return Route::TokenFail(cfg.http.token_check_fail.clone());
+            }
+        }
+        let count = local_group.map(|g| g.store_paths.len());
+        let remote = match RemoteFilename::parse(filename, count) {
+            Ok(r) => r,
+            Err(_) => return Route::Reject(400, "invalid file ID"),
+        };
+        let info = remote.info();
+        let local_path = local_group
+            .and_then(|g| g.store_paths.get(remote.store_path_index as usize))
+            .map(|root| root.join(remote.relative_path()));
+        let source_host = match info.source {
+            Source::Ip(ip) => Some(ip.to_string()),
+            Source::ServerId(id) => self.ids.as_ref().and_then(|t| t.by_id(id)).and_then(|e| e.hosts.first().cloned()),
+        };
+        let source_is_local = match info.source {
+            Source::Ip(ip) => self.local_ips.contains(&IpAddr::V4(ip)),
+            Source::ServerId(_) => {
+                source_host.as_ref().and_then(|h| h.parse().ok()).is_some_and(|ip| self.local_ips.contains(&ip))
+            }
+        };
+        let old = info.create_timestamp > 0
+            && now - info.create_timestamp as i64 > cfg.storage_sync_file_max_delay.as_secs() as i64;
+        let if_missing = if local_path.is_some() && (source_is_local || old) {
+            Missing::NotFound
+        } else if query.contains_key("redirect") {
+            Missing::Loop
+        } else {
+            match source_host {
+                Some(host) => Missing::Remote { host, mode: cfg.response_mode },
+                None => Missing::UnknownSource,
+            }
+        };
+        let etag = (info.file_type == FileType::Normal)
+            .then(|| format!("\"{:08x}-{:x}\"", info.crc32, info.size.unwrap_or(0)));
+        let attachment = query.get("filename").filter(|v| !v.is_empty()).map(|v| v.chars().take(200).collect());
+        Route::Serve(Target { group, remote, local_path, if_missing, etag, attachment, file_type: info.file_type })
+    }
+}
+
+/// `http://host[:port]<uri>{?|&}redirect=1`: where a missing file is fetched from or redirected
+/// to — the source storage on the port this request came in on.
+pub fn source_url(host: &str, port: u16, unparsed_uri: &str) -> String {
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
+    let port = if port == 80 { String::new() } else { format!(":{port}") };
+    let sep = if unparsed_uri.contains('?') { '&' } else { '?' };
+    format!("http://{host}{port}{unparsed_uri}{sep}redirect=1")
+}
+
+/// This host's interface addresses (what the original reads with `if_alias_prefix`).
+pub fn interface_ips() -> Vec<IpAddr> {
+    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
+    addrs
+        .filter_map(|a| a.address)
+        .filter_map(|s| {
+            if let Some(v4) = s.as_sockaddr_in() {
+                Some(IpAddr::V4(v4.ip()))
+            } else {
+                s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
+            }
+        })
+        .collect()
+}
+
+impl Settings {
+    /// Loads mod_fastdfs.conf (and its storage_ids.conf when IDs are in use).
+    pub fn load(path: &std::path::Path) -> Result<Self, crate::config::ConfigError> {
+        let config = ModFastdfsConfig::load(path)?;
+        let ids = if config.use_storage_id { Some(StorageIds::load(&config.storage_ids_filename)?) } else { None };
+        Ok(Self { config, ids, local_ips: interface_ips() })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{HttpConfig, ModGroup};
+    use crate::file_id::NameCore;
+    use std::time::Duration;
+
+    fn settings() -> Settings {
+        let config = ModFastdfsConfig {
+            connect_timeout: Duration::from_secs(2),
+            network_timeout: Duration::from_secs(30),
+            base_path: "/tmp".into(),
+            load_fdfs_parameters_from_tracker: false,
+            storage_sync_file_max_delay: Duration::from_secs(86400),
+            use_storage_id: false,
+            storage_ids_filename: "storage_ids.conf".into(),
+            tracker_servers: vec![],
+            url_have_group_name: true,
+            log_level: Default::default(),
+            log_filename: String::new(),
+            response_mode: ResponseMode::Proxy,
+            if_alias_prefix: String::new(),
+            flv_support: false,
+            flv_extension: "flv".into(),
+            groups: vec![ModGroup {
+                group_name: "group1".into(),
+                storage_server_port: 23000,
+                store_paths: vec!["/data/fdfs".into()],
+            }],
+            anti_steal_bypass_header: None,
+            http: HttpConfig::default(),
+        };
+        Settings { config, ids: None, local_ips: vec!["127.0.0.2".parse().unwrap()] }
+    }
+
+    fn name(ip: &str, ts: u32) -> String {
+        let core = NameCore {
+            source: Source::Ip(ip.parse().unwrap()),
+            timestamp: ts,
+            size_field: 1 << 63 | 1234,
+            crc32: 0xABCD,
+        };
+        format!("M00/00/0A/{}123.jpg", core.to_b64())
+    }
+
+    const NOW: i64 = 1_800_000_000;
+
+    #[test]
+    fn local_file_routes() {
+        let s = settings();
+        let f = name("127.0.0.2", (NOW - 10) as u32);
+        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "filename=a%20b.jpg", false, NOW) else { panic!() };
+        assert_eq!(t.local_path.unwrap(), PathBuf::from(format!("/data/fdfs/data/00/0A/{}", &f[10..])));
+        assert_eq!(t.if_missing, Missing::NotFound, "we wrote it: missing means 404");
+        assert_eq!(t.etag.as_deref(), Some("\"0000abcd-4d2\""));
+        assert_eq!(t.attachment.as_deref(), Some("a b.jpg"));
+    }
+
+    #[test]
+    fn files_of_other_storages_go_to_their_source() {
+        let mut s = settings();
+        let f = name("127.0.0.3", (NOW - 10) as u32);
+        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "", false, NOW) else { panic!() };
+        assert_eq!(t.if_missing, Missing::Remote { host: "127.0.0.3".into(), mode: ResponseMode::Proxy });
+        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "redirect=1", false, NOW) else { panic!() };
+        assert_eq!(t.if_missing, Missing::Loop);
+        // Older than storage_sync_file_max_delay: it should be everywhere, so 404.
+        let old = name("127.0.0.3", (NOW - 100_000) as u32);
+        let Route::Serve(t) = s.route(&format!("/group1/{old}"), "", false, NOW) else { panic!() };
+        assert_eq!(t.if_missing, Missing::NotFound);
+        // Another group is never local.
+        let Route::Serve(t) = s.route(&format!("/group2/{f}"), "", false, NOW) else { panic!() };
+        assert_eq!(t.local_path, None);
+        s.config.response_mode = ResponseMode::Redirect;
+        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "", false, NOW) else { panic!() };
+        assert_eq!(t.if_missing, Missing::Remote { host: "127.0.0.3".into(), mode: ResponseMode::Redirect });
+        assert_eq!(source_url("127.0.0.3", 8080, "/group1/x.jpg"), "http://127.0.0.3:8080/group1/x.jpg?redirect=1");
+        assert_eq!(source_url("127.0.0.3", 80, "/g/x.jpg?a=1"), "http://127.0.0.3/g/x.jpg?a=1&redirect=1");
+    }
+
+    #[test]
+    fn without_group_in_url() {
+        let mut s = settings();
+        s.config.url_have_group_name = false;
+        let f = name("127.0.0.2", NOW as u32);
+        let Route::Serve(t) = s.route(&format!("/{f}"), "", false, NOW) else { panic!() };
+        assert_eq!(t.group, "group1");
+    }
+
+    #[test]
+    fn hostile_urls_are_400() {
+        let s = settings();
+        let f = name("127.0.0.2", NOW as u32);
+        for bad in [
+            "/".to_owned(),
+            "/group1".to_owned(),
+            "/group1/short".to_owned(),
+            "/group1/M00/00/00/../../../etc/passwd/aaaaaaaaaaaaaaaaaa".to_owned(),
+            format!("/group1/{}", f.replace("M00", "M01")),
+            format!("/group1/{}", f.replace("/0A/", "/0a/")),
+            format!("/group1/{f}/extra"),
+            format!("/group1/{}", f.replace(".jpg", "\0jpg")),
+            format!("/group1/{}", "A".repeat(5000)),
+            "group1/no-leading-slash/aaaaaaaaaaaaaaaaaaaaaaaa".to_owned(),
+        ] {
+            assert!(matches!(s.route(&bad, "", false, NOW), Route::Reject(400, _)), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn anti_steal_token_checks() {
+        let mut s = settings();
+        s.config.http.check_token = true;
+        s.config.http.secret_key = "FastDFS1234567890".into();
+        s.config.http.token_ttl = Duration::from_secs(600);
+        let f = name("127.0.0.2", NOW as u32);
+        let url = format!("/group1/{f}");
+        let good = anti_steal_token(&f, "FastDFS1234567890", NOW - 5);
+        assert!(matches!(s.route(&url, &format!("token={good}&ts={}", NOW - 5), false, NOW), Route::Serve(_)));
+        assert_eq!(s.route(&url, "", false, NOW), Route::Reject(400, "missing token or ts"));
+        assert_eq!(s.route(&url, &format!("token={good}&ts={}", NOW - 4), false, NOW), Route::TokenFail(None));
+        let expired = anti_steal_token(&f, "FastDFS1234567890", NOW - 700);
+        assert_eq!(s.route(&url, &format!("token={expired}&ts={}", NOW - 700), false, NOW), Route::TokenFail(None));
+        assert!(matches!(s.route(&url, "", true, NOW), Route::Serve(_)), "bypass header");
+    }
+}

@@ -1,0 +1,479 @@
+//! ngx-fastdfs: serves FastDFS file IDs from nginx, as fastdfs-nginx-module does, loaded with
+//! `load_module`. Directives:
+//!
+//! - `fastdfs_config <file>;` (http): the mod_fastdfs.conf to read, default
+//!   `/etc/fdfs/mod_fastdfs.conf`. Read when nginx reads its configuration, so `nginx -t`
+//!   reports mistakes with file and line.
+//! - `ngx_fastdfs_module;` (location): serve file IDs here.
+//!
+//! What to do with a request is decided by `fdfs_core::http` (plain Rust, unit-tested). This
+//! crate is the FFI fence: local files are served the way nginx's static handler does it
+//! (open file cache, sendfile, nginx's range/not-modified filters, `types {}`), missing ones
+//! redirected (302) or proxied through the named location `@fastdfs_proxy`, which proxies to
+//! `$fastdfs_proxy_url`. No panic crosses into nginx.
+
+// The FFI boundary with nginx is this crate's whole purpose.
+#![allow(unsafe_code)]
+
+use std::ffi::{c_char, c_void};
+use std::net::IpAddr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::ptr::{self, addr_of, addr_of_mut};
+use std::sync::Arc;
+
+use fdfs_core::config::ResponseMode;
+use fdfs_core::http::{source_url, Missing, Route, Settings, Target};
+use ngx::core::{self, NGX_CONF_ERROR, NGX_CONF_OK};
+use ngx::ffi::*;
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError, NgxHttpCoreModule};
+use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
+
+const DEFAULT_CONFIG: &str = "/etc/fdfs/mod_fastdfs.conf";
+
+struct Module;
+
+impl HttpModule for Module {
+    fn module() -> &'static ngx_module_t {
+        // SAFETY: the module static lives for the whole process; nginx only writes its index
+        // fields before configuration is read.
+        unsafe { &*addr_of!(ngx_http_fastdfs_module) }
+    }
+
+    unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
+        let mut name = ngx_string!("fastdfs_proxy_url");
+        // SAFETY: `cf` is the live configuration nginx passes to preconfiguration.
+        let v = unsafe { ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as ngx_uint_t) };
+        if v.is_null() {
+            return core::Status::NGX_ERROR.into();
+        }
+        // SAFETY: `v` was just returned non-null by nginx and is owned by the configuration.
+        unsafe { (*v).get_handler = Some(proxy_url_variable) };
+        core::Status::NGX_OK.into()
+    }
+}
+
+/// http-level state: the parsed mod_fastdfs.conf.
+#[derive(Debug, Default)]
+struct MainConf {
+    settings: Option<Arc<Settings>>,
+}
+
+// SAFETY: MainConf is what create_main_conf allocates for this module's main conf slot.
+unsafe impl HttpModuleMainConf for Module {
+    type MainConf = MainConf;
+}
+
+#[derive(Debug, Default)]
+struct LocConf {
+    enabled: bool,
+}
+
+impl Merge for LocConf {
+    fn merge(&mut self, _prev: &Self) -> Result<(), MergeConfigError> {
+        Ok(())
+    }
+}
+
+// SAFETY: LocConf is what create_loc_conf allocates for this module's location conf slot.
+unsafe impl HttpModuleLocationConf for Module {
+    type LocationConf = LocConf;
+}
+
+static mut NGX_HTTP_FASTDFS_COMMANDS: [ngx_command_t; 3] = [
+    ngx_command_t {
+        name: ngx_string!("ngx_fastdfs_module"),
+        type_: (NGX_HTTP_LOC_CONF | NGX_CONF_NOARGS) as ngx_uint_t,
+        set: Some(cmd_enable),
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t {
+        name: ngx_string!("fastdfs_config"),
+        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        set: Some(cmd_config),
+        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        offset: 0,
+        post: ptr::null_mut(),
+    },
+    ngx_command_t::empty(),
+];
+
+static NGX_HTTP_FASTDFS_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
+    preconfiguration: Some(Module::preconfiguration),
+    postconfiguration: None,
+    create_main_conf: Some(Module::create_main_conf),
+    init_main_conf: None,
+    create_srv_conf: None,
+    merge_srv_conf: None,
+    create_loc_conf: Some(Module::create_loc_conf),
+    merge_loc_conf: Some(Module::merge_loc_conf),
+};
+
+#[cfg(feature = "export-modules")]
+ngx::ngx_modules!(ngx_http_fastdfs_module);
+
+#[used]
+#[allow(non_upper_case_globals)]
+#[cfg_attr(not(feature = "export-modules"), no_mangle)]
+pub static mut ngx_http_fastdfs_module: ngx_module_t = ngx_module_t {
+    ctx: addr_of!(NGX_HTTP_FASTDFS_MODULE_CTX) as _,
+    // SAFETY: the command table is a static that nginx reads (never writes) at startup.
+    commands: unsafe { addr_of_mut!(NGX_HTTP_FASTDFS_COMMANDS[0]) },
+    type_: NGX_HTTP_MODULE as _,
+    ..ngx_module_t::default()
+};
+
+/// Loads the settings once per configuration (first use wins).
+fn load_settings(cf: *mut ngx_conf_t, path: &str) -> Result<Arc<Settings>, *mut c_char> {
+    // SAFETY: `cf` is the configuration being parsed; main confs exist at directive time.
+    let main = unsafe { Module::main_conf_mut(&*cf) }.ok_or(NGX_CONF_ERROR)?;
+    if let Some(s) = &main.settings {
+        return Ok(s.clone());
+    }
+    match catch_unwind(|| Settings::load(Path::new(path))) {
+        Ok(Ok(s)) => {
+            let s = Arc::new(s);
+            main.settings = Some(s.clone());
+            Ok(s)
+        }
+        Ok(Err(e)) => {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "fastdfs: {}", e);
+            Err(NGX_CONF_ERROR)
+        }
+        Err(_) => Err(NGX_CONF_ERROR),
+    }
+}
+
+extern "C" fn cmd_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+    // SAFETY: for a TAKE1 directive nginx passes exactly two args (name, value).
+    let args: &[ngx_str_t] = unsafe { (*(*cf).args).as_slice() };
+    let Ok(path) = args[1].to_str() else {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "fastdfs_config: path is not UTF-8");
+        return NGX_CONF_ERROR;
+    };
+    // SAFETY: as in load_settings.
+    if let Some(main) = unsafe { Module::main_conf_mut(&*cf) } {
+        if main.settings.is_some() {
+            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "fastdfs_config is duplicate");
+            return NGX_CONF_ERROR;
+        }
+    }
+    match load_settings(cf, path) {
+        Ok(_) => NGX_CONF_OK,
+        Err(e) => e,
+    }
+}
+
+extern "C" fn cmd_enable(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
+    if let Err(e) = load_settings(cf, DEFAULT_CONFIG) {
+        return e;
+    }
+    // SAFETY: `conf` is this module's LocConf for the location being parsed.
+    unsafe { (*(conf as *mut LocConf)).enabled = true };
+    // SAFETY: the core module's location conf exists for every location.
+    match unsafe { NgxHttpCoreModule::location_conf_mut(&*cf) } {
+        Some(clcf) => {
+            clcf.handler = Some(fastdfs_handler);
+            NGX_CONF_OK
+        }
+        None => NGX_CONF_ERROR,
+    }
+}
+
+/// The content handler; a panic becomes a 500 instead of killing the worker.
+extern "C" fn fastdfs_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
+    // SAFETY: nginx calls content handlers with a live request.
+    match catch_unwind(AssertUnwindSafe(|| unsafe { handle(&mut *r) })) {
+        Ok(rc) => rc,
+        Err(_) => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+    }
+}
+
+/// Bytes of an nginx string (empty when its data is NULL, as `args` is without a query).
+fn bytes(s: &ngx_str_t) -> &[u8] {
+    if s.data.is_null() || s.len == 0 {
+        &[]
+    } else {
+        // SAFETY: a non-null ngx_str_t points at `len` readable bytes.
+        unsafe { std::slice::from_raw_parts(s.data, s.len) }
+    }
+}
+
+/// The address and port this request came in on.
+unsafe fn local_addr(r: &ngx_http_request_t) -> Option<(IpAddr, u16)> {
+    let c = r.connection;
+    // SAFETY: the request's connection is live; this fills `local_sockaddr` if needed.
+    if unsafe { ngx_connection_local_sockaddr(c, ptr::null_mut(), 0) } != NGX_OK as ngx_int_t {
+        return None;
+    }
+    // SAFETY: after the call above `local_sockaddr` points at a sockaddr of the family it says.
+    unsafe {
+        let sa = (*c).local_sockaddr;
+        match (*sa).sa_family as u32 {
+            AF_INET => {
+                let sin = &*(sa as *const sockaddr_in);
+                Some((IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()), u16::from_be(sin.sin_port)))
+            }
+            AF_INET6 => {
+                let sin6 = &*(sa as *const sockaddr_in6);
+                Some((IpAddr::from(sin6.sin6_addr.__in6_u.__u6_addr8), u16::from_be(sin6.sin6_port)))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn header_in<'a>(r: &'a ngx_http_request_t, name: &str) -> Option<&'a [u8]> {
+    // SAFETY: headers_in.headers is a valid nginx list for the request's lifetime.
+    let iter = unsafe { ngx::http::list_iterator(&r.headers_in.headers) };
+    for (k, v) in iter {
+        if k.as_bytes().eq_ignore_ascii_case(name.as_bytes()) {
+            return Some(v.as_bytes());
+        }
+    }
+    None
+}
+
+/// Decides what to do with a request (also used by the `$fastdfs_proxy_url` variable, which
+/// runs after the named redirect has cleared every module context).
+unsafe fn route(r: &ngx_http_request_t) -> Option<(Route, u16)> {
+    let settings = Module::main_conf(r)?.settings.clone()?;
+    let path = std::str::from_utf8(bytes(&r.uri)).ok();
+    let args = std::str::from_utf8(bytes(&r.args)).unwrap_or("");
+    // SAFETY: `r` is live.
+    let (ip, port) = unsafe { local_addr(r) }.unwrap_or((IpAddr::from([0, 0, 0, 0]), 80));
+    let Some(path) = path else { return Some((Route::Reject(400, "URL is not UTF-8"), port)) };
+    let bypass =
+        settings.config.anti_steal_bypass_header.as_ref().is_some_and(|(n, v)| header_in(r, n) == Some(v.as_bytes()));
+    let mut s = (*settings).clone();
+    s.local_ips.push(ip);
+    Some((s.route(path, args, bypass, fdfs_core::timefmt::now_unix()), port))
+}
+
+unsafe fn handle(r: &mut ngx_http_request_t) -> ngx_int_t {
+    if r.method & ((NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t) == 0 {
+        return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
+    }
+    // SAFETY: `r` is live.
+    let rc = unsafe { ngx_http_discard_request_body(r) };
+    if rc != NGX_OK as ngx_int_t {
+        return rc;
+    }
+    // SAFETY: `r` is live.
+    let Some((route, port)) = (unsafe { route(r) }) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    let log = unsafe { (*r.connection).log };
+    match route {
+        Route::Reject(code, why) => {
+            ngx_log_error!(NGX_LOG_ERR, log, "fastdfs: {}: {}", why, String::from_utf8_lossy(bytes(&r.uri)));
+            code as ngx_int_t
+        }
+        Route::TokenFail(None) => {
+            ngx_log_error!(NGX_LOG_ERR, log, "fastdfs: token check failed");
+            NGX_HTTP_BAD_REQUEST as ngx_int_t
+        }
+        Route::TokenFail(Some(file)) => {
+            // SAFETY: `r` is live.
+            match unsafe { serve_file(r, &file, None, None) } {
+                Ok(rc) => rc,
+                Err(_) => NGX_HTTP_BAD_REQUEST as ngx_int_t,
+            }
+        }
+        Route::Serve(t) => {
+            if let Some(path) = &t.local_path {
+                // SAFETY: `r` is live.
+                if let Ok(rc) = unsafe { serve_file(r, path, t.etag.as_deref(), t.attachment.as_deref()) } {
+                    return rc;
+                }
+            }
+            // SAFETY: `r` is live.
+            unsafe { not_here(r, &t, port) }
+        }
+    }
+}
+
+/// The file is not on this server: 404, 400 (loop), 500 (unknown source), 302 or proxy.
+unsafe fn not_here(r: &mut ngx_http_request_t, t: &Target, port: u16) -> ngx_int_t {
+    let log = unsafe { (*r.connection).log };
+    match &t.if_missing {
+        Missing::NotFound => NGX_HTTP_NOT_FOUND as ngx_int_t,
+        Missing::Loop => {
+            ngx_log_error!(NGX_LOG_WARN, log, "fastdfs: redirect loop for {}", t.remote);
+            NGX_HTTP_BAD_REQUEST as ngx_int_t
+        }
+        Missing::UnknownSource => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        Missing::Remote { host, mode: ResponseMode::Redirect } => {
+            let uri = String::from_utf8_lossy(bytes(&r.unparsed_uri));
+            let location = source_url(host, port, &uri);
+            // SAFETY: `r` is live; the header is allocated from its pool.
+            match unsafe { push_header(r, "Location", &location) } {
+                Some(h) => {
+                    r.headers_out.location = h;
+                    NGX_HTTP_MOVED_TEMPORARILY as ngx_int_t
+                }
+                None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+            }
+        }
+        Missing::Remote { mode: ResponseMode::Proxy, .. } => {
+            let mut name = ngx_string!("@fastdfs_proxy");
+            // SAFETY: `r` is live; nginx copies what it needs from `name` before returning.
+            unsafe { ngx_http_named_location(r, &mut name) };
+            NGX_DONE as ngx_int_t
+        }
+    }
+}
+
+/// Allocates `s` in the request pool (NUL-terminated, as file names must be).
+unsafe fn pool_str(r: &ngx_http_request_t, s: &[u8]) -> Option<ngx_str_t> {
+    // SAFETY: the pool is live for the request; we write `len + 1` bytes into it.
+    unsafe {
+        let p = ngx_pnalloc(r.pool, s.len() + 1) as *mut u8;
+        if p.is_null() {
+            return None;
+        }
+        ptr::copy_nonoverlapping(s.as_ptr(), p, s.len());
+        *p.add(s.len()) = 0;
+        Some(ngx_str_t { len: s.len(), data: p })
+    }
+}
+
+unsafe fn push_header(r: &mut ngx_http_request_t, key: &str, value: &str) -> Option<*mut ngx_table_elt_t> {
+    // SAFETY: headers_out.headers is the request's live output header list.
+    unsafe {
+        let h = ngx_list_push(&mut r.headers_out.headers) as *mut ngx_table_elt_t;
+        if h.is_null() {
+            return None;
+        }
+        (*h).hash = 1;
+        (*h).key = pool_str(r, key.as_bytes())?;
+        (*h).value = pool_str(r, value.as_bytes())?;
+        (*h).lowcase_key = ptr::null_mut();
+        Some(h)
+    }
+}
+
+/// The file does not exist here.
+struct Missed;
+
+/// Serves a local file as nginx's static handler does. `Err(Missed)` when it does not exist.
+unsafe fn serve_file(
+    r: &mut ngx_http_request_t,
+    path: &Path,
+    etag: Option<&str>,
+    attachment: Option<&str>,
+) -> Result<ngx_int_t, Missed> {
+    use std::os::unix::ffi::OsStrExt;
+    let internal = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    let Some(clcf) = NgxHttpCoreModule::location_conf(r) else { return Ok(internal) };
+    // SAFETY: `r` is live.
+    let Some(mut name) = (unsafe { pool_str(r, path.as_os_str().as_bytes()) }) else { return Ok(internal) };
+    // SAFETY: all-zero is the documented initial state of ngx_open_file_info_t.
+    let mut of: ngx_open_file_info_t = unsafe { std::mem::zeroed() };
+    of.read_ahead = clcf.read_ahead;
+    of.directio = clcf.directio;
+    of.valid = clcf.open_file_cache_valid;
+    of.min_uses = clcf.open_file_cache_min_uses;
+    of.set_errors(clcf.open_file_cache_errors as _);
+    of.set_events(clcf.open_file_cache_events as _);
+    // SAFETY: arguments are live for the call; the fd is closed by the pool's cleanup.
+    let rc = unsafe { ngx_open_cached_file(clcf.open_file_cache, &mut name, &mut of, r.pool) };
+    if rc != NGX_OK as ngx_int_t {
+        return match of.err as u32 {
+            ENOENT | ENOTDIR | ENAMETOOLONG => Err(Missed),
+            EACCES => Ok(NGX_HTTP_FORBIDDEN as ngx_int_t),
+            _ => Ok(internal),
+        };
+    }
+    if of.is_dir() != 0 {
+        return Err(Missed);
+    }
+    r.set_allow_ranges(1);
+    r.headers_out.status = NGX_HTTP_OK as ngx_uint_t;
+    r.headers_out.content_length_n = of.size;
+    r.headers_out.last_modified_time = of.mtime;
+    // SAFETY: `r` is live for all header calls below.
+    unsafe {
+        match etag {
+            Some(e) => match push_header(r, "ETag", e) {
+                Some(h) => r.headers_out.etag = h,
+                None => return Ok(internal),
+            },
+            None => {
+                if ngx_http_set_etag(r) != NGX_OK as ngx_int_t {
+                    return Ok(internal);
+                }
+            }
+        }
+        if ngx_http_set_content_type(r) != NGX_OK as ngx_int_t {
+            return Ok(internal);
+        }
+        if let Some(name) = attachment {
+            let clean: String = name.chars().filter(|c| !c.is_control() && *c != '"').collect();
+            if push_header(r, "Content-Disposition", &format!("attachment; filename=\"{clean}\"")).is_none() {
+                return Ok(internal);
+            }
+        }
+        let rc = ngx_http_send_header(r);
+        if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || r.header_only() != 0 {
+            return Ok(rc);
+        }
+        let b = ngx_pcalloc(r.pool, std::mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t;
+        let f = ngx_pcalloc(r.pool, std::mem::size_of::<ngx_file_t>()) as *mut ngx_file_t;
+        if b.is_null() || f.is_null() {
+            return Ok(internal);
+        }
+        let is_main = ptr::eq(r as *const ngx_http_request_t, r.main as *const _);
+        (*b).file_pos = 0;
+        (*b).file_last = of.size;
+        (*b).set_in_file(if of.size > 0 { 1 } else { 0 });
+        (*b).set_last_buf(if is_main { 1 } else { 0 });
+        (*b).set_last_in_chain(1);
+        (*b).set_sync(if (*b).last_buf() != 0 || (*b).in_file() != 0 { 0 } else { 1 });
+        (*f).fd = of.fd;
+        (*f).name = name;
+        (*f).log = (*r.connection).log;
+        (*f).set_directio(of.is_directio());
+        (*b).file = f;
+        let mut out = ngx_chain_t { buf: b, next: ptr::null_mut() };
+        Ok(ngx_http_output_filter(r, &mut out))
+    }
+}
+
+/// `$fastdfs_proxy_url`: `http://<source storage>:<this port><uri>{?|&}redirect=1`.
+unsafe extern "C" fn proxy_url_variable(
+    r: *mut ngx_http_request_t,
+    v: *mut ngx_variable_value_t,
+    _data: usize,
+) -> ngx_int_t {
+    let computed = catch_unwind(AssertUnwindSafe(|| {
+        // SAFETY: nginx calls variable handlers with a live request.
+        let r = unsafe { &*r };
+        // SAFETY: as above.
+        match unsafe { route(r) } {
+            Some((Route::Serve(Target { if_missing: Missing::Remote { host, .. }, .. }), port)) => {
+                Some(source_url(&host, port, &String::from_utf8_lossy(bytes(&r.unparsed_uri))))
+            }
+            _ => None,
+        }
+    }));
+    // SAFETY: `v` is the variable slot nginx hands us; its data is allocated from the pool.
+    unsafe {
+        match computed {
+            Ok(Some(url)) => match pool_str(&*r, url.as_bytes()) {
+                Some(s) => {
+                    (*v).data = s.data;
+                    (*v).set_len(s.len as u32);
+                    (*v).set_valid(1);
+                    (*v).set_no_cacheable(0);
+                    (*v).set_not_found(0);
+                }
+                None => return NGX_ERROR as ngx_int_t,
+            },
+            _ => (*v).set_not_found(1),
+        }
+    }
+    NGX_OK as ngx_int_t
+}
