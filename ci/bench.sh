@@ -2,17 +2,23 @@
 # Benchmarks, each reported with figures from this one run:
 #   - fdfs_bench against a local fdfs_trackerd + fdfs_storaged (release build): upload and
 #     download of 4 KiB and 1 MiB files.
-# Not yet here (see the README): the C storage baseline for the upload ratios, module vs nginx
-# `root` serving (issue 5), replication lag (issue 6).
+#   - nginx with ngx-fastdfs vs the same nginx's plain `root` location serving the same file
+#     (4 KiB and 200 KiB), with wrk; the ratio is module / root requests per second.
+# Not yet here (see the README): the C storage baseline for the upload ratios (the C daemons
+# cannot be fetched on these machines), replication lag (issue 6).
 #   BENCH_COUNT (default 3000), BENCH_CONCURRENCY (default 16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${BENCH_COUNT:-3000}
 conc=${BENCH_CONCURRENCY:-16}
-cargo build --release --locked --bins -q
+cargo build --release --locked -q -p fdfs-core --bins
+cargo build --release --locked -q -p ngx-fastdfs
+nginx=$(ls -t target/release/build/nginx-sys-*/out/objs/nginx | head -1)
+module=$PWD/target/release/libngx_fastdfs.so
 bin=$PWD/target/release
 run=$(mktemp -d /tmp/fdfs-bench.XXXXXX)
 cleanup() {
+  [[ -f $run/ngx/logs/nginx.pid ]] && "$nginx" -p "$run/ngx" -c conf/nginx.conf -s stop 2>/dev/null || true
   "$bin/fdfs_storaged" "$run/storage.conf" stop >/dev/null 2>&1 || true
   "$bin/fdfs_trackerd" "$run/tracker.conf" stop >/dev/null 2>&1 || true
   rm -rf "$run"
@@ -56,4 +62,44 @@ r = json.load(open(sys.argv[1]))
 print(f"{r['op']:<10} {sys.argv[2]:<8} {r['files_per_s']:>10.1f} {r['mb_per_s']:>10.2f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['max_ms']:>9.2f} {r['errors']:>7}")
 PY
   done
+done
+
+# Module vs `root`: one nginx, one file, two locations.
+command -v wrk >/dev/null || { echo "wrk not installed (apt-get install wrk): skipping the module benchmark"; exit 0; }
+nport=$(port)
+mkdir -p "$run/ngx/conf" "$run/ngx/logs"
+printf 'group_name=group1\nurl_have_group_name=true\nstore_path0=%s\n' "$run/storage" > "$run/ngx/conf/mod_fastdfs.conf"
+user=""; [[ $(id -u) -eq 0 ]] && user="user root;"
+cat > "$run/ngx/conf/nginx.conf" <<CONF
+load_module $module;
+$user
+worker_processes 1;
+error_log logs/error.log;
+pid logs/nginx.pid;
+events { worker_connections 1024; }
+http {
+  types { application/octet-stream bin; }
+  access_log off;
+  sendfile on;
+  tcp_nopush on;
+  open_file_cache max=1000 inactive=60s;
+  fastdfs_config $run/ngx/conf/mod_fastdfs.conf;
+  server {
+    listen 127.0.0.1:$nport;
+    location ~ /group[0-9]+/M[0-9A-F][0-9A-F]/ { ngx_fastdfs_module; }
+    # Same kind of location match as the module's, so the ratio measures the handlers.
+    location ~ ^/data/[0-9A-F][0-9A-F]/ { root $run/storage; }
+  }
+}
+CONF
+"$nginx" -p "$run/ngx" -c conf/nginx.conf
+printf '\n%-10s %12s %12s %8s\n' size module_rps root_rps ratio
+for size in 4096 204800; do
+  head -c $size /dev/urandom > "$run/f.bin"
+  id=$("$bin/fdfs_upload_file" "$run/client.conf" "$run/f.bin")
+  rel=${id#group1/M00/}
+  rps() { wrk -t2 -c32 -d"${BENCH_SECONDS:-5}"s "http://127.0.0.1:$nport$1" | awk '/Requests\/sec/ {print $2}'; }
+  rps "/$id" >/dev/null  # warm up
+  m=$(rps "/$id"); r=$(rps "/data/$rel"); m2=$(rps "/$id"); r2=$(rps "/data/$rel")
+  python3 -c "m=($m+$m2)/2; r=($r+$r2)/2; print(f'{$size:<10} {m:>12.0f} {r:>12.0f} {m/r:>8.3f}')"
 done

@@ -247,9 +247,13 @@ unsafe fn route(r: &ngx_http_request_t) -> Option<(Route, u16)> {
     let Some(path) = path else { return Some((Route::Reject(400, "URL is not UTF-8"), port)) };
     let bypass =
         settings.config.anti_steal_bypass_header.as_ref().is_some_and(|(n, v)| header_in(r, n) == Some(v.as_bytes()));
-    let mut s = (*settings).clone();
-    s.local_ips.push(ip);
-    Some((s.route(path, args, bypass, fdfs_core::timefmt::now_unix()), port))
+    Some((settings.route(path, args, Some(ip), bypass, ngx_time()), port))
+}
+
+/// nginx's cached clock (no syscall per request).
+fn ngx_time() -> i64 {
+    // SAFETY: ngx_cached_time always points at a valid time slot in a worker.
+    unsafe { (*ngx_cached_time).sec as i64 }
 }
 
 unsafe fn handle(r: &mut ngx_http_request_t) -> ngx_int_t {

@@ -67,8 +67,9 @@ const MIN_URL_LEN: usize = 16;
 const MIN_FILE_ID_LEN: usize = 22;
 
 impl Settings {
-    /// Decides what to do with `path` (nginx's decoded URI) and `args` (the raw query).
-    pub fn route(&self, path: &str, args: &str, bypass_token: bool, now: i64) -> Route {
+    /// Decides what to do with `path` (nginx's decoded URI) and `args` (the raw query);
+    /// `server_ip` is the address the request came in on (also one of ours).
+    pub fn route(&self, path: &str, args: &str, server_ip: Option<IpAddr>, bypass_token: bool, now: i64) -> Route {
         let cfg = &self.config;
         if path.len() + args.len() + 1 < MIN_URL_LEN || path.len() > 1024 || !path.starts_with('/') {
             return Route::Reject(400, "URL too short or too long");
@@ -109,11 +110,10 @@ impl Settings {
             Source::Ip(ip) => Some(ip.to_string()),
             Source::ServerId(id) => self.ids.as_ref().and_then(|t| t.by_id(id)).and_then(|e| e.hosts.first().cloned()),
         };
+        let is_ours = |ip: IpAddr| self.local_ips.contains(&ip) || server_ip == Some(ip);
         let source_is_local = match info.source {
-            Source::Ip(ip) => self.local_ips.contains(&IpAddr::V4(ip)),
-            Source::ServerId(_) => {
-                source_host.as_ref().and_then(|h| h.parse().ok()).is_some_and(|ip| self.local_ips.contains(&ip))
-            }
+            Source::Ip(ip) => is_ours(IpAddr::V4(ip)),
+            Source::ServerId(_) => source_host.as_ref().and_then(|h| h.parse().ok()).is_some_and(is_ours),
         };
         let old = info.create_timestamp > 0
             && now - info.create_timestamp as i64 > cfg.storage_sync_file_max_delay.as_secs() as i64;
@@ -218,7 +218,9 @@ mod tests {
     fn local_file_routes() {
         let s = settings();
         let f = name("127.0.0.2", (NOW - 10) as u32);
-        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "filename=a%20b.jpg", false, NOW) else { panic!() };
+        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "filename=a%20b.jpg", None, false, NOW) else {
+            panic!()
+        };
         assert_eq!(t.local_path.unwrap(), PathBuf::from(format!("/data/fdfs/data/00/0A/{}", &f[10..])));
         assert_eq!(t.if_missing, Missing::NotFound, "we wrote it: missing means 404");
         assert_eq!(t.etag.as_deref(), Some("\"0000abcd-4d2\""));
@@ -229,19 +231,23 @@ mod tests {
     fn files_of_other_storages_go_to_their_source() {
         let mut s = settings();
         let f = name("127.0.0.3", (NOW - 10) as u32);
-        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "", false, NOW) else { panic!() };
+        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "", None, false, NOW) else { panic!() };
         assert_eq!(t.if_missing, Missing::Remote { host: "127.0.0.3".into(), mode: ResponseMode::Proxy });
-        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "redirect=1", false, NOW) else { panic!() };
+        // Requested on the source's own address: it should be here.
+        let here = Some("127.0.0.3".parse().unwrap());
+        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "", here, false, NOW) else { panic!() };
+        assert_eq!(t.if_missing, Missing::NotFound);
+        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "redirect=1", None, false, NOW) else { panic!() };
         assert_eq!(t.if_missing, Missing::Loop);
         // Older than storage_sync_file_max_delay: it should be everywhere, so 404.
         let old = name("127.0.0.3", (NOW - 100_000) as u32);
-        let Route::Serve(t) = s.route(&format!("/group1/{old}"), "", false, NOW) else { panic!() };
+        let Route::Serve(t) = s.route(&format!("/group1/{old}"), "", None, false, NOW) else { panic!() };
         assert_eq!(t.if_missing, Missing::NotFound);
         // Another group is never local.
-        let Route::Serve(t) = s.route(&format!("/group2/{f}"), "", false, NOW) else { panic!() };
+        let Route::Serve(t) = s.route(&format!("/group2/{f}"), "", None, false, NOW) else { panic!() };
         assert_eq!(t.local_path, None);
         s.config.response_mode = ResponseMode::Redirect;
-        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "", false, NOW) else { panic!() };
+        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "", None, false, NOW) else { panic!() };
         assert_eq!(t.if_missing, Missing::Remote { host: "127.0.0.3".into(), mode: ResponseMode::Redirect });
         assert_eq!(source_url("127.0.0.3", 8080, "/group1/x.jpg"), "http://127.0.0.3:8080/group1/x.jpg?redirect=1");
         assert_eq!(source_url("127.0.0.3", 80, "/g/x.jpg?a=1"), "http://127.0.0.3/g/x.jpg?a=1&redirect=1");
@@ -252,7 +258,7 @@ mod tests {
         let mut s = settings();
         s.config.url_have_group_name = false;
         let f = name("127.0.0.2", NOW as u32);
-        let Route::Serve(t) = s.route(&format!("/{f}"), "", false, NOW) else { panic!() };
+        let Route::Serve(t) = s.route(&format!("/{f}"), "", None, false, NOW) else { panic!() };
         assert_eq!(t.group, "group1");
     }
 
@@ -272,7 +278,7 @@ mod tests {
             format!("/group1/{}", "A".repeat(5000)),
             "group1/no-leading-slash/aaaaaaaaaaaaaaaaaaaaaaaa".to_owned(),
         ] {
-            assert!(matches!(s.route(&bad, "", false, NOW), Route::Reject(400, _)), "{bad:?}");
+            assert!(matches!(s.route(&bad, "", None, false, NOW), Route::Reject(400, _)), "{bad:?}");
         }
     }
 
@@ -285,11 +291,14 @@ mod tests {
         let f = name("127.0.0.2", NOW as u32);
         let url = format!("/group1/{f}");
         let good = anti_steal_token(&f, "FastDFS1234567890", NOW - 5);
-        assert!(matches!(s.route(&url, &format!("token={good}&ts={}", NOW - 5), false, NOW), Route::Serve(_)));
-        assert_eq!(s.route(&url, "", false, NOW), Route::Reject(400, "missing token or ts"));
-        assert_eq!(s.route(&url, &format!("token={good}&ts={}", NOW - 4), false, NOW), Route::TokenFail(None));
+        assert!(matches!(s.route(&url, &format!("token={good}&ts={}", NOW - 5), None, false, NOW), Route::Serve(_)));
+        assert_eq!(s.route(&url, "", None, false, NOW), Route::Reject(400, "missing token or ts"));
+        assert_eq!(s.route(&url, &format!("token={good}&ts={}", NOW - 4), None, false, NOW), Route::TokenFail(None));
         let expired = anti_steal_token(&f, "FastDFS1234567890", NOW - 700);
-        assert_eq!(s.route(&url, &format!("token={expired}&ts={}", NOW - 700), false, NOW), Route::TokenFail(None));
-        assert!(matches!(s.route(&url, "", true, NOW), Route::Serve(_)), "bypass header");
+        assert_eq!(
+            s.route(&url, &format!("token={expired}&ts={}", NOW - 700), None, false, NOW),
+            Route::TokenFail(None)
+        );
+        assert!(matches!(s.route(&url, "", None, true, NOW), Route::Serve(_)), "bypass header");
     }
 }
