@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
@@ -508,7 +508,7 @@ mod tests {
         let info = r.info();
         assert_eq!(info.source, Source::Ip(Ipv4Addr::new(127, 0, 0, 2)));
         assert_eq!(info.size, Some(4096));
-        assert_eq!(r.relative_path(), Path::new("data/01/D9/fwAAAmsF8IKAV3hxAAAQAF5OGZU021.txt"));
+        assert_eq!(r.relative_path(), std::path::Path::new("data/01/D9/fwAAAmsF8IKAV3hxAAAQAF5OGZU021.txt"));
     }
 
     #[test]
