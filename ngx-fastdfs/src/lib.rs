@@ -253,7 +253,11 @@ unsafe fn route(r: &ngx_http_request_t) -> Option<(Route, u16)> {
 /// nginx's cached clock (no syscall per request).
 fn ngx_time() -> i64 {
     // SAFETY: ngx_cached_time always points at a valid time slot in a worker.
-    unsafe { (*ngx_cached_time).sec as i64 }
+    // time_t is not i64 on every target.
+    #[allow(clippy::unnecessary_cast)]
+    unsafe {
+        (*ngx_cached_time).sec as i64
+    }
 }
 
 unsafe fn handle(r: &mut ngx_http_request_t) -> ngx_int_t {
