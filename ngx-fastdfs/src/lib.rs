@@ -23,7 +23,7 @@ use std::ptr::{self, addr_of, addr_of_mut};
 use std::sync::Arc;
 
 use fdfs_core::config::ResponseMode;
-use fdfs_core::http::{source_url, Missing, Route, Settings, Target};
+use fdfs_core::http::{source_url, FlvRange, Missing, Route, Settings, Target, FLV_HEADER};
 use ngx::core::{self, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::*;
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError, NgxHttpCoreModule};
@@ -236,6 +236,18 @@ fn header_in<'a>(r: &'a ngx_http_request_t, name: &str) -> Option<&'a [u8]> {
     None
 }
 
+fn settings_of(r: &ngx_http_request_t) -> Option<Arc<Settings>> {
+    Module::main_conf(r)?.settings.clone()
+}
+
+/// `http.multi_range.enabled = false` refuses multi-range requests with 416, as the original.
+fn multi_range_allowed(r: &ngx_http_request_t, settings: &Option<Arc<Settings>>) -> bool {
+    if settings.as_ref().is_none_or(|s| s.config.http.multi_range_enabled) {
+        return true;
+    }
+    !header_in(r, "Range").is_some_and(|v| v.contains(&b','))
+}
+
 /// Decides what to do with a request (also used by the `$fastdfs_proxy_url` variable, which
 /// runs after the named redirect has cleared every module context).
 unsafe fn route(r: &ngx_http_request_t) -> Option<(Route, u16)> {
@@ -285,7 +297,7 @@ unsafe fn handle(r: &mut ngx_http_request_t) -> ngx_int_t {
         }
         Route::TokenFail(Some(file)) => {
             // SAFETY: `r` is live.
-            match unsafe { serve_file(r, &file, None, None) } {
+            match unsafe { serve_file(r, &file, None, None, None) } {
                 Ok(rc) => rc,
                 Err(_) => NGX_HTTP_BAD_REQUEST as ngx_int_t,
             }
@@ -293,7 +305,10 @@ unsafe fn handle(r: &mut ngx_http_request_t) -> ngx_int_t {
         Route::Serve(t) => {
             if let Some(path) = &t.local_path {
                 // SAFETY: `r` is live.
-                if let Ok(rc) = unsafe { serve_file(r, path, t.etag.as_deref(), t.attachment.as_deref()) } {
+                if t.flv.is_none() && !multi_range_allowed(r, &settings_of(r)) {
+                    return NGX_HTTP_RANGE_NOT_SATISFIABLE as ngx_int_t;
+                }
+                if let Ok(rc) = unsafe { serve_file(r, path, t.etag.as_deref(), t.attachment.as_deref(), t.flv) } {
                     return rc;
                 }
             }
@@ -372,6 +387,7 @@ unsafe fn serve_file(
     path: &Path,
     etag: Option<&str>,
     attachment: Option<&str>,
+    flv: Option<FlvRange>,
 ) -> Result<ngx_int_t, Missed> {
     use std::os::unix::ffi::OsStrExt;
     let internal = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
@@ -398,9 +414,19 @@ unsafe fn serve_file(
     if of.is_dir() != 0 {
         return Err(Missed);
     }
-    r.set_allow_ranges(1);
+    // FLV pseudo-streaming: bytes [start, end) with 200, after an FLV header when start > 0.
+    let (from, to, flv_header) = match flv {
+        Some(f) => match f.resolve(of.size as u64) {
+            Some((s, e)) => (s as i64, e as i64, s > 0),
+            None => return Ok(NGX_HTTP_BAD_REQUEST as ngx_int_t),
+        },
+        None => (0, of.size, false),
+    };
+    if flv.is_none() {
+        r.set_allow_ranges(1);
+    }
     r.headers_out.status = NGX_HTTP_OK as ngx_uint_t;
-    r.headers_out.content_length_n = of.size;
+    r.headers_out.content_length_n = to - from + if flv_header { FLV_HEADER.len() as i64 } else { 0 };
     r.headers_out.last_modified_time = of.mtime;
     // SAFETY: `r` is live for all header calls below.
     unsafe {
@@ -434,9 +460,9 @@ unsafe fn serve_file(
             return Ok(internal);
         }
         let is_main = ptr::eq(r as *const ngx_http_request_t, r.main as *const _);
-        (*b).file_pos = 0;
-        (*b).file_last = of.size;
-        (*b).set_in_file(if of.size > 0 { 1 } else { 0 });
+        (*b).file_pos = from;
+        (*b).file_last = to;
+        (*b).set_in_file(if to > from { 1 } else { 0 });
         (*b).set_last_buf(if is_main { 1 } else { 0 });
         (*b).set_last_in_chain(1);
         (*b).set_sync(if (*b).last_buf() != 0 || (*b).in_file() != 0 { 0 } else { 1 });
@@ -446,8 +472,25 @@ unsafe fn serve_file(
         (*f).set_directio(of.is_directio());
         (*b).file = f;
         let mut out = ngx_chain_t { buf: b, next: ptr::null_mut() };
+        if flv_header {
+            let h = ngx_calloc_buf_compat(r.pool);
+            if h.is_null() {
+                return Ok(internal);
+            }
+            (*h).pos = FLV_HEADER.as_ptr() as *mut u8;
+            (*h).last = (*h).pos.add(FLV_HEADER.len());
+            (*h).set_memory(1);
+            let mut first = ngx_chain_t { buf: h, next: &mut out };
+            return Ok(ngx_http_output_filter(r, &mut first));
+        }
         Ok(ngx_http_output_filter(r, &mut out))
     }
+}
+
+/// `ngx_calloc_buf` is a C macro; this is what it expands to.
+unsafe fn ngx_calloc_buf_compat(pool: *mut ngx_pool_t) -> *mut ngx_buf_t {
+    // SAFETY: the pool is live; nginx buffers are plain zero-initialised structs.
+    unsafe { ngx_pcalloc(pool, std::mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t }
 }
 
 /// `$fastdfs_proxy_url`: `http://<source storage>:<this port><uri>{?|&}redirect=1`.

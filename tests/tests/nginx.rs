@@ -168,3 +168,31 @@ async fn hostile_urls_get_4xx_and_the_worker_survives() {
     assert_eq!(ngx.worker_pids(), workers, "same worker PID: nothing crashed");
     assert_eq!(get(&ngx.addr, &id.replacen("group1", "/group1", 1)).status, 200);
 }
+
+#[tokio::test]
+async fn flv_pseudo_streaming_and_multi_range_switch() {
+    let cl = Cluster::start("", &["127.0.0.2"], "").await;
+    let port = common_free_port(&["127.0.0.2"]);
+    let extra = "flv_support = true\nflv_extension = flv\nhttp.multi_range.enabed = false\n";
+    let ngx = NginxProc::start("127.0.0.2", port, &mod_conf(&cl.storages[0].base(), &cl.tracker.addr(), extra), "");
+    let data: Vec<u8> = (0..1000u32).map(|i| (i % 200) as u8).collect();
+    let id = cl.client().upload(UploadKind::Normal, None, "flv", Content::Bytes(&data)).await.unwrap();
+    let url = format!("/{id}");
+    let flv_header = fdfs_core::http::FLV_HEADER;
+    let r = get(&ngx.addr, &format!("{url}?start=100"));
+    assert_eq!(r.status, 200, "pseudo-streaming answers 200, not 206");
+    assert_eq!(r.body, [&flv_header[..], &data[100..]].concat());
+    let r = get(&ngx.addr, &format!("{url}?start=100&end=200"));
+    assert_eq!(r.body, [&flv_header[..], &data[100..200]].concat());
+    assert_eq!(r.header("Content-Length"), Some("113"));
+    let r = get(&ngx.addr, &format!("{url}?start=0"));
+    assert_eq!(r.body, data, "no FLV header when starting at 0");
+    assert_eq!(get(&ngx.addr, &format!("{url}?start=5000")).status, 400);
+    assert_eq!(get(&ngx.addr, &format!("{url}?start=abc")).body, data, "non-numeric start is ignored");
+    // Multi-range disabled (historic spelling `enabed`): 416; a single range still works.
+    let jpg = cl.client().upload_buffer(&data, "jpg").await.unwrap();
+    let jurl = format!("/{jpg}");
+    assert_eq!(http(&ngx.addr, "GET", jurl.as_bytes(), &[("Range", "bytes=0-1,3-4")]).status, 416);
+    let r = http(&ngx.addr, "GET", jurl.as_bytes(), &[("Range", "bytes=3-4")]);
+    assert_eq!((r.status, r.body.as_slice()), (206, &data[3..5]));
+}

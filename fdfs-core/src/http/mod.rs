@@ -40,6 +40,26 @@ pub struct Target {
     /// `?filename=` asked for `Content-Disposition: attachment`.
     pub attachment: Option<String>,
     pub file_type: FileType,
+    /// FLV pseudo-streaming (`flv_support`): serve from this byte (and up to `end`) with 200.
+    pub flv: Option<FlvRange>,
+}
+
+/// `?start=N[&end=M]` on an FLV file (PROTOCOL.md §9.5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FlvRange {
+    pub start: u64,
+    pub end: Option<u64>,
+}
+
+/// Sent before the data when an FLV is served from a non-zero offset.
+pub const FLV_HEADER: [u8; 13] = [0x46, 0x4C, 0x56, 0x01, 0x01, 0x00, 0x00, 0x00, 0x09, 0x00, 0x00, 0x00, 0x09];
+
+impl FlvRange {
+    /// The byte range to send of a file of `size` bytes, or `None` (400) when it is outside.
+    pub fn resolve(self, size: u64) -> Option<(u64, u64)> {
+        let end = self.end.map_or(size, |e| e.min(size));
+        (self.start < size && self.start <= end).then_some((self.start, end))
+    }
 }
 
 /// The decision for one request.
@@ -130,7 +150,13 @@ impl Settings {
         let etag = (info.file_type == FileType::Normal)
             .then(|| format!("\"{:08x}-{:x}\"", info.crc32, info.size.unwrap_or(0)));
         let attachment = query.get("filename").filter(|v| !v.is_empty()).map(|v| v.chars().take(200).collect());
-        Route::Serve(Target { group, remote, local_path, if_missing, etag, attachment, file_type: info.file_type })
+        let is_flv = cfg.flv_support && remote.name.rsplit_once('.').is_some_and(|(_, e)| e == cfg.flv_extension);
+        // Non-numeric start/end are ignored, as in the original.
+        let flv = is_flv
+            .then(|| query.get("start").and_then(|v| v.parse().ok()))
+            .flatten()
+            .map(|start| FlvRange { start, end: query.get("end").and_then(|v| v.parse().ok()) });
+        Route::Serve(Target { group, remote, local_path, if_missing, etag, attachment, file_type: info.file_type, flv })
     }
 }
 
@@ -251,6 +277,29 @@ mod tests {
         assert_eq!(t.if_missing, Missing::Remote { host: "127.0.0.3".into(), mode: ResponseMode::Redirect });
         assert_eq!(source_url("127.0.0.3", 8080, "/group1/x.jpg"), "http://127.0.0.3:8080/group1/x.jpg?redirect=1");
         assert_eq!(source_url("127.0.0.3", 80, "/g/x.jpg?a=1"), "http://127.0.0.3/g/x.jpg?a=1&redirect=1");
+    }
+
+    #[test]
+    fn flv_pseudo_streaming() {
+        let mut s = settings();
+        s.config.flv_support = true;
+        let core = NameCore {
+            source: Source::Ip("127.0.0.2".parse().unwrap()),
+            timestamp: 1,
+            size_field: 1 << 63 | 9,
+            crc32: 0,
+        };
+        let f = format!("M00/00/0A/{}123.flv", core.to_b64());
+        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "start=100&end=200", None, false, NOW) else { panic!() };
+        assert_eq!(t.flv, Some(FlvRange { start: 100, end: Some(200) }));
+        assert_eq!(t.flv.unwrap().resolve(150), Some((100, 150)));
+        assert_eq!(FlvRange { start: 200, end: None }.resolve(150), None);
+        assert_eq!(FlvRange { start: 10, end: Some(5) }.resolve(150), None);
+        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "start=abc", None, false, NOW) else { panic!() };
+        assert_eq!(t.flv, None, "non-numeric start is ignored");
+        s.config.flv_support = false;
+        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "start=100", None, false, NOW) else { panic!() };
+        assert_eq!(t.flv, None);
     }
 
     #[test]
