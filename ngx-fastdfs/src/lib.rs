@@ -133,7 +133,10 @@ fn load_settings(cf: *mut ngx_conf_t, path: &str) -> Result<Arc<Settings>, *mut 
         return Ok(s.clone());
     }
     match catch_unwind(|| Settings::load(Path::new(path))) {
-        Ok(Ok(s)) => {
+        Ok(Ok((s, warning))) => {
+            if let Some(w) = warning {
+                ngx_conf_log_error!(NGX_LOG_WARN, cf, "fastdfs: {}", w);
+            }
             let s = Arc::new(s);
             main.settings = Some(s.clone());
             Ok(s)

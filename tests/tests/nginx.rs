@@ -196,3 +196,27 @@ async fn flv_pseudo_streaming_and_multi_range_switch() {
     let r = http(&ngx.addr, "GET", jurl.as_bytes(), &[("Range", "bytes=3-4")]);
     assert_eq!((r.status, r.body.as_slice()), (206, &data[3..5]));
 }
+
+#[tokio::test]
+async fn parameters_loaded_from_the_tracker() {
+    let cl = Cluster::start("storage_sync_file_max_delay = 10\n", &["127.0.0.2"], "").await;
+    let port = common_free_port(&["127.0.0.2"]);
+    let tracker = cl.tracker.addr();
+    use fdfs_core::file_id::{NameCore, Source};
+    let now = fdfs_core::timefmt::now_unix();
+    let core = NameCore { source: Source::Ip("127.0.0.9".parse().unwrap()), timestamp: (now - 100) as u32, size_field: 1 << 63 | 5, crc32: 1 };
+    let url = format!("/group1/M00/00/00/{}123.jpg", core.to_b64());
+    // Local config only: 86400 s → the file may still be replicating → fetched from its source,
+    // which does not exist → 502 from nginx's proxy.
+    let local = NginxProc::start("127.0.0.2", port, &mod_conf(&cl.storages[0].base(), &tracker, ""), "");
+    assert_eq!(get(&local.addr, &url).status, 502);
+    drop(local);
+    // From the tracker: 10 s → old enough to be everywhere → 404 here.
+    let loaded = NginxProc::start(
+        "127.0.0.2",
+        port,
+        &mod_conf(&cl.storages[0].base(), &tracker, "load_fdfs_parameters_from_tracker = true\n"),
+        "",
+    );
+    assert_eq!(get(&loaded.addr, &url).status, 404);
+}

@@ -185,12 +185,58 @@ pub fn interface_ips() -> Vec<IpAddr> {
 }
 
 impl Settings {
-    /// Loads mod_fastdfs.conf (and its storage_ids.conf when IDs are in use).
-    pub fn load(path: &std::path::Path) -> Result<Self, crate::config::ConfigError> {
-        let config = ModFastdfsConfig::load(path)?;
-        let ids = if config.use_storage_id { Some(StorageIds::load(&config.storage_ids_filename)?) } else { None };
-        Ok(Self { config, ids, local_ips: interface_ips() })
+    /// Loads mod_fastdfs.conf (and its storage_ids.conf when IDs are in use). With
+    /// `load_fdfs_parameters_from_tracker`, `storage_sync_file_max_delay`, `use_storage_id` and
+    /// the ID table come from a tracker instead; if none answers, the local values stay and
+    /// the returned warning says so.
+    pub fn load(path: &std::path::Path) -> Result<(Self, Option<String>), crate::config::ConfigError> {
+        let mut config = ModFastdfsConfig::load(path)?;
+        let mut warning = None;
+        let mut ids = None;
+        if config.load_fdfs_parameters_from_tracker {
+            match from_tracker(&config) {
+                Ok((delay, use_ids, lines)) => {
+                    config.storage_sync_file_max_delay = std::time::Duration::from_secs(delay);
+                    config.use_storage_id = use_ids;
+                    if use_ids {
+                        ids = Some(StorageIds::parse(&lines.join("\n"), path)?);
+                    }
+                }
+                Err(e) => {
+                    warning =
+                        Some(format!("loading parameters from the tracker failed ({e}); using {}", path.display()))
+                }
+            }
+        }
+        if ids.is_none() && config.use_storage_id {
+            ids = Some(StorageIds::load(&config.storage_ids_filename)?);
+        }
+        Ok((Self { config, ids, local_ips: interface_ips() }, warning))
     }
+}
+
+/// Asks the trackers (PARAMETER_REQ, then FETCH_STORAGE_IDS) on a short-lived runtime: this
+/// runs while nginx reads its configuration, never in a worker.
+fn from_tracker(config: &ModFastdfsConfig) -> Result<(u64, bool, Vec<String>), String> {
+    if config.tracker_servers.is_empty() {
+        return Err("no tracker_server".into());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let pool = std::sync::Arc::new(crate::client::Pool::new(
+            config.connect_timeout,
+            config.network_timeout,
+            std::time::Duration::from_secs(60),
+            false,
+        ));
+        let t = crate::client::TrackerClient::new(config.tracker_servers.clone(), pool);
+        let params = t.parameters().await.map_err(|e| e.to_string())?;
+        let get = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
+        let delay = get("storage_sync_file_max_delay").and_then(|v| v.parse().ok()).unwrap_or(86400);
+        let use_ids = get("use_storage_id").as_deref() == Some("1");
+        let lines = if use_ids { t.storage_ids().await.map_err(|e| e.to_string())? } else { Vec::new() };
+        Ok((delay, use_ids, lines))
+    })
 }
 
 #[cfg(test)]
