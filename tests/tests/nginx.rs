@@ -204,7 +204,12 @@ async fn parameters_loaded_from_the_tracker() {
     let tracker = cl.tracker.addr();
     use fdfs_core::file_id::{NameCore, Source};
     let now = fdfs_core::timefmt::now_unix();
-    let core = NameCore { source: Source::Ip("127.0.0.9".parse().unwrap()), timestamp: (now - 100) as u32, size_field: 1 << 63 | 5, crc32: 1 };
+    let core = NameCore {
+        source: Source::Ip("127.0.0.9".parse().unwrap()),
+        timestamp: (now - 100) as u32,
+        size_field: 1 << 63 | 5,
+        crc32: 1,
+    };
     let url = format!("/group1/M00/00/00/{}123.jpg", core.to_b64());
     // Local config only: 86400 s → the file may still be replicating → fetched from its source,
     // which does not exist → 502 from nginx's proxy.
