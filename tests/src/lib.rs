@@ -312,9 +312,12 @@ pub struct Cluster {
 impl Cluster {
     pub async fn start(tracker_conf: &str, ips: &[&str], storage_conf: &str) -> Self {
         let tracker = TrackerProc::start(tracker_conf);
+        // Members of a group share one port (FastDFS refuses a member on another port).
+        let port = common_free_port(ips);
+        let conf = format!("port = {port}\n{storage_conf}");
         let mut storages = Vec::new();
         for ip in ips {
-            storages.push(StorageProc::start(&tracker.addr(), ip, storage_conf).await);
+            storages.push(StorageProc::start(&tracker.addr(), ip, &conf).await);
         }
         let client_conf = tracker.dir.path().join("client.conf");
         std::fs::write(

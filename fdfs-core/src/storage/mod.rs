@@ -8,9 +8,11 @@
 pub mod binlog;
 pub mod ops;
 pub mod paths;
+pub mod replica;
 pub mod report;
 pub mod service;
 pub mod stats;
+pub mod sync;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -71,6 +73,10 @@ pub struct StorageServer {
     pub up_time: i64,
     /// Serialises changes to one appender file (append/modify/truncate/regenerate).
     file_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// Peer storage ID → newest source timestamp applied from it (reported in SYNC_REPORT).
+    pub synced_from: Mutex<HashMap<String, i32>>,
+    /// Woken on every binlog record, so sync senders ship changes at once.
+    pub binlog_changed: tokio::sync::Notify,
 }
 
 impl StorageServer {
@@ -110,6 +116,8 @@ impl StorageServer {
             peers: RwLock::new(Vec::new()),
             up_time: now,
             file_locks: Mutex::new(HashMap::new()),
+            synced_from: Mutex::new(HashMap::new()),
+            binlog_changed: tokio::sync::Notify::new(),
             config,
         })
     }
@@ -141,6 +149,14 @@ impl StorageServer {
         };
         let guard = m.clone().lock_owned().await;
         FileGuard { server: self, path: path.to_owned(), _guard: guard, _m: m }
+    }
+
+    /// Makes a new binlog record visible to the sync senders.
+    pub fn binlog_written(&self) {
+        if let Err(e) = self.binlog.flush() {
+            log::error!("flushing the binlog: {e}");
+        }
+        self.binlog_changed.notify_waiters();
     }
 
     /// Writes counters and the directory cursor (`storage_stat.dat`).
@@ -182,6 +198,7 @@ pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Sh
         tasks.push(tokio::spawn(report::report_loop(server.clone(), t, shutdown.clone())));
     }
     tasks.push(tokio::spawn(background(server.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(sync::manager(server.clone(), shutdown.clone())));
     let s = server.clone();
     serve(listener, allow, server.config.max_connections, shutdown, move |sock, peer, sd| {
         service::handle(s.clone(), sock, peer, sd)

@@ -73,6 +73,7 @@ impl StorageServer {
         if let Err(e) = self.binlog.append(&r) {
             log::error!("binlog append failed for {filename}: {e}");
         }
+        self.binlog_written();
         self.stats.last_source_update.store(timestamp, Ordering::Relaxed);
     }
 }

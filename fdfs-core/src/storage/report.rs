@@ -10,7 +10,7 @@ use super::StorageServer;
 use crate::client::reporter::ReportConnection;
 use crate::client::ClientResult;
 use crate::config::{ReservedSpace, ServerAddr};
-use crate::protocol::report::{ChangeNotify, JoinReq, PathUsage, SyncSource};
+use crate::protocol::report::{ChangeNotify, JoinReq, PathUsage, SyncSource, SyncTimestamp};
 use crate::protocol::Profile;
 use crate::server::Shutdown;
 use crate::timefmt::now_unix;
@@ -131,6 +131,7 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
     let stat_every = c.stat_report_interval.max(Duration::from_millis(100));
     let mut last_stat = tokio::time::Instant::now();
     let mut last_counters = None;
+    let mut last_synced: Option<Vec<SyncTimestamp>> = None;
     loop {
         let snap = srv.stats.snapshot(c.max_connections as i32);
         let changed = last_counters != Some(snap.counters);
@@ -138,6 +139,18 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
         let n = conn.beat(changed.then_some(&snap)).await?;
         absorb(srv, &n, &my_id);
         srv.stats.last_heart_beat_time.store(now_unix(), Ordering::Relaxed);
+        let synced: Vec<SyncTimestamp> = {
+            let m = srv.synced_from.lock().unwrap_or_else(|e| e.into_inner());
+            let mut v: Vec<SyncTimestamp> =
+                m.iter().map(|(k, &t)| SyncTimestamp { peer_id: k.clone(), timestamp: t }).collect();
+            v.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
+            v
+        };
+        if !synced.is_empty() && last_synced.as_ref() != Some(&synced) {
+            let n = conn.sync_report(&synced).await?;
+            absorb(srv, &n, &my_id);
+            last_synced = Some(synced);
+        }
         let log = conn.changelog().await?;
         if !log.is_empty() {
             log::info!("tracker changelog: {}", String::from_utf8_lossy(&log).trim_end());

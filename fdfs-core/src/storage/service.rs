@@ -10,9 +10,11 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 
 use super::ops::{self, OpError, OpResult};
+use super::replica;
 use super::stats::{add, count};
 use super::StorageServer;
 use crate::protocol::codec::expect_len;
+use crate::protocol::peer::{ReportServerId, SyncDeleteReq, SyncFileHead, SyncLinkReq, SyncRangeHead, SyncTruncateReq};
 use crate::protocol::storage::*;
 use crate::protocol::tracker::FileReq;
 use crate::protocol::{Command, Header, Profile, Status};
@@ -28,6 +30,8 @@ enum Reply {
 
 pub(super) async fn handle(srv: Arc<StorageServer>, mut sock: TcpStream, peer: SocketAddr, mut shutdown: Shutdown) {
     srv.stats.connected();
+    // The sync source that said who it is (9 REPORT_SERVER_ID) on this connection.
+    let mut source: Option<String> = None;
     let timeout = srv.config.network_timeout.max(std::time::Duration::from_secs(1));
     loop {
         let header = tokio::select! {
@@ -43,7 +47,7 @@ pub(super) async fn handle(srv: Arc<StorageServer>, mut sock: TcpStream, peer: S
             Err(_) => break,
         };
         let result = match Command::try_from(header.cmd) {
-            Ok(cmd) => dispatch(&srv, &mut sock, cmd, header).await,
+            Ok(cmd) => dispatch(&srv, &mut sock, cmd, header, &mut source).await,
             Err(code) => {
                 log::warn!("{peer}: unknown command {code}");
                 Err(Status::EINVAL.into())
@@ -109,7 +113,13 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&s)).await.unwrap_or(Err(Status::EIO))
 }
 
-async fn dispatch(srv: &Arc<StorageServer>, sock: &mut TcpStream, cmd: Command, h: Header) -> OpResult<Reply> {
+async fn dispatch(
+    srv: &Arc<StorageServer>,
+    sock: &mut TcpStream,
+    cmd: Command,
+    h: Header,
+    source: &mut Option<String>,
+) -> OpResult<Reply> {
     use Command as C;
     let st = &srv.stats;
     match cmd {
@@ -194,6 +204,73 @@ async fn dispatch(srv: &Arc<StorageServer>, sock: &mut TcpStream, cmd: Command, 
             Ok(Reply::Body(Vec::new()))
         }
         C::Quit => Ok(Reply::Quit),
+        C::ReportServerId => {
+            let r = ReportServerId::decode(&small_body(sock, h, srv).await?, Profile::CLASSIC)
+                .map_err(|_| Status::EINVAL)?;
+            if r.id.is_empty() {
+                return Err(Status::EINVAL.into());
+            }
+            *source = Some(r.id);
+            Ok(Reply::Body(Vec::new()))
+        }
+        C::SyncCreateFile | C::SyncUpdateFile => {
+            let inval = OpError { status: Status::EINVAL, close: true };
+            if h.pkg_len < SyncFileHead::FIXED_LEN as u64 {
+                return Err(inval);
+            }
+            let mut head =
+                read_body(sock, SyncFileHead::FIXED_LEN as u64, srv.config.network_timeout).await.map_err(|_| inval)?;
+            let len = SyncFileHead::head_len(&head).map_err(|_| inval)?;
+            let rest = read_body(sock, (len - SyncFileHead::FIXED_LEN) as u64, srv.config.network_timeout)
+                .await
+                .map_err(|_| inval)?;
+            head.extend_from_slice(&rest);
+            let v = SyncFileHead::decode_with_status(&head, h.pkg_len, h.status).map_err(|_| inval)?;
+            srv.check_group(&v.group).map_err(|_| inval)?;
+            replica::sync_file(srv, sock, source.as_deref(), &v, cmd == C::SyncUpdateFile)
+                .await
+                .map(|_| Reply::Body(Vec::new()))
+        }
+        C::SyncDeleteFile => {
+            let v = SyncDeleteReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
+            srv.check_group(&v.group)?;
+            let src = source.clone();
+            Ok(blocking(srv, move |s| replica::sync_delete(s, src.as_deref(), &v.filename, v.timestamp as i64))
+                .await
+                .map(|_| Reply::Body(Vec::new()))?)
+        }
+        C::SyncAppendFile | C::SyncModifyFile => {
+            let v: SyncRangeHead = read_head(sock, h, srv).await?;
+            srv.check_group(&v.group).map_err(|s| OpError { status: s, close: true })?;
+            replica::sync_range(srv, sock, source.as_deref(), &v, cmd == C::SyncAppendFile)
+                .await
+                .map(|_| Reply::Body(Vec::new()))
+        }
+        C::SyncTruncateFile => {
+            let v = SyncTruncateReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
+            srv.check_group(&v.group)?;
+            let src = source.clone();
+            Ok(blocking(srv, move |s| {
+                replica::sync_truncate(s, src.as_deref(), &v.filename, v.old_size, v.new_size, v.timestamp as i64)
+            })
+            .await
+            .map(|_| Reply::Body(Vec::new()))?)
+        }
+        C::SyncRenameFile | C::SyncCreateLink => {
+            let v = SyncLinkReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
+            srv.check_group(&v.group)?;
+            let src = source.clone();
+            let rename = cmd == C::SyncRenameFile;
+            Ok(blocking(srv, move |s| {
+                if rename {
+                    replica::sync_rename(s, src.as_deref(), &v.dest, &v.src, v.timestamp as i64)
+                } else {
+                    replica::sync_link(s, src.as_deref(), &v.dest, &v.src, v.timestamp as i64)
+                }
+            })
+            .await
+            .map(|_| Reply::Body(Vec::new()))?)
+        }
         C::CreateLink => {
             // FastDHT de-duplication is not supported: refuse cleanly.
             let _ = small_body(sock, h, srv).await?;

@@ -1,0 +1,533 @@
+//! Sending replication (PROTOCOL.md §6.2, §6.3): one task per other member of the group reads
+//! the binlog from where that peer's mark file says and replays each record with the SYNC_*
+//! commands. A task wakes as soon as a record is written, so a change reaches the peers in
+//! milliseconds; a failed record is retried on a new connection, so nothing is skipped.
+
+use std::collections::HashMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::binlog::{binlog_name, Op, Record};
+use super::StorageServer;
+use crate::client::reporter::{report_status, sync_src_req};
+use crate::client::{ClientError, Connection};
+use crate::config::Ini;
+use crate::protocol::peer::{ReportServerId, SyncDeleteReq, SyncFileHead, SyncLinkReq, SyncRangeHead, SyncTruncateReq};
+use crate::protocol::report::Brief;
+use crate::protocol::storage::StreamedHead;
+use crate::protocol::{Command, Profile, Status};
+use crate::server::Shutdown;
+use crate::tracker::status;
+
+/// Where a destination is in our binlog (`<peer>.mark`, 7 keys as FastDFS writes them).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mark {
+    pub binlog_index: u32,
+    pub binlog_offset: u64,
+    pub need_sync_old: bool,
+    pub sync_old_done: bool,
+    pub until_timestamp: i64,
+    pub scan_row_count: u64,
+    pub sync_row_count: u64,
+}
+
+impl Mark {
+    pub fn load(path: &Path) -> Option<Self> {
+        let ini = Ini::load(path).ok()?;
+        let k = ini.global();
+        let keys = [
+            "binlog_index",
+            "binlog_offset",
+            "need_sync_old",
+            "sync_old_done",
+            "until_timestamp",
+            "scan_row_count",
+            "sync_row_count",
+        ];
+        if keys.iter().any(|key| k.entry(key).is_none()) {
+            return None;
+        }
+        Some(Self {
+            binlog_index: k.int("binlog_index", 0).ok()?.max(0) as u32,
+            binlog_offset: k.int("binlog_offset", 0).ok()?.max(0) as u64,
+            need_sync_old: k.bool("need_sync_old", false).ok()?,
+            sync_old_done: k.bool("sync_old_done", false).ok()?,
+            until_timestamp: k.int("until_timestamp", 0).ok()?,
+            scan_row_count: k.int("scan_row_count", 0).ok()?.max(0) as u64,
+            sync_row_count: k.int("sync_row_count", 0).ok()?.max(0) as u64,
+        })
+    }
+
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let text = format!(
+            "binlog_index={}\nbinlog_offset={}\nneed_sync_old={}\nsync_old_done={}\nuntil_timestamp={}\nscan_row_count={}\nsync_row_count={}\n",
+            self.binlog_index,
+            self.binlog_offset,
+            self.need_sync_old as u8,
+            self.sync_old_done as u8,
+            self.until_timestamp,
+            self.scan_row_count,
+            self.sync_row_count
+        );
+        let dir = path.parent().unwrap_or(Path::new("."));
+        crate::tracker::write_atomic(dir, &path.file_name().unwrap_or_default().to_string_lossy(), text.as_bytes())
+    }
+}
+
+/// One line of the binlog, or a line that does not parse (skipped, and said so).
+enum Line {
+    Record(Record),
+    Invalid(String),
+}
+
+/// Reads complete binlog lines from a position, following rotation.
+struct BinlogReader {
+    dir: PathBuf,
+    index: u32,
+    offset: u64,
+    buf: Vec<u8>,
+}
+
+impl BinlogReader {
+    /// The next line and the position after it, or `None` at the end of what is written.
+    fn next(&mut self, writing: u32) -> std::io::Result<Option<Line>> {
+        loop {
+            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+                self.offset += line.len() as u64;
+                let text = String::from_utf8_lossy(&line).into_owned();
+                return Ok(Some(match Record::parse(&text) {
+                    Some(r) => Line::Record(r),
+                    None => Line::Invalid(text),
+                }));
+            }
+            let mut f = match std::fs::File::open(self.dir.join(binlog_name(self.index))) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.index < writing => {
+                    self.next_file();
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => return Err(e),
+            };
+            f.seek(SeekFrom::Start(self.offset + self.buf.len() as u64))?;
+            let mut chunk = vec![0u8; 64 << 10];
+            let n = f.read(&mut chunk)?;
+            if n > 0 {
+                self.buf.extend_from_slice(&chunk[..n]);
+                continue;
+            }
+            if self.index < writing {
+                self.next_file();
+                continue;
+            }
+            return Ok(None);
+        }
+    }
+
+    fn next_file(&mut self) {
+        self.index += 1;
+        self.offset = 0;
+        self.buf.clear();
+    }
+}
+
+fn peer_of(srv: &StorageServer, id: &str) -> Option<Brief> {
+    srv.peers.read().unwrap_or_else(|e| e.into_inner()).iter().find(|b| b.id == id).cloned()
+}
+
+fn my_id(srv: &StorageServer) -> String {
+    if srv.config.server_id.is_empty() {
+        srv.my_ip.read().unwrap_or_else(|e| e.into_inner()).clone()
+    } else {
+        srv.config.server_id.clone()
+    }
+}
+
+/// Keeps one sync task per peer that is not deleted.
+pub async fn manager(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
+    let mut tasks: HashMap<String, JoinHandle<()>> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+        let peers = srv.peers.read().unwrap_or_else(|e| e.into_inner()).clone();
+        for p in peers {
+            if matches!(p.status, status::DELETED | status::IP_CHANGED | status::NONE) {
+                continue;
+            }
+            if tasks.get(&p.id).is_some_and(|t| !t.is_finished()) {
+                continue;
+            }
+            tasks.insert(p.id.clone(), tokio::spawn(peer_task(srv.clone(), p.id.clone(), shutdown.clone())));
+        }
+    }
+    for (_, t) in tasks {
+        let _ = t.await;
+    }
+}
+
+async fn peer_task(srv: Arc<StorageServer>, peer: String, mut shutdown: Shutdown) {
+    loop {
+        let sd = shutdown.clone();
+        let r = tokio::select! {
+            _ = shutdown.wait() => return,
+            r = run_peer(&srv, &peer, sd) => r,
+        };
+        match r {
+            Ok(()) => return,
+            Err(e) => log::warn!("sync to {peer}: {e}; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+    }
+}
+
+/// Sends to every tracker (status reports must reach all of them).
+async fn report_to_trackers(srv: &StorageServer, brief: Brief) {
+    for t in &srv.config.tracker_servers {
+        if let Err(e) =
+            report_status(&t.primary(), srv.config.connect_timeout, &srv.group, brief.clone(), Profile::CLASSIC).await
+        {
+            log::warn!("reporting {} as {} to {t}: {e}", brief.id, status::name(brief.status));
+        }
+    }
+}
+
+async fn ask_sync_source(srv: &StorageServer, peer: &str) -> Result<Option<(String, i64)>, String> {
+    let mut last = String::from("no tracker");
+    for t in &srv.config.tracker_servers {
+        match sync_src_req(&t.primary(), srv.config.connect_timeout, &srv.group, peer).await {
+            Ok(s) => return Ok(s.map(|s| (s.src_id, s.until_timestamp))),
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdown) -> Result<(), String> {
+    // Only ACTIVE, WAIT_SYNC and SYNCING destinations are sent to.
+    let peer = loop {
+        match peer_of(srv, peer_id) {
+            None => return Ok(()),
+            Some(b) if matches!(b.status, status::DELETED | status::IP_CHANGED) => return Ok(()),
+            Some(b) if matches!(b.status, status::ACTIVE | status::WAIT_SYNC | status::SYNCING) => break b,
+            Some(_) => {}
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return Ok(()),
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    };
+    let sync_dir = srv.binlog.dir().to_owned();
+    let mark_path = sync_dir.join(format!("{}_{}.mark", peer.ip, peer.port));
+    let me = my_id(srv);
+    let mut mark = match Mark::load(&mark_path) {
+        Some(m) => m,
+        None => {
+            let src = ask_sync_source(srv, peer_id).await?;
+            let (need_sync_old, until) = match src {
+                Some((src, until)) => (src == me, until),
+                None => (false, 0),
+            };
+            let mut m = Mark { need_sync_old, until_timestamp: until, ..Default::default() };
+            if !need_sync_old && until > 0 {
+                skip_to(&sync_dir, srv.binlog.position().0, &mut m, until).map_err(|e| e.to_string())?;
+            }
+            m.save(&mark_path).map_err(|e| e.to_string())?;
+            log::info!("sync to {peer_id}: new mark, need_sync_old={need_sync_old}, until={until}");
+            m
+        }
+    };
+    if !mark.need_sync_old {
+        // Others fill a new member; we only add what is newer, once it is ACTIVE.
+        loop {
+            match peer_of(srv, peer_id) {
+                Some(b) if b.status == status::ACTIVE => break,
+                Some(b) if matches!(b.status, status::DELETED | status::IP_CHANGED) => return Ok(()),
+                None => return Ok(()),
+                _ => {}
+            }
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            }
+        }
+    }
+    let addr = crate::config::join_host_port(&peer.ip, peer.port as u16);
+    let bind = if srv.config.client_bind && !srv.config.bind_addr.is_empty() {
+        srv.config.bind_addr.parse().ok()
+    } else {
+        None
+    };
+    let mut conn = Connection::connect_from(&addr, bind, srv.config.connect_timeout, srv.config.network_timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    let id = ReportServerId { id: me.clone() }.encode(Profile::CLASSIC);
+    conn.call(Command::ReportServerId, &id).await.map_err(|e| e.to_string())?;
+    if mark.need_sync_old && !mark.sync_old_done && peer.status == status::WAIT_SYNC {
+        report_to_trackers(srv, Brief { status: status::SYNCING, ..peer.clone() }).await;
+    }
+    let mut reader =
+        BinlogReader { dir: sync_dir, index: mark.binlog_index, offset: mark.binlog_offset, buf: Vec::new() };
+    let mut unsaved = 0u64;
+    loop {
+        let writing = srv.binlog.position().0;
+        let line = reader.next(writing).map_err(|e| e.to_string())?;
+        let Some(line) = line else {
+            if mark.need_sync_old && !mark.sync_old_done {
+                mark.sync_old_done = true;
+                mark.binlog_index = reader.index;
+                mark.binlog_offset = reader.offset;
+                mark.save(&mark_path).map_err(|e| e.to_string())?;
+                unsaved = 0;
+                if peer_of(srv, peer_id).is_some_and(|b| matches!(b.status, status::SYNCING | status::WAIT_SYNC)) {
+                    report_to_trackers(srv, Brief { status: status::OFFLINE, ..peer.clone() }).await;
+                }
+                log::info!("sync to {peer_id}: full copy done");
+            }
+            if unsaved > 0 {
+                mark.binlog_index = reader.index;
+                mark.binlog_offset = reader.offset;
+                mark.save(&mark_path).map_err(|e| e.to_string())?;
+                unsaved = 0;
+            }
+            let notified = srv.binlog_changed.notified();
+            tokio::select! {
+                _ = shutdown.wait() => return Ok(()),
+                _ = notified => {}
+                _ = tokio::time::sleep(srv.config.heart_beat_interval.max(Duration::from_millis(200))) => {
+                    conn.active_test().await.map_err(|e| e.to_string())?;
+                }
+            }
+            if peer_of(srv, peer_id).is_none_or(|b| matches!(b.status, status::DELETED | status::IP_CHANGED)) {
+                return Ok(());
+            }
+            continue;
+        };
+        mark.scan_row_count += 1;
+        match line {
+            Line::Invalid(text) => log::error!("sync to {peer_id}: skipping a bad binlog line: {text:?}"),
+            Line::Record(r) => {
+                if wanted(&r, &mark) {
+                    send(srv, &mut conn, &r).await.map_err(|e| format!("{}: {e}", r.line().trim_end()))?;
+                    mark.sync_row_count += 1;
+                }
+            }
+        }
+        unsaved += 1;
+        if unsaved >= srv.config.write_mark_file_freq {
+            mark.binlog_index = reader.index;
+            mark.binlog_offset = reader.offset;
+            mark.save(&mark_path).map_err(|e| e.to_string())?;
+            unsaved = 0;
+        }
+        if !srv.config.sync_interval.is_zero() {
+            tokio::time::sleep(srv.config.sync_interval).await;
+        }
+    }
+}
+
+/// Our own records always go; replicated ones only during a full copy we are the source of,
+/// and never appends/modifies/truncates (the copy already has their effect).
+fn wanted(r: &Record, mark: &Mark) -> bool {
+    if !r.replica {
+        return true;
+    }
+    matches!(r.op, Op::Create | Op::Delete | Op::Update | Op::Link | Op::Rename)
+        && mark.need_sync_old
+        && !mark.sync_old_done
+        && r.timestamp <= mark.until_timestamp
+}
+
+/// Moves a new mark past the records older than `until` (another member copies those).
+fn skip_to(dir: &Path, writing: u32, mark: &mut Mark, until: i64) -> std::io::Result<()> {
+    let mut reader = BinlogReader { dir: dir.to_owned(), index: 0, offset: 0, buf: Vec::new() };
+    loop {
+        match reader.next(writing)? {
+            Some(Line::Record(r)) if r.timestamp >= until => {
+                // Valid lines re-format to exactly what was read.
+                (mark.binlog_index, mark.binlog_offset) = (reader.index, reader.offset - r.line().len() as u64);
+                return Ok(());
+            }
+            Some(_) => {}
+            None => {
+                (mark.binlog_index, mark.binlog_offset) = (reader.index, reader.offset);
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The answer status of one exchange (`Ok` carries EEXIST/ENOENT too).
+async fn exchange(
+    conn: &mut Connection,
+    cmd: Command,
+    status: u8,
+    head: &[u8],
+    file: Option<(&Path, u64, u64)>,
+) -> Result<Status, ClientError> {
+    match file {
+        None => conn.send(cmd, status, head, 0).await?,
+        Some((path, offset, len)) => {
+            let mut f = tokio::fs::File::open(path).await.map_err(ClientError::Local)?;
+            use tokio::io::AsyncSeekExt;
+            f.seek(SeekFrom::Start(offset)).await.map_err(ClientError::Local)?;
+            conn.send(cmd, status, head, len).await?;
+            conn.send_content(&mut f, len).await?;
+        }
+    }
+    match conn.recv_header().await {
+        // 6.16.1 echoes the request on a successful rename (captures README): drop the body.
+        Ok(h) => conn.recv_body(h.pkg_len, 1 << 20).await.map(|_| Status::OK),
+        Err(ClientError::Status { status }) if status != Status::EINVAL => Ok(status),
+        Err(e) => Err(e),
+    }
+}
+
+/// SYNC_CREATE_FILE / SYNC_UPDATE_FILE with the file's current content (gone: nothing to do).
+async fn send_whole(
+    srv: &StorageServer,
+    conn: &mut Connection,
+    name: &str,
+    ts: i32,
+    update: bool,
+) -> Result<Status, ClientError> {
+    let Ok(path) = srv.resolve_any(name) else { return Ok(Status::OK) };
+    let Ok(meta) = std::fs::metadata(&path) else { return Ok(Status::OK) };
+    let head = SyncFileHead {
+        file_size: meta.len(),
+        timestamp: ts,
+        group: srv.group.clone(),
+        filename: name.to_owned(),
+        content_omitted: false,
+    };
+    let cmd = if update { Command::SyncUpdateFile } else { Command::SyncCreateFile };
+    exchange(conn, cmd, 0, &head.encode_head(), Some((&path, 0, meta.len()))).await
+}
+
+/// Replays one record on the peer.
+async fn send(srv: &StorageServer, conn: &mut Connection, r: &Record) -> Result<(), ClientError> {
+    let group = srv.group.clone();
+    let ts = r.timestamp as i32;
+    let local = |name: &str| srv.resolve_any(name).ok();
+    let st = match r.op {
+        Op::Create => send_whole(srv, conn, &r.filename, ts, false).await?,
+        Op::Update => send_whole(srv, conn, &r.filename, ts, true).await?,
+        Op::Delete => {
+            if local(&r.filename).is_some_and(|p| p.exists()) {
+                return Ok(());
+            }
+            let req = SyncDeleteReq { timestamp: ts, group: group.clone(), filename: r.filename.clone() };
+            exchange(conn, Command::SyncDeleteFile, 0, &req.encode(), None).await?
+        }
+        Op::Append | Op::Modify => {
+            let mut it = r.extra.split(' ').map(|v| v.parse::<u64>().unwrap_or(0));
+            let (offset, len) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+            let Some(path) = local(&r.filename) else { return Ok(()) };
+            if std::fs::metadata(&path).map(|m| m.len() < offset + len).unwrap_or(true) {
+                // Truncated or deleted since: a later record carries the state.
+                return Ok(());
+            }
+            let head =
+                SyncRangeHead { offset, size: len, timestamp: ts, group: group.clone(), filename: r.filename.clone() };
+            let cmd = if r.op == Op::Append { Command::SyncAppendFile } else { Command::SyncModifyFile };
+            match exchange(conn, cmd, 0, &head.encode_head(), Some((&path, offset, len))).await? {
+                // The peer lacks the file or is behind: send it whole.
+                Status::ENOENT => send_whole(srv, conn, &r.filename, ts, true).await?,
+                s => s,
+            }
+        }
+        Op::Truncate => {
+            let mut it = r.extra.split(' ').map(|v| v.parse::<u64>().unwrap_or(0));
+            let (old, new) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+            let req = SyncTruncateReq {
+                old_size: old,
+                new_size: new,
+                timestamp: ts,
+                group: group.clone(),
+                filename: r.filename.clone(),
+            };
+            match exchange(conn, Command::SyncTruncateFile, 0, &req.encode(), None).await? {
+                // The peer's size differs: make it identical by sending the whole file.
+                Status::EEXIST | Status::ENOENT => send_whole(srv, conn, &r.filename, ts, true).await?,
+                s => s,
+            }
+        }
+        Op::Rename if !r.replica => {
+            let req =
+                SyncLinkReq { timestamp: ts, group: group.clone(), dest: r.filename.clone(), src: r.extra.clone() };
+            match exchange(conn, Command::SyncRenameFile, 0, &req.encode(), None).await? {
+                Status::ENOENT => send_whole(srv, conn, &r.filename, ts, false).await?,
+                s => s,
+            }
+        }
+        Op::Rename => send_whole(srv, conn, &r.filename, ts, false).await?,
+        Op::Link => {
+            let req =
+                SyncLinkReq { timestamp: ts, group: group.clone(), dest: r.filename.clone(), src: r.extra.clone() };
+            exchange(conn, Command::SyncCreateLink, 0, &req.encode(), None).await?
+        }
+    };
+    match st {
+        Status::OK | Status::EEXIST => Ok(()),
+        Status::ENOENT if matches!(r.op, Op::Delete | Op::Link) => Ok(()),
+        status => Err(ClientError::Status { status }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mark_files_need_all_seven_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("127.0.0.3_23000.mark");
+        let m =
+            Mark { binlog_index: 1, binlog_offset: 99, need_sync_old: true, until_timestamp: 5, ..Default::default() };
+        m.save(&p).unwrap();
+        assert_eq!(Mark::load(&p), Some(m));
+        std::fs::write(&p, "binlog_index=1\nbinlog_offset=2\n").unwrap();
+        assert_eq!(Mark::load(&p), None);
+    }
+
+    #[test]
+    fn reader_follows_lines_and_rotation_and_skips_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("binlog.000"), "1 C M00/00/00/a\ngarbage\n2 D M00/00/00/a\n").unwrap();
+        std::fs::write(dir.path().join("binlog.001"), "3 C M00/00/00/b\n4 C M00/00/00/partial").unwrap();
+        let mut r = BinlogReader { dir: dir.path().to_owned(), index: 0, offset: 0, buf: Vec::new() };
+        let mut seen = Vec::new();
+        while let Some(l) = r.next(1).unwrap() {
+            seen.push(match l {
+                Line::Record(rec) => rec.timestamp.to_string(),
+                Line::Invalid(_) => "bad".into(),
+            });
+        }
+        assert_eq!(seen, ["1", "bad", "2", "3"], "the unfinished line is not read");
+        assert_eq!((r.index, r.offset), (1, 16));
+        let mut m = Mark::default();
+        skip_to(dir.path(), 1, &mut m, 3).unwrap();
+        assert_eq!((m.binlog_index, m.binlog_offset), (1, 0));
+    }
+
+    #[test]
+    fn filter() {
+        let rec = |op, replica, ts| Record { timestamp: ts, op, replica, filename: "x".into(), extra: String::new() };
+        let full = Mark { need_sync_old: true, sync_old_done: false, until_timestamp: 10, ..Default::default() };
+        let done = Mark { sync_old_done: true, ..full.clone() };
+        assert!(wanted(&rec(Op::Create, false, 99), &done));
+        assert!(wanted(&rec(Op::Create, true, 5), &full));
+        assert!(!wanted(&rec(Op::Create, true, 11), &full));
+        assert!(!wanted(&rec(Op::Append, true, 5), &full));
+        assert!(!wanted(&rec(Op::Create, true, 5), &done));
+    }
+}

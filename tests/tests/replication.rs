@@ -1,0 +1,152 @@
+//! Groups that stay identical: binlog replication between real fdfs_storaged processes on
+//! 127.0.0.x, crash recovery, a new member's full copy, and read routing that never sends a
+//! client to a member that lacks the file.
+
+use std::time::Duration;
+
+use fdfs_core::client::{Client, Content, UploadKind};
+use fdfs_core::file_id::FileId;
+use fdfs_core::protocol::storage::MetaOp;
+use fdfs_e2e::{eventually, Cluster, StorageProc};
+
+/// Waits until `addr` (a storage) serves `id` with exactly `want`.
+async fn on_storage(c: &Client, addr: &str, id: &str, want: &[u8]) {
+    let f = FileId::parse(id).unwrap();
+    let name = f.remote.to_string();
+    eventually(Duration::from_secs(10), &format!("{id} on {addr}"), || {
+        let name = name.clone();
+        async move {
+            let got = c.storage.download(addr, "group1", &name, 0, 0).await.ok()?;
+            (got[..] == *want).then_some(())
+        }
+    })
+    .await;
+}
+
+async fn gone_from(c: &Client, addr: &str, id: &str) {
+    let name = FileId::parse(id).unwrap().remote.to_string();
+    eventually(Duration::from_secs(10), &format!("{id} deleted on {addr}"), || {
+        let name = name.clone();
+        async move { c.storage.download(addr, "group1", &name, 0, 0).await.is_err().then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn every_change_reaches_the_other_member() {
+    let cl = Cluster::start("", &["127.0.0.2", "127.0.0.3"], "").await;
+    let c = cl.client();
+    let (a, b) = (cl.storages[0].addr(), cl.storages[1].addr());
+    let data: Vec<u8> = (0..300_000u32).map(|i| (i * 7 % 256) as u8).collect();
+    let r = c.storage.upload(&a, UploadKind::Normal, 0, "jpg", Content::Bytes(&data)).await.unwrap();
+    let id = r.file_id();
+    on_storage(&c, &b, &id, &data).await;
+    // Same mtime on both, so Last-Modified agrees across replicas.
+    let ia = c.storage.file_info(&a, "group1", &r.filename, 0).await.unwrap();
+    let ib = c.storage.file_info(&b, "group1", &r.filename, 0).await.unwrap();
+    assert_eq!(ia, ib);
+
+    // Metadata follows.
+    c.storage
+        .set_metadata(&a, "group1", &r.filename, &[(b"w".to_vec(), b"1".to_vec())], MetaOp::Overwrite)
+        .await
+        .unwrap();
+    eventually(Duration::from_secs(10), "metadata on B", || async {
+        (c.storage.get_metadata(&b, "group1", &r.filename).await.ok()? == vec![(b"w".to_vec(), b"1".to_vec())])
+            .then_some(())
+    })
+    .await;
+
+    // Appender: append, modify, truncate, each reproduced.
+    let app = c.storage.upload(&a, UploadKind::Appender, 0, "log", Content::Bytes(b"one ")).await.unwrap();
+    let aid = app.file_id();
+    on_storage(&c, &b, &aid, b"one ").await;
+    c.storage.append(&a, &app.filename, Content::Bytes(b"two three")).await.unwrap();
+    on_storage(&c, &b, &aid, b"one two three").await;
+    c.storage.modify(&a, &app.filename, 4, Content::Bytes(b"TWO")).await.unwrap();
+    on_storage(&c, &b, &aid, b"one TWO three").await;
+    c.storage.truncate(&a, &app.filename, 7).await.unwrap();
+    on_storage(&c, &b, &aid, b"one TWO").await;
+    let normal = c.storage.regenerate_appender_filename(&a, &app.filename).await.unwrap();
+    on_storage(&c, &b, &normal.file_id(), b"one TWO").await;
+    gone_from(&c, &b, &aid).await;
+
+    // Uploads to B reach A too, and deletes follow.
+    let rb = c.storage.upload(&b, UploadKind::Normal, 0, "txt", Content::Bytes(b"from b")).await.unwrap();
+    on_storage(&c, &a, &rb.file_id(), b"from b").await;
+    c.storage.delete(&a, "group1", &r.filename).await.unwrap();
+    gone_from(&c, &b, &id).await;
+
+    // Nothing came back: A's binlog holds only its own records and what B originated.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let log_a = std::fs::read_to_string(cl.storages[0].base().join("data/sync/binlog.000")).unwrap();
+    let replica_a: Vec<&str> =
+        log_a.lines().filter(|l| l.split(' ').nth(1).unwrap().chars().all(|c| c.is_lowercase())).collect();
+    assert_eq!(replica_a.len(), 1, "only B's upload was replicated to A:\n{log_a}");
+}
+
+#[tokio::test]
+async fn a_killed_member_catches_up_with_nothing_lost_or_duplicated() {
+    let mut cl = Cluster::start("", &["127.0.0.2", "127.0.0.3"], "").await;
+    let tracker = cl.tracker.addr();
+    let c = cl.client();
+    let a = cl.storages[0].addr();
+    cl.storages[1].daemon.kill9();
+    let mut files = Vec::new();
+    for i in 0..200u32 {
+        let data = format!("file number {i}").into_bytes();
+        let r = c.storage.upload(&a, UploadKind::Normal, 0, "txt", Content::Bytes(&data)).await.unwrap();
+        files.push((r.file_id(), data));
+    }
+    cl.storages[1].restart(&tracker, false).await;
+    let b = cl.storages[1].addr();
+    for (id, data) in &files {
+        on_storage(&c, &b, id, data).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let log_b = std::fs::read_to_string(cl.storages[1].base().join("data/sync/binlog.000")).unwrap();
+    let mut created: Vec<&str> =
+        log_b.lines().filter(|l| l.contains(" c ")).map(|l| l.split(' ').nth(2).unwrap()).collect();
+    let n = created.len();
+    created.sort();
+    created.dedup();
+    assert_eq!((created.len(), n), (200, 200), "every file once");
+    let log_a = std::fs::read_to_string(cl.storages[0].base().join("data/sync/binlog.000")).unwrap();
+    assert!(!log_a.lines().any(|l| l.contains(" c ")), "nothing was sent back to A");
+}
+
+#[tokio::test]
+async fn a_new_member_receives_a_full_copy_then_goes_active() {
+    let cl = Cluster::start("", &["127.0.0.2"], "").await;
+    let c = cl.client();
+    let a = cl.storages[0].addr();
+    let mut files = Vec::new();
+    for i in 0..1000u32 {
+        let data = format!("content {i}").into_bytes();
+        let r = c.storage.upload(&a, UploadKind::Normal, -1, "bin", Content::Bytes(&data)).await.unwrap();
+        files.push((r.file_id(), data));
+    }
+    // StorageProc::start waits for ACTIVE: WAIT_SYNC → SYNCING → OFFLINE → ACTIVE.
+    let port = cl.storages[0].daemon.addr.port();
+    let new = StorageProc::start(&cl.tracker.addr(), "127.0.0.4", &format!("port = {port}\n")).await;
+    let addr = new.addr();
+    for (id, data) in &files {
+        let name = FileId::parse(id).unwrap().remote.to_string();
+        let got = c.storage.download(&addr, "group1", &name, 0, 0).await.unwrap();
+        assert_eq!(&got[..], &data[..], "{id}");
+    }
+    let listed = c.tracker.list_storages("group1", Some("127.0.0.4")).await.unwrap();
+    assert_eq!(listed[0].sync_src_id, "127.0.0.2");
+}
+
+#[tokio::test]
+async fn reads_right_after_an_upload_never_hit_a_member_without_the_file() {
+    let cl = Cluster::start("", &["127.0.0.2", "127.0.0.3"], "").await;
+    let c = cl.client();
+    for i in 0..40u32 {
+        let data = format!("fresh {i}").into_bytes();
+        let id = c.upload_buffer(&data, "txt").await.unwrap();
+        // The tracker routes to a member only once it reported having applied the file.
+        assert_eq!(&c.download(&id, 0, 0).await.unwrap()[..], &data[..], "read {i} right after upload");
+    }
+}
