@@ -511,3 +511,67 @@ async fn storage_ids_name_storages_and_route_id_named_files() {
     let params = c.tracker.parameters().await.unwrap();
     assert!(params.contains(&("id_type_in_filename".into(), "id".into())));
 }
+
+#[tokio::test]
+async fn two_trackers_elect_one_leader_and_the_survivor_takes_over() {
+    let mut t1 = TrackerProc::start("");
+    let t2 = TrackerProc::start("");
+    let (a1, a2) = (t1.addr(), t2.addr());
+    // A storage that reports to both makes them know each other.
+    let trackers = vec![a1.clone(), a2.clone()];
+    let mut conns = Vec::new();
+    for t in [&a1, &a2] {
+        let mut c =
+            ReportConnection::connect(t, Some("127.0.0.2".parse().unwrap()), T, Profile::CLASSIC).await.unwrap();
+        let mut req = join_req("group1", 1);
+        req.trackers = trackers.clone();
+        req.init_flag = false;
+        req.status = status::ACTIVE as i8;
+        c.join(&req).await.unwrap();
+        c.disk_usage(&USAGE).await.unwrap();
+        conns.push(c);
+    }
+    let leader_of = |addr: String| async move {
+        let mut c = fdfs_core::client::Connection::connect(&addr, T.0, T.1).await.ok()?;
+        let body = c.call(fdfs_core::protocol::Command::ServerGetLeader, &[]).await.ok()?;
+        Some(String::from_utf8_lossy(&body).into_owned())
+    };
+    let leader = eventually(Duration::from_secs(10), "one agreed leader", || async {
+        let (l1, l2) = (leader_of(a1.clone()).await?, leader_of(a2.clone()).await?);
+        (l1 == l2).then_some(l1)
+    })
+    .await;
+    assert!(leader == a1 || leader == a2, "{leader}");
+    // Only the leader pushes notifications; the follower answers beats with one zero byte.
+    let (lead_conn, follow_conn) = if leader == a1 { (0, 1) } else { (1, 0) };
+    assert_eq!(conns[follow_conn].beat(None).await.unwrap(), fdfs_core::protocol::report::ChangeNotify::default());
+    let _ = conns[lead_conn].beat(None).await.unwrap();
+    // Kill the leader: the survivor becomes leader, and clients listing both keep working.
+    let survivor = if leader == a1 { a2.clone() } else { a1.clone() };
+    let mut cfg = ClientConfig::for_tracker(ServerAddr::parse(&a1).unwrap());
+    cfg.tracker_servers.push(ServerAddr::parse(&a2).unwrap());
+    let c = Client::new(&cfg);
+    if leader == a1 {
+        t1.daemon.kill9();
+    } else {
+        drop(t2);
+    }
+    drop(conns);
+    eventually(Duration::from_secs(15), "the survivor leads", || async {
+        (leader_of(survivor.clone()).await? == survivor).then_some(())
+    })
+    .await;
+    let mut s =
+        ReportConnection::connect(&survivor, Some("127.0.0.2".parse().unwrap()), T, Profile::CLASSIC).await.unwrap();
+    let mut req = join_req("group1", 1);
+    req.trackers = trackers.clone();
+    req.init_flag = false;
+    req.status = status::ACTIVE as i8;
+    s.join(&req).await.unwrap();
+    let n = s.disk_usage(&USAGE).await.unwrap();
+    assert!(n.leader.is_some(), "the new leader announces itself");
+    for _ in 0..3 {
+        assert_eq!(c.tracker.query_store(None).await.unwrap().ip, "127.0.0.2", "queries fail over to the survivor");
+    }
+    assert!(s.beat(None).await.unwrap().leader.is_none(), "once per connection");
+}

@@ -4,13 +4,15 @@
 //! `127.0.0.1:0`. All state sits in one [`Tracker`] behind a mutex: tracker traffic is small
 //! (queries and beats), and one lock keeps every status transition atomic.
 
+pub mod election;
 mod persist;
 pub mod select;
 mod service;
 pub mod state;
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -35,6 +37,15 @@ pub struct Tracker {
     pub up_time: i64,
     /// The previous run's last status write, for `restart_interval` in elections.
     pub last_check_time: i64,
+    /// The leader tracker (`ip:port`), when known.
+    pub leader: RwLock<Option<String>>,
+    /// The candidate announced by NOTIFY_NEXT_LEADER.
+    pub candidate: RwLock<Option<String>>,
+    /// Bumped when the leader changes, so report connections re-announce it.
+    pub leader_epoch: AtomicU64,
+    /// The bound port and this host's addresses: how we recognise ourselves in tracker lists.
+    pub port: AtomicU16,
+    pub own_ips: Vec<String>,
     data_dir: PathBuf,
 }
 
@@ -57,9 +68,52 @@ impl Tracker {
             profile: Profile::CLASSIC,
             up_time: now_unix(),
             last_check_time,
+            leader: RwLock::new(None),
+            candidate: RwLock::new(None),
+            leader_epoch: AtomicU64::new(0),
+            port: AtomicU16::new(config.port),
+            own_ips: crate::http::interface_ips().iter().map(|ip| ip.to_string()).collect(),
             data_dir,
             config,
         })
+    }
+
+    pub fn self_addr(&self) -> String {
+        let ip = if self.config.bind_addr.is_empty() {
+            self.own_ips
+                .iter()
+                .find(|ip| !ip.starts_with("127.") && !ip.contains(':'))
+                .cloned()
+                .unwrap_or_else(|| "127.0.0.1".into())
+        } else {
+            self.config.bind_addr.clone()
+        };
+        crate::config::join_host_port(&ip, self.port.load(Ordering::Relaxed))
+    }
+
+    pub fn is_leader(&self) -> bool {
+        self.leader.read().unwrap_or_else(|e| e.into_inner()).as_deref() == Some(self.self_addr().as_str())
+    }
+
+    pub fn set_leader(&self, leader: Option<String>) {
+        let mut l = self.leader.write().unwrap_or_else(|e| e.into_inner());
+        if *l != leader {
+            *l = leader;
+            self.leader_epoch.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// What TRACKER_GET_STATUS answers.
+    pub fn status(&self) -> crate::protocol::leader::TrackerStatus {
+        let now = now_unix();
+        let running = (now - self.up_time) / 300 * 300;
+        let restart =
+            if self.last_check_time > 0 { (self.up_time - self.last_check_time).max(0) / 300 * 300 } else { 0 };
+        crate::protocol::leader::TrackerStatus {
+            is_leader: self.is_leader() as u8,
+            running_time: running,
+            restart_interval: restart,
+        }
     }
 
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Cluster> {
@@ -97,13 +151,18 @@ pub async fn run(listener: TcpListener, tracker: Arc<Tracker>, shutdown: Shutdow
             AllowHosts::parse(&["0.0.0.0/32".into()]).expect("valid")
         }
     };
+    if let Ok(a) = listener.local_addr() {
+        tracker.port.store(a.port(), Ordering::Relaxed);
+    }
     let bg = tokio::spawn(background(tracker.clone(), shutdown.clone()));
+    let el = tokio::spawn(election::run(tracker.clone(), shutdown.clone()));
     let t = tracker.clone();
     serve(listener, allow, tracker.config.max_connections, shutdown, move |sock, peer, sd| {
         service::handle(t.clone(), sock, peer, sd)
     })
     .await;
     let _ = bg.await;
+    let _ = el.await;
     tracker.save_if_dirty(true);
     log::info!("tracker stopped");
 }

@@ -14,7 +14,7 @@ use crate::protocol::codec::expect_len;
 use crate::protocol::report::*;
 use crate::protocol::stat::{GroupStat, StorageStat};
 use crate::protocol::tracker::*;
-use crate::protocol::{leader, Command, DecodeError, Profile, Status};
+use crate::protocol::{Command, DecodeError, Profile, Status};
 use crate::server::frame::{read_body, read_header, write_answer, FrameError};
 use crate::server::Shutdown;
 use crate::timefmt::now_unix;
@@ -30,7 +30,8 @@ struct Conn {
     profile: Profile,
     /// Group change counter last pushed to this storage.
     sent_counter: Option<u64>,
-    leader_sent: bool,
+    /// Leader epoch last announced to this storage.
+    leader_sent: Option<u64>,
 }
 
 enum Outcome {
@@ -70,7 +71,7 @@ pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: TcpStream, peer: Soc
         joined: None,
         profile: tracker.profile,
         sent_counter: None,
-        leader_sent: false,
+        leader_sent: None,
     };
     let timeout = tracker.config.network_timeout.max(std::time::Duration::from_secs(1));
     let max_body = tracker.config.max_buff_size.max(8 << 10);
@@ -253,16 +254,20 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
             Ok(r) => from_result(t.lock().delete_group(&r.group).map(|_| Vec::new())),
             Err(e) => e.into(),
         },
-        C::ServerGetLeader => match conn.local {
-            Some(a) => ok(crate::config::join_host_port(&a.ip().to_string(), t.config.port).into_bytes()),
+        C::ServerGetLeader => match t.leader.read().unwrap_or_else(|e| e.into_inner()).clone() {
+            Some(l) => ok(l.into_bytes()),
             None => err(Status::ENOENT),
         },
-        C::TrackerGetStatus => {
-            let running = (now - t.up_time) / 300 * 300;
-            let restart = if t.last_check_time > 0 { (t.up_time - t.last_check_time).max(0) / 300 * 300 } else { 0 };
-            ok(leader::TrackerStatus { is_leader: 1, running_time: running, restart_interval: restart }
-                .encode(p)
-                .to_vec())
+        C::TrackerGetStatus => ok(t.status().encode(p).to_vec()),
+        C::TrackerPingLeader => {
+            if !t.is_leader() {
+                return err(Status::EOPNOTSUPP);
+            }
+            // No trunk servers: nothing to tell followers.
+            ok(Vec::new())
+        }
+        C::TrackerNotifyNextLeader | C::TrackerCommitNextLeader => {
+            from_result(super::election::on_leader_message(t, cmd, body).map(|_| Vec::new()))
         }
 
         // Storage side.
@@ -478,20 +483,27 @@ fn split_addr(addr: &str, peer_ip: &str) -> (String, Option<u16>) {
     }
 }
 
-/// The change-notification answer to BEAT, DISK_USAGE and SYNC_REPORT (§3.6.3). We are our
-/// own leader, so the leader brief goes once per connection and the group's briefs whenever
-/// the group changed since this connection last heard.
+/// The change-notification answer to BEAT, DISK_USAGE and SYNC_REPORT (§3.6.3): a follower
+/// sends one zero byte; the leader announces itself once per connection (and after a change),
+/// and the group's briefs whenever the group changed since this connection last heard. A
+/// tracker that knows of no other tracker is its own leader.
 fn notifications(t: &Tracker, conn: &mut Conn) -> Vec<u8> {
     let Some((group, _)) = &conn.joined else { return vec![0] };
+    let alone = t.lock().trackers.len() <= 1;
+    if !alone && !t.is_leader() {
+        return vec![0];
+    }
+    let epoch = t.leader_epoch.load(std::sync::atomic::Ordering::Relaxed);
     let c = t.lock();
     let Some(g) = c.groups.get(group) else { return vec![0] };
     let mut n = ChangeNotify::default();
-    if !conn.leader_sent {
+    if conn.leader_sent != Some(epoch) {
         if let Some(local) = conn.local {
             let ip = local.ip().to_canonical().to_string();
-            n.leader = Some(Brief { status: 0, port: t.config.port as i32, id: ip.clone(), ip });
+            let port = t.port.load(std::sync::atomic::Ordering::Relaxed);
+            n.leader = Some(Brief { status: 0, port: port as i32, id: ip.clone(), ip });
         }
-        conn.leader_sent = true;
+        conn.leader_sent = Some(epoch);
     }
     if conn.sent_counter != Some(g.change_counter) {
         n.group = Some(g.briefs());

@@ -1,0 +1,158 @@
+//! Several trackers (PROTOCOL.md §7.5): trackers learn each other from the tracker lists storages
+//! send in JOIN, elect a leader by asking each other's status, and followers ping the leader,
+//! electing again after three missed pings. Only the leader pushes change notifications.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Tracker;
+use crate::client::Connection;
+use crate::config::ServerAddr;
+use crate::protocol::leader::{decode_leader_addr, encode_leader_addr, TrackerStatus};
+use crate::protocol::{Command, Profile};
+use crate::server::Shutdown;
+
+/// A tracker's standing in an election.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub addr: String,
+    pub status: TrackerStatus,
+}
+
+/// The ordering of §7.5: an existing leader, then the longest running, then the shortest
+/// restart gap, then the greatest address. The last element wins.
+pub fn winner(mut c: Vec<Candidate>) -> Option<Candidate> {
+    c.sort_by(|a, b| {
+        (a.status.is_leader, a.status.running_time)
+            .cmp(&(b.status.is_leader, b.status.running_time))
+            .then(b.status.restart_interval.cmp(&a.status.restart_interval))
+            .then(a.addr.cmp(&b.addr))
+    });
+    c.pop()
+}
+
+async fn call(addr: &str, t: &Tracker, cmd: Command, body: &[u8]) -> Option<bytes::Bytes> {
+    let d = t.config.connect_timeout.min(Duration::from_secs(2));
+    let mut c = Connection::connect(addr, d, d).await.ok()?;
+    let r = c.call(cmd, body).await.ok();
+    c.quit().await;
+    r
+}
+
+/// Is `addr` (`ip:port` from a storage's list) this tracker?
+fn is_me(t: &Tracker, addr: &str) -> bool {
+    let Some(a) = ServerAddr::parse(addr) else { return false };
+    a.port == t.port.load(Ordering::Relaxed) && a.hosts.iter().any(|h| t.own_ips.iter().any(|ip| ip == h))
+}
+
+/// Runs until shutdown: elect when there is no leader, ping it when there is one.
+pub async fn run(t: Arc<Tracker>, mut shutdown: Shutdown) {
+    let mut misses = 0;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+        }
+        let others: Vec<String> = {
+            let c = t.lock();
+            c.trackers.iter().filter(|a| !is_me(&t, a)).cloned().collect()
+        };
+        let leader = t.leader.read().unwrap_or_else(|e| e.into_inner()).clone();
+        match leader {
+            Some(l) if l == t.self_addr() => misses = 0,
+            Some(l) => {
+                if call(&l, &t, Command::TrackerPingLeader, &[]).await.is_some() {
+                    misses = 0;
+                } else {
+                    misses += 1;
+                    if misses >= 3 {
+                        log::warn!("leader {l} is gone; electing a new one");
+                        *t.leader.write().unwrap_or_else(|e| e.into_inner()) = None;
+                        misses = 0;
+                    }
+                }
+            }
+            None => elect(&t, &others).await,
+        }
+    }
+}
+
+async fn elect(t: &Arc<Tracker>, others: &[String]) {
+    let me = t.self_addr();
+    let mut cands = vec![Candidate { addr: me.clone(), status: t.status() }];
+    for o in others {
+        if let Some(body) = call(o, t, Command::TrackerGetStatus, &[]).await {
+            if let Ok(status) = TrackerStatus::decode(&body, Profile::CLASSIC) {
+                cands.push(Candidate { addr: o.clone(), status });
+            }
+        }
+    }
+    let reachable = cands.len() - 1;
+    let Some(w) = winner(cands) else { return };
+    if w.addr == me {
+        let body = encode_leader_addr(&me, Profile::V6_16);
+        let mut notified = 0;
+        for o in others {
+            notified += call(o, t, Command::TrackerNotifyNextLeader, &body).await.is_some() as usize;
+        }
+        // Alone (or the only one left): lead without anyone to tell.
+        if notified > 0 || reachable == 0 {
+            for o in others {
+                let _ = call(o, t, Command::TrackerCommitNextLeader, &body).await;
+            }
+            log::info!("this tracker ({me}) is the leader");
+            t.set_leader(Some(me));
+        }
+    } else if w.status.is_leader == 1 {
+        log::info!("tracker {} is the leader", w.addr);
+        t.set_leader(Some(w.addr));
+    }
+}
+
+/// 66/67 from a candidate: record it (66) and make it the leader (67).
+pub fn on_leader_message(t: &Tracker, cmd: Command, body: &[u8]) -> Result<(), crate::protocol::Status> {
+    let addr = decode_leader_addr(body).map_err(|_| crate::protocol::Status::EINVAL)?;
+    match cmd {
+        Command::TrackerNotifyNextLeader => {
+            *t.candidate.write().unwrap_or_else(|e| e.into_inner()) = Some(addr.clone());
+            if t.is_leader() && addr != t.self_addr() {
+                t.set_leader(None);
+            }
+            Ok(())
+        }
+        _ => {
+            let expected = t.candidate.read().unwrap_or_else(|e| e.into_inner()).clone();
+            if expected.as_deref() != Some(addr.as_str()) {
+                return Err(crate::protocol::Status::EINVAL);
+            }
+            t.set_leader(Some(addr));
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(addr: &str, is_leader: u8, running: i64, restart: i64) -> Candidate {
+        Candidate {
+            addr: addr.into(),
+            status: TrackerStatus { is_leader, running_time: running, restart_interval: restart },
+        }
+    }
+
+    #[test]
+    fn ordering() {
+        assert_eq!(winner(vec![c("a:1", 0, 900, 0), c("b:1", 1, 0, 0)]).unwrap().addr, "b:1", "a leader stays");
+        assert_eq!(winner(vec![c("a:1", 0, 900, 0), c("b:1", 0, 300, 0)]).unwrap().addr, "a:1", "longest running");
+        assert_eq!(
+            winner(vec![c("a:1", 0, 300, 0), c("b:1", 0, 300, 600)]).unwrap().addr,
+            "a:1",
+            "shortest restart gap"
+        );
+        assert_eq!(winner(vec![c("a:1", 0, 300, 0), c("b:1", 0, 300, 0)]).unwrap().addr, "b:1", "greatest address");
+        assert_eq!(winner(vec![]), None);
+    }
+}
