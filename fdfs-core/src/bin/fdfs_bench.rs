@@ -21,6 +21,8 @@ enum Op {
     Download,
     Delete,
     Mixed,
+    /// Upload to `--source`, time until `--replica` serves the file.
+    Lag,
 }
 
 #[derive(Debug, Parser)]
@@ -48,6 +50,12 @@ struct Args {
     /// Also write the figures as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// `lag`: the storage (HOST:PORT) uploads go to.
+    #[arg(long)]
+    source: Option<String>,
+    /// `lag`: the member of the same group polled until it has the file.
+    #[arg(long)]
+    replica: Option<String>,
     /// Delete the files this run uploaded when it ends.
     #[arg(long, default_value_t = true)]
     cleanup: bool,
@@ -100,14 +108,20 @@ async fn run(args: Args, config: ClientConfig, size: usize) -> Result<()> {
             upload_many(&config, &payload, args.count.clamp(1, 200), args.concurrency, &args.ext).await?
         }
         Op::Delete => upload_many(&config, &payload, args.count, args.concurrency, &args.ext).await?,
-        Op::Upload => Vec::new(),
+        Op::Upload | Op::Lag => Vec::new(),
     };
     let seed = Arc::new(seed);
+    let lag_pair = match (args.op, &args.source, &args.replica) {
+        (Op::Lag, Some(s), Some(r)) => Some(Arc::new((s.clone(), r.clone()))),
+        (Op::Lag, _, _) => bail!("--op lag needs --source and --replica"),
+        _ => None,
+    };
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..args.concurrency.max(1) {
         let (config, payload, seed, ext) = (config.clone(), payload.clone(), seed.clone(), args.ext.clone());
         let (op, count, conc) = (args.op, args.count, args.concurrency.max(1));
+        let lag_pair = lag_pair.clone();
         tasks.push(tokio::spawn(async move {
             let client = Client::new(&config);
             let mut out = Outcome::default();
@@ -120,8 +134,14 @@ async fn run(args: Args, config: ClientConfig, size: usize) -> Result<()> {
                     Op::Delete => client.delete(&seed[i]).await.map(|_| None).map_err(|e| e.to_string()),
                     Op::Mixed if i % 2 == 0 => upload_one(&client, &payload, &ext).await.map(Some),
                     Op::Mixed => download_one(&client, &seed[i % seed.len()], payload.len()).await.map(|_| None),
+                    Op::Lag => {
+                        let (src, replica) = &**lag_pair.as_ref().expect("checked");
+                        lag_one(&client, src, replica, &payload, &ext, &mut out.latencies).await.map(Some)
+                    }
                 };
-                out.latencies.push(t.elapsed());
+                if op != Op::Lag {
+                    out.latencies.push(t.elapsed());
+                }
                 match r {
                     Ok(Some(id)) => out.ids.push(id),
                     Ok(None) => {}
@@ -189,6 +209,34 @@ async fn run(args: Args, config: ClientConfig, size: usize) -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Uploads to `src`, then polls `replica` (QUERY_FILE_INFO) until it has the file; records the
+/// time from the upload's answer to the first successful poll.
+async fn lag_one(
+    client: &Client,
+    src: &str,
+    replica: &str,
+    payload: &[u8],
+    ext: &str,
+    lags: &mut Vec<Duration>,
+) -> Result<String, String> {
+    let r = client
+        .storage
+        .upload(src, UploadKind::Normal, -1, ext, Content::Bytes(payload))
+        .await
+        .map_err(|e| e.to_string())?;
+    let acked = Instant::now();
+    loop {
+        if client.storage.file_info(replica, &r.group, &r.filename, 1).await.is_ok() {
+            lags.push(acked.elapsed());
+            return Ok(r.file_id());
+        }
+        if acked.elapsed() > Duration::from_secs(30) {
+            return Err(format!("{} not on {replica} after 30 s", r.file_id()));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 async fn upload_one(client: &Client, payload: &[u8], ext: &str) -> Result<String, String> {
