@@ -150,3 +150,24 @@ async fn reads_right_after_an_upload_never_hit_a_member_without_the_file() {
         assert_eq!(&c.download(&id, 0, 0).await.unwrap()[..], &data[..], "read {i} right after upload");
     }
 }
+
+#[tokio::test]
+async fn uploads_and_downloads_continue_when_a_tracker_dies() {
+    let mut t1 = fdfs_e2e::TrackerProc::start("");
+    let t2 = fdfs_e2e::TrackerProc::start("");
+    let (a1, a2) = (t1.addr(), t2.addr());
+    let conf = format!("tracker_server = {a1}\ntracker_server = {a2}\n");
+    let s = StorageProc::start(&a1, "127.0.0.2", &conf).await;
+    s.wait_active(&a2).await;
+    let mut cfg = fdfs_core::config::ClientConfig::for_tracker(fdfs_core::config::ServerAddr::parse(&a1).unwrap());
+    cfg.tracker_servers.push(fdfs_core::config::ServerAddr::parse(&a2).unwrap());
+    let c = Client::new(&cfg);
+    let before = c.upload_buffer(b"before", "txt").await.unwrap();
+    t1.daemon.kill9();
+    for i in 0..5 {
+        let data = format!("after {i}").into_bytes();
+        let id = c.upload_buffer(&data, "txt").await.unwrap();
+        assert_eq!(&c.download(&id, 0, 0).await.unwrap()[..], &data[..]);
+    }
+    assert_eq!(&c.download(&before, 0, 0).await.unwrap()[..], b"before");
+}
