@@ -15,18 +15,11 @@ for c in rustfmt clippy; do
 done
 cargo --version
 
-# Building nginx (vendored) and the module needs clang for bindgen and nginx's libraries.
-apt_packages=(pkg-config libclang-dev clang libpcre2-dev zlib1g-dev libssl-dev make curl)
-missing=()
-for p in "${apt_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-  step "apt-get install ${missing[*]}"
-  sudo_cmd=(); [[ $(id -u) -eq 0 ]] || sudo_cmd=(sudo)
-  "${sudo_cmd[@]}" apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}"
-fi
+# shellcheck source=ci/lib.sh
+source ci/lib.sh
+step "packages"
+# chromium: the browser test (tests/tests/browser.rs) opens pages served by the module.
+ensure_apt_packages "${BUILD_PACKAGES[@]}" chromium
 
 # The golden captures live in ../shared beside the checkout.
 export FDFS_SHARED_DIR=${FDFS_SHARED_DIR:-$here/../shared}
@@ -41,6 +34,9 @@ if [[ ! -x $interop_cache/py3fdfs/bin/python ]]; then
   "$interop_cache/py3fdfs/bin/pip" install -q py3Fdfs==2.2.0
 fi
 export FDFS_PY3FDFS_PYTHON=$interop_cache/py3fdfs/bin/python
+# The Django example (examples/django) runs in the same environment.
+"$FDFS_PY3FDFS_PYTHON" -c 'import django' 2>/dev/null || "$interop_cache/py3fdfs/bin/pip" install -q 'django>=4.2,<5'
+
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -55,6 +51,12 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --workspace --locked 2>&1 | tee "$log"
 read -r passed failed < <(awk '/^test result:/ {p += $4; f += $6} END {print p+0, f+0}' "$log")
+
+step "quickstart (README command one), twice, then stop"
+bash ci/quickstart.sh >/dev/null
+bash ci/quickstart.sh | tail -4
+curl -sf -o /dev/null "$(cat run/last_url)" || { echo "quickstart URL not served"; exit 1; }
+bash ci/quickstart.sh stop
 
 step "module for Debian's nginx 1.22"
 bash ci/build-module-debian.sh

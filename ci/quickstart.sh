@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# One command to a running fastdfs-rs: tracker + storage + nginx with the module on loopback,
+# configured from the nginx-conf/ samples, serving an uploaded sample image.
+#   ci/quickstart.sh          build (release), (re)start everything, upload, print the URL
+#   ci/quickstart.sh stop     stop everything
+# Data and configs live in ./run (kept between runs). Ports: QS_TRACKER_PORT (22122),
+# QS_STORAGE_PORT (23000), QS_HTTP_PORT (8888).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+run=$root/run
+bin=$root/target/release
+tport=${QS_TRACKER_PORT:-22122}
+sport=${QS_STORAGE_PORT:-23000}
+hport=${QS_HTTP_PORT:-8888}
+
+nginx_bin() { ls -t "$root"/target/release/build/nginx-sys-*/out/objs/nginx 2>/dev/null | head -1; }
+
+stop_all() {
+  local n; n=$(nginx_bin)
+  if [[ -n $n && -f $run/nginx/logs/nginx.pid ]]; then "$n" -p "$run/nginx" -c conf/nginx.conf -s stop 2>/dev/null || true; fi
+  [[ -f $run/storage.conf ]] && "$bin/fdfs_storaged" "$run/storage.conf" stop 2>/dev/null || true
+  [[ -f $run/tracker.conf ]] && "$bin/fdfs_trackerd" "$run/tracker.conf" stop 2>/dev/null || true
+  sleep 0.3
+}
+
+if [[ ${1:-} == stop ]]; then
+  stop_all
+  echo "stopped (data kept in $run)"
+  exit 0
+fi
+
+# shellcheck source=ci/lib.sh
+source ci/lib.sh
+ensure_apt_packages "${BUILD_PACKAGES[@]}"
+command -v cargo >/dev/null || { echo "cargo not found: install Rust (rustup) first" >&2; exit 1; }
+echo "building (release)..."
+cargo build --release --locked -q -p fdfs-core --bins
+cargo build --release --locked -q -p ngx-fastdfs
+nginx=$(nginx_bin)
+
+stop_all
+mkdir -p "$run/tracker" "$run/storage" "$run/nginx/conf" "$run/nginx/logs"
+# The samples, with paths and ports of this run.
+sed -e "s#^base_path = .*#base_path = $run/tracker#" -e "s#^port = .*#port = $tport#" \
+    -e "s#^bind_addr =.*#bind_addr = 127.0.0.1#" -e "s#^reserved_storage_space = .*#reserved_storage_space = 1GB#" \
+    nginx-conf/tracker.conf > "$run/tracker.conf"
+sed -e "s#^base_path = .*#base_path = $run/storage#" -e "s#^store_path0 = .*#store_path0 = $run/storage#" \
+    -e "s#^port = .*#port = $sport#" -e "s#^bind_addr =.*#bind_addr = 127.0.0.1#" \
+    -e "s#^tracker_server = .*#tracker_server = 127.0.0.1:$tport#" -e "s#^heart_beat_interval = .*#heart_beat_interval = 2#" \
+    -e "s#^stat_report_interval = .*#stat_report_interval = 2#" \
+    nginx-conf/storage.conf > "$run/storage.conf"
+sed -e "s#^tracker_server = .*#tracker_server = 127.0.0.1:$tport#" nginx-conf/client.conf > "$run/client.conf"
+sed -e "s#^store_path0 = .*#store_path0 = $run/storage#" -e "s#^tracker_server = .*#tracker_server = 127.0.0.1:$tport#" \
+    -e "s#^storage_server_port = .*#storage_server_port = $sport#" nginx-conf/mod_fastdfs.conf > "$run/nginx/conf/mod_fastdfs.conf"
+cp nginx-conf/http.conf nginx-conf/mime.types "$run/nginx/conf/"
+user=""; [[ $(id -u) -eq 0 ]] && user="user root;"
+cat > "$run/nginx/conf/nginx.conf" <<CONF
+load_module $bin/libngx_fastdfs.so;
+$user
+worker_processes 1;
+error_log logs/error.log;
+pid logs/nginx.pid;
+events { worker_connections 256; }
+http {
+  types { image/png png; image/jpeg jpg jpeg; text/html html; }
+  default_type application/octet-stream;
+  sendfile on;
+  access_log off;
+  fastdfs_config $run/nginx/conf/mod_fastdfs.conf;
+  server {
+    listen 127.0.0.1:$hport;
+    location ~ /group[0-9]+/M[0-9A-F][0-9A-F]/ { ngx_fastdfs_module; }
+    location @fastdfs_proxy { proxy_pass \$fastdfs_proxy_url; }
+    location / { root $run/nginx/html; }
+  }
+}
+CONF
+
+"$bin/fdfs_trackerd" "$run/tracker.conf" start
+"$bin/fdfs_storaged" "$run/storage.conf" start
+"$nginx" -p "$run/nginx" -c conf/nginx.conf
+for _ in $(seq 100); do
+  "$bin/fdfs_monitor" "$run/client.conf" 2>/dev/null | grep -q ' ACTIVE' && break
+  sleep 0.2
+done
+
+# A sample image: a 320x200 PNG gradient, made here so nothing is downloaded.
+python3 - "$run/sample.png" <<'PY'
+import struct, sys, zlib
+w, h = 320, 200
+rows = b"".join(b"\0" + bytes(v for x in range(w) for v in (x * 255 // w, y * 255 // h, 160)) for y in range(h))
+chunk = lambda t, d: struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d))
+open(sys.argv[1], "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                             + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+PY
+id=$("$bin/fdfs_upload_file" "$run/client.conf" "$run/sample.png")
+url="http://127.0.0.1:$hport/$id"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$url")
+[[ $code == 200 ]] || { echo "nginx answered $code for $url"; tail -5 "$run/nginx/logs/error.log"; exit 1; }
+echo "$url" > "$run/last_url"
+cat <<MSG
+
+fastdfs-rs is running:
+  tracker  127.0.0.1:$tport   storage 127.0.0.1:$sport   nginx http://127.0.0.1:$hport
+  uploaded $run/sample.png
+  file ID  $id
+  URL      $url
+Try:  $bin/fdfs_upload_file $run/client.conf <file>
+      $bin/fdfs_monitor $run/client.conf
+Stop: ci/quickstart.sh stop
+MSG
