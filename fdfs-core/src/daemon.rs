@@ -11,6 +11,18 @@ use anyhow::{bail, Context, Result};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
+/// A daemon's `main`: runs `f`, prints and logs its error, exits 1 on failure.
+pub fn main(prog: &str, f: impl FnOnce() -> Result<()>) -> std::process::ExitCode {
+    match f() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{prog}: {e:#}");
+            log::error!("{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     Start,

@@ -15,14 +15,7 @@ use fdfs_core::tracker::{self, Tracker};
 const PROG: &str = "fdfs_trackerd";
 
 fn main() -> ExitCode {
-    match real_main() {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("{PROG}: {e:#}");
-            log::error!("{e:#}");
-            ExitCode::FAILURE
-        }
-    }
+    daemon::main(PROG, real_main)
 }
 
 fn real_main() -> Result<()> {

@@ -41,28 +41,38 @@ macro_rules! counters {
     };
 }
 
-counters! {
-    total_upload_count, success_upload_count,
-    total_append_count, success_append_count,
-    total_modify_count, success_modify_count,
-    total_truncate_count, success_truncate_count,
-    total_set_meta_count, success_set_meta_count,
-    total_delete_count, success_delete_count,
-    total_download_count, success_download_count,
-    total_get_meta_count, success_get_meta_count,
-    total_create_link_count, success_create_link_count,
-    total_delete_link_count, success_delete_link_count,
-    total_upload_bytes, success_upload_bytes,
-    total_append_bytes, success_append_bytes,
-    total_modify_bytes, success_modify_bytes,
-    total_download_bytes, success_download_bytes,
-    total_sync_in_bytes, success_sync_in_bytes,
-    total_sync_out_bytes, success_sync_out_bytes,
-    total_file_open_count, success_file_open_count,
-    total_file_read_count, success_file_read_count,
-    total_file_write_count, success_file_write_count,
-    last_source_update, last_sync_update, last_synced_timestamp, last_heart_beat_time,
+/// Calls `$m! { name, ... }` with the 42 counter names of `StatBuff`, in wire order: the one
+/// list every counter type is generated from.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! for_each_stat_counter {
+    ($m:ident) => {
+        $m! {
+            total_upload_count, success_upload_count,
+            total_append_count, success_append_count,
+            total_modify_count, success_modify_count,
+            total_truncate_count, success_truncate_count,
+            total_set_meta_count, success_set_meta_count,
+            total_delete_count, success_delete_count,
+            total_download_count, success_download_count,
+            total_get_meta_count, success_get_meta_count,
+            total_create_link_count, success_create_link_count,
+            total_delete_link_count, success_delete_link_count,
+            total_upload_bytes, success_upload_bytes,
+            total_append_bytes, success_append_bytes,
+            total_modify_bytes, success_modify_bytes,
+            total_download_bytes, success_download_bytes,
+            total_sync_in_bytes, success_sync_in_bytes,
+            total_sync_out_bytes, success_sync_out_bytes,
+            total_file_open_count, success_file_open_count,
+            total_file_read_count, success_file_read_count,
+            total_file_write_count, success_file_write_count,
+            last_source_update, last_sync_update, last_synced_timestamp, last_heart_beat_time,
+        }
+    };
 }
+
+for_each_stat_counter!(counters);
 
 /// `StatBuff`: connection counts (i32 ×3) then the counters. Sent in BEAT and embedded in the
 /// storage stat record.
