@@ -112,9 +112,7 @@ impl RemoteFilename {
         if !name.bytes().all(name_char) {
             return Err(FileIdError::BadFilename("character outside the name charset"));
         }
-        if B64.decode(&name[..CORE_B64_LEN]).map(|v| v.len()) != Ok(CORE_LEN) {
-            return Err(FileIdError::BadBase64);
-        }
+        NameCore::from_b64(&name[..CORE_B64_LEN])?;
         Ok(Self { store_path_index, high, low, name: name.to_owned() })
     }
 
@@ -263,9 +261,12 @@ impl NameCore {
         if s.len() != CORE_B64_LEN {
             return Err(FileIdError::BadBase64);
         }
-        let v = B64.decode(s).map_err(|_| FileIdError::BadBase64)?;
-        let arr: [u8; CORE_LEN] = v.try_into().map_err(|_| FileIdError::BadBase64)?;
-        Ok(Self::from_bytes(&arr))
+        // Decoded on the stack: this runs for every request the nginx module serves.
+        let mut buf = [0u8; CORE_LEN + 1];
+        match B64.decode_slice(s, &mut buf) {
+            Ok(CORE_LEN) => Ok(Self::from_bytes(buf[..CORE_LEN].try_into().expect("20 bytes"))),
+            _ => Err(FileIdError::BadBase64),
+        }
     }
 }
 

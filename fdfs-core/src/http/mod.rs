@@ -126,14 +126,11 @@ impl Settings {
         let local_path = local_group
             .and_then(|g| g.store_paths.get(remote.store_path_index as usize))
             .map(|root| root.join(remote.relative_path()));
-        let source_host = match info.source {
-            Source::Ip(ip) => Some(ip.to_string()),
-            Source::ServerId(id) => self.ids.as_ref().and_then(|t| t.by_id(id)).and_then(|e| e.hosts.first().cloned()),
-        };
+        let id_host = |id: u32| self.ids.as_ref().and_then(|t| t.by_id(id)).and_then(|e| e.hosts.first());
         let is_ours = |ip: IpAddr| self.local_ips.contains(&ip) || server_ip == Some(ip);
         let source_is_local = match info.source {
             Source::Ip(ip) => is_ours(IpAddr::V4(ip)),
-            Source::ServerId(_) => source_host.as_ref().and_then(|h| h.parse().ok()).is_some_and(is_ours),
+            Source::ServerId(id) => id_host(id).and_then(|h| h.parse().ok()).is_some_and(is_ours),
         };
         let old = info.create_timestamp > 0
             && now - info.create_timestamp as i64 > cfg.storage_sync_file_max_delay.as_secs() as i64;
@@ -142,7 +139,12 @@ impl Settings {
         } else if query.contains_key("redirect") {
             Missing::Loop
         } else {
-            match source_host {
+            // Only a file that may be elsewhere needs its source's address spelled out.
+            let host = match info.source {
+                Source::Ip(ip) => Some(ip.to_string()),
+                Source::ServerId(id) => id_host(id).cloned(),
+            };
+            match host {
                 Some(host) => Missing::Remote { host, mode: cfg.response_mode },
                 None => Missing::UnknownSource,
             }
