@@ -81,7 +81,24 @@ pub fn decode_everything(data: &[u8]) {
     let text = String::from_utf8_lossy(data);
     let _ = RemoteFilename::parse(&text, Some(2));
     let _ = FileId::parse(&text);
+    route_urls(&text);
     parse_configs(&text);
+}
+
+/// The nginx module's request logic on arbitrary paths and query strings.
+pub fn route_urls(text: &str) {
+    static SETTINGS: std::sync::OnceLock<crate::http::Settings> = std::sync::OnceLock::new();
+    let s = SETTINGS.get_or_init(|| {
+        let conf = "group_name = group1\nurl_have_group_name = true\nstore_path0 = /data\nflv_support = true\n\
+                    http.anti_steal.check_token = false\n";
+        let ini = Ini::parse(conf, Path::new("/nonexistent-fuzz-dir/mod_fastdfs.conf")).expect("valid");
+        let config = ModFastdfsConfig::from_ini(&ini).expect("valid");
+        crate::http::Settings { config, ids: None, local_ips: Vec::new() }
+    });
+    let (path, args) = text.split_once('?').unwrap_or((text, ""));
+    let _ = s.route(&format!("/{path}"), args, None, false, 1_800_000_000);
+    let _ = s.route(&format!("/group1/M00/00/00/{path}"), args, None, true, 0);
+    let _ = crate::http::percent_decode(text);
 }
 
 /// The config parsers on arbitrary text (no includes are followed: the path does not exist).
