@@ -418,7 +418,14 @@ impl FileInfo {
 /// extension, then the prefix, then `.ext` (or the master's extension when `ext` is empty).
 pub fn slave_filename(master: &str, prefix: &str, ext: &str) -> Result<String, FileIdError> {
     let charset = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if prefix.is_empty() || prefix.len() > 16 || ext.len() > 6 || !charset(prefix) || !charset(ext) {
+    // Names are ASCII; anything else could also not be sliced at byte offsets below.
+    if !master.is_ascii()
+        || prefix.is_empty()
+        || prefix.len() > 16
+        || ext.len() > 6
+        || !charset(prefix)
+        || !charset(ext)
+    {
         return Err(FileIdError::BadSlave);
     }
     let tail_start = master.len().saturating_sub(EXT_PART_LEN);
@@ -564,6 +571,7 @@ mod tests {
         assert!(slave_filename(no_ext, "-m", "").is_err());
         assert!(slave_filename(EXAMPLE, "", "png").is_err());
         assert!(slave_filename(EXAMPLE, "a/b", "png").is_err());
+        assert!(slave_filename("M00/00/00/wKgBCmVT8QCAEjRWAAAwOd6tvu8éé.jpg", "_s", "").is_err());
         let s = RemoteFilename::parse(&slave_filename(EXAMPLE, "_s", "").unwrap(), Some(1)).unwrap();
         assert_eq!(s.info().file_type, FileType::Slave);
         assert_eq!(s.info().size, None);
