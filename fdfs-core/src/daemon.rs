@@ -163,6 +163,38 @@ impl Drop for PidFile {
     }
 }
 
+/// Binds `bind_addr:port` (every address when `bind_addr` is empty).
+pub async fn bind(bind_addr: &str, port: u16) -> Result<tokio::net::TcpListener> {
+    let host = if bind_addr.is_empty() { "0.0.0.0" } else { bind_addr };
+    tokio::net::TcpListener::bind((host, port)).await.with_context(|| format!("binding {host}:{port}"))
+}
+
+/// Runs a bound server until SIGTERM/SIGINT/SIGQUIT: writes the pid file (which is what
+/// `start` waits for), announces the address on stdout (tests read it), then triggers the
+/// shutdown signal and waits for `serve` to finish.
+pub async fn serve_until_signal<F, Fut>(
+    prog: &str,
+    base_path: &Path,
+    listener: tokio::net::TcpListener,
+    serve: F,
+) -> Result<()>
+where
+    F: FnOnce(tokio::net::TcpListener, crate::server::Shutdown) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let addr = listener.local_addr()?;
+    let _pid = PidFile::create(base_path, prog)?;
+    log::info!("{prog} {} listening on {addr}", env!("CARGO_PKG_VERSION"));
+    println!("{prog} listening on {addr}");
+    let (trigger, shutdown) = crate::server::shutdown_pair();
+    let task = tokio::spawn(serve(listener, shutdown));
+    wait_for_stop_signal().await;
+    log::info!("stopping");
+    trigger.trigger();
+    task.await?;
+    Ok(())
+}
+
 /// Resolves on SIGTERM, SIGINT or SIGQUIT. SIGHUP and SIGPIPE are ignored.
 pub async fn wait_for_stop_signal() {
     use tokio::signal::unix::{signal, SignalKind};

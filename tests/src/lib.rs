@@ -91,20 +91,11 @@ impl Daemon {
         self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
-    /// SIGTERM and wait (SIGKILL after 30 s).
+    /// SIGTERM and wait (SIGKILL after 30 s, and the test fails: a daemon must stop cleanly).
     pub fn stop(&mut self) {
-        let Some(mut child) = self.child.take() else { return };
-        let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
+        if let Some(child) = self.child.take() {
+            assert!(terminate(child, Duration::from_secs(30)), "{} did not stop on SIGTERM within 30 s", self.name);
         }
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("{} did not stop on SIGTERM within 30 s", self.name);
     }
 
     /// SIGKILL: a crash.
@@ -126,19 +117,25 @@ impl Drop for Daemon {
         if std::thread::panicking() {
             self.print_logs();
         }
-        if let Some(mut child) = self.child.take() {
-            let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while Instant::now() < deadline {
-                if let Ok(Some(_)) = child.try_wait() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            let _ = child.kill();
-            let _ = child.wait();
+        if let Some(child) = self.child.take() {
+            terminate(child, Duration::from_secs(10));
         }
     }
+}
+
+/// SIGTERM, wait up to `grace`, then SIGKILL. True when it stopped by itself.
+fn terminate(mut child: Child, grace: Duration) -> bool {
+    let _ = kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    false
 }
 
 /// `defaults` overridden by the `key = value` lines of `extra` (a config key read once must

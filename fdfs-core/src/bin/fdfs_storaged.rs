@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use fdfs_core::config::StorageConfig;
-use fdfs_core::daemon::{self, PidFile};
-use fdfs_core::server::shutdown_pair;
+use fdfs_core::daemon;
 use fdfs_core::storage::{self, StorageServer};
 
 const PROG: &str = "fdfs_storaged";
@@ -38,24 +37,11 @@ fn real_main() -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let bind = if config.bind_addr.is_empty() { "0.0.0.0" } else { config.bind_addr.as_str() };
-        let listener = tokio::net::TcpListener::bind((bind, config.port))
-            .await
-            .with_context(|| format!("binding {bind}:{}", config.port))?;
-        let addr = listener.local_addr()?;
+        let listener = daemon::bind(&config.bind_addr, config.port).await?;
         // With port 0 the trackers must learn the port actually bound.
-        config.port = addr.port();
+        config.port = listener.local_addr()?.port();
         let base_path = config.base_path.clone();
         let server = Arc::new(StorageServer::open(config)?);
-        let _pid = PidFile::create(&base_path, PROG)?;
-        log::info!("{PROG} {} listening on {addr}", env!("CARGO_PKG_VERSION"));
-        println!("{PROG} listening on {addr}");
-        let (trigger, shutdown) = shutdown_pair();
-        let task = tokio::spawn(storage::run(listener, server, shutdown));
-        daemon::wait_for_stop_signal().await;
-        log::info!("stopping");
-        trigger.trigger();
-        task.await?;
-        Ok(())
+        daemon::serve_until_signal(PROG, &base_path, listener, move |l, sd| storage::run(l, server, sd)).await
     })
 }

@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use fdfs_core::config::TrackerConfig;
-use fdfs_core::daemon::{self, PidFile};
-use fdfs_core::server::shutdown_pair;
+use fdfs_core::daemon;
 use fdfs_core::tracker::{self, Tracker};
 
 const PROG: &str = "fdfs_trackerd";
@@ -35,22 +34,9 @@ fn real_main() -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        let bind = if config.bind_addr.is_empty() { "0.0.0.0" } else { config.bind_addr.as_str() };
-        let listener = tokio::net::TcpListener::bind((bind, config.port))
-            .await
-            .with_context(|| format!("binding {bind}:{}", config.port))?;
-        let addr = listener.local_addr()?;
+        let listener = daemon::bind(&config.bind_addr, config.port).await?;
         let base_path = config.base_path.clone();
         let tracker = Arc::new(Tracker::new(config)?);
-        let _pid = PidFile::create(&base_path, PROG)?;
-        log::info!("{PROG} {} listening on {addr}", env!("CARGO_PKG_VERSION"));
-        println!("{PROG} listening on {addr}");
-        let (trigger, shutdown) = shutdown_pair();
-        let server = tokio::spawn(tracker::run(listener, tracker, shutdown));
-        daemon::wait_for_stop_signal().await;
-        log::info!("stopping");
-        trigger.trigger();
-        server.await?;
-        Ok(())
+        daemon::serve_until_signal(PROG, &base_path, listener, move |l, sd| tracker::run(l, tracker, sd)).await
     })
 }
