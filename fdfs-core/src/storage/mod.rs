@@ -6,6 +6,7 @@
 //! wait for each other.
 
 pub mod binlog;
+pub mod locks;
 pub mod ops;
 pub mod paths;
 pub mod replica;
@@ -71,8 +72,8 @@ pub struct StorageServer {
     /// The other members of the group, as the leader last told us.
     pub peers: RwLock<Vec<Brief>>,
     pub up_time: i64,
-    /// Serialises changes to one appender file (append/modify/truncate/regenerate).
-    file_locks: Mutex<HashMap<PathBuf, Arc<tokio::sync::Mutex<()>>>>,
+    /// Serialises changes to one file (append/modify/truncate/regenerate, replicated ranges).
+    pub file_locks: locks::FileLocks,
     /// Peer storage ID → newest source timestamp applied from it (reported in SYNC_REPORT).
     pub synced_from: Mutex<HashMap<String, i32>>,
     /// Woken on every binlog record, so sync senders ship changes at once.
@@ -115,7 +116,7 @@ impl StorageServer {
             status: AtomicU8::new(crate::tracker::status::NONE),
             peers: RwLock::new(Vec::new()),
             up_time: now,
-            file_locks: Mutex::new(HashMap::new()),
+            file_locks: locks::FileLocks::default(),
             synced_from: Mutex::new(HashMap::new()),
             binlog_changed: tokio::sync::Notify::new(),
             config,
@@ -141,14 +142,8 @@ impl StorageServer {
         self.status.load(Ordering::Relaxed)
     }
 
-    /// A per-file async lock; entries are dropped once nobody holds them.
-    pub async fn lock_file(&self, path: &std::path::Path) -> FileGuard<'_> {
-        let m = {
-            let mut locks = self.file_locks.lock().unwrap_or_else(|e| e.into_inner());
-            locks.entry(path.to_owned()).or_default().clone()
-        };
-        let guard = m.clone().lock_owned().await;
-        FileGuard { server: self, path: path.to_owned(), _guard: guard, _m: m }
+    pub async fn lock_file(&self, path: &std::path::Path) -> locks::FileGuard<'_> {
+        self.file_locks.lock(path).await
     }
 
     /// Makes a new binlog record visible to the sync senders.
@@ -163,25 +158,6 @@ impl StorageServer {
     pub fn save_stats(&self) {
         if let Err(e) = self.stats.save(&self.data_dir, self.paths.cursor()) {
             log::error!("writing storage_stat.dat: {e}");
-        }
-    }
-}
-
-/// Holds a per-file lock; cleans the lock table on drop.
-#[derive(Debug)]
-pub struct FileGuard<'a> {
-    server: &'a StorageServer,
-    path: PathBuf,
-    _guard: tokio::sync::OwnedMutexGuard<()>,
-    _m: Arc<tokio::sync::Mutex<()>>,
-}
-
-impl Drop for FileGuard<'_> {
-    fn drop(&mut self) {
-        let mut locks = self.server.file_locks.lock().unwrap_or_else(|e| e.into_inner());
-        // Two references: the table's and ours. Anyone else waiting holds a third.
-        if locks.get(&self.path).is_some_and(|m| Arc::strong_count(m) <= 2) {
-            locks.remove(&self.path);
         }
     }
 }
