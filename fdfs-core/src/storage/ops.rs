@@ -421,6 +421,30 @@ pub fn appender(srv: &StorageServer, filename: &str) -> Result<(RemoteFilename, 
     }
 }
 
+/// Writes `len` bytes from the socket into an existing file at `offset` and fsyncs it. Any
+/// failure closes the connection (the rest of the content is still on it).
+pub async fn write_at(
+    src: &mut (impl AsyncRead + Unpin),
+    path: &Path,
+    offset: u64,
+    len: u64,
+    timeout: Duration,
+) -> OpResult<tokio::fs::File> {
+    let io = |e: std::io::Error| closing(Status::from_io(&e));
+    let mut f = tokio::fs::OpenOptions::new().write(true).open(path).await.map_err(io)?;
+    f.seek(SeekFrom::Start(offset)).await.map_err(io)?;
+    let mut buf = vec![0u8; CHUNK.min(len as usize).max(1)];
+    let mut left = len;
+    while left > 0 {
+        let want = buf.len().min(left as usize);
+        let n = read_timed(src, &mut buf[..want], timeout).await.map_err(io)?;
+        f.write_all(&buf[..n]).await.map_err(io)?;
+        left -= n as u64;
+    }
+    f.sync_all().await.map_err(io)?;
+    Ok(f)
+}
+
 /// 24 / 34: writes `len` bytes from the socket at the end (`offset = None`) or at `offset`.
 pub async fn write_range(
     srv: &StorageServer,
@@ -436,20 +460,7 @@ pub async fn write_range(
     if at_offset > old_size {
         return Err(closing(Status::EINVAL));
     }
-    let mut f =
-        tokio::fs::OpenOptions::new().write(true).open(&path).await.map_err(|e| closing(Status::from_io(&e)))?;
-    f.seek(SeekFrom::Start(at_offset)).await.map_err(|e| closing(Status::from_io(&e)))?;
-    let mut buf = vec![0u8; CHUNK.min(len as usize).max(1)];
-    let mut left = len;
-    while left > 0 {
-        let want = buf.len().min(left as usize);
-        let n = read_timed(src, &mut buf[..want], srv.config.network_timeout)
-            .await
-            .map_err(|e| closing(Status::from_io(&e)))?;
-        f.write_all(&buf[..n]).await.map_err(|e| closing(Status::from_io(&e)))?;
-        left -= n as u64;
-    }
-    f.sync_all().await?;
+    write_at(src, &path, at_offset, len, srv.config.network_timeout).await?;
     if len > 0 {
         let ts = now_unix();
         match offset {

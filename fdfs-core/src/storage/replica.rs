@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::binlog::{Op, Record};
 use super::ops::{receive, OpError, OpResult};
@@ -133,24 +133,7 @@ pub async fn sync_range(
         drain(src, len).await?;
         return Err(Status::ENOENT.into());
     }
-    let mut f =
-        tokio::fs::OpenOptions::new().write(true).open(&path).await.map_err(|e| closing(Status::from_io(&e)))?;
-    f.seek(std::io::SeekFrom::Start(offset)).await.map_err(|e| closing(Status::from_io(&e)))?;
-    let mut buf = vec![0u8; (256 << 10).min(len as usize).max(1)];
-    let mut left = len;
-    while left > 0 {
-        let want = buf.len().min(left as usize);
-        let n = tokio::time::timeout(srv.config.network_timeout, src.read(&mut buf[..want]))
-            .await
-            .map_err(|_| closing(Status::ETIMEDOUT))?
-            .map_err(|e| closing(Status::from_io(&e)))?;
-        if n == 0 {
-            return Err(closing(Status::EIO));
-        }
-        f.write_all(&buf[..n]).await.map_err(|e| closing(Status::from_io(&e)))?;
-        left -= n as u64;
-    }
-    f.sync_all().await?;
+    let f = super::ops::write_at(src, &path, offset, len, srv.config.network_timeout).await?;
     let f = f.into_std().await;
     let _ = f.set_modified(at(timestamp));
     let op = if append { Op::Append } else { Op::Modify };
