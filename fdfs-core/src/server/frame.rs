@@ -50,6 +50,28 @@ pub async fn read_header(
     Header::decode(&raw, max_body).map_err(|_| FrameError::BadHeader)
 }
 
+/// The next request header of a connection, or `None` when the connection should end:
+/// shutdown, the peer left or went idle, or a header that is unusable (answered EINVAL first).
+pub async fn next_header<S: AsyncRead + AsyncWrite + Unpin>(
+    sock: &mut S,
+    shutdown: &mut crate::server::Shutdown,
+    idle: Duration,
+    max_body: u64,
+) -> Option<Header> {
+    let r = tokio::select! {
+        _ = shutdown.wait() => return None,
+        r = read_header(sock, idle, max_body) => r,
+    };
+    match r {
+        Ok(h) => Some(h),
+        Err(FrameError::BadHeader) => {
+            let _ = write_answer(sock, Status::EINVAL, &[]).await;
+            None
+        }
+        Err(_) => None,
+    }
+}
+
 /// Reads a body of `len` bytes (the caller checked `len` against its limit).
 pub async fn read_body(r: &mut (impl AsyncRead + Unpin), len: u64, timeout: Duration) -> Result<Vec<u8>, FrameError> {
     let mut body = vec![0u8; len as usize];

@@ -18,7 +18,7 @@ use crate::protocol::peer::{ReportServerId, SyncDeleteReq, SyncFileHead, SyncLin
 use crate::protocol::storage::*;
 use crate::protocol::tracker::FileReq;
 use crate::protocol::{Command, Header, Profile, Status};
-use crate::server::frame::{read_body, read_header, write_answer, FrameError};
+use crate::server::frame::{next_header, read_body, write_answer};
 use crate::server::Shutdown;
 
 enum Reply {
@@ -34,18 +34,7 @@ pub(super) async fn handle(srv: Arc<StorageServer>, mut sock: TcpStream, peer: S
     let mut source: Option<String> = None;
     let timeout = srv.config.network_timeout.max(std::time::Duration::from_secs(1));
     loop {
-        let header = tokio::select! {
-            _ = shutdown.wait() => break,
-            h = read_header(&mut sock, timeout, i64::MAX as u64) => h,
-        };
-        let header = match header {
-            Ok(h) => h,
-            Err(FrameError::BadHeader) => {
-                let _ = write_answer(&mut sock, Status::EINVAL, &[]).await;
-                break;
-            }
-            Err(_) => break,
-        };
+        let Some(header) = next_header(&mut sock, &mut shutdown, timeout, i64::MAX as u64).await else { break };
         let result = match Command::try_from(header.cmd) {
             Ok(cmd) => dispatch(&srv, &mut sock, cmd, header, &mut source).await,
             Err(code) => {

@@ -15,7 +15,7 @@ use crate::protocol::report::*;
 use crate::protocol::stat::{GroupStat, StorageStat};
 use crate::protocol::tracker::*;
 use crate::protocol::{Command, DecodeError, Profile, Status};
-use crate::server::frame::{read_body, read_header, write_answer, FrameError};
+use crate::server::frame::{next_header, read_body, write_answer};
 use crate::server::Shutdown;
 use crate::timefmt::now_unix;
 
@@ -76,18 +76,7 @@ pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: TcpStream, peer: Soc
     let timeout = tracker.config.network_timeout.max(std::time::Duration::from_secs(1));
     let max_body = tracker.config.max_buff_size.max(8 << 10);
     loop {
-        let header = tokio::select! {
-            _ = shutdown.wait() => break,
-            h = read_header(&mut sock, timeout, max_body) => h,
-        };
-        let header = match header {
-            Ok(h) => h,
-            Err(FrameError::BadHeader) => {
-                let _ = write_answer(&mut sock, Status::EINVAL, &[]).await;
-                break;
-            }
-            Err(_) => break,
-        };
+        let Some(header) = next_header(&mut sock, &mut shutdown, timeout, max_body).await else { break };
         let body = match read_body(&mut sock, header.pkg_len, timeout).await {
             Ok(b) => b,
             Err(_) => break,
