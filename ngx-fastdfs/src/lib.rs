@@ -288,6 +288,7 @@ unsafe fn handle(r: &mut ngx_http_request_t) -> ngx_int_t {
     let Some((route, port)) = (unsafe { route(r) }) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
+    // SAFETY: a live request's connection is live.
     let log = unsafe { (*r.connection).log };
     match route {
         Route::Reject(code, why) => {
@@ -311,6 +312,7 @@ unsafe fn handle(r: &mut ngx_http_request_t) -> ngx_int_t {
                 if t.flv.is_none() && !multi_range_allowed(r, &settings_of(r)) {
                     return NGX_HTTP_RANGE_NOT_SATISFIABLE as ngx_int_t;
                 }
+                // SAFETY: `r` is live.
                 if let Ok(rc) = unsafe { serve_file(r, path, t.etag.as_deref(), t.attachment.as_deref(), t.flv) } {
                     return rc;
                 }
@@ -323,6 +325,7 @@ unsafe fn handle(r: &mut ngx_http_request_t) -> ngx_int_t {
 
 /// The file is not on this server: 404, 400 (loop), 500 (unknown source), 302 or proxy.
 unsafe fn not_here(r: &mut ngx_http_request_t, t: &Target, port: u16) -> ngx_int_t {
+    // SAFETY: a live request's connection is live.
     let log = unsafe { (*r.connection).log };
     match &t.if_missing {
         Missing::NotFound => NGX_HTTP_NOT_FOUND as ngx_int_t,
