@@ -175,8 +175,19 @@ pub fn download_file(args: &[String]) -> Result<ExitCode> {
     };
     runtime()?.block_on(async move {
         let r = async {
-            let info = client.query_file_info(&id, crate::protocol::storage::file_info_flags::NO_CRC32).await?;
-            let total = if bytes > 0 { bytes } else { (info.file_size as u64).saturating_sub(offset) };
+            // The size is needed only for a progress bar: ask only when one can show.
+            let total = if bytes > 0 {
+                bytes
+            } else if std::io::stderr().is_terminal() {
+                let flags = crate::protocol::storage::file_info_flags::NO_CRC32;
+                client
+                    .query_file_info(&id, flags)
+                    .await
+                    .map(|i| (i.file_size as u64).saturating_sub(offset))
+                    .unwrap_or(0)
+            } else {
+                0
+            };
             let fid = FileId::parse(&id)?;
             let t = client.tracker.query_fetch(&fid).await?;
             let addr = crate::config::join_host_port(&t.ip, t.port as u16);
