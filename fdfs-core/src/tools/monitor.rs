@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::commas;
-use crate::protocol::stat::{GroupStat, StorageStat};
+use crate::protocol::stat::{Counters, GroupStat, StorageStat};
 use crate::timefmt::datetime;
 use crate::tracker::status;
 
@@ -55,49 +55,11 @@ pub fn storage_report(index: usize, st: &StorageStat) -> String {
     kv("connection.alloc_count", st.stat.conn_alloc.to_string());
     kv("connection.current_count", st.stat.conn_current.to_string());
     kv("connection.max_count", st.stat.conn_max.to_string());
-    let counters = [
-        ("total_upload_count", c.total_upload_count),
-        ("success_upload_count", c.success_upload_count),
-        ("total_append_count", c.total_append_count),
-        ("success_append_count", c.success_append_count),
-        ("total_modify_count", c.total_modify_count),
-        ("success_modify_count", c.success_modify_count),
-        ("total_truncate_count", c.total_truncate_count),
-        ("success_truncate_count", c.success_truncate_count),
-        ("total_set_meta_count", c.total_set_meta_count),
-        ("success_set_meta_count", c.success_set_meta_count),
-        ("total_delete_count", c.total_delete_count),
-        ("success_delete_count", c.success_delete_count),
-        ("total_download_count", c.total_download_count),
-        ("success_download_count", c.success_download_count),
-        ("total_get_meta_count", c.total_get_meta_count),
-        ("success_get_meta_count", c.success_get_meta_count),
-        ("total_create_link_count", c.total_create_link_count),
-        ("success_create_link_count", c.success_create_link_count),
-        ("total_delete_link_count", c.total_delete_link_count),
-        ("success_delete_link_count", c.success_delete_link_count),
-        ("total_upload_bytes", c.total_upload_bytes),
-        ("success_upload_bytes", c.success_upload_bytes),
-        ("total_append_bytes", c.total_append_bytes),
-        ("success_append_bytes", c.success_append_bytes),
-        ("total_modify_bytes", c.total_modify_bytes),
-        ("success_modify_bytes", c.success_modify_bytes),
-        // Spelled so by the original, which scripts grep for.
-        ("stotal_download_bytes", c.total_download_bytes),
-        ("success_download_bytes", c.success_download_bytes),
-        ("total_sync_in_bytes", c.total_sync_in_bytes),
-        ("success_sync_in_bytes", c.success_sync_in_bytes),
-        ("total_sync_out_bytes", c.total_sync_out_bytes),
-        ("success_sync_out_bytes", c.success_sync_out_bytes),
-        ("total_file_open_count", c.total_file_open_count),
-        ("success_file_open_count", c.success_file_open_count),
-        ("total_file_read_count", c.total_file_read_count),
-        ("success_file_read_count", c.success_file_read_count),
-        ("total_file_write_count", c.total_file_write_count),
-        ("success_file_write_count", c.success_file_write_count),
-    ];
-    for (k, v) in counters {
-        kv(k, v.to_string());
+    // The counters in wire order, up to the four timestamps printed below.
+    for (name, v) in Counters::NAMES.iter().zip(c.values()).take(Counters::NAMES.len() - 4) {
+        // The original prints this one misspelled, and scripts grep for it.
+        let name = if *name == "total_download_bytes" { "stotal_download_bytes" } else { name };
+        kv(name, v.to_string());
     }
     kv("last_heart_beat_time", datetime(c.last_heart_beat_time));
     kv("last_source_update", datetime(c.last_source_update));
