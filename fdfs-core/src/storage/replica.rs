@@ -31,7 +31,9 @@ impl StorageServer {
         }
         self.binlog_written();
         self.stats.last_sync_update.store(crate::timefmt::now_unix(), Ordering::Relaxed);
-        if let Some(src) = source {
+        // Only members of our group count (a peer could claim any ID), which also bounds the map.
+        let known = |src: &str| self.peers.read().unwrap_or_else(|e| e.into_inner()).iter().any(|b| b.id == src);
+        if let Some(src) = source.filter(|s| known(s)) {
             let mut m = self.synced_from.lock().unwrap_or_else(|e| e.into_inner());
             let v = m.entry(src.to_owned()).or_insert(0);
             *v = (*v).max(timestamp as i32);

@@ -328,8 +328,9 @@ impl Cluster {
         let node = &group.storages[&id];
         let joined =
             Joined { group: req.group.clone(), id, status: node.status, sync_src_id: node.sync_src_id.clone() };
+        // A cluster has at most 16 trackers; a storage cannot make the list grow beyond that.
         for t in &req.trackers {
-            if !self.trackers.contains(t) {
+            if !self.trackers.contains(t) && self.trackers.len() < crate::protocol::MAX_TRACKERS {
                 self.trackers.push(t.clone());
             }
         }
@@ -553,5 +554,33 @@ impl Cluster {
             s.changelog_offset = (from + take) as u64;
         }
         chunk
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn join(trackers: Vec<String>) -> JoinReq {
+        JoinReq {
+            group: "group1".into(),
+            storage_port: 23000,
+            store_path_count: 1,
+            subdir_count_per_path: 256,
+            init_flag: true,
+            trackers,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn joins_cannot_grow_the_tracker_list_past_sixteen() {
+        let mut c = Cluster::default();
+        for round in 0..3 {
+            let list = (0..16).map(|i| format!("10.{round}.0.{i}:22122")).collect();
+            c.join(&join(list), "127.0.0.2", &IdPolicy::default(), 1).unwrap();
+        }
+        assert_eq!(c.trackers.len(), crate::protocol::MAX_TRACKERS);
+        assert_eq!(c.storage("group1", "127.0.0.2").unwrap().status, status::INIT);
     }
 }
