@@ -75,6 +75,16 @@ PY
   done
 done
 
+# The Java client's manners: Nagle on, header and body in two writes (a server that delays its
+# ACKs shows ~40 ms per request here).
+"$bin/fdfs_bench" --conf "$run/client.conf" --op upload --client-style java --size 4KiB --count "$((count / 5))" \
+  --concurrency 1 --json "$run/java.json" >/dev/null
+python3 - "$run/java.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print(f"{'upload-java':<10} {'4KiB':<8} {r['files_per_s']:>10.1f} {r['mb_per_s']:>10.2f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['max_ms']:>9.2f} {r['errors']:>7}")
+PY
+
 printf '\n%-22s %9s %9s %9s %7s\n' "replication lag (4KiB)" p50_ms p99_ms max_ms errors
 "$bin/fdfs_bench" --conf "$run/client.conf" --op lag --size 4KiB --count "$((count / 10))" --concurrency 4 \
   --source "127.0.0.2:$sport" --replica "127.0.0.3:$sport" --json "$run/lag.json" >/dev/null

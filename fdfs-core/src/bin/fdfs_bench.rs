@@ -14,6 +14,11 @@ use anyhow::{bail, Result};
 use clap::{Parser, ValueEnum};
 use fdfs_core::client::{Client, Content, UploadKind};
 use fdfs_core::config::{ClientConfig, ServerAddr};
+use fdfs_core::protocol::storage::{FileIdResp, StreamedHead, UploadHead};
+use fdfs_core::protocol::tracker::StoreTarget;
+use fdfs_core::protocol::{Command, Header, HEADER_LEN};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Op {
@@ -23,6 +28,12 @@ enum Op {
     Mixed,
     /// Upload to `--source`, time until `--replica` serves the file.
     Lag,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ClientStyle {
+    Standard,
+    Java,
 }
 
 #[derive(Debug, Parser)]
@@ -56,6 +67,11 @@ struct Args {
     /// `lag`: the member of the same group polled until it has the file.
     #[arg(long)]
     replica: Option<String>,
+    /// `java`: uploads as the Java client sends them (Nagle on, header and body as two writes,
+    /// one kept connection to the tracker and one per storage), which exposes servers that
+    /// delay their ACKs. Only with `--op upload`.
+    #[arg(long, value_enum, default_value = "standard")]
+    client_style: ClientStyle,
     /// Delete the files this run uploaded when it ends.
     #[arg(long, default_value_t = true)]
     cleanup: bool,
@@ -116,19 +132,25 @@ async fn run(args: Args, config: ClientConfig, size: usize) -> Result<()> {
         (Op::Lag, _, _) => bail!("--op lag needs --source and --replica"),
         _ => None,
     };
+    if args.client_style == ClientStyle::Java && args.op != Op::Upload {
+        bail!("--client-style java goes with --op upload");
+    }
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..args.concurrency.max(1) {
         let (config, payload, seed, ext) = (config.clone(), payload.clone(), seed.clone(), args.ext.clone());
         let (op, count, conc) = (args.op, args.count, args.concurrency.max(1));
         let lag_pair = lag_pair.clone();
+        let style = args.client_style;
         tasks.push(tokio::spawn(async move {
             let client = Client::new(&config);
+            let mut java = JavaStyle::new(&config);
             let mut out = Outcome::default();
             let mut i = w;
             while i < count {
                 let t = Instant::now();
                 let r: Result<Option<String>, String> = match op {
+                    Op::Upload if style == ClientStyle::Java => java.upload(&payload, &ext).await.map(Some),
                     Op::Upload => upload_one(&client, &payload, &ext).await.map(Some),
                     Op::Download => download_one(&client, &seed[i % seed.len()], payload.len()).await.map(|_| None),
                     Op::Delete => client.delete(&seed[i]).await.map(|_| None).map_err(|e| e.to_string()),
@@ -282,4 +304,68 @@ async fn upload_many(
         }
     }
     Ok(ids)
+}
+
+/// Uploads the way `fastdfs-client-java` sends them: no TCP_NODELAY, the header and the body of a
+/// request as separate writes, connections kept between requests.
+struct JavaStyle {
+    tracker: String,
+    to_tracker: Option<TcpStream>,
+    to_storage: Option<(String, TcpStream)>,
+}
+
+impl JavaStyle {
+    fn new(config: &ClientConfig) -> Self {
+        let tracker = config.tracker_servers.first().map(ServerAddr::primary).unwrap_or_default();
+        JavaStyle { tracker, to_tracker: None, to_storage: None }
+    }
+
+    async fn upload(&mut self, payload: &[u8], ext: &str) -> Result<String, String> {
+        let r = self.try_upload(payload, ext).await.map_err(|e| e.to_string());
+        if r.is_err() {
+            // A failed request leaves the connections in an unknown state.
+            self.to_tracker = None;
+            self.to_storage = None;
+        }
+        r
+    }
+
+    async fn try_upload(&mut self, payload: &[u8], ext: &str) -> Result<String> {
+        if self.to_tracker.is_none() {
+            self.to_tracker = Some(TcpStream::connect(&self.tracker).await?);
+        }
+        let t = self.to_tracker.as_mut().expect("connected");
+        let answer = split_write_request(t, Command::QueryStoreWithoutGroupOne, &[]).await?;
+        let target = StoreTarget::decode_any(&answer)?;
+        let addr = fdfs_core::config::join_host_port(&target.ip, target.port as u16);
+        if self.to_storage.as_ref().is_none_or(|(a, _)| *a != addr) {
+            self.to_storage = Some((addr.clone(), TcpStream::connect(&addr).await?));
+        }
+        let (_, s) = self.to_storage.as_mut().expect("connected");
+        let mut body = UploadHead {
+            store_path_index: target.store_path_index as i8,
+            file_size: payload.len() as u64,
+            ext: ext.to_owned(),
+        }
+        .encode_head();
+        body.extend_from_slice(payload);
+        let answer = split_write_request(s, Command::UploadFile, &body).await?;
+        Ok(FileIdResp::decode(&answer)?.file_id())
+    }
+}
+
+async fn split_write_request(sock: &mut TcpStream, cmd: Command, body: &[u8]) -> Result<Vec<u8>> {
+    sock.write_all(&Header::request(cmd, body.len()).encode()).await?;
+    if !body.is_empty() {
+        sock.write_all(body).await?;
+    }
+    let mut raw = [0u8; HEADER_LEN];
+    sock.read_exact(&mut raw).await?;
+    let h = Header::decode(&raw, 1 << 20)?;
+    let mut answer = vec![0u8; h.pkg_len as usize];
+    sock.read_exact(&mut answer).await?;
+    if h.status != 0 {
+        bail!("{cmd:?} answered status {}", h.status);
+    }
+    Ok(answer)
 }

@@ -6,10 +6,11 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use super::allow::AllowHosts;
+use super::stream::PeerStream;
 
 /// Broadcasts "stop" to every task that holds a receiver.
 #[derive(Debug, Clone)]
@@ -56,7 +57,7 @@ pub async fn serve<F, Fut>(
     mut shutdown: Shutdown,
     handle: F,
 ) where
-    F: Fn(TcpStream, SocketAddr, Shutdown) -> Fut,
+    F: Fn(PeerStream, SocketAddr, Shutdown) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
@@ -82,8 +83,7 @@ pub async fn serve<F, Fut>(
             log::warn!("refused connection from {peer}: max_connections ({max_connections}) reached");
             continue;
         };
-        let _ = sock.set_nodelay(true);
-        let fut = handle(sock, peer, shutdown.clone());
+        let fut = handle(PeerStream::new(sock), peer, shutdown.clone());
         tokio::spawn(async move {
             fut.await;
             drop(permit);

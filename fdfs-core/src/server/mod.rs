@@ -3,6 +3,8 @@
 pub mod allow;
 pub mod frame;
 pub mod listener;
+pub mod stream;
 
 pub use allow::AllowHosts;
 pub use listener::{serve, shutdown_pair, Shutdown, ShutdownTrigger};
+pub use stream::PeerStream;

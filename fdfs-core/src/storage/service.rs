@@ -7,7 +7,6 @@ use std::os::fd::AsFd;
 use std::sync::Arc;
 
 use tokio::io::Interest;
-use tokio::net::TcpStream;
 
 use super::ops::{self, OpError, OpResult};
 use super::replica;
@@ -19,7 +18,7 @@ use crate::protocol::storage::*;
 use crate::protocol::tracker::FileReq;
 use crate::protocol::{Command, Header, Profile, Status};
 use crate::server::frame::{next_header, read_body, write_answer};
-use crate::server::Shutdown;
+use crate::server::{PeerStream, Shutdown};
 
 enum Reply {
     Body(Vec<u8>),
@@ -28,7 +27,7 @@ enum Reply {
     Quit,
 }
 
-pub(super) async fn handle(srv: Arc<StorageServer>, mut sock: TcpStream, peer: SocketAddr, mut shutdown: Shutdown) {
+pub(super) async fn handle(srv: Arc<StorageServer>, mut sock: PeerStream, peer: SocketAddr, mut shutdown: Shutdown) {
     srv.stats.connected();
     // The sync source that said who it is (9 REPORT_SERVER_ID) on this connection.
     let mut source: Option<String> = None;
@@ -64,7 +63,7 @@ pub(super) async fn handle(srv: Arc<StorageServer>, mut sock: TcpStream, peer: S
 }
 
 /// Reads a streamed request's head (fixed part, then the filenames it announces).
-async fn read_head<T: StreamedHead>(sock: &mut TcpStream, h: Header, srv: &StorageServer) -> OpResult<T> {
+async fn read_head<T: StreamedHead>(sock: &mut PeerStream, h: Header, srv: &StorageServer) -> OpResult<T> {
     let inval = OpError { status: Status::EINVAL, close: true };
     if h.pkg_len < T::FIXED_LEN as u64 {
         return Err(inval);
@@ -80,7 +79,7 @@ async fn read_head<T: StreamedHead>(sock: &mut TcpStream, h: Header, srv: &Stora
     T::decode_head(&head, h.pkg_len).map_err(|_| inval)
 }
 
-async fn small_body(sock: &mut TcpStream, h: Header, srv: &StorageServer) -> OpResult<Vec<u8>> {
+async fn small_body(sock: &mut PeerStream, h: Header, srv: &StorageServer) -> OpResult<Vec<u8>> {
     if h.pkg_len > srv.config.buff_size {
         return Err(Status::EINVAL.into());
     }
@@ -104,7 +103,7 @@ async fn blocking<T: Send + 'static>(
 
 async fn dispatch(
     srv: &Arc<StorageServer>,
-    sock: &mut TcpStream,
+    sock: &mut PeerStream,
     cmd: Command,
     h: Header,
     source: &mut Option<String>,
@@ -278,7 +277,7 @@ async fn dispatch(
 }
 
 /// 14: answer header, then the bytes straight from the page cache with sendfile(2).
-async fn download(srv: &Arc<StorageServer>, sock: &mut TcpStream, req: &DownloadReq) -> OpResult<Reply> {
+async fn download(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: &DownloadReq) -> OpResult<Reply> {
     srv.check_group(&req.group)?;
     let (_, path) = srv.resolve(&req.filename)?;
     let p = path.clone();

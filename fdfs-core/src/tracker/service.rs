@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BufMut;
-use tokio::net::TcpStream;
 
 use super::{select, Tracker};
 use crate::file_id::RemoteFilename;
@@ -16,7 +15,7 @@ use crate::protocol::stat::{GroupStat, StorageStat};
 use crate::protocol::tracker::*;
 use crate::protocol::{Command, DecodeError, Profile, Status};
 use crate::server::frame::{next_header, read_body, write_answer};
-use crate::server::Shutdown;
+use crate::server::{PeerStream, Shutdown};
 use crate::timefmt::now_unix;
 
 /// What a connection remembers between requests.
@@ -64,7 +63,7 @@ fn from_result(r: Result<Vec<u8>, Status>) -> Outcome {
     }
 }
 
-pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: TcpStream, peer: SocketAddr, mut shutdown: Shutdown) {
+pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: PeerStream, peer: SocketAddr, mut shutdown: Shutdown) {
     let mut conn = Conn {
         peer,
         local: sock.local_addr().ok(),
