@@ -501,3 +501,25 @@ pub fn common_free_port(ips: &[&str]) -> u16 {
     }
     panic!("no common free port");
 }
+
+/// One request on a fresh connection, as a bare client would send it: returns the answer's
+/// status and body. For checking the exact bytes a server answers.
+pub fn raw_request(addr: &str, cmd: u8, body: &[u8]) -> (u8, Vec<u8>) {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    raw_exchange(&mut s, cmd, body)
+}
+
+/// One request on an open connection (header and body in one write).
+pub fn raw_exchange(s: &mut std::net::TcpStream, cmd: u8, body: &[u8]) -> (u8, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut req = fdfs_core::protocol::Header::request(cmd, body.len()).encode().to_vec();
+    req.extend_from_slice(body);
+    s.write_all(&req).unwrap();
+    let mut raw = [0u8; fdfs_core::protocol::HEADER_LEN];
+    s.read_exact(&mut raw).unwrap();
+    let h = fdfs_core::protocol::Header::decode(&raw, 64 << 20).unwrap();
+    let mut answer = vec![0u8; h.pkg_len as usize];
+    s.read_exact(&mut answer).unwrap();
+    (h.status, answer)
+}

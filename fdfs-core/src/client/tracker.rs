@@ -53,7 +53,8 @@ impl TrackerClient {
         Err(ClientError::NoTracker { last: Box::new(last) })
     }
 
-    async fn call_one(&self, addr: &str, cmd: Command, body: &[u8]) -> ClientResult<Bytes> {
+    /// One request to one tracker (`host:port`), e.g. the leader.
+    pub async fn call_one(&self, addr: &str, cmd: Command, body: &[u8]) -> ClientResult<Bytes> {
         let mut conn = self.pool.get(addr).await?;
         let r = conn.call(cmd, body).await;
         if r.is_ok() {
@@ -168,5 +169,30 @@ impl TrackerClient {
                 return Ok(lines);
             }
         }
+    }
+
+    /// 95 (6.15.5+): the leader's `ip:port`.
+    pub async fn leader(&self) -> ClientResult<String> {
+        let body = self.call(Command::ServerGetLeader, &[]).await?;
+        Ok(String::from_utf8_lossy(&body).trim_end_matches('\0').to_owned())
+    }
+
+    /// 96 on the leader (95 finds it first, as `fdfs_tracker_stat` does).
+    pub async fn tracker_cluster_stat(&self, req: &TrackerClusterStatReq) -> ClientResult<TrackerClusterStats> {
+        let leader = self.leader().await?;
+        let body = self.call_one(&leader, Command::ServerTrackerClusterStat, &req.encode(Profile::default())).await?;
+        Self::decode(TrackerClusterStats::decode(&body))
+    }
+
+    /// 97.
+    pub async fn storage_cluster_stat(&self, req: &StorageClusterStatReq) -> ClientResult<StorageClusterStats> {
+        let body = self.call(Command::ServerStorageClusterStat, &req.encode(Profile::default())).await?;
+        Self::decode(StorageClusterStats::decode(&body))
+    }
+
+    /// 98.
+    pub async fn volume_stat(&self, req: &VolumeStatReq) -> ClientResult<VolumeStats> {
+        let body = self.call(Command::ServerStorageVolumnStat, &req.encode(Profile::default())).await?;
+        Self::decode(VolumeStats::decode(&body))
     }
 }

@@ -158,7 +158,8 @@ impl<'a> Keys<'a> {
             .ok_or_else(|| ConfigError::Missing { file: self.ini.path.clone(), key: key.to_owned() })
     }
 
-    fn parsed<T>(
+    /// A value read with `parse`; `what` names the expected form in the error.
+    pub fn parsed<T>(
         &self,
         key: &str,
         default: T,

@@ -3,6 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::protocol::Layout;
+
 use super::{log_level, seconds, store_paths, tracker_servers, ConfigError, Ini, LogLevel, ServerAddr};
 
 /// Settings of `fdfs_storaged`.
@@ -63,6 +65,9 @@ pub struct StorageConfig {
     pub check_store_path_mark: bool,
     /// Explicit storage ID (6.11+).
     pub server_id: String,
+    /// `tracker_protocol_version` (ours): the generation to speak to trackers; `None`
+    /// (`auto`, the default) detects each tracker's from its answers.
+    pub tracker_protocol_version: Option<Layout>,
     pub http_domain_name: String,
     pub http_server_port: u16,
 }
@@ -130,6 +135,12 @@ impl StorageConfig {
             compress_binlog: k.bool("compress_binlog", false)?,
             check_store_path_mark: k.bool("check_store_path_mark", true)?,
             server_id: k.string("server_id", ""),
+            tracker_protocol_version: k.parsed(
+                "tracker_protocol_version",
+                None,
+                |v| if v.trim().eq_ignore_ascii_case("auto") { Some(None) } else { v.parse().ok().map(Some) },
+                "auto or a FastDFS version: classic, 6.11, 6.12, 6.13, 6.15 or 6.16",
+            )?,
             http_domain_name: k.string("http.domain_name", ""),
             http_server_port: k.int_in("http.server_port", 8888, 1..=65535)? as u16,
         })

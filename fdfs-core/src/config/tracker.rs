@@ -4,6 +4,30 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{log_level, reserved_space, seconds, ConfigError, Ini, LogLevel, ReservedSpace};
+use crate::protocol::Layout;
+
+/// `response_ip_addr_size` (C 6.15+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseIpSize {
+    /// 16 bytes, unless `storage_ids.conf` (with `use_storage_id`) holds an IPv6 address.
+    Auto,
+    /// 16 bytes. (C 6.15/6.16 reads every value but `auto` as 46; this one keeps its name's
+    /// meaning, and the tracker warns about the difference at startup.)
+    V4,
+    /// 46 bytes.
+    V6,
+}
+
+impl ResponseIpSize {
+    pub fn parse(v: &str) -> Option<Self> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "auto" => Some(Self::Auto),
+            "ipv4" | "16" => Some(Self::V4),
+            "ipv6" | "46" => Some(Self::V6),
+            _ => None,
+        }
+    }
+}
 
 /// Settings of `fdfs_trackerd`. Defaults are those of the C code when a key is absent.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,8 +73,13 @@ pub struct TrackerConfig {
     pub id_type_in_filename_is_id: bool,
     pub trust_storage_server_id: bool,
     pub store_slave_file_use_link: bool,
-    /// `auto` (16 unless IPv6 IDs) or anything else (46).
-    pub response_ip_addr_size_auto: bool,
+    /// Width of IPs in answers to clients (6.15+ generations only).
+    pub response_ip_addr_size: ResponseIpSize,
+    /// Which FastDFS generation client-facing answers imitate (`client_protocol_version`,
+    /// ours): the LIST_GROUPS / LIST_STORAGE record layouts, per-server ports in
+    /// QUERY_FETCH_ALL, IP widths before 6.15. Storages are always answered in their own
+    /// generation, detected from their JOIN.
+    pub client_protocol_version: Layout,
     pub use_connection_pool: bool,
     pub connection_pool_max_idle_time: Duration,
     pub sync_log_buff_interval: Duration,
@@ -115,7 +144,18 @@ impl TrackerConfig {
             id_type_in_filename_is_id: k.string("id_type_in_filename", "ip").eq_ignore_ascii_case("id"),
             trust_storage_server_id: k.bool("trust_storage_server_id", true)?,
             store_slave_file_use_link: k.bool("store_slave_file_use_link", false)?,
-            response_ip_addr_size_auto: k.string("response_ip_addr_size", "auto").eq_ignore_ascii_case("auto"),
+            response_ip_addr_size: k.parsed(
+                "response_ip_addr_size",
+                ResponseIpSize::Auto,
+                ResponseIpSize::parse,
+                "auto, IPv4 or IPv6",
+            )?,
+            client_protocol_version: k.parsed(
+                "client_protocol_version",
+                Layout::V616,
+                |v| v.parse().ok(),
+                "a FastDFS version: classic, 6.11, 6.12, 6.13, 6.15 or 6.16",
+            )?,
             use_connection_pool: k.bool("use_connection_pool", false)?,
             connection_pool_max_idle_time: seconds(&k, "connection_pool_max_idle_time", 3600)?,
             sync_log_buff_interval: seconds(&k, "sync_log_buff_interval", 1)?,

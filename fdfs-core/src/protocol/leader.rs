@@ -16,13 +16,14 @@ wire_struct! {
     }
 }
 
-/// 66 NOTIFY_NEXT_LEADER / 67 COMMIT_NEXT_LEADER: the candidate as `ip:port`. Classic senders
-/// write a zero-padded 22-byte field, 6.15+ the bare text; both are accepted.
+/// 66 NOTIFY_NEXT_LEADER / 67 COMMIT_NEXT_LEADER: the candidate as `ip:port`. Senders up to
+/// 6.13 write a zero-padded `IP_ADDRESS_SIZE + 6` field, 6.15+ the bare text; all are accepted.
 pub fn encode_leader_addr(addr: &str, p: Profile) -> BytesMut {
     let mut b = BytesMut::with_capacity(52);
-    match p.layout {
-        Layout::Classic => put_fixed(&mut b, addr, p.ip_addr_size() + 6),
-        Layout::V616 => b.put_slice(addr.as_bytes()),
+    if p.layout >= Layout::V615 {
+        b.put_slice(addr.as_bytes());
+    } else {
+        put_fixed(&mut b, addr, p.ip_addr_size() + 6);
     }
     b
 }

@@ -44,17 +44,53 @@ pub struct JoinReq {
     pub trackers: Vec<String>,
 }
 
-const CLASSIC_JOIN_FIXED: usize = 233;
-const CLASSIC_TRACKER_ENTRY: usize = 40;
-const V616_JOIN_FIXED: usize = 145;
-const V616_TRACKER_ENTRY_MAX: usize = 100;
-
 impl JoinReq {
+    /// Length of the fixed part (233 classic, 279 in 6.11, 281 in 6.12, 145 from 6.13).
+    pub const fn fixed_len(l: Layout) -> usize {
+        let p = Profile::of(l, false);
+        let http = if l.has_http_fields() { 8 + 128 } else { 0 };
+        let id = if matches!(l, Layout::Classic) { 0 } else { 16 };
+        17 + 8 + 5 * 8 + p.version_size() + 2 + id + p.ip_addr_size() + 8 + http
+    }
+
+    /// One fixed tracker entry (`IP_ADDRESS_SIZE * 2 + 8`) up to 6.13; text lines after.
+    const fn tracker_entry_len(l: Layout) -> usize {
+        2 * Profile::of(l, false).ip_addr_size() + 8
+    }
+
+    /// The generation of a JOIN body, from its shape: every generation has its own fixed length
+    /// and tracker-entry size, and no two of those length equations meet. 6.15 and 6.16 share
+    /// one layout; the version text tells them apart.
+    pub fn detect(body: &[u8]) -> Option<Layout> {
+        for l in [Layout::Classic, Layout::V611, Layout::V612, Layout::V613] {
+            let (fixed, entry) = (Self::fixed_len(l), Self::tracker_entry_len(l));
+            if body.len() <= fixed || (body.len() - fixed) % entry != 0 {
+                continue;
+            }
+            let count = i64::from_be_bytes(body[fixed - 8..fixed].try_into().expect("8 bytes"));
+            // A 6.15+ text list can have a fixed-looking length; fixed entries are NUL padded.
+            let padded = l != Layout::V613 || body[fixed..].contains(&0);
+            if count >= 1 && count as usize * entry == body.len() - fixed && padded {
+                return Some(l);
+            }
+        }
+        let fixed = Self::fixed_len(Layout::V616);
+        if body.len() <= fixed {
+            return None;
+        }
+        let version = std::str::from_utf8(&body[65..73]).unwrap_or("").trim_end_matches('\0');
+        Some(match Layout::from_version(version) {
+            Some(Layout::V615) => Layout::V615,
+            _ => Layout::V616,
+        })
+    }
+
     pub fn encode(&self, p: Profile) -> BytesMut {
-        let mut b = BytesMut::with_capacity(V616_JOIN_FIXED + 100 * self.trackers.len() + 128);
+        let l = p.layout;
+        let mut b = BytesMut::with_capacity(Self::fixed_len(l) + Self::tracker_entry_len(l) * self.trackers.len());
         put_fixed(&mut b, &self.group, GROUP_LEN + 1);
         b.put_i64(self.storage_port);
-        if p.layout == Layout::Classic {
+        if l.has_http_fields() {
             b.put_i64(self.storage_http_port);
         }
         b.put_i64(self.store_path_count);
@@ -63,40 +99,37 @@ impl JoinReq {
         b.put_i64(self.join_time);
         b.put_i64(self.up_time);
         put_fixed(&mut b, &self.version, p.version_size());
-        if p.layout == Layout::Classic {
+        if l.has_http_fields() {
             put_fixed(&mut b, &self.domain_name, 128);
         }
         b.put_u8(self.init_flag as u8);
         b.put_i8(self.status);
-        if p.layout == Layout::V616 {
+        if l != Layout::Classic {
             put_fixed(&mut b, &self.storage_id, 16);
         }
         put_fixed(&mut b, &self.current_tracker_ip, p.ip_addr_size());
         b.put_i64(self.trackers.len() as i64);
         for t in &self.trackers {
-            match p.layout {
-                Layout::Classic => put_fixed(&mut b, t, CLASSIC_TRACKER_ENTRY),
-                Layout::V616 => {
-                    b.put_slice(t.as_bytes());
-                    b.put_u8(b'\n');
-                }
+            if l.join_has_fixed_tracker_entries() {
+                put_fixed(&mut b, t, Self::tracker_entry_len(l));
+            } else {
+                b.put_slice(t.as_bytes());
+                b.put_u8(b'\n');
             }
         }
         b
     }
 
     pub fn decode(body: &[u8], p: Profile) -> DecodeResult<Self> {
-        let fixed = match p.layout {
-            Layout::Classic => CLASSIC_JOIN_FIXED,
-            Layout::V616 => V616_JOIN_FIXED,
-        };
+        let l = p.layout;
+        let fixed = Self::fixed_len(l);
         if body.len() < fixed {
             return Err(DecodeError::Short { need: fixed, got: body.len() });
         }
         let mut r = Reader::new(body);
         let mut j = JoinReq { group: r.fixed_str(GROUP_LEN + 1)?, ..Default::default() };
         j.storage_port = r.i64()?;
-        if p.layout == Layout::Classic {
+        if l.has_http_fields() {
             j.storage_http_port = r.i64()?;
         }
         j.store_path_count = r.i64()?;
@@ -105,12 +138,12 @@ impl JoinReq {
         j.join_time = r.i64()?;
         j.up_time = r.i64()?;
         j.version = r.fixed_str(p.version_size())?;
-        if p.layout == Layout::Classic {
+        if l.has_http_fields() {
             j.domain_name = r.fixed_str(128)?;
         }
         j.init_flag = r.u8()? != 0;
         j.status = r.i8()?;
-        if p.layout == Layout::V616 {
+        if l != Layout::Classic {
             j.storage_id = r.fixed_str(16)?;
         }
         j.current_tracker_ip = r.fixed_str(p.ip_addr_size())?;
@@ -119,22 +152,20 @@ impl JoinReq {
             return Err(DecodeError::OutOfRange { field: "tracker_count", value: count });
         }
         let count = count as usize;
-        match p.layout {
-            Layout::Classic => {
-                expect_len(body, fixed + CLASSIC_TRACKER_ENTRY * count)?;
-                for _ in 0..count {
-                    j.trackers.push(r.fixed_str(CLASSIC_TRACKER_ENTRY)?);
-                }
+        let entry = Self::tracker_entry_len(l);
+        if l.join_has_fixed_tracker_entries() {
+            expect_len(body, fixed + entry * count)?;
+            for _ in 0..count {
+                j.trackers.push(r.fixed_str(entry)?);
             }
-            Layout::V616 => {
-                if body.len() > fixed + V616_TRACKER_ENTRY_MAX * count {
-                    return Err(DecodeError::BadLength { len: body.len(), why: "tracker list" });
-                }
-                let text = r.rest_str()?;
-                j.trackers = text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
-                if j.trackers.len() != count {
-                    return Err(DecodeError::Invalid("tracker_count differs from the list"));
-                }
+        } else {
+            if body.len() > fixed + entry * count {
+                return Err(DecodeError::BadLength { len: body.len(), why: "tracker list" });
+            }
+            let text = r.rest_str()?;
+            j.trackers = text.lines().filter(|l| !l.is_empty()).map(str::to_owned).collect();
+            if j.trackers.len() != count {
+                return Err(DecodeError::Invalid("tracker_count differs from the list"));
             }
         }
         r.finish()?;
@@ -395,12 +426,11 @@ pub struct GetMyIpReq {
 impl GetMyIpReq {
     pub fn encode(&self, p: Profile) -> BytesMut {
         let mut b = BytesMut::with_capacity(21);
-        match p.layout {
-            Layout::Classic => put_fixed(&mut b, &self.group, GROUP_LEN),
-            Layout::V616 => {
-                put_fixed(&mut b, &self.group, GROUP_LEN + 1);
-                b.put_i32(self.port);
-            }
+        if p.layout == Layout::V616 {
+            put_fixed(&mut b, &self.group, GROUP_LEN + 1);
+            b.put_i32(self.port);
+        } else {
+            put_fixed(&mut b, &self.group, GROUP_LEN);
         }
         b
     }
@@ -454,7 +484,7 @@ impl FetchStorageIdsReq {
     pub fn encode(&self, p: Profile) -> BytesMut {
         let mut b = BytesMut::with_capacity(5);
         b.put_i32(self.start_index);
-        if p.layout == Layout::V616 {
+        if p.layout != Layout::Classic {
             b.put_u8(self.allow_empty as u8);
         }
         b
@@ -559,6 +589,36 @@ mod tests {
             current_tracker_ip: "127.0.0.1".into(),
             trackers: vec!["127.0.0.1:22122".into(), "127.0.0.10:22122".into()],
         }
+    }
+
+    #[test]
+    fn every_generation_joins_in_its_own_shape_and_is_recognised() {
+        let want_fixed = [233, 279, 281, 145, 145, 145];
+        for (l, fixed) in Layout::ALL.into_iter().zip(want_fixed) {
+            assert_eq!(JoinReq::fixed_len(l), fixed, "{l}");
+            let p = Profile::of(l, false);
+            let mut j = join();
+            j.version = l.version_text().into();
+            if l > Layout::Classic {
+                j.storage_id = "100001".into();
+            }
+            if !l.has_http_fields() {
+                j.storage_http_port = 0;
+            }
+            let b = j.encode(p);
+            let entries = if l.join_has_fixed_tracker_entries() { 2 * (2 * p.ip_addr_size() + 8) } else { 33 };
+            assert_eq!(b.len(), fixed + entries, "{l}");
+            assert_eq!(JoinReq::detect(&b), Some(l), "{l}");
+            assert_eq!(JoinReq::decode(&b, p).unwrap(), j, "{l}");
+            // Any other generation's decoder refuses the body.
+            for other in Layout::ALL.into_iter().filter(|o| Profile::of(*o, false) != p) {
+                let same_shape = !other.join_has_fixed_tracker_entries() && !l.join_has_fixed_tracker_entries();
+                if !same_shape {
+                    assert!(JoinReq::decode(&b, Profile::of(other, false)).is_err(), "{l} read as {other}");
+                }
+            }
+        }
+        assert_eq!(JoinReq::detect(&[0u8; 100]), None);
     }
 
     #[test]

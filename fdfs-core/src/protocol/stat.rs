@@ -4,7 +4,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::codec::{put_fixed, DecodeError, DecodeResult, Reader};
-use super::{Layout, Profile};
+use super::Profile;
 
 macro_rules! counters {
     ($($name:ident,)*) => {
@@ -121,10 +121,12 @@ pub struct GroupStat {
 }
 
 impl GroupStat {
+    /// 105 bytes up to 6.12, 113 from 6.13.1.
     pub const fn wire_len(p: Profile) -> usize {
-        match p.layout {
-            Layout::Classic => 105,
-            Layout::V616 => 113,
+        if p.layout.has_http_fields() {
+            105
+        } else {
+            113
         }
     }
 
@@ -132,22 +134,19 @@ impl GroupStat {
         put_fixed(buf, &self.group, 17);
         buf.put_i64(self.total_mb);
         buf.put_i64(self.free_mb);
-        match p.layout {
-            Layout::Classic => {
-                buf.put_i64(self.trunk_free_mb);
-                buf.put_i64(self.storage_count);
-                buf.put_i64(self.storage_port);
-                buf.put_i64(self.storage_http_port);
-                buf.put_i64(self.active_count);
-            }
-            Layout::V616 => {
-                buf.put_i64(self.reserved_mb);
-                buf.put_i64(self.trunk_free_mb);
-                buf.put_i64(self.storage_count);
-                buf.put_i64(self.storage_port);
-                buf.put_i64(self.readable_count);
-                buf.put_i64(self.writable_count);
-            }
+        if p.layout.has_http_fields() {
+            buf.put_i64(self.trunk_free_mb);
+            buf.put_i64(self.storage_count);
+            buf.put_i64(self.storage_port);
+            buf.put_i64(self.storage_http_port);
+            buf.put_i64(self.active_count);
+        } else {
+            buf.put_i64(self.reserved_mb);
+            buf.put_i64(self.trunk_free_mb);
+            buf.put_i64(self.storage_count);
+            buf.put_i64(self.storage_port);
+            buf.put_i64(self.readable_count);
+            buf.put_i64(self.writable_count);
         }
         buf.put_i64(self.current_write_server);
         buf.put_i64(self.store_path_count);
@@ -159,25 +158,22 @@ impl GroupStat {
         let mut g = GroupStat { group: r.fixed_str(17)?, ..Default::default() };
         g.total_mb = r.i64()?;
         g.free_mb = r.i64()?;
-        match p.layout {
-            Layout::Classic => {
-                g.trunk_free_mb = r.i64()?;
-                g.storage_count = r.i64()?;
-                g.storage_port = r.i64()?;
-                g.storage_http_port = r.i64()?;
-                g.active_count = r.i64()?;
-                g.readable_count = g.active_count;
-                g.writable_count = g.active_count;
-            }
-            Layout::V616 => {
-                g.reserved_mb = r.i64()?;
-                g.trunk_free_mb = r.i64()?;
-                g.storage_count = r.i64()?;
-                g.storage_port = r.i64()?;
-                g.readable_count = r.i64()?;
-                g.writable_count = r.i64()?;
-                g.active_count = g.readable_count.max(g.writable_count);
-            }
+        if p.layout.has_http_fields() {
+            g.trunk_free_mb = r.i64()?;
+            g.storage_count = r.i64()?;
+            g.storage_port = r.i64()?;
+            g.storage_http_port = r.i64()?;
+            g.active_count = r.i64()?;
+            g.readable_count = g.active_count;
+            g.writable_count = g.active_count;
+        } else {
+            g.reserved_mb = r.i64()?;
+            g.trunk_free_mb = r.i64()?;
+            g.storage_count = r.i64()?;
+            g.storage_port = r.i64()?;
+            g.readable_count = r.i64()?;
+            g.writable_count = r.i64()?;
+            g.active_count = g.readable_count.max(g.writable_count);
         }
         g.current_write_server = r.i64()?;
         g.store_path_count = r.i64()?;
@@ -242,35 +238,33 @@ pub struct StorageStat {
 impl StorageStat {
     /// 612 (classic), 487 (6.16 with 16-byte IPs) or 517 (6.16 with 46-byte IPs).
     pub const fn wire_len(p: Profile) -> usize {
-        match p.layout {
-            Layout::Classic => 1 + 16 + 16 + 128 + 16 + 6 + 8 * 10 + StatBuff::LEN + 1,
-            Layout::V616 => 1 + 1 + 16 + p.response_ip_size + 16 + 8 + 8 * 10 + StatBuff::LEN + 1,
+        if p.layout.has_http_fields() {
+            1 + 16 + p.ip_addr_size() + 128 + 16 + p.version_size() + 8 * 10 + StatBuff::LEN + 1
+        } else {
+            1 + 1 + 16 + p.response_ip_size + 16 + 8 + 8 * 10 + StatBuff::LEN + 1
         }
     }
 
     pub fn put(&self, buf: &mut BytesMut, p: Profile) {
         buf.put_u8(self.status);
-        match p.layout {
-            Layout::Classic => {
-                put_fixed(buf, &self.id, 16);
-                put_fixed(buf, &self.ip, 16);
-                put_fixed(buf, &self.domain_name, 128);
-                put_fixed(buf, &self.sync_src_id, 16);
-                put_fixed(buf, &self.version, 6);
-            }
-            Layout::V616 => {
-                buf.put_u8(self.rw_mode);
-                put_fixed(buf, &self.id, 16);
-                put_fixed(buf, &self.ip, p.response_ip_size);
-                put_fixed(buf, &self.sync_src_id, 16);
-                put_fixed(buf, &self.version, 8);
-            }
+        if p.layout.has_http_fields() {
+            put_fixed(buf, &self.id, 16);
+            put_fixed(buf, &self.ip, p.ip_addr_size());
+            put_fixed(buf, &self.domain_name, 128);
+            put_fixed(buf, &self.sync_src_id, 16);
+            put_fixed(buf, &self.version, p.version_size());
+        } else {
+            buf.put_u8(self.rw_mode);
+            put_fixed(buf, &self.id, 16);
+            put_fixed(buf, &self.ip, p.response_ip_size);
+            put_fixed(buf, &self.sync_src_id, 16);
+            put_fixed(buf, &self.version, 8);
         }
         buf.put_i64(self.join_time);
         buf.put_i64(self.up_time);
         buf.put_i64(self.total_mb);
         buf.put_i64(self.free_mb);
-        if p.layout == Layout::V616 {
+        if !p.layout.has_http_fields() {
             buf.put_i64(self.reserved_mb);
         }
         buf.put_i64(self.upload_priority);
@@ -278,7 +272,7 @@ impl StorageStat {
         buf.put_i64(self.subdir_count_per_path);
         buf.put_i64(self.current_write_path);
         buf.put_i64(self.storage_port);
-        if p.layout == Layout::Classic {
+        if p.layout.has_http_fields() {
             buf.put_i64(self.storage_http_port);
         }
         self.stat.put(buf);
@@ -287,28 +281,25 @@ impl StorageStat {
 
     pub fn read(r: &mut Reader<'_>, p: Profile) -> DecodeResult<Self> {
         let mut s = StorageStat { status: r.u8()?, ..Default::default() };
-        match p.layout {
-            Layout::Classic => {
-                s.rw_mode = 6;
-                s.id = r.fixed_str(16)?;
-                s.ip = r.fixed_str(16)?;
-                s.domain_name = r.fixed_str(128)?;
-                s.sync_src_id = r.fixed_str(16)?;
-                s.version = r.fixed_str(6)?;
-            }
-            Layout::V616 => {
-                s.rw_mode = r.u8()?;
-                s.id = r.fixed_str(16)?;
-                s.ip = r.fixed_str(p.response_ip_size)?;
-                s.sync_src_id = r.fixed_str(16)?;
-                s.version = r.fixed_str(8)?;
-            }
+        if p.layout.has_http_fields() {
+            s.rw_mode = 6;
+            s.id = r.fixed_str(16)?;
+            s.ip = r.fixed_str(p.ip_addr_size())?;
+            s.domain_name = r.fixed_str(128)?;
+            s.sync_src_id = r.fixed_str(16)?;
+            s.version = r.fixed_str(p.version_size())?;
+        } else {
+            s.rw_mode = r.u8()?;
+            s.id = r.fixed_str(16)?;
+            s.ip = r.fixed_str(p.response_ip_size)?;
+            s.sync_src_id = r.fixed_str(16)?;
+            s.version = r.fixed_str(8)?;
         }
         s.join_time = r.i64()?;
         s.up_time = r.i64()?;
         s.total_mb = r.i64()?;
         s.free_mb = r.i64()?;
-        if p.layout == Layout::V616 {
+        if !p.layout.has_http_fields() {
             s.reserved_mb = r.i64()?;
         }
         s.upload_priority = r.i64()?;
@@ -316,7 +307,7 @@ impl StorageStat {
         s.subdir_count_per_path = r.i64()?;
         s.current_write_path = r.i64()?;
         s.storage_port = r.i64()?;
-        if p.layout == Layout::Classic {
+        if p.layout.has_http_fields() {
             s.storage_http_port = r.i64()?;
         }
         s.stat = StatBuff::read(r)?;
@@ -336,9 +327,18 @@ impl StorageStat {
         super::tracker::decode_records(body, Self::wire_len(p), |r| Self::read(r, p))
     }
 
-    /// Client side: tries 517 (6.15+ IPv6 width, as Java 1.39 does), 487, then 612.
+    /// Client side: tries 517 (6.13+, or 6.15+ with IPv6 width, as Java 1.39 does), 487, then
+    /// 612 (classic), 642 (6.11) and 644 (6.12).
     pub fn decode_list_any(body: &[u8]) -> DecodeResult<(Vec<Self>, Profile)> {
-        for p in [Profile::V6_16_IPV6, Profile::V6_16, Profile::CLASSIC] {
+        use super::Layout;
+        let candidates = [
+            Profile::V6_16_IPV6,
+            Profile::V6_16,
+            Profile::CLASSIC,
+            Profile::of(Layout::V611, false),
+            Profile::of(Layout::V612, false),
+        ];
+        for p in candidates {
             if body.len() % Self::wire_len(p) == 0 {
                 return Ok((Self::decode_list(body, p)?, p));
             }

@@ -323,6 +323,98 @@ wire_struct! {
     }
 }
 
+/// 96 answer: a 1-byte count, then the 90-byte records.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TrackerClusterStats {
+    pub trackers: Vec<TrackerClusterStat>,
+}
+
+impl TrackerClusterStats {
+    pub fn encode(&self) -> BytesMut {
+        let p = Profile::default();
+        let mut b = BytesMut::with_capacity(1 + self.trackers.len() * TrackerClusterStat::wire_len(p));
+        b.put_u8(self.trackers.len().min(u8::MAX as usize) as u8);
+        for t in self.trackers.iter().take(u8::MAX as usize) {
+            t.put(&mut b, p);
+        }
+        b
+    }
+
+    pub fn decode(body: &[u8]) -> DecodeResult<Self> {
+        let p = Profile::default();
+        let (&count, rest) = body.split_first().ok_or(DecodeError::Short { need: 1, got: 0 })?;
+        expect_len(rest, count as usize * TrackerClusterStat::wire_len(p))?;
+        Ok(Self {
+            trackers: decode_records(rest, TrackerClusterStat::wire_len(p), |r| TrackerClusterStat::read(r, p))?,
+        })
+    }
+}
+
+/// 97 answer: use_storage_id, use_trunk_file, an i32 count, then the 106-byte records.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StorageClusterStats {
+    pub use_storage_id: bool,
+    pub use_trunk_file: bool,
+    pub storages: Vec<StorageClusterStat>,
+}
+
+impl StorageClusterStats {
+    pub fn encode(&self) -> BytesMut {
+        let p = Profile::default();
+        let mut b = BytesMut::with_capacity(6 + self.storages.len() * StorageClusterStat::wire_len(p));
+        b.put_u8(self.use_storage_id as u8);
+        b.put_u8(self.use_trunk_file as u8);
+        b.put_i32(self.storages.len() as i32);
+        for s in &self.storages {
+            s.put(&mut b, p);
+        }
+        b
+    }
+
+    pub fn decode(body: &[u8]) -> DecodeResult<Self> {
+        let p = Profile::default();
+        let mut r = Reader::new(body);
+        let (use_storage_id, use_trunk_file, count) = (r.u8()? != 0, r.u8()? != 0, r.i32()?);
+        let rest = &body[6..];
+        if count < 0 || rest.len() != count as usize * StorageClusterStat::wire_len(p) {
+            return Err(DecodeError::BadLength { len: body.len(), why: "6 + count × 106" });
+        }
+        let storages = decode_records(rest, StorageClusterStat::wire_len(p), |r| StorageClusterStat::read(r, p))?;
+        Ok(Self { use_storage_id, use_trunk_file, storages })
+    }
+}
+
+/// 98 answer: use_trunk_file, an i32 count, then the 59-byte records.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct VolumeStats {
+    pub use_trunk_file: bool,
+    pub groups: Vec<VolumeStat>,
+}
+
+impl VolumeStats {
+    pub fn encode(&self) -> BytesMut {
+        let p = Profile::default();
+        let mut b = BytesMut::with_capacity(5 + self.groups.len() * VolumeStat::wire_len(p));
+        b.put_u8(self.use_trunk_file as u8);
+        b.put_i32(self.groups.len() as i32);
+        for g in &self.groups {
+            g.put(&mut b, p);
+        }
+        b
+    }
+
+    pub fn decode(body: &[u8]) -> DecodeResult<Self> {
+        let p = Profile::default();
+        let mut r = Reader::new(body);
+        let (use_trunk_file, count) = (r.u8()? != 0, r.i32()?);
+        let rest = &body[5..];
+        if count < 0 || rest.len() != count as usize * VolumeStat::wire_len(p) {
+            return Err(DecodeError::BadLength { len: body.len(), why: "5 + count × 59" });
+        }
+        Ok(Self { use_trunk_file, groups: decode_records(rest, VolumeStat::wire_len(p), |r| VolumeStat::read(r, p))? })
+    }
+}
+
 /// Decodes `n` records of a fixed-size type after a head of `head` bytes.
 pub fn decode_records<T>(
     body: &[u8],

@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use crate::config::{ReservedSpace, StorageConfig};
 use crate::file_id::Source;
 use crate::protocol::report::Brief;
+use crate::protocol::{Layout, Profile};
 use crate::server::{serve, AllowHosts, Shutdown};
 use crate::timefmt::now_unix;
 use binlog::Binlog;
@@ -40,6 +41,8 @@ pub struct TrackerParams {
     pub store_path_most_free: bool,
     pub use_storage_id: bool,
     pub id_in_filename: bool,
+    /// `response_ip_addr_size` (6.15+ trackers): the IP width of QUERY_FILE_INFO answers.
+    pub response_ip_size: usize,
 }
 
 impl Default for TrackerParams {
@@ -49,6 +52,7 @@ impl Default for TrackerParams {
             store_path_most_free: false,
             use_storage_id: false,
             id_in_filename: false,
+            response_ip_size: 16,
         }
     }
 }
@@ -78,6 +82,8 @@ pub struct StorageServer {
     pub synced_from: Mutex<HashMap<String, i32>>,
     /// Woken on every binlog record, so sync senders ship changes at once.
     pub binlog_changed: tokio::sync::Notify,
+    /// The FastDFS generation each tracker (by address) answered a JOIN in.
+    tracker_layouts: Mutex<HashMap<String, Layout>>,
 }
 
 impl StorageServer {
@@ -119,6 +125,7 @@ impl StorageServer {
             file_locks: locks::FileLocks::default(),
             synced_from: Mutex::new(HashMap::new()),
             binlog_changed: tokio::sync::Notify::new(),
+            tracker_layouts: Mutex::new(HashMap::new()),
             config,
         })
     }
@@ -140,6 +147,27 @@ impl StorageServer {
 
     pub fn status(&self) -> u8 {
         self.status.load(Ordering::Relaxed)
+    }
+
+    /// The generation `tracker` (`host:port`) last accepted our JOIN in.
+    pub fn tracker_layout(&self, tracker: &str) -> Option<Layout> {
+        self.tracker_layouts.lock().unwrap_or_else(|e| e.into_inner()).get(tracker).copied()
+    }
+
+    pub fn set_tracker_layout(&self, tracker: &str, layout: Layout) {
+        self.tracker_layouts.lock().unwrap_or_else(|e| e.into_inner()).insert(tracker.to_owned(), layout);
+    }
+
+    /// How to speak to `tracker` on a short connection: its known generation, else the
+    /// configured one, else 6.16.
+    pub fn tracker_profile(&self, tracker: &str) -> Profile {
+        let layout = self.tracker_layout(tracker).or(self.config.tracker_protocol_version).unwrap_or(Layout::V616);
+        Profile::of(layout, false)
+    }
+
+    /// What QUERY_FILE_INFO answers look like: the IP width the trackers' clients expect.
+    pub fn answer_profile(&self) -> Profile {
+        Profile::of(Layout::V616, self.params().response_ip_size == 46)
     }
 
     pub async fn lock_file(&self, path: &std::path::Path) -> locks::FileGuard<'_> {

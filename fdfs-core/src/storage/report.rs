@@ -8,10 +8,10 @@ use std::time::Duration;
 
 use super::StorageServer;
 use crate::client::reporter::ReportConnection;
-use crate::client::ClientResult;
+use crate::client::{ClientError, ClientResult};
 use crate::config::{ReservedSpace, ServerAddr};
-use crate::protocol::report::{ChangeNotify, JoinReq, PathUsage, SyncSource, SyncTimestamp};
-use crate::protocol::Profile;
+use crate::protocol::report::{ChangeNotify, JoinReq, JoinResp, PathUsage, SyncSource, SyncTimestamp};
+use crate::protocol::{Layout, Profile, Status};
 use crate::server::Shutdown;
 use crate::timefmt::now_unix;
 use crate::tracker::status;
@@ -45,6 +45,7 @@ fn apply_params(srv: &StorageServer, params: &[(String, String)]) {
             "store_path" => p.store_path_most_free = v == "2",
             "use_storage_id" => p.use_storage_id = v == "1",
             "id_type_in_filename" => p.id_in_filename = v == "id",
+            "response_ip_addr_size" => p.response_ip_size = if v.trim() == "46" { 46 } else { 16 },
             _ => {}
         }
     }
@@ -73,37 +74,84 @@ fn absorb(srv: &StorageServer, n: &ChangeNotify, my_id: &str) {
     }
 }
 
-async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<()> {
+/// Joins `tracker` and returns the logged-in report connection with our address as the tracker
+/// sees it. The tracker's generation is the configured one, or the one it last accepted, or
+/// found by trying each generation newest first: only 6.16 accepts the 21-byte GET_MY_IP, and
+/// every generation refuses (EINVAL) a JOIN of another generation's length.
+async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(ReportConnection, String, JoinResp)> {
     let c = &srv.config;
     let bind = if c.client_bind && !c.bind_addr.is_empty() { c.bind_addr.parse().ok() } else { None };
     let addr = tracker.primary();
-    let mut conn =
-        ReportConnection::connect(&addr, bind, (c.connect_timeout, c.network_timeout), Profile::CLASSIC).await?;
-    apply_params(srv, &conn.parameters().await?);
-    let my_ip = conn.my_ip(&srv.group, c.port).await?;
-    if !my_ip.is_empty() {
-        *srv.my_ip.write().unwrap_or_else(|e| e.into_inner()) = my_ip.clone();
-    }
-    let init = srv.init.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let known = srv.status();
-    let req = JoinReq {
-        group: srv.group.clone(),
-        storage_port: c.port as i64,
-        storage_http_port: c.http_server_port as i64,
-        store_path_count: srv.paths.paths.len() as i64,
-        subdir_count_per_path: srv.paths.subdirs as i64,
-        upload_priority: c.upload_priority,
-        join_time: init.storage_join_time,
-        up_time: srv.up_time,
-        version: Profile::CLASSIC.version_text().into(),
-        domain_name: c.http_domain_name.clone(),
-        init_flag: !init.sync_old_done,
-        status: if known == status::NONE { 0 } else { known as i8 },
-        storage_id: c.server_id.clone(),
-        current_tracker_ip: tracker.hosts[0].clone(),
-        trackers: c.tracker_servers.iter().map(|t| t.to_string()).collect(),
+    let candidates: Vec<Layout> = match c.tracker_protocol_version {
+        Some(l) => vec![l],
+        None => {
+            let known = srv.tracker_layout(&addr);
+            known.into_iter().chain(Layout::ALL.into_iter().rev().filter(|l| Some(*l) != known)).collect()
+        }
     };
-    let joined = conn.join(&req).await?;
+    let probing = candidates.len() > 1;
+    let mut refused = None;
+    for layout in candidates {
+        let profile = Profile::of(layout, false);
+        let mut conn = ReportConnection::connect(&addr, bind, (c.connect_timeout, c.network_timeout), profile).await?;
+        apply_params(srv, &conn.parameters().await?);
+        let my_ip = match conn.my_ip(&srv.group, c.port).await {
+            Ok(ip) => ip,
+            // Refused in 6.16's form: the tracker is older; try the older generations.
+            Err(e @ ClientError::Status { .. }) if probing && layout == Layout::V616 => {
+                refused = Some(e);
+                continue;
+            }
+            // Before 6.00 there is no GET_MY_IP: keep the address we have.
+            Err(ClientError::Status { .. }) => {
+                conn = ReportConnection::connect(&addr, bind, (c.connect_timeout, c.network_timeout), profile).await?;
+                String::new()
+            }
+            Err(e) => return Err(e),
+        };
+        if !my_ip.is_empty() {
+            *srv.my_ip.write().unwrap_or_else(|e| e.into_inner()) = my_ip.clone();
+        }
+        let my_ip = srv.my_ip.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let init = srv.init.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let known = srv.status();
+        let req = JoinReq {
+            group: srv.group.clone(),
+            storage_port: c.port as i64,
+            storage_http_port: c.http_server_port as i64,
+            store_path_count: srv.paths.paths.len() as i64,
+            subdir_count_per_path: srv.paths.subdirs as i64,
+            upload_priority: c.upload_priority,
+            join_time: init.storage_join_time,
+            up_time: srv.up_time,
+            version: layout.version_text().into(),
+            domain_name: c.http_domain_name.clone(),
+            init_flag: !init.sync_old_done,
+            status: if known == status::NONE { 0 } else { known as i8 },
+            storage_id: c.server_id.clone(),
+            current_tracker_ip: tracker.hosts[0].clone(),
+            trackers: c.tracker_servers.iter().map(|t| t.to_string()).collect(),
+        };
+        match conn.join(&req).await {
+            Ok(joined) => {
+                if srv.tracker_layout(&addr) != Some(layout) {
+                    log::info!("tracker {addr} speaks FastDFS {layout}");
+                    srv.set_tracker_layout(&addr, layout);
+                }
+                return Ok((conn, my_ip, joined));
+            }
+            Err(e @ ClientError::Status { status: Status::EINVAL }) if probing => refused = Some(e),
+            Err(e) => return Err(e),
+        }
+    }
+    Err(refused.expect("at least one generation was tried"))
+}
+
+async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<()> {
+    let c = &srv.config;
+    let addr = tracker.primary();
+    let init = srv.init.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let (mut conn, my_ip, joined) = join(srv, tracker).await?;
     srv.status.store(joined.status, Ordering::Relaxed);
     log::info!("joined tracker {addr} as {} ({})", my_ip, status::name(joined.status));
     // Our ID at the trackers is our IP unless storage IDs are in use.

@@ -174,7 +174,7 @@ async fn dispatch(
             let req = FileReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
             let flags = h.status;
             let r = blocking(srv, move |s| ops::file_info(s, &req.group, &req.filename, flags)).await?;
-            Ok(Reply::Body(r.encode(Profile::CLASSIC).to_vec()))
+            Ok(Reply::Body(r.encode(srv.answer_profile()).to_vec()))
         }
         C::TruncateFile => {
             let req = TruncateReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;

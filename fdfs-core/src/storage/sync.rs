@@ -193,8 +193,10 @@ async fn peer_task(srv: Arc<StorageServer>, peer: String, mut shutdown: Shutdown
 /// Sends to every tracker (status reports must reach all of them).
 async fn report_to_trackers(srv: &StorageServer, brief: Brief) {
     for t in &srv.config.tracker_servers {
+        let addr = t.primary();
         if let Err(e) =
-            report_status(&t.primary(), srv.config.connect_timeout, &srv.group, brief.clone(), Profile::CLASSIC).await
+            report_status(&addr, srv.config.connect_timeout, &srv.group, brief.clone(), srv.tracker_profile(&addr))
+                .await
         {
             log::warn!("reporting {} as {} to {t}: {e}", brief.id, status::name(brief.status));
         }

@@ -1,5 +1,6 @@
 //! What the command-line tools share: loading client.conf, a small runtime, output formats.
 
+pub mod cluster_stat;
 pub mod commands;
 pub mod monitor;
 

@@ -41,7 +41,7 @@ async fn call(addr: &str, t: &Tracker, cmd: Command, body: &[u8]) -> Option<byte
 }
 
 /// Is `addr` (`ip:port` from a storage's list) this tracker?
-fn is_me(t: &Tracker, addr: &str) -> bool {
+pub(super) fn is_me(t: &Tracker, addr: &str) -> bool {
     let Some(a) = ServerAddr::parse(addr) else { return false };
     a.port == t.port.load(Ordering::Relaxed) && a.hosts.iter().any(|h| t.own_ips.iter().any(|ip| ip == h))
 }

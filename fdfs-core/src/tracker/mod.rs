@@ -4,6 +4,7 @@
 //! `127.0.0.1:0`. All state sits in one [`Tracker`] behind a mutex: tracker traffic is small
 //! (queries and beats), and one lock keeps every status transition atomic.
 
+pub mod cluster_stat;
 pub mod election;
 mod persist;
 pub mod select;
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::config::{StorageIds, TrackerConfig};
+use crate::config::{ResponseIpSize, StorageIds, TrackerConfig};
 use crate::protocol::{Layout, Profile};
 use crate::server::{serve, AllowHosts, Shutdown};
 use crate::timefmt::now_unix;
@@ -32,7 +33,8 @@ pub struct Tracker {
     pub policy: select::Policy,
     pub ids: state::IdPolicy,
     pub cluster: Mutex<Cluster>,
-    /// What our answers look like (P-classic).
+    /// What answers to clients look like (`client_protocol_version`, `response_ip_addr_size`).
+    /// Storages are answered in the generation their JOIN showed.
     pub profile: Profile,
     pub up_time: i64,
     /// The previous run's last status write, for `restart_interval` in elections.
@@ -46,6 +48,10 @@ pub struct Tracker {
     /// The bound port and this host's addresses: how we recognise ourselves in tracker lists.
     pub port: AtomicU16,
     pub own_ips: Vec<String>,
+    /// Client and storage connections open now, and the most at once.
+    pub conns: cluster_stat::ConnCounts,
+    /// As leader: when each follower last pinged.
+    pub follower_pings: cluster_stat::FollowerPings,
     data_dir: PathBuf,
 }
 
@@ -55,6 +61,7 @@ impl Tracker {
         std::fs::create_dir_all(&data_dir)?;
         let ids = if config.use_storage_id { Some(StorageIds::load(&config.storage_ids_filename)?) } else { None };
         let cluster = persist::load(&data_dir)?;
+        let profile = client_profile(&config, ids.as_ref());
         let last_check_time = std::fs::read_to_string(data_dir.join(persist::STATUS_FILE))
             .ok()
             .and_then(|t| {
@@ -65,7 +72,7 @@ impl Tracker {
             policy: select::Policy::from_config(&config),
             ids: state::IdPolicy { ids, trust_storage_server_id: config.trust_storage_server_id },
             cluster: Mutex::new(cluster),
-            profile: Profile::CLASSIC,
+            profile,
             up_time: now_unix(),
             last_check_time,
             leader: RwLock::new(None),
@@ -73,6 +80,8 @@ impl Tracker {
             leader_epoch: AtomicU64::new(0),
             port: AtomicU16::new(config.port),
             own_ips: crate::http::interface_ips().iter().map(|ip| ip.to_string()).collect(),
+            conns: Default::default(),
+            follower_pings: Default::default(),
             data_dir,
             config,
         })
@@ -132,7 +141,7 @@ impl Tracker {
             c.dirty = false;
             c.clone()
         };
-        let layout = if self.profile.layout == Layout::Classic { Layout::Classic } else { Layout::V616 };
+        let layout = if self.profile.layout.has_http_fields() { Layout::Classic } else { Layout::V616 };
         if let Err(e) =
             persist::save(&self.data_dir, &snapshot, self.ids.ids.is_some(), layout, self.up_time, now_unix())
         {
@@ -140,6 +149,30 @@ impl Tracker {
             self.lock().dirty = true;
         }
     }
+}
+
+/// The client-facing profile. Before 6.15 the IP width is fixed by the generation; from 6.15
+/// on `response_ip_addr_size` chooses it (`auto`: IPv6 width only when an ID entry is IPv6).
+fn client_profile(config: &TrackerConfig, ids: Option<&StorageIds>) -> Profile {
+    let ipv6 = match config.response_ip_addr_size {
+        ResponseIpSize::Auto => {
+            ids.is_some_and(|ids| ids.entries.iter().any(|e| e.hosts.iter().any(|h| h.contains(':'))))
+        }
+        ResponseIpSize::V4 => {
+            log::warn!(
+                "response_ip_addr_size = IPv4: answering with 16-byte IPs (C 6.15/6.16 would use 46 for any value but auto)"
+            );
+            false
+        }
+        ResponseIpSize::V6 => true,
+    };
+    let p = Profile::of(config.client_protocol_version, ipv6);
+    log::info!(
+        "answering clients as FastDFS {} with {}-byte IP fields",
+        config.client_protocol_version,
+        p.response_ip_size
+    );
+    p
 }
 
 /// Serves until `shutdown`, then writes the state files.

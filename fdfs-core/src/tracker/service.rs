@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use bytes::BufMut;
 
-use super::{select, Tracker};
+use super::{cluster_stat, select, Tracker};
 use crate::file_id::RemoteFilename;
 use crate::protocol::codec::expect_len;
+use crate::protocol::leader::PingLeaderReq;
 use crate::protocol::report::*;
 use crate::protocol::stat::{GroupStat, StorageStat};
 use crate::protocol::tracker::*;
@@ -72,6 +73,7 @@ pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: PeerStream, peer: So
         sent_counter: None,
         leader_sent: None,
     };
+    tracker.conns.opened();
     let timeout = tracker.config.network_timeout.max(std::time::Duration::from_secs(1));
     let max_body = tracker.config.max_buff_size.max(8 << 10);
     loop {
@@ -103,17 +105,7 @@ pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: PeerStream, peer: So
     if let Some((group, id)) = conn.joined {
         tracker.lock().disconnected(&group, &id);
     }
-}
-
-/// JOIN bodies tell their layout by length: classic is 233 + 40·n exactly.
-fn join_profile(body: &[u8]) -> Profile {
-    if body.len() >= 233 && (body.len() - 233) % 40 == 0 {
-        let n = i64::from_be_bytes(body[225..233].try_into().expect("8 bytes"));
-        if n >= 1 && (body.len() - 233) / 40 == n as usize {
-            return Profile::CLASSIC;
-        }
-    }
-    Profile::V6_16
+    tracker.conns.closed();
 }
 
 fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome {
@@ -251,16 +243,40 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
             if !t.is_leader() {
                 return err(Status::EOPNOTSUPP);
             }
+            // Classic followers ping with an empty body, 6.15.5+ with their connection counts.
+            let counts = match body.len() {
+                0 => None,
+                _ => match PingLeaderReq::decode(body, p) {
+                    Ok(c) => Some(c),
+                    Err(e) => return e.into(),
+                },
+            };
+            t.follower_pings.record(conn.peer.ip().to_canonical().to_string(), now, counts);
             // No trunk servers: nothing to tell followers.
             ok(Vec::new())
         }
+        C::ServerTrackerClusterStat => match TrackerClusterStatReq::decode(body, p) {
+            Ok(req) => from_result(cluster_stat::trackers(t, &req, now).map(|s| s.encode().to_vec())),
+            Err(e) => e.into(),
+        },
+        C::ServerStorageClusterStat => match StorageClusterStatReq::decode(body, p) {
+            Ok(req) => ok(cluster_stat::storages(t, &req).encode().to_vec()),
+            Err(e) => e.into(),
+        },
+        C::ServerStorageVolumnStat => match VolumeStatReq::decode(body, p) {
+            Ok(req) => ok(cluster_stat::volumes(t, &req).encode().to_vec()),
+            Err(e) => e.into(),
+        },
         C::TrackerNotifyNextLeader | C::TrackerCommitNextLeader => {
             from_result(super::election::on_leader_message(t, cmd, body).map(|_| Vec::new()))
         }
 
         // Storage side.
         C::StorageJoin => {
-            let jp = join_profile(body);
+            let Some(layout) = JoinReq::detect(body) else {
+                return Outcome::AnswerClose(Status::EINVAL);
+            };
+            let jp = Profile::of(layout, false);
             let req = match JoinReq::decode(body, jp) {
                 Ok(r) => r,
                 Err(e) => return e.into(),
@@ -273,6 +289,9 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
                         t.lock().disconnected(&g, &id);
                     }
                     conn.joined = Some((j.group.clone(), j.id.clone()));
+                    if conn.profile != jp {
+                        log::info!("{}: storage {} speaks FastDFS {layout}", conn.peer, j.id);
+                    }
                     conn.profile = jp;
                     conn.sent_counter = None;
                     ok(JoinResp { status: j.status, sync_src_id: j.sync_src_id }.encode(p).to_vec())
@@ -384,7 +403,9 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
             let Some(g) = c.groups.get(&req.group) else { return err(Status::ENOENT) };
             let found = g.storages.values().find(|s| s.ip == ip && port.is_none_or(|p| p == s.storage_port));
             match (cmd, found) {
-                (C::StorageGetStatus, Some(s)) => ok(s.brief().encode(p).to_vec()),
+                // A short connection without a JOIN: answer in the generation the storage
+                // announced with its version text.
+                (C::StorageGetStatus, Some(s)) => ok(s.brief().encode(s.profile()).to_vec()),
                 (C::StorageGetServerId, Some(s)) => ok(s.id.clone().into_bytes()),
                 (C::StorageGetServerId, None) if t.ids.ids.is_none() => ok(ip.into_bytes()),
                 _ => err(Status::ENOENT),
@@ -511,6 +532,8 @@ fn parameters(t: &Tracker) -> Vec<u8> {
     kv("use_storage_id", b(c.use_storage_id).to_string());
     kv("id_type_in_filename", if c.id_type_in_filename_is_id { "id" } else { "ip" }.into());
     kv("trust_storage_server_id", b(c.trust_storage_server_id).to_string());
+    // Storages size the IP field of their QUERY_FILE_INFO answers by it.
+    kv("response_ip_addr_size", t.profile.response_ip_size.to_string());
     kv("storage_ip_changed_auto_adjust", b(c.storage_ip_changed_auto_adjust).to_string());
     kv("storage_sync_file_max_delay", c.storage_sync_file_max_delay.as_secs().to_string());
     kv("store_path", c.store_path.to_string());

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use crate::config::RwMode;
 use crate::protocol::report::{Brief, JoinReq, PathUsage, SyncTimestamp};
 use crate::protocol::stat::{GroupStat, StatBuff, StorageStat};
-use crate::protocol::{valid_group_name, Status};
+use crate::protocol::{valid_group_name, Layout, Profile, Status};
 
 /// Storage status values.
 pub mod status {
@@ -76,6 +76,12 @@ pub struct StorageNode {
 }
 
 impl StorageNode {
+    /// The server-to-server profile of this storage's generation, known from the version text
+    /// of its JOIN.
+    pub fn profile(&self) -> Profile {
+        Profile::of(Layout::from_version(&self.version).unwrap_or(Layout::Classic), false)
+    }
+
     pub fn writable(&self) -> bool {
         self.status == ACTIVE && matches!(self.rw_mode, RwMode::Both | RwMode::Write)
     }

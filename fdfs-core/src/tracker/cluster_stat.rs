@@ -1,0 +1,178 @@
+//! The 6.16 cluster overviews (PROTOCOL.md §3.5): 96 trackers, 97 storages, 98 volumes
+//! (groups), each with C's filters. What `fdfs_tracker_stat`, `fdfs_storage_stat` and
+//! `fdfs_volumn_stat` print.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
+
+use super::{status, Tracker};
+use crate::protocol::leader::PingLeaderReq;
+use crate::protocol::tracker::*;
+use crate::protocol::Status;
+
+/// Filter bits of the 96 request.
+const BY_IS_ACTIVE: u8 = 1;
+const BY_IS_LEADER: u8 = 2;
+/// Filter bits of the 97 request.
+const BY_TRUNK_FLAG: u8 = 1;
+const BY_STATUS: u8 = 2;
+/// Filter bits of the 98 request.
+const BY_DISK_AVAILABLE: u8 = 1;
+const BY_TRUNK_AVAILABLE: u8 = 2;
+const BY_SPACE_AVAILABLE: u8 = 4;
+
+/// A follower counts as active while its pings arrive (it pings every second or so).
+const PING_FRESH_SECS: i64 = 10;
+
+/// Connection counts of a daemon, as StatBuff and the cluster stats report them.
+#[derive(Debug, Default)]
+pub struct ConnCounts {
+    current: AtomicI32,
+    max: AtomicI32,
+}
+
+impl ConnCounts {
+    pub fn opened(&self) {
+        let now = self.current.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub fn closed(&self) {
+        self.current.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// (current, max).
+    pub fn get(&self) -> (i32, i32) {
+        (self.current.load(Ordering::Relaxed), self.max.load(Ordering::Relaxed))
+    }
+}
+
+/// The last ping each follower (by IP) sent the leader, with the connection counts of 6.15.5+.
+#[derive(Debug, Default)]
+pub struct FollowerPings {
+    by_ip: Mutex<HashMap<String, (i64, Option<PingLeaderReq>)>>,
+}
+
+impl FollowerPings {
+    pub fn record(&self, ip: String, now: i64, counts: Option<PingLeaderReq>) {
+        let mut m = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
+        // Bounded by the tracker list: only trackers a storage named are listed anyway, but a
+        // stranger pinging must not grow the map without end.
+        if m.len() < crate::protocol::MAX_TRACKERS * 4 || m.contains_key(&ip) {
+            m.insert(ip, (now, counts));
+        }
+    }
+
+    fn get(&self, ip: &str) -> Option<(i64, Option<PingLeaderReq>)> {
+        self.by_ip.lock().unwrap_or_else(|e| e.into_inner()).get(ip).cloned()
+    }
+}
+
+/// 96: every tracker of the cluster as the leader sees it. Followers answer EOPNOTSUPP.
+pub fn trackers(t: &Tracker, req: &TrackerClusterStatReq, now: i64) -> Result<TrackerClusterStats, Status> {
+    let me = t.self_addr();
+    let known = t.lock().trackers.clone();
+    let alone = known.len() <= 1;
+    if !alone && !t.is_leader() {
+        return Err(Status::EOPNOTSUPP);
+    }
+    let (current, max) = t.conns.get();
+    let mut out = vec![TrackerClusterStat {
+        host: me.clone(),
+        is_leader: 1,
+        is_active: 1,
+        conn_alloc: t.config.max_connections.min(i32::MAX as usize) as i32,
+        conn_current: current,
+        conn_max: max,
+        version: t.profile.version_text().into(),
+        up_time: t.up_time,
+        last_heart_beat_time: 0,
+    }];
+    for addr in known.iter().filter(|a| !super::election::is_me(t, a)) {
+        let ip = crate::config::ServerAddr::parse(addr).map(|a| a.hosts[0].clone()).unwrap_or_default();
+        let ping = t.follower_pings.get(&ip);
+        let counts = ping.as_ref().and_then(|(_, c)| c.clone()).unwrap_or_default();
+        let last = ping.map_or(0, |(at, _)| at);
+        out.push(TrackerClusterStat {
+            host: addr.clone(),
+            is_leader: 0,
+            is_active: (now - last <= PING_FRESH_SECS) as u8,
+            conn_alloc: counts.conn_alloc,
+            conn_current: counts.conn_current,
+            conn_max: counts.conn_max,
+            version: String::new(),
+            up_time: 0,
+            last_heart_beat_time: last,
+        });
+    }
+    out.retain(|s| {
+        (req.filter_by & BY_IS_ACTIVE == 0 || s.is_active == req.is_active)
+            && (req.filter_by & BY_IS_LEADER == 0 || s.is_leader == req.is_leader)
+    });
+    Ok(TrackerClusterStats { trackers: out })
+}
+
+/// 97: every storage of every group.
+pub fn storages(t: &Tracker, req: &StorageClusterStatReq) -> StorageClusterStats {
+    let c = t.lock();
+    let storages = c
+        .groups
+        .values()
+        .flat_map(|g| g.storages.values())
+        .filter(|s| {
+            let by_status = match req.op_type {
+                b'!' => s.status != req.status,
+                _ => s.status == req.status,
+            };
+            (req.filter_by & BY_STATUS == 0 || by_status)
+                && (req.filter_by & BY_TRUNK_FLAG == 0 || req.is_trunk_server == 0)
+        })
+        .map(|s| StorageClusterStat {
+            id: s.id.clone(),
+            host: crate::config::join_host_port(&s.ip, s.storage_port),
+            is_trunk_server: 0,
+            status: s.status,
+            conn_alloc: s.stat.conn_alloc,
+            conn_current: s.stat.conn_current,
+            conn_max: s.stat.conn_max,
+            version: s.version.clone(),
+            up_time: s.up_time,
+            last_heart_beat_time: s.last_heart_beat_time,
+        })
+        .collect();
+    StorageClusterStats { use_storage_id: t.ids.ids.is_some(), use_trunk_file: t.config.use_trunk_file, storages }
+}
+
+/// 98: every group's space. Available space is free space above the reserve; a group whose
+/// storages are all gone has none.
+pub fn volumes(t: &Tracker, req: &VolumeStatReq) -> VolumeStats {
+    let c = t.lock();
+    let groups = c
+        .groups
+        .values()
+        .map(|g| {
+            let (total_mb, free_mb) = g.space();
+            let reserved_mb = t.config.reserved_storage_space.reserved_mb(total_mb);
+            let avail_mb = (free_mb - reserved_mb).max(0);
+            let writable = g.storages.values().any(|s| s.status == status::ACTIVE);
+            VolumeStat {
+                group: g.name.clone(),
+                total_mb,
+                free_mb,
+                reserved_mb,
+                avail_mb,
+                trunk_free_mb: 0,
+                is_disk_available: (writable && avail_mb > 0) as u8,
+                is_trunk_available: 0,
+            }
+        })
+        .filter(|v| {
+            let space = v.is_disk_available | v.is_trunk_available;
+            (req.filter_by & BY_DISK_AVAILABLE == 0 || v.is_disk_available == req.disk_available)
+                && (req.filter_by & BY_TRUNK_AVAILABLE == 0 || v.is_trunk_available == req.trunk_available)
+                && (req.filter_by & BY_SPACE_AVAILABLE == 0 || space == req.space_available)
+        })
+        .collect();
+    VolumeStats { use_trunk_file: t.config.use_trunk_file, groups }
+}
