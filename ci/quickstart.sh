@@ -71,7 +71,7 @@ http {
   server {
     listen 127.0.0.1:$hport;
     location ~ /group[0-9]+/M[0-9A-F][0-9A-F]/ { ngx_fastdfs_module; }
-    location @fastdfs_proxy { proxy_pass \$fastdfs_proxy_url; }
+    location @fastdfs_proxy { proxy_pass \$fastdfs_proxy_url; proxy_connect_timeout 2s; proxy_send_timeout 5s; proxy_read_timeout 10s; }
     location / { root $run/nginx/html; }
   }
 }

@@ -461,7 +461,7 @@ async fn allow_hosts_and_max_connections_are_enforced() {
     }
     drop(t);
 
-    let t = TrackerProc::start("max_connections = 2\n");
+    let t = TrackerProc::start("max_connections = 2\nmax_connections_per_ip = 2\n");
     let addr = t.addr();
     let mut held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&addr).unwrap()).collect();
     std::thread::sleep(Duration::from_millis(200));

@@ -34,6 +34,21 @@ impl Ini {
         Ok(ini)
     }
 
+    /// Reads a state file a daemon wrote itself (the tracker's `*.dat`): no includes, and a
+    /// line that is not `key = value` is reported and skipped, so one damaged line never stops
+    /// a restart.
+    pub fn load_state(path: &Path) -> Result<Self, ConfigError> {
+        let io = |e| ConfigError::Io { file: path.to_owned(), source: e };
+        if std::fs::metadata(path).map_err(io)?.len() > MAX_FILE_SIZE {
+            return Err(ConfigError::Syntax { file: path.to_owned(), line: 0, msg: "file too large".into() });
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(path).map_err(io)?).into_owned();
+        let mut ini = Ini { path: path.to_owned(), entries: Vec::new() };
+        let mut section = None;
+        ini.parse_lines(&text, path, &mut section, 0, true)?;
+        Ok(ini)
+    }
+
     /// Parses text as if it were the file `path` (includes resolve relative to it).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
         let mut ini = Ini { path: path.to_owned(), entries: Vec::new() };
@@ -60,10 +75,21 @@ impl Ini {
         section: &mut Option<String>,
         depth: usize,
     ) -> Result<(), ConfigError> {
+        self.parse_lines(text, path, section, depth, false)
+    }
+
+    fn parse_lines(
+        &mut self,
+        text: &str,
+        path: &Path,
+        section: &mut Option<String>,
+        depth: usize,
+        state_file: bool,
+    ) -> Result<(), ConfigError> {
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let l = raw.trim();
-            if let Some(inc) = l.strip_prefix("#include") {
+            if let Some(inc) = l.strip_prefix("#include").filter(|_| !state_file) {
                 let inc = inc.trim();
                 if inc.is_empty() || !raw.trim_start().starts_with("#include ") {
                     continue;
@@ -86,7 +112,11 @@ impl Ini {
                 *section = Some(name.trim().to_owned());
                 continue;
             }
-            let Some((k, v)) = l.split_once('=') else {
+            let Some((k, v)) = l.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
+                if state_file {
+                    log::warn!("{}:{line}: not key=value, skipped: {l:?}", path.display());
+                    continue;
+                }
                 return Err(ConfigError::Syntax {
                     file: path.to_owned(),
                     line,

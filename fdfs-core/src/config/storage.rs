@@ -18,10 +18,16 @@ pub struct StorageConfig {
     pub port: u16,
     pub connect_timeout: Duration,
     pub network_timeout: Duration,
+    /// `min_body_rate` (ours, bytes per second): a request body must arrive within
+    /// `network_timeout` plus its size at this rate, else the connection is closed.
+    pub min_body_rate: u64,
     pub heart_beat_interval: Duration,
     pub stat_report_interval: Duration,
     pub base_path: PathBuf,
     pub max_connections: usize,
+    /// `max_connections_per_ip` (ours): at most this many at once from one address
+    /// (default: half of `max_connections`).
+    pub max_connections_per_ip: usize,
     pub buff_size: u64,
     pub work_threads: usize,
     pub disk_rw_separated: bool,
@@ -85,6 +91,7 @@ impl StorageConfig {
         let store_path_readonly =
             (0..count).map(|i| k.bool(&format!("store_path{i}_readonly"), false)).collect::<Result<_, _>>()?;
         let access_log = ini.has_section("access-log") && ini.section(Some("access-log")).bool("enabled", false)?;
+        let max_connections = k.int_in("max_connections", 256, 1..=1_000_000)? as usize;
         Ok(Self {
             disabled: k.bool("disabled", false)?,
             group_name: k.string("group_name", ""),
@@ -93,10 +100,16 @@ impl StorageConfig {
             port: k.int_in("port", 23000, 0..=65535)? as u16,
             connect_timeout: seconds(&k, "connect_timeout", 10)?,
             network_timeout: seconds(&k, "network_timeout", 60)?,
+            min_body_rate: k.size("min_body_rate", 16 << 10)?.max(1),
             heart_beat_interval: seconds(&k, "heart_beat_interval", 30)?,
             stat_report_interval: seconds(&k, "stat_report_interval", 300)?,
             base_path,
-            max_connections: k.int_in("max_connections", 256, 1..=1_000_000)? as usize,
+            max_connections,
+            max_connections_per_ip: k.int_in(
+                "max_connections_per_ip",
+                (max_connections as i64 / 2).max(1),
+                1..=1_000_000,
+            )? as usize,
             buff_size: k.size("buff_size", 64 << 10)?.max(8 << 10),
             work_threads: k.int_in("work_threads", 4, 1..=1024)? as usize,
             disk_rw_separated: k.bool("disk_rw_separated", true)?,

@@ -40,6 +40,13 @@ pub struct TrackerConfig {
     pub network_timeout: Duration,
     pub base_path: PathBuf,
     pub max_connections: usize,
+    /// `max_connections_per_ip` (ours): at most this many at once from one address
+    /// (default: half of `max_connections`), so one host cannot take the daemon off the air.
+    pub max_connections_per_ip: usize,
+    /// `max_groups` (ours; C's fixed limit is 512).
+    pub max_groups: usize,
+    /// `max_storages_per_group` (ours; C's fixed limit is 32).
+    pub max_storages_per_group: usize,
     pub work_threads: usize,
     pub min_buff_size: u64,
     pub max_buff_size: u64,
@@ -110,6 +117,7 @@ impl TrackerConfig {
             k.required("store_group")?;
         }
         let dir = ini.path.parent().unwrap_or(Path::new("."));
+        let max_connections = k.int_in("max_connections", 256, 1..=1_000_000)? as usize;
         Ok(Self {
             disabled: k.bool("disabled", false)?,
             bind_addr: k.string("bind_addr", ""),
@@ -117,7 +125,18 @@ impl TrackerConfig {
             connect_timeout: seconds(&k, "connect_timeout", 10)?,
             network_timeout: seconds(&k, "network_timeout", 60)?,
             base_path: PathBuf::from(&k.required("base_path")?.value),
-            max_connections: k.int_in("max_connections", 256, 1..=1_000_000)? as usize,
+            max_connections,
+            max_connections_per_ip: k.int_in(
+                "max_connections_per_ip",
+                (max_connections as i64 / 2).max(1),
+                1..=1_000_000,
+            )? as usize,
+            max_groups: k.int_in("max_groups", crate::protocol::MAX_GROUPS as i64, 1..=65_536)? as usize,
+            max_storages_per_group: k.int_in(
+                "max_storages_per_group",
+                crate::protocol::MAX_SERVERS_EACH_GROUP as i64,
+                1..=1024,
+            )? as usize,
             work_threads: k.int_in("work_threads", 4, 1..=1024)? as usize,
             min_buff_size: min_buff,
             max_buff_size: max_buff,

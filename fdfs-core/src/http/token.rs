@@ -32,7 +32,9 @@ pub fn check_token(
     if token.len() != 32 {
         return Err(TokenError::Mismatch);
     }
-    if ts != 0 && now - ts > ttl {
+    // In i128: `now - ts` overflows i64 for a signed `ts` near i64::MIN, which would make the
+    // token never expire.
+    if ts != 0 && i128::from(now) - i128::from(ts) > i128::from(ttl) {
         return Err(TokenError::Expired);
     }
     let want = anti_steal_token(remote_filename, secret_key, ts);
@@ -71,6 +73,12 @@ mod tests {
         assert_eq!(
             check_token("M00/00/00/abc", "secret", "short", "1700000000", 600, 1_700_000_100),
             Err(TokenError::Mismatch)
+        );
+        let ancient = anti_steal_token("M00/00/00/abc", "secret", i64::MIN);
+        assert_eq!(
+            check_token("M00/00/00/abc", "secret", &ancient, &i64::MIN.to_string(), 600, 1_700_000_100),
+            Err(TokenError::Expired),
+            "a correctly signed token from the beginning of time has expired"
         );
         let forever = anti_steal_token("M00/00/00/abc", "secret", 0);
         assert_eq!(check_token("M00/00/00/abc", "secret", &forever, "0", 600, i64::MAX), Ok(()));

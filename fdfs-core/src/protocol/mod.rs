@@ -38,6 +38,14 @@ pub const MAX_GROUPS: usize = 512;
 /// Size of the tracker's receive buffer in the sample config; non-streamed requests must fit.
 pub const DEFAULT_MAX_REQUEST: u64 = 128 * 1024;
 
+/// Text a peer sends that ends up in state files, binlogs, mark-file names or log lines
+/// (storage IDs, IPs, domain names, version texts, tracker addresses): printable ASCII without
+/// spaces, so it can never break a line, a `key=value` pair, a space-separated record or a path
+/// out of its field. Empty is allowed (absent fields).
+pub fn is_safe_token(s: &str) -> bool {
+    s.bytes().all(|b| b.is_ascii_graphic() && !matches!(b, b'/' | b'\\' | b'#' | b'=')) || s.is_empty()
+}
+
 /// Group names: 1..16 ASCII letters or digits.
 pub fn valid_group_name(g: &str) -> bool {
     (1..=GROUP_LEN).contains(&g.len()) && g.bytes().all(|b| b.is_ascii_alphanumeric())
@@ -50,6 +58,16 @@ mod tests {
         assert!(super::valid_group_name("group1"));
         assert!(!super::valid_group_name(""));
         assert!(!super::valid_group_name("group-1"));
+    }
+
+    #[test]
+    fn safe_tokens() {
+        for ok in ["", "127.0.0.1", "100001", "6.16.1", "img.example.com", "[::1]:22122", "10.0.0.1,10.0.0.2:22122"] {
+            assert!(super::is_safe_token(ok), "{ok}");
+        }
+        for bad in ["evil\n\tjoin_time=zzz", "a b", "a\tb", "../x", "a/b", "x#y", "k=v", "é", "a\0"] {
+            assert!(!super::is_safe_token(bad), "{bad:?}");
+        }
         assert!(!super::valid_group_name("abcdefghijklmnopq"));
     }
 }

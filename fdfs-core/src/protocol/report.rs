@@ -169,6 +169,10 @@ impl JoinReq {
             }
         }
         r.finish()?;
+        let texts = [&j.domain_name, &j.version, &j.storage_id, &j.current_tracker_ip];
+        if !texts.into_iter().chain(&j.trackers).all(|t| super::is_safe_token(t)) {
+            return Err(DecodeError::Invalid("control characters, spaces or delimiters in a JOIN text field"));
+        }
         Ok(j)
     }
 }

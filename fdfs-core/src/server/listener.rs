@@ -49,18 +49,91 @@ impl Shutdown {
     }
 }
 
+/// How many connections each source address has open.
+#[derive(Debug, Default)]
+struct PerAddress {
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+}
+
+impl PerAddress {
+    /// Counts one more from `ip` unless it already has `max`.
+    fn try_open(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
+        let mut m = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot { owner: self.clone(), ip })
+    }
+}
+
+/// One open connection of an address; dropping it gives the slot back.
+#[derive(Debug)]
+struct AddressSlot {
+    owner: Arc<PerAddress>,
+    ip: std::net::IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut m = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// Limits on what peers may hold open.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectionLimits {
+    pub max_connections: usize,
+    pub per_ip: usize,
+}
+
+/// Logs refusals without letting a flood of them flood the log: the first one, then a count
+/// at most every 10 seconds.
+#[derive(Debug, Default)]
+struct RefusalLog {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl RefusalLog {
+    fn refused(&mut self, what: std::fmt::Arguments<'_>) {
+        let now = std::time::Instant::now();
+        if self.last.is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(10)) {
+            self.suppressed += 1;
+            return;
+        }
+        if self.suppressed > 0 {
+            log::warn!("refused connection {what} (and {} more since the last report)", self.suppressed);
+        } else {
+            log::warn!("refused connection {what}");
+        }
+        self.last = Some(now);
+        self.suppressed = 0;
+    }
+}
+
 /// Accepts until shutdown; `handle` runs once per allowed connection.
 pub async fn serve<F, Fut>(
     listener: TcpListener,
     allow: AllowHosts,
-    max_connections: usize,
+    limits: ConnectionLimits,
     mut shutdown: Shutdown,
     handle: F,
 ) where
     F: Fn(PeerStream, SocketAddr, Shutdown) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let max_connections = limits.max_connections;
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
+    let per_address = Arc::new(PerAddress::default());
+    let mut refusals = RefusalLog::default();
     loop {
         let accepted = tokio::select! {
             _ = shutdown.wait() => return,
@@ -80,12 +153,17 @@ pub async fn serve<F, Fut>(
             continue;
         }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
-            log::warn!("refused connection from {peer}: max_connections ({max_connections}) reached");
+            refusals.refused(format_args!("from {peer}: max_connections ({max_connections}) reached"));
+            continue;
+        };
+        let Some(slot) = per_address.try_open(peer.ip(), limits.per_ip) else {
+            refusals.refused(format_args!("from {peer}: max_connections_per_ip ({}) reached", limits.per_ip));
             continue;
         };
         let fut = handle(PeerStream::new(sock), peer, shutdown.clone());
         tokio::spawn(async move {
             fut.await;
+            drop(slot);
             drop(permit);
         });
     }

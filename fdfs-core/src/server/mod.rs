@@ -6,5 +6,5 @@ pub mod listener;
 pub mod stream;
 
 pub use allow::AllowHosts;
-pub use listener::{serve, shutdown_pair, Shutdown, ShutdownTrigger};
+pub use listener::{serve, shutdown_pair, ConnectionLimits, Shutdown, ShutdownTrigger};
 pub use stream::PeerStream;

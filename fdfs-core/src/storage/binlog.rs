@@ -3,9 +3,9 @@
 //! file being written. Uppercase ops originate here; lowercase ones were replicated to us.
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Condvar, Mutex};
 
 /// A new binlog file is started past this size.
 pub const ROTATE_SIZE: u64 = 1 << 30;
@@ -110,14 +110,29 @@ pub fn binlog_name(index: u32) -> String {
 #[derive(Debug)]
 struct Current {
     index: u32,
+    /// Bytes in the file being written.
     size: u64,
-    out: BufWriter<File>,
+    /// Bytes written over all files since the start: positions for group commit.
+    total: u64,
+    file: Arc<File>,
 }
 
+/// Group commit: how far the binlog is known durable, and whether a sync is under way.
+#[derive(Debug, Default)]
+struct Durable {
+    synced: u64,
+    syncing: bool,
+}
+
+/// The binlog being written. [`Binlog::commit`] returns once the record is durable: records
+/// written while another caller's fdatasync runs share the next one, so concurrent changes
+/// pay for one sync, not one each.
 #[derive(Debug)]
 pub struct Binlog {
     dir: PathBuf,
     cur: Mutex<Current>,
+    durable: Mutex<Durable>,
+    synced: Condvar,
 }
 
 impl Binlog {
@@ -126,11 +141,23 @@ impl Binlog {
         let index = read_index(sync_dir).unwrap_or(0);
         let path = sync_dir.join(binlog_name(index));
         let f = OpenOptions::new().create(true).append(true).open(&path)?;
-        let size = f.metadata()?.len();
+        let mut size = f.metadata()?.len();
+        // A line cut by a crash or a full disk would glue itself to the next record: drop it.
+        if size > 0 {
+            let text = std::fs::read(&path)?;
+            if text.last() != Some(&b'\n') {
+                let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) as u64;
+                log::warn!("{}: dropping an unfinished last line ({} bytes)", path.display(), size - keep);
+                f.set_len(keep)?;
+                size = keep;
+            }
+        }
         write_index(sync_dir, index)?;
         Ok(Self {
             dir: sync_dir.to_owned(),
-            cur: Mutex::new(Current { index, size, out: BufWriter::with_capacity(16 << 10, f) }),
+            cur: Mutex::new(Current { index, size, total: 0, file: Arc::new(f) }),
+            durable: Mutex::new(Durable::default()),
+            synced: Condvar::new(),
         })
     }
 
@@ -138,35 +165,90 @@ impl Binlog {
         &self.dir
     }
 
-    /// Appends a record (buffered; [`Self::flush`] makes it visible to readers).
-    pub fn append(&self, r: &Record) -> std::io::Result<()> {
+    /// Appends a record and waits until it is on disk. On failure nothing of it stays in the
+    /// file (a partial line is cut off) and the caller must not acknowledge the change.
+    pub fn commit(&self, r: &Record) -> std::io::Result<()> {
         let line = r.line();
         if line.len() > MAX_LINE + 1 {
             return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "binlog line too long"));
         }
-        let mut c = self.cur.lock().unwrap_or_else(|e| e.into_inner());
-        if c.size + line.len() as u64 > ROTATE_SIZE {
-            c.out.flush()?;
-            c.out.get_ref().sync_all()?;
-            let index = c.index + 1;
-            let f = OpenOptions::new().create(true).append(true).open(self.dir.join(binlog_name(index)))?;
-            write_index(&self.dir, index)?;
-            *c = Current { index, size: 0, out: BufWriter::with_capacity(16 << 10, f) };
+        let target = {
+            let mut c = self.cur.lock().unwrap_or_else(|e| e.into_inner());
+            if c.size + line.len() as u64 > ROTATE_SIZE {
+                self.rotate(&mut c)?;
+            }
+            if let Err(e) = (&*c.file).write_all(line.as_bytes()) {
+                let _ = c.file.set_len(c.size);
+                return Err(e);
+            }
+            c.size += line.len() as u64;
+            c.total += line.len() as u64;
+            c.total
+        };
+        self.sync_through(target)
+    }
+
+    /// Starts the next file; everything in the old one is synced first.
+    fn rotate(&self, c: &mut Current) -> std::io::Result<()> {
+        c.file.sync_data()?;
+        {
+            let mut d = self.durable.lock().unwrap_or_else(|e| e.into_inner());
+            d.synced = d.synced.max(c.total);
         }
-        c.out.write_all(line.as_bytes())?;
-        c.size += line.len() as u64;
+        let index = c.index + 1;
+        let f = OpenOptions::new().create(true).append(true).open(self.dir.join(binlog_name(index)))?;
+        write_index(&self.dir, index)?;
+        c.index = index;
+        c.size = 0;
+        c.file = Arc::new(f);
         Ok(())
     }
 
-    pub fn flush(&self) -> std::io::Result<()> {
-        let mut c = self.cur.lock().unwrap_or_else(|e| e.into_inner());
-        c.out.flush()
+    /// Waits until everything up to `target` is durable, syncing if no one else is.
+    fn sync_through(&self, target: u64) -> std::io::Result<()> {
+        let mut d = self.durable.lock().unwrap_or_else(|e| e.into_inner());
+        loop {
+            if d.synced >= target {
+                return Ok(());
+            }
+            if d.syncing {
+                d = self.synced.wait(d).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            d.syncing = true;
+            drop(d);
+            // What is written now is what this sync covers.
+            let (file, goal) = {
+                let c = self.cur.lock().unwrap_or_else(|e| e.into_inner());
+                (c.file.clone(), c.total)
+            };
+            let r = file.sync_data();
+            d = self.durable.lock().unwrap_or_else(|e| e.into_inner());
+            d.syncing = false;
+            if r.is_ok() {
+                d.synced = d.synced.max(goal);
+            }
+            self.synced.notify_all();
+            r?;
+        }
+    }
+
+    /// Makes everything written durable (at shutdown).
+    pub fn sync(&self) -> std::io::Result<()> {
+        let target = self.cur.lock().unwrap_or_else(|e| e.into_inner()).total;
+        self.sync_through(target)
     }
 
     /// Index and size of the file being written (what a reader may consume).
     pub fn position(&self) -> (u32, u64) {
         let c = self.cur.lock().unwrap_or_else(|e| e.into_inner());
         (c.index, c.size)
+    }
+
+    /// Modification time of the file being written: when the last record went in.
+    pub fn last_write_time(&self) -> Option<std::time::SystemTime> {
+        let c = self.cur.lock().unwrap_or_else(|e| e.into_inner());
+        c.file.metadata().and_then(|m| m.modified()).ok()
     }
 }
 
@@ -206,7 +288,7 @@ mod tests {
     }
 
     #[test]
-    fn append_flush_and_reopen() {
+    fn commit_and_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let b = Binlog::open(dir.path()).unwrap();
         let r = Record {
@@ -216,8 +298,7 @@ mod tests {
             filename: "M00/00/00/x".into(),
             extra: String::new(),
         };
-        b.append(&r).unwrap();
-        b.flush().unwrap();
+        b.commit(&r).unwrap();
         assert_eq!(std::fs::read_to_string(dir.path().join("binlog.000")).unwrap(), "5 C M00/00/00/x\n");
         assert_eq!(
             std::fs::read_to_string(dir.path().join("binlog_index.dat")).unwrap(),
@@ -226,5 +307,43 @@ mod tests {
         drop(b);
         let b = Binlog::open(dir.path()).unwrap();
         assert_eq!(b.position(), (0, 16));
+    }
+
+    #[test]
+    fn concurrent_commits_share_syncs_and_all_land() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = Arc::new(Binlog::open(dir.path()).unwrap());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let b = b.clone();
+                std::thread::spawn(move || {
+                    for i in 0..50 {
+                        let r = Record {
+                            timestamp: 1_700_000_000 + i,
+                            op: Op::Create,
+                            replica: false,
+                            filename: format!("M00/00/00/t{t}-{i}"),
+                            extra: String::new(),
+                        };
+                        b.commit(&r).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let text = std::fs::read_to_string(dir.path().join("binlog.000")).unwrap();
+        assert_eq!(text.lines().count(), 400);
+        assert!(text.lines().all(|l| Record::parse(l).is_some()), "no line torn or glued");
+    }
+
+    #[test]
+    fn an_unfinished_last_line_is_dropped_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("binlog.000"), "5 C M00/00/00/x\n6 C M00/00/0").unwrap();
+        let b = Binlog::open(dir.path()).unwrap();
+        assert_eq!(b.position(), (0, 16));
+        assert_eq!(std::fs::read_to_string(dir.path().join("binlog.000")).unwrap(), "5 C M00/00/00/x\n");
     }
 }

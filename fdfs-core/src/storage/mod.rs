@@ -9,6 +9,7 @@ pub mod binlog;
 pub mod locks;
 pub mod ops;
 pub mod paths;
+pub mod recover;
 pub mod replica;
 pub mod report;
 pub mod service;
@@ -26,8 +27,8 @@ use tokio::net::TcpListener;
 use crate::config::{ReservedSpace, StorageConfig};
 use crate::file_id::Source;
 use crate::protocol::report::Brief;
-use crate::protocol::{Layout, Profile};
-use crate::server::{serve, AllowHosts, Shutdown};
+use crate::protocol::{Layout, Profile, Status};
+use crate::server::{serve, AllowHosts, ConnectionLimits, Shutdown};
 use crate::timefmt::now_unix;
 use binlog::Binlog;
 use paths::StorePaths;
@@ -62,7 +63,7 @@ pub struct StorageServer {
     pub config: StorageConfig,
     pub group: String,
     pub paths: StorePaths,
-    pub binlog: Binlog,
+    pub binlog: Arc<Binlog>,
     pub stats: Stats,
     pub data_dir: PathBuf,
     pub params: RwLock<TrackerParams>,
@@ -104,7 +105,14 @@ impl StorageServer {
             config.file_distribute_path_mode == 1,
             cursor,
         )?;
-        let binlog = Binlog::open(&data_dir.join("sync"))?;
+        let binlog = Arc::new(Binlog::open(&data_dir.join("sync"))?);
+        match recover::record_unlogged(&paths, &binlog) {
+            Ok(0) => {}
+            Ok(n) => {
+                log::warn!("{n} file(s) published just before the last stop were missing from the binlog; recorded")
+            }
+            Err(e) => log::error!("checking the store for files missing from the binlog: {e}"),
+        }
         let now = now_unix();
         let init = InitFlag::load(&data_dir).unwrap_or(InitFlag { storage_join_time: now, ..Default::default() });
         init.save(&data_dir)?;
@@ -174,12 +182,32 @@ impl StorageServer {
         self.file_locks.lock(path).await
     }
 
-    /// Makes a new binlog record visible to the sync senders.
-    pub fn binlog_written(&self) {
-        if let Err(e) = self.binlog.flush() {
-            log::error!("flushing the binlog: {e}");
+    /// Writes a binlog record and waits until it is durable (blocking), then wakes the sync
+    /// senders.
+    pub fn commit(&self, r: &binlog::Record) -> Result<(), Status> {
+        if let Err(e) = self.binlog.commit(r) {
+            log::error!("binlog: recording {} failed: {e}; the change is refused", r.filename);
+            return Err(Status::from_io(&e));
         }
         self.binlog_changed.notify_waiters();
+        Ok(())
+    }
+
+    /// [`Self::commit`] from async code: the write and its sync run on a blocking thread.
+    pub async fn commit_async(&self, r: binlog::Record) -> Result<(), Status> {
+        let b = self.binlog.clone();
+        let filename = r.filename.clone();
+        match tokio::task::spawn_blocking(move || b.commit(&r)).await {
+            Ok(Ok(())) => {
+                self.binlog_changed.notify_waiters();
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                log::error!("binlog: recording {filename} failed: {e}; the change is refused");
+                Err(Status::from_io(&e))
+            }
+            Err(_) => Err(Status::EIO),
+        }
     }
 
     /// Writes counters and the directory cursor (`storage_stat.dat`).
@@ -204,33 +232,29 @@ pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Sh
     tasks.push(tokio::spawn(background(server.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(sync::manager(server.clone(), shutdown.clone())));
     let s = server.clone();
-    serve(listener, allow, server.config.max_connections, shutdown, move |sock, peer, sd| {
-        service::handle(s.clone(), sock, peer, sd)
-    })
-    .await;
+    let limits = ConnectionLimits {
+        max_connections: server.config.max_connections,
+        per_ip: server.config.max_connections_per_ip,
+    };
+    serve(listener, allow, limits, shutdown, move |sock, peer, sd| service::handle(s.clone(), sock, peer, sd)).await;
     for t in tasks {
         let _ = t.await;
     }
-    if let Err(e) = server.binlog.flush() {
-        log::error!("flushing the binlog: {e}");
+    if let Err(e) = server.binlog.sync() {
+        log::error!("syncing the binlog: {e}");
     }
     server.save_stats();
     log::info!("storage stopped");
 }
 
 async fn background(server: Arc<StorageServer>, mut shutdown: Shutdown) {
-    let binlog_every =
-        server.config.sync_binlog_buff_interval.clamp(Duration::from_millis(100), Duration::from_secs(1));
     let stats_every = server.config.sync_stat_file_interval.max(Duration::from_secs(1));
-    let mut tick = tokio::time::interval(binlog_every);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_stats = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
             _ = tick.tick() => {}
-        }
-        if let Err(e) = server.binlog.flush() {
-            log::error!("flushing the binlog: {e}");
         }
         if last_stats.elapsed() >= stats_every {
             last_stats = tokio::time::Instant::now();

@@ -67,14 +67,21 @@ impl StorageServer {
         Ok((name, path))
     }
 
-    /// Appends a binlog record for a change made here.
-    pub fn log_change(&self, timestamp: i64, op: Op, filename: &str, extra: String) {
+    /// Records a change made here in the binlog, durably (blocking: call from a blocking
+    /// thread). An error means the change must not be acknowledged.
+    pub fn log_change(&self, timestamp: i64, op: Op, filename: &str, extra: String) -> Result<(), Status> {
         let r = Record { timestamp, op, replica: false, filename: filename.to_owned(), extra };
-        if let Err(e) = self.binlog.append(&r) {
-            log::error!("binlog append failed for {filename}: {e}");
-        }
-        self.binlog_written();
+        self.commit(&r)?;
         self.stats.last_source_update.store(timestamp, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// [`Self::log_change`] from async code.
+    pub async fn log_change_async(&self, timestamp: i64, op: Op, filename: &str, extra: String) -> Result<(), Status> {
+        let r = Record { timestamp, op, replica: false, filename: filename.to_owned(), extra };
+        self.commit_async(r).await?;
+        self.stats.last_source_update.store(timestamp, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -92,18 +99,47 @@ pub async fn receive(
     src: &mut (impl AsyncRead + Unpin),
     len: u64,
     tmp: &Path,
-    timeout: Duration,
+    timer: BodyTimer,
     mtime: SystemTime,
 ) -> std::io::Result<u32> {
-    let r = receive_inner(src, len, tmp, timeout, mtime).await;
+    let r = receive_inner(src, len, tmp, timer, mtime).await;
     if r.is_err() {
         let _ = std::fs::remove_file(tmp);
     }
     r
 }
 
-async fn read_timed(src: &mut (impl AsyncRead + Unpin), buf: &mut [u8], timeout: Duration) -> std::io::Result<usize> {
-    match tokio::time::timeout(timeout, src.read(buf)).await {
+/// How long a request body may take: each read waits at most `network_timeout`, and the whole
+/// body must arrive within `network_timeout` plus its size at `min_body_rate`. Without the
+/// overall bound a client sending a byte every half minute would hold its connection forever.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyTimer {
+    per_read: Duration,
+    deadline: tokio::time::Instant,
+}
+
+impl BodyTimer {
+    pub fn new(per_read: Duration, len: u64, min_rate: u64) -> Self {
+        let transfer = Duration::from_secs_f64(len as f64 / min_rate.max(1) as f64);
+        let deadline =
+            tokio::time::Instant::now() + per_read.saturating_add(transfer.min(Duration::from_secs(1 << 32)));
+        BodyTimer { per_read, deadline }
+    }
+
+    fn next_read(&self) -> Duration {
+        self.per_read.min(self.deadline.saturating_duration_since(tokio::time::Instant::now()))
+    }
+}
+
+impl StorageServer {
+    /// The timer for a body of `len` bytes under this server's settings.
+    pub fn body_timer(&self, len: u64) -> BodyTimer {
+        BodyTimer::new(self.config.network_timeout, len, self.config.min_body_rate)
+    }
+}
+
+async fn read_timed(src: &mut (impl AsyncRead + Unpin), buf: &mut [u8], timer: &BodyTimer) -> std::io::Result<usize> {
+    match tokio::time::timeout(timer.next_read(), src.read(buf)).await {
         Err(_) => Err(std::io::ErrorKind::TimedOut.into()),
         Ok(Ok(0)) if !buf.is_empty() => Err(std::io::ErrorKind::UnexpectedEof.into()),
         Ok(r) => r,
@@ -114,14 +150,14 @@ async fn receive_inner(
     src: &mut (impl AsyncRead + Unpin),
     len: u64,
     tmp: &Path,
-    timeout: Duration,
+    timer: BodyTimer,
     mtime: SystemTime,
 ) -> std::io::Result<u32> {
     if len <= SMALL_FILE {
         let mut buf = vec![0u8; len as usize];
         let mut got = 0;
         while got < buf.len() {
-            got += read_timed(src, &mut buf[got..], timeout).await?;
+            got += read_timed(src, &mut buf[got..], &timer).await?;
         }
         let tmp = tmp.to_owned();
         return tokio::task::spawn_blocking(move || {
@@ -136,12 +172,20 @@ async fn receive_inner(
     let mut crc = crc32fast::Hasher::new();
     let mut buf = vec![0u8; CHUNK];
     let mut left = len;
+    // A write error (a full disk) is reported after the whole body is read, so the client
+    // sees the status rather than a reset connection.
+    let mut failed = None;
     while left > 0 {
         let want = buf.len().min(left as usize);
-        let n = read_timed(src, &mut buf[..want], timeout).await?;
-        crc.update(&buf[..n]);
-        f.write_all(&buf[..n]).await?;
+        let n = read_timed(src, &mut buf[..want], &timer).await?;
+        if failed.is_none() {
+            crc.update(&buf[..n]);
+            failed = f.write_all(&buf[..n]).await.err();
+        }
         left -= n as u64;
+    }
+    if let Some(e) = failed {
+        return Err(e);
     }
     let f = f.into_std().await;
     tokio::task::spawn_blocking(move || {
@@ -175,8 +219,7 @@ pub async fn upload(
     let (high, low) = srv.paths.next_dir(&mut rng);
     let tmp = srv.paths.temp_path(index);
     let ts = now_unix();
-    let crc =
-        receive(src, size, &tmp, srv.config.network_timeout, at(ts)).await.map_err(|e| closing(Status::from_io(&e)))?;
+    let crc = receive(src, size, &tmp, srv.body_timer(size), at(ts)).await.map_err(|e| closing(Status::from_io(&e)))?;
     let kind = if appender { NameKind::Appender } else { NameKind::Normal };
     let new = NewName {
         source: srv.source(),
@@ -190,13 +233,30 @@ pub async fn upload(
         low,
     };
     let name = publish_new(srv, &tmp, |rng| file_id::generate(&new, rng), &mut rng).await?;
-    srv.log_change(ts, Op::Create, &name, String::new());
+    logged_or_unpublished(srv, ts, &name).await?;
     srv.stats.success_upload_count.fetch_add(1, Ordering::Relaxed);
     add(&srv.stats.success_upload_bytes, size);
     srv.paths.paths[index]
         .free_mb
         .fetch_sub((size >> 20).min(srv.paths.paths[index].free_mb.load(Ordering::Relaxed)), Ordering::Relaxed);
     Ok(name)
+}
+
+/// Records a new file in the binlog; if that fails the file is taken back out of the store, so
+/// no file exists that neither the client nor the replicas know of.
+async fn logged_or_unpublished(srv: &StorageServer, ts: i64, name: &str) -> Result<(), Status> {
+    let Err(status) = srv.log_change_async(ts, Op::Create, name, String::new()).await else { return Ok(()) };
+    if let Ok((_, path)) = srv.resolve(name) {
+        let removed = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            std::fs::remove_file(&path)?;
+            super::paths::sync_dir(path.parent().unwrap_or(Path::new(".")))
+        })
+        .await;
+        if !matches!(removed, Ok(Ok(()))) {
+            log::error!("{name}: not in the binlog and could not be removed; the next start removes it");
+        }
+    }
+    Err(status)
 }
 
 /// Gives a finished temp file its final name, retrying with fresh random parts if taken.
@@ -245,7 +305,7 @@ pub async fn upload_slave(
     }
     let tmp = srv.paths.temp_path(slave_name.store_path_index as usize);
     let ts = now_unix();
-    receive(src, size, &tmp, srv.config.network_timeout, at(ts)).await.map_err(|e| closing(Status::from_io(&e)))?;
+    receive(src, size, &tmp, srv.body_timer(size), at(ts)).await.map_err(|e| closing(Status::from_io(&e)))?;
     let t = tmp.clone();
     match tokio::task::spawn_blocking(move || publish(&t, &slave_path)).await.map_err(|_| Status::EIO)? {
         Ok(()) => {}
@@ -254,7 +314,7 @@ pub async fn upload_slave(
             return Err(if e.kind() == std::io::ErrorKind::AlreadyExists { Status::EEXIST.into() } else { e.into() });
         }
     }
-    srv.log_change(ts, Op::Create, &slave, String::new());
+    logged_or_unpublished(srv, ts, &slave).await?;
     srv.stats.success_upload_count.fetch_add(1, Ordering::Relaxed);
     add(&srv.stats.success_upload_bytes, size);
     Ok(slave)
@@ -271,9 +331,9 @@ pub fn delete(srv: &StorageServer, filename: &str) -> Result<(), Status> {
     }
     std::fs::remove_file(&path).map_err(|e| Status::from_io(&e))?;
     let ts = now_unix();
-    srv.log_change(ts, Op::Delete, filename, String::new());
+    srv.log_change(ts, Op::Delete, filename, String::new())?;
     if std::fs::remove_file(&meta).is_ok() {
-        srv.log_change(ts, Op::Delete, &format!("{filename}-m"), String::new());
+        srv.log_change(ts, Op::Delete, &format!("{filename}-m"), String::new())?;
     }
     Ok(())
 }
@@ -311,7 +371,7 @@ pub fn set_metadata(srv: &StorageServer, req: &SetMetadataReq) -> Result<(), Sta
     if req.meta.is_empty() {
         if req.op == MetaOp::Overwrite && existed {
             std::fs::remove_file(&meta).map_err(|e| Status::from_io(&e))?;
-            srv.log_change(ts, Op::Delete, &logname, String::new());
+            srv.log_change(ts, Op::Delete, &logname, String::new())?;
         }
         return Ok(());
     }
@@ -347,8 +407,7 @@ pub fn set_metadata(srv: &StorageServer, req: &SetMetadataReq) -> Result<(), Sta
         new
     };
     replace_file(&meta, &pack_metadata(&merged)).map_err(|e| Status::from_io(&e))?;
-    srv.log_change(ts, if existed { Op::Update } else { Op::Create }, &logname, String::new());
-    Ok(())
+    srv.log_change(ts, if existed { Op::Update } else { Op::Create }, &logname, String::new())
 }
 
 /// 15.
@@ -428,7 +487,7 @@ pub async fn write_at(
     path: &Path,
     offset: u64,
     len: u64,
-    timeout: Duration,
+    timer: BodyTimer,
 ) -> OpResult<tokio::fs::File> {
     let io = |e: std::io::Error| closing(Status::from_io(&e));
     let mut f = tokio::fs::OpenOptions::new().write(true).open(path).await.map_err(io)?;
@@ -437,7 +496,7 @@ pub async fn write_at(
     let mut left = len;
     while left > 0 {
         let want = buf.len().min(left as usize);
-        let n = read_timed(src, &mut buf[..want], timeout).await.map_err(io)?;
+        let n = read_timed(src, &mut buf[..want], &timer).await.map_err(io)?;
         f.write_all(&buf[..n]).await.map_err(io)?;
         left -= n as u64;
     }
@@ -460,12 +519,12 @@ pub async fn write_range(
     if at_offset > old_size {
         return Err(closing(Status::EINVAL));
     }
-    write_at(src, &path, at_offset, len, srv.config.network_timeout).await?;
+    write_at(src, &path, at_offset, len, srv.body_timer(len)).await?;
     if len > 0 {
         let ts = now_unix();
         match offset {
-            None => srv.log_change(ts, Op::Append, filename, format!("{old_size} {len}")),
-            Some(o) => srv.log_change(ts, Op::Modify, filename, format!("{o} {len}")),
+            None => srv.log_change_async(ts, Op::Append, filename, format!("{old_size} {len}")).await?,
+            Some(o) => srv.log_change_async(ts, Op::Modify, filename, format!("{o} {len}")).await?,
         }
     }
     Ok(())
@@ -483,8 +542,7 @@ pub async fn truncate(srv: &StorageServer, filename: &str, new_size: u64) -> Res
     f.set_len(new_size).map_err(|e| Status::from_io(&e))?;
     f.sync_all().map_err(|e| Status::from_io(&e))?;
     let ts = f.metadata().and_then(|m| m.modified()).map(unix).unwrap_or_else(|_| now_unix());
-    srv.log_change(ts, Op::Truncate, filename, format!("{old} {new_size}"));
-    Ok(())
+    srv.log_change_async(ts, Op::Truncate, filename, format!("{old} {new_size}")).await
 }
 
 /// 38: an appender file becomes a normal one under a new name with its real size and CRC.
@@ -519,7 +577,7 @@ pub async fn regenerate(srv: &StorageServer, filename: &str) -> Result<String, S
         match r {
             Ok(()) => {
                 let new_name = new.to_string();
-                srv.log_change(ts, Op::Rename, &new_name, filename.to_owned());
+                srv.log_change_async(ts, Op::Rename, &new_name, filename.to_owned()).await?;
                 return Ok(new_name);
             }
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,

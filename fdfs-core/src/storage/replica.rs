@@ -23,13 +23,36 @@ fn closing(status: Status) -> OpError {
 }
 
 impl StorageServer {
-    /// Logs a replicated change and remembers how far we are with its source.
-    pub fn log_replica(&self, source: Option<&str>, timestamp: i64, op: Op, filename: &str, extra: String) {
-        let r = Record { timestamp, op, replica: true, filename: filename.to_owned(), extra };
-        if let Err(e) = self.binlog.append(&r) {
-            log::error!("binlog append failed for {filename}: {e}");
-        }
-        self.binlog_written();
+    /// Records a replicated change durably and remembers how far we are with its source
+    /// (blocking). An error means the change must not be acknowledged to the sender.
+    pub fn log_replica(
+        &self,
+        source: Option<&str>,
+        timestamp: i64,
+        op: Op,
+        filename: &str,
+        extra: String,
+    ) -> Result<(), Status> {
+        self.commit(&Record { timestamp, op, replica: true, filename: filename.to_owned(), extra })?;
+        self.replicated(source, timestamp);
+        Ok(())
+    }
+
+    /// [`Self::log_replica`] from async code.
+    pub async fn log_replica_async(
+        &self,
+        source: Option<&str>,
+        timestamp: i64,
+        op: Op,
+        filename: &str,
+        extra: String,
+    ) -> Result<(), Status> {
+        self.commit_async(Record { timestamp, op, replica: true, filename: filename.to_owned(), extra }).await?;
+        self.replicated(source, timestamp);
+        Ok(())
+    }
+
+    fn replicated(&self, source: Option<&str>, timestamp: i64) {
         self.stats.last_sync_update.store(crate::timefmt::now_unix(), Ordering::Relaxed);
         // Only members of our group count (a peer could claim any ID), which also bounds the map.
         let known = |src: &str| self.peers.read().unwrap_or_else(|e| e.into_inner()).iter().any(|b| b.id == src);
@@ -40,7 +63,6 @@ impl StorageServer {
         }
     }
 
-    /// Resolves a replicated name: metadata files (`…-m`) live next to their data file.
     pub fn resolve_any(&self, filename: &str) -> Result<std::path::PathBuf, Status> {
         match filename.strip_suffix("-m") {
             Some(base) => Ok(super::ops::meta_path(&self.resolve(base)?.1)),
@@ -71,22 +93,20 @@ pub async fn sync_file(
     let path = srv.resolve_any(filename).map_err(closing)?;
     let op = if update { Op::Update } else { Op::Create };
     if !content {
-        srv.log_replica(source, timestamp, op, filename, String::new());
+        srv.log_replica_async(source, timestamp, op, filename, String::new()).await?;
         return Err(Status::EEXIST.into());
     }
     let same = std::fs::metadata(&path).map(|m| m.is_file() && m.len() == size).unwrap_or(false);
     if same && !update {
         drain(src, size).await?;
-        srv.log_replica(source, timestamp, op, filename, String::new());
+        srv.log_replica_async(source, timestamp, op, filename, String::new()).await?;
         return Err(Status::EEXIST.into());
     }
     let index = crate::file_id::RemoteFilename::parse(filename.trim_end_matches("-m"), Some(srv.paths.paths.len()))
         .map(|n| n.store_path_index as usize)
         .unwrap_or(0);
     let tmp = srv.paths.temp_path(index);
-    receive(src, size, &tmp, srv.config.network_timeout, at(timestamp))
-        .await
-        .map_err(|e| closing(Status::from_io(&e)))?;
+    receive(src, size, &tmp, srv.body_timer(size), at(timestamp)).await.map_err(|e| closing(Status::from_io(&e)))?;
     let dest = path.clone();
     tokio::task::spawn_blocking(move || -> std::io::Result<()> {
         std::fs::rename(&tmp, &dest)?;
@@ -97,16 +117,15 @@ pub async fn sync_file(
     .map_err(OpError::from)?;
     srv.stats.total_sync_in_bytes.fetch_add(size as i64, Ordering::Relaxed);
     srv.stats.success_sync_in_bytes.fetch_add(size as i64, Ordering::Relaxed);
-    srv.log_replica(source, timestamp, op, filename, String::new());
-    Ok(())
+    // Unlogged, the sender gets an error and sends it again; the copy here then counts as done.
+    Ok(srv.log_replica_async(source, timestamp, op, filename, String::new()).await?)
 }
 
 /// 17.
 pub fn sync_delete(srv: &StorageServer, source: Option<&str>, filename: &str, timestamp: i64) -> Result<(), Status> {
     let path = srv.resolve_any(filename)?;
     std::fs::remove_file(&path).map_err(|e| Status::from_io(&e))?;
-    srv.log_replica(source, timestamp, Op::Delete, filename, String::new());
-    Ok(())
+    srv.log_replica(source, timestamp, Op::Delete, filename, String::new())
 }
 
 /// 25 / 35: append at `offset` (only if we are exactly there) or modify at `offset`.
@@ -135,12 +154,11 @@ pub async fn sync_range(
         drain(src, len).await?;
         return Err(Status::ENOENT.into());
     }
-    let f = super::ops::write_at(src, &path, offset, len, srv.config.network_timeout).await?;
+    let f = super::ops::write_at(src, &path, offset, len, srv.body_timer(len)).await?;
     let f = f.into_std().await;
     let _ = f.set_modified(at(timestamp));
     let op = if append { Op::Append } else { Op::Modify };
-    srv.log_replica(source, timestamp, op, filename, format!("{offset} {len}"));
-    Ok(())
+    Ok(srv.log_replica_async(source, timestamp, op, filename, format!("{offset} {len}")).await?)
 }
 
 /// 37: only when we are at the size the source truncated from (else EEXIST, as 6.16 does).
@@ -161,8 +179,7 @@ pub fn sync_truncate(
     f.set_len(new).map_err(|e| Status::from_io(&e))?;
     f.sync_all().map_err(|e| Status::from_io(&e))?;
     let _ = f.set_modified(at(timestamp));
-    srv.log_replica(source, timestamp, Op::Truncate, filename, format!("{old} {new}"));
-    Ok(())
+    srv.log_replica(source, timestamp, Op::Truncate, filename, format!("{old} {new}"))
 }
 
 /// 40: an appender file became a normal one at the source.
@@ -180,8 +197,7 @@ pub fn sync_rename(
     }
     super::paths::publish(&from, &to).map_err(|e| Status::from_io(&e))?;
     let _ = std::fs::File::open(&to).and_then(|f| f.set_modified(at(timestamp)));
-    srv.log_replica(source, timestamp, Op::Rename, new, old.to_owned());
-    Ok(())
+    srv.log_replica(source, timestamp, Op::Rename, new, old.to_owned())
 }
 
 /// 19: a slave stored as a link to its real file.
@@ -198,6 +214,6 @@ pub fn sync_link(
         return Err(Status::EEXIST);
     }
     std::os::unix::fs::symlink(&t, &l).map_err(|e| Status::from_io(&e))?;
-    srv.log_replica(source, timestamp, Op::Link, link, target.to_owned());
+    srv.log_replica(source, timestamp, Op::Link, link, target.to_owned())?;
     Ok(())
 }

@@ -69,8 +69,13 @@ fn absorb(srv: &StorageServer, n: &ChangeNotify, my_id: &str) {
         if let Some(me) = group.iter().find(|b| b.id == my_id) {
             srv.status.store(me.status, Ordering::Relaxed);
         }
-        *srv.peers.write().unwrap_or_else(|e| e.into_inner()) =
-            group.iter().filter(|b| b.id != my_id).cloned().collect();
+        // Peer IDs name mark files and binlog lookups: a brief with anything but a plain
+        // token in them is dropped.
+        *srv.peers.write().unwrap_or_else(|e| e.into_inner()) = group
+            .iter()
+            .filter(|b| b.id != my_id && crate::protocol::is_safe_token(&b.id) && crate::protocol::is_safe_token(&b.ip))
+            .cloned()
+            .collect();
     }
 }
 
@@ -96,7 +101,12 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
         let mut conn = ReportConnection::connect(&addr, bind, (c.connect_timeout, c.network_timeout), profile).await?;
         apply_params(srv, &conn.parameters().await?);
         let my_ip = match conn.my_ip(&srv.group, c.port).await {
-            Ok(ip) => ip,
+            // It goes into .data_init_flag and new file names: only a plain address will do.
+            Ok(ip) if crate::protocol::is_safe_token(&ip) => ip,
+            Ok(ip) => {
+                log::warn!("tracker {addr} says our address is {ip:?}; ignored");
+                String::new()
+            }
             // Refused in 6.16's form: the tracker is older; try the older generations.
             Err(e @ ClientError::Status { .. }) if probing && layout == Layout::V616 => {
                 refused = Some(e);

@@ -53,13 +53,35 @@ pub(super) async fn handle(srv: Arc<StorageServer>, mut sock: PeerStream, peer: 
                 if e.status != Status::ENOENT {
                     log::debug!("{peer}: command {} failed: {}", header.cmd, e.status);
                 }
-                if write_answer(&mut sock, e.status, &[]).await.is_err() || e.close {
+                if write_answer(&mut sock, e.status, &[]).await.is_err() {
+                    break;
+                }
+                if e.close {
+                    linger_close(&mut sock).await;
                     break;
                 }
             }
         }
     }
     srv.stats.disconnected();
+}
+
+/// Closes after an error answer while the client may still be sending the body: closing with
+/// unread bytes would reset the connection and the client could lose the answer (ENOSPC seen
+/// as "connection reset"). The write side is shut, then what still arrives is read and
+/// dropped for a short, bounded while.
+async fn linger_close(sock: &mut PeerStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = sock.shutdown().await;
+    let mut buf = vec![0u8; 64 << 10];
+    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
+    let mut left: usize = 64 << 20;
+    while left > 0 {
+        match tokio::time::timeout_at(until, sock.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
+            _ => return,
+        }
+    }
 }
 
 /// Reads a streamed request's head (fixed part, then the filenames it announces).
@@ -195,7 +217,7 @@ async fn dispatch(
         C::ReportServerId => {
             let r = ReportServerId::decode(&small_body(sock, h, srv).await?, Profile::CLASSIC)
                 .map_err(|_| Status::EINVAL)?;
-            if r.id.is_empty() {
+            if r.id.is_empty() || !crate::protocol::is_safe_token(&r.id) {
                 return Err(Status::EINVAL.into());
             }
             *source = Some(r.id);

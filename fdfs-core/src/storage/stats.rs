@@ -73,7 +73,7 @@ impl Stats {
     }
 
     pub fn load(&self, data_dir: &Path) -> super::paths::DirCursor {
-        let Ok(ini) = Ini::load(&data_dir.join("storage_stat.dat")) else { return Default::default() };
+        let Ok(ini) = Ini::load_state(&data_dir.join("storage_stat.dat")) else { return Default::default() };
         let k = ini.global();
         let mut c = Counters::default();
         for name in Counters::NAMES {
@@ -104,7 +104,7 @@ impl InitFlag {
     pub const FILE: &'static str = ".data_init_flag";
 
     pub fn load(data_dir: &Path) -> Option<Self> {
-        let ini = Ini::load(&data_dir.join(Self::FILE)).ok()?;
+        let ini = Ini::load_state(&data_dir.join(Self::FILE)).ok()?;
         let k = ini.global();
         Some(Self {
             storage_join_time: k.int("storage_join_time", 0).ok()?,

@@ -37,7 +37,7 @@ pub struct Mark {
 
 impl Mark {
     pub fn load(path: &Path) -> Option<Self> {
-        let ini = Ini::load(path).ok()?;
+        let ini = Ini::load_state(path).ok()?;
         let k = ini.global();
         let keys = [
             "binlog_index",

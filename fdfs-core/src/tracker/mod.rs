@@ -20,7 +20,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{ResponseIpSize, StorageIds, TrackerConfig};
 use crate::protocol::{Layout, Profile};
-use crate::server::{serve, AllowHosts, Shutdown};
+use crate::server::{serve, AllowHosts, ConnectionLimits, Shutdown};
 use crate::timefmt::now_unix;
 
 pub use persist::{load as load_state, save as save_state, write_atomic};
@@ -32,6 +32,7 @@ pub struct Tracker {
     pub config: TrackerConfig,
     pub policy: select::Policy,
     pub ids: state::IdPolicy,
+    pub limits: state::Limits,
     pub cluster: Mutex<Cluster>,
     /// What answers to clients look like (`client_protocol_version`, `response_ip_addr_size`).
     /// Storages are answered in the generation their JOIN showed.
@@ -60,7 +61,9 @@ impl Tracker {
         let data_dir = config.base_path.join("data");
         std::fs::create_dir_all(&data_dir)?;
         let ids = if config.use_storage_id { Some(StorageIds::load(&config.storage_ids_filename)?) } else { None };
-        let cluster = persist::load(&data_dir)?;
+        let limits =
+            state::Limits { max_groups: config.max_groups, max_storages_per_group: config.max_storages_per_group };
+        let cluster = persist::load(&data_dir, &limits)?;
         let profile = client_profile(&config, ids.as_ref());
         let last_check_time = std::fs::read_to_string(data_dir.join(persist::STATUS_FILE))
             .ok()
@@ -71,6 +74,7 @@ impl Tracker {
         Ok(Self {
             policy: select::Policy::from_config(&config),
             ids: state::IdPolicy { ids, trust_storage_server_id: config.trust_storage_server_id },
+            limits,
             cluster: Mutex::new(cluster),
             profile,
             up_time: now_unix(),
@@ -190,10 +194,11 @@ pub async fn run(listener: TcpListener, tracker: Arc<Tracker>, shutdown: Shutdow
     let bg = tokio::spawn(background(tracker.clone(), shutdown.clone()));
     let el = tokio::spawn(election::run(tracker.clone(), shutdown.clone()));
     let t = tracker.clone();
-    serve(listener, allow, tracker.config.max_connections, shutdown, move |sock, peer, sd| {
-        service::handle(t.clone(), sock, peer, sd)
-    })
-    .await;
+    let limits = ConnectionLimits {
+        max_connections: tracker.config.max_connections,
+        per_ip: tracker.config.max_connections_per_ip,
+    };
+    serve(listener, allow, limits, shutdown, move |sock, peer, sd| service::handle(t.clone(), sock, peer, sd)).await;
     let _ = bg.await;
     let _ = el.await;
     tracker.save_if_dirty(true);

@@ -5,8 +5,8 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::state::{status, Cluster, Group, StorageNode};
-use crate::config::Ini;
+use super::state::{status, Cluster, Group, Limits, StorageNode};
+use crate::config::{Ini, Keys};
 use crate::protocol::stat::Counters;
 use crate::protocol::Layout;
 
@@ -111,15 +111,31 @@ pub fn save(dir: &Path, c: &Cluster, with_ids: bool, layout: Layout, up_time: i6
 
 /// Loads what a previous run (ours or a C tracker) saved. Storages that were serving come
 /// back OFFLINE until they join again.
-pub fn load(dir: &Path) -> Result<Cluster, crate::config::ConfigError> {
+/// A number from a state file; a damaged value is reported and replaced by the default rather
+/// than stopping the start.
+fn int(k: &Keys<'_>, key: &str, default: i64) -> i64 {
+    k.int(key, default).unwrap_or_else(|e| {
+        log::warn!("{e}; using {default}");
+        default
+    })
+}
+
+pub fn load(dir: &Path, limits: &Limits) -> Result<Cluster, crate::config::ConfigError> {
     let mut c = Cluster::default();
     let groups_path = dir.join(GROUPS_FILE);
     if !groups_path.exists() {
         return Ok(c);
     }
-    let gi = Ini::load(&groups_path)?;
-    let count = gi.section(Some("Global")).int("group_count", 0)?;
-    for i in 1..=count.clamp(0, crate::protocol::MAX_GROUPS as i64) {
+    let gi = Ini::load_state(&groups_path)?;
+    let count = int(&gi.section(Some("Global")), "group_count", 0);
+    if count > limits.max_groups as i64 {
+        log::warn!(
+            "{}: {count} groups, only the first max_groups ({}) are kept",
+            groups_path.display(),
+            limits.max_groups
+        );
+    }
+    for i in 1..=count.clamp(0, limits.max_groups as i64) {
         let k = gi.section(Some(&format!("Group{i:03}")));
         let name = k.string("group_name", "");
         if name.is_empty() {
@@ -129,26 +145,33 @@ pub fn load(dir: &Path) -> Result<Cluster, crate::config::ConfigError> {
             name.clone(),
             Group {
                 name,
-                storage_port: k.int("storage_port", 23000)?.clamp(0, 65535) as u16,
-                http_port: k.int("storage_http_port", 0)?,
-                store_path_count: k.int("store_path_count", 1)?.clamp(1, 256) as usize,
-                subdir_count_per_path: k.int("subdir_count_per_path", 256)?.clamp(1, 256) as u32,
-                current_trunk_file_id: k.int("current_trunk_file_id", 0)?,
+                storage_port: int(&k, "storage_port", 23000).clamp(0, 65535) as u16,
+                http_port: int(&k, "storage_http_port", 0),
+                store_path_count: int(&k, "store_path_count", 1).clamp(1, 256) as usize,
+                subdir_count_per_path: int(&k, "subdir_count_per_path", 256).clamp(1, 256) as u32,
+                current_trunk_file_id: int(&k, "current_trunk_file_id", 0),
                 ..Default::default()
             },
         );
     }
     let servers_path = dir.join(SERVERS_FILE);
     if servers_path.exists() {
-        let si = Ini::load(&servers_path)?;
-        let count = si.section(Some("Global")).int("storage_count", 0)?;
+        let si = Ini::load_state(&servers_path)?;
+        let count = int(&si.section(Some("Global")), "storage_count", 0);
         for i in 1..=count.clamp(0, 1 << 16) {
             let k = si.section(Some(&format!("Storage{i:03}")));
             let group = k.string("group_name", "");
             let Some(g) = c.groups.get_mut(&group) else { continue };
+            if g.storages.len() >= limits.max_storages_per_group {
+                log::warn!(
+                    "{}: group {group} has more than max_storages_per_group; storage {i} dropped",
+                    servers_path.display()
+                );
+                continue;
+            }
             let ip = k.string("ip_addr", "");
             let id = k.opt_string("id").unwrap_or_else(|| ip.clone());
-            let mut st = k.int("status", 0)?.clamp(0, 255) as u8;
+            let mut st = int(&k, "status", 0).clamp(0, 255) as u8;
             if matches!(st, status::ONLINE | status::ACTIVE) {
                 st = status::OFFLINE;
             }
@@ -158,21 +181,21 @@ pub fn load(dir: &Path) -> Result<Cluster, crate::config::ConfigError> {
                 status: st,
                 domain_name: k.string("domain_name", ""),
                 version: k.string("version", ""),
-                join_time: k.int("join_time", 0)?,
-                storage_port: k.int("storage_port", 23000)?.clamp(0, 65535) as u16,
-                http_port: k.int("storage_http_port", 0)?,
+                join_time: int(&k, "join_time", 0),
+                storage_port: int(&k, "storage_port", 23000).clamp(0, 65535) as u16,
+                http_port: int(&k, "storage_http_port", 0),
                 sync_src_id: k.string("sync_src_server", ""),
-                sync_until_timestamp: k.int("sync_until_timestamp", 0)?,
-                total_mb: k.int("total_mb", 0)?,
-                free_mb: k.int("free_mb", 0)?,
-                changelog_offset: k.int("changelog_offset", 0)?.max(0) as u64,
-                store_path_count: k.int("store_path_count", 1)?.clamp(1, 256) as usize,
-                subdir_count_per_path: k.int("subdir_count_per_path", 256)?.clamp(1, 256) as u32,
-                upload_priority: k.int("upload_priority", 10)?,
+                sync_until_timestamp: int(&k, "sync_until_timestamp", 0),
+                total_mb: int(&k, "total_mb", 0),
+                free_mb: int(&k, "free_mb", 0),
+                changelog_offset: int(&k, "changelog_offset", 0).max(0) as u64,
+                store_path_count: int(&k, "store_path_count", 1).clamp(1, 256) as usize,
+                subdir_count_per_path: int(&k, "subdir_count_per_path", 256).clamp(1, 256) as u32,
+                upload_priority: int(&k, "upload_priority", 10),
                 ..Default::default()
             };
             for name in Counters::NAMES {
-                n.stat.counters.set(name, k.int(name, 0)?);
+                n.stat.counters.set(name, int(&k, name, 0));
             }
             n.last_heart_beat_time = n.stat.counters.last_heart_beat_time;
             n.paths = vec![Default::default(); n.store_path_count];
@@ -247,7 +270,7 @@ mod tests {
             text.starts_with("[Global]\n\tgroup_count=1\n\n# group: group1\n[Group001]\n\tgroup_name=group1\n"),
             "{text}"
         );
-        let back = load(dir.path()).unwrap();
+        let back = load(dir.path(), &Limits::default()).unwrap();
         let g = &back.groups["group1"];
         assert_eq!(g.store_path_count, 2);
         let a = &g.storages["127.0.0.2"];
@@ -259,5 +282,27 @@ mod tests {
         assert_eq!(b.synced_from.get("127.0.0.2"), Some(&1_700_000_000));
         assert_eq!(back.changelog, c.changelog);
         assert!(!dir.path().join(format!("{GROUPS_FILE}.tmp")).exists());
+    }
+
+    #[test]
+    fn damaged_state_files_are_read_around() {
+        // What an unescaped domain name once did to a state file, plus a torn last line.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(GROUPS_FILE),
+            "[Global]\n\tgroup_count=1\n[Group001]\n\tgroup_name=group1\n\tstorage_port=23000\n",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join(SERVERS_FILE),
+            "[Global]\n\tstorage_count=1\n[Storage001]\n\tgroup_name=group1\n\tip_addr=127.0.0.2\n\tstatus=7\n\
+             \tdomain_name=evil\n\tjoin_time=zzz\n\tjoin_time=1700000000\n\t#include /etc/passwd\n\tgarbage line\n\ttotal_mb=1",
+        )
+        .unwrap();
+        let c = load(dir.path(), &Limits::default()).unwrap();
+        let n = &c.groups["group1"].storages["127.0.0.2"];
+        assert_eq!(n.join_time, 0, "the damaged value is replaced by the default");
+        assert_eq!(n.total_mb, 1, "lines after the damage still count");
+        assert_eq!(n.status, status::OFFLINE);
     }
 }

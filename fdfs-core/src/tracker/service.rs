@@ -282,7 +282,7 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
                 Err(e) => return e.into(),
             };
             let peer_ip = conn.peer.ip().to_canonical().to_string();
-            match t.lock().join(&req, &peer_ip, &t.ids, now) {
+            match t.lock().join(&req, &peer_ip, &t.ids, &t.limits, now) {
                 Ok(j) => {
                     if let Some((g, id)) = conn.joined.take() {
                         // A second JOIN on one connection replaces the first.

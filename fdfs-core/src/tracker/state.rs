@@ -213,6 +213,23 @@ pub struct Joined {
     pub sync_src_id: String,
 }
 
+/// How much the cluster may hold (`max_groups`, `max_storages_per_group`): unauthenticated
+/// JOINs must not grow the tracker's memory and state files without end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_groups: usize,
+    pub max_storages_per_group: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_groups: crate::protocol::MAX_GROUPS,
+            max_storages_per_group: crate::protocol::MAX_SERVERS_EACH_GROUP,
+        }
+    }
+}
+
 /// How the tracker identifies storages.
 #[derive(Debug, Clone, Default)]
 pub struct IdPolicy {
@@ -243,7 +260,14 @@ impl Cluster {
     }
 
     /// 81 STORAGE_JOIN (§3.6.2, §7.1).
-    pub fn join(&mut self, req: &JoinReq, peer_ip: &str, ids: &IdPolicy, now: i64) -> Result<Joined, Status> {
+    pub fn join(
+        &mut self,
+        req: &JoinReq,
+        peer_ip: &str,
+        ids: &IdPolicy,
+        limits: &Limits,
+        now: i64,
+    ) -> Result<Joined, Status> {
         if !valid_group_name(&req.group)
             || !(1..=65535).contains(&req.storage_port)
             || !(1..=256).contains(&req.store_path_count)
@@ -263,6 +287,24 @@ impl Cluster {
                 (e.id.to_string(), e.rw, peer_ip.to_owned())
             }
         };
+        if !self.groups.contains_key(&req.group) && self.groups.len() >= limits.max_groups {
+            log::warn!(
+                "storage {id} ({peer_ip}) refused: group {} would exceed max_groups {}",
+                req.group,
+                limits.max_groups
+            );
+            return Err(Status::ENOSPC);
+        }
+        if let Some(g) = self.groups.get(&req.group) {
+            if !g.storages.contains_key(&id) && g.storages.len() >= limits.max_storages_per_group {
+                log::warn!(
+                    "storage {id} ({peer_ip}) refused: group {} already has max_storages_per_group {}",
+                    req.group,
+                    limits.max_storages_per_group
+                );
+                return Err(Status::ENOSPC);
+            }
+        }
         let changelog_len = self.changelog.len() as u64;
         let store_path_count = req.store_path_count as usize;
         let subdirs = req.subdir_count_per_path as u32;
@@ -584,9 +626,24 @@ mod tests {
         let mut c = Cluster::default();
         for round in 0..3 {
             let list = (0..16).map(|i| format!("10.{round}.0.{i}:22122")).collect();
-            c.join(&join(list), "127.0.0.2", &IdPolicy::default(), 1).unwrap();
+            c.join(&join(list), "127.0.0.2", &IdPolicy::default(), &Limits::default(), 1).unwrap();
         }
         assert_eq!(c.trackers.len(), crate::protocol::MAX_TRACKERS);
         assert_eq!(c.storage("group1", "127.0.0.2").unwrap().status, status::INIT);
+    }
+
+    #[test]
+    fn limits_refuse_new_groups_and_members_but_not_known_ones() {
+        let mut c = Cluster::default();
+        let limits = Limits { max_groups: 1, max_storages_per_group: 2 };
+        let ids = IdPolicy::default();
+        let mut j = join(vec!["127.0.0.1:22122".into()]);
+        for ip in ["127.0.0.2", "127.0.0.3"] {
+            c.join(&j, ip, &ids, &limits, 1).unwrap();
+        }
+        assert_eq!(c.join(&j, "127.0.0.4", &ids, &limits, 1).unwrap_err(), Status::ENOSPC, "a third member");
+        c.join(&j, "127.0.0.2", &ids, &limits, 1).expect("a known member joins again");
+        j.group = "group2".into();
+        assert_eq!(c.join(&j, "127.0.0.5", &ids, &limits, 1).unwrap_err(), Status::ENOSPC, "a second group");
     }
 }
