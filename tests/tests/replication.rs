@@ -171,3 +171,40 @@ async fn uploads_and_downloads_continue_when_a_tracker_dies() {
     }
     assert_eq!(&c.download(&before, 0, 0).await.unwrap()[..], b"before");
 }
+
+/// A record committed while the sender is between reading the binlog and waiting for news
+/// (saving its mark) must still wake it: with a 30 s heartbeat, a lost wake-up shows as a
+/// file that takes half a minute to reach the peer. Each upload here follows the moment the
+/// previous one became visible on the peer, which is when the sender saves its mark.
+#[tokio::test]
+async fn a_change_made_while_the_sender_saves_its_mark_is_not_missed() {
+    let mut cl = Cluster::start("", &["127.0.0.2", "127.0.0.3"], "").await;
+    // The sender (A) waits for news at most one heartbeat; make that long.
+    let conf = cl.storages[0].daemon.conf.clone();
+    let text =
+        std::fs::read_to_string(&conf).unwrap().replace("heart_beat_interval = 1\n", "heart_beat_interval = 30\n");
+    assert!(text.contains("heart_beat_interval = 30"));
+    std::fs::write(&conf, text).unwrap();
+    let t = cl.tracker.addr();
+    cl.storages[0].restart(&t, false).await;
+    let c = cl.client();
+    let (a, b) = (cl.storages[0].addr(), cl.storages[1].addr());
+    let mut ids = Vec::new();
+    for i in 0..80u32 {
+        let r = c.storage.upload(&a, UploadKind::Normal, -1, "bin", Content::Bytes(&i.to_be_bytes())).await.unwrap();
+        ids.push(r);
+    }
+    for (i, r) in ids.iter().enumerate() {
+        on_storage(&c, &b, &r.file_id(), &(i as u32).to_be_bytes()).await;
+    }
+    // Deletes are the quickest changes to commit: each lands about when the sender, having
+    // just shipped the previous one, saves its mark.
+    for (i, r) in ids.iter().enumerate() {
+        c.storage.delete(&a, &r.group, &r.filename).await.unwrap();
+        let start = std::time::Instant::now();
+        while c.storage.download(&b, &r.group, &r.filename, 0, 0).await.is_ok() {
+            assert!(start.elapsed() < Duration::from_secs(5), "delete {i} waited {:?} for the sender", start.elapsed());
+            tokio::task::yield_now().await;
+        }
+    }
+}

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use fdfs_core::client::{ClientError, Content, UploadKind};
 use fdfs_core::file_id::FileId;
-use fdfs_core::protocol::storage::{file_info_flags, MetaOp, StreamedHead, UploadHead};
-use fdfs_core::protocol::{Header, Status};
+use fdfs_core::protocol::storage::{file_info_flags, AppendHead, MetaOp, ModifyHead, StreamedHead, UploadHead};
+use fdfs_core::protocol::{Command, Header, Status};
 use fdfs_e2e::{Cluster, StorageProc};
 
 fn payload(n: usize, seed: u8) -> Vec<u8> {
@@ -359,4 +359,57 @@ async fn storages_are_listed_with_their_own_port() {
     let s: &StorageProc = &cl.storages[0];
     let listed = cl.client().tracker.list_storages("group1", None).await.unwrap();
     assert_eq!(listed[0].storage_port, s.daemon.addr.port() as i64);
+}
+
+/// Sends an append (24) or modify (34) that declares `len` bytes, sends half, and hangs up.
+fn cancelled_range_write(addr: &str, cmd: Command, body_head: &[u8], len: usize) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    let mut req = Header::request(cmd, body_head.len() + len).encode().to_vec();
+    req.extend_from_slice(body_head);
+    req.extend(std::iter::repeat_n(b'X', len / 2));
+    s.write_all(&req).unwrap();
+    s.flush().unwrap();
+    drop(s);
+}
+
+#[tokio::test]
+async fn a_cancelled_append_or_modify_leaves_the_file_as_it_was() {
+    let cl = Cluster::start("", &["127.0.0.2", "127.0.0.3"], "").await;
+    let c = cl.client();
+    let (a, b) = (cl.storages[0].addr(), cl.storages[1].addr());
+    let original: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    let r = c.storage.upload(&a, UploadKind::Appender, -1, "log", Content::Bytes(&original)).await.unwrap();
+    let len = 1 << 20;
+    cancelled_range_write(
+        &a,
+        Command::AppendFile,
+        &AppendHead { filename: r.filename.clone(), size: len as u64 }.encode_head(),
+        len,
+    );
+    let modify = ModifyHead { filename: r.filename.clone(), offset: 10, size: len as u64 }.encode_head();
+    cancelled_range_write(&a, Command::ModifyFile, &modify, len);
+    // The storage notices the hang-ups, puts the file back, and takes the next change.
+    let check = |want: Vec<u8>| {
+        let (c, a, r) = (&c, a.clone(), &r);
+        async move {
+            fdfs_e2e::eventually(Duration::from_secs(10), "the file as it was", || {
+                let (want, a) = (want.clone(), a.clone());
+                async move { (c.storage.download(&a, &r.group, &r.filename, 0, 0).await.ok()? == want).then_some(()) }
+            })
+            .await
+        }
+    };
+    check(original.clone()).await;
+    c.storage.append(&a, &r.filename, Content::Bytes(b"tail")).await.unwrap();
+    let mut want = original.clone();
+    want.extend_from_slice(b"tail");
+    check(want.clone()).await;
+    // The peer holds exactly the same bytes.
+    fdfs_e2e::eventually(Duration::from_secs(10), "the peer identical", || {
+        let (c, b, r, want) = (&c, b.clone(), &r, &want);
+        async move { (c.storage.download(&b, &r.group, &r.filename, 0, 0).await.ok()?[..] == want[..]).then_some(()) }
+    })
+    .await;
+    let tmp = cl.storages[0].base().join("data/.tmp");
+    assert_eq!(std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0), 0, "no saved copies left behind");
 }

@@ -504,6 +504,79 @@ pub async fn write_at(
     Ok(f)
 }
 
+/// Puts an appender file back as it was before a change, unless the change is committed:
+/// a failed, cancelled (the request's task dropped at shutdown) or unrecorded append, modify
+/// or truncate leaves no partial bytes that the binlog does not describe, so replicas never
+/// silently differ. The bytes a change overwrites or cuts off are copied aside first.
+struct Rollback {
+    path: PathBuf,
+    old_size: u64,
+    /// Where the saved bytes came from, and the copy.
+    saved: Option<(u64, PathBuf)>,
+    committed: bool,
+}
+
+impl Rollback {
+    /// Saves `[offset, offset + len)` of the file (what exists of it) into `copy`.
+    fn capture(path: &Path, offset: u64, len: u64, copy: PathBuf) -> std::io::Result<Self> {
+        let mut f = File::open(path)?;
+        let old_size = f.metadata()?.len();
+        let end = offset.saturating_add(len).min(old_size);
+        let saved = if end > offset {
+            std::io::Seek::seek(&mut f, SeekFrom::Start(offset))?;
+            let mut out = File::create_new(&copy)?;
+            std::io::copy(&mut (&mut f).take(end - offset), &mut out)?;
+            Some((offset, copy))
+        } else {
+            None
+        };
+        Ok(Rollback { path: path.to_owned(), old_size, saved, committed: false })
+    }
+
+    fn commit(mut self) {
+        self.committed = true;
+    }
+
+    fn restore(&self) -> std::io::Result<()> {
+        let mut f = OpenOptions::new().write(true).open(&self.path)?;
+        if let Some((offset, copy)) = &self.saved {
+            std::io::Seek::seek(&mut f, SeekFrom::Start(*offset))?;
+            std::io::copy(&mut File::open(copy)?, &mut f)?;
+        }
+        f.set_len(self.old_size)?;
+        f.sync_all()
+    }
+}
+
+impl Drop for Rollback {
+    fn drop(&mut self) {
+        if !self.committed {
+            match self.restore() {
+                Ok(()) => log::warn!("{}: unfinished change rolled back", self.path.display()),
+                Err(e) => log::error!("{}: rolling back an unfinished change failed: {e}", self.path.display()),
+            }
+        }
+        if let Some((_, copy)) = &self.saved {
+            let _ = std::fs::remove_file(copy);
+        }
+    }
+}
+
+/// Takes a [`Rollback`] off the async workers (it may copy a large range).
+async fn capture(
+    srv: &StorageServer,
+    name: &RemoteFilename,
+    path: &Path,
+    offset: u64,
+    len: u64,
+) -> Result<Rollback, Status> {
+    let (p, copy) = (path.to_owned(), srv.paths.temp_path(name.store_path_index as usize));
+    tokio::task::spawn_blocking(move || Rollback::capture(&p, offset, len, copy))
+        .await
+        .map_err(|_| Status::EIO)?
+        .map_err(|e| Status::from_io(&e))
+}
+
 /// 24 / 34: writes `len` bytes from the socket at the end (`offset = None`) or at `offset`.
 pub async fn write_range(
     srv: &StorageServer,
@@ -512,13 +585,14 @@ pub async fn write_range(
     offset: Option<u64>,
     len: u64,
 ) -> OpResult<()> {
-    let (_, path) = appender(srv, filename).map_err(closing)?;
+    let (name, path) = appender(srv, filename).map_err(closing)?;
     let _lock = srv.lock_file(&path).await;
     let old_size = std::fs::metadata(&path).map_err(|e| closing(Status::from_io(&e)))?.len();
     let at_offset = offset.unwrap_or(old_size);
     if at_offset > old_size {
         return Err(closing(Status::EINVAL));
     }
+    let undo = capture(srv, &name, &path, at_offset, len).await.map_err(closing)?;
     write_at(src, &path, at_offset, len, srv.body_timer(len)).await?;
     if len > 0 {
         let ts = now_unix();
@@ -527,22 +601,26 @@ pub async fn write_range(
             Some(o) => srv.log_change_async(ts, Op::Modify, filename, format!("{o} {len}")).await?,
         }
     }
+    undo.commit();
     Ok(())
 }
 
 /// 36.
 pub async fn truncate(srv: &StorageServer, filename: &str, new_size: u64) -> Result<(), Status> {
-    let (_, path) = appender(srv, filename)?;
+    let (name, path) = appender(srv, filename)?;
     let _lock = srv.lock_file(&path).await;
-    let f = OpenOptions::new().write(true).open(&path).map_err(|e| Status::from_io(&e))?;
-    let old = f.metadata().map_err(|e| Status::from_io(&e))?.len();
+    let old = std::fs::metadata(&path).map_err(|e| Status::from_io(&e))?.len();
     if old == new_size {
         return Ok(());
     }
+    let undo = capture(srv, &name, &path, new_size, old.saturating_sub(new_size)).await?;
+    let f = OpenOptions::new().write(true).open(&path).map_err(|e| Status::from_io(&e))?;
     f.set_len(new_size).map_err(|e| Status::from_io(&e))?;
     f.sync_all().map_err(|e| Status::from_io(&e))?;
     let ts = f.metadata().and_then(|m| m.modified()).map(unix).unwrap_or_else(|_| now_unix());
-    srv.log_change_async(ts, Op::Truncate, filename, format!("{old} {new_size}")).await
+    srv.log_change_async(ts, Op::Truncate, filename, format!("{old} {new_size}")).await?;
+    undo.commit();
+    Ok(())
 }
 
 /// 38: an appender file becomes a normal one under a new name with its real size and CRC.

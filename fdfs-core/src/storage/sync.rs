@@ -281,6 +281,12 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
         BinlogReader { dir: sync_dir, index: mark.binlog_index, offset: mark.binlog_offset, buf: Vec::new() };
     let mut unsaved = 0u64;
     loop {
+        // Registered before the binlog is read: a record committed while this sender reads or
+        // saves its mark then still wakes it (a waiter registered afterwards would sleep until
+        // the next heartbeat).
+        let notified = srv.binlog_changed.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
         let writing = srv.binlog.position().0;
         let line = reader.next(writing).map_err(|e| e.to_string())?;
         let Some(line) = line else {
@@ -301,10 +307,9 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
                 mark.save(&mark_path).map_err(|e| e.to_string())?;
                 unsaved = 0;
             }
-            let notified = srv.binlog_changed.notified();
             tokio::select! {
                 _ = shutdown.wait() => return Ok(()),
-                _ = notified => {}
+                _ = &mut notified => {}
                 _ = tokio::time::sleep(srv.config.heart_beat_interval.max(Duration::from_millis(200))) => {
                     conn.active_test().await.map_err(|e| e.to_string())?;
                 }
