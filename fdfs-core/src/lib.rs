@@ -4,6 +4,7 @@
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod durable;
 pub mod file_id;
 #[doc(hidden)]
 pub mod fuzzing;

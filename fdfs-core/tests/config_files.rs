@@ -27,7 +27,7 @@ fn original_tracker_conf() {
     assert_eq!(c.slot_max_size, 1 << 20);
     assert!(c.id_type_in_filename_is_id);
     assert!(!c.use_storage_id);
-    assert_eq!(c.allow_hosts, vec!["*"]);
+    assert_eq!(c.allow_hosts, AllowHosts::any());
     assert_eq!(c.storage_ids_filename, original("storage_ids.conf"));
 }
 
@@ -114,4 +114,23 @@ fn errors_name_the_file_line_and_key() {
     std::fs::write(&m, "group_name=g\nstore_path0=/x\nresponse_mode=Proxy\n").unwrap();
     let e = ModFastdfsConfig::load(&m).unwrap_err().to_string();
     assert!(e.contains(":3: response_mode"), "{e}");
+}
+
+#[test]
+fn values_are_validated_once_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("storage.conf");
+    // FastDFS reads a zero or negative timeout as its default; taken literally, every read
+    // would time out at once.
+    std::fs::write(&p, "base_path=/tmp\nnetwork_timeout = 0\nconnect_timeout = -1\n").unwrap();
+    let c = StorageConfig::load(&p).unwrap();
+    assert_eq!((c.network_timeout, c.connect_timeout), (Duration::from_secs(60), Duration::from_secs(10)));
+    // allow_hosts is compiled here: a bad entry stops the start, naming its line.
+    std::fs::write(&p, "base_path=/tmp\nallow_hosts = 10.0.0.0/8\nallow_hosts = 10.0.0.0/40\n").unwrap();
+    let e = StorageConfig::load(&p).unwrap_err().to_string();
+    assert!(e.contains("storage.conf:3: allow_hosts"), "{e}");
+    let t = dir.path().join("tracker.conf");
+    std::fs::write(&t, "base_path=/tmp\nallow_hosts = 127.0.0.[1-3]\n").unwrap();
+    let c = TrackerConfig::load(&t).unwrap();
+    assert!(c.allow_hosts.allows("127.0.0.2".parse().unwrap()) && !c.allow_hosts.allows("127.0.0.4".parse().unwrap()));
 }

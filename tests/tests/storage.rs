@@ -413,3 +413,43 @@ async fn a_cancelled_append_or_modify_leaves_the_file_as_it_was() {
     let tmp = cl.storages[0].base().join("data/.tmp");
     assert_eq!(std::fs::read_dir(&tmp).map(|d| d.count()).unwrap_or(0), 0, "no saved copies left behind");
 }
+
+/// Merges read, combine and rewrite the metadata file: concurrent ones must not lose each
+/// other's keys, nor trip over each other's temp files.
+#[tokio::test]
+async fn concurrent_metadata_merges_lose_nothing() {
+    let cl = Cluster::start("", &["127.0.0.2"], "").await;
+    let c = std::sync::Arc::new(cl.client());
+    let id = c.upload(UploadKind::Normal, None, "jpg", Content::Bytes(b"meta")).await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let (c, id) = (c.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            let key = format!("k{i:02}");
+            c.set_metadata(&id, &meta(&[(&key, "v")]), MetaOp::Merge).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let got = c.get_metadata(&id).await.unwrap();
+    assert_eq!(got.len(), 32, "every merged key is kept: {got:?}");
+    let data = cl.storages[0].base().join("data");
+    let strays: Vec<_> = walk_files(&data)
+        .into_iter()
+        .filter(|p| p.rsplit('/').next().is_some_and(|name| name.contains("tmp")))
+        .collect();
+    assert!(strays.is_empty(), "temp files left: {strays:?}");
+}
+
+fn walk_files(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk_files(&e.path()));
+        } else {
+            out.push(e.path().display().to_string());
+        }
+    }
+    out
+}

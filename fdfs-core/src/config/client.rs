@@ -36,8 +36,8 @@ impl ClientConfig {
         }
         let dir = ini.path.parent().unwrap_or(Path::new("."));
         Ok(Self {
-            connect_timeout: seconds(&k, "connect_timeout", 10)?,
-            network_timeout: seconds(&k, "network_timeout", 30)?,
+            connect_timeout: super::timeout(&k, "connect_timeout", 10)?,
+            network_timeout: super::timeout(&k, "network_timeout", 30)?,
             base_path: PathBuf::from(k.string("base_path", "/tmp")),
             tracker_servers,
             log_level: log_level(&k)?,

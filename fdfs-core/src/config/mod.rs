@@ -5,6 +5,7 @@
 
 mod client;
 mod http;
+pub mod allow;
 pub mod ini;
 mod mod_fastdfs;
 mod storage;
@@ -17,6 +18,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+pub use allow::AllowHosts;
 pub use client::ClientConfig;
 pub use http::HttpConfig;
 pub use ini::{Entry, Ini, Keys};
@@ -188,6 +190,29 @@ pub(crate) fn log_level(keys: &Keys<'_>) -> Result<LogLevel, ConfigError> {
 
 pub(crate) fn seconds(keys: &Keys<'_>, key: &str, default: i64) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(keys.int_in(key, default, 0..=i64::from(u32::MAX))? as u64))
+}
+
+/// A timeout in seconds where 0 or less means "the default", as libserverframe reads
+/// `connect_timeout` and `network_timeout` (a zero timeout would fail every read).
+pub(crate) fn timeout(keys: &Keys<'_>, key: &str, default: i64) -> Result<Duration, ConfigError> {
+    let v = keys.int(key, default)?;
+    let secs = if v <= 0 {
+        log::warn!("{key} = {v} is not a timeout; using {default} s as FastDFS does");
+        default
+    } else {
+        v.min(i64::from(u32::MAX))
+    };
+    Ok(Duration::from_secs(secs as u64))
+}
+
+/// `allow_hosts`, compiled at load: a bad entry is an error naming its file and line.
+pub(crate) fn allow_hosts(keys: &Keys<'_>) -> Result<AllowHosts, ConfigError> {
+    let entries = keys.all("allow_hosts");
+    let values: Vec<String> = entries.iter().map(|e| e.value.clone()).collect();
+    AllowHosts::parse_indexed(&values).map_err(|(i, why)| {
+        let e = entries[i];
+        ConfigError::Value { file: e.file.clone(), line: e.line, key: e.key.clone(), msg: why }
+    })
 }
 
 /// Store paths `store_path0..N` with `store_path0` defaulting to `base_path`.

@@ -84,8 +84,8 @@ impl ModFastdfsConfig {
                 _ => None,
             };
         Ok(Self {
-            connect_timeout: seconds(&k, "connect_timeout", 10)?,
-            network_timeout: seconds(&k, "network_timeout", 30)?,
+            connect_timeout: super::timeout(&k, "connect_timeout", 10)?,
+            network_timeout: super::timeout(&k, "network_timeout", 30)?,
             base_path: PathBuf::from(k.string("base_path", "/tmp")),
             load_fdfs_parameters_from_tracker: k.bool("load_fdfs_parameters_from_tracker", false)?,
             storage_sync_file_max_delay: seconds(&k, "storage_sync_file_max_delay", 86400)?,

@@ -54,7 +54,7 @@ pub struct TrackerConfig {
     pub run_by_group: String,
     pub run_by_user: String,
     /// `*`, IPs, CIDRs or ranges; repeatable.
-    pub allow_hosts: Vec<String>,
+    pub allow_hosts: super::AllowHosts,
     /// 0 round robin, 1 fixed `store_group`, 2 most free space.
     pub store_lookup: u8,
     pub store_group: String,
@@ -122,8 +122,8 @@ impl TrackerConfig {
             disabled: k.bool("disabled", false)?,
             bind_addr: k.string("bind_addr", ""),
             port: k.int_in("port", 22122, 0..=65535)? as u16,
-            connect_timeout: seconds(&k, "connect_timeout", 10)?,
-            network_timeout: seconds(&k, "network_timeout", 60)?,
+            connect_timeout: super::timeout(&k, "connect_timeout", 10)?,
+            network_timeout: super::timeout(&k, "network_timeout", 60)?,
             base_path: PathBuf::from(&k.required("base_path")?.value),
             max_connections,
             max_connections_per_ip: k.int_in(
@@ -143,7 +143,7 @@ impl TrackerConfig {
             log_level: log_level(&k)?,
             run_by_group: k.string("run_by_group", ""),
             run_by_user: k.string("run_by_user", ""),
-            allow_hosts: k.strings("allow_hosts"),
+            allow_hosts: super::allow_hosts(&k)?,
             store_lookup,
             store_group,
             store_server,

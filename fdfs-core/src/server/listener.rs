@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use super::allow::AllowHosts;
+use crate::config::AllowHosts;
 use super::stream::PeerStream;
 
 /// Broadcasts "stop" to every task that holds a receiver.

@@ -1,10 +1,8 @@
 //! What both daemons share: accept loop, access control, request framing.
 
-pub mod allow;
 pub mod frame;
 pub mod listener;
 pub mod stream;
 
-pub use allow::AllowHosts;
 pub use listener::{serve, shutdown_pair, ConnectionLimits, Shutdown, ShutdownTrigger};
 pub use stream::PeerStream;

@@ -258,7 +258,7 @@ fn read_index(dir: &Path) -> Option<u32> {
 }
 
 fn write_index(dir: &Path, index: u32) -> std::io::Result<()> {
-    crate::tracker::write_atomic(
+    crate::durable::write_atomic(
         dir,
         "binlog_index.dat",
         format!("current_write={index}\ncurrent_compress=0\n").as_bytes(),

@@ -28,7 +28,7 @@ use crate::config::{ReservedSpace, StorageConfig};
 use crate::file_id::Source;
 use crate::protocol::report::Brief;
 use crate::protocol::{Layout, Profile, Status};
-use crate::server::{serve, AllowHosts, ConnectionLimits, Shutdown};
+use crate::server::{serve, ConnectionLimits, Shutdown};
 use crate::timefmt::now_unix;
 use binlog::Binlog;
 use paths::StorePaths;
@@ -94,6 +94,8 @@ impl StorageServer {
         }
         let data_dir = config.base_path.join("data");
         std::fs::create_dir_all(&data_dir)?;
+        crate::durable::remove_stale_temps(&data_dir);
+        crate::durable::remove_stale_temps(&data_dir.join("sync"));
         std::fs::create_dir_all(config.base_path.join("logs"))?;
         let stats = Stats::default();
         let cursor = stats.load(&data_dir);
@@ -221,10 +223,7 @@ impl StorageServer {
 /// Serves until `shutdown`: connections, the report loops to every tracker, and the
 /// periodic flushes.
 pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Shutdown) {
-    let allow = AllowHosts::parse(&server.config.allow_hosts).unwrap_or_else(|e| {
-        log::error!("allow_hosts: {e}; allowing nobody");
-        AllowHosts::parse(&["0.0.0.0/32".into()]).expect("valid")
-    });
+    let allow = server.config.allow_hosts.clone();
     let mut tasks = Vec::new();
     for t in server.config.tracker_servers.clone() {
         tasks.push(tokio::spawn(report::report_loop(server.clone(), t, shutdown.clone())));

@@ -11,9 +11,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::binlog::{Op, Record};
-use super::paths::{publish, write_temp};
 use super::stats::{add, count};
 use super::StorageServer;
+use crate::durable::TempFile;
 use crate::file_id::{self, FileType, NameKind, NewName, RemoteFilename, Source};
 use crate::protocol::storage::{file_info_flags, pack_metadata, parse_metadata, FileInfoResp, MetaOp, SetMetadataReq};
 use crate::protocol::Status;
@@ -93,20 +93,18 @@ fn at(ts: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(ts.max(0) as u64)
 }
 
-/// Reads `len` bytes from the socket into a new temp file; returns the CRC32 of the content.
-/// On any failure the temp file is removed.
+/// Reads `len` bytes from the socket into a new temp file of store path `index`, fsynced and
+/// with `mtime`; returns it (not yet published) with the CRC32 of the content. On any failure
+/// the temp file is gone.
 pub async fn receive(
+    srv: &StorageServer,
     src: &mut (impl AsyncRead + Unpin),
+    index: usize,
     len: u64,
-    tmp: &Path,
-    timer: BodyTimer,
     mtime: SystemTime,
-) -> std::io::Result<u32> {
-    let r = receive_inner(src, len, tmp, timer, mtime).await;
-    if r.is_err() {
-        let _ = std::fs::remove_file(tmp);
-    }
-    r
+) -> std::io::Result<(TempFile, u32)> {
+    let temp = srv.paths.temp_file(index)?;
+    receive_into(src, temp, len, srv.body_timer(len), mtime).await
 }
 
 /// How long a request body may take: each read waits at most `network_timeout`, and the whole
@@ -146,29 +144,29 @@ async fn read_timed(src: &mut (impl AsyncRead + Unpin), buf: &mut [u8], timer: &
     }
 }
 
-async fn receive_inner(
+async fn receive_into(
     src: &mut (impl AsyncRead + Unpin),
+    mut temp: TempFile,
     len: u64,
-    tmp: &Path,
     timer: BodyTimer,
     mtime: SystemTime,
-) -> std::io::Result<u32> {
+) -> std::io::Result<(TempFile, u32)> {
     if len <= SMALL_FILE {
         let mut buf = vec![0u8; len as usize];
         let mut got = 0;
         while got < buf.len() {
             got += read_timed(src, &mut buf[got..], &timer).await?;
         }
-        let tmp = tmp.to_owned();
         return tokio::task::spawn_blocking(move || {
             let crc = crc32fast::hash(&buf);
-            write_temp(&tmp, &buf, mtime)?;
-            Ok(crc)
+            temp.file().write_all(&buf)?;
+            temp.file().set_modified(mtime)?;
+            Ok((temp, crc))
         })
         .await
         .map_err(std::io::Error::other)?;
     }
-    let mut f = tokio::fs::OpenOptions::new().write(true).create_new(true).open(tmp).await?;
+    let mut f = tokio::fs::File::from_std(temp.file().try_clone()?);
     let mut crc = crc32fast::Hasher::new();
     let mut buf = vec![0u8; CHUNK];
     let mut left = len;
@@ -187,14 +185,14 @@ async fn receive_inner(
     if let Some(e) = failed {
         return Err(e);
     }
-    let f = f.into_std().await;
+    f.flush().await?;
+    drop(f);
     tokio::task::spawn_blocking(move || {
-        f.set_modified(mtime)?;
-        f.sync_all()
+        temp.file().set_modified(mtime)?;
+        Ok((temp, crc.finalize()))
     })
     .await
-    .map_err(std::io::Error::other)??;
-    Ok(crc.finalize())
+    .map_err(std::io::Error::other)?
 }
 
 /// 11 / 23: stores the content under a new name; returns the remote filename.
@@ -217,9 +215,8 @@ pub async fn upload(
     };
     let mut rng = fastrand::Rng::new();
     let (high, low) = srv.paths.next_dir(&mut rng);
-    let tmp = srv.paths.temp_path(index);
     let ts = now_unix();
-    let crc = receive(src, size, &tmp, srv.body_timer(size), at(ts)).await.map_err(|e| closing(Status::from_io(&e)))?;
+    let (temp, crc) = receive(srv, src, index, size, at(ts)).await.map_err(|e| closing(Status::from_io(&e)))?;
     let kind = if appender { NameKind::Appender } else { NameKind::Normal };
     let new = NewName {
         source: srv.source(),
@@ -232,7 +229,7 @@ pub async fn upload(
         high,
         low,
     };
-    let name = publish_new(srv, &tmp, |rng| file_id::generate(&new, rng), &mut rng).await?;
+    let name = publish_new(srv, temp, |rng| file_id::generate(&new, rng), &mut rng).await?;
     logged_or_unpublished(srv, ts, &name).await?;
     srv.stats.success_upload_count.fetch_add(1, Ordering::Relaxed);
     add(&srv.stats.success_upload_bytes, size);
@@ -249,7 +246,7 @@ async fn logged_or_unpublished(srv: &StorageServer, ts: i64, name: &str) -> Resu
     if let Ok((_, path)) = srv.resolve(name) {
         let removed = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             std::fs::remove_file(&path)?;
-            super::paths::sync_dir(path.parent().unwrap_or(Path::new(".")))
+            crate::durable::sync_dir(path.parent().unwrap_or(Path::new(".")))
         })
         .await;
         if !matches!(removed, Ok(Ok(()))) {
@@ -262,24 +259,26 @@ async fn logged_or_unpublished(srv: &StorageServer, ts: i64, name: &str) -> Resu
 /// Gives a finished temp file its final name, retrying with fresh random parts if taken.
 async fn publish_new(
     srv: &StorageServer,
-    tmp: &Path,
+    mut temp: TempFile,
     mut make: impl FnMut(&mut fastrand::Rng) -> RemoteFilename,
     rng: &mut fastrand::Rng,
 ) -> OpResult<String> {
     for _ in 0..NAME_TRIES {
         let name = make(rng);
         let dest = srv.paths.local_path(&name).ok_or(Status::EINVAL)?;
-        let t = tmp.to_owned();
-        match tokio::task::spawn_blocking(move || publish(&t, &dest)).await.map_err(|_| Status::EIO)? {
+        let (t, r) = tokio::task::spawn_blocking(move || {
+            let r = temp.publish(&dest);
+            (temp, r)
+        })
+        .await
+        .map_err(|_| Status::EIO)?;
+        temp = t;
+        match r {
             Ok(()) => return Ok(name.to_string()),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => {
-                let _ = std::fs::remove_file(tmp);
-                return Err(e.into());
-            }
+            Err(e) => return Err(e.into()),
         }
     }
-    let _ = std::fs::remove_file(tmp);
     Err(Status::EEXIST.into())
 }
 
@@ -303,16 +302,14 @@ pub async fn upload_slave(
     if slave_path.exists() {
         return Err(closing(Status::EEXIST));
     }
-    let tmp = srv.paths.temp_path(slave_name.store_path_index as usize);
     let ts = now_unix();
-    receive(src, size, &tmp, srv.body_timer(size), at(ts)).await.map_err(|e| closing(Status::from_io(&e)))?;
-    let t = tmp.clone();
-    match tokio::task::spawn_blocking(move || publish(&t, &slave_path)).await.map_err(|_| Status::EIO)? {
+    let (mut temp, _) = receive(srv, src, slave_name.store_path_index as usize, size, at(ts))
+        .await
+        .map_err(|e| closing(Status::from_io(&e)))?;
+    match tokio::task::spawn_blocking(move || temp.publish(&slave_path)).await.map_err(|_| Status::EIO)? {
         Ok(()) => {}
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(if e.kind() == std::io::ErrorKind::AlreadyExists { Status::EEXIST.into() } else { e.into() });
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Status::EEXIST.into()),
+        Err(e) => return Err(e.into()),
     }
     logged_or_unpublished(srv, ts, &slave).await?;
     srv.stats.success_upload_count.fetch_add(1, Ordering::Relaxed);
@@ -344,22 +341,19 @@ pub fn meta_path(path: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
-/// Rewrites a small file atomically (metadata files).
-fn replace_file(path: &Path, content: &[u8]) -> std::io::Result<()> {
-    let tmp = meta_path(path).with_extension("tmp-meta");
-    {
-        let mut f = File::create(&tmp)?;
-        f.write_all(content)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)?;
-    super::paths::sync_dir(path.parent().unwrap_or(Path::new(".")))
+/// Rewrites a metadata file atomically: a temp file of the store path's temp directory
+/// (emptied at start, so a crash leaves nothing behind) replaces it.
+fn replace_file(srv: &StorageServer, index: usize, path: &Path, content: &[u8]) -> std::io::Result<()> {
+    let mut temp = srv.paths.temp_file(index)?;
+    temp.file().write_all(content)?;
+    temp.replace(path)
 }
 
 /// 13 (PROTOCOL.md §4.6): overwrite or merge, stored sorted by name.
+/// The caller holds the file's lock (two merges at once would lose one's keys).
 pub fn set_metadata(srv: &StorageServer, req: &SetMetadataReq) -> Result<(), Status> {
     srv.check_group(&req.group)?;
-    let (_, path) = srv.resolve(&req.filename)?;
+    let (name, path) = srv.resolve(&req.filename)?;
     if !path.is_file() {
         return Err(Status::ENOENT);
     }
@@ -406,7 +400,8 @@ pub fn set_metadata(srv: &StorageServer, req: &SetMetadataReq) -> Result<(), Sta
     } else {
         new
     };
-    replace_file(&meta, &pack_metadata(&merged)).map_err(|e| Status::from_io(&e))?;
+    replace_file(srv, name.store_path_index as usize, &meta, &pack_metadata(&merged))
+        .map_err(|e| Status::from_io(&e))?;
     srv.log_change(ts, if existed { Op::Update } else { Op::Create }, &logname, String::new())
 }
 
@@ -648,7 +643,7 @@ pub async fn regenerate(srv: &StorageServer, filename: &str) -> Result<String, S
         let (from, to) = (path.clone(), dest.clone());
         let r = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             File::open(&from)?.set_modified(at(ts))?;
-            publish(&from, &to)
+            crate::durable::rename_no_replace(&from, &to)
         })
         .await
         .map_err(|_| Status::EIO)?;

@@ -2,13 +2,9 @@
 //! first start, the round-robin (or hashed) choice of directory, free-space checks, and the
 //! durable write that makes a file reachable by its name only once it is complete.
 
-use std::fs::File;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
-
-use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
 
 use crate::config::ReservedSpace;
 use crate::file_id::RemoteFilename;
@@ -42,7 +38,6 @@ pub struct StorePaths {
     hashed: bool,
     cursor: Mutex<DirCursor>,
     next_path: AtomicUsize,
-    tmp_seq: AtomicU64,
 }
 
 fn hex2(n: u32) -> String {
@@ -102,7 +97,6 @@ impl StorePaths {
             hashed,
             cursor: Mutex::new(cursor),
             next_path: AtomicUsize::new(0),
-            tmp_seq: AtomicU64::new(0),
         })
     }
 
@@ -161,8 +155,17 @@ impl StorePaths {
 
     /// A fresh temp file name under a store path.
     pub fn temp_path(&self, index: usize) -> PathBuf {
-        let seq = self.tmp_seq.fetch_add(1, Ordering::Relaxed);
-        self.paths[index].root.join("data").join(TMP_DIR).join(format!("{}-{seq}.tmp", std::process::id()))
+        crate::durable::unique_name(&self.temp_dir(index), "f")
+    }
+
+    /// Where unfinished writes of a store path live (emptied at start).
+    pub fn temp_dir(&self, index: usize) -> PathBuf {
+        self.paths[index].root.join("data").join(TMP_DIR)
+    }
+
+    /// A new temp file under a store path; removed unless published.
+    pub fn temp_file(&self, index: usize) -> std::io::Result<crate::durable::TempFile> {
+        crate::durable::TempFile::create_in(&self.temp_dir(index), "f")
     }
 }
 
@@ -179,26 +182,6 @@ impl StorePath {
             Err(e) => log::error!("statvfs {}: {e}", self.root.display()),
         }
     }
-}
-
-/// Moves a finished temp file to its final name without ever replacing an existing file, then
-/// makes the new directory entry durable. `Err(AlreadyExists)` means the name is taken.
-pub fn publish(tmp: &Path, dest: &Path) -> std::io::Result<()> {
-    renameat2(AT_FDCWD, tmp, AT_FDCWD, dest, RenameFlags::RENAME_NOREPLACE).map_err(std::io::Error::from)?;
-    sync_dir(dest.parent().unwrap_or(Path::new(".")))
-}
-
-pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-/// Writes `content` to a new temp file, fsynced, with the given mtime.
-pub fn write_temp(tmp: &Path, content: &[u8], mtime: std::time::SystemTime) -> std::io::Result<File> {
-    let mut f = File::create_new(tmp)?;
-    f.write_all(content)?;
-    f.set_modified(mtime)?;
-    f.sync_all()?;
-    Ok(f)
 }
 
 #[cfg(test)]
@@ -219,19 +202,6 @@ mod tests {
         let sp = StorePaths::open(std::slice::from_ref(&root), &[false], 4, 2, false, sp.cursor()).unwrap();
         assert_eq!(std::fs::read_dir(root.join("data/.tmp")).unwrap().count(), 0, "unfinished uploads removed");
         assert_eq!(sp.cursor(), DirCursor { high: 1, low: 1, count: 0 });
-    }
-
-    #[test]
-    fn publish_never_replaces() {
-        let dir = tempfile::tempdir().unwrap();
-        let t1 = dir.path().join("a.tmp");
-        let t2 = dir.path().join("b.tmp");
-        let dest = dir.path().join("final");
-        write_temp(&t1, b"one", std::time::SystemTime::now()).unwrap();
-        write_temp(&t2, b"two", std::time::SystemTime::now()).unwrap();
-        publish(&t1, &dest).unwrap();
-        assert_eq!(publish(&t2, &dest).unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
-        assert_eq!(std::fs::read(&dest).unwrap(), b"one");
     }
 
     #[test]

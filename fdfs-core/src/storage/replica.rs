@@ -2,7 +2,6 @@
 //! applied change is logged with the lowercase op and the source's timestamp (so it is never
 //! sent back), and the newest source timestamp applied per peer is kept for SYNC_REPORT.
 
-use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -105,16 +104,9 @@ pub async fn sync_file(
     let index = crate::file_id::RemoteFilename::parse(filename.trim_end_matches("-m"), Some(srv.paths.paths.len()))
         .map(|n| n.store_path_index as usize)
         .unwrap_or(0);
-    let tmp = srv.paths.temp_path(index);
-    receive(src, size, &tmp, srv.body_timer(size), at(timestamp)).await.map_err(|e| closing(Status::from_io(&e)))?;
+    let (temp, _) = receive(srv, src, index, size, at(timestamp)).await.map_err(|e| closing(Status::from_io(&e)))?;
     let dest = path.clone();
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        std::fs::rename(&tmp, &dest)?;
-        super::paths::sync_dir(dest.parent().unwrap_or(Path::new(".")))
-    })
-    .await
-    .map_err(|_| Status::EIO)?
-    .map_err(OpError::from)?;
+    tokio::task::spawn_blocking(move || temp.replace(&dest)).await.map_err(|_| Status::EIO)?.map_err(OpError::from)?;
     srv.stats.total_sync_in_bytes.fetch_add(size as i64, Ordering::Relaxed);
     srv.stats.success_sync_in_bytes.fetch_add(size as i64, Ordering::Relaxed);
     // Unlogged, the sender gets an error and sends it again; the copy here then counts as done.
@@ -195,7 +187,7 @@ pub fn sync_rename(
     if to.exists() {
         return Err(Status::EEXIST);
     }
-    super::paths::publish(&from, &to).map_err(|e| Status::from_io(&e))?;
+    crate::durable::rename_no_replace(&from, &to).map_err(|e| Status::from_io(&e))?;
     let _ = std::fs::File::open(&to).and_then(|f| f.set_modified(at(timestamp)));
     srv.log_replica(source, timestamp, Op::Rename, new, old.to_owned())
 }

@@ -176,12 +176,17 @@ async fn dispatch(
         C::DeleteFile => {
             let req = FileReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
             srv.check_group(&req.group)?;
+            let (_, path) = srv.resolve(&req.filename)?;
+            let _lock = srv.lock_file(&path).await;
             let r = blocking(srv, move |s| ops::delete(s, &req.filename)).await;
             count(&st.total_delete_count, &st.success_delete_count, r.is_ok());
             Ok(r.map(|_| Reply::Body(Vec::new()))?)
         }
         C::SetMetadata => {
             let req = SetMetadataReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
+            // A merge reads, combines and rewrites: under the file's lock, or two at once lose one.
+            let (_, path) = srv.resolve(&req.filename)?;
+            let _lock = srv.lock_file(&path).await;
             let r = blocking(srv, move |s| ops::set_metadata(s, &req)).await;
             count(&st.total_set_meta_count, &st.success_set_meta_count, r.is_ok());
             Ok(r.map(|_| Reply::Body(Vec::new()))?)

@@ -69,7 +69,7 @@ impl Stats {
             "dist_path_index_high={}\ndist_path_index_low={}\ndist_write_file_count={}\n",
             cursor.high, cursor.low, cursor.count
         ));
-        crate::tracker::write_atomic(data_dir, "storage_stat.dat", text.as_bytes())
+        crate::durable::write_atomic(data_dir, "storage_stat.dat", text.as_bytes())
     }
 
     pub fn load(&self, data_dir: &Path) -> super::paths::DirCursor {
@@ -126,7 +126,7 @@ impl InitFlag {
             self.last_ip_addr,
             self.last_server_port
         );
-        crate::tracker::write_atomic(data_dir, Self::FILE, text.as_bytes())
+        crate::durable::write_atomic(data_dir, Self::FILE, text.as_bytes())
     }
 }
 

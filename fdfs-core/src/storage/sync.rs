@@ -74,7 +74,7 @@ impl Mark {
             self.sync_row_count
         );
         let dir = path.parent().unwrap_or(Path::new("."));
-        crate::tracker::write_atomic(dir, &path.file_name().unwrap_or_default().to_string_lossy(), text.as_bytes())
+        crate::durable::write_atomic(dir, &path.file_name().unwrap_or_default().to_string_lossy(), text.as_bytes())
     }
 }
 

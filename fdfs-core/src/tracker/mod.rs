@@ -20,10 +20,10 @@ use tokio::net::TcpListener;
 
 use crate::config::{ResponseIpSize, StorageIds, TrackerConfig};
 use crate::protocol::{Layout, Profile};
-use crate::server::{serve, AllowHosts, ConnectionLimits, Shutdown};
+use crate::server::{serve, ConnectionLimits, Shutdown};
 use crate::timefmt::now_unix;
 
-pub use persist::{load as load_state, save as save_state, write_atomic};
+pub use persist::{load as load_state, save as save_state};
 pub use state::{status, Cluster};
 
 /// Everything the connections share.
@@ -60,6 +60,7 @@ impl Tracker {
     pub fn new(config: TrackerConfig) -> anyhow::Result<Self> {
         let data_dir = config.base_path.join("data");
         std::fs::create_dir_all(&data_dir)?;
+        crate::durable::remove_stale_temps(&data_dir);
         let ids = if config.use_storage_id { Some(StorageIds::load(&config.storage_ids_filename)?) } else { None };
         let limits =
             state::Limits { max_groups: config.max_groups, max_storages_per_group: config.max_storages_per_group };
@@ -181,13 +182,7 @@ fn client_profile(config: &TrackerConfig, ids: Option<&StorageIds>) -> Profile {
 
 /// Serves until `shutdown`, then writes the state files.
 pub async fn run(listener: TcpListener, tracker: Arc<Tracker>, shutdown: Shutdown) {
-    let allow = match AllowHosts::parse(&tracker.config.allow_hosts) {
-        Ok(a) => a,
-        Err(e) => {
-            log::error!("allow_hosts: {e}; allowing nobody");
-            AllowHosts::parse(&["0.0.0.0/32".into()]).expect("valid")
-        }
-    };
+    let allow = tracker.config.allow_hosts.clone();
     if let Ok(a) = listener.local_addr() {
         tracker.port.store(a.port(), Ordering::Relaxed);
     }

@@ -2,7 +2,6 @@
 //! format, so a restarted tracker answers at once and a C tracker's files load too.
 //! Every file is written atomically: `<name>.tmp`, fsync, rename, fsync of the directory.
 
-use std::io::Write;
 use std::path::Path;
 
 use super::state::{status, Cluster, Group, Limits, StorageNode};
@@ -15,18 +14,6 @@ pub const SERVERS_FILE: &str = "storage_servers_new.dat";
 pub const SYNC_TIMESTAMP_FILE: &str = "storage_sync_timestamp.dat";
 pub const CHANGELOG_FILE: &str = "storage_changelog.dat";
 pub const STATUS_FILE: &str = ".tracker_status";
-
-/// Writes `content` to `dir/name` so that a crash leaves either the old or the new file.
-pub fn write_atomic(dir: &Path, name: &str, content: &[u8]) -> std::io::Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(content)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join(name))?;
-    std::fs::File::open(dir)?.sync_all()
-}
 
 fn groups_text(c: &Cluster, layout: Layout) -> String {
     let mut s = format!("[Global]\n\tgroup_count={}\n", c.groups.len());
@@ -102,11 +89,11 @@ fn sync_timestamps_text(c: &Cluster) -> String {
 /// Writes all state files.
 pub fn save(dir: &Path, c: &Cluster, with_ids: bool, layout: Layout, up_time: i64, now: i64) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    write_atomic(dir, GROUPS_FILE, groups_text(c, layout).as_bytes())?;
-    write_atomic(dir, SERVERS_FILE, servers_text(c, with_ids, layout).as_bytes())?;
-    write_atomic(dir, SYNC_TIMESTAMP_FILE, sync_timestamps_text(c).as_bytes())?;
-    write_atomic(dir, CHANGELOG_FILE, &c.changelog)?;
-    write_atomic(dir, STATUS_FILE, format!("up_time={up_time}\nlast_check_time={now}\n").as_bytes())
+    crate::durable::write_atomic(dir, GROUPS_FILE, groups_text(c, layout).as_bytes())?;
+    crate::durable::write_atomic(dir, SERVERS_FILE, servers_text(c, with_ids, layout).as_bytes())?;
+    crate::durable::write_atomic(dir, SYNC_TIMESTAMP_FILE, sync_timestamps_text(c).as_bytes())?;
+    crate::durable::write_atomic(dir, CHANGELOG_FILE, &c.changelog)?;
+    crate::durable::write_atomic(dir, STATUS_FILE, format!("up_time={up_time}\nlast_check_time={now}\n").as_bytes())
 }
 
 /// Loads what a previous run (ours or a C tracker) saved. Storages that were serving come

@@ -28,11 +28,23 @@ impl AllowHosts {
     /// Compiles the entries; an entry that is neither an address nor a resolvable name is an
     /// error naming it.
     pub fn parse(entries: &[String]) -> Result<Self, String> {
+        Self::parse_indexed(entries).map_err(|(_, why)| why)
+    }
+
+    /// As [`Self::parse`], telling which entry failed.
+    pub fn parse_indexed(entries: &[String]) -> Result<Self, (usize, String)> {
         if entries.is_empty() {
             return Ok(Self::any());
         }
         let mut rules = Vec::new();
-        for e in entries {
+        for (i, e) in entries.iter().enumerate() {
+            Self::compile_entry(e, &mut rules).map_err(|why| (i, why))?;
+        }
+        Ok(Self { rules })
+    }
+
+    fn compile_entry(e: &str, rules: &mut Vec<Rule>) -> Result<(), String> {
+        {
             let e = e.trim();
             if e == "*" {
                 rules.push(Rule::Any);
@@ -53,7 +65,7 @@ impl AllowHosts {
                 }
             }
         }
-        Ok(Self { rules })
+        Ok(())
     }
 
     pub fn allows(&self, ip: IpAddr) -> bool {
