@@ -43,6 +43,14 @@ cargo fmt --all -- --check
 
 step "cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The pure core on its own, as the nginx module links it.
+cargo clippy -p fdfs-core --no-default-features --locked -- -D warnings
+
+step "layers: the nginx module links no runtime"
+if cargo tree -p ngx-fastdfs -e normal --locked | grep -E '^[^a-z]*(tokio|clap|anyhow) v'; then
+  echo "ngx-fastdfs must not depend on tokio, clap or anyhow (fdfs-core without default features)" >&2
+  exit 1
+fi
 
 step "cargo test"
 # The e2e tests run the workspace's binaries, the module and the nginx it was built against.

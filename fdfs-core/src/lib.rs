@@ -1,20 +1,34 @@
 //! fdfs-core: the pieces every fastdfs-rs program shares — the FastDFS wire protocol, file
 //! IDs, the `.conf` files, and an async client.
+//!
+//! The layers: [`protocol`] and [`file_id`] at the bottom (pure, golden-tested), [`config`],
+//! [`http`] (the nginx module's request logic), [`durable`] and [`net`]; with the `runtime`
+//! feature (default) the async [`client`], the shared [`server`] plumbing, [`tracker`] and
+//! [`storage`] side by side (neither imports the other), and the [`tools`].
 
-pub mod client;
 pub mod config;
-pub mod daemon;
 pub mod durable;
 pub mod file_id;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
-pub mod logging;
+pub mod net;
 pub mod protocol;
-pub mod server;
-pub mod storage;
 pub mod timefmt;
+
+#[cfg(feature = "runtime")]
+pub mod client;
+#[cfg(feature = "runtime")]
+pub mod daemon;
+#[cfg(feature = "runtime")]
+pub mod logging;
+#[cfg(feature = "runtime")]
+pub mod server;
+#[cfg(feature = "runtime")]
+pub mod storage;
+#[cfg(feature = "runtime")]
 pub mod tools;
+#[cfg(feature = "runtime")]
 pub mod tracker;
 
 #[cfg(test)]

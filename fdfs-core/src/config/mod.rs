@@ -3,9 +3,9 @@
 //! Each file type has a `load(path)` and a `from_ini(&Ini)`; unknown keys are ignored, as the C
 //! daemons do, so a config written for any FastDFS release loads.
 
+pub mod allow;
 mod client;
 mod http;
-pub mod allow;
 pub mod ini;
 mod mod_fastdfs;
 mod storage;

@@ -171,21 +171,6 @@ pub fn source_url(host: &str, port: u16, unparsed_uri: &str) -> String {
     format!("http://{host}{port}{unparsed_uri}{sep}redirect=1")
 }
 
-/// This host's interface addresses (what the original reads with `if_alias_prefix`).
-pub fn interface_ips() -> Vec<IpAddr> {
-    let Ok(addrs) = nix::ifaddrs::getifaddrs() else { return Vec::new() };
-    addrs
-        .filter_map(|a| a.address)
-        .filter_map(|s| {
-            if let Some(v4) = s.as_sockaddr_in() {
-                Some(IpAddr::V4(v4.ip()))
-            } else {
-                s.as_sockaddr_in6().map(|v6| IpAddr::V6(v6.ip()))
-            }
-        })
-        .collect()
-}
-
 impl Settings {
     /// Loads mod_fastdfs.conf (and its storage_ids.conf when IDs are in use). With
     /// `load_fdfs_parameters_from_tracker`, `storage_sync_file_max_delay`, `use_storage_id` and
@@ -213,32 +198,39 @@ impl Settings {
         if ids.is_none() && config.use_storage_id {
             ids = Some(StorageIds::load(&config.storage_ids_filename)?);
         }
-        Ok((Self { config, ids, local_ips: interface_ips() }, warning))
+        Ok((Self { config, ids, local_ips: crate::net::interface_ips() }, warning))
     }
 }
 
-/// Asks the trackers (PARAMETER_REQ, then FETCH_STORAGE_IDS) on a short-lived runtime: this
-/// runs while nginx reads its configuration, never in a worker.
+/// Asks the trackers (PARAMETER_REQ, then FETCH_STORAGE_IDS) with blocking sockets: this runs
+/// while nginx reads its configuration, never in a worker, and the module links no runtime.
 fn from_tracker(config: &ModFastdfsConfig) -> Result<(u64, bool, Vec<String>), String> {
-    if config.tracker_servers.is_empty() {
-        return Err("no tracker_server".into());
+    use crate::protocol::report::{FetchStorageIdsReq, StorageIdsPage};
+    use crate::protocol::{Command, Profile};
+    let call = |cmd, body: &[u8]| {
+        crate::net::call_blocking(&config.tracker_servers, cmd, body, config.connect_timeout, config.network_timeout)
+    };
+    let text = String::from_utf8_lossy(&call(Command::StorageParameterReq, &[])?).into_owned();
+    let get = |k: &str| {
+        text.lines().find_map(|l| l.split_once('=').filter(|(key, _)| key.trim() == k)).map(|(_, v)| v.trim())
+    };
+    let delay = get("storage_sync_file_max_delay").and_then(|v| v.parse().ok()).unwrap_or(86400);
+    let use_ids = get("use_storage_id") == Some("1");
+    let mut lines: Vec<String> = Vec::new();
+    if !use_ids {
+        return Ok((delay, false, lines));
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        let pool = std::sync::Arc::new(crate::client::Pool::new(
-            config.connect_timeout,
-            config.network_timeout,
-            std::time::Duration::from_secs(60),
-            false,
-        ));
-        let t = crate::client::TrackerClient::new(config.tracker_servers.clone(), pool);
-        let params = t.parameters().await.map_err(|e| e.to_string())?;
-        let get = |k: &str| params.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-        let delay = get("storage_sync_file_max_delay").and_then(|v| v.parse().ok()).unwrap_or(86400);
-        let use_ids = get("use_storage_id").as_deref() == Some("1");
-        let lines = if use_ids { t.storage_ids().await.map_err(|e| e.to_string())? } else { Vec::new() };
-        Ok((delay, use_ids, lines))
-    })
+    loop {
+        let req = FetchStorageIdsReq { start_index: lines.len() as i32, allow_empty: false };
+        let page = StorageIdsPage::decode(&call(Command::StorageFetchStorageIds, &req.encode(Profile::CLASSIC))?)
+            .map_err(|e| e.to_string())?;
+        let got = page.lines.len();
+        lines.extend(page.lines);
+        if got == 0 || lines.len() >= page.total as usize {
+            break;
+        }
+    }
+    Ok((delay, use_ids, lines))
 }
 
 #[cfg(test)]

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::config::AllowHosts;
 use super::stream::PeerStream;
+use crate::config::AllowHosts;
 
 /// Broadcasts "stop" to every task that holds a receiver.
 #[derive(Debug, Clone)]

@@ -84,7 +84,7 @@ impl Tracker {
             candidate: RwLock::new(None),
             leader_epoch: AtomicU64::new(0),
             port: AtomicU16::new(config.port),
-            own_ips: crate::http::interface_ips().iter().map(|ip| ip.to_string()).collect(),
+            own_ips: crate::net::interface_ips().iter().map(|ip| ip.to_string()).collect(),
             conns: Default::default(),
             follower_pings: Default::default(),
             data_dir,
