@@ -87,6 +87,13 @@ impl Daemon {
         self.child.as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
+    /// Sends SIGTERM without waiting (to watch what a stopping daemon does).
+    pub fn signal_term(&self) {
+        if let Some(c) = &self.child {
+            let _ = kill(Pid::from_raw(c.id() as i32), Signal::SIGTERM);
+        }
+    }
+
     /// SIGTERM and wait (SIGKILL after 30 s, and the test fails: a daemon must stop cleanly).
     pub fn stop(&mut self) {
         if let Some(child) = self.child.take() {

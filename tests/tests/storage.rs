@@ -453,3 +453,35 @@ fn walk_files(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// A stop signal lets requests in flight finish: an upload half sent when SIGTERM arrives is
+/// completed and acknowledged, and the file is there after the restart.
+#[tokio::test]
+async fn a_stopping_storage_finishes_the_upload_in_flight() {
+    let mut cl = Cluster::start("", &["127.0.0.2"], "").await;
+    let addr = cl.storages[0].addr();
+    let data = payload(2 << 20, 9);
+    let head = UploadHead { store_path_index: 0, file_size: data.len() as u64, ext: "bin".into() }.encode_head();
+    let mut s = TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut req = Header::request(Command::UploadFile, head.len() + data.len()).encode().to_vec();
+    req.extend_from_slice(&head);
+    req.extend_from_slice(&data[..data.len() / 2]);
+    s.write_all(&req).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    cl.storages[0].daemon.signal_term();
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(&data[data.len() / 2..]).unwrap();
+    let mut raw = [0u8; 10];
+    s.read_exact(&mut raw).unwrap();
+    let h = Header::decode(&raw, 1 << 20).unwrap();
+    assert_eq!(h.status, 0, "the upload in flight was completed");
+    let mut body = vec![0u8; h.pkg_len as usize];
+    s.read_exact(&mut body).unwrap();
+    let id = fdfs_core::protocol::storage::FileIdResp::decode(&body).unwrap();
+    let t = cl.tracker.addr();
+    cl.storages[0].daemon.stop();
+    cl.storages[0].restart(&t, false).await;
+    let got = cl.client().storage.download(&cl.storages[0].addr(), &id.group, &id.filename, 0, 0).await.unwrap();
+    assert_eq!(crc32fast::hash(&got), crc32fast::hash(&data));
+}

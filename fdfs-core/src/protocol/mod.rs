@@ -19,6 +19,7 @@ pub mod peer;
 pub mod profile;
 pub mod report;
 pub mod stat;
+pub mod status;
 pub mod storage;
 pub mod tracker;
 pub(crate) mod wire;
@@ -27,6 +28,7 @@ pub use codec::{DecodeError, DecodeResult};
 pub use command::{Command, Status};
 pub use header::{Header, HEADER_LEN, RESP_CMD};
 pub use profile::{Layout, Profile};
+pub use status::StorageStatus;
 
 /// `FDFS_GROUP_NAME_MAX_LEN`: the group field of most bodies.
 pub const GROUP_LEN: usize = 16;

@@ -136,7 +136,7 @@ pub async fn serve<F, Fut>(
     let mut refusals = RefusalLog::default();
     loop {
         let accepted = tokio::select! {
-            _ = shutdown.wait() => return,
+            _ = shutdown.wait() => break,
             r = listener.accept() => r,
         };
         let (sock, peer) = match accepted {
@@ -167,4 +167,18 @@ pub async fn serve<F, Fut>(
             drop(permit);
         });
     }
+    // Stop accepting, then let requests in flight finish: idle connections see the shutdown
+    // and leave at once, busy ones after their request (bounded, so a stuck peer cannot hold
+    // the daemon; what is cut then is rolled back or cleaned up at the next start).
+    drop(listener);
+    let all = u32::try_from(max_connections.max(1)).unwrap_or(u32::MAX);
+    if tokio::time::timeout(DRAIN, permits.acquire_many(all)).await.is_err() {
+        log::warn!(
+            "{} connection(s) still busy {DRAIN:?} after the stop signal; stopping anyway",
+            all as usize - permits.available_permits()
+        );
+    }
 }
+
+/// How long a stopping daemon waits for requests in flight.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);

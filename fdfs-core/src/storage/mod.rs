@@ -129,7 +129,7 @@ impl StorageServer {
             my_ip: RwLock::new(my_ip),
             server_id: RwLock::new(None),
             init: Mutex::new(init),
-            status: AtomicU8::new(crate::tracker::status::NONE),
+            status: AtomicU8::new(crate::protocol::status::NONE),
             peers: RwLock::new(Vec::new()),
             up_time: now,
             file_locks: locks::FileLocks::default(),

@@ -11,10 +11,10 @@ use crate::client::reporter::ReportConnection;
 use crate::client::{ClientError, ClientResult};
 use crate::config::{ReservedSpace, ServerAddr};
 use crate::protocol::report::{ChangeNotify, JoinReq, JoinResp, PathUsage, SyncSource, SyncTimestamp};
+use crate::protocol::status;
 use crate::protocol::{Layout, Profile, Status};
 use crate::server::Shutdown;
 use crate::timefmt::now_unix;
-use crate::tracker::status;
 
 pub async fn report_loop(srv: Arc<StorageServer>, tracker: ServerAddr, mut shutdown: Shutdown) {
     let retry = srv.config.heart_beat_interval.clamp(Duration::from_millis(200), Duration::from_secs(5));

@@ -18,10 +18,10 @@ use crate::client::{ClientError, Connection};
 use crate::config::Ini;
 use crate::protocol::peer::{ReportServerId, SyncDeleteReq, SyncFileHead, SyncLinkReq, SyncRangeHead, SyncTruncateReq};
 use crate::protocol::report::Brief;
+use crate::protocol::status;
 use crate::protocol::storage::StreamedHead;
 use crate::protocol::{Command, Profile, Status};
 use crate::server::Shutdown;
-use crate::tracker::status;
 
 /// Where a destination is in our binlog (`<peer>.mark`, 7 keys as FastDFS writes them).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

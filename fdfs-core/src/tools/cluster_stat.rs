@@ -3,9 +3,9 @@
 
 use std::fmt::Write;
 
+use crate::protocol::status;
 use crate::protocol::tracker::{StorageClusterStat, TrackerClusterStat, VolumeStat, VolumeStats};
 use crate::timefmt::datetime;
-use crate::tracker::status;
 
 /// `fdfs_tracker_stat`; `detail` is `-d`.
 pub fn trackers(list: &[TrackerClusterStat], detail: bool) -> String {

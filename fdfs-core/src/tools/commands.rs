@@ -374,7 +374,7 @@ pub fn storage_stat(args: &[String]) -> Result<ExitCode> {
         match f {
             'A' | 'N' => {
                 req.filter_by |= 2;
-                req.status = crate::tracker::status::ACTIVE;
+                req.status = crate::protocol::status::ACTIVE;
                 req.op_type = if *f == 'A' { b'=' } else { b'!' };
             }
             'T' | 't' => (req.filter_by, req.is_trunk_server) = (req.filter_by | 1, (*f == 'T') as u8),

@@ -4,8 +4,8 @@ use std::fmt::Write;
 
 use super::commas;
 use crate::protocol::stat::{Counters, GroupStat, StorageStat};
+use crate::protocol::status;
 use crate::timefmt::datetime;
-use crate::tracker::status;
 
 pub fn group_report(index: usize, g: &GroupStat, storages: &[StorageStat]) -> String {
     let mut s = String::new();

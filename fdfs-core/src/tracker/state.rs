@@ -8,39 +8,7 @@ use crate::protocol::report::{Brief, JoinReq, PathUsage, SyncTimestamp};
 use crate::protocol::stat::{GroupStat, StatBuff, StorageStat};
 use crate::protocol::{valid_group_name, Layout, Profile, Status};
 
-/// Storage status values.
-pub mod status {
-    pub const INIT: u8 = 0;
-    pub const WAIT_SYNC: u8 = 1;
-    pub const SYNCING: u8 = 2;
-    pub const IP_CHANGED: u8 = 3;
-    pub const DELETED: u8 = 4;
-    pub const OFFLINE: u8 = 5;
-    pub const ONLINE: u8 = 6;
-    pub const ACTIVE: u8 = 7;
-    pub const RECOVERY: u8 = 9;
-    pub const NONE: u8 = 99;
-
-    pub fn name(s: u8) -> &'static str {
-        match s {
-            INIT => "INIT",
-            WAIT_SYNC => "WAIT_SYNC",
-            SYNCING => "SYNCING",
-            IP_CHANGED => "IP_CHANGED",
-            DELETED => "DELETED",
-            OFFLINE => "OFFLINE",
-            ONLINE => "ONLINE",
-            ACTIVE => "ACTIVE",
-            RECOVERY => "RECOVERY",
-            _ => "UNKNOWN",
-        }
-    }
-
-    /// OFFLINE, ONLINE and ACTIVE: the data is complete.
-    pub fn available(s: u8) -> bool {
-        matches!(s, OFFLINE | ONLINE | ACTIVE)
-    }
-}
+pub use crate::protocol::status;
 
 use status::*;
 
