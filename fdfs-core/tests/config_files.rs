@@ -134,3 +134,23 @@ fn values_are_validated_once_at_load() {
     let c = TrackerConfig::load(&t).unwrap();
     assert!(c.allow_hosts.allows("127.0.0.2".parse().unwrap()) && !c.allow_hosts.allows("127.0.0.4".parse().unwrap()));
 }
+
+#[test]
+fn keys_without_effect_are_warned_about_once_and_defaults_are_not() {
+    // Our samples set every such key to its default: no warning.
+    assert!(TrackerConfig::load(&shipped("tracker.conf")).unwrap().warnings.is_empty());
+    assert!(StorageConfig::load(&shipped("storage.conf")).unwrap().warnings.is_empty());
+    // The C 6.x sample turns two of them on.
+    let w = TrackerConfig::load(&original("tracker.conf")).unwrap().warnings;
+    assert_eq!(w.len(), 2, "{w:?}");
+    assert!(w[0].contains("compress_error_log_days_before") && w[1].contains("use_connection_pool"), "{w:?}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("storage.conf");
+    std::fs::write(&p, "base_path=/tmp\nrun_by_user = fdfs\ncheck_file_duplicate = 1\nnetwork_timeout = 0\n").unwrap();
+    let w = StorageConfig::load(&p).unwrap().warnings;
+    assert_eq!(w.len(), 3, "{w:?}");
+    assert!(
+        w.iter().any(|w| w.contains("storage.conf:3: check_file_duplicate") && w.contains("de-duplication")),
+        "{w:?}"
+    );
+}

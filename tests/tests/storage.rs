@@ -485,3 +485,14 @@ async fn a_stopping_storage_finishes_the_upload_in_flight() {
     let got = cl.client().storage.download(&cl.storages[0].addr(), &id.group, &id.filename, 0, 0).await.unwrap();
     assert_eq!(crc32fast::hash(&got), crc32fast::hash(&data));
 }
+
+/// A C key that fastdfs-rs accepts without acting on it is reported once at startup.
+#[tokio::test]
+async fn keys_without_effect_are_reported_at_startup() {
+    let cl = Cluster::start("", &["127.0.0.2"], "sync_start_time = 02:00\ncheck_file_duplicate = 1").await;
+    let log = std::fs::read_to_string(cl.storages[0].base().join("fdfs_storaged.stderr")).unwrap();
+    for key in ["sync_start_time", "check_file_duplicate"] {
+        let lines = log.lines().filter(|l| l.contains(&format!(": {key}: ")) && l.contains("no effect")).count();
+        assert_eq!(lines, 1, "{key} reported once:\n{log}");
+    }
+}

@@ -29,6 +29,9 @@ fn real_main() -> Result<()> {
     let foreground = std::env::var_os("FDFS_DAEMONIZED").is_none();
     fdfs_core::logging::init(&config.base_path.join("logs"), "trackerd", config.log_level, foreground)
         .with_context(|| format!("opening the log in {}", config.base_path.display()))?;
+    for w in &config.warnings {
+        log::warn!("{w}");
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.work_threads.clamp(1, 64))
         .enable_all()

@@ -25,11 +25,14 @@ pub struct Entry {
 pub struct Ini {
     pub path: PathBuf,
     pub entries: Vec<Entry>,
+    /// What reading the values found worth telling the operator (the daemons log these once
+    /// their log is open).
+    warnings: std::cell::RefCell<Vec<String>>,
 }
 
 impl Ini {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut ini = Ini { path: path.to_owned(), entries: Vec::new() };
+        let mut ini = Ini { path: path.to_owned(), entries: Vec::new(), warnings: Default::default() };
         ini.load_into(path, None, 0)?;
         Ok(ini)
     }
@@ -43,7 +46,7 @@ impl Ini {
             return Err(ConfigError::Syntax { file: path.to_owned(), line: 0, msg: "file too large".into() });
         }
         let text = String::from_utf8_lossy(&std::fs::read(path).map_err(io)?).into_owned();
-        let mut ini = Ini { path: path.to_owned(), entries: Vec::new() };
+        let mut ini = Ini { path: path.to_owned(), entries: Vec::new(), warnings: Default::default() };
         let mut section = None;
         ini.parse_lines(&text, path, &mut section, 0, true)?;
         Ok(ini)
@@ -51,7 +54,7 @@ impl Ini {
 
     /// Parses text as if it were the file `path` (includes resolve relative to it).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut ini = Ini { path: path.to_owned(), entries: Vec::new() };
+        let mut ini = Ini { path: path.to_owned(), entries: Vec::new(), warnings: Default::default() };
         let mut section = None;
         ini.parse_into(text, path, &mut section, 0)?;
         Ok(ini)
@@ -138,6 +141,15 @@ impl Ini {
         Ok(())
     }
 
+    pub fn warn(&self, msg: String) {
+        self.warnings.borrow_mut().push(msg);
+    }
+
+    /// The warnings gathered so far, for the config struct to carry.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut self.warnings.borrow_mut())
+    }
+
     /// Typed access to the keys of one section (`None` = before any section).
     pub fn section(&self, section: Option<&str>) -> Keys<'_> {
         Keys { ini: self, section: section.map(str::to_owned) }
@@ -161,6 +173,12 @@ pub struct Keys<'a> {
 }
 
 impl<'a> Keys<'a> {
+    /// Notes a warning about `key` (with its file and line when present).
+    pub fn warn(&self, key: &str, msg: &str) {
+        let at = self.entry(key).map(|e| format!("{}:{}: ", e.file.display(), e.line)).unwrap_or_default();
+        self.ini.warn(format!("{at}{key}: {msg}"));
+    }
+
     /// The first value of `key` (libfastcommon returns the first of repeated single keys).
     pub fn entry(&self, key: &str) -> Option<&'a Entry> {
         self.ini.entries.iter().find(|e| e.key == key && e.section == self.section)

@@ -11,6 +11,7 @@ mod mod_fastdfs;
 mod storage;
 mod storage_ids;
 mod tracker;
+pub mod unsupported;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -197,7 +198,7 @@ pub(crate) fn seconds(keys: &Keys<'_>, key: &str, default: i64) -> Result<Durati
 pub(crate) fn timeout(keys: &Keys<'_>, key: &str, default: i64) -> Result<Duration, ConfigError> {
     let v = keys.int(key, default)?;
     let secs = if v <= 0 {
-        log::warn!("{key} = {v} is not a timeout; using {default} s as FastDFS does");
+        keys.warn(key, &format!("{v} is not a timeout; using {default} s as FastDFS does"));
         default
     } else {
         v.min(i64::from(u32::MAX))

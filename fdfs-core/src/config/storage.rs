@@ -10,6 +10,9 @@ use super::{log_level, seconds, store_paths, tracker_servers, ConfigError, Ini, 
 /// Settings of `fdfs_storaged`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StorageConfig {
+    /// What loading found worth telling the operator (logged once the log is open): keys
+    /// accepted without effect, values replaced by defaults.
+    pub warnings: Vec<String>,
     pub disabled: bool,
     /// May be empty only with storage IDs (fetched from the tracker).
     pub group_name: String,
@@ -92,7 +95,8 @@ impl StorageConfig {
             (0..count).map(|i| k.bool(&format!("store_path{i}_readonly"), false)).collect::<Result<_, _>>()?;
         let access_log = ini.has_section("access-log") && ini.section(Some("access-log")).bool("enabled", false)?;
         let max_connections = k.int_in("max_connections", 256, 1..=1_000_000)? as usize;
-        Ok(Self {
+        let config = Self {
+            warnings: Vec::new(),
             disabled: k.bool("disabled", false)?,
             group_name: k.string("group_name", ""),
             bind_addr: k.string("bind_addr", ""),
@@ -156,6 +160,8 @@ impl StorageConfig {
             )?,
             http_domain_name: k.string("http.domain_name", ""),
             http_server_port: k.int_in("http.server_port", 8888, 1..=65535)? as u16,
-        })
+        };
+        super::unsupported::check(&k, super::unsupported::STORAGE);
+        Ok(Self { warnings: ini.take_warnings(), ..config })
     }
 }

@@ -32,6 +32,9 @@ impl ResponseIpSize {
 /// Settings of `fdfs_trackerd`. Defaults are those of the C code when a key is absent.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TrackerConfig {
+    /// What loading found worth telling the operator (logged once the log is open): keys
+    /// accepted without effect, values replaced by defaults.
+    pub warnings: Vec<String>,
     pub disabled: bool,
     /// Empty = all addresses.
     pub bind_addr: String,
@@ -118,7 +121,8 @@ impl TrackerConfig {
         }
         let dir = ini.path.parent().unwrap_or(Path::new("."));
         let max_connections = k.int_in("max_connections", 256, 1..=1_000_000)? as usize;
-        Ok(Self {
+        let config = Self {
+            warnings: Vec::new(),
             disabled: k.bool("disabled", false)?,
             bind_addr: k.string("bind_addr", ""),
             port: k.int_in("port", 22122, 0..=65535)? as u16,
@@ -179,6 +183,8 @@ impl TrackerConfig {
             connection_pool_max_idle_time: seconds(&k, "connection_pool_max_idle_time", 3600)?,
             sync_log_buff_interval: seconds(&k, "sync_log_buff_interval", 1)?,
             http_server_port: k.int_in("http.server_port", 8080, 1..=65535)? as u16,
-        })
+        };
+        super::unsupported::check(&k, super::unsupported::TRACKER);
+        Ok(Self { warnings: ini.take_warnings(), ..config })
     }
 }

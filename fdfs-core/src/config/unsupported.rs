@@ -1,0 +1,133 @@
+//! The keys of the C sample configs that fastdfs-rs accepts but does not act on, in one table
+//! per file. A key set to anything but its FastDFS default gets one warning at startup saying
+//! what fastdfs-rs does instead, so no setting is ignored silently. Every other key of the C
+//! samples is honoured (README: "Protocol generations" and the nginx-conf samples).
+
+use super::ini::{parse_bool, parse_size, Keys};
+
+/// One accepted-but-not-acted-on key.
+#[derive(Debug, Clone, Copy)]
+pub struct Unsupported {
+    pub key: &'static str,
+    /// The C default, in the form the sample writes it.
+    pub default: &'static str,
+    /// What fastdfs-rs does instead.
+    pub instead: &'static str,
+}
+
+const fn u(key: &'static str, default: &'static str, instead: &'static str) -> Unsupported {
+    Unsupported { key, default, instead }
+}
+
+const LOGS: &str = "not supported yet: logs go to <base_path>/logs without rotation (reopen on restart)";
+const THREADS: &str = "not needed: the async runtime sizes its threads from work_threads";
+const TRUNK: &str = "trunk files are not supported yet; small files are stored as normal files";
+
+/// Keys shared by both daemons' files.
+const COMMON: &[Unsupported] = &[
+    u("address_family", "auto", "listening follows bind_addr"),
+    u("use_io_uring", "false", "not supported: epoll through tokio"),
+    u("accept_threads", "1", THREADS),
+    u("thread_stack_size", "256KB", THREADS),
+    u("min_buff_size", "8KB", "not needed: buffers are sized per request"),
+    u("run_by_group", "", "not supported yet: the daemon keeps the user it was started as"),
+    u("run_by_user", "", "not supported yet: the daemon keeps the user it was started as"),
+    u("rotate_error_log", "false", LOGS),
+    u("error_log_rotate_time", "00:00", LOGS),
+    u("rotate_error_log_size", "0", LOGS),
+    u("log_file_keep_days", "0", LOGS),
+    u("log_file_rotate_everyday", "false", LOGS),
+    u("compress_old_error_log", "false", LOGS),
+    u("compress_error_log_days_before", "0", LOGS),
+    u("use_connection_pool", "false", "not needed: connections between daemons are kept open"),
+    u("connection_pool_max_idle_time", "3600", "not needed: connections between daemons are kept open"),
+];
+
+/// tracker.conf.
+pub const TRACKER: &[Unsupported] = &[
+    u("sync_log_buff_interval", "1", "not needed: state files are written when they change"),
+    u("use_trunk_file", "false", TRUNK),
+    u("trunk_init_check_occupying", "false", TRUNK),
+    u("trunk_init_reload_from_binlog", "false", TRUNK),
+    u("store_slave_file_use_link", "false", "not supported yet: slave files are stored as files"),
+];
+
+/// storage.conf.
+pub const STORAGE: &[Unsupported] = &[
+    u("disk_rw_separated", "true", "not needed: disk I/O runs on the blocking pool"),
+    u("disk_reader_threads", "1", "not needed: disk I/O runs on the blocking pool"),
+    u("disk_writer_threads", "1", "not needed: disk I/O runs on the blocking pool"),
+    u("sync_wait_msec", "50", "not needed: a new binlog record wakes the replication senders at once"),
+    u("sync_start_time", "00:00", "not supported yet: replication runs all day"),
+    u("sync_end_time", "23:59", "not supported yet: replication runs all day"),
+    u("disk_recovery_threads", "3", "not supported yet: no disk recovery"),
+    u("fsync_after_written_bytes", "0", "every file is fsynced before the upload is answered"),
+    u("sync_log_buff_interval", "1", "not needed: every binlog record is synced before the answer"),
+    u("sync_binlog_buff_interval", "1", "not needed: every binlog record is synced before the answer"),
+    u("if_alias_prefix", "", "not supported: every interface address counts as this host's"),
+    u("check_file_duplicate", "0", "not supported yet: no de-duplication"),
+    u("file_signature_method", "hash", "not supported yet: no de-duplication"),
+    u("key_namespace", "FastDFS", "not supported yet: no de-duplication"),
+    u("keep_alive", "0", "not supported yet: no de-duplication"),
+    u("use_access_log", "false", "not supported yet: no access log"),
+    u("rotate_access_log", "false", LOGS),
+    u("access_log_rotate_time", "00:00", LOGS),
+    u("rotate_access_log_size", "0", LOGS),
+    u("compress_old_access_log", "false", LOGS),
+    u("compress_access_log_days_before", "0", LOGS),
+    u("compress_binlog", "false", "not supported yet: binlogs are kept uncompressed"),
+    u("compress_binlog_time", "01:30", "not supported yet: binlogs are kept uncompressed"),
+    u("check_store_path_mark", "true", "not supported yet: store paths are not checked for their mark"),
+];
+
+/// A value in a comparable form: booleans as 0/1, sizes as bytes.
+fn normal(v: &str) -> String {
+    let t = v.trim();
+    let l = t.to_ascii_lowercase();
+    if matches!(l.as_str(), "true" | "yes" | "on" | "false" | "no" | "off") {
+        return (parse_bool(&l) as u8).to_string();
+    }
+    parse_size(t).map_or(l, |n| n.to_string())
+}
+
+/// Notes a warning for every key of `table` (and the common ones) set to a non-default value.
+pub fn check(keys: &Keys<'_>, table: &[Unsupported]) {
+    for k in COMMON.iter().chain(table) {
+        if let Some(e) = keys.entry(k.key) {
+            if normal(&e.value) != normal(k.default) {
+                keys.warn(k.key, &format!("{:?} is accepted but has no effect ({})", e.value, k.instead));
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Ini;
+
+    #[test]
+    fn only_non_default_values_warn() {
+        let ini = Ini::parse(
+            "use_trunk_file = no\nrun_by_user = fdfs\nthread_stack_size = 256K\nsync_start_time = 01:00\nport = 1\n",
+            std::path::Path::new("storage.conf"),
+        )
+        .unwrap();
+        check(&ini.global(), STORAGE);
+        let w = ini.take_warnings();
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].starts_with("storage.conf:2: run_by_user: \"fdfs\""), "{w:?}");
+        assert!(w[1].contains("sync_start_time"), "{w:?}");
+    }
+
+    #[test]
+    fn tables_name_no_key_twice() {
+        for table in [TRACKER, STORAGE] {
+            let mut keys: Vec<&str> = COMMON.iter().chain(table).map(|k| k.key).collect();
+            keys.sort();
+            let n = keys.len();
+            keys.dedup();
+            assert_eq!(keys.len(), n);
+        }
+    }
+}
