@@ -225,12 +225,19 @@ pub struct StorageProc {
     pub daemon: Daemon,
     pub dir: tempfile::TempDir,
     pub ip: String,
+    /// How the tracker names it: its storage ID, or its address.
+    pub id: String,
     pub group: String,
 }
 
 impl StorageProc {
     /// Starts and waits until the tracker lists it ACTIVE.
     pub async fn start(tracker: &str, ip: &str, extra_conf: &str) -> Self {
+        Self::start_as(tracker, ip, ip, extra_conf).await
+    }
+
+    /// As [`Self::start`], for a storage the tracker knows by the storage ID `id`.
+    pub async fn start_as(tracker: &str, ip: &str, id: &str, extra_conf: &str) -> Self {
         let dir = tempfile::Builder::new().prefix("fdfs-storage-").tempdir().unwrap();
         let base = dir.path().join("storage");
         std::fs::create_dir_all(&base).unwrap();
@@ -254,7 +261,7 @@ impl StorageProc {
             .lines()
             .find_map(|l| l.split_once('=').filter(|(k, _)| k.trim() == "group_name").map(|(_, v)| v.trim().to_owned()))
             .unwrap_or_else(|| "group1".to_owned());
-        let s = Self { daemon, dir, ip: ip.to_owned(), group };
+        let s = Self { daemon, dir, ip: ip.to_owned(), id: id.to_owned(), group };
         s.wait_active(tracker).await;
         s
     }
@@ -269,7 +276,7 @@ impl StorageProc {
 
     pub async fn wait_active(&self, tracker: &str) {
         let c = client_for(tracker);
-        let id = self.ip.clone();
+        let id = self.id.clone();
         eventually(Duration::from_secs(20), "storage ACTIVE at the tracker", || {
             let (c, id, group) = (&c, id.clone(), self.group.clone());
             async move {

@@ -496,3 +496,22 @@ async fn keys_without_effect_are_reported_at_startup() {
         assert_eq!(lines, 1, "{key} reported once:\n{log}");
     }
 }
+
+/// `use_storage_id` with `id_type_in_filename = id`, and a storage.conf without `server_id`
+/// (normal for configs older than 6.11): the storage learns its ID from the tracker and new
+/// file names carry it.
+#[tokio::test]
+async fn a_storage_without_server_id_learns_it_and_names_files_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = dir.path().join("storage_ids.conf");
+    std::fs::write(&ids, "100001 group1 127.0.0.2\n").unwrap();
+    let conf = format!("use_storage_id = true\nstorage_ids_filename = {}\nid_type_in_filename = id\n", ids.display());
+    let tracker = fdfs_e2e::TrackerProc::start(&conf);
+    let t = tracker.addr();
+    let s = StorageProc::start_as(&t, "127.0.0.2", "100001", "").await;
+    let c = fdfs_e2e::client_for(&t);
+    let r = c.storage.upload(&s.addr(), UploadKind::Normal, -1, "txt", Content::Bytes(b"by id")).await.unwrap();
+    let id = FileId::parse(&r.file_id()).unwrap();
+    assert_eq!(id.remote.info().source, fdfs_core::file_id::Source::ServerId(100001), "{}", r.file_id());
+    assert_eq!(&c.download(&r.file_id(), 0, 0).await.unwrap()[..], b"by id");
+}

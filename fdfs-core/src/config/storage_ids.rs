@@ -142,6 +142,14 @@ impl StorageIds {
             .find(|e| e.group == group && e.hosts.iter().any(|h| h == ip) && e.port.is_none_or(|p| p == port))
     }
 
+    /// As [`Self::find`]; without a port any entry of that address matches.
+    pub fn find_addr(&self, group: &str, ip: &str, port: Option<u16>) -> Option<&StorageIdEntry> {
+        match port {
+            Some(p) => self.find(group, ip, p),
+            None => self.entries.iter().find(|e| e.group == group && e.hosts.iter().any(|h| h == ip)),
+        }
+    }
+
     /// Matches by address and port in any group (GET_GROUP_NAME).
     pub fn find_any_group(&self, ip: &str, port: u16) -> Option<&StorageIdEntry> {
         self.entries.iter().find(|e| e.hosts.iter().any(|h| h == ip) && e.port.is_none_or(|p| p == port || port == 0))

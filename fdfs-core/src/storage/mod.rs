@@ -69,7 +69,8 @@ pub struct StorageServer {
     pub params: RwLock<TrackerParams>,
     /// This storage's address as the trackers see it: what new file names embed.
     pub my_ip: RwLock<String>,
-    /// The numeric storage ID (names embed it with `id_type_in_filename = id`).
+    /// The numeric storage ID (names embed it with `id_type_in_filename = id`): `server_id`
+    /// from storage.conf, or learnt from the tracker's table (GET_SERVER_ID).
     pub server_id: RwLock<Option<u32>>,
     pub init: Mutex<InitFlag>,
     /// The status the trackers hold for us.
@@ -127,7 +128,7 @@ impl StorageServer {
             data_dir,
             params: RwLock::new(TrackerParams::default()),
             my_ip: RwLock::new(my_ip),
-            server_id: RwLock::new(None),
+            server_id: RwLock::new(config.server_id.parse().ok()),
             init: Mutex::new(init),
             status: AtomicU8::new(crate::protocol::status::NONE),
             peers: RwLock::new(Vec::new()),
@@ -157,6 +158,18 @@ impl StorageServer {
 
     pub fn status(&self) -> u8 {
         self.status.load(Ordering::Relaxed)
+    }
+
+    /// How the trackers and the group's members name this storage: its storage ID when IDs are
+    /// in use, else its address.
+    pub fn my_id(&self) -> String {
+        if !self.config.server_id.is_empty() {
+            return self.config.server_id.clone();
+        }
+        match *self.server_id.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(id) if self.params().use_storage_id => id.to_string(),
+            _ => self.my_ip.read().unwrap_or_else(|e| e.into_inner()).clone(),
+        }
     }
 
     /// The generation `tracker` (`host:port`) last accepted our JOIN in.

@@ -491,8 +491,19 @@ pub async fn write_at(
     let mut left = len;
     while left > 0 {
         let want = buf.len().min(left as usize);
-        let n = read_timed(src, &mut buf[..want], &timer).await.map_err(io)?;
-        f.write_all(&buf[..n]).await.map_err(io)?;
+        let n = match read_timed(src, &mut buf[..want], &timer).await {
+            Ok(n) => n,
+            Err(e) => {
+                // tokio's File writes in the background: wait for the last write to land, or
+                // it could land after the caller rolled the file back.
+                let _ = f.flush().await;
+                return Err(io(e));
+            }
+        };
+        if let Err(e) = f.write_all(&buf[..n]).await {
+            let _ = f.flush().await;
+            return Err(io(e));
+        }
         left -= n as u64;
     }
     f.sync_all().await.map_err(io)?;

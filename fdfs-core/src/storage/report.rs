@@ -123,6 +123,9 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
             *srv.my_ip.write().unwrap_or_else(|e| e.into_inner()) = my_ip.clone();
         }
         let my_ip = srv.my_ip.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if srv.params().use_storage_id && c.server_id.is_empty() {
+            learn_server_id(srv, &mut conn, layout, &my_ip).await?;
+        }
         let init = srv.init.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let known = srv.status();
         let req = JoinReq {
@@ -138,7 +141,7 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
             domain_name: c.http_domain_name.clone(),
             init_flag: !init.sync_old_done,
             status: if known == status::NONE { 0 } else { known as i8 },
-            storage_id: c.server_id.clone(),
+            storage_id: if srv.params().use_storage_id { srv.my_id() } else { String::new() },
             current_tracker_ip: tracker.hosts[0].clone(),
             trackers: c.tracker_servers.iter().map(|t| t.to_string()).collect(),
         };
@@ -157,6 +160,41 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
     Err(refused.expect("at least one generation was tried"))
 }
 
+/// 70 GET_SERVER_ID: a storage.conf without `server_id` (normal before 6.11) learns the ID the
+/// tracker's storage_ids.conf gives its address, as the C storage does; file names embed it
+/// with `id_type_in_filename = id`.
+async fn learn_server_id(
+    srv: &StorageServer,
+    conn: &mut ReportConnection,
+    layout: Layout,
+    my_ip: &str,
+) -> ClientResult<()> {
+    use crate::protocol::report::StorageLookupReq;
+    use crate::protocol::Command;
+    // 6.16 names the storage by `ip:port` (several may share an address); older by address.
+    let addr =
+        if layout >= Layout::V616 { crate::config::join_host_port(my_ip, srv.config.port) } else { my_ip.to_owned() };
+    let body = conn
+        .connection()
+        .call(Command::StorageGetServerId, &StorageLookupReq { group: srv.group.clone(), addr }.encode())
+        .await?;
+    let id = String::from_utf8_lossy(&body).trim_end_matches('\0').to_owned();
+    match id.parse::<u32>() {
+        Ok(n) if crate::protocol::is_safe_token(&id) => {
+            let mut cur = srv.server_id.write().unwrap_or_else(|e| e.into_inner());
+            if *cur != Some(n) {
+                log::info!("storage ID {n} (from the tracker's storage_ids.conf)");
+                *cur = Some(n);
+            }
+            Ok(())
+        }
+        _ => Err(ClientError::Protocol {
+            addr: conn.addr().to_owned(),
+            why: format!("storage ID {id:?} is not a number"),
+        }),
+    }
+}
+
 async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<()> {
     let c = &srv.config;
     let addr = tracker.primary();
@@ -165,7 +203,7 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
     srv.status.store(joined.status, Ordering::Relaxed);
     log::info!("joined tracker {addr} as {} ({})", my_ip, status::name(joined.status));
     // Our ID at the trackers is our IP unless storage IDs are in use.
-    let my_id = if c.server_id.is_empty() { my_ip.clone() } else { c.server_id.clone() };
+    let my_id = srv.my_id();
     if !init.sync_old_done {
         let src = conn.sync_dest_req().await?;
         let mut f = srv.init.lock().unwrap_or_else(|e| e.into_inner());

@@ -140,14 +140,6 @@ fn peer_of(srv: &StorageServer, id: &str) -> Option<Brief> {
     srv.peers.read().unwrap_or_else(|e| e.into_inner()).iter().find(|b| b.id == id).cloned()
 }
 
-fn my_id(srv: &StorageServer) -> String {
-    if srv.config.server_id.is_empty() {
-        srv.my_ip.read().unwrap_or_else(|e| e.into_inner()).clone()
-    } else {
-        srv.config.server_id.clone()
-    }
-}
-
 /// Keeps one sync task per peer that is not deleted.
 pub async fn manager(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
     let mut tasks: HashMap<String, JoinHandle<()>> = HashMap::new();
@@ -230,7 +222,7 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
     };
     let sync_dir = srv.binlog.dir().to_owned();
     let mark_path = sync_dir.join(format!("{}_{}.mark", peer.ip, peer.port));
-    let me = my_id(srv);
+    let me = srv.my_id();
     let mut mark = match Mark::load(&mark_path) {
         Some(m) => m,
         None => {

@@ -400,14 +400,25 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
             let peer_ip = conn.peer.ip().to_canonical().to_string();
             let (ip, port) = split_addr(&req.addr, &peer_ip);
             let c = t.lock();
-            let Some(g) = c.groups.get(&req.group) else { return err(Status::ENOENT) };
-            let found = g.storages.values().find(|s| s.ip == ip && port.is_none_or(|p| p == s.storage_port));
+            // The group may not exist yet: a new storage asks for its ID before its first JOIN.
+            let found = c
+                .groups
+                .get(&req.group)
+                .and_then(|g| g.storages.values().find(|s| s.ip == ip && port.is_none_or(|p| p == s.storage_port)));
             match (cmd, found) {
                 // A short connection without a JOIN: answer in the generation the storage
                 // announced with its version text.
                 (C::StorageGetStatus, Some(s)) => ok(s.brief().encode(s.profile()).to_vec()),
                 (C::StorageGetServerId, Some(s)) => ok(s.id.clone().into_bytes()),
-                (C::StorageGetServerId, None) if t.ids.ids.is_none() => ok(ip.into_bytes()),
+                (C::StorageGetServerId, None) => match &t.ids.ids {
+                    None => ok(ip.into_bytes()),
+                    // A storage that has not joined yet learns its ID from the table (C does the
+                    // same for storages whose storage.conf has no server_id).
+                    Some(table) => match table.find_addr(&req.group, &ip, port) {
+                        Some(e) => ok(e.id.to_string().into_bytes()),
+                        None => err(Status::ENOENT),
+                    },
+                },
                 _ => err(Status::ENOENT),
             }
         }
