@@ -55,6 +55,16 @@ impl TempFile {
         Ok(())
     }
 
+    /// As [`Self::publish`], but the new directory entry is left for the caller to make
+    /// durable ([`sync_dir`] on `dest`'s directory) before it reports success: the caller can
+    /// then overlap that sync with others (the binlog record), so one journal commit covers both.
+    pub fn publish_entry(&mut self, dest: &Path) -> std::io::Result<()> {
+        self.file.sync_all()?;
+        renameat2(AT_FDCWD, &self.path, AT_FDCWD, dest, RenameFlags::RENAME_NOREPLACE).map_err(std::io::Error::from)?;
+        self.kept = true;
+        Ok(())
+    }
+
     /// Fsyncs the content and moves it over `dest` (state files, metadata).
     pub fn replace(mut self, dest: &Path) -> std::io::Result<()> {
         self.file.sync_all()?;

@@ -206,6 +206,17 @@ pub(crate) fn timeout(keys: &Keys<'_>, key: &str, default: i64) -> Result<Durati
     Ok(Duration::from_secs(secs as u64))
 }
 
+/// `max_connections` (C's default 256).
+pub(crate) fn max_connections(keys: &Keys<'_>) -> Result<usize, ConfigError> {
+    Ok(keys.int_in("max_connections", 256, 1..=1_000_000)? as usize)
+}
+
+/// `max_connections_per_ip` (ours): by default half of `max_connections`, so one host cannot
+/// take every connection.
+pub(crate) fn per_ip_limit(keys: &Keys<'_>, max_connections: usize) -> Result<usize, ConfigError> {
+    Ok(keys.int_in("max_connections_per_ip", (max_connections as i64 / 2).max(1), 1..=1_000_000)? as usize)
+}
+
 /// `allow_hosts`, compiled at load: a bad entry is an error naming its file and line.
 pub(crate) fn allow_hosts(keys: &Keys<'_>) -> Result<AllowHosts, ConfigError> {
     let entries = keys.all("allow_hosts");

@@ -94,7 +94,7 @@ impl StorageConfig {
         let store_path_readonly =
             (0..count).map(|i| k.bool(&format!("store_path{i}_readonly"), false)).collect::<Result<_, _>>()?;
         let access_log = ini.has_section("access-log") && ini.section(Some("access-log")).bool("enabled", false)?;
-        let max_connections = k.int_in("max_connections", 256, 1..=1_000_000)? as usize;
+        let max_connections = super::max_connections(&k)?;
         let config = Self {
             warnings: Vec::new(),
             disabled: k.bool("disabled", false)?,
@@ -109,11 +109,7 @@ impl StorageConfig {
             stat_report_interval: seconds(&k, "stat_report_interval", 300)?,
             base_path,
             max_connections,
-            max_connections_per_ip: k.int_in(
-                "max_connections_per_ip",
-                (max_connections as i64 / 2).max(1),
-                1..=1_000_000,
-            )? as usize,
+            max_connections_per_ip: super::per_ip_limit(&k, max_connections)?,
             buff_size: k.size("buff_size", 64 << 10)?.max(8 << 10),
             work_threads: k.int_in("work_threads", 4, 1..=1024)? as usize,
             disk_rw_separated: k.bool("disk_rw_separated", true)?,

@@ -120,7 +120,7 @@ impl TrackerConfig {
             k.required("store_group")?;
         }
         let dir = ini.path.parent().unwrap_or(Path::new("."));
-        let max_connections = k.int_in("max_connections", 256, 1..=1_000_000)? as usize;
+        let max_connections = super::max_connections(&k)?;
         let config = Self {
             warnings: Vec::new(),
             disabled: k.bool("disabled", false)?,
@@ -130,11 +130,7 @@ impl TrackerConfig {
             network_timeout: super::timeout(&k, "network_timeout", 60)?,
             base_path: PathBuf::from(&k.required("base_path")?.value),
             max_connections,
-            max_connections_per_ip: k.int_in(
-                "max_connections_per_ip",
-                (max_connections as i64 / 2).max(1),
-                1..=1_000_000,
-            )? as usize,
+            max_connections_per_ip: super::per_ip_limit(&k, max_connections)?,
             max_groups: k.int_in("max_groups", crate::protocol::MAX_GROUPS as i64, 1..=65_536)? as usize,
             max_storages_per_group: k.int_in(
                 "max_storages_per_group",

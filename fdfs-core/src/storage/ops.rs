@@ -239,19 +239,28 @@ pub async fn upload(
     Ok(name)
 }
 
-/// Records a new file in the binlog; if that fails the file is taken back out of the store, so
-/// no file exists that neither the client nor the replicas know of.
+/// Makes a just-published file durable and recorded: its directory entry is synced while its
+/// binlog record is written and synced (the two syncs overlap, and the journal commits them
+/// together). If either fails, the file is taken back out of the store, so no file exists that
+/// neither the client nor the replicas know of.
 async fn logged_or_unpublished(srv: &StorageServer, ts: i64, name: &str) -> Result<(), Status> {
-    let Err(status) = srv.log_change_async(ts, Op::Create, name, String::new()).await else { return Ok(()) };
-    if let Ok((_, path)) = srv.resolve(name) {
-        let removed = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-            std::fs::remove_file(&path)?;
-            crate::durable::sync_dir(path.parent().unwrap_or(Path::new(".")))
-        })
-        .await;
-        if !matches!(removed, Ok(Ok(()))) {
-            log::error!("{name}: not in the binlog and could not be removed; the next start removes it");
-        }
+    let (_, path) = srv.resolve(name)?;
+    let dir = path.parent().unwrap_or(Path::new(".")).to_owned();
+    let entry = tokio::task::spawn_blocking(move || crate::durable::sync_dir(&dir));
+    let (entry, logged) = tokio::join!(entry, srv.log_change_async(ts, Op::Create, name, String::new()));
+    let status = match (entry, logged) {
+        (Ok(Ok(())), Ok(())) => return Ok(()),
+        (Ok(Err(e)), _) => Status::from_io(&e),
+        (Err(_), _) => Status::EIO,
+        (_, Err(s)) => s,
+    };
+    let removed = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        std::fs::remove_file(&path)?;
+        crate::durable::sync_dir(path.parent().unwrap_or(Path::new(".")))
+    })
+    .await;
+    if !matches!(removed, Ok(Ok(()))) {
+        log::error!("{name}: could not be recorded nor removed; the next start records it");
     }
     Err(status)
 }
@@ -267,7 +276,7 @@ async fn publish_new(
         let name = make(rng);
         let dest = srv.paths.local_path(&name).ok_or(Status::EINVAL)?;
         let (t, r) = tokio::task::spawn_blocking(move || {
-            let r = temp.publish(&dest);
+            let r = temp.publish_entry(&dest);
             (temp, r)
         })
         .await
@@ -306,7 +315,7 @@ pub async fn upload_slave(
     let (mut temp, _) = receive(srv, src, slave_name.store_path_index as usize, size, at(ts))
         .await
         .map_err(|e| closing(Status::from_io(&e)))?;
-    match tokio::task::spawn_blocking(move || temp.publish(&slave_path)).await.map_err(|_| Status::EIO)? {
+    match tokio::task::spawn_blocking(move || temp.publish_entry(&slave_path)).await.map_err(|_| Status::EIO)? {
         Ok(()) => {}
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Status::EEXIST.into()),
         Err(e) => return Err(e.into()),
