@@ -47,6 +47,9 @@ pub fn parse_args(prog: &str) -> Result<(PathBuf, Action)> {
     Ok((PathBuf::from(conf), action))
 }
 
+/// How long `start` waits for the daemon to listen.
+const START_WAIT: Duration = Duration::from_secs(60);
+
 pub fn pid_file(base_path: &Path, prog: &str) -> PathBuf {
     base_path.join("data").join(format!("{prog}.pid"))
 }
@@ -110,8 +113,9 @@ fn start(prog: &str, conf: &Path, base_path: &Path) -> Result<()> {
         .process_group(0)
         .spawn()
         .context("starting the daemon")?;
-    // Wait until it wrote its pid file (it is listening then), or died.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    // Wait until it wrote its pid file (it is listening then), or died. A first start creates
+    // the store paths' 65,536 directories, which a busy disk can take well over ten seconds for.
+    let deadline = Instant::now() + START_WAIT;
     while Instant::now() < deadline {
         if let Some(status) = child.try_wait()? {
             bail!("{prog} exited at start ({status}); see {}", base_path.join("logs").display());
@@ -121,7 +125,7 @@ fn start(prog: &str, conf: &Path, base_path: &Path) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    bail!("{prog} did not come up within 10 s; see {}", base_path.join("logs").display())
+    bail!("{prog} did not come up within {START_WAIT:?}; see {}", base_path.join("logs").display())
 }
 
 fn stop(prog: &str, base_path: &Path) -> Result<()> {
