@@ -400,6 +400,9 @@ async fn send_whole(
     update: bool,
 ) -> Result<Status, ClientError> {
     let Ok(path) = srv.resolve_any(name) else { return Ok(Status::OK) };
+    // Under the file's lock: an append or modify in progress (and possibly rolled back) must
+    // not be half copied to the peer.
+    let _lock = srv.lock_file(&path).await;
     let Ok(meta) = std::fs::metadata(&path) else { return Ok(Status::OK) };
     let head = SyncFileHead {
         file_size: meta.len(),
@@ -431,6 +434,7 @@ async fn send(srv: &StorageServer, conn: &mut Connection, r: &Record) -> Result<
             let mut it = r.extra.split(' ').map(|v| v.parse::<u64>().unwrap_or(0));
             let (offset, len) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
             let Some(path) = local(&r.filename) else { return Ok(()) };
+            let lock = srv.lock_file(&path).await;
             if std::fs::metadata(&path).map(|m| m.len() < offset + len).unwrap_or(true) {
                 // Truncated or deleted since: a later record carries the state.
                 return Ok(());
@@ -438,7 +442,9 @@ async fn send(srv: &StorageServer, conn: &mut Connection, r: &Record) -> Result<
             let head =
                 SyncRangeHead { offset, size: len, timestamp: ts, group: group.clone(), filename: r.filename.clone() };
             let cmd = if r.op == Op::Append { Command::SyncAppendFile } else { Command::SyncModifyFile };
-            match exchange(conn, cmd, 0, &head.encode_head(), Some((&path, offset, len))).await? {
+            let sent = exchange(conn, cmd, 0, &head.encode_head(), Some((&path, offset, len))).await?;
+            drop(lock);
+            match sent {
                 // The peer lacks the file or is behind: send it whole.
                 Status::ENOENT => send_whole(srv, conn, &r.filename, ts, true).await?,
                 s => s,

@@ -614,4 +614,79 @@ mod tests {
         j.group = "group2".into();
         assert_eq!(c.join(&j, "127.0.0.5", &ids, &limits, 1).unwrap_err(), Status::ENOSPC, "a second group");
     }
+    /// The status machine of PROTOCOL.md §7.1 as a table: from each status, what each event
+    /// leads to (or the error it is answered with).
+    #[test]
+    fn status_transitions_table() {
+        #[derive(Debug, Clone, Copy)]
+        enum Event {
+            Beat,
+            Disconnect,
+            Expire,
+            Report(u8),
+            Change(u8),
+            Delete,
+        }
+        use Event::*;
+        let table: &[(u8, Event, Result<u8, Status>)] = &[
+            (ONLINE, Beat, Ok(ACTIVE)),
+            (OFFLINE, Beat, Ok(ACTIVE)),
+            (WAIT_SYNC, Beat, Ok(WAIT_SYNC)),
+            (SYNCING, Beat, Ok(SYNCING)),
+            (ACTIVE, Disconnect, Ok(OFFLINE)),
+            (ONLINE, Disconnect, Ok(OFFLINE)),
+            (SYNCING, Disconnect, Ok(SYNCING)),
+            (ACTIVE, Expire, Ok(OFFLINE)),
+            (ONLINE, Expire, Ok(ONLINE)),
+            (WAIT_SYNC, Report(SYNCING), Ok(SYNCING)),
+            (INIT, Report(SYNCING), Ok(SYNCING)),
+            (ACTIVE, Report(SYNCING), Ok(ACTIVE)),
+            (SYNCING, Report(OFFLINE), Ok(OFFLINE)),
+            (ACTIVE, Report(OFFLINE), Ok(ACTIVE)),
+            (ACTIVE, Report(RECOVERY), Ok(RECOVERY)),
+            (ACTIVE, Report(ACTIVE), Ok(ACTIVE)),
+            (ACTIVE, Change(ONLINE), Ok(ACTIVE)),
+            (SYNCING, Change(ACTIVE), Ok(OFFLINE)),
+            (WAIT_SYNC, Change(SYNCING), Ok(SYNCING)),
+            (OFFLINE, Delete, Ok(DELETED)),
+            (WAIT_SYNC, Delete, Ok(DELETED)),
+            (ACTIVE, Delete, Err(Status::EBUSY)),
+            (ONLINE, Delete, Err(Status::EBUSY)),
+            (RECOVERY, Delete, Err(Status::EBUSY)),
+            (DELETED, Delete, Err(Status::EALREADY)),
+            (IP_CHANGED, Delete, Err(Status::ENOENT)),
+        ];
+        for &(from, event, want) in table {
+            let mut c = Cluster::default();
+            c.join(&join(vec![]), "127.0.0.2", &IdPolicy::default(), &Limits::default(), 1).unwrap();
+            let s = c.storage_mut("group1", "127.0.0.2").unwrap();
+            s.status = from;
+            s.last_heart_beat_time = 1;
+            let r = match event {
+                Beat => {
+                    c.beat("group1", "127.0.0.2", None, 2);
+                    Ok(())
+                }
+                Disconnect => {
+                    c.disconnected("group1", "127.0.0.2");
+                    Ok(())
+                }
+                Expire => {
+                    c.expire(1_000, 100);
+                    Ok(())
+                }
+                Report(to) => c.report_status(
+                    "group1",
+                    &Brief { status: to, port: 23000, id: "127.0.0.2".into(), ip: "127.0.0.2".into() },
+                ),
+                Change(to) => {
+                    c.change_status("group1", "127.0.0.2", to);
+                    Ok(())
+                }
+                Delete => c.delete_storage("group1", "127.0.0.2", 3),
+            };
+            let got = r.map(|()| c.storage("group1", "127.0.0.2").unwrap().status);
+            assert_eq!(got, want, "{} + {event:?}", status::name(from));
+        }
+    }
 }
