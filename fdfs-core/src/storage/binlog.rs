@@ -252,6 +252,94 @@ impl Binlog {
     }
 }
 
+/// One line of the binlog, or a line that does not parse (skipped, and said so).
+#[derive(Debug)]
+pub enum Line {
+    Record(Record),
+    Invalid(String),
+}
+
+/// Reads complete binlog lines from a position, following rotation, with one open handle on
+/// the file being read. It lives beside the writer: both agree on names, rotation and lines.
+#[derive(Debug)]
+pub struct BinlogReader {
+    dir: PathBuf,
+    index: u32,
+    offset: u64,
+    file: Option<File>,
+    buf: Vec<u8>,
+}
+
+impl BinlogReader {
+    pub fn at(dir: &Path, index: u32, offset: u64) -> Self {
+        BinlogReader { dir: dir.to_owned(), index, offset, file: None, buf: Vec::new() }
+    }
+
+    /// The file being read and the position after the last line returned.
+    pub fn index(&self) -> u32 {
+        self.index
+    }
+
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// The next line, or `None` at the end of what is written. `writing` is the writer's
+    /// [`Binlog::position`]: in that file the reader stops at the committed size (a write the
+    /// writer is cutting back after a failure is never read), past the end of an older file it
+    /// moves on.
+    pub fn next(&mut self, writing: (u32, u64)) -> std::io::Result<Option<Line>> {
+        let (writing, committed) = writing;
+        use std::io::{Read, Seek, SeekFrom};
+        loop {
+            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=nl).collect();
+                self.offset += line.len() as u64;
+                let text = String::from_utf8_lossy(&line).into_owned();
+                return Ok(Some(match Record::parse(&text) {
+                    Some(r) => Line::Record(r),
+                    None => Line::Invalid(text),
+                }));
+            }
+            if self.file.is_none() {
+                match File::open(self.dir.join(binlog_name(self.index))) {
+                    Ok(mut f) => {
+                        f.seek(SeekFrom::Start(self.offset + self.buf.len() as u64))?;
+                        self.file = Some(f);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.index < writing => {
+                        self.next_file();
+                        continue;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                    Err(e) => return Err(e),
+                }
+            }
+            let f = self.file.as_mut().expect("opened above");
+            let read_to = self.offset + self.buf.len() as u64;
+            let room = if self.index == writing { committed.saturating_sub(read_to) } else { u64::MAX };
+            let mut chunk = vec![0u8; (64 << 10).min(room) as usize];
+            let n = if chunk.is_empty() { 0 } else { f.read(&mut chunk)? };
+            if n > 0 {
+                self.buf.extend_from_slice(&chunk[..n]);
+                continue;
+            }
+            if self.index < writing {
+                self.next_file();
+                continue;
+            }
+            return Ok(None);
+        }
+    }
+
+    fn next_file(&mut self) {
+        self.index += 1;
+        self.offset = 0;
+        self.file = None;
+        self.buf.clear();
+    }
+}
+
 fn read_index(dir: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(dir.join("binlog_index.dat")).ok()?;
     text.lines().find_map(|l| l.trim().strip_prefix("current_write=").and_then(|v| v.trim().parse().ok()))

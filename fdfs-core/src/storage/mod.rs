@@ -75,8 +75,9 @@ pub struct StorageServer {
     pub init: Mutex<InitFlag>,
     /// The status the trackers hold for us.
     pub status: AtomicU8,
-    /// The other members of the group, as the leader last told us.
-    pub peers: RwLock<Vec<Brief>>,
+    /// The other members of the group, as the leader last told us; the sync tasks wait on
+    /// changes instead of polling.
+    peers: tokio::sync::watch::Sender<Vec<Brief>>,
     pub up_time: i64,
     /// Serialises changes to one file (append/modify/truncate/regenerate, replicated ranges).
     pub file_locks: locks::FileLocks,
@@ -131,7 +132,7 @@ impl StorageServer {
             server_id: RwLock::new(config.server_id.parse().ok()),
             init: Mutex::new(init),
             status: AtomicU8::new(crate::protocol::status::NONE),
-            peers: RwLock::new(Vec::new()),
+            peers: tokio::sync::watch::Sender::new(Vec::new()),
             up_time: now,
             file_locks: locks::FileLocks::default(),
             synced_from: Mutex::new(HashMap::new()),
@@ -170,6 +171,31 @@ impl StorageServer {
             Some(id) if self.params().use_storage_id => id.to_string(),
             _ => self.my_ip.read().unwrap_or_else(|e| e.into_inner()).clone(),
         }
+    }
+
+    /// The group's other members now.
+    pub fn peers(&self) -> Vec<Brief> {
+        self.peers.borrow().clone()
+    }
+
+    /// The member named `id`, if the group has it.
+    pub fn peer(&self, id: &str) -> Option<Brief> {
+        self.peers.borrow().iter().find(|b| b.id == id).cloned()
+    }
+
+    /// Replaces the member list (from the leader's notification); wakes those waiting on it
+    /// only when it changed.
+    pub fn set_peers(&self, peers: Vec<Brief>) {
+        self.peers.send_if_modified(|cur| {
+            let changed = *cur != peers;
+            *cur = peers;
+            changed
+        });
+    }
+
+    /// Resolves when the member list changes.
+    pub fn watch_peers(&self) -> tokio::sync::watch::Receiver<Vec<Brief>> {
+        self.peers.subscribe()
     }
 
     /// The generation `tracker` (`host:port`) last accepted our JOIN in.

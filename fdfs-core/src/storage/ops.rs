@@ -454,14 +454,11 @@ pub fn file_info(srv: &StorageServer, group: &str, filename: &str, flags: u8) ->
     };
     let source_ip = match info.source {
         Source::Ip(ip) => ip.to_string(),
-        Source::ServerId(id) => srv
-            .peers
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .iter()
-            .find(|b| b.id == id.to_string())
-            .map(|b| b.ip.clone())
-            .unwrap_or_default(),
+        // Our own files name us; the others a member the leader told us about.
+        Source::ServerId(id) if srv.my_id() == id.to_string() => {
+            srv.my_ip.read().unwrap_or_else(|e| e.into_inner()).clone()
+        }
+        Source::ServerId(id) => srv.peer(&id.to_string()).map(|b| b.ip).unwrap_or_default(),
     };
     Ok(FileInfoResp {
         file_size: m.len() as i64,

@@ -54,7 +54,7 @@ impl StorageServer {
     fn replicated(&self, source: Option<&str>, timestamp: i64) {
         self.stats.last_sync_update.store(crate::timefmt::now_unix(), Ordering::Relaxed);
         // Only members of our group count (a peer could claim any ID), which also bounds the map.
-        let known = |src: &str| self.peers.read().unwrap_or_else(|e| e.into_inner()).iter().any(|b| b.id == src);
+        let known = |src: &str| self.peer(src).is_some();
         if let Some(src) = source.filter(|s| known(s)) {
             let mut m = self.synced_from.lock().unwrap_or_else(|e| e.into_inner());
             let v = m.entry(src.to_owned()).or_insert(0);

@@ -71,11 +71,15 @@ fn absorb(srv: &StorageServer, n: &ChangeNotify, my_id: &str) {
         }
         // Peer IDs name mark files and binlog lookups: a brief with anything but a plain
         // token in them is dropped.
-        *srv.peers.write().unwrap_or_else(|e| e.into_inner()) = group
-            .iter()
-            .filter(|b| b.id != my_id && crate::protocol::is_safe_token(&b.id) && crate::protocol::is_safe_token(&b.ip))
-            .cloned()
-            .collect();
+        srv.set_peers(
+            group
+                .iter()
+                .filter(|b| {
+                    b.id != my_id && crate::protocol::is_safe_token(&b.id) && crate::protocol::is_safe_token(&b.ip)
+                })
+                .cloned()
+                .collect(),
+        );
     }
 }
 

@@ -4,14 +4,14 @@
 //! milliseconds; a failed record is retried on a new connection, so nothing is skipped.
 
 use std::collections::HashMap;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::io::SeekFrom;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
-use super::binlog::{binlog_name, Op, Record};
+use super::binlog::{BinlogReader, Line, Op, Record};
 use super::StorageServer;
 use crate::client::reporter::{report_status, sync_src_req};
 use crate::client::{ClientError, Connection};
@@ -78,78 +78,22 @@ impl Mark {
     }
 }
 
-/// One line of the binlog, or a line that does not parse (skipped, and said so).
-enum Line {
-    Record(Record),
-    Invalid(String),
-}
-
-/// Reads complete binlog lines from a position, following rotation.
-struct BinlogReader {
-    dir: PathBuf,
-    index: u32,
-    offset: u64,
-    buf: Vec<u8>,
-}
-
-impl BinlogReader {
-    /// The next line and the position after it, or `None` at the end of what is written.
-    fn next(&mut self, writing: u32) -> std::io::Result<Option<Line>> {
-        loop {
-            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.buf.drain(..=nl).collect();
-                self.offset += line.len() as u64;
-                let text = String::from_utf8_lossy(&line).into_owned();
-                return Ok(Some(match Record::parse(&text) {
-                    Some(r) => Line::Record(r),
-                    None => Line::Invalid(text),
-                }));
-            }
-            let mut f = match std::fs::File::open(self.dir.join(binlog_name(self.index))) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.index < writing => {
-                    self.next_file();
-                    continue;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(e),
-            };
-            f.seek(SeekFrom::Start(self.offset + self.buf.len() as u64))?;
-            let mut chunk = vec![0u8; 64 << 10];
-            let n = f.read(&mut chunk)?;
-            if n > 0 {
-                self.buf.extend_from_slice(&chunk[..n]);
-                continue;
-            }
-            if self.index < writing {
-                self.next_file();
-                continue;
-            }
-            return Ok(None);
-        }
+/// Waits until the group's member list changes (or shutdown); false on shutdown.
+async fn peers_changed(rx: &mut tokio::sync::watch::Receiver<Vec<Brief>>, shutdown: &mut Shutdown) -> bool {
+    tokio::select! {
+        _ = shutdown.wait() => false,
+        r = rx.changed() => r.is_ok(),
     }
-
-    fn next_file(&mut self) {
-        self.index += 1;
-        self.offset = 0;
-        self.buf.clear();
-    }
-}
-
-fn peer_of(srv: &StorageServer, id: &str) -> Option<Brief> {
-    srv.peers.read().unwrap_or_else(|e| e.into_inner()).iter().find(|b| b.id == id).cloned()
 }
 
 /// Keeps one sync task per peer that is not deleted.
 pub async fn manager(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
     let mut tasks: HashMap<String, JoinHandle<()>> = HashMap::new();
+    let mut changes = srv.watch_peers();
     loop {
-        tokio::select! {
-            _ = shutdown.wait() => break,
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-        }
-        let peers = srv.peers.read().unwrap_or_else(|e| e.into_inner()).clone();
-        for p in peers {
+        // A task that ended (its peer was gone) is started again when the member comes back;
+        // one that failed restarts itself.
+        for p in srv.peers() {
             if matches!(p.status, status::DELETED | status::IP_CHANGED | status::NONE) {
                 continue;
             }
@@ -157,6 +101,9 @@ pub async fn manager(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
                 continue;
             }
             tasks.insert(p.id.clone(), tokio::spawn(peer_task(srv.clone(), p.id.clone(), shutdown.clone())));
+        }
+        if !peers_changed(&mut changes, &mut shutdown).await {
+            break;
         }
     }
     for (_, t) in tasks {
@@ -208,16 +155,16 @@ async fn ask_sync_source(srv: &StorageServer, peer: &str) -> Result<Option<(Stri
 
 async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdown) -> Result<(), String> {
     // Only ACTIVE, WAIT_SYNC and SYNCING destinations are sent to.
+    let mut changes = srv.watch_peers();
     let peer = loop {
-        match peer_of(srv, peer_id) {
+        match srv.peer(peer_id) {
             None => return Ok(()),
             Some(b) if matches!(b.status, status::DELETED | status::IP_CHANGED) => return Ok(()),
             Some(b) if matches!(b.status, status::ACTIVE | status::WAIT_SYNC | status::SYNCING) => break b,
             Some(_) => {}
         }
-        tokio::select! {
-            _ = shutdown.wait() => return Ok(()),
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        if !peers_changed(&mut changes, &mut shutdown).await {
+            return Ok(());
         }
     };
     let sync_dir = srv.binlog.dir().to_owned();
@@ -233,7 +180,7 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
             };
             let mut m = Mark { need_sync_old, until_timestamp: until, ..Default::default() };
             if !need_sync_old && until > 0 {
-                skip_to(&sync_dir, srv.binlog.position().0, &mut m, until).map_err(|e| e.to_string())?;
+                skip_to(&sync_dir, srv.binlog.position(), &mut m, until).map_err(|e| e.to_string())?;
             }
             m.save(&mark_path).map_err(|e| e.to_string())?;
             log::info!("sync to {peer_id}: new mark, need_sync_old={need_sync_old}, until={until}");
@@ -243,15 +190,14 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
     if !mark.need_sync_old {
         // Others fill a new member; we only add what is newer, once it is ACTIVE.
         loop {
-            match peer_of(srv, peer_id) {
+            match srv.peer(peer_id) {
                 Some(b) if b.status == status::ACTIVE => break,
                 Some(b) if matches!(b.status, status::DELETED | status::IP_CHANGED) => return Ok(()),
                 None => return Ok(()),
                 _ => {}
             }
-            tokio::select! {
-                _ = shutdown.wait() => return Ok(()),
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            if !peers_changed(&mut changes, &mut shutdown).await {
+                return Ok(());
             }
         }
     }
@@ -269,8 +215,7 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
     if mark.need_sync_old && !mark.sync_old_done && peer.status == status::WAIT_SYNC {
         report_to_trackers(srv, Brief { status: status::SYNCING, ..peer.clone() }).await;
     }
-    let mut reader =
-        BinlogReader { dir: sync_dir, index: mark.binlog_index, offset: mark.binlog_offset, buf: Vec::new() };
+    let mut reader = BinlogReader::at(&sync_dir, mark.binlog_index, mark.binlog_offset);
     let mut unsaved = 0u64;
     loop {
         // Registered before the binlog is read: a record committed while this sender reads or
@@ -279,23 +224,22 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
         let notified = srv.binlog_changed.notified();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let writing = srv.binlog.position().0;
-        let line = reader.next(writing).map_err(|e| e.to_string())?;
+        let line = reader.next(srv.binlog.position()).map_err(|e| e.to_string())?;
         let Some(line) = line else {
             if mark.need_sync_old && !mark.sync_old_done {
                 mark.sync_old_done = true;
-                mark.binlog_index = reader.index;
-                mark.binlog_offset = reader.offset;
+                mark.binlog_index = reader.index();
+                mark.binlog_offset = reader.offset();
                 mark.save(&mark_path).map_err(|e| e.to_string())?;
                 unsaved = 0;
-                if peer_of(srv, peer_id).is_some_and(|b| matches!(b.status, status::SYNCING | status::WAIT_SYNC)) {
+                if srv.peer(peer_id).is_some_and(|b| matches!(b.status, status::SYNCING | status::WAIT_SYNC)) {
                     report_to_trackers(srv, Brief { status: status::OFFLINE, ..peer.clone() }).await;
                 }
                 log::info!("sync to {peer_id}: full copy done");
             }
             if unsaved > 0 {
-                mark.binlog_index = reader.index;
-                mark.binlog_offset = reader.offset;
+                mark.binlog_index = reader.index();
+                mark.binlog_offset = reader.offset();
                 mark.save(&mark_path).map_err(|e| e.to_string())?;
                 unsaved = 0;
             }
@@ -306,7 +250,7 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
                     conn.active_test().await.map_err(|e| e.to_string())?;
                 }
             }
-            if peer_of(srv, peer_id).is_none_or(|b| matches!(b.status, status::DELETED | status::IP_CHANGED)) {
+            if srv.peer(peer_id).is_none_or(|b| matches!(b.status, status::DELETED | status::IP_CHANGED)) {
                 return Ok(());
             }
             continue;
@@ -323,8 +267,8 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
         }
         unsaved += 1;
         if unsaved >= srv.config.write_mark_file_freq {
-            mark.binlog_index = reader.index;
-            mark.binlog_offset = reader.offset;
+            mark.binlog_index = reader.index();
+            mark.binlog_offset = reader.offset();
             mark.save(&mark_path).map_err(|e| e.to_string())?;
             unsaved = 0;
         }
@@ -347,18 +291,18 @@ fn wanted(r: &Record, mark: &Mark) -> bool {
 }
 
 /// Moves a new mark past the records older than `until` (another member copies those).
-fn skip_to(dir: &Path, writing: u32, mark: &mut Mark, until: i64) -> std::io::Result<()> {
-    let mut reader = BinlogReader { dir: dir.to_owned(), index: 0, offset: 0, buf: Vec::new() };
+fn skip_to(dir: &Path, writing: (u32, u64), mark: &mut Mark, until: i64) -> std::io::Result<()> {
+    let mut reader = BinlogReader::at(dir, 0, 0);
     loop {
         match reader.next(writing)? {
             Some(Line::Record(r)) if r.timestamp >= until => {
                 // Valid lines re-format to exactly what was read.
-                (mark.binlog_index, mark.binlog_offset) = (reader.index, reader.offset - r.line().len() as u64);
+                (mark.binlog_index, mark.binlog_offset) = (reader.index(), reader.offset() - r.line().len() as u64);
                 return Ok(());
             }
             Some(_) => {}
             None => {
-                (mark.binlog_index, mark.binlog_offset) = (reader.index, reader.offset);
+                (mark.binlog_index, mark.binlog_offset) = (reader.index(), reader.offset());
                 return Ok(());
             }
         }
@@ -509,18 +453,22 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("binlog.000"), "1 C M00/00/00/a\ngarbage\n2 D M00/00/00/a\n").unwrap();
         std::fs::write(dir.path().join("binlog.001"), "3 C M00/00/00/b\n4 C M00/00/00/partial").unwrap();
-        let mut r = BinlogReader { dir: dir.path().to_owned(), index: 0, offset: 0, buf: Vec::new() };
+        let mut r = BinlogReader::at(dir.path(), 0, 0);
         let mut seen = Vec::new();
-        while let Some(l) = r.next(1).unwrap() {
+        while let Some(l) = r.next((1, u64::MAX)).unwrap() {
             seen.push(match l {
                 Line::Record(rec) => rec.timestamp.to_string(),
                 Line::Invalid(_) => "bad".into(),
             });
         }
         assert_eq!(seen, ["1", "bad", "2", "3"], "the unfinished line is not read");
-        assert_eq!((r.index, r.offset), (1, 16));
+        assert_eq!((r.index(), r.offset()), (1, 16));
+        // In the file being written, nothing past the committed size is read.
+        let mut r = BinlogReader::at(dir.path(), 1, 0);
+        assert!(r.next((1, 10)).unwrap().is_none(), "a line past the committed size");
+        assert!(matches!(r.next((1, 16)).unwrap(), Some(Line::Record(_))));
         let mut m = Mark::default();
-        skip_to(dir.path(), 1, &mut m, 3).unwrap();
+        skip_to(dir.path(), (1, u64::MAX), &mut m, 3).unwrap();
         assert_eq!((m.binlog_index, m.binlog_offset), (1, 0));
     }
 
