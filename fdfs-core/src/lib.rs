@@ -30,6 +30,8 @@ pub mod storage;
 pub mod tools;
 #[cfg(feature = "runtime")]
 pub mod tracker;
+#[cfg(feature = "runtime")]
+pub mod zero_copy;
 
 #[cfg(test)]
 pub(crate) mod test_util {

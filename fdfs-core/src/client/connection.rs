@@ -95,6 +95,26 @@ impl Connection {
         Ok(())
     }
 
+    /// Sends `len` bytes of `file` from `offset` after a [`Self::send`] that declared them,
+    /// with sendfile(2): no copy through user space (replication of whole files and ranges).
+    pub async fn send_file(&mut self, file: &std::fs::File, offset: u64, len: u64) -> ClientResult<()> {
+        let deadline = self.timeout + self.timeout.saturating_mul((len >> 20).min(u32::MAX as u64) as u32);
+        let r =
+            tokio::time::timeout(deadline, crate::zero_copy::send_file(&self.stream, file, offset, len, self.timeout))
+                .await;
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => {
+                self.reusable = false;
+                Err(ClientError::Io { addr: self.addr.clone(), source: e })
+            }
+            Err(_) => {
+                self.reusable = false;
+                Err(ClientError::Timeout { addr: self.addr.clone() })
+            }
+        }
+    }
+
     /// Reads an answer header; a non-zero status becomes [`ClientError::Status`] and retires
     /// the connection (the body, if any, is never read).
     pub async fn recv_header(&mut self) -> ClientResult<Header> {

@@ -100,3 +100,13 @@ impl AsyncWrite for PeerStream {
         Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+impl crate::zero_copy::ZeroCopyTarget for PeerStream {
+    fn writable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        PeerStream::writable(self)
+    }
+
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        PeerStream::try_io(self, interest, f)
+    }
+}

@@ -3,10 +3,7 @@
 //! EINVAL answer the connection closes, as FastDFS's storage does.
 
 use std::net::SocketAddr;
-use std::os::fd::AsFd;
 use std::sync::Arc;
-
-use tokio::io::Interest;
 
 use super::ops::{self, OpError, OpResult};
 use super::replica;
@@ -19,6 +16,7 @@ use crate::protocol::tracker::FileReq;
 use crate::protocol::{Command, Header, Profile, Status};
 use crate::server::frame::{next_header, read_body, write_answer};
 use crate::server::{PeerStream, Shutdown};
+use crate::zero_copy::send_file;
 
 enum Reply {
     Body(Vec<u8>),
@@ -331,29 +329,10 @@ async fn download(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: &Downloa
     if tokio::io::AsyncWriteExt::write_all(sock, &header).await.is_err() {
         return Ok(Reply::Quit);
     }
-    let mut offset = req.offset as i64;
-    let end = (req.offset + n) as i64;
-    let timeout = srv.config.network_timeout;
-    while offset < end {
-        let want = ((end - offset) as usize).min(1 << 30);
-        let sent = tokio::time::timeout(timeout, async {
-            loop {
-                sock.writable().await?;
-                match sock.try_io(Interest::WRITABLE, || {
-                    nix::sys::sendfile::sendfile(sock.as_fd(), file.as_fd(), Some(&mut offset), want)
-                        .map_err(std::io::Error::from)
-                }) {
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    r => return r,
-                }
-            }
-        })
-        .await;
-        if !matches!(sent, Ok(Ok(n)) if n > 0) {
-            // The file shrank or the peer left: after the header, closing is the only signal.
-            log::warn!("download of {} cut short at byte {offset}", req.filename);
-            return Ok(Reply::Quit);
-        }
+    if let Err(e) = send_file(sock, &file, req.offset, n, srv.config.network_timeout).await {
+        // The file shrank or the peer left: after the header, closing is the only signal.
+        log::warn!("download of {} cut short: {e}", req.filename);
+        return Ok(Reply::Quit);
     }
     srv.stats.success_download_bytes.fetch_add(n as i64, std::sync::atomic::Ordering::Relaxed);
     Ok(Reply::Sent)

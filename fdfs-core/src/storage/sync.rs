@@ -4,7 +4,6 @@
 //! milliseconds; a failed record is retried on a new connection, so nothing is skipped.
 
 use std::collections::HashMap;
-use std::io::SeekFrom;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -320,11 +319,9 @@ async fn exchange(
     match file {
         None => conn.send(cmd, status, head, 0).await?,
         Some((path, offset, len)) => {
-            let mut f = tokio::fs::File::open(path).await.map_err(ClientError::Local)?;
-            use tokio::io::AsyncSeekExt;
-            f.seek(SeekFrom::Start(offset)).await.map_err(ClientError::Local)?;
+            let f = std::fs::File::open(path).map_err(ClientError::Local)?;
             conn.send(cmd, status, head, len).await?;
-            conn.send_content(&mut f, len).await?;
+            conn.send_file(&f, offset, len).await?;
         }
     }
     match conn.recv_header().await {

@@ -1,0 +1,62 @@
+//! Sending file bytes straight from the page cache with sendfile(2): downloads (to clients)
+//! and replication (to peers) share this one loop.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// A socket sendfile can write to from async code.
+pub trait ZeroCopyTarget: AsFd {
+    fn writable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send;
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+}
+
+impl ZeroCopyTarget for TcpStream {
+    fn writable(&self) -> impl std::future::Future<Output = io::Result<()>> + Send {
+        TcpStream::writable(self)
+    }
+    fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        TcpStream::try_io(self, interest, f)
+    }
+}
+
+/// Sends `len` bytes of `file` from `offset`. Each step waits at most `timeout` for room on the
+/// socket. Fails with `UnexpectedEof` if the file ends first (it shrank), `TimedOut` if the peer
+/// stopped reading.
+pub async fn send_file(
+    sock: &impl ZeroCopyTarget,
+    file: &File,
+    offset: u64,
+    len: u64,
+    timeout: Duration,
+) -> io::Result<()> {
+    let mut pos = offset as i64;
+    let end = (offset + len) as i64;
+    while pos < end {
+        let want = ((end - pos) as usize).min(1 << 30);
+        let sent = tokio::time::timeout(timeout, async {
+            loop {
+                sock.writable().await?;
+                match sock.try_io(Interest::WRITABLE, || {
+                    nix::sys::sendfile::sendfile(sock.as_fd(), file.as_fd(), Some(&mut pos), want)
+                        .map_err(io::Error::from)
+                }) {
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    r => return r,
+                }
+            }
+        })
+        .await;
+        match sent {
+            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+            Ok(Err(e)) => return Err(e),
+            Ok(Ok(0)) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(Ok(_)) => {}
+        }
+    }
+    Ok(())
+}
