@@ -19,7 +19,7 @@ fn original_tracker_conf() {
     let c = TrackerConfig::load(&original("tracker.conf")).unwrap();
     assert_eq!(c.port, 22122);
     assert_eq!(c.base_path, Path::new("/home/yuqing/fastdfs"));
-    assert_eq!(c.store_lookup, 2);
+    assert_eq!(c.store_lookup, StoreLookup::LoadBalance);
     assert_eq!(c.store_group, "group2");
     assert_eq!(c.reserved_storage_space, ReservedSpace::Ratio(0.2));
     assert_eq!(c.check_active_interval, Duration::from_secs(120));

@@ -26,7 +26,7 @@ pub use ini::{Entry, Ini, Keys};
 pub use mod_fastdfs::{ModFastdfsConfig, ModGroup, ResponseMode};
 pub use storage::StorageConfig;
 pub use storage_ids::{RwMode, StorageIdEntry, StorageIds};
-pub use tracker::{ResponseIpSize, TrackerConfig};
+pub use tracker::{DownloadServer, ResponseIpSize, StoreLookup, StorePath, StoreServer, TrackerConfig};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {

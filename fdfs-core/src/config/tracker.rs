@@ -6,6 +6,56 @@ use std::time::Duration;
 use super::{log_level, reserved_space, seconds, ConfigError, Ini, LogLevel, ReservedSpace};
 use crate::protocol::Layout;
 
+/// `store_lookup`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreLookup {
+    /// 0: the groups in turn.
+    RoundRobin,
+    /// 1: always `store_group`.
+    SpecifiedGroup,
+    /// 2: the group with the most free space.
+    LoadBalance,
+}
+
+/// `store_server`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreServer {
+    /// 0: the writable storages in turn.
+    RoundRobin,
+    /// 1: the first by ID (address).
+    FirstById,
+    /// 2: the lowest `upload_priority`.
+    FirstByPriority,
+}
+
+/// `store_path`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorePath {
+    /// 0: the paths in turn.
+    RoundRobin,
+    /// 2: the path with the most free space.
+    MostFree,
+}
+
+impl StorePath {
+    /// The value as tracker.conf and PARAMETER_REQ write it.
+    pub fn wire(self) -> u8 {
+        match self {
+            StorePath::RoundRobin => 0,
+            StorePath::MostFree => 2,
+        }
+    }
+}
+
+/// `download_server`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DownloadServer {
+    /// 0: any storage that has the file, in turn.
+    RoundRobin,
+    /// 1: the storage that received the upload.
+    SourceFirst,
+}
+
 /// `response_ip_addr_size` (C 6.15+).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResponseIpSize {
@@ -58,15 +108,15 @@ pub struct TrackerConfig {
     pub run_by_user: String,
     /// `*`, IPs, CIDRs or ranges; repeatable.
     pub allow_hosts: super::AllowHosts,
-    /// 0 round robin, 1 fixed `store_group`, 2 most free space.
-    pub store_lookup: u8,
+    /// Which group takes an upload that names none (C default: round robin).
+    pub store_lookup: StoreLookup,
     pub store_group: String,
-    /// 0 round robin, 1 first by ID, 2 lowest upload priority.
-    pub store_server: u8,
-    /// 0 round robin, 2 most free space.
-    pub store_path: u8,
-    /// 0 round robin among synced storages, 1 source first.
-    pub download_server: u8,
+    /// Which storage of the group takes it (round robin; first by ID with trunk files).
+    pub store_server: StoreServer,
+    /// Which store path (round robin).
+    pub store_path: StorePath,
+    /// Which storage serves a download (round robin among those that have the file).
+    pub download_server: DownloadServer,
     pub reserved_storage_space: ReservedSpace,
     pub check_active_interval: Duration,
     pub storage_ip_changed_auto_adjust: bool,
@@ -110,13 +160,21 @@ impl TrackerConfig {
         };
         let trunk_file_size = k.size("trunk_file_size", 64 << 20)?.max(4 << 20);
         let use_trunk_file = k.bool("use_trunk_file", false)?;
-        let mut store_server = k.int_in("store_server", 0, 0..=2)? as u8;
-        if use_trunk_file && store_server == 0 {
-            store_server = 1;
+        let mut store_server = match k.int_in("store_server", 0, 0..=2)? {
+            1 => StoreServer::FirstById,
+            2 => StoreServer::FirstByPriority,
+            _ => StoreServer::RoundRobin,
+        };
+        if use_trunk_file && store_server == StoreServer::RoundRobin {
+            store_server = StoreServer::FirstById;
         }
-        let store_lookup = k.int_in("store_lookup", 0, 0..=2)? as u8;
+        let store_lookup = match k.int_in("store_lookup", 0, 0..=2)? {
+            1 => StoreLookup::SpecifiedGroup,
+            2 => StoreLookup::LoadBalance,
+            _ => StoreLookup::RoundRobin,
+        };
         let store_group = k.string("store_group", "");
-        if store_lookup == 1 {
+        if store_lookup == StoreLookup::SpecifiedGroup {
             k.required("store_group")?;
         }
         let dir = ini.path.parent().unwrap_or(Path::new("."));
@@ -147,8 +205,13 @@ impl TrackerConfig {
             store_lookup,
             store_group,
             store_server,
-            store_path: if k.int("store_path", 0)? == 2 { 2 } else { 0 },
-            download_server: k.int_in("download_server", 0, 0..=1)? as u8,
+            // As C: 2 is load balance, anything else round robin.
+            store_path: if k.int("store_path", 0)? == 2 { StorePath::MostFree } else { StorePath::RoundRobin },
+            download_server: if k.int_in("download_server", 0, 0..=1)? == 1 {
+                DownloadServer::SourceFirst
+            } else {
+                DownloadServer::RoundRobin
+            },
             reserved_storage_space: reserved_space(&k)?,
             check_active_interval: seconds(&k, "check_active_interval", 100)?,
             storage_ip_changed_auto_adjust: k.bool("storage_ip_changed_auto_adjust", true)?,

@@ -2,17 +2,17 @@
 //! goes to, and which storages may serve a read.
 
 use super::state::{Cluster, Group, StorageNode};
-use crate::config::{ReservedSpace, TrackerConfig};
+use crate::config::{DownloadServer, ReservedSpace, StoreLookup, StorePath, StoreServer, TrackerConfig};
 use crate::file_id::{FileInfo, FileType, Source};
 use crate::protocol::Status;
 
 /// The policy knobs of tracker.conf that selection reads.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
-    pub store_lookup: u8,
-    pub store_server: u8,
-    pub store_path: u8,
-    pub download_server: u8,
+    pub store_lookup: StoreLookup,
+    pub store_server: StoreServer,
+    pub store_path: StorePath,
+    pub download_server: DownloadServer,
     pub reserved: ReservedSpace,
     pub sync_file_max_delay: i64,
     pub sync_file_max_time: i64,
@@ -48,7 +48,7 @@ fn group_has_space(g: &Group, p: &Policy) -> bool {
 /// Picks the group for an upload without a group (`store_lookup`).
 fn pick_group<'a>(cluster: &'a mut Cluster, p: &Policy, store_group: &str) -> Result<&'a str, Status> {
     let names: Vec<String> = cluster.groups.keys().cloned().collect();
-    if p.store_lookup == 1 {
+    if p.store_lookup == StoreLookup::SpecifiedGroup {
         let g = cluster.groups.get(store_group).ok_or(Status::ENOENT)?;
         if g.writable().next().is_none() {
             return Err(Status::ENOENT);
@@ -63,7 +63,7 @@ fn pick_group<'a>(cluster: &'a mut Cluster, p: &Policy, store_group: &str) -> Re
         return Err(Status::ENOENT);
     }
     // The current candidate first (round robin cursor, or the freest group), then the rest.
-    let start = if p.store_lookup == 2 {
+    let start = if p.store_lookup == StoreLookup::LoadBalance {
         cluster
             .groups
             .values()
@@ -82,7 +82,7 @@ fn pick_group<'a>(cluster: &'a mut Cluster, p: &Policy, store_group: &str) -> Re
         }
         any_writable = true;
         if group_has_space(g, p) {
-            if p.store_lookup == 0 {
+            if p.store_lookup == StoreLookup::RoundRobin {
                 cluster.group_cursor = (start + k + 1) % n;
             }
             return Ok(cluster.groups.get_key_value(&names[(start + k) % n]).expect("present").0);
@@ -98,9 +98,11 @@ fn pick_storage<'a>(g: &'a mut Group, p: &Policy) -> Option<&'a mut StorageNode>
         return None;
     }
     let id = match p.store_server {
-        1 => writable[0].clone(),
-        2 => g.writable().min_by_key(|s| s.upload_priority).map(|s| s.id.clone()).expect("non-empty"),
-        _ => {
+        StoreServer::FirstById => writable[0].clone(),
+        StoreServer::FirstByPriority => {
+            g.writable().min_by_key(|s| s.upload_priority).map(|s| s.id.clone()).expect("non-empty")
+        }
+        StoreServer::RoundRobin => {
             let i = g.write_cursor % writable.len();
             g.write_cursor = (i + 1) % writable.len();
             writable[i].clone()
@@ -117,7 +119,7 @@ fn pick_path(s: &mut StorageNode, p: &Policy) -> Result<u8, Status> {
         // No report yet: accept (the storage checks its own space on upload).
         (u.total_mb == 0 && u.free_mb == 0) || p.reserved.allows(u.free_mb, u.total_mb, n as i64)
     };
-    if p.store_path == 2 {
+    if p.store_path == StorePath::MostFree {
         return s
             .paths
             .iter()
@@ -210,7 +212,7 @@ pub fn fetch(
         let s = pick_storage(g, p).ok_or(Status::ENOENT)?;
         return Ok(vec![addr(s)]);
     }
-    let source_only = info.file_type != FileType::Normal || p.download_server == 1;
+    let source_only = info.file_type != FileType::Normal || p.download_server == DownloadServer::SourceFirst;
     if source_only {
         if let Some(s) = src.filter(|s| s.readable()) {
             return Ok(vec![addr(s)]);
@@ -276,10 +278,10 @@ mod tests {
 
     fn policy() -> Policy {
         Policy {
-            store_lookup: 0,
-            store_server: 0,
-            store_path: 0,
-            download_server: 0,
+            store_lookup: StoreLookup::RoundRobin,
+            store_server: StoreServer::RoundRobin,
+            store_path: StorePath::RoundRobin,
+            download_server: DownloadServer::RoundRobin,
             reserved: ReservedSpace::Megabytes(100),
             sync_file_max_delay: 86400,
             sync_file_max_time: 300,
@@ -296,9 +298,9 @@ mod tests {
         let mut p = policy();
         let picks: Vec<String> = (0..4).map(|_| store(&mut c, &p, "", None, false).unwrap().group).collect();
         assert_eq!(picks, ["g1", "g2", "g1", "g2"]);
-        p.store_lookup = 2;
+        p.store_lookup = StoreLookup::LoadBalance;
         assert_eq!(store(&mut c, &p, "", None, false).unwrap().group, "g2");
-        p.store_lookup = 1;
+        p.store_lookup = StoreLookup::SpecifiedGroup;
         assert_eq!(store(&mut c, &p, "g1", None, false).unwrap().group, "g1");
         assert_eq!(store(&mut c, &p, "g3", None, false), Err(Status::ENOENT));
         assert_eq!(store(&mut c, &p, "nope", None, false), Err(Status::ENOENT));
@@ -331,15 +333,15 @@ mod tests {
         let ips: Vec<String> =
             (0..3).map(|_| store(&mut c, &p, "", None, false).unwrap().servers[0].0.clone()).collect();
         assert_eq!(ips, ["127.0.0.1", "127.0.0.2", "127.0.0.1"]);
-        p.store_server = 1;
+        p.store_server = StoreServer::FirstById;
         assert_eq!(store(&mut c, &p, "", None, false).unwrap().servers[0].0, "127.0.0.1");
-        p.store_server = 2;
+        p.store_server = StoreServer::FirstByPriority;
         assert_eq!(store(&mut c, &p, "", None, false).unwrap().servers[0].0, "127.0.0.2");
         // Paths of 127.0.0.1: path 0 is below the reserve (100/3 MB), so round robin skips it.
-        p.store_server = 1;
+        p.store_server = StoreServer::FirstById;
         let paths: Vec<u8> = (0..4).map(|_| store(&mut c, &p, "", None, false).unwrap().store_path_index).collect();
         assert!(!paths.contains(&0) && paths.contains(&1) && paths.contains(&2), "{paths:?}");
-        p.store_path = 2;
+        p.store_path = StorePath::MostFree;
         assert_eq!(store(&mut c, &p, "", None, false).unwrap().store_path_index, 2);
         let all = store(&mut c, &p, "", None, true).unwrap();
         assert_eq!(all.servers.len(), 2);

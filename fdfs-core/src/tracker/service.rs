@@ -547,7 +547,7 @@ fn parameters(t: &Tracker) -> Vec<u8> {
     kv("response_ip_addr_size", t.profile.response_ip_size.to_string());
     kv("storage_ip_changed_auto_adjust", b(c.storage_ip_changed_auto_adjust).to_string());
     kv("storage_sync_file_max_delay", c.storage_sync_file_max_delay.as_secs().to_string());
-    kv("store_path", c.store_path.to_string());
+    kv("store_path", c.store_path.wire().to_string());
     kv("reserved_storage_space", c.reserved_storage_space.to_string());
     kv("use_trunk_file", b(c.use_trunk_file).to_string());
     kv("slot_min_size", c.slot_min_size.to_string());
