@@ -676,3 +676,51 @@ pub async fn regenerate(srv: &StorageServer, filename: &str) -> Result<String, S
     }
     Err(Status::EEXIST)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(content: &[u8]) -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("appender");
+        std::fs::write(&file, content).unwrap();
+        let copy = dir.path().join("saved");
+        (dir, file, copy)
+    }
+
+    #[test]
+    fn an_unfinished_modify_is_put_back_byte_for_byte() {
+        let (_dir, file, copy) = setup(b"0123456789");
+        // A modify of 10 bytes at 3: it overwrites 7 and extends the file by 3.
+        let undo = Rollback::capture(&file, 3, 10, copy.clone()).unwrap();
+        assert_eq!(std::fs::read(&copy).unwrap(), b"3456789", "the range about to be overwritten is saved");
+        let mut f = OpenOptions::new().write(true).open(&file).unwrap();
+        std::io::Seek::seek(&mut f, SeekFrom::Start(3)).unwrap();
+        f.write_all(b"XXXXXX").unwrap(); // cut off after 6 of its 10 bytes
+        drop(undo);
+        assert_eq!(std::fs::read(&file).unwrap(), b"0123456789");
+        assert!(!copy.exists(), "the saved copy is removed");
+    }
+
+    #[test]
+    fn an_unfinished_append_and_truncate_are_undone_and_a_committed_change_stays() {
+        let (_dir, file, copy) = setup(b"abc");
+        let undo = Rollback::capture(&file, 3, 5, copy.clone()).unwrap();
+        assert!(!copy.exists(), "an append overwrites nothing: nothing to save");
+        OpenOptions::new().append(true).open(&file).unwrap().write_all(b"de").unwrap();
+        drop(undo);
+        assert_eq!(std::fs::read(&file).unwrap(), b"abc");
+
+        let undo = Rollback::capture(&file, 1, 2, copy.clone()).unwrap();
+        OpenOptions::new().write(true).open(&file).unwrap().set_len(1).unwrap();
+        drop(undo);
+        assert_eq!(std::fs::read(&file).unwrap(), b"abc", "a truncate is undone with the bytes it cut");
+
+        let undo = Rollback::capture(&file, 3, 3, copy.clone()).unwrap();
+        OpenOptions::new().append(true).open(&file).unwrap().write_all(b"def").unwrap();
+        undo.commit();
+        assert_eq!(std::fs::read(&file).unwrap(), b"abcdef");
+        assert!(!copy.exists());
+    }
+}
