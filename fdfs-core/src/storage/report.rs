@@ -161,7 +161,10 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
             Err(e) => return Err(e),
         }
     }
-    Err(refused.expect("at least one generation was tried"))
+    Err(refused.unwrap_or_else(|| ClientError::Protocol {
+        addr: addr.clone(),
+        why: "no FastDFS generation accepted our JOIN".into(),
+    }))
 }
 
 /// 70 GET_SERVER_ID: a storage.conf without `server_id` (normal before 6.11) learns the ID the
