@@ -13,71 +13,116 @@ pub struct StorageConfig {
     /// What loading found worth telling the operator (logged once the log is open): keys
     /// accepted without effect, values replaced by defaults.
     pub warnings: Vec<String>,
+    /// `disabled` (false): refuse to start.
     pub disabled: bool,
     /// May be empty only with storage IDs (fetched from the tracker).
     pub group_name: String,
+    /// `bind_addr` (empty = every address).
     pub bind_addr: String,
+    /// `client_bind` (true): outgoing connections use `bind_addr` too.
     pub client_bind: bool,
+    /// `port` (23000).
     pub port: u16,
+    /// `connect_timeout` (10 s; 0 or less means the default).
     pub connect_timeout: Duration,
+    /// `network_timeout` (60 s; 0 or less means the default): the longest wait for one read or write.
     pub network_timeout: Duration,
     /// `min_body_rate` (ours, bytes per second): a request body must arrive within
     /// `network_timeout` plus its size at this rate, else the connection is closed.
     pub min_body_rate: u64,
+    /// `heart_beat_interval` (30 s): beats to every tracker; also how long an idle replication sender waits.
     pub heart_beat_interval: Duration,
+    /// `stat_report_interval` (300 s): disk usage reports.
     pub stat_report_interval: Duration,
+    /// `base_path` (required): `data/` (state, binlog, marks) and `logs/`.
     pub base_path: PathBuf,
+    /// `max_connections` (256).
     pub max_connections: usize,
     /// `max_connections_per_ip` (ours): at most this many at once from one address
     /// (default: half of `max_connections`).
     pub max_connections_per_ip: usize,
+    /// `buff_size` (64 KiB, at least 8 KiB): the largest request read whole (metadata, delete...).
     pub buff_size: u64,
+    /// `work_threads` (4): async runtime worker threads.
     pub work_threads: usize,
+    /// `disk_rw_separated` (true): accepted, no effect (`unsupported.rs`).
     pub disk_rw_separated: bool,
+    /// `disk_reader_threads` (1): sizes the blocking pool.
     pub disk_reader_threads: usize,
+    /// `disk_writer_threads` (1): sizes the blocking pool.
     pub disk_writer_threads: usize,
+    /// `sync_wait_msec` (100 ms): honoured more strictly: replication senders are woken by each new record.
     pub sync_wait_msec: Duration,
+    /// `sync_interval` (0 ms): pause after each replicated record.
     pub sync_interval: Duration,
+    /// `sync_start_time` (00:00): accepted, not supported yet (replication runs all day).
     pub sync_start_time: (u8, u8),
+    /// `sync_end_time` (23:59): accepted, not supported yet.
     pub sync_end_time: (u8, u8),
+    /// `write_mark_file_freq` (500): rewrite a peer's mark file after this many records.
     pub write_mark_file_freq: u64,
+    /// `disk_recovery_threads` (1): accepted, not supported yet (no disk recovery).
     pub disk_recovery_threads: usize,
     /// `store_path0..N`; the order defines `M00`, `M01`, ...
     pub store_paths: Vec<PathBuf>,
     /// `store_pathN_readonly` (6.13+).
     pub store_path_readonly: Vec<bool>,
+    /// `subdir_count_per_path` (256, 1..=256): N×N data directories per store path.
     pub subdir_count_per_path: u32,
+    /// `tracker_server` (repeatable, at least one).
     pub tracker_servers: Vec<ServerAddr>,
+    /// `log_level` (info).
     pub log_level: LogLevel,
+    /// `run_by_group` (empty): accepted, not supported yet.
     pub run_by_group: String,
+    /// `run_by_user` (empty): accepted, not supported yet.
     pub run_by_user: String,
+    /// `allow_hosts` (`*`), compiled at load.
     pub allow_hosts: super::AllowHosts,
     /// 0 round robin, 1 hash.
     pub file_distribute_path_mode: u8,
+    /// `file_distribute_rotate_count` (100): files per directory before the next (mode 0).
     pub file_distribute_rotate_count: u64,
     /// 0 = never fsync during a write (the file is still fsynced before it is acknowledged).
     pub fsync_after_written_bytes: u64,
+    /// `sync_log_buff_interval` (1 s): honoured more strictly: records are synced before the answer.
     pub sync_log_buff_interval: Duration,
+    /// `sync_binlog_buff_interval` (60 s): honoured more strictly: records are synced before the answer.
     pub sync_binlog_buff_interval: Duration,
+    /// `sync_stat_file_interval` (60 s): how often `storage_stat.dat` is written.
     pub sync_stat_file_interval: Duration,
+    /// `upload_priority` (10): lower is preferred with the tracker's `store_server = 2`.
     pub upload_priority: i64,
+    /// `if_alias_prefix` (empty): accepted, no effect.
     pub if_alias_prefix: String,
+    /// `check_file_duplicate` (false): accepted, not supported yet (no de-duplication).
     pub check_file_duplicate: bool,
+    /// `file_signature_method` (hash): de-duplication, not supported yet.
     pub file_signature_method: String,
+    /// `key_namespace`: de-duplication, not supported yet.
     pub key_namespace: String,
+    /// `keep_alive` (false): de-duplication, not supported yet.
     pub keep_alive: bool,
+    /// `use_access_log` (false): accepted, not supported yet.
     pub use_access_log: bool,
+    /// `file_sync_skip_invalid_record` (false): a malformed binlog line is always skipped (and logged).
     pub file_sync_skip_invalid_record: bool,
+    /// `use_connection_pool` (false): accepted, no effect (replication connections stay open).
     pub use_connection_pool: bool,
+    /// `connection_pool_max_idle_time` (3600 s): as above.
     pub connection_pool_max_idle_time: Duration,
+    /// `compress_binlog` (false): accepted, not supported yet.
     pub compress_binlog: bool,
+    /// `check_store_path_mark` (true): accepted, not supported yet.
     pub check_store_path_mark: bool,
     /// Explicit storage ID (6.11+).
     pub server_id: String,
     /// `tracker_protocol_version` (ours): the generation to speak to trackers; `None`
     /// (`auto`, the default) detects each tracker's from its answers.
     pub tracker_protocol_version: Option<Layout>,
+    /// `http.domain_name` (empty): reported in classic JOINs.
     pub http_domain_name: String,
+    /// `http.server_port` (8888): reported in classic JOINs and listings.
     pub http_server_port: u16,
 }
 

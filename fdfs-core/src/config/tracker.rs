@@ -85,13 +85,19 @@ pub struct TrackerConfig {
     /// What loading found worth telling the operator (logged once the log is open): keys
     /// accepted without effect, values replaced by defaults.
     pub warnings: Vec<String>,
+    /// `disabled` (false): refuse to start.
     pub disabled: bool,
     /// Empty = all addresses.
     pub bind_addr: String,
+    /// `port` (22122).
     pub port: u16,
+    /// `connect_timeout` (10 s; 0 or less means the default).
     pub connect_timeout: Duration,
+    /// `network_timeout` (60 s; 0 or less means the default).
     pub network_timeout: Duration,
+    /// `base_path` (required): `data/` (state files) and `logs/`.
     pub base_path: PathBuf,
+    /// `max_connections` (256).
     pub max_connections: usize,
     /// `max_connections_per_ip` (ours): at most this many at once from one address
     /// (default: half of `max_connections`), so one host cannot take the daemon off the air.
@@ -100,16 +106,23 @@ pub struct TrackerConfig {
     pub max_groups: usize,
     /// `max_storages_per_group` (ours; C's fixed limit is 32).
     pub max_storages_per_group: usize,
+    /// `work_threads` (4): async runtime worker threads.
     pub work_threads: usize,
+    /// `min_buff_size` (= `buff_size`): accepted, no effect.
     pub min_buff_size: u64,
+    /// `max_buff_size` (= `buff_size`, 256 KiB): the largest request accepted.
     pub max_buff_size: u64,
+    /// `log_level` (info).
     pub log_level: LogLevel,
+    /// `run_by_group` (empty): accepted, not supported yet.
     pub run_by_group: String,
+    /// `run_by_user` (empty): accepted, not supported yet.
     pub run_by_user: String,
     /// `*`, IPs, CIDRs or ranges; repeatable.
     pub allow_hosts: super::AllowHosts,
     /// Which group takes an upload that names none (C default: round robin).
     pub store_lookup: StoreLookup,
+    /// `store_group`: required with `store_lookup = 1`.
     pub store_group: String,
     /// Which storage of the group takes it (round robin; first by ID with trunk files).
     pub store_server: StoreServer,
@@ -117,21 +130,33 @@ pub struct TrackerConfig {
     pub store_path: StorePath,
     /// Which storage serves a download (round robin among those that have the file).
     pub download_server: DownloadServer,
+    /// `reserved_storage_space` (1024 MB, or a percentage): space kept free on every storage.
     pub reserved_storage_space: ReservedSpace,
+    /// `check_active_interval` (100 s): an ACTIVE storage silent this long goes OFFLINE.
     pub check_active_interval: Duration,
+    /// `storage_ip_changed_auto_adjust` (true): passed to storages.
     pub storage_ip_changed_auto_adjust: bool,
+    /// `storage_sync_file_max_delay` (86400 s): after this, every member is assumed to have a file.
     pub storage_sync_file_max_delay: Duration,
+    /// `storage_sync_file_max_time` (300 s).
     pub storage_sync_file_max_time: Duration,
+    /// `use_trunk_file` (false): accepted, not supported yet.
     pub use_trunk_file: bool,
+    /// `slot_min_size` (256, at most 64 KiB): trunk files, not supported yet.
     pub slot_min_size: u64,
+    /// `slot_max_size` (trunk_file_size / 8): trunk files, not supported yet.
     pub slot_max_size: u64,
+    /// `trunk_file_size` (64 MiB, at least 4 MiB): trunk files, not supported yet.
     pub trunk_file_size: u64,
+    /// `use_storage_id` (false): storages named by the IDs of `storage_ids_filename`.
     pub use_storage_id: bool,
     /// Resolved against the config file's directory.
     pub storage_ids_filename: PathBuf,
     /// `true` when `id_type_in_filename = id`.
     pub id_type_in_filename_is_id: bool,
+    /// `trust_storage_server_id` (true): accept the ID a storage sends in JOIN (6.11+).
     pub trust_storage_server_id: bool,
+    /// `store_slave_file_use_link` (false): passed to storages; slave links not supported yet.
     pub store_slave_file_use_link: bool,
     /// Width of IPs in answers to clients (6.15+ generations only).
     pub response_ip_addr_size: ResponseIpSize,
@@ -140,9 +165,13 @@ pub struct TrackerConfig {
     /// QUERY_FETCH_ALL, IP widths before 6.15. Storages are always answered in their own
     /// generation, detected from their JOIN.
     pub client_protocol_version: Layout,
+    /// `use_connection_pool` (false): accepted, no effect.
     pub use_connection_pool: bool,
+    /// `connection_pool_max_idle_time` (3600 s): accepted, no effect.
     pub connection_pool_max_idle_time: Duration,
+    /// `sync_log_buff_interval` (1 s): accepted, no effect (state files are written when changed).
     pub sync_log_buff_interval: Duration,
+    /// `http.server_port` (8080): the group's HTTP port in classic listings.
     pub http_server_port: u16,
 }
 

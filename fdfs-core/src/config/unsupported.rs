@@ -1,7 +1,9 @@
 //! The keys of the C sample configs that fastdfs-rs accepts but does not act on, in one table
 //! per file. A key set to anything but its FastDFS default gets one warning at startup saying
 //! what fastdfs-rs does instead, so no setting is ignored silently. Every other key of the C
-//! samples is honoured (README: "Protocol generations" and the nginx-conf samples).
+//! samples is honoured, some more strictly than asked: `sync_wait_msec` (senders are woken by
+//! each new record), `sync_binlog_buff_interval` and the storage's `sync_log_buff_interval`
+//! (every record is synced before the answer).
 
 use super::ini::{parse_bool, parse_size, Keys};
 
@@ -57,13 +59,10 @@ pub const STORAGE: &[Unsupported] = &[
     u("disk_rw_separated", "true", "not needed: disk I/O runs on the blocking pool"),
     u("disk_reader_threads", "1", "not needed: disk I/O runs on the blocking pool"),
     u("disk_writer_threads", "1", "not needed: disk I/O runs on the blocking pool"),
-    u("sync_wait_msec", "50", "not needed: a new binlog record wakes the replication senders at once"),
     u("sync_start_time", "00:00", "not supported yet: replication runs all day"),
     u("sync_end_time", "23:59", "not supported yet: replication runs all day"),
-    u("disk_recovery_threads", "3", "not supported yet: no disk recovery"),
+    u("disk_recovery_threads", "1", "not supported yet: no disk recovery"),
     u("fsync_after_written_bytes", "0", "every file is fsynced before the upload is answered"),
-    u("sync_log_buff_interval", "1", "not needed: every binlog record is synced before the answer"),
-    u("sync_binlog_buff_interval", "1", "not needed: every binlog record is synced before the answer"),
     u("if_alias_prefix", "", "not supported: every interface address counts as this host's"),
     u("check_file_duplicate", "0", "not supported yet: no de-duplication"),
     u("file_signature_method", "hash", "not supported yet: no de-duplication"),
