@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -87,11 +88,36 @@ impl Drop for AddressSlot {
     }
 }
 
-/// Limits on what peers may hold open.
-#[derive(Debug, Clone, Copy)]
+/// Connection counts of a daemon (StatBuff and the cluster stats report them), kept by the
+/// accept loop for every daemon alike.
+#[derive(Debug, Default)]
+pub struct ConnCounts {
+    current: AtomicI32,
+    max: AtomicI32,
+}
+
+impl ConnCounts {
+    pub fn opened(&self) {
+        let now = self.current.fetch_add(1, Ordering::Relaxed) + 1;
+        self.max.fetch_max(now, Ordering::Relaxed);
+    }
+
+    pub fn closed(&self) {
+        self.current.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// (current, max).
+    pub fn get(&self) -> (i32, i32) {
+        (self.current.load(Ordering::Relaxed), self.max.load(Ordering::Relaxed))
+    }
+}
+
+/// Limits on what peers may hold open, and where the accept loop counts connections.
+#[derive(Debug, Clone)]
 pub struct ConnectionLimits {
     pub max_connections: usize,
     pub per_ip: usize,
+    pub counts: Arc<ConnCounts>,
 }
 
 /// Logs refusals without letting a flood of them flood the log: the first one, then a count
@@ -161,8 +187,11 @@ pub async fn serve<F, Fut>(
             continue;
         };
         let fut = handle(PeerStream::new(sock), peer, shutdown.clone());
+        let counts = limits.counts.clone();
+        counts.opened();
         tokio::spawn(async move {
             fut.await;
+            counts.closed();
             drop(slot);
             drop(permit);
         });

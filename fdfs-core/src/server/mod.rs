@@ -4,5 +4,5 @@ pub mod frame;
 pub mod listener;
 pub mod stream;
 
-pub use listener::{serve, shutdown_pair, ConnectionLimits, Shutdown, ShutdownTrigger};
+pub use listener::{serve, shutdown_pair, ConnCounts, ConnectionLimits, Shutdown, ShutdownTrigger};
 pub use stream::PeerStream;

@@ -273,6 +273,7 @@ pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Sh
     let limits = ConnectionLimits {
         max_connections: server.config.max_connections,
         per_ip: server.config.max_connections_per_ip,
+        counts: server.stats.conns.clone(),
     };
     serve(listener, allow, limits, shutdown, move |sock, peer, sd| service::handle(s.clone(), sock, peer, sd)).await;
     for t in tasks {

@@ -26,7 +26,6 @@ enum Reply {
 }
 
 pub(super) async fn handle(srv: Arc<StorageServer>, mut sock: PeerStream, peer: SocketAddr, mut shutdown: Shutdown) {
-    srv.stats.connected();
     // The sync source that said who it is (9 REPORT_SERVER_ID) on this connection.
     let mut source: Option<String> = None;
     let timeout = srv.config.network_timeout.max(std::time::Duration::from_secs(1));
@@ -61,7 +60,6 @@ pub(super) async fn handle(srv: Arc<StorageServer>, mut sock: PeerStream, peer: 
             }
         }
     }
-    srv.stats.disconnected();
 }
 
 /// Closes after an error answer while the client may still be sending the body: closing with

@@ -13,16 +13,17 @@ macro_rules! atomic_counters {
         #[derive(Debug, Default)]
         pub struct Stats {
             $(pub $name: AtomicI64,)*
-            pub conn_current: AtomicI64,
-            pub conn_max: AtomicI64,
+            /// Kept by the accept loop.
+            pub conns: std::sync::Arc<crate::server::ConnCounts>,
         }
 
         impl Stats {
             pub fn snapshot(&self, conn_alloc: i32) -> StatBuff {
+                let (conn_current, conn_max) = self.conns.get();
                 StatBuff {
                     conn_alloc,
-                    conn_current: self.conn_current.load(Ordering::Relaxed) as i32,
-                    conn_max: self.conn_max.load(Ordering::Relaxed) as i32,
+                    conn_current,
+                    conn_max,
                     counters: Counters { $($name: self.$name.load(Ordering::Relaxed),)* },
                 }
             }
@@ -49,15 +50,6 @@ pub fn add(a: &AtomicI64, n: u64) {
 }
 
 impl Stats {
-    pub fn connected(&self) {
-        let cur = self.conn_current.fetch_add(1, Ordering::Relaxed) + 1;
-        self.conn_max.fetch_max(cur, Ordering::Relaxed);
-    }
-
-    pub fn disconnected(&self) {
-        self.conn_current.fetch_sub(1, Ordering::Relaxed);
-    }
-
     /// `storage_stat.dat`: every counter plus the directory cursor.
     pub fn save(&self, data_dir: &Path, cursor: super::paths::DirCursor) -> std::io::Result<()> {
         let s = self.snapshot(0);

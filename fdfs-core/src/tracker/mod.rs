@@ -50,7 +50,7 @@ pub struct Tracker {
     pub port: AtomicU16,
     pub own_ips: Vec<String>,
     /// Client and storage connections open now, and the most at once.
-    pub conns: cluster_stat::ConnCounts,
+    pub conns: Arc<crate::server::ConnCounts>,
     /// As leader: when each follower last pinged.
     pub follower_pings: cluster_stat::FollowerPings,
     data_dir: PathBuf,
@@ -192,6 +192,7 @@ pub async fn run(listener: TcpListener, tracker: Arc<Tracker>, shutdown: Shutdow
     let limits = ConnectionLimits {
         max_connections: tracker.config.max_connections,
         per_ip: tracker.config.max_connections_per_ip,
+        counts: tracker.conns.clone(),
     };
     serve(listener, allow, limits, shutdown, move |sock, peer, sd| service::handle(t.clone(), sock, peer, sd)).await;
     let _ = bg.await;

@@ -73,7 +73,6 @@ pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: PeerStream, peer: So
         sent_counter: None,
         leader_sent: None,
     };
-    tracker.conns.opened();
     let timeout = tracker.config.network_timeout.max(std::time::Duration::from_secs(1));
     let max_body = tracker.config.max_buff_size.max(8 << 10);
     loop {
@@ -105,7 +104,6 @@ pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: PeerStream, peer: So
     if let Some((group, id)) = conn.joined {
         tracker.lock().disconnected(&group, &id);
     }
-    tracker.conns.closed();
 }
 
 fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome {
