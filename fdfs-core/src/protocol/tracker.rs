@@ -249,6 +249,24 @@ pub fn decode_trunk_server_id(body: &[u8]) -> DecodeResult<String> {
     }
 }
 
+/// The `filter_by` bits of the cluster-stat requests (96, 97, 98), as C defines them.
+pub mod stat_filter {
+    /// 96: filter on `is_active`.
+    pub const TRACKER_IS_ACTIVE: u8 = 1;
+    /// 96: filter on `is_leader`.
+    pub const TRACKER_IS_LEADER: u8 = 2;
+    /// 97: filter on the trunk-server flag.
+    pub const STORAGE_IS_TRUNK_SERVER: u8 = 1;
+    /// 97: filter on the status (`op_type` `=` or `!`).
+    pub const STORAGE_STATUS: u8 = 2;
+    /// 98: filter on disk space available.
+    pub const VOLUME_DISK_AVAILABLE: u8 = 1;
+    /// 98: filter on trunk space available.
+    pub const VOLUME_TRUNK_AVAILABLE: u8 = 2;
+    /// 98: filter on either.
+    pub const VOLUME_SPACE_AVAILABLE: u8 = 4;
+}
+
 wire_struct! {
     /// 96 request (6.16): filter on tracker flags.
     pub struct TrackerClusterStatReq {

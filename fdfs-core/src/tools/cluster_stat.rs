@@ -7,8 +7,11 @@ use crate::protocol::status;
 use crate::protocol::tracker::{StorageClusterStat, TrackerClusterStat, VolumeStat, VolumeStats};
 use crate::timefmt::datetime;
 
-/// `fdfs_tracker_stat`; `detail` is `-d`.
+/// `fdfs_tracker_stat`; `detail` is `-d`. Nothing at all for an empty list, as C prints.
 pub fn trackers(list: &[TrackerClusterStat], detail: bool) -> String {
+    if list.is_empty() {
+        return String::new();
+    }
     let mut o = String::from("\n");
     for t in list {
         let _ = writeln!(
@@ -29,8 +32,11 @@ pub fn trackers(list: &[TrackerClusterStat], detail: bool) -> String {
     o
 }
 
-/// `fdfs_storage_stat`; `detail` is `-d`.
+/// `fdfs_storage_stat`; `detail` is `-d`. Nothing at all for an empty list, as C prints.
 pub fn storages(list: &[StorageClusterStat], use_storage_id: bool, use_trunk_file: bool, detail: bool) -> String {
+    if list.is_empty() {
+        return String::new();
+    }
     let mut o = String::from("\n");
     for s in list {
         if use_storage_id {
@@ -98,8 +104,11 @@ fn volume_line(o: &mut String, g: &VolumeStat, use_trunk_file: bool) {
     }
 }
 
-/// `fdfs_volumn_stat`.
+/// `fdfs_volumn_stat`. Nothing at all for an empty list, as C prints.
 pub fn volumes(v: &VolumeStats) -> String {
+    if v.groups.is_empty() {
+        return String::new();
+    }
     let mut o = String::from("\n");
     let mut sum = VolumeStat::default();
     let mut available = 0;
@@ -128,6 +137,13 @@ pub fn volumes(v: &VolumeStats) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_lists_print_nothing() {
+        assert_eq!(trackers(&[], true), "");
+        assert_eq!(storages(&[], true, true, true), "");
+        assert_eq!(volumes(&VolumeStats::default()), "");
+    }
 
     #[test]
     fn human_sizes() {

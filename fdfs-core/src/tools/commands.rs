@@ -327,6 +327,17 @@ pub fn crc32(args: &[String]) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Prints what a cluster-stat answer shows (nothing for an empty list, as C), or the failure.
+fn stat_output<T>(r: crate::client::ClientResult<T>, what: &str, show: impl FnOnce(T) -> String) -> ExitCode {
+    match r {
+        Ok(v) => {
+            print!("{}", show(v));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(what, &e),
+    }
+}
+
 fn stat_args(args: &[String], allowed: &str, usage: &str) -> Result<Option<super::cluster_stat::StatArgs>> {
     if args.iter().any(|a| a == "-h") {
         eprintln!("{usage}");
@@ -341,77 +352,69 @@ fn stat_args(args: &[String], allowed: &str, usage: &str) -> Result<Option<super
 /// `fdfs_tracker_stat [-c config] [-A|-N] [-L|-F] [-d]` (6.16): the trackers as the leader
 /// sees them.
 pub fn tracker_stat(args: &[String]) -> Result<ExitCode> {
-    use crate::protocol::tracker::TrackerClusterStatReq;
+    use crate::protocol::tracker::{stat_filter::*, TrackerClusterStatReq};
     let usage = "Usage: fdfs_tracker_stat [-c config_filename=/etc/fdfs/client.conf]\n\t[-A] list ACTIVE trackers\n\t[-N] list None ACTIVE trackers\n\t[-L] list leader tracker\n\t[-F] list follower trackers\n\t[-d] show detail / more info\n";
     let Some(a) = stat_args(args, "ANLFd", usage)? else { return Ok(ExitCode::SUCCESS) };
     let mut req = TrackerClusterStatReq::default();
     for f in &a.flags {
         match f {
-            'A' | 'N' => (req.filter_by, req.is_active) = (req.filter_by | 1, (*f == 'A') as u8),
-            'L' | 'F' => (req.filter_by, req.is_leader) = (req.filter_by | 2, (*f == 'L') as u8),
+            'A' | 'N' => (req.filter_by, req.is_active) = (req.filter_by | TRACKER_IS_ACTIVE, (*f == 'A') as u8),
+            'L' | 'F' => (req.filter_by, req.is_leader) = (req.filter_by | TRACKER_IS_LEADER, (*f == 'L') as u8),
             _ => {}
         }
     }
     let (_, client) = load_client(Path::new(&a.config), None)?;
     let r = runtime()?.block_on(client.tracker.tracker_cluster_stat(&req));
-    match r {
-        Ok(s) if !s.trackers.is_empty() => {
-            print!("{}", super::cluster_stat::trackers(&s.trackers, a.flags.contains(&'d')))
-        }
-        Ok(_) => {}
-        Err(e) => return Ok(fail("list trackers", &e)),
-    }
-    Ok(ExitCode::SUCCESS)
+    Ok(stat_output(r, "list trackers", |s| super::cluster_stat::trackers(&s.trackers, a.flags.contains(&'d'))))
 }
 
 /// `fdfs_storage_stat [-c config] [-A|-N] [-T|-t] [-d]` (6.16): every storage of the cluster.
 pub fn storage_stat(args: &[String]) -> Result<ExitCode> {
-    use crate::protocol::tracker::StorageClusterStatReq;
+    use crate::protocol::tracker::{stat_filter::*, StorageClusterStatReq};
     let usage = "Usage: fdfs_storage_stat [-c config_filename=/etc/fdfs/client.conf]\n\t[-A] list ACTIVE storages\n\t[-N] list None ACTIVE storages\n\t[-d] show detail / more info\n\n\nwhen use_trunk_file is true, including options:\n\t[-T] list trunk servers / storages\n\t[-t] list None trunk servers / storages\n";
     let Some(a) = stat_args(args, "ANTtd", usage)? else { return Ok(ExitCode::SUCCESS) };
     let mut req = StorageClusterStatReq::default();
     for f in &a.flags {
         match f {
             'A' | 'N' => {
-                req.filter_by |= 2;
+                req.filter_by |= STORAGE_STATUS;
                 req.status = crate::protocol::status::ACTIVE;
                 req.op_type = if *f == 'A' { b'=' } else { b'!' };
             }
-            'T' | 't' => (req.filter_by, req.is_trunk_server) = (req.filter_by | 1, (*f == 'T') as u8),
+            'T' | 't' => {
+                (req.filter_by, req.is_trunk_server) = (req.filter_by | STORAGE_IS_TRUNK_SERVER, (*f == 'T') as u8)
+            }
             _ => {}
         }
     }
     let (_, client) = load_client(Path::new(&a.config), None)?;
-    match runtime()?.block_on(client.tracker.storage_cluster_stat(&req)) {
-        Ok(s) if !s.storages.is_empty() => print!(
-            "{}",
-            super::cluster_stat::storages(&s.storages, s.use_storage_id, s.use_trunk_file, a.flags.contains(&'d'))
-        ),
-        Ok(_) => {}
-        Err(e) => return Ok(fail("list storages", &e)),
-    }
-    Ok(ExitCode::SUCCESS)
+    let r = runtime()?.block_on(client.tracker.storage_cluster_stat(&req));
+    Ok(stat_output(r, "list storages", |s| {
+        super::cluster_stat::storages(&s.storages, s.use_storage_id, s.use_trunk_file, a.flags.contains(&'d'))
+    }))
 }
 
 /// `fdfs_volumn_stat [-c config] [-A|-N] [-D|-d] [-T|-t]` (6.16): every group's space.
 pub fn volumn_stat(args: &[String]) -> Result<ExitCode> {
-    use crate::protocol::tracker::VolumeStatReq;
+    use crate::protocol::tracker::{stat_filter::*, VolumeStatReq};
     let usage = "Usage: fdfs_volumn_stat [-c config_filename=/etc/fdfs/client.conf]\n\t[-A] list space available groups / volumns\n\t[-N] list None space available groups / volumns\n\t[-D] list disk space available groups / volumns\n\t[-d] list None disk space available groups / volumns\n\nWhen use_trunk_file is true, including options:\n\t[-T] list trunk space available groups / volumns\n\t[-t] list None trunk space available groups / volumns\n\nNote: space available when disk space available or trunk space available\n";
     let Some(a) = stat_args(args, "ANDdTt", usage)? else { return Ok(ExitCode::SUCCESS) };
     let mut req = VolumeStatReq::default();
     for f in &a.flags {
         match f {
-            'A' | 'N' => (req.filter_by, req.space_available) = (req.filter_by | 4, (*f == 'A') as u8),
-            'D' | 'd' => (req.filter_by, req.disk_available) = (req.filter_by | 1, (*f == 'D') as u8),
-            'T' | 't' => (req.filter_by, req.trunk_available) = (req.filter_by | 2, (*f == 'T') as u8),
+            'A' | 'N' => {
+                (req.filter_by, req.space_available) = (req.filter_by | VOLUME_SPACE_AVAILABLE, (*f == 'A') as u8)
+            }
+            'D' | 'd' => {
+                (req.filter_by, req.disk_available) = (req.filter_by | VOLUME_DISK_AVAILABLE, (*f == 'D') as u8)
+            }
+            'T' | 't' => {
+                (req.filter_by, req.trunk_available) = (req.filter_by | VOLUME_TRUNK_AVAILABLE, (*f == 'T') as u8)
+            }
             _ => {}
         }
     }
     let (_, client) = load_client(Path::new(&a.config), None)?;
-    match runtime()?.block_on(client.tracker.volume_stat(&req)) {
-        Ok(v) if !v.groups.is_empty() => print!("{}", super::cluster_stat::volumes(&v)),
-        Ok(_) => {}
-        Err(e) => return Ok(fail("list volumns", &e)),
-    }
-    Ok(ExitCode::SUCCESS)
+    let r = runtime()?.block_on(client.tracker.volume_stat(&req));
+    Ok(stat_output(r, "list volumns", |v| super::cluster_stat::volumes(&v)))
 }

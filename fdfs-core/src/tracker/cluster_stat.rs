@@ -3,7 +3,6 @@
 //! `fdfs_volumn_stat` print.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
 
 use super::{status, Tracker};
@@ -11,42 +10,10 @@ use crate::protocol::leader::PingLeaderReq;
 use crate::protocol::tracker::*;
 use crate::protocol::Status;
 
-/// Filter bits of the 96 request.
-const BY_IS_ACTIVE: u8 = 1;
-const BY_IS_LEADER: u8 = 2;
-/// Filter bits of the 97 request.
-const BY_TRUNK_FLAG: u8 = 1;
-const BY_STATUS: u8 = 2;
-/// Filter bits of the 98 request.
-const BY_DISK_AVAILABLE: u8 = 1;
-const BY_TRUNK_AVAILABLE: u8 = 2;
-const BY_SPACE_AVAILABLE: u8 = 4;
+use crate::protocol::tracker::stat_filter::*;
 
 /// A follower counts as active while its pings arrive (it pings every second or so).
 const PING_FRESH_SECS: i64 = 10;
-
-/// Connection counts of a daemon, as StatBuff and the cluster stats report them.
-#[derive(Debug, Default)]
-pub struct ConnCounts {
-    current: AtomicI32,
-    max: AtomicI32,
-}
-
-impl ConnCounts {
-    pub fn opened(&self) {
-        let now = self.current.fetch_add(1, Ordering::Relaxed) + 1;
-        self.max.fetch_max(now, Ordering::Relaxed);
-    }
-
-    pub fn closed(&self) {
-        self.current.fetch_sub(1, Ordering::Relaxed);
-    }
-
-    /// (current, max).
-    pub fn get(&self) -> (i32, i32) {
-        (self.current.load(Ordering::Relaxed), self.max.load(Ordering::Relaxed))
-    }
-}
 
 /// The last ping each follower (by IP) sent the leader, with the connection counts of 6.15.5+.
 #[derive(Debug, Default)]
@@ -107,8 +74,8 @@ pub fn trackers(t: &Tracker, req: &TrackerClusterStatReq, now: i64) -> Result<Tr
         });
     }
     out.retain(|s| {
-        (req.filter_by & BY_IS_ACTIVE == 0 || s.is_active == req.is_active)
-            && (req.filter_by & BY_IS_LEADER == 0 || s.is_leader == req.is_leader)
+        (req.filter_by & TRACKER_IS_ACTIVE == 0 || s.is_active == req.is_active)
+            && (req.filter_by & TRACKER_IS_LEADER == 0 || s.is_leader == req.is_leader)
     });
     Ok(TrackerClusterStats { trackers: out })
 }
@@ -125,8 +92,8 @@ pub fn storages(t: &Tracker, req: &StorageClusterStatReq) -> StorageClusterStats
                 b'!' => s.status != req.status,
                 _ => s.status == req.status,
             };
-            (req.filter_by & BY_STATUS == 0 || by_status)
-                && (req.filter_by & BY_TRUNK_FLAG == 0 || req.is_trunk_server == 0)
+            (req.filter_by & STORAGE_STATUS == 0 || by_status)
+                && (req.filter_by & STORAGE_IS_TRUNK_SERVER == 0 || req.is_trunk_server == 0)
         })
         .map(|s| StorageClusterStat {
             id: s.id.clone(),
@@ -169,9 +136,9 @@ pub fn volumes(t: &Tracker, req: &VolumeStatReq) -> VolumeStats {
         })
         .filter(|v| {
             let space = v.is_disk_available | v.is_trunk_available;
-            (req.filter_by & BY_DISK_AVAILABLE == 0 || v.is_disk_available == req.disk_available)
-                && (req.filter_by & BY_TRUNK_AVAILABLE == 0 || v.is_trunk_available == req.trunk_available)
-                && (req.filter_by & BY_SPACE_AVAILABLE == 0 || space == req.space_available)
+            (req.filter_by & VOLUME_DISK_AVAILABLE == 0 || v.is_disk_available == req.disk_available)
+                && (req.filter_by & VOLUME_TRUNK_AVAILABLE == 0 || v.is_trunk_available == req.trunk_available)
+                && (req.filter_by & VOLUME_SPACE_AVAILABLE == 0 || space == req.space_available)
         })
         .collect();
     VolumeStats { use_trunk_file: t.config.use_trunk_file, groups }
