@@ -46,21 +46,14 @@ impl TempFile {
         &mut self.file
     }
 
-    /// Fsyncs the content (unless [`Self::synced`] said it is) and moves it to `dest`, which
-    /// must not exist (`AlreadyExists` otherwise, and the temp file stays for another try).
-    pub fn publish(&mut self, dest: &Path) -> std::io::Result<()> {
-        self.file.sync_all()?;
-        rename_no_replace(&self.path, dest)?;
-        self.kept = true;
-        Ok(())
-    }
-
-    /// As [`Self::publish`], but the new directory entry is left for the caller to make
-    /// durable ([`sync_dir`] on `dest`'s directory) before it reports success: the caller can
-    /// then overlap that sync with others (the binlog record), so one journal commit covers both.
+    /// Fsyncs the content and moves it to `dest`, which must not exist (`AlreadyExists`
+    /// otherwise, and the temp file stays for another try). The new directory entry is left for
+    /// the caller to make durable ([`sync_dir`] on `dest`'s directory) before it reports
+    /// success: it can then overlap that sync with others (the binlog record's), so one journal
+    /// commit covers both.
     pub fn publish_entry(&mut self, dest: &Path) -> std::io::Result<()> {
         self.file.sync_all()?;
-        renameat2(AT_FDCWD, &self.path, AT_FDCWD, dest, RenameFlags::RENAME_NOREPLACE).map_err(std::io::Error::from)?;
+        rename_entry(&self.path, dest)?;
         self.kept = true;
         Ok(())
     }
@@ -85,8 +78,12 @@ impl Drop for TempFile {
 /// Renames without ever replacing an existing file, then makes the new entry durable.
 /// `Err(AlreadyExists)` means the name is taken.
 pub fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
-    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).map_err(std::io::Error::from)?;
+    rename_entry(from, to)?;
     sync_parent(to)
+}
+
+fn rename_entry(from: &Path, to: &Path) -> std::io::Result<()> {
+    renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).map_err(std::io::Error::from)
 }
 
 /// Removes the temp files an interrupted run left directly in `dir` (state-file writes).
@@ -138,10 +135,10 @@ mod tests {
         let dest = dir.path().join("f");
         let mut t = TempFile::create_in(dir.path(), "f").unwrap();
         t.file().write_all(b"one").unwrap();
-        t.publish(&dest).unwrap();
+        t.publish_entry(&dest).unwrap();
         let mut t2 = TempFile::create_in(dir.path(), "f").unwrap();
         t2.file().write_all(b"two").unwrap();
-        assert_eq!(t2.publish(&dest).unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(t2.publish_entry(&dest).unwrap_err().kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(std::fs::read(&dest).unwrap(), b"one");
         t2.replace(&dest).unwrap();
         assert_eq!(std::fs::read(&dest).unwrap(), b"two");
