@@ -93,9 +93,9 @@ fn at(ts: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(ts.max(0) as u64)
 }
 
-/// Reads `len` bytes from the socket into a new temp file of store path `index`, fsynced and
-/// with `mtime`; returns it (not yet published) with the CRC32 of the content. On any failure
-/// the temp file is gone.
+/// Reads `len` bytes from the socket into a new temp file of store path `index`, with `mtime`;
+/// returns it (not yet published: publishing fsyncs it) with the CRC32 of the content. On any
+/// failure the temp file is gone.
 pub async fn receive(
     srv: &StorageServer,
     src: &mut (impl AsyncRead + Unpin),
@@ -118,9 +118,9 @@ pub struct BodyTimer {
 
 impl BodyTimer {
     pub fn new(per_read: Duration, len: u64, min_rate: u64) -> Self {
-        let transfer = Duration::from_secs_f64(len as f64 / min_rate.max(1) as f64);
-        let deadline =
-            tokio::time::Instant::now() + per_read.saturating_add(transfer.min(Duration::from_secs(1 << 32)));
+        // Whole seconds, capped: any declared length (up to 2^63) gives a deadline that exists.
+        let transfer = Duration::from_secs((len / min_rate.max(1)).saturating_add(1).min(1 << 32));
+        let deadline = tokio::time::Instant::now() + per_read.min(Duration::from_secs(1 << 32)) + transfer;
         BodyTimer { per_read, deadline }
     }
 
@@ -722,5 +722,13 @@ mod tests {
         undo.commit();
         assert_eq!(std::fs::read(&file).unwrap(), b"abcdef");
         assert!(!copy.exists());
+    }
+
+    #[test]
+    fn body_deadlines_exist_for_any_declared_length() {
+        let t = BodyTimer::new(Duration::from_secs(60), u64::MAX, 1);
+        assert!(t.next_read() <= Duration::from_secs(60));
+        let t = BodyTimer::new(Duration::from_secs(u64::MAX), 1 << 20, 16 << 10);
+        assert!(t.next_read() >= Duration::from_secs(64), "1 MiB at 16 KiB/s");
     }
 }
