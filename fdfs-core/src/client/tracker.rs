@@ -163,9 +163,7 @@ impl TrackerClient {
             let req = FetchStorageIdsReq { start_index: lines.len() as i32, allow_empty: false };
             let body = self.call(Command::StorageFetchStorageIds, &req.encode(Profile::CLASSIC)).await?;
             let page = Self::decode(StorageIdsPage::decode(&body))?;
-            let got = page.lines.len();
-            lines.extend(page.lines);
-            if got == 0 || lines.len() >= page.total as usize {
+            if page.add_to(&mut lines) {
                 return Ok(lines);
             }
         }

@@ -224,9 +224,7 @@ fn from_tracker(config: &ModFastdfsConfig) -> Result<(u64, bool, Vec<String>), S
         let req = FetchStorageIdsReq { start_index: lines.len() as i32, allow_empty: false };
         let page = StorageIdsPage::decode(&call(Command::StorageFetchStorageIds, &req.encode(Profile::CLASSIC))?)
             .map_err(|e| e.to_string())?;
-        let got = page.lines.len();
-        lines.extend(page.lines);
-        if got == 0 || lines.len() >= page.total as usize {
+        if page.add_to(&mut lines) {
             break;
         }
     }

@@ -516,7 +516,19 @@ pub struct StorageIdsPage {
     pub lines: Vec<String>,
 }
 
+/// A storage ID table longer than this is not taken from a tracker (C keeps a few thousand).
+pub const MAX_STORAGE_IDS: usize = 1 << 16;
+
 impl StorageIdsPage {
+    /// Adds this page to the lines fetched so far; true when the table is complete, a page
+    /// came back empty, or [`MAX_STORAGE_IDS`] is reached (a tracker cannot make a client
+    /// fetch without end).
+    pub fn add_to(self, lines: &mut Vec<String>) -> bool {
+        let got = self.lines.len();
+        lines.extend(self.lines);
+        got == 0 || lines.len() >= (self.total.max(0) as usize).min(MAX_STORAGE_IDS)
+    }
+
     pub fn encode(&self) -> BytesMut {
         let mut b = BytesMut::with_capacity(8 + self.lines.iter().map(|l| l.len() + 1).sum::<usize>());
         b.put_i32(self.total);
@@ -777,5 +789,16 @@ mod tests {
         let b = encode_briefs(&briefs, Profile::CLASSIC);
         assert_eq!(decode_briefs(&b, Profile::CLASSIC).unwrap(), briefs);
         assert!(decode_briefs(&vec![0; 33 * 37], Profile::CLASSIC).is_err());
+    }
+
+    #[test]
+    fn storage_id_pages_stop_at_the_total_an_empty_page_or_the_cap() {
+        let page = |total, n: usize| StorageIdsPage { total, lines: vec!["1 group1 127.0.0.1".to_owned(); n] };
+        let mut lines = Vec::new();
+        assert!(!page(3, 2).add_to(&mut lines));
+        assert!(page(3, 1).add_to(&mut lines));
+        assert!(page(10, 0).add_to(&mut Vec::new()), "an empty page ends it");
+        let mut lines = vec![String::new(); MAX_STORAGE_IDS - 1];
+        assert!(page(i32::MAX, 1).add_to(&mut lines), "a tracker claiming billions is cut off");
     }
 }
