@@ -267,6 +267,8 @@ async fn a_file_published_just_before_a_crash_still_reaches_the_peer() {
     let path = cl.storages[0].base().join(name.relative_path());
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(&path, &data).unwrap();
+    // Something else dropped into the same directory is not a FastDFS file: left alone.
+    std::fs::write(path.with_file_name("stray copy.txt"), b"x").unwrap();
     cl.storages[0].restart(&t, false).await;
     let b = cl.storages[1].addr();
     let remote = name.to_string();
@@ -278,6 +280,9 @@ async fn a_file_published_just_before_a_crash_still_reaches_the_peer() {
         }
     })
     .await;
+    let binlog = std::fs::read_to_string(cl.storages[0].base().join("data/sync/binlog.000")).unwrap();
+    assert!(binlog.contains(&remote), "recorded on A");
+    assert!(!binlog.contains("stray"), "{binlog}");
 }
 
 #[tokio::test]

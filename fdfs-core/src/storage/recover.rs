@@ -99,6 +99,12 @@ fn record_dir(
         if recorded.contains(&name) {
             continue;
         }
+        // Only what this storage could have written: anything else dropped into a data
+        // directory must not become a binlog line (a space in it would change the record).
+        if crate::file_id::RemoteFilename::parse(name.trim_end_matches("-m"), None).is_err() {
+            log::warn!("{name}: not a FastDFS file name; left alone");
+            continue;
+        }
         let op = if name.ends_with("-m") { Op::Update } else { Op::Create };
         let timestamp = m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
         log::warn!("{name}: published before a crash but not in the binlog; recording it now");
