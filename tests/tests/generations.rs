@@ -33,6 +33,12 @@ async fn storages_of_every_generation_share_one_group() {
     for (ip, layout) in ips.iter().zip(Layout::ALL) {
         let s = listed.iter().find(|s| s.ip == *ip).unwrap_or_else(|| panic!("{ip} not listed"));
         assert_eq!(s.version, layout.version_text(), "{ip} joined as {layout}");
+        // GET_STATUS on a short connection is answered with a brief of its generation.
+        let mut req = b"group1".to_vec();
+        req.resize(16, 0);
+        req.extend_from_slice(ip.as_bytes());
+        let (st, brief) = raw_request(&t, 71, &req);
+        assert_eq!((st, brief.len()), (0, Profile::of(layout, false).brief_len()), "{ip}: GET_STATUS as {layout}");
     }
     // A file uploaded to any of them reaches every other one: the group's briefs reach each
     // storage in its own generation's width.

@@ -280,7 +280,15 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
                 Err(e) => return e.into(),
             };
             let peer_ip = conn.peer.ip().to_canonical().to_string();
-            match t.lock().join(&req, &peer_ip, &t.ids, &t.limits, now) {
+            let joined = {
+                let mut c = t.lock();
+                let j = c.join(&req, &peer_ip, &t.ids, &t.limits, now);
+                if let Some(s) = j.as_ref().ok().and_then(|j| c.storage_mut(&j.group, &j.id)) {
+                    s.layout = Some(layout);
+                }
+                j
+            };
+            match joined {
                 Ok(j) => {
                     if let Some((g, id)) = conn.joined.take() {
                         // A second JOIN on one connection replaces the first.

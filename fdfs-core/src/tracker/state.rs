@@ -41,13 +41,16 @@ pub struct StorageNode {
     pub changelog_offset: u64,
     /// Open report connections (JOINed) from this storage.
     pub connections: usize,
+    /// The generation its last JOIN was in (not kept across restarts).
+    pub layout: Option<Layout>,
 }
 
 impl StorageNode {
-    /// The server-to-server profile of this storage's generation, known from the version text
-    /// of its JOIN.
+    /// The server-to-server profile of this storage's generation: the shape of its last JOIN,
+    /// or (before it joined since a restart) its version text.
     pub fn profile(&self) -> Profile {
-        Profile::of(Layout::from_version(&self.version).unwrap_or(Layout::Classic), false)
+        let layout = self.layout.or_else(|| Layout::from_version(&self.version)).unwrap_or(Layout::Classic);
+        Profile::of(layout, false)
     }
 
     pub fn writable(&self) -> bool {
