@@ -515,3 +515,27 @@ async fn a_storage_without_server_id_learns_it_and_names_files_with_it() {
     assert_eq!(id.remote.info().source, fdfs_core::file_id::Source::ServerId(100001), "{}", r.file_id());
     assert_eq!(&c.download(&r.file_id(), 0, 0).await.unwrap()[..], b"by id");
 }
+
+/// A `server_id` in storage.conf under a tracker without storage IDs: the trackers and peers
+/// name the storage by its address, and so must the storage itself (naming itself by the ID it
+/// took itself for a peer and replicated to itself).
+#[tokio::test]
+async fn a_server_id_without_ids_at_the_tracker_is_ignored_as_c_does() {
+    let cl = Cluster::start("", &["127.0.0.2", "127.0.0.3"], "server_id = 100009").await;
+    let c = cl.client();
+    let r =
+        c.storage.upload(&cl.storages[0].addr(), UploadKind::Normal, -1, "txt", Content::Bytes(b"x")).await.unwrap();
+    fdfs_e2e::eventually(Duration::from_secs(10), "the file on B", || {
+        let (c, b, r) = (&c, cl.storages[1].addr(), &r);
+        async move { c.storage.download(&b, &r.group, &r.filename, 0, 0).await.ok().map(|_| ()) }
+    })
+    .await;
+    let sync = cl.storages[0].base().join("data/sync");
+    let marks: Vec<String> = std::fs::read_dir(&sync)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".mark"))
+        .collect();
+    assert_eq!(marks.len(), 1, "one mark, for the peer only: {marks:?}");
+    assert!(marks[0].starts_with("127.0.0.3_"), "{marks:?}");
+}

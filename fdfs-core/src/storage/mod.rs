@@ -161,16 +161,19 @@ impl StorageServer {
         self.status.load(Ordering::Relaxed)
     }
 
-    /// How the trackers and the group's members name this storage: its storage ID when IDs are
-    /// in use, else its address.
+    /// How the trackers and the group's members name this storage: its storage ID when the
+    /// tracker uses IDs (`server_id`, or the one it gave us), else its address. A `server_id`
+    /// in storage.conf is ignored by trackers without IDs, so it is here too.
     pub fn my_id(&self) -> String {
-        if !self.config.server_id.is_empty() {
-            return self.config.server_id.clone();
+        if self.params().use_storage_id {
+            if !self.config.server_id.is_empty() {
+                return self.config.server_id.clone();
+            }
+            if let Some(id) = *self.server_id.read().unwrap_or_else(|e| e.into_inner()) {
+                return id.to_string();
+            }
         }
-        match *self.server_id.read().unwrap_or_else(|e| e.into_inner()) {
-            Some(id) if self.params().use_storage_id => id.to_string(),
-            _ => self.my_ip.read().unwrap_or_else(|e| e.into_inner()).clone(),
-        }
+        self.my_ip.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The group's other members now.
@@ -226,29 +229,25 @@ impl StorageServer {
     /// Writes a binlog record and waits until it is durable (blocking), then wakes the sync
     /// senders.
     pub fn commit(&self, r: &binlog::Record) -> Result<(), Status> {
-        if let Err(e) = self.binlog.commit(r) {
-            log::error!("binlog: recording {} failed: {e}; the change is refused", r.filename);
-            return Err(Status::from_io(&e));
-        }
-        self.binlog_changed.notify_waiters();
-        Ok(())
+        self.committed(self.binlog.commit(r), &r.filename)
     }
 
     /// [`Self::commit`] from async code: the write and its sync run on a blocking thread.
     pub async fn commit_async(&self, r: binlog::Record) -> Result<(), Status> {
         let b = self.binlog.clone();
         let filename = r.filename.clone();
-        match tokio::task::spawn_blocking(move || b.commit(&r)).await {
-            Ok(Ok(())) => {
-                self.binlog_changed.notify_waiters();
-                Ok(())
-            }
-            Ok(Err(e)) => {
-                log::error!("binlog: recording {filename} failed: {e}; the change is refused");
-                Err(Status::from_io(&e))
-            }
-            Err(_) => Err(Status::EIO),
+        let done =
+            tokio::task::spawn_blocking(move || b.commit(&r)).await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        self.committed(done, &filename)
+    }
+
+    fn committed(&self, done: std::io::Result<()>, filename: &str) -> Result<(), Status> {
+        if let Err(e) = done {
+            log::error!("binlog: recording {filename} failed: {e}; the change is refused");
+            return Err(Status::from_io(&e));
         }
+        self.binlog_changed.notify_waiters();
+        Ok(())
     }
 
     /// Writes counters and the directory cursor (`storage_stat.dat`).
