@@ -141,34 +141,40 @@ async fn a_trickling_upload_is_cut_off_and_leaves_no_temp_file() {
     assert_eq!(left, 0, "temp files left in {}", tmp.display());
 }
 
-/// Mounts a tmpfs of `size` at `dir` (root only); `None` with a message where that is not
-/// allowed.
-fn tmpfs(dir: &std::path::Path, size: &str) -> Option<()> {
-    let ok = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-        .arg(dir)
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)");
-    }
-    ok.then_some(())
+/// A small disk of its own: a tmpfs of the given size, unmounted and removed when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
 }
 
-struct Unmount(std::path::PathBuf);
-impl Drop for Unmount {
+impl SmallDisk {
+    /// Mounts it (root only); `None`, with a message, where that is not allowed.
+    fn mount(size: &str) -> Option<SmallDisk> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)");
+        }
+        ok.then_some(SmallDisk { dir })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
     }
 }
 
 #[tokio::test]
 async fn a_full_binlog_disk_refuses_uploads_and_loses_none() {
-    let small = tempfile::tempdir().unwrap();
-    if tmpfs(small.path(), "4m").is_none() {
-        return;
-    }
-    let _unmount = Unmount(small.path().to_owned());
+    let Some(small) = SmallDisk::mount("4m") else { return };
     // Storage A keeps its binlog on the small disk, its files on the big one; B replicates.
     let tracker = TrackerProc::start("");
     let t = tracker.addr();
@@ -287,11 +293,7 @@ async fn a_file_published_just_before_a_crash_still_reaches_the_peer() {
 
 #[tokio::test]
 async fn a_full_store_path_answers_enospc_not_a_reset() {
-    let small = tempfile::tempdir().unwrap();
-    if tmpfs(small.path(), "8m").is_none() {
-        return;
-    }
-    let _unmount = Unmount(small.path().to_owned());
+    let Some(small) = SmallDisk::mount("8m") else { return };
     let tracker = TrackerProc::start("");
     let t = tracker.addr();
     let a = StorageProc::start(&t, "127.0.0.2", &format!("store_path0 = {}", small.path().display())).await;
