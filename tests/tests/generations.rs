@@ -77,6 +77,7 @@ async fn old_tracker(listener: tokio::net::TcpListener, layout: Layout, joins: A
                     return;
                 }
                 let my_ip_len = if layout == Layout::V616 { 21 } else { 16 };
+                let mut hang_up = false;
                 let answer: Result<Vec<u8>, u8> = match Command::try_from(h.cmd) {
                     Ok(Command::StorageParameterReq) => Ok(b"use_storage_id=0\nstore_path=0\n".to_vec()),
                     Ok(Command::StorageGetMyIp) if body.len() == my_ip_len => Ok(peer.ip().to_string().into_bytes()),
@@ -84,9 +85,13 @@ async fn old_tracker(listener: tokio::net::TcpListener, layout: Layout, joins: A
                     Ok(Command::StorageJoin) => {
                         let seen = JoinReq::detect(&body);
                         joins.lock().unwrap().push(seen);
-                        let same_family =
-                            seen.is_some_and(|l| l == layout || (l >= Layout::V615 && layout >= Layout::V615));
-                        if same_family {
+                        let accepts = |l: &Option<Layout>| {
+                            l.is_some_and(|l| l == layout || (l >= Layout::V615 && layout >= Layout::V615))
+                        };
+                        if accepts(&seen) {
+                            // After its first accepted JOIN the storage is hung up on once: it must
+                            // come back in the generation it learnt, without probing again.
+                            hang_up = joins.lock().unwrap().iter().filter(|l| accepts(l)).count() == 1;
                             Ok(JoinResp { status: 6, sync_src_id: String::new() }
                                 .encode(Profile::of(layout, false))
                                 .to_vec())
@@ -105,7 +110,7 @@ async fn old_tracker(listener: tokio::net::TcpListener, layout: Layout, joins: A
                 };
                 let mut out = Header::response(fdfs_core::protocol::Status(status), b.len()).encode().to_vec();
                 out.extend_from_slice(&b);
-                if s.write_all(&out).await.is_err() || status == 22 {
+                if s.write_all(&out).await.is_err() || status == 22 || hang_up {
                     return;
                 }
             }
@@ -134,11 +139,11 @@ async fn our_storage_finds_an_older_trackers_generation_by_itself() {
         )
         .unwrap();
         let _storage = fdfs_e2e::Daemon::start("fdfs_storaged", &conf, &base);
-        let seen = eventually(Duration::from_secs(20), "a JOIN in the tracker's generation", || {
+        let seen = eventually(Duration::from_secs(20), "two JOINs in the tracker's generation", || {
             let joins = joins.clone();
             async move {
                 let j = joins.lock().unwrap().clone();
-                j.contains(&Some(layout)).then_some(j)
+                (j.iter().filter(|l| **l == Some(layout)).count() >= 2).then_some(j)
             }
         })
         .await;
@@ -147,7 +152,8 @@ async fn our_storage_finds_an_older_trackers_generation_by_itself() {
         let tried: Vec<Layout> = seen[..first_ok].iter().map(|l| l.unwrap()).collect();
         assert!(tried.iter().all(|l| *l > layout), "{layout}: tried {tried:?} first");
         assert!(tried.windows(2).all(|w| w[0] > w[1]), "{layout}: newest first: {tried:?}");
-        // The generation is remembered: later JOINs (reconnects) go straight to it.
+        // The generation is remembered: the JOIN after the hang-up goes straight to it.
+        assert_eq!(seen[first_ok + 1], Some(layout), "{layout}: {seen:?}");
         server.abort();
     }
 }
