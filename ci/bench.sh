@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Benchmarks, each reported with figures from this one run:
-#   - fdfs_bench against a local fdfs_trackerd + fdfs_storaged (release build): upload and
-#     download of 4 KiB and 1 MiB files.
+#   - fdfs_bench against a local fdfs_trackerd + two fdfs_storaged (release build): uploads of
+#     4 KiB (1 and 16 clients) and 1 MiB (4 clients) in both durability modes, each as a ratio
+#     to `fdfs_bench --op raw-write` (the same files written the same way, no network) run right
+#     after it; downloads of 4 KiB and 1 MiB.
 #   - nginx with ngx-fastdfs vs the same nginx's plain `root` location serving the same file
 #     (4 KiB and 200 KiB), with wrk; the ratio is module / root requests per second.
 #   - replication lag: upload acknowledged on storage A → readable on storage B (p50/p99).
@@ -53,37 +55,75 @@ stat_report_interval = 1
 CONF
 sed -e "s#127.0.0.2#127.0.0.3#" -e "s#$run/storage\$#$run/storage2#" "$run/storage.conf" > "$run/storage2.conf"
 "$bin/fdfs_trackerd" "$run/tracker.conf" start
-"$bin/fdfs_storaged" "$run/storage.conf" start
-sleep 1.5
-"$bin/fdfs_storaged" "$run/storage2.conf" start
 printf 'tracker_server = 127.0.0.1:%s\nbase_path = /tmp\n' "$tport" > "$run/client.conf"
-for _ in $(seq 100); do
-  [[ $("$bin/fdfs_monitor" "$run/client.conf" 2>/dev/null | grep -c ' ACTIVE') == 2 ]] && break
-  sleep 0.2
+
+# (Re)starts both storages with `durability = $1` and waits until the tracker sees both ACTIVE.
+storages() {
+  for c in storage storage2; do
+    "$bin/fdfs_storaged" "$run/$c.conf" stop >/dev/null 2>&1 || true
+    sed -i '/^durability/d' "$run/$c.conf"
+    echo "durability = $1" >> "$run/$c.conf"
+  done
+  "$bin/fdfs_storaged" "$run/storage.conf" start
+  sleep 1.5
+  "$bin/fdfs_storaged" "$run/storage2.conf" start
+  for _ in $(seq 150); do
+    [[ $("$bin/fdfs_monitor" "$run/client.conf" 2>/dev/null | grep -c ' ACTIVE') == 2 ]] && return 0
+    sleep 0.2
+  done
+  echo "storages did not become ACTIVE" >&2; return 1
+}
+
+row() { # label json [raw-json]
+  python3 - "$@" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[2]))
+line = f"{sys.argv[1]:<30} {r['files_per_s']:>9.1f} {r['mb_per_s']:>9.2f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}"
+if len(sys.argv) > 3:
+    raw = json.load(open(sys.argv[3]))
+    line += f" {raw['files_per_s']:>9.1f} {r['files_per_s'] / raw['files_per_s']:>7.2f}"
+print(line)
+PY
+}
+
+# Uploads per durability mode, each beside the raw limit of the same disk measured right after
+# it: the same files written the same way (temp file, write, rename; synced as the mode syncs)
+# with no network, no protocol and no replica. Ours also runs a replicating second storage on
+# the same disk, so its ratio carries that cost too.
+printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s\n' "upload (ours vs raw)" files/s MB/s p50_ms p99_ms errors raw/s ratio
+for mode in power_loss process_crash; do
+  storages $mode
+  sync_mode=batch; [[ $mode == process_crash ]] && sync_mode=none
+  for spec in "4KiB 1 $((count / 3))" "4KiB 16 $count" "1MiB 4 $((count / 10))"; do
+    read -r size c n <<<"$spec"
+    "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --size $size --count "$n" --concurrency "$c" \
+      --json "$run/ours.json" >/dev/null
+    "$bin/fdfs_bench" --op raw-write --dir "$run" --sync $sync_mode --size $size --count "$n" --concurrency "$c" \
+      --json "$run/raw.json" >/dev/null
+    row "$mode $size x$c" "$run/ours.json" "$run/raw.json"
+  done
+done
+for c in 1 16; do
+  n=$((count / 3)); [[ $c == 16 ]] && n=$count
+  "$bin/fdfs_bench" --op raw-write --dir "$run" --sync per-file --size 4KiB --count "$n" --concurrency $c \
+    --json "$run/raw.json" >/dev/null
+  row "raw fsync-per-file 4KiB x$c" "$run/raw.json"
 done
 
-printf '\n%-10s %-8s %10s %10s %9s %9s %9s %7s\n' op size files/s MB/s p50_ms p99_ms max_ms errors
-for size in 4KiB 1MiB; do
-  n=$count; [[ $size == 1MiB ]] && n=$((count / 6))
-  for op in upload download; do
-    "$bin/fdfs_bench" --conf "$run/client.conf" --op $op --size $size --count "$n" --concurrency "$conc" --json "$run/r.json" >/dev/null
-    python3 - "$run/r.json" "$size" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-print(f"{r['op']:<10} {sys.argv[2]:<8} {r['files_per_s']:>10.1f} {r['mb_per_s']:>10.2f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['max_ms']:>9.2f} {r['errors']:>7}")
-PY
-  done
+storages power_loss
+printf '\n%-30s %9s %9s %8s %8s %6s\n' "download" files/s MB/s p50_ms p99_ms errors
+for spec in "4KiB $count" "1MiB $((count / 6))"; do
+  read -r size n <<<"$spec"
+  "$bin/fdfs_bench" --conf "$run/client.conf" --op download --size $size --count "$n" --concurrency "$conc" \
+    --json "$run/r.json" >/dev/null
+  row "download $size x$conc" "$run/r.json"
 done
 
 # The Java client's manners: Nagle on, header and body in two writes (a server that delays its
 # ACKs shows ~40 ms per request here).
 "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --client-style java --size 4KiB --count "$((count / 5))" \
   --concurrency 1 --json "$run/java.json" >/dev/null
-python3 - "$run/java.json" <<'PY'
-import json, sys
-r = json.load(open(sys.argv[1]))
-print(f"{'upload-java':<10} {'4KiB':<8} {r['files_per_s']:>10.1f} {r['mb_per_s']:>10.2f} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['max_ms']:>9.2f} {r['errors']:>7}")
-PY
+row "upload java-style 4KiB x1" "$run/java.json"
 
 printf '\n%-22s %9s %9s %9s %7s\n' "replication lag (4KiB)" p50_ms p99_ms max_ms errors
 "$bin/fdfs_bench" --conf "$run/client.conf" --op lag --size 4KiB --count "$((count / 10))" --concurrency 4 \

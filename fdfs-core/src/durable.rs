@@ -1,7 +1,8 @@
 //! Durable writes, in one place: every file a daemon writes for keeps (uploads, replicated
-//! files, metadata, state and mark files) goes through a [`TempFile`]: written and fsynced
-//! under a name nobody reads, then renamed into place and its directory fsynced. A temp file
-//! that is never published removes itself when dropped.
+//! files, metadata, state and mark files) goes through a [`TempFile`]: written under a name
+//! nobody reads, then renamed into place. State files are fsynced with their directory here
+//! ([`write_atomic`]); the storage's content is synced by its disk writers, a batch at a time.
+//! A temp file that is never published removes itself when dropped.
 
 use std::fs::File;
 use std::io::Write;
@@ -46,14 +47,24 @@ impl TempFile {
         &mut self.file
     }
 
-    /// Fsyncs the content and moves it to `dest`, which must not exist (`AlreadyExists`
-    /// otherwise, and the temp file stays for another try). The new directory entry is left for
-    /// the caller to make durable ([`sync_dir`] on `dest`'s directory) before it reports
-    /// success: it can then overlap that sync with others (the binlog record's), so one journal
-    /// commit covers both.
+    /// Moves the content to `dest`, which must not exist (`AlreadyExists` otherwise, and the
+    /// temp file stays for another try). Neither content nor entry is synced: the storage's
+    /// disk writers sync a whole batch of these with one `syncfs` (or, in `process_crash`
+    /// mode, leave it to the kernel as C does).
     pub fn publish_entry(&mut self, dest: &Path) -> std::io::Result<()> {
-        self.file.sync_all()?;
         rename_entry(&self.path, dest)?;
+        self.kept = true;
+        Ok(())
+    }
+
+    /// The file, to sync after publishing.
+    pub fn try_clone_file(&self) -> std::io::Result<File> {
+        self.file.try_clone()
+    }
+
+    /// Moves the content over `dest`, unsynced (as [`Self::publish_entry`]).
+    pub fn replace_entry(mut self, dest: &Path) -> std::io::Result<()> {
+        std::fs::rename(&self.path, dest)?;
         self.kept = true;
         Ok(())
     }
@@ -82,7 +93,8 @@ pub fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
     sync_parent(to)
 }
 
-fn rename_entry(from: &Path, to: &Path) -> std::io::Result<()> {
+/// Renames without ever replacing an existing file, unsynced (as [`TempFile::publish_entry`]).
+pub fn rename_entry(from: &Path, to: &Path) -> std::io::Result<()> {
     renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).map_err(std::io::Error::from)
 }
 

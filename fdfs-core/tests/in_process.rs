@@ -85,3 +85,28 @@ async fn upload_download_delete_in_process() {
     assert!(p.client.download(&id, 0, 0).await.is_err());
     p.stop().await;
 }
+
+/// The durable default answers an upload only after the sync that covers it: a sync that
+/// fails (as a dying disk's does) fails the upload, and leaves neither the file nor its record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_whose_sync_fails_is_refused_and_leaves_nothing() {
+    let p = start().await;
+    let before = p.storage.binlog.position();
+    p.storage.disk.fail_next_syncs(1);
+    let data = vec![7u8; 10_000];
+    let r = p.client.upload(UploadKind::Normal, None, "bin", Content::Bytes(&data)).await;
+    assert!(r.is_err(), "the upload must not be acknowledged: {r:?}");
+    assert_eq!(p.storage.binlog.position(), before, "its record was cut back out");
+    let store = p.storage.config.store_paths[0].join("data");
+    let mut files = Vec::new();
+    for hi in std::fs::read_dir(&store).unwrap().flatten().filter(|e| e.file_name().len() == 2) {
+        for lo in std::fs::read_dir(hi.path()).unwrap().flatten() {
+            files.extend(std::fs::read_dir(lo.path()).unwrap().flatten().map(|e| e.path()));
+        }
+    }
+    assert!(files.is_empty(), "the file was taken back out: {files:?}");
+    // The next round succeeds again.
+    let id = p.client.upload(UploadKind::Normal, None, "bin", Content::Bytes(&data)).await.unwrap();
+    assert_eq!(&p.client.download(&id, 0, 0).await.unwrap()[..], &data[..]);
+    p.stop().await;
+}

@@ -28,6 +28,22 @@ enum Op {
     Mixed,
     /// Upload to `--source`, time until `--replica` serves the file.
     Lag,
+    /// No network, no protocol: write files into `--dir` as a storage writes them (temp file,
+    /// write, rename into one of 256 directories), synced per `--sync`. The physical limit the
+    /// upload figures are compared with.
+    RawWrite,
+}
+
+/// How `--op raw-write` makes its files durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RawSync {
+    /// fsync the file, rename, fsync the directory (one file at a time).
+    PerFile,
+    /// Group commit: writers share sync rounds (the files renamed since the last round and
+    /// their directories), each waiting for the round that covers it.
+    Batch,
+    /// No sync: written and renamed only.
+    None,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -72,6 +88,12 @@ struct Args {
     /// delay their ACKs. Only with `--op upload`.
     #[arg(long, value_enum, default_value = "standard")]
     client_style: ClientStyle,
+    /// `raw-write`: the directory to write into (emptied of what the run wrote at the end).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// `raw-write`: how files are made durable.
+    #[arg(long, value_enum, default_value = "batch")]
+    sync: RawSync,
     /// Delete the files this run uploaded when it ends.
     #[arg(long, default_value_t = true)]
     cleanup: bool,
@@ -100,6 +122,12 @@ struct Outcome {
 fn main() -> Result<()> {
     let args = Args::parse();
     let size = parse_size(&args.size)?;
+    if args.op == Op::RawWrite {
+        let Some(dir) = &args.dir else { bail!("--op raw-write needs --dir") };
+        let (latencies, elapsed) = raw::run(dir, size, args.count, args.concurrency.max(1), args.sync)?;
+        let mut all = Outcome { latencies, ..Default::default() };
+        return report(&args, size, &mut all, elapsed);
+    }
     let config = match (&args.tracker, &args.conf) {
         (Some(t), _) => {
             let Some(addr) = ServerAddr::parse(t) else { bail!("bad --tracker {t}") };
@@ -124,7 +152,7 @@ async fn run(args: Args, config: ClientConfig, size: usize) -> Result<()> {
             upload_many(&config, &payload, args.count.clamp(1, 200), args.concurrency, &args.ext).await?
         }
         Op::Delete => upload_many(&config, &payload, args.count, args.concurrency, &args.ext).await?,
-        Op::Upload | Op::Lag => Vec::new(),
+        Op::Upload | Op::Lag | Op::RawWrite => Vec::new(),
     };
     let seed = Arc::new(seed);
     let lag_pair = match (args.op, &args.source, &args.replica) {
@@ -156,6 +184,7 @@ async fn run(args: Args, config: ClientConfig, size: usize) -> Result<()> {
                     Op::Delete => client.delete(&seed[i]).await.map(|_| None).map_err(|e| e.to_string()),
                     Op::Mixed if i % 2 == 0 => upload_one(&client, &payload, &ext).await.map(Some),
                     Op::Mixed => download_one(&client, &seed[i % seed.len()], payload.len()).await.map(|_| None),
+                    Op::RawWrite => unreachable!("run by main without the cluster"),
                     Op::Lag => {
                         let (src, replica) = &**lag_pair.as_ref().expect("checked");
                         lag_one(&client, src, replica, &payload, &ext, &mut out.latencies).await.map(Some)
@@ -187,7 +216,25 @@ async fn run(args: Args, config: ClientConfig, size: usize) -> Result<()> {
             all.first_error = o.first_error;
         }
     }
-    let elapsed = start.elapsed().as_secs_f64();
+    report(&args, size, &mut all, start.elapsed().as_secs_f64())?;
+    if args.cleanup {
+        let mut ids = all.ids;
+        if args.op != Op::Delete {
+            ids.extend(seed.iter().cloned());
+        }
+        let client = Client::new(&config);
+        for id in ids {
+            let _ = client.delete(&id).await;
+        }
+    }
+    if all.errors > 0 {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// Prints (and with `--json` writes) the figures of a run that took `elapsed` seconds.
+fn report(args: &Args, size: usize, all: &mut Outcome, elapsed: f64) -> Result<()> {
     all.latencies.sort();
     let pct = |p: f64| {
         let n = all.latencies.len();
@@ -216,19 +263,6 @@ async fn run(args: Args, config: ClientConfig, size: usize) -> Result<()> {
             args.count, args.concurrency, all.errors, pct(0.5), pct(0.99), pct(1.0)
         );
         std::fs::write(path, json)?;
-    }
-    if args.cleanup {
-        let mut ids = all.ids;
-        if args.op != Op::Delete {
-            ids.extend(seed.iter().cloned());
-        }
-        let client = Client::new(&config);
-        for id in ids {
-            let _ = client.delete(&id).await;
-        }
-    }
-    if all.errors > 0 {
-        std::process::exit(1);
     }
     Ok(())
 }
@@ -368,4 +402,118 @@ async fn split_write_request(sock: &mut TcpStream, cmd: Command, body: &[u8]) ->
         bail!("{cmd:?} answered status {}", h.status);
     }
     Ok(answer)
+}
+
+/// `--op raw-write`: the disk's limit for a storage's write pattern, measured in-process.
+mod raw {
+    use std::fs::File;
+    use std::io::Write;
+    use std::path::{Path, PathBuf};
+    use std::sync::{Condvar, Mutex};
+    use std::time::{Duration, Instant};
+
+    use anyhow::Result;
+
+    use super::RawSync;
+
+    /// Group commit as a storage's writer does it: a file is durable once a sync round that
+    /// started after its rename has finished; a round fdatasyncs every file renamed since the
+    /// last one and fsyncs each of their directories once.
+    #[derive(Default)]
+    struct Rounds {
+        state: Mutex<RoundState>,
+        done: Condvar,
+    }
+
+    #[derive(Default)]
+    struct RoundState {
+        renamed: u64,
+        synced: u64,
+        running: bool,
+        waiting: Vec<(File, PathBuf)>,
+    }
+
+    impl Rounds {
+        fn wait_durable(&self, file: File, dir: PathBuf) -> Result<()> {
+            let mut s = self.state.lock().expect("lock");
+            s.renamed += 1;
+            s.waiting.push((file, dir));
+            let mine = s.renamed;
+            loop {
+                if s.synced >= mine {
+                    return Ok(());
+                }
+                if s.running {
+                    s = self.done.wait(s).expect("lock");
+                    continue;
+                }
+                s.running = true;
+                let target = s.renamed;
+                let batch = std::mem::take(&mut s.waiting);
+                drop(s);
+                let mut dirs = std::collections::BTreeSet::new();
+                for (f, d) in batch {
+                    f.sync_data()?;
+                    dirs.insert(d);
+                }
+                for d in dirs {
+                    File::open(d)?.sync_all()?;
+                }
+                s = self.state.lock().expect("lock");
+                s.synced = target;
+                s.running = false;
+                self.done.notify_all();
+            }
+        }
+    }
+
+    pub fn run(dir: &Path, size: usize, count: usize, threads: usize, sync: RawSync) -> Result<(Vec<Duration>, f64)> {
+        let data = dir.join("raw-bench");
+        let tmp = data.join("tmp");
+        std::fs::create_dir_all(&tmp)?;
+        for d in 0..256 {
+            std::fs::create_dir_all(data.join(format!("{d:02X}")))?;
+        }
+        let payload: Vec<u8> = (0..size).map(|_| fastrand::u8(..)).collect();
+        let rounds = Rounds::default();
+        let latencies = Mutex::new(Vec::with_capacity(count));
+        let start = Instant::now();
+        std::thread::scope(|scope| -> Result<()> {
+            let workers: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (data, tmp, payload, rounds, latencies) = (&data, &tmp, &payload, &rounds, &latencies);
+                    scope.spawn(move || -> Result<()> {
+                        let mut mine = Vec::new();
+                        for i in (t..count).step_by(threads) {
+                            let start = Instant::now();
+                            let temp = tmp.join(format!("{t}-{i}.tmp"));
+                            let mut f = File::create_new(&temp)?;
+                            f.write_all(payload)?;
+                            let dest_dir = data.join(format!("{:02X}", (i / 100) % 256));
+                            let dest = dest_dir.join(format!("{t}-{i}.bin"));
+                            if sync == RawSync::PerFile {
+                                f.sync_all()?;
+                            }
+                            std::fs::rename(&temp, &dest)?;
+                            match sync {
+                                RawSync::PerFile => File::open(&dest_dir)?.sync_all()?,
+                                RawSync::Batch => rounds.wait_durable(f, dest_dir)?,
+                                RawSync::None => {}
+                            }
+                            mine.push(start.elapsed());
+                        }
+                        latencies.lock().expect("lock").extend(mine);
+                        Ok(())
+                    })
+                })
+                .collect();
+            for w in workers {
+                w.join().map_err(|_| anyhow::anyhow!("a writer panicked"))??;
+            }
+            Ok(())
+        })?;
+        let elapsed = start.elapsed().as_secs_f64();
+        std::fs::remove_dir_all(&data)?;
+        Ok((latencies.into_inner().expect("lock"), elapsed))
+    }
 }

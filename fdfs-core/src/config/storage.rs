@@ -7,6 +7,26 @@ use crate::protocol::Layout;
 
 use super::{log_level, seconds, store_paths, tracker_servers, ConfigError, Ini, LogLevel, ServerAddr};
 
+/// What an acknowledged change survives (`durability` in storage.conf).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Synced to the disk before the answer: survives a power cut.
+    PowerLoss,
+    /// Written (and renamed) before the answer, synced later by the kernel: survives the
+    /// daemon's crash, not the machine's. What C FastDFS does with its default settings.
+    ProcessCrash,
+}
+
+impl Durability {
+    fn parse(v: &str) -> Option<Self> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "power_loss" => Some(Self::PowerLoss),
+            "process_crash" => Some(Self::ProcessCrash),
+            _ => None,
+        }
+    }
+}
+
 /// Settings of `fdfs_storaged`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StorageConfig {
@@ -47,9 +67,10 @@ pub struct StorageConfig {
     pub work_threads: usize,
     /// `disk_rw_separated` (true): accepted, no effect (`unsupported.rs`).
     pub disk_rw_separated: bool,
-    /// `disk_reader_threads` (1): sizes the blocking pool.
+    /// `disk_reader_threads` (1): accepted, no effect: reads run on the blocking pool (`unsupported.rs`).
     pub disk_reader_threads: usize,
-    /// `disk_writer_threads` (1): sizes the blocking pool.
+    /// `disk_writer_threads` (1; 0 means 1): writer threads per store path, as C's dio threads;
+    /// each commits what queued while it synced as one batch.
     pub disk_writer_threads: usize,
     /// `sync_wait_msec` (100 ms): honoured more strictly: replication senders are woken by each new record.
     pub sync_wait_msec: Duration,
@@ -83,8 +104,15 @@ pub struct StorageConfig {
     pub file_distribute_path_mode: u8,
     /// `file_distribute_rotate_count` (100): files per directory before the next (mode 0).
     pub file_distribute_rotate_count: u64,
-    /// 0 = never fsync during a write (the file is still fsynced before it is acknowledged).
+    /// `fsync_after_written_bytes` (0): while a file is written, fsync it after every this
+    /// many bytes (C's meaning; 0 = never during the write). Decides durability only with
+    /// `durability = process_crash`; with the default every change is synced before its answer.
     pub fsync_after_written_bytes: u64,
+    /// `durability` (ours, `power_loss`): what an acknowledged change survives. `power_loss`:
+    /// files, directory entries and binlog records are synced before the answer (concurrent
+    /// changes share one sync). `process_crash`: C FastDFS's behaviour, written and renamed
+    /// before the answer but synced only by `fsync_after_written_bytes` and the kernel.
+    pub durability: Durability,
     /// `sync_log_buff_interval` (1 s): honoured more strictly: records are synced before the answer.
     pub sync_log_buff_interval: Duration,
     /// `sync_binlog_buff_interval` (60 s): honoured more strictly: records are synced before the answer.
@@ -177,6 +205,12 @@ impl StorageConfig {
             file_distribute_path_mode: k.int_in("file_distribute_path_mode", 0, 0..=1)? as u8,
             file_distribute_rotate_count: k.int_in("file_distribute_rotate_count", 100, 1..=i64::MAX)? as u64,
             fsync_after_written_bytes: k.size("fsync_after_written_bytes", 0)?,
+            durability: k.parsed(
+                "durability",
+                Durability::PowerLoss,
+                Durability::parse,
+                "power_loss or process_crash",
+            )?,
             sync_log_buff_interval: seconds(&k, "sync_log_buff_interval", 1)?,
             sync_binlog_buff_interval: seconds(&k, "sync_binlog_buff_interval", 60)?,
             sync_stat_file_interval: seconds(&k, "sync_stat_file_interval", 60)?,

@@ -56,9 +56,16 @@ pub const TRACKER: &[Unsupported] = &[
 
 /// storage.conf.
 pub const STORAGE: &[Unsupported] = &[
-    u("disk_rw_separated", "true", "not needed: disk I/O runs on the blocking pool"),
-    u("disk_reader_threads", "1", "not needed: disk I/O runs on the blocking pool"),
-    u("disk_writer_threads", "1", "not needed: disk I/O runs on the blocking pool"),
+    u(
+        "disk_rw_separated",
+        "true",
+        "not needed: reads run on the blocking pool, writes on disk_writer_threads per store path",
+    ),
+    u(
+        "disk_reader_threads",
+        "1",
+        "not needed: reads run on the blocking pool, writes on disk_writer_threads per store path",
+    ),
     u("sync_start_time", "00:00", "not supported yet: replication runs all day"),
     u("sync_end_time", "23:59", "not supported yet: replication runs all day"),
     u("disk_recovery_threads", "1", "not supported yet: no disk recovery"),

@@ -5,7 +5,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Mutex;
 
 /// A new binlog file is started past this size.
 pub const ROTATE_SIZE: u64 = 1 << 30;
@@ -110,29 +110,21 @@ pub fn binlog_name(index: u32) -> String {
 #[derive(Debug)]
 struct Current {
     index: u32,
-    /// Bytes in the file being written.
+    /// Bytes in the file being written, all of them committed.
     size: u64,
-    /// Bytes written over all files since the start: positions for group commit.
-    total: u64,
-    file: Arc<File>,
+    file: File,
 }
 
-/// Group commit: how far the binlog is known durable, and whether a sync is under way.
-#[derive(Debug, Default)]
-struct Durable {
-    synced: u64,
-    syncing: bool,
-}
-
-/// The binlog being written. [`Binlog::commit`] returns once the record is durable: records
-/// written while another caller's fdatasync runs share the next one, so concurrent changes
-/// pay for one sync, not one each.
+/// The binlog being written. Records go in by batches ([`Binlog::write_batch`]): the batch's
+/// lines are written, the caller's sync runs (which may cover more than the binlog: the store
+/// path's files), and only then can readers see them. A batch whose write or sync fails is cut
+/// back out, so no reader ever ships a change that was refused. One lock covers the whole
+/// round: while a batch syncs, the next one gathers in the writer queues, which is what makes
+/// concurrent changes share a sync.
 #[derive(Debug)]
 pub struct Binlog {
     dir: PathBuf,
     cur: Mutex<Current>,
-    durable: Mutex<Durable>,
-    synced: Condvar,
 }
 
 impl Binlog {
@@ -153,93 +145,66 @@ impl Binlog {
             }
         }
         write_index(sync_dir, index)?;
-        Ok(Self {
-            dir: sync_dir.to_owned(),
-            cur: Mutex::new(Current { index, size, total: 0, file: Arc::new(f) }),
-            durable: Mutex::new(Durable::default()),
-            synced: Condvar::new(),
-        })
+        Ok(Self { dir: sync_dir.to_owned(), cur: Mutex::new(Current { index, size, file: f }) })
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
     }
 
-    /// Appends a record and waits until it is on disk. On failure nothing of it stays in the
-    /// file (a partial line is cut off) and the caller must not acknowledge the change.
+    /// Appends a record and fdatasyncs it (changes made outside the disk writers: startup
+    /// recovery, tests).
     pub fn commit(&self, r: &Record) -> std::io::Result<()> {
-        let line = r.line();
-        if line.len() > MAX_LINE + 1 {
-            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "binlog line too long"));
+        self.write_batch(std::slice::from_ref(r), |f| f.sync_data())
+    }
+
+    /// Writes `records`, then runs `sync` (given the binlog file: it decides what must be on
+    /// disk before the batch counts, and may do nothing). On any failure the lines are cut
+    /// back off and the batch did not happen.
+    pub fn write_batch(
+        &self,
+        records: &[Record],
+        sync: impl FnOnce(&File) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let mut text = String::with_capacity(records.len() * 80);
+        for r in records {
+            let line = r.line();
+            if line.len() > MAX_LINE + 1 {
+                return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "binlog line too long"));
+            }
+            text.push_str(&line);
         }
-        let target = {
-            let mut c = self.cur.lock().unwrap_or_else(|e| e.into_inner());
-            if c.size + line.len() as u64 > ROTATE_SIZE {
-                self.rotate(&mut c)?;
-            }
-            if let Err(e) = (&*c.file).write_all(line.as_bytes()) {
-                let _ = c.file.set_len(c.size);
-                return Err(e);
-            }
-            c.size += line.len() as u64;
-            c.total += line.len() as u64;
-            c.total
-        };
-        self.sync_through(target)
+        let mut c = self.cur.lock().unwrap_or_else(|e| e.into_inner());
+        if c.size + text.len() as u64 > ROTATE_SIZE && c.size > 0 {
+            self.rotate(&mut c)?;
+        }
+        let written = (&c.file).write_all(text.as_bytes()).and_then(|()| sync(&c.file));
+        if let Err(e) = written {
+            let _ = c.file.set_len(c.size);
+            return Err(e);
+        }
+        c.size += text.len() as u64;
+        Ok(())
     }
 
     /// Starts the next file; everything in the old one is synced first.
     fn rotate(&self, c: &mut Current) -> std::io::Result<()> {
         c.file.sync_data()?;
-        {
-            let mut d = self.durable.lock().unwrap_or_else(|e| e.into_inner());
-            d.synced = d.synced.max(c.total);
-        }
         let index = c.index + 1;
         let f = OpenOptions::new().create(true).append(true).open(self.dir.join(binlog_name(index)))?;
         write_index(&self.dir, index)?;
         c.index = index;
         c.size = 0;
-        c.file = Arc::new(f);
+        c.file = f;
         Ok(())
     }
 
-    /// Waits until everything up to `target` is durable, syncing if no one else is.
-    fn sync_through(&self, target: u64) -> std::io::Result<()> {
-        let mut d = self.durable.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            if d.synced >= target {
-                return Ok(());
-            }
-            if d.syncing {
-                d = self.synced.wait(d).unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            d.syncing = true;
-            drop(d);
-            // What is written now is what this sync covers.
-            let (file, goal) = {
-                let c = self.cur.lock().unwrap_or_else(|e| e.into_inner());
-                (c.file.clone(), c.total)
-            };
-            let r = file.sync_data();
-            d = self.durable.lock().unwrap_or_else(|e| e.into_inner());
-            d.syncing = false;
-            if r.is_ok() {
-                d.synced = d.synced.max(goal);
-            }
-            self.synced.notify_all();
-            r?;
-        }
-    }
-
-    /// Makes everything written durable (at shutdown).
+    /// Makes everything written durable (periodically in `process_crash` mode, at shutdown).
     pub fn sync(&self) -> std::io::Result<()> {
-        let target = self.cur.lock().unwrap_or_else(|e| e.into_inner()).total;
-        self.sync_through(target)
+        self.cur.lock().unwrap_or_else(|e| e.into_inner()).file.sync_data()
     }
 
-    /// Index and size of the file being written (what a reader may consume).
+    /// Index and size of the file being written: how far readers may go.
     pub fn position(&self) -> (u32, u64) {
         let c = self.cur.lock().unwrap_or_else(|e| e.into_inner());
         (c.index, c.size)
@@ -398,9 +363,31 @@ mod tests {
     }
 
     #[test]
-    fn concurrent_commits_share_syncs_and_all_land() {
+    fn a_batch_whose_sync_fails_is_cut_back_out() {
         let dir = tempfile::tempdir().unwrap();
-        let b = Arc::new(Binlog::open(dir.path()).unwrap());
+        let b = Binlog::open(dir.path()).unwrap();
+        let r = |name: &str| Record {
+            timestamp: 5,
+            op: Op::Create,
+            replica: false,
+            filename: name.into(),
+            extra: String::new(),
+        };
+        b.write_batch(&[r("M00/00/00/a")], |_| Ok(())).unwrap();
+        let failed = b.write_batch(&[r("M00/00/00/b"), r("M00/00/00/c")], |_| Err(std::io::Error::other("EIO")));
+        assert!(failed.is_err());
+        assert_eq!(b.position(), (0, 16), "readers never see the refused batch");
+        b.write_batch(&[r("M00/00/00/d")], |_| Ok(())).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("binlog.000")).unwrap(),
+            "5 C M00/00/00/a\n5 C M00/00/00/d\n"
+        );
+    }
+
+    #[test]
+    fn concurrent_commits_all_land_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = std::sync::Arc::new(Binlog::open(dir.path()).unwrap());
         let threads: Vec<_> = (0..8)
             .map(|t| {
                 let b = b.clone();

@@ -6,6 +6,8 @@
 //! wait for each other.
 
 pub mod binlog;
+pub mod content;
+pub mod disk;
 pub mod locks;
 pub mod ops;
 pub mod paths;
@@ -27,7 +29,7 @@ use tokio::net::TcpListener;
 use crate::config::{ReservedSpace, StorageConfig};
 use crate::file_id::Source;
 use crate::protocol::report::Brief;
-use crate::protocol::{Layout, Profile, Status};
+use crate::protocol::{Layout, Profile};
 use crate::server::{serve, ConnectionLimits, Shutdown};
 use crate::timefmt::now_unix;
 use binlog::Binlog;
@@ -64,6 +66,8 @@ pub struct StorageServer {
     pub group: String,
     pub paths: StorePaths,
     pub binlog: Arc<Binlog>,
+    /// Where every filesystem call of a request runs.
+    pub disk: disk::Disk,
     pub stats: Stats,
     pub data_dir: PathBuf,
     pub params: RwLock<TrackerParams>,
@@ -83,8 +87,8 @@ pub struct StorageServer {
     pub file_locks: locks::FileLocks,
     /// Peer storage ID → newest source timestamp applied from it (reported in SYNC_REPORT).
     pub synced_from: Mutex<HashMap<String, i32>>,
-    /// Woken on every binlog record, so sync senders ship changes at once.
-    pub binlog_changed: tokio::sync::Notify,
+    /// Woken on every committed batch of binlog records, so sync senders ship changes at once.
+    pub binlog_changed: Arc<tokio::sync::Notify>,
     /// The FastDFS generation each tracker (by address) answered a JOIN in.
     tracker_layouts: Mutex<HashMap<String, Layout>>,
 }
@@ -117,6 +121,9 @@ impl StorageServer {
             }
             Err(e) => log::error!("checking the store for files missing from the binlog: {e}"),
         }
+        let binlog_changed = Arc::new(tokio::sync::Notify::new());
+        let temp_dirs = (0..paths.paths.len()).map(|i| paths.temp_dir(i)).collect();
+        let disk = disk::Disk::open(&config, temp_dirs, binlog.clone(), binlog_changed.clone())?;
         let now = now_unix();
         let init = InitFlag::load(&data_dir).unwrap_or(InitFlag { storage_join_time: now, ..Default::default() });
         init.save(&data_dir)?;
@@ -125,6 +132,7 @@ impl StorageServer {
             group: config.group_name.clone(),
             paths,
             binlog,
+            disk,
             stats,
             data_dir,
             params: RwLock::new(TrackerParams::default()),
@@ -136,7 +144,7 @@ impl StorageServer {
             up_time: now,
             file_locks: locks::FileLocks::default(),
             synced_from: Mutex::new(HashMap::new()),
-            binlog_changed: tokio::sync::Notify::new(),
+            binlog_changed,
             tracker_layouts: Mutex::new(HashMap::new()),
             config,
         })
@@ -155,6 +163,11 @@ impl StorageServer {
         }
         let ip = self.my_ip.read().unwrap_or_else(|e| e.into_inner()).parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST);
         Source::Ip(ip)
+    }
+
+    /// Our address as the trackers see it.
+    pub fn my_ip(&self) -> String {
+        self.my_ip.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn status(&self) -> u8 {
@@ -226,30 +239,6 @@ impl StorageServer {
         self.file_locks.lock(path).await
     }
 
-    /// Writes a binlog record and waits until it is durable (blocking), then wakes the sync
-    /// senders.
-    pub fn commit(&self, r: &binlog::Record) -> Result<(), Status> {
-        self.committed(self.binlog.commit(r), &r.filename)
-    }
-
-    /// [`Self::commit`] from async code: the write and its sync run on a blocking thread.
-    pub async fn commit_async(&self, r: binlog::Record) -> Result<(), Status> {
-        let b = self.binlog.clone();
-        let filename = r.filename.clone();
-        let done =
-            tokio::task::spawn_blocking(move || b.commit(&r)).await.unwrap_or_else(|e| Err(std::io::Error::other(e)));
-        self.committed(done, &filename)
-    }
-
-    fn committed(&self, done: std::io::Result<()>, filename: &str) -> Result<(), Status> {
-        if let Err(e) = done {
-            log::error!("binlog: recording {filename} failed: {e}; the change is refused");
-            return Err(Status::from_io(&e));
-        }
-        self.binlog_changed.notify_waiters();
-        Ok(())
-    }
-
     /// Writes counters and the directory cursor (`storage_stat.dat`).
     pub fn save_stats(&self) {
         if let Err(e) = self.stats.save(&self.data_dir, self.paths.cursor()) {
@@ -287,8 +276,12 @@ pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Sh
 
 async fn background(server: Arc<StorageServer>, mut shutdown: Shutdown) {
     let stats_every = server.config.sync_stat_file_interval.max(Duration::from_secs(1));
+    // With `process_crash` the binlog is synced on C's schedule; with `power_loss` every batch is.
+    let binlog_every = server.config.sync_binlog_buff_interval.max(Duration::from_secs(1));
+    let lazy_binlog = server.disk.durability() == crate::config::Durability::ProcessCrash;
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_stats = tokio::time::Instant::now();
+    let mut last_binlog_sync = tokio::time::Instant::now();
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
@@ -297,6 +290,13 @@ async fn background(server: Arc<StorageServer>, mut shutdown: Shutdown) {
         if last_stats.elapsed() >= stats_every {
             last_stats = tokio::time::Instant::now();
             server.save_stats();
+        }
+        if lazy_binlog && last_binlog_sync.elapsed() >= binlog_every {
+            last_binlog_sync = tokio::time::Instant::now();
+            let b = server.binlog.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.sync()).await {
+                log::error!("syncing the binlog: {e}");
+            }
         }
     }
 }

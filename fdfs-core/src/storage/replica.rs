@@ -1,56 +1,29 @@
-//! Receiving replication (PROTOCOL.md §6.4): what a peer's SYNC_* commands do here. Every
-//! applied change is logged with the lowercase op and the source's timestamp (so it is never
-//! sent back), and the newest source timestamp applied per peer is kept for SYNC_REPORT.
+//! Receiving replication (PROTOCOL.md §6.4): what a peer's SYNC_* commands do here, one
+//! function per command, each change made and recorded by a writer job. Every applied change
+//! is logged with the lowercase op and the source's timestamp (so it is never sent back), and
+//! the newest source timestamp applied per peer is kept for SYNC_REPORT.
 
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
 use super::binlog::{Op, Record};
-use super::ops::{receive, OpError, OpResult};
+use super::content::Content;
+use super::disk::{Change, Disk};
+use super::ops::{at, closing, io, receive, write_range, OpResult, RangeChange};
 use super::StorageServer;
-use crate::protocol::peer::{SyncFileHead, SyncRangeHead};
+use crate::protocol::peer::{SyncDeleteReq, SyncFileHead, SyncLinkReq, SyncRangeHead, SyncTruncateReq};
 use crate::protocol::Status;
 
-fn at(ts: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_secs(ts.max(0) as u64)
-}
-
-fn closing(status: Status) -> OpError {
-    OpError { status, close: true }
+/// A replicated change as the binlog records it.
+fn replica_change(timestamp: i64, op: Op, filename: &str, extra: String) -> Record {
+    Record { timestamp, op, replica: true, filename: filename.to_owned(), extra }
 }
 
 impl StorageServer {
-    /// Records a replicated change durably and remembers how far we are with its source
-    /// (blocking). An error means the change must not be acknowledged to the sender.
-    pub fn log_replica(
-        &self,
-        source: Option<&str>,
-        timestamp: i64,
-        op: Op,
-        filename: &str,
-        extra: String,
-    ) -> Result<(), Status> {
-        self.commit(&Record { timestamp, op, replica: true, filename: filename.to_owned(), extra })?;
-        self.replicated(source, timestamp);
-        Ok(())
-    }
-
-    /// [`Self::log_replica`] from async code.
-    pub async fn log_replica_async(
-        &self,
-        source: Option<&str>,
-        timestamp: i64,
-        op: Op,
-        filename: &str,
-        extra: String,
-    ) -> Result<(), Status> {
-        self.commit_async(Record { timestamp, op, replica: true, filename: filename.to_owned(), extra }).await?;
-        self.replicated(source, timestamp);
-        Ok(())
-    }
-
+    /// After a replicated change is committed: remembers how far we are with its source.
     fn replicated(&self, source: Option<&str>, timestamp: i64) {
         self.stats.last_sync_update.store(crate::timefmt::now_unix(), Ordering::Relaxed);
         // Only members of our group count (a peer could claim any ID), which also bounds the map.
@@ -62,150 +35,180 @@ impl StorageServer {
         }
     }
 
-    pub fn resolve_any(&self, filename: &str) -> Result<std::path::PathBuf, Status> {
-        match filename.strip_suffix("-m") {
-            Some(base) => Ok(super::ops::meta_path(&self.resolve(base)?.1)),
-            None => Ok(self.resolve(filename)?.1),
-        }
+    /// A replicated name (a file, or its metadata file with `-m`): its store path and path.
+    pub fn resolve_any(&self, filename: &str) -> Result<(usize, PathBuf), Status> {
+        let (base, meta) = match filename.strip_suffix("-m") {
+            Some(base) => (base, true),
+            None => (filename, false),
+        };
+        let (name, path) = self.resolve(base)?;
+        Ok((name.store_path_index as usize, if meta { super::ops::meta_path(&path) } else { path }))
     }
-}
 
-/// Reads and drops `len` bytes of content we do not need.
-async fn drain(src: &mut (impl AsyncRead + Unpin), len: u64) -> OpResult<()> {
-    let n = tokio::io::copy(&mut src.take(len), &mut tokio::io::sink()).await.map_err(|_| closing(Status::EIO))?;
-    if n != len {
-        return Err(closing(Status::EIO));
+    /// Commits a replicated change that needs nothing more on disk (we have it already).
+    async fn record_only(&self, index: usize, source: Option<&str>, r: Record) -> Result<(), Status> {
+        let ts = r.timestamp;
+        self.disk.write(index, move |_| Ok(Change::new(()).record(r))).await?;
+        self.replicated(source, ts);
+        Ok(())
     }
-    Ok(())
 }
 
 /// 16 / 18. No content follows when the sender said so (header status 17).
-pub async fn sync_file(
-    srv: &StorageServer,
-    src: &mut (impl AsyncRead + Unpin),
+pub async fn sync_file<R: AsyncRead + Unpin>(
+    srv: &Arc<StorageServer>,
     source: Option<&str>,
     head: &SyncFileHead,
+    content: &mut Content<'_, R>,
     update: bool,
 ) -> OpResult<()> {
-    let (filename, size, timestamp, content) =
-        (head.filename.as_str(), head.file_size, head.timestamp as i64, !head.content_omitted);
-    let path = srv.resolve_any(filename).map_err(closing)?;
+    let (filename, size, ts) = (head.filename.as_str(), head.file_size, head.timestamp as i64);
+    let (index, path) = srv.resolve_any(filename).map_err(closing)?;
     let op = if update { Op::Update } else { Op::Create };
-    if !content {
-        srv.log_replica_async(source, timestamp, op, filename, String::new()).await?;
+    let record = replica_change(ts, op, filename, String::new());
+    if head.content_omitted {
+        srv.record_only(index, source, record).await?;
         return Err(Status::EEXIST.into());
     }
-    let same = std::fs::metadata(&path).map(|m| m.is_file() && m.len() == size).unwrap_or(false);
+    let p = path.clone();
+    let same =
+        Disk::read(move || Ok(std::fs::metadata(&p).map(|m| m.is_file() && m.len() == size).unwrap_or(false))).await?;
     if same && !update {
-        drain(src, size).await?;
-        srv.log_replica_async(source, timestamp, op, filename, String::new()).await?;
+        content.drain().await.map_err(|e| closing(io(e)))?;
+        srv.record_only(index, source, record).await?;
         return Err(Status::EEXIST.into());
     }
-    let index = crate::file_id::RemoteFilename::parse(filename.trim_end_matches("-m"), Some(srv.paths.paths.len()))
-        .map(|n| n.store_path_index as usize)
-        .unwrap_or(0);
-    let (temp, _) = receive(srv, src, index, size, at(timestamp)).await.map_err(|e| closing(Status::from_io(&e)))?;
-    let dest = path.clone();
-    tokio::task::spawn_blocking(move || temp.replace(&dest)).await.map_err(|_| Status::EIO)?.map_err(OpError::from)?;
-    srv.stats.total_sync_in_bytes.fetch_add(size as i64, Ordering::Relaxed);
-    srv.stats.success_sync_in_bytes.fetch_add(size as i64, Ordering::Relaxed);
-    // Unlogged, the sender gets an error and sends it again; the copy here then counts as done.
-    Ok(srv.log_replica_async(source, timestamp, op, filename, String::new()).await?)
+    let (body, _) = receive(srv, index, content).await.map_err(|e| closing(io(e)))?;
+    // Unrecorded, the sender gets an error and sends it again; a copy left here then counts as done.
+    srv.disk
+        .write(index, move |w| {
+            let existed = path.exists();
+            let temp = body.into_temp(w, at(ts)).map_err(io)?;
+            let file = temp.try_clone_file().map_err(io)?;
+            temp.replace_entry(&path).map_err(io)?;
+            let change = Change::new(()).record(record).sync_file(file).sync_parent(&path);
+            Ok(change.settle(move |ok| {
+                if !ok && !existed {
+                    let _ = std::fs::remove_file(&path);
+                }
+            }))
+        })
+        .await?;
+    srv.replicated(source, ts);
+    Ok(())
 }
 
 /// 17.
-pub fn sync_delete(srv: &StorageServer, source: Option<&str>, filename: &str, timestamp: i64) -> Result<(), Status> {
-    let path = srv.resolve_any(filename)?;
-    std::fs::remove_file(&path).map_err(|e| Status::from_io(&e))?;
-    srv.log_replica(source, timestamp, Op::Delete, filename, String::new())
+pub async fn sync_delete(srv: &Arc<StorageServer>, source: Option<&str>, req: SyncDeleteReq) -> Result<(), Status> {
+    srv.check_group(&req.group)?;
+    let (index, path) = srv.resolve_any(&req.filename)?;
+    let _lock = srv.lock_file(&path).await;
+    let ts = req.timestamp as i64;
+    srv.disk
+        .write(index, move |_| {
+            std::fs::remove_file(&path).map_err(io)?;
+            let record = replica_change(ts, Op::Delete, &req.filename, String::new());
+            Ok(Change::new(()).record(record).sync_parent(&path))
+        })
+        .await?;
+    srv.replicated(source, ts);
+    Ok(())
 }
 
 /// 25 / 35: append at `offset` (only if we are exactly there) or modify at `offset`.
-pub async fn sync_range(
-    srv: &StorageServer,
-    src: &mut (impl AsyncRead + Unpin),
+pub async fn sync_range<R: AsyncRead + Unpin>(
+    srv: &Arc<StorageServer>,
     source: Option<&str>,
     head: &SyncRangeHead,
+    content: &mut Content<'_, R>,
     append: bool,
 ) -> OpResult<()> {
-    let (filename, offset, len, timestamp) = (head.filename.as_str(), head.offset, head.size, head.timestamp as i64);
-    let path = srv.resolve_any(filename).map_err(closing)?;
+    let (offset, len, ts) = (head.offset, head.size, head.timestamp as i64);
+    let (index, path) = srv.resolve_any(&head.filename).map_err(closing)?;
     let _lock = srv.lock_file(&path).await;
-    let size = match std::fs::metadata(&path) {
-        Ok(m) => m.len(),
-        Err(_) => {
-            drain(src, len).await?;
-            return Err(Status::ENOENT.into());
-        }
+    let p = path.clone();
+    let size = Disk::read(move || Ok(std::fs::metadata(&p).ok().map(|m| m.len()))).await?;
+    let refused = match size {
+        None => Some(Status::ENOENT),
+        Some(size) if append && size >= offset + len => Some(Status::EEXIST),
+        Some(size) if (append && size != offset) || (!append && size < offset) => Some(Status::ENOENT),
+        Some(_) => None,
     };
-    if append && size >= offset + len {
-        drain(src, len).await?;
-        return Err(Status::EEXIST.into());
+    if let Some(status) = refused {
+        content.drain().await.map_err(|e| closing(io(e)))?;
+        return Err(status.into());
     }
-    if (append && size != offset) || (!append && size < offset) {
-        drain(src, len).await?;
-        return Err(Status::ENOENT.into());
-    }
-    let f = super::ops::write_at(src, &path, offset, len, srv.body_timer(len)).await?;
-    let f = f.into_std().await;
-    let _ = f.set_modified(at(timestamp));
     let op = if append { Op::Append } else { Op::Modify };
-    Ok(srv.log_replica_async(source, timestamp, op, filename, format!("{offset} {len}")).await?)
+    let filename = head.filename.clone();
+    let record: Box<dyn FnOnce(u64) -> Record + Send> =
+        Box::new(move |_| replica_change(ts, op, &filename, format!("{offset} {len}")));
+    let change = RangeChange { path, index, offset: Some(offset), record, mtime: Some(at(ts)) };
+    write_range(srv, change, content).await?;
+    srv.replicated(source, ts);
+    Ok(())
 }
 
 /// 37: only when we are at the size the source truncated from (else EEXIST, as 6.16 does).
-pub fn sync_truncate(
-    srv: &StorageServer,
-    source: Option<&str>,
-    filename: &str,
-    old: u64,
-    new: u64,
-    timestamp: i64,
-) -> Result<(), Status> {
-    let path = srv.resolve_any(filename)?;
-    let f = std::fs::OpenOptions::new().write(true).open(&path).map_err(|e| Status::from_io(&e))?;
-    let size = f.metadata().map_err(|e| Status::from_io(&e))?.len();
-    if size != old {
-        return Err(Status::EEXIST);
-    }
-    f.set_len(new).map_err(|e| Status::from_io(&e))?;
-    f.sync_all().map_err(|e| Status::from_io(&e))?;
-    let _ = f.set_modified(at(timestamp));
-    srv.log_replica(source, timestamp, Op::Truncate, filename, format!("{old} {new}"))
+pub async fn sync_truncate(srv: &Arc<StorageServer>, source: Option<&str>, req: SyncTruncateReq) -> Result<(), Status> {
+    srv.check_group(&req.group)?;
+    let (index, path) = srv.resolve_any(&req.filename)?;
+    let _lock = srv.lock_file(&path).await;
+    let ts = req.timestamp as i64;
+    let copy = srv.paths.temp_path(index);
+    srv.disk
+        .write(index, move |_| {
+            let f = std::fs::OpenOptions::new().write(true).open(&path).map_err(io)?;
+            let size = f.metadata().map_err(io)?.len();
+            if size != req.old_size {
+                return Err(Status::EEXIST);
+            }
+            let undo = super::disk::Rollback::capture(&path, req.new_size, size.saturating_sub(req.new_size), copy)
+                .map_err(io)?;
+            f.set_len(req.new_size).map_err(io)?;
+            let _ = f.set_modified(at(ts));
+            let extra = format!("{} {}", req.old_size, req.new_size);
+            Ok(Change::new(())
+                .record(replica_change(ts, Op::Truncate, &req.filename, extra))
+                .sync_file(f)
+                .settle(move |ok| undo.settle(ok)))
+        })
+        .await?;
+    srv.replicated(source, ts);
+    Ok(())
 }
 
-/// 40: an appender file became a normal one at the source.
-pub fn sync_rename(
-    srv: &StorageServer,
+/// 40 (an appender file became a normal one at the source) and 19 (a slave stored as a link
+/// to its real file).
+pub async fn sync_rename_or_link(
+    srv: &Arc<StorageServer>,
     source: Option<&str>,
-    new: &str,
-    old: &str,
-    timestamp: i64,
+    req: SyncLinkReq,
+    rename: bool,
 ) -> Result<(), Status> {
-    let to = srv.resolve_any(new)?;
-    let from = srv.resolve_any(old)?;
-    if to.exists() {
-        return Err(Status::EEXIST);
-    }
-    crate::durable::rename_no_replace(&from, &to).map_err(|e| Status::from_io(&e))?;
-    let _ = std::fs::File::open(&to).and_then(|f| f.set_modified(at(timestamp)));
-    srv.log_replica(source, timestamp, Op::Rename, new, old.to_owned())
-}
-
-/// 19: a slave stored as a link to its real file.
-pub fn sync_link(
-    srv: &StorageServer,
-    source: Option<&str>,
-    link: &str,
-    target: &str,
-    timestamp: i64,
-) -> Result<(), Status> {
-    let l = srv.resolve_any(link)?;
-    let t = srv.resolve_any(target)?;
-    if l.exists() {
-        return Err(Status::EEXIST);
-    }
-    std::os::unix::fs::symlink(&t, &l).map_err(|e| Status::from_io(&e))?;
-    srv.log_replica(source, timestamp, Op::Link, link, target.to_owned())?;
+    srv.check_group(&req.group)?;
+    let (index, to) = srv.resolve_any(&req.dest)?;
+    let (_, from) = srv.resolve_any(&req.src)?;
+    let ts = req.timestamp as i64;
+    srv.disk
+        .write(index, move |_| {
+            if to.exists() {
+                return Err(Status::EEXIST);
+            }
+            if rename {
+                crate::durable::rename_entry(&from, &to).map_err(io)?;
+                let _ = std::fs::File::open(&to).and_then(|f| f.set_modified(at(ts)));
+            } else {
+                std::os::unix::fs::symlink(&from, &to).map_err(io)?;
+            }
+            let op = if rename { Op::Rename } else { Op::Link };
+            let change = Change::new(()).record(replica_change(ts, op, &req.dest, req.src));
+            Ok(change.sync_parent(&to).sync_parent(&from).settle(move |ok| {
+                if !ok {
+                    let _ = if rename { std::fs::rename(&to, &from) } else { std::fs::remove_file(&to) };
+                }
+            }))
+        })
+        .await?;
+    srv.replicated(source, ts);
     Ok(())
 }

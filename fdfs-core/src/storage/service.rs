@@ -1,13 +1,15 @@
-//! One connection to the storage. Small requests are read whole (bounded by `buff_size`);
-//! uploads, appends and modifies are read as a head and then streamed to disk. After an
+//! One connection to the storage: the only place requests are read off its socket. Small
+//! requests are read whole (bounded by `buff_size`); uploads, appends, modifies and replicated
+//! files are read as a head, and their content through a [`Content`]. After an
 //! EINVAL answer the connection closes, as FastDFS's storage does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::content::Content;
+use super::disk::Disk;
 use super::ops::{self, OpError, OpResult};
 use super::replica;
-use super::stats::{add, count};
 use super::StorageServer;
 use crate::protocol::codec::expect_len;
 use crate::protocol::peer::{ReportServerId, SyncDeleteReq, SyncFileHead, SyncLinkReq, SyncRangeHead, SyncTruncateReq};
@@ -106,19 +108,26 @@ async fn small_body(sock: &mut PeerStream, h: Header, srv: &StorageServer) -> Op
         .map_err(|_| OpError { status: Status::EIO, close: true })
 }
 
+/// A small request decoded, or EINVAL.
+async fn decoded<T>(
+    sock: &mut PeerStream,
+    h: Header,
+    srv: &StorageServer,
+    decode: impl FnOnce(&[u8]) -> Result<T, crate::protocol::DecodeError>,
+) -> OpResult<T> {
+    decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL.into())
+}
+
 fn file_id_body(srv: &StorageServer, filename: String) -> Reply {
     Reply::Body(FileIdResp { group: srv.group.clone(), filename }.encode().to_vec())
 }
 
-/// Runs a blocking disk operation off the async workers.
-async fn blocking<T: Send + 'static>(
-    srv: &Arc<StorageServer>,
-    f: impl FnOnce(&StorageServer) -> Result<T, Status> + Send + 'static,
-) -> Result<T, Status> {
-    let s = srv.clone();
-    tokio::task::spawn_blocking(move || f(&s)).await.unwrap_or(Err(Status::EIO))
+fn done(r: Result<(), impl Into<OpError>>) -> OpResult<Reply> {
+    r.map(|()| Reply::Body(Vec::new())).map_err(Into::into)
 }
 
+/// Decodes one request, runs its command's function and counts it: the content a streamed
+/// command carries is read only through [`Content`].
 async fn dispatch(
     srv: &Arc<StorageServer>,
     sock: &mut PeerStream,
@@ -127,192 +136,150 @@ async fn dispatch(
     source: &mut Option<String>,
 ) -> OpResult<Reply> {
     use Command as C;
-    let st = &srv.stats;
-    match cmd {
+    let (result, bytes) = match cmd {
         C::UploadFile | C::UploadAppenderFile => {
             let head: UploadHead = read_head(sock, h, srv).await?;
-            let name =
-                ops::upload(srv, sock, head.store_path_index, head.file_size, &head.ext, cmd == C::UploadAppenderFile)
-                    .await?;
-            Ok(file_id_body(srv, name))
+            let mut content = Content::new(sock, head.file_size, srv.body_timer(head.file_size));
+            let r = ops::upload(srv, &head, &mut content, cmd == C::UploadAppenderFile).await;
+            (r.map(|name| file_id_body(srv, name)), head.file_size)
         }
         C::UploadSlaveFile => {
             let head: SlaveUploadHead = read_head(sock, h, srv).await?;
-            let name =
-                ops::upload_slave(srv, sock, &head.master_filename, &head.prefix, &head.ext, head.file_size).await?;
-            Ok(file_id_body(srv, name))
+            let mut content = Content::new(sock, head.file_size, srv.body_timer(head.file_size));
+            let r = ops::upload_slave(srv, &head, &mut content).await;
+            (r.map(|name| file_id_body(srv, name)), head.file_size)
         }
         C::AppendFile => {
             let head: AppendHead = read_head(sock, h, srv).await?;
-            let r = ops::write_range(srv, sock, &head.filename, None, head.size).await;
-            count(&st.total_append_count, &st.success_append_count, r.is_ok());
-            add(&st.total_append_bytes, head.size);
-            if r.is_ok() {
-                add(&st.success_append_bytes, head.size);
-            }
-            r.map(|_| Reply::Body(Vec::new()))
+            let mut content = Content::new(sock, head.size, srv.body_timer(head.size));
+            (done(ops::append(srv, &head, &mut content).await), head.size)
         }
         C::ModifyFile => {
             let head: ModifyHead = read_head(sock, h, srv).await?;
-            let r = ops::write_range(srv, sock, &head.filename, Some(head.offset), head.size).await;
-            count(&st.total_modify_count, &st.success_modify_count, r.is_ok());
-            add(&st.total_modify_bytes, head.size);
-            if r.is_ok() {
-                add(&st.success_modify_bytes, head.size);
-            }
-            r.map(|_| Reply::Body(Vec::new()))
+            let mut content = Content::new(sock, head.size, srv.body_timer(head.size));
+            (done(ops::modify(srv, &head, &mut content).await), head.size)
         }
         C::DownloadFile => {
-            let body = small_body(sock, h, srv).await?;
-            let req = DownloadReq::decode(&body).map_err(|_| Status::EINVAL)?;
-            let r = download(srv, sock, &req).await;
-            count(&st.total_download_count, &st.success_download_count, matches!(r, Ok(Reply::Sent)));
-            r
+            let req = decoded(sock, h, srv, DownloadReq::decode).await?;
+            match download(srv, sock, &req).await {
+                Ok((reply, n)) => (Ok(reply), n),
+                Err(e) => (Err(e), 0),
+            }
         }
         C::DeleteFile => {
-            let req = FileReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
-            srv.check_group(&req.group)?;
-            let (_, path) = srv.resolve(&req.filename)?;
-            let _lock = srv.lock_file(&path).await;
-            let r = blocking(srv, move |s| ops::delete(s, &req.filename)).await;
-            count(&st.total_delete_count, &st.success_delete_count, r.is_ok());
-            Ok(r.map(|_| Reply::Body(Vec::new()))?)
+            let req = decoded(sock, h, srv, FileReq::decode).await?;
+            let r = match srv.check_group(&req.group) {
+                Ok(()) => ops::delete(srv, req.filename).await,
+                Err(e) => Err(e),
+            };
+            (done(r), 0)
         }
         C::SetMetadata => {
-            let req = SetMetadataReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
-            // A merge reads, combines and rewrites: under the file's lock, or two at once lose one.
-            let (_, path) = srv.resolve(&req.filename)?;
-            let _lock = srv.lock_file(&path).await;
-            let r = blocking(srv, move |s| ops::set_metadata(s, &req)).await;
-            count(&st.total_set_meta_count, &st.success_set_meta_count, r.is_ok());
-            Ok(r.map(|_| Reply::Body(Vec::new()))?)
+            let req = decoded(sock, h, srv, SetMetadataReq::decode).await?;
+            (done(ops::set_metadata(srv, req).await), 0)
         }
         C::GetMetadata => {
-            let req = FileReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
-            let r = blocking(srv, move |s| ops::get_metadata(s, &req.group, &req.filename)).await;
-            count(&st.total_get_meta_count, &st.success_get_meta_count, r.is_ok());
-            Ok(r.map(Reply::Body)?)
+            let req = decoded(sock, h, srv, FileReq::decode).await?;
+            (ops::get_metadata(srv, &req.group, &req.filename).await.map(Reply::Body).map_err(Into::into), 0)
         }
         C::QueryFileInfo => {
-            let req = FileReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
-            let flags = h.status;
-            let r = blocking(srv, move |s| ops::file_info(s, &req.group, &req.filename, flags)).await?;
-            Ok(Reply::Body(r.encode(srv.answer_profile()).to_vec()))
+            let req = decoded(sock, h, srv, FileReq::decode).await?;
+            let r = ops::file_info(srv, &req.group, &req.filename, h.status).await;
+            (r.map(|info| Reply::Body(info.encode(srv.answer_profile()).to_vec())).map_err(Into::into), 0)
         }
         C::TruncateFile => {
-            let req = TruncateReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
-            let r = ops::truncate(srv, &req.filename, req.new_size).await;
-            count(&st.total_truncate_count, &st.success_truncate_count, r.is_ok());
-            Ok(r.map(|_| Reply::Body(Vec::new()))?)
+            let req = decoded(sock, h, srv, TruncateReq::decode).await?;
+            (done(ops::truncate(srv, req).await), 0)
         }
         C::RegenerateAppenderFilename => {
-            let name = decode_bare_filename(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
-            let new = ops::regenerate(srv, &name).await?;
-            Ok(file_id_body(srv, new))
+            let name = decoded(sock, h, srv, decode_bare_filename).await?;
+            (ops::regenerate(srv, name).await.map(|n| file_id_body(srv, n)).map_err(Into::into), 0)
         }
         C::ActiveTest => {
-            expect_len(&small_body(sock, h, srv).await?, 0).map_err(|_| Status::EINVAL)?;
-            Ok(Reply::Body(Vec::new()))
+            decoded(sock, h, srv, |b| expect_len(b, 0)).await?;
+            (Ok(Reply::Body(Vec::new())), 0)
         }
-        C::Quit => Ok(Reply::Quit),
+        C::Quit => (Ok(Reply::Quit), 0),
         C::ReportServerId => {
-            let r = ReportServerId::decode(&small_body(sock, h, srv).await?, Profile::CLASSIC)
-                .map_err(|_| Status::EINVAL)?;
+            let r = decoded(sock, h, srv, |b| ReportServerId::decode(b, Profile::CLASSIC)).await?;
             if r.id.is_empty() || !crate::protocol::is_safe_token(&r.id) {
                 return Err(Status::EINVAL.into());
             }
             *source = Some(r.id);
-            Ok(Reply::Body(Vec::new()))
+            (Ok(Reply::Body(Vec::new())), 0)
         }
         C::SyncCreateFile | C::SyncUpdateFile => {
             let inval = OpError { status: Status::EINVAL, close: true };
             if h.pkg_len < SyncFileHead::FIXED_LEN as u64 {
                 return Err(inval);
             }
-            let mut head =
-                read_body(sock, SyncFileHead::FIXED_LEN as u64, srv.config.network_timeout).await.map_err(|_| inval)?;
+            let timeout = srv.config.network_timeout;
+            let mut head = read_body(sock, SyncFileHead::FIXED_LEN as u64, timeout).await.map_err(|_| inval)?;
             let len = SyncFileHead::head_len(&head).map_err(|_| inval)?;
-            let rest = read_body(sock, (len - SyncFileHead::FIXED_LEN) as u64, srv.config.network_timeout)
-                .await
-                .map_err(|_| inval)?;
+            let rest = read_body(sock, (len - SyncFileHead::FIXED_LEN) as u64, timeout).await.map_err(|_| inval)?;
             head.extend_from_slice(&rest);
             let v = SyncFileHead::decode_with_status(&head, h.pkg_len, h.status).map_err(|_| inval)?;
             srv.check_group(&v.group).map_err(|_| inval)?;
-            replica::sync_file(srv, sock, source.as_deref(), &v, cmd == C::SyncUpdateFile)
-                .await
-                .map(|_| Reply::Body(Vec::new()))
+            let size = if v.content_omitted { 0 } else { v.file_size };
+            let mut content = Content::new(sock, size, srv.body_timer(size));
+            let r = replica::sync_file(srv, source.as_deref(), &v, &mut content, cmd == C::SyncUpdateFile).await;
+            (done(r), size)
         }
         C::SyncDeleteFile => {
-            let v = SyncDeleteReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
-            srv.check_group(&v.group)?;
-            let src = source.clone();
-            Ok(blocking(srv, move |s| replica::sync_delete(s, src.as_deref(), &v.filename, v.timestamp as i64))
-                .await
-                .map(|_| Reply::Body(Vec::new()))?)
+            let req = decoded(sock, h, srv, SyncDeleteReq::decode).await?;
+            (done(replica::sync_delete(srv, source.as_deref(), req).await), 0)
         }
         C::SyncAppendFile | C::SyncModifyFile => {
-            let v: SyncRangeHead = read_head(sock, h, srv).await?;
-            srv.check_group(&v.group).map_err(|s| OpError { status: s, close: true })?;
-            replica::sync_range(srv, sock, source.as_deref(), &v, cmd == C::SyncAppendFile)
-                .await
-                .map(|_| Reply::Body(Vec::new()))
+            let head: SyncRangeHead = read_head(sock, h, srv).await?;
+            srv.check_group(&head.group).map_err(|s| OpError { status: s, close: true })?;
+            let mut content = Content::new(sock, head.size, srv.body_timer(head.size));
+            let r = replica::sync_range(srv, source.as_deref(), &head, &mut content, cmd == C::SyncAppendFile).await;
+            (done(r), head.size)
         }
         C::SyncTruncateFile => {
-            let v = SyncTruncateReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
-            srv.check_group(&v.group)?;
-            let src = source.clone();
-            Ok(blocking(srv, move |s| {
-                replica::sync_truncate(s, src.as_deref(), &v.filename, v.old_size, v.new_size, v.timestamp as i64)
-            })
-            .await
-            .map(|_| Reply::Body(Vec::new()))?)
+            let req = decoded(sock, h, srv, SyncTruncateReq::decode).await?;
+            (done(replica::sync_truncate(srv, source.as_deref(), req).await), 0)
         }
         C::SyncRenameFile | C::SyncCreateLink => {
-            let v = SyncLinkReq::decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL)?;
-            srv.check_group(&v.group)?;
-            let src = source.clone();
+            let req = decoded(sock, h, srv, SyncLinkReq::decode).await?;
             let rename = cmd == C::SyncRenameFile;
-            Ok(blocking(srv, move |s| {
-                if rename {
-                    replica::sync_rename(s, src.as_deref(), &v.dest, &v.src, v.timestamp as i64)
-                } else {
-                    replica::sync_link(s, src.as_deref(), &v.dest, &v.src, v.timestamp as i64)
-                }
-            })
-            .await
-            .map(|_| Reply::Body(Vec::new()))?)
+            (done(replica::sync_rename_or_link(srv, source.as_deref(), req, rename).await), 0)
         }
         C::CreateLink => {
             // FastDHT de-duplication is not supported: refuse cleanly.
             let _ = small_body(sock, h, srv).await?;
-            Err(Status::EOPNOTSUPP.into())
+            (Err(Status::EOPNOTSUPP.into()), 0)
         }
         _ => {
-            // Replication and trunk commands are not served yet: drain what fits and refuse.
-            if h.pkg_len > srv.config.buff_size {
-                return Err(Status::EINVAL.into());
-            }
+            // Trunk commands are not served yet: drain what fits and refuse.
             let _ = small_body(sock, h, srv).await?;
             log::debug!("command {cmd:?} not supported");
-            Err(OpError { status: Status::EOPNOTSUPP, close: false })
+            (Err(OpError { status: Status::EOPNOTSUPP, close: false }), 0)
         }
-    }
+    };
+    let ok = match &result {
+        Ok(Reply::Quit) => cmd == C::Quit,
+        Ok(_) => true,
+        Err(_) => false,
+    };
+    srv.stats.record(cmd, ok, bytes);
+    result
 }
 
-/// 14: answer header, then the bytes straight from the page cache with sendfile(2).
-async fn download(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: &DownloadReq) -> OpResult<Reply> {
+/// 14: answer header, then the bytes straight from the page cache with sendfile(2). Returns
+/// how the request ended and the bytes it was to send.
+async fn download(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: &DownloadReq) -> OpResult<(Reply, u64)> {
     srv.check_group(&req.group)?;
     let (_, path) = srv.resolve(&req.filename)?;
-    let p = path.clone();
-    let file = tokio::task::spawn_blocking(move || std::fs::File::open(p))
-        .await
-        .map_err(|_| Status::EIO)?
-        .map_err(OpError::from)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(Status::EISDIR.into());
-    }
-    let size = meta.len();
+    let (file, size) = Disk::read(move || {
+        let file = std::fs::File::open(path).map_err(|e| Status::from_io(&e))?;
+        let meta = file.metadata().map_err(|e| Status::from_io(&e))?;
+        if !meta.is_file() {
+            return Err(Status::EISDIR);
+        }
+        Ok((file, meta.len()))
+    })
+    .await?;
     // FastDFS ≥ 6.15.4: an offset at or past the end is EINVAL (also for empty files, which
     // clients such as npm `fdfs` would otherwise wait on forever); too long is clamped.
     if req.offset >= size {
@@ -320,18 +287,16 @@ async fn download(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: &Downloa
     }
     let left = size - req.offset;
     let n = if req.bytes == 0 { left } else { req.bytes.min(left) };
-    srv.stats.total_download_bytes.fetch_add(n as i64, std::sync::atomic::Ordering::Relaxed);
     let mut header = [0u8; 10];
     header.copy_from_slice(&Header::response(Status::OK, n as usize).encode());
     // The header goes first; after it, an error can only close the connection.
     if tokio::io::AsyncWriteExt::write_all(sock, &header).await.is_err() {
-        return Ok(Reply::Quit);
+        return Ok((Reply::Quit, n));
     }
     if let Err(e) = send_file(sock, &file, req.offset, n, srv.config.network_timeout).await {
         // The file shrank or the peer left: after the header, closing is the only signal.
         log::warn!("download of {} cut short: {e}", req.filename);
-        return Ok(Reply::Quit);
+        return Ok((Reply::Quit, n));
     }
-    srv.stats.success_download_bytes.fetch_add(n as i64, std::sync::atomic::Ordering::Relaxed);
-    Ok(Reply::Sent)
+    Ok((Reply::Sent, n))
 }

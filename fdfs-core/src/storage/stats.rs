@@ -50,6 +50,48 @@ pub fn add(a: &AtomicI64, n: u64) {
 }
 
 impl Stats {
+    /// Counts one served command: the only place request counters change. `bytes` is the
+    /// content the command carried (uploads, appends, modifies, replicated files) or sent
+    /// (downloads).
+    pub fn record(&self, cmd: crate::protocol::Command, ok: bool, bytes: u64) {
+        use crate::protocol::Command as C;
+        let (count_pair, byte_pair) = match cmd {
+            C::UploadFile | C::UploadAppenderFile | C::UploadSlaveFile => (
+                Some((&self.total_upload_count, &self.success_upload_count)),
+                Some((&self.total_upload_bytes, &self.success_upload_bytes)),
+            ),
+            C::AppendFile => (
+                Some((&self.total_append_count, &self.success_append_count)),
+                Some((&self.total_append_bytes, &self.success_append_bytes)),
+            ),
+            C::ModifyFile => (
+                Some((&self.total_modify_count, &self.success_modify_count)),
+                Some((&self.total_modify_bytes, &self.success_modify_bytes)),
+            ),
+            C::DownloadFile => (
+                Some((&self.total_download_count, &self.success_download_count)),
+                Some((&self.total_download_bytes, &self.success_download_bytes)),
+            ),
+            C::DeleteFile => (Some((&self.total_delete_count, &self.success_delete_count)), None),
+            C::SetMetadata => (Some((&self.total_set_meta_count, &self.success_set_meta_count)), None),
+            C::GetMetadata => (Some((&self.total_get_meta_count, &self.success_get_meta_count)), None),
+            C::TruncateFile => (Some((&self.total_truncate_count, &self.success_truncate_count)), None),
+            C::SyncCreateFile | C::SyncUpdateFile | C::SyncAppendFile | C::SyncModifyFile => {
+                (None, Some((&self.total_sync_in_bytes, &self.success_sync_in_bytes)))
+            }
+            _ => (None, None),
+        };
+        if let Some((total, success)) = count_pair {
+            count(total, success, ok);
+        }
+        if let Some((total, success)) = byte_pair {
+            add(total, bytes);
+            if ok {
+                add(success, bytes);
+            }
+        }
+    }
+
     /// `storage_stat.dat`: every counter plus the directory cursor.
     pub fn save(&self, data_dir: &Path, cursor: super::paths::DirCursor) -> std::io::Result<()> {
         let s = self.snapshot(0);

@@ -340,7 +340,7 @@ async fn send_whole(
     ts: i32,
     update: bool,
 ) -> Result<Status, ClientError> {
-    let Ok(path) = srv.resolve_any(name) else { return Ok(Status::OK) };
+    let Ok((_, path)) = srv.resolve_any(name) else { return Ok(Status::OK) };
     // Under the file's lock: an append or modify in progress (and possibly rolled back) must
     // not be half copied to the peer.
     let _lock = srv.lock_file(&path).await;
@@ -360,7 +360,7 @@ async fn send_whole(
 async fn send(srv: &StorageServer, conn: &mut Connection, r: &Record) -> Result<(), ClientError> {
     let group = srv.group.clone();
     let ts = r.timestamp as i32;
-    let local = |name: &str| srv.resolve_any(name).ok();
+    let local = |name: &str| srv.resolve_any(name).ok().map(|(_, p)| p);
     let st = match r.op {
         Op::Create => send_whole(srv, conn, &r.filename, ts, false).await?,
         Op::Update => send_whole(srv, conn, &r.filename, ts, true).await?,
