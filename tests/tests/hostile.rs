@@ -309,3 +309,42 @@ async fn a_full_store_path_answers_enospc_not_a_reset() {
     assert_eq!(tmp_files, 0);
     c.storage.upload(&a.addr(), UploadKind::Normal, 0, "bin", Content::Bytes(b"small")).await.unwrap();
 }
+
+/// A stalled upload holds at most its two 32 KiB buffers, whatever size it declared: 100
+/// clients (below the per-host connection limit) that announce 1 MiB, send 900 KiB and stop
+/// cost the storage a few MiB, not 90 MiB (before the streamed write path, content up to 1 MiB
+/// was buffered whole).
+#[tokio::test]
+async fn stalled_large_uploads_hold_bounded_memory() {
+    let cl = Cluster::start("", &["127.0.0.2"], "").await;
+    let addr = cl.storages[0].addr();
+    let daemon = &cl.storages[0].daemon;
+    let before = daemon.rss_kib();
+    let size = 1u64 << 20;
+    let sent = vec![5u8; 900 << 10];
+    let mut stalled = Vec::new();
+    for _ in 0..100 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.write_all(&Header::request(Command::UploadFile, 15 + size as usize).encode()).unwrap();
+        s.write_all(&UploadHead { store_path_index: 0, file_size: size, ext: "bin".into() }.encode_head()).unwrap();
+        s.write_all(&sent).unwrap();
+        stalled.push(s);
+    }
+    // Every upload has read what was sent once the storage's temp files hold it all.
+    let tmp = cl.storages[0].base().join("data/.tmp");
+    eventually(Duration::from_secs(20), "the stalled uploads' bytes on disk", || {
+        let tmp = tmp.clone();
+        async move {
+            let on_disk: u64 =
+                std::fs::read_dir(&tmp).ok()?.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum();
+            (on_disk >= 100 * (896 << 10)).then_some(())
+        }
+    })
+    .await;
+    let grown = daemon.rss_kib().saturating_sub(before);
+    assert!(grown < 30 << 10, "100 stalled uploads grew the storage by {grown} KiB");
+    drop(stalled);
+    let c = cl.client();
+    let id = c.upload_buffer(b"still serving", "txt").await.unwrap();
+    assert_eq!(&c.download(&id, 0, 0).await.unwrap()[..], b"still serving");
+}
