@@ -60,6 +60,35 @@ impl Default for TrackerParams {
     }
 }
 
+/// Who this storage is: what the trackers told it and what it tells them.
+#[derive(Debug)]
+struct Identity {
+    params: RwLock<TrackerParams>,
+    /// This storage's address as the trackers see it: what new file names embed.
+    my_ip: RwLock<String>,
+    /// The numeric storage ID (names embed it with `id_type_in_filename = id`): `server_id`
+    /// from storage.conf, or learnt from the tracker's table (GET_SERVER_ID).
+    server_id: RwLock<Option<u32>>,
+    /// `.data_init_flag`.
+    init: Mutex<InitFlag>,
+    /// The FastDFS generation each tracker (by address) answered a JOIN in.
+    tracker_layouts: Mutex<HashMap<String, Layout>>,
+}
+
+/// Where this storage stands in its group.
+#[derive(Debug)]
+struct Membership {
+    /// The status the trackers hold for us.
+    status: AtomicU8,
+    /// The other members of the group, as the leader last told us; the sync tasks wait on
+    /// changes instead of polling.
+    peers: tokio::sync::watch::Sender<Vec<Brief>>,
+    /// Peer storage ID → newest source timestamp applied from it (reported in SYNC_REPORT).
+    synced_from: Mutex<HashMap<String, i32>>,
+}
+
+/// What every connection and task of a storage shares. Settings and the store are public
+/// (read-only or internally synchronised); the state that changes is private behind methods.
 #[derive(Debug)]
 pub struct StorageServer {
     pub config: StorageConfig,
@@ -68,29 +97,16 @@ pub struct StorageServer {
     pub binlog: Arc<Binlog>,
     /// Where every filesystem call of a request runs.
     pub disk: disk::Disk,
+    /// Counters: changed by [`Stats::record`] for requests, by the tasks that own the others.
     pub stats: Stats,
-    pub data_dir: PathBuf,
-    pub params: RwLock<TrackerParams>,
-    /// This storage's address as the trackers see it: what new file names embed.
-    pub my_ip: RwLock<String>,
-    /// The numeric storage ID (names embed it with `id_type_in_filename = id`): `server_id`
-    /// from storage.conf, or learnt from the tracker's table (GET_SERVER_ID).
-    pub server_id: RwLock<Option<u32>>,
-    pub init: Mutex<InitFlag>,
-    /// The status the trackers hold for us.
-    pub status: AtomicU8,
-    /// The other members of the group, as the leader last told us; the sync tasks wait on
-    /// changes instead of polling.
-    peers: tokio::sync::watch::Sender<Vec<Brief>>,
     pub up_time: i64,
+    data_dir: PathBuf,
+    identity: Identity,
+    membership: Membership,
     /// Serialises changes to one file (append/modify/truncate/regenerate, replicated ranges).
-    pub file_locks: locks::FileLocks,
-    /// Peer storage ID → newest source timestamp applied from it (reported in SYNC_REPORT).
-    pub synced_from: Mutex<HashMap<String, i32>>,
+    file_locks: locks::FileLocks,
     /// Woken on every committed batch of binlog records, so sync senders ship changes at once.
-    pub binlog_changed: Arc<tokio::sync::Notify>,
-    /// The FastDFS generation each tracker (by address) answered a JOIN in.
-    tracker_layouts: Mutex<HashMap<String, Layout>>,
+    binlog_changed: Arc<tokio::sync::Notify>,
 }
 
 impl StorageServer {
@@ -134,44 +150,104 @@ impl StorageServer {
             binlog,
             disk,
             stats,
-            data_dir,
-            params: RwLock::new(TrackerParams::default()),
-            my_ip: RwLock::new(my_ip),
-            server_id: RwLock::new(config.server_id.parse().ok()),
-            init: Mutex::new(init),
-            status: AtomicU8::new(crate::protocol::status::NONE),
-            peers: tokio::sync::watch::Sender::new(Vec::new()),
             up_time: now,
+            data_dir,
+            identity: Identity {
+                params: RwLock::new(TrackerParams::default()),
+                my_ip: RwLock::new(my_ip),
+                server_id: RwLock::new(config.server_id.parse().ok()),
+                init: Mutex::new(init),
+                tracker_layouts: Mutex::new(HashMap::new()),
+            },
+            membership: Membership {
+                status: AtomicU8::new(crate::protocol::status::NONE),
+                peers: tokio::sync::watch::Sender::new(Vec::new()),
+                synced_from: Mutex::new(HashMap::new()),
+            },
             file_locks: locks::FileLocks::default(),
-            synced_from: Mutex::new(HashMap::new()),
             binlog_changed,
-            tracker_layouts: Mutex::new(HashMap::new()),
             config,
         })
     }
 
     pub fn params(&self) -> TrackerParams {
-        *self.params.read().unwrap_or_else(|e| e.into_inner())
+        *self.identity.params.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Applies what a tracker's PARAMETER_REQ answer says.
+    pub fn update_params(&self, f: impl FnOnce(&mut TrackerParams)) {
+        f(&mut self.identity.params.write().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// Records the address the trackers see us at.
+    pub fn set_my_ip(&self, ip: String) {
+        *self.identity.my_ip.write().unwrap_or_else(|e| e.into_inner()) = ip;
+    }
+
+    /// Records the storage ID the tracker's table gives us; `true` if it is news.
+    pub fn set_server_id(&self, id: u32) -> bool {
+        let mut cur = self.identity.server_id.write().unwrap_or_else(|e| e.into_inner());
+        let news = *cur != Some(id);
+        *cur = Some(id);
+        news
+    }
+
+    /// `.data_init_flag` as it stands.
+    pub fn init_flag(&self) -> InitFlag {
+        self.identity.init.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Changes `.data_init_flag` and writes it.
+    pub fn update_init_flag(&self, f: impl FnOnce(&mut InitFlag)) -> std::io::Result<()> {
+        let mut flag = self.identity.init.lock().unwrap_or_else(|e| e.into_inner());
+        f(&mut flag);
+        flag.save(&self.data_dir)
+    }
+
+    /// The status the trackers last told us.
+    pub fn set_status(&self, status: u8) {
+        self.membership.status.store(status, Ordering::Relaxed);
+    }
+
+    /// Remembers that a replicated change from `source` (a member of our group) at
+    /// `timestamp` is applied.
+    pub fn note_synced_from(&self, source: &str, timestamp: i32) {
+        let mut m = self.membership.synced_from.lock().unwrap_or_else(|e| e.into_inner());
+        let v = m.entry(source.to_owned()).or_insert(0);
+        *v = (*v).max(timestamp);
+    }
+
+    /// Per source member, the newest timestamp applied from it, sorted by member.
+    pub fn synced_from(&self) -> Vec<(String, i32)> {
+        let m = self.membership.synced_from.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<(String, i32)> = m.iter().map(|(k, &t)| (k.clone(), t)).collect();
+        v.sort();
+        v
+    }
+
+    /// Resolves at the next committed batch of binlog records.
+    pub fn binlog_news(&self) -> tokio::sync::futures::Notified<'_> {
+        self.binlog_changed.notified()
     }
 
     /// Who new file names say wrote them.
     pub fn source(&self) -> Source {
         if self.params().id_in_filename {
-            if let Some(id) = *self.server_id.read().unwrap_or_else(|e| e.into_inner()) {
+            if let Some(id) = *self.identity.server_id.read().unwrap_or_else(|e| e.into_inner()) {
                 return Source::ServerId(id);
             }
         }
-        let ip = self.my_ip.read().unwrap_or_else(|e| e.into_inner()).parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST);
+        let ip = self.my_ip().parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST);
         Source::Ip(ip)
     }
 
     /// Our address as the trackers see it.
     pub fn my_ip(&self) -> String {
-        self.my_ip.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.identity.my_ip.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn status(&self) -> u8 {
-        self.status.load(Ordering::Relaxed)
+        self.membership.status.load(Ordering::Relaxed)
     }
 
     /// How the trackers and the group's members name this storage: its storage ID when the
@@ -182,27 +258,27 @@ impl StorageServer {
             if !self.config.server_id.is_empty() {
                 return self.config.server_id.clone();
             }
-            if let Some(id) = *self.server_id.read().unwrap_or_else(|e| e.into_inner()) {
+            if let Some(id) = *self.identity.server_id.read().unwrap_or_else(|e| e.into_inner()) {
                 return id.to_string();
             }
         }
-        self.my_ip.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.my_ip()
     }
 
     /// The group's other members now.
     pub fn peers(&self) -> Vec<Brief> {
-        self.peers.borrow().clone()
+        self.membership.peers.borrow().clone()
     }
 
     /// The member named `id`, if the group has it.
     pub fn peer(&self, id: &str) -> Option<Brief> {
-        self.peers.borrow().iter().find(|b| b.id == id).cloned()
+        self.membership.peers.borrow().iter().find(|b| b.id == id).cloned()
     }
 
     /// Replaces the member list (from the leader's notification); wakes those waiting on it
     /// only when it changed.
     pub fn set_peers(&self, peers: Vec<Brief>) {
-        self.peers.send_if_modified(|cur| {
+        self.membership.peers.send_if_modified(|cur| {
             let changed = *cur != peers;
             *cur = peers;
             changed
@@ -211,16 +287,16 @@ impl StorageServer {
 
     /// Resolves when the member list changes.
     pub fn watch_peers(&self) -> tokio::sync::watch::Receiver<Vec<Brief>> {
-        self.peers.subscribe()
+        self.membership.peers.subscribe()
     }
 
     /// The generation `tracker` (`host:port`) last accepted our JOIN in.
     pub fn tracker_layout(&self, tracker: &str) -> Option<Layout> {
-        self.tracker_layouts.lock().unwrap_or_else(|e| e.into_inner()).get(tracker).copied()
+        self.identity.tracker_layouts.lock().unwrap_or_else(|e| e.into_inner()).get(tracker).copied()
     }
 
     pub fn set_tracker_layout(&self, tracker: &str, layout: Layout) {
-        self.tracker_layouts.lock().unwrap_or_else(|e| e.into_inner()).insert(tracker.to_owned(), layout);
+        self.identity.tracker_layouts.lock().unwrap_or_else(|e| e.into_inner()).insert(tracker.to_owned(), layout);
     }
 
     /// How to speak to `tracker` on a short connection: its known generation, else the

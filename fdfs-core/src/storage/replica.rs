@@ -29,9 +29,7 @@ impl StorageServer {
         // Only members of our group count (a peer could claim any ID), which also bounds the map.
         let known = |src: &str| self.peer(src).is_some();
         if let Some(src) = source.filter(|s| known(s)) {
-            let mut m = self.synced_from.lock().unwrap_or_else(|e| e.into_inner());
-            let v = m.entry(src.to_owned()).or_insert(0);
-            *v = (*v).max(timestamp as i32);
+            self.note_synced_from(src, timestamp as i32);
         }
     }
 
@@ -79,6 +77,7 @@ pub async fn sync_file<R: AsyncRead + Unpin>(
         return Err(Status::EEXIST.into());
     }
     let (body, _) = receive(srv, index, content).await.map_err(|e| closing(io(e)))?;
+    let _lock = srv.lock_file(&path).await;
     // Unrecorded, the sender gets an error and sends it again; a copy left here then counts as done.
     srv.disk
         .write(index, move |w| {
@@ -188,6 +187,7 @@ pub async fn sync_rename_or_link(
     srv.check_group(&req.group)?;
     let (index, to) = srv.resolve_any(&req.dest)?;
     let (_, from) = srv.resolve_any(&req.src)?;
+    let _lock = srv.lock_file(&to).await;
     let ts = req.timestamp as i64;
     srv.disk
         .write(index, move |_| {

@@ -34,7 +34,10 @@ pub async fn report_loop(srv: Arc<StorageServer>, tracker: ServerAddr, mut shutd
 }
 
 fn apply_params(srv: &StorageServer, params: &[(String, String)]) {
-    let mut p = srv.params.write().unwrap_or_else(|e| e.into_inner());
+    srv.update_params(|p| apply_params_to(p, params));
+}
+
+fn apply_params_to(p: &mut super::TrackerParams, params: &[(String, String)]) {
     for (k, v) in params {
         match k.as_str() {
             "reserved_storage_space" => {
@@ -67,7 +70,7 @@ fn disk_usage(srv: &StorageServer) -> Vec<PathUsage> {
 fn absorb(srv: &StorageServer, n: &ChangeNotify, my_id: &str) {
     if let Some(group) = &n.group {
         if let Some(me) = group.iter().find(|b| b.id == my_id) {
-            srv.status.store(me.status, Ordering::Relaxed);
+            srv.set_status(me.status);
         }
         // Peer IDs name mark files and binlog lookups: a brief with anything but a plain
         // token in them is dropped.
@@ -124,13 +127,13 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
             Err(e) => return Err(e),
         };
         if !my_ip.is_empty() {
-            *srv.my_ip.write().unwrap_or_else(|e| e.into_inner()) = my_ip.clone();
+            srv.set_my_ip(my_ip.clone());
         }
-        let my_ip = srv.my_ip.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let my_ip = srv.my_ip();
         if srv.params().use_storage_id && c.server_id.is_empty() {
             learn_server_id(srv, &mut conn, layout, &my_ip).await?;
         }
-        let init = srv.init.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let init = srv.init_flag();
         let known = srv.status();
         let req = JoinReq {
             group: srv.group.clone(),
@@ -188,10 +191,8 @@ async fn learn_server_id(
     let id = String::from_utf8_lossy(&body).trim_end_matches('\0').to_owned();
     match id.parse::<u32>() {
         Ok(n) if crate::protocol::is_safe_token(&id) => {
-            let mut cur = srv.server_id.write().unwrap_or_else(|e| e.into_inner());
-            if *cur != Some(n) {
+            if srv.set_server_id(n) {
                 log::info!("storage ID {n} (from the tracker's storage_ids.conf)");
-                *cur = Some(n);
             }
             Ok(())
         }
@@ -205,23 +206,24 @@ async fn learn_server_id(
 async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<()> {
     let c = &srv.config;
     let addr = tracker.primary();
-    let init = srv.init.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let init = srv.init_flag();
     let (mut conn, my_ip, joined) = join(srv, tracker).await?;
-    srv.status.store(joined.status, Ordering::Relaxed);
+    srv.set_status(joined.status);
     log::info!("joined tracker {addr} as {} ({})", my_ip, status::name(joined.status));
     // Our ID at the trackers is our IP unless storage IDs are in use.
     let my_id = srv.my_id();
     if !init.sync_old_done {
         let src = conn.sync_dest_req().await?;
-        let mut f = srv.init.lock().unwrap_or_else(|e| e.into_inner());
-        f.sync_old_done = true;
-        f.last_ip_addr = my_ip.clone();
-        f.last_server_port = c.port;
-        if let Some(s) = &src {
-            f.sync_src_server = s.src_id.clone();
-            f.sync_until_timestamp = s.until_timestamp;
-        }
-        if let Err(e) = f.save(&srv.data_dir) {
+        let saved = srv.update_init_flag(|f| {
+            f.sync_old_done = true;
+            f.last_ip_addr = my_ip.clone();
+            f.last_server_port = c.port;
+            if let Some(s) = &src {
+                f.sync_src_server = s.src_id.clone();
+                f.sync_until_timestamp = s.until_timestamp;
+            }
+        });
+        if let Err(e) = saved {
             log::error!("writing .data_init_flag: {e}");
         }
     } else {
@@ -242,13 +244,8 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
         let n = conn.beat(changed.then_some(&snap)).await?;
         absorb(srv, &n, &my_id);
         srv.stats.last_heart_beat_time.store(now_unix(), Ordering::Relaxed);
-        let synced: Vec<SyncTimestamp> = {
-            let m = srv.synced_from.lock().unwrap_or_else(|e| e.into_inner());
-            let mut v: Vec<SyncTimestamp> =
-                m.iter().map(|(k, &t)| SyncTimestamp { peer_id: k.clone(), timestamp: t }).collect();
-            v.sort_by(|a, b| a.peer_id.cmp(&b.peer_id));
-            v
-        };
+        let synced: Vec<SyncTimestamp> =
+            srv.synced_from().into_iter().map(|(peer_id, timestamp)| SyncTimestamp { peer_id, timestamp }).collect();
         if !synced.is_empty() && last_synced.as_ref() != Some(&synced) {
             let n = conn.sync_report(&synced).await?;
             absorb(srv, &n, &my_id);

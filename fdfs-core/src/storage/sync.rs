@@ -220,7 +220,7 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
         // Registered before the binlog is read: a record committed while this sender reads or
         // saves its mark then still wakes it (a waiter registered afterwards would sleep until
         // the next heartbeat).
-        let notified = srv.binlog_changed.notified();
+        let notified = srv.binlog_news();
         tokio::pin!(notified);
         notified.as_mut().enable();
         let line = reader.next(srv.binlog.position()).map_err(|e| e.to_string())?;

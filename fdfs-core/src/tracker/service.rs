@@ -121,70 +121,8 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
         C::QueryStoreWithoutGroupOne
         | C::QueryStoreWithoutGroupAll
         | C::QueryStoreWithGroupOne
-        | C::QueryStoreWithGroupAll => {
-            let with_group = matches!(cmd, C::QueryStoreWithGroupOne | C::QueryStoreWithGroupAll);
-            let all = matches!(cmd, C::QueryStoreWithoutGroupAll | C::QueryStoreWithGroupAll);
-            let group = if with_group {
-                match GroupReq::decode(body) {
-                    Ok(g) => Some(g.group),
-                    Err(e) => return e.into(),
-                }
-            } else {
-                if let Err(e) = expect_len(body, 0) {
-                    return e.into();
-                }
-                None
-            };
-            let target = select::store(&mut t.lock(), &t.policy, &t.config.store_group, group.as_deref(), all);
-            from_result(target.map(|tg| {
-                let servers: Vec<ServerAddr> =
-                    tg.servers.iter().map(|(ip, port)| ServerAddr { ip: ip.clone(), port: *port as i64 }).collect();
-                if all {
-                    StoreTargets { group: tg.group, servers, store_path_index: tg.store_path_index }.encode(p).to_vec()
-                } else {
-                    let s = &servers[0];
-                    StoreTarget {
-                        group: tg.group,
-                        ip: s.ip.clone(),
-                        port: s.port,
-                        store_path_index: tg.store_path_index,
-                    }
-                    .encode(p)
-                    .to_vec()
-                }
-            }))
-        }
-        C::QueryFetchOne | C::QueryUpdate | C::QueryFetchAll => {
-            let req = match FileReq::decode(body) {
-                Ok(r) if r.filename.len() >= 22 => r,
-                Ok(_) => return Outcome::AnswerClose(Status::EINVAL),
-                Err(e) => return e.into(),
-            };
-            let Ok(name) = RemoteFilename::parse(&req.filename, None) else {
-                return err(Status::EINVAL);
-            };
-            let info = name.info();
-            let r = select::fetch(
-                &mut t.lock(),
-                &t.policy,
-                &req.group,
-                &info,
-                cmd == C::QueryUpdate,
-                cmd == C::QueryFetchAll,
-                now,
-            );
-            from_result(r.map(|servers| {
-                let list: Vec<ServerAddr> =
-                    servers.iter().map(|(ip, port)| ServerAddr { ip: ip.clone(), port: *port as i64 }).collect();
-                if cmd == C::QueryFetchAll {
-                    FetchTargets { group: req.group.clone(), servers: list }.encode(p).to_vec()
-                } else {
-                    FetchTarget { group: req.group.clone(), ip: list[0].ip.clone(), port: list[0].port }
-                        .encode(p)
-                        .to_vec()
-                }
-            }))
-        }
+        | C::QueryStoreWithGroupAll => query_store(t, cmd, body),
+        C::QueryFetchOne | C::QueryUpdate | C::QueryFetchAll => query_fetch(t, cmd, body, now),
         C::ServerListAllGroups => {
             if let Err(e) = expect_len(body, 0) {
                 return e.into();
@@ -204,24 +142,7 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
                 None => err(Status::ENOENT),
             }
         }
-        C::ServerListStorage => {
-            let req = match GroupStorageReq::decode(body) {
-                Ok(r) => r,
-                Err(e) => return e.into(),
-            };
-            let c = t.lock();
-            let Some(g) = c.groups.get(&req.group) else { return err(Status::ENOENT) };
-            let list: Vec<StorageStat> = g
-                .storages
-                .values()
-                .filter(|s| req.storage_id.as_ref().is_none_or(|id| *id == s.id))
-                .map(|s| s.stat_record(reserved_mb(t, s.total_mb)))
-                .collect();
-            if list.is_empty() && req.storage_id.is_some() {
-                return err(Status::ENOENT);
-            }
-            ok(StorageStat::encode_list(&list, p).to_vec())
-        }
+        C::ServerListStorage => list_storage(t, body),
         C::ServerDeleteStorage => match GroupStorageReq::decode_with_id(body) {
             Ok(r) => from_result(
                 t.lock().delete_storage(&r.group, r.storage_id.as_deref().unwrap_or(""), now).map(|_| Vec::new()),
@@ -237,22 +158,7 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
             None => err(Status::ENOENT),
         },
         C::TrackerGetStatus => ok(t.status().encode(p).to_vec()),
-        C::TrackerPingLeader => {
-            if !t.is_leader() {
-                return err(Status::EOPNOTSUPP);
-            }
-            // Classic followers ping with an empty body, 6.15.5+ with their connection counts.
-            let counts = match body.len() {
-                0 => None,
-                _ => match PingLeaderReq::decode(body, p) {
-                    Ok(c) => Some(c),
-                    Err(e) => return e.into(),
-                },
-            };
-            t.follower_pings.record(conn.peer.ip().to_canonical().to_string(), now, counts);
-            // No trunk servers: nothing to tell followers.
-            ok(Vec::new())
-        }
+        C::TrackerPingLeader => ping_leader(t, conn, body, now),
         C::ServerTrackerClusterStat => match TrackerClusterStatReq::decode(body, p) {
             Ok(req) => from_result(cluster_stat::trackers(t, &req, now).map(|s| s.encode().to_vec())),
             Err(e) => e.into(),
@@ -270,41 +176,7 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
         }
 
         // Storage side.
-        C::StorageJoin => {
-            let Some(layout) = JoinReq::detect(body) else {
-                return Outcome::AnswerClose(Status::EINVAL);
-            };
-            let jp = Profile::of(layout, false);
-            let req = match JoinReq::decode(body, jp) {
-                Ok(r) => r,
-                Err(e) => return e.into(),
-            };
-            let peer_ip = conn.peer.ip().to_canonical().to_string();
-            let joined = {
-                let mut c = t.lock();
-                let j = c.join(&req, &peer_ip, &t.ids, &t.limits, now);
-                if let Some(s) = j.as_ref().ok().and_then(|j| c.storage_mut(&j.group, &j.id)) {
-                    s.layout = Some(layout);
-                }
-                j
-            };
-            match joined {
-                Ok(j) => {
-                    if let Some((g, id)) = conn.joined.take() {
-                        // A second JOIN on one connection replaces the first.
-                        t.lock().disconnected(&g, &id);
-                    }
-                    conn.joined = Some((j.group.clone(), j.id.clone()));
-                    if conn.profile != jp {
-                        log::info!("{}: storage {} speaks FastDFS {layout}", conn.peer, j.id);
-                    }
-                    conn.profile = jp;
-                    conn.sent_counter = None;
-                    ok(JoinResp { status: j.status, sync_src_id: j.sync_src_id }.encode(p).to_vec())
-                }
-                Err(s) => err(s),
-            }
-        }
+        C::StorageJoin => join(t, conn, body, now),
         C::StorageBeat => {
             let Some((g, id)) = conn.joined.clone() else { return err(Status::EACCES) };
             match decode_beat(body) {
@@ -398,79 +270,13 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
                 Err(e) => e.into(),
             }
         }
-        C::StorageGetStatus | C::StorageGetServerId => {
-            let req = match StorageLookupReq::decode(body) {
-                Ok(r) => r,
-                Err(e) => return e.into(),
-            };
-            let peer_ip = conn.peer.ip().to_canonical().to_string();
-            let (ip, port) = split_addr(&req.addr, &peer_ip);
-            let c = t.lock();
-            // The group may not exist yet: a new storage asks for its ID before its first JOIN.
-            let found = c
-                .groups
-                .get(&req.group)
-                .and_then(|g| g.storages.values().find(|s| s.ip == ip && port.is_none_or(|p| p == s.storage_port)));
-            match (cmd, found) {
-                // A short connection without a JOIN: answer in the generation the storage
-                // announced with its version text.
-                (C::StorageGetStatus, Some(s)) => ok(s.brief().encode(s.profile()).to_vec()),
-                (C::StorageGetServerId, Some(s)) => ok(s.id.clone().into_bytes()),
-                (C::StorageGetServerId, None) => match &t.ids.ids {
-                    None => ok(ip.into_bytes()),
-                    // A storage that has not joined yet learns its ID from the table (C does the
-                    // same for storages whose storage.conf has no server_id).
-                    Some(table) => match table.find_addr(&req.group, &ip, port) {
-                        Some(e) => ok(e.id.to_string().into_bytes()),
-                        None => err(Status::ENOENT),
-                    },
-                },
-                _ => err(Status::ENOENT),
-            }
-        }
+        C::StorageGetStatus | C::StorageGetServerId => status_or_server_id(t, conn, cmd, body),
         C::StorageGetMyIp => match GetMyIpReq::decode(body) {
             Ok(_) => ok(conn.peer.ip().to_canonical().to_string().into_bytes()),
             Err(e) => e.into(),
         },
-        C::StorageGetGroupName => {
-            let req = match GetGroupNameReq::decode(body) {
-                Ok(r) => r,
-                Err(e) => return e.into(),
-            };
-            let Some(ids) = &t.ids.ids else { return err(Status::EOPNOTSUPP) };
-            let ip = if req.ip.is_empty() { conn.peer.ip().to_canonical().to_string() } else { req.ip };
-            match ids.find_any_group(&ip, req.port as u16) {
-                Some(e) => ok(GroupReq { group: e.group.clone() }.encode().to_vec()),
-                None => err(Status::ENOENT),
-            }
-        }
-        C::StorageFetchStorageIds => {
-            let req = match FetchStorageIdsReq::decode(body) {
-                Ok(r) => r,
-                Err(e) => return e.into(),
-            };
-            match &t.ids.ids {
-                None if req.allow_empty => ok(vec![0u8; 8]),
-                None => err(Status::EOPNOTSUPP),
-                Some(ids) => {
-                    let start = req.start_index as usize;
-                    if start > ids.entries.len() {
-                        return err(Status::EINVAL);
-                    }
-                    let mut lines = Vec::new();
-                    let mut size = 8;
-                    for e in &ids.entries[start..] {
-                        let l = e.to_line();
-                        if size + l.len() + 1 > 8 << 10 {
-                            break;
-                        }
-                        size += l.len() + 1;
-                        lines.push(l);
-                    }
-                    ok(StorageIdsPage { total: ids.entries.len() as i32, lines }.encode().to_vec())
-                }
-            }
-        }
+        C::StorageGetGroupName => group_name(t, conn, body),
+        C::StorageFetchStorageIds => storage_ids(t, body),
         C::StorageParameterReq => match expect_len(body, 0) {
             Ok(()) => ok(parameters(t)),
             Err(e) => e.into(),
@@ -481,6 +287,225 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
         _ => {
             log::debug!("{}: command {cmd:?} not supported", conn.peer);
             err(Status::EOPNOTSUPP)
+        }
+    }
+}
+
+/// 101-107 QUERY_STORE_*: where an upload goes.
+fn query_store(t: &Tracker, cmd: Command, body: &[u8]) -> Outcome {
+    use Command as C;
+    let p = t.profile;
+
+    let with_group = matches!(cmd, C::QueryStoreWithGroupOne | C::QueryStoreWithGroupAll);
+    let all = matches!(cmd, C::QueryStoreWithoutGroupAll | C::QueryStoreWithGroupAll);
+    let group = if with_group {
+        match GroupReq::decode(body) {
+            Ok(g) => Some(g.group),
+            Err(e) => return e.into(),
+        }
+    } else {
+        if let Err(e) = expect_len(body, 0) {
+            return e.into();
+        }
+        None
+    };
+    let target = select::store(&mut t.lock(), &t.policy, &t.config.store_group, group.as_deref(), all);
+    from_result(target.map(|tg| {
+        let servers: Vec<ServerAddr> =
+            tg.servers.iter().map(|(ip, port)| ServerAddr { ip: ip.clone(), port: *port as i64 }).collect();
+        if all {
+            StoreTargets { group: tg.group, servers, store_path_index: tg.store_path_index }.encode(p).to_vec()
+        } else {
+            let s = &servers[0];
+            StoreTarget { group: tg.group, ip: s.ip.clone(), port: s.port, store_path_index: tg.store_path_index }
+                .encode(p)
+                .to_vec()
+        }
+    }))
+}
+
+/// 102/103/105 QUERY_FETCH_ONE / QUERY_UPDATE / QUERY_FETCH_ALL: who serves a file.
+fn query_fetch(t: &Tracker, cmd: Command, body: &[u8], now: i64) -> Outcome {
+    use Command as C;
+    let p = t.profile;
+
+    let req = match FileReq::decode(body) {
+        Ok(r) if r.filename.len() >= 22 => r,
+        Ok(_) => return Outcome::AnswerClose(Status::EINVAL),
+        Err(e) => return e.into(),
+    };
+    let Ok(name) = RemoteFilename::parse(&req.filename, None) else {
+        return err(Status::EINVAL);
+    };
+    let info = name.info();
+    let r =
+        select::fetch(&mut t.lock(), &t.policy, &req.group, &info, cmd == C::QueryUpdate, cmd == C::QueryFetchAll, now);
+    from_result(r.map(|servers| {
+        let list: Vec<ServerAddr> =
+            servers.iter().map(|(ip, port)| ServerAddr { ip: ip.clone(), port: *port as i64 }).collect();
+        if cmd == C::QueryFetchAll {
+            FetchTargets { group: req.group.clone(), servers: list }.encode(p).to_vec()
+        } else {
+            FetchTarget { group: req.group.clone(), ip: list[0].ip.clone(), port: list[0].port }.encode(p).to_vec()
+        }
+    }))
+}
+
+/// 92 SERVER_LIST_STORAGE: one group's storages, or one of them.
+fn list_storage(t: &Tracker, body: &[u8]) -> Outcome {
+    let p = t.profile;
+
+    let req = match GroupStorageReq::decode(body) {
+        Ok(r) => r,
+        Err(e) => return e.into(),
+    };
+    let c = t.lock();
+    let Some(g) = c.groups.get(&req.group) else { return err(Status::ENOENT) };
+    let list: Vec<StorageStat> = g
+        .storages
+        .values()
+        .filter(|s| req.storage_id.as_ref().is_none_or(|id| *id == s.id))
+        .map(|s| s.stat_record(reserved_mb(t, s.total_mb)))
+        .collect();
+    if list.is_empty() && req.storage_id.is_some() {
+        return err(Status::ENOENT);
+    }
+    ok(StorageStat::encode_list(&list, p).to_vec())
+}
+
+/// 65 TRACKER_PING_LEADER: a follower tracker checks in.
+fn ping_leader(t: &Tracker, conn: &Conn, body: &[u8], now: i64) -> Outcome {
+    let p = t.profile;
+
+    if !t.is_leader() {
+        return err(Status::EOPNOTSUPP);
+    }
+    // Classic followers ping with an empty body, 6.15.5+ with their connection counts.
+    let counts = match body.len() {
+        0 => None,
+        _ => match PingLeaderReq::decode(body, p) {
+            Ok(c) => Some(c),
+            Err(e) => return e.into(),
+        },
+    };
+    t.follower_pings.record(conn.peer.ip().to_canonical().to_string(), now, counts);
+    // No trunk servers: nothing to tell followers.
+    ok(Vec::new())
+}
+
+/// 81 STORAGE_JOIN, in whichever generation the storage speaks (found from the body's shape).
+fn join(t: &Tracker, conn: &mut Conn, body: &[u8], now: i64) -> Outcome {
+    let p = t.profile;
+
+    let Some(layout) = JoinReq::detect(body) else {
+        return Outcome::AnswerClose(Status::EINVAL);
+    };
+    let jp = Profile::of(layout, false);
+    let req = match JoinReq::decode(body, jp) {
+        Ok(r) => r,
+        Err(e) => return e.into(),
+    };
+    let peer_ip = conn.peer.ip().to_canonical().to_string();
+    let joined = {
+        let mut c = t.lock();
+        let j = c.join(&req, &peer_ip, &t.ids, &t.limits, now);
+        if let Some(s) = j.as_ref().ok().and_then(|j| c.storage_mut(&j.group, &j.id)) {
+            s.layout = Some(layout);
+        }
+        j
+    };
+    match joined {
+        Ok(j) => {
+            if let Some((g, id)) = conn.joined.take() {
+                // A second JOIN on one connection replaces the first.
+                t.lock().disconnected(&g, &id);
+            }
+            conn.joined = Some((j.group.clone(), j.id.clone()));
+            if conn.profile != jp {
+                log::info!("{}: storage {} speaks FastDFS {layout}", conn.peer, j.id);
+            }
+            conn.profile = jp;
+            conn.sent_counter = None;
+            ok(JoinResp { status: j.status, sync_src_id: j.sync_src_id }.encode(p).to_vec())
+        }
+        Err(s) => err(s),
+    }
+}
+
+/// 71 STORAGE_GET_STATUS / 70 STORAGE_GET_SERVER_ID: a storage asks about itself on a
+/// short connection.
+fn status_or_server_id(t: &Tracker, conn: &Conn, cmd: Command, body: &[u8]) -> Outcome {
+    use Command as C;
+
+    let req = match StorageLookupReq::decode(body) {
+        Ok(r) => r,
+        Err(e) => return e.into(),
+    };
+    let peer_ip = conn.peer.ip().to_canonical().to_string();
+    let (ip, port) = split_addr(&req.addr, &peer_ip);
+    let c = t.lock();
+    // The group may not exist yet: a new storage asks for its ID before its first JOIN.
+    let found = c
+        .groups
+        .get(&req.group)
+        .and_then(|g| g.storages.values().find(|s| s.ip == ip && port.is_none_or(|p| p == s.storage_port)));
+    match (cmd, found) {
+        // A short connection without a JOIN: answer in the generation the storage
+        // announced with its version text.
+        (C::StorageGetStatus, Some(s)) => ok(s.brief().encode(s.profile()).to_vec()),
+        (C::StorageGetServerId, Some(s)) => ok(s.id.clone().into_bytes()),
+        (C::StorageGetServerId, None) => match &t.ids.ids {
+            None => ok(ip.into_bytes()),
+            // A storage that has not joined yet learns its ID from the table (C does the
+            // same for storages whose storage.conf has no server_id).
+            Some(table) => match table.find_addr(&req.group, &ip, port) {
+                Some(e) => ok(e.id.to_string().into_bytes()),
+                None => err(Status::ENOENT),
+            },
+        },
+        _ => err(Status::ENOENT),
+    }
+}
+
+/// 109 STORAGE_GET_GROUP_NAME: the group storage_ids.conf gives an address.
+fn group_name(t: &Tracker, conn: &Conn, body: &[u8]) -> Outcome {
+    let req = match GetGroupNameReq::decode(body) {
+        Ok(r) => r,
+        Err(e) => return e.into(),
+    };
+    let Some(ids) = &t.ids.ids else { return err(Status::EOPNOTSUPP) };
+    let ip = if req.ip.is_empty() { conn.peer.ip().to_canonical().to_string() } else { req.ip };
+    match ids.find_any_group(&ip, req.port as u16) {
+        Some(e) => ok(GroupReq { group: e.group.clone() }.encode().to_vec()),
+        None => err(Status::ENOENT),
+    }
+}
+
+/// 69 STORAGE_FETCH_STORAGE_IDS: storage_ids.conf, a page at a time.
+fn storage_ids(t: &Tracker, body: &[u8]) -> Outcome {
+    let req = match FetchStorageIdsReq::decode(body) {
+        Ok(r) => r,
+        Err(e) => return e.into(),
+    };
+    match &t.ids.ids {
+        None if req.allow_empty => ok(vec![0u8; 8]),
+        None => err(Status::EOPNOTSUPP),
+        Some(ids) => {
+            let start = req.start_index as usize;
+            if start > ids.entries.len() {
+                return err(Status::EINVAL);
+            }
+            let mut lines = Vec::new();
+            let mut size = 8;
+            for e in &ids.entries[start..] {
+                let l = e.to_line();
+                if size + l.len() + 1 > 8 << 10 {
+                    break;
+                }
+                size += l.len() + 1;
+                lines.push(l);
+            }
+            ok(StorageIdsPage { total: ids.entries.len() as i32, lines }.encode().to_vec())
         }
     }
 }
