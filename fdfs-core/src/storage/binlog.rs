@@ -124,7 +124,11 @@ struct Current {
 #[derive(Debug)]
 pub struct Binlog {
     dir: PathBuf,
+    /// Held through a batch's write and sync.
     cur: Mutex<Current>,
+    /// What readers may consume, (index, size): its own lock, never held across a sync, so a
+    /// reader on an async worker never waits for a disk.
+    published: Mutex<(u32, u64)>,
 }
 
 impl Binlog {
@@ -145,7 +149,11 @@ impl Binlog {
             }
         }
         write_index(sync_dir, index)?;
-        Ok(Self { dir: sync_dir.to_owned(), cur: Mutex::new(Current { index, size, file: f }) })
+        Ok(Self {
+            dir: sync_dir.to_owned(),
+            cur: Mutex::new(Current { index, size, file: f }),
+            published: Mutex::new((index, size)),
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -184,6 +192,7 @@ impl Binlog {
             return Err(e);
         }
         c.size += text.len() as u64;
+        *self.published.lock().unwrap_or_else(|e| e.into_inner()) = (c.index, c.size);
         Ok(())
     }
 
@@ -206,8 +215,7 @@ impl Binlog {
 
     /// Index and size of the file being written: how far readers may go.
     pub fn position(&self) -> (u32, u64) {
-        let c = self.cur.lock().unwrap_or_else(|e| e.into_inner());
-        (c.index, c.size)
+        *self.published.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Modification time of the file being written: when the last record went in.

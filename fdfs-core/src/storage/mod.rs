@@ -365,7 +365,8 @@ async fn background(server: Arc<StorageServer>, mut shutdown: Shutdown) {
         }
         if last_stats.elapsed() >= stats_every {
             last_stats = tokio::time::Instant::now();
-            server.save_stats();
+            let s = server.clone();
+            let _ = tokio::task::spawn_blocking(move || s.save_stats()).await;
         }
         if lazy_binlog && last_binlog_sync.elapsed() >= binlog_every {
             last_binlog_sync = tokio::time::Instant::now();

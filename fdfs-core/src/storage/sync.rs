@@ -77,6 +77,18 @@ impl Mark {
     }
 }
 
+/// How long a caught-up sender waits for more records before saving its mark.
+const MARK_IDLE_SAVE: Duration = Duration::from_secs(1);
+
+/// Writes a mark file off the async workers (it is fsynced).
+async fn save_mark(mark: &Mark, path: &Path) -> Result<(), String> {
+    let (mark, path) = (mark.clone(), path.to_owned());
+    match tokio::task::spawn_blocking(move || mark.save(&path)).await {
+        Ok(r) => r.map_err(|e| format!("saving the mark file: {e}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Waits until the group's member list changes (or shutdown); false on shutdown.
 async fn peers_changed(rx: &mut tokio::sync::watch::Receiver<Vec<Brief>>, shutdown: &mut Shutdown) -> bool {
     tokio::select! {
@@ -229,22 +241,37 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
                 mark.sync_old_done = true;
                 mark.binlog_index = reader.index();
                 mark.binlog_offset = reader.offset();
-                mark.save(&mark_path).map_err(|e| e.to_string())?;
+                save_mark(&mark, &mark_path).await?;
                 unsaved = 0;
                 if srv.peer(peer_id).is_some_and(|b| matches!(b.status, status::SYNCING | status::WAIT_SYNC)) {
                     report_to_trackers(srv, Brief { status: status::OFFLINE, ..peer.clone() }).await;
                 }
                 log::info!("sync to {peer_id}: full copy done");
             }
-            if unsaved > 0 {
-                mark.binlog_index = reader.index();
-                mark.binlog_offset = reader.offset();
-                mark.save(&mark_path).map_err(|e| e.to_string())?;
-                unsaved = 0;
-            }
+            mark.binlog_index = reader.index();
+            mark.binlog_offset = reader.offset();
+            // Caught up: the mark is saved once the peer has been idle a moment, not after every
+            // record (a lost position only re-sends records, which the peer skips).
+            let idle_save = async {
+                if unsaved > 0 {
+                    tokio::time::sleep(MARK_IDLE_SAVE).await
+                } else {
+                    std::future::pending().await
+                }
+            };
             tokio::select! {
-                _ = shutdown.wait() => return Ok(()),
+                _ = shutdown.wait() => {
+                    if unsaved > 0 {
+                        save_mark(&mark, &mark_path).await?;
+                    }
+                    return Ok(());
+                }
                 _ = &mut notified => {}
+                _ = idle_save => {
+                    save_mark(&mark, &mark_path).await?;
+                    unsaved = 0;
+                    continue;
+                }
                 _ = tokio::time::sleep(srv.config.heart_beat_interval.max(Duration::from_millis(200))) => {
                     conn.active_test().await.map_err(|e| e.to_string())?;
                 }
@@ -268,7 +295,7 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
         if unsaved >= srv.config.write_mark_file_freq {
             mark.binlog_index = reader.index();
             mark.binlog_offset = reader.offset();
-            mark.save(&mark_path).map_err(|e| e.to_string())?;
+            save_mark(&mark, &mark_path).await?;
             unsaved = 0;
         }
         if !srv.config.sync_interval.is_zero() {

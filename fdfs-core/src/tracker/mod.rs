@@ -217,6 +217,8 @@ async fn background(tracker: Arc<Tracker>, mut shutdown: Shutdown) {
         if force {
             last_status_write = now;
         }
-        tracker.save_if_dirty(force);
+        // The state files are fsynced: off the async workers.
+        let t = tracker.clone();
+        let _ = tokio::task::spawn_blocking(move || t.save_if_dirty(force)).await;
     }
 }
