@@ -93,7 +93,9 @@ PY
 # Uploads per durability mode, each beside the raw limit of the same disk: the same files
 # written the same way (temp file, write, rename; synced as the mode syncs) with no network, no
 # protocol and no replica. Ours and raw alternate, twice each, and the ratio is of their means
-# (this disk's speed drifts by 2-3x within a minute). Ours also runs a replicating second
+# (this disk's speed drifts by 2-3x within a minute). Nothing is deleted until the end: after a
+# mass delete ext4 spends the next half minute scanning for inodes it may reuse, which showed
+# as 70% of a writer's CPU in `perf` (recently_deleted) and made every create cost ~0.7 ms. Ours also runs a replicating second
 # storage on the same disk, so its ratio carries that cost too.
 printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s\n' "upload (ours vs raw)" files/s MB/s p50_ms p99_ms errors raw/s ratio
 for mode in power_loss process_crash; do
@@ -103,9 +105,9 @@ for mode in power_loss process_crash; do
     read -r size c n <<<"$spec"
     for i in 1 2; do
       "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --size $size --count "$n" --concurrency "$c" \
-        --json "$run/ours$i.json" >/dev/null
+        --keep --json "$run/ours$i.json" >/dev/null
       "$bin/fdfs_bench" --op raw-write --dir "$run" --sync $sync_mode --size $size --count "$n" --concurrency "$c" \
-        --json "$run/raw$i.json" >/dev/null
+        --keep --json "$run/raw$i.json" >/dev/null
     done
     row "$mode $size x$c" "$run/ours1.json,$run/ours2.json" "$run/raw1.json,$run/raw2.json"
   done
@@ -113,7 +115,7 @@ done
 for c in 1 16; do
   n=$((count / 3)); [[ $c == 16 ]] && n=$count
   "$bin/fdfs_bench" --op raw-write --dir "$run" --sync per-file --size 4KiB --count "$n" --concurrency $c \
-    --json "$run/raw.json" >/dev/null
+    --keep --json "$run/raw.json" >/dev/null
   row "raw fsync-per-file 4KiB x$c" "$run/raw.json"
 done
 
@@ -121,7 +123,7 @@ storages power_loss
 printf '\n%-30s %9s %9s %8s %8s %6s\n' "download" files/s MB/s p50_ms p99_ms errors
 for spec in "4KiB $count" "1MiB $((count / 6))"; do
   read -r size n <<<"$spec"
-  "$bin/fdfs_bench" --conf "$run/client.conf" --op download --size $size --count "$n" --concurrency "$conc" \
+  "$bin/fdfs_bench" --conf "$run/client.conf" --op download --size $size --count "$n" --concurrency "$conc" --keep \
     --json "$run/r.json" >/dev/null
   row "download $size x$conc" "$run/r.json"
 done
@@ -129,13 +131,13 @@ done
 # The Java client's manners: Nagle on, header and body in two writes (a server that delays its
 # ACKs shows ~40 ms per request here).
 "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --client-style java --size 4KiB --count "$((count / 5))" \
-  --concurrency 1 --json "$run/java.json" >/dev/null
+  --concurrency 1 --keep --json "$run/java.json" >/dev/null
 "$bin/fdfs_bench" --op raw-write --dir "$run" --sync batch --size 4KiB --count "$((count / 5))" --concurrency 1 \
-  --json "$run/raw.json" >/dev/null
+  --keep --json "$run/raw.json" >/dev/null
 row "power_loss java-style 4KiB x1" "$run/java.json" "$run/raw.json"
 
 printf '\n%-22s %9s %9s %9s %7s\n' "replication lag (4KiB)" p50_ms p99_ms max_ms errors
-"$bin/fdfs_bench" --conf "$run/client.conf" --op lag --size 4KiB --count "$((count / 10))" --concurrency 4 \
+"$bin/fdfs_bench" --conf "$run/client.conf" --op lag --size 4KiB --count "$((count / 10))" --concurrency 4 --keep \
   --source "127.0.0.2:$sport" --replica "127.0.0.3:$sport" --json "$run/lag.json" >/dev/null
 python3 - "$run/lag.json" <<'PY'
 import json, sys

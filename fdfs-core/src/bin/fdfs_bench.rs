@@ -88,15 +88,18 @@ struct Args {
     /// delay their ACKs. Only with `--op upload`.
     #[arg(long, value_enum, default_value = "standard")]
     client_style: ClientStyle,
-    /// `raw-write`: the directory to write into (emptied of what the run wrote at the end).
+    /// `raw-write`: the directory to write into (in a new subdirectory, removed at the end
+    /// unless `--keep`).
     #[arg(long)]
     dir: Option<PathBuf>,
     /// `raw-write`: how files are made durable.
     #[arg(long, value_enum, default_value = "batch")]
     sync: RawSync,
-    /// Delete the files this run uploaded when it ends.
-    #[arg(long, default_value_t = true)]
-    cleanup: bool,
+    /// Keep the files this run wrote (by default they are deleted when it ends). Mass deletes
+    /// slow ext4's inode allocation for the next half minute or so (it avoids reusing recently
+    /// freed inodes), so runs that are compared keep their files.
+    #[arg(long)]
+    keep: bool,
 }
 
 fn parse_size(s: &str) -> Result<usize> {
@@ -124,7 +127,7 @@ fn main() -> Result<()> {
     let size = parse_size(&args.size)?;
     if args.op == Op::RawWrite {
         let Some(dir) = &args.dir else { bail!("--op raw-write needs --dir") };
-        let (latencies, elapsed) = raw::run(dir, size, args.count, args.concurrency.max(1), args.sync)?;
+        let (latencies, elapsed) = raw::run(dir, size, args.count, args.concurrency.max(1), args.sync, args.keep)?;
         let mut all = Outcome { latencies, ..Default::default() };
         return report(&args, size, &mut all, elapsed);
     }
@@ -217,7 +220,7 @@ async fn run(args: Args, config: ClientConfig, size: usize) -> Result<()> {
         }
     }
     report(&args, size, &mut all, start.elapsed().as_secs_f64())?;
-    if args.cleanup {
+    if !args.keep {
         let mut ids = all.ids;
         if args.op != Op::Delete {
             ids.extend(seed.iter().cloned());
@@ -467,8 +470,15 @@ mod raw {
         }
     }
 
-    pub fn run(dir: &Path, size: usize, count: usize, threads: usize, sync: RawSync) -> Result<(Vec<Duration>, f64)> {
-        let data = dir.join("raw-bench");
+    pub fn run(
+        dir: &Path,
+        size: usize,
+        count: usize,
+        threads: usize,
+        sync: RawSync,
+        keep: bool,
+    ) -> Result<(Vec<Duration>, f64)> {
+        let data = dir.join(format!("raw-bench-{}-{}", std::process::id(), fastrand::u32(..)));
         let tmp = data.join("tmp");
         std::fs::create_dir_all(&tmp)?;
         for d in 0..256 {
@@ -513,7 +523,9 @@ mod raw {
             Ok(())
         })?;
         let elapsed = start.elapsed().as_secs_f64();
-        std::fs::remove_dir_all(&data)?;
+        if !keep {
+            std::fs::remove_dir_all(&data)?;
+        }
         Ok((latencies.into_inner().expect("lock"), elapsed))
     }
 }

@@ -305,6 +305,18 @@ impl BinlogReader {
         }
     }
 
+    /// Up to `max` lines, each with the position after it (what a mark saved there says).
+    pub fn next_batch(&mut self, writing: (u32, u64), max: usize) -> std::io::Result<Vec<(Line, (u32, u64))>> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            match self.next(writing)? {
+                Some(line) => out.push((line, (self.index, self.offset))),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
     fn next_file(&mut self) {
         self.index += 1;
         self.offset = 0;

@@ -4,13 +4,15 @@
 //! milliseconds; a failed record is retried on a new connection, so nothing is skipped.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 
 use super::binlog::{BinlogReader, Line, Op, Record};
+use super::disk::Disk;
 use super::StorageServer;
 use crate::client::reporter::{report_status, sync_src_req};
 use crate::client::{ClientError, Connection};
@@ -76,6 +78,9 @@ impl Mark {
         crate::durable::write_atomic(dir, &path.file_name().unwrap_or_default().to_string_lossy(), text.as_bytes())
     }
 }
+
+/// Binlog lines a sender reads in one go.
+const READ_AHEAD: usize = 256;
 
 /// How long a caught-up sender waits for more records before saving its mark.
 const MARK_IDLE_SAVE: Duration = Duration::from_secs(1);
@@ -227,6 +232,8 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
         report_to_trackers(srv, Brief { status: status::SYNCING, ..peer.clone() }).await;
     }
     let mut reader = BinlogReader::at(&sync_dir, mark.binlog_index, mark.binlog_offset);
+    // Lines read ahead (on the blocking pool, a batch at a time), each with the position after it.
+    let mut ahead: VecDeque<(Line, (u32, u64))> = VecDeque::new();
     let mut unsaved = 0u64;
     loop {
         // Registered before the binlog is read: a record committed while this sender reads or
@@ -235,8 +242,18 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
         let notified = srv.binlog_news();
         tokio::pin!(notified);
         notified.as_mut().enable();
-        let line = reader.next(srv.binlog.position()).map_err(|e| e.to_string())?;
-        let Some(line) = line else {
+        if ahead.is_empty() {
+            let writing = srv.binlog.position();
+            let (r, lines) = tokio::task::spawn_blocking(move || {
+                let lines = reader.next_batch(writing, READ_AHEAD);
+                (reader, lines)
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+            reader = r;
+            ahead = lines.map_err(|e| e.to_string())?.into();
+        }
+        let Some((line, after)) = ahead.pop_front() else {
             if mark.need_sync_old && !mark.sync_old_done {
                 mark.sync_old_done = true;
                 mark.binlog_index = reader.index();
@@ -293,8 +310,7 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
         }
         unsaved += 1;
         if unsaved >= srv.config.write_mark_file_freq {
-            mark.binlog_index = reader.index();
-            mark.binlog_offset = reader.offset();
+            (mark.binlog_index, mark.binlog_offset) = after;
             save_mark(&mark, &mark_path).await?;
             unsaved = 0;
         }
@@ -341,14 +357,13 @@ async fn exchange(
     cmd: Command,
     status: u8,
     head: &[u8],
-    file: Option<(&Path, u64, u64)>,
+    file: Option<(&std::fs::File, u64, u64)>,
 ) -> Result<Status, ClientError> {
     match file {
         None => conn.send(cmd, status, head, 0).await?,
-        Some((path, offset, len)) => {
-            let f = std::fs::File::open(path).map_err(ClientError::Local)?;
+        Some((f, offset, len)) => {
             conn.send(cmd, status, head, len).await?;
-            conn.send_file(&f, offset, len).await?;
+            conn.send_file(f, offset, len).await?;
         }
     }
     match conn.recv_header().await {
@@ -371,16 +386,27 @@ async fn send_whole(
     // Under the file's lock: an append or modify in progress (and possibly rolled back) must
     // not be half copied to the peer.
     let _lock = srv.lock_file(&path).await;
-    let Ok(meta) = std::fs::metadata(&path) else { return Ok(Status::OK) };
+    let Some((file, size)) = open_local(path).await else { return Ok(Status::OK) };
     let head = SyncFileHead {
-        file_size: meta.len(),
+        file_size: size,
         timestamp: ts,
         group: srv.group.clone(),
         filename: name.to_owned(),
         content_omitted: false,
     };
     let cmd = if update { Command::SyncUpdateFile } else { Command::SyncCreateFile };
-    exchange(conn, cmd, 0, &head.encode_head(), Some((&path, 0, meta.len()))).await
+    exchange(conn, cmd, 0, &head.encode_head(), Some((&file, 0, size))).await
+}
+
+/// Opens a file to send, on the blocking pool; `None` if it is gone.
+async fn open_local(path: PathBuf) -> Option<(std::fs::File, u64)> {
+    Disk::read(move || {
+        let f = std::fs::File::open(&path).map_err(|e| Status::from_io(&e))?;
+        let len = f.metadata().map_err(|e| Status::from_io(&e))?.len();
+        Ok((f, len))
+    })
+    .await
+    .ok()
 }
 
 /// Replays one record on the peer.
@@ -392,8 +418,10 @@ async fn send(srv: &StorageServer, conn: &mut Connection, r: &Record) -> Result<
         Op::Create => send_whole(srv, conn, &r.filename, ts, false).await?,
         Op::Update => send_whole(srv, conn, &r.filename, ts, true).await?,
         Op::Delete => {
-            if local(&r.filename).is_some_and(|p| p.exists()) {
-                return Ok(());
+            if let Some(p) = local(&r.filename) {
+                if Disk::read(move || Ok(p.exists())).await.unwrap_or(false) {
+                    return Ok(());
+                }
             }
             let req = SyncDeleteReq { timestamp: ts, group: group.clone(), filename: r.filename.clone() };
             exchange(conn, Command::SyncDeleteFile, 0, &req.encode(), None).await?
@@ -403,14 +431,14 @@ async fn send(srv: &StorageServer, conn: &mut Connection, r: &Record) -> Result<
             let (offset, len) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
             let Some(path) = local(&r.filename) else { return Ok(()) };
             let lock = srv.lock_file(&path).await;
-            if std::fs::metadata(&path).map(|m| m.len() < offset + len).unwrap_or(true) {
+            let Some((file, _)) = open_local(path).await.filter(|(_, size)| *size >= offset + len) else {
                 // Truncated or deleted since: a later record carries the state.
                 return Ok(());
-            }
+            };
             let head =
                 SyncRangeHead { offset, size: len, timestamp: ts, group: group.clone(), filename: r.filename.clone() };
             let cmd = if r.op == Op::Append { Command::SyncAppendFile } else { Command::SyncModifyFile };
-            let sent = exchange(conn, cmd, 0, &head.encode_head(), Some((&path, offset, len))).await?;
+            let sent = exchange(conn, cmd, 0, &head.encode_head(), Some((&file, offset, len))).await?;
             drop(lock);
             match sent {
                 // The peer lacks the file or is behind: send it whole.
