@@ -74,7 +74,7 @@ storages() {
   echo "storages did not become ACTIVE" >&2; return 1
 }
 
-row() { # label ours.json[,ours2.json...] [raw.json[,raw2.json...]]: means of the runs, ratio of the means
+row() { # label ours.json[,ours2.json...] [raw.json[,...] ...]: means of the runs, ratios of the means
   python3 - "$@" <<'PY'
 import json, sys
 def load(arg):
@@ -83,21 +83,23 @@ def load(arg):
     return {k: mean(k) for k in ("files_per_s", "mb_per_s", "p50_ms", "p99_ms")} | {"errors": sum(r["errors"] for r in runs)}
 r = load(sys.argv[2])
 line = f"{sys.argv[1]:<30} {r['files_per_s']:>9.1f} {r['mb_per_s']:>9.2f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}"
-if len(sys.argv) > 3:
-    raw = load(sys.argv[3])
+for arg in sys.argv[3:]:
+    raw = load(arg)
     line += f" {raw['files_per_s']:>9.1f} {r['files_per_s'] / raw['files_per_s']:>7.2f}"
 print(line)
 PY
 }
 
 # Uploads per durability mode, each beside the raw limit of the same disk: the same files
-# written the same way (temp file, write, rename; synced as the mode syncs) with no network, no
-# protocol and no replica. Ours and raw alternate, twice each, and the ratio is of their means
-# (this disk's speed drifts by 2-3x within a minute). Nothing is deleted until the end: after a
-# mass delete ext4 spends the next half minute scanning for inodes it may reuse, which showed
-# as 70% of a writer's CPU in `perf` (recently_deleted) and made every create cost ~0.7 ms. Ours also runs a replicating second
-# storage on the same disk, so its ratio carries that cost too.
-printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s\n' "upload (ours vs raw)" files/s MB/s p50_ms p99_ms errors raw/s ratio
+# written the same way (temp file, write, rename; synced as the mode syncs) with no network and
+# no protocol. raw1 writes each file once; raw2 writes it twice, the pair's disk work (both
+# storages share this disk and its two cores): ratio1 carries the replica's cost, ratio2 does
+# not. Ours and raw alternate, twice each, and the ratios are of the means (this disk's speed
+# drifts by 2-3x within a minute). Nothing is deleted until the end: after a mass delete ext4
+# spends the next half minute scanning for inodes it may reuse (`perf`: recently_deleted, 70% of
+# a writer's CPU), and every create costs ~0.7 ms.
+printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s %9s %7s\n' "upload (ours vs raw)" files/s MB/s p50_ms p99_ms errors \
+  raw1/s ratio1 raw2/s ratio2
 for mode in power_loss process_crash; do
   storages $mode
   sync_mode=batch; [[ $mode == process_crash ]] && sync_mode=none
@@ -106,10 +108,13 @@ for mode in power_loss process_crash; do
     for i in 1 2; do
       "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --size $size --count "$n" --concurrency "$c" \
         --keep --json "$run/ours$i.json" >/dev/null
-      "$bin/fdfs_bench" --op raw-write --dir "$run" --sync $sync_mode --size $size --count "$n" --concurrency "$c" \
-        --keep --json "$run/raw$i.json" >/dev/null
+      for copies in 1 2; do
+        "$bin/fdfs_bench" --op raw-write --dir "$run" --sync $sync_mode --size $size --count "$n" \
+          --concurrency "$c" --copies $copies --keep --json "$run/raw$copies-$i.json" >/dev/null
+      done
     done
-    row "$mode $size x$c" "$run/ours1.json,$run/ours2.json" "$run/raw1.json,$run/raw2.json"
+    row "$mode $size x$c" "$run/ours1.json,$run/ours2.json" "$run/raw1-1.json,$run/raw1-2.json" \
+      "$run/raw2-1.json,$run/raw2-2.json"
   done
 done
 for c in 1 16; do

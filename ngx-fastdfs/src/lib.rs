@@ -26,7 +26,9 @@ use fdfs_core::config::ResponseMode;
 use fdfs_core::http::{source_url, FlvRange, Missing, Route, Settings, Target, FLV_HEADER};
 use ngx::core::{self, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::*;
-use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError, NgxHttpCoreModule};
+use ngx::http::{
+    HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError, Method, NgxHttpCoreModule, Request,
+};
 use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 
 const DEFAULT_CONFIG: &str = "/etc/fdfs/mod_fastdfs.conf";
@@ -187,8 +189,11 @@ extern "C" fn cmd_enable(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *m
 
 /// The content handler; a panic becomes a 500 instead of killing the worker.
 extern "C" fn fastdfs_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
-    // SAFETY: nginx calls content handlers with a live request.
-    match catch_unwind(AssertUnwindSafe(|| unsafe { handle(&mut *r) })) {
+    // SAFETY: nginx calls content handlers with a live, non-null request, and `Request` is a
+    // transparent wrapper of `ngx_http_request_t`.
+    let request = unsafe { Request::from_ngx_http_request(r) };
+    // SAFETY: `request` is the live request nginx handed us, used only during this call.
+    match catch_unwind(AssertUnwindSafe(|| unsafe { handle(request) })) {
         Ok(rc) => rc,
         Err(_) => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
     }
@@ -228,10 +233,8 @@ unsafe fn local_addr(r: &ngx_http_request_t) -> Option<(IpAddr, u16)> {
     }
 }
 
-fn header_in<'a>(r: &'a ngx_http_request_t, name: &str) -> Option<&'a [u8]> {
-    // SAFETY: headers_in.headers is a valid nginx list for the request's lifetime.
-    let iter = unsafe { ngx::http::list_iterator(&r.headers_in.headers) };
-    for (k, v) in iter {
+fn header_in<'a>(r: &'a Request, name: &str) -> Option<&'a [u8]> {
+    for (k, v) in r.headers_in_iterator() {
         if k.as_bytes().eq_ignore_ascii_case(name.as_bytes()) {
             return Some(v.as_bytes());
         }
@@ -239,12 +242,12 @@ fn header_in<'a>(r: &'a ngx_http_request_t, name: &str) -> Option<&'a [u8]> {
     None
 }
 
-fn settings_of(r: &ngx_http_request_t) -> Option<Arc<Settings>> {
-    Module::main_conf(r)?.settings.clone()
+fn settings_of(r: &Request) -> Option<Arc<Settings>> {
+    Module::main_conf(r.as_ref())?.settings.clone()
 }
 
 /// `http.multi_range.enabled = false` refuses multi-range requests with 416, as the original.
-fn multi_range_allowed(r: &ngx_http_request_t, settings: &Option<Arc<Settings>>) -> bool {
+fn multi_range_allowed(r: &Request, settings: &Option<Arc<Settings>>) -> bool {
     if settings.as_ref().is_none_or(|s| s.config.http.multi_range_enabled) {
         return true;
     }
@@ -253,12 +256,12 @@ fn multi_range_allowed(r: &ngx_http_request_t, settings: &Option<Arc<Settings>>)
 
 /// Decides what to do with a request (also used by the `$fastdfs_proxy_url` variable, which
 /// runs after the named redirect has cleared every module context).
-unsafe fn route(r: &ngx_http_request_t) -> Option<(Route, u16)> {
-    let settings = Module::main_conf(r)?.settings.clone()?;
-    let path = std::str::from_utf8(bytes(&r.uri)).ok();
-    let args = std::str::from_utf8(bytes(&r.args)).unwrap_or("");
+unsafe fn route(r: &Request) -> Option<(Route, u16)> {
+    let settings = settings_of(r)?;
+    let path = std::str::from_utf8(bytes(&r.as_ref().uri)).ok();
+    let args = std::str::from_utf8(bytes(&r.as_ref().args)).unwrap_or("");
     // SAFETY: `r` is live.
-    let (ip, port) = unsafe { local_addr(r) }.unwrap_or((IpAddr::from([0, 0, 0, 0]), 80));
+    let (ip, port) = unsafe { local_addr(r.as_ref()) }.unwrap_or((IpAddr::from([0, 0, 0, 0]), 80));
     let Some(path) = path else { return Some((Route::Reject(400, "URL is not UTF-8"), port)) };
     let bypass =
         settings.config.anti_steal_bypass_header.as_ref().is_some_and(|(n, v)| header_in(r, n) == Some(v.as_bytes()));
@@ -275,24 +278,23 @@ fn ngx_time() -> i64 {
     }
 }
 
-unsafe fn handle(r: &mut ngx_http_request_t) -> ngx_int_t {
-    if r.method & ((NGX_HTTP_GET | NGX_HTTP_HEAD) as ngx_uint_t) == 0 {
+unsafe fn handle(request: &mut Request) -> ngx_int_t {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
         return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
     }
-    // SAFETY: `r` is live.
-    let rc = unsafe { ngx_http_discard_request_body(r) };
-    if rc != NGX_OK as ngx_int_t {
-        return rc;
+    let rc = request.discard_request_body();
+    if !rc.is_ok() {
+        return rc.0;
     }
-    // SAFETY: `r` is live.
-    let Some((route, port)) = (unsafe { route(r) }) else {
+    // SAFETY: `request` is live.
+    let Some((route, port)) = (unsafe { route(request) }) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
-    // SAFETY: a live request's connection is live.
-    let log = unsafe { (*r.connection).log };
+    let log = request.log();
     match route {
         Route::Reject(code, why) => {
-            ngx_log_error!(NGX_LOG_ERR, log, "fastdfs: {}: {}", why, String::from_utf8_lossy(bytes(&r.uri)));
+            let uri = String::from_utf8_lossy(request.path().as_bytes()).into_owned();
+            ngx_log_error!(NGX_LOG_ERR, log, "fastdfs: {}: {}", why, uri);
             code as ngx_int_t
         }
         Route::TokenFail(None) => {
@@ -300,33 +302,34 @@ unsafe fn handle(r: &mut ngx_http_request_t) -> ngx_int_t {
             NGX_HTTP_BAD_REQUEST as ngx_int_t
         }
         Route::TokenFail(Some(file)) => {
-            // SAFETY: `r` is live.
-            match unsafe { serve_file(r, &file, None, None, None) } {
+            // SAFETY: `request` is live.
+            match unsafe { serve_file(request.as_mut(), &file, None, None, None) } {
                 Ok(rc) => rc,
                 Err(_) => NGX_HTTP_BAD_REQUEST as ngx_int_t,
             }
         }
         Route::Serve(t) => {
             if let Some(path) = &t.local_path {
-                // SAFETY: `r` is live.
-                if t.flv.is_none() && !multi_range_allowed(r, &settings_of(r)) {
+                if t.flv.is_none() && !multi_range_allowed(request, &settings_of(request)) {
                     return NGX_HTTP_RANGE_NOT_SATISFIABLE as ngx_int_t;
                 }
-                // SAFETY: `r` is live.
-                if let Ok(rc) = unsafe { serve_file(r, path, t.etag.as_deref(), t.attachment.as_deref(), t.flv) } {
+                let (etag, attachment) = (t.etag.as_deref(), t.attachment.as_deref());
+                // SAFETY: `request` is live.
+                if let Ok(rc) = unsafe { serve_file(request.as_mut(), path, etag, attachment, t.flv) } {
                     return rc;
                 }
             }
-            // SAFETY: `r` is live.
-            unsafe { not_here(r, &t, port) }
+            // SAFETY: `request` is live.
+            unsafe { not_here(request, &t, port) }
         }
     }
 }
 
 /// The file is not on this server: 404, 400 (loop), 500 (unknown source), 302 or proxy.
-unsafe fn not_here(r: &mut ngx_http_request_t, t: &Target, port: u16) -> ngx_int_t {
-    // SAFETY: a live request's connection is live.
-    let log = unsafe { (*r.connection).log };
+unsafe fn not_here(request: &mut Request, t: &Target, port: u16) -> ngx_int_t {
+    let log = request.log();
+    let uri = String::from_utf8_lossy(request.unparsed_uri().as_bytes()).into_owned();
+    let r: &mut ngx_http_request_t = request.as_mut();
     match &t.if_missing {
         Missing::NotFound => NGX_HTTP_NOT_FOUND as ngx_int_t,
         Missing::Loop => {
@@ -335,7 +338,6 @@ unsafe fn not_here(r: &mut ngx_http_request_t, t: &Target, port: u16) -> ngx_int
         }
         Missing::UnknownSource => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
         Missing::Remote { host, mode: ResponseMode::Redirect } => {
-            let uri = String::from_utf8_lossy(bytes(&r.unparsed_uri));
             let location = source_url(host, port, &uri);
             // SAFETY: `r` is live; the header is allocated from its pool.
             match unsafe { push_header(r, "Location", &location) } {
@@ -506,12 +508,13 @@ unsafe extern "C" fn proxy_url_variable(
     _data: usize,
 ) -> ngx_int_t {
     let computed = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: nginx calls variable handlers with a live request.
-        let r = unsafe { &*r };
+        // SAFETY: nginx calls variable handlers with a live, non-null request; `Request` is a
+        // transparent wrapper of it.
+        let request = unsafe { Request::from_ngx_http_request(r) };
         // SAFETY: as above.
-        match unsafe { route(r) } {
+        match unsafe { route(request) } {
             Some((Route::Serve(Target { if_missing: Missing::Remote { host, .. }, .. }), port)) => {
-                Some(source_url(&host, port, &String::from_utf8_lossy(bytes(&r.unparsed_uri))))
+                Some(source_url(&host, port, &String::from_utf8_lossy(request.unparsed_uri().as_bytes())))
             }
             _ => None,
         }

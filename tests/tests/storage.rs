@@ -350,14 +350,20 @@ async fn kill_9_under_load_loses_no_acknowledged_upload_in_either_durability_mod
                 }
             }));
         }
-        tokio::time::sleep(Duration::from_millis(800)).await;
+        // Killed once the load is well under way (at least 100 uploads answered).
+        let progress = acked.clone();
+        fdfs_e2e::eventually(Duration::from_secs(60), "100 acknowledged uploads", || {
+            let n = progress.lock().unwrap().len();
+            async move { (n >= 100).then_some(()) }
+        })
+        .await;
         cl.storages[0].daemon.kill9();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         for w in writers {
             w.await.unwrap();
         }
         let acked = std::mem::take(&mut *acked.lock().unwrap());
-        assert!(acked.len() >= 8, "{mode}: the load ran ({} uploads acknowledged)", acked.len());
+        assert!(acked.len() >= 100, "{mode}: the load ran ({} uploads acknowledged)", acked.len());
         cl.storages[0].restart(&tracker, false).await;
         let c = cl.client();
         let binlog = std::fs::read_to_string(cl.storages[0].base().join("data/sync/binlog.000")).unwrap();

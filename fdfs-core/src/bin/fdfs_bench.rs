@@ -95,6 +95,10 @@ struct Args {
     /// `raw-write`: how files are made durable.
     #[arg(long, value_enum, default_value = "batch")]
     sync: RawSync,
+    /// `raw-write`: copies written of each file (2: what a group of two storages writes for
+    /// one upload), each in its own directory tree; files/s counts files, not copies.
+    #[arg(long, default_value_t = 1)]
+    copies: usize,
     /// Keep the files this run wrote (by default they are deleted when it ends). Mass deletes
     /// slow ext4's inode allocation for the next half minute or so (it avoids reusing recently
     /// freed inodes), so runs that are compared keep their files.
@@ -127,7 +131,8 @@ fn main() -> Result<()> {
     let size = parse_size(&args.size)?;
     if args.op == Op::RawWrite {
         let Some(dir) = &args.dir else { bail!("--op raw-write needs --dir") };
-        let (latencies, elapsed) = raw::run(dir, size, args.count, args.concurrency.max(1), args.sync, args.keep)?;
+        let (latencies, elapsed) =
+            raw::run(dir, size, args.count, args.concurrency.max(1), args.sync, args.copies.max(1), args.keep)?;
         let mut all = Outcome { latencies, ..Default::default() };
         return report(&args, size, &mut all, elapsed);
     }
@@ -437,10 +442,10 @@ mod raw {
     }
 
     impl Rounds {
-        fn wait_durable(&self, file: File, dir: PathBuf) -> Result<()> {
+        fn wait_durable(&self, files: Vec<(File, PathBuf)>) -> Result<()> {
             let mut s = self.state.lock().expect("lock");
             s.renamed += 1;
-            s.waiting.push((file, dir));
+            s.waiting.extend(files);
             let mine = s.renamed;
             loop {
                 if s.synced >= mine {
@@ -476,13 +481,16 @@ mod raw {
         count: usize,
         threads: usize,
         sync: RawSync,
+        copies: usize,
         keep: bool,
     ) -> Result<(Vec<Duration>, f64)> {
         let data = dir.join(format!("raw-bench-{}-{}", std::process::id(), fastrand::u32(..)));
         let tmp = data.join("tmp");
         std::fs::create_dir_all(&tmp)?;
-        for d in 0..256 {
-            std::fs::create_dir_all(data.join(format!("{d:02X}")))?;
+        for copy in 0..copies {
+            for d in 0..256 {
+                std::fs::create_dir_all(data.join(format!("{copy}/{d:02X}")))?;
+            }
         }
         let payload: Vec<u8> = (0..size).map(|_| fastrand::u8(..)).collect();
         let rounds = Rounds::default();
@@ -496,19 +504,24 @@ mod raw {
                         let mut mine = Vec::new();
                         for i in (t..count).step_by(threads) {
                             let start = Instant::now();
-                            let temp = tmp.join(format!("{t}-{i}.tmp"));
-                            let mut f = File::create_new(&temp)?;
-                            f.write_all(payload)?;
-                            let dest_dir = data.join(format!("{:02X}", (i / 100) % 256));
-                            let dest = dest_dir.join(format!("{t}-{i}.bin"));
-                            if sync == RawSync::PerFile {
-                                f.sync_all()?;
+                            let mut written = Vec::with_capacity(copies);
+                            for copy in 0..copies {
+                                let temp = tmp.join(format!("{copy}-{t}-{i}.tmp"));
+                                let mut f = File::create_new(&temp)?;
+                                f.write_all(payload)?;
+                                let dest_dir = data.join(format!("{copy}/{:02X}", (i / 100) % 256));
+                                let dest = dest_dir.join(format!("{t}-{i}.bin"));
+                                if sync == RawSync::PerFile {
+                                    f.sync_all()?;
+                                }
+                                std::fs::rename(&temp, &dest)?;
+                                if sync == RawSync::PerFile {
+                                    File::open(&dest_dir)?.sync_all()?;
+                                }
+                                written.push((f, dest_dir));
                             }
-                            std::fs::rename(&temp, &dest)?;
-                            match sync {
-                                RawSync::PerFile => File::open(&dest_dir)?.sync_all()?,
-                                RawSync::Batch => rounds.wait_durable(f, dest_dir)?,
-                                RawSync::None => {}
+                            if sync == RawSync::Batch {
+                                rounds.wait_durable(written)?;
                             }
                             mine.push(start.elapsed());
                         }
