@@ -110,8 +110,7 @@ async fn every_client_command() {
     assert_eq!(status_of(s.upload(&addr, UploadKind::Normal, 5, "", Content::Bytes(b"x")).await), Status::EINVAL);
     s.active_test(&addr).await.unwrap();
 
-    // The binlog recorded every change, in FastDFS's format.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The binlog recorded every change, in FastDFS's format (each before its answer).
     let binlog = std::fs::read_to_string(cl.storages[0].base().join("data/sync/binlog.000")).unwrap();
     let ops: Vec<&str> = binlog.lines().map(|l| l.split(' ').nth(1).unwrap()).collect();
     assert_eq!(ops, ["C", "C", "C", "U", "D", "C", "C", "A", "M", "M", "T", "R", "C", "D", "D"], "{binlog}");
@@ -185,10 +184,12 @@ async fn every_tool() {
     let (rc, id2, err) = cl.tool("fdfs_upload_file", &[srcs, &cl.storages[0].addr(), "0"]);
     assert_eq!(rc, 0, "{err}");
     assert!(id2.starts_with("group1/M00/"));
-    // The counters reach the tracker and fdfs_monitor.
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let (rc, out, _) = cl.tool("fdfs_monitor", &[]);
-    assert_eq!(rc, 0);
+    // The counters reach the tracker and fdfs_monitor (with the next stat report).
+    let out = fdfs_e2e::eventually(Duration::from_secs(15), "the counters in fdfs_monitor", || {
+        let (rc, out, _) = cl.tool("fdfs_monitor", &[]);
+        async move { (rc == 0 && out.contains("\t\tsuccess_upload_count = 3\n")).then_some(out) }
+    })
+    .await;
     assert!(out.contains("\t\tsuccess_upload_count = 3\n"), "{out}");
     assert!(out.contains("\t\tsuccess_delete_count = 1\n"), "{out}");
 }
@@ -276,8 +277,12 @@ async fn bad_input_gets_a_status_and_leaves_nothing_behind() {
         s.write_all(&head(1_000_000)).unwrap();
         s.write_all(&[1u8; 300_000]).unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(files_in(&data_dir.join(".tmp")), 0, "temp file removed");
+    let tmp = data_dir.join(".tmp");
+    fdfs_e2e::eventually(Duration::from_secs(10), "the temp file removed", || {
+        let n = files_in(&tmp);
+        async move { (n == 0).then_some(()) }
+    })
+    .await;
     // Still serving, and nothing but the binlog grew.
     let c = cl.client();
     let id = c.upload(UploadKind::Normal, None, "bin", Content::Bytes(b"after")).await.unwrap();

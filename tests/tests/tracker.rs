@@ -464,13 +464,20 @@ async fn allow_hosts_and_max_connections_are_enforced() {
     let t = TrackerProc::start("max_connections = 2\nmax_connections_per_ip = 2\n");
     let addr = t.addr();
     let mut held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(&addr).unwrap()).collect();
-    std::thread::sleep(Duration::from_millis(200));
+    // Each held connection is answered once the tracker has accepted it, so both count.
+    for s in &mut held {
+        s.write_all(&[0, 0, 0, 0, 0, 0, 0, 0, 111, 0]).unwrap();
+        let mut answer = [0u8; 10];
+        s.read_exact(&mut answer).unwrap();
+    }
     let (h, _) = raw(&addr, &[0, 0, 0, 0, 0, 0, 0, 0, 111, 0]);
     assert_eq!(h, None, "a third connection is refused");
     held.pop();
-    std::thread::sleep(Duration::from_millis(200));
-    let (h, _) = raw(&addr, &[0, 0, 0, 0, 0, 0, 0, 0, 111, 0]);
-    assert_eq!(h, Some([0, 0, 0, 0, 0, 0, 0, 0, 100, 0]), "a slot freed up");
+    fdfs_e2e::eventually(Duration::from_secs(5), "a slot freed up", || {
+        let (h, _) = raw(&addr, &[0, 0, 0, 0, 0, 0, 0, 0, 111, 0]);
+        async move { (h == Some([0, 0, 0, 0, 0, 0, 0, 0, 100, 0])).then_some(()) }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -54,7 +54,13 @@ fn apply_params_to(p: &mut super::TrackerParams, params: &[(String, String)]) {
     }
 }
 
-fn disk_usage(srv: &StorageServer) -> Vec<PathUsage> {
+/// Free and total space of every store path, measured (statfs) on the blocking pool.
+async fn disk_usage(srv: &Arc<StorageServer>) -> Vec<PathUsage> {
+    let s = srv.clone();
+    tokio::task::spawn_blocking(move || measured_usage(&s)).await.unwrap_or_default()
+}
+
+fn measured_usage(srv: &StorageServer) -> Vec<PathUsage> {
     srv.paths.refresh_all();
     srv.paths
         .paths
@@ -230,7 +236,7 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
         let src = SyncSource { src_id: init.sync_src_server.clone(), until_timestamp: init.sync_until_timestamp };
         conn.sync_notify(&src).await?;
     }
-    let n = conn.disk_usage(&disk_usage(srv)).await?;
+    let n = conn.disk_usage(&disk_usage(srv).await).await?;
     absorb(srv, &n, &my_id);
     let beat_every = c.heart_beat_interval.max(Duration::from_millis(100));
     let stat_every = c.stat_report_interval.max(Duration::from_millis(100));
@@ -257,7 +263,7 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
         }
         if last_stat.elapsed() >= stat_every {
             last_stat = tokio::time::Instant::now();
-            let n = conn.disk_usage(&disk_usage(srv)).await?;
+            let n = conn.disk_usage(&disk_usage(srv).await).await?;
             absorb(srv, &n, &my_id);
         }
         tokio::time::sleep(beat_every).await;
