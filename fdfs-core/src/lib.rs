@@ -15,6 +15,7 @@ pub mod http;
 pub mod net;
 pub mod protocol;
 pub mod timefmt;
+pub mod trunk;
 
 #[cfg(feature = "runtime")]
 pub mod client;

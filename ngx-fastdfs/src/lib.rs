@@ -303,19 +303,46 @@ unsafe fn handle(request: &mut Request) -> ngx_int_t {
         }
         Route::TokenFail(Some(file)) => {
             // SAFETY: `request` is live.
-            match unsafe { serve_file(request.as_mut(), &file, None, None, None) } {
+            match unsafe { serve_file(request.as_mut(), &file, None, None, None, None) } {
                 Ok(rc) => rc,
                 Err(_) => NGX_HTTP_BAD_REQUEST as ngx_int_t,
             }
         }
         Route::Serve(t) => {
+            if let (Some(root), true) = (&t.store_root, fdfs_core::trunk::is_trunk_name(&t.remote)) {
+                // A trunk-resident file: its slot is checked against the name, then the trunk
+                // file is served from the slot's content on, with the name's time.
+                match fdfs_core::trunk::open(&t.remote, root) {
+                    Ok(Some(slot)) => {
+                        if t.flv.is_none() && !multi_range_allowed(request, &settings_of(request)) {
+                            return NGX_HTTP_RANGE_NOT_SATISFIABLE as ngx_int_t;
+                        }
+                        let window = Window {
+                            base: slot.content_offset as i64,
+                            size: slot.size as i64,
+                            mtime: slot.mtime as i64,
+                        };
+                        let (etag, attachment) = (t.etag.as_deref(), t.attachment.as_deref());
+                        // SAFETY: `request` is live.
+                        let served =
+                            unsafe { serve_file(request.as_mut(), &slot.path, etag, attachment, t.flv, Some(window)) };
+                        if let Ok(rc) = served {
+                            return rc;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(_) => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+                }
+                // SAFETY: `request` is live.
+                return unsafe { not_here(request, &t, port) };
+            }
             if let Some(path) = &t.local_path {
                 if t.flv.is_none() && !multi_range_allowed(request, &settings_of(request)) {
                     return NGX_HTTP_RANGE_NOT_SATISFIABLE as ngx_int_t;
                 }
                 let (etag, attachment) = (t.etag.as_deref(), t.attachment.as_deref());
                 // SAFETY: `request` is live.
-                if let Ok(rc) = unsafe { serve_file(request.as_mut(), path, etag, attachment, t.flv) } {
+                if let Ok(rc) = unsafe { serve_file(request.as_mut(), path, etag, attachment, t.flv, None) } {
                     return rc;
                 }
             }
@@ -389,6 +416,14 @@ unsafe fn push_header(r: &mut ngx_http_request_t, key: &str, value: &str) -> Opt
 /// The file does not exist here.
 struct Missed;
 
+/// The part of a file that is the requested file's content (a trunk slot), and its time.
+#[derive(Clone, Copy)]
+struct Window {
+    base: i64,
+    size: i64,
+    mtime: i64,
+}
+
 /// Serves a local file as nginx's static handler does. `Err(Missed)` when it does not exist.
 unsafe fn serve_file(
     r: &mut ngx_http_request_t,
@@ -396,6 +431,7 @@ unsafe fn serve_file(
     etag: Option<&str>,
     attachment: Option<&str>,
     flv: Option<FlvRange>,
+    window: Option<Window>,
 ) -> Result<ngx_int_t, Missed> {
     use std::os::unix::ffi::OsStrExt;
     let internal = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
@@ -422,20 +458,24 @@ unsafe fn serve_file(
     if of.is_dir() != 0 {
         return Err(Missed);
     }
+    let (base, size, mtime) = match window {
+        Some(w) => (w.base, w.size, w.mtime),
+        None => (0, of.size, of.mtime),
+    };
     // FLV pseudo-streaming: bytes [start, end) with 200, after an FLV header when start > 0.
     let (from, to, flv_header) = match flv {
-        Some(f) => match f.resolve(of.size as u64) {
+        Some(f) => match f.resolve(size as u64) {
             Some((s, e)) => (s as i64, e as i64, s > 0),
             None => return Ok(NGX_HTTP_BAD_REQUEST as ngx_int_t),
         },
-        None => (0, of.size, false),
+        None => (0, size, false),
     };
     if flv.is_none() {
         r.set_allow_ranges(1);
     }
     r.headers_out.status = NGX_HTTP_OK as ngx_uint_t;
     r.headers_out.content_length_n = to - from + if flv_header { FLV_HEADER.len() as i64 } else { 0 };
-    r.headers_out.last_modified_time = of.mtime;
+    r.headers_out.last_modified_time = mtime;
     // SAFETY: `r` is live for all header calls below.
     unsafe {
         match etag {
@@ -468,8 +508,8 @@ unsafe fn serve_file(
             return Ok(internal);
         }
         let is_main = ptr::eq(r as *const ngx_http_request_t, r.main as *const _);
-        (*b).file_pos = from;
-        (*b).file_last = to;
+        (*b).file_pos = base + from;
+        (*b).file_last = base + to;
         (*b).set_in_file(if to > from { 1 } else { 0 });
         (*b).set_last_buf(if is_main { 1 } else { 0 });
         (*b).set_last_in_chain(1);

@@ -32,8 +32,11 @@ pub enum Missing {
 pub struct Target {
     pub group: String,
     pub remote: RemoteFilename,
-    /// Where the file is on this server (None: another group, never local).
+    /// Where the file is on this server (None: another group, never local). For a trunk name
+    /// (see [`crate::trunk`]) the bytes are in a slot of a trunk file under `store_root` instead.
     pub local_path: Option<PathBuf>,
+    /// The store path the name selects on this server.
+    pub store_root: Option<PathBuf>,
     pub if_missing: Missing,
     /// A strong validator for normal files, from the CRC32 and size in the name.
     pub etag: Option<String>,
@@ -123,9 +126,8 @@ impl Settings {
             Err(_) => return Route::Reject(400, "invalid file ID"),
         };
         let info = remote.info();
-        let local_path = local_group
-            .and_then(|g| g.store_paths.get(remote.store_path_index as usize))
-            .map(|root| root.join(remote.relative_path()));
+        let store_root = local_group.and_then(|g| g.store_paths.get(remote.store_path_index as usize)).cloned();
+        let local_path = store_root.as_ref().map(|root| root.join(remote.relative_path()));
         let id_host = |id: u32| self.ids.as_ref().and_then(|t| t.by_id(id)).and_then(|e| e.hosts.first());
         let is_ours = |ip: IpAddr| self.local_ips.contains(&ip) || server_ip == Some(ip);
         let source_is_local = match info.source {
@@ -158,7 +160,17 @@ impl Settings {
             .then(|| query.get("start").and_then(|v| v.parse().ok()))
             .flatten()
             .map(|start| FlvRange { start, end: query.get("end").and_then(|v| v.parse().ok()) });
-        Route::Serve(Target { group, remote, local_path, if_missing, etag, attachment, file_type: info.file_type, flv })
+        Route::Serve(Target {
+            group,
+            remote,
+            local_path,
+            store_root,
+            if_missing,
+            etag,
+            attachment,
+            file_type: info.file_type,
+            flv,
+        })
     }
 }
 

@@ -76,6 +76,11 @@ impl StorageServer {
         Ok((name, path))
     }
 
+    /// The store path a name lives under (`resolve` checked its index).
+    pub fn store_root(&self, name: &RemoteFilename) -> PathBuf {
+        self.paths.paths[name.store_path_index as usize].root.clone()
+    }
+
     /// A change made here, as the binlog records it.
     pub(super) fn own_change(&self, timestamp: i64, op: Op, filename: &str, extra: String) -> Record {
         Record { timestamp, op, replica: false, filename: filename.to_owned(), extra }
@@ -242,13 +247,15 @@ pub async fn upload_slave<R: AsyncRead + Unpin>(
         .map_err(|_| closing(Status::EINVAL))?;
     let (slave_name, slave_path) = srv.resolve(&slave).map_err(closing)?;
     let index = slave_name.store_path_index as usize;
+    let master_root = srv.store_root(&master_name);
     let ts = now_unix();
     let (body, _) = receive(srv, index, content).await.map_err(|e| closing(io(e)))?;
     let s = srv.clone();
     let name = srv
         .disk
         .write(index, move |w| {
-            if !master_path.is_file() {
+            // A master may live in a trunk file (C stores its slaves as regular files beside it).
+            if !stored(&master_name, &master_root, &master_path)? {
                 return Err(Status::ENOENT);
             }
             let mut temp = body.into_temp(w, at(ts)).map_err(io)?;
@@ -271,14 +278,21 @@ pub async fn delete(srv: &Arc<StorageServer>, filename: String) -> Result<(), St
     let ts = now_unix();
     srv.disk
         .write(name.store_path_index as usize, move |_| {
-            match std::fs::symlink_metadata(&path) {
-                Ok(m) if m.is_dir() => return Err(Status::EISDIR),
-                Ok(_) => {}
-                Err(e) => return Err(io(e)),
+            let mut change = Change::new(()).record(s.own_change(ts, Op::Delete, &filename, String::new()));
+            if crate::trunk::is_trunk_name(&name) {
+                // The slot is freed as C frees it. Its space is not offered for reuse yet: this
+                // storage does not allocate trunk space.
+                let trunk = crate::trunk::free(&name, &s.store_root(&name)).map_err(io)?.ok_or(Status::ENOENT)?;
+                change = change.sync_file(trunk);
+            } else {
+                match std::fs::symlink_metadata(&path) {
+                    Ok(m) if m.is_dir() => return Err(Status::EISDIR),
+                    Ok(_) => {}
+                    Err(e) => return Err(io(e)),
+                }
+                std::fs::remove_file(&path).map_err(io)?;
+                change = change.sync_parent(&path);
             }
-            std::fs::remove_file(&path).map_err(io)?;
-            let mut change =
-                Change::new(()).record(s.own_change(ts, Op::Delete, &filename, String::new())).sync_parent(&path);
             if std::fs::remove_file(meta_path(&path)).is_ok() {
                 change = change.record(s.own_change(ts, Op::Delete, &format!("{filename}-m"), String::new()));
             }
@@ -287,6 +301,14 @@ pub async fn delete(srv: &Arc<StorageServer>, filename: String) -> Result<(), St
         .await?;
     srv.changed(ts);
     Ok(())
+}
+
+/// Whether the file a name names is stored here: its regular file, or for a trunk name its slot.
+fn stored(name: &RemoteFilename, root: &Path, path: &Path) -> Result<bool, Status> {
+    if crate::trunk::is_trunk_name(name) {
+        return Ok(crate::trunk::open(name, root).map_err(io)?.is_some());
+    }
+    Ok(path.is_file())
 }
 
 pub fn meta_path(path: &Path) -> PathBuf {
@@ -319,11 +341,11 @@ pub async fn set_metadata(srv: &Arc<StorageServer>, req: SetMetadataReq) -> Resu
     srv.check_group(&req.group)?;
     let (name, path) = srv.resolve(&req.filename)?;
     let _lock = srv.lock_file(&path).await;
-    let s = srv.clone();
+    let (s, root) = (srv.clone(), srv.store_root(&name));
     let ts = now_unix();
     srv.disk
         .write(name.store_path_index as usize, move |w| {
-            if !path.is_file() {
+            if !stored(&name, &root, &path)? {
                 return Err(Status::ENOENT);
             }
             let meta = meta_path(&path);
@@ -358,9 +380,10 @@ pub async fn set_metadata(srv: &Arc<StorageServer>, req: SetMetadataReq) -> Resu
 /// 15.
 pub async fn get_metadata(srv: &Arc<StorageServer>, group: &str, filename: &str) -> Result<Vec<u8>, Status> {
     srv.check_group(group)?;
-    let (_, path) = srv.resolve(filename)?;
+    let (name, path) = srv.resolve(filename)?;
+    let root = srv.store_root(&name);
     Disk::read(move || {
-        if !path.is_file() {
+        if !stored(&name, &root, &path)? {
             return Err(Status::ENOENT);
         }
         std::fs::read(meta_path(&path)).map_err(io)
@@ -393,7 +416,13 @@ pub async fn file_info(
     let (name, path) = srv.resolve(filename)?;
     let info = name.info();
     let file_type = info.file_type;
+    let root = srv.store_root(&name);
     let (size, mtime, computed) = Disk::read(move || {
+        if crate::trunk::is_trunk_name(&name) {
+            // Size, time and CRC are the name's, as C reports them, once the slot holds it.
+            let slot = crate::trunk::open(&name, &root).map_err(io)?.ok_or(Status::ENOENT)?;
+            return Ok((slot.size, slot.mtime as i64, None));
+        }
         let m = std::fs::metadata(&path).map_err(io)?;
         if !m.is_file() {
             return Err(Status::ENOENT);

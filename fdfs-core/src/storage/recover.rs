@@ -99,6 +99,10 @@ fn record_dir(
         if recorded.contains(&name) {
             continue;
         }
+        // Trunk files (`000001`...) hold files the binlog names by their slots.
+        if name.rsplit('/').next().is_some_and(|n| n.len() == 6 && n.bytes().all(|b| b.is_ascii_digit())) {
+            continue;
+        }
         // Only what this storage could have written: anything else dropped into a data
         // directory must not become a binlog line (a space in it would change the record).
         if crate::file_id::RemoteFilename::parse(name.trim_end_matches("-m"), None).is_err() {

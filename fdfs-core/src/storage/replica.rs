@@ -78,6 +78,29 @@ pub async fn sync_file<R: AsyncRead + Unpin>(
     }
     let (body, _) = receive(srv, index, content).await.map_err(|e| closing(io(e)))?;
     let _lock = srv.lock_file(&path).await;
+    let trunk = crate::file_id::RemoteFilename::parse(filename, Some(srv.paths.paths.len()))
+        .ok()
+        .filter(crate::trunk::is_trunk_name);
+    if let Some(name) = trunk {
+        // A trunk-resident file goes where the source has it: same trunk file, same slot (C).
+        let root = srv.store_root(&name);
+        srv.disk
+            .write(index, move |_| {
+                let bytes = match body {
+                    super::ops::Body::Bytes(b) => b,
+                    super::ops::Body::File(mut t) => {
+                        let mut b = Vec::new();
+                        std::io::Read::read_to_end(t.file(), &mut b).map_err(io)?;
+                        b
+                    }
+                };
+                let trunk = crate::trunk::write(&name, &root, &bytes).map_err(io)?;
+                Ok(Change::new(()).record(record).sync_file(trunk))
+            })
+            .await?;
+        srv.replicated(source, ts);
+        return Ok(());
+    }
     // Unrecorded, the sender gets an error and sends it again; a copy left here then counts as done.
     srv.disk
         .write(index, move |w| {
@@ -103,10 +126,18 @@ pub async fn sync_delete(srv: &Arc<StorageServer>, source: Option<&str>, req: Sy
     let (index, path) = srv.resolve_any(&req.filename)?;
     let _lock = srv.lock_file(&path).await;
     let ts = req.timestamp as i64;
+    let trunk = crate::file_id::RemoteFilename::parse(&req.filename, Some(srv.paths.paths.len()))
+        .ok()
+        .filter(crate::trunk::is_trunk_name)
+        .map(|n| (srv.store_root(&n), n));
     srv.disk
         .write(index, move |_| {
-            std::fs::remove_file(&path).map_err(io)?;
             let record = replica_change(ts, Op::Delete, &req.filename, String::new());
+            if let Some((root, name)) = trunk {
+                let file = crate::trunk::free(&name, &root).map_err(io)?.ok_or(Status::ENOENT)?;
+                return Ok(Change::new(()).record(record).sync_file(file));
+            }
+            std::fs::remove_file(&path).map_err(io)?;
             Ok(Change::new(()).record(record).sync_parent(&path))
         })
         .await?;

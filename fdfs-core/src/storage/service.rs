@@ -270,14 +270,20 @@ async fn dispatch(
 /// how the request ended and the bytes it was to send.
 async fn download(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: &DownloadReq) -> OpResult<(Reply, u64)> {
     srv.check_group(&req.group)?;
-    let (_, path) = srv.resolve(&req.filename)?;
-    let (file, size) = Disk::read(move || {
+    let (name, path) = srv.resolve(&req.filename)?;
+    let root = srv.store_root(&name);
+    // The file, where its content starts in it, and its size.
+    let (file, base, size) = Disk::read(move || {
+        if crate::trunk::is_trunk_name(&name) {
+            let slot = crate::trunk::open(&name, &root).map_err(|e| Status::from_io(&e))?.ok_or(Status::ENOENT)?;
+            return Ok((slot.file, slot.content_offset, slot.size));
+        }
         let file = std::fs::File::open(path).map_err(|e| Status::from_io(&e))?;
         let meta = file.metadata().map_err(|e| Status::from_io(&e))?;
         if !meta.is_file() {
             return Err(Status::EISDIR);
         }
-        Ok((file, meta.len()))
+        Ok((file, 0, meta.len()))
     })
     .await?;
     // FastDFS ≥ 6.15.4: an offset at or past the end is EINVAL (also for empty files, which
@@ -293,7 +299,7 @@ async fn download(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: &Downloa
     if tokio::io::AsyncWriteExt::write_all(sock, &header).await.is_err() {
         return Ok((Reply::Quit, n));
     }
-    if let Err(e) = send_file(sock, &file, req.offset, n, srv.config.network_timeout).await {
+    if let Err(e) = send_file(sock, &file, base + req.offset, n, srv.config.network_timeout).await {
         // The file shrank or the peer left: after the header, closing is the only signal.
         log::warn!("download of {} cut short: {e}", req.filename);
         return Ok((Reply::Quit, n));

@@ -386,7 +386,7 @@ async fn send_whole(
     // Under the file's lock: an append or modify in progress (and possibly rolled back) must
     // not be half copied to the peer.
     let _lock = srv.lock_file(&path).await;
-    let Some((file, size)) = open_local(path).await else { return Ok(Status::OK) };
+    let Some((file, base, size)) = open_local(srv, name, path).await else { return Ok(Status::OK) };
     let head = SyncFileHead {
         file_size: size,
         timestamp: ts,
@@ -395,15 +395,25 @@ async fn send_whole(
         content_omitted: false,
     };
     let cmd = if update { Command::SyncUpdateFile } else { Command::SyncCreateFile };
-    exchange(conn, cmd, 0, &head.encode_head(), Some((&file, 0, size))).await
+    exchange(conn, cmd, 0, &head.encode_head(), Some((&file, base, size))).await
 }
 
-/// Opens a file to send, on the blocking pool; `None` if it is gone.
-async fn open_local(path: PathBuf) -> Option<(std::fs::File, u64)> {
+/// Opens a file to send, on the blocking pool: the file, where the content starts in it (a
+/// trunk-resident file is sent from its slot, under its 60-character name, as C sends it) and
+/// its size; `None` if it is gone.
+async fn open_local(srv: &StorageServer, name: &str, path: PathBuf) -> Option<(std::fs::File, u64, u64)> {
+    let trunk = crate::file_id::RemoteFilename::parse(name, Some(srv.paths.paths.len()))
+        .ok()
+        .filter(crate::trunk::is_trunk_name)
+        .map(|n| (srv.store_root(&n), n));
     Disk::read(move || {
+        if let Some((root, n)) = trunk {
+            let slot = crate::trunk::open(&n, &root).map_err(|e| Status::from_io(&e))?.ok_or(Status::ENOENT)?;
+            return Ok((slot.file, slot.content_offset, slot.size));
+        }
         let f = std::fs::File::open(&path).map_err(|e| Status::from_io(&e))?;
         let len = f.metadata().map_err(|e| Status::from_io(&e))?.len();
-        Ok((f, len))
+        Ok((f, 0, len))
     })
     .await
     .ok()
@@ -431,7 +441,9 @@ async fn send(srv: &StorageServer, conn: &mut Connection, r: &Record) -> Result<
             let (offset, len) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
             let Some(path) = local(&r.filename) else { return Ok(()) };
             let lock = srv.lock_file(&path).await;
-            let Some((file, _)) = open_local(path).await.filter(|(_, size)| *size >= offset + len) else {
+            let Some((file, _, _)) =
+                open_local(srv, &r.filename, path).await.filter(|(_, _, size)| *size >= offset + len)
+            else {
                 // Truncated or deleted since: a later record carries the state.
                 return Ok(());
             };
