@@ -300,7 +300,17 @@ impl Disk {
             failed = failed.or(r.err());
         }
         result?;
-        failed.map_or(Ok(()), Err)
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        if self.durability == Durability::PowerLoss {
+            // A large file's data is synced here, in parallel with other uploads; the writer's
+            // round (one thread) then finds it clean. Measured: syncing sixteen 1 MiB files one
+            // after another in the round cost a quarter of the 1 MiB upload rate.
+            let f = file.clone();
+            tokio::task::spawn_blocking(move || f.sync_data()).await.map_err(std::io::Error::other)??;
+        }
+        Ok(())
     }
 
     /// Test hook: the next `n` sync rounds fail with EIO, as a dying disk's would.
