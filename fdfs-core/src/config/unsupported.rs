@@ -23,7 +23,8 @@ const fn u(key: &'static str, default: &'static str, instead: &'static str) -> U
 
 const LOGS: &str = "not supported yet: logs go to <base_path>/logs without rotation (reopen on restart)";
 const THREADS: &str = "not needed: the async runtime sizes its threads from work_threads";
-const TRUNK: &str = "trunk files are not supported yet; small files are stored as normal files";
+const TRUNK: &str =
+    "trunk files written by C are read, deleted and replicated; new uploads are stored as normal files (no trunk allocation yet)";
 
 /// Keys shared by both daemons' files.
 const COMMON: &[Unsupported] = &[
