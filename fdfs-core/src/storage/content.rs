@@ -74,7 +74,9 @@ impl<'a, R: AsyncRead + Unpin> Content<'a, R> {
 
     /// All of it, for content of at most [`SMALL`] bytes.
     pub async fn read_all(&mut self) -> std::io::Result<(Vec<u8>, u32)> {
-        debug_assert!(self.left <= SMALL);
+        if self.left > SMALL {
+            return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "content too large to buffer"));
+        }
         let mut buf = vec![0u8; self.left as usize];
         self.read_chunk(&mut buf).await?;
         Ok((buf, self.crc()))

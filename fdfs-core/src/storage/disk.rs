@@ -142,12 +142,23 @@ impl Writer {
         }
     }
 
+    /// Runs one job; a job that panics is refused (its caller sees EIO) and the writer lives on.
+    fn apply(&self, job: Job) -> Option<Pending> {
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(self))) {
+            Ok(pending) => pending,
+            Err(_) => {
+                log::error!("a disk job panicked; its request is refused");
+                None
+            }
+        }
+    }
+
     fn run(self, jobs: crossbeam_channel::Receiver<Job>) {
         while let Ok(job) = jobs.recv() {
-            let mut batch: Vec<Pending> = job(&self).into_iter().collect();
+            let mut batch: Vec<Pending> = self.apply(job).into_iter().collect();
             while batch.len() < MAX_BATCH {
                 match jobs.try_recv() {
-                    Ok(job) => batch.extend(job(&self)),
+                    Ok(job) => batch.extend(self.apply(job)),
                     Err(_) => break,
                 }
             }

@@ -160,21 +160,32 @@ async fn store_new(
         .disk
         .write(index, move |w| {
             let mut temp = body.into_temp(w, at(ts)).map_err(io)?;
-            let mut rng = fastrand::Rng::new();
-            for _ in 0..NAME_TRIES {
-                let name = name_for(crc, &mut rng);
-                let dest = s.paths.local_path(&name).ok_or(Status::EINVAL)?;
-                match temp.publish_entry(&dest) {
-                    Ok(()) => return published(&s, ts, name.to_string(), dest, &temp),
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(io(e)),
-                }
-            }
-            Err(Status::EEXIST)
+            let (name, dest) = under_fresh_name(&s, |rng| name_for(crc, rng), |dest| temp.publish_entry(dest))?;
+            published(&s, ts, name.to_string(), dest, &temp)
         })
         .await?;
     srv.changed(ts);
     Ok(name)
+}
+
+/// Tries fresh names (up to [`NAME_TRIES`], as FastDFS does) until `place` puts the file under
+/// one that was free; returns that name and its path.
+fn under_fresh_name(
+    srv: &StorageServer,
+    mut name_for: impl FnMut(&mut fastrand::Rng) -> RemoteFilename,
+    mut place: impl FnMut(&Path) -> std::io::Result<()>,
+) -> Result<(RemoteFilename, PathBuf), Status> {
+    let mut rng = fastrand::Rng::new();
+    for _ in 0..NAME_TRIES {
+        let name = name_for(&mut rng);
+        let dest = srv.paths.local_path(&name).ok_or(Status::EINVAL)?;
+        match place(&dest) {
+            Ok(()) => return Ok((name, dest)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io(e)),
+        }
+    }
+    Err(Status::EEXIST)
 }
 
 /// A new file just given its name: recorded as created, and taken back out if the batch fails,
@@ -624,33 +635,25 @@ pub async fn regenerate(srv: &Arc<StorageServer>, filename: String) -> Result<St
             let size = regular_size(&path)?;
             let crc = crc_of(&path).map_err(io)?;
             File::open(&path).and_then(|f| f.set_modified(at(ts))).map_err(io)?;
-            let mut rng = fastrand::Rng::new();
-            for _ in 0..NAME_TRIES {
+            let new_name = |rng: &mut fastrand::Rng| {
                 let core = file_id::NameCore {
                     source,
                     timestamp: ts as u32,
-                    size_field: file_id::size_field(NameKind::Normal, size, &mut rng),
+                    size_field: file_id::size_field(NameKind::Normal, size, rng),
                     crc32: crc,
                 };
-                let new = file_id::with_core(&name, &core);
-                let dest = s.paths.local_path(&new).ok_or(Status::EINVAL)?;
-                match crate::durable::rename_entry(&path, &dest) {
-                    Ok(()) => {
-                        let new = new.to_string();
-                        let record = s.own_change(ts, Op::Rename, &new, filename);
-                        let (from, to) = (path, dest);
-                        let change = Change::new(new).record(record).sync_parent(&to).sync_parent(&from);
-                        return Ok(change.settle(move |ok| {
-                            if !ok {
-                                let _ = std::fs::rename(&to, &from);
-                            }
-                        }));
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-                    Err(e) => return Err(io(e)),
+                file_id::with_core(&name, &core)
+            };
+            let (new, dest) = under_fresh_name(&s, new_name, |dest| crate::durable::rename_entry(&path, dest))?;
+            let new = new.to_string();
+            let record = s.own_change(ts, Op::Rename, &new, filename);
+            let (from, to) = (path, dest);
+            let change = Change::new(new).record(record).sync_parent(&to).sync_parent(&from);
+            Ok(change.settle(move |ok| {
+                if !ok {
+                    let _ = std::fs::rename(&to, &from);
                 }
-            }
-            Err(Status::EEXIST)
+            }))
         })
         .await?;
     srv.changed(ts);
