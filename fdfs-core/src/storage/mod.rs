@@ -73,6 +73,9 @@ struct Identity {
     init: Mutex<InitFlag>,
     /// The FastDFS generation each tracker (by address) answered a JOIN in.
     tracker_layouts: Mutex<HashMap<String, Layout>>,
+    /// The tracker's storage_ids.conf (69 FETCH_STORAGE_IDS), when it uses storage IDs: how
+    /// the IDs in file names map to addresses.
+    storage_ids: RwLock<Option<Arc<crate::config::StorageIds>>>,
 }
 
 /// Where this storage stands in its group.
@@ -158,6 +161,7 @@ impl StorageServer {
                 server_id: RwLock::new(config.server_id.parse().ok()),
                 init: Mutex::new(init),
                 tracker_layouts: Mutex::new(HashMap::new()),
+                storage_ids: RwLock::new(None),
             },
             membership: Membership {
                 status: AtomicU8::new(crate::protocol::status::NONE),
@@ -190,6 +194,25 @@ impl StorageServer {
         let news = *cur != Some(id);
         *cur = Some(id);
         news
+    }
+
+    /// Keeps the tracker's storage ID table.
+    pub fn set_storage_ids(&self, ids: crate::config::StorageIds) {
+        *self.identity.storage_ids.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(ids));
+    }
+
+    /// The address of the storage with ID `id`: ourselves, a member the leader told us about,
+    /// or the first address the tracker's ID table gives it.
+    pub fn storage_id_host(&self, id: u32) -> Option<String> {
+        let id_text = id.to_string();
+        if self.my_id() == id_text {
+            return Some(self.my_ip());
+        }
+        if let Some(b) = self.peer(&id_text) {
+            return Some(b.ip);
+        }
+        let ids = self.identity.storage_ids.read().unwrap_or_else(|e| e.into_inner()).clone()?;
+        ids.by_id(id).and_then(|e| e.hosts.first().cloned())
     }
 
     /// `.data_init_flag` as it stands.

@@ -448,9 +448,7 @@ pub async fn file_info(
     .await?;
     let source_ip = match info.source {
         Source::Ip(ip) => ip.to_string(),
-        // Our own files name us; the others a member the leader told us about.
-        Source::ServerId(id) if srv.my_id() == id.to_string() => srv.my_ip(),
-        Source::ServerId(id) => srv.peer(&id.to_string()).map(|b| b.ip).unwrap_or_default(),
+        Source::ServerId(id) => srv.storage_id_host(id).unwrap_or_default(),
     };
     Ok(FileInfoResp {
         file_size: size as i64,

@@ -139,6 +139,11 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
         if srv.params().use_storage_id && c.server_id.is_empty() {
             learn_server_id(srv, &mut conn, layout, &my_ip).await?;
         }
+        if srv.params().use_storage_id {
+            if let Err(e) = fetch_storage_ids(srv, &mut conn).await {
+                log::warn!("fetching the storage ID table from {}: {e}", tracker.primary());
+            }
+        }
         let init = srv.init_flag();
         let known = srv.status();
         let req = JoinReq {
@@ -174,6 +179,29 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
         addr: addr.clone(),
         why: "no FastDFS generation accepted our JOIN".into(),
     }))
+}
+
+/// 69 FETCH_STORAGE_IDS, page by page, as the C storage does at start in ID mode: file names
+/// that embed another storage's ID are mapped to its address through it (QUERY_FILE_INFO).
+async fn fetch_storage_ids(srv: &StorageServer, conn: &mut ReportConnection) -> ClientResult<()> {
+    use crate::protocol::report::{FetchStorageIdsReq, StorageIdsPage};
+    use crate::protocol::Command;
+    let mut lines = Vec::new();
+    loop {
+        let req = FetchStorageIdsReq { start_index: lines.len() as i32, allow_empty: true };
+        let body = conn.connection().call(Command::StorageFetchStorageIds, &req.encode(Profile::CLASSIC)).await?;
+        let page = StorageIdsPage::decode(&body)
+            .map_err(|e| ClientError::Protocol { addr: conn.addr().to_owned(), why: e.to_string() })?;
+        if page.add_to(&mut lines) {
+            break;
+        }
+    }
+    let text = lines.join("\n");
+    match crate::config::StorageIds::parse(&text, std::path::Path::new("(tracker's storage_ids.conf)")) {
+        Ok(ids) => srv.set_storage_ids(ids),
+        Err(e) => log::warn!("the tracker's storage ID table does not parse: {e}"),
+    }
+    Ok(())
 }
 
 /// 70 GET_SERVER_ID: a storage.conf without `server_id` (normal before 6.11) learns the ID the

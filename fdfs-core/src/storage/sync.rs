@@ -79,6 +79,16 @@ impl Mark {
     }
 }
 
+/// A destination's mark file, as C names it: after the peer's ID in storage-ID mode (so a
+/// position survives its address changing), else `ip_port`.
+fn mark_file_name(peer: &Brief, use_storage_id: bool) -> String {
+    if use_storage_id {
+        format!("{}.mark", peer.id)
+    } else {
+        format!("{}_{}.mark", peer.ip, peer.port)
+    }
+}
+
 /// Binlog lines a sender reads in one go.
 const READ_AHEAD: usize = 256;
 
@@ -184,7 +194,7 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
         }
     };
     let sync_dir = srv.binlog.dir().to_owned();
-    let mark_path = sync_dir.join(format!("{}_{}.mark", peer.ip, peer.port));
+    let mark_path = sync_dir.join(mark_file_name(&peer, srv.params().use_storage_id));
     let me = srv.my_id();
     let mut mark = match Mark::load(&mark_path) {
         Some(m) => m,
@@ -499,6 +509,14 @@ async fn send(srv: &StorageServer, conn: &mut Connection, r: &Record) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mark_files_are_named_as_c_names_them() {
+        let peer = Brief { id: "100002".into(), ip: "127.0.0.27".into(), port: 23000, ..Default::default() };
+        assert_eq!(mark_file_name(&peer, true), "100002.mark", "the C 6.16.1 storage-ID fixture's name");
+        let peer = Brief { id: "127.0.0.34".into(), ip: "127.0.0.34".into(), port: 23000, ..Default::default() };
+        assert_eq!(mark_file_name(&peer, false), "127.0.0.34_23000.mark", "the trunk fixture's name");
+    }
 
     #[test]
     fn mark_files_need_all_seven_keys() {
