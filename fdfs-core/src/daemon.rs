@@ -187,31 +187,57 @@ where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let addr = listener.local_addr()?;
+    // Handlers first: a SIGHUP (logrotate) right after start must not kill the daemon.
+    let signals = StopSignals::install();
     let _pid = PidFile::create(base_path, prog)?;
     log::info!("{prog} {} listening on {addr}", env!("CARGO_PKG_VERSION"));
     println!("{prog} listening on {addr}");
     let (trigger, shutdown) = crate::server::shutdown_pair();
     let task = tokio::spawn(serve(listener, shutdown));
-    wait_for_stop_signal().await;
+    signals.wait().await;
     log::info!("stopping");
     trigger.trigger();
     task.await?;
     Ok(())
 }
 
-/// Resolves on SIGTERM, SIGINT or SIGQUIT. SIGHUP and SIGPIPE are ignored.
+/// Resolves on SIGTERM, SIGINT or SIGQUIT. SIGHUP reopens the log file (logrotate's
+/// `postrotate`); SIGPIPE is ignored.
 pub async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    let mut quit = signal(SignalKind::quit()).expect("SIGQUIT handler");
-    let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
-    loop {
-        tokio::select! {
-            _ = term.recv() => return,
-            _ = int.recv() => return,
-            _ = quit.recv() => return,
-            _ = hup.recv() => log::info!("SIGHUP ignored"),
+    StopSignals::install().wait().await
+}
+
+/// The daemon's signal handlers, installed before it announces itself.
+struct StopSignals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    fn install() -> Self {
+        use tokio::signal::unix::{signal, SignalKind};
+        StopSignals {
+            term: signal(SignalKind::terminate()).expect("SIGTERM handler"),
+            int: signal(SignalKind::interrupt()).expect("SIGINT handler"),
+            quit: signal(SignalKind::quit()).expect("SIGQUIT handler"),
+            hup: signal(SignalKind::hangup()).expect("SIGHUP handler"),
+        }
+    }
+
+    async fn wait(self) {
+        let StopSignals { mut term, mut int, mut quit, mut hup } = self;
+        loop {
+            tokio::select! {
+                _ = term.recv() => return,
+                _ = int.recv() => return,
+                _ = quit.recv() => return,
+                _ = hup.recv() => match crate::logging::reopen() {
+                    Ok(()) => log::info!("SIGHUP: log file reopened"),
+                    Err(e) => log::error!("SIGHUP: reopening the log file failed: {e}; still writing to the old one"),
+                },
+            }
         }
     }
 }

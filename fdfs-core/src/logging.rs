@@ -1,16 +1,26 @@
 //! The daemons' log: `<base_path>/logs/<name>.log`, lines as FastDFS writes them
 //! (`[YYYY-MM-DD HH:MM:SS] LEVEL - message`), filtered by `log_level`. In the foreground the
-//! lines also go to stderr, so tests and systemd see them.
+//! lines also go to stderr, so tests and systemd see them. [`reopen`] (on SIGHUP) starts a new
+//! file under the same name, so logrotate can move the old one away.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::path::Path;
-use std::sync::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use crate::config::LogLevel;
 
+/// The daemon's log file: where it is, and the handle lines go to.
+struct LogFile {
+    path: PathBuf,
+    file: Mutex<File>,
+}
+
+/// Set once by [`init`]; [`reopen`] swaps the handle inside.
+static LOG_FILE: OnceLock<LogFile> = OnceLock::new();
+
 struct FileLogger {
-    file: Option<Mutex<File>>,
+    to_file: bool,
     echo: bool,
     level: log::LevelFilter,
 }
@@ -30,8 +40,8 @@ impl log::Log for FileLogger {
             record.level(),
             record.args()
         );
-        if let Some(f) = &self.file {
-            if let Ok(mut f) = f.lock() {
+        if let Some(log) = LOG_FILE.get().filter(|_| self.to_file) {
+            if let Ok(mut f) = log.file.lock() {
                 let _ = f.write_all(line.as_bytes());
             }
         }
@@ -55,17 +65,34 @@ pub fn filter(level: LogLevel) -> log::LevelFilter {
 /// Installs the process-wide logger (once; later calls are ignored).
 pub fn init(logs_dir: &Path, name: &str, level: LogLevel, echo: bool) -> std::io::Result<()> {
     std::fs::create_dir_all(logs_dir)?;
-    let file = OpenOptions::new().create(true).append(true).open(logs_dir.join(format!("{name}.log")))?;
-    let logger = FileLogger { file: Some(Mutex::new(file)), echo, level: filter(level) };
+    let path = logs_dir.join(format!("{name}.log"));
+    let file = open(&path)?;
+    if LOG_FILE.set(LogFile { path, file: Mutex::new(file) }).is_err() {
+        return Ok(());
+    }
+    let logger = FileLogger { to_file: true, echo, level: filter(level) };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(filter(level));
     }
     Ok(())
 }
 
+fn open(path: &Path) -> std::io::Result<File> {
+    OpenOptions::new().create(true).append(true).open(path)
+}
+
+/// Starts writing to a fresh file at the log's path (after logrotate moved the old one); on
+/// failure the old handle stays. Does nothing for processes without a log file.
+pub fn reopen() -> std::io::Result<()> {
+    let Some(log) = LOG_FILE.get() else { return Ok(()) };
+    let fresh = open(&log.path)?;
+    *log.file.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+    Ok(())
+}
+
 /// For the client tools: errors to stderr only.
 pub fn init_stderr(level: LogLevel) {
-    let logger = FileLogger { file: None, echo: true, level: filter(level) };
+    let logger = FileLogger { to_file: false, echo: true, level: filter(level) };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(filter(level));
     }

@@ -582,3 +582,27 @@ async fn two_trackers_elect_one_leader_and_the_survivor_takes_over() {
     }
     assert!(s.beat(None).await.unwrap().leader.is_none(), "once per connection");
 }
+
+/// logrotate moves the log away and sends SIGHUP (`postrotate`): the daemon goes on in a fresh
+/// file under the same name and keeps serving.
+#[tokio::test]
+async fn sighup_reopens_the_log_for_logrotate() {
+    let t = fdfs_e2e::TrackerProc::start("");
+    let logs = t.daemon.base_path.join("logs");
+    let (log, rotated) = (logs.join("trackerd.log"), logs.join("trackerd.log.1"));
+    std::fs::rename(&log, &rotated).unwrap();
+    let pid = nix::unistd::Pid::from_raw(t.daemon.pid().unwrap() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    let fresh = fdfs_e2e::eventually(Duration::from_secs(10), "a fresh trackerd.log", || {
+        let text = std::fs::read_to_string(&log).ok();
+        async move { text.filter(|t| t.contains("log file reopened")) }
+    })
+    .await;
+    assert!(!fresh.contains("listening on"), "the fresh file starts empty: {fresh}");
+    assert!(
+        std::fs::read_to_string(&rotated).unwrap().contains("listening on"),
+        "the old lines stay where they were moved"
+    );
+    let groups = client(&t.addr()).tracker.list_groups().await.unwrap();
+    assert!(groups.is_empty(), "still serving after the reopen");
+}

@@ -21,7 +21,8 @@ const fn u(key: &'static str, default: &'static str, instead: &'static str) -> U
     Unsupported { key, default, instead }
 }
 
-const LOGS: &str = "not supported yet: logs go to <base_path>/logs without rotation (reopen on restart)";
+const LOGS: &str =
+    "not supported yet: logs go to <base_path>/logs without rotation of their own; SIGHUP reopens the file (logrotate)";
 const THREADS: &str = "not needed: the async runtime sizes its threads from work_threads";
 const TRUNK: &str =
     "trunk files written by C are read, deleted and replicated; new uploads are stored as normal files (no trunk allocation yet)";
