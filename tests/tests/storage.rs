@@ -598,3 +598,21 @@ async fn a_server_id_without_ids_at_the_tracker_is_ignored_as_c_does() {
     assert_eq!(marks.len(), 1, "one mark, for the peer only: {marks:?}");
     assert!(marks[0].starts_with("127.0.0.3_"), "{marks:?}");
 }
+
+/// `fdfs_monitor ... | head -1`: when the reader goes away the tool ends quietly with status
+/// 141 (what a shell shows for a C tool killed by SIGPIPE), not with a panic and a backtrace.
+#[tokio::test]
+async fn a_tool_whose_output_is_closed_exits_quietly() {
+    let cl = Cluster::start("", &["127.0.0.2"], "").await;
+    let mut child = std::process::Command::new(fdfs_e2e::bin("fdfs_monitor"))
+        .arg(&cl.client_conf)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before the tool writes
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}

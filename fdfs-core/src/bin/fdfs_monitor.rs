@@ -43,7 +43,7 @@ fn real_main() -> Result<ExitCode> {
     fdfs_core::logging::init_stderr(config.log_level);
     runtime()?.block_on(async move {
         let t = &client.tracker;
-        println!(
+        fdfs_core::outln!(
             "server_count={}, server_index=0\n\ntracker server is {}\n",
             t.trackers().len(),
             t.trackers()[0].primary()
@@ -68,10 +68,10 @@ async fn list(t: &TrackerClient, group: Option<&str>, id: Option<&str>) -> Resul
         Some(g) => vec![t.list_group(g).await?],
         None => t.list_groups().await?,
     };
-    println!("group count: {}\n", groups.len());
+    fdfs_core::outln!("group count: {}\n", groups.len());
     for (i, g) in groups.iter().enumerate() {
         let storages = t.list_storages(&g.group, id).await?;
-        println!("{}", monitor::group_report(i + 1, g, &storages));
+        fdfs_core::outln!("{}", monitor::group_report(i + 1, g, &storages));
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -84,10 +84,13 @@ async fn delete(config: &fdfs_core::config::ClientConfig, group: &str, id: &str)
         one.tracker_servers = vec![server.clone()];
         let c = fdfs_core::client::Client::new(&one);
         match c.tracker.delete_storage(group, id).await {
-            Ok(()) => println!("delete storage server {group}::{id} success"),
+            Ok(()) => fdfs_core::outln!("delete storage server {group}::{id} success"),
             Err(e) => {
                 failed += 1;
-                println!("delete storage server {group}::{id} fail, error no: {}, error info: {e}", e.status().0);
+                fdfs_core::outln!(
+                    "delete storage server {group}::{id} fail, error no: {}, error info: {e}",
+                    e.status().0
+                );
             }
         }
     }

@@ -144,7 +144,7 @@ fn upload(args: &[String], kind: UploadKind, prog: &str) -> Result<ExitCode> {
         };
         Ok(match r {
             Ok(id) => {
-                println!("{id}");
+                crate::outln!("{id}");
                 ExitCode::SUCCESS
             }
             Err(e) => fail("upload file", &e),
@@ -264,13 +264,13 @@ pub fn file_info(args: &[String]) -> Result<ExitCode> {
         FileType::Appender => "appender",
         FileType::Slave => "slave",
     };
-    println!("GET FROM SERVER: {from_server}\n");
-    println!("file type: {kind}");
-    println!("source storage id: {server_id}");
-    println!("source ip address: {ip}");
-    println!("file create timestamp: {}", datetime(ts));
-    println!("file size: {size}");
-    println!("file crc32: {crc} (0x{crc:08X})");
+    crate::outln!("GET FROM SERVER: {from_server}\n");
+    crate::outln!("file type: {kind}");
+    crate::outln!("source storage id: {server_id}");
+    crate::outln!("source ip address: {ip}");
+    crate::outln!("file create timestamp: {}", datetime(ts));
+    crate::outln!("file size: {size}");
+    crate::outln!("file crc32: {crc} (0x{crc:08X})");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -303,7 +303,7 @@ pub fn regenerate_filename(args: &[String]) -> Result<ExitCode> {
     runtime()?.block_on(async move {
         Ok(match client.regenerate_appender_filename(&id).await {
             Ok(new) => {
-                println!("{new}");
+                crate::outln!("{new}");
                 ExitCode::SUCCESS
             }
             Err(e) => fail("regenerate file", &e),
@@ -323,7 +323,7 @@ pub fn crc32(args: &[String]) -> Result<ExitCode> {
         }
         h.update(&buf[..n]);
     }
-    println!("{}", h.finalize());
+    crate::outln!("{}", h.finalize());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -331,7 +331,7 @@ pub fn crc32(args: &[String]) -> Result<ExitCode> {
 fn stat_output<T>(r: crate::client::ClientResult<T>, what: &str, show: impl FnOnce(T) -> String) -> ExitCode {
     match r {
         Ok(v) => {
-            print!("{}", show(v));
+            crate::out!("{}", show(v));
             ExitCode::SUCCESS
         }
         Err(e) => fail(what, &e),

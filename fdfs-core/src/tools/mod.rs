@@ -21,6 +21,35 @@ pub fn load_client(conf: &Path, tracker: Option<&str>) -> Result<(ClientConfig, 
     Ok((config, client))
 }
 
+/// Writes a tool's output. A closed stdout (`fdfs_monitor ... | head`) ends the tool quietly
+/// with status 141, what a shell shows for a C tool killed by SIGPIPE, instead of a panic and
+/// its backtrace.
+pub fn out(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    if let Err(e) = std::io::stdout().lock().write_fmt(args) {
+        if e.kind() != std::io::ErrorKind::BrokenPipe {
+            eprintln!("writing to stdout: {e}");
+        }
+        std::process::exit(141);
+    }
+}
+
+/// `println!` for the tools' output (see [`out`]).
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::tools::out(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
+/// `print!` for the tools' output (see [`out`]).
+#[macro_export]
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::tools::out(format_args!($($arg)*))
+    };
+}
+
 /// A single-threaded runtime: the tools do one thing at a time.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
