@@ -71,9 +71,38 @@ pub struct StorageIds {
 }
 
 impl StorageIds {
+    /// Reads and parses the file, then resolves host names to addresses once, as C does at
+    /// load (`storage_ids.conf` may name storages by host name; the tables compare addresses).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io { file: path.to_owned(), source: e })?;
-        Self::parse(&text, path)
+        let mut ids = Self::parse(&text, path)?;
+        ids.resolve_host_names(path)?;
+        Ok(ids)
+    }
+
+    /// Replaces every host name by its first address (IPv4 preferred); an unknown name is a
+    /// startup error naming it.
+    fn resolve_host_names(&mut self, path: &Path) -> Result<(), ConfigError> {
+        use std::net::{IpAddr, ToSocketAddrs};
+        for e in &mut self.entries {
+            for host in &mut e.hosts {
+                if host.parse::<IpAddr>().is_ok() {
+                    continue;
+                }
+                let addrs: Vec<IpAddr> =
+                    (host.as_str(), 0).to_socket_addrs().map(|a| a.map(|s| s.ip()).collect()).unwrap_or_default();
+                let Some(ip) = addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()) else {
+                    return Err(ConfigError::Syntax {
+                        file: path.to_owned(),
+                        line: 0,
+                        msg: format!("storage {}: host name {host} does not resolve", e.id),
+                    });
+                };
+                log::info!("storage_ids: {} {host} is {ip}", e.id);
+                *host = ip.to_string();
+            }
+        }
+        Ok(())
     }
 
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
@@ -153,5 +182,24 @@ impl StorageIds {
     /// Matches by address and port in any group (GET_GROUP_NAME).
     pub fn find_any_group(&self, ip: &str, port: u16) -> Option<&StorageIdEntry> {
         self.entries.iter().find(|e| e.hosts.iter().any(|h| h == ip) && e.port.is_none_or(|p| p == port || port == 0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_names_are_resolved_at_load_and_unknown_ones_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("storage_ids.conf");
+        std::fs::write(&path, "100001 group1 localhost\n100002 group1 127.0.0.27:23001\n").unwrap();
+        let ids = StorageIds::load(&path).unwrap();
+        assert_eq!(ids.by_id(100001).unwrap().hosts, ["127.0.0.1"], "localhost, as C's getIpaddrByName gives it");
+        assert_eq!(ids.find_addr("group1", "127.0.0.1", None).map(|e| e.id), Some(100001));
+        assert_eq!(ids.by_id(100002).unwrap().hosts, ["127.0.0.27"]);
+        std::fs::write(&path, "100001 group1 no-such-storage.invalid\n").unwrap();
+        let e = StorageIds::load(&path).unwrap_err().to_string();
+        assert!(e.contains("no-such-storage.invalid"), "{e}");
     }
 }
