@@ -157,6 +157,10 @@ async fn every_tool() {
     let (rc, _, _) = cl.tool("fdfs_download_file", &[&id, part.to_str().unwrap(), "1000", "24"]);
     assert_eq!(rc, 0);
     assert_eq!(std::fs::read(&part).unwrap(), &data[1000..1024]);
+    let tail = dir.path().join("tail.bin");
+    let (rc, _, err) = cl.tool("fdfs_download_file", &[&id, tail.to_str().unwrap(), "1000"]);
+    assert_eq!(rc, 0, "an offset without a length: to the end ({err})");
+    assert_eq!(std::fs::read(&tail).unwrap(), &data[1000..]);
 
     let (rc, app, _) = cl.tool("fdfs_upload_appender", &[srcs]);
     assert_eq!(rc, 0);

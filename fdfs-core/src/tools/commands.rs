@@ -161,7 +161,7 @@ pub fn upload_appender(args: &[String]) -> Result<ExitCode> {
 }
 
 pub fn download_file(args: &[String]) -> Result<ExitCode> {
-    if args.len() < 2 || args.len() == 4 {
+    if args.len() < 2 {
         bail!(
             "Usage: fdfs_download_file <config_file> <file_id> [local_filename] [<download_offset> <download_bytes>]"
         );
@@ -169,8 +169,11 @@ pub fn download_file(args: &[String]) -> Result<ExitCode> {
     let (_, client) = load_client(Path::new(&args[0]), None)?;
     let id = args[1].clone();
     let local = args.get(2).cloned().unwrap_or_else(|| id.rsplit('/').next().unwrap_or("download").to_owned());
+    // C reads the offset only with a length (and then silently downloads the whole file); an
+    // offset alone here means from there to the end, which is what it asks for.
     let (offset, bytes): (u64, u64) = match (args.get(3), args.get(4)) {
         (Some(o), Some(b)) => (o.parse()?, b.parse()?),
+        (Some(o), None) => (o.parse()?, 0),
         _ => (0, 0),
     };
     runtime()?.block_on(async move {
