@@ -167,6 +167,33 @@ impl Drop for PidFile {
     }
 }
 
+/// `run_by_group` / `run_by_user`: once its port is bound the daemon takes that group and user,
+/// as C's daemons do, so everything it creates from then on (logs, state files, stored files)
+/// is theirs: base_path and the store paths must be writable by them. Without `run_by_group`
+/// the user's primary group is taken.
+pub fn run_as(group: &str, user: &str) -> Result<()> {
+    use nix::unistd::{setgid, setgroups, setuid, Group, User};
+    if group.is_empty() && user.is_empty() {
+        return Ok(());
+    }
+    let account = match user {
+        "" => None,
+        name => Some(User::from_name(name)?.with_context(|| format!("run_by_user: no user {name}"))?),
+    };
+    let gid = match group {
+        "" => account.as_ref().map(|u| u.gid),
+        name => Some(Group::from_name(name)?.with_context(|| format!("run_by_group: no group {name}"))?.gid),
+    };
+    if let Some(gid) = gid {
+        setgroups(&[gid]).context("run_by_group: dropping supplementary groups (the daemon must start as root)")?;
+        setgid(gid).context("run_by_group")?;
+    }
+    if let Some(u) = account {
+        setuid(u.uid).context("run_by_user (the daemon must start as root)")?;
+    }
+    Ok(())
+}
+
 /// Binds `bind_addr:port` (every address when `bind_addr` is empty).
 pub async fn bind(bind_addr: &str, port: u16) -> Result<tokio::net::TcpListener> {
     let host = if bind_addr.is_empty() { "0.0.0.0" } else { bind_addr };

@@ -606,3 +606,32 @@ async fn sighup_reopens_the_log_for_logrotate() {
     let groups = client(&t.addr()).tracker.list_groups().await.unwrap();
     assert!(groups.is_empty(), "still serving after the reopen");
 }
+
+/// `run_by_user`: started as root, the daemon binds its port and then runs as that user, who
+/// owns what it writes from then on (its log, pid and state files).
+#[tokio::test]
+async fn run_by_user_drops_root_after_binding() {
+    use std::os::unix::fs::MetadataExt;
+    if !nix::unistd::Uid::effective().is_root() {
+        eprintln!("skipped: needs root (CI runs as root)");
+        return;
+    }
+    let nobody = nix::unistd::User::from_name("nobody").unwrap().expect("user nobody");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let conf = fdfs_e2e::write_tracker_conf(dir.path(), "run_by_user = nobody\n");
+    let base = dir.path().join("tracker");
+    nix::unistd::chown(&base, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let t = fdfs_e2e::Daemon::start("fdfs_trackerd", &conf, &base);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", t.pid().unwrap())).unwrap();
+    let ids =
+        |key: &str| status.lines().find(|l| l.starts_with(key)).unwrap().split_whitespace().skip(1).collect::<Vec<_>>();
+    let (uid, gid) = (nobody.uid.to_string(), nobody.gid.to_string());
+    assert_eq!(ids("Uid:"), [uid.as_str(); 4], "real, effective, saved and fs uid: {status}");
+    assert_eq!(ids("Gid:"), [gid.as_str(); 4], "{status}");
+    let groups = client(&t.addr.to_string()).tracker.list_groups().await.unwrap();
+    assert!(groups.is_empty(), "serving");
+    for owned in [base.join("logs/trackerd.log"), base.join("data/fdfs_trackerd.pid")] {
+        assert_eq!(std::fs::metadata(&owned).unwrap().uid(), nobody.uid.as_raw(), "{} is nobody's", owned.display());
+    }
+}

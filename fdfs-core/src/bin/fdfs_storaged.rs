@@ -27,11 +27,6 @@ fn real_main() -> Result<()> {
         return Ok(());
     }
     let foreground = std::env::var_os("FDFS_DAEMONIZED").is_none();
-    fdfs_core::logging::init(&config.base_path.join("logs"), "storaged", config.log_level, foreground)
-        .with_context(|| format!("opening the log in {}", config.base_path.display()))?;
-    for w in &config.warnings {
-        log::warn!("{w}");
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.work_threads.clamp(1, 64))
         .max_blocking_threads(
@@ -41,6 +36,13 @@ fn real_main() -> Result<()> {
         .build()?;
     rt.block_on(async move {
         let listener = daemon::bind(&config.bind_addr, config.port).await?;
+        // Bound: from here on as run_by_user, who then owns the log, the state and the files.
+        daemon::run_as(&config.run_by_group, &config.run_by_user)?;
+        fdfs_core::logging::init(&config.base_path.join("logs"), "storaged", config.log_level, foreground)
+            .with_context(|| format!("opening the log in {}", config.base_path.display()))?;
+        for w in &config.warnings {
+            log::warn!("{w}");
+        }
         // With port 0 the trackers must learn the port actually bound.
         config.port = listener.local_addr()?.port();
         let base_path = config.base_path.clone();

@@ -27,17 +27,19 @@ fn real_main() -> Result<()> {
         return Ok(());
     }
     let foreground = std::env::var_os("FDFS_DAEMONIZED").is_none();
-    fdfs_core::logging::init(&config.base_path.join("logs"), "trackerd", config.log_level, foreground)
-        .with_context(|| format!("opening the log in {}", config.base_path.display()))?;
-    for w in &config.warnings {
-        log::warn!("{w}");
-    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(config.work_threads.clamp(1, 64))
         .enable_all()
         .build()?;
     rt.block_on(async move {
         let listener = daemon::bind(&config.bind_addr, config.port).await?;
+        // Bound: from here on as run_by_user, who then owns the log and the state files.
+        daemon::run_as(&config.run_by_group, &config.run_by_user)?;
+        fdfs_core::logging::init(&config.base_path.join("logs"), "trackerd", config.log_level, foreground)
+            .with_context(|| format!("opening the log in {}", config.base_path.display()))?;
+        for w in &config.warnings {
+            log::warn!("{w}");
+        }
         let base_path = config.base_path.clone();
         let tracker = Arc::new(Tracker::new(config)?);
         daemon::serve_until_signal(PROG, &base_path, listener, move |l, sd| tracker::run(l, tracker, sd)).await

@@ -94,9 +94,9 @@ pub struct StorageConfig {
     pub tracker_servers: Vec<ServerAddr>,
     /// `log_level` (info).
     pub log_level: LogLevel,
-    /// `run_by_group` (empty): accepted, not supported yet.
+    /// `run_by_group` (empty): the group the daemon runs as once its port is bound.
     pub run_by_group: String,
-    /// `run_by_user` (empty): accepted, not supported yet.
+    /// `run_by_user` (empty): the user the daemon runs as once its port is bound.
     pub run_by_user: String,
     /// `allow_hosts` (`*`), compiled at load.
     pub allow_hosts: super::AllowHosts,

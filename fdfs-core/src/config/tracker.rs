@@ -114,9 +114,9 @@ pub struct TrackerConfig {
     pub max_buff_size: u64,
     /// `log_level` (info).
     pub log_level: LogLevel,
-    /// `run_by_group` (empty): accepted, not supported yet.
+    /// `run_by_group` (empty): the group the daemon runs as once its port is bound.
     pub run_by_group: String,
-    /// `run_by_user` (empty): accepted, not supported yet.
+    /// `run_by_user` (empty): the user the daemon runs as once its port is bound.
     pub run_by_user: String,
     /// `*`, IPs, CIDRs or ranges; repeatable.
     pub allow_hosts: super::AllowHosts,

@@ -34,8 +34,6 @@ const COMMON: &[Unsupported] = &[
     u("accept_threads", "1", THREADS),
     u("thread_stack_size", "256KB", THREADS),
     u("min_buff_size", "8KB", "not needed: buffers are sized per request"),
-    u("run_by_group", "", "not supported yet: the daemon keeps the user it was started as"),
-    u("run_by_user", "", "not supported yet: the daemon keeps the user it was started as"),
     u("rotate_error_log", "false", LOGS),
     u("error_log_rotate_time", "00:00", LOGS),
     u("rotate_error_log_size", "0", LOGS),
@@ -117,14 +115,14 @@ mod tests {
     #[test]
     fn only_non_default_values_warn() {
         let ini = Ini::parse(
-            "use_trunk_file = no\nrun_by_user = fdfs\nthread_stack_size = 256K\nsync_start_time = 01:00\nport = 1\n",
+            "use_trunk_file = no\nrotate_error_log = true\nthread_stack_size = 256K\nsync_start_time = 01:00\nport = 1\n",
             std::path::Path::new("storage.conf"),
         )
         .unwrap();
         check(&ini.global(), STORAGE);
         let w = ini.take_warnings();
         assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].starts_with("storage.conf:2: run_by_user: \"fdfs\""), "{w:?}");
+        assert!(w[0].starts_with("storage.conf:2: rotate_error_log: \"true\""), "{w:?}");
         assert!(w[1].contains("sync_start_time"), "{w:?}");
     }
 
