@@ -86,14 +86,8 @@ impl Drop for TempFile {
     }
 }
 
-/// Renames without ever replacing an existing file, then makes the new entry durable.
+/// Renames without ever replacing an existing file, unsynced (as [`TempFile::publish_entry`]):
 /// `Err(AlreadyExists)` means the name is taken.
-pub fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
-    rename_entry(from, to)?;
-    sync_parent(to)
-}
-
-/// Renames without ever replacing an existing file, unsynced (as [`TempFile::publish_entry`]).
 pub fn rename_entry(from: &Path, to: &Path) -> std::io::Result<()> {
     renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE).map_err(std::io::Error::from)
 }

@@ -162,11 +162,6 @@ impl StorePaths {
     pub fn temp_dir(&self, index: usize) -> PathBuf {
         self.paths[index].root.join("data").join(TMP_DIR)
     }
-
-    /// A new temp file under a store path; removed unless published.
-    pub fn temp_file(&self, index: usize) -> std::io::Result<crate::durable::TempFile> {
-        crate::durable::TempFile::create_in(&self.temp_dir(index), "f")
-    }
 }
 
 impl StorePath {
