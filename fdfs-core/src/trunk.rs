@@ -7,7 +7,7 @@
 //! Pure: blocking file I/O only, so the storage's disk layer and the nginx module share it.
 
 use std::fs::{File, OpenOptions};
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -91,19 +91,22 @@ pub fn open(name: &RemoteFilename, store_root: &Path) -> std::io::Result<Option<
     }))
 }
 
-/// Writes `content` into the slot `name` names (a replicated trunk file: the receiver puts it
-/// where the source has it, as C does), creating the trunk file if needed. Returns the trunk
-/// file, for the caller to sync.
-pub fn write(name: &RemoteFilename, store_root: &Path, content: &[u8]) -> std::io::Result<File> {
+/// Copies `len` bytes of `content` into the slot `name` names (a replicated trunk file: the
+/// receiver puts it where the source has it, as C does), creating the trunk file if needed.
+/// Returns the trunk file, for the caller to sync.
+pub fn write(name: &RemoteFilename, store_root: &Path, content: &mut impl Read, len: u64) -> std::io::Result<File> {
     let Some((path, loc)) = location(name, store_root) else {
         return Err(std::io::Error::new(ErrorKind::InvalidInput, "not a trunk name"));
     };
-    if SLOT_HEADER_LEN + content.len() as u64 > loc.size as u64 || name.info().size != Some(content.len() as u64) {
+    if SLOT_HEADER_LEN + len > loc.size as u64 || name.info().size != Some(len) {
         return Err(std::io::Error::new(ErrorKind::InvalidInput, "content does not fit the slot its name gives"));
     }
-    let file = OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
+    let mut file = OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
     // Content first, header last: a slot is valid only once both are there.
-    file.write_all_at(content, loc.offset as u64 + SLOT_HEADER_LEN)?;
+    file.seek(SeekFrom::Start(loc.offset as u64 + SLOT_HEADER_LEN))?;
+    if std::io::copy(&mut content.take(len), &mut file)? != len {
+        return Err(ErrorKind::UnexpectedEof.into());
+    }
     file.write_all_at(&expected_header(name, &loc), loc.offset as u64)?;
     Ok(file)
 }
@@ -144,7 +147,7 @@ mod tests {
         let a = trunk_name(TrunkLocation { trunk_id: 1, offset: 256, size: 512 }, b"hello trunk");
         assert!(is_trunk_name(&a), "{a}");
         assert!(open(&a, root.path()).unwrap().is_none(), "no trunk file yet");
-        write(&a, root.path(), b"hello trunk").unwrap();
+        write(&a, root.path(), &mut &b"hello trunk"[..], 11).unwrap();
         let slot = open(&a, root.path()).unwrap().expect("written");
         let mut got = vec![0u8; slot.size as usize];
         slot.file.read_exact_at(&mut got, slot.content_offset).unwrap();
@@ -153,7 +156,8 @@ mod tests {
         // A name for the same slot with other content (a later upload reusing it) does not read.
         let b = trunk_name(TrunkLocation { trunk_id: 1, offset: 256, size: 512 }, b"other");
         assert!(open(&b, root.path()).unwrap().is_none());
-        assert!(write(&b, root.path(), b"too long for the name").is_err());
+        assert!(write(&b, root.path(), &mut &b"too long for the name"[..], 21).is_err());
+        assert!(write(&b, root.path(), &mut &b"oth"[..], 5).is_err(), "content shorter than its name says");
         free(&a, root.path()).unwrap().expect("freed");
         assert!(open(&a, root.path()).unwrap().is_none(), "a freed slot is gone");
         assert!(free(&a, root.path()).unwrap().is_none());

@@ -81,6 +81,16 @@ impl StorageServer {
         self.paths.paths[name.store_path_index as usize].root.clone()
     }
 
+    /// `filename` as a trunk name with its store path, when it names a file kept in a trunk
+    /// slot; `None` for regular files and `-m` metadata names.
+    pub(super) fn trunk_name(&self, filename: &str) -> Option<(RemoteFilename, PathBuf)> {
+        let name = RemoteFilename::parse(filename, Some(self.paths.paths.len())).ok()?;
+        crate::trunk::is_trunk_name(&name).then(|| {
+            let root = self.store_root(&name);
+            (name, root)
+        })
+    }
+
     /// A change made here, as the binlog records it.
     pub(super) fn own_change(&self, timestamp: i64, op: Op, filename: &str, extra: String) -> Record {
         Record { timestamp, op, replica: false, filename: filename.to_owned(), extra }

@@ -78,23 +78,18 @@ pub async fn sync_file<R: AsyncRead + Unpin>(
     }
     let (body, _) = receive(srv, index, content).await.map_err(|e| closing(io(e)))?;
     let _lock = srv.lock_file(&path).await;
-    let trunk = crate::file_id::RemoteFilename::parse(filename, Some(srv.paths.paths.len()))
-        .ok()
-        .filter(crate::trunk::is_trunk_name);
-    if let Some(name) = trunk {
+    if let Some((name, root)) = srv.trunk_name(filename) {
         // A trunk-resident file goes where the source has it: same trunk file, same slot (C).
-        let root = srv.store_root(&name);
         srv.disk
             .write(index, move |_| {
-                let bytes = match body {
-                    super::ops::Body::Bytes(b) => b,
+                let trunk = match body {
+                    super::ops::Body::Bytes(b) => crate::trunk::write(&name, &root, &mut &b[..], size),
                     super::ops::Body::File(mut t) => {
-                        let mut b = Vec::new();
-                        std::io::Read::read_to_end(t.file(), &mut b).map_err(io)?;
-                        b
+                        let f = t.file();
+                        std::io::Seek::rewind(f).and_then(|()| crate::trunk::write(&name, &root, f, size))
                     }
-                };
-                let trunk = crate::trunk::write(&name, &root, &bytes).map_err(io)?;
+                }
+                .map_err(io)?;
                 Ok(Change::new(()).record(record).sync_file(trunk))
             })
             .await?;
@@ -126,14 +121,11 @@ pub async fn sync_delete(srv: &Arc<StorageServer>, source: Option<&str>, req: Sy
     let (index, path) = srv.resolve_any(&req.filename)?;
     let _lock = srv.lock_file(&path).await;
     let ts = req.timestamp as i64;
-    let trunk = crate::file_id::RemoteFilename::parse(&req.filename, Some(srv.paths.paths.len()))
-        .ok()
-        .filter(crate::trunk::is_trunk_name)
-        .map(|n| (srv.store_root(&n), n));
+    let trunk = srv.trunk_name(&req.filename);
     srv.disk
         .write(index, move |_| {
             let record = replica_change(ts, Op::Delete, &req.filename, String::new());
-            if let Some((root, name)) = trunk {
+            if let Some((name, root)) = trunk {
                 let file = crate::trunk::free(&name, &root).map_err(io)?.ok_or(Status::ENOENT)?;
                 return Ok(Change::new(()).record(record).sync_file(file));
             }

@@ -412,12 +412,9 @@ async fn send_whole(
 /// trunk-resident file is sent from its slot, under its 60-character name, as C sends it) and
 /// its size; `None` if it is gone.
 async fn open_local(srv: &StorageServer, name: &str, path: PathBuf) -> Option<(std::fs::File, u64, u64)> {
-    let trunk = crate::file_id::RemoteFilename::parse(name, Some(srv.paths.paths.len()))
-        .ok()
-        .filter(crate::trunk::is_trunk_name)
-        .map(|n| (srv.store_root(&n), n));
+    let trunk = srv.trunk_name(name);
     Disk::read(move || {
-        if let Some((root, n)) = trunk {
+        if let Some((n, root)) = trunk {
             let slot = crate::trunk::open(&n, &root).map_err(|e| Status::from_io(&e))?.ok_or(Status::ENOENT)?;
             return Ok((slot.file, slot.content_offset, slot.size));
         }
