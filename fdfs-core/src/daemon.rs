@@ -172,7 +172,7 @@ impl Drop for PidFile {
 /// is theirs: base_path and the store paths must be writable by them. Without `run_by_group`
 /// the user's primary group is taken.
 pub fn run_as(group: &str, user: &str) -> Result<()> {
-    use nix::unistd::{setgid, setgroups, setuid, Group, User};
+    use nix::unistd::{setgid, setgroups, setuid, Gid, Group, Uid, User};
     if group.is_empty() && user.is_empty() {
         return Ok(());
     }
@@ -184,6 +184,11 @@ pub fn run_as(group: &str, user: &str) -> Result<()> {
         "" => account.as_ref().map(|u| u.gid),
         name => Some(Group::from_name(name)?.with_context(|| format!("run_by_group: no group {name}"))?.gid),
     };
+    // Already that user and group (a daemon started by them): nothing to drop, and no root
+    // needed to drop it.
+    if account.as_ref().is_none_or(|u| u.uid == Uid::current()) && gid.is_none_or(|g| g == Gid::current()) {
+        return Ok(());
+    }
     if let Some(gid) = gid {
         setgroups(&[gid]).context("run_by_group: dropping supplementary groups (the daemon must start as root)")?;
         setgid(gid).context("run_by_group")?;
@@ -266,5 +271,19 @@ impl StopSignals {
                 },
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn running_as_the_user_already_running_needs_nothing() {
+        let me = nix::unistd::User::from_uid(nix::unistd::Uid::current()).unwrap().expect("current user");
+        run_as("", "").unwrap();
+        run_as("", &me.name).unwrap();
+        assert_eq!(nix::unistd::Uid::current(), me.uid, "unchanged");
+        assert!(run_as("", "no-such-user-fdfs").is_err(), "an unknown user stops the start");
     }
 }
