@@ -23,14 +23,15 @@ pub fn load_client(conf: &Path, tracker: Option<&str>) -> Result<(ClientConfig, 
 
 /// Writes a tool's output. A closed stdout (`fdfs_monitor ... | head`) ends the tool quietly
 /// with status 141, what a shell shows for a C tool killed by SIGPIPE, instead of a panic and
-/// its backtrace.
+/// its backtrace; any other write error (a full disk) is said and ends it with 1.
 pub fn out(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
     if let Err(e) = std::io::stdout().lock().write_fmt(args) {
-        if e.kind() != std::io::ErrorKind::BrokenPipe {
-            eprintln!("writing to stdout: {e}");
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
         }
-        std::process::exit(141);
+        eprintln!("writing to stdout: {e}");
+        std::process::exit(1);
     }
 }
 
