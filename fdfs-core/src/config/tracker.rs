@@ -140,14 +140,18 @@ pub struct TrackerConfig {
     pub storage_sync_file_max_delay: Duration,
     /// `storage_sync_file_max_time` (300 s).
     pub storage_sync_file_max_time: Duration,
-    /// `use_trunk_file` (false): accepted, not supported yet.
+    /// `use_trunk_file` (false): small files go into trunk files.
     pub use_trunk_file: bool,
-    /// `slot_min_size` (256, at most 64 KiB): trunk files, not supported yet.
+    /// `slot_min_size` (256, at most 64 KiB): the smallest slot.
     pub slot_min_size: u64,
-    /// `slot_max_size` (trunk_file_size / 8): trunk files, not supported yet.
+    /// `slot_max_size` (trunk_file_size / 8): larger files are regular files.
     pub slot_max_size: u64,
-    /// `trunk_file_size` (64 MiB, at least 4 MiB): trunk files, not supported yet.
+    /// `trunk_file_size` (64 MiB, at least 4 MiB).
     pub trunk_file_size: u64,
+    /// `trunk_alloc_alignment_size` (0: none): slot sizes are rounded up to it.
+    pub trunk_alloc_alignment_size: u64,
+    /// `trunk_free_space_merge` (false): freed slots join their free neighbours.
+    pub trunk_free_space_merge: bool,
     /// `use_storage_id` (false): storages named by the IDs of `storage_ids_filename`.
     pub use_storage_id: bool,
     /// Resolved against the config file's directory.
@@ -250,6 +254,8 @@ impl TrackerConfig {
             slot_min_size: k.size("slot_min_size", 256)?.min(64 << 10),
             slot_max_size: k.size("slot_max_size", trunk_file_size / 8)?.min(trunk_file_size / 2),
             trunk_file_size,
+            trunk_alloc_alignment_size: k.size("trunk_alloc_alignment_size", 0)?.min(64 << 10),
+            trunk_free_space_merge: k.bool("trunk_free_space_merge", false)?,
             use_storage_id: k.bool("use_storage_id", false)?,
             storage_ids_filename: dir.join(k.string("storage_ids_filename", "storage_ids.conf")),
             id_type_in_filename_is_id: k.string("id_type_in_filename", "ip").eq_ignore_ascii_case("id"),

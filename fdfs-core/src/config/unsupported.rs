@@ -24,8 +24,8 @@ const fn u(key: &'static str, default: &'static str, instead: &'static str) -> U
 const LOGS: &str =
     "not supported yet: logs go to <base_path>/logs without rotation of their own; SIGHUP reopens the file (logrotate)";
 const THREADS: &str = "not needed: the async runtime sizes its threads from work_threads";
-const TRUNK: &str =
-    "trunk files written by C are read, deleted and replicated; new uploads are stored as normal files (no trunk allocation yet)";
+const TRUNK_FILES: &str = "trunk files are created when the free space runs out";
+const TRUNK_BINLOG: &str = "the trunk binlog is kept whole (no compression or backups yet)";
 
 /// Keys shared by both daemons' files.
 const COMMON: &[Unsupported] = &[
@@ -48,9 +48,21 @@ const COMMON: &[Unsupported] = &[
 /// tracker.conf.
 pub const TRACKER: &[Unsupported] = &[
     u("sync_log_buff_interval", "1", "not needed: state files are written when they change"),
-    u("use_trunk_file", "false", TRUNK),
-    u("trunk_init_check_occupying", "false", TRUNK),
-    u("trunk_init_reload_from_binlog", "false", TRUNK),
+    u("trunk_create_file_advance", "false", TRUNK_FILES),
+    u("trunk_create_file_time_base", "02:00", TRUNK_FILES),
+    u("trunk_create_file_interval", "86400", TRUNK_FILES),
+    u("trunk_create_file_space_threshold", "0", TRUNK_FILES),
+    u("delete_unused_trunk_files", "false", "empty trunk files are kept (their space is free for new slots)"),
+    u(
+        "trunk_init_check_occupying",
+        "false",
+        "every slot is checked before it is handed out: one occupied by a file is taken out of the free space",
+    ),
+    u("trunk_init_reload_from_binlog", "false", "the free space is always rebuilt from the trunk binlog"),
+    u("trunk_compress_binlog_min_interval", "0", TRUNK_BINLOG),
+    u("trunk_compress_binlog_interval", "0", TRUNK_BINLOG),
+    u("trunk_compress_binlog_time_base", "03:00", TRUNK_BINLOG),
+    u("trunk_binlog_max_backups", "0", TRUNK_BINLOG),
     u("store_slave_file_use_link", "false", "not supported yet: slave files are stored as files"),
 ];
 

@@ -140,6 +140,8 @@ impl Status {
     pub const EISDIR: Status = Status(21);
     pub const EINVAL: Status = Status(22);
     pub const ENOSPC: Status = Status(28);
+    /// "Machine is not on the network": C's answer to 94 for a storage that is not ACTIVE.
+    pub const ENONET: Status = Status(64);
     pub const ENAMETOOLONG: Status = Status(36);
     pub const EOPNOTSUPP: Status = Status(95);
     pub const ECONNREFUSED: Status = Status(111);

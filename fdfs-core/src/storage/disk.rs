@@ -93,6 +93,8 @@ pub struct Writer {
     durability: Durability,
     fsync_every: u64,
     binlog: Arc<Binlog>,
+    /// The trunk binlog: slot confirmations written by the batch's jobs are synced with it.
+    trunk_log: Arc<super::trunk::TrunkLog>,
     changed: Arc<tokio::sync::Notify>,
     faults: Arc<AtomicU32>,
 }
@@ -128,6 +130,7 @@ impl Writer {
             for d in &dirs {
                 crate::durable::sync_dir(d)?;
             }
+            self.trunk_log.sync_if_dirty()?;
             binlog.sync_data()
         };
         match self.binlog.write_batch(records, sync) {
@@ -193,6 +196,7 @@ impl Disk {
         config: &StorageConfig,
         temp_dirs: Vec<PathBuf>,
         binlog: Arc<Binlog>,
+        trunk_log: Arc<super::trunk::TrunkLog>,
         changed: Arc<tokio::sync::Notify>,
     ) -> std::io::Result<Self> {
         let faults = Arc::new(AtomicU32::new(0));
@@ -205,6 +209,7 @@ impl Disk {
                     durability: config.durability,
                     fsync_every: config.fsync_after_written_bytes,
                     binlog: binlog.clone(),
+                    trunk_log: trunk_log.clone(),
                     changed: changed.clone(),
                     faults: faults.clone(),
                 };

@@ -17,6 +17,7 @@ pub mod report;
 pub mod service;
 pub mod stats;
 pub mod sync;
+pub mod trunk;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -46,6 +47,10 @@ pub struct TrackerParams {
     pub id_in_filename: bool,
     /// `response_ip_addr_size` (6.15+ trackers): the IP width of QUERY_FILE_INFO answers.
     pub response_ip_size: usize,
+    /// `use_trunk_file`: small uploads go into trunk files.
+    pub use_trunk_file: bool,
+    /// Slot sizes, alignment, trunk file size and merging.
+    pub trunk: crate::trunk::space::TrunkSettings,
 }
 
 impl Default for TrackerParams {
@@ -56,6 +61,8 @@ impl Default for TrackerParams {
             use_storage_id: false,
             id_in_filename: false,
             response_ip_size: 16,
+            use_trunk_file: false,
+            trunk: Default::default(),
         }
     }
 }
@@ -110,6 +117,8 @@ pub struct StorageServer {
     file_locks: locks::FileLocks,
     /// Woken on every committed batch of binlog records, so sync senders ship changes at once.
     binlog_changed: Arc<tokio::sync::Notify>,
+    /// Trunk files: the trunk binlog, and the free space while this is the trunk server.
+    trunk: trunk::Trunk,
 }
 
 impl StorageServer {
@@ -142,7 +151,8 @@ impl StorageServer {
         }
         let binlog_changed = Arc::new(tokio::sync::Notify::new());
         let temp_dirs = (0..paths.paths.len()).map(|i| paths.temp_dir(i)).collect();
-        let disk = disk::Disk::open(&config, temp_dirs, binlog.clone(), binlog_changed.clone())?;
+        let trunk = trunk::Trunk::open(&data_dir.join("trunk"), config.connect_timeout, config.network_timeout)?;
+        let disk = disk::Disk::open(&config, temp_dirs, binlog.clone(), trunk.log.clone(), binlog_changed.clone())?;
         let now = now_unix();
         let init = InitFlag::load(&data_dir).unwrap_or(InitFlag { storage_join_time: now, ..Default::default() });
         init.save(&data_dir)?;
@@ -170,6 +180,7 @@ impl StorageServer {
             },
             file_locks: locks::FileLocks::default(),
             binlog_changed,
+            trunk,
             config,
         })
     }
@@ -356,6 +367,7 @@ pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Sh
     }
     tasks.push(tokio::spawn(background(server.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(sync::manager(server.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(trunk::push_loop(server.clone(), shutdown.clone())));
     let s = server.clone();
     let limits = ConnectionLimits {
         max_connections: server.config.max_connections,
@@ -366,7 +378,7 @@ pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Sh
     for t in tasks {
         let _ = t.await;
     }
-    if let Err(e) = server.binlog.sync() {
+    if let Err(e) = server.trunk.log.sync_if_dirty().and_then(|()| server.binlog.sync()) {
         log::error!("syncing the binlog: {e}");
     }
     server.save_stats();
@@ -393,8 +405,8 @@ async fn background(server: Arc<StorageServer>, mut shutdown: Shutdown) {
         }
         if lazy_binlog && last_binlog_sync.elapsed() >= binlog_every {
             last_binlog_sync = tokio::time::Instant::now();
-            let b = server.binlog.clone();
-            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || b.sync()).await {
+            let (b, t) = (server.binlog.clone(), server.trunk.log.clone());
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || t.sync_if_dirty().and_then(|()| b.sync())).await {
                 log::error!("syncing the binlog: {e}");
             }
         }

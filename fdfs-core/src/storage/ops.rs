@@ -232,8 +232,16 @@ pub async fn upload<R: AsyncRead + Unpin>(
     else {
         return Err(closing(Status::ENOSPC));
     };
-    let (high, low) = srv.paths.next_dir(&mut fastrand::Rng::new());
     let ts = now_unix();
+    if !appender {
+        // Appender files change size, so they never go into a trunk slot (as C).
+        if let Some(slot) = super::trunk::reserve(srv, index, size).await.map_err(closing)? {
+            let name = super::trunk::upload(srv, slot, &head.ext, content, ts).await?;
+            srv.changed(ts);
+            return Ok(name);
+        }
+    }
+    let (high, low) = srv.paths.next_dir(&mut fastrand::Rng::new());
     let (body, crc) = receive(srv, index, content).await.map_err(|e| closing(io(e)))?;
     let (source, ext) = (srv.source(), head.ext.clone());
     let kind = if appender { NameKind::Appender } else { NameKind::Normal };
@@ -297,12 +305,12 @@ pub async fn delete(srv: &Arc<StorageServer>, filename: String) -> Result<(), St
     let _lock = srv.lock_file(&path).await;
     let s = srv.clone();
     let ts = now_unix();
+    let slot = crate::trunk::is_trunk_name(&name).then(|| super::trunk::block_of_name(&name)).flatten();
     srv.disk
         .write(name.store_path_index as usize, move |_| {
             let mut change = Change::new(()).record(s.own_change(ts, Op::Delete, &filename, String::new()));
             if crate::trunk::is_trunk_name(&name) {
-                // The slot is freed as C frees it. Its space is not offered for reuse yet: this
-                // storage does not allocate trunk space.
+                // The slot's header is zeroed as C does; the trunk server is told below.
                 let trunk = crate::trunk::free(&name, &s.store_root(&name)).map_err(io)?.ok_or(Status::ENOENT)?;
                 change = change.sync_file(trunk);
             } else {
@@ -321,6 +329,9 @@ pub async fn delete(srv: &Arc<StorageServer>, filename: String) -> Result<(), St
         })
         .await?;
     srv.changed(ts);
+    if let Some(slot) = slot {
+        super::trunk::freed(srv, slot).await;
+    }
     Ok(())
 }
 

@@ -49,9 +49,20 @@ fn apply_params_to(p: &mut super::TrackerParams, params: &[(String, String)]) {
             "use_storage_id" => p.use_storage_id = v == "1",
             "id_type_in_filename" => p.id_in_filename = v == "id",
             "response_ip_addr_size" => p.response_ip_size = if v.trim() == "46" { 46 } else { 16 },
+            "use_trunk_file" => p.use_trunk_file = v == "1",
+            "slot_min_size" => p.trunk.slot_min_size = size(v, p.trunk.slot_min_size),
+            "slot_max_size" => p.trunk.slot_max_size = size(v, p.trunk.slot_max_size),
+            "trunk_alloc_alignment_size" => p.trunk.alignment = size(v, p.trunk.alignment),
+            "trunk_file_size" => p.trunk.trunk_file_size = size(v, p.trunk.trunk_file_size),
+            "trunk_free_space_merge" => p.trunk.merge = v == "1",
             _ => {}
         }
     }
+}
+
+/// A size the tracker sent (bytes), kept to what a trunk offset can hold.
+fn size(v: &str, old: u32) -> u32 {
+    v.trim().parse::<u64>().ok().and_then(|n| u32::try_from(n).ok()).unwrap_or(old)
 }
 
 /// Free and total space of every store path, measured (statfs) on the blocking pool.
@@ -90,6 +101,39 @@ fn absorb(srv: &StorageServer, n: &ChangeNotify, my_id: &str) {
                 .collect(),
         );
     }
+}
+
+/// What the leader says about the trunk server. Named ourselves, we ask for the group's trunk
+/// file id (72) and take the role; as the trunk server we report new trunk ids (73) and, with
+/// `free_too`, the free trunk space (74).
+async fn trunk_news(
+    srv: &Arc<StorageServer>,
+    conn: &mut ReportConnection,
+    n: &ChangeNotify,
+    free_too: bool,
+) -> ClientResult<()> {
+    use crate::protocol::Command;
+    if let Some(b) = &n.trunk {
+        if srv.set_trunk_server(b.clone()) {
+            let body = conn.connection().call(Command::StorageFetchTrunkFid, &[]).await?;
+            let fid = <[u8; 4]>::try_from(&body[..]).map(i32::from_be_bytes).unwrap_or(0).max(0) as u32;
+            let s = srv.clone();
+            match tokio::task::spawn_blocking(move || s.become_trunk_server(fid)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => log::error!("reading the trunk binlog: {e}; not serving as trunk server"),
+                Err(e) => log::error!("becoming the trunk server: {e}"),
+            }
+        }
+    }
+    if let Some((id, free_mb)) = srv.trunk_report() {
+        if srv.trunk_id_news(id) {
+            conn.connection().call(Command::StorageReportTrunkFid, &(id as i32).to_be_bytes()).await?;
+        }
+        if free_too {
+            conn.connection().call(Command::StorageReportTrunkFree, &free_mb.to_be_bytes()).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Joins `tracker` and returns the logged-in report connection with our address as the tracker
@@ -266,6 +310,7 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
     }
     let n = conn.disk_usage(&disk_usage(srv).await).await?;
     absorb(srv, &n, &my_id);
+    trunk_news(srv, &mut conn, &n, true).await?;
     let beat_every = c.heart_beat_interval.max(Duration::from_millis(100));
     let stat_every = c.stat_report_interval.max(Duration::from_millis(100));
     let mut last_stat = tokio::time::Instant::now();
@@ -277,12 +322,14 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
         last_counters = Some(snap.counters);
         let n = conn.beat(changed.then_some(&snap)).await?;
         absorb(srv, &n, &my_id);
+        trunk_news(srv, &mut conn, &n, false).await?;
         srv.stats.last_heart_beat_time.store(now_unix(), Ordering::Relaxed);
         let synced: Vec<SyncTimestamp> =
             srv.synced_from().into_iter().map(|(peer_id, timestamp)| SyncTimestamp { peer_id, timestamp }).collect();
         if !synced.is_empty() && last_synced.as_ref() != Some(&synced) {
             let n = conn.sync_report(&synced).await?;
             absorb(srv, &n, &my_id);
+            trunk_news(srv, &mut conn, &n, false).await?;
             last_synced = Some(synced);
         }
         let log = conn.changelog().await?;
@@ -293,6 +340,7 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
             last_stat = tokio::time::Instant::now();
             let n = conn.disk_usage(&disk_usage(srv).await).await?;
             absorb(srv, &n, &my_id);
+            trunk_news(srv, &mut conn, &n, true).await?;
         }
         tokio::time::sleep(beat_every).await;
     }

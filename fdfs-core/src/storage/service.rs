@@ -9,10 +9,13 @@ use std::sync::Arc;
 use super::content::Content;
 use super::disk::Disk;
 use super::ops::{self, OpError, OpResult};
-use super::replica;
 use super::StorageServer;
+use super::{replica, trunk};
 use crate::protocol::codec::expect_len;
-use crate::protocol::peer::{ReportServerId, SyncDeleteReq, SyncFileHead, SyncLinkReq, SyncRangeHead, SyncTruncateReq};
+use crate::protocol::peer::{
+    ReportServerId, SyncDeleteReq, SyncFileHead, SyncLinkReq, SyncRangeHead, SyncTruncateReq, TrunkAllocReq,
+    TrunkSlotReq,
+};
 use crate::protocol::storage::*;
 use crate::protocol::tracker::FileReq;
 use crate::protocol::{Command, Header, Profile, Status};
@@ -250,8 +253,31 @@ async fn dispatch(
             let _ = small_body(sock, h, srv).await?;
             (Err(Status::EOPNOTSUPP.into()), 0)
         }
+        C::TrunkAllocSpace => {
+            let req = decoded(sock, h, srv, |b| TrunkAllocReq::decode(b, Profile::CLASSIC)).await?;
+            (trunk::alloc_space(srv, req).await.map(Reply::Body).map_err(Into::into), 0)
+        }
+        C::TrunkAllocConfirm | C::TrunkFreeSpace => {
+            let req = decoded(sock, h, srv, |b| TrunkSlotReq::decode(b, Profile::CLASSIC)).await?;
+            (done(trunk::slot_done(srv, req, cmd == C::TrunkAllocConfirm, h.status).await), 0)
+        }
+        C::TrunkSyncBinlog => {
+            let body = small_body(sock, h, srv).await?;
+            (done(trunk::receive_binlog(srv, body).await), 0)
+        }
+        C::TrunkGetBinlogSize => {
+            decoded(sock, h, srv, |b| expect_len(b, 0)).await?;
+            (Ok(Reply::Body(trunk::binlog_size(srv))), 0)
+        }
+        C::TrunkDeleteBinlogMarks => {
+            decoded(sock, h, srv, |b| expect_len(b, 0)).await?;
+            (done(trunk::delete_marks(srv).await), 0)
+        }
+        C::TrunkTruncateBinlogFile => {
+            decoded(sock, h, srv, |b| expect_len(b, 0)).await?;
+            (done(trunk::restart_binlog(srv).await), 0)
+        }
         _ => {
-            // Trunk commands are not served yet: drain what fits and refuse.
             let _ = small_body(sock, h, srv).await?;
             log::debug!("command {cmd:?} not supported");
             (Err(OpError { status: Status::EOPNOTSUPP, close: false }), 0)

@@ -132,7 +132,23 @@ pub struct InitFlag {
     pub sync_until_timestamp: i64,
     pub last_ip_addr: String,
     pub last_server_port: u16,
+    /// The highest trunk file id this storage created or was told of.
+    pub current_trunk_file_id: u32,
+    /// The keys we do not use (C's trunk compression state, `store_path_markN`), written back
+    /// as read so a C storage started on this base_path again finds them.
+    pub other: Vec<(String, String)>,
 }
+
+/// The keys [`InitFlag`] reads itself.
+const INIT_FLAG_KEYS: &[&str] = &[
+    "storage_join_time",
+    "sync_old_done",
+    "sync_src_server",
+    "sync_until_timestamp",
+    "last_ip_addr",
+    "last_server_port",
+    "current_trunk_file_id",
+];
 
 impl InitFlag {
     pub const FILE: &'static str = ".data_init_flag";
@@ -147,19 +163,37 @@ impl InitFlag {
             sync_until_timestamp: k.int("sync_until_timestamp", 0).ok()?,
             last_ip_addr: k.string("last_ip_addr", ""),
             last_server_port: k.int("last_server_port", 0).ok()?.clamp(0, 65535) as u16,
+            current_trunk_file_id: k.int("current_trunk_file_id", 0).ok()?.clamp(0, u32::MAX as i64) as u32,
+            other: ini
+                .entries
+                .iter()
+                .filter(|e| e.section.is_none() && !INIT_FLAG_KEYS.contains(&e.key.as_str()))
+                .filter(|e| crate::protocol::is_safe_token(&e.key) && !e.value.contains('\n'))
+                .map(|e| (e.key.clone(), e.value.clone()))
+                .collect(),
         })
     }
 
     pub fn save(&self, data_dir: &Path) -> std::io::Result<()> {
-        let text = format!(
-            "storage_join_time={}\nsync_old_done={}\nsync_src_server={}\nsync_until_timestamp={}\nlast_ip_addr={}\nlast_server_port={}\ncurrent_trunk_file_id=0\ntrunk_last_compress_time=0\ntrunk_binlog_compress_stage=0\n",
+        let mut text = format!(
+            "storage_join_time={}\nsync_old_done={}\nsync_src_server={}\nsync_until_timestamp={}\nlast_ip_addr={}\nlast_server_port={}\ncurrent_trunk_file_id={}\n",
             self.storage_join_time,
             self.sync_old_done as u8,
             self.sync_src_server,
             self.sync_until_timestamp,
             self.last_ip_addr,
-            self.last_server_port
+            self.last_server_port,
+            self.current_trunk_file_id,
         );
+        let mut other = self.other.clone();
+        for (k, v) in [("trunk_last_compress_time", "0"), ("trunk_binlog_compress_stage", "0")] {
+            if !other.iter().any(|(key, _)| key == k) {
+                other.push((k.into(), v.into()));
+            }
+        }
+        for (k, v) in &other {
+            text.push_str(&format!("{k}={v}\n"));
+        }
         crate::durable::write_atomic(data_dir, Self::FILE, text.as_bytes())
     }
 }
@@ -189,6 +223,16 @@ mod tests {
             ..Default::default()
         };
         f.save(dir.path()).unwrap();
-        assert_eq!(InitFlag::load(dir.path()), Some(f));
+        let mut back = InitFlag::load(dir.path()).unwrap();
+        assert_eq!(back.other.len(), 2, "C's trunk compression keys are written");
+        back.other.clear();
+        assert_eq!(back, f);
+        // C's keys we do not use survive a load and save.
+        std::fs::write(dir.path().join(InitFlag::FILE), "current_trunk_file_id=2\nstore_path_mark0=MTI3\n").unwrap();
+        let c = InitFlag::load(dir.path()).unwrap();
+        assert_eq!(c.current_trunk_file_id, 2);
+        c.save(dir.path()).unwrap();
+        let text = std::fs::read_to_string(dir.path().join(InitFlag::FILE)).unwrap();
+        assert!(text.contains("store_path_mark0=MTI3\n") && text.contains("current_trunk_file_id=2\n"), "{text}");
     }
 }

@@ -86,19 +86,19 @@ pub fn storages(t: &Tracker, req: &StorageClusterStatReq) -> StorageClusterStats
     let storages = c
         .groups
         .values()
-        .flat_map(|g| g.storages.values())
-        .filter(|s| {
+        .flat_map(|g| g.storages.values().map(move |s| (s, g.trunk_server == s.id)))
+        .filter(|(s, trunk)| {
             let by_status = match req.op_type {
                 b'!' => s.status != req.status,
                 _ => s.status == req.status,
             };
             (req.filter_by & STORAGE_STATUS == 0 || by_status)
-                && (req.filter_by & STORAGE_IS_TRUNK_SERVER == 0 || req.is_trunk_server == 0)
+                && (req.filter_by & STORAGE_IS_TRUNK_SERVER == 0 || req.is_trunk_server == *trunk as u8)
         })
-        .map(|s| StorageClusterStat {
+        .map(|(s, trunk)| StorageClusterStat {
             id: s.id.clone(),
             host: crate::config::join_host_port(&s.ip, s.storage_port),
-            is_trunk_server: 0,
+            is_trunk_server: trunk as u8,
             status: s.status,
             conn_alloc: s.stat.conn_alloc,
             conn_current: s.stat.conn_current,
@@ -129,9 +129,11 @@ pub fn volumes(t: &Tracker, req: &VolumeStatReq) -> VolumeStats {
                 free_mb,
                 reserved_mb,
                 avail_mb,
-                trunk_free_mb: 0,
+                trunk_free_mb: g.trunk_free_mb,
                 is_disk_available: (writable && avail_mb > 0) as u8,
-                is_trunk_available: 0,
+                is_trunk_available: (t.config.use_trunk_file
+                    && g.trunk_brief().is_some_and(|b| b.status == status::ACTIVE))
+                    as u8,
             }
         })
         .filter(|v| {

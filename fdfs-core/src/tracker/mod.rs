@@ -10,6 +10,7 @@ mod persist;
 pub mod select;
 mod service;
 pub mod state;
+pub mod trunk;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -188,6 +189,7 @@ pub async fn run(listener: TcpListener, tracker: Arc<Tracker>, shutdown: Shutdow
     }
     let bg = tokio::spawn(background(tracker.clone(), shutdown.clone()));
     let el = tokio::spawn(election::run(tracker.clone(), shutdown.clone()));
+    let tr = tokio::spawn(trunk::run(tracker.clone(), shutdown.clone()));
     let t = tracker.clone();
     let limits = ConnectionLimits {
         max_connections: tracker.config.max_connections,
@@ -197,6 +199,7 @@ pub async fn run(listener: TcpListener, tracker: Arc<Tracker>, shutdown: Shutdow
     serve(listener, allow, limits, shutdown, move |sock, peer, sd| service::handle(t.clone(), sock, peer, sd)).await;
     let _ = bg.await;
     let _ = el.await;
+    let _ = tr.await;
     tracker.save_if_dirty(true);
     log::info!("tracker stopped");
 }

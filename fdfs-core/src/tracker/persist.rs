@@ -24,8 +24,8 @@ fn groups_text(c: &Cluster, layout: Layout) -> String {
             s.push_str(&format!("\tstorage_http_port={}\n", g.http_port));
         }
         s.push_str(&format!(
-            "\tstore_path_count={}\n\tsubdir_count_per_path={}\n\tcurrent_trunk_file_id={}\n\ttrunk_server=\n\tlast_trunk_server=\n",
-            g.store_path_count, g.subdir_count_per_path, g.current_trunk_file_id
+            "\tstore_path_count={}\n\tsubdir_count_per_path={}\n\tcurrent_trunk_file_id={}\n\ttrunk_server={}\n\tlast_trunk_server={}\n",
+            g.store_path_count, g.subdir_count_per_path, g.current_trunk_file_id, g.trunk_server, g.last_trunk_server
         ));
     }
     s
@@ -137,6 +137,8 @@ pub fn load(dir: &Path, limits: &Limits) -> Result<Cluster, crate::config::Confi
                 store_path_count: int(&k, "store_path_count", 1).clamp(1, 256) as usize,
                 subdir_count_per_path: int(&k, "subdir_count_per_path", 256).clamp(1, 256) as u32,
                 current_trunk_file_id: int(&k, "current_trunk_file_id", 0),
+                trunk_server: k.string("trunk_server", "").trim().to_owned(),
+                last_trunk_server: k.string("last_trunk_server", "").trim().to_owned(),
                 ..Default::default()
             },
         );

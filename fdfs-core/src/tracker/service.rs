@@ -32,6 +32,8 @@ struct Conn {
     sent_counter: Option<u64>,
     /// Leader epoch last announced to this storage.
     leader_sent: Option<u64>,
+    /// Trunk-server epoch of its group last announced to this storage.
+    trunk_sent: Option<u64>,
 }
 
 enum Outcome {
@@ -72,6 +74,7 @@ pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: PeerStream, peer: So
         profile: tracker.profile,
         sent_counter: None,
         leader_sent: None,
+        trunk_sent: None,
     };
     let timeout = tracker.config.network_timeout.max(std::time::Duration::from_secs(1));
     let max_body = tracker.config.max_buff_size.max(8 << 10);
@@ -282,6 +285,10 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
             Err(e) => e.into(),
         },
         C::StorageReportIpChanged => err(Status::EOPNOTSUPP),
+        C::StorageFetchTrunkFid | C::StorageReportTrunkFid | C::StorageReportTrunkFree => {
+            trunk_report(t, conn, cmd, body)
+        }
+        C::ServerSetTrunkServer => set_trunk_server(t, body),
 
         // Trunk files and tracker clusters are not supported yet.
         _ => {
@@ -289,6 +296,89 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
             err(Status::EOPNOTSUPP)
         }
     }
+}
+
+/// 72 FETCH_TRUNK_FID, 73 REPORT_TRUNK_FID, 74 REPORT_TRUNK_FREE: the group's trunk file id and
+/// free trunk space; reports only from the group's trunk server.
+fn trunk_report(t: &Tracker, conn: &Conn, cmd: Command, body: &[u8]) -> Outcome {
+    let Some((g, id)) = conn.joined.clone() else { return err(Status::EACCES) };
+    let mut c = t.lock();
+    let Some(group) = c.groups.get_mut(&g) else { return err(Status::ENOENT) };
+    match cmd {
+        Command::StorageFetchTrunkFid => match expect_len(body, 0) {
+            Ok(()) => ok((group.current_trunk_file_id.clamp(0, i32::MAX as i64) as i32).to_be_bytes().to_vec()),
+            Err(e) => e.into(),
+        },
+        _ if group.trunk_server != id => err(Status::EINVAL),
+        Command::StorageReportTrunkFid => match <[u8; 4]>::try_from(body) {
+            Ok(b) => {
+                let fid = i32::from_be_bytes(b) as i64;
+                if fid > group.current_trunk_file_id {
+                    group.current_trunk_file_id = fid;
+                    c.dirty = true;
+                }
+                ok(Vec::new())
+            }
+            Err(_) => Outcome::AnswerClose(Status::EINVAL),
+        },
+        _ => match <[u8; 8]>::try_from(body) {
+            Ok(b) => {
+                group.trunk_free_mb = i64::from_be_bytes(b).max(0);
+                ok(Vec::new())
+            }
+            Err(_) => Outcome::AnswerClose(Status::EINVAL),
+        },
+    }
+}
+
+/// 94 SERVER_SET_TRUNK_SERVER (`fdfs_monitor … set_trunk_server`), with C 6.16.1's answers
+/// (captured): an empty ID asks who it is; EALREADY if the named storage already is; EEXIST
+/// while another storage is the ACTIVE trunk server; ENOENT, ENONET, EACCES for a storage
+/// unknown, not ACTIVE, not writable. The answer is the ID and a NUL.
+fn set_trunk_server(t: &Tracker, body: &[u8]) -> Outcome {
+    if !t.config.use_trunk_file || !t.is_leader() {
+        return err(Status::EOPNOTSUPP);
+    }
+    if body.len() < 16 || body.len() > 16 + 16 {
+        return Outcome::AnswerClose(Status::EINVAL);
+    }
+    let group = String::from_utf8_lossy(&body[..16]).trim_end_matches('\0').to_owned();
+    let id = String::from_utf8_lossy(&body[16..]).trim_end_matches('\0').to_owned();
+    let new = {
+        let mut c = t.lock();
+        let Some(g) = c.groups.get_mut(&group) else { return err(Status::ENOENT) };
+        if id.is_empty() {
+            if g.trunk_server.is_empty() {
+                return err(Status::ENOENT);
+            }
+            return ok(encode_trunk_server_id(&g.trunk_server).to_vec());
+        }
+        let Some(s) = g.storages.get(&id) else { return err(Status::ENOENT) };
+        if g.trunk_server == id {
+            return err(Status::EALREADY);
+        }
+        if s.status != crate::protocol::status::ACTIVE {
+            return err(Status::ENONET);
+        }
+        if !s.writable() {
+            return err(Status::EACCES);
+        }
+        if g.storages.get(&g.trunk_server).is_some_and(|cur| cur.status == crate::protocol::status::ACTIVE) {
+            return err(Status::EEXIST);
+        }
+        let target = (s.ip.clone(), s.storage_port);
+        g.set_trunk_server(&id);
+        c.dirty = true;
+        target
+    };
+    // The new trunk server pushes its whole trunk binlog to the others.
+    tokio::spawn(super::trunk::tell_storage(
+        t.config.connect_timeout,
+        t.config.network_timeout,
+        new,
+        Command::TrunkDeleteBinlogMarks,
+    ));
+    ok(encode_trunk_server_id(&id).to_vec())
 }
 
 /// 101-107 QUERY_STORE_*: where an upload goes.
@@ -365,7 +455,7 @@ fn list_storage(t: &Tracker, body: &[u8]) -> Outcome {
         .storages
         .values()
         .filter(|s| req.storage_id.as_ref().is_none_or(|id| *id == s.id))
-        .map(|s| s.stat_record(reserved_mb(t, s.total_mb)))
+        .map(|s| StorageStat { if_trunk_server: g.trunk_server == s.id, ..s.stat_record(reserved_mb(t, s.total_mb)) })
         .collect();
     if list.is_empty() && req.storage_id.is_some() {
         return err(Status::ENOENT);
@@ -556,6 +646,12 @@ fn notifications(t: &Tracker, conn: &mut Conn) -> Vec<u8> {
         }
         conn.leader_sent = Some(epoch);
     }
+    if t.config.use_trunk_file && conn.trunk_sent != Some(g.trunk_epoch) {
+        if let Some(b) = g.trunk_brief() {
+            n.trunk = Some(b);
+            conn.trunk_sent = Some(g.trunk_epoch);
+        }
+    }
     if conn.sent_counter != Some(g.change_counter) {
         n.group = Some(g.briefs());
         conn.sent_counter = Some(g.change_counter);
@@ -583,7 +679,9 @@ fn parameters(t: &Tracker) -> Vec<u8> {
     kv("use_trunk_file", b(c.use_trunk_file).to_string());
     kv("slot_min_size", c.slot_min_size.to_string());
     kv("slot_max_size", c.slot_max_size.to_string());
+    kv("trunk_alloc_alignment_size", c.trunk_alloc_alignment_size.to_string());
     kv("trunk_file_size", c.trunk_file_size.to_string());
+    kv("trunk_free_space_merge", b(c.trunk_free_space_merge).to_string());
     kv("store_slave_file_use_link", b(c.store_slave_file_use_link).to_string());
     out
 }

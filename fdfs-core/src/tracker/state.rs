@@ -108,6 +108,14 @@ pub struct Group {
     pub store_path_count: usize,
     pub subdir_count_per_path: u32,
     pub current_trunk_file_id: i64,
+    /// The storage (ID) that allocates trunk space for the group; empty: none yet.
+    pub trunk_server: String,
+    /// The one before it (C keeps it in the groups file too).
+    pub last_trunk_server: String,
+    /// Bumped whenever `trunk_server` changes: report connections tell their storage again.
+    pub trunk_epoch: u64,
+    /// Free trunk space the trunk server reported (74), in MB.
+    pub trunk_free_mb: i64,
     /// Sorted by ID: "first by ID" orderings are string orderings, as in FastDFS.
     pub storages: BTreeMap<String, StorageNode>,
     /// Bumped on every membership or status change; report connections compare it with what
@@ -145,7 +153,7 @@ impl Group {
             total_mb,
             free_mb,
             reserved_mb,
-            trunk_free_mb: 0,
+            trunk_free_mb: self.trunk_free_mb,
             storage_count: self.storages.len() as i64,
             storage_port: self.storage_port as i64,
             storage_http_port: self.http_port,
@@ -161,6 +169,24 @@ impl Group {
 
     pub fn briefs(&self) -> Vec<Brief> {
         self.storages.values().map(StorageNode::brief).collect()
+    }
+
+    /// The trunk server's brief, if the group has one.
+    pub fn trunk_brief(&self) -> Option<Brief> {
+        self.storages.get(&self.trunk_server).map(StorageNode::brief)
+    }
+
+    /// Makes `id` the trunk server. `last_trunk_server` follows it, as in C's groups file: it
+    /// is the one an election prefers.
+    pub fn set_trunk_server(&mut self, id: &str) {
+        if self.trunk_server == id {
+            return;
+        }
+        log::info!("group {}: trunk server {:?} -> {:?}", self.name, self.trunk_server, id);
+        self.trunk_server = id.to_owned();
+        self.last_trunk_server = id.to_owned();
+        self.trunk_free_mb = 0;
+        self.trunk_epoch += 1;
     }
 
     fn set_status(&mut self, id: &str, new: u8) -> bool {

@@ -11,6 +11,8 @@ use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+pub mod space;
+
 use crate::file_id::{RemoteFilename, TrunkLocation, TRUNK_FILENAME_LEN};
 
 /// The slot header before the content.

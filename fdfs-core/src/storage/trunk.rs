@@ -1,0 +1,778 @@
+//! Trunk mode on the storage (PROTOCOL.md §4.15, §5.7, §7.8): small uploads go into slots of
+//! trunk files, in C's layout, so C and fastdfs-rs storages of one group can share them.
+//!
+//! The leader names one storage per group the trunk server; only it allocates. It keeps the
+//! free blocks in memory ([`FreeSpace`]) and persists them in the trunk binlog
+//! (`data/trunk/binlog`), which it pushes to the other members (30 TRUNK_SYNC_BINLOG) so any
+//! of them can take over. Another member asks it for a slot (27), writes the file into its own
+//! copy of the trunk file, and confirms (28); deletes free the slot (29).
+//!
+//! Never lose data: a slot is in use only once its confirmation (`D` line) is durable, and an
+//! upload is answered only after that. Locally the confirmation is written before the writer's
+//! round, which syncs the trunk binlog with the batch; a member's confirmation (28) is synced
+//! by the trunk server before it answers, and the member sends it before its own round.
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tokio::io::AsyncRead;
+
+use super::binlog::Op;
+use super::content::{Content, SMALL};
+use super::disk::{Change, Disk, WriteFence};
+use super::ops::{closing, io, OpResult};
+use super::StorageServer;
+use crate::client::Connection;
+use crate::client::Pool;
+use crate::file_id::{self, NameKind, NewName, TrunkLocation};
+use crate::protocol::peer::{TrunkAllocReq, TrunkInfo, TrunkSlotReq};
+use crate::protocol::report::Brief;
+use crate::protocol::{Command, Profile, Status};
+use crate::server::Shutdown;
+use crate::timefmt::now_unix;
+use crate::trunk::space::{Alloc, Block, FreeSpace, SpaceRecord};
+use crate::trunk::SLOT_HEADER_LEN;
+
+/// Most bytes of trunk binlog one TRUNK_SYNC_BINLOG carries.
+const PUSH_CHUNK: usize = 256 << 10;
+/// Tries at a trunk file id that is not taken on disk yet.
+const NEW_FILE_TRIES: u32 = 16;
+
+/// `data/trunk/binlog`: appended under a lock, synced when dirty.
+#[derive(Debug)]
+pub struct TrunkLog {
+    dir: PathBuf,
+    file: Mutex<File>,
+    len: AtomicU64,
+    dirty: AtomicBool,
+}
+
+impl TrunkLog {
+    pub fn open(dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let file = OpenOptions::new().create(true).append(true).read(true).open(dir.join("binlog"))?;
+        let len = file.metadata()?.len();
+        Ok(Self {
+            dir: dir.to_owned(),
+            file: Mutex::new(file),
+            len: AtomicU64::new(len),
+            dirty: AtomicBool::new(false),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, File> {
+        self.file.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn append(&self, records: &[SpaceRecord]) -> std::io::Result<()> {
+        let text: String = records.iter().map(SpaceRecord::line).collect();
+        self.append_raw(text.as_bytes())
+    }
+
+    /// Appends whole lines (a trunk server's, received with 30).
+    pub fn append_raw(&self, text: &[u8]) -> std::io::Result<()> {
+        if text.is_empty() {
+            return Ok(());
+        }
+        let mut f = self.lock();
+        f.write_all(text)?;
+        self.len.fetch_add(text.len() as u64, Ordering::Relaxed);
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Makes every line appended so far durable (nothing to do if none was).
+    pub fn sync_if_dirty(&self) -> std::io::Result<()> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let f = self.lock().try_clone()?;
+        f.sync_data().inspect_err(|_| self.dirty.store(true, Ordering::Release))
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whole lines from `offset`, at most `max` bytes (a longer line is returned whole).
+    pub fn read_from(&self, offset: u64, max: usize) -> std::io::Result<Vec<u8>> {
+        let mut f = self.lock().try_clone()?;
+        f.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::new();
+        f.take(max as u64).read_to_end(&mut buf)?;
+        match buf.iter().rposition(|&b| b == b'\n') {
+            Some(end) => buf.truncate(end + 1),
+            None => buf.clear(),
+        }
+        Ok(buf)
+    }
+
+    /// Every record, and how many lines did not parse.
+    pub fn records(&self) -> std::io::Result<(Vec<SpaceRecord>, usize)> {
+        let text = std::fs::read(self.dir.join("binlog"))?;
+        let mut bad = 0;
+        let mut out = Vec::new();
+        for line in String::from_utf8_lossy(&text).lines().filter(|l| !l.trim().is_empty()) {
+            match SpaceRecord::parse(line) {
+                Some(r) => out.push(r),
+                None => bad += 1,
+            }
+        }
+        Ok((out, bad))
+    }
+
+    /// 33: the trunk server is about to send its whole binlog. The old one is kept as
+    /// `binlog.<YYYYMMDDhhmmss>`, as C keeps it.
+    pub fn restart(&self) -> std::io::Result<()> {
+        let mut f = self.lock();
+        let (y, mo, d, h, mi, sec) = crate::timefmt::civil(now_unix());
+        let backup = format!("binlog.{y:04}{mo:02}{d:02}{h:02}{mi:02}{sec:02}");
+        let live = self.dir.join("binlog");
+        if !self.is_empty() {
+            std::fs::rename(&live, self.dir.join(backup))?;
+        }
+        *f = OpenOptions::new().create(true).append(true).read(true).truncate(false).open(&live)?;
+        f.set_len(0)?;
+        crate::durable::sync_dir(&self.dir)?;
+        self.len.store(0, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn mark_path(&self, peer: &str) -> PathBuf {
+        self.dir.join(format!("{peer}.mark"))
+    }
+
+    /// How far the binlog was pushed to `peer` (`binlog_offset=N`), 0 if never.
+    fn mark(&self, peer: &str) -> u64 {
+        let text = std::fs::read_to_string(self.mark_path(peer)).unwrap_or_default();
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix("binlog_offset="))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn save_mark(&self, peer: &str, offset: u64) -> std::io::Result<()> {
+        crate::durable::write_atomic(&self.dir, &format!("{peer}.mark"), format!("binlog_offset={offset}\n").as_bytes())
+    }
+
+    /// 32: every push restarts from the beginning.
+    fn delete_marks(&self) -> std::io::Result<()> {
+        for e in std::fs::read_dir(&self.dir)? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "mark") {
+                std::fs::remove_file(p)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The storage's trunk state: its binlog, the free space while it is the trunk server, and who
+/// the trunk server is.
+#[derive(Debug)]
+pub struct Trunk {
+    pub log: Arc<TrunkLog>,
+    space: Mutex<Option<FreeSpace>>,
+    server: RwLock<Option<Brief>>,
+    /// Woken when the binlog grows or the trunk server changes (the pusher waits on it).
+    news: tokio::sync::Notify,
+    /// The trunk file id last reported to the tracker (73).
+    reported_id: AtomicU32,
+    /// Connections to the trunk server (27/28/29).
+    pool: Pool,
+}
+
+impl Trunk {
+    pub fn open(dir: &Path, connect_timeout: Duration, network_timeout: Duration) -> std::io::Result<Self> {
+        Ok(Self {
+            log: Arc::new(TrunkLog::open(dir)?),
+            space: Mutex::new(None),
+            server: RwLock::new(None),
+            news: tokio::sync::Notify::new(),
+            reported_id: AtomicU32::new(0),
+            pool: Pool::new(connect_timeout, network_timeout, Duration::from_secs(3600), true),
+        })
+    }
+
+    fn space(&self) -> std::sync::MutexGuard<'_, Option<FreeSpace>> {
+        self.space.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The group's trunk server, as the leader last said.
+    pub fn server(&self) -> Option<Brief> {
+        self.server.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn is_server(&self) -> bool {
+        self.space().is_some()
+    }
+}
+
+/// A slot reserved for an upload: by this storage (the trunk server) or by the trunk server
+/// at `remote`.
+#[derive(Debug, Clone)]
+pub struct Reserved {
+    pub slot: Block,
+    remote: Option<String>,
+}
+
+fn info_of(b: &Block) -> TrunkInfo {
+    TrunkInfo {
+        store_path_index: b.path,
+        sub_path_high: b.high,
+        sub_path_low: b.low,
+        trunk_file_id: b.trunk_id as i32,
+        offset: b.offset as i32,
+        size: b.size as i32,
+    }
+}
+
+fn block_of(i: &TrunkInfo) -> Option<Block> {
+    Some(Block {
+        path: i.store_path_index,
+        high: i.sub_path_high,
+        low: i.sub_path_low,
+        trunk_id: u32::try_from(i.trunk_file_id).ok()?,
+        offset: u32::try_from(i.offset).ok()?,
+        size: u32::try_from(i.size).ok().filter(|&s| s > 0)?,
+    })
+}
+
+/// The slot a trunk name says its file is in.
+pub fn block_of_name(name: &file_id::RemoteFilename) -> Option<Block> {
+    let loc = name.trunk_location()?;
+    Some(Block {
+        path: name.store_path_index,
+        high: name.high,
+        low: name.low,
+        trunk_id: loc.trunk_id,
+        offset: loc.offset,
+        size: loc.size,
+    })
+}
+
+impl StorageServer {
+    fn trunk_file_path(&self, b: &Block) -> Option<PathBuf> {
+        let root = &self.paths.paths.get(b.path as usize)?.root;
+        Some(root.join(format!("data/{:02X}/{:02X}/{:06}", b.high, b.low, b.trunk_id)))
+    }
+
+    /// The leader named `brief` the trunk server (all zero: none). Returns `true` when that
+    /// makes this storage the trunk server (the caller then asks the tracker for the trunk id
+    /// and calls [`StorageServer::become_trunk_server`]).
+    pub fn set_trunk_server(&self, brief: Brief) -> bool {
+        let named = (!brief.id.is_empty()).then_some(brief);
+        let me = named.as_ref().is_some_and(|b| b.id == self.my_id());
+        let changed = {
+            let mut cur = self.trunk.server.write().unwrap_or_else(|e| e.into_inner());
+            let changed = *cur != named;
+            *cur = named.clone();
+            changed
+        };
+        if changed {
+            match &named {
+                Some(b) => log::info!("trunk server of {}: {} ({}:{})", self.group, b.id, b.ip, b.port),
+                None => log::info!("{} has no trunk server", self.group),
+            }
+            self.trunk.news.notify_waiters();
+        }
+        if !me && self.trunk.space().take().is_some() {
+            log::info!("no longer the trunk server");
+        }
+        me && !self.trunk.is_server()
+    }
+
+    /// Takes the trunk server's role: the free space is rebuilt from the trunk binlog, and
+    /// trunk ids continue after `tracker_id` and ours, whichever is higher.
+    pub fn become_trunk_server(&self, tracker_id: u32) -> std::io::Result<()> {
+        let (records, bad) = self.trunk.log.records()?;
+        let mut space = FreeSpace::new(self.params().trunk, tracker_id.max(self.init_flag().current_trunk_file_id));
+        let skipped = records.iter().filter(|r| !space.replay(r)).count();
+        if bad + skipped > 0 {
+            log::warn!("trunk binlog: {bad} line(s) unreadable, {skipped} not matching the free space; skipped");
+        }
+        log::info!(
+            "trunk server of {}: {} MB free in trunk files up to id {}",
+            self.group,
+            space.free_bytes() >> 20,
+            space.current_trunk_id()
+        );
+        *self.trunk.space() = Some(space);
+        self.trunk.news.notify_waiters();
+        Ok(())
+    }
+
+    /// The trunk ids and free megabytes to report (73/74), when this storage is the trunk server.
+    pub fn trunk_report(&self) -> Option<(u32, i64)> {
+        let space = self.trunk.space();
+        space.as_ref().map(|s| (s.current_trunk_id(), (s.free_bytes() >> 20) as i64))
+    }
+
+    /// Whether trunk id `id` still has to be reported (73); remembers it as reported.
+    pub fn trunk_id_news(&self, id: u32) -> bool {
+        self.trunk.reported_id.swap(id, Ordering::Relaxed) != id
+    }
+
+    /// A slot for `content_len` bytes in store path `path`, as the trunk server (blocking: a
+    /// new trunk file may have to be created).
+    fn alloc_local(&self, path: u8, content_len: u64) -> Result<Option<Block>, Status> {
+        let now = now_unix();
+        let settings = self.params().trunk;
+        let mut guard = self.trunk.space();
+        let Some(space) = guard.as_mut() else { return Err(Status::EINVAL) };
+        space.set_settings(settings);
+        for _ in 0..NEW_FILE_TRIES {
+            match space.alloc(path, content_len, now) {
+                None => return Ok(None),
+                Some(Alloc::Slot(slot, mut lines)) => {
+                    // The map may lag behind the trunk files (lines of a trunk server that died
+                    // before pushing them): a slot that holds a file is never handed out.
+                    let occupied = self.occupant(&slot);
+                    if let Some(range) = occupied {
+                        log::warn!("trunk slot {slot:?} holds a file the trunk binlog says is free; kept");
+                        space.release(&slot);
+                        lines.extend(space.occupy(&range, now));
+                    }
+                    if let Err(e) = self.trunk.log.append(&lines) {
+                        space.release(&slot);
+                        return Err(io(e));
+                    }
+                    self.trunk.news.notify_waiters();
+                    if occupied.is_none() {
+                        return Ok(Some(slot));
+                    }
+                }
+                Some(Alloc::NewTrunkFile { trunk_id }) => {
+                    let (high, low) = self.paths.next_dir(&mut fastrand::Rng::new());
+                    let block = Block { path, high, low, trunk_id, offset: 0, size: settings.trunk_file_size };
+                    // The id is recorded before the file exists, as C does: it is never reused.
+                    self.update_init_flag(|f| f.current_trunk_file_id = f.current_trunk_file_id.max(trunk_id))
+                        .map_err(io)?;
+                    match self.create_trunk_file(&block) {
+                        Ok(()) => {
+                            let line = space.add_trunk_file(path, high, low, trunk_id, now);
+                            self.trunk.log.append(&[line]).map_err(io)?;
+                            log::info!("trunk file {trunk_id} created in store path {path}");
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => space.raise_trunk_id(trunk_id),
+                        Err(e) => return Err(io(e)),
+                    }
+                }
+            }
+        }
+        Err(Status::ENOSPC)
+    }
+
+    /// The space a file found at the start of `slot` takes, if one is there: a slot header
+    /// that could be C's or ours (type, sizes, time and extension all plausible).
+    fn occupant(&self, slot: &Block) -> Option<Block> {
+        let f = File::open(self.trunk_file_path(slot)?).ok()?;
+        let mut h = [0u8; SLOT_HEADER_LEN as usize];
+        f.read_exact_at(&mut h, slot.offset as u64).ok()?;
+        let int = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+        let (alloc, size, mtime) = (int(1), int(5), int(13));
+        let plausible = matches!(h[0], crate::trunk::SLOT_FILE | b'L')
+            && alloc as u64 >= SLOT_HEADER_LEN
+            && size as u64 + SLOT_HEADER_LEN <= alloc as u64
+            && slot.offset as u64 + alloc as u64 <= f.metadata().ok()?.len()
+            && mtime > 946_684_800
+            && mtime as i64 <= now_unix() + 86_400
+            && h[17..].iter().all(|&b| b == 0 || b == b' ' || b.is_ascii_graphic());
+        plausible.then_some(Block { size: alloc, ..*slot })
+    }
+
+    /// A new trunk file at its full size (C creates it so), made durable with its entry.
+    fn create_trunk_file(&self, b: &Block) -> std::io::Result<()> {
+        let path = self.trunk_file_path(b).ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
+        let f = OpenOptions::new().write(true).create_new(true).open(&path)?;
+        f.set_len(b.size as u64)?;
+        f.sync_all()?;
+        crate::durable::sync_dir(path.parent().unwrap_or(Path::new(".")))
+    }
+
+    /// The held slot is written: it is in use. The line is synced by the writer's round (local
+    /// uploads) or before the answer (28 from a member).
+    fn confirm_local(&self, slot: &Block) -> Result<(), Status> {
+        let mut guard = self.trunk.space();
+        let Some(space) = guard.as_mut() else { return Err(Status::EINVAL) };
+        let Some(line) = space.confirm(slot, now_unix()) else { return Err(Status::ENOENT) };
+        if let Err(e) = self.trunk.log.append(&[line]) {
+            space.release(slot);
+            return Err(io(e));
+        }
+        self.trunk.news.notify_waiters();
+        Ok(())
+    }
+
+    /// A slot is free again: a held one whose write failed, or one whose file was deleted.
+    fn free_local(&self, slot: &Block) -> Result<(), Status> {
+        let mut guard = self.trunk.space();
+        let Some(space) = guard.as_mut() else { return Err(Status::EINVAL) };
+        if space.release(slot) {
+            return Ok(());
+        }
+        let lines = space.free(slot, now_unix());
+        self.trunk.log.append(&lines).map_err(io)?;
+        self.trunk.news.notify_waiters();
+        Ok(())
+    }
+}
+
+fn unreachable_trunk_server(e: impl std::fmt::Display, what: &str) -> Status {
+    log::warn!("trunk server: {what}: {e}");
+    Status::EAGAIN
+}
+
+/// Asks the trunk server at `addr`; a connection goes back to the pool only after an answer.
+async fn call_trunk_server(
+    srv: &StorageServer,
+    addr: &str,
+    cmd: Command,
+    status: u8,
+    body: &[u8],
+) -> Result<Vec<u8>, Status> {
+    let mut conn: Connection = srv.trunk.pool.get(addr).await.map_err(|e| unreachable_trunk_server(e, "connect"))?;
+    match conn.call_with_status(cmd, status, body).await {
+        Ok(b) => {
+            srv.trunk.pool.put(conn);
+            Ok(b.to_vec())
+        }
+        Err(crate::client::ClientError::Status { status }) => {
+            srv.trunk.pool.put(conn);
+            Err(status)
+        }
+        Err(e) => Err(unreachable_trunk_server(e, &format!("{cmd:?}"))),
+    }
+}
+
+/// A slot for an upload of `content_len` bytes to store path `path`, or `None` when the file
+/// is to be a regular file: trunk files off, too large for a slot, or no trunk server known
+/// (then the file is stored as a regular file, which every reader accepts, rather than refused).
+pub(super) async fn reserve(
+    srv: &Arc<StorageServer>,
+    path: usize,
+    content_len: u64,
+) -> Result<Option<Reserved>, Status> {
+    let params = srv.params();
+    if !params.use_trunk_file || params.trunk.slot_size(content_len).is_none() {
+        return Ok(None);
+    }
+    let Some(server) = srv.trunk.server() else { return Ok(None) };
+    let path = u8::try_from(path).map_err(|_| Status::EINVAL)?;
+    if server.id == srv.my_id() {
+        let s = srv.clone();
+        let slot = Disk::read(move || s.alloc_local(path, content_len)).await?;
+        return Ok(slot.map(|slot| Reserved { slot, remote: None }));
+    }
+    let addr = crate::config::join_host_port(&server.ip, server.port as u16);
+    let req = TrunkAllocReq {
+        group: srv.group.clone(),
+        file_size: i32::try_from(content_len + SLOT_HEADER_LEN).map_err(|_| Status::EINVAL)?,
+        store_path_index: path,
+    };
+    let body = match call_trunk_server(srv, &addr, Command::TrunkAllocSpace, 0, &req.encode(Profile::CLASSIC)).await {
+        Ok(b) => b,
+        Err(s) => {
+            log::warn!("trunk server {addr} refused a slot ({s:?}); storing a regular file");
+            return Ok(None);
+        }
+    };
+    let slot = TrunkInfo::decode(&body, Profile::CLASSIC).ok().and_then(|i| block_of(&i)).filter(|b| b.path == path);
+    match slot {
+        Some(slot) if (slot.size as u64) >= content_len + SLOT_HEADER_LEN => {
+            Ok(Some(Reserved { slot, remote: Some(addr) }))
+        }
+        _ => {
+            log::warn!("trunk server {addr} answered a slot that does not fit; storing a regular file");
+            Ok(None)
+        }
+    }
+}
+
+/// Gives a reserved slot back: released if still held, freed if confirmed.
+async fn give_back(srv: &Arc<StorageServer>, r: &Reserved, confirmed: bool) {
+    let result = match &r.remote {
+        None => {
+            let (s, slot) = (srv.clone(), r.slot);
+            Disk::read(move || s.free_local(&slot)).await
+        }
+        Some(addr) => {
+            let req = TrunkSlotReq { group: srv.group.clone(), info: info_of(&r.slot) }.encode(Profile::CLASSIC);
+            let (cmd, status) =
+                if confirmed { (Command::TrunkFreeSpace, 0) } else { (Command::TrunkAllocConfirm, Status::EIO.0) };
+            call_trunk_server(srv, addr, cmd, status, &req).await.map(drop)
+        }
+    };
+    if let Err(s) = result {
+        log::warn!(
+            "trunk slot {:?} not given back ({s:?}); its space stays unused until the trunk binlog is rebuilt",
+            r.slot
+        );
+    }
+}
+
+/// 11 into a trunk slot: the content is written into the slot (streamed there when large),
+/// the slot confirmed, and the name recorded in one of the writer's rounds.
+pub(super) async fn upload<R: AsyncRead + Unpin>(
+    srv: &Arc<StorageServer>,
+    r: Reserved,
+    ext: &str,
+    content: &mut Content<'_, R>,
+    ts: i64,
+) -> OpResult<String> {
+    let slot = r.slot;
+    let Some(trunk_path) = srv.trunk_file_path(&slot) else { return Err(Status::EINVAL.into()) };
+    let size = content.left();
+    let data_at = slot.offset as u64 + SLOT_HEADER_LEN;
+    let received = async {
+        if size <= SMALL {
+            let (bytes, crc) = content.read_all().await?;
+            return Ok((Some(bytes), crc));
+        }
+        let p = trunk_path.clone();
+        let file = tokio::task::spawn_blocking(move || OpenOptions::new().write(true).open(p))
+            .await
+            .map_err(std::io::Error::other)??;
+        srv.disk.stream_into(Arc::new(file), data_at, content, &WriteFence::default()).await?;
+        Ok::<_, std::io::Error>((None, content.crc()))
+    }
+    .await;
+    let (bytes, crc) = match received {
+        Ok(v) => v,
+        Err(e) => {
+            give_back(srv, &r, false).await;
+            return Err(closing(io(e)));
+        }
+    };
+    let loc = TrunkLocation { trunk_id: slot.trunk_id, offset: slot.offset, size: slot.size };
+    let new = NewName {
+        source: srv.source(),
+        timestamp: ts as u32,
+        size,
+        crc32: crc,
+        kind: NameKind::Trunk(loc),
+        ext,
+        store_path_index: slot.path,
+        high: slot.high,
+        low: slot.low,
+    };
+    let name = file_id::generate(&new, &mut fastrand::Rng::new());
+    let header = crate::trunk::expected_header(&name, &loc);
+    if let Some(addr) = &r.remote {
+        // Confirmed before the round: once the upload is answered the slot is the trunk
+        // server's record of a file in use, whatever happens to either of us.
+        let req = TrunkSlotReq { group: srv.group.clone(), info: info_of(&slot) }.encode(Profile::CLASSIC);
+        if let Err(s) = call_trunk_server(srv, addr, Command::TrunkAllocConfirm, 0, &req).await {
+            log::warn!("trunk server {addr} did not confirm slot {slot:?}: {s:?}");
+            return Err(Status::EAGAIN.into());
+        }
+    }
+    let (s, name_text, local) = (srv.clone(), name.to_string(), r.remote.is_none());
+    let path = trunk_path.clone();
+    let stored = srv
+        .disk
+        .write(slot.path as usize, move |w| {
+            let file = OpenOptions::new().write(true).open(&path).map_err(io)?;
+            if let Some(b) = &bytes {
+                file.write_all_at(b, data_at).map_err(io)?;
+                w.wrote(&file, b.len() as u64).map_err(io)?;
+            }
+            // Content first, header last: the slot holds the name only once both are there.
+            file.write_all_at(&header, slot.offset as u64).map_err(io)?;
+            if local {
+                s.confirm_local(&slot)?;
+            }
+            let record = s.own_change(ts, Op::Create, &name_text, String::new());
+            Ok(Change::new(name_text).record(record).sync_file(file))
+        })
+        .await;
+    match stored {
+        Ok(name) => Ok(name),
+        Err(status) => {
+            // The header is cleared before the slot is given back, so no later file in the
+            // slot can be mistaken for this one.
+            let _ = Disk::read(move || {
+                let f = OpenOptions::new().write(true).open(&trunk_path).map_err(io)?;
+                f.write_all_at(&[0u8; SLOT_HEADER_LEN as usize], slot.offset as u64).map_err(io)
+            })
+            .await;
+            // A local slot is released if still held, freed if confirmed; a member's was
+            // confirmed (28) before the round.
+            give_back(srv, &r, true).await;
+            Err(status.into())
+        }
+    }
+}
+
+/// After a client deleted a trunk-resident file here: its slot is free for the trunk server.
+pub(super) async fn freed(srv: &Arc<StorageServer>, slot: Block) {
+    if !srv.params().use_trunk_file {
+        return;
+    }
+    let Some(server) = srv.trunk.server() else { return };
+    let r = Reserved {
+        slot,
+        remote: (server.id != srv.my_id()).then(|| crate::config::join_host_port(&server.ip, server.port as u16)),
+    };
+    give_back(srv, &r, true).await;
+}
+
+/// 27 TRUNK_ALLOC_SPACE from a member.
+pub(super) async fn alloc_space(srv: &Arc<StorageServer>, req: TrunkAllocReq) -> Result<Vec<u8>, Status> {
+    srv.check_group(&req.group)?;
+    let content_len =
+        u64::try_from(req.file_size).ok().and_then(|n| n.checked_sub(SLOT_HEADER_LEN)).ok_or(Status::EINVAL)?;
+    if req.store_path_index as usize >= srv.paths.paths.len() {
+        return Err(Status::EINVAL);
+    }
+    let s = srv.clone();
+    let slot = Disk::read(move || s.alloc_local(req.store_path_index, content_len)).await?.ok_or(Status::EINVAL)?;
+    Ok(info_of(&slot).encode(Profile::CLASSIC).to_vec())
+}
+
+/// 28 TRUNK_ALLOC_CONFIRM (`write_status` 0: the member wrote the file) and 29 TRUNK_FREE_SPACE.
+pub(super) async fn slot_done(
+    srv: &Arc<StorageServer>,
+    req: TrunkSlotReq,
+    confirm: bool,
+    write_status: u8,
+) -> Result<(), Status> {
+    srv.check_group(&req.group)?;
+    let slot = block_of(&req.info).ok_or(Status::EINVAL)?;
+    let s = srv.clone();
+    Disk::read(move || {
+        if confirm && write_status == 0 {
+            s.confirm_local(&slot)?;
+            // The member answers its client after this answer: the line must be on disk.
+            s.trunk.log.sync_if_dirty().map_err(io)
+        } else {
+            s.free_local(&slot)
+        }
+    })
+    .await
+}
+
+/// 30 TRUNK_SYNC_BINLOG: the trunk server's lines, appended to ours (whole lines only).
+pub(super) async fn receive_binlog(srv: &Arc<StorageServer>, body: Vec<u8>) -> Result<(), Status> {
+    if srv.trunk.is_server() {
+        log::warn!("trunk binlog lines from another storage while this one is the trunk server; ignored");
+        return Err(Status::EINVAL);
+    }
+    let text = std::str::from_utf8(&body).map_err(|_| Status::EINVAL)?;
+    if !text.is_empty() && (!text.ends_with('\n') || text.lines().any(|l| SpaceRecord::parse(l).is_none())) {
+        return Err(Status::EINVAL);
+    }
+    let s = srv.clone();
+    Disk::read(move || {
+        s.trunk.log.append_raw(&body).map_err(io)?;
+        s.trunk.log.sync_if_dirty().map_err(io)
+    })
+    .await
+}
+
+/// 31 TRUNK_GET_BINLOG_SIZE: the tracker prefers the member with the longest trunk binlog.
+pub(super) fn binlog_size(srv: &StorageServer) -> Vec<u8> {
+    (srv.trunk.log.len() as i64).to_be_bytes().to_vec()
+}
+
+/// 32 TRUNK_DELETE_BINLOG_MARKS (from the tracker, to a new trunk server).
+pub(super) async fn delete_marks(srv: &Arc<StorageServer>) -> Result<(), Status> {
+    let s = srv.clone();
+    Disk::read(move || s.trunk.log.delete_marks().map_err(io)).await?;
+    srv.trunk.news.notify_waiters();
+    Ok(())
+}
+
+/// 33 TRUNK_TRUNCATE_BINLOG_FILE (from the trunk server, before it sends its whole binlog).
+pub(super) async fn restart_binlog(srv: &Arc<StorageServer>) -> Result<(), Status> {
+    if srv.trunk.is_server() {
+        return Err(Status::EINVAL);
+    }
+    let s = srv.clone();
+    Disk::read(move || s.trunk.log.restart().map_err(io)).await
+}
+
+/// While this storage is the trunk server: pushes its trunk binlog to every other member
+/// (30), from where its mark file says, starting over (33 first) for a member never pushed to.
+pub async fn push_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
+    let mut conns: HashMap<String, Connection> = HashMap::new();
+    loop {
+        let news = srv.trunk.news.notified();
+        if srv.trunk.is_server() {
+            for peer in srv.peers() {
+                if peer.status != crate::protocol::status::ACTIVE && peer.status != crate::protocol::status::ONLINE {
+                    continue;
+                }
+                if let Err(e) = push_to(&srv, &peer, &mut conns).await {
+                    log::warn!("pushing the trunk binlog to {}: {e}", peer.id);
+                    conns.remove(&peer.id);
+                }
+            }
+        } else {
+            conns.clear();
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = news => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+async fn push_to(
+    srv: &Arc<StorageServer>,
+    peer: &Brief,
+    conns: &mut HashMap<String, Connection>,
+) -> Result<(), String> {
+    let key = if srv.params().use_storage_id { peer.id.clone() } else { format!("{}_{}", peer.ip, peer.port) };
+    let log = srv.trunk.log.clone();
+    let mut offset = log.mark(&key);
+    if offset == log.len() && offset > 0 {
+        return Ok(());
+    }
+    if !conns.contains_key(&peer.id) {
+        let addr = crate::config::join_host_port(&peer.ip, peer.port as u16);
+        let c = Connection::connect(&addr, srv.config.connect_timeout, srv.config.network_timeout)
+            .await
+            .map_err(|e| e.to_string())?;
+        conns.insert(peer.id.clone(), c);
+    }
+    let conn = conns.get_mut(&peer.id).expect("inserted above");
+    if offset == 0 || offset > log.len() {
+        conn.call(Command::TrunkTruncateBinlogFile, &[]).await.map_err(|e| e.to_string())?;
+        offset = 0;
+        save_mark(&log, &key, 0).await?;
+    }
+    while offset < log.len() {
+        let l = log.clone();
+        let chunk = tokio::task::spawn_blocking(move || l.read_from(offset, PUSH_CHUNK))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        if chunk.is_empty() {
+            break;
+        }
+        conn.call(Command::TrunkSyncBinlog, &chunk).await.map_err(|e| e.to_string())?;
+        offset += chunk.len() as u64;
+        save_mark(&log, &key, offset).await?;
+    }
+    Ok(())
+}
+
+async fn save_mark(log: &Arc<TrunkLog>, key: &str, offset: u64) -> Result<(), String> {
+    let (l, k) = (log.clone(), key.to_owned());
+    tokio::task::spawn_blocking(move || l.save_mark(&k, offset))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
