@@ -98,3 +98,87 @@ async fn a_c_trunk_store_path_is_served_over_the_protocol_and_http() {
     assert_eq!(e.status(), Status::ENOENT, "the file deleted at the source is not on the new member");
     storage.stop();
 }
+
+/// The fixture README's point 5: our storage, made trunk server by our tracker with the
+/// fixture's trunk settings, rebuilds the free space from C's trunk binlog and keeps uploading
+/// into C's trunk files (reusing their free space, no third trunk file while they have room)
+/// without touching a byte of any file C stored; C's keys in `.data_init_flag` survive.
+#[tokio::test]
+async fn our_trunk_server_continues_the_c_trunk_files() {
+    let tracker = TrackerProc::start(
+        "use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\ntrunk_file_size = 4MB\n\
+         trunk_alloc_alignment_size = 256\ntrunk_free_space_merge = true\n",
+    );
+    let t = tracker.addr();
+    let fx = unpack("c-6.16.1-trunk-storage", "127.0.0.33", &t);
+    let rows = manifest(&fx.root);
+    let base = fx.root.join("base_path");
+    let text = std::fs::read_to_string(base.join("data/trunk/binlog")).unwrap();
+    let mut c_free = fdfs_core::trunk::space::FreeSpace::new(Default::default(), 0);
+    for l in text.lines() {
+        c_free.replay(&fdfs_core::trunk::space::SpaceRecord::parse(l).unwrap());
+    }
+    let free_before = c_free.free_bytes();
+    let mut storage = Daemon::start("fdfs_storaged", &fx.conf, &base);
+    let c = client_for(&t);
+    let mut new = Vec::new();
+    let mut total = 0u64;
+    for i in 0..60usize {
+        let data: Vec<u8> = (0..(i * 997) % 20_000).map(|j| (j * 7 + i) as u8).collect();
+        total += (data.len() as u64 + 24).div_ceil(256) * 256;
+        let name = eventually(Duration::from_secs(20), "an upload into a trunk slot", || {
+            let (c, addr, data) = (&c, fx.addr.clone(), data.clone());
+            async move {
+                let r = c
+                    .storage
+                    .upload(
+                        &addr,
+                        fdfs_core::client::UploadKind::Normal,
+                        -1,
+                        "dat",
+                        fdfs_core::client::Content::Bytes(&data),
+                    )
+                    .await
+                    .ok()?;
+                // Until the leader has named it trunk server, small files are regular files.
+                (r.filename.len() == 60).then_some(r.filename)
+            }
+        })
+        .await;
+        new.push((name, data));
+    }
+    assert!(total < free_before, "the test fits in the C trunk files' free space");
+    assert!(!base.join("store/data/00/00/000003").exists(), "no third trunk file while the two have room");
+    for (name, data) in &new {
+        let got = c.storage.download(&fx.addr, "group1", name, 0, 0).await.unwrap_or_default();
+        assert!(got == *data || data.is_empty(), "{name}");
+    }
+    for r in &rows {
+        check_row(&c, &fx.addr, r).await;
+    }
+    // Every live slot, C's and ours, is in use in the trunk binlog, and none overlap.
+    let text = std::fs::read_to_string(base.join("data/trunk/binlog")).unwrap();
+    let mut free = fdfs_core::trunk::space::FreeSpace::new(Default::default(), 0);
+    for l in text.lines() {
+        free.replay(&fdfs_core::trunk::space::SpaceRecord::parse(l).unwrap());
+    }
+    let live = rows.iter().filter(|r| r.kind == "trunk").map(|r| r.remote()).chain(new.iter().map(|(n, _)| n.clone()));
+    let mut slots = Vec::new();
+    for name in live {
+        let loc = fdfs_core::file_id::RemoteFilename::parse(&name, Some(1)).unwrap().trunk_location().unwrap();
+        for b in free.free_blocks() {
+            let end = loc.offset as u64 + loc.size as u64;
+            let overlap = b.trunk_id == loc.trunk_id && (b.offset as u64) < end && loc.offset < b.offset + b.size;
+            assert!(!overlap, "{name}: slot {loc:?} free in the trunk binlog ({b:?})");
+        }
+        slots.push((loc.trunk_id, loc.offset, loc.size));
+    }
+    slots.sort();
+    for w in slots.windows(2) {
+        assert!(w[0].0 != w[1].0 || w[0].1 + w[0].2 <= w[1].1, "slots overlap: {:?} {:?}", w[0], w[1]);
+    }
+    let flag = std::fs::read_to_string(base.join("data/.data_init_flag")).unwrap();
+    assert!(flag.contains("store_path_mark0=MTI3LjAuMC4zMw"), "C's store path mark kept: {flag}");
+    assert!(flag.contains("current_trunk_file_id=2\n"), "{flag}");
+    storage.stop();
+}

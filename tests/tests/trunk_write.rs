@@ -178,3 +178,125 @@ async fn small_uploads_to_either_member_go_into_shared_trunk_slots() {
     .await;
     check_slots(&live, &ts.base(), &[ts, other]);
 }
+
+/// Uploads `n` small files to `to`, each of which must land in a trunk slot.
+async fn upload_small(
+    c: &fdfs_core::client::Client,
+    to: &StorageProc,
+    n: usize,
+    seed: u8,
+    live: &mut BTreeMap<String, Vec<u8>>,
+) {
+    for i in 0..n {
+        let data = content(300 + i * 37, seed.wrapping_add(i as u8));
+        let r = match c.storage.upload(&to.addr(), UploadKind::Normal, -1, "jpg", Content::Bytes(&data)).await {
+            Ok(r) => r,
+            Err(e) => {
+                let log = std::fs::read_to_string(to.base().join("logs/storaged.log")).unwrap_or_default();
+                panic!("upload to {}: {e}\n{log}", to.ip);
+            }
+        };
+        assert_eq!(r.filename.len(), 60, "to {}: {}", to.ip, r.filename);
+        live.insert(r.filename, data);
+    }
+}
+
+async fn trunk_server_id(c: &fdfs_core::client::Client, not: Option<&str>) -> String {
+    eventually(Duration::from_secs(30), "a trunk server", || async {
+        let list = c.tracker.list_storages("group1", None).await.ok()?;
+        list.iter().find(|s| s.if_trunk_server && Some(s.id.as_str()) != not).map(|s| s.id.clone())
+    })
+    .await
+}
+
+/// The trunk server is killed: the tracker names the other member (it holds the whole trunk
+/// binlog, pushed before every slot was answered), which allocates without ever handing out a
+/// slot still in use; `fdfs_monitor set_trunk_server` answers as C's; the old trunk server
+/// comes back as a member, gets the new trunk binlog, and asks the new trunk server for slots.
+#[tokio::test]
+async fn a_killed_trunk_server_is_replaced_without_handing_out_space_twice() {
+    let mut cluster = Cluster::start(
+        &format!("{TRACKER_CONF}check_active_interval = 2\n"),
+        &["127.0.0.43", "127.0.0.44"],
+        "subdir_count_per_path = 4\n",
+    )
+    .await;
+    let c = cluster.client();
+    let first = trunk_server_id(&c, None).await;
+    let (ts_i, other_i) = if first == cluster.storages[0].id { (0, 1) } else { (1, 0) };
+    let mut live = BTreeMap::new();
+    // Both learn who the trunk server is; then a burst to each, and the trunk server killed at
+    // once, before its last lines could have been pushed had it answered first.
+    for i in [ts_i, other_i] {
+        for tries in 0.. {
+            assert!(tries < 200, "no trunk slots from {}", cluster.storages[i].ip);
+            let r = c
+                .storage
+                .upload(&cluster.storages[i].addr(), UploadKind::Normal, -1, "", Content::Bytes(b"x"))
+                .await
+                .unwrap();
+            let trunk = r.filename.len() == 60;
+            live.insert(r.filename, b"x".to_vec());
+            if trunk {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    upload_small(&c, &cluster.storages[other_i], 20, 1, &mut live).await;
+    upload_small(&c, &cluster.storages[ts_i], 20, 2, &mut live).await;
+    cluster.storages[ts_i].daemon.kill9();
+
+    let second = trunk_server_id(&c, Some(&first)).await;
+    assert_eq!(second, cluster.storages[other_i].id);
+    let (code, out, _) = cluster.tool("fdfs_monitor", &["set_trunk_server", "group1", ""]);
+    assert_eq!(
+        (code, out.lines().last().unwrap_or_default()),
+        (0, format!("set trunk server group1:: success, new trunk server: {second}").as_str())
+    );
+    let (code, out, _) = cluster.tool("fdfs_monitor", &["set_trunk_server", "group1", &second]);
+    assert_eq!(code, 114, "already the trunk server: {out}");
+    let (code, _, _) = cluster.tool("fdfs_monitor", &["set_trunk_server", "group1", &first]);
+    assert_eq!(code, 64, "the old one is not ACTIVE (ENONET)");
+
+    // The new trunk server allocates around every slot the old one handed out.
+    let survivor = &cluster.storages[other_i];
+    eventually(Duration::from_secs(20), "uploads into the new trunk server's slots", || async {
+        let r = c.storage.upload(&survivor.addr(), UploadKind::Normal, -1, "", Content::Bytes(b"probe")).await.ok()?;
+        (r.filename.len() == 60).then_some(())
+    })
+    .await;
+    upload_small(&c, survivor, 30, 3, &mut live).await;
+
+    // The old trunk server returns as a member: it gets the new trunk binlog (its own kept
+    // as a backup) and the files, and its small uploads are allocated by the new trunk server.
+    let tracker = cluster.tracker.addr();
+    cluster.storages[ts_i].restart(&tracker, false).await;
+    // Pooled connections to the killed process are dead.
+    let c = cluster.client();
+    let (back, survivor) = (&cluster.storages[ts_i], &cluster.storages[other_i]);
+    upload_small(&c, back, 20, 4, &mut live).await;
+    for (name, data) in &live {
+        eventually(Duration::from_secs(30), "every file on both members", || async {
+            for m in [back, survivor] {
+                let got = c.storage.download(&m.addr(), "group1", name, 0, 0).await.ok()?;
+                if got != *data {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+    }
+    eventually(Duration::from_secs(20), "the new trunk binlog on the old trunk server", || async {
+        let want = std::fs::read(survivor.base().join("data/trunk/binlog")).ok()?;
+        (std::fs::read(back.base().join("data/trunk/binlog")).ok()? == want).then_some(())
+    })
+    .await;
+    let backups = std::fs::read_dir(back.base().join("data/trunk")).unwrap().flatten();
+    assert!(
+        backups.into_iter().any(|e| e.file_name().to_string_lossy().starts_with("binlog.2")),
+        "the old trunk binlog kept as binlog.<time>"
+    );
+    check_slots(&live, &survivor.base(), &[back, survivor]);
+}

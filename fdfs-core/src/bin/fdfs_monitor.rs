@@ -55,8 +55,19 @@ fn real_main() -> Result<ExitCode> {
                 delete(&config, &group, &id).await
             }
             "set_trunk_server" => {
-                eprintln!("set_trunk_server: trunk files are not supported by fastdfs-rs");
-                Ok(ExitCode::from(95))
+                let Some(group) = group else { bail!(usage()) };
+                let id = id.unwrap_or_default();
+                match t.set_trunk_server(&group, &id).await {
+                    Ok(new) => {
+                        fdfs_core::outln!("set trunk server {group}::{id} success, new trunk server: {new}");
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Err(e) => {
+                        let code = e.status().0;
+                        fdfs_core::outln!("set trunk server {group}::{id} fail, error no: {code}, error info: {e}");
+                        Ok(ExitCode::from(code.max(1)))
+                    }
+                }
             }
             _ => bail!(usage()),
         }

@@ -140,6 +140,20 @@ impl TrackerClient {
         expect_empty("tracker", &body)
     }
 
+    /// 94 on the leader: makes `storage_id` the group's trunk server (empty: asks who it is).
+    /// Returns the trunk server's ID.
+    pub async fn set_trunk_server(&self, group: &str, storage_id: &str) -> ClientResult<String> {
+        let mut body = GroupReq { group: group.into() }.encode().to_vec();
+        body.extend_from_slice(storage_id.as_bytes());
+        let answer = if self.trackers.len() > 1 {
+            let leader = self.leader().await?;
+            self.call_one(&leader, Command::ServerSetTrunkServer, &body).await?
+        } else {
+            self.call(Command::ServerSetTrunkServer, &body).await?
+        };
+        Self::decode(decode_trunk_server_id(&answer))
+    }
+
     /// 108.
     pub async fn delete_group(&self, group: &str) -> ClientResult<()> {
         let body = self.call(Command::ServerDeleteGroup, &GroupReq { group: group.into() }.encode()).await?;

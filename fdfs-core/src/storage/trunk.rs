@@ -190,6 +190,8 @@ pub struct Trunk {
     reported_id: AtomicU32,
     /// Connections to the trunk server (27/28/29).
     pool: Pool,
+    /// While trunk server: how much of the trunk binlog every reachable ACTIVE member holds.
+    pushed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Trunk {
@@ -201,6 +203,7 @@ impl Trunk {
             news: tokio::sync::Notify::new(),
             reported_id: AtomicU32::new(0),
             pool: Pool::new(connect_timeout, network_timeout, Duration::from_secs(3600), true),
+            pushed: tokio::sync::watch::Sender::new(0),
         })
     }
 
@@ -428,6 +431,19 @@ impl StorageServer {
     }
 }
 
+/// Waits until the other members hold the trunk binlog as it stands (bounded: a member that
+/// stops answering is left out by the pusher). A slot is answered as in use only then, so
+/// whichever member takes over as trunk server knows of it and never hands it out again.
+async fn until_pushed(srv: &StorageServer) {
+    let upto = srv.trunk.log.len();
+    let mut rx = srv.trunk.pushed.subscribe();
+    srv.trunk.news.notify_waiters();
+    let limit = srv.config.network_timeout.clamp(Duration::from_secs(1), Duration::from_secs(10));
+    if tokio::time::timeout(limit, rx.wait_for(|&p| p >= upto)).await.is_err() {
+        log::warn!("the trunk binlog did not reach every member within {limit:?}; answering anyway");
+    }
+}
+
 fn unreachable_trunk_server(e: impl std::fmt::Display, what: &str) -> Status {
     log::warn!("trunk server: {what}: {e}");
     Status::EAGAIN
@@ -597,7 +613,12 @@ pub(super) async fn upload<R: AsyncRead + Unpin>(
         })
         .await;
     match stored {
-        Ok(name) => Ok(name),
+        Ok(name) => {
+            if local {
+                until_pushed(srv).await;
+            }
+            Ok(name)
+        }
         Err(status) => {
             // The header is cleared before the slot is given back, so no later file in the
             // slot can be mistaken for this one.
@@ -650,8 +671,9 @@ pub(super) async fn slot_done(
     srv.check_group(&req.group)?;
     let slot = block_of(&req.info).ok_or(Status::EINVAL)?;
     let s = srv.clone();
+    let confirmed = confirm && write_status == 0;
     Disk::read(move || {
-        if confirm && write_status == 0 {
+        if confirmed {
             s.confirm_local(&slot)?;
             // The member answers its client after this answer: the line must be on disk.
             s.trunk.log.sync_if_dirty().map_err(io)
@@ -659,7 +681,11 @@ pub(super) async fn slot_done(
             s.free_local(&slot)
         }
     })
-    .await
+    .await?;
+    if confirmed {
+        until_pushed(srv).await;
+    }
+    Ok(())
 }
 
 /// 30 TRUNK_SYNC_BINLOG: the trunk server's lines, appended to ours (whole lines only).
@@ -673,9 +699,13 @@ pub(super) async fn receive_binlog(srv: &Arc<StorageServer>, body: Vec<u8>) -> R
         return Err(Status::EINVAL);
     }
     let s = srv.clone();
+    let sync = srv.disk.durability() == crate::config::Durability::PowerLoss;
     Disk::read(move || {
         s.trunk.log.append_raw(&body).map_err(io)?;
-        s.trunk.log.sync_if_dirty().map_err(io)
+        if sync {
+            s.trunk.log.sync_if_dirty().map_err(io)?;
+        }
+        Ok(())
     })
     .await
 }
@@ -709,15 +739,25 @@ pub async fn push_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
     loop {
         let news = srv.trunk.news.notified();
         if srv.trunk.is_server() {
+            // Read before pushing: what every member reached counts only up to here.
+            let mut everywhere = srv.trunk.log.len();
+            // Every member that may become trunk server one day gets it, whatever its status
+            // now (one still copying the group may be ACTIVE by the time this one dies).
             for peer in srv.peers() {
-                if peer.status != crate::protocol::status::ACTIVE && peer.status != crate::protocol::status::ONLINE {
+                use crate::protocol::status::{DELETED, IP_CHANGED, OFFLINE};
+                if matches!(peer.status, OFFLINE | DELETED | IP_CHANGED) {
                     continue;
                 }
-                if let Err(e) = push_to(&srv, &peer, &mut conns).await {
-                    log::warn!("pushing the trunk binlog to {}: {e}", peer.id);
-                    conns.remove(&peer.id);
+                match push_to(&srv, &peer, &mut conns).await {
+                    Ok(reached) => everywhere = everywhere.min(reached),
+                    Err(e) => {
+                        // An unreachable member is left out rather than holding up every upload.
+                        log::warn!("pushing the trunk binlog to {}: {e}", peer.id);
+                        conns.remove(&peer.id);
+                    }
                 }
             }
+            srv.trunk.pushed.send_replace(everywhere);
         } else {
             conns.clear();
         }
@@ -729,16 +769,17 @@ pub async fn push_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
     }
 }
 
+/// Brings `peer` up to the end of the trunk binlog; returns how far it now has it.
 async fn push_to(
     srv: &Arc<StorageServer>,
     peer: &Brief,
     conns: &mut HashMap<String, Connection>,
-) -> Result<(), String> {
+) -> Result<u64, String> {
     let key = if srv.params().use_storage_id { peer.id.clone() } else { format!("{}_{}", peer.ip, peer.port) };
     let log = srv.trunk.log.clone();
     let mut offset = log.mark(&key);
     if offset == log.len() && offset > 0 {
-        return Ok(());
+        return Ok(offset);
     }
     if !conns.contains_key(&peer.id) {
         let addr = crate::config::join_host_port(&peer.ip, peer.port as u16);
@@ -766,7 +807,7 @@ async fn push_to(
         offset += chunk.len() as u64;
         save_mark(&log, &key, offset).await?;
     }
-    Ok(())
+    Ok(offset)
 }
 
 async fn save_mark(log: &Arc<TrunkLog>, key: &str, offset: u64) -> Result<(), String> {
