@@ -182,3 +182,152 @@ async fn our_trunk_server_continues_the_c_trunk_files() {
     assert!(flag.contains("current_trunk_file_id=2\n"), "{flag}");
     storage.stop();
 }
+
+/// One packet of `shared/captures/fastdfs-6.16.1-trunk.jsonl`.
+#[derive(Debug, Clone)]
+struct Packet {
+    exchange: String,
+    cmd: u8,
+    status: u8,
+    in_reply_to: Option<u8>,
+    body: Vec<u8>,
+}
+
+fn trunk_capture() -> Vec<Packet> {
+    let text = std::fs::read_to_string(fdfs_e2e::shared_dir().join("captures/fastdfs-6.16.1-trunk.jsonl")).unwrap();
+    text.lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let hex = v["body_hex"].as_str().unwrap();
+            Packet {
+                exchange: v["exchange"].as_str().unwrap().to_owned(),
+                cmd: v["cmd"].as_u64().unwrap() as u8,
+                status: v["status"].as_u64().unwrap() as u8,
+                in_reply_to: v["in_reply_to"].as_u64().map(|c| c as u8),
+                body: (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect(),
+            }
+        })
+        .collect()
+}
+
+/// The captured request of `cmd` in an exchange whose name contains `exchange`, and its answer.
+fn captured(p: &[Packet], exchange: &str, cmd: u8) -> (Packet, Packet) {
+    let i = p
+        .iter()
+        .position(|x| x.exchange.contains(exchange) && x.cmd == cmd)
+        .unwrap_or_else(|| panic!("{exchange} {cmd}"));
+    let answer = p[i + 1..].iter().find(|x| x.exchange == p[i].exchange && x.in_reply_to == Some(cmd)).unwrap();
+    (p[i].clone(), answer.clone())
+}
+
+/// The trunk commands of the capture, sent as C 6.16.1 sent them, get answers of the captured
+/// shape from our tracker and trunk server (on the C fixture): 72 before JOIN, 94 (who, and
+/// naming the current one), 31, 27/28/29 from a member (slot sizes as C allocates them, and
+/// the trunk binlog lines C writes), and 33 + 30 to a member that is not the trunk server.
+#[tokio::test]
+async fn captured_trunk_requests_get_the_captured_answers() {
+    use fdfs_core::client::{Content, UploadKind};
+    use fdfs_core::protocol::peer::{TrunkInfo, TrunkSlotReq};
+    use fdfs_core::protocol::Profile;
+    use fdfs_e2e::{raw_exchange, raw_request};
+    let p = trunk_capture();
+    let tracker = TrackerProc::start(
+        "use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\ntrunk_file_size = 4MB\n\
+         trunk_alloc_alignment_size = 256\ntrunk_free_space_merge = true\n",
+    );
+    let t = tracker.addr();
+    let fx = unpack("c-6.16.1-trunk-storage", "127.0.0.33", &t);
+    let base = fx.root.join("base_path");
+    let mut storage = Daemon::start("fdfs_storaged", &fx.conf, &base);
+    let c = client_for(&t);
+    eventually(Duration::from_secs(20), "our storage named trunk server", || async {
+        let list = c.tracker.list_storages("group1", None).await.ok()?;
+        list.iter().find(|s| s.if_trunk_server && s.id == "127.0.0.33").map(|_| ())
+    })
+    .await;
+    // It learns so from its next beat answer: then a small upload takes a trunk slot.
+    eventually(Duration::from_secs(20), "our storage acting as trunk server", || async {
+        let data = b"first";
+        let r = c.storage.upload(&fx.addr, UploadKind::Normal, -1, "", Content::Bytes(data)).await.ok()?;
+        (r.filename.len() == 60).then_some(())
+    })
+    .await;
+
+    let (req, want) = captured(&p, "fetch_trunk_fid_72_not_logged_in", 72);
+    let (st, body) = raw_request(&t, req.cmd, &req.body);
+    assert_eq!((st, body), (want.status, want.body), "72 before JOIN: EACCES");
+    let (req, want) = captured(&p, "set_trunk_server_94_empty_id", 94);
+    assert_eq!(raw_request(&t, req.cmd, &req.body), (want.status, want.body.clone()), "94 who: {:?}", want.body);
+    let (req, want) = captured(&p, "set_trunk_server_94_current_id", 94);
+    assert_eq!(raw_request(&t, req.cmd, &req.body), (want.status, want.body), "94 naming the current one: EALREADY");
+
+    let binlog = || std::fs::read_to_string(base.join("data/trunk/binlog")).unwrap();
+    let (st, size) = raw_request(&fx.addr, 31, &[]);
+    assert_eq!((st, size.len()), (0, 8));
+    assert_eq!(i64::from_be_bytes(size.try_into().unwrap()) as usize, binlog().len(), "31: the trunk binlog's size");
+
+    // A member asks for slots as C's S1 asked S2 (27), confirms (28) and frees one (29).
+    let mut s = std::net::TcpStream::connect(&fx.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let allocs: Vec<(Packet, Packet)> = p
+        .iter()
+        .enumerate()
+        .filter(|(_, x)| x.exchange.starts_with("D7_") && x.cmd == 27)
+        .map(|(i, x)| (x.clone(), p[i + 1].clone()))
+        .collect();
+    assert_eq!(allocs.len(), 3);
+    let mut slots = Vec::new();
+    for (req, want) in &allocs {
+        let (st, got) = raw_exchange(&mut s, 27, &req.body);
+        assert_eq!((st, got.len()), (want.status, want.body.len()), "27: a 15-byte trunk info");
+        let (ours, theirs) = (
+            TrunkInfo::decode(&got, Profile::CLASSIC).unwrap(),
+            TrunkInfo::decode(&want.body, Profile::CLASSIC).unwrap(),
+        );
+        assert_eq!((ours.store_path_index, ours.size), (theirs.store_path_index, theirs.size), "slot size as C's");
+        assert_eq!(ours.offset % 256, 0, "aligned");
+        let before = binlog();
+        let confirm = TrunkSlotReq { group: "group1".into(), info: ours.clone() }.encode(Profile::CLASSIC);
+        assert_eq!(confirm.len(), 31, "28's body, as captured");
+        assert_eq!(raw_exchange(&mut s, 28, &confirm), (0, Vec::new()), "28");
+        let line = binlog()[before.len()..].to_owned();
+        assert!(
+            line.ends_with(&format!(" D 0 0 0 {} {} {}\n", ours.trunk_file_id, ours.offset, ours.size)),
+            "the confirmation line: {line:?}"
+        );
+        slots.push(confirm);
+    }
+    let before = binlog();
+    assert_eq!(raw_exchange(&mut s, 29, &slots[0]), (0, Vec::new()), "29");
+    let freed = binlog()[before.len()..].to_owned();
+    assert!(freed.lines().last().unwrap().contains(" A 0 0 0 "), "the freed slot is free space again: {freed:?}");
+
+    // A member that is not the trunk server takes C's trunk binlog push (33, then 30).
+    let dir = tempfile::tempdir().unwrap();
+    let member_base = dir.path().join("base");
+    std::fs::create_dir_all(&member_base).unwrap();
+    let conf = dir.path().join("storage.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "group_name = group2\nbind_addr = 127.0.0.35\nport = 0\nbase_path = {0}\nstore_path0 = {0}\n\
+             subdir_count_per_path = 2\ntracker_server = 127.0.0.1:1\nlog_level = debug\n",
+            member_base.display()
+        ),
+    )
+    .unwrap();
+    let mut member = Daemon::start("fdfs_storaged", &conf, &member_base);
+    let addr = member.addr.to_string();
+    let (req, want) = captured(&p, "D6c_trunk_server_stopped_then_set_trunk_server_trunk_binlog_", 33);
+    let mut s = std::net::TcpStream::connect(&addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(raw_exchange(&mut s, req.cmd, &req.body), (want.status, want.body), "33");
+    let (req, want) = captured(&p, "D6c_trunk_server_stopped_then_set_trunk_server_trunk_binlog_", 30);
+    assert_eq!(req.body.len(), 41_213, "the whole captured trunk binlog");
+    assert_eq!(raw_exchange(&mut s, req.cmd, &req.body), (want.status, want.body), "30");
+    assert_eq!(std::fs::read(member_base.join("data/trunk/binlog")).unwrap(), req.body, "kept as sent");
+    let (st, _) = raw_exchange(&mut s, 30, b"1795800553 X 0 0 0 1 0 4194304\n");
+    assert_eq!(st, Status::EINVAL.0, "a line that is not a trunk binlog line is refused");
+    member.stop();
+    storage.stop();
+}
