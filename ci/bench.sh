@@ -7,6 +7,9 @@
 #   - nginx with ngx-fastdfs vs the same nginx's plain `root` location serving the same file
 #     (4 KiB and 200 KiB), with wrk; the ratio is module / root requests per second.
 #   - replication lag: upload acknowledged on storage A → readable on storage B (p50/p99).
+#   - trunk mode (the tracker restarted with `use_trunk_file = true`): 4 KiB uploads at 1 and 16
+#     clients beside the same raw limits, and GET of a trunk-resident file through the module
+#     vs `root` serving a regular file of the same size.
 # Two storages of one group run (127.0.0.2 and 127.0.0.3), so the upload figures include
 # replication. Not here: the C storage baseline for the upload ratios (the C daemons cannot be
 # fetched on these machines).
@@ -151,8 +154,11 @@ print(f"{'A -> B':<22} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['max_ms']:>9.2
 PY
 
 # Module vs `root`: one nginx, one file, two locations.
-command -v wrk >/dev/null || { echo "wrk not installed (apt-get install wrk): skipping the module benchmark"; exit 0; }
+have_wrk=1
+command -v wrk >/dev/null || { echo "wrk not installed (apt-get install wrk): skipping the module benchmark"; have_wrk=0; }
+rps() { wrk -t2 -c32 -d"${BENCH_SECONDS:-5}"s "http://127.0.0.1:$nport$1" | awk '/Requests\/sec/ {print $2}'; }
 nport=$(port)
+if [[ $have_wrk == 1 ]]; then
 mkdir -p "$run/ngx/conf" "$run/ngx/logs"
 printf 'group_name=group1\nurl_have_group_name=true\nstore_path0=%s\n' "$run/storage" > "$run/ngx/conf/mod_fastdfs.conf"
 # The module serves storage A's store path; uploads below go there.
@@ -185,8 +191,47 @@ for size in 4096 204800; do
   head -c $size /dev/urandom > "$run/f.bin"
   id=$("$bin/fdfs_upload_file" "$run/client.conf" "$run/f.bin" "127.0.0.2:$sport")
   rel=${id#group1/M00/}
-  rps() { wrk -t2 -c32 -d"${BENCH_SECONDS:-5}"s "http://127.0.0.1:$nport$1" | awk '/Requests\/sec/ {print $2}'; }
+  [[ $size == 4096 ]] && root4k=$rel
   rps "/$id" >/dev/null  # warm up
   m=$(rps "/$id"); r=$(rps "/data/$rel"); m2=$(rps "/$id"); r2=$(rps "/data/$rel")
   python3 -c "m=($m+$m2)/2; r=($r+$r2)/2; print(f'{$size:<10} {m:>12.0f} {r:>12.0f} {m/r:>8.3f}')"
 done
+fi
+
+# Trunk mode (C's small-file packing): the tracker restarted with `use_trunk_file = true`, so
+# 4 KiB uploads go into trunk slots (a slot write, one trunk binlog line synced with the batch,
+# no new inode), beside the same raw limits as above; then GET of a trunk-resident 4 KiB file
+# through the module vs `root` serving a regular 4 KiB file.
+"$bin/fdfs_trackerd" "$run/tracker.conf" stop >/dev/null
+printf 'use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\ntrunk_file_size = 64MB\n' >> "$run/tracker.conf"
+printf 'trunk_alloc_alignment_size = 256\ntrunk_free_space_merge = true\n' >> "$run/tracker.conf"
+"$bin/fdfs_trackerd" "$run/tracker.conf" start
+storages power_loss
+head -c 4096 /dev/urandom > "$run/t.bin"
+for _ in $(seq 100); do
+  tid=$("$bin/fdfs_upload_file" "$run/client.conf" "$run/t.bin" "127.0.0.2:$sport")
+  [[ ${#tid} == 67 ]] && break
+  sleep 0.2
+done
+[[ ${#tid} == 67 ]] || { echo "no trunk slot after the switch to trunk mode: $tid" >&2; exit 1; }
+printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s %9s %7s\n' "trunk upload (ours vs raw)" files/s MB/s p50_ms p99_ms \
+  errors raw1/s ratio1 raw2/s ratio2
+for spec in "4KiB 1 $((count / 3))" "4KiB 16 $count"; do
+  read -r size c n <<<"$spec"
+  for i in 1 2; do
+    "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --size $size --count "$n" --concurrency "$c" \
+      --keep --json "$run/ours$i.json" >/dev/null
+    for copies in 1 2; do
+      "$bin/fdfs_bench" --op raw-write --dir "$run" --sync batch --size $size --count "$n" \
+        --concurrency "$c" --copies $copies --keep --json "$run/raw$copies-$i.json" >/dev/null
+    done
+  done
+  row "trunk power_loss $size x$c" "$run/ours1.json,$run/ours2.json" "$run/raw1-1.json,$run/raw1-2.json" \
+    "$run/raw2-1.json,$run/raw2-2.json"
+done
+if [[ $have_wrk == 1 && -n ${root4k:-} ]]; then
+  printf '\n%-10s %12s %12s %8s\n' "trunk GET" module_rps root_rps ratio
+  rps "/$tid" >/dev/null
+  m=$(rps "/$tid"); r=$(rps "/data/$root4k"); m2=$(rps "/$tid"); r2=$(rps "/data/$root4k")
+  python3 -c "m=($m+$m2)/2; r=($r+$r2)/2; print(f'{4096:<10} {m:>12.0f} {r:>12.0f} {m/r:>8.3f}')"
+fi

@@ -77,8 +77,9 @@ async fn small_uploads_to_either_member_go_into_shared_trunk_slots() {
 
     let mut live: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     // Both members learn the trunk server from the leader's next beat answer; until then a
-    // small upload is stored as a regular file (which every reader accepts).
-    for m in [ts, other] {
+    // small upload is stored as a regular file (which every reader accepts). The member goes
+    // first: the trunk file its slot is in exists only on the trunk server yet.
+    for m in [other, ts] {
         for tries in 0.. {
             assert!(tries < 200, "{} never put a small file into a trunk slot", m.ip);
             let data = content(10, 0);

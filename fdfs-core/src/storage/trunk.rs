@@ -537,6 +537,17 @@ async fn give_back(srv: &Arc<StorageServer>, r: &Reserved, confirmed: bool) {
     }
 }
 
+/// A trunk file for writing; a member that has not received one yet creates it, at its full
+/// size as C does (`true`: created now, its directory entry must be synced).
+fn open_trunk_file(path: &Path, full_size: u64) -> std::io::Result<(File, bool)> {
+    let f = OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
+    let created = f.metadata()?.len() == 0;
+    if created {
+        f.set_len(full_size)?;
+    }
+    Ok((f, created))
+}
+
 /// 11 into a trunk slot: the content is written into the slot (streamed there when large),
 /// the slot confirmed, and the name recorded in one of the writer's rounds.
 pub(super) async fn upload<R: AsyncRead + Unpin>(
@@ -555,10 +566,9 @@ pub(super) async fn upload<R: AsyncRead + Unpin>(
             let (bytes, crc) = content.read_all().await?;
             return Ok((Some(bytes), crc));
         }
-        let p = trunk_path.clone();
-        let file = tokio::task::spawn_blocking(move || OpenOptions::new().write(true).open(p))
-            .await
-            .map_err(std::io::Error::other)??;
+        let (p, full) = (trunk_path.clone(), srv.params().trunk.trunk_file_size as u64);
+        let (file, _) =
+            tokio::task::spawn_blocking(move || open_trunk_file(&p, full)).await.map_err(std::io::Error::other)??;
         srv.disk.stream_into(Arc::new(file), data_at, content, &WriteFence::default()).await?;
         Ok::<_, std::io::Error>((None, content.crc()))
     }
@@ -594,11 +604,11 @@ pub(super) async fn upload<R: AsyncRead + Unpin>(
         }
     }
     let (s, name_text, local) = (srv.clone(), name.to_string(), r.remote.is_none());
-    let path = trunk_path.clone();
+    let (path, full) = (trunk_path.clone(), srv.params().trunk.trunk_file_size as u64);
     let stored = srv
         .disk
         .write(slot.path as usize, move |w| {
-            let file = OpenOptions::new().write(true).open(&path).map_err(io)?;
+            let (file, created) = open_trunk_file(&path, full).map_err(io)?;
             if let Some(b) = &bytes {
                 file.write_all_at(b, data_at).map_err(io)?;
                 w.wrote(&file, b.len() as u64).map_err(io)?;
@@ -609,7 +619,8 @@ pub(super) async fn upload<R: AsyncRead + Unpin>(
                 s.confirm_local(&slot)?;
             }
             let record = s.own_change(ts, Op::Create, &name_text, String::new());
-            Ok(Change::new(name_text).record(record).sync_file(file))
+            let change = Change::new(name_text).record(record).sync_file(file);
+            Ok(if created { change.sync_parent(&path) } else { change })
         })
         .await;
     match stored {

@@ -62,8 +62,9 @@ pub async fn run(t: Arc<Tracker>, mut shutdown: Shutdown) {
         match leader {
             Some(l) if l == t.self_addr() => misses = 0,
             Some(l) => {
-                if call(&l, &t, Command::TrackerPingLeader, &[]).await.is_some() {
+                if let Some(body) = call(&l, &t, Command::TrackerPingLeader, &[]).await {
                     misses = 0;
+                    learn_trunk_servers(&t, &body);
                 } else {
                     misses += 1;
                     if misses >= 3 {
@@ -74,6 +75,25 @@ pub async fn run(t: Arc<Tracker>, mut shutdown: Shutdown) {
                 }
             }
             None => elect(&t, &others).await,
+        }
+    }
+}
+
+/// A follower keeps the leader's trunk servers (65's answer), so it names the same ones
+/// should it lead one day.
+fn learn_trunk_servers(t: &Tracker, body: &[u8]) {
+    if body.len() % 32 != 0 {
+        return;
+    }
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim_end_matches('\0').to_owned();
+    let mut c = t.lock();
+    for entry in body.chunks(32) {
+        let (group, id) = (text(&entry[..16]), text(&entry[16..]));
+        if let Some(g) = c.groups.get_mut(&group) {
+            if g.trunk_server != id && crate::protocol::is_safe_token(&id) {
+                g.set_trunk_server(&id);
+                c.dirty = true;
+            }
         }
     }
 }

@@ -479,8 +479,26 @@ fn ping_leader(t: &Tracker, conn: &Conn, body: &[u8], now: i64) -> Outcome {
         },
     };
     t.follower_pings.record(conn.peer.ip().to_canonical().to_string(), now, counts);
-    // No trunk servers: nothing to tell followers.
-    ok(Vec::new())
+    ok(trunk_servers_body(t))
+}
+
+/// The trunk server of every group for a follower (65's answer): group[16] + ID[16] each, an
+/// empty ID for none. Every ping here comes on a new connection, so the list is always sent.
+fn trunk_servers_body(t: &Tracker) -> Vec<u8> {
+    if !t.config.use_trunk_file {
+        return Vec::new();
+    }
+    let c = t.lock();
+    let mut out = Vec::with_capacity(c.groups.len() * 32);
+    for g in c.groups.values() {
+        for text in [&g.name, &g.trunk_server] {
+            let mut field = [0u8; 16];
+            let n = text.len().min(16);
+            field[..n].copy_from_slice(&text.as_bytes()[..n]);
+            out.extend_from_slice(&field);
+        }
+    }
+    out
 }
 
 /// 81 STORAGE_JOIN, in whichever generation the storage speaks (found from the body's shape).
