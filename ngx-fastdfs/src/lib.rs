@@ -17,6 +17,8 @@
 
 use std::ffi::{c_char, c_void};
 use std::net::IpAddr;
+use std::os::unix::fs::FileExt;
+use std::os::unix::io::FromRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::ptr::{self, addr_of, addr_of_mut};
@@ -303,35 +305,25 @@ unsafe fn handle(request: &mut Request) -> ngx_int_t {
         }
         Route::TokenFail(Some(file)) => {
             // SAFETY: `request` is live.
-            match unsafe { serve_file(request.as_mut(), &file, None, None, None, None) } {
+            match unsafe { serve_file(request.as_mut(), &file, None, None, None, Windowed::Whole) } {
                 Ok(rc) => rc,
                 Err(_) => NGX_HTTP_BAD_REQUEST as ngx_int_t,
             }
         }
         Route::Serve(t) => {
-            if let (Some(root), true) = (&t.store_root, fdfs_core::trunk::is_trunk_name(&t.remote)) {
-                // A trunk-resident file: its slot is checked against the name, then the trunk
-                // file is served from the slot's content on, with the name's time.
-                match fdfs_core::trunk::open(&t.remote, root) {
-                    Ok(Some(slot)) => {
-                        if t.flv.is_none() && !multi_range_allowed(request, &settings_of(request)) {
-                            return NGX_HTTP_RANGE_NOT_SATISFIABLE as ngx_int_t;
-                        }
-                        let window = Window {
-                            base: slot.content_offset as i64,
-                            size: slot.size as i64,
-                            mtime: slot.mtime as i64,
-                        };
-                        let (etag, attachment) = (t.etag.as_deref(), t.attachment.as_deref());
-                        // SAFETY: `request` is live.
-                        let served =
-                            unsafe { serve_file(request.as_mut(), &slot.path, etag, attachment, t.flv, Some(window)) };
-                        if let Ok(rc) = served {
-                            return rc;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(_) => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+            let trunk = t.store_root.as_deref().and_then(|root| fdfs_core::trunk::location(&t.remote, root));
+            if let Some((path, loc)) = trunk {
+                // A trunk-resident file: the trunk file is opened through nginx's open file
+                // cache, the slot's header read from it and checked against the name, and the
+                // file served from the slot's content on, with the name's time.
+                if t.flv.is_none() && !multi_range_allowed(request, &settings_of(request)) {
+                    return NGX_HTTP_RANGE_NOT_SATISFIABLE as ngx_int_t;
+                }
+                let (etag, attachment) = (t.etag.as_deref(), t.attachment.as_deref());
+                let window = Windowed::Slot(&t.remote, loc);
+                // SAFETY: `request` is live.
+                if let Ok(rc) = unsafe { serve_file(request.as_mut(), &path, etag, attachment, t.flv, window) } {
+                    return rc;
                 }
                 // SAFETY: `request` is live.
                 return unsafe { not_here(request, &t, port) };
@@ -342,7 +334,8 @@ unsafe fn handle(request: &mut Request) -> ngx_int_t {
                 }
                 let (etag, attachment) = (t.etag.as_deref(), t.attachment.as_deref());
                 // SAFETY: `request` is live.
-                if let Ok(rc) = unsafe { serve_file(request.as_mut(), path, etag, attachment, t.flv, None) } {
+                if let Ok(rc) = unsafe { serve_file(request.as_mut(), path, etag, attachment, t.flv, Windowed::Whole) }
+                {
                     return rc;
                 }
             }
@@ -416,12 +409,13 @@ unsafe fn push_header(r: &mut ngx_http_request_t, key: &str, value: &str) -> Opt
 /// The file does not exist here.
 struct Missed;
 
-/// The part of a file that is the requested file's content (a trunk slot), and its time.
+/// Which part of the opened file is the requested file.
 #[derive(Clone, Copy)]
-struct Window {
-    base: i64,
-    size: i64,
-    mtime: i64,
+enum Windowed<'a> {
+    /// All of it, with the file's own time.
+    Whole,
+    /// The content of a trunk slot, if its header holds this name.
+    Slot(&'a fdfs_core::file_id::RemoteFilename, fdfs_core::file_id::TrunkLocation),
 }
 
 /// Serves a local file as nginx's static handler does. `Err(Missed)` when it does not exist.
@@ -431,7 +425,7 @@ unsafe fn serve_file(
     etag: Option<&str>,
     attachment: Option<&str>,
     flv: Option<FlvRange>,
-    window: Option<Window>,
+    window: Windowed<'_>,
 ) -> Result<ngx_int_t, Missed> {
     use std::os::unix::ffi::OsStrExt;
     let internal = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
@@ -459,8 +453,20 @@ unsafe fn serve_file(
         return Err(Missed);
     }
     let (base, size, mtime) = match window {
-        Some(w) => (w.base, w.size, w.mtime),
-        None => (0, of.size, of.mtime),
+        Windowed::Whole => (0, of.size, of.mtime),
+        Windowed::Slot(remote, loc) => {
+            let mut header = [0u8; fdfs_core::trunk::SLOT_HEADER_LEN as usize];
+            // SAFETY: `of.fd` is open (ngx_open_cached_file succeeded) and stays open for the
+            // request; ManuallyDrop keeps the borrowed File from closing it.
+            let file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(of.fd) });
+            if file.read_exact_at(&mut header, loc.offset as u64).is_err() {
+                return Err(Missed);
+            }
+            match fdfs_core::trunk::checked(remote, &loc, &header) {
+                Some(c) => (c.content_offset as i64, c.size as i64, c.mtime as i64),
+                None => return Err(Missed),
+            }
+        }
     };
     // FLV pseudo-streaming: bytes [start, end) with 200, after an FLV header when start > 0.
     let (from, to, flv_header) = match flv {

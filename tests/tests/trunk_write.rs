@@ -178,6 +178,24 @@ async fn small_uploads_to_either_member_go_into_shared_trunk_slots() {
     })
     .await;
     check_slots(&live, &ts.base(), &[ts, other]);
+
+    // The module serves the slots we wrote as it serves C's (from the member's copy).
+    let port = std::net::TcpListener::bind((other.ip.as_str(), 0)).unwrap().local_addr().unwrap().port();
+    let ngx = fdfs_e2e::NginxProc::start(
+        &other.ip,
+        port,
+        &format!("group_name=group1\nurl_have_group_name=true\nstore_path0={}\n", other.base().display()),
+        "",
+    );
+    for (name, data) in live.iter().filter(|(n, d)| n.len() == 60 && !d.is_empty()) {
+        let resp = fdfs_e2e::http(&ngx.addr, "GET", format!("/group1/{name}").as_bytes(), &[]);
+        assert_eq!(resp.status, 200, "{name}");
+        assert!(resp.body == *data, "{name}: the slot's content through the module");
+    }
+    // A deleted one is not served from the freed slot (the module then proxies to the source
+    // storage, which has no HTTP server here).
+    let gone = fdfs_e2e::http(&ngx.addr, "GET", format!("/group1/{}", small[0]).as_bytes(), &[]);
+    assert_ne!(gone.status, 200, "a deleted trunk file");
 }
 
 /// Uploads `n` small files to `to`, each of which must land in a trunk slot.

@@ -403,6 +403,13 @@ async fn background(server: Arc<StorageServer>, mut shutdown: Shutdown) {
             let s = server.clone();
             let _ = tokio::task::spawn_blocking(move || s.save_stats()).await;
         }
+        // A member's copy of the trunk binlog (TRUNK_SYNC_BINLOG) is synced here, in both modes.
+        if !server.trunk.is_server() {
+            let t = server.trunk.log.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || t.sync_if_dirty()).await {
+                log::error!("syncing the trunk binlog: {e}");
+            }
+        }
         if lazy_binlog && last_binlog_sync.elapsed() >= binlog_every {
             last_binlog_sync = tokio::time::Instant::now();
             let (b, t) = (server.binlog.clone(), server.trunk.log.clone());

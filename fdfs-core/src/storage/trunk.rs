@@ -39,8 +39,9 @@ use crate::timefmt::now_unix;
 use crate::trunk::space::{Alloc, Block, FreeSpace, SpaceRecord};
 use crate::trunk::SLOT_HEADER_LEN;
 
-/// Most bytes of trunk binlog one TRUNK_SYNC_BINLOG carries.
-const PUSH_CHUNK: usize = 256 << 10;
+/// Most bytes of trunk binlog one TRUNK_SYNC_BINLOG carries: well under any `buff_size` a
+/// receiver reads a request into.
+const PUSH_CHUNK: usize = 32 << 10;
 /// Tries at a trunk file id that is not taken on disk yet.
 const NEW_FILE_TRIES: u32 = 16;
 
@@ -709,16 +710,10 @@ pub(super) async fn receive_binlog(srv: &Arc<StorageServer>, body: Vec<u8>) -> R
     if !text.is_empty() && (!text.ends_with('\n') || text.lines().any(|l| SpaceRecord::parse(l).is_none())) {
         return Err(Status::EINVAL);
     }
+    // Not synced here (the background task syncs it within a second): this copy matters when
+    // the trunk server is lost, and the trunk server synced its own before it pushed.
     let s = srv.clone();
-    let sync = srv.disk.durability() == crate::config::Durability::PowerLoss;
-    Disk::read(move || {
-        s.trunk.log.append_raw(&body).map_err(io)?;
-        if sync {
-            s.trunk.log.sync_if_dirty().map_err(io)?;
-        }
-        Ok(())
-    })
-    .await
+    Disk::read(move || s.trunk.log.append_raw(&body).map_err(io)).await
 }
 
 /// 31 TRUNK_GET_BINLOG_SIZE: the tracker prefers the member with the longest trunk binlog.

@@ -79,18 +79,32 @@ pub fn open(name: &RemoteFilename, store_root: &Path) -> std::io::Result<Option<
         Err(e) if e.kind() == ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
+    let Some(at) = checked(name, &loc, &header) else { return Ok(None) };
+    Ok(Some(Slot { file, path, content_offset: at.content_offset, size: at.size, mtime: at.mtime }))
+}
+
+/// Where a slot's content is, once its header was found to hold the name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotContent {
+    pub content_offset: u64,
+    pub size: u64,
+    /// The upload time from the name.
+    pub mtime: u32,
+}
+
+/// The content of `name`'s slot, if `header` (the 24 bytes at the slot's offset) holds the
+/// name, as C decides: all 24 bytes equal to the header built from the name.
+pub fn checked(
+    name: &RemoteFilename,
+    loc: &TrunkLocation,
+    header: &[u8; SLOT_HEADER_LEN as usize],
+) -> Option<SlotContent> {
     let info = name.info();
     let size = info.size.unwrap_or(0);
-    if header != expected_header(name, &loc) || SLOT_HEADER_LEN + size > loc.size as u64 {
-        return Ok(None);
+    if *header != expected_header(name, loc) || SLOT_HEADER_LEN + size > loc.size as u64 {
+        return None;
     }
-    Ok(Some(Slot {
-        file,
-        path,
-        content_offset: loc.offset as u64 + SLOT_HEADER_LEN,
-        size,
-        mtime: info.create_timestamp,
-    }))
+    Some(SlotContent { content_offset: loc.offset as u64 + SLOT_HEADER_LEN, size, mtime: info.create_timestamp })
 }
 
 /// Copies `len` bytes of `content` into the slot `name` names (a replicated trunk file: the
