@@ -100,14 +100,16 @@ async fn a_c_trunk_store_path_is_served_over_the_protocol_and_http() {
 }
 
 /// The fixture README's point 5: our storage, made trunk server by our tracker with the
-/// fixture's trunk settings, rebuilds the free space from C's trunk binlog and keeps uploading
+/// fixture's trunk settings, rebuilds the free space from C's trunk binlog, compresses it
+/// (`trunk_compress_binlog_min_interval`, C's old one kept as a backup) and keeps uploading
 /// into C's trunk files (reusing their free space, no third trunk file while they have room)
 /// without touching a byte of any file C stored; C's keys in `.data_init_flag` survive.
 #[tokio::test]
 async fn our_trunk_server_continues_the_c_trunk_files() {
     let tracker = TrackerProc::start(
         "use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\ntrunk_file_size = 4MB\n\
-         trunk_alloc_alignment_size = 256\ntrunk_free_space_merge = true\n",
+         trunk_alloc_alignment_size = 256\ntrunk_free_space_merge = true\n\
+         trunk_compress_binlog_min_interval = 1\ntrunk_binlog_max_backups = 2\n",
     );
     let t = tracker.addr();
     let fx = unpack("c-6.16.1-trunk-storage", "127.0.0.33", &t);
@@ -148,6 +150,16 @@ async fn our_trunk_server_continues_the_c_trunk_files() {
         new.push((name, data));
     }
     assert!(total < free_before, "the test fits in the C trunk files' free space");
+    let compressed = std::fs::read_to_string(base.join("data/trunk/binlog")).unwrap();
+    assert!(compressed.len() < text.len() / 4, "compressed: {} bytes from {}", compressed.len(), text.len());
+    let backups: Vec<String> = std::fs::read_dir(base.join("data/trunk"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("binlog.") && n.len() == "binlog.".len() + 14)
+        .collect();
+    assert_eq!(backups.len(), 1, "{backups:?}");
+    assert_eq!(std::fs::read_to_string(base.join("data/trunk").join(&backups[0])).unwrap(), text, "C's binlog kept");
     assert!(!base.join("store/data/00/00/000003").exists(), "no third trunk file while the two have room");
     for (name, data) in &new {
         let got = c.storage.download(&fx.addr, "group1", name, 0, 0).await.unwrap_or_default();
@@ -180,6 +192,7 @@ async fn our_trunk_server_continues_the_c_trunk_files() {
     let flag = std::fs::read_to_string(base.join("data/.data_init_flag")).unwrap();
     assert!(flag.contains("store_path_mark0=MTI3LjAuMC4zMw"), "C's store path mark kept: {flag}");
     assert!(flag.contains("current_trunk_file_id=2\n"), "{flag}");
+    assert!(!flag.contains("trunk_last_compress_time=0\n"), "the compression recorded: {flag}");
     storage.stop();
 }
 

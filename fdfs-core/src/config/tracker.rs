@@ -152,6 +152,15 @@ pub struct TrackerConfig {
     pub trunk_alloc_alignment_size: u64,
     /// `trunk_free_space_merge` (false): freed slots join their free neighbours.
     pub trunk_free_space_merge: bool,
+    /// `trunk_compress_binlog_min_interval` (0: never): the trunk server compresses its trunk
+    /// binlog when it takes the role, if this long has passed since the last time.
+    pub trunk_compress_binlog_min_interval: Duration,
+    /// `trunk_compress_binlog_interval` (0: never): and every this long, from the time base.
+    pub trunk_compress_binlog_interval: Duration,
+    /// `trunk_compress_binlog_time_base` (03:00).
+    pub trunk_compress_binlog_time_base: (u8, u8),
+    /// `trunk_binlog_max_backups` (0: none kept): compressed-away binlogs kept as backups.
+    pub trunk_binlog_max_backups: u32,
     /// `use_storage_id` (false): storages named by the IDs of `storage_ids_filename`.
     pub use_storage_id: bool,
     /// Resolved against the config file's directory.
@@ -256,6 +265,10 @@ impl TrackerConfig {
             trunk_file_size,
             trunk_alloc_alignment_size: k.size("trunk_alloc_alignment_size", 0)?.min(64 << 10),
             trunk_free_space_merge: k.bool("trunk_free_space_merge", false)?,
+            trunk_compress_binlog_min_interval: seconds(&k, "trunk_compress_binlog_min_interval", 0)?,
+            trunk_compress_binlog_interval: seconds(&k, "trunk_compress_binlog_interval", 0)?,
+            trunk_compress_binlog_time_base: k.time_of_day("trunk_compress_binlog_time_base", (3, 0))?,
+            trunk_binlog_max_backups: k.int_in("trunk_binlog_max_backups", 0, 0..=10_000)? as u32,
             use_storage_id: k.bool("use_storage_id", false)?,
             storage_ids_filename: dir.join(k.string("storage_ids_filename", "storage_ids.conf")),
             id_type_in_filename_is_id: k.string("id_type_in_filename", "ip").eq_ignore_ascii_case("id"),

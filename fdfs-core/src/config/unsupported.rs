@@ -25,7 +25,6 @@ const LOGS: &str =
     "not supported yet: logs go to <base_path>/logs without rotation of their own; SIGHUP reopens the file (logrotate)";
 const THREADS: &str = "not needed: the async runtime sizes its threads from work_threads";
 const TRUNK_FILES: &str = "trunk files are created when the free space runs out";
-const TRUNK_BINLOG: &str = "the trunk binlog is kept whole (no compression or backups yet)";
 
 /// Keys shared by both daemons' files.
 const COMMON: &[Unsupported] = &[
@@ -59,10 +58,6 @@ pub const TRACKER: &[Unsupported] = &[
         "every slot is checked before it is handed out: one occupied by a file is taken out of the free space",
     ),
     u("trunk_init_reload_from_binlog", "false", "the free space is always rebuilt from the trunk binlog"),
-    u("trunk_compress_binlog_min_interval", "0", TRUNK_BINLOG),
-    u("trunk_compress_binlog_interval", "0", TRUNK_BINLOG),
-    u("trunk_compress_binlog_time_base", "03:00", TRUNK_BINLOG),
-    u("trunk_binlog_max_backups", "0", TRUNK_BINLOG),
     u("store_slave_file_use_link", "false", "not supported yet: slave files are stored as files"),
 ];
 

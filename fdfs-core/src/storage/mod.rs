@@ -51,6 +51,20 @@ pub struct TrackerParams {
     pub use_trunk_file: bool,
     /// Slot sizes, alignment, trunk file size and merging.
     pub trunk: crate::trunk::space::TrunkSettings,
+    /// When the trunk server compresses its trunk binlog, and how many old ones it keeps.
+    pub trunk_compress: TrunkCompress,
+}
+
+/// `trunk_compress_binlog_*` and `trunk_binlog_max_backups`, as the tracker sends them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrunkCompress {
+    /// Seconds; 0: never when taking the role.
+    pub min_interval: i64,
+    /// Seconds; 0: never on a schedule.
+    pub interval: i64,
+    /// Minutes after midnight the schedule starts from.
+    pub time_base: i64,
+    pub max_backups: usize,
 }
 
 impl Default for TrackerParams {
@@ -63,6 +77,7 @@ impl Default for TrackerParams {
             response_ip_size: 16,
             use_trunk_file: false,
             trunk: Default::default(),
+            trunk_compress: TrunkCompress { time_base: 3 * 60, ..Default::default() },
         }
     }
 }
@@ -368,6 +383,7 @@ pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Sh
     tasks.push(tokio::spawn(background(server.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(sync::manager(server.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(trunk::push_loop(server.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(trunk::compress_loop(server.clone(), shutdown.clone())));
     let s = server.clone();
     let limits = ConnectionLimits {
         max_connections: server.config.max_connections,

@@ -55,6 +55,16 @@ fn apply_params_to(p: &mut super::TrackerParams, params: &[(String, String)]) {
             "trunk_alloc_alignment_size" => p.trunk.alignment = size(v, p.trunk.alignment),
             "trunk_file_size" => p.trunk.trunk_file_size = size(v, p.trunk.trunk_file_size),
             "trunk_free_space_merge" => p.trunk.merge = v == "1",
+            "trunk_compress_binlog_min_interval" => p.trunk_compress.min_interval = v.trim().parse().unwrap_or(0),
+            "trunk_compress_binlog_interval" => p.trunk_compress.interval = v.trim().parse().unwrap_or(0),
+            "trunk_compress_binlog_time_base" => {
+                if let Some((h, m)) = v.trim().split_once(':') {
+                    if let (Ok(h), Ok(m)) = (h.parse::<i64>(), m.parse::<i64>()) {
+                        p.trunk_compress.time_base = (h * 60 + m).clamp(0, 24 * 60 - 1);
+                    }
+                }
+            }
+            "trunk_binlog_max_backups" => p.trunk_compress.max_backups = v.trim().parse().unwrap_or(0),
             _ => {}
         }
     }

@@ -153,6 +153,18 @@ const INIT_FLAG_KEYS: &[&str] = &[
 impl InitFlag {
     pub const FILE: &'static str = ".data_init_flag";
 
+    /// A key we keep as read (C's trunk compression state and store path marks).
+    pub fn other(&self, key: &str) -> Option<&str> {
+        self.other.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    pub fn set_other(&mut self, key: &str, value: String) {
+        match self.other.iter_mut().find(|(k, _)| k == key) {
+            Some(kv) => kv.1 = value,
+            None => self.other.push((key.to_owned(), value)),
+        }
+    }
+
     pub fn load(data_dir: &Path) -> Option<Self> {
         let ini = Ini::load_state(&data_dir.join(Self::FILE)).ok()?;
         let k = ini.global();

@@ -57,6 +57,7 @@ pub struct TrunkLog {
 impl TrunkLog {
     pub fn open(dir: &Path) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        crate::durable::remove_stale_temps(dir);
         let file = OpenOptions::new().create(true).append(true).read(true).open(dir.join("binlog"))?;
         let len = file.metadata()?.len();
         Ok(Self {
@@ -149,6 +150,37 @@ impl TrunkLog {
         Ok(())
     }
 
+    /// Compression: `records` become the binlog (written beside it and renamed over it); the
+    /// old one is kept as `binlog.<YYYYMMDDhhmmss>`, and only the newest `max_backups` of those.
+    pub fn replace(&self, records: &[SpaceRecord], max_backups: usize) -> std::io::Result<()> {
+        let text: String = records.iter().map(SpaceRecord::line).collect();
+        let mut f = self.lock();
+        let live = self.dir.join("binlog");
+        let mut next = crate::durable::TempFile::create_in(&self.dir, "binlog")?;
+        next.file().write_all(text.as_bytes())?;
+        if max_backups > 0 {
+            let (y, mo, d, h, mi, sec) = crate::timefmt::civil(now_unix());
+            std::fs::hard_link(&live, self.dir.join(format!("binlog.{y:04}{mo:02}{d:02}{h:02}{mi:02}{sec:02}")))
+                .or_else(|e| if e.kind() == std::io::ErrorKind::AlreadyExists { Ok(()) } else { Err(e) })?;
+        }
+        next.replace(&live)?;
+        *f = OpenOptions::new().append(true).read(true).open(&live)?;
+        self.len.store(text.len() as u64, Ordering::Relaxed);
+        self.dirty.store(false, Ordering::Release);
+        drop(f);
+        let mut backups: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(is_backup_name))
+            .collect();
+        backups.sort();
+        let extra = backups.len().saturating_sub(max_backups);
+        for old in &backups[..extra] {
+            std::fs::remove_file(old)?;
+        }
+        Ok(())
+    }
+
     fn mark_path(&self, peer: &str) -> PathBuf {
         self.dir.join(format!("{peer}.mark"))
     }
@@ -176,6 +208,11 @@ impl TrunkLog {
         }
         Ok(())
     }
+}
+
+/// `binlog.<YYYYMMDDhhmmss>`: an old trunk binlog kept as a backup.
+fn is_backup_name(name: &str) -> bool {
+    name.strip_prefix("binlog.").is_some_and(|t| t.len() == 14 && t.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// The storage's trunk state: its binlog, the free space while it is the trunk server, and who
@@ -313,7 +350,28 @@ impl StorageServer {
         );
         *self.trunk.space() = Some(space);
         self.trunk.news.notify_waiters();
+        let c = self.params().trunk_compress;
+        let last: i64 = self.init_flag().other("trunk_last_compress_time").and_then(|v| v.parse().ok()).unwrap_or(0);
+        if c.min_interval > 0 && now_unix() - last >= c.min_interval {
+            self.compress_trunk_binlog()?;
+        }
         Ok(())
+    }
+
+    /// Compresses the trunk binlog (the trunk server only): the free space as it stands, in as
+    /// few lines as it takes; every member is then sent the new one whole (33, 30).
+    pub fn compress_trunk_binlog(&self) -> std::io::Result<bool> {
+        let guard = self.trunk.space();
+        let Some(space) = guard.as_ref() else { return Ok(false) };
+        let now = now_unix();
+        let before = self.trunk.log.len();
+        self.trunk.log.replace(&space.compacted(now), self.params().trunk_compress.max_backups)?;
+        drop(guard);
+        self.trunk.log.delete_marks()?;
+        self.update_init_flag(|f| f.set_other("trunk_last_compress_time", now.to_string()))?;
+        log::info!("trunk binlog compressed: {before} -> {} bytes", self.trunk.log.len());
+        self.trunk.news.notify_waiters();
+        Ok(true)
     }
 
     /// The trunk ids and free megabytes to report (73/74), when this storage is the trunk server.
@@ -736,6 +794,44 @@ pub(super) async fn restart_binlog(srv: &Arc<StorageServer>) -> Result<(), Statu
     }
     let s = srv.clone();
     Disk::read(move || s.trunk.log.restart().map_err(io)).await
+}
+
+/// While this storage is the trunk server: compresses its trunk binlog every
+/// `trunk_compress_binlog_interval` from `trunk_compress_binlog_time_base` (UTC, as the logs).
+pub async fn compress_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
+    let mut done_for: Option<i64> = None;
+    loop {
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        let c = srv.params().trunk_compress;
+        if c.interval <= 0 || !srv.trunk.is_server() {
+            continue;
+        }
+        // The schedule's latest point at or before now: base + k × interval.
+        let now = now_unix();
+        let day = now - now.rem_euclid(86_400);
+        let mut base = day + c.time_base * 60;
+        if base > now {
+            base -= 86_400;
+        }
+        let due = base + (now - base) / c.interval * c.interval;
+        if done_for.is_some_and(|d| d >= due) {
+            continue;
+        }
+        let last: i64 = srv.init_flag().other("trunk_last_compress_time").and_then(|v| v.parse().ok()).unwrap_or(0);
+        if last >= due {
+            done_for = Some(due);
+            continue;
+        }
+        let s = srv.clone();
+        match tokio::task::spawn_blocking(move || s.compress_trunk_binlog()).await {
+            Ok(Ok(_)) => done_for = Some(due),
+            Ok(Err(e)) => log::error!("compressing the trunk binlog: {e}"),
+            Err(e) => log::error!("compressing the trunk binlog: {e}"),
+        }
+    }
 }
 
 /// While this storage is the trunk server: pushes its trunk binlog to every other member

@@ -700,6 +700,11 @@ fn parameters(t: &Tracker) -> Vec<u8> {
     kv("trunk_alloc_alignment_size", c.trunk_alloc_alignment_size.to_string());
     kv("trunk_file_size", c.trunk_file_size.to_string());
     kv("trunk_free_space_merge", b(c.trunk_free_space_merge).to_string());
+    kv("trunk_compress_binlog_min_interval", c.trunk_compress_binlog_min_interval.as_secs().to_string());
+    kv("trunk_compress_binlog_interval", c.trunk_compress_binlog_interval.as_secs().to_string());
+    let (h, m) = c.trunk_compress_binlog_time_base;
+    kv("trunk_compress_binlog_time_base", format!("{h:02}:{m:02}"));
+    kv("trunk_binlog_max_backups", c.trunk_binlog_max_backups.to_string());
     kv("store_slave_file_use_link", b(c.store_slave_file_use_link).to_string());
     out
 }
