@@ -397,3 +397,42 @@ async fn kill_9_of_the_trunk_server_under_load_loses_no_acknowledged_trunk_file(
     })
     .await;
 }
+
+/// `trunk_create_file_advance`: the trunk server creates trunk files ahead of need, on C's
+/// schedule, until the free trunk space reaches the threshold, and allocates from them.
+#[tokio::test]
+async fn trunk_files_are_created_ahead_when_asked() {
+    let cluster = Cluster::start(
+        &format!(
+            "{TRACKER_CONF}trunk_create_file_advance = true\ntrunk_create_file_time_base = 00:00\n\
+             trunk_create_file_interval = 60\ntrunk_create_file_space_threshold = 10MB\n"
+        ),
+        &["127.0.0.47"],
+        "subdir_count_per_path = 4\n",
+    )
+    .await;
+    let s = &cluster.storages[0];
+    let trunk_files = || {
+        let mut n = 0;
+        for hi in 0..4 {
+            for lo in 0..4 {
+                let dir = s.base().join(format!("data/{hi:02X}/{lo:02X}"));
+                n += std::fs::read_dir(dir)
+                    .map(|d| d.flatten().filter(|e| e.file_name().len() == 6).count())
+                    .unwrap_or(0);
+            }
+        }
+        n
+    };
+    eventually(Duration::from_secs(40), "three 4 MiB trunk files (10 MB free)", || async {
+        (trunk_files() == 3).then_some(())
+    })
+    .await;
+    let free = replayed(&s.base()).free_bytes();
+    assert_eq!(free, 3 * (4 << 20), "all of them free space in the trunk binlog");
+    let c = cluster.client();
+    let r = c.storage.upload(&s.addr(), UploadKind::Normal, -1, "", Content::Bytes(b"ahead")).await.unwrap();
+    let loc = RemoteFilename::parse(&r.filename, Some(1)).unwrap().trunk_location().unwrap();
+    assert!(loc.trunk_id <= 3, "allocated from a file made ahead: {loc:?}");
+    assert_eq!(trunk_files(), 3);
+}

@@ -161,6 +161,13 @@ pub struct TrackerConfig {
     pub trunk_compress_binlog_time_base: (u8, u8),
     /// `trunk_binlog_max_backups` (0: none kept): compressed-away binlogs kept as backups.
     pub trunk_binlog_max_backups: u32,
+    /// `trunk_create_file_advance` (false): the trunk server creates trunk files ahead of need,
+    /// from `trunk_create_file_time_base` every `trunk_create_file_interval`, until the free
+    /// trunk space reaches `trunk_create_file_space_threshold`.
+    pub trunk_create_file_advance: bool,
+    pub trunk_create_file_time_base: (u8, u8),
+    pub trunk_create_file_interval: Duration,
+    pub trunk_create_file_space_threshold: u64,
     /// `use_storage_id` (false): storages named by the IDs of `storage_ids_filename`.
     pub use_storage_id: bool,
     /// Resolved against the config file's directory.
@@ -269,6 +276,10 @@ impl TrackerConfig {
             trunk_compress_binlog_interval: seconds(&k, "trunk_compress_binlog_interval", 0)?,
             trunk_compress_binlog_time_base: k.time_of_day("trunk_compress_binlog_time_base", (3, 0))?,
             trunk_binlog_max_backups: k.int_in("trunk_binlog_max_backups", 0, 0..=10_000)? as u32,
+            trunk_create_file_advance: k.bool("trunk_create_file_advance", false)?,
+            trunk_create_file_time_base: k.time_of_day("trunk_create_file_time_base", (2, 0))?,
+            trunk_create_file_interval: seconds(&k, "trunk_create_file_interval", 86400)?,
+            trunk_create_file_space_threshold: k.size("trunk_create_file_space_threshold", 0)?,
             use_storage_id: k.bool("use_storage_id", false)?,
             storage_ids_filename: dir.join(k.string("storage_ids_filename", "storage_ids.conf")),
             id_type_in_filename_is_id: k.string("id_type_in_filename", "ip").eq_ignore_ascii_case("id"),

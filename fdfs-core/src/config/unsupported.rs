@@ -24,7 +24,6 @@ const fn u(key: &'static str, default: &'static str, instead: &'static str) -> U
 const LOGS: &str =
     "not supported yet: logs go to <base_path>/logs without rotation of their own; SIGHUP reopens the file (logrotate)";
 const THREADS: &str = "not needed: the async runtime sizes its threads from work_threads";
-const TRUNK_FILES: &str = "trunk files are created when the free space runs out";
 
 /// Keys shared by both daemons' files.
 const COMMON: &[Unsupported] = &[
@@ -47,10 +46,6 @@ const COMMON: &[Unsupported] = &[
 /// tracker.conf.
 pub const TRACKER: &[Unsupported] = &[
     u("sync_log_buff_interval", "1", "not needed: state files are written when they change"),
-    u("trunk_create_file_advance", "false", TRUNK_FILES),
-    u("trunk_create_file_time_base", "02:00", TRUNK_FILES),
-    u("trunk_create_file_interval", "86400", TRUNK_FILES),
-    u("trunk_create_file_space_threshold", "0", TRUNK_FILES),
     u("delete_unused_trunk_files", "false", "empty trunk files are kept (their space is free for new slots)"),
     u(
         "trunk_init_check_occupying",

@@ -53,6 +53,20 @@ pub struct TrackerParams {
     pub trunk: crate::trunk::space::TrunkSettings,
     /// When the trunk server compresses its trunk binlog, and how many old ones it keeps.
     pub trunk_compress: TrunkCompress,
+    /// `trunk_create_file_*`: trunk files created ahead of need.
+    pub trunk_advance: TrunkAdvance,
+}
+
+/// `trunk_create_file_advance` and its schedule, as the tracker sends them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrunkAdvance {
+    pub enabled: bool,
+    /// Minutes after midnight.
+    pub time_base: i64,
+    /// Seconds.
+    pub interval: i64,
+    /// Free trunk bytes to have after a round.
+    pub threshold: u64,
 }
 
 /// `trunk_compress_binlog_*` and `trunk_binlog_max_backups`, as the tracker sends them.
@@ -78,6 +92,7 @@ impl Default for TrackerParams {
             use_trunk_file: false,
             trunk: Default::default(),
             trunk_compress: TrunkCompress { time_base: 3 * 60, ..Default::default() },
+            trunk_advance: TrunkAdvance { time_base: 2 * 60, interval: 86_400, ..Default::default() },
         }
     }
 }
@@ -383,7 +398,7 @@ pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Sh
     tasks.push(tokio::spawn(background(server.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(sync::manager(server.clone(), shutdown.clone())));
     tasks.push(tokio::spawn(trunk::push_loop(server.clone(), shutdown.clone())));
-    tasks.push(tokio::spawn(trunk::compress_loop(server.clone(), shutdown.clone())));
+    tasks.push(tokio::spawn(trunk::schedule_loop(server.clone(), shutdown.clone())));
     let s = server.clone();
     let limits = ConnectionLimits {
         max_connections: server.config.max_connections,

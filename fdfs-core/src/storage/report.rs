@@ -57,16 +57,23 @@ fn apply_params_to(p: &mut super::TrackerParams, params: &[(String, String)]) {
             "trunk_free_space_merge" => p.trunk.merge = v == "1",
             "trunk_compress_binlog_min_interval" => p.trunk_compress.min_interval = v.trim().parse().unwrap_or(0),
             "trunk_compress_binlog_interval" => p.trunk_compress.interval = v.trim().parse().unwrap_or(0),
-            "trunk_compress_binlog_time_base" => {
-                if let Some((h, m)) = v.trim().split_once(':') {
-                    if let (Ok(h), Ok(m)) = (h.parse::<i64>(), m.parse::<i64>()) {
-                        p.trunk_compress.time_base = (h * 60 + m).clamp(0, 24 * 60 - 1);
-                    }
-                }
-            }
+            "trunk_compress_binlog_time_base" => p.trunk_compress.time_base = minutes(v, p.trunk_compress.time_base),
+            "trunk_create_file_advance" => p.trunk_advance.enabled = v == "1",
+            "trunk_create_file_time_base" => p.trunk_advance.time_base = minutes(v, p.trunk_advance.time_base),
+            "trunk_create_file_interval" => p.trunk_advance.interval = v.trim().parse().unwrap_or(86_400),
+            "trunk_create_file_space_threshold" => p.trunk_advance.threshold = v.trim().parse().unwrap_or(0),
             "trunk_binlog_max_backups" => p.trunk_compress.max_backups = v.trim().parse().unwrap_or(0),
             _ => {}
         }
+    }
+}
+
+/// `HH:MM` as minutes after midnight.
+fn minutes(v: &str, old: i64) -> i64 {
+    let Some((h, m)) = v.trim().split_once(':') else { return old };
+    match (h.parse::<i64>(), m.parse::<i64>()) {
+        (Ok(h), Ok(m)) if (0..24).contains(&h) && (0..60).contains(&m) => h * 60 + m,
+        _ => old,
     }
 }
 

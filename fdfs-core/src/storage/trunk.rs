@@ -453,6 +453,40 @@ impl StorageServer {
         plausible.then_some(Block { size: alloc, ..*slot })
     }
 
+    /// `trunk_create_file_advance`: trunk files are created, one store path after another,
+    /// until `threshold` bytes of trunk space are free. Returns how many.
+    pub fn create_trunk_files_ahead(&self, threshold: u64) -> Result<usize, Status> {
+        let now = now_unix();
+        let settings = self.params().trunk;
+        let mut guard = self.trunk.space();
+        let Some(space) = guard.as_mut() else { return Ok(0) };
+        space.set_settings(settings);
+        let mut created = 0;
+        let limit = (threshold / settings.trunk_file_size.max(1) as u64 + 1).min(4096) as usize;
+        for _ in 0..limit + NEW_FILE_TRIES as usize {
+            if space.free_bytes() >= threshold {
+                break;
+            }
+            let path = (created % self.paths.paths.len()) as u8;
+            let trunk_id = space.current_trunk_id() + 1;
+            let (high, low) = self.paths.next_dir(&mut fastrand::Rng::new());
+            let block = Block { path, high, low, trunk_id, offset: 0, size: settings.trunk_file_size };
+            self.update_init_flag(|f| f.current_trunk_file_id = f.current_trunk_file_id.max(trunk_id)).map_err(io)?;
+            match self.create_trunk_file(&block) {
+                Ok(()) => {
+                    let line = space.add_trunk_file(path, high, low, trunk_id, now);
+                    self.trunk.log.append(&[line]).map_err(io)?;
+                    created += 1;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => space.raise_trunk_id(trunk_id),
+                Err(e) => return Err(io(e)),
+            }
+        }
+        self.trunk.log.sync_if_dirty().map_err(io)?;
+        self.trunk.news.notify_waiters();
+        Ok(created)
+    }
+
     /// A new trunk file at its full size (C creates it so), made durable with its entry.
     fn create_trunk_file(&self, b: &Block) -> std::io::Result<()> {
         let path = self.trunk_file_path(b).ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
@@ -796,40 +830,59 @@ pub(super) async fn restart_binlog(srv: &Arc<StorageServer>) -> Result<(), Statu
     Disk::read(move || s.trunk.log.restart().map_err(io)).await
 }
 
-/// While this storage is the trunk server: compresses its trunk binlog every
-/// `trunk_compress_binlog_interval` from `trunk_compress_binlog_time_base` (UTC, as the logs).
-pub async fn compress_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
-    let mut done_for: Option<i64> = None;
+/// The latest point of a daily schedule (`base_minutes` after midnight UTC, as the logs, then
+/// every `interval` seconds) at or before `now`.
+fn last_due(now: i64, base_minutes: i64, interval: i64) -> i64 {
+    let mut base = now - now.rem_euclid(86_400) + base_minutes * 60;
+    if base > now {
+        base -= 86_400;
+    }
+    base + (now - base) / interval.max(60) * interval.max(60)
+}
+
+/// While this storage is the trunk server, C's two schedules: compress the trunk binlog every
+/// `trunk_compress_binlog_interval` from `trunk_compress_binlog_time_base`, and (with
+/// `trunk_create_file_advance`) create trunk files every `trunk_create_file_interval` from
+/// `trunk_create_file_time_base` until `trunk_create_file_space_threshold` bytes are free.
+pub async fn schedule_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
+    let (mut compressed_for, mut created_for): (Option<i64>, Option<i64>) = (None, None);
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
-            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
         }
-        let c = srv.params().trunk_compress;
-        if c.interval <= 0 || !srv.trunk.is_server() {
+        if !srv.trunk.is_server() {
             continue;
         }
-        // The schedule's latest point at or before now: base + k × interval.
-        let now = now_unix();
-        let day = now - now.rem_euclid(86_400);
-        let mut base = day + c.time_base * 60;
-        if base > now {
-            base -= 86_400;
+        let (now, p) = (now_unix(), srv.params());
+        if p.trunk_compress.interval > 0 {
+            let due = last_due(now, p.trunk_compress.time_base, p.trunk_compress.interval);
+            let last: i64 = srv.init_flag().other("trunk_last_compress_time").and_then(|v| v.parse().ok()).unwrap_or(0);
+            if compressed_for.is_none_or(|d| d < due) && last < due {
+                let s = srv.clone();
+                match tokio::task::spawn_blocking(move || s.compress_trunk_binlog()).await {
+                    Ok(Ok(_)) => compressed_for = Some(due),
+                    Ok(Err(e)) => log::error!("compressing the trunk binlog: {e}"),
+                    Err(e) => log::error!("compressing the trunk binlog: {e}"),
+                }
+            }
         }
-        let due = base + (now - base) / c.interval * c.interval;
-        if done_for.is_some_and(|d| d >= due) {
-            continue;
-        }
-        let last: i64 = srv.init_flag().other("trunk_last_compress_time").and_then(|v| v.parse().ok()).unwrap_or(0);
-        if last >= due {
-            done_for = Some(due);
-            continue;
-        }
-        let s = srv.clone();
-        match tokio::task::spawn_blocking(move || s.compress_trunk_binlog()).await {
-            Ok(Ok(_)) => done_for = Some(due),
-            Ok(Err(e)) => log::error!("compressing the trunk binlog: {e}"),
-            Err(e) => log::error!("compressing the trunk binlog: {e}"),
+        let a = p.trunk_advance;
+        if a.enabled && a.threshold > 0 {
+            let due = last_due(now, a.time_base, a.interval);
+            if created_for.is_none_or(|d| d < due) {
+                let s = srv.clone();
+                match tokio::task::spawn_blocking(move || s.create_trunk_files_ahead(a.threshold)).await {
+                    Ok(Ok(n)) => {
+                        if n > 0 {
+                            log::info!("{n} trunk file(s) created ahead of need");
+                        }
+                        created_for = Some(due);
+                    }
+                    Ok(Err(e)) => log::error!("creating trunk files ahead: {e:?}"),
+                    Err(e) => log::error!("creating trunk files ahead: {e}"),
+                }
+            }
         }
     }
 }

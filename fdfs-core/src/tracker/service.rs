@@ -705,6 +705,11 @@ fn parameters(t: &Tracker) -> Vec<u8> {
     let (h, m) = c.trunk_compress_binlog_time_base;
     kv("trunk_compress_binlog_time_base", format!("{h:02}:{m:02}"));
     kv("trunk_binlog_max_backups", c.trunk_binlog_max_backups.to_string());
+    kv("trunk_create_file_advance", b(c.trunk_create_file_advance).to_string());
+    let (h, m) = c.trunk_create_file_time_base;
+    kv("trunk_create_file_time_base", format!("{h:02}:{m:02}"));
+    kv("trunk_create_file_interval", c.trunk_create_file_interval.as_secs().to_string());
+    kv("trunk_create_file_space_threshold", c.trunk_create_file_space_threshold.to_string());
     kv("store_slave_file_use_link", b(c.store_slave_file_use_link).to_string());
     out
 }
