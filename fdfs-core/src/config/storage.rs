@@ -141,7 +141,8 @@ pub struct StorageConfig {
     pub connection_pool_max_idle_time: Duration,
     /// `compress_binlog` (false): accepted, not supported yet.
     pub compress_binlog: bool,
-    /// `check_store_path_mark` (true): accepted, not supported yet.
+    /// `check_store_path_mark` (true): a store path carrying another storage's mark
+    /// (`data/.fastdfs_vars`) stops the start.
     pub check_store_path_mark: bool,
     /// Explicit storage ID (6.11+).
     pub server_id: String,

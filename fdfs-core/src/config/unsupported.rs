@@ -70,7 +70,7 @@ pub const STORAGE: &[Unsupported] = &[
     ),
     u("sync_start_time", "00:00", "not supported yet: replication runs all day"),
     u("sync_end_time", "23:59", "not supported yet: replication runs all day"),
-    u("disk_recovery_threads", "1", "not supported yet: no disk recovery"),
+    u("disk_recovery_threads", "1", "disk recovery copies one file at a time"),
     u("fsync_after_written_bytes", "0", "every file is fsynced before the upload is answered"),
     u("if_alias_prefix", "", "not supported: every interface address counts as this host's"),
     u("check_file_duplicate", "0", "not supported yet: no de-duplication"),
@@ -85,7 +85,6 @@ pub const STORAGE: &[Unsupported] = &[
     u("compress_access_log_days_before", "0", LOGS),
     u("compress_binlog", "false", "not supported yet: binlogs are kept uncompressed"),
     u("compress_binlog_time", "01:30", "not supported yet: binlogs are kept uncompressed"),
-    u("check_store_path_mark", "true", "not supported yet: store paths are not checked for their mark"),
 ];
 
 /// A value in a comparable form: booleans as 0/1, sizes as bytes.

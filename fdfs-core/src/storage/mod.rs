@@ -8,6 +8,7 @@
 pub mod binlog;
 pub mod content;
 pub mod disk;
+pub mod disk_recovery;
 pub mod locks;
 pub mod ops;
 pub mod paths;
@@ -149,6 +150,9 @@ pub struct StorageServer {
     binlog_changed: Arc<tokio::sync::Notify>,
     /// Trunk files: the trunk binlog, and the free space while this is the trunk server.
     trunk: trunk::Trunk,
+    /// Store paths still to recover from a peer; `recovery_done` turns true when none are.
+    recovering: Mutex<std::collections::BTreeSet<usize>>,
+    recovery_done: tokio::sync::watch::Sender<bool>,
 }
 
 impl StorageServer {
@@ -163,6 +167,7 @@ impl StorageServer {
         std::fs::create_dir_all(config.base_path.join("logs"))?;
         let stats = Stats::default();
         let cursor = stats.load(&data_dir);
+        let recovering = Self::disks_to_recover(&config, &data_dir)?;
         let paths = StorePaths::open(
             &config.store_paths,
             &config.store_path_readonly,
@@ -184,9 +189,22 @@ impl StorageServer {
         let trunk = trunk::Trunk::open(&data_dir.join("trunk"), config.connect_timeout, config.network_timeout)?;
         let disk = disk::Disk::open(&config, temp_dirs, binlog.clone(), trunk.log.clone(), binlog_changed.clone())?;
         let now = now_unix();
-        let init = InitFlag::load(&data_dir).unwrap_or(InitFlag { storage_join_time: now, ..Default::default() });
-        init.save(&data_dir)?;
+        let mut init = InitFlag::load(&data_dir).unwrap_or(InitFlag { storage_join_time: now, ..Default::default() });
         let my_ip = if config.bind_addr.is_empty() { init.last_ip_addr.clone() } else { config.bind_addr.clone() };
+        // Every store path carries its mark, and .data_init_flag a copy (as C writes them).
+        for (i, p) in paths.paths.iter().enumerate() {
+            let key = format!("store_path_mark{i}");
+            let mark = match (disk_recovery::disk_mark(&p.root), init.other(&key).map(str::to_owned)) {
+                (Some(on_disk), _) => on_disk,
+                (None, known) => {
+                    let mark = known.unwrap_or_else(|| disk_recovery::new_mark(&my_ip, config.port, i, now));
+                    disk_recovery::write_disk_mark(&p.root, &mark)?;
+                    mark
+                }
+            };
+            init.set_other(&key, mark);
+        }
+        init.save(&data_dir)?;
         Ok(Self {
             group: config.group_name.clone(),
             paths,
@@ -211,8 +229,67 @@ impl StorageServer {
             file_locks: locks::FileLocks::default(),
             binlog_changed,
             trunk,
+            recovery_done: tokio::sync::watch::Sender::new(recovering.is_empty()),
+            recovering: Mutex::new(recovering),
             config,
         })
+    }
+
+    /// The store paths to recover: those an interrupted recovery left, and those without their
+    /// directory tree on a storage that had joined before (its disk replaced or wiped). A
+    /// store path carrying another storage's mark stops the start (`check_store_path_mark`).
+    /// Written to the flag file before anything under them is created.
+    fn disks_to_recover(
+        config: &StorageConfig,
+        data_dir: &std::path::Path,
+    ) -> anyhow::Result<std::collections::BTreeSet<usize>> {
+        let init = InitFlag::load(data_dir);
+        let mut todo = disk_recovery::pending(data_dir);
+        for (i, root) in config.store_paths.iter().enumerate() {
+            let known = init.as_ref().and_then(|f| f.other(&format!("store_path_mark{i}")).map(str::to_owned));
+            if let (Some(known), Some(on_disk)) = (&known, disk_recovery::disk_mark(root)) {
+                if *known != on_disk && config.check_store_path_mark {
+                    anyhow::bail!(
+                        "store path {i} ({}) carries another storage's mark (data/.fastdfs_vars); \
+                         if this disk is meant for this storage, remove that file (its files are then recovered \
+                         from the group) or set check_store_path_mark = false",
+                        root.display()
+                    );
+                }
+            }
+            // Its directory tree gone on a storage that had joined: a replaced or wiped disk
+            // (a store path that is the base path keeps `data/` for the storage's own state).
+            let joined = init.as_ref().is_some_and(|f| f.sync_old_done);
+            if joined && !root.join("data/00/00").is_dir() {
+                log::warn!("store path {i} ({}) has lost its files: recovering it from the group", root.display());
+                todo.insert(i);
+            }
+        }
+        disk_recovery::save_pending(data_dir, &todo)?;
+        Ok(todo)
+    }
+
+    /// The store paths still to recover.
+    pub fn recovering(&self) -> std::collections::BTreeSet<usize> {
+        self.recovering.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Store path `index` is recovered.
+    pub fn path_recovered(&self, index: usize) -> std::io::Result<()> {
+        let mut r = self.recovering.lock().unwrap_or_else(|e| e.into_inner());
+        r.remove(&index);
+        disk_recovery::save_pending(&self.data_dir, &r)
+    }
+
+    /// Every store path is recovered: the storage may join.
+    pub fn recovered(&self) {
+        self.recovery_done.send_replace(true);
+    }
+
+    /// Resolves once no store path is left to recover.
+    pub async fn until_recovered(&self) {
+        let mut rx = self.recovery_done.subscribe();
+        let _ = rx.wait_for(|done| *done).await;
     }
 
     pub fn params(&self) -> TrackerParams {
@@ -391,7 +468,7 @@ impl StorageServer {
 /// periodic flushes.
 pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Shutdown) {
     let allow = server.config.allow_hosts.clone();
-    let mut tasks = Vec::new();
+    let mut tasks = vec![tokio::spawn(disk_recovery::run(server.clone(), shutdown.clone()))];
     for t in server.config.tracker_servers.clone() {
         tasks.push(tokio::spawn(report::report_loop(server.clone(), t, shutdown.clone())));
     }

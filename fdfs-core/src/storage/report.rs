@@ -17,6 +17,11 @@ use crate::server::Shutdown;
 use crate::timefmt::now_unix;
 
 pub async fn report_loop(srv: Arc<StorageServer>, tracker: ServerAddr, mut shutdown: Shutdown) {
+    // A store path being recovered is not joined with: the tracker would send clients here.
+    tokio::select! {
+        _ = shutdown.wait() => return,
+        _ = srv.until_recovered() => {}
+    }
     let retry = srv.config.heart_beat_interval.clamp(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         let r = tokio::select! {

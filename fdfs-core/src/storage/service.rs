@@ -13,8 +13,8 @@ use super::StorageServer;
 use super::{replica, trunk};
 use crate::protocol::codec::expect_len;
 use crate::protocol::peer::{
-    ReportServerId, SyncDeleteReq, SyncFileHead, SyncLinkReq, SyncRangeHead, SyncTruncateReq, TrunkAllocReq,
-    TrunkSlotReq,
+    FetchPathBinlogReq, ReportServerId, SyncDeleteReq, SyncFileHead, SyncLinkReq, SyncRangeHead, SyncTruncateReq,
+    TrunkAllocReq, TrunkSlotReq,
 };
 use crate::protocol::storage::*;
 use crate::protocol::tracker::FileReq;
@@ -252,6 +252,18 @@ async fn dispatch(
             // FastDHT de-duplication is not supported: refuse cleanly.
             let _ = small_body(sock, h, srv).await?;
             (Err(Status::EOPNOTSUPP.into()), 0)
+        }
+        C::FetchOnePathBinlog => {
+            let req = decoded(sock, h, srv, |b| FetchPathBinlogReq::decode(b, Profile::CLASSIC)).await?;
+            srv.check_group(&req.group)?;
+            if req.store_path_index as usize >= srv.paths.paths.len() {
+                return Err(Status::EINVAL.into());
+            }
+            // The answer's length is not known up front: it ends with the connection.
+            if let Err(e) = super::disk_recovery::send_path_file_list(srv, sock, req.store_path_index).await {
+                log::warn!("sending store path {}'s file list: {e}", req.store_path_index);
+            }
+            (Ok(Reply::Quit), 0)
         }
         C::TrunkAllocSpace => {
             let req = decoded(sock, h, srv, |b| TrunkAllocReq::decode(b, Profile::CLASSIC)).await?;

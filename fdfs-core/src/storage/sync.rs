@@ -156,7 +156,7 @@ async fn peer_task(srv: Arc<StorageServer>, peer: String, mut shutdown: Shutdown
 }
 
 /// Sends to every tracker (status reports must reach all of them).
-async fn report_to_trackers(srv: &StorageServer, brief: Brief) {
+pub(super) async fn report_to_trackers(srv: &StorageServer, brief: Brief) {
     for t in &srv.config.tracker_servers {
         let addr = t.primary();
         if let Err(e) =

@@ -1,0 +1,309 @@
+//! Disk recovery (PROTOCOL.md §6.7): a store path found without its `data/HH/LL` tree on a
+//! storage that had already joined (a replaced or wiped disk) is not served from. Before the
+//! storage joins, it reports itself RECOVERY, asks an ACTIVE member of its group for the list
+//! of that path's files (26 FETCH_ONE_PATH_BINLOG) and downloads every one (14) into place,
+//! trunk-resident files into their slots; only then does it join and become ACTIVE again. An
+//! interrupted recovery resumes at the next start (`data/.recovery.flag`); files already
+//! there are skipped.
+//!
+//! The store path mark (`<store_path>/data/.fastdfs_vars`, copied in `.data_init_flag` as
+//! `store_path_markN`) binds a disk to this storage, as C writes it: a disk that carries
+//! another storage's mark is refused (`check_store_path_mark`).
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::binlog::{binlog_name, Op, Record};
+use super::StorageServer;
+use crate::protocol::report::Brief;
+use crate::protocol::{status, Command, Header, Status};
+use crate::server::Shutdown;
+
+/// The flag file (in `<base_path>/data`) listing the store paths still to recover.
+pub const FLAG_FILE: &str = ".recovery.flag";
+/// The 26 answer's "length unknown" marker (2^58).
+pub const UNKNOWN_LENGTH: u64 = 1 << 58;
+/// Most bytes of file list a recovering storage accepts.
+const MAX_LIST: u64 = 1 << 30;
+
+/// C's mark: the storage's address (46 bytes), port (u16) and store path index (i32), and the
+/// time (i32), little-endian as the C struct lies in memory, base64 without padding.
+pub fn new_mark(ip: &str, port: u16, index: usize, time: i64) -> String {
+    let mut b = [0u8; 56];
+    let n = ip.len().min(45);
+    b[..n].copy_from_slice(&ip.as_bytes()[..n]);
+    b[46..48].copy_from_slice(&port.to_le_bytes());
+    b[48..52].copy_from_slice(&(index as i32).to_le_bytes());
+    b[52..56].copy_from_slice(&(time as i32).to_le_bytes());
+    base64::engine::general_purpose::STANDARD_NO_PAD.encode(b)
+}
+
+fn vars_path(root: &Path) -> PathBuf {
+    root.join("data/.fastdfs_vars")
+}
+
+/// The mark a store path carries, if any.
+pub fn disk_mark(root: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(vars_path(root)).ok()?;
+    text.lines().find_map(|l| l.trim().strip_prefix("store_path_mark=")).map(|v| v.trim().to_owned())
+}
+
+pub fn write_disk_mark(root: &Path, mark: &str) -> std::io::Result<()> {
+    crate::durable::write_atomic(&root.join("data"), ".fastdfs_vars", format!("store_path_mark={mark}\n").as_bytes())
+}
+
+/// The store paths an earlier, interrupted recovery left to do.
+pub fn pending(data_dir: &Path) -> BTreeSet<usize> {
+    let text = std::fs::read_to_string(data_dir.join(FLAG_FILE)).unwrap_or_default();
+    text.lines().filter_map(|l| l.trim().strip_prefix("store_path_index=")).filter_map(|v| v.parse().ok()).collect()
+}
+
+pub fn save_pending(data_dir: &Path, paths: &BTreeSet<usize>) -> std::io::Result<()> {
+    if paths.is_empty() {
+        return match std::fs::remove_file(data_dir.join(FLAG_FILE)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => crate::durable::sync_dir(data_dir),
+        };
+    }
+    let text: String = paths.iter().map(|i| format!("store_path_index={i}\n")).collect();
+    crate::durable::write_atomic(data_dir, FLAG_FILE, text.as_bytes())
+}
+
+/// 26 FETCH_ONE_PATH_BINLOG, the answer's text: a `c` line for every file of store path
+/// `index` this storage holds now (created here or replicated, renamed ones under their new
+/// name, `-m` metadata files too), in binlog order. Deleted files are not listed.
+pub fn path_file_list(srv: &StorageServer, index: u8) -> std::io::Result<Vec<u8>> {
+    let prefix = format!("M{index:02X}/");
+    let (last, _) = srv.binlog.position();
+    let mut seen: Vec<(i64, String)> = Vec::new();
+    let mut live: std::collections::HashSet<String> = std::collections::HashSet::new();
+    for i in 0..=last {
+        let Ok(text) = std::fs::read(srv.binlog.dir().join(binlog_name(i))) else { continue };
+        for line in String::from_utf8_lossy(&text).lines() {
+            let Some(r) = Record::parse(line) else { continue };
+            match r.op {
+                Op::Create | Op::Link | Op::Update
+                    if r.filename.starts_with(&prefix) && live.insert(r.filename.clone()) =>
+                {
+                    seen.push((r.timestamp, r.filename));
+                }
+                Op::Rename => {
+                    // `R new old`: the file now goes by its new name.
+                    live.remove(r.extra.split(' ').next().unwrap_or_default());
+                    if r.filename.starts_with(&prefix) && live.insert(r.filename.clone()) {
+                        seen.push((r.timestamp, r.filename));
+                    }
+                }
+                Op::Delete => {
+                    live.remove(&r.filename);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (ts, name) in seen.into_iter().filter(|(_, n)| live.contains(n)) {
+        if srv.holds(&name) {
+            out.extend_from_slice(format!("{ts} c {name}\n").as_bytes());
+        }
+    }
+    Ok(out)
+}
+
+impl StorageServer {
+    /// Whether the file `filename` names is here (its regular file, or its trunk slot).
+    fn holds(&self, filename: &str) -> bool {
+        if let Some((name, root)) = self.trunk_name(filename) {
+            return crate::trunk::open(&name, &root).ok().flatten().is_some();
+        }
+        self.resolve(filename).is_ok_and(|(_, p)| p.is_file())
+    }
+}
+
+/// 26 on the server side: the header with the unknown-length marker, the list, its length
+/// (8 bytes), then the connection closes.
+pub(super) async fn send_path_file_list(
+    srv: &Arc<StorageServer>,
+    sock: &mut crate::server::PeerStream,
+    index: u8,
+) -> std::io::Result<()> {
+    let s = srv.clone();
+    let list =
+        tokio::task::spawn_blocking(move || path_file_list(&s, index)).await.map_err(std::io::Error::other)??;
+    let mut header = Header::response(Status::OK, 0);
+    header.pkg_len = UNKNOWN_LENGTH;
+    sock.write_all(&header.encode()).await?;
+    sock.write_all(&list).await?;
+    sock.write_all(&(list.len() as u64).to_be_bytes()).await?;
+    sock.flush().await
+}
+
+/// Recovers every store path that needs it, retrying until done or stopped; then the storage
+/// may join its trackers.
+pub async fn run(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
+    let paths = srv.recovering();
+    if paths.is_empty() {
+        return;
+    }
+    loop {
+        let r = tokio::select! {
+            _ = shutdown.wait() => return,
+            r = recover(&srv, &paths) => r,
+        };
+        match r {
+            Ok(()) => break,
+            Err(e) => log::warn!("disk recovery: {e}; retrying in 5 s"),
+        }
+        tokio::select! {
+            _ = shutdown.wait() => return,
+            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+        }
+    }
+    srv.recovered();
+}
+
+async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<(), String> {
+    let c = &srv.config;
+    let mut conf = crate::config::ClientConfig::for_tracker(c.tracker_servers.first().cloned().ok_or("no tracker")?);
+    conf.tracker_servers = c.tracker_servers.clone();
+    conf.connect_timeout = c.connect_timeout;
+    conf.network_timeout = c.network_timeout;
+    let client = crate::client::Client::new(&conf);
+    let me = srv.my_id();
+    let members = client.tracker.list_storages(&srv.group, None).await.map_err(|e| e.to_string())?;
+    let source = members
+        .iter()
+        .find(|s| s.id != me && s.status == status::ACTIVE && s.store_path_count as usize == srv.paths.paths.len())
+        .ok_or_else(|| format!("no ACTIVE member of {} to recover from", srv.group))?;
+    let addr = crate::config::join_host_port(&source.ip, source.storage_port as u16);
+    let brief = Brief { status: status::RECOVERY, port: 0, id: me.clone(), ip: srv.my_ip() };
+    super::sync::report_to_trackers(srv, brief.clone()).await;
+    for &index in paths {
+        log::info!("disk recovery: store path {index} from {} ({addr})", source.id);
+        let list = fetch_list(srv, &addr, index as u8).await?;
+        let (mut copied, mut present) = (0usize, 0usize);
+        for line in String::from_utf8_lossy(&list).lines() {
+            let Some(r) = Record::parse(line) else { continue };
+            if srv.holds(&r.filename) {
+                present += 1;
+                continue;
+            }
+            copy_file(srv, &client, &addr, &r.filename).await?;
+            copied += 1;
+        }
+        let root = srv.paths.paths[index].root.clone();
+        let flush = tokio::task::spawn_blocking(move || crate::durable::sync_dir(&root.join("data")));
+        flush.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        log::info!("disk recovery: store path {index}: {copied} file(s) copied, {present} already here");
+        srv.path_recovered(index).map_err(|e| e.to_string())?;
+    }
+    // C reports RECOVERY again when it is done; the next JOIN takes the storage out of it.
+    super::sync::report_to_trackers(srv, brief).await;
+    Ok(())
+}
+
+/// 26 to the source: the list, checked against the length that ends it.
+async fn fetch_list(srv: &StorageServer, addr: &str, index: u8) -> Result<Vec<u8>, String> {
+    let c = &srv.config;
+    let mut sock = tokio::time::timeout(c.connect_timeout, tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| format!("{addr}: connect timed out"))?
+        .map_err(|e| format!("{addr}: {e}"))?;
+    let mut body = [0u8; 17];
+    let g = srv.group.as_bytes();
+    body[..g.len().min(16)].copy_from_slice(&g[..g.len().min(16)]);
+    body[16] = index;
+    let mut req = Header::request(Command::FetchOnePathBinlog as u8, body.len()).encode().to_vec();
+    req.extend_from_slice(&body);
+    let io = |e: std::io::Error| format!("{addr}: {e}");
+    sock.write_all(&req).await.map_err(io)?;
+    let mut raw = [0u8; crate::protocol::HEADER_LEN];
+    tokio::time::timeout(c.network_timeout, sock.read_exact(&mut raw))
+        .await
+        .map_err(|_| format!("{addr}: no answer"))?
+        .map_err(io)?;
+    let h = Header::decode(&raw, u64::MAX).map_err(|e| format!("{addr}: {e}"))?;
+    if h.status != 0 {
+        return Err(format!("{addr}: FETCH_ONE_PATH_BINLOG answered {}", Status(h.status)));
+    }
+    let mut all = Vec::new();
+    let mut limited = (&mut sock).take(MAX_LIST + 8);
+    tokio::time::timeout(c.network_timeout * 10, limited.read_to_end(&mut all))
+        .await
+        .map_err(|_| format!("{addr}: list timed out"))?
+        .map_err(io)?;
+    if all.len() < 8 {
+        return Err(format!("{addr}: the file list ended early"));
+    }
+    let (text, tail) = all.split_at(all.len() - 8);
+    let said = u64::from_be_bytes(tail.try_into().unwrap_or_default());
+    if said != text.len() as u64 {
+        return Err(format!("{addr}: the file list has {} bytes, its end says {said}", text.len()));
+    }
+    Ok(text.to_vec())
+}
+
+/// One file from the source into place: a regular file streamed into a temp file (given the
+/// source's time) and renamed, a trunk-resident one into its slot.
+async fn copy_file(
+    srv: &Arc<StorageServer>,
+    client: &crate::client::Client,
+    addr: &str,
+    filename: &str,
+) -> Result<(), String> {
+    use crate::client::ClientError;
+    let e = |e: ClientError| format!("{filename}: {e}");
+    let gone = |e: &ClientError| matches!(e, ClientError::Status { status: Status::ENOENT });
+    let info = client.storage.file_info(addr, &srv.group, filename, 0).await;
+    let (size, mtime) = match info {
+        Ok(i) => (i.file_size.max(0) as u64, i.create_timestamp),
+        // Metadata files have no file info of their own.
+        Err(_) if filename.ends_with("-m") => (u64::MAX, crate::timefmt::now_unix()),
+        // Deleted at the source since the list was made.
+        Err(err) if gone(&err) => return Ok(()),
+        Err(err) => return Err(e(err)),
+    };
+    if let Some((name, root)) = srv.trunk_name(filename) {
+        let data = match size {
+            0 => Vec::new(),
+            _ => match client.storage.download(addr, &srv.group, filename, 0, 0).await {
+                Ok(b) => b.to_vec(),
+                Err(err) if gone(&err) => return Ok(()),
+                Err(err) => return Err(e(err)),
+            },
+        };
+        let put = move || crate::trunk::write(&name, &root, &mut &data[..], data.len() as u64)?.sync_data();
+        return tokio::task::spawn_blocking(put)
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|err| format!("{filename}: {err}"));
+    }
+    let (name, path) = srv.resolve(filename).map_err(|s| format!("{filename}: {s}"))?;
+    let dir = srv.paths.temp_dir(name.store_path_index as usize);
+    let mut temp = tokio::task::spawn_blocking(move || crate::durable::TempFile::create_in(&dir, "r"))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|err| format!("{filename}: {err}"))?;
+    if size > 0 {
+        let mut out = tokio::fs::File::from_std(temp.try_clone_file().map_err(|err| err.to_string())?);
+        match client.storage.download_into(addr, &srv.group, filename, 0, 0, &mut out).await {
+            Ok(_) => out.flush().await.map_err(|err| err.to_string())?,
+            Err(err) if gone(&err) => return Ok(()),
+            Err(err) => return Err(e(err)),
+        }
+    }
+    let publish = move || {
+        temp.file().set_modified(super::ops::at(mtime))?;
+        temp.file().sync_data()?;
+        match temp.publish_entry(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+            r => r,
+        }
+    };
+    tokio::task::spawn_blocking(publish).await.map_err(|e| e.to_string())?.map_err(|err| format!("{filename}: {err}"))
+}
