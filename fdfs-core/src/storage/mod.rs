@@ -56,6 +56,9 @@ pub struct TrackerParams {
     pub trunk_compress: TrunkCompress,
     /// `trunk_create_file_*`: trunk files created ahead of need.
     pub trunk_advance: TrunkAdvance,
+    /// `storage_ip_changed_auto_adjust` (C's default true): a storage that comes back on a new
+    /// address tells the trackers (78) and keeps its identity.
+    pub ip_changed_auto_adjust: bool,
 }
 
 /// `trunk_create_file_advance` and its schedule, as the tracker sends them.
@@ -94,6 +97,7 @@ impl Default for TrackerParams {
             trunk: Default::default(),
             trunk_compress: TrunkCompress { time_base: 3 * 60, ..Default::default() },
             trunk_advance: TrunkAdvance { time_base: 2 * 60, interval: 86_400, ..Default::default() },
+            ip_changed_auto_adjust: true,
         }
     }
 }
@@ -111,6 +115,10 @@ struct Identity {
     init: Mutex<InitFlag>,
     /// The FastDFS generation each tracker (by address) answered a JOIN in.
     tracker_layouts: Mutex<HashMap<String, Layout>>,
+    /// The address this storage had before this start (`last_ip_addr`), and the trackers told
+    /// that it changed (78).
+    previous_ip: String,
+    told_ip_change: Mutex<std::collections::HashSet<String>>,
     /// The tracker's storage_ids.conf (69 FETCH_STORAGE_IDS), when it uses storage IDs: how
     /// the IDs in file names map to addresses.
     storage_ids: RwLock<Option<Arc<crate::config::StorageIds>>>,
@@ -205,6 +213,7 @@ impl StorageServer {
             init.set_other(&key, mark);
         }
         init.save(&data_dir)?;
+        let previous_ip = init.last_ip_addr.clone();
         Ok(Self {
             group: config.group_name.clone(),
             paths,
@@ -219,6 +228,8 @@ impl StorageServer {
                 server_id: RwLock::new(config.server_id.parse().ok()),
                 init: Mutex::new(init),
                 tracker_layouts: Mutex::new(HashMap::new()),
+                previous_ip,
+                told_ip_change: Mutex::new(std::collections::HashSet::new()),
                 storage_ids: RwLock::new(None),
             },
             membership: Membership {
@@ -429,6 +440,18 @@ impl StorageServer {
     /// Resolves when the member list changes.
     pub fn watch_peers(&self) -> tokio::sync::watch::Receiver<Vec<Brief>> {
         self.membership.peers.subscribe()
+    }
+
+    /// Our address before this start, if it differs from `now` and `tracker` has not been told
+    /// yet (78 REPORT_IP_CHANGED is sent to every tracker once).
+    pub fn ip_change_to_tell(&self, tracker: &str, now: &str) -> Option<String> {
+        let old = &self.identity.previous_ip;
+        let told = self.identity.told_ip_change.lock().unwrap_or_else(|e| e.into_inner()).contains(tracker);
+        (!old.is_empty() && old != now && !told).then(|| old.clone())
+    }
+
+    pub fn ip_change_told(&self, tracker: &str) {
+        self.identity.told_ip_change.lock().unwrap_or_else(|e| e.into_inner()).insert(tracker.to_owned());
     }
 
     /// The generation `tracker` (`host:port`) last accepted our JOIN in.

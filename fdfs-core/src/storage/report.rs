@@ -55,6 +55,7 @@ fn apply_params_to(p: &mut super::TrackerParams, params: &[(String, String)]) {
             "id_type_in_filename" => p.id_in_filename = v == "id",
             "response_ip_addr_size" => p.response_ip_size = if v.trim() == "46" { 46 } else { 16 },
             "use_trunk_file" => p.use_trunk_file = v == "1",
+            "storage_ip_changed_auto_adjust" => p.ip_changed_auto_adjust = v == "1",
             "slot_min_size" => p.trunk.slot_min_size = size(v, p.trunk.slot_min_size),
             "slot_max_size" => p.trunk.slot_max_size = size(v, p.trunk.slot_max_size),
             "trunk_alloc_alignment_size" => p.trunk.alignment = size(v, p.trunk.alignment),
@@ -202,6 +203,12 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
             srv.set_my_ip(my_ip.clone());
         }
         let my_ip = srv.my_ip();
+        if !srv.params().use_storage_id && srv.params().ip_changed_auto_adjust {
+            if let Some(old) = srv.ip_change_to_tell(&addr, &my_ip) {
+                report_ip_changed(srv, &mut conn, profile, &old, &my_ip).await?;
+                srv.ip_change_told(&addr);
+            }
+        }
         if srv.params().use_storage_id && c.server_id.is_empty() {
             learn_server_id(srv, &mut conn, layout, &my_ip).await?;
         }
@@ -245,6 +252,84 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
         addr: addr.clone(),
         why: "no FastDFS generation accepted our JOIN".into(),
     }))
+}
+
+/// 78 REPORT_IP_CHANGED, as C sends it after GET_MY_IP and before JOIN: the tracker moves our
+/// record to the new address and tells the members (changelog), so nobody takes us for a new
+/// storage and the sync positions carry over.
+async fn report_ip_changed(
+    srv: &StorageServer,
+    conn: &mut ReportConnection,
+    profile: Profile,
+    old: &str,
+    new: &str,
+) -> ClientResult<()> {
+    use crate::protocol::Command;
+    let w = profile.ip_addr_size();
+    let mut body = vec![0u8; 16 + 2 * w];
+    let put = |b: &mut [u8], s: &str| {
+        let n = s.len().min(b.len() - 1);
+        b[..n].copy_from_slice(&s.as_bytes()[..n]);
+    };
+    put(&mut body[..16], &srv.group);
+    put(&mut body[16..16 + w], old);
+    put(&mut body[16 + w..], new);
+    match conn.connection().call(Command::StorageReportIpChanged, &body).await {
+        Ok(_) => {
+            log::info!("our address changed from {old} to {new}: told tracker {}", conn.addr());
+            let saved = srv.update_init_flag(|f| f.last_ip_addr = new.to_owned());
+            if let Err(e) = saved {
+                log::error!("writing .data_init_flag: {e}");
+            }
+            Ok(())
+        }
+        // Already moved (another start told it), or nothing to move: join as we are.
+        Err(ClientError::Status { status }) => {
+            log::warn!("tracker {} refused our address change {old} -> {new}: {status}", conn.addr());
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// The tracker's changelog lines for us (77): a member whose address changed (status 3) has
+/// its mark files renamed, so the sync to it continues where it was; a deleted member's
+/// (status 4) are removed. Storage IDs name mark files in ID mode: nothing to do there.
+fn apply_changelog(srv: &StorageServer, text: &[u8]) {
+    let text = String::from_utf8_lossy(text);
+    if text.trim().is_empty() {
+        return;
+    }
+    log::info!("tracker changelog: {}", text.trim_end());
+    if srv.params().use_storage_id {
+        return;
+    }
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(' ').collect();
+        if f.len() < 4 || f[1] != srv.group || !crate::protocol::is_safe_token(f[2]) {
+            continue;
+        }
+        let port = srv.config.port;
+        let old = format!("{}_{port}.mark", f[2]);
+        for dir in ["sync", "trunk"] {
+            let dir = srv.config.base_path.join("data").join(dir);
+            match (f[3].parse::<u8>(), f.get(4).map(|s| s.trim())) {
+                (Ok(status::IP_CHANGED), Some(new)) if crate::protocol::is_safe_token(new) => {
+                    let to = dir.join(format!("{new}_{port}.mark"));
+                    if dir.join(&old).exists() && !to.exists() {
+                        match std::fs::rename(dir.join(&old), &to) {
+                            Ok(()) => log::info!("member {} is now {new}: {} renamed", f[2], to.display()),
+                            Err(e) => log::error!("renaming {old}: {e}"),
+                        }
+                    }
+                }
+                (Ok(status::DELETED), _) => {
+                    let _ = std::fs::remove_file(dir.join(&old));
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 /// 69 FETCH_STORAGE_IDS, page by page, as the C storage does at start in ID mode: file names
@@ -308,6 +393,9 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
     let addr = tracker.primary();
     let init = srv.init_flag();
     let (mut conn, my_ip, joined) = join(srv, tracker).await?;
+    // Before any member list is taken in: a member that changed its address must find its
+    // mark file under the new name when its sync task starts.
+    apply_changelog(srv, &conn.changelog().await?);
     srv.set_status(joined.status);
     log::info!("joined tracker {addr} as {} ({})", my_ip, status::name(joined.status));
     // Our ID at the trackers is our IP unless storage IDs are in use.
@@ -339,6 +427,7 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
     let mut last_counters = None;
     let mut last_synced: Option<Vec<SyncTimestamp>> = None;
     loop {
+        apply_changelog(srv, &conn.changelog().await?);
         let snap = srv.stats.snapshot(c.max_connections as i32);
         let changed = last_counters != Some(snap.counters);
         last_counters = Some(snap.counters);
@@ -353,10 +442,6 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
             absorb(srv, &n, &my_id);
             trunk_news(srv, &mut conn, &n, false).await?;
             last_synced = Some(synced);
-        }
-        let log = conn.changelog().await?;
-        if !log.is_empty() {
-            log::info!("tracker changelog: {}", String::from_utf8_lossy(&log).trim_end());
         }
         if last_stat.elapsed() >= stat_every {
             last_stat = tokio::time::Instant::now();

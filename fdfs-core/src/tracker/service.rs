@@ -284,7 +284,7 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
             Ok(()) => ok(parameters(t)),
             Err(e) => e.into(),
         },
-        C::StorageReportIpChanged => err(Status::EOPNOTSUPP),
+        C::StorageReportIpChanged => ip_changed(t, conn, body, now),
         C::StorageFetchTrunkFid | C::StorageReportTrunkFid | C::StorageReportTrunkFree => {
             trunk_report(t, conn, cmd, body)
         }
@@ -480,6 +480,25 @@ fn ping_leader(t: &Tracker, conn: &Conn, body: &[u8], now: i64) -> Outcome {
     };
     t.follower_pings.record(conn.peer.ip().to_canonical().to_string(), now, counts);
     ok(trunk_servers_body(t))
+}
+
+/// 78 REPORT_IP_CHANGED: group[16] + old IP + new IP (16 bytes each before 6.11, 46 after);
+/// the new one must be the address the request comes from. Not with storage IDs (C neither).
+fn ip_changed(t: &Tracker, conn: &Conn, body: &[u8], now: i64) -> Outcome {
+    if t.ids.ids.is_some() {
+        return err(Status::EOPNOTSUPP);
+    }
+    let width = match body.len().checked_sub(16).map(|n| n / 2) {
+        Some(w @ (16 | 46)) if body.len() == 16 + 2 * w => w,
+        _ => return Outcome::AnswerClose(Status::EINVAL),
+    };
+    let text = |b: &[u8]| String::from_utf8_lossy(b).trim_end_matches('\0').to_owned();
+    let (group, old, new) = (text(&body[..16]), text(&body[16..16 + width]), text(&body[16 + width..]));
+    let peer = conn.peer.ip().to_canonical().to_string();
+    if new != peer || !crate::protocol::is_safe_token(&old) || old.parse::<std::net::IpAddr>().is_err() {
+        return err(Status::EINVAL);
+    }
+    from_result(t.lock().ip_changed(&group, &old, &new, now).map(|()| Vec::new()))
 }
 
 /// The trunk server of every group for a follower (65's answer): group[16] + ID[16] each, an

@@ -583,6 +583,49 @@ impl Cluster {
         Ok(())
     }
 
+    /// 78 REPORT_IP_CHANGED (IP mode): the storage known as `old` comes back as `new`. Its
+    /// record moves to the new address with everything it had (status, sync source, sync
+    /// positions, changelog position, trunk-server role); the old address stays as an
+    /// IP_CHANGED record, as in C; the members' references follow; the changelog says
+    /// `old 3 new` so the members rename their mark files and continue where they were.
+    pub fn ip_changed(&mut self, group: &str, old: &str, new: &str, now: i64) -> Result<(), Status> {
+        let g = self.groups.get_mut(group).ok_or(Status::ENOENT)?;
+        if old == new {
+            return Ok(());
+        }
+        if g.storages.get(new).is_some_and(|s| s.status != IP_CHANGED && s.status != DELETED) {
+            return Err(Status::EEXIST);
+        }
+        let Some(mut node) = g.storages.get(old).filter(|s| s.status != IP_CHANGED).cloned() else {
+            return Err(Status::ENOENT);
+        };
+        log::info!("storage {group}/{old} changed its address to {new}");
+        let mut left = node.clone();
+        left.status = IP_CHANGED;
+        node.id = new.to_owned();
+        node.ip = new.to_owned();
+        node.connections = 0;
+        g.storages.insert(old.to_owned(), left);
+        g.storages.insert(new.to_owned(), node);
+        for s in g.storages.values_mut() {
+            if s.sync_src_id == old {
+                s.sync_src_id = new.to_owned();
+            }
+            if let Some(t) = s.synced_from.remove(old) {
+                s.synced_from.insert(new.to_owned(), t);
+            }
+        }
+        if g.trunk_server == old {
+            g.trunk_server = new.to_owned();
+            g.last_trunk_server = new.to_owned();
+            g.trunk_epoch += 1;
+        }
+        g.change_counter += 1;
+        self.changelog.extend_from_slice(format!("{now} {group} {old} {IP_CHANGED} {new}\n").as_bytes());
+        self.dirty = true;
+        Ok(())
+    }
+
     /// 77: the changelog part this storage has not read yet (at most 8 KiB of whole lines).
     pub fn changelog_for(&mut self, group: &str, id: &str) -> Vec<u8> {
         let Some(from) = self.storage(group, id).map(|s| (s.changelog_offset as usize).min(self.changelog.len()))
@@ -616,6 +659,35 @@ mod tests {
             trackers,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_ip_change_moves_the_record_and_tells_the_members() {
+        let mut c = Cluster::default();
+        for ip in ["127.0.0.2", "127.0.0.3"] {
+            c.join(&join(vec![]), ip, &IdPolicy::default(), &Limits::default(), 1).unwrap();
+        }
+        c.groups.get_mut("group1").unwrap().storages.get_mut("127.0.0.2").unwrap().sync_src_id = "127.0.0.3".into();
+        c.sync_report("group1", "127.0.0.2", &[SyncTimestamp { peer_id: "127.0.0.3".into(), timestamp: 77 }]);
+        assert_eq!(
+            c.ip_changed("group1", "127.0.0.3", "127.0.0.2", 5),
+            Err(Status::EEXIST),
+            "the new address is in use"
+        );
+        assert_eq!(c.ip_changed("group1", "127.0.0.9", "127.0.0.8", 5), Err(Status::ENOENT));
+        c.ip_changed("group1", "127.0.0.3", "127.0.0.4", 5).unwrap();
+        let g = &c.groups["group1"];
+        assert_eq!(g.storages["127.0.0.3"].status, IP_CHANGED);
+        assert_eq!(g.storages["127.0.0.4"].ip, "127.0.0.4");
+        assert_eq!(g.storages["127.0.0.2"].sync_src_id, "127.0.0.4");
+        assert_eq!(g.storages["127.0.0.2"].synced_from.get("127.0.0.4"), Some(&77));
+        assert_eq!(c.changelog_for("group1", "127.0.0.2"), b"5 group1 127.0.0.3 3 127.0.0.4\n");
+        assert_eq!(
+            c.changelog_for("group1", "127.0.0.4"),
+            b"5 group1 127.0.0.3 3 127.0.0.4\n",
+            "the mover reads it too"
+        );
+        assert_eq!(c.ip_changed("group1", "127.0.0.3", "127.0.0.5", 6), Err(Status::ENOENT), "the old record moved on");
     }
 
     #[test]
