@@ -4,6 +4,7 @@
 //! `127.0.0.1:0`. All state sits in one [`Tracker`] behind a mutex: tracker traffic is small
 //! (queries and beats), and one lock keeps every status transition atomic.
 
+pub mod bootstrap;
 pub mod cluster_stat;
 pub mod election;
 mod persist;
@@ -54,6 +55,9 @@ pub struct Tracker {
     pub conns: Arc<crate::server::ConnCounts>,
     /// As leader: when each follower last pinged.
     pub follower_pings: cluster_stat::FollowerPings,
+    /// The state copy from another tracker at the first JOIN ([`bootstrap`]).
+    pub bootstrap: std::sync::atomic::AtomicU8,
+    bootstrap_lock: tokio::sync::Mutex<()>,
     data_dir: PathBuf,
 }
 
@@ -88,6 +92,8 @@ impl Tracker {
             own_ips: crate::net::interface_ips().iter().map(|ip| ip.to_string()).collect(),
             conns: Default::default(),
             follower_pings: Default::default(),
+            bootstrap: std::sync::atomic::AtomicU8::new(bootstrap::NOT_TRIED),
+            bootstrap_lock: tokio::sync::Mutex::new(()),
             data_dir,
             config,
         })

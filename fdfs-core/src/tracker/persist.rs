@@ -86,13 +86,25 @@ fn sync_timestamps_text(c: &Cluster) -> String {
     s
 }
 
+/// The four files a tracker copies from another (63 GET_ONE_SYS_FILE's index order).
+pub const SYS_FILES: [&str; 4] = [GROUPS_FILE, SERVERS_FILE, SYNC_TIMESTAMP_FILE, CHANGELOG_FILE];
+
+/// The content of the four state files, in [`SYS_FILES`] order.
+pub fn sys_files(c: &Cluster, with_ids: bool, layout: Layout) -> [Vec<u8>; 4] {
+    [
+        groups_text(c, layout).into_bytes(),
+        servers_text(c, with_ids, layout).into_bytes(),
+        sync_timestamps_text(c).into_bytes(),
+        c.changelog.clone(),
+    ]
+}
+
 /// Writes all state files.
 pub fn save(dir: &Path, c: &Cluster, with_ids: bool, layout: Layout, up_time: i64, now: i64) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    crate::durable::write_atomic(dir, GROUPS_FILE, groups_text(c, layout).as_bytes())?;
-    crate::durable::write_atomic(dir, SERVERS_FILE, servers_text(c, with_ids, layout).as_bytes())?;
-    crate::durable::write_atomic(dir, SYNC_TIMESTAMP_FILE, sync_timestamps_text(c).as_bytes())?;
-    crate::durable::write_atomic(dir, CHANGELOG_FILE, &c.changelog)?;
+    for (name, text) in SYS_FILES.iter().zip(sys_files(c, with_ids, layout)) {
+        crate::durable::write_atomic(dir, name, &text)?;
+    }
     crate::durable::write_atomic(dir, STATUS_FILE, format!("up_time={up_time}\nlast_check_time={now}\n").as_bytes())
 }
 

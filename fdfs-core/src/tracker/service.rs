@@ -10,11 +10,11 @@ use bytes::BufMut;
 use super::{cluster_stat, select, Tracker};
 use crate::file_id::RemoteFilename;
 use crate::protocol::codec::expect_len;
-use crate::protocol::leader::PingLeaderReq;
+use crate::protocol::leader::{JoinLeaderReq, PingLeaderReq};
 use crate::protocol::report::*;
 use crate::protocol::stat::{GroupStat, StorageStat};
 use crate::protocol::tracker::*;
-use crate::protocol::{Command, DecodeError, Profile, Status};
+use crate::protocol::{Command, DecodeError, Layout, Profile, Status};
 use crate::server::frame::{next_header, read_body, write_answer};
 use crate::server::{PeerStream, Shutdown};
 use crate::timefmt::now_unix;
@@ -34,6 +34,8 @@ struct Conn {
     leader_sent: Option<u64>,
     /// Trunk-server epoch of its group last announced to this storage.
     trunk_sent: Option<u64>,
+    /// The state files as 61 GET_SYS_FILES_START found them, for 63 to serve from.
+    sys_files: Option<Box<[Vec<u8>; 4]>>,
 }
 
 enum Outcome {
@@ -75,6 +77,7 @@ pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: PeerStream, peer: So
         sent_counter: None,
         leader_sent: None,
         trunk_sent: None,
+        sys_files: None,
     };
     let timeout = tracker.config.network_timeout.max(std::time::Duration::from_secs(1));
     let max_body = tracker.config.max_buff_size.max(8 << 10);
@@ -85,7 +88,13 @@ pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: PeerStream, peer: So
             Err(_) => break,
         };
         let outcome = match Command::try_from(header.cmd) {
-            Ok(cmd) => dispatch(&tracker, &mut conn, cmd, &body),
+            Ok(cmd) => {
+                if cmd == Command::StorageJoin {
+                    // A tracker that starts empty next to others copies their state first.
+                    super::bootstrap::before_join(&tracker, &body).await;
+                }
+                dispatch(&tracker, &mut conn, cmd, &body)
+            }
             Err(code) => {
                 log::warn!("{peer}: unknown command {code}");
                 Outcome::AnswerClose(Status::EINVAL)
@@ -285,6 +294,42 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
             Err(e) => e.into(),
         },
         C::StorageReportIpChanged => ip_changed(t, conn, body, now),
+        C::TrackerGetSysFilesStart => match expect_len(body, 0) {
+            Ok(()) => {
+                let c = t.lock();
+                if c.groups.is_empty() {
+                    return err(Status::ENOENT);
+                }
+                let layout = if t.profile.layout.has_http_fields() { Layout::Classic } else { Layout::V616 };
+                conn.sys_files = Some(Box::new(super::persist::sys_files(&c, t.ids.ids.is_some(), layout)));
+                ok(Vec::new())
+            }
+            Err(e) => e.into(),
+        },
+        C::TrackerGetOneSysFile => {
+            let (Some(files), Ok(req)) = (&conn.sys_files, <[u8; 9]>::try_from(body)) else {
+                return Outcome::AnswerClose(Status::EINVAL);
+            };
+            let Some(file) = files.get(req[0] as usize) else { return err(Status::EINVAL) };
+            let offset =
+                i64::from_be_bytes(req[1..].try_into().unwrap_or_default()).clamp(0, file.len() as i64) as usize;
+            let mut out = (file.len() as i64).to_be_bytes().to_vec();
+            out.extend_from_slice(&file[offset..(offset + 8192).min(file.len())]);
+            ok(out)
+        }
+        C::TrackerGetSysFilesEnd => {
+            conn.sys_files = None;
+            ok(Vec::new())
+        }
+        C::TrackerJoinLeader => {
+            if !t.is_leader() {
+                return err(Status::EOPNOTSUPP);
+            }
+            match JoinLeaderReq::decode(body, Profile::V6_16) {
+                Ok(_) => ok(Vec::new()),
+                Err(e) => e.into(),
+            }
+        }
         C::StorageFetchTrunkFid | C::StorageReportTrunkFid | C::StorageReportTrunkFree => {
             trunk_report(t, conn, cmd, body)
         }
