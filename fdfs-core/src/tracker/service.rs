@@ -133,8 +133,10 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
         C::QueryStoreWithoutGroupOne
         | C::QueryStoreWithoutGroupAll
         | C::QueryStoreWithGroupOne
-        | C::QueryStoreWithGroupAll => query_store(t, cmd, body),
-        C::QueryFetchOne | C::QueryUpdate | C::QueryFetchAll => query_fetch(t, cmd, body, now),
+        | C::QueryStoreWithGroupAll => query_store(t, conn.peer.ip().to_canonical(), cmd, body),
+        C::QueryFetchOne | C::QueryUpdate | C::QueryFetchAll => {
+            query_fetch(t, conn.peer.ip().to_canonical(), cmd, body, now)
+        }
         C::ServerListAllGroups => {
             if let Err(e) = expect_len(body, 0) {
                 return e.into();
@@ -427,7 +429,7 @@ fn set_trunk_server(t: &Tracker, body: &[u8]) -> Outcome {
 }
 
 /// 101-107 QUERY_STORE_*: where an upload goes.
-fn query_store(t: &Tracker, cmd: Command, body: &[u8]) -> Outcome {
+fn query_store(t: &Tracker, client: std::net::IpAddr, cmd: Command, body: &[u8]) -> Outcome {
     use Command as C;
     let p = t.profile;
 
@@ -446,8 +448,11 @@ fn query_store(t: &Tracker, cmd: Command, body: &[u8]) -> Outcome {
     };
     let target = select::store(&mut t.lock(), &t.policy, &t.config.store_group, group.as_deref(), all);
     from_result(target.map(|tg| {
-        let servers: Vec<ServerAddr> =
-            tg.servers.iter().map(|(ip, port)| ServerAddr { ip: ip.clone(), port: *port as i64 }).collect();
+        let servers: Vec<ServerAddr> = tg
+            .servers
+            .iter()
+            .map(|(ip, port)| ServerAddr { ip: t.ids.for_client(ip, client), port: *port as i64 })
+            .collect();
         if all {
             StoreTargets { group: tg.group, servers, store_path_index: tg.store_path_index }.encode(p).to_vec()
         } else {
@@ -460,7 +465,7 @@ fn query_store(t: &Tracker, cmd: Command, body: &[u8]) -> Outcome {
 }
 
 /// 102/103/105 QUERY_FETCH_ONE / QUERY_UPDATE / QUERY_FETCH_ALL: who serves a file.
-fn query_fetch(t: &Tracker, cmd: Command, body: &[u8], now: i64) -> Outcome {
+fn query_fetch(t: &Tracker, client: std::net::IpAddr, cmd: Command, body: &[u8], now: i64) -> Outcome {
     use Command as C;
     let p = t.profile;
 
@@ -476,8 +481,10 @@ fn query_fetch(t: &Tracker, cmd: Command, body: &[u8], now: i64) -> Outcome {
     let r =
         select::fetch(&mut t.lock(), &t.policy, &req.group, &info, cmd == C::QueryUpdate, cmd == C::QueryFetchAll, now);
     from_result(r.map(|servers| {
-        let list: Vec<ServerAddr> =
-            servers.iter().map(|(ip, port)| ServerAddr { ip: ip.clone(), port: *port as i64 }).collect();
+        let list: Vec<ServerAddr> = servers
+            .iter()
+            .map(|(ip, port)| ServerAddr { ip: t.ids.for_client(ip, client), port: *port as i64 })
+            .collect();
         if cmd == C::QueryFetchAll {
             FetchTargets { group: req.group.clone(), servers: list }.encode(p).to_vec()
         } else {

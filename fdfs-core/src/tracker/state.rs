@@ -235,6 +235,32 @@ pub struct IdPolicy {
     pub trust_storage_server_id: bool,
 }
 
+/// 10/8, 172.16/12, 192.168/16 (C's `is_private_ip`): the address classes a two-address
+/// storage_ids.conf entry tells apart.
+pub fn is_private(ip: &std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_private(),
+        std::net::IpAddr::V6(_) => false,
+    }
+}
+
+impl IdPolicy {
+    /// The address of storage `ip` that a client at `client` can reach: with a two-address
+    /// entry (inner and outer), the one of the client's class, as C answers; else `ip`.
+    pub fn for_client(&self, ip: &str, client: std::net::IpAddr) -> String {
+        let Some(table) = &self.ids else { return ip.to_owned() };
+        let Some(e) = table.entries.iter().find(|e| e.hosts.len() > 1 && e.hosts.iter().any(|h| h == ip)) else {
+            return ip.to_owned();
+        };
+        let want = is_private(&client);
+        e.hosts
+            .iter()
+            .find(|h| h.parse::<std::net::IpAddr>().is_ok_and(|a| is_private(&a) == want))
+            .cloned()
+            .unwrap_or_else(|| ip.to_owned())
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Cluster {
     pub groups: BTreeMap<String, Group>,
@@ -659,6 +685,23 @@ mod tests {
             trackers,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn two_address_entries_answer_each_client_with_its_class() {
+        let ids = crate::config::StorageIds::parse(
+            "100001 group1 10.0.0.5,203.0.113.7\n100002 group1 10.0.0.6\n",
+            std::path::Path::new("storage_ids.conf"),
+        )
+        .unwrap();
+        let p = IdPolicy { ids: Some(ids), trust_storage_server_id: true };
+        let inner: std::net::IpAddr = "10.9.9.9".parse().unwrap();
+        let outer: std::net::IpAddr = "198.51.100.1".parse().unwrap();
+        assert_eq!(p.for_client("10.0.0.5", inner), "10.0.0.5");
+        assert_eq!(p.for_client("10.0.0.5", outer), "203.0.113.7");
+        assert_eq!(p.for_client("203.0.113.7", inner), "10.0.0.5");
+        assert_eq!(p.for_client("10.0.0.6", outer), "10.0.0.6", "one address: that one");
+        assert_eq!(IdPolicy::default().for_client("10.0.0.5", outer), "10.0.0.5");
     }
 
     #[test]
