@@ -47,6 +47,9 @@ pub struct StorageConfig {
     pub connect_timeout: Duration,
     /// `network_timeout` (60 s; 0 or less means the default): the longest wait for one read or write.
     pub network_timeout: Duration,
+    /// `metrics_listen` (ours, `ip:port`, empty: off): where Prometheus metrics (`/metrics`)
+    /// and a health check (`/healthz`) are served over HTTP.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// `min_body_rate` (ours, bytes per second): a request body must arrive within
     /// `network_timeout` plus its size at this rate, else the connection is closed.
     pub min_body_rate: u64,
@@ -179,6 +182,7 @@ impl StorageConfig {
             connect_timeout: super::timeout(&k, "connect_timeout", 10)?,
             network_timeout: super::timeout(&k, "network_timeout", 60)?,
             min_body_rate: k.size("min_body_rate", 16 << 10)?.max(1),
+            metrics_listen: k.parsed("metrics_listen", None, |v| v.parse().ok().map(Some), "an ip:port")?,
             heart_beat_interval: seconds(&k, "heart_beat_interval", 30)?,
             stat_report_interval: seconds(&k, "stat_report_interval", 300)?,
             base_path,

@@ -180,6 +180,8 @@ pub struct TrackerConfig {
     pub store_slave_file_use_link: bool,
     /// Width of IPs in answers to clients (6.15+ generations only).
     pub response_ip_addr_size: ResponseIpSize,
+    /// `metrics_listen` (ours, `ip:port`, empty: off): Prometheus metrics and `/healthz`.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Which FastDFS generation client-facing answers imitate (`client_protocol_version`,
     /// ours): the LIST_GROUPS / LIST_STORAGE record layouts, per-server ports in
     /// QUERY_FETCH_ALL, IP widths before 6.15. Storages are always answered in their own
@@ -291,6 +293,7 @@ impl TrackerConfig {
                 ResponseIpSize::parse,
                 "auto, IPv4 or IPv6",
             )?,
+            metrics_listen: k.parsed("metrics_listen", None, |v| v.parse().ok().map(Some), "an ip:port")?,
             client_protocol_version: k.parsed(
                 "client_protocol_version",
                 Layout::V616,

@@ -24,6 +24,13 @@ macro_rules! commands {
 
         impl Command {
             pub const ALL: &'static [Command] = &[$(Command::$name,)*];
+
+            /// The command's name as written here (`UploadFile`), for logs and metrics labels.
+            pub const fn label(self) -> &'static str {
+                match self {
+                    $(Command::$name => stringify!($name),)*
+                }
+            }
         }
     };
 }

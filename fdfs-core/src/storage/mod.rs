@@ -10,6 +10,7 @@ pub mod content;
 pub mod disk;
 pub mod disk_recovery;
 pub mod locks;
+pub mod metrics;
 pub mod ops;
 pub mod paths;
 pub mod recover;
@@ -134,6 +135,9 @@ struct Membership {
     peers: tokio::sync::watch::Sender<Vec<Brief>>,
     /// Peer storage ID → newest source timestamp applied from it (reported in SYNC_REPORT).
     synced_from: Mutex<HashMap<String, i32>>,
+    /// Peer storage ID → how far our binlog was sent to it and the time of the last record
+    /// sent (the metrics' replication lag).
+    sent_to: Mutex<HashMap<String, metrics::SentTo>>,
 }
 
 /// What every connection and task of a storage shares. Settings and the store are public
@@ -148,6 +152,8 @@ pub struct StorageServer {
     pub disk: disk::Disk,
     /// Counters: changed by [`Stats::record`] for requests, by the tasks that own the others.
     pub stats: Stats,
+    /// What `metrics_listen` serves.
+    pub metrics: crate::metrics::Metrics,
     pub up_time: i64,
     data_dir: PathBuf,
     identity: Identity,
@@ -220,6 +226,7 @@ impl StorageServer {
             binlog,
             disk,
             stats,
+            metrics: crate::metrics::Metrics::new(metrics::GAUGES),
             up_time: now,
             data_dir,
             identity: Identity {
@@ -236,6 +243,7 @@ impl StorageServer {
                 status: AtomicU8::new(crate::protocol::status::NONE),
                 peers: tokio::sync::watch::Sender::new(Vec::new()),
                 synced_from: Mutex::new(HashMap::new()),
+                sent_to: Mutex::new(HashMap::new()),
             },
             file_locks: locks::FileLocks::default(),
             binlog_changed,
@@ -492,6 +500,9 @@ impl StorageServer {
 pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Shutdown) {
     let allow = server.config.allow_hosts.clone();
     let mut tasks = vec![tokio::spawn(disk_recovery::run(server.clone(), shutdown.clone()))];
+    if let Some(addr) = server.config.metrics_listen {
+        tasks.push(tokio::spawn(crate::metrics::serve(addr, server.clone(), shutdown.clone())));
+    }
     for t in server.config.tracker_servers.clone() {
         tasks.push(tokio::spawn(report::report_loop(server.clone(), t, shutdown.clone())));
     }

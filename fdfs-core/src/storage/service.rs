@@ -139,6 +139,7 @@ async fn dispatch(
     source: &mut Option<String>,
 ) -> OpResult<Reply> {
     use Command as C;
+    let started = std::time::Instant::now();
     let (result, bytes) = match cmd {
         C::UploadFile | C::UploadAppenderFile => {
             let head: UploadHead = read_head(sock, h, srv).await?;
@@ -300,7 +301,7 @@ async fn dispatch(
         Ok(_) => true,
         Err(_) => false,
     };
-    srv.stats.record(cmd, ok, bytes);
+    srv.count_request(cmd, ok, bytes, started.elapsed());
     result
 }
 

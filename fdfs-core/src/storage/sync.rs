@@ -277,6 +277,7 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
             }
             mark.binlog_index = reader.index();
             mark.binlog_offset = reader.offset();
+            srv.note_sent(peer_id, (reader.index(), reader.offset()), 0);
             // Caught up: the mark is saved once the peer has been idle a moment, not after every
             // record (a lost position only re-sends records, which the peer skips).
             let idle_save = async {
@@ -316,6 +317,7 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
                     send(srv, &mut conn, &r).await.map_err(|e| format!("{}: {e}", r.line().trim_end()))?;
                     mark.sync_row_count += 1;
                 }
+                srv.note_sent(peer_id, after, r.timestamp);
             }
         }
         unsaved += 1;

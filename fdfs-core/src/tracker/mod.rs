@@ -7,6 +7,7 @@
 pub mod bootstrap;
 pub mod cluster_stat;
 pub mod election;
+pub mod metrics;
 mod persist;
 pub mod select;
 mod service;
@@ -55,6 +56,8 @@ pub struct Tracker {
     pub conns: Arc<crate::server::ConnCounts>,
     /// As leader: when each follower last pinged.
     pub follower_pings: cluster_stat::FollowerPings,
+    /// What `metrics_listen` serves.
+    pub metrics: crate::metrics::Metrics,
     /// The state copy from another tracker at the first JOIN ([`bootstrap`]).
     pub bootstrap: std::sync::atomic::AtomicU8,
     bootstrap_lock: tokio::sync::Mutex<()>,
@@ -92,6 +95,7 @@ impl Tracker {
             own_ips: crate::net::interface_ips().iter().map(|ip| ip.to_string()).collect(),
             conns: Default::default(),
             follower_pings: Default::default(),
+            metrics: crate::metrics::Metrics::new(metrics::GAUGES),
             bootstrap: std::sync::atomic::AtomicU8::new(bootstrap::NOT_TRIED),
             bootstrap_lock: tokio::sync::Mutex::new(()),
             data_dir,
@@ -196,6 +200,10 @@ pub async fn run(listener: TcpListener, tracker: Arc<Tracker>, shutdown: Shutdow
     let bg = tokio::spawn(background(tracker.clone(), shutdown.clone()));
     let el = tokio::spawn(election::run(tracker.clone(), shutdown.clone()));
     let tr = tokio::spawn(trunk::run(tracker.clone(), shutdown.clone()));
+    let mx = tracker
+        .config
+        .metrics_listen
+        .map(|addr| tokio::spawn(crate::metrics::serve(addr, tracker.clone(), shutdown.clone())));
     let t = tracker.clone();
     let limits = ConnectionLimits {
         max_connections: tracker.config.max_connections,
@@ -206,6 +214,9 @@ pub async fn run(listener: TcpListener, tracker: Arc<Tracker>, shutdown: Shutdow
     let _ = bg.await;
     let _ = el.await;
     let _ = tr.await;
+    if let Some(m) = mx {
+        let _ = m.await;
+    }
     tracker.save_if_dirty(true);
     log::info!("tracker stopped");
 }

@@ -89,11 +89,15 @@ pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: PeerStream, peer: So
         };
         let outcome = match Command::try_from(header.cmd) {
             Ok(cmd) => {
+                let started = std::time::Instant::now();
                 if cmd == Command::StorageJoin {
                     // A tracker that starts empty next to others copies their state first.
                     super::bootstrap::before_join(&tracker, &body).await;
                 }
-                dispatch(&tracker, &mut conn, cmd, &body)
+                let outcome = dispatch(&tracker, &mut conn, cmd, &body);
+                let ok = matches!(outcome, Outcome::Answer(s, _) if s.is_ok()) || matches!(outcome, Outcome::Quit);
+                tracker.metrics.request(cmd.label(), ok, started.elapsed());
+                outcome
             }
             Err(code) => {
                 log::warn!("{peer}: unknown command {code}");
