@@ -69,6 +69,10 @@ bash ci/quickstart.sh stop
 step "module for Debian's nginx 1.22"
 bash ci/build-module-debian.sh
 
+step "Debian package: build, install, run a cluster from it"
+bash ci/package.sh
+bash ci/package-test.sh
+
 step "fuzz smoke"
 bash ci/fuzz.sh "${FDFS_FUZZ_SECONDS:-30}"
 
