@@ -1,28 +1,46 @@
 //! The daemons' log: `<base_path>/logs/<name>.log`, lines as FastDFS writes them
-//! (`[YYYY-MM-DD HH:MM:SS] LEVEL - message`), filtered by `log_level`. In the foreground the
-//! lines also go to stderr, so tests and systemd see them. [`reopen`] (on SIGHUP) starts a new
-//! file under the same name, so logrotate can move the old one away.
+//! (`[YYYY-MM-DD HH:MM:SS] LEVEL - message`, local time), filtered by `log_level`. In the
+//! foreground the lines also go to stderr, so tests and systemd see them. [`reopen`] (on
+//! SIGHUP) starts a new file under the same name, so logrotate can move the old one away. The
+//! daemon rotates the log itself as libfastcommon does when asked ([`LogRotation`]): daily at
+//! `error_log_rotate_time` and/or at `rotate_error_log_size`, the old file renamed
+//! `<name>.log.<YYYYMMDD_HHMMSS>`, rotated files older than `log_file_keep_days` removed.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
-use crate::config::LogLevel;
+use chrono::{Local, NaiveTime, TimeZone};
 
-/// The daemon's log file: where it is, and the handle lines go to.
-struct LogFile {
-    path: PathBuf,
-    file: Mutex<File>,
+use crate::config::{LogLevel, LogRotation};
+
+/// The open file and how much of it is written.
+struct Current {
+    file: File,
+    len: u64,
 }
 
-/// Set once by [`init`]; [`reopen`] swaps the handle inside.
+/// The daemon's log file: where it is, the handle lines go to, and its rotation.
+struct LogFile {
+    path: PathBuf,
+    current: Mutex<Current>,
+    rotation: LogRotation,
+}
+
+/// Set once by [`init`]; [`reopen`] and rotation swap the handle inside.
 static LOG_FILE: OnceLock<LogFile> = OnceLock::new();
 
 struct FileLogger {
     to_file: bool,
     echo: bool,
     level: log::LevelFilter,
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in local time, as FastDFS stamps its log lines.
+pub fn local_datetime() -> String {
+    Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
 }
 
 impl log::Log for FileLogger {
@@ -34,15 +52,14 @@ impl log::Log for FileLogger {
         if !self.enabled(record.metadata()) {
             return;
         }
-        let line = format!(
-            "[{}] {} - {}\n",
-            crate::timefmt::datetime(crate::timefmt::now_unix()),
-            record.level(),
-            record.args()
-        );
+        let line = format!("[{}] {} - {}\n", local_datetime(), record.level(), record.args());
         if let Some(log) = LOG_FILE.get().filter(|_| self.to_file) {
-            if let Ok(mut f) = log.file.lock() {
-                let _ = f.write_all(line.as_bytes());
+            let mut cur = log.current.lock().unwrap_or_else(|e| e.into_inner());
+            if cur.file.write_all(line.as_bytes()).is_ok() {
+                cur.len += line.len() as u64;
+            }
+            if log.rotation.max_size > 0 && cur.len >= log.rotation.max_size {
+                let _ = log.rotate(&mut cur);
             }
         }
         if self.echo {
@@ -51,6 +68,82 @@ impl log::Log for FileLogger {
     }
 
     fn flush(&self) {}
+}
+
+impl LogFile {
+    /// Renames the file to `<name>.<YYYYMMDD_HHMMSS>` (a counter appended should that exist)
+    /// and continues in a fresh one.
+    fn rotate(&self, cur: &mut Current) -> std::io::Result<()> {
+        let stamp = Local::now().format("%Y%m%d_%H%M%S").to_string();
+        let mut to = PathBuf::from(format!("{}.{stamp}", self.path.display()));
+        let mut n = 1;
+        while to.exists() {
+            to = PathBuf::from(format!("{}.{stamp}.{n}", self.path.display()));
+            n += 1;
+        }
+        std::fs::rename(&self.path, &to)?;
+        *cur = Current { file: open(&self.path)?, len: 0 };
+        Ok(())
+    }
+
+    /// Removes rotated files (`<name>.log.<stamp>`) older than `keep_days`.
+    fn remove_old(&self) {
+        let keep = self.rotation.keep_days;
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name().and_then(|n| n.to_str())) else {
+            return;
+        };
+        if keep == 0 {
+            return;
+        }
+        let limit = std::time::SystemTime::now() - Duration::from_secs(u64::from(keep) * 86_400);
+        let prefix = format!("{name}.");
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let rotated = e.file_name().to_str().is_some_and(|n| n.starts_with(&prefix));
+            let old = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < limit);
+            if rotated && old {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
+/// Seconds from `now` to the next `time` of day, local time.
+fn until_next(time: (u8, u8)) -> Duration {
+    let now = Local::now();
+    let at = NaiveTime::from_hms_opt(u32::from(time.0), u32::from(time.1), 0).unwrap_or_default();
+    let mut day = now.date_naive();
+    loop {
+        if let Some(next) = Local.from_local_datetime(&day.and_time(at)).earliest() {
+            if next > now {
+                return (next - now).to_std().unwrap_or(Duration::from_secs(60));
+            }
+        }
+        day = day.succ_opt().unwrap_or(day);
+    }
+}
+
+/// The daily rotation and clean-up, on a thread of their own.
+fn rotation_thread() {
+    let Some(log) = LOG_FILE.get() else { return };
+    let r = log.rotation;
+    if !r.daily && r.keep_days == 0 {
+        return;
+    }
+    let spawned = std::thread::Builder::new().name("log-rotation".into()).spawn(move || loop {
+        log.remove_old();
+        let wait = if r.daily { until_next(r.time) } else { Duration::from_secs(3600) };
+        std::thread::sleep(wait);
+        if r.daily {
+            let mut cur = log.current.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = log.rotate(&mut cur) {
+                drop(cur);
+                log::error!("rotating {}: {e}", log.path.display());
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        log::error!("starting the log rotation: {e}");
+    }
 }
 
 pub fn filter(level: LogLevel) -> log::LevelFilter {
@@ -63,17 +156,19 @@ pub fn filter(level: LogLevel) -> log::LevelFilter {
 }
 
 /// Installs the process-wide logger (once; later calls are ignored).
-pub fn init(logs_dir: &Path, name: &str, level: LogLevel, echo: bool) -> std::io::Result<()> {
+pub fn init(logs_dir: &Path, name: &str, level: LogLevel, echo: bool, rotation: LogRotation) -> std::io::Result<()> {
     std::fs::create_dir_all(logs_dir)?;
     let path = logs_dir.join(format!("{name}.log"));
     let file = open(&path)?;
-    if LOG_FILE.set(LogFile { path, file: Mutex::new(file) }).is_err() {
+    let len = file.metadata()?.len();
+    if LOG_FILE.set(LogFile { path, current: Mutex::new(Current { file, len }), rotation }).is_err() {
         return Ok(());
     }
     let logger = FileLogger { to_file: true, echo, level: filter(level) };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(filter(level));
     }
+    rotation_thread();
     Ok(())
 }
 
@@ -85,8 +180,9 @@ fn open(path: &Path) -> std::io::Result<File> {
 /// failure the old handle stays. Does nothing for processes without a log file.
 pub fn reopen() -> std::io::Result<()> {
     let Some(log) = LOG_FILE.get() else { return Ok(()) };
-    let fresh = open(&log.path)?;
-    *log.file.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+    let file = open(&log.path)?;
+    let len = file.metadata()?.len();
+    *log.current.lock().unwrap_or_else(|e| e.into_inner()) = Current { file, len };
     Ok(())
 }
 

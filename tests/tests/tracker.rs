@@ -635,3 +635,46 @@ async fn run_by_user_drops_root_after_binding() {
         assert_eq!(std::fs::metadata(&owned).unwrap().uid(), nobody.uid.as_raw(), "{} is nobody's", owned.display());
     }
 }
+
+/// The daemon rotates its own log as libfastcommon does: at `rotate_error_log_size` the file
+/// becomes `trackerd.log.<YYYYMMDD_HHMMSS>` and a fresh one starts; rotated files older than
+/// `log_file_keep_days` are removed.
+#[tokio::test]
+async fn the_log_rotates_by_size_and_old_ones_are_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("tracker/logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let stale = logs.join("trackerd.log.20200101_000000");
+    std::fs::write(&stale, "old\n").unwrap();
+    let old = std::time::SystemTime::now() - Duration::from_secs(10 * 86_400);
+    std::fs::File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
+    let conf = fdfs_e2e::write_tracker_conf(dir.path(), "rotate_error_log_size = 4KB\nlog_file_keep_days = 3\n");
+    let t = fdfs_e2e::Daemon::start("fdfs_trackerd", &conf, &dir.path().join("tracker"));
+    let addr = t.addr.to_string();
+    // Each unknown command is a warning line.
+    for _ in 0..200 {
+        let mut s = TcpStream::connect(&addr).unwrap();
+        let _ = s.write_all(&fdfs_core::protocol::Header::request(250u8, 0).encode());
+        let mut buf = [0u8; 10];
+        let _ = s.read(&mut buf);
+    }
+    let rotated = fdfs_e2e::eventually(Duration::from_secs(10), "rotated logs", || {
+        let names: Vec<String> = std::fs::read_dir(&logs)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("trackerd.log.2") && !n.starts_with("trackerd.log.2020"))
+            .collect();
+        async move { (names.len() >= 2).then_some(names) }
+    })
+    .await;
+    for n in &rotated {
+        let len = std::fs::metadata(logs.join(n)).unwrap().len();
+        assert!((4096..4096 + 512).contains(&len), "{n}: {len} bytes");
+    }
+    assert!(std::fs::metadata(logs.join("trackerd.log")).unwrap().len() < 4096);
+    assert!(!stale.exists(), "a rotated log older than log_file_keep_days is removed");
+    let text = std::fs::read_to_string(logs.join(&rotated[0])).unwrap();
+    let first = text.lines().next().unwrap();
+    assert!(first.len() > 22 && first.as_bytes()[0] == b'[' && first.as_bytes()[20] == b']', "{first}");
+}

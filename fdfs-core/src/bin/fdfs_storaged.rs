@@ -38,8 +38,14 @@ fn real_main() -> Result<()> {
         let listener = daemon::bind(&config.bind_addr, config.port).await?;
         // Bound: from here on as run_by_user, who then owns the log, the state and the files.
         daemon::run_as(&config.run_by_group, &config.run_by_user)?;
-        fdfs_core::logging::init(&config.base_path.join("logs"), "storaged", config.log_level, foreground)
-            .with_context(|| format!("opening the log in {}", config.base_path.display()))?;
+        fdfs_core::logging::init(
+            &config.base_path.join("logs"),
+            "storaged",
+            config.log_level,
+            foreground,
+            config.log_rotation,
+        )
+        .with_context(|| format!("opening the log in {}", config.base_path.display()))?;
         for w in &config.warnings {
             log::warn!("{w}");
         }

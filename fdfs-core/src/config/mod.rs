@@ -189,6 +189,30 @@ pub(crate) fn log_level(keys: &Keys<'_>) -> Result<LogLevel, ConfigError> {
     }
 }
 
+/// How a daemon rotates its own log (libfastcommon's keys, same defaults).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct LogRotation {
+    /// `rotate_error_log` (false): a new file every day at `time`.
+    pub daily: bool,
+    /// `error_log_rotate_time` (00:00, local time).
+    pub time: (u8, u8),
+    /// `rotate_error_log_size` (0: off): a new file once the log reaches this size (at least
+    /// 4 KiB).
+    pub max_size: u64,
+    /// `log_file_keep_days` (0: all): rotated files older than this many days are removed.
+    pub keep_days: u32,
+}
+
+pub(crate) fn log_rotation(k: &Keys<'_>) -> Result<LogRotation, ConfigError> {
+    let max_size = k.size("rotate_error_log_size", 0)?;
+    Ok(LogRotation {
+        daily: k.bool("rotate_error_log", false)? || k.bool("log_file_rotate_everyday", false)?,
+        time: k.time_of_day("error_log_rotate_time", (0, 0))?,
+        max_size: if max_size == 0 { 0 } else { max_size.max(4096) },
+        keep_days: k.int_in("log_file_keep_days", 0, 0..=36_500)? as u32,
+    })
+}
+
 pub(crate) fn seconds(keys: &Keys<'_>, key: &str, default: i64) -> Result<Duration, ConfigError> {
     Ok(Duration::from_secs(keys.int_in(key, default, 0..=i64::from(u32::MAX))? as u64))
 }

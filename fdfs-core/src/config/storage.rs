@@ -97,6 +97,8 @@ pub struct StorageConfig {
     pub tracker_servers: Vec<ServerAddr>,
     /// `log_level` (info).
     pub log_level: LogLevel,
+    /// `rotate_error_log`, `error_log_rotate_time`, `rotate_error_log_size`, `log_file_keep_days`.
+    pub log_rotation: super::LogRotation,
     /// `run_by_group` (empty): the group the daemon runs as once its port is bound.
     pub run_by_group: String,
     /// `run_by_user` (empty): the user the daemon runs as once its port is bound.
@@ -204,6 +206,7 @@ impl StorageConfig {
             subdir_count_per_path: k.int_in("subdir_count_per_path", 256, 1..=256)? as u32,
             tracker_servers: tracker_servers(&k)?,
             log_level: log_level(&k)?,
+            log_rotation: super::log_rotation(&k)?,
             run_by_group: k.string("run_by_group", ""),
             run_by_user: k.string("run_by_user", ""),
             allow_hosts: super::allow_hosts(&k)?,

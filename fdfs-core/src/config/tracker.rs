@@ -114,6 +114,8 @@ pub struct TrackerConfig {
     pub max_buff_size: u64,
     /// `log_level` (info).
     pub log_level: LogLevel,
+    /// `rotate_error_log`, `error_log_rotate_time`, `rotate_error_log_size`, `log_file_keep_days`.
+    pub log_rotation: super::LogRotation,
     /// `run_by_group` (empty): the group the daemon runs as once its port is bound.
     pub run_by_group: String,
     /// `run_by_user` (empty): the user the daemon runs as once its port is bound.
@@ -250,6 +252,7 @@ impl TrackerConfig {
             min_buff_size: min_buff,
             max_buff_size: max_buff,
             log_level: log_level(&k)?,
+            log_rotation: super::log_rotation(&k)?,
             run_by_group: k.string("run_by_group", ""),
             run_by_user: k.string("run_by_user", ""),
             allow_hosts: super::allow_hosts(&k)?,

@@ -21,8 +21,8 @@ const fn u(key: &'static str, default: &'static str, instead: &'static str) -> U
     Unsupported { key, default, instead }
 }
 
-const LOGS: &str =
-    "not supported yet: logs go to <base_path>/logs without rotation of their own; SIGHUP reopens the file (logrotate)";
+const LOGS: &str = "not supported yet: rotated logs are not compressed";
+const ACCESS_LOG: &str = "not supported yet: no access log";
 const THREADS: &str = "not needed: the async runtime sizes its threads from work_threads";
 
 /// Keys shared by both daemons' files.
@@ -32,11 +32,6 @@ const COMMON: &[Unsupported] = &[
     u("accept_threads", "1", THREADS),
     u("thread_stack_size", "256KB", THREADS),
     u("min_buff_size", "8KB", "not needed: buffers are sized per request"),
-    u("rotate_error_log", "false", LOGS),
-    u("error_log_rotate_time", "00:00", LOGS),
-    u("rotate_error_log_size", "0", LOGS),
-    u("log_file_keep_days", "0", LOGS),
-    u("log_file_rotate_everyday", "false", LOGS),
     u("compress_old_error_log", "false", LOGS),
     u("compress_error_log_days_before", "0", LOGS),
     u("use_connection_pool", "false", "not needed: connections between daemons are kept open"),
@@ -78,11 +73,11 @@ pub const STORAGE: &[Unsupported] = &[
     u("key_namespace", "FastDFS", "not supported yet: no de-duplication"),
     u("keep_alive", "0", "not supported yet: no de-duplication"),
     u("use_access_log", "false", "not supported yet: no access log"),
-    u("rotate_access_log", "false", LOGS),
-    u("access_log_rotate_time", "00:00", LOGS),
-    u("rotate_access_log_size", "0", LOGS),
-    u("compress_old_access_log", "false", LOGS),
-    u("compress_access_log_days_before", "0", LOGS),
+    u("rotate_access_log", "false", ACCESS_LOG),
+    u("access_log_rotate_time", "00:00", ACCESS_LOG),
+    u("rotate_access_log_size", "0", ACCESS_LOG),
+    u("compress_old_access_log", "false", ACCESS_LOG),
+    u("compress_access_log_days_before", "0", ACCESS_LOG),
     u("compress_binlog", "false", "not supported yet: binlogs are kept uncompressed"),
     u("compress_binlog_time", "01:30", "not supported yet: binlogs are kept uncompressed"),
 ];
@@ -116,14 +111,14 @@ mod tests {
     #[test]
     fn only_non_default_values_warn() {
         let ini = Ini::parse(
-            "use_trunk_file = no\nrotate_error_log = true\nthread_stack_size = 256K\nsync_start_time = 01:00\nport = 1\n",
+            "use_trunk_file = no\ncompress_old_error_log = true\nthread_stack_size = 256K\nsync_start_time = 01:00\nport = 1\n",
             std::path::Path::new("storage.conf"),
         )
         .unwrap();
         check(&ini.global(), STORAGE);
         let w = ini.take_warnings();
         assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].starts_with("storage.conf:2: rotate_error_log: \"true\""), "{w:?}");
+        assert!(w[0].starts_with("storage.conf:2: compress_old_error_log: \"true\""), "{w:?}");
         assert!(w[1].contains("sync_start_time"), "{w:?}");
     }
 

@@ -198,7 +198,7 @@ impl TrunkLog {
         crate::durable::write_atomic(&self.dir, &format!("{peer}.mark"), format!("binlog_offset={offset}\n").as_bytes())
     }
 
-    /// 32: every push restarts from the beginning.
+    /// 32: every push restarts from the beginning (the caller bumps the pusher's epoch).
     fn delete_marks(&self) -> std::io::Result<()> {
         for e in std::fs::read_dir(&self.dir)? {
             let p = e?.path();
@@ -230,6 +230,8 @@ pub struct Trunk {
     pool: Pool,
     /// While trunk server: how much of the trunk binlog every reachable ACTIVE member holds.
     pushed: tokio::sync::watch::Sender<u64>,
+    /// Bumped when the mark files are deleted (32, a compression): the pusher rereads them.
+    marks_epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Trunk {
@@ -242,6 +244,7 @@ impl Trunk {
             reported_id: AtomicU32::new(0),
             pool: Pool::new(connect_timeout, network_timeout, Duration::from_secs(3600), true),
             pushed: tokio::sync::watch::Sender::new(0),
+            marks_epoch: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -368,6 +371,7 @@ impl StorageServer {
         self.trunk.log.replace(&space.compacted(now), self.params().trunk_compress.max_backups)?;
         drop(guard);
         self.trunk.log.delete_marks()?;
+        self.trunk.marks_epoch.fetch_add(1, Ordering::AcqRel);
         self.update_init_flag(|f| f.set_other("trunk_last_compress_time", now.to_string()))?;
         log::info!("trunk binlog compressed: {before} -> {} bytes", self.trunk.log.len());
         self.trunk.news.notify_waiters();
@@ -817,6 +821,7 @@ pub(super) fn binlog_size(srv: &StorageServer) -> Vec<u8> {
 pub(super) async fn delete_marks(srv: &Arc<StorageServer>) -> Result<(), Status> {
     let s = srv.clone();
     Disk::read(move || s.trunk.log.delete_marks().map_err(io)).await?;
+    srv.trunk.marks_epoch.fetch_add(1, Ordering::AcqRel);
     srv.trunk.news.notify_waiters();
     Ok(())
 }
@@ -890,9 +895,16 @@ pub async fn schedule_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
 /// While this storage is the trunk server: pushes its trunk binlog to every other member
 /// (30), from where its mark file says, starting over (33 first) for a member never pushed to.
 pub async fn push_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
-    let mut conns: HashMap<String, Connection> = HashMap::new();
+    let mut peers: HashMap<String, PeerPush> = HashMap::new();
+    let mut marks_epoch = srv.trunk.marks_epoch.load(Ordering::Acquire);
     loop {
         let news = srv.trunk.news.notified();
+        let epoch = srv.trunk.marks_epoch.load(Ordering::Acquire);
+        if epoch != marks_epoch || !srv.trunk.is_server() {
+            // The marks were deleted (32, a compression) or the role went: start from the files.
+            marks_epoch = epoch;
+            peers.clear();
+        }
         if srv.trunk.is_server() {
             // Read before pushing: what every member reached counts only up to here.
             let mut everywhere = srv.trunk.log.len();
@@ -903,52 +915,87 @@ pub async fn push_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
                 if matches!(peer.status, OFFLINE | DELETED | IP_CHANGED) {
                     continue;
                 }
-                match push_to(&srv, &peer, &mut conns).await {
+                let state = peers.entry(peer.id.clone()).or_default();
+                match push_to(&srv, &peer, state).await {
                     Ok(reached) => everywhere = everywhere.min(reached),
                     Err(e) => {
                         // An unreachable member is left out rather than holding up every upload.
                         log::warn!("pushing the trunk binlog to {}: {e}", peer.id);
-                        conns.remove(&peer.id);
+                        state.conn = None;
                     }
                 }
             }
             srv.trunk.pushed.send_replace(everywhere);
-        } else {
-            conns.clear();
         }
         tokio::select! {
-            _ = shutdown.wait() => return,
+            _ = shutdown.wait() => {
+                for (id, p) in &mut peers {
+                    if let Err(e) = p.save(&srv.trunk.log, true).await {
+                        log::warn!("saving the trunk binlog mark of {id}: {e}");
+                    }
+                }
+                return;
+            }
             _ = news => {}
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
     }
 }
 
+/// Where the push to one member stands. The mark file is rewritten at most once a second: a
+/// mark that lags only makes the member receive some lines twice, which a replay skips.
+#[derive(Debug, Default)]
+struct PeerPush {
+    conn: Option<Connection>,
+    /// The mark file's name (`ip_port` or the ID), and the position in memory.
+    key: String,
+    offset: Option<u64>,
+    saved: u64,
+    saved_at: Option<std::time::Instant>,
+}
+
+impl PeerPush {
+    async fn save(&mut self, log: &Arc<TrunkLog>, now: bool) -> Result<(), String> {
+        let Some(offset) = self.offset else { return Ok(()) };
+        let due = now || self.saved_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
+        if offset == self.saved || !due || self.key.is_empty() {
+            return Ok(());
+        }
+        save_mark(log, &self.key, offset).await?;
+        (self.saved, self.saved_at) = (offset, Some(std::time::Instant::now()));
+        Ok(())
+    }
+}
+
 /// Brings `peer` up to the end of the trunk binlog; returns how far it now has it.
-async fn push_to(
-    srv: &Arc<StorageServer>,
-    peer: &Brief,
-    conns: &mut HashMap<String, Connection>,
-) -> Result<u64, String> {
-    let key = if srv.params().use_storage_id { peer.id.clone() } else { format!("{}_{}", peer.ip, peer.port) };
+async fn push_to(srv: &Arc<StorageServer>, peer: &Brief, state: &mut PeerPush) -> Result<u64, String> {
     let log = srv.trunk.log.clone();
-    let mut offset = log.mark(&key);
+    if state.offset.is_none() {
+        state.key = if srv.params().use_storage_id { peer.id.clone() } else { format!("{}_{}", peer.ip, peer.port) };
+        let (l, k) = (log.clone(), state.key.clone());
+        let mark = tokio::task::spawn_blocking(move || l.mark(&k)).await.map_err(|e| e.to_string())?;
+        (state.offset, state.saved) = (Some(mark), mark);
+    }
+    let mut offset = state.offset.unwrap_or(0);
     if offset == log.len() && offset > 0 {
+        state.save(&log, false).await?;
         return Ok(offset);
     }
-    if !conns.contains_key(&peer.id) {
+    if state.conn.is_none() {
         let addr = crate::config::join_host_port(&peer.ip, peer.port as u16);
         let c = Connection::connect(&addr, srv.config.connect_timeout, srv.config.network_timeout)
             .await
             .map_err(|e| e.to_string())?;
-        conns.insert(peer.id.clone(), c);
+        state.conn = Some(c);
     }
-    let conn = conns.get_mut(&peer.id).expect("inserted above");
+    let conn = state.conn.as_mut().expect("connected above");
     if offset == 0 || offset > log.len() {
         conn.call(Command::TrunkTruncateBinlogFile, &[]).await.map_err(|e| e.to_string())?;
         offset = 0;
-        save_mark(&log, &key, 0).await?;
+        state.offset = Some(0);
+        state.save(&log, true).await?;
     }
+    let conn = state.conn.as_mut().expect("connected above");
     while offset < log.len() {
         let l = log.clone();
         let chunk = tokio::task::spawn_blocking(move || l.read_from(offset, PUSH_CHUNK))
@@ -960,8 +1007,9 @@ async fn push_to(
         }
         conn.call(Command::TrunkSyncBinlog, &chunk).await.map_err(|e| e.to_string())?;
         offset += chunk.len() as u64;
-        save_mark(&log, &key, offset).await?;
     }
+    state.offset = Some(offset);
+    state.save(&log, false).await?;
     Ok(offset)
 }
 
