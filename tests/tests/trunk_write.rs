@@ -62,6 +62,55 @@ fn check_slots(live: &BTreeMap<String, Vec<u8>>, trunk_server: &Path, members: &
     }
 }
 
+/// Waits until every file of `live` reads back from every member of `members`.
+async fn on_every_member(c: &fdfs_core::client::Client, members: &[&StorageProc], live: &BTreeMap<String, Vec<u8>>) {
+    for (name, data) in live {
+        eventually(Duration::from_secs(30), "every file on every member", || async {
+            for m in members {
+                if data.is_empty() {
+                    if c.storage.file_info(&m.addr(), "group1", name, 0).await.ok()?.file_size != 0 {
+                        return None;
+                    }
+                } else if c.storage.download(&m.addr(), "group1", name, 0, 0).await.ok()? != *data {
+                    return None;
+                }
+            }
+            Some(())
+        })
+        .await;
+    }
+}
+
+/// Waits until `to` holds the trunk binlog of `from`, byte for byte.
+async fn same_trunk_binlog(from: &StorageProc, to: &StorageProc) {
+    eventually(Duration::from_secs(20), "the trunk binlog pushed", || async {
+        let want = std::fs::read(from.base().join("data/trunk/binlog")).ok()?;
+        (!want.is_empty() && std::fs::read(to.base().join("data/trunk/binlog")).ok()? == want).then_some(())
+    })
+    .await;
+}
+
+/// Uploads a 1-byte file to each member until it lands in a trunk slot (members learn the
+/// trunk server from the leader's next beat answer; until then small files are regular files).
+async fn until_trunk_slots(
+    c: &fdfs_core::client::Client,
+    members: &[&StorageProc],
+    live: &mut BTreeMap<String, Vec<u8>>,
+) {
+    for m in members {
+        for tries in 0.. {
+            assert!(tries < 200, "{} never put a small file into a trunk slot", m.ip);
+            let r = c.storage.upload(&m.addr(), UploadKind::Normal, -1, "", Content::Bytes(b"w")).await.unwrap();
+            let trunk = r.filename.len() == 60;
+            live.insert(r.filename, b"w".to_vec());
+            if trunk {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 #[tokio::test]
 async fn small_uploads_to_either_member_go_into_shared_trunk_slots() {
     let cluster = Cluster::start(TRACKER_CONF, &["127.0.0.41", "127.0.0.42"], "subdir_count_per_path = 4\n").await;
@@ -76,22 +125,8 @@ async fn small_uploads_to_either_member_go_into_shared_trunk_slots() {
     let (ts, other) = if server == a.id { (a, b) } else { (b, a) };
 
     let mut live: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    // Both members learn the trunk server from the leader's next beat answer; until then a
-    // small upload is stored as a regular file (which every reader accepts). The member goes
-    // first: the trunk file its slot is in exists only on the trunk server yet.
-    for m in [other, ts] {
-        for tries in 0.. {
-            assert!(tries < 200, "{} never put a small file into a trunk slot", m.ip);
-            let data = content(10, 0);
-            let r = c.storage.upload(&m.addr(), UploadKind::Normal, -1, "", Content::Bytes(&data)).await.unwrap();
-            let trunk = r.filename.len() == 60;
-            live.insert(r.filename, data);
-            if trunk {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    // The member goes first: the trunk file its slot is in exists only on the trunk server yet.
+    until_trunk_slots(&c, &[other, ts], &mut live).await;
     let sizes = [0usize, 27, 4096, 100_000, 1_048_552, 1_048_553, 3000, 70_000];
     for (i, &n) in sizes.iter().enumerate() {
         for (j, to) in [ts, other].iter().enumerate() {
@@ -106,27 +141,10 @@ async fn small_uploads_to_either_member_go_into_shared_trunk_slots() {
     let r = c.storage.upload(&ts.addr(), UploadKind::Appender, -1, "log", Content::Bytes(b"appender")).await.unwrap();
     assert_eq!(r.filename.len(), 44);
 
-    // Every file reads back from both members (replication wrote the same slots).
-    for (name, data) in &live {
-        for m in [ts, other] {
-            let got = eventually(Duration::from_secs(30), "replicated", || async {
-                if data.is_empty() {
-                    let info = c.storage.file_info(&m.addr(), "group1", name, 0).await.ok()?;
-                    return (info.file_size == 0).then(Vec::new);
-                }
-                c.storage.download(&m.addr(), "group1", name, 0, 0).await.ok().map(|b| b.to_vec())
-            })
-            .await;
-            assert!(got == *data, "{name} on {}", m.ip);
-        }
-    }
-    // The trunk binlog reached the other member, byte for byte.
-    eventually(Duration::from_secs(20), "the trunk binlog pushed", || async {
-        let want = std::fs::read(ts.base().join("data/trunk/binlog")).ok()?;
-        let got = std::fs::read(other.base().join("data/trunk/binlog")).ok()?;
-        (want == got && !want.is_empty()).then_some(())
-    })
-    .await;
+    // Every file reads back from both members (replication wrote the same slots), and the
+    // trunk binlog reached the other member byte for byte.
+    on_every_member(&c, &[ts, other], &live).await;
+    same_trunk_binlog(ts, other).await;
     check_slots(&live, &ts.base(), &[ts, other]);
 
     // Deletes through either member free the slots; new uploads reuse them.
@@ -161,22 +179,8 @@ async fn small_uploads_to_either_member_go_into_shared_trunk_slots() {
         live.insert(r.filename, data);
     }
     assert!(reused >= 1, "a freed slot is handed out again");
-    for (name, data) in &live {
-        eventually(Duration::from_secs(30), "the new files on both members", || async {
-            for m in [ts, other] {
-                if !data.is_empty() && c.storage.download(&m.addr(), "group1", name, 0, 0).await.ok()? != *data {
-                    return None;
-                }
-            }
-            Some(())
-        })
-        .await;
-    }
-    eventually(Duration::from_secs(20), "the trunk binlog pushed again", || async {
-        let want = std::fs::read(ts.base().join("data/trunk/binlog")).ok()?;
-        (std::fs::read(other.base().join("data/trunk/binlog")).ok()? == want).then_some(())
-    })
-    .await;
+    on_every_member(&c, &[ts, other], &live).await;
+    same_trunk_binlog(ts, other).await;
     check_slots(&live, &ts.base(), &[ts, other]);
 
     // The module serves the slots we wrote as it serves C's (from the member's copy).
@@ -246,22 +250,7 @@ async fn a_killed_trunk_server_is_replaced_without_handing_out_space_twice() {
     let mut live = BTreeMap::new();
     // Both learn who the trunk server is; then a burst to each, and the trunk server killed at
     // once, before its last lines could have been pushed had it answered first.
-    for i in [ts_i, other_i] {
-        for tries in 0.. {
-            assert!(tries < 200, "no trunk slots from {}", cluster.storages[i].ip);
-            let r = c
-                .storage
-                .upload(&cluster.storages[i].addr(), UploadKind::Normal, -1, "", Content::Bytes(b"x"))
-                .await
-                .unwrap();
-            let trunk = r.filename.len() == 60;
-            live.insert(r.filename, b"x".to_vec());
-            if trunk {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    until_trunk_slots(&c, &[&cluster.storages[ts_i], &cluster.storages[other_i]], &mut live).await;
     upload_small(&c, &cluster.storages[other_i], 20, 1, &mut live).await;
     upload_small(&c, &cluster.storages[ts_i], 20, 2, &mut live).await;
     cluster.storages[ts_i].daemon.kill9();
@@ -295,23 +284,8 @@ async fn a_killed_trunk_server_is_replaced_without_handing_out_space_twice() {
     let c = cluster.client();
     let (back, survivor) = (&cluster.storages[ts_i], &cluster.storages[other_i]);
     upload_small(&c, back, 20, 4, &mut live).await;
-    for (name, data) in &live {
-        eventually(Duration::from_secs(30), "every file on both members", || async {
-            for m in [back, survivor] {
-                let got = c.storage.download(&m.addr(), "group1", name, 0, 0).await.ok()?;
-                if got != *data {
-                    return None;
-                }
-            }
-            Some(())
-        })
-        .await;
-    }
-    eventually(Duration::from_secs(20), "the new trunk binlog on the old trunk server", || async {
-        let want = std::fs::read(survivor.base().join("data/trunk/binlog")).ok()?;
-        (std::fs::read(back.base().join("data/trunk/binlog")).ok()? == want).then_some(())
-    })
-    .await;
+    on_every_member(&c, &[back, survivor], &live).await;
+    same_trunk_binlog(survivor, back).await;
     let backups = std::fs::read_dir(back.base().join("data/trunk")).unwrap().flatten();
     assert!(
         backups.into_iter().any(|e| e.file_name().to_string_lossy().starts_with("binlog.2")),
@@ -330,19 +304,7 @@ async fn kill_9_of_the_trunk_server_under_load_loses_no_acknowledged_trunk_file(
     let first = trunk_server_id(&c, None).await;
     let (ts_i, other_i) = if first == cluster.storages[0].id { (0, 1) } else { (1, 0) };
     let mut warm = BTreeMap::new();
-    for i in [ts_i, other_i] {
-        for tries in 0.. {
-            assert!(tries < 200, "no trunk slots from {}", cluster.storages[i].ip);
-            let to = &cluster.storages[i];
-            let r = c.storage.upload(&to.addr(), UploadKind::Normal, -1, "", Content::Bytes(b"w")).await.unwrap();
-            let trunk = r.filename.len() == 60;
-            warm.insert(r.filename, b"w".to_vec());
-            if trunk {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    until_trunk_slots(&c, &[&cluster.storages[ts_i], &cluster.storages[other_i]], &mut warm).await;
     let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut writers = Vec::new();
