@@ -208,3 +208,31 @@ async fn a_change_made_while_the_sender_saves_its_mark_is_not_missed() {
         }
     }
 }
+
+/// `sync_start_time` / `sync_end_time`: outside the window the sender holds its changes back
+/// (local time, as C); inside it they flow again.
+#[tokio::test]
+async fn replication_waits_for_the_sync_window() {
+    let mut cl = Cluster::start("", &["127.0.0.66", "127.0.0.67"], "").await;
+    let tracker = cl.tracker.addr();
+    let now = std::process::Command::new("date").arg("+%H %M").output().unwrap();
+    let now = String::from_utf8_lossy(&now.stdout).to_string();
+    let (h, m): (u32, u32) = match now.split_whitespace().collect::<Vec<_>>()[..] {
+        [h, m] => (h.parse().unwrap(), m.parse().unwrap()),
+        _ => panic!("date: {now}"),
+    };
+    let window = format!("sync_start_time = {:02}:{m:02}\nsync_end_time = {:02}:{m:02}\n", (h + 2) % 24, (h + 3) % 24);
+    let plain = std::fs::read_to_string(&cl.storages[0].daemon.conf).unwrap();
+    std::fs::write(&cl.storages[0].daemon.conf, format!("{plain}{window}")).unwrap();
+    cl.storages[0].restart(&tracker, false).await;
+    let c = cl.client();
+    let (a, b) = (cl.storages[0].addr(), cl.storages[1].addr());
+    let r = c.storage.upload(&a, UploadKind::Normal, -1, "txt", Content::Bytes(b"after hours")).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(c.storage.download(&b, "group1", &r.filename, 0, 0).await.is_err(), "held back outside the window");
+    // Back to all day: the change goes out.
+    std::fs::write(&cl.storages[0].daemon.conf, plain).unwrap();
+    cl.storages[0].restart(&tracker, false).await;
+    let c = cl.client();
+    on_storage(&c, &b, &r.file_id(), b"after hours").await;
+}

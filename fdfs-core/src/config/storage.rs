@@ -79,9 +79,9 @@ pub struct StorageConfig {
     pub sync_wait_msec: Duration,
     /// `sync_interval` (0 ms): pause after each replicated record.
     pub sync_interval: Duration,
-    /// `sync_start_time` (00:00): accepted, not supported yet (replication runs all day).
+    /// `sync_start_time` (00:00) .. `sync_end_time` (23:59), local time: when replication
+    /// senders send (outside it they wait).
     pub sync_start_time: (u8, u8),
-    /// `sync_end_time` (23:59): accepted, not supported yet.
     pub sync_end_time: (u8, u8),
     /// `write_mark_file_freq` (500): rewrite a peer's mark file after this many records.
     pub write_mark_file_freq: u64,
@@ -144,7 +144,8 @@ pub struct StorageConfig {
     pub use_connection_pool: bool,
     /// `connection_pool_max_idle_time` (3600 s): as above.
     pub connection_pool_max_idle_time: Duration,
-    /// `compress_binlog` (false): accepted, not supported yet.
+    /// `compress_binlog` (false): C's compressed binlogs (`binlog.NNN.gz`) are always read;
+    /// writing them is not supported yet (warned about).
     pub compress_binlog: bool,
     /// `check_store_path_mark` (true): a store path carrying another storage's mark
     /// (`data/.fastdfs_vars`) stops the start.

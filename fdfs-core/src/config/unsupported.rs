@@ -63,8 +63,6 @@ pub const STORAGE: &[Unsupported] = &[
         "1",
         "not needed: reads run on the blocking pool, writes on disk_writer_threads per store path",
     ),
-    u("sync_start_time", "00:00", "not supported yet: replication runs all day"),
-    u("sync_end_time", "23:59", "not supported yet: replication runs all day"),
     u("disk_recovery_threads", "1", "disk recovery copies one file at a time"),
     u("fsync_after_written_bytes", "0", "every file is fsynced before the upload is answered"),
     u("if_alias_prefix", "", "not supported: every interface address counts as this host's"),
@@ -78,8 +76,12 @@ pub const STORAGE: &[Unsupported] = &[
     u("rotate_access_log_size", "0", ACCESS_LOG),
     u("compress_old_access_log", "false", ACCESS_LOG),
     u("compress_access_log_days_before", "0", ACCESS_LOG),
-    u("compress_binlog", "false", "not supported yet: binlogs are kept uncompressed"),
-    u("compress_binlog_time", "01:30", "not supported yet: binlogs are kept uncompressed"),
+    u("compress_binlog", "false", "not supported yet: binlogs are written uncompressed (C's binlog.NNN.gz are read)"),
+    u(
+        "compress_binlog_time",
+        "01:30",
+        "not supported yet: binlogs are written uncompressed (C's binlog.NNN.gz are read)",
+    ),
 ];
 
 /// A value in a comparable form: booleans as 0/1, sizes as bytes.
@@ -111,7 +113,7 @@ mod tests {
     #[test]
     fn only_non_default_values_warn() {
         let ini = Ini::parse(
-            "use_trunk_file = no\ncompress_old_error_log = true\nthread_stack_size = 256K\nsync_start_time = 01:00\nport = 1\n",
+            "use_trunk_file = no\ncompress_old_error_log = true\nthread_stack_size = 256K\nkeep_alive = 1\nport = 1\n",
             std::path::Path::new("storage.conf"),
         )
         .unwrap();
@@ -119,7 +121,7 @@ mod tests {
         let w = ini.take_warnings();
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].starts_with("storage.conf:2: compress_old_error_log: \"true\""), "{w:?}");
-        assert!(w[1].contains("sync_start_time"), "{w:?}");
+        assert!(w[1].contains("keep_alive"), "{w:?}");
     }
 
     #[test]

@@ -239,8 +239,63 @@ pub struct BinlogReader {
     dir: PathBuf,
     index: u32,
     offset: u64,
-    file: Option<File>,
+    file: Option<Source>,
     buf: Vec<u8>,
+}
+
+/// A binlog file as written, or compressed by C (`compress_binlog`: `binlog.NNN.gz`); positions
+/// are in the uncompressed text either way, so marks carry over.
+enum Source {
+    Plain(File),
+    Gz(Box<flate2::read::GzDecoder<File>>),
+}
+
+impl std::fmt::Debug for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Source::Plain(_) => "Plain",
+            Source::Gz(_) => "Gz",
+        })
+    }
+}
+
+impl std::io::Read for Source {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Source::Plain(f) => f.read(buf),
+            Source::Gz(g) => g.read(buf),
+        }
+    }
+}
+
+impl Source {
+    /// Binlog file `index` positioned at `offset`: the plain file, else its `.gz`.
+    fn open(dir: &Path, index: u32, offset: u64) -> std::io::Result<Self> {
+        use std::io::{Seek, SeekFrom};
+        match File::open(dir.join(binlog_name(index))) {
+            Ok(mut f) => {
+                f.seek(SeekFrom::Start(offset))?;
+                Ok(Source::Plain(f))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let f = File::open(dir.join(format!("{}.gz", binlog_name(index))))?;
+                let mut g = Box::new(flate2::read::GzDecoder::new(f));
+                let skipped = std::io::copy(&mut std::io::Read::take(&mut *g, offset), &mut std::io::sink())?;
+                if skipped < offset {
+                    return Err(std::io::ErrorKind::UnexpectedEof.into());
+                }
+                Ok(Source::Gz(g))
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// The whole text of binlog file `index` (plain, or C's `.gz`).
+pub fn read_file(dir: &Path, index: u32) -> std::io::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(&mut Source::open(dir, index, 0)?, &mut out)?;
+    Ok(out)
 }
 
 impl BinlogReader {
@@ -263,7 +318,7 @@ impl BinlogReader {
     /// moves on.
     pub fn next(&mut self, writing: (u32, u64)) -> std::io::Result<Option<Line>> {
         let (writing, committed) = writing;
-        use std::io::{Read, Seek, SeekFrom};
+        use std::io::Read;
         loop {
             if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.buf.drain(..=nl).collect();
@@ -275,11 +330,8 @@ impl BinlogReader {
                 }));
             }
             if self.file.is_none() {
-                match File::open(self.dir.join(binlog_name(self.index))) {
-                    Ok(mut f) => {
-                        f.seek(SeekFrom::Start(self.offset + self.buf.len() as u64))?;
-                        self.file = Some(f);
-                    }
+                match Source::open(&self.dir, self.index, self.offset + self.buf.len() as u64) {
+                    Ok(f) => self.file = Some(f),
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.index < writing => {
                         self.next_file();
                         continue;
@@ -440,5 +492,27 @@ mod tests {
         let b = Binlog::open(dir.path()).unwrap();
         assert_eq!(b.position(), (0, 16));
         assert_eq!(std::fs::read_to_string(dir.path().join("binlog.000")).unwrap(), "5 C M00/00/00/x\n");
+    }
+
+    #[test]
+    fn cs_compressed_binlogs_are_read_with_the_same_positions() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let text = "1795800000 C M00/00/00/a.txt\n1795800001 c M00/00/00/b.txt\n1795800002 D M00/00/00/a.txt\n";
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        gz.write_all(text.as_bytes()).unwrap();
+        std::fs::write(dir.path().join("binlog.000.gz"), gz.finish().unwrap()).unwrap();
+        std::fs::write(dir.path().join("binlog.001"), "1795800003 C M00/00/00/c.txt\n").unwrap();
+        assert_eq!(read_file(dir.path(), 0).unwrap(), text.as_bytes());
+        // From a mark in the middle of the compressed file, then on into the next one.
+        let first = "1795800000 C M00/00/00/a.txt\n".len() as u64;
+        let mut r = BinlogReader::at(dir.path(), 0, first);
+        let names: Vec<String> = std::iter::from_fn(|| match r.next((1, 29)).unwrap()? {
+            Line::Record(rec) => Some(rec.filename),
+            Line::Invalid(t) => panic!("{t}"),
+        })
+        .collect();
+        assert_eq!(names, ["M00/00/00/b.txt", "M00/00/00/a.txt", "M00/00/00/c.txt"]);
+        assert_eq!((r.index(), r.offset()), (1, 29));
     }
 }

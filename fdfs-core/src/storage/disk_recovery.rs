@@ -18,7 +18,7 @@ use std::time::Duration;
 use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::binlog::{binlog_name, Op, Record};
+use super::binlog::{Op, Record};
 use super::StorageServer;
 use crate::protocol::report::Brief;
 use crate::protocol::{status, Command, Header, Status};
@@ -83,7 +83,7 @@ pub fn path_file_list(srv: &StorageServer, index: u8) -> std::io::Result<Vec<u8>
     let mut seen: Vec<(i64, String)> = Vec::new();
     let mut live: std::collections::HashSet<String> = std::collections::HashSet::new();
     for i in 0..=last {
-        let Ok(text) = std::fs::read(srv.binlog.dir().join(binlog_name(i))) else { continue };
+        let Ok(text) = super::binlog::read_file(srv.binlog.dir(), i) else { continue };
         for line in String::from_utf8_lossy(&text).lines() {
             let Some(r) = Record::parse(line) else { continue };
             match r.op {

@@ -95,6 +95,28 @@ const READ_AHEAD: usize = 256;
 /// How long a caught-up sender waits for more records before saving its mark.
 const MARK_IDLE_SAVE: Duration = Duration::from_secs(1);
 
+/// Minutes since local midnight.
+fn local_minutes() -> u32 {
+    use chrono::Timelike;
+    let now = chrono::Local::now();
+    now.hour() * 60 + now.minute()
+}
+
+/// Whether `now` (minutes since midnight) lies in the replication window `start..=end`
+/// (`sync_start_time`, `sync_end_time`; C's 00:00-23:59 default is all day; a window may run
+/// past midnight).
+fn in_sync_window(start: (u8, u8), end: (u8, u8), now: u32) -> bool {
+    let (s, e) = (u32::from(start.0) * 60 + u32::from(start.1), u32::from(end.0) * 60 + u32::from(end.1));
+    if s == e || (s == 0 && e >= 23 * 60 + 59) {
+        return true;
+    }
+    if s < e {
+        (s..=e).contains(&now)
+    } else {
+        now >= s || now <= e
+    }
+}
+
 /// Writes a mark file off the async workers (it is fsynced).
 async fn save_mark(mark: &Mark, path: &Path) -> Result<(), String> {
     let (mark, path) = (mark.clone(), path.to_owned());
@@ -314,6 +336,15 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
             Line::Invalid(text) => log::error!("sync to {peer_id}: skipping a bad binlog line: {text:?}"),
             Line::Record(r) => {
                 if wanted(&r, &mark) {
+                    // Outside `sync_start_time`..`sync_end_time` the sender waits (its
+                    // connection kept alive), as C's does.
+                    while !in_sync_window(srv.config.sync_start_time, srv.config.sync_end_time, local_minutes()) {
+                        tokio::select! {
+                            _ = shutdown.wait() => return Ok(()),
+                            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+                        }
+                        conn.active_test().await.map_err(|e| e.to_string())?;
+                    }
                     send(srv, &mut conn, &r).await.map_err(|e| format!("{}: {e}", r.line().trim_end()))?;
                     mark.sync_row_count += 1;
                 }
@@ -508,6 +539,15 @@ async fn send(srv: &StorageServer, conn: &mut Connection, r: &Record) -> Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sync_window_is_cs() {
+        assert!(in_sync_window((0, 0), (23, 59), 5), "the default: all day");
+        assert!(in_sync_window((1, 0), (5, 0), 3 * 60));
+        assert!(!in_sync_window((1, 0), (5, 0), 6 * 60));
+        assert!(in_sync_window((22, 0), (6, 0), 23 * 60) && in_sync_window((22, 0), (6, 0), 60), "past midnight");
+        assert!(!in_sync_window((22, 0), (6, 0), 12 * 60));
+    }
 
     #[test]
     fn mark_files_are_named_as_c_names_them() {
