@@ -147,7 +147,7 @@ async fn every_tool() {
     );
     assert!(out.contains(&format!("file size: 300000\nfile crc32: {crc} (0x{crc:08X})\n")), "{out}");
     let out = std::process::Command::new(fdfs_e2e::bin("fdfs_crc32")).arg(&src).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), crc.to_string());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{crc:x}"), "C prints it in hex");
 
     let dst = dir.path().join("copy.jpg");
     let (rc, _, err) = cl.tool("fdfs_download_file", &[&id, dst.to_str().unwrap()]);
@@ -172,6 +172,12 @@ async fn every_tool() {
     let both = [data.clone(), data.clone()].concat();
     assert!(out.starts_with("GET FROM SERVER: true\n\nfile type: appender\n"), "{out}");
     assert!(out.contains(&format!("file size: 600000\nfile crc32: {} ", crc32fast::hash(&both))), "{out}");
+    // C 6.16's -n: the storage skips the CRC32 of an appender file.
+    let (rc, out, err) = cl.tool("fdfs_file_info", &["-n", &app]);
+    assert_eq!(rc, 0, "{err}");
+    assert!(out.contains("file size: 600000\nfile crc32: 0 (0x00000000)"), "{out}");
+    let (rc, _, err) = cl.tool("fdfs_file_info", &["-x", &app]);
+    assert!(rc != 0 && err.contains("Usage: fdfs_file_info [options]"), "{err}");
     let (rc, normal, _) = cl.tool("fdfs_regenerate_filename", &[&app]);
     assert_eq!(rc, 0);
     let (rc, out, _) = cl.tool("fdfs_file_info", &[normal.trim()]);
@@ -412,7 +418,7 @@ async fn one_gib_round_trip_checked_by_crc32() {
     let (rc, _, err) = cl.tool("fdfs_download_file", &[id, dst.to_str().unwrap()]);
     assert_eq!(rc, 0, "{err}");
     let out = std::process::Command::new(fdfs_e2e::bin("fdfs_crc32")).arg(&dst).output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), crc.to_string());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{crc:x}"), "C prints it in hex");
     assert_eq!(std::fs::metadata(&dst).unwrap().len(), 1 << 30);
 }
 
@@ -552,9 +558,9 @@ async fn a_stopping_storage_finishes_the_upload_in_flight() {
 /// A C key that fastdfs-rs accepts without acting on it is reported once at startup.
 #[tokio::test]
 async fn keys_without_effect_are_reported_at_startup() {
-    let cl = Cluster::start("", &["127.0.0.2"], "sync_start_time = 02:00\ncheck_file_duplicate = 1").await;
+    let cl = Cluster::start("", &["127.0.0.2"], "keep_alive = 1\ncheck_file_duplicate = 1").await;
     let log = std::fs::read_to_string(cl.storages[0].base().join("fdfs_storaged.stderr")).unwrap();
-    for key in ["sync_start_time", "check_file_duplicate"] {
+    for key in ["keep_alive", "check_file_duplicate"] {
         let lines = log.lines().filter(|l| l.contains(&format!(": {key}: ")) && l.contains("no effect")).count();
         assert_eq!(lines, 1, "{key} reported once:\n{log}");
     }

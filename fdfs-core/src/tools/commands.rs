@@ -233,11 +233,31 @@ pub fn delete_file(args: &[String]) -> Result<ExitCode> {
 }
 
 /// Normal files are described from their name alone; appender and slave files are asked of
-/// the storage, as the original does.
+/// the storage, as the original does. Options as C 6.16's: `-n` the storage does not compute
+/// the CRC32 of appender and slave files, `-s` it logs nothing when the file does not exist.
 pub fn file_info(args: &[String]) -> Result<ExitCode> {
-    if args.len() < 2 {
-        bail!("Usage: fdfs_file_info <config_file> <file_id>");
+    use crate::protocol::storage::file_info_flags;
+    let usage = "Usage: fdfs_file_info [options] <config_file> <file_id>\n  options: \n    -s: keep silence, when this file not exist, do not log error on storage server\n    -n: do NOT calculate CRC32 for appender file or slave file\n";
+    let mut flags = 0u8;
+    let mut args_left = Vec::new();
+    for a in args {
+        match a.strip_prefix('-').filter(|o| !o.is_empty()) {
+            Some(opts) => {
+                for o in opts.chars() {
+                    flags |= match o {
+                        'n' => file_info_flags::NO_CRC32,
+                        's' => file_info_flags::SILENT,
+                        _ => bail!(usage),
+                    };
+                }
+            }
+            None => args_left.push(a.clone()),
+        }
     }
+    if args_left.len() < 2 {
+        bail!(usage);
+    }
+    let args = args_left;
     let (_, client) = load_client(Path::new(&args[0]), None)?;
     let id = args[1].clone();
     let fid = match FileId::parse(&id) {
@@ -254,7 +274,7 @@ pub fn file_info(args: &[String]) -> Result<ExitCode> {
     };
     let from_server = info.file_type != FileType::Normal;
     let (size, ts, crc) = if from_server {
-        let r = runtime()?.block_on(client.query_file_info(&id, 0));
+        let r = runtime()?.block_on(client.query_file_info(&id, flags));
         match r {
             Ok(r) => (r.file_size as u64, r.create_timestamp, r.crc32_u32()),
             Err(e) => return Ok(fail("query file info", &e)),
@@ -326,7 +346,8 @@ pub fn crc32(args: &[String]) -> Result<ExitCode> {
         }
         h.update(&buf[..n]);
     }
-    crate::outln!("{}", h.finalize());
+    // As C's fdfs_crc32: lowercase hex, no padding.
+    crate::outln!("{:x}", h.finalize());
     Ok(ExitCode::SUCCESS)
 }
 
