@@ -48,9 +48,21 @@ pub struct Daemon {
 impl Daemon {
     /// Starts `program conf foreground` and waits for its "listening on ADDR" line.
     pub fn start(program: &str, conf: &Path, base_path: &Path) -> Self {
+        Self::start_with(Command::new(bin(program)), program, conf, base_path)
+    }
+
+    /// As [`Self::start`], inside network namespace `ns` (`ip netns exec` execs the program,
+    /// so the child is the daemon itself).
+    pub fn start_in_netns(ns: &str, program: &str, conf: &Path, base_path: &Path) -> Self {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).arg(bin(program));
+        Self::start_with(cmd, program, conf, base_path)
+    }
+
+    fn start_with(mut cmd: Command, program: &str, conf: &Path, base_path: &Path) -> Self {
         let stderr_log = base_path.join(format!("{program}.stderr"));
         let err = std::fs::File::create(&stderr_log).expect("stderr log");
-        let mut child = Command::new(bin(program))
+        let mut child = cmd
             .arg(conf)
             .arg("foreground")
             .stdin(Stdio::null())
