@@ -74,45 +74,31 @@ pub fn save_pending(data_dir: &Path, paths: &BTreeSet<usize>) -> std::io::Result
     crate::durable::write_atomic(data_dir, FLAG_FILE, text.as_bytes())
 }
 
-/// 26 FETCH_ONE_PATH_BINLOG, the answer's text: a `c` line for every file of store path
-/// `index` this storage holds now (created here or replicated, renamed ones under their new
-/// name, `-m` metadata files too), in binlog order. Deleted files are not listed.
-pub fn path_file_list(srv: &StorageServer, index: u8) -> std::io::Result<Vec<u8>> {
+/// 26 FETCH_ONE_PATH_BINLOG, the answer's text, handed to `emit` in pieces (false: stop): a
+/// `c` line for every create, link, rename or metadata record of store path `index` whose file
+/// this storage still holds, in binlog order (renamed files under their new name, `-m` files
+/// too; deleted ones are not on disk, so not listed). The binlog is read as a stream and
+/// nothing is kept per file, so memory stays flat for any number of files; a name recorded
+/// twice (metadata set again) is listed twice, which the receiver skips.
+pub fn path_file_list(srv: &StorageServer, index: u8, mut emit: impl FnMut(Vec<u8>) -> bool) -> std::io::Result<()> {
     let prefix = format!("M{index:02X}/");
-    let (last, _) = srv.binlog.position();
-    let mut seen: Vec<(i64, String)> = Vec::new();
-    let mut live: std::collections::HashSet<String> = std::collections::HashSet::new();
-    for i in 0..=last {
-        let Ok(text) = super::binlog::read_file(srv.binlog.dir(), i) else { continue };
-        for line in String::from_utf8_lossy(&text).lines() {
-            let Some(r) = Record::parse(line) else { continue };
-            match r.op {
-                Op::Create | Op::Link | Op::Update
-                    if r.filename.starts_with(&prefix) && live.insert(r.filename.clone()) =>
-                {
-                    seen.push((r.timestamp, r.filename));
-                }
-                Op::Rename => {
-                    // `R new old`: the file now goes by its new name.
-                    live.remove(r.extra.split(' ').next().unwrap_or_default());
-                    if r.filename.starts_with(&prefix) && live.insert(r.filename.clone()) {
-                        seen.push((r.timestamp, r.filename));
-                    }
-                }
-                Op::Delete => {
-                    live.remove(&r.filename);
-                }
-                _ => {}
+    let writing = srv.binlog.position();
+    let mut reader = super::binlog::BinlogReader::at(srv.binlog.dir(), 0, 0);
+    let mut out = Vec::with_capacity(64 << 10);
+    while let Some(line) = reader.next(writing)? {
+        let super::binlog::Line::Record(r) = line else { continue };
+        let listed = matches!(r.op, Op::Create | Op::Link | Op::Update | Op::Rename);
+        if listed && r.filename.starts_with(&prefix) && srv.holds(&r.filename) {
+            out.extend_from_slice(format!("{} c {}\n", r.timestamp, r.filename).as_bytes());
+            if out.len() >= 60 << 10 && !emit(std::mem::take(&mut out)) {
+                return Ok(());
             }
         }
     }
-    let mut out = Vec::new();
-    for (ts, name) in seen.into_iter().filter(|(_, n)| live.contains(n)) {
-        if srv.holds(&name) {
-            out.extend_from_slice(format!("{ts} c {name}\n").as_bytes());
-        }
+    if !out.is_empty() {
+        emit(out);
     }
-    Ok(out)
+    Ok(())
 }
 
 impl StorageServer {
@@ -125,21 +111,27 @@ impl StorageServer {
     }
 }
 
-/// 26 on the server side: the header with the unknown-length marker, the list, its length
-/// (8 bytes), then the connection closes.
+/// 26 on the server side: the header with the unknown-length marker, the list as it is read,
+/// its length (8 bytes), then the connection closes.
 pub(super) async fn send_path_file_list(
     srv: &Arc<StorageServer>,
     sock: &mut crate::server::PeerStream,
     index: u8,
 ) -> std::io::Result<()> {
-    let s = srv.clone();
-    let list =
-        tokio::task::spawn_blocking(move || path_file_list(&s, index)).await.map_err(std::io::Error::other)??;
     let mut header = Header::response(Status::OK, 0);
     header.pkg_len = UNKNOWN_LENGTH;
     sock.write_all(&header.encode()).await?;
-    sock.write_all(&list).await?;
-    sock.write_all(&(list.len() as u64).to_be_bytes()).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    let s = srv.clone();
+    let producer =
+        tokio::task::spawn_blocking(move || path_file_list(&s, index, |piece| tx.blocking_send(piece).is_ok()));
+    let mut total = 0u64;
+    while let Some(piece) = rx.recv().await {
+        sock.write_all(&piece).await?;
+        total += piece.len() as u64;
+    }
+    producer.await.map_err(std::io::Error::other)??;
+    sock.write_all(&total.to_be_bytes()).await?;
     sock.flush().await
 }
 

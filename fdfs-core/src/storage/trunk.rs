@@ -778,6 +778,13 @@ pub(super) async fn slot_done(
 ) -> Result<(), Status> {
     srv.check_group(&req.group)?;
     let slot = block_of(&req.info).ok_or(Status::EINVAL)?;
+    // Only something that could be a slot: a member never frees more than one.
+    let t = srv.params().trunk;
+    if slot.size as u64 > t.slot_max_size as u64 + t.slot_min_size as u64
+        || slot.offset as u64 + slot.size as u64 > t.trunk_file_size as u64
+    {
+        return Err(Status::EINVAL);
+    }
     let s = srv.clone();
     let confirmed = confirm && write_status == 0;
     Disk::read(move || {
