@@ -200,6 +200,24 @@ pub fn run_as(group: &str, user: &str) -> Result<()> {
 }
 
 /// Binds `bind_addr:port` (every address when `bind_addr` is empty).
+/// Opens `<base_path>/logs/<name>.log` (also to stderr in the foreground) and logs what the
+/// config found worth saying.
+pub fn start_logging(
+    base_path: &Path,
+    name: &str,
+    level: crate::config::LogLevel,
+    rotation: crate::config::LogRotation,
+    foreground: bool,
+    warnings: &[String],
+) -> Result<()> {
+    crate::logging::init(&base_path.join("logs"), name, level, foreground, rotation)
+        .with_context(|| format!("opening the log in {}", base_path.display()))?;
+    for w in warnings {
+        log::warn!("{w}");
+    }
+    Ok(())
+}
+
 pub async fn bind(bind_addr: &str, port: u16) -> Result<tokio::net::TcpListener> {
     let host = if bind_addr.is_empty() { "0.0.0.0" } else { bind_addr };
     tokio::net::TcpListener::bind((host, port)).await.with_context(|| format!("binding {host}:{port}"))

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use fdfs_core::config::StorageConfig;
 use fdfs_core::daemon;
 use fdfs_core::storage::{self, StorageServer};
@@ -38,17 +38,8 @@ fn real_main() -> Result<()> {
         let listener = daemon::bind(&config.bind_addr, config.port).await?;
         // Bound: from here on as run_by_user, who then owns the log, the state and the files.
         daemon::run_as(&config.run_by_group, &config.run_by_user)?;
-        fdfs_core::logging::init(
-            &config.base_path.join("logs"),
-            "storaged",
-            config.log_level,
-            foreground,
-            config.log_rotation,
-        )
-        .with_context(|| format!("opening the log in {}", config.base_path.display()))?;
-        for w in &config.warnings {
-            log::warn!("{w}");
-        }
+        let c = &config;
+        daemon::start_logging(&c.base_path, "storaged", c.log_level, c.log_rotation, foreground, &c.warnings)?;
         // With port 0 the trackers must learn the port actually bound.
         config.port = listener.local_addr()?.port();
         let base_path = config.base_path.clone();
