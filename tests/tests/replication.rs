@@ -236,3 +236,42 @@ async fn replication_waits_for_the_sync_window() {
     let c = cl.client();
     on_storage(&c, &b, &r.file_id(), b"after hours").await;
 }
+
+/// `store_slave_file_use_link` (tracker.conf): a slave is stored as C stores it then, its
+/// content under a name of its own and the slave name a symbolic link to it (`C`, then `L`);
+/// the member gets both (16, 19); deleting the slave removes both, here and there.
+#[tokio::test]
+async fn slaves_stored_as_links_replicate_and_delete_as_links() {
+    let cl = Cluster::start("store_slave_file_use_link = true\n", &["127.0.0.68", "127.0.0.69"], "").await;
+    let c = cl.client();
+    let (a, b) = (cl.storages[0].addr(), cl.storages[1].addr());
+    let master = c.storage.upload(&a, UploadKind::Normal, -1, "jpg", Content::Bytes(b"master")).await.unwrap();
+    let slave =
+        c.storage.upload_slave(&a, &master.filename, "_150x150", "jpg", Content::Bytes(b"thumbnail")).await.unwrap();
+    let path_of = |base: std::path::PathBuf, name: &str| base.join("data").join(&name["M00/".len()..]);
+    let on_a = path_of(cl.storages[0].base(), &slave.filename);
+    assert!(std::fs::symlink_metadata(&on_a).unwrap().file_type().is_symlink(), "the slave is a link");
+    let binlog = std::fs::read_to_string(cl.storages[0].base().join("data/sync/binlog.000")).unwrap();
+    let content = binlog
+        .lines()
+        .find_map(|l| {
+            l.split(' ')
+                .collect::<Vec<_>>()
+                .get(3)
+                .filter(|_| l.contains(&format!(" L {} ", slave.filename)))
+                .map(|s| s.to_string())
+        })
+        .unwrap_or_else(|| panic!("an L record for the slave: {binlog}"));
+    assert_eq!(std::fs::read_link(&on_a).unwrap(), path_of(cl.storages[0].base(), &content));
+    on_storage(&c, &b, &slave.file_id(), b"thumbnail").await;
+    let on_b = path_of(cl.storages[1].base(), &slave.filename);
+    assert!(std::fs::symlink_metadata(&on_b).unwrap().file_type().is_symlink(), "a link on the member too");
+    c.storage.delete(&a, "group1", &slave.filename).await.unwrap();
+    assert!(std::fs::symlink_metadata(&on_a).is_err() && !path_of(cl.storages[0].base(), &content).exists());
+    gone_from(&c, &b, &slave.file_id()).await;
+    eventually(Duration::from_secs(10), "the content file gone from the member", || async {
+        (!path_of(cl.storages[1].base(), &content).exists()).then_some(())
+    })
+    .await;
+    on_storage(&c, &b, &master.file_id(), b"master").await;
+}

@@ -178,7 +178,8 @@ pub struct TrackerConfig {
     pub id_type_in_filename_is_id: bool,
     /// `trust_storage_server_id` (true): accept the ID a storage sends in JOIN (6.11+).
     pub trust_storage_server_id: bool,
-    /// `store_slave_file_use_link` (false): passed to storages; slave links not supported yet.
+    /// `store_slave_file_use_link` (false): passed to storages, which then store a slave as a
+    /// link to a content file of its own.
     pub store_slave_file_use_link: bool,
     /// Width of IPs in answers to clients (6.15+ generations only).
     pub response_ip_addr_size: ResponseIpSize,

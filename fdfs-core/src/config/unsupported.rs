@@ -48,7 +48,6 @@ pub const TRACKER: &[Unsupported] = &[
         "every slot is checked before it is handed out: one occupied by a file is taken out of the free space",
     ),
     u("trunk_init_reload_from_binlog", "false", "the free space is always rebuilt from the trunk binlog"),
-    u("store_slave_file_use_link", "false", "not supported yet: slave files are stored as files"),
 ];
 
 /// storage.conf.

@@ -60,6 +60,8 @@ pub struct TrackerParams {
     /// `storage_ip_changed_auto_adjust` (C's default true): a storage that comes back on a new
     /// address tells the trackers (78) and keeps its identity.
     pub ip_changed_auto_adjust: bool,
+    /// `store_slave_file_use_link`: slaves stored as links to a content file of their own.
+    pub store_slave_file_use_link: bool,
 }
 
 /// `trunk_create_file_advance` and its schedule, as the tracker sends them.
@@ -99,6 +101,7 @@ impl Default for TrackerParams {
             trunk_compress: TrunkCompress { time_base: 3 * 60, ..Default::default() },
             trunk_advance: TrunkAdvance { time_base: 2 * 60, interval: 86_400, ..Default::default() },
             ip_changed_auto_adjust: true,
+            store_slave_file_use_link: false,
         }
     }
 }

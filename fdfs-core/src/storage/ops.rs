@@ -76,6 +76,15 @@ impl StorageServer {
         Ok((name, path))
     }
 
+    /// The remote filename of a file's path in one of our store paths (`<root>/data/HH/LL/x`).
+    pub fn remote_name_of(&self, path: &Path) -> Option<String> {
+        self.paths.paths.iter().enumerate().find_map(|(i, p)| {
+            let rest = path.strip_prefix(p.root.join("data")).ok()?.to_str()?;
+            let name = format!("M{i:02X}/{rest}");
+            self.resolve(&name).ok().map(|_| name)
+        })
+    }
+
     /// The store path a name lives under (`resolve` checked its index).
     pub fn store_root(&self, name: &RemoteFilename) -> PathBuf {
         self.paths.paths[name.store_path_index as usize].root.clone()
@@ -278,8 +287,12 @@ pub async fn upload_slave<R: AsyncRead + Unpin>(
     let index = slave_name.store_path_index as usize;
     let master_root = srv.store_root(&master_name);
     let ts = now_unix();
-    let (body, _) = receive(srv, index, content).await.map_err(|e| closing(io(e)))?;
+    let (body, crc) = receive(srv, index, content).await.map_err(|e| closing(io(e)))?;
     let s = srv.clone();
+    // `store_slave_file_use_link`: the content under a name of its own, the slave a link to it.
+    let link = srv.params().store_slave_file_use_link;
+    let (high, low) = srv.paths.next_dir(&mut fastrand::Rng::new());
+    let (source, size, ext) = (srv.source(), head.file_size, head.ext.clone());
     let name = srv
         .disk
         .write(index, move |w| {
@@ -288,6 +301,23 @@ pub async fn upload_slave<R: AsyncRead + Unpin>(
                 return Err(Status::ENOENT);
             }
             let mut temp = body.into_temp(w, at(ts)).map_err(io)?;
+            if link {
+                let name_for = |rng: &mut fastrand::Rng| {
+                    let new = NewName {
+                        source,
+                        timestamp: ts as u32,
+                        size,
+                        crc32: crc,
+                        kind: NameKind::Normal,
+                        ext: &ext,
+                        store_path_index: index as u8,
+                        high,
+                        low,
+                    };
+                    file_id::generate(&new, rng)
+                };
+                return linked_slave(&s, ts, slave, slave_path, temp, name_for);
+            }
             match temp.publish_entry(&slave_path) {
                 Ok(()) => published(&s, ts, slave, slave_path, &temp),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Status::EEXIST),
@@ -297,6 +327,37 @@ pub async fn upload_slave<R: AsyncRead + Unpin>(
         .await?;
     srv.changed(ts);
     Ok(name)
+}
+
+/// A slave stored as C stores it with `store_slave_file_use_link`: the content published under
+/// a fresh name of its own (`C`), the slave name a symbolic link to it (`L slave content`);
+/// both taken back out if the batch fails.
+fn linked_slave(
+    srv: &StorageServer,
+    ts: i64,
+    slave: String,
+    slave_path: PathBuf,
+    mut temp: TempFile,
+    name_for: impl FnMut(&mut fastrand::Rng) -> RemoteFilename,
+) -> Result<Change<String>, Status> {
+    let (content_name, content_path) = under_fresh_name(srv, name_for, |dest| temp.publish_entry(dest))?;
+    if let Err(e) = std::os::unix::fs::symlink(&content_path, &slave_path) {
+        let _ = std::fs::remove_file(&content_path);
+        return Err(if e.kind() == std::io::ErrorKind::AlreadyExists { Status::EEXIST } else { io(e) });
+    }
+    let content_name = content_name.to_string();
+    let change = Change::new(slave.clone())
+        .record(srv.own_change(ts, Op::Create, &content_name, String::new()))
+        .record(srv.own_change(ts, Op::Link, &slave, content_name))
+        .sync_file(temp.try_clone_file().map_err(io)?)
+        .sync_parent(&content_path)
+        .sync_parent(&slave_path);
+    Ok(change.settle(move |ok| {
+        if !ok {
+            let _ = std::fs::remove_file(&slave_path);
+            let _ = std::fs::remove_file(&content_path);
+        }
+    }))
 }
 
 /// 12: the file and its metadata file.
@@ -314,13 +375,27 @@ pub async fn delete(srv: &Arc<StorageServer>, filename: String) -> Result<(), St
                 let trunk = crate::trunk::free(&name, &s.store_root(&name)).map_err(io)?.ok_or(Status::ENOENT)?;
                 change = change.sync_file(trunk);
             } else {
-                match std::fs::symlink_metadata(&path) {
+                let linked = match std::fs::symlink_metadata(&path) {
                     Ok(m) if m.is_dir() => return Err(Status::EISDIR),
-                    Ok(_) => {}
+                    Ok(m) => m.file_type().is_symlink(),
                     Err(e) => return Err(io(e)),
-                }
+                };
+                // A slave stored as a link (`store_slave_file_use_link`): its content file,
+                // which nothing else names, goes with it.
+                let content = linked
+                    .then(|| std::fs::read_link(&path).ok())
+                    .flatten()
+                    .and_then(|target| s.remote_name_of(&target))
+                    .and_then(|n| s.resolve(&n).ok().filter(|(_, p)| p.is_file()).map(|(_, p)| (n, p)));
                 std::fs::remove_file(&path).map_err(io)?;
                 change = change.sync_parent(&path);
+                if let Some((content_name, content_path)) = content {
+                    if std::fs::remove_file(&content_path).is_ok() {
+                        change = change
+                            .record(s.own_change(ts, Op::Delete, &content_name, String::new()))
+                            .sync_parent(&content_path);
+                    }
+                }
             }
             if std::fs::remove_file(meta_path(&path)).is_ok() {
                 change = change.record(s.own_change(ts, Op::Delete, &format!("{filename}-m"), String::new()));

@@ -56,6 +56,7 @@ fn apply_params_to(p: &mut super::TrackerParams, params: &[(String, String)]) {
             "response_ip_addr_size" => p.response_ip_size = if v.trim() == "46" { 46 } else { 16 },
             "use_trunk_file" => p.use_trunk_file = v == "1",
             "storage_ip_changed_auto_adjust" => p.ip_changed_auto_adjust = v == "1",
+            "store_slave_file_use_link" => p.store_slave_file_use_link = v == "1",
             "slot_min_size" => p.trunk.slot_min_size = size(v, p.trunk.slot_min_size),
             "slot_max_size" => p.trunk.slot_max_size = size(v, p.trunk.slot_max_size),
             "trunk_alloc_alignment_size" => p.trunk.alignment = size(v, p.trunk.alignment),
