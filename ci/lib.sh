@@ -14,4 +14,4 @@ ensure_apt_packages() {
 }
 
 # What building nginx (vendored) and the module needs.
-BUILD_PACKAGES=(pkg-config libclang-dev clang libpcre2-dev zlib1g-dev libssl-dev make curl)
+BUILD_PACKAGES=(pkg-config libclang-dev clang libpcre2-dev zlib1g-dev libssl-dev make curl tzdata)

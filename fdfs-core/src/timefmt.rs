@@ -1,5 +1,6 @@
-//! Calendar formatting without a time-zone database: FastDFS prints local time, and these
-//! machines (like most servers) run in UTC, so UTC is what we print.
+//! Calendar formatting without a time-zone database, for what must be UTC (HTTP dates in the
+//! nginx module) and for the pure core. The daemons' logs and the tools print local time, as
+//! FastDFS does (`logging::local_datetime`, `tools::datetime`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -146,6 +146,19 @@ async fn every_tool() {
         "{out}"
     );
     assert!(out.contains(&format!("file size: 300000\nfile crc32: {crc} (0x{crc:08X})\n")), "{out}");
+    // Times in local time, as C prints them.
+    let shanghai = std::process::Command::new(fdfs_e2e::bin("fdfs_file_info"))
+        .env("TZ", "Asia/Shanghai")
+        .args([cl.client_conf.to_str().unwrap(), &id])
+        .output()
+        .unwrap();
+    let named = FileId::parse(&id).unwrap().remote.info().create_timestamp as i64;
+    let want = fdfs_core::timefmt::datetime(named + 8 * 3600);
+    assert!(
+        String::from_utf8_lossy(&shanghai.stdout).contains(&format!("file create timestamp: {want}\n")),
+        "{}",
+        String::from_utf8_lossy(&shanghai.stdout)
+    );
     let out = std::process::Command::new(fdfs_e2e::bin("fdfs_crc32")).arg(&src).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{crc:x}"), "C prints it in hex");
 

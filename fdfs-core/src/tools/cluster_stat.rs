@@ -3,9 +3,9 @@
 
 use std::fmt::Write;
 
+use super::datetime;
 use crate::protocol::status;
 use crate::protocol::tracker::{StorageClusterStat, TrackerClusterStat, VolumeStat, VolumeStats};
-use crate::timefmt::datetime;
 
 /// `fdfs_tracker_stat`; `detail` is `-d`. Nothing at all for an empty list, as C prints.
 pub fn trackers(list: &[TrackerClusterStat], detail: bool) -> String {

@@ -11,10 +11,10 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::datetime;
 use super::{load_client, runtime};
 use crate::client::{file_ext, ClientError, Content, UploadKind};
 use crate::file_id::{FileId, FileType, Source};
-use crate::timefmt::datetime;
 
 /// Runs a tool: usage errors print to stderr and exit 1; FastDFS errors exit with their errno.
 pub fn main(f: fn(&[String]) -> Result<ExitCode>) -> ExitCode {

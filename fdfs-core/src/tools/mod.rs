@@ -57,6 +57,15 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 /// `1234567` → `1,234,567`, as the C tools print sizes.
+/// `YYYY-MM-DD HH:MM:SS` of a unix time in local time, as the C tools print times.
+pub fn datetime(t: i64) -> String {
+    use chrono::TimeZone;
+    match chrono::Local.timestamp_opt(t, 0).single() {
+        Some(d) => d.format("%Y-%m-%d %H:%M:%S").to_string(),
+        None => crate::timefmt::datetime(t),
+    }
+}
+
 pub fn commas(v: i64) -> String {
     let digits = v.unsigned_abs().to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);

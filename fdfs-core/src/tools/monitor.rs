@@ -3,9 +3,9 @@
 use std::fmt::Write;
 
 use super::commas;
+use super::datetime;
 use crate::protocol::stat::{Counters, GroupStat, StorageStat};
 use crate::protocol::status;
-use crate::timefmt::datetime;
 
 pub fn group_report(index: usize, g: &GroupStat, storages: &[StorageStat]) -> String {
     let mut s = String::new();
