@@ -162,6 +162,22 @@ async fn every_tool() {
     let out = std::process::Command::new(fdfs_e2e::bin("fdfs_crc32")).arg(&src).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("{crc:x}"), "C prints it in hex");
 
+    // Ours: slave uploads and metadata from the command line.
+    let thumb = dir.path().join("thumb.png");
+    std::fs::write(&thumb, b"a thumbnail").unwrap();
+    let (rc, slave, err) = cl.tool("fdfs_upload_slave", &[&id, "_150x150", thumb.to_str().unwrap()]);
+    assert_eq!(rc, 0, "{err}");
+    let slave = slave.trim().to_owned();
+    assert_eq!(slave, format!("{}_150x150.png", &id[..id.len() - ".jpg".len()]), "named after its master");
+    let (rc, _, err) = cl.tool("fdfs_set_metadata", &[&id, "O", "width=1024", "height=768"]);
+    assert_eq!(rc, 0, "{err}");
+    let (rc, _, err) = cl.tool("fdfs_set_metadata", &[&id, "M", "width=800"]);
+    assert_eq!(rc, 0, "{err}");
+    let (rc, meta, _) = cl.tool("fdfs_get_metadata", &[&id]);
+    assert_eq!((rc, meta.as_str()), (0, "height=768\nwidth=800\n"), "merged, sorted by name");
+    let (rc, _, err) = cl.tool("fdfs_set_metadata", &[&id, "X", "a=b"]);
+    assert!(rc != 0 && err.contains("Usage: fdfs_set_metadata"), "{err}");
+
     let dst = dir.path().join("copy.jpg");
     let (rc, _, err) = cl.tool("fdfs_download_file", &[&id, dst.to_str().unwrap()]);
     assert_eq!(rc, 0, "{err}");
@@ -210,10 +226,11 @@ async fn every_tool() {
     // The counters reach the tracker and fdfs_monitor (with the next stat report).
     let out = fdfs_e2e::eventually(Duration::from_secs(15), "the counters in fdfs_monitor", || {
         let (rc, out, _) = cl.tool("fdfs_monitor", &[]);
-        async move { (rc == 0 && out.contains("\t\tsuccess_upload_count = 3\n")).then_some(out) }
+        // Three files and the slave (C counts slave uploads as uploads).
+        async move { (rc == 0 && out.contains("\t\tsuccess_upload_count = 4\n")).then_some(out) }
     })
     .await;
-    assert!(out.contains("\t\tsuccess_upload_count = 3\n"), "{out}");
+    assert!(out.contains("\t\tsuccess_upload_count = 4\n"), "{out}");
     assert!(out.contains("\t\tsuccess_delete_count = 1\n"), "{out}");
 }
 

@@ -334,6 +334,80 @@ pub fn regenerate_filename(args: &[String]) -> Result<ExitCode> {
     })
 }
 
+/// Ours (C has these only inside `fdfs_test`): `fdfs_upload_slave <config_file>
+/// <master_file_id> <prefix_name> <local_filename> [file_ext]` prints the slave's file ID.
+pub fn upload_slave(args: &[String]) -> Result<ExitCode> {
+    if args.len() < 4 {
+        bail!("Usage: fdfs_upload_slave <config_file> <master_file_id> <prefix_name> <local_filename> [file_ext]");
+    }
+    let (_, client) = load_client(Path::new(&args[0]), None)?;
+    let (master, prefix, path) = (args[1].clone(), args[2].clone(), PathBuf::from(&args[3]));
+    let ext = args.get(4).cloned().unwrap_or_else(|| file_ext(&path));
+    runtime()?.block_on(async move {
+        let f = match tokio::fs::File::open(&path).await {
+            Ok(f) => f,
+            Err(e) => bail!("open file {} fail: {e}", path.display()),
+        };
+        let len = f.metadata().await?.len();
+        let mut src = Progress::new(f, len);
+        Ok(match client.upload_slave(&master, &prefix, &ext, Content::Reader(&mut src, len)).await {
+            Ok(id) => {
+                crate::outln!("{id}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail("upload slave file", &e),
+        })
+    })
+}
+
+/// Ours: `fdfs_get_metadata <config_file> <file_id>` prints `name=value` lines, sorted by name.
+pub fn get_metadata(args: &[String]) -> Result<ExitCode> {
+    if args.len() < 2 {
+        bail!("Usage: fdfs_get_metadata <config_file> <file_id>");
+    }
+    let (_, client) = load_client(Path::new(&args[0]), None)?;
+    let id = args[1].clone();
+    runtime()?.block_on(async move {
+        Ok(match client.get_metadata(&id).await {
+            Ok(meta) => {
+                for (k, v) in meta {
+                    crate::outln!("{}={}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail("get metadata", &e),
+        })
+    })
+}
+
+/// Ours: `fdfs_set_metadata <config_file> <file_id> <O|M> <name=value> ...` (O overwrites, M
+/// merges, as the protocol's flag).
+pub fn set_metadata(args: &[String]) -> Result<ExitCode> {
+    use crate::protocol::storage::MetaOp;
+    let usage = "Usage: fdfs_set_metadata <config_file> <file_id> <O|M> <name=value> ...";
+    if args.len() < 3 {
+        bail!(usage);
+    }
+    let op = match args[2].as_str() {
+        "O" | "o" => MetaOp::Overwrite,
+        "M" | "m" => MetaOp::Merge,
+        _ => bail!(usage),
+    };
+    let mut meta = Vec::new();
+    for kv in &args[3..] {
+        let Some((k, v)) = kv.split_once('=') else { bail!("{usage}\n(not name=value: {kv})") };
+        meta.push((k.as_bytes().to_vec(), v.as_bytes().to_vec()));
+    }
+    let (_, client) = load_client(Path::new(&args[0]), None)?;
+    let id = args[1].clone();
+    runtime()?.block_on(async move {
+        Ok(match client.set_metadata(&id, &meta, op).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail("set metadata", &e),
+        })
+    })
+}
+
 pub fn crc32(args: &[String]) -> Result<ExitCode> {
     let Some(path) = args.first() else { bail!("Usage: fdfs_crc32 <file_name>") };
     let mut f = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("open file {path} fail: {e}"))?;

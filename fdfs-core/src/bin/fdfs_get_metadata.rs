@@ -1,0 +1,5 @@
+//! `fdfs_get_metadata` (ours): see `fdfs_core::tools::commands::get_metadata`.
+
+fn main() -> std::process::ExitCode {
+    fdfs_core::tools::commands::main(fdfs_core::tools::commands::get_metadata)
+}
