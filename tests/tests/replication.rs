@@ -275,3 +275,34 @@ async fn slaves_stored_as_links_replicate_and_delete_as_links() {
     .await;
     on_storage(&c, &b, &master.file_id(), b"master").await;
 }
+
+/// `compress_binlog`: binlog files before the one being written become `binlog.NNN.gz` at
+/// `compress_binlog_time`, and a new member's full copy still gets their history (the sender
+/// reads compressed binlogs, C's too, with the same positions).
+#[tokio::test]
+async fn compressed_binlogs_still_give_a_new_member_everything() {
+    let mut cl = Cluster::start("", &["127.0.0.70"], "compress_binlog = true\ncompress_binlog_time = 00:00\n").await;
+    let c = cl.client();
+    let a = cl.storages[0].addr();
+    let mut files = Vec::new();
+    for i in 0..5u8 {
+        let data = vec![i; 1000 + i as usize];
+        files.push((c.storage.upload(&a, UploadKind::Normal, -1, "bin", Content::Bytes(&data)).await.unwrap(), data));
+    }
+    // As after a rotation: those records are in an older file, a newer one is being written.
+    let tracker = cl.tracker.addr();
+    let sync = cl.storages[0].base().join("data/sync");
+    cl.storages[0].daemon.stop();
+    std::fs::write(sync.join("binlog_index.dat"), "current_write=1\ncurrent_compress=0\n").unwrap();
+    cl.storages[0].restart(&tracker, false).await;
+    eventually(Duration::from_secs(20), "binlog.000 compressed", || async {
+        (sync.join("binlog.000.gz").exists() && !sync.join("binlog.000").exists()).then_some(())
+    })
+    .await;
+    let port = cl.storages[0].daemon.addr.port();
+    let member = fdfs_e2e::StorageProc::start(&tracker, "127.0.0.71", &format!("port = {port}\n")).await;
+    let c = cl.client();
+    for (r, data) in &files {
+        on_storage(&c, &member.addr(), &r.file_id(), data).await;
+    }
+}

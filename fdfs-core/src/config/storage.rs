@@ -144,9 +144,11 @@ pub struct StorageConfig {
     pub use_connection_pool: bool,
     /// `connection_pool_max_idle_time` (3600 s): as above.
     pub connection_pool_max_idle_time: Duration,
-    /// `compress_binlog` (false): C's compressed binlogs (`binlog.NNN.gz`) are always read;
-    /// writing them is not supported yet (warned about).
+    /// `compress_binlog` (false): every day at `compress_binlog_time` (01:30, local time) the
+    /// binlog files before the one being written become `binlog.NNN.gz`. C's compressed
+    /// binlogs are read either way.
     pub compress_binlog: bool,
+    pub compress_binlog_time: (u8, u8),
     /// `check_store_path_mark` (true): a store path carrying another storage's mark
     /// (`data/.fastdfs_vars`) stops the start.
     pub check_store_path_mark: bool,
@@ -234,6 +236,7 @@ impl StorageConfig {
             use_connection_pool: k.bool("use_connection_pool", false)?,
             connection_pool_max_idle_time: seconds(&k, "connection_pool_max_idle_time", 3600)?,
             compress_binlog: k.bool("compress_binlog", false)?,
+            compress_binlog_time: k.time_of_day("compress_binlog_time", (1, 30))?,
             check_store_path_mark: k.bool("check_store_path_mark", true)?,
             server_id: k.string("server_id", ""),
             tracker_protocol_version: k.parsed(

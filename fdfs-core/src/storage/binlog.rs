@@ -370,6 +370,33 @@ impl BinlogReader {
     }
 }
 
+/// `compress_binlog`, as C does it: every binlog file before the one being written that is not
+/// compressed yet becomes `binlog.NNN.gz` (written beside it, synced, renamed), then the plain
+/// file is removed. Readers take either form with the same positions; a sender that has the
+/// plain file open reads on from it. Returns how many were compressed.
+pub fn compress_old(dir: &Path, writing: u32) -> std::io::Result<usize> {
+    use std::io::Write;
+    let mut done = 0;
+    for index in 0..writing {
+        let plain = dir.join(binlog_name(index));
+        let gz = dir.join(format!("{}.gz", binlog_name(index)));
+        if !plain.exists() || gz.exists() {
+            continue;
+        }
+        let mut temp = crate::durable::TempFile::create_in(dir, &format!("{}.gz", binlog_name(index)))?;
+        {
+            let mut enc = flate2::write::GzEncoder::new(temp.file(), flate2::Compression::default());
+            std::io::copy(&mut File::open(&plain)?, &mut enc)?;
+            enc.finish()?.flush()?;
+        }
+        temp.replace(&gz)?;
+        std::fs::remove_file(&plain)?;
+        crate::durable::sync_dir(dir)?;
+        done += 1;
+    }
+    Ok(done)
+}
+
 fn read_index(dir: &Path) -> Option<u32> {
     let text = std::fs::read_to_string(dir.join("binlog_index.dat")).ok()?;
     text.lines().find_map(|l| l.trim().strip_prefix("current_write=").and_then(|v| v.trim().parse().ok()))
@@ -506,5 +533,23 @@ mod tests {
         .collect();
         assert_eq!(names, ["M00/00/00/b.txt", "M00/00/00/a.txt", "M00/00/00/c.txt"]);
         assert_eq!((r.index(), r.offset()), (1, 29));
+    }
+
+    #[test]
+    fn old_binlogs_are_compressed_and_read_the_same() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("binlog.000"), "1795800000 C M00/00/00/a.txt\n").unwrap();
+        std::fs::write(dir.path().join("binlog.001"), "1795800001 C M00/00/00/b.txt\n").unwrap();
+        assert_eq!(compress_old(dir.path(), 1).unwrap(), 1, "only the files before the one being written");
+        assert!(!dir.path().join("binlog.000").exists() && dir.path().join("binlog.000.gz").exists());
+        assert!(dir.path().join("binlog.001").exists());
+        assert_eq!(compress_old(dir.path(), 1).unwrap(), 0, "done once");
+        let mut r = BinlogReader::at(dir.path(), 0, 0);
+        let names: Vec<String> = std::iter::from_fn(|| match r.next((1, 29)).unwrap()? {
+            Line::Record(rec) => Some(rec.filename),
+            Line::Invalid(t) => panic!("{t}"),
+        })
+        .collect();
+        assert_eq!(names, ["M00/00/00/a.txt", "M00/00/00/b.txt"]);
     }
 }

@@ -538,6 +538,8 @@ async fn background(server: Arc<StorageServer>, mut shutdown: Shutdown) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     let mut last_stats = tokio::time::Instant::now();
     let mut last_binlog_sync = tokio::time::Instant::now();
+    // `compress_binlog`: once a day at `compress_binlog_time`, local time.
+    let mut compressed_on = None;
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
@@ -553,6 +555,22 @@ async fn background(server: Arc<StorageServer>, mut shutdown: Shutdown) {
             let t = server.trunk.log.clone();
             if let Ok(Err(e)) = tokio::task::spawn_blocking(move || t.sync_if_dirty()).await {
                 log::error!("syncing the trunk binlog: {e}");
+            }
+        }
+        if server.config.compress_binlog {
+            use chrono::Timelike;
+            let now = chrono::Local::now();
+            let (h, m) = server.config.compress_binlog_time;
+            let due = (now.hour(), now.minute()) >= (u32::from(h), u32::from(m));
+            if due && compressed_on != Some(now.date_naive()) {
+                compressed_on = Some(now.date_naive());
+                let (dir, writing) = (server.binlog.dir().to_owned(), server.binlog.position().0);
+                match tokio::task::spawn_blocking(move || binlog::compress_old(&dir, writing)).await {
+                    Ok(Ok(0)) => {}
+                    Ok(Ok(n)) => log::info!("{n} old binlog file(s) compressed"),
+                    Ok(Err(e)) => log::error!("compressing old binlog files: {e}"),
+                    Err(e) => log::error!("compressing old binlog files: {e}"),
+                }
             }
         }
         if lazy_binlog && last_binlog_sync.elapsed() >= binlog_every {
