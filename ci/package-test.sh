@@ -46,12 +46,15 @@ else
     sleep 1
   done
 fi
+# The monitor's output is read whole first: `grep -q` would close the pipe early, the tool would
+# then exit 141 (a closed stdout, as C's tools die of SIGPIPE) and pipefail would fail the check.
+active=no
 for _ in $(seq 100); do
-  /usr/bin/fdfs_monitor /etc/fdfs/client.conf 2>/dev/null | grep -q ' ACTIVE' && break
+  out=$(/usr/bin/fdfs_monitor /etc/fdfs/client.conf 2>/dev/null || true)
+  grep -q ' ACTIVE' <<<"$out" && { active=yes; break; }
   sleep 0.3
 done
-/usr/bin/fdfs_monitor /etc/fdfs/client.conf | grep -q ' ACTIVE' \
-  || { echo "package: the storage did not become ACTIVE"; cat "$t"/*.out 2>/dev/null; exit 1; }
+[[ $active == yes ]] || { echo "package: the storage did not become ACTIVE"; cat "$t"/*.out 2>/dev/null; exit 1; }
 
 echo "fastdfs-rs from the Debian package" > "$t/hello.txt"
 id=$(/usr/bin/fdfs_upload_file /etc/fdfs/client.conf "$t/hello.txt")

@@ -81,7 +81,9 @@ CONF
 "$bin/fdfs_storaged" "$run/storage.conf" start
 "$nginx" -p "$run/nginx" -c conf/nginx.conf
 for _ in $(seq 100); do
-  "$bin/fdfs_monitor" "$run/client.conf" 2>/dev/null | grep -q ' ACTIVE' && break
+  # Read whole first: grep -q closing the pipe early would make the tool exit 141 (pipefail).
+  out=$("$bin/fdfs_monitor" "$run/client.conf" 2>/dev/null || true)
+  grep -q ' ACTIVE' <<<"$out" && break
   sleep 0.2
 done
 
