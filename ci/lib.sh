@@ -13,5 +13,6 @@ ensure_apt_packages() {
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-# What building nginx (vendored) and the module needs, and tzdata (local-time output is tested).
-BUILD_PACKAGES=(pkg-config libclang-dev clang libpcre2-dev zlib1g-dev libssl-dev make curl tzdata)
+# What building nginx (vendored) and the module needs; tzdata (local-time output is tested) and
+# iproute2 (the tests that make hosts with network namespaces and loopback addresses).
+BUILD_PACKAGES=(pkg-config libclang-dev clang libpcre2-dev zlib1g-dev libssl-dev make curl tzdata iproute2)
