@@ -44,6 +44,16 @@ fn errno_text(n: u8, e: &ClientError) -> String {
     }
 }
 
+/// A local file to send, with its length, behind a progress bar (C's wording on failure).
+async fn open_local(path: &Path) -> Result<(Progress<tokio::fs::File>, u64)> {
+    let f = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) => bail!("open file {} fail: {e}", path.display()),
+    };
+    let len = f.metadata().await?.len();
+    Ok((Progress::new(f, len), len))
+}
+
 /// Shows a progress bar on stderr for large transfers when stderr is a terminal.
 struct Progress<T> {
     inner: T,
@@ -119,12 +129,7 @@ fn upload(args: &[String], kind: UploadKind, prog: &str) -> Result<ExitCode> {
         None => -1,
     };
     runtime()?.block_on(async move {
-        let f = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) => bail!("open file {} fail: {e}", path.display()),
-        };
-        let len = f.metadata().await?.len();
-        let mut src = Progress::new(f, len);
+        let (mut src, len) = open_local(&path).await?;
         let ext = file_ext(&path);
         let r = match storage {
             // An explicit storage: upload to it directly, as the C tool does.
@@ -304,12 +309,7 @@ pub fn append_file(args: &[String]) -> Result<ExitCode> {
     let (_, client) = load_client(Path::new(&args[0]), None)?;
     let (id, path) = (args[1].clone(), PathBuf::from(&args[2]));
     runtime()?.block_on(async move {
-        let f = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) => bail!("open file {} fail: {e}", path.display()),
-        };
-        let len = f.metadata().await?.len();
-        let mut src = Progress::new(f, len);
+        let (mut src, len) = open_local(&path).await?;
         Ok(match client.append(&id, Content::Reader(&mut src, len)).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail("append file", &e),
@@ -344,12 +344,7 @@ pub fn upload_slave(args: &[String]) -> Result<ExitCode> {
     let (master, prefix, path) = (args[1].clone(), args[2].clone(), PathBuf::from(&args[3]));
     let ext = args.get(4).cloned().unwrap_or_else(|| file_ext(&path));
     runtime()?.block_on(async move {
-        let f = match tokio::fs::File::open(&path).await {
-            Ok(f) => f,
-            Err(e) => bail!("open file {} fail: {e}", path.display()),
-        };
-        let len = f.metadata().await?.len();
-        let mut src = Progress::new(f, len);
+        let (mut src, len) = open_local(&path).await?;
         Ok(match client.upload_slave(&master, &prefix, &ext, Content::Reader(&mut src, len)).await {
             Ok(id) => {
                 crate::outln!("{id}");
