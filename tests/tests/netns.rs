@@ -69,6 +69,20 @@ fn storage_conf(dir: &std::path::Path, bind: &str, tracker: &str) -> std::path::
     conf
 }
 
+/// Uploads `data` to A (10.88.1.2) and waits until the storage at `to` serves it.
+async fn upload_and_see_replicated(
+    c: &fdfs_core::client::Client,
+    to: &str,
+    data: &[u8],
+) -> fdfs_core::protocol::storage::FileIdResp {
+    let r = c.storage.upload("10.88.1.2:23000", UploadKind::Normal, -1, "txt", Content::Bytes(data)).await.unwrap();
+    eventually(Duration::from_secs(30), &format!("replicated to {to}"), || async {
+        (c.storage.download(to, "group1", &r.filename, 0, 0).await.ok()? == data).then_some(())
+    })
+    .await;
+    r
+}
+
 #[tokio::test]
 async fn storages_on_separate_hosts_replicate_and_one_moves_to_a_new_address() {
     let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
@@ -102,16 +116,7 @@ async fn storages_on_separate_hosts_replicate_and_one_moves_to_a_new_address() {
         }
     };
     active(&["10.88.1.2", "10.88.2.2"]).await;
-    let r = c
-        .storage
-        .upload("10.88.1.2:23000", UploadKind::Normal, -1, "txt", Content::Bytes(b"across hosts"))
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(30), "replicated to B's host", || async {
-        (c.storage.download("10.88.2.2:23000", "group1", &r.filename, 0, 0).await.ok()? == b"across hosts"[..])
-            .then_some(())
-    })
-    .await;
+    let r = upload_and_see_replicated(&c, "10.88.2.2:23000", b"across hosts").await;
 
     // B's host gets a new address; B comes back on it with the same data.
     b.stop();
@@ -123,16 +128,7 @@ async fn storages_on_separate_hosts_replicate_and_one_moves_to_a_new_address() {
         list.iter().any(|s| s.id == "10.88.2.2" && s.status == fdfs_core::tracker::status::IP_CHANGED),
         "the old address is kept as IP_CHANGED, no second node: {list:?}"
     );
-    let r2 = c
-        .storage
-        .upload("10.88.1.2:23000", UploadKind::Normal, -1, "txt", Content::Bytes(b"after the move"))
-        .await
-        .unwrap();
-    eventually(Duration::from_secs(30), "replicated to B's new address", || async {
-        (c.storage.download("10.88.2.3:23000", "group1", &r2.filename, 0, 0).await.ok()? == b"after the move"[..])
-            .then_some(())
-    })
-    .await;
+    upload_and_see_replicated(&c, "10.88.2.3:23000", b"after the move").await;
     assert_eq!(c.storage.download("10.88.2.3:23000", "group1", &r.filename, 0, 0).await.unwrap(), b"across hosts"[..]);
     let log = std::fs::read_to_string(da.path().join("storage/logs/storaged.log")).unwrap();
     assert!(!log.contains("sync to 10.88.2.3: new mark"), "A continued from its renamed mark");
