@@ -48,6 +48,30 @@ impl Shutdown {
             }
         }
     }
+
+    /// Runs `attempt` until it succeeds, logging each failure (`what: error`) and pausing
+    /// `pause` between tries. `true` once it succeeded, `false` if stopped first.
+    pub async fn retry<F, Fut, E>(&mut self, what: &str, pause: std::time::Duration, mut attempt: F) -> bool
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        loop {
+            let r = tokio::select! {
+                _ = self.wait() => return false,
+                r = attempt() => r,
+            };
+            match r {
+                Ok(()) => return true,
+                Err(e) => log::warn!("{what}: {e}; retrying in {pause:?}"),
+            }
+            tokio::select! {
+                _ = self.wait() => return false,
+                _ = tokio::time::sleep(pause) => {}
+            }
+        }
+    }
 }
 
 /// How many connections each source address has open.

@@ -142,21 +142,9 @@ pub async fn run(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
     if paths.is_empty() {
         return;
     }
-    loop {
-        let r = tokio::select! {
-            _ = shutdown.wait() => return,
-            r = recover(&srv, &paths) => r,
-        };
-        match r {
-            Ok(()) => break,
-            Err(e) => log::warn!("disk recovery: {e}; retrying in 5 s"),
-        }
-        tokio::select! {
-            _ = shutdown.wait() => return,
-            _ = tokio::time::sleep(Duration::from_secs(5)) => {}
-        }
+    if shutdown.retry("disk recovery", Duration::from_secs(5), || recover(&srv, &paths)).await {
+        srv.recovered();
     }
-    srv.recovered();
 }
 
 async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<(), String> {

@@ -160,21 +160,9 @@ pub async fn manager(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
 }
 
 async fn peer_task(srv: Arc<StorageServer>, peer: String, mut shutdown: Shutdown) {
-    loop {
-        let sd = shutdown.clone();
-        let r = tokio::select! {
-            _ = shutdown.wait() => return,
-            r = run_peer(&srv, &peer, sd) => r,
-        };
-        match r {
-            Ok(()) => return,
-            Err(e) => log::warn!("sync to {peer}: {e}; retrying"),
-        }
-        tokio::select! {
-            _ = shutdown.wait() => return,
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-        }
-    }
+    let sd = shutdown.clone();
+    let what = format!("sync to {peer}");
+    shutdown.retry(&what, Duration::from_millis(500), || run_peer(&srv, &peer, sd.clone())).await;
 }
 
 /// Sends to every tracker (status reports must reach all of them).
