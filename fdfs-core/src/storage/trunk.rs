@@ -119,18 +119,23 @@ impl TrunkLog {
         Ok(buf)
     }
 
-    /// Every record, and how many lines did not parse.
-    pub fn records(&self) -> std::io::Result<(Vec<SpaceRecord>, usize)> {
-        let text = std::fs::read(self.dir.join("binlog"))?;
-        let mut bad = 0;
-        let mut out = Vec::new();
-        for line in String::from_utf8_lossy(&text).lines().filter(|l| !l.trim().is_empty()) {
-            match SpaceRecord::parse(line) {
-                Some(r) => out.push(r),
+    /// Replays the binlog into `space`, read line by line (its size does not matter); returns
+    /// how many lines did not parse and how many did not fit the free space.
+    pub fn replay_into(&self, space: &mut FreeSpace) -> std::io::Result<(usize, usize)> {
+        use std::io::BufRead;
+        let (mut bad, mut skipped) = (0, 0);
+        let mut lines = std::io::BufReader::new(File::open(self.dir.join("binlog"))?).split(b'\n');
+        while let Some(line) = lines.next().transpose()? {
+            let line = String::from_utf8_lossy(&line);
+            if line.trim().is_empty() {
+                continue;
+            }
+            match SpaceRecord::parse(&line) {
+                Some(r) => skipped += usize::from(!space.replay(&r)),
                 None => bad += 1,
             }
         }
-        Ok((out, bad))
+        Ok((bad, skipped))
     }
 
     /// 33: the trunk server is about to send its whole binlog. The old one is kept as
@@ -339,9 +344,8 @@ impl StorageServer {
     /// Takes the trunk server's role: the free space is rebuilt from the trunk binlog, and
     /// trunk ids continue after `tracker_id` and ours, whichever is higher.
     pub fn become_trunk_server(&self, tracker_id: u32) -> std::io::Result<()> {
-        let (records, bad) = self.trunk.log.records()?;
         let mut space = FreeSpace::new(self.params().trunk, tracker_id.max(self.init_flag().current_trunk_file_id));
-        let skipped = records.iter().filter(|r| !space.replay(r)).count();
+        let (bad, skipped) = self.trunk.log.replay_into(&mut space)?;
         if bad + skipped > 0 {
             log::warn!("trunk binlog: {bad} line(s) unreadable, {skipped} not matching the free space; skipped");
         }
@@ -419,19 +423,8 @@ impl StorageServer {
                     }
                 }
                 Some(Alloc::NewTrunkFile { trunk_id }) => {
-                    let (high, low) = self.paths.next_dir(&mut fastrand::Rng::new());
-                    let block = Block { path, high, low, trunk_id, offset: 0, size: settings.trunk_file_size };
-                    // The id is recorded before the file exists, as C does: it is never reused.
-                    self.update_init_flag(|f| f.current_trunk_file_id = f.current_trunk_file_id.max(trunk_id))
-                        .map_err(io)?;
-                    match self.create_trunk_file(&block) {
-                        Ok(()) => {
-                            let line = space.add_trunk_file(path, high, low, trunk_id, now);
-                            self.trunk.log.append(&[line]).map_err(io)?;
-                            log::info!("trunk file {trunk_id} created in store path {path}");
-                        }
-                        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => space.raise_trunk_id(trunk_id),
-                        Err(e) => return Err(io(e)),
+                    if self.new_trunk_file(space, path, trunk_id, now)? {
+                        log::info!("trunk file {trunk_id} created in store path {path}");
                     }
                 }
             }
@@ -473,31 +466,39 @@ impl StorageServer {
             }
             let path = (created % self.paths.paths.len()) as u8;
             let trunk_id = space.current_trunk_id() + 1;
-            let (high, low) = self.paths.next_dir(&mut fastrand::Rng::new());
-            let block = Block { path, high, low, trunk_id, offset: 0, size: settings.trunk_file_size };
-            self.update_init_flag(|f| f.current_trunk_file_id = f.current_trunk_file_id.max(trunk_id)).map_err(io)?;
-            match self.create_trunk_file(&block) {
-                Ok(()) => {
-                    let line = space.add_trunk_file(path, high, low, trunk_id, now);
-                    self.trunk.log.append(&[line]).map_err(io)?;
-                    created += 1;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => space.raise_trunk_id(trunk_id),
-                Err(e) => return Err(io(e)),
-            }
+            created += usize::from(self.new_trunk_file(space, path, trunk_id, now)?);
         }
         self.trunk.log.sync_if_dirty().map_err(io)?;
         self.trunk.news.notify_waiters();
         Ok(created)
     }
 
-    /// A new trunk file at its full size (C creates it so), made durable with its entry.
-    fn create_trunk_file(&self, b: &Block) -> std::io::Result<()> {
-        let path = self.trunk_file_path(b).ok_or_else(|| std::io::Error::from(std::io::ErrorKind::InvalidInput))?;
-        let f = OpenOptions::new().write(true).create_new(true).open(&path)?;
-        f.set_len(b.size as u64)?;
-        f.sync_all()?;
-        crate::durable::sync_dir(path.parent().unwrap_or(Path::new(".")))
+    /// Trunk file `trunk_id` in store path `path`, in the next directory, at its full size (C
+    /// creates it so), made durable with its entry, and all of it free space (its `A` line
+    /// appended). The id is recorded first, as C does, so it is never reused. `false` if a file
+    /// of that id is there already (the counter is raised past it).
+    fn new_trunk_file(&self, space: &mut FreeSpace, path: u8, trunk_id: u32, now: i64) -> Result<bool, Status> {
+        let (high, low) = self.paths.next_dir(&mut fastrand::Rng::new());
+        let block = Block { path, high, low, trunk_id, offset: 0, size: space.settings().trunk_file_size };
+        let file = self.trunk_file_path(&block).ok_or(Status::EINVAL)?;
+        self.update_init_flag(|f| f.current_trunk_file_id = f.current_trunk_file_id.max(trunk_id)).map_err(io)?;
+        let created = OpenOptions::new().write(true).create_new(true).open(&file).and_then(|f| {
+            f.set_len(block.size as u64)?;
+            f.sync_all()?;
+            crate::durable::sync_dir(file.parent().unwrap_or(Path::new(".")))
+        });
+        match created {
+            Ok(()) => {
+                let line = space.add_trunk_file(path, high, low, trunk_id, now);
+                self.trunk.log.append(&[line]).map_err(io)?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                space.raise_trunk_id(trunk_id);
+                Ok(false)
+            }
+            Err(e) => Err(io(e)),
+        }
     }
 
     /// The held slot is written: it is in use. The line is synced by the writer's round (local
