@@ -146,6 +146,11 @@ async fn small_uploads_to_either_member_go_into_shared_trunk_slots() {
     on_every_member(&c, &[ts, other], &live).await;
     same_trunk_binlog(ts, other).await;
     check_slots(&live, &ts.base(), &[ts, other]);
+    // The trunk server reported its trunk file id to the tracker (73).
+    eventually(Duration::from_secs(20), "the trunk file id at the tracker", || async {
+        (c.tracker.list_group("group1").await.ok()?.current_trunk_file_id >= 1).then_some(())
+    })
+    .await;
 
     // Deletes through either member free the slots; new uploads reuse them.
     let small: Vec<String> = live.keys().filter(|n| n.len() == 60 && live[*n].len() == 3000).cloned().collect();

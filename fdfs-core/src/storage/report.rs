@@ -128,12 +128,14 @@ fn absorb(srv: &StorageServer, n: &ChangeNotify, my_id: &str) {
 }
 
 /// What the leader says about the trunk server. Named ourselves, we ask for the group's trunk
-/// file id (72) and take the role; as the trunk server we report new trunk ids (73) and, with
-/// `free_too`, the free trunk space (74).
+/// file id (72) and take the role; as the trunk server we report a trunk id this tracker has
+/// not had from us yet (73; `reported` is this connection's) and, with `free_too`, the free
+/// trunk space (74).
 async fn trunk_news(
     srv: &Arc<StorageServer>,
     conn: &mut ReportConnection,
     n: &ChangeNotify,
+    reported: &mut Option<u32>,
     free_too: bool,
 ) -> ClientResult<()> {
     use crate::protocol::Command;
@@ -150,8 +152,9 @@ async fn trunk_news(
         }
     }
     if let Some((id, free_mb)) = srv.trunk_report() {
-        if srv.trunk_id_news(id) {
+        if id > 0 && *reported != Some(id) {
             conn.connection().call(Command::StorageReportTrunkFid, &(id as i32).to_be_bytes()).await?;
+            *reported = Some(id);
         }
         if free_too {
             conn.connection().call(Command::StorageReportTrunkFree, &free_mb.to_be_bytes()).await?;
@@ -421,7 +424,9 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
     }
     let n = conn.disk_usage(&disk_usage(srv).await).await?;
     absorb(srv, &n, &my_id);
-    trunk_news(srv, &mut conn, &n, true).await?;
+    // The trunk id this tracker has had from us (73), on this connection.
+    let mut reported_fid = None;
+    trunk_news(srv, &mut conn, &n, &mut reported_fid, true).await?;
     let beat_every = c.heart_beat_interval.max(Duration::from_millis(100));
     let stat_every = c.stat_report_interval.max(Duration::from_millis(100));
     let mut last_stat = tokio::time::Instant::now();
@@ -434,21 +439,21 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
         last_counters = Some(snap.counters);
         let n = conn.beat(changed.then_some(&snap)).await?;
         absorb(srv, &n, &my_id);
-        trunk_news(srv, &mut conn, &n, false).await?;
+        trunk_news(srv, &mut conn, &n, &mut reported_fid, false).await?;
         srv.stats.last_heart_beat_time.store(now_unix(), Ordering::Relaxed);
         let synced: Vec<SyncTimestamp> =
             srv.synced_from().into_iter().map(|(peer_id, timestamp)| SyncTimestamp { peer_id, timestamp }).collect();
         if !synced.is_empty() && last_synced.as_ref() != Some(&synced) {
             let n = conn.sync_report(&synced).await?;
             absorb(srv, &n, &my_id);
-            trunk_news(srv, &mut conn, &n, false).await?;
+            trunk_news(srv, &mut conn, &n, &mut reported_fid, false).await?;
             last_synced = Some(synced);
         }
         if last_stat.elapsed() >= stat_every {
             last_stat = tokio::time::Instant::now();
             let n = conn.disk_usage(&disk_usage(srv).await).await?;
             absorb(srv, &n, &my_id);
-            trunk_news(srv, &mut conn, &n, true).await?;
+            trunk_news(srv, &mut conn, &n, &mut reported_fid, true).await?;
         }
         tokio::time::sleep(beat_every).await;
     }

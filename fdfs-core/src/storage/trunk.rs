@@ -17,7 +17,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -229,8 +229,6 @@ pub struct Trunk {
     server: RwLock<Option<Brief>>,
     /// Woken when the binlog grows or the trunk server changes (the pusher waits on it).
     news: tokio::sync::Notify,
-    /// The trunk file id last reported to the tracker (73).
-    reported_id: AtomicU32,
     /// Connections to the trunk server (27/28/29).
     pool: Pool,
     /// While trunk server: how much of the trunk binlog every reachable ACTIVE member holds.
@@ -246,7 +244,6 @@ impl Trunk {
             space: Mutex::new(None),
             server: RwLock::new(None),
             news: tokio::sync::Notify::new(),
-            reported_id: AtomicU32::new(0),
             pool: Pool::new(connect_timeout, network_timeout, Duration::from_secs(3600), true),
             pushed: tokio::sync::watch::Sender::new(0),
             marks_epoch: std::sync::atomic::AtomicU64::new(0),
@@ -386,11 +383,6 @@ impl StorageServer {
     pub fn trunk_report(&self) -> Option<(u32, i64)> {
         let space = self.trunk.space();
         space.as_ref().map(|s| (s.current_trunk_id(), (s.free_bytes() >> 20) as i64))
-    }
-
-    /// Whether trunk id `id` still has to be reported (73); remembers it as reported.
-    pub fn trunk_id_news(&self, id: u32) -> bool {
-        self.trunk.reported_id.swap(id, Ordering::Relaxed) != id
     }
 
     /// A slot for `content_len` bytes in store path `path`, as the trunk server (blocking: a
