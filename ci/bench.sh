@@ -7,6 +7,8 @@
 #   - nginx with ngx-fastdfs vs the same nginx's plain `root` location serving the same file
 #     (4 KiB and 200 KiB), with wrk; the ratio is module / root requests per second.
 #   - replication lag: upload acknowledged on storage A → readable on storage B (p50/p99).
+#   - de-duplication: 64 KiB uploads, half of them repeated, with `check_file_duplicate` off and
+#     on: the rate (on as a ratio to off), and bytes on disk against bytes uploaded.
 #   - trunk mode (the tracker restarted with `use_trunk_file = true`): 4 KiB uploads at 1 and 16
 #     clients beside the same raw limits, and GET of a trunk-resident file through the module
 #     vs `root` serving a regular file of the same size.
@@ -152,6 +154,35 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 print(f"{'A -> B':<22} {r['p50_ms']:>9.2f} {r['p99_ms']:>9.2f} {r['max_ms']:>9.2f} {r['errors']:>7}")
 PY
+
+# De-duplication (`check_file_duplicate = 1`): 64 KiB uploads of which half repeat one content,
+# with it off and on; the rate, and what storage A's data/ grew by on disk against the bytes
+# uploaded (the replica does the same). The index must not halve the rate.
+printf '\n%-30s %9s %8s %8s %6s %12s %10s %7s\n' "dedup, 50% repeated (A)" files/s p50_ms p99_ms errors \
+  uploaded_MB disk_MB ratio
+dedup_n=$((count / 5))
+for dd in 0 1; do
+  for c in storage storage2; do
+    sed -i '/^check_file_duplicate/d' "$run/$c.conf"
+    echo "check_file_duplicate = $dd" >> "$run/$c.conf"
+  done
+  storages power_loss
+  before=$(du -sB1 "$run/storage/data" | cut -f1)
+  "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --size 64KiB --count "$dedup_n" --concurrency 4 \
+    --repeated 50 --keep --json "$run/dedup$dd.json" >/dev/null
+  sleep 2 # the replica's writes land on the same disk: let them settle before measuring A
+  after=$(du -sB1 "$run/storage/data" | cut -f1)
+  python3 - "$run/dedup$dd.json" "$run/dedup0.json" "$dd" "$dedup_n" "$before" "$after" <<'PY'
+import json, sys
+r, off = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+on, n, before, after = sys.argv[3] == "1", int(sys.argv[4]), int(sys.argv[5]), int(sys.argv[6])
+label = "dedup on (rate ratio to off)" if on else "dedup off"
+ratio = f"{r['files_per_s'] / off['files_per_s']:>7.2f}" if on else f"{'':>7}"
+print(f"{label:<30} {r['files_per_s']:>9.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}"
+      f" {n * 65536 / 1e6:>12.1f} {(after - before) / 1e6:>10.1f} {ratio}")
+PY
+done
+for c in storage storage2; do sed -i '/^check_file_duplicate/d' "$run/$c.conf"; done
 
 # Module vs `root`: one nginx, one file, two locations.
 have_wrk=1

@@ -4,7 +4,8 @@
 //! SIGHUP) starts a new file under the same name, so logrotate can move the old one away. The
 //! daemon rotates the log itself as libfastcommon does when asked ([`LogRotation`]): daily at
 //! `error_log_rotate_time` and/or at `rotate_error_log_size`, the old file renamed
-//! `<name>.log.<YYYYMMDD_HHMMSS>`, rotated files older than `log_file_keep_days` removed.
+//! `<name>.log.<YYYYMMDD_HHMMSS>`, rotated files older than `log_file_keep_days` removed. The
+//! storage's access log (`use_access_log`) is a second file with the same handling.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -31,6 +32,8 @@ struct LogFile {
 
 /// Set once by [`init`]; [`reopen`] and rotation swap the handle inside.
 static LOG_FILE: OnceLock<LogFile> = OnceLock::new();
+/// The storage's access log (`use_access_log`), set once by [`init_access`].
+static ACCESS_FILE: OnceLock<LogFile> = OnceLock::new();
 
 struct FileLogger {
     to_file: bool,
@@ -54,13 +57,7 @@ impl log::Log for FileLogger {
         }
         let line = format!("[{}] {} - {}\n", local_datetime(), record.level(), record.args());
         if let Some(log) = LOG_FILE.get().filter(|_| self.to_file) {
-            let mut cur = log.current.lock().unwrap_or_else(|e| e.into_inner());
-            if cur.file.write_all(line.as_bytes()).is_ok() {
-                cur.len += line.len() as u64;
-            }
-            if log.rotation.max_size > 0 && cur.len >= log.rotation.max_size {
-                let _ = log.rotate(&mut cur);
-            }
+            log.write_line(&line);
         }
         if self.echo {
             let _ = std::io::stderr().write_all(line.as_bytes());
@@ -71,6 +68,31 @@ impl log::Log for FileLogger {
 }
 
 impl LogFile {
+    fn new(path: PathBuf, rotation: LogRotation) -> std::io::Result<Self> {
+        let file = open(&path)?;
+        let len = file.metadata()?.len();
+        Ok(LogFile { path, current: Mutex::new(Current { file, len }), rotation })
+    }
+
+    /// Appends a whole line; rotates once the file reaches the rotation size.
+    fn write_line(&self, line: &str) {
+        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        if cur.file.write_all(line.as_bytes()).is_ok() {
+            cur.len += line.len() as u64;
+        }
+        if self.rotation.max_size > 0 && cur.len >= self.rotation.max_size {
+            let _ = self.rotate(&mut cur);
+        }
+    }
+
+    /// Starts writing to a fresh file at the path; on failure the old handle stays.
+    fn reopen(&self) -> std::io::Result<()> {
+        let file = open(&self.path)?;
+        let len = file.metadata()?.len();
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Current { file, len };
+        Ok(())
+    }
+
     /// Renames the file to `<name>.<YYYYMMDD_HHMMSS>` (a counter appended should that exist)
     /// and continues in a fresh one.
     fn rotate(&self, cur: &mut Current) -> std::io::Result<()> {
@@ -122,9 +144,8 @@ fn until_next(time: (u8, u8)) -> Duration {
     }
 }
 
-/// The daily rotation and clean-up, on a thread of their own.
-fn rotation_thread() {
-    let Some(log) = LOG_FILE.get() else { return };
+/// The daily rotation and clean-up of `log`, on a thread of their own.
+fn rotation_thread(log: &'static LogFile) {
     let r = log.rotation;
     if !r.daily && r.keep_days == 0 {
         return;
@@ -158,18 +179,40 @@ pub fn filter(level: LogLevel) -> log::LevelFilter {
 /// Installs the process-wide logger (once; later calls are ignored).
 pub fn init(logs_dir: &Path, name: &str, level: LogLevel, echo: bool, rotation: LogRotation) -> std::io::Result<()> {
     std::fs::create_dir_all(logs_dir)?;
-    let path = logs_dir.join(format!("{name}.log"));
-    let file = open(&path)?;
-    let len = file.metadata()?.len();
-    if LOG_FILE.set(LogFile { path, current: Mutex::new(Current { file, len }), rotation }).is_err() {
+    if LOG_FILE.set(LogFile::new(logs_dir.join(format!("{name}.log")), rotation)?).is_err() {
         return Ok(());
     }
     let logger = FileLogger { to_file: true, echo, level: filter(level) };
     if log::set_boxed_logger(Box::new(logger)).is_ok() {
         log::set_max_level(filter(level));
     }
-    rotation_thread();
+    if let Some(log) = LOG_FILE.get() {
+        rotation_thread(log);
+    }
     Ok(())
+}
+
+/// Opens the access log `<logs_dir>/<name>.log` (once; later calls are ignored).
+pub fn init_access(logs_dir: &Path, name: &str, rotation: LogRotation) -> std::io::Result<()> {
+    std::fs::create_dir_all(logs_dir)?;
+    if ACCESS_FILE.set(LogFile::new(logs_dir.join(format!("{name}.log")), rotation)?).is_ok() {
+        if let Some(log) = ACCESS_FILE.get() {
+            rotation_thread(log);
+        }
+    }
+    Ok(())
+}
+
+/// Whether [`access`] writes anywhere.
+pub fn access_enabled() -> bool {
+    ACCESS_FILE.get().is_some()
+}
+
+/// One access log line, stamped as C stamps it (`[YYYY-MM-DD HH:MM:SS] text`).
+pub fn access(text: &str) {
+    if let Some(log) = ACCESS_FILE.get() {
+        log.write_line(&format!("[{}] {text}\n", local_datetime()));
+    }
 }
 
 fn open(path: &Path) -> std::io::Result<File> {
@@ -179,10 +222,9 @@ fn open(path: &Path) -> std::io::Result<File> {
 /// Starts writing to a fresh file at the log's path (after logrotate moved the old one); on
 /// failure the old handle stays. Does nothing for processes without a log file.
 pub fn reopen() -> std::io::Result<()> {
-    let Some(log) = LOG_FILE.get() else { return Ok(()) };
-    let file = open(&log.path)?;
-    let len = file.metadata()?.len();
-    *log.current.lock().unwrap_or_else(|e| e.into_inner()) = Current { file, len };
+    for log in [LOG_FILE.get(), ACCESS_FILE.get()].into_iter().flatten() {
+        log.reopen()?;
+    }
     Ok(())
 }
 

@@ -146,15 +146,8 @@ fn keys_without_effect_are_warned_about_once_and_defaults_are_not() {
     assert!(w[0].contains("compress_error_log_days_before") && w[1].contains("use_connection_pool"), "{w:?}");
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("storage.conf");
-    std::fs::write(
-        &p,
-        "base_path=/tmp\ncompress_old_error_log = true\ncheck_file_duplicate = 1\nnetwork_timeout = 0\n",
-    )
-    .unwrap();
+    std::fs::write(&p, "base_path=/tmp\ncompress_old_error_log = true\nkeep_alive = 1\nnetwork_timeout = 0\n").unwrap();
     let w = StorageConfig::load(&p).unwrap().warnings;
     assert_eq!(w.len(), 3, "{w:?}");
-    assert!(
-        w.iter().any(|w| w.contains("storage.conf:3: check_file_duplicate") && w.contains("de-duplication")),
-        "{w:?}"
-    );
+    assert!(w.iter().any(|w| w.contains("storage.conf:3: keep_alive") && w.contains("FastDHT")), "{w:?}");
 }

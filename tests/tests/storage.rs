@@ -588,9 +588,9 @@ async fn a_stopping_storage_finishes_the_upload_in_flight() {
 /// A C key that fastdfs-rs accepts without acting on it is reported once at startup.
 #[tokio::test]
 async fn keys_without_effect_are_reported_at_startup() {
-    let cl = Cluster::start("", &["127.0.0.2"], "keep_alive = 1\ncheck_file_duplicate = 1").await;
+    let cl = Cluster::start("", &["127.0.0.2"], "keep_alive = 1\nkey_namespace = images").await;
     let log = std::fs::read_to_string(cl.storages[0].base().join("fdfs_storaged.stderr")).unwrap();
-    for key in ["keep_alive", "check_file_duplicate"] {
+    for key in ["keep_alive", "key_namespace"] {
         let lines = log.lines().filter(|l| l.contains(&format!(": {key}: ")) && l.contains("no effect")).count();
         assert_eq!(lines, 1, "{key} reported once:\n{log}");
     }
@@ -655,4 +655,33 @@ async fn a_tool_whose_output_is_closed_exits_quietly() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("panicked"), "{stderr}");
     assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
+
+/// `use_access_log = true`: one line per client request in `logs/storage_access.log`, as C
+/// writes it: `[time] client_ip action filename status time_ms request_length answer_length`.
+#[tokio::test]
+async fn the_access_log_has_a_line_per_client_request() {
+    let cl = Cluster::start("", &["127.0.0.2"], "use_access_log = true").await;
+    let s = &cl.storages[0];
+    let c = cl.client();
+    let addr = s.addr();
+    let id = c.storage.upload(&addr, UploadKind::Normal, -1, "txt", Content::Bytes(b"hello")).await.unwrap();
+    c.storage.download(&addr, "group1", &id.filename, 0, 0).await.unwrap();
+    c.storage.delete(&addr, "group1", &id.filename).await.unwrap();
+    assert!(c.storage.delete(&addr, "group1", &id.filename).await.is_err());
+    let log = std::fs::read_to_string(s.base().join("logs/storage_access.log")).unwrap();
+    let lines: Vec<Vec<&str>> = log.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines.len(), 4, "{log}");
+    for (fields, (action, status)) in
+        lines.iter().zip([("upload", "0"), ("download", "0"), ("delete", "0"), ("delete", "2")])
+    {
+        assert_eq!(fields.len(), 9, "{fields:?}");
+        assert!(fields[0].starts_with('[') && fields[1].ends_with(']'), "local time first: {fields:?}");
+        assert!(fields[2].parse::<std::net::IpAddr>().is_ok(), "the client's address: {fields:?}");
+        assert_eq!((fields[3], fields[4], fields[5]), (action, id.filename.as_str(), status), "{fields:?}");
+        assert!(fields[6].parse::<u64>().is_ok(), "milliseconds: {fields:?}");
+    }
+    // Upload: header + 15-byte head + 5 bytes in; header + group + name out.
+    assert_eq!((lines[0][7], lines[0][8]), ("30", &*(10 + 16 + id.filename.len()).to_string()));
+    assert_eq!(lines[1][8], "15", "download: header + 5 bytes");
 }

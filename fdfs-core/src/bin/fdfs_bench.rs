@@ -104,6 +104,11 @@ struct Args {
     /// freed inodes), so runs that are compared keep their files.
     #[arg(long)]
     keep: bool,
+    /// `upload`: the share of uploads (percent) whose content was uploaded before; the others
+    /// are made unique (their first 8 bytes are the upload's number). 100: every upload sends
+    /// the same bytes.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u8).range(0..=100))]
+    repeated: u8,
 }
 
 fn parse_size(s: &str) -> Result<usize> {
@@ -178,6 +183,7 @@ async fn run(args: Args, config: ClientConfig, size: usize) -> Result<()> {
         let (op, count, conc) = (args.op, args.count, args.concurrency.max(1));
         let lag_pair = lag_pair.clone();
         let style = args.client_style;
+        let repeated = usize::from(args.repeated);
         tasks.push(tokio::spawn(async move {
             let client = Client::new(&config);
             let mut java = JavaStyle::new(&config);
@@ -187,6 +193,15 @@ async fn run(args: Args, config: ClientConfig, size: usize) -> Result<()> {
                 let t = Instant::now();
                 let r: Result<Option<String>, String> = match op {
                     Op::Upload if style == ClientStyle::Java => java.upload(&payload, &ext).await.map(Some),
+                    // Unique ones spread evenly: upload i is unique when the count of unique
+                    // uploads so far, (i + 1) * unique% / 100, steps up at i.
+                    Op::Upload
+                        if (i + 1) * (100 - repeated) / 100 > i * (100 - repeated) / 100 && payload.len() >= 8 =>
+                    {
+                        let mut unique = payload.to_vec();
+                        unique[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+                        upload_one(&client, &unique, &ext).await.map(Some)
+                    }
                     Op::Upload => upload_one(&client, &payload, &ext).await.map(Some),
                     Op::Download => download_one(&client, &seed[i % seed.len()], payload.len()).await.map(|_| None),
                     Op::Delete => client.delete(&seed[i]).await.map(|_| None).map_err(|e| e.to_string()),

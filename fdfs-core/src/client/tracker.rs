@@ -106,7 +106,7 @@ impl TrackerClient {
     pub async fn query_fetch_all(&self, id: &FileId) -> ClientResult<FetchTargets> {
         let body = self.call(Command::QueryFetchAll, &Self::file_req(id).encode()).await?;
         let w = Profile::V6_16.query_ip_width();
-        let per_server_port = body.len() >= 16 + w + 8 && (body.len() - 16 - w - 8) % (w + 8) == 0;
+        let per_server_port = body.len() >= 16 + w + 8 && (body.len() - 16 - w - 8).is_multiple_of(w + 8);
         let p = if per_server_port { Profile::V6_16 } else { Profile::CLASSIC };
         Self::decode(FetchTargets::decode(&body, p))
     }

@@ -24,7 +24,7 @@ pub use client::ClientConfig;
 pub use http::HttpConfig;
 pub use ini::{Entry, Ini, Keys};
 pub use mod_fastdfs::{ModFastdfsConfig, ModGroup, ResponseMode};
-pub use storage::{Durability, StorageConfig};
+pub use storage::{Durability, SignatureMethod, StorageConfig};
 pub use storage_ids::{RwMode, StorageIdEntry, StorageIds};
 pub use tracker::{DownloadServer, ResponseIpSize, StoreLookup, StorePath, StoreServer, TrackerConfig};
 
@@ -208,6 +208,18 @@ pub(crate) fn log_rotation(k: &Keys<'_>) -> Result<LogRotation, ConfigError> {
     Ok(LogRotation {
         daily: k.bool("rotate_error_log", false)? || k.bool("log_file_rotate_everyday", false)?,
         time: k.time_of_day("error_log_rotate_time", (0, 0))?,
+        max_size: if max_size == 0 { 0 } else { max_size.max(4096) },
+        keep_days: k.int_in("log_file_keep_days", 0, 0..=36_500)? as u32,
+    })
+}
+
+/// The storage's access log rotation: `rotate_access_log`, `access_log_rotate_time`,
+/// `rotate_access_log_size`; kept as long as the error log (`log_file_keep_days`).
+pub(crate) fn access_log_rotation(k: &Keys<'_>) -> Result<LogRotation, ConfigError> {
+    let max_size = k.size("rotate_access_log_size", 0)?;
+    Ok(LogRotation {
+        daily: k.bool("rotate_access_log", false)?,
+        time: k.time_of_day("access_log_rotate_time", (0, 0))?,
         max_size: if max_size == 0 { 0 } else { max_size.max(4096) },
         keep_days: k.int_in("log_file_keep_days", 0, 0..=36_500)? as u32,
     })

@@ -17,6 +17,25 @@ pub enum Durability {
     ProcessCrash,
 }
 
+/// `file_signature_method`: how de-duplication tells contents apart (with the size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureMethod {
+    /// C's four 32-bit hash codes (CRC32, ELF, simple, Time33).
+    Hash,
+    /// MD5 of the content.
+    Md5,
+}
+
+impl SignatureMethod {
+    fn parse(v: &str) -> Option<Self> {
+        match v.trim().to_ascii_lowercase().as_str() {
+            "hash" => Some(Self::Hash),
+            "md5" => Some(Self::Md5),
+            _ => None,
+        }
+    }
+}
+
 impl Durability {
     fn parse(v: &str) -> Option<Self> {
         match v.trim().to_ascii_lowercase().as_str() {
@@ -99,6 +118,8 @@ pub struct StorageConfig {
     pub log_level: LogLevel,
     /// `rotate_error_log`, `error_log_rotate_time`, `rotate_error_log_size`, `log_file_keep_days`.
     pub log_rotation: super::LogRotation,
+    /// `rotate_access_log`, `access_log_rotate_time`, `rotate_access_log_size`.
+    pub access_log_rotation: super::LogRotation,
     /// `run_by_group` (empty): the group the daemon runs as once its port is bound.
     pub run_by_group: String,
     /// `run_by_user` (empty): the user the daemon runs as once its port is bound.
@@ -128,15 +149,17 @@ pub struct StorageConfig {
     pub upload_priority: i64,
     /// `if_alias_prefix` (empty): accepted, no effect.
     pub if_alias_prefix: String,
-    /// `check_file_duplicate` (false): accepted, not supported yet (no de-duplication).
+    /// `check_file_duplicate` (false): an upload whose content this store path holds already
+    /// becomes a link to it (built in: no FastDHT).
     pub check_file_duplicate: bool,
-    /// `file_signature_method` (hash): de-duplication, not supported yet.
-    pub file_signature_method: String,
-    /// `key_namespace`: de-duplication, not supported yet.
+    /// `file_signature_method` (hash): how contents are compared, with their size.
+    pub file_signature_method: SignatureMethod,
+    /// `key_namespace`: FastDHT's; accepted, unused (the index is local).
     pub key_namespace: String,
-    /// `keep_alive` (false): de-duplication, not supported yet.
+    /// `keep_alive` (false): FastDHT's; accepted, unused.
     pub keep_alive: bool,
-    /// `use_access_log` (false): accepted, not supported yet.
+    /// `use_access_log` (false; or `enabled` in 6.13's `[access-log]`): one line per client
+    /// request in `logs/storage_access.log`, as C writes it.
     pub use_access_log: bool,
     /// `file_sync_skip_invalid_record` (false): a malformed binlog line is always skipped (and logged).
     pub file_sync_skip_invalid_record: bool,
@@ -210,6 +233,7 @@ impl StorageConfig {
             tracker_servers: tracker_servers(&k)?,
             log_level: log_level(&k)?,
             log_rotation: super::log_rotation(&k)?,
+            access_log_rotation: super::access_log_rotation(&k)?,
             run_by_group: k.string("run_by_group", ""),
             run_by_user: k.string("run_by_user", ""),
             allow_hosts: super::allow_hosts(&k)?,
@@ -228,7 +252,12 @@ impl StorageConfig {
             upload_priority: k.int("upload_priority", 10)?,
             if_alias_prefix: k.string("if_alias_prefix", ""),
             check_file_duplicate: k.bool("check_file_duplicate", false)?,
-            file_signature_method: k.string("file_signature_method", "hash"),
+            file_signature_method: k.parsed(
+                "file_signature_method",
+                SignatureMethod::Hash,
+                SignatureMethod::parse,
+                "hash or md5",
+            )?,
             key_namespace: k.string("key_namespace", ""),
             keep_alive: k.bool("keep_alive", false)?,
             use_access_log: access_log || k.bool("use_access_log", false)?,

@@ -22,7 +22,7 @@ const fn u(key: &'static str, default: &'static str, instead: &'static str) -> U
 }
 
 const LOGS: &str = "not supported yet: rotated logs are not compressed";
-const ACCESS_LOG: &str = "not supported yet: no access log";
+const ACCESS_LOG: &str = "not supported yet: rotated access logs are not compressed";
 const THREADS: &str = "not needed: the async runtime sizes its threads from work_threads";
 
 /// Keys shared by both daemons' files.
@@ -65,22 +65,10 @@ pub const STORAGE: &[Unsupported] = &[
     u("disk_recovery_threads", "1", "disk recovery copies one file at a time"),
     u("fsync_after_written_bytes", "0", "every file is fsynced before the upload is answered"),
     u("if_alias_prefix", "", "not supported: every interface address counts as this host's"),
-    u("check_file_duplicate", "0", "not supported yet: no de-duplication"),
-    u("file_signature_method", "hash", "not supported yet: no de-duplication"),
-    u("key_namespace", "FastDFS", "not supported yet: no de-duplication"),
-    u("keep_alive", "0", "not supported yet: no de-duplication"),
-    u("use_access_log", "false", "not supported yet: no access log"),
-    u("rotate_access_log", "false", ACCESS_LOG),
-    u("access_log_rotate_time", "00:00", ACCESS_LOG),
-    u("rotate_access_log_size", "0", ACCESS_LOG),
+    u("key_namespace", "FastDFS", "FastDHT's: de-duplication is built in, with a local index"),
+    u("keep_alive", "0", "FastDHT's: de-duplication is built in, with a local index"),
     u("compress_old_access_log", "false", ACCESS_LOG),
     u("compress_access_log_days_before", "0", ACCESS_LOG),
-    u("compress_binlog", "false", "not supported yet: binlogs are written uncompressed (C's binlog.NNN.gz are read)"),
-    u(
-        "compress_binlog_time",
-        "01:30",
-        "not supported yet: binlogs are written uncompressed (C's binlog.NNN.gz are read)",
-    ),
 ];
 
 /// A value in a comparable form: booleans as 0/1, sizes as bytes.

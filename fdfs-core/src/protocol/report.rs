@@ -64,7 +64,7 @@ impl JoinReq {
     pub fn detect(body: &[u8]) -> Option<Layout> {
         for l in [Layout::Classic, Layout::V611, Layout::V612, Layout::V613] {
             let (fixed, entry) = (Self::fixed_len(l), Self::tracker_entry_len(l));
-            if body.len() <= fixed || (body.len() - fixed) % entry != 0 {
+            if body.len() <= fixed || !(body.len() - fixed).is_multiple_of(entry) {
                 continue;
             }
             let count = i64::from_be_bytes(body[fixed - 8..fixed].try_into().expect("8 bytes"));
@@ -235,7 +235,7 @@ impl ChangeNotify {
         }
         if flags & notify_flags::GROUP != 0 {
             let len = p.brief_len();
-            if r.remaining() % len != 0 {
+            if !r.remaining().is_multiple_of(len) {
                 return Err(DecodeError::BadLength { len: body.len(), why: "brief list" });
             }
             let mut list = Vec::with_capacity(r.remaining() / len);
@@ -306,7 +306,7 @@ pub fn encode_sync_report(entries: &[SyncTimestamp]) -> BytesMut {
 }
 
 pub fn decode_sync_report(body: &[u8]) -> DecodeResult<Vec<SyncTimestamp>> {
-    if body.is_empty() || body.len() % 20 != 0 {
+    if body.is_empty() || !body.len().is_multiple_of(20) {
         return Err(DecodeError::BadLength { len: body.len(), why: "n × 20-byte entries" });
     }
     let mut r = Reader::new(body);
@@ -320,7 +320,7 @@ pub fn decode_sync_report(body: &[u8]) -> DecodeResult<Vec<SyncTimestamp>> {
 /// 85 STORAGE_REPLICA_CHG: up to 32 briefs.
 pub fn decode_briefs(body: &[u8], p: Profile) -> DecodeResult<Vec<Brief>> {
     let len = p.brief_len();
-    if body.len() % len != 0 || body.len() / len > super::MAX_SERVERS_EACH_GROUP {
+    if !body.len().is_multiple_of(len) || body.len() / len > super::MAX_SERVERS_EACH_GROUP {
         return Err(DecodeError::BadLength { len: body.len(), why: "n ≤ 32 briefs" });
     }
     super::tracker::decode_records(body, len, |r| Brief::read(r, p))

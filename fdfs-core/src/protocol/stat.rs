@@ -198,7 +198,7 @@ impl GroupStat {
     /// that both divide (multiples of 11865) is read as 6.16.
     pub fn decode_list_any(body: &[u8]) -> DecodeResult<(Vec<Self>, Profile)> {
         for p in [Profile::V6_16, Profile::CLASSIC] {
-            if body.len() % Self::wire_len(p) == 0 {
+            if body.len().is_multiple_of(Self::wire_len(p)) {
                 return Ok((Self::decode_list(body, p)?, p));
             }
         }
@@ -339,7 +339,7 @@ impl StorageStat {
             Profile::of(Layout::V612, false),
         ];
         for p in candidates {
-            if body.len() % Self::wire_len(p) == 0 {
+            if body.len().is_multiple_of(Self::wire_len(p)) {
                 return Ok((Self::decode_list(body, p)?, p));
             }
         }

@@ -439,7 +439,7 @@ pub fn decode_records<T>(
     record_len: usize,
     read: impl Fn(&mut Reader<'_>) -> DecodeResult<T>,
 ) -> DecodeResult<Vec<T>> {
-    if record_len == 0 || body.len() % record_len != 0 {
+    if record_len == 0 || !body.len().is_multiple_of(record_len) {
         return Err(DecodeError::BadLength { len: body.len(), why: "not a whole number of records" });
     }
     let mut r = Reader::new(body);

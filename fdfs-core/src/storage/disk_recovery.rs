@@ -89,7 +89,12 @@ pub fn path_file_list(srv: &StorageServer, index: u8, mut emit: impl FnMut(Vec<u
         let super::binlog::Line::Record(r) = line else { continue };
         let listed = matches!(r.op, Op::Create | Op::Link | Op::Update | Op::Rename);
         if listed && r.filename.starts_with(&prefix) && srv.holds(&r.filename) {
-            out.extend_from_slice(format!("{} c {}\n", r.timestamp, r.filename).as_bytes());
+            // A link stays a link (de-duplicated uploads, slaves as links): `l name target`.
+            let line = match srv.link_target(&r) {
+                Some(target) => format!("{} l {} {target}\n", r.timestamp, r.filename),
+                None => format!("{} c {}\n", r.timestamp, r.filename),
+            };
+            out.extend_from_slice(line.as_bytes());
             if out.len() >= 60 << 10 && !emit(std::mem::take(&mut out)) {
                 return Ok(());
             }
@@ -102,6 +107,13 @@ pub fn path_file_list(srv: &StorageServer, index: u8, mut emit: impl FnMut(Vec<u
 }
 
 impl StorageServer {
+    /// The target of a link record whose name is a symbolic link here.
+    fn link_target(&self, r: &Record) -> Option<String> {
+        let (_, path) = self.resolve(&r.filename).ok()?;
+        let linked = std::fs::symlink_metadata(&path).ok()?.file_type().is_symlink();
+        (r.op == Op::Link && linked && self.resolve(&r.extra).is_ok()).then(|| r.extra.clone())
+    }
+
     /// Whether the file `filename` names is here (its regular file, or its trunk slot).
     fn holds(&self, filename: &str) -> bool {
         if let Some((name, root)) = self.trunk_name(filename) {
@@ -173,7 +185,12 @@ async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<()
                 present += 1;
                 continue;
             }
-            copy_file(srv, &client, &addr, &r.filename).await?;
+            if r.op == Op::Link {
+                // Its target came earlier in the list: the link is made again, not a copy.
+                relink(srv, &r.filename, &r.extra).await?;
+            } else {
+                copy_file(srv, &client, &addr, &r.filename).await?;
+            }
             copied += 1;
         }
         let root = srv.paths.paths[index].root.clone();
@@ -182,9 +199,26 @@ async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<()
         log::info!("disk recovery: store path {index}: {copied} file(s) copied, {present} already here");
         srv.path_recovered(index).map_err(|e| e.to_string())?;
     }
+    // Links came back as links: the de-duplication index counts them again.
+    if srv.dedup.is_some() {
+        let s = srv.clone();
+        let counted = tokio::task::spawn_blocking(move || s.dedup.as_ref().map(|d| super::recount_links(&s.paths, d)));
+        counted.await.map_err(|e| e.to_string())?.transpose().map_err(|e| e.to_string())?;
+    }
     // C reports RECOVERY again when it is done; the next JOIN takes the storage out of it.
     super::sync::report_to_trackers(srv, brief).await;
     Ok(())
+}
+
+/// A link of the list made again here (`name` → `target`'s file).
+async fn relink(srv: &StorageServer, name: &str, target: &str) -> Result<(), String> {
+    let (_, path) = srv.resolve(name).map_err(|s| format!("{name}: {s}"))?;
+    let (_, to) = srv.resolve(target).map_err(|s| format!("{target}: {s}"))?;
+    let make = move || match std::os::unix::fs::symlink(&to, &path) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    };
+    tokio::task::spawn_blocking(make).await.map_err(|e| e.to_string())?.map_err(|e| format!("{name}: {e}"))
 }
 
 /// 26 to the source: the list, checked against the length that ends it.

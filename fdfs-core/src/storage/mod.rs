@@ -7,6 +7,7 @@
 
 pub mod binlog;
 pub mod content;
+pub mod dedup;
 pub mod disk;
 pub mod disk_recovery;
 pub mod locks;
@@ -22,7 +23,7 @@ pub mod sync;
 pub mod trunk;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -170,6 +171,9 @@ pub struct StorageServer {
     /// Store paths still to recover from a peer; `recovery_done` turns true when none are.
     recovering: Mutex<std::collections::BTreeSet<usize>>,
     recovery_done: tokio::sync::watch::Sender<bool>,
+    /// The de-duplication index: open with `check_file_duplicate`, and whenever one exists
+    /// (links made while it was on are counted even after it is turned off).
+    pub dedup: Option<dedup::DedupIndex>,
 }
 
 impl StorageServer {
@@ -223,6 +227,7 @@ impl StorageServer {
         }
         init.save(&data_dir)?;
         let previous_ip = init.last_ip_addr.clone();
+        let dedup = open_dedup(&config, &data_dir, &paths)?;
         Ok(Self {
             group: config.group_name.clone(),
             paths,
@@ -253,8 +258,14 @@ impl StorageServer {
             trunk,
             recovery_done: tokio::sync::watch::Sender::new(recovering.is_empty()),
             recovering: Mutex::new(recovering),
+            dedup,
             config,
         })
+    }
+
+    /// Whether new uploads are de-duplicated.
+    pub fn dedup_uploads(&self) -> Option<&dedup::DedupIndex> {
+        self.dedup.as_ref().filter(|_| self.config.check_file_duplicate)
     }
 
     /// The store paths to recover: those an interrupted recovery left, and those without their
@@ -498,6 +509,41 @@ impl StorageServer {
     }
 }
 
+/// Opens the de-duplication index (with `check_file_duplicate`, or when one exists), recounted
+/// from the store paths' links when it cannot be trusted as it is.
+fn open_dedup(
+    config: &StorageConfig,
+    data_dir: &Path,
+    paths: &StorePaths,
+) -> anyhow::Result<Option<dedup::DedupIndex>> {
+    let file = data_dir.join(dedup::FILE_NAME);
+    if !config.check_file_duplicate && !file.exists() {
+        return Ok(None);
+    }
+    let (index, clean) = dedup::DedupIndex::open(&file, config.file_signature_method)?;
+    if !clean {
+        recount_links(paths, &index)?;
+    }
+    Ok(Some(index))
+}
+
+/// Makes the de-duplication index agree with the links in the store paths.
+fn recount_links(paths: &StorePaths, index: &dedup::DedupIndex) -> anyhow::Result<()> {
+    let roots: Vec<PathBuf> = paths.paths.iter().map(|p| p.root.clone()).collect();
+    let found = dedup::count_links(&roots, |target| paths.remote_name_of(target))?;
+    let path_of = |name: &str| {
+        let n = crate::file_id::RemoteFilename::parse(name, Some(roots.len())).ok()?;
+        paths.local_path(&n)
+    };
+    let r = index.reconcile(found, path_of)?;
+    log::info!(
+        "de-duplication index checked against the store paths: {} reference count(s) corrected, {} source(s) added",
+        r.recounted,
+        r.signed
+    );
+    Ok(())
+}
+
 /// Serves until `shutdown`: connections, the report loops to every tracker, and the
 /// periodic flushes.
 pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Shutdown) {
@@ -527,6 +573,9 @@ pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Sh
         log::error!("syncing the binlog: {e}");
     }
     server.save_stats();
+    if let Some(Err(e)) = server.dedup.as_ref().map(|d| d.close()) {
+        log::error!("{e}");
+    }
     log::info!("storage stopped");
 }
 
@@ -571,6 +620,14 @@ async fn background(server: Arc<StorageServer>, mut shutdown: Shutdown) {
                     Ok(Err(e)) => log::error!("compressing old binlog files: {e}"),
                     Err(e) => log::error!("compressing old binlog files: {e}"),
                 }
+            }
+        }
+        if server.dedup.is_some() {
+            let s = server.clone();
+            if let Ok(Some(Err(e))) =
+                tokio::task::spawn_blocking(move || s.dedup.as_ref().map(|d| d.sync_if_dirty())).await
+            {
+                log::error!("{e}");
             }
         }
         if lazy_binlog && last_binlog_sync.elapsed() >= binlog_every {

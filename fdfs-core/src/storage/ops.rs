@@ -15,13 +15,14 @@ use tokio::io::AsyncRead;
 
 use super::binlog::{Op, Record};
 use super::content::{Content, SMALL};
+use super::dedup::{Signature, Signer};
 use super::disk::{write_at, write_temp, Change, Disk, Rollback, WriteFence, Writer};
 use super::StorageServer;
 use crate::durable::TempFile;
 use crate::file_id::{self, FileType, NameKind, NewName, RemoteFilename, Source};
 use crate::protocol::storage::{
-    file_info_flags, pack_metadata, parse_metadata, AppendHead, FileInfoResp, MetaOp, ModifyHead, SetMetadataReq,
-    SlaveUploadHead, TruncateReq, UploadHead,
+    file_info_flags, pack_metadata, parse_metadata, AppendHead, CreateLinkReq, FileInfoResp, MetaOp, ModifyHead,
+    SetMetadataReq, SlaveUploadHead, TruncateReq, UploadHead,
 };
 use crate::protocol::Status;
 use crate::timefmt::now_unix;
@@ -78,11 +79,7 @@ impl StorageServer {
 
     /// The remote filename of a file's path in one of our store paths (`<root>/data/HH/LL/x`).
     pub fn remote_name_of(&self, path: &Path) -> Option<String> {
-        self.paths.paths.iter().enumerate().find_map(|(i, p)| {
-            let rest = path.strip_prefix(p.root.join("data")).ok()?.to_str()?;
-            let name = format!("M{i:02X}/{rest}");
-            self.resolve(&name).ok().map(|_| name)
-        })
+        self.paths.remote_name_of(path)
     }
 
     /// The store path a name lives under (`resolve` checked its index).
@@ -145,6 +142,16 @@ impl Body {
     }
 }
 
+impl Body {
+    /// The content's de-duplication signature.
+    fn signature(&self, method: crate::config::SignatureMethod) -> std::io::Result<Signature> {
+        match self {
+            Body::Bytes(b) => Ok(Signer::of_bytes(method, b)),
+            Body::File(t) => Signer::of_file(method, t.path()),
+        }
+    }
+}
+
 /// Reads a request's content: small content into memory, large content streamed into a new
 /// temp file of store path `index`. Returns it with its CRC32.
 pub(super) async fn receive<R: AsyncRead + Unpin>(
@@ -164,27 +171,52 @@ pub(super) async fn receive<R: AsyncRead + Unpin>(
     Ok((Body::File(temp), content.crc()))
 }
 
-/// Gives received content a new name (`name_for(crc, rng)`, retried with fresh random parts
-/// if taken) in a writer job; the name exists only once the batch that records it is durable.
+/// Gives received content a new name (`name_for`, retried with fresh random parts if taken) in a writer job; the name exists only once the batch that records it is durable.
 async fn store_new(
     srv: &Arc<StorageServer>,
     index: usize,
     body: Body,
-    crc: u32,
     ts: i64,
-    mut name_for: impl FnMut(u32, &mut fastrand::Rng) -> RemoteFilename + Send + 'static,
+    mut name_for: NameFor,
 ) -> Result<String, Status> {
     let s = srv.clone();
     let name = srv
         .disk
         .write(index, move |w| {
             let mut temp = body.into_temp(w, at(ts)).map_err(io)?;
-            let (name, dest) = under_fresh_name(&s, |rng| name_for(crc, rng), |dest| temp.publish_entry(dest))?;
+            let (name, dest) = under_fresh_name(&s, &mut name_for, |dest| temp.publish_entry(dest))?;
             published(&s, ts, name.to_string(), dest, &temp)
         })
         .await?;
     srv.changed(ts);
     Ok(name)
+}
+
+/// New names for content of `(size, crc32)` stored at `ts` in store path `at.0`, directory
+/// `at.1/at.2` (one directory for every try, as C).
+fn fresh_names(
+    srv: &StorageServer,
+    ts: i64,
+    (size, crc32): (u64, u32),
+    kind: NameKind,
+    ext: String,
+    (index, high, low): (usize, u8, u8),
+) -> NameFor {
+    let source = srv.source();
+    Box::new(move |rng: &mut fastrand::Rng| {
+        let new = NewName {
+            source,
+            timestamp: ts as u32,
+            size,
+            crc32,
+            kind,
+            ext: &ext,
+            store_path_index: index as u8,
+            high,
+            low,
+        };
+        file_id::generate(&new, rng)
+    })
 }
 
 /// Tries fresh names (up to [`NAME_TRIES`], as FastDFS does) until `place` puts the file under
@@ -252,23 +284,21 @@ pub async fn upload<R: AsyncRead + Unpin>(
     }
     let (high, low) = srv.paths.next_dir(&mut fastrand::Rng::new());
     let (body, crc) = receive(srv, index, content).await.map_err(|e| closing(io(e)))?;
-    let (source, ext) = (srv.source(), head.ext.clone());
     let kind = if appender { NameKind::Appender } else { NameKind::Normal };
-    let name_for = move |crc32, rng: &mut fastrand::Rng| {
-        let new = NewName {
-            source,
-            timestamp: ts as u32,
-            size,
-            crc32,
-            kind,
-            ext: &ext,
-            store_path_index: index as u8,
-            high,
-            low,
-        };
-        file_id::generate(&new, rng)
+    let name_for = fresh_names(srv, ts, (size, crc), kind, head.ext.clone(), (index, high, low));
+    let name = match srv.dedup_uploads() {
+        // Appender files change, so they are never shared.
+        Some(_) if !appender => {
+            let s = srv.clone();
+            let name = srv
+                .disk
+                .write(index, move |w| linked_content(&s, w, ts, index, body, true, LinkName::Fresh(name_for)))
+                .await?;
+            srv.changed(ts);
+            name
+        }
+        _ => store_new(srv, index, body, ts, name_for).await?,
     };
-    let name = store_new(srv, index, body, crc, ts, name_for).await?;
     let free = &srv.paths.paths[index].free_mb;
     free.fetch_sub((size >> 20).min(free.load(Ordering::Relaxed)), Ordering::Relaxed);
     Ok(name)
@@ -292,7 +322,8 @@ pub async fn upload_slave<R: AsyncRead + Unpin>(
     // `store_slave_file_use_link`: the content under a name of its own, the slave a link to it.
     let link = srv.params().store_slave_file_use_link;
     let (high, low) = srv.paths.next_dir(&mut fastrand::Rng::new());
-    let (source, size, ext) = (srv.source(), head.file_size, head.ext.clone());
+    let content_names =
+        fresh_names(srv, ts, (head.file_size, crc), NameKind::Normal, head.ext.clone(), (index, high, low));
     let name = srv
         .disk
         .write(index, move |w| {
@@ -300,24 +331,11 @@ pub async fn upload_slave<R: AsyncRead + Unpin>(
             if !stored(&master_name, &master_root, &master_path)? {
                 return Err(Status::ENOENT);
             }
-            let mut temp = body.into_temp(w, at(ts)).map_err(io)?;
             if link {
-                let name_for = |rng: &mut fastrand::Rng| {
-                    let new = NewName {
-                        source,
-                        timestamp: ts as u32,
-                        size,
-                        crc32: crc,
-                        kind: NameKind::Normal,
-                        ext: &ext,
-                        store_path_index: index as u8,
-                        high,
-                        low,
-                    };
-                    file_id::generate(&new, rng)
-                };
-                return linked_slave(&s, ts, slave, slave_path, temp, name_for);
+                let given = LinkName::Given { name: slave, path: slave_path, content_name_for: Some(content_names) };
+                return linked_content(&s, w, ts, index, body, s.dedup_uploads().is_some(), given);
             }
+            let mut temp = body.into_temp(w, at(ts)).map_err(io)?;
             match temp.publish_entry(&slave_path) {
                 Ok(()) => published(&s, ts, slave, slave_path, &temp),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Status::EEXIST),
@@ -329,35 +347,188 @@ pub async fn upload_slave<R: AsyncRead + Unpin>(
     Ok(name)
 }
 
-/// A slave stored as C stores it with `store_slave_file_use_link`: the content published under
-/// a fresh name of its own (`C`), the slave name a symbolic link to it (`L slave content`);
-/// both taken back out if the batch fails.
-fn linked_slave(
-    srv: &StorageServer,
-    ts: i64,
-    slave: String,
-    slave_path: PathBuf,
-    mut temp: TempFile,
-    name_for: impl FnMut(&mut fastrand::Rng) -> RemoteFilename,
-) -> Result<Change<String>, Status> {
-    let (content_name, content_path) = under_fresh_name(srv, name_for, |dest| temp.publish_entry(dest))?;
-    if let Err(e) = std::os::unix::fs::symlink(&content_path, &slave_path) {
-        let _ = std::fs::remove_file(&content_path);
-        return Err(if e.kind() == std::io::ErrorKind::AlreadyExists { Status::EEXIST } else { io(e) });
-    }
-    let content_name = content_name.to_string();
-    let change = Change::new(slave.clone())
-        .record(srv.own_change(ts, Op::Create, &content_name, String::new()))
-        .record(srv.own_change(ts, Op::Link, &slave, content_name))
-        .sync_file(temp.try_clone_file().map_err(io)?)
-        .sync_parent(&content_path)
-        .sync_parent(&slave_path);
-    Ok(change.settle(move |ok| {
-        if !ok {
-            let _ = std::fs::remove_file(&slave_path);
-            let _ = std::fs::remove_file(&content_path);
+/// A name generator for [`under_fresh_name`].
+type NameFor = Box<dyn FnMut(&mut fastrand::Rng) -> RemoteFilename + Send>;
+
+/// Where the link to a content goes.
+enum LinkName {
+    /// A fresh name (a de-duplicated upload); new content gets a fresh name too.
+    Fresh(NameFor),
+    /// A given name (a slave's); `content_name_for` names new content, if there is any.
+    Given { name: String, path: PathBuf, content_name_for: Option<NameFor> },
+}
+
+impl LinkName {
+    /// Makes the link to `target`: its name and path.
+    fn place(&mut self, srv: &StorageServer, target: &Path) -> Result<(String, PathBuf), Status> {
+        match self {
+            LinkName::Fresh(name_for) => {
+                let (name, path) = under_fresh_name(srv, name_for, |dest| std::os::unix::fs::symlink(target, dest))?;
+                Ok((name.to_string(), path))
+            }
+            LinkName::Given { name, path, .. } => match std::os::unix::fs::symlink(target, &*path) {
+                Ok(()) => Ok((name.clone(), path.clone())),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Status::EEXIST),
+                Err(e) => Err(io(e)),
+            },
         }
-    }))
+    }
+
+    fn content_name_for(&mut self) -> Option<&mut NameFor> {
+        match self {
+            LinkName::Fresh(f) | LinkName::Given { content_name_for: Some(f), .. } => Some(f),
+            LinkName::Given { content_name_for: None, .. } => None,
+        }
+    }
+}
+
+/// Content stored behind a link, in C's layout (de-duplicated uploads, and slaves with
+/// `store_slave_file_use_link`): with `reuse`, a link to the source that holds this content
+/// already in store path `index`; otherwise the content under a fresh name of its own (`C`)
+/// and the link to it (`L link content`), counted in the de-duplication index when there is
+/// one. Index and links change in one index transaction; all of it is undone if the batch fails.
+fn linked_content(
+    srv: &Arc<StorageServer>,
+    w: &Writer,
+    ts: i64,
+    index: usize,
+    body: Body,
+    reuse: bool,
+    mut link: LinkName,
+) -> Result<Change<String>, Status> {
+    let Some(dedup) = srv.dedup.as_ref() else {
+        return new_content_linked(srv, w, ts, body, link, None);
+    };
+    let sig = body.signature(dedup.method()).map_err(io)?;
+    let size = u64::from_be_bytes(sig[..8].try_into().unwrap_or_default());
+    dedup.update(|tx| {
+        if let Some(source) = reuse.then(|| tx.source_of(index as u8, &sig)).transpose()?.flatten() {
+            let held = srv
+                .resolve(&source)
+                .ok()
+                .map(|(_, p)| p)
+                .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file() && m.len() == size));
+            match held {
+                Some(path) => {
+                    tx.add_ref(&source)?;
+                    let (name, link_path) = link.place(srv, &path)?;
+                    return Ok(link_change(srv, ts, name, link_path, source, None));
+                }
+                // Changed or gone behind our back: not a source any more.
+                None => tx.forget(&source)?,
+            }
+        }
+        new_content_linked(srv, w, ts, body, link, Some((tx, index as u8, &sig)))
+    })
+}
+
+/// New content under a fresh name, and the link to it.
+fn new_content_linked(
+    srv: &Arc<StorageServer>,
+    w: &Writer,
+    ts: i64,
+    body: Body,
+    mut link: LinkName,
+    indexed: Option<(&mut super::dedup::Tx<'_>, u8, &Signature)>,
+) -> Result<Change<String>, Status> {
+    let mut temp = body.into_temp(w, at(ts)).map_err(io)?;
+    let name_for = link.content_name_for().ok_or(Status::EINVAL)?;
+    let (source, source_path) = under_fresh_name(srv, name_for, |dest| temp.publish_entry(dest))?;
+    let source = source.to_string();
+    let linked = match indexed {
+        Some((tx, store_path, sig)) => {
+            tx.insert(&source, store_path, sig, 1).and_then(|()| link.place(srv, &source_path))
+        }
+        None => link.place(srv, &source_path),
+    };
+    let (name, link_path) = match linked {
+        Ok(l) => l,
+        Err(e) => {
+            let _ = std::fs::remove_file(&source_path);
+            return Err(e);
+        }
+    };
+    let file = temp.try_clone_file().map_err(io)?;
+    Ok(link_change(srv, ts, name, link_path, source, Some((source_path, file))))
+}
+
+/// A link just made (`L link source`), after its source's `C` when that is new (its path and
+/// file, to sync); undone if the batch fails: the link removed, its reference released, a new
+/// source removed.
+fn link_change(
+    srv: &Arc<StorageServer>,
+    ts: i64,
+    link: String,
+    link_path: PathBuf,
+    source: String,
+    new_source: Option<(PathBuf, File)>,
+) -> Change<String> {
+    let mut change = Change::new(link.clone());
+    let mut new_path = None;
+    if let Some((path, file)) = new_source {
+        change =
+            change.record(srv.own_change(ts, Op::Create, &source, String::new())).sync_file(file).sync_parent(&path);
+        new_path = Some(path);
+    }
+    change = change.record(srv.own_change(ts, Op::Link, &link, source.clone())).sync_parent(&link_path);
+    let s = srv.clone();
+    change.settle(move |ok| {
+        if !ok {
+            let _ = std::fs::remove_file(&link_path);
+            if let Some(d) = &s.dedup {
+                let _ = d.update(|tx| tx.release(&source));
+            }
+            if let Some(p) = new_path {
+                let _ = std::fs::remove_file(p);
+            }
+        }
+    })
+}
+
+/// 20 CREATE_LINK (PROTOCOL.md §4.13): a new name for a file this storage holds, as a link to
+/// it: a slave name when a master is given, else a fresh name carrying the source's size and
+/// CRC32 (so `fdfs_file_info` reports the same). Counted in the de-duplication index.
+pub async fn create_link(srv: &Arc<StorageServer>, req: CreateLinkReq) -> Result<String, Status> {
+    srv.check_group(&req.group)?;
+    let (src_name, src_path) = srv.resolve(&req.source_filename)?;
+    if crate::trunk::is_trunk_name(&src_name) {
+        // A link to a trunk slot is a slot of its own (type 'L'): not written here.
+        return Err(Status::EOPNOTSUPP);
+    }
+    let index = src_name.store_path_index as usize;
+    let size =
+        std::fs::symlink_metadata(&src_path).ok().filter(|m| m.file_type().is_file()).ok_or(Status::ENOENT)?.len();
+    let ts = now_unix();
+    let mut link = if req.master_filename.is_empty() {
+        let (high, low) = srv.paths.next_dir(&mut fastrand::Rng::new());
+        let content = (size, src_name.info().crc32);
+        LinkName::Fresh(fresh_names(srv, ts, content, NameKind::Normal, req.ext.clone(), (index, high, low)))
+    } else {
+        let (_, master_path) = srv.resolve(&req.master_filename)?;
+        if !master_path.exists() {
+            return Err(Status::ENOENT);
+        }
+        let name = file_id::slave_filename(&req.master_filename, &req.prefix, &req.ext).map_err(|_| Status::EINVAL)?;
+        let (_, path) = srv.resolve(&name)?;
+        LinkName::Given { name, path, content_name_for: None }
+    };
+    let s = srv.clone();
+    let source = req.source_filename;
+    let name = srv
+        .disk
+        .write(index, move |_| {
+            let (name, link_path) = match &s.dedup {
+                Some(d) => d.update(|tx| {
+                    tx.add_link(&source, index as u8, &src_path, d.method())?;
+                    link.place(&s, &src_path)
+                })?,
+                None => link.place(&s, &src_path)?,
+            };
+            Ok(link_change(&s, ts, name, link_path, source, None))
+        })
+        .await?;
+    srv.changed(ts);
+    Ok(name)
 }
 
 /// 12: the file and its metadata file.
@@ -380,16 +551,24 @@ pub async fn delete(srv: &Arc<StorageServer>, filename: String) -> Result<(), St
                     Ok(m) => m.file_type().is_symlink(),
                     Err(e) => return Err(io(e)),
                 };
-                // A slave stored as a link (`store_slave_file_use_link`): its content file,
-                // which nothing else names, goes with it.
+                // A link (de-duplicated upload, or slave with `store_slave_file_use_link`): its
+                // content goes with the last link that names it (the only one, without an index).
                 let content = linked
                     .then(|| std::fs::read_link(&path).ok())
                     .flatten()
                     .and_then(|target| s.remote_name_of(&target))
                     .and_then(|n| s.resolve(&n).ok().filter(|(_, p)| p.is_file()).map(|(_, p)| (n, p)));
-                std::fs::remove_file(&path).map_err(io)?;
+                let remove = || std::fs::remove_file(&path).map_err(io);
+                let last = match (&content, &s.dedup) {
+                    (Some((content_name, _)), Some(d)) => d.update(|tx| {
+                        let left = tx.release(content_name)?;
+                        remove()?;
+                        Ok(left.is_none_or(|n| n == 0))
+                    })?,
+                    _ => remove().map(|()| true)?,
+                };
                 change = change.sync_parent(&path);
-                if let Some((content_name, content_path)) = content {
+                if let Some((content_name, content_path)) = content.filter(|_| last) {
                     if std::fs::remove_file(&content_path).is_ok() {
                         change = change
                             .record(s.own_change(ts, Op::Delete, &content_name, String::new()))

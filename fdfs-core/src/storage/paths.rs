@@ -2,7 +2,7 @@
 //! first start, the round-robin (or hashed) choice of directory, free-space checks, and the
 //! durable write that makes a file reachable by its name only once it is complete.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
@@ -151,6 +151,15 @@ impl StorePaths {
 
     pub fn local_path(&self, name: &RemoteFilename) -> Option<PathBuf> {
         self.paths.get(name.store_path_index as usize).map(|p| p.root.join(name.relative_path()))
+    }
+
+    /// The remote filename of a file's path in one of our store paths (`<root>/data/HH/LL/x`).
+    pub fn remote_name_of(&self, path: &Path) -> Option<String> {
+        self.paths.iter().enumerate().find_map(|(i, p)| {
+            let rest = path.strip_prefix(p.root.join("data")).ok()?.to_str()?;
+            let name = format!("M{i:02X}/{rest}");
+            RemoteFilename::parse(&name, Some(self.paths.len())).ok().map(|_| name)
+        })
     }
 
     /// A fresh temp file name under a store path.

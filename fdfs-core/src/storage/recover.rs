@@ -74,14 +74,16 @@ pub fn record_unlogged(paths: &StorePaths, binlog: &Binlog) -> std::io::Result<u
                     Ok(t) if t >= since => {}
                     _ => continue,
                 }
-                count += record_dir(&dir, &format!("M{index:02X}/{rel}"), since, &recorded, binlog)?;
+                count += record_dir(paths, &dir, &format!("M{index:02X}/{rel}"), since, &recorded, binlog)?;
             }
         }
     }
     Ok(count)
 }
 
+/// Records the files of `dir` (then its links, after the files they name: `L` after `C`).
 fn record_dir(
+    paths: &StorePaths,
     dir: &Path,
     prefix: &str,
     since: SystemTime,
@@ -89,12 +91,13 @@ fn record_dir(
     binlog: &Binlog,
 ) -> std::io::Result<usize> {
     let mut count = 0;
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let Ok(m) = entry.metadata() else { continue };
-        if !m.is_file() || ctime(&m) < since {
-            continue;
-        }
+    let mut entries: Vec<(std::fs::DirEntry, std::fs::Metadata)> = std::fs::read_dir(dir)?
+        .filter_map(Result::ok)
+        .filter_map(|e| e.metadata().ok().map(|m| (e, m)))
+        .filter(|(_, m)| (m.is_file() || m.file_type().is_symlink()) && ctime(m) >= since)
+        .collect();
+    entries.sort_by_key(|(_, m)| m.file_type().is_symlink());
+    for (entry, m) in entries {
         let Some(name) = entry.file_name().to_str().map(|n| format!("{prefix}/{n}")) else { continue };
         if recorded.contains(&name) {
             continue;
@@ -109,16 +112,19 @@ fn record_dir(
             log::warn!("{name}: not a FastDFS file name; left alone");
             continue;
         }
-        let op = if name.ends_with("-m") { Op::Update } else { Op::Create };
+        // A link (de-duplicated upload, slave as link) names its target, as `L` records do.
+        let target = m.file_type().is_symlink().then(|| std::fs::read_link(entry.path()).ok()).flatten();
+        let (op, extra) = match target {
+            Some(t) => match paths.remote_name_of(&t) {
+                Some(target) => (Op::Link, target),
+                None => continue,
+            },
+            None if name.ends_with("-m") => (Op::Update, String::new()),
+            None => (Op::Create, String::new()),
+        };
         let timestamp = m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
         log::warn!("{name}: published before a crash but not in the binlog; recording it now");
-        binlog.commit(&Record {
-            timestamp: timestamp as i64,
-            op,
-            replica: false,
-            filename: name,
-            extra: String::new(),
-        })?;
+        binlog.commit(&Record { timestamp: timestamp as i64, op, replica: false, filename: name, extra })?;
         count += 1;
     }
     Ok(count)

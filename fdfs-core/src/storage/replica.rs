@@ -115,6 +115,15 @@ pub async fn sync_file<R: AsyncRead + Unpin>(
     Ok(())
 }
 
+/// What a replicated delete did with the de-duplication index.
+enum Deleted {
+    Yes,
+    /// A link, the last one to its source, which went too.
+    AndSource(String),
+    /// A source that links made here still name.
+    Kept,
+}
+
 /// 17.
 pub async fn sync_delete(srv: &Arc<StorageServer>, source: Option<&str>, req: SyncDeleteReq) -> Result<(), Status> {
     srv.check_group(&req.group)?;
@@ -122,6 +131,7 @@ pub async fn sync_delete(srv: &Arc<StorageServer>, source: Option<&str>, req: Sy
     let _lock = srv.lock_file(&path).await;
     let ts = req.timestamp as i64;
     let trunk = srv.trunk_name(&req.filename);
+    let s = srv.clone();
     srv.disk
         .write(index, move |_| {
             let record = replica_change(ts, Op::Delete, &req.filename, String::new());
@@ -129,8 +139,46 @@ pub async fn sync_delete(srv: &Arc<StorageServer>, source: Option<&str>, req: Sy
                 let file = crate::trunk::free(&name, &root).map_err(io)?.ok_or(Status::ENOENT)?;
                 return Ok(Change::new(()).record(record).sync_file(file));
             }
-            std::fs::remove_file(&path).map_err(io)?;
-            Ok(Change::new(()).record(record).sync_parent(&path))
+            let remove = || std::fs::remove_file(&path).map_err(io);
+            let Some(dedup) = &s.dedup else {
+                remove()?;
+                return Ok(Change::new(()).record(record).sync_parent(&path));
+            };
+            let linked = std::fs::symlink_metadata(&path).map_err(io)?.file_type().is_symlink();
+            let target = linked.then(|| std::fs::read_link(&path).ok().and_then(|t| s.remote_name_of(&t))).flatten();
+            // A link gives back its reference, and the last one here frees its source here
+            // (every member counts every link, so each frees the content when its own count
+            // ends; the source storage's `D` for it then finds it gone). A source still linked
+            // to here (a link made on this member meanwhile) is kept, so no link dangles.
+            let mut change = Change::new(()).record(record).sync_parent(&path);
+            let outcome = dedup.update(|tx| match (&target, tx.refs(&req.filename)?) {
+                (Some(t), _) => {
+                    let left = tx.release(t)?;
+                    remove()?;
+                    Ok(if left == Some(0) { Deleted::AndSource(t.clone()) } else { Deleted::Yes })
+                }
+                (None, Some(n)) if n > 0 => Ok(Deleted::Kept),
+                (None, known) => {
+                    if known.is_some() {
+                        tx.forget(&req.filename)?;
+                    }
+                    remove().map(|()| Deleted::Yes)
+                }
+            })?;
+            match outcome {
+                Deleted::Kept => {
+                    log::warn!("{}: deleted by its source storage, kept: links made here name it", req.filename)
+                }
+                Deleted::AndSource(t) => {
+                    if let Ok((_, p)) = s.resolve(&t) {
+                        if std::fs::remove_file(&p).is_ok() {
+                            change = change.record(replica_change(ts, Op::Delete, &t, String::new())).sync_parent(&p);
+                        }
+                    }
+                }
+                Deleted::Yes => {}
+            }
+            Ok(change)
         })
         .await?;
     srv.replicated(source, ts);
@@ -209,25 +257,36 @@ pub async fn sync_rename_or_link(
 ) -> Result<(), Status> {
     srv.check_group(&req.group)?;
     let (index, to) = srv.resolve_any(&req.dest)?;
-    let (_, from) = srv.resolve_any(&req.src)?;
+    let (src_index, from) = srv.resolve_any(&req.src)?;
     let _lock = srv.lock_file(&to).await;
     let ts = req.timestamp as i64;
+    let s = srv.clone();
     srv.disk
         .write(index, move |_| {
             if to.exists() {
                 return Err(Status::EEXIST);
             }
-            if rename {
-                crate::durable::rename_entry(&from, &to).map_err(io)?;
-                let _ = std::fs::File::open(&to).and_then(|f| f.set_modified(at(ts)));
-            } else {
-                std::os::unix::fs::symlink(&from, &to).map_err(io)?;
+            let link = || std::os::unix::fs::symlink(&from, &to).map_err(io);
+            match &s.dedup {
+                _ if rename => {
+                    crate::durable::rename_entry(&from, &to).map_err(io)?;
+                    let _ = std::fs::File::open(&to).and_then(|f| f.set_modified(at(ts)));
+                }
+                // Counted as at the source: this member's uploads may link to it too.
+                Some(d) => d.update(|tx| {
+                    tx.add_link(&req.src, src_index as u8, &from, d.method())?;
+                    link()
+                })?,
+                None => link()?,
             }
             let op = if rename { Op::Rename } else { Op::Link };
-            let change = Change::new(()).record(replica_change(ts, op, &req.dest, req.src));
+            let change = Change::new(()).record(replica_change(ts, op, &req.dest, req.src.clone()));
             Ok(change.sync_parent(&to).sync_parent(&from).settle(move |ok| {
                 if !ok {
                     let _ = if rename { std::fs::rename(&to, &from) } else { std::fs::remove_file(&to) };
+                    if let Some(d) = s.dedup.as_ref().filter(|_| !rename) {
+                        let _ = d.update(|tx| tx.release(&req.src));
+                    }
                 }
             }))
         })

@@ -37,7 +37,7 @@ pub(super) async fn handle(srv: Arc<StorageServer>, mut sock: PeerStream, peer: 
     loop {
         let Some(header) = next_header(&mut sock, &mut shutdown, timeout, i64::MAX as u64).await else { break };
         let result = match Command::try_from(header.cmd) {
-            Ok(cmd) => dispatch(&srv, &mut sock, cmd, header, &mut source).await,
+            Ok(cmd) => dispatch(&srv, &mut sock, cmd, header, &mut source, peer).await,
             Err(code) => {
                 log::warn!("{peer}: unknown command {code}");
                 Err(Status::EINVAL.into())
@@ -137,34 +137,42 @@ async fn dispatch(
     cmd: Command,
     h: Header,
     source: &mut Option<String>,
+    peer: SocketAddr,
 ) -> OpResult<Reply> {
     use Command as C;
     let started = std::time::Instant::now();
+    // The file a client command names, for the access log.
+    let mut logged = String::new();
     let (result, bytes) = match cmd {
         C::UploadFile | C::UploadAppenderFile => {
             let head: UploadHead = read_head(sock, h, srv).await?;
             let mut content = Content::new(sock, head.file_size, srv.body_timer(head.file_size));
             let r = ops::upload(srv, &head, &mut content, cmd == C::UploadAppenderFile).await;
+            logged = r.clone().unwrap_or_default();
             (r.map(|name| file_id_body(srv, name)), head.file_size)
         }
         C::UploadSlaveFile => {
             let head: SlaveUploadHead = read_head(sock, h, srv).await?;
             let mut content = Content::new(sock, head.file_size, srv.body_timer(head.file_size));
             let r = ops::upload_slave(srv, &head, &mut content).await;
+            logged = r.clone().unwrap_or_default();
             (r.map(|name| file_id_body(srv, name)), head.file_size)
         }
         C::AppendFile => {
             let head: AppendHead = read_head(sock, h, srv).await?;
+            logged.clone_from(&head.filename);
             let mut content = Content::new(sock, head.size, srv.body_timer(head.size));
             (done(ops::append(srv, &head, &mut content).await), head.size)
         }
         C::ModifyFile => {
             let head: ModifyHead = read_head(sock, h, srv).await?;
+            logged.clone_from(&head.filename);
             let mut content = Content::new(sock, head.size, srv.body_timer(head.size));
             (done(ops::modify(srv, &head, &mut content).await), head.size)
         }
         C::DownloadFile => {
             let req = decoded(sock, h, srv, DownloadReq::decode).await?;
+            logged.clone_from(&req.filename);
             match download(srv, sock, &req).await {
                 Ok((reply, n)) => (Ok(reply), n),
                 Err(e) => (Err(e), 0),
@@ -172,6 +180,7 @@ async fn dispatch(
         }
         C::DeleteFile => {
             let req = decoded(sock, h, srv, FileReq::decode).await?;
+            logged.clone_from(&req.filename);
             let r = match srv.check_group(&req.group) {
                 Ok(()) => ops::delete(srv, req.filename).await,
                 Err(e) => Err(e),
@@ -180,23 +189,28 @@ async fn dispatch(
         }
         C::SetMetadata => {
             let req = decoded(sock, h, srv, SetMetadataReq::decode).await?;
+            logged.clone_from(&req.filename);
             (done(ops::set_metadata(srv, req).await), 0)
         }
         C::GetMetadata => {
             let req = decoded(sock, h, srv, FileReq::decode).await?;
+            logged.clone_from(&req.filename);
             (ops::get_metadata(srv, &req.group, &req.filename).await.map(Reply::Body).map_err(Into::into), 0)
         }
         C::QueryFileInfo => {
             let req = decoded(sock, h, srv, FileReq::decode).await?;
+            logged.clone_from(&req.filename);
             let r = ops::file_info(srv, &req.group, &req.filename, h.status).await;
             (r.map(|info| Reply::Body(info.encode(srv.answer_profile()).to_vec())).map_err(Into::into), 0)
         }
         C::TruncateFile => {
             let req = decoded(sock, h, srv, TruncateReq::decode).await?;
+            logged.clone_from(&req.filename);
             (done(ops::truncate(srv, req).await), 0)
         }
         C::RegenerateAppenderFilename => {
             let name = decoded(sock, h, srv, decode_bare_filename).await?;
+            logged.clone_from(&name);
             (ops::regenerate(srv, name).await.map(|n| file_id_body(srv, n)).map_err(Into::into), 0)
         }
         C::ActiveTest => {
@@ -250,9 +264,8 @@ async fn dispatch(
             (done(replica::sync_rename_or_link(srv, source.as_deref(), req, rename).await), 0)
         }
         C::CreateLink => {
-            // FastDHT de-duplication is not supported: refuse cleanly.
-            let _ = small_body(sock, h, srv).await?;
-            (Err(Status::EOPNOTSUPP.into()), 0)
+            let req = decoded(sock, h, srv, CreateLinkReq::decode).await?;
+            (ops::create_link(srv, req).await.map(|n| file_id_body(srv, n)).map_err(Into::into), 0)
         }
         C::FetchOnePathBinlog => {
             let req = decoded(sock, h, srv, |b| FetchPathBinlogReq::decode(b, Profile::CLASSIC)).await?;
@@ -302,7 +315,37 @@ async fn dispatch(
         Err(_) => false,
     };
     srv.count_request(cmd, ok, bytes, started.elapsed());
+    if let Some(action) = access_action(cmd).filter(|_| crate::logging::access_enabled()) {
+        let status = result.as_ref().err().map_or(0, |e| e.status.0);
+        // As C: request and response lengths with their 10-byte headers.
+        let answered = match &result {
+            Ok(Reply::Body(b)) => b.len() as u64,
+            Ok(Reply::Sent) => bytes,
+            _ => 0,
+        } + 10;
+        let ms = started.elapsed().as_millis();
+        let ip = peer.ip();
+        crate::logging::access(&format!("{ip} {action} {logged} {status} {ms} {} {answered}", h.pkg_len + 10));
+    }
     result
+}
+
+/// The access log's name for a client command (C's `ACCESS_LOG_ACTION_*`).
+fn access_action(cmd: Command) -> Option<&'static str> {
+    use Command as C;
+    Some(match cmd {
+        C::UploadFile | C::UploadAppenderFile | C::UploadSlaveFile => "upload",
+        C::DownloadFile => "download",
+        C::DeleteFile => "delete",
+        C::GetMetadata => "get_metadata",
+        C::SetMetadata => "set_metadata",
+        C::ModifyFile => "modify",
+        C::AppendFile => "append",
+        C::TruncateFile => "truncate",
+        C::QueryFileInfo => "status",
+        C::RegenerateAppenderFilename => "rename",
+        _ => return None,
+    })
 }
 
 /// 14: answer header, then the bytes straight from the page cache with sendfile(2). Returns

@@ -82,7 +82,7 @@ pub async fn run(t: Arc<Tracker>, mut shutdown: Shutdown) {
 /// A follower keeps the leader's trunk servers (65's answer), so it names the same ones
 /// should it lead one day.
 fn learn_trunk_servers(t: &Tracker, body: &[u8]) {
-    if body.len() % 32 != 0 {
+    if !body.len().is_multiple_of(32) {
         return;
     }
     let text = |b: &[u8]| String::from_utf8_lossy(b).trim_end_matches('\0').to_owned();

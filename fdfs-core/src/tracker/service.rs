@@ -282,7 +282,8 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
         }
         C::StorageReplicaChg => {
             // Only meaningful on non-leaders; as leader we answer and ignore it.
-            let rp = if body.len() % Profile::CLASSIC.brief_len() == 0 { Profile::CLASSIC } else { Profile::V6_16 };
+            let rp =
+                if body.len().is_multiple_of(Profile::CLASSIC.brief_len()) { Profile::CLASSIC } else { Profile::V6_16 };
             match decode_briefs(body, rp) {
                 Ok(_) => ok(Vec::new()),
                 Err(e) => e.into(),

@@ -1,0 +1,550 @@
+//! De-duplication, built in (`check_file_duplicate = 1`; C needs a FastDHT cluster for it).
+//!
+//! The layout is C's: content lives under a name of its own that no client is given (the
+//! *source*), and every file ID a client gets for it is a symbolic link to it (`C source`, then
+//! `L link source` in the binlog, replicated with 16 and 19), so C tools, the nginx module and
+//! replicas see normal files. Which contents a store path holds, and how many links name each,
+//! is kept in a redb database (`data/dedup.redb`): sources by signature (size + C's hash codes
+//! or MD5, as `file_signature_method` says) and a reference count per source. Deleting a link
+//! releases one reference; the last one deletes the source (`D source`).
+//!
+//! Commits are not synced one by one (that would cost an fsync per upload): the index is synced
+//! once a second when it changed, and marked clean when the storage stops. The truth it is
+//! checked against is on disk: after a crash (not marked clean), or when the file is gone, the
+//! reference counts are recounted from the symbolic links in the store paths and missing
+//! signatures computed from the sources, before the storage serves.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use md5::Digest;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+
+use crate::config::SignatureMethod;
+use crate::protocol::Status;
+
+/// Size (8 bytes, big-endian) then 16 bytes of hash codes or MD5 (C's `FILE_SIGNATURE_SIZE`).
+pub const SIGNATURE_LEN: usize = 24;
+pub type Signature = [u8; SIGNATURE_LEN];
+
+/// Source name → (content key, references).
+const SOURCES: TableDefinition<&str, (&[u8], u64)> = TableDefinition::new("sources");
+/// Content key (store path index + signature) → source name.
+const BY_CONTENT: TableDefinition<&[u8], &str> = TableDefinition::new("by_content");
+/// `clean` = 1 while nothing changed since the last synced commit of a clean stop.
+const STATE: TableDefinition<&str, u64> = TableDefinition::new("state");
+
+pub const FILE_NAME: &str = "dedup.redb";
+
+#[derive(Debug, thiserror::Error)]
+#[error("de-duplication index: {0}")]
+pub struct IndexError(#[from] redb::Error);
+
+fn db_err(e: impl Into<redb::Error>) -> IndexError {
+    IndexError(e.into())
+}
+
+/// Computes a content's signature as C's `STORAGE_GEN_FILE_SIGNATURE` lays it out, in pieces.
+#[derive(Debug, Clone)]
+pub struct Signer {
+    method: SignatureMethod,
+    size: u64,
+    crc: crc32fast::Hasher,
+    elf: i32,
+    simple: i32,
+    time33: i32,
+    md5: md5::Md5,
+}
+
+impl Signer {
+    pub fn new(method: SignatureMethod) -> Self {
+        Signer { method, size: 0, crc: crc32fast::Hasher::new(), elf: 0, simple: 0, time33: 0, md5: md5::Md5::new() }
+    }
+
+    /// libfastcommon's `CALC_HASH_CODES4` (CRC32, ELFHash, simple_hash, Time33Hash, on C's
+    /// signed 32-bit ints: the shifts are arithmetic, the sums wrap).
+    pub fn update(&mut self, data: &[u8]) {
+        self.size += data.len() as u64;
+        match self.method {
+            SignatureMethod::Md5 => self.md5.update(data),
+            SignatureMethod::Hash => {
+                self.crc.update(data);
+                for &b in data {
+                    let b = i32::from(b);
+                    self.elf = (self.elf << 4).wrapping_add(b);
+                    let x = (self.elf as u32 & 0xF000_0000) as i32;
+                    if x != 0 {
+                        self.elf ^= x >> 24;
+                        self.elf &= !x;
+                    }
+                    self.simple = self.simple.wrapping_mul(31).wrapping_add(b);
+                    self.time33 = self.time33.wrapping_add((self.time33 << 5).wrapping_add(b));
+                }
+            }
+        }
+    }
+
+    pub fn finish(self) -> Signature {
+        let mut sig = [0u8; SIGNATURE_LEN];
+        sig[..8].copy_from_slice(&self.size.to_be_bytes());
+        match self.method {
+            SignatureMethod::Md5 => sig[8..].copy_from_slice(&self.md5.finalize()),
+            SignatureMethod::Hash => {
+                let codes = [self.crc.finalize() as i32, self.elf, self.simple, self.time33];
+                for (i, c) in codes.iter().enumerate() {
+                    sig[8 + 4 * i..12 + 4 * i].copy_from_slice(&c.to_be_bytes());
+                }
+            }
+        }
+        sig
+    }
+
+    pub fn of_bytes(method: SignatureMethod, data: &[u8]) -> Signature {
+        let mut s = Signer::new(method);
+        s.update(data);
+        s.finish()
+    }
+
+    pub fn of_file(method: SignatureMethod, path: &Path) -> std::io::Result<Signature> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path)?;
+        let mut s = Signer::new(method);
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                return Ok(s.finish());
+            }
+            s.update(&buf[..n]);
+        }
+    }
+}
+
+fn content_key(store_path: u8, sig: &Signature) -> [u8; SIGNATURE_LEN + 1] {
+    let mut k = [0u8; SIGNATURE_LEN + 1];
+    k[0] = store_path;
+    k[1..].copy_from_slice(sig);
+    k
+}
+
+/// The index of one storage. Every change goes through [`DedupIndex::update`], one redb write
+/// transaction at a time, which also orders the filesystem calls made inside it (a link made
+/// and its reference counted, or the last reference released and the source deleted, never
+/// interleave with another change of the index).
+#[derive(Debug)]
+pub struct DedupIndex {
+    db: Database,
+    method: SignatureMethod,
+    dirty: AtomicBool,
+}
+
+/// One transaction of the index.
+pub struct Tx<'a> {
+    sources: redb::Table<'a, &'static str, (&'static [u8], u64)>,
+    by_content: redb::Table<'a, &'static [u8], &'static str>,
+}
+
+impl std::fmt::Debug for Tx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx").finish_non_exhaustive()
+    }
+}
+
+/// An index failure as the client sees it (the details are logged).
+fn status(e: impl Into<redb::Error>) -> Status {
+    log::error!("{}", db_err(e));
+    Status::EIO
+}
+
+impl Tx<'_> {
+    /// The source holding content `sig` in store path `store_path`, if any.
+    pub fn source_of(&self, store_path: u8, sig: &Signature) -> Result<Option<String>, Status> {
+        let got = self.by_content.get(&content_key(store_path, sig)[..]).map_err(status)?;
+        Ok(got.map(|v| v.value().to_owned()))
+    }
+
+    /// The references to `source`, `None` if it is not indexed.
+    pub fn refs(&self, source: &str) -> Result<Option<u64>, Status> {
+        Ok(self.sources.get(source).map_err(status)?.map(|v| v.value().1))
+    }
+
+    /// One more link to `source`; `None` (nothing changed) if it is not indexed.
+    pub fn add_ref(&mut self, source: &str) -> Result<Option<u64>, Status> {
+        let Some((key, refs)) = self.sources.get(source).map_err(status)?.map(|v| (v.value().0.to_vec(), v.value().1))
+        else {
+            return Ok(None);
+        };
+        self.sources.insert(source, (&key[..], refs + 1)).map_err(status)?;
+        Ok(Some(refs + 1))
+    }
+
+    /// One more link to `source` (its file `path`, in `store_path`), indexed first if it is
+    /// not (a link made by a peer, or by CREATE_LINK, to content never counted here).
+    pub fn add_link(
+        &mut self,
+        source: &str,
+        store_path: u8,
+        path: &Path,
+        method: SignatureMethod,
+    ) -> Result<(), Status> {
+        if self.add_ref(source)?.is_none() && path.is_file() {
+            let sig = Signer::of_file(method, path).map_err(|e| Status::from_io(&e))?;
+            self.insert(source, store_path, &sig, 1)?;
+        }
+        Ok(())
+    }
+
+    /// Indexes `source` (content `sig` in `store_path`) with `refs` links.
+    pub fn insert(&mut self, source: &str, store_path: u8, sig: &Signature, refs: u64) -> Result<(), Status> {
+        let key = content_key(store_path, sig);
+        self.sources.insert(source, (&key[..], refs)).map_err(status)?;
+        self.by_content.insert(&key[..], source).map_err(status)?;
+        Ok(())
+    }
+
+    /// One link fewer to `source`: the links left, `None` if it is not indexed. At 0 the source
+    /// leaves the index (the caller deletes its file).
+    pub fn release(&mut self, source: &str) -> Result<Option<u64>, Status> {
+        let Some((key, refs)) = self.sources.get(source).map_err(status)?.map(|v| (v.value().0.to_vec(), v.value().1))
+        else {
+            return Ok(None);
+        };
+        let left = refs.saturating_sub(1);
+        if left == 0 {
+            self.forget_entry(source, &key)?;
+        } else {
+            self.sources.insert(source, (&key[..], left)).map_err(status)?;
+        }
+        Ok(Some(left))
+    }
+
+    /// Takes `source` out of the index (its file is gone or changed).
+    pub fn forget(&mut self, source: &str) -> Result<(), Status> {
+        let key = self.sources.get(source).map_err(status)?.map(|v| v.value().0.to_vec());
+        match key {
+            Some(key) => self.forget_entry(source, &key),
+            None => Ok(()),
+        }
+    }
+
+    fn forget_entry(&mut self, source: &str, key: &[u8]) -> Result<(), Status> {
+        self.sources.remove(source).map_err(status)?;
+        let indexed = self.by_content.get(key).map_err(status)?.is_some_and(|v| v.value() == source);
+        if indexed {
+            self.by_content.remove(key).map_err(status)?;
+        }
+        Ok(())
+    }
+}
+
+/// What recounting found on disk: every source a link names, with its links and store path.
+#[derive(Debug, Default)]
+pub struct LinkCount {
+    pub sources: std::collections::HashMap<String, (u8, PathBuf, u64)>,
+}
+
+impl DedupIndex {
+    /// Opens (or creates) the index at `path`. The second value is false when it cannot be
+    /// trusted as it is (new, or the last stop was not clean): the caller recounts.
+    pub fn open(path: &Path, method: SignatureMethod) -> Result<(Self, bool), IndexError> {
+        let existed = path.exists();
+        let db = Database::create(path).map_err(db_err)?;
+        let index = DedupIndex { db, method, dirty: AtomicBool::new(false) };
+        let clean = existed && index.state("clean")? == Some(1) && index.state("method")? == Some(method_code(method));
+        // From here on, a crash leaves it marked unclean.
+        index.set_state(&[("clean", 0), ("method", method_code(method))])?;
+        Ok((index, clean))
+    }
+
+    pub fn method(&self) -> SignatureMethod {
+        self.method
+    }
+
+    fn state(&self, key: &str) -> Result<Option<u64>, IndexError> {
+        let txn = self.db.begin_read().map_err(db_err)?;
+        let table = match txn.open_table(STATE) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(db_err(e)),
+        };
+        Ok(table.get(key).map_err(db_err)?.map(|v| v.value()))
+    }
+
+    /// A synced commit of `values` (and of every unsynced commit before it).
+    fn set_state(&self, values: &[(&str, u64)]) -> Result<(), IndexError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = txn.open_table(STATE).map_err(db_err)?;
+            for (k, v) in values {
+                t.insert(*k, *v).map_err(db_err)?;
+            }
+        }
+        txn.commit().map_err(db_err)?;
+        self.dirty.store(false, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Runs `f` in one write transaction, committed (unsynced) when it returns `Ok`, dropped
+    /// otherwise.
+    pub fn update<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, Status>) -> Result<T, Status> {
+        let mut txn = self.db.begin_write().map_err(status)?;
+        txn.set_durability(redb::Durability::None).map_err(|e| {
+            log::error!("de-duplication index: {e}");
+            Status::EIO
+        })?;
+        let value = {
+            let mut tx = Tx {
+                sources: txn.open_table(SOURCES).map_err(status)?,
+                by_content: txn.open_table(BY_CONTENT).map_err(status)?,
+            };
+            f(&mut tx)
+        };
+        match value {
+            Ok(v) => {
+                txn.commit().map_err(status)?;
+                self.dirty.store(true, Ordering::Relaxed);
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = txn.abort();
+                Err(e)
+            }
+        }
+    }
+
+    /// Syncs what changed since the last sync (once a second, from the storage's timer).
+    pub fn sync_if_dirty(&self) -> Result<(), IndexError> {
+        if self.dirty.load(Ordering::Relaxed) {
+            self.set_state(&[("clean", 0)])?;
+        }
+        Ok(())
+    }
+
+    /// At a clean stop: synced and marked clean, so the next start trusts it.
+    pub fn close(&self) -> Result<(), IndexError> {
+        self.set_state(&[("clean", 1)])
+    }
+
+    /// Makes the index agree with the disk: reference counts from `found`, sources no link names
+    /// and that are gone dropped, signatures computed for sources it did not know. Sources no
+    /// link names but still on disk stay, with 0 references, for the next upload of their
+    /// content (a crash between a last link's deletion and its source's leaves one).
+    pub fn reconcile(
+        &self,
+        found: LinkCount,
+        path_of: impl Fn(&str) -> Option<PathBuf>,
+    ) -> Result<Reconciled, IndexError> {
+        let mut out = Reconciled::default();
+        let known: Vec<(String, Vec<u8>, u64)> = {
+            let txn = self.db.begin_read().map_err(db_err)?;
+            match txn.open_table(SOURCES) {
+                Ok(t) => t
+                    .iter()
+                    .map_err(db_err)?
+                    .filter_map(Result::ok)
+                    .map(|(k, v)| (k.value().to_owned(), v.value().0.to_vec(), v.value().1))
+                    .collect(),
+                Err(redb::TableError::TableDoesNotExist(_)) => Vec::new(),
+                Err(e) => return Err(db_err(e)),
+            }
+        };
+        let mut found = found.sources;
+        let method = self.method;
+        let r = self.update(|tx| {
+            for (name, key, refs) in known {
+                match found.remove(&name) {
+                    Some((_, _, links)) => {
+                        if links != refs {
+                            out.recounted += 1;
+                            tx.sources.insert(name.as_str(), (&key[..], links)).map_err(status)?;
+                        }
+                    }
+                    None if !path_of(&name).is_some_and(|p| p.is_file()) => {
+                        out.recounted += 1;
+                        tx.forget_entry(&name, &key)?;
+                    }
+                    None if refs == 0 => {}
+                    None => {
+                        out.recounted += 1;
+                        tx.sources.insert(name.as_str(), (&key[..], 0)).map_err(status)?;
+                    }
+                }
+            }
+            for (name, (store_path, path, links)) in found {
+                match Signer::of_file(method, &path) {
+                    Ok(sig) => {
+                        out.signed += 1;
+                        tx.insert(&name, store_path, &sig, links)?;
+                    }
+                    Err(e) => log::warn!("{}: linked to, but cannot be read ({e})", path.display()),
+                }
+            }
+            Ok(())
+        });
+        r.map_err(|_| db_err(redb::Error::Corrupted("reconciling failed".into())))?;
+        self.set_state(&[("clean", 0)])?;
+        Ok(out)
+    }
+}
+
+fn method_code(m: SignatureMethod) -> u64 {
+    match m {
+        SignatureMethod::Hash => 1,
+        SignatureMethod::Md5 => 2,
+    }
+}
+
+/// What [`DedupIndex::reconcile`] changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Reconciled {
+    pub recounted: usize,
+    pub signed: usize,
+}
+
+/// Counts the symbolic links in `data/HH/LL` of each store path (`roots[i]`), by the source
+/// they name: `name_of` turns a link's target into its remote filename (links pointing
+/// elsewhere, or to nothing, are not counted).
+pub fn count_links(roots: &[PathBuf], name_of: impl Fn(&Path) -> Option<String>) -> std::io::Result<LinkCount> {
+    let mut count = LinkCount::default();
+    for (i, root) in roots.iter().enumerate() {
+        let data = root.join("data");
+        let Ok(highs) = std::fs::read_dir(&data) else { continue };
+        for high in highs.flatten() {
+            if !is_subdir_name(&high.file_name()) {
+                continue;
+            }
+            let Ok(lows) = std::fs::read_dir(high.path()) else { continue };
+            for low in lows.flatten() {
+                if !is_subdir_name(&low.file_name()) {
+                    continue;
+                }
+                let Ok(entries) = std::fs::read_dir(low.path()) else { continue };
+                for e in entries.flatten() {
+                    if !e.file_type().is_ok_and(|t| t.is_symlink()) {
+                        continue;
+                    }
+                    let Ok(target) = std::fs::read_link(e.path()) else { continue };
+                    let target = if target.is_absolute() { target } else { low.path().join(target) };
+                    if !target.is_file() {
+                        continue;
+                    }
+                    if let Some(name) = name_of(&target) {
+                        count.sources.entry(name).or_insert((i as u8, target, 0)).2 += 1;
+                    }
+                }
+            }
+        }
+    }
+    Ok(count)
+}
+
+fn is_subdir_name(n: &std::ffi::OsStr) -> bool {
+    n.len() == 2 && n.to_str().is_some_and(|s| s.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_signature_is_size_then_four_codes() {
+        let sig = Signer::of_bytes(SignatureMethod::Hash, b"abc");
+        assert_eq!(&sig[..8], &3u64.to_be_bytes());
+        assert_eq!(&sig[8..12], &crc32fast::hash(b"abc").to_be_bytes());
+        // ELF: ((a << 4) + b) << 4 + c, no high bits yet.
+        let elf = ((i32::from(b'a') << 4) + i32::from(b'b')) * 16 + i32::from(b'c');
+        assert_eq!(&sig[12..16], &elf.to_be_bytes());
+        // simple: 31-based, Time33: 33-based polynomial.
+        let simple = (i32::from(b'a') * 31 + i32::from(b'b')) * 31 + i32::from(b'c');
+        assert_eq!(&sig[16..20], &simple.to_be_bytes());
+        let t33 = (i32::from(b'a') * 33 + i32::from(b'b')) * 33 + i32::from(b'c');
+        assert_eq!(&sig[20..24], &t33.to_be_bytes());
+    }
+
+    #[test]
+    fn signatures_do_not_depend_on_how_content_is_split() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+        for method in [SignatureMethod::Hash, SignatureMethod::Md5] {
+            let mut s = Signer::new(method);
+            for piece in data.chunks(333) {
+                s.update(piece);
+            }
+            assert_eq!(s.finish(), Signer::of_bytes(method, &data));
+        }
+        let mut other = data.clone();
+        other[5000] ^= 1;
+        assert_ne!(Signer::of_bytes(SignatureMethod::Hash, &data), Signer::of_bytes(SignatureMethod::Hash, &other));
+        let md5 = Signer::of_bytes(SignatureMethod::Md5, &data);
+        assert_eq!(&md5[8..], &md5::Md5::digest(&data)[..]);
+    }
+
+    #[test]
+    fn references_count_up_and_down_and_the_last_release_forgets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let sig = Signer::of_bytes(SignatureMethod::Hash, b"logo");
+        let (index, clean) = DedupIndex::open(&path, SignatureMethod::Hash).unwrap();
+        assert!(!clean, "a new index is recounted");
+        index.update(|tx| tx.insert("M00/00/00/src.jpg", 0, &sig, 1)).unwrap();
+        assert_eq!(index.update(|tx| tx.source_of(0, &sig)).unwrap().as_deref(), Some("M00/00/00/src.jpg"));
+        assert_eq!(index.update(|tx| tx.source_of(1, &sig)).unwrap(), None, "per store path");
+        assert_eq!(index.update(|tx| tx.add_ref("M00/00/00/src.jpg")).unwrap(), Some(2));
+        assert_eq!(index.update(|tx| tx.add_ref("M00/00/00/none.jpg")).unwrap(), None);
+        // A failed transaction changes nothing.
+        let failed: Result<(), Status> = index.update(|tx| {
+            tx.add_ref("M00/00/00/src.jpg")?;
+            Err(Status::EIO)
+        });
+        assert!(failed.is_err());
+        assert_eq!(index.update(|tx| tx.release("M00/00/00/src.jpg")).unwrap(), Some(1));
+        index.close().unwrap();
+        drop(index);
+        let (index, clean) = DedupIndex::open(&path, SignatureMethod::Hash).unwrap();
+        assert!(clean, "closed cleanly");
+        assert_eq!(index.update(|tx| tx.refs("M00/00/00/src.jpg")).unwrap(), Some(1));
+        assert_eq!(index.update(|tx| tx.release("M00/00/00/src.jpg")).unwrap(), Some(0));
+        assert_eq!(index.update(|tx| tx.source_of(0, &sig)).unwrap(), None);
+        drop(index);
+        let (_, clean) = DedupIndex::open(&path, SignatureMethod::Hash).unwrap();
+        assert!(!clean, "not closed: recounted");
+        let (_, clean) = DedupIndex::open(&path, SignatureMethod::Md5).unwrap();
+        assert!(!clean, "another method: recounted");
+    }
+
+    #[test]
+    fn reconcile_takes_counts_from_the_links_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("store");
+        let sub = root.join("data/00/01");
+        std::fs::create_dir_all(&sub).unwrap();
+        let (a, b) = (sub.join("a.jpg"), sub.join("b.jpg"));
+        std::fs::write(&a, b"content a").unwrap();
+        std::fs::write(&b, b"content b").unwrap();
+        for (n, target) in [("l1.jpg", &a), ("l2.jpg", &a), ("l3.jpg", &b)] {
+            std::os::unix::fs::symlink(target, sub.join(n)).unwrap();
+        }
+        std::os::unix::fs::symlink(sub.join("gone.jpg"), sub.join("dangling.jpg")).unwrap();
+        let name_of = |p: &Path| p.file_name().map(|n| format!("M00/00/01/{}", n.to_string_lossy()));
+        let found = count_links(std::slice::from_ref(&root), name_of).unwrap();
+        assert_eq!(found.sources.len(), 2);
+        let (index, _) = DedupIndex::open(&dir.path().join(FILE_NAME), SignatureMethod::Md5).unwrap();
+        // Stale: a has 5 references recorded, an old source no longer on disk has 1.
+        let sig_a = Signer::of_bytes(SignatureMethod::Md5, b"content a");
+        let old = Signer::of_bytes(SignatureMethod::Md5, b"old");
+        index
+            .update(|tx| {
+                tx.insert("M00/00/01/a.jpg", 0, &sig_a, 5)?;
+                tx.insert("M00/00/01/old.jpg", 0, &old, 1)
+            })
+            .unwrap();
+        let path_of = |n: &str| n.rsplit('/').next().map(|f| sub.join(f));
+        let r = index.reconcile(found, path_of).unwrap();
+        assert_eq!(r, Reconciled { recounted: 2, signed: 1 });
+        assert_eq!(index.update(|tx| tx.refs("M00/00/01/a.jpg")).unwrap(), Some(2));
+        assert_eq!(index.update(|tx| tx.refs("M00/00/01/b.jpg")).unwrap(), Some(1));
+        let sig_b = Signer::of_bytes(SignatureMethod::Md5, b"content b");
+        assert_eq!(index.update(|tx| tx.source_of(0, &sig_b)).unwrap().as_deref(), Some("M00/00/01/b.jpg"));
+        assert_eq!(index.update(|tx| tx.refs("M00/00/01/old.jpg")).unwrap(), None, "gone from disk");
+        assert_eq!(index.update(|tx| tx.source_of(0, &old)).unwrap(), None);
+    }
+}

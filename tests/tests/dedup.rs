@@ -1,0 +1,306 @@
+//! De-duplication built in (`check_file_duplicate = 1`): identical uploads get IDs of their
+//! own but share one copy on disk (C's layout: a source file and symbolic links to it), through
+//! the protocol, the module and replication; the last delete frees the space; the index is
+//! rebuilt when lost and recounted after a crash.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use fdfs_core::client::{Client, Content, UploadKind};
+use fdfs_e2e::{eventually, Cluster, StorageProc};
+
+const DEDUP: &str = "check_file_duplicate = 1\n";
+
+fn content(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(37).wrapping_add(seed) ^ (i >> 9) as u8).collect()
+}
+
+async fn upload(c: &Client, addr: &str, data: &[u8]) -> String {
+    c.storage.upload(addr, UploadKind::Normal, -1, "jpg", Content::Bytes(data)).await.unwrap().filename
+}
+
+/// Every entry under a store path's data/HH/LL: (path, is a symbolic link).
+fn entries(base: &Path) -> Vec<(PathBuf, bool)> {
+    let mut out = Vec::new();
+    let Ok(highs) = std::fs::read_dir(base.join("data")) else { return out };
+    for h in highs.flatten().filter(|h| h.file_name().len() == 2) {
+        for l in std::fs::read_dir(h.path()).into_iter().flatten().flatten() {
+            for e in std::fs::read_dir(l.path()).into_iter().flatten().flatten() {
+                out.push((e.path(), e.file_type().unwrap().is_symlink()));
+            }
+        }
+    }
+    out
+}
+
+/// Regular files in a store path holding exactly `data`.
+fn copies(base: &Path, data: &[u8]) -> usize {
+    entries(base)
+        .iter()
+        .filter(|(p, link)| !link && std::fs::metadata(p).is_ok_and(|m| m.len() == data.len() as u64))
+        .filter(|(p, _)| std::fs::read(p).is_ok_and(|d| d == data))
+        .count()
+}
+
+fn local(s: &StorageProc, name: &str) -> PathBuf {
+    s.base().join("data").join(name.strip_prefix("M00/").unwrap())
+}
+
+/// The file a link names (None: not a link).
+fn target(s: &StorageProc, name: &str) -> Option<PathBuf> {
+    std::fs::read_link(local(s, name)).ok()
+}
+
+async fn served(c: &Client, s: &StorageProc, name: &str, data: &[u8]) -> bool {
+    c.storage.download(&s.addr(), "group1", name, 0, 0).await.is_ok_and(|d| d == data)
+}
+
+#[tokio::test]
+async fn identical_uploads_share_one_copy_until_the_last_delete() {
+    let cl = Cluster::start("", &["127.0.0.2", "127.0.0.3"], DEDUP).await;
+    let (a, b) = (&cl.storages[0], &cl.storages[1]);
+    let c = cl.client();
+    // Large (streamed into a temp file) and small (kept in memory) contents.
+    for (n, seed) in [(300_000, 1u8), (3_000, 2)] {
+        let data = content(n, seed);
+        let first = upload(&c, &a.addr(), &data).await;
+        let second = upload(&c, &a.addr(), &data).await;
+        assert_ne!(first, second, "each upload gets its own file ID");
+        let source = target(a, &first).expect("a de-duplicated upload is a link");
+        assert_eq!(target(a, &second).as_ref(), Some(&source), "both name the same content");
+        assert_eq!(copies(&a.base(), &data), 1, "one copy on disk");
+        for name in [&first, &second] {
+            assert!(served(&c, a, name, &data).await, "{name} downloads");
+            let info = c.storage.file_info(&a.addr(), "group1", name, 0).await.unwrap();
+            assert_eq!(info.file_size, data.len() as i64);
+            assert_eq!(info.crc32 as u32, crc32fast::hash(&data), "{name}: the content's CRC32");
+        }
+        // Different content is not shared.
+        let other = upload(&c, &a.addr(), &content(n, seed + 100)).await;
+        assert_ne!(target(a, &other), Some(source.clone()));
+        // An appender file changes, so it is never a link.
+        let app = c.storage.upload(&a.addr(), UploadKind::Appender, -1, "jpg", Content::Bytes(&data)).await.unwrap();
+        assert!(target(a, &app.filename).is_none(), "appender files are regular files");
+
+        // The peer receives links as links (and the source once).
+        eventually(Duration::from_secs(30), "links replicated as links", || async {
+            let same = target(b, &first).is_some() && target(b, &first) == target(b, &second);
+            let both = same && served(&c, b, &first, &data).await && served(&c, b, &second, &data).await;
+            // The source, and the appender file: no more.
+            (both && copies(&b.base(), &data) == 2).then_some(())
+        })
+        .await;
+        // An upload of the same content to the peer links to the replicated source.
+        let third = upload(&c, &b.addr(), &data).await;
+        assert_eq!(target(b, &third), target(b, &first), "the peer de-duplicates against the replica");
+        eventually(Duration::from_secs(30), "the peer's link replicated back", || async {
+            (target(a, &third) == Some(source.clone())).then_some(())
+        })
+        .await;
+
+        // Deleting one keeps the content for the others, everywhere.
+        c.storage.delete(&a.addr(), "group1", &first).await.unwrap();
+        eventually(Duration::from_secs(30), "the delete replicated", || async {
+            (!local(b, &first).exists()).then_some(())
+        })
+        .await;
+        for s in [a, b] {
+            for name in [&second, &third] {
+                assert!(served(&c, s, name, &data).await, "{name} still served by {} after one delete", s.ip);
+            }
+        }
+        // The last delete frees the space, on both members.
+        c.storage.delete(&a.addr(), "group1", &second).await.unwrap();
+        assert!(served(&c, a, &third, &data).await);
+        c.storage.delete(&b.addr(), "group1", &third).await.unwrap();
+        c.storage.delete(&a.addr(), "group1", &app.filename).await.unwrap();
+        for s in [a, b] {
+            let what = format!("the content freed on {}", s.ip);
+            eventually(Duration::from_secs(30), &what, || async { (copies(&s.base(), &data) == 0).then_some(()) })
+                .await;
+            let left: Vec<_> = entries(&s.base())
+                .into_iter()
+                .filter(|(p, link)| *link && std::fs::read_link(p).ok() == Some(source.clone()))
+                .collect();
+            assert!(left.is_empty(), "no link to the freed content on {}: {left:?}", s.ip);
+        }
+    }
+}
+
+/// The module serves de-duplicated files (links) as it serves any file.
+#[tokio::test]
+async fn the_module_serves_links() {
+    let cl = Cluster::start("", &["127.0.0.2"], DEDUP).await;
+    let s = &cl.storages[0];
+    let c = cl.client();
+    let data = content(50_000, 7);
+    let names = [upload(&c, &s.addr(), &data).await, upload(&c, &s.addr(), &data).await];
+    let port = fdfs_e2e::common_free_port(&[&s.ip]);
+    let ngx = fdfs_e2e::NginxProc::start(
+        &s.ip,
+        port,
+        &format!("group_name=group1\nurl_have_group_name=true\nstore_path0={}\n", s.base().display()),
+        "",
+    );
+    for name in &names {
+        let resp = fdfs_e2e::get(&ngx.addr, &format!("/group1/{name}"));
+        assert_eq!(resp.status, 200, "{name}");
+        assert!(resp.body == data, "{name}: content through the module");
+    }
+    c.storage.delete(&s.addr(), "group1", &names[0]).await.unwrap();
+    let resp = fdfs_e2e::get(&ngx.addr, &format!("/group1/{}", names[1]));
+    assert_eq!(resp.status, 200, "the other link after one delete");
+    assert!(resp.body == data);
+}
+
+/// CREATE_LINK (20) answered as C does: a new name for a file the storage holds, with its size
+/// and CRC32; a source it does not hold is ENOENT.
+#[tokio::test]
+async fn create_link_names_an_existing_file_anew() {
+    let cl = Cluster::start("", &["127.0.0.2"], DEDUP).await;
+    let s = &cl.storages[0];
+    let c = cl.client();
+    let data = content(10_000, 9);
+    let first = upload(&c, &s.addr(), &data).await;
+    let source = fdfs_core::file_id::RemoteFilename::parse(
+        target(s, &first)
+            .unwrap()
+            .strip_prefix(s.base().join("data"))
+            .unwrap()
+            .to_str()
+            .map(|r| format!("M00/{r}"))
+            .unwrap()
+            .as_str(),
+        Some(1),
+    )
+    .unwrap()
+    .to_string();
+    let req = fdfs_core::protocol::storage::CreateLinkReq {
+        group: "group1".into(),
+        ext: "jpg".into(),
+        source_filename: source.clone(),
+        ..Default::default()
+    };
+    let (status, body) = fdfs_e2e::raw_request(&s.addr(), 20, &req.encode());
+    assert_eq!(status, 0, "CREATE_LINK answered");
+    let id = fdfs_core::protocol::storage::FileIdResp::decode(&body).unwrap();
+    assert_eq!(id.group, "group1");
+    assert!(served(&c, s, &id.filename, &data).await);
+    let info = c.storage.file_info(&s.addr(), "group1", &id.filename, 0).await.unwrap();
+    assert_eq!((info.file_size, info.crc32 as u32), (data.len() as i64, crc32fast::hash(&data)));
+    // It counts as a reference: the first upload's delete keeps the content.
+    c.storage.delete(&s.addr(), "group1", &first).await.unwrap();
+    assert!(served(&c, s, &id.filename, &data).await);
+    c.storage.delete(&s.addr(), "group1", &id.filename).await.unwrap();
+    assert_eq!(copies(&s.base(), &data), 0, "the last reference freed it");
+    let missing = fdfs_core::protocol::storage::CreateLinkReq { source_filename: source, ..req };
+    let (status, _) = fdfs_e2e::raw_request(&s.addr(), 20, &missing.encode());
+    assert_eq!(status, 2, "ENOENT for a source no longer here");
+}
+
+/// The index deleted while stopped is rebuilt at start with the same answers; after a kill -9
+/// during de-duplicated uploads every acknowledged ID is served and references still add up
+/// (deleting every link frees the content).
+#[tokio::test]
+async fn the_index_is_rebuilt_and_survives_a_crash() {
+    let mut cl = Cluster::start("", &["127.0.0.2"], DEDUP).await;
+    let t = cl.tracker.addr();
+    let c = cl.client();
+    let data = content(20_000, 11);
+    let (x1, x2) = (upload(&c, &cl.storages[0].addr(), &data).await, upload(&c, &cl.storages[0].addr(), &data).await);
+    let source = target(&cl.storages[0], &x1).unwrap();
+    cl.storages[0].daemon.stop();
+    std::fs::remove_file(cl.storages[0].base().join("data/dedup.redb")).unwrap();
+    cl.storages[0].restart(&t, false).await;
+    // A new client: the old one's pooled connections went with the daemon.
+    let c = cl.client();
+    let s = &cl.storages[0];
+    let x3 = upload(&c, &s.addr(), &data).await;
+    assert_eq!(target(s, &x3), Some(source.clone()), "the rebuilt index finds the content");
+    c.storage.delete(&s.addr(), "group1", &x1).await.unwrap();
+    c.storage.delete(&s.addr(), "group1", &x2).await.unwrap();
+    assert!(served(&c, s, &x3, &data).await, "rebuilt reference counts keep the content");
+
+    // kill -9 under de-duplicated uploads from several clients.
+    let addr = s.addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (c, addr, data, stop) = (cl.client(), addr.clone(), data.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.storage.upload(&addr, UploadKind::Normal, -1, "jpg", Content::Bytes(&data)).await {
+                    Ok(r) => acked.push(r.filename),
+                    Err(_) => break,
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    cl.storages[0].daemon.kill9();
+    let mut acked = vec![x3];
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    cl.storages[0].restart(&t, false).await;
+    let c = cl.client();
+    assert!(acked.len() > 5, "uploads ran before the kill: {}", acked.len());
+    let s = &cl.storages[0];
+    for name in &acked {
+        assert!(served(&c, s, name, &data).await, "{name}: acknowledged before the kill, served after");
+    }
+    // Every link on disk (acknowledged, or made just before the kill and recorded at start) is
+    // deleted through the protocol: the references add up exactly when that frees the content.
+    let links: Vec<String> = entries(&s.base())
+        .into_iter()
+        .filter(|(_, link)| *link)
+        .map(|(p, _)| format!("M00/{}", p.strip_prefix(s.base().join("data")).unwrap().display()))
+        .collect();
+    assert!(links.len() >= acked.len());
+    for (i, name) in links.iter().enumerate() {
+        assert_eq!(copies(&s.base(), &data), 1, "content kept while {} link(s) remain", links.len() - i);
+        c.storage.delete(&s.addr(), "group1", name).await.unwrap();
+    }
+    assert_eq!(copies(&s.base(), &data), 0, "the last delete freed the content");
+}
+
+/// A replaced disk recovered from a member gets links back as links (one copy of the
+/// content, not one per file ID), and the index counts them: the last delete frees it.
+#[tokio::test]
+async fn disk_recovery_brings_links_back_as_links() {
+    let mut cl = Cluster::start("", &["127.0.0.2", "127.0.0.3"], DEDUP).await;
+    let c = cl.client();
+    let (a, b) = (cl.storages[0].addr(), cl.storages[1].addr());
+    let data = content(40_000, 21);
+    let names = [upload(&c, &b, &data).await, upload(&c, &b, &data).await, upload(&c, &b, &data).await];
+    for name in &names {
+        eventually(Duration::from_secs(30), "every link on A", || async {
+            target(&cl.storages[0], name).is_some().then_some(())
+        })
+        .await;
+    }
+    let base = cl.storages[0].base();
+    cl.storages[0].daemon.stop();
+    for hi in 0..4 {
+        let _ = std::fs::remove_dir_all(base.join(format!("data/{hi:02X}")));
+    }
+    std::fs::remove_file(base.join("data/.fastdfs_vars")).unwrap();
+    let tracker = cl.tracker.addr();
+    cl.storages[0].restart(&tracker, false).await;
+    let c = cl.client();
+    let s = &cl.storages[0];
+    for name in &names {
+        assert!(served(&c, s, name, &data).await, "{name} recovered");
+        assert!(target(s, name).is_some(), "{name} recovered as a link");
+    }
+    assert_eq!(copies(&s.base(), &data), 1, "one copy recovered, not one per file ID");
+    for name in &names[..2] {
+        c.storage.delete(&a, "group1", name).await.unwrap();
+    }
+    assert!(served(&c, s, &names[2], &data).await, "recounted references keep the content");
+    c.storage.delete(&a, "group1", &names[2]).await.unwrap();
+    assert_eq!(copies(&s.base(), &data), 0, "the last delete frees it on the recovered disk");
+}
