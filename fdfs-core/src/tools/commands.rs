@@ -35,7 +35,7 @@ fn fail(what: &str, e: &ClientError) -> ExitCode {
     ExitCode::from(if s.0 == 0 { 1 } else { s.0 })
 }
 
-fn errno_text(n: u8, e: &ClientError) -> String {
+pub(crate) fn errno_text(n: u8, e: &ClientError) -> String {
     let text = std::io::Error::from_raw_os_error(n as i32).to_string();
     // "No such file or directory (os error 2)" → the C strerror text.
     match text.rsplit_once(" (os error") {
@@ -265,25 +265,47 @@ pub fn file_info(args: &[String]) -> Result<ExitCode> {
     let args = args_left;
     let (_, client) = load_client(Path::new(&args[0]), None)?;
     let id = args[1].clone();
-    let fid = match FileId::parse(&id) {
-        Ok(f) => f,
-        Err(e) => {
-            eprintln!("query file info fail, error no: 22, error info: {e}");
-            return Ok(ExitCode::from(22));
-        }
+    if let Err(e) = FileId::parse(&id) {
+        eprintln!("query file info fail, error no: 22, error info: {e}");
+        return Ok(ExitCode::from(22));
+    }
+    let d = match runtime()?.block_on(describe(&client, &id, flags)) {
+        Ok(d) => d,
+        Err(e) => return Ok(fail("query file info", &e)),
     };
-    let info = fid.remote.info();
-    let (server_id, ip) = match info.source {
+    crate::outln!("GET FROM SERVER: {}\n", d.from_server);
+    crate::outln!("file type: {}", d.kind);
+    crate::outln!("source storage id: {}", d.server_id);
+    crate::outln!("source ip address: {}", d.source_ip);
+    crate::outln!("file create timestamp: {}", datetime(d.timestamp));
+    crate::outln!("file size: {}", d.size);
+    crate::outln!("file crc32: {} (0x{:08X})", d.crc32, d.crc32);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What C's `fdfs_get_file_info` tells of a file: normal files from their name alone, appender
+/// and slave files asked of a storage that has them (102, 22).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    pub from_server: bool,
+    pub kind: &'static str,
+    pub server_id: u32,
+    pub source_ip: String,
+    pub timestamp: i64,
+    pub size: u64,
+    pub crc32: u32,
+}
+
+pub async fn describe(client: &crate::client::Client, id: &str, flags: u8) -> Result<Described, ClientError> {
+    let info = FileId::parse(id)?.remote.info();
+    let (server_id, source_ip) = match info.source {
         Source::Ip(ip) => (0, ip.to_string()),
         Source::ServerId(n) => (n, String::new()),
     };
     let from_server = info.file_type != FileType::Normal;
-    let (size, ts, crc) = if from_server {
-        let r = runtime()?.block_on(client.query_file_info(&id, flags));
-        match r {
-            Ok(r) => (r.file_size as u64, r.create_timestamp, r.crc32_u32()),
-            Err(e) => return Ok(fail("query file info", &e)),
-        }
+    let (size, timestamp, crc32) = if from_server {
+        let r = client.query_file_info(id, flags).await?;
+        (r.file_size as u64, r.create_timestamp, r.crc32_u32())
     } else {
         (info.size.unwrap_or(0), info.create_timestamp as i64, info.crc32)
     };
@@ -292,14 +314,7 @@ pub fn file_info(args: &[String]) -> Result<ExitCode> {
         FileType::Appender => "appender",
         FileType::Slave => "slave",
     };
-    crate::outln!("GET FROM SERVER: {from_server}\n");
-    crate::outln!("file type: {kind}");
-    crate::outln!("source storage id: {server_id}");
-    crate::outln!("source ip address: {ip}");
-    crate::outln!("file create timestamp: {}", datetime(ts));
-    crate::outln!("file size: {size}");
-    crate::outln!("file crc32: {crc} (0x{crc:08X})");
-    Ok(ExitCode::SUCCESS)
+    Ok(Described { from_server, kind, server_id, source_ip, timestamp, size, crc32 })
 }
 
 pub fn append_file(args: &[String]) -> Result<ExitCode> {

@@ -3,6 +3,7 @@
 pub mod cluster_stat;
 pub mod commands;
 pub mod monitor;
+pub mod test_programs;
 
 use std::path::Path;
 

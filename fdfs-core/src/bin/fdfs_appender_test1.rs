@@ -1,0 +1,5 @@
+//! `fdfs_appender_test1`: see `fdfs_core::tools::test_programs`.
+
+fn main() -> std::process::ExitCode {
+    fdfs_core::tools::commands::main(fdfs_core::tools::test_programs::appender_test1)
+}
