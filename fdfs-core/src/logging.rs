@@ -5,7 +5,8 @@
 //! daemon rotates the log itself as libfastcommon does when asked ([`LogRotation`]): daily at
 //! `error_log_rotate_time` and/or at `rotate_error_log_size`, the old file renamed
 //! `<name>.log.<YYYYMMDD_HHMMSS>`, rotated files older than `log_file_keep_days` removed. The
-//! storage's access log (`use_access_log`) is a second file with the same handling.
+//! storage's access log (`use_access_log`) is a second file with the same handling. Rotated
+//! files can be gzipped once old enough (`compress_old_error_log`).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -129,6 +130,46 @@ impl LogFile {
     }
 }
 
+impl LogFile {
+    /// Gzips rotated files (`<name>.log.<stamp>`) at least `compress_days_before` days old into
+    /// `<file>.gz`, as libfastcommon's `compress_old_error_log` does; the original goes once the
+    /// compressed copy is complete.
+    fn compress_old(&self) {
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name().and_then(|n| n.to_str())) else {
+            return;
+        };
+        let age = Duration::from_secs(u64::from(self.rotation.compress_days_before) * 86_400);
+        let limit = std::time::SystemTime::now().checked_sub(age).unwrap_or(std::time::UNIX_EPOCH);
+        let prefix = format!("{name}.");
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let file_name = e.file_name();
+            let Some(n) = file_name.to_str() else { continue };
+            let rotated = n.starts_with(&prefix) && !n.ends_with(".gz") && !n.ends_with(".gz.tmp");
+            let old = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t <= limit);
+            if rotated && old {
+                if let Err(err) = gzip(&e.path()) {
+                    log::warn!("compressing {}: {err}", e.path().display());
+                }
+            }
+        }
+    }
+}
+
+/// `file` → `file.gz` (through `file.gz.tmp`), keeping its modification time.
+fn gzip(file: &Path) -> std::io::Result<()> {
+    let gz = PathBuf::from(format!("{}.gz", file.display()));
+    let tmp = PathBuf::from(format!("{}.gz.tmp", file.display()));
+    let mut input = File::open(file)?;
+    let mtime = input.metadata()?.modified()?;
+    let mut enc = flate2::write::GzEncoder::new(File::create(&tmp)?, flate2::Compression::default());
+    std::io::copy(&mut input, &mut enc)?;
+    let out = enc.finish()?;
+    out.set_modified(mtime)?;
+    out.sync_all()?;
+    std::fs::rename(&tmp, &gz)?;
+    std::fs::remove_file(file)
+}
+
 /// Seconds from `now` to the next `time` of day, local time.
 fn until_next(time: (u8, u8)) -> Duration {
     let now = Local::now();
@@ -147,11 +188,14 @@ fn until_next(time: (u8, u8)) -> Duration {
 /// The daily rotation and clean-up of `log`, on a thread of their own.
 fn rotation_thread(log: &'static LogFile) {
     let r = log.rotation;
-    if !r.daily && r.keep_days == 0 {
+    if !r.daily && r.keep_days == 0 && !r.compress {
         return;
     }
     let spawned = std::thread::Builder::new().name("log-rotation".into()).spawn(move || loop {
         log.remove_old();
+        if r.compress {
+            log.compress_old();
+        }
         let wait = if r.daily { until_next(r.time) } else { Duration::from_secs(3600) };
         std::thread::sleep(wait);
         if r.daily {

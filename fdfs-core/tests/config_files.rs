@@ -140,13 +140,13 @@ fn keys_without_effect_are_warned_about_once_and_defaults_are_not() {
     // Our samples set every such key to its default: no warning.
     assert!(TrackerConfig::load(&shipped("tracker.conf")).unwrap().warnings.is_empty());
     assert!(StorageConfig::load(&shipped("storage.conf")).unwrap().warnings.is_empty());
-    // The C 6.x sample turns two of them on.
+    // The C 6.x sample turns one of them on.
     let w = TrackerConfig::load(&original("tracker.conf")).unwrap().warnings;
-    assert_eq!(w.len(), 2, "{w:?}");
-    assert!(w[0].contains("compress_error_log_days_before") && w[1].contains("use_connection_pool"), "{w:?}");
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("use_connection_pool"), "{w:?}");
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("storage.conf");
-    std::fs::write(&p, "base_path=/tmp\ncompress_old_error_log = true\nkeep_alive = 1\nnetwork_timeout = 0\n").unwrap();
+    std::fs::write(&p, "base_path=/tmp\nuse_io_uring = true\nkeep_alive = 1\nnetwork_timeout = 0\n").unwrap();
     let w = StorageConfig::load(&p).unwrap().warnings;
     assert_eq!(w.len(), 3, "{w:?}");
     assert!(w.iter().any(|w| w.contains("storage.conf:3: keep_alive") && w.contains("FastDHT")), "{w:?}");

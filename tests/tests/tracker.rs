@@ -638,7 +638,8 @@ async fn run_by_user_drops_root_after_binding() {
 
 /// The daemon rotates its own log as libfastcommon does: at `rotate_error_log_size` the file
 /// becomes `trackerd.log.<YYYYMMDD_HHMMSS>` and a fresh one starts; rotated files older than
-/// `log_file_keep_days` are removed.
+/// `log_file_keep_days` are removed, and with `compress_old_error_log` those
+/// `compress_error_log_days_before` days old are gzipped.
 #[tokio::test]
 async fn the_log_rotates_by_size_and_old_ones_are_removed() {
     let dir = tempfile::tempdir().unwrap();
@@ -648,7 +649,15 @@ async fn the_log_rotates_by_size_and_old_ones_are_removed() {
     std::fs::write(&stale, "old\n").unwrap();
     let old = std::time::SystemTime::now() - Duration::from_secs(10 * 86_400);
     std::fs::File::options().write(true).open(&stale).unwrap().set_modified(old).unwrap();
-    let conf = fdfs_e2e::write_tracker_conf(dir.path(), "rotate_error_log_size = 4KB\nlog_file_keep_days = 3\n");
+    let aged = logs.join("trackerd.log.20250101_000000");
+    std::fs::write(&aged, "two days old\n").unwrap();
+    let two_days = std::time::SystemTime::now() - Duration::from_secs(2 * 86_400);
+    std::fs::File::options().write(true).open(&aged).unwrap().set_modified(two_days).unwrap();
+    let conf = fdfs_e2e::write_tracker_conf(
+        dir.path(),
+        "rotate_error_log_size = 4KB\nlog_file_keep_days = 3\ncompress_old_error_log = true\n\
+         compress_error_log_days_before = 1\n",
+    );
     let t = fdfs_e2e::Daemon::start("fdfs_trackerd", &conf, &dir.path().join("tracker"));
     let addr = t.addr.to_string();
     // Each unknown command is a warning line.
@@ -663,7 +672,11 @@ async fn the_log_rotates_by_size_and_old_ones_are_removed() {
             .unwrap()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|n| n.starts_with("trackerd.log.2") && !n.starts_with("trackerd.log.2020"))
+            .filter(|n| {
+                n.starts_with("trackerd.log.2")
+                    && !n.starts_with("trackerd.log.2020")
+                    && !n.starts_with("trackerd.log.2025")
+            })
             .collect();
         async move { (names.len() >= 2).then_some(names) }
     })
@@ -674,6 +687,14 @@ async fn the_log_rotates_by_size_and_old_ones_are_removed() {
     }
     assert!(std::fs::metadata(logs.join("trackerd.log")).unwrap().len() < 4096);
     assert!(!stale.exists(), "a rotated log older than log_file_keep_days is removed");
+    let gz = logs.join("trackerd.log.20250101_000000.gz");
+    fdfs_e2e::eventually(Duration::from_secs(10), "the aged log compressed", || async {
+        (gz.exists() && !aged.exists()).then_some(())
+    })
+    .await;
+    let out = std::process::Command::new("gzip").arg("-dc").arg(&gz).output().unwrap();
+    assert_eq!(out.stdout, b"two days old\n", "gzip reads it back");
+    assert!(rotated.iter().all(|n| logs.join(n).exists()), "fresh rotated logs stay uncompressed");
     let text = std::fs::read_to_string(logs.join(&rotated[0])).unwrap();
     let first = text.lines().next().unwrap();
     assert!(first.len() > 22 && first.as_bytes()[0] == b'[' && first.as_bytes()[20] == b']', "{first}");

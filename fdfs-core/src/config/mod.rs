@@ -201,6 +201,10 @@ pub struct LogRotation {
     pub max_size: u64,
     /// `log_file_keep_days` (0: all): rotated files older than this many days are removed.
     pub keep_days: u32,
+    /// `compress_old_error_log` (false): rotated files are gzipped (`<file>.gz`) once they are
+    /// `compress_error_log_days_before` (1) days old.
+    pub compress: bool,
+    pub compress_days_before: u32,
 }
 
 pub(crate) fn log_rotation(k: &Keys<'_>) -> Result<LogRotation, ConfigError> {
@@ -210,6 +214,8 @@ pub(crate) fn log_rotation(k: &Keys<'_>) -> Result<LogRotation, ConfigError> {
         time: k.time_of_day("error_log_rotate_time", (0, 0))?,
         max_size: if max_size == 0 { 0 } else { max_size.max(4096) },
         keep_days: k.int_in("log_file_keep_days", 0, 0..=36_500)? as u32,
+        compress: k.bool("compress_old_error_log", false)?,
+        compress_days_before: k.int_in("compress_error_log_days_before", 1, 0..=36_500)? as u32,
     })
 }
 
@@ -222,6 +228,8 @@ pub(crate) fn access_log_rotation(k: &Keys<'_>) -> Result<LogRotation, ConfigErr
         time: k.time_of_day("access_log_rotate_time", (0, 0))?,
         max_size: if max_size == 0 { 0 } else { max_size.max(4096) },
         keep_days: k.int_in("log_file_keep_days", 0, 0..=36_500)? as u32,
+        compress: k.bool("compress_old_access_log", false)?,
+        compress_days_before: k.int_in("compress_access_log_days_before", 1, 0..=36_500)? as u32,
     })
 }
 

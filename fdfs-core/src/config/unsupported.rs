@@ -21,8 +21,6 @@ const fn u(key: &'static str, default: &'static str, instead: &'static str) -> U
     Unsupported { key, default, instead }
 }
 
-const LOGS: &str = "not supported yet: rotated logs are not compressed";
-const ACCESS_LOG: &str = "not supported yet: rotated access logs are not compressed";
 const THREADS: &str = "not needed: the async runtime sizes its threads from work_threads";
 
 /// Keys shared by both daemons' files.
@@ -32,8 +30,6 @@ const COMMON: &[Unsupported] = &[
     u("accept_threads", "1", THREADS),
     u("thread_stack_size", "256KB", THREADS),
     u("min_buff_size", "8KB", "not needed: buffers are sized per request"),
-    u("compress_old_error_log", "false", LOGS),
-    u("compress_error_log_days_before", "0", LOGS),
     u("use_connection_pool", "false", "not needed: connections between daemons are kept open"),
     u("connection_pool_max_idle_time", "3600", "not needed: connections between daemons are kept open"),
 ];
@@ -67,8 +63,6 @@ pub const STORAGE: &[Unsupported] = &[
     u("if_alias_prefix", "", "not supported: every interface address counts as this host's"),
     u("key_namespace", "FastDFS", "FastDHT's: de-duplication is built in, with a local index"),
     u("keep_alive", "0", "FastDHT's: de-duplication is built in, with a local index"),
-    u("compress_old_access_log", "false", ACCESS_LOG),
-    u("compress_access_log_days_before", "0", ACCESS_LOG),
 ];
 
 /// A value in a comparable form: booleans as 0/1, sizes as bytes.
@@ -100,14 +94,14 @@ mod tests {
     #[test]
     fn only_non_default_values_warn() {
         let ini = Ini::parse(
-            "use_trunk_file = no\ncompress_old_error_log = true\nthread_stack_size = 256K\nkeep_alive = 1\nport = 1\n",
+            "use_trunk_file = no\nuse_io_uring = true\nthread_stack_size = 256K\nkeep_alive = 1\nport = 1\n",
             std::path::Path::new("storage.conf"),
         )
         .unwrap();
         check(&ini.global(), STORAGE);
         let w = ini.take_warnings();
         assert_eq!(w.len(), 2, "{w:?}");
-        assert!(w[0].starts_with("storage.conf:2: compress_old_error_log: \"true\""), "{w:?}");
+        assert!(w[0].starts_with("storage.conf:2: use_io_uring: \"true\""), "{w:?}");
         assert!(w[1].contains("keep_alive"), "{w:?}");
     }
 
