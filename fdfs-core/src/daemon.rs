@@ -17,7 +17,7 @@ pub fn main(prog: &str, f: impl FnOnce() -> Result<()>) -> std::process::ExitCod
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{prog}: {e:#}");
-            log::error!("{e:#}");
+            tracing::error!("{e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -200,22 +200,24 @@ pub fn run_as(group: &str, user: &str) -> Result<()> {
 }
 
 /// Binds `bind_addr:port` (every address when `bind_addr` is empty).
-/// Opens `<base_path>/logs/<name>.log` (also to stderr in the foreground) and logs what the
-/// config found worth saying.
+/// Opens `<base_path>/logs/<name>.log` (also to stderr in the foreground; with `access` the
+/// storage's access log too) and logs what the config found worth saying. Keep the guard
+/// until the daemon exits.
 pub fn start_logging(
     base_path: &Path,
     name: &str,
     level: crate::config::LogLevel,
     rotation: crate::config::LogRotation,
+    access: Option<crate::config::LogRotation>,
     foreground: bool,
     warnings: &[String],
-) -> Result<()> {
-    crate::logging::init(&base_path.join("logs"), name, level, foreground, rotation)
+) -> Result<crate::logging::LogGuard> {
+    let guard = crate::logging::init(&base_path.join("logs"), name, level, foreground, rotation, access)
         .with_context(|| format!("opening the log in {}", base_path.display()))?;
     for w in warnings {
-        log::warn!("{w}");
+        tracing::warn!("{w}");
     }
-    Ok(())
+    Ok(guard)
 }
 
 pub async fn bind(bind_addr: &str, port: u16) -> Result<tokio::net::TcpListener> {
@@ -240,12 +242,12 @@ where
     // Handlers first: a SIGHUP (logrotate) right after start must not kill the daemon.
     let signals = StopSignals::install();
     let _pid = PidFile::create(base_path, prog)?;
-    log::info!("{prog} {} listening on {addr}", env!("CARGO_PKG_VERSION"));
+    tracing::info!("{prog} {} listening on {addr}", env!("CARGO_PKG_VERSION"));
     println!("{prog} listening on {addr}");
     let (trigger, shutdown) = crate::server::shutdown_pair();
     let task = tokio::spawn(serve(listener, shutdown));
     signals.wait().await;
-    log::info!("stopping");
+    tracing::info!("stopping");
     trigger.trigger();
     task.await?;
     Ok(())
@@ -284,8 +286,8 @@ impl StopSignals {
                 _ = int.recv() => return,
                 _ = quit.recv() => return,
                 _ = hup.recv() => match crate::logging::reopen() {
-                    Ok(()) => log::info!("SIGHUP: log file reopened"),
-                    Err(e) => log::error!("SIGHUP: reopening the log file failed: {e}; still writing to the old one"),
+                    Ok(()) => tracing::info!("SIGHUP: log file reopened"),
+                    Err(e) => tracing::error!("SIGHUP: reopening the log file failed: {e}; still writing to the old one"),
                 },
             }
         }

@@ -1,6 +1,8 @@
-//! The daemons' log: `<base_path>/logs/<name>.log`, lines as FastDFS writes them
-//! (`[YYYY-MM-DD HH:MM:SS] LEVEL - message`, local time), filtered by `log_level`. In the
-//! foreground the lines also go to stderr, so tests and systemd see them. [`reopen`] (on
+//! The daemons' log, on `tracing`: `<base_path>/logs/<name>.log`, lines as FastDFS writes them
+//! (`[YYYY-MM-DD HH:MM:SS] LEVEL - message`, local time, C's level names), filtered by
+//! `log_level`, written by `tracing-appender`'s non-blocking writer (a worker thread does the
+//! file I/O; it blocks rather than drop lines when it falls behind). In the foreground the lines
+//! also go to stderr, so tests and systemd see them. [`reopen`] (on
 //! SIGHUP) starts a new file under the same name, so logrotate can move the old one away. The
 //! daemon rotates the log itself as libfastcommon does when asked ([`LogRotation`]): daily at
 //! `error_log_rotate_time` and/or at `rotate_error_log_size`, the old file renamed
@@ -15,6 +17,15 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{Local, NaiveTime, TimeZone};
+use tracing::Level;
+use tracing_appender::non_blocking::WorkerGuard;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::fmt::format::Writer;
+use tracing_subscriber::fmt::{self, FmtContext, FormatEvent, FormatFields};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::registry::LookupSpan;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 use crate::config::{LogLevel, LogRotation};
 
@@ -36,36 +47,9 @@ static LOG_FILE: OnceLock<LogFile> = OnceLock::new();
 /// The storage's access log (`use_access_log`), set once by [`init_access`].
 static ACCESS_FILE: OnceLock<LogFile> = OnceLock::new();
 
-struct FileLogger {
-    to_file: bool,
-    echo: bool,
-    level: log::LevelFilter,
-}
-
 /// `YYYY-MM-DD HH:MM:SS` in local time, as FastDFS stamps its log lines.
 pub fn local_datetime() -> String {
     Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
-}
-
-impl log::Log for FileLogger {
-    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
-        m.level() <= self.level
-    }
-
-    fn log(&self, record: &log::Record<'_>) {
-        if !self.enabled(record.metadata()) {
-            return;
-        }
-        let line = format!("[{}] {} - {}\n", local_datetime(), record.level(), record.args());
-        if let Some(log) = LOG_FILE.get().filter(|_| self.to_file) {
-            log.write_line(&line);
-        }
-        if self.echo {
-            let _ = std::io::stderr().write_all(line.as_bytes());
-        }
-    }
-
-    fn flush(&self) {}
 }
 
 impl LogFile {
@@ -75,11 +59,11 @@ impl LogFile {
         Ok(LogFile { path, current: Mutex::new(Current { file, len }), rotation })
     }
 
-    /// Appends a whole line; rotates once the file reaches the rotation size.
-    fn write_line(&self, line: &str) {
+    /// Appends whole lines; rotates once the file reaches the rotation size.
+    fn write_lines(&self, lines: &[u8]) {
         let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        if cur.file.write_all(line.as_bytes()).is_ok() {
-            cur.len += line.len() as u64;
+        if cur.file.write_all(lines).is_ok() {
+            cur.len += lines.len() as u64;
         }
         if self.rotation.max_size > 0 && cur.len >= self.rotation.max_size {
             let _ = self.rotate(&mut cur);
@@ -148,7 +132,7 @@ impl LogFile {
             let old = e.metadata().and_then(|m| m.modified()).is_ok_and(|t| t <= limit);
             if rotated && old {
                 if let Err(err) = gzip(&e.path()) {
-                    log::warn!("compressing {}: {err}", e.path().display());
+                    tracing::warn!("compressing {}: {err}", e.path().display());
                 }
             }
         }
@@ -202,49 +186,146 @@ fn rotation_thread(log: &'static LogFile) {
             let mut cur = log.current.lock().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = log.rotate(&mut cur) {
                 drop(cur);
-                log::error!("rotating {}: {e}", log.path.display());
+                tracing::error!("rotating {}: {e}", log.path.display());
             }
         }
     });
     if let Err(e) = spawned {
-        log::error!("starting the log rotation: {e}");
+        tracing::error!("starting the log rotation: {e}");
     }
 }
 
-pub fn filter(level: LogLevel) -> log::LevelFilter {
+/// `log_level` as a tracing level.
+pub fn filter(level: LogLevel) -> LevelFilter {
     match level {
-        LogLevel::Emerg | LogLevel::Alert | LogLevel::Crit | LogLevel::Error => log::LevelFilter::Error,
-        LogLevel::Warn => log::LevelFilter::Warn,
-        LogLevel::Notice | LogLevel::Info => log::LevelFilter::Info,
-        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Emerg | LogLevel::Alert | LogLevel::Crit | LogLevel::Error => LevelFilter::ERROR,
+        LogLevel::Warn => LevelFilter::WARN,
+        LogLevel::Notice | LogLevel::Info => LevelFilter::INFO,
+        LogLevel::Debug => LevelFilter::DEBUG,
     }
 }
 
-/// Installs the process-wide logger (once; later calls are ignored).
-pub fn init(logs_dir: &Path, name: &str, level: LogLevel, echo: bool, rotation: LogRotation) -> std::io::Result<()> {
-    std::fs::create_dir_all(logs_dir)?;
-    if LOG_FILE.set(LogFile::new(logs_dir.join(format!("{name}.log")), rotation)?).is_err() {
-        return Ok(());
-    }
-    let logger = FileLogger { to_file: true, echo, level: filter(level) };
-    if log::set_boxed_logger(Box::new(logger)).is_ok() {
-        log::set_max_level(filter(level));
-    }
-    if let Some(log) = LOG_FILE.get() {
-        rotation_thread(log);
-    }
-    Ok(())
+/// The target of access log events: they go to the access log only.
+const ACCESS: &str = "fdfs_access";
+
+/// FastDFS's line: `[YYYY-MM-DD HH:MM:SS] LEVEL - message` (the access log's without the
+/// level), local time, libfastcommon's level names.
+struct FastdfsLine {
+    level: bool,
 }
 
-/// Opens the access log `<logs_dir>/<name>.log` (once; later calls are ignored).
-pub fn init_access(logs_dir: &Path, name: &str, rotation: LogRotation) -> std::io::Result<()> {
+impl<S, N> FormatEvent<S, N> for FastdfsLine
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, N>,
+        mut w: Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        write!(w, "[{}] ", local_datetime())?;
+        if self.level {
+            let name = match *event.metadata().level() {
+                Level::ERROR => "ERROR",
+                Level::WARN => "WARNING",
+                Level::INFO => "INFO",
+                Level::DEBUG | Level::TRACE => "DEBUG",
+            };
+            write!(w, "{name} - ")?;
+        }
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
+/// The non-blocking appender's destination: one of our files (rotation and reopen included).
+struct FileWriter(&'static LogFile);
+
+impl std::io::Write for FileWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write_lines(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Keeps the log's writer threads: dropping it (at the daemon's exit) writes what is queued.
+#[must_use = "the log loses its last lines when this is dropped early"]
+pub struct LogGuard {
+    _guards: Vec<WorkerGuard>,
+}
+
+impl std::fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogGuard").finish_non_exhaustive()
+    }
+}
+
+/// A non-blocking writer into `log`, and the guard of its thread.
+fn appender(log: &'static LogFile, thread: &str) -> (tracing_appender::non_blocking::NonBlocking, WorkerGuard) {
+    tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name(thread)
+        .finish(FileWriter(log))
+}
+
+/// Installs the process-wide log: `<logs_dir>/<name>.log` at `level` (also on stderr with
+/// `echo`), and with `access` the storage's access log `<logs_dir>/storage_access.log`. Once
+/// per process (later calls change nothing).
+pub fn init(
+    logs_dir: &Path,
+    name: &str,
+    level: LogLevel,
+    echo: bool,
+    rotation: LogRotation,
+    access: Option<LogRotation>,
+) -> std::io::Result<LogGuard> {
     std::fs::create_dir_all(logs_dir)?;
-    if ACCESS_FILE.set(LogFile::new(logs_dir.join(format!("{name}.log")), rotation)?).is_ok() {
-        if let Some(log) = ACCESS_FILE.get() {
-            rotation_thread(log);
+    let _ = LOG_FILE.set(LogFile::new(logs_dir.join(format!("{name}.log")), rotation)?);
+    let log = LOG_FILE.get().ok_or_else(|| std::io::Error::other("log not set"))?;
+    let levels = Targets::new().with_default(filter(level)).with_target(ACCESS, LevelFilter::OFF);
+    let (main, main_guard) = appender(log, "log-writer");
+    let mut guards = vec![main_guard];
+    let file_layer = fmt::layer()
+        .event_format(FastdfsLine { level: true })
+        .with_ansi(false)
+        .with_writer(main)
+        .with_filter(levels.clone());
+    let echo_layer = echo.then(|| {
+        fmt::layer()
+            .event_format(FastdfsLine { level: true })
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .with_filter(levels)
+    });
+    let access_layer = match access {
+        Some(r) => {
+            let _ = ACCESS_FILE.set(LogFile::new(logs_dir.join("storage_access.log"), r)?);
+            let file = ACCESS_FILE.get().ok_or_else(|| std::io::Error::other("access log not set"))?;
+            let (w, g) = appender(file, "access-log-writer");
+            guards.push(g);
+            let only_access = Targets::new().with_target(ACCESS, LevelFilter::INFO);
+            Some(
+                fmt::layer()
+                    .event_format(FastdfsLine { level: false })
+                    .with_ansi(false)
+                    .with_writer(w)
+                    .with_filter(only_access),
+            )
+        }
+        None => None,
+    };
+    if tracing_subscriber::registry().with(file_layer).with(echo_layer).with(access_layer).try_init().is_ok() {
+        for f in [LOG_FILE.get(), ACCESS_FILE.get()].into_iter().flatten() {
+            rotation_thread(f);
         }
     }
-    Ok(())
+    Ok(LogGuard { _guards: guards })
 }
 
 /// Whether [`access`] writes anywhere.
@@ -252,18 +333,16 @@ pub fn access_enabled() -> bool {
     ACCESS_FILE.get().is_some()
 }
 
-/// One access log line, stamped as C stamps it (`[YYYY-MM-DD HH:MM:SS] text`).
+/// One access log line (stamped as C stamps it: `[YYYY-MM-DD HH:MM:SS] text`).
 pub fn access(text: &str) {
-    if let Some(log) = ACCESS_FILE.get() {
-        log.write_line(&format!("[{}] {text}\n", local_datetime()));
-    }
+    tracing::info!(target: ACCESS, "{text}");
 }
 
 fn open(path: &Path) -> std::io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-/// Starts writing to a fresh file at the log's path (after logrotate moved the old one); on
+/// Starts writing to a fresh file at each log's path (after logrotate moved the old one); on
 /// failure the old handle stays. Does nothing for processes without a log file.
 pub fn reopen() -> std::io::Result<()> {
     for log in [LOG_FILE.get(), ACCESS_FILE.get()].into_iter().flatten() {
@@ -272,10 +351,12 @@ pub fn reopen() -> std::io::Result<()> {
     Ok(())
 }
 
-/// For the client tools: errors to stderr only.
+/// For the client tools: to stderr only, at `level`.
 pub fn init_stderr(level: LogLevel) {
-    let logger = FileLogger { to_file: false, echo: true, level: filter(level) };
-    if log::set_boxed_logger(Box::new(logger)).is_ok() {
-        log::set_max_level(filter(level));
-    }
+    let layer = fmt::layer()
+        .event_format(FastdfsLine { level: true })
+        .with_ansi(false)
+        .with_writer(std::io::stderr)
+        .with_filter(filter(level));
+    let _ = tracing_subscriber::registry().with(layer).try_init();
 }

@@ -121,18 +121,18 @@ pub async fn serve(addr: SocketAddr, exporter: Arc<dyn Exporter>, mut shutdown: 
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(l) => l,
         Err(e) => {
-            log::error!("metrics_listen {addr}: {e}; no metrics served");
+            tracing::error!("metrics_listen {addr}: {e}; no metrics served");
             return;
         }
     };
-    log::info!("metrics on http://{addr}/metrics");
+    tracing::info!("metrics on http://{addr}/metrics");
     loop {
         let (sock, _) = tokio::select! {
             _ = shutdown.wait() => return,
             r = listener.accept() => match r {
                 Ok(c) => c,
                 Err(e) => {
-                    log::warn!("metrics: accept: {e}");
+                    tracing::warn!("metrics: accept: {e}");
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }

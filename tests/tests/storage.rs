@@ -669,7 +669,13 @@ async fn the_access_log_has_a_line_per_client_request() {
     c.storage.download(&addr, "group1", &id.filename, 0, 0).await.unwrap();
     c.storage.delete(&addr, "group1", &id.filename).await.unwrap();
     assert!(c.storage.delete(&addr, "group1", &id.filename).await.is_err());
-    let log = std::fs::read_to_string(s.base().join("logs/storage_access.log")).unwrap();
+    // Lines are written by the log's own thread, a moment later.
+    let path = s.base().join("logs/storage_access.log");
+    let log = fdfs_e2e::eventually(Duration::from_secs(10), "four access log lines", || {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        async move { (text.lines().count() >= 4).then_some(text) }
+    })
+    .await;
     let lines: Vec<Vec<&str>> = log.lines().map(|l| l.split(' ').collect()).collect();
     assert_eq!(lines.len(), 4, "{log}");
     for (fields, (action, status)) in

@@ -6,7 +6,7 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use fdfs_core::config::StorageConfig;
 use fdfs_core::daemon;
 use fdfs_core::storage::{self, StorageServer};
@@ -39,12 +39,16 @@ fn real_main() -> Result<()> {
         // Bound: from here on as run_by_user, who then owns the log, the state and the files.
         daemon::run_as(&config.run_by_group, &config.run_by_user)?;
         let c = &config;
-        daemon::start_logging(&c.base_path, "storaged", c.log_level, c.log_rotation, foreground, &c.warnings)?;
-        if c.use_access_log {
-            let logs = c.base_path.join("logs");
-            fdfs_core::logging::init_access(&logs, "storage_access", c.access_log_rotation)
-                .with_context(|| format!("opening the access log in {}", logs.display()))?;
-        }
+        let access = c.use_access_log.then_some(c.access_log_rotation);
+        let _log = daemon::start_logging(
+            &c.base_path,
+            "storaged",
+            c.log_level,
+            c.log_rotation,
+            access,
+            foreground,
+            &c.warnings,
+        )?;
         // With port 0 the trackers must learn the port actually bound.
         config.port = listener.local_addr()?.port();
         let base_path = config.base_path.clone();

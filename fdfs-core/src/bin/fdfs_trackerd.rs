@@ -36,7 +36,15 @@ fn real_main() -> Result<()> {
         // Bound: from here on as run_by_user, who then owns the log and the state files.
         daemon::run_as(&config.run_by_group, &config.run_by_user)?;
         let c = &config;
-        daemon::start_logging(&c.base_path, "trackerd", c.log_level, c.log_rotation, foreground, &c.warnings)?;
+        let _log = daemon::start_logging(
+            &c.base_path,
+            "trackerd",
+            c.log_level,
+            c.log_rotation,
+            None,
+            foreground,
+            &c.warnings,
+        )?;
         let base_path = config.base_path.clone();
         let tracker = Arc::new(Tracker::new(config)?);
         daemon::serve_until_signal(PROG, &base_path, listener, move |l, sd| tracker::run(l, tracker, sd)).await

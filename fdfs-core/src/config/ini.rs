@@ -117,7 +117,7 @@ impl Ini {
             }
             let Some((k, v)) = l.split_once('=').filter(|(k, _)| !k.trim().is_empty()) else {
                 if state_file {
-                    log::warn!("{}:{line}: not key=value, skipped: {l:?}", path.display());
+                    tracing::warn!("{}:{line}: not key=value, skipped: {l:?}", path.display());
                     continue;
                 }
                 return Err(ConfigError::Syntax {

@@ -98,7 +98,7 @@ impl StorageIds {
                         msg: format!("storage {}: host name {host} does not resolve", e.id),
                     });
                 };
-                log::info!("storage_ids: {} {host} is {ip}", e.id);
+                tracing::info!("storage_ids: {} {host} is {ip}", e.id);
                 *host = ip.to_string();
             }
         }

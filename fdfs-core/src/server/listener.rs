@@ -64,7 +64,7 @@ impl Shutdown {
             };
             match r {
                 Ok(()) => return true,
-                Err(e) => log::warn!("{what}: {e}; retrying in {pause:?}"),
+                Err(e) => tracing::warn!("{what}: {e}; retrying in {pause:?}"),
             }
             tokio::select! {
                 _ = self.wait() => return false,
@@ -160,9 +160,9 @@ impl RefusalLog {
             return;
         }
         if self.suppressed > 0 {
-            log::warn!("refused connection {what} (and {} more since the last report)", self.suppressed);
+            tracing::warn!("refused connection {what} (and {} more since the last report)", self.suppressed);
         } else {
-            log::warn!("refused connection {what}");
+            tracing::warn!("refused connection {what}");
         }
         self.last = Some(now);
         self.suppressed = 0;
@@ -193,13 +193,13 @@ pub async fn serve<F, Fut>(
             Ok(v) => v,
             Err(e) => {
                 // EMFILE and friends: back off briefly instead of spinning.
-                log::warn!("accept failed: {e}");
+                tracing::warn!("accept failed: {e}");
                 tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                 continue;
             }
         };
         if !allow.allows(peer.ip()) {
-            log::warn!("refused connection from {peer}: not in allow_hosts");
+            tracing::warn!("refused connection from {peer}: not in allow_hosts");
             continue;
         }
         let Ok(permit) = permits.clone().try_acquire_owned() else {
@@ -226,7 +226,7 @@ pub async fn serve<F, Fut>(
     drop(listener);
     let all = u32::try_from(max_connections.max(1)).unwrap_or(u32::MAX);
     if tokio::time::timeout(DRAIN, permits.acquire_many(all)).await.is_err() {
-        log::warn!(
+        tracing::warn!(
             "{} connection(s) still busy {DRAIN:?} after the stop signal; stopping anyway",
             all as usize - permits.available_permits()
         );

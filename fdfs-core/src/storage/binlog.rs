@@ -143,7 +143,7 @@ impl Binlog {
             let text = std::fs::read(&path)?;
             if text.last() != Some(&b'\n') {
                 let keep = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1) as u64;
-                log::warn!("{}: dropping an unfinished last line ({} bytes)", path.display(), size - keep);
+                tracing::warn!("{}: dropping an unfinished last line ({} bytes)", path.display(), size - keep);
                 f.set_len(keep)?;
                 size = keep;
             }

@@ -152,7 +152,7 @@ impl std::fmt::Debug for Tx<'_> {
 
 /// An index failure as the client sees it (the details are logged).
 fn status(e: impl Into<redb::Error>) -> Status {
-    log::error!("{}", db_err(e));
+    tracing::error!("{}", db_err(e));
     Status::EIO
 }
 
@@ -289,7 +289,7 @@ impl DedupIndex {
     pub fn update<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, Status>) -> Result<T, Status> {
         let mut txn = self.db.begin_write().map_err(status)?;
         txn.set_durability(redb::Durability::None).map_err(|e| {
-            log::error!("de-duplication index: {e}");
+            tracing::error!("de-duplication index: {e}");
             Status::EIO
         })?;
         let value = {
@@ -376,7 +376,7 @@ impl DedupIndex {
                         out.signed += 1;
                         tx.insert(&name, store_path, &sig, links)?;
                     }
-                    Err(e) => log::warn!("{}: linked to, but cannot be read ({e})", path.display()),
+                    Err(e) => tracing::warn!("{}: linked to, but cannot be read ({e})", path.display()),
                 }
             }
             Ok(())

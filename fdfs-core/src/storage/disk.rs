@@ -139,7 +139,7 @@ impl Writer {
                 Ok(())
             }
             Err(e) => {
-                log::error!("committing {} change(s) failed: {e}; they are undone and refused", records.len());
+                tracing::error!("committing {} change(s) failed: {e}; they are undone and refused", records.len());
                 Err(Status::from_io(&e))
             }
         }
@@ -150,7 +150,7 @@ impl Writer {
         match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(self))) {
             Ok(pending) => pending,
             Err(_) => {
-                log::error!("a disk job panicked; its request is refused");
+                tracing::error!("a disk job panicked; its request is refused");
                 None
             }
         }
@@ -425,8 +425,8 @@ impl Drop for Rollback {
     fn drop(&mut self) {
         if !self.committed {
             match self.restore() {
-                Ok(()) => log::warn!("{}: unfinished change rolled back", self.path.display()),
-                Err(e) => log::error!("{}: rolling back an unfinished change failed: {e}", self.path.display()),
+                Ok(()) => tracing::warn!("{}: unfinished change rolled back", self.path.display()),
+                Err(e) => tracing::error!("{}: rolling back an unfinished change failed: {e}", self.path.display()),
             }
         }
         if let Some((_, copy)) = &self.saved {

@@ -176,7 +176,7 @@ async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<()
     let brief = Brief { status: status::RECOVERY, port: 0, id: me.clone(), ip: srv.my_ip() };
     super::sync::report_to_trackers(srv, brief.clone()).await;
     for &index in paths {
-        log::info!("disk recovery: store path {index} from {} ({addr})", source.id);
+        tracing::info!("disk recovery: store path {index} from {} ({addr})", source.id);
         let list = fetch_list(srv, &addr, index as u8).await?;
         let (mut copied, mut present) = (0usize, 0usize);
         for line in String::from_utf8_lossy(&list).lines() {
@@ -196,7 +196,7 @@ async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<()
         let root = srv.paths.paths[index].root.clone();
         let flush = tokio::task::spawn_blocking(move || crate::durable::sync_dir(&root.join("data")));
         flush.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-        log::info!("disk recovery: store path {index}: {copied} file(s) copied, {present} already here");
+        tracing::info!("disk recovery: store path {index}: {copied} file(s) copied, {present} already here");
         srv.path_recovered(index).map_err(|e| e.to_string())?;
     }
     // Links came back as links: the de-duplication index counts them again.

@@ -201,9 +201,9 @@ impl StorageServer {
         match recover::record_unlogged(&paths, &binlog) {
             Ok(0) => {}
             Ok(n) => {
-                log::warn!("{n} file(s) published just before the last stop were missing from the binlog; recorded")
+                tracing::warn!("{n} file(s) published just before the last stop were missing from the binlog; recorded")
             }
-            Err(e) => log::error!("checking the store for files missing from the binlog: {e}"),
+            Err(e) => tracing::error!("checking the store for files missing from the binlog: {e}"),
         }
         let binlog_changed = Arc::new(tokio::sync::Notify::new());
         let temp_dirs = (0..paths.paths.len()).map(|i| paths.temp_dir(i)).collect();
@@ -294,7 +294,7 @@ impl StorageServer {
             // (a store path that is the base path keeps `data/` for the storage's own state).
             let joined = init.as_ref().is_some_and(|f| f.sync_old_done);
             if joined && !root.join("data/00/00").is_dir() {
-                log::warn!("store path {i} ({}) has lost its files: recovering it from the group", root.display());
+                tracing::warn!("store path {i} ({}) has lost its files: recovering it from the group", root.display());
                 todo.insert(i);
             }
         }
@@ -504,7 +504,7 @@ impl StorageServer {
     /// Writes counters and the directory cursor (`storage_stat.dat`).
     pub fn save_stats(&self) {
         if let Err(e) = self.stats.save(&self.data_dir, self.paths.cursor()) {
-            log::error!("writing storage_stat.dat: {e}");
+            tracing::error!("writing storage_stat.dat: {e}");
         }
     }
 }
@@ -536,7 +536,7 @@ fn recount_links(paths: &StorePaths, index: &dedup::DedupIndex) -> anyhow::Resul
         paths.local_path(&n)
     };
     let r = index.reconcile(found, path_of)?;
-    log::info!(
+    tracing::info!(
         "de-duplication index checked against the store paths: {} reference count(s) corrected, {} source(s) added",
         r.recounted,
         r.signed
@@ -570,13 +570,13 @@ pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Sh
         let _ = t.await;
     }
     if let Err(e) = server.trunk.log.sync_if_dirty().and_then(|()| server.binlog.sync()) {
-        log::error!("syncing the binlog: {e}");
+        tracing::error!("syncing the binlog: {e}");
     }
     server.save_stats();
     if let Some(Err(e)) = server.dedup.as_ref().map(|d| d.close()) {
-        log::error!("{e}");
+        tracing::error!("{e}");
     }
-    log::info!("storage stopped");
+    tracing::info!("storage stopped");
 }
 
 async fn background(server: Arc<StorageServer>, mut shutdown: Shutdown) {
@@ -603,7 +603,7 @@ async fn background(server: Arc<StorageServer>, mut shutdown: Shutdown) {
         if !server.trunk.is_server() {
             let t = server.trunk.log.clone();
             if let Ok(Err(e)) = tokio::task::spawn_blocking(move || t.sync_if_dirty()).await {
-                log::error!("syncing the trunk binlog: {e}");
+                tracing::error!("syncing the trunk binlog: {e}");
             }
         }
         if server.config.compress_binlog {
@@ -616,9 +616,9 @@ async fn background(server: Arc<StorageServer>, mut shutdown: Shutdown) {
                 let (dir, writing) = (server.binlog.dir().to_owned(), server.binlog.position().0);
                 match tokio::task::spawn_blocking(move || binlog::compress_old(&dir, writing)).await {
                     Ok(Ok(0)) => {}
-                    Ok(Ok(n)) => log::info!("{n} old binlog file(s) compressed"),
-                    Ok(Err(e)) => log::error!("compressing old binlog files: {e}"),
-                    Err(e) => log::error!("compressing old binlog files: {e}"),
+                    Ok(Ok(n)) => tracing::info!("{n} old binlog file(s) compressed"),
+                    Ok(Err(e)) => tracing::error!("compressing old binlog files: {e}"),
+                    Err(e) => tracing::error!("compressing old binlog files: {e}"),
                 }
             }
         }
@@ -627,14 +627,14 @@ async fn background(server: Arc<StorageServer>, mut shutdown: Shutdown) {
             if let Ok(Some(Err(e))) =
                 tokio::task::spawn_blocking(move || s.dedup.as_ref().map(|d| d.sync_if_dirty())).await
             {
-                log::error!("{e}");
+                tracing::error!("{e}");
             }
         }
         if lazy_binlog && last_binlog_sync.elapsed() >= binlog_every {
             last_binlog_sync = tokio::time::Instant::now();
             let (b, t) = (server.binlog.clone(), server.trunk.log.clone());
             if let Ok(Err(e)) = tokio::task::spawn_blocking(move || t.sync_if_dirty().and_then(|()| b.sync())).await {
-                log::error!("syncing the binlog: {e}");
+                tracing::error!("syncing the binlog: {e}");
             }
         }
     }

@@ -252,7 +252,7 @@ fn published(
     let change = Change::new(name).record(record).sync_file(temp.try_clone_file().map_err(io)?).sync_parent(&dest);
     Ok(change.settle(move |ok| {
         if !ok && std::fs::remove_file(&dest).is_err() {
-            log::error!("{}: could not be recorded nor removed; the next start records it", dest.display());
+            tracing::error!("{}: could not be recorded nor removed; the next start records it", dest.display());
         }
     }))
 }

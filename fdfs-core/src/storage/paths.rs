@@ -59,7 +59,7 @@ impl StorePaths {
             let data = root.join("data");
             // A complete tree ends with the last directory; only build when it is missing.
             if !data.join(hex2(subdirs - 1)).join(hex2(subdirs - 1)).is_dir() {
-                log::info!("creating {}x{} data directories under {}", subdirs, subdirs, data.display());
+                tracing::info!("creating {}x{} data directories under {}", subdirs, subdirs, data.display());
                 for h in 0..subdirs {
                     for l in 0..subdirs {
                         std::fs::create_dir_all(data.join(hex2(h)).join(hex2(l)))?;
@@ -76,7 +76,7 @@ impl StorePaths {
                     }
                 }
                 if removed > 0 {
-                    log::warn!("removed {removed} unfinished upload(s) from {}", tmp.display());
+                    tracing::warn!("removed {removed} unfinished upload(s) from {}", tmp.display());
                 }
             }
             std::fs::create_dir_all(&tmp)?;
@@ -183,7 +183,7 @@ impl StorePath {
                 self.total_mb.store((blocks * unit) >> 20, Ordering::Relaxed);
                 self.free_mb.store((avail * unit) >> 20, Ordering::Relaxed);
             }
-            Err(e) => log::error!("statvfs {}: {e}", self.root.display()),
+            Err(e) => tracing::error!("statvfs {}: {e}", self.root.display()),
         }
     }
 }

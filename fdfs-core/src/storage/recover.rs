@@ -109,7 +109,7 @@ fn record_dir(
         // Only what this storage could have written: anything else dropped into a data
         // directory must not become a binlog line (a space in it would change the record).
         if crate::file_id::RemoteFilename::parse(name.trim_end_matches("-m"), None).is_err() {
-            log::warn!("{name}: not a FastDFS file name; left alone");
+            tracing::warn!("{name}: not a FastDFS file name; left alone");
             continue;
         }
         // A link (de-duplicated upload, slave as link) names its target, as `L` records do.
@@ -123,7 +123,7 @@ fn record_dir(
             None => (Op::Create, String::new()),
         };
         let timestamp = m.modified().ok().and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map_or(0, |d| d.as_secs());
-        log::warn!("{name}: published before a crash but not in the binlog; recording it now");
+        tracing::warn!("{name}: published before a crash but not in the binlog; recording it now");
         binlog.commit(&Record { timestamp: timestamp as i64, op, replica: false, filename: name, extra })?;
         count += 1;
     }

@@ -167,7 +167,7 @@ pub async fn sync_delete(srv: &Arc<StorageServer>, source: Option<&str>, req: Sy
             })?;
             match outcome {
                 Deleted::Kept => {
-                    log::warn!("{}: deleted by its source storage, kept: links made here name it", req.filename)
+                    tracing::warn!("{}: deleted by its source storage, kept: links made here name it", req.filename)
                 }
                 Deleted::AndSource(t) => {
                     if let Ok((_, p)) = s.resolve(&t) {

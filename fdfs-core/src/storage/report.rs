@@ -29,7 +29,7 @@ pub async fn report_loop(srv: Arc<StorageServer>, tracker: ServerAddr, mut shutd
             r = session(&srv, &tracker) => r,
         };
         if let Err(e) = r {
-            log::warn!("tracker {tracker}: {e}; retrying in {retry:?}");
+            tracing::warn!("tracker {tracker}: {e}; retrying in {retry:?}");
         }
         tokio::select! {
             _ = shutdown.wait() => return,
@@ -146,8 +146,8 @@ async fn trunk_news(
             let s = srv.clone();
             match tokio::task::spawn_blocking(move || s.become_trunk_server(fid)).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => log::error!("reading the trunk binlog: {e}; not serving as trunk server"),
-                Err(e) => log::error!("becoming the trunk server: {e}"),
+                Ok(Err(e)) => tracing::error!("reading the trunk binlog: {e}; not serving as trunk server"),
+                Err(e) => tracing::error!("becoming the trunk server: {e}"),
             }
         }
     }
@@ -188,7 +188,7 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
             // It goes into .data_init_flag and new file names: only a plain address will do.
             Ok(ip) if crate::protocol::is_safe_token(&ip) => ip,
             Ok(ip) => {
-                log::warn!("tracker {addr} says our address is {ip:?}; ignored");
+                tracing::warn!("tracker {addr} says our address is {ip:?}; ignored");
                 String::new()
             }
             // Refused in 6.16's form: the tracker is older; try the older generations.
@@ -218,7 +218,7 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
         }
         if srv.params().use_storage_id {
             if let Err(e) = fetch_storage_ids(srv, &mut conn).await {
-                log::warn!("fetching the storage ID table from {}: {e}", tracker.primary());
+                tracing::warn!("fetching the storage ID table from {}: {e}", tracker.primary());
             }
         }
         let init = srv.init_flag();
@@ -243,7 +243,7 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
         match conn.join(&req).await {
             Ok(joined) => {
                 if srv.tracker_layout(&addr) != Some(layout) {
-                    log::info!("tracker {addr} speaks FastDFS {layout}");
+                    tracing::info!("tracker {addr} speaks FastDFS {layout}");
                     srv.set_tracker_layout(&addr, layout);
                 }
                 return Ok((conn, my_ip, joined));
@@ -280,16 +280,16 @@ async fn report_ip_changed(
     put(&mut body[16 + w..], new);
     match conn.connection().call(Command::StorageReportIpChanged, &body).await {
         Ok(_) => {
-            log::info!("our address changed from {old} to {new}: told tracker {}", conn.addr());
+            tracing::info!("our address changed from {old} to {new}: told tracker {}", conn.addr());
             let saved = srv.update_init_flag(|f| f.last_ip_addr = new.to_owned());
             if let Err(e) = saved {
-                log::error!("writing .data_init_flag: {e}");
+                tracing::error!("writing .data_init_flag: {e}");
             }
             Ok(())
         }
         // Already moved (another start told it), or nothing to move: join as we are.
         Err(ClientError::Status { status }) => {
-            log::warn!("tracker {} refused our address change {old} -> {new}: {status}", conn.addr());
+            tracing::warn!("tracker {} refused our address change {old} -> {new}: {status}", conn.addr());
             Ok(())
         }
         Err(e) => Err(e),
@@ -304,7 +304,7 @@ fn apply_changelog(srv: &StorageServer, text: &[u8]) {
     if text.trim().is_empty() {
         return;
     }
-    log::info!("tracker changelog: {}", text.trim_end());
+    tracing::info!("tracker changelog: {}", text.trim_end());
     if srv.params().use_storage_id {
         return;
     }
@@ -322,8 +322,8 @@ fn apply_changelog(srv: &StorageServer, text: &[u8]) {
                     let to = dir.join(format!("{new}_{port}.mark"));
                     if dir.join(&old).exists() && !to.exists() {
                         match std::fs::rename(dir.join(&old), &to) {
-                            Ok(()) => log::info!("member {} is now {new}: {} renamed", f[2], to.display()),
-                            Err(e) => log::error!("renaming {old}: {e}"),
+                            Ok(()) => tracing::info!("member {} is now {new}: {} renamed", f[2], to.display()),
+                            Err(e) => tracing::error!("renaming {old}: {e}"),
                         }
                     }
                 }
@@ -354,7 +354,7 @@ async fn fetch_storage_ids(srv: &StorageServer, conn: &mut ReportConnection) -> 
     let text = lines.join("\n");
     match crate::config::StorageIds::parse(&text, std::path::Path::new("(tracker's storage_ids.conf)")) {
         Ok(ids) => srv.set_storage_ids(ids),
-        Err(e) => log::warn!("the tracker's storage ID table does not parse: {e}"),
+        Err(e) => tracing::warn!("the tracker's storage ID table does not parse: {e}"),
     }
     Ok(())
 }
@@ -381,7 +381,7 @@ async fn learn_server_id(
     match id.parse::<u32>() {
         Ok(n) if crate::protocol::is_safe_token(&id) => {
             if srv.set_server_id(n) {
-                log::info!("storage ID {n} (from the tracker's storage_ids.conf)");
+                tracing::info!("storage ID {n} (from the tracker's storage_ids.conf)");
             }
             Ok(())
         }
@@ -401,7 +401,7 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
     // mark file under the new name when its sync task starts.
     apply_changelog(srv, &conn.changelog().await?);
     srv.set_status(joined.status);
-    log::info!("joined tracker {addr} as {} ({})", my_ip, status::name(joined.status));
+    tracing::info!("joined tracker {addr} as {} ({})", my_ip, status::name(joined.status));
     // Our ID at the trackers is our IP unless storage IDs are in use.
     let my_id = srv.my_id();
     if !init.sync_old_done {
@@ -416,7 +416,7 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
             }
         });
         if let Err(e) = saved {
-            log::error!("writing .data_init_flag: {e}");
+            tracing::error!("writing .data_init_flag: {e}");
         }
     } else {
         let src = SyncSource { src_id: init.sync_src_server.clone(), until_timestamp: init.sync_until_timestamp };

@@ -39,7 +39,7 @@ pub(super) async fn handle(srv: Arc<StorageServer>, mut sock: PeerStream, peer: 
         let result = match Command::try_from(header.cmd) {
             Ok(cmd) => dispatch(&srv, &mut sock, cmd, header, &mut source, peer).await,
             Err(code) => {
-                log::warn!("{peer}: unknown command {code}");
+                tracing::warn!("{peer}: unknown command {code}");
                 Err(Status::EINVAL.into())
             }
         };
@@ -53,7 +53,7 @@ pub(super) async fn handle(srv: Arc<StorageServer>, mut sock: PeerStream, peer: 
             Ok(Reply::Quit) => break,
             Err(e) => {
                 if e.status != Status::ENOENT {
-                    log::debug!("{peer}: command {} failed: {}", header.cmd, e.status);
+                    tracing::debug!("{peer}: command {} failed: {}", header.cmd, e.status);
                 }
                 if write_answer(&mut sock, e.status, &[]).await.is_err() {
                     break;
@@ -275,7 +275,7 @@ async fn dispatch(
             }
             // The answer's length is not known up front: it ends with the connection.
             if let Err(e) = super::disk_recovery::send_path_file_list(srv, sock, req.store_path_index).await {
-                log::warn!("sending store path {}'s file list: {e}", req.store_path_index);
+                tracing::warn!("sending store path {}'s file list: {e}", req.store_path_index);
             }
             (Ok(Reply::Quit), 0)
         }
@@ -305,7 +305,7 @@ async fn dispatch(
         }
         _ => {
             let _ = small_body(sock, h, srv).await?;
-            log::debug!("command {cmd:?} not supported");
+            tracing::debug!("command {cmd:?} not supported");
             (Err(OpError { status: Status::EOPNOTSUPP, close: false }), 0)
         }
     };
@@ -383,7 +383,7 @@ async fn download(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: &Downloa
     }
     if let Err(e) = send_file(sock, &file, base + req.offset, n, srv.config.network_timeout).await {
         // The file shrank or the peer left: after the header, closing is the only signal.
-        log::warn!("download of {} cut short: {e}", req.filename);
+        tracing::warn!("download of {} cut short: {e}", req.filename);
         return Ok((Reply::Quit, n));
     }
     Ok((Reply::Sent, n))

@@ -173,7 +173,7 @@ pub(super) async fn report_to_trackers(srv: &StorageServer, brief: Brief) {
             report_status(&addr, srv.config.connect_timeout, &srv.group, brief.clone(), srv.tracker_profile(&addr))
                 .await
         {
-            log::warn!("reporting {} as {} to {t}: {e}", brief.id, status::name(brief.status));
+            tracing::warn!("reporting {} as {} to {t}: {e}", brief.id, status::name(brief.status));
         }
     }
 }
@@ -219,7 +219,7 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
                 skip_to(&sync_dir, srv.binlog.position(), &mut m, until).map_err(|e| e.to_string())?;
             }
             m.save(&mark_path).map_err(|e| e.to_string())?;
-            log::info!("sync to {peer_id}: new mark, need_sync_old={need_sync_old}, until={until}");
+            tracing::info!("sync to {peer_id}: new mark, need_sync_old={need_sync_old}, until={until}");
             m
         }
     };
@@ -283,7 +283,7 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
                 if srv.peer(peer_id).is_some_and(|b| matches!(b.status, status::SYNCING | status::WAIT_SYNC)) {
                     report_to_trackers(srv, Brief { status: status::OFFLINE, ..peer.clone() }).await;
                 }
-                log::info!("sync to {peer_id}: full copy done");
+                tracing::info!("sync to {peer_id}: full copy done");
             }
             mark.binlog_index = reader.index();
             mark.binlog_offset = reader.offset();
@@ -321,7 +321,7 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
         };
         mark.scan_row_count += 1;
         match line {
-            Line::Invalid(text) => log::error!("sync to {peer_id}: skipping a bad binlog line: {text:?}"),
+            Line::Invalid(text) => tracing::error!("sync to {peer_id}: skipping a bad binlog line: {text:?}"),
             Line::Record(r) => {
                 if wanted(&r, &mark) {
                     // Outside `sync_start_time`..`sync_end_time` the sender waits (its

@@ -327,13 +327,13 @@ impl StorageServer {
         };
         if changed {
             match &named {
-                Some(b) => log::info!("trunk server of {}: {} ({}:{})", self.group, b.id, b.ip, b.port),
-                None => log::info!("{} has no trunk server", self.group),
+                Some(b) => tracing::info!("trunk server of {}: {} ({}:{})", self.group, b.id, b.ip, b.port),
+                None => tracing::info!("{} has no trunk server", self.group),
             }
             self.trunk.news.notify_waiters();
         }
         if !me && self.trunk.space().take().is_some() {
-            log::info!("no longer the trunk server");
+            tracing::info!("no longer the trunk server");
         }
         me && !self.trunk.is_server()
     }
@@ -344,9 +344,9 @@ impl StorageServer {
         let mut space = FreeSpace::new(self.params().trunk, tracker_id.max(self.init_flag().current_trunk_file_id));
         let (bad, skipped) = self.trunk.log.replay_into(&mut space)?;
         if bad + skipped > 0 {
-            log::warn!("trunk binlog: {bad} line(s) unreadable, {skipped} not matching the free space; skipped");
+            tracing::warn!("trunk binlog: {bad} line(s) unreadable, {skipped} not matching the free space; skipped");
         }
-        log::info!(
+        tracing::info!(
             "trunk server of {}: {} MB free in trunk files up to id {}",
             self.group,
             space.free_bytes() >> 20,
@@ -374,7 +374,7 @@ impl StorageServer {
         self.trunk.log.delete_marks()?;
         self.trunk.marks_epoch.fetch_add(1, Ordering::AcqRel);
         self.update_init_flag(|f| f.set_other("trunk_last_compress_time", now.to_string()))?;
-        log::info!("trunk binlog compressed: {before} -> {} bytes", self.trunk.log.len());
+        tracing::info!("trunk binlog compressed: {before} -> {} bytes", self.trunk.log.len());
         self.trunk.news.notify_waiters();
         Ok(true)
     }
@@ -401,7 +401,7 @@ impl StorageServer {
                     // before pushing them): a slot that holds a file is never handed out.
                     let occupied = self.occupant(&slot);
                     if let Some(range) = occupied {
-                        log::warn!("trunk slot {slot:?} holds a file the trunk binlog says is free; kept");
+                        tracing::warn!("trunk slot {slot:?} holds a file the trunk binlog says is free; kept");
                         space.release(&slot);
                         lines.extend(space.occupy(&range, now));
                     }
@@ -416,7 +416,7 @@ impl StorageServer {
                 }
                 Some(Alloc::NewTrunkFile { trunk_id }) => {
                     if self.new_trunk_file(space, path, trunk_id, now)? {
-                        log::info!("trunk file {trunk_id} created in store path {path}");
+                        tracing::info!("trunk file {trunk_id} created in store path {path}");
                     }
                 }
             }
@@ -530,12 +530,12 @@ async fn until_pushed(srv: &StorageServer) {
     srv.trunk.news.notify_waiters();
     let limit = srv.config.network_timeout.clamp(Duration::from_secs(1), Duration::from_secs(10));
     if tokio::time::timeout(limit, rx.wait_for(|&p| p >= upto)).await.is_err() {
-        log::warn!("the trunk binlog did not reach every member within {limit:?}; answering anyway");
+        tracing::warn!("the trunk binlog did not reach every member within {limit:?}; answering anyway");
     }
 }
 
 fn unreachable_trunk_server(e: impl std::fmt::Display, what: &str) -> Status {
-    log::warn!("trunk server: {what}: {e}");
+    tracing::warn!("trunk server: {what}: {e}");
     Status::EAGAIN
 }
 
@@ -589,7 +589,7 @@ pub(super) async fn reserve(
     let body = match call_trunk_server(srv, &addr, Command::TrunkAllocSpace, 0, &req.encode(Profile::CLASSIC)).await {
         Ok(b) => b,
         Err(s) => {
-            log::warn!("trunk server {addr} refused a slot ({s:?}); storing a regular file");
+            tracing::warn!("trunk server {addr} refused a slot ({s:?}); storing a regular file");
             return Ok(None);
         }
     };
@@ -599,7 +599,7 @@ pub(super) async fn reserve(
             Ok(Some(Reserved { slot, remote: Some(addr) }))
         }
         _ => {
-            log::warn!("trunk server {addr} answered a slot that does not fit; storing a regular file");
+            tracing::warn!("trunk server {addr} answered a slot that does not fit; storing a regular file");
             Ok(None)
         }
     }
@@ -620,7 +620,7 @@ async fn give_back(srv: &Arc<StorageServer>, r: &Reserved, confirmed: bool) {
         }
     };
     if let Err(s) = result {
-        log::warn!(
+        tracing::warn!(
             "trunk slot {:?} not given back ({s:?}); its space stays unused until the trunk binlog is rebuilt",
             r.slot
         );
@@ -689,7 +689,7 @@ pub(super) async fn upload<R: AsyncRead + Unpin>(
         // server's record of a file in use, whatever happens to either of us.
         let req = TrunkSlotReq { group: srv.group.clone(), info: info_of(&slot) }.encode(Profile::CLASSIC);
         if let Err(s) = call_trunk_server(srv, addr, Command::TrunkAllocConfirm, 0, &req).await {
-            log::warn!("trunk server {addr} did not confirm slot {slot:?}: {s:?}");
+            tracing::warn!("trunk server {addr} did not confirm slot {slot:?}: {s:?}");
             return Err(Status::EAGAIN.into());
         }
     }
@@ -799,7 +799,7 @@ pub(super) async fn slot_done(
 /// 30 TRUNK_SYNC_BINLOG: the trunk server's lines, appended to ours (whole lines only).
 pub(super) async fn receive_binlog(srv: &Arc<StorageServer>, body: Vec<u8>) -> Result<(), Status> {
     if srv.trunk.is_server() {
-        log::warn!("trunk binlog lines from another storage while this one is the trunk server; ignored");
+        tracing::warn!("trunk binlog lines from another storage while this one is the trunk server; ignored");
         return Err(Status::EINVAL);
     }
     let text = std::str::from_utf8(&body).map_err(|_| Status::EINVAL)?;
@@ -867,8 +867,8 @@ pub async fn schedule_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
                 let s = srv.clone();
                 match tokio::task::spawn_blocking(move || s.compress_trunk_binlog()).await {
                     Ok(Ok(_)) => compressed_for = Some(due),
-                    Ok(Err(e)) => log::error!("compressing the trunk binlog: {e}"),
-                    Err(e) => log::error!("compressing the trunk binlog: {e}"),
+                    Ok(Err(e)) => tracing::error!("compressing the trunk binlog: {e}"),
+                    Err(e) => tracing::error!("compressing the trunk binlog: {e}"),
                 }
             }
         }
@@ -880,12 +880,12 @@ pub async fn schedule_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
                 match tokio::task::spawn_blocking(move || s.create_trunk_files_ahead(a.threshold)).await {
                     Ok(Ok(n)) => {
                         if n > 0 {
-                            log::info!("{n} trunk file(s) created ahead of need");
+                            tracing::info!("{n} trunk file(s) created ahead of need");
                         }
                         created_for = Some(due);
                     }
-                    Ok(Err(e)) => log::error!("creating trunk files ahead: {e:?}"),
-                    Err(e) => log::error!("creating trunk files ahead: {e}"),
+                    Ok(Err(e)) => tracing::error!("creating trunk files ahead: {e:?}"),
+                    Err(e) => tracing::error!("creating trunk files ahead: {e}"),
                 }
             }
         }
@@ -920,7 +920,7 @@ pub async fn push_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
                     Ok(reached) => everywhere = everywhere.min(reached),
                     Err(e) => {
                         // An unreachable member is left out rather than holding up every upload.
-                        log::warn!("pushing the trunk binlog to {}: {e}", peer.id);
+                        tracing::warn!("pushing the trunk binlog to {}: {e}", peer.id);
                         state.conn = None;
                     }
                 }
@@ -931,7 +931,7 @@ pub async fn push_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
             _ = shutdown.wait() => {
                 for (id, p) in &mut peers {
                     if let Err(e) = p.save(&srv.trunk.log, true).await {
-                        log::warn!("saving the trunk binlog mark of {id}: {e}");
+                        tracing::warn!("saving the trunk binlog mark of {id}: {e}");
                     }
                 }
                 return;

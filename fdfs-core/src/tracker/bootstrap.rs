@@ -54,13 +54,13 @@ async fn copy_state(t: &Tracker, others: &[String]) {
         match fetch(t, addr).await {
             Ok(Some(files)) => match install(t, files) {
                 Ok(groups) => {
-                    log::info!("copied the cluster state from tracker {addr}: {groups} group(s)");
+                    tracing::info!("copied the cluster state from tracker {addr}: {groups} group(s)");
                     return;
                 }
-                Err(e) => log::warn!("loading the state copied from {addr}: {e}"),
+                Err(e) => tracing::warn!("loading the state copied from {addr}: {e}"),
             },
-            Ok(None) => log::info!("tracker {addr} has no groups to copy"),
-            Err(e) => log::warn!("copying the cluster state from {addr}: {e}"),
+            Ok(None) => tracing::info!("tracker {addr} has no groups to copy"),
+            Err(e) => tracing::warn!("copying the cluster state from {addr}: {e}"),
         }
     }
 }

@@ -68,7 +68,7 @@ pub async fn run(t: Arc<Tracker>, mut shutdown: Shutdown) {
                 } else {
                     misses += 1;
                     if misses >= 3 {
-                        log::warn!("leader {l} is gone; electing a new one");
+                        tracing::warn!("leader {l} is gone; electing a new one");
                         *t.leader.write().unwrap_or_else(|e| e.into_inner()) = None;
                         misses = 0;
                     }
@@ -121,11 +121,11 @@ async fn elect(t: &Arc<Tracker>, others: &[String]) {
             for o in others {
                 let _ = call(o, t, Command::TrackerCommitNextLeader, &body).await;
             }
-            log::info!("this tracker ({me}) is the leader");
+            tracing::info!("this tracker ({me}) is the leader");
             t.set_leader(Some(me));
         }
     } else if w.status.is_leader == 1 {
-        log::info!("tracker {} is the leader", w.addr);
+        tracing::info!("tracker {} is the leader", w.addr);
         t.set_leader(Some(w.addr));
     }
 }

@@ -161,7 +161,7 @@ impl Tracker {
         if let Err(e) =
             persist::save(&self.data_dir, &snapshot, self.ids.ids.is_some(), layout, self.up_time, now_unix())
         {
-            log::error!("writing state files in {}: {e}", self.data_dir.display());
+            tracing::error!("writing state files in {}: {e}", self.data_dir.display());
             self.lock().dirty = true;
         }
     }
@@ -175,7 +175,7 @@ fn client_profile(config: &TrackerConfig, ids: Option<&StorageIds>) -> Profile {
             ids.is_some_and(|ids| ids.entries.iter().any(|e| e.hosts.iter().any(|h| h.contains(':'))))
         }
         ResponseIpSize::V4 => {
-            log::warn!(
+            tracing::warn!(
                 "response_ip_addr_size = IPv4: answering with 16-byte IPs (C 6.15/6.16 would use 46 for any value but auto)"
             );
             false
@@ -183,7 +183,7 @@ fn client_profile(config: &TrackerConfig, ids: Option<&StorageIds>) -> Profile {
         ResponseIpSize::V6 => true,
     };
     let p = Profile::of(config.client_protocol_version, ipv6);
-    log::info!(
+    tracing::info!(
         "answering clients as FastDFS {} with {}-byte IP fields",
         config.client_protocol_version,
         p.response_ip_size
@@ -218,7 +218,7 @@ pub async fn run(listener: TcpListener, tracker: Arc<Tracker>, shutdown: Shutdow
         let _ = m.await;
     }
     tracker.save_if_dirty(true);
-    log::info!("tracker stopped");
+    tracing::info!("tracker stopped");
 }
 
 /// Expires silent storages and writes the state files when they changed.

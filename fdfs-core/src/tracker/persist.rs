@@ -114,7 +114,7 @@ pub fn save(dir: &Path, c: &Cluster, with_ids: bool, layout: Layout, up_time: i6
 /// than stopping the start.
 fn int(k: &Keys<'_>, key: &str, default: i64) -> i64 {
     k.int(key, default).unwrap_or_else(|e| {
-        log::warn!("{e}; using {default}");
+        tracing::warn!("{e}; using {default}");
         default
     })
 }
@@ -128,7 +128,7 @@ pub fn load(dir: &Path, limits: &Limits) -> Result<Cluster, crate::config::Confi
     let gi = Ini::load_state(&groups_path)?;
     let count = int(&gi.section(Some("Global")), "group_count", 0);
     if count > limits.max_groups as i64 {
-        log::warn!(
+        tracing::warn!(
             "{}: {count} groups, only the first max_groups ({}) are kept",
             groups_path.display(),
             limits.max_groups
@@ -164,7 +164,7 @@ pub fn load(dir: &Path, limits: &Limits) -> Result<Cluster, crate::config::Confi
             let group = k.string("group_name", "");
             let Some(g) = c.groups.get_mut(&group) else { continue };
             if g.storages.len() >= limits.max_storages_per_group {
-                log::warn!(
+                tracing::warn!(
                     "{}: group {group} has more than max_storages_per_group; storage {i} dropped",
                     servers_path.display()
                 );

@@ -48,7 +48,7 @@ enum Outcome {
 
 impl From<DecodeError> for Outcome {
     fn from(e: DecodeError) -> Self {
-        log::debug!("malformed request: {e}");
+        tracing::debug!("malformed request: {e}");
         Outcome::AnswerClose(Status::EINVAL)
     }
 }
@@ -100,7 +100,7 @@ pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: PeerStream, peer: So
                 outcome
             }
             Err(code) => {
-                log::warn!("{peer}: unknown command {code}");
+                tracing::warn!("{peer}: unknown command {code}");
                 Outcome::AnswerClose(Status::EINVAL)
             }
         };
@@ -344,7 +344,7 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
 
         // Trunk files and tracker clusters are not supported yet.
         _ => {
-            log::debug!("{}: command {cmd:?} not supported", conn.peer);
+            tracing::debug!("{}: command {cmd:?} not supported", conn.peer);
             err(Status::EOPNOTSUPP)
         }
     }
@@ -606,7 +606,7 @@ fn join(t: &Tracker, conn: &mut Conn, body: &[u8], now: i64) -> Outcome {
             }
             conn.joined = Some((j.group.clone(), j.id.clone()));
             if conn.profile != jp {
-                log::info!("{}: storage {} speaks FastDFS {layout}", conn.peer, j.id);
+                tracing::info!("{}: storage {} speaks FastDFS {layout}", conn.peer, j.id);
             }
             conn.profile = jp;
             conn.sent_counter = None;

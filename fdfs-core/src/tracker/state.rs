@@ -182,7 +182,7 @@ impl Group {
         if self.trunk_server == id {
             return;
         }
-        log::info!("group {}: trunk server {:?} -> {:?}", self.name, self.trunk_server, id);
+        tracing::info!("group {}: trunk server {:?} -> {:?}", self.name, self.trunk_server, id);
         self.trunk_server = id.to_owned();
         self.last_trunk_server = id.to_owned();
         self.trunk_free_mb = 0;
@@ -194,7 +194,7 @@ impl Group {
         if s.status == new {
             return false;
         }
-        log::info!("storage {}/{} {} -> {}", self.name, id, status::name(s.status), status::name(new));
+        tracing::info!("storage {}/{} {} -> {}", self.name, id, status::name(s.status), status::name(new));
         s.status = new;
         self.change_counter += 1;
         true
@@ -311,7 +311,7 @@ impl Cluster {
             }
         };
         if !self.groups.contains_key(&req.group) && self.groups.len() >= limits.max_groups {
-            log::warn!(
+            tracing::warn!(
                 "storage {id} ({peer_ip}) refused: group {} would exceed max_groups {}",
                 req.group,
                 limits.max_groups
@@ -320,7 +320,7 @@ impl Cluster {
         }
         if let Some(g) = self.groups.get(&req.group) {
             if !g.storages.contains_key(&id) && g.storages.len() >= limits.max_storages_per_group {
-                log::warn!(
+                tracing::warn!(
                     "storage {id} ({peer_ip}) refused: group {} already has max_storages_per_group {}",
                     req.group,
                     limits.max_storages_per_group
@@ -341,14 +341,18 @@ impl Cluster {
             ..Default::default()
         });
         if group.store_path_count != store_path_count || group.subdir_count_per_path != subdirs {
-            log::error!(
+            tracing::error!(
                 "storage {id} of {}: store_path_count/subdir_count_per_path {store_path_count}/{subdirs} differ from the group's {}/{}",
                 req.group, group.store_path_count, group.subdir_count_per_path
             );
             return Err(Status::EINVAL);
         }
         if group.storage_port != port && ids.ids.is_none() {
-            log::error!("storage {id} of {}: port {port} differs from the group's {}", req.group, group.storage_port);
+            tracing::error!(
+                "storage {id} of {}: port {port} differs from the group's {}",
+                req.group,
+                group.storage_port
+            );
             return Err(Status::EINVAL);
         }
         let known = group.storages.get(&id).filter(|s| s.status != DELETED).map(|s| s.status);
@@ -392,7 +396,7 @@ impl Cluster {
         if is_new {
             node.status = new_status;
             group.change_counter += 1;
-            log::info!("storage {}/{id} joined as {}", req.group, status::name(new_status));
+            tracing::info!("storage {}/{id} joined as {}", req.group, status::name(new_status));
         } else {
             group.set_status(&id, new_status);
         }
@@ -472,7 +476,7 @@ impl Cluster {
                 .map(|s| s.id.clone())
                 .collect();
             for id in stale {
-                log::warn!("storage {}/{id}: no heartbeat for over {check_active_interval} s", g.name);
+                tracing::warn!("storage {}/{id}: no heartbeat for over {check_active_interval} s", g.name);
                 n += g.set_status(&id, OFFLINE) as usize;
             }
         }
@@ -625,7 +629,7 @@ impl Cluster {
         let Some(mut node) = g.storages.get(old).filter(|s| s.status != IP_CHANGED).cloned() else {
             return Err(Status::ENOENT);
         };
-        log::info!("storage {group}/{old} changed its address to {new}");
+        tracing::info!("storage {group}/{old} changed its address to {new}");
         let mut left = node.clone();
         left.status = IP_CHANGED;
         node.id = new.to_owned();

@@ -27,14 +27,14 @@ pub async fn tell_storage(
     let mut c = match Connection::connect(&addr, connect_timeout, network_timeout).await {
         Ok(c) => c,
         Err(e) => {
-            log::warn!("storage {addr}: {cmd:?}: {e}");
+            tracing::warn!("storage {addr}: {cmd:?}: {e}");
             return None;
         }
     };
     let r = match c.call(cmd, &[]).await {
         Ok(b) => Some(b.to_vec()),
         Err(e) => {
-            log::warn!("storage {addr}: {cmd:?}: {e}");
+            tracing::warn!("storage {addr}: {cmd:?}: {e}");
             None
         }
     };
@@ -104,7 +104,7 @@ pub async fn run(t: Arc<Tracker>, mut shutdown: Shutdown) {
                 c.dirty = true;
                 had_one
             };
-            log::info!("group {group}: trunk server {id} (trunk binlog {size} bytes)");
+            tracing::info!("group {group}: trunk server {id} (trunk binlog {size} bytes)");
             if had_one {
                 tell_storage(
                     t.config.connect_timeout,
