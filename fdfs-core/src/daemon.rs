@@ -228,10 +228,14 @@ pub async fn bind(bind_addr: &str, port: u16) -> Result<tokio::net::TcpListener>
 /// Runs a bound server until SIGTERM/SIGINT/SIGQUIT: writes the pid file (which is what
 /// `start` waits for), announces the address on stdout (tests read it), then triggers the
 /// shutdown signal and waits for `serve` to finish.
+///
+/// SIGHUP reopens the log files and calls `log_level` (the config file read again) for the
+/// one setting a running daemon takes over: `log_level`. Everything else needs a restart.
 pub async fn serve_until_signal<F, Fut>(
     prog: &str,
     base_path: &Path,
     listener: tokio::net::TcpListener,
+    log_level: impl Fn() -> Result<crate::config::LogLevel>,
     serve: F,
 ) -> Result<()>
 where
@@ -246,7 +250,15 @@ where
     println!("{prog} listening on {addr}");
     let (trigger, shutdown) = crate::server::shutdown_pair();
     let task = tokio::spawn(serve(listener, shutdown));
-    signals.wait().await;
+    signals
+        .wait(|| match log_level() {
+            Ok(level) => {
+                crate::logging::set_level(level);
+                tracing::info!("SIGHUP: log_level is {level:?} (other settings take effect at a restart)");
+            }
+            Err(e) => tracing::error!("SIGHUP: reading the config again: {e:#}; the running settings stay"),
+        })
+        .await;
     tracing::info!("stopping");
     trigger.trigger();
     task.await?;
@@ -256,7 +268,7 @@ where
 /// Resolves on SIGTERM, SIGINT or SIGQUIT. SIGHUP reopens the log file (logrotate's
 /// `postrotate`); SIGPIPE is ignored.
 pub async fn wait_for_stop_signal() {
-    StopSignals::install().wait().await
+    StopSignals::install().wait(|| {}).await
 }
 
 /// The daemon's signal handlers, installed before it announces itself.
@@ -278,17 +290,21 @@ impl StopSignals {
         }
     }
 
-    async fn wait(self) {
+    /// Until a stop signal; each SIGHUP reopens the logs, then `on_hup`.
+    async fn wait(self, on_hup: impl Fn()) {
         let StopSignals { mut term, mut int, mut quit, mut hup } = self;
         loop {
             tokio::select! {
                 _ = term.recv() => return,
                 _ = int.recv() => return,
                 _ = quit.recv() => return,
-                _ = hup.recv() => match crate::logging::reopen() {
-                    Ok(()) => tracing::info!("SIGHUP: log file reopened"),
-                    Err(e) => tracing::error!("SIGHUP: reopening the log file failed: {e}; still writing to the old one"),
-                },
+                _ = hup.recv() => {
+                    match crate::logging::reopen() {
+                        Ok(()) => tracing::info!("SIGHUP: log file reopened"),
+                        Err(e) => tracing::error!("SIGHUP: reopening the log file failed: {e}; still writing to the old one"),
+                    }
+                    on_hup();
+                }
             }
         }
     }

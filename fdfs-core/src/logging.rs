@@ -13,13 +13,14 @@
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use chrono::{Local, NaiveTime, TimeZone};
 use tracing::Level;
 use tracing_appender::non_blocking::WorkerGuard;
-use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::filter::{filter_fn, FilterFn, LevelFilter, Targets};
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{self, FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
@@ -208,6 +209,32 @@ pub fn filter(level: LogLevel) -> LevelFilter {
 /// The target of access log events: they go to the access log only.
 const ACCESS: &str = "fdfs_access";
 
+/// The level the log passes (a tracing level as 1 = ERROR ... 4 = DEBUG), changed by SIGHUP.
+static LEVEL: AtomicU8 = AtomicU8::new(3);
+
+fn level_code(l: LevelFilter) -> u8 {
+    match l.into_level() {
+        Some(Level::ERROR) => 1,
+        Some(Level::WARN) => 2,
+        Some(Level::INFO) => 3,
+        Some(Level::DEBUG) | Some(Level::TRACE) => 4,
+        None => 0,
+    }
+}
+
+/// Sets the level the daemon's log passes from now on.
+pub fn set_level(level: LogLevel) {
+    LEVEL.store(level_code(filter(level)), Ordering::Relaxed);
+    tracing::callsite::rebuild_interest_cache();
+}
+
+/// The daemon's lines: not the access log's, and at the current level.
+fn daemon_lines() -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
+    filter_fn(|m| {
+        m.target() != ACCESS && level_code(LevelFilter::from_level(*m.level())) <= LEVEL.load(Ordering::Relaxed)
+    })
+}
+
 /// FastDFS's line: `[YYYY-MM-DD HH:MM:SS] LEVEL - message` (the access log's without the
 /// level), local time, libfastcommon's level names.
 struct FastdfsLine {
@@ -288,20 +315,20 @@ pub fn init(
     std::fs::create_dir_all(logs_dir)?;
     let _ = LOG_FILE.set(LogFile::new(logs_dir.join(format!("{name}.log")), rotation)?);
     let log = LOG_FILE.get().ok_or_else(|| std::io::Error::other("log not set"))?;
-    let levels = Targets::new().with_default(filter(level)).with_target(ACCESS, LevelFilter::OFF);
+    set_level(level);
     let (main, main_guard) = appender(log, "log-writer");
     let mut guards = vec![main_guard];
     let file_layer = fmt::layer()
         .event_format(FastdfsLine { level: true })
         .with_ansi(false)
         .with_writer(main)
-        .with_filter(levels.clone());
+        .with_filter(daemon_lines());
     let echo_layer = echo.then(|| {
         fmt::layer()
             .event_format(FastdfsLine { level: true })
             .with_ansi(false)
             .with_writer(std::io::stderr)
-            .with_filter(levels)
+            .with_filter(daemon_lines())
     });
     let access_layer = match access {
         Some(r) => {

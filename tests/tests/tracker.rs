@@ -699,3 +699,38 @@ async fn the_log_rotates_by_size_and_old_ones_are_removed() {
     let first = text.lines().next().unwrap();
     assert!(first.len() > 22 && first.as_bytes()[0] == b'[' && first.as_bytes()[20] == b']', "{first}");
 }
+
+/// SIGHUP also takes over a changed `log_level` (the one setting a running daemon can change).
+#[tokio::test]
+async fn sighup_takes_over_a_new_log_level() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = fdfs_e2e::write_tracker_conf(dir.path(), "log_level = info\n");
+    let t = fdfs_e2e::Daemon::start("fdfs_trackerd", &conf, &dir.path().join("tracker"));
+    let log = dir.path().join("tracker/logs/trackerd.log");
+    // A malformed query is logged at DEBUG.
+    let malformed = || {
+        let mut s = TcpStream::connect(t.addr).unwrap();
+        let mut req = fdfs_core::protocol::Header::request(102u8, 3).encode().to_vec();
+        req.extend_from_slice(b"abc");
+        s.write_all(&req).unwrap();
+        let mut buf = [0u8; 10];
+        let _ = s.read(&mut buf);
+    };
+    malformed();
+    let pid = nix::unistd::Pid::from_raw(t.pid().unwrap() as i32);
+    let text = std::fs::read_to_string(&conf).unwrap().replace("log_level = info", "log_level = debug");
+    std::fs::write(&conf, text).unwrap();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();
+    fdfs_e2e::eventually(Duration::from_secs(10), "the new level taken over", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        async move { text.contains("log_level is Debug").then_some(()) }
+    })
+    .await;
+    malformed();
+    let text = fdfs_e2e::eventually(Duration::from_secs(10), "a DEBUG line", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        async move { text.contains("DEBUG - malformed request").then_some(text) }
+    })
+    .await;
+    assert_eq!(text.matches("DEBUG - malformed request").count(), 1, "only after the SIGHUP: {text}");
+}

@@ -53,6 +53,7 @@ fn real_main() -> Result<()> {
         config.port = listener.local_addr()?.port();
         let base_path = config.base_path.clone();
         let server = Arc::new(StorageServer::open(config)?);
-        daemon::serve_until_signal(PROG, &base_path, listener, move |l, sd| storage::run(l, server, sd)).await
+        let level = move || Ok(StorageConfig::load(&conf)?.log_level);
+        daemon::serve_until_signal(PROG, &base_path, listener, level, move |l, sd| storage::run(l, server, sd)).await
     })
 }

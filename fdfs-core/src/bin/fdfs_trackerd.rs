@@ -47,6 +47,7 @@ fn real_main() -> Result<()> {
         )?;
         let base_path = config.base_path.clone();
         let tracker = Arc::new(Tracker::new(config)?);
-        daemon::serve_until_signal(PROG, &base_path, listener, move |l, sd| tracker::run(l, tracker, sd)).await
+        let level = move || Ok(TrackerConfig::load(&conf)?.log_level);
+        daemon::serve_until_signal(PROG, &base_path, listener, level, move |l, sd| tracker::run(l, tracker, sd)).await
     })
 }
