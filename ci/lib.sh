@@ -14,5 +14,6 @@ ensure_apt_packages() {
 }
 
 # What building nginx (vendored) and the module needs; tzdata (local-time output is tested) and
-# iproute2 (the tests that make hosts with network namespaces and loopback addresses).
-BUILD_PACKAGES=(pkg-config libclang-dev clang libpcre2-dev zlib1g-dev libssl-dev make curl tzdata iproute2)
+# iproute2 and nftables (the tests that make hosts with network namespaces, loopback addresses
+# and a NAT router).
+BUILD_PACKAGES=(pkg-config libclang-dev clang libpcre2-dev zlib1g-dev libssl-dev make curl tzdata iproute2 nftables)
