@@ -96,11 +96,11 @@ async fn upload_and_see_replicated_from(
 }
 
 /// The tests here change the host's forwarding setting and routes: one at a time.
-static HOST_NETWORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+static HOST_NETWORK: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test]
 async fn storages_on_separate_hosts_replicate_and_one_moves_to_a_new_address() {
-    let _one_at_a_time = HOST_NETWORK.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_at_a_time = HOST_NETWORK.lock().await;
     let forward = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap_or_default();
     let mut hosts = Hosts { names: Vec::new() };
     if !(hosts.add("a", 1) && hosts.add("b", 2) && std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").is_ok()) {
@@ -164,7 +164,7 @@ fn nft(ns: &str, command: &str) -> bool {
 /// tracker knows B by it, clients and A reach B through it, and B's connections arrive from it.
 #[tokio::test]
 async fn a_storage_behind_nat_is_known_and_reached_by_its_public_address() {
-    let _one_at_a_time = HOST_NETWORK.lock().unwrap_or_else(|e| e.into_inner());
+    let _one_at_a_time = HOST_NETWORK.lock().await;
     if Command::new("nft").arg("--version").output().is_err() {
         eprintln!("SKIPPED: nft (nftables) is not installed");
         return;
