@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::Tracker;
 use crate::client::Connection;
 use crate::config::ServerAddr;
-use crate::protocol::leader::{decode_leader_addr, encode_leader_addr, TrackerStatus};
+use crate::protocol::leader::{decode_leader_addr, encode_leader_addr, JoinLeaderReq, PingLeaderReq, TrackerStatus};
 use crate::protocol::{Command, Profile};
 use crate::server::Shutdown;
 
@@ -46,9 +46,57 @@ pub(super) fn is_me(t: &Tracker, addr: &str) -> bool {
     a.port == t.port.load(Ordering::Relaxed) && a.hosts.iter().any(|h| t.own_ips.iter().any(|ip| ip == h))
 }
 
+/// A follower's connection to the leader, kept as C keeps it: JOIN_LEADER (58) once (6.15.5+),
+/// then PING_LEADER (65) on the same connection, which a C 6.16 leader requires.
+struct LeaderLink {
+    addr: String,
+    conn: Connection,
+}
+
+/// Whether this tracker speaks the 6.15.5+ follower protocol (58, then 65 with counts).
+fn joins_leader(t: &Tracker) -> bool {
+    t.profile.layout >= crate::protocol::Layout::V616
+}
+
+/// One ping of the leader `addr` (joining it first on a new connection); its answer.
+async fn ping(t: &Tracker, link: &mut Option<LeaderLink>, addr: &str) -> Option<bytes::Bytes> {
+    if link.as_ref().is_none_or(|l| l.addr != addr) {
+        *link = None;
+        let d = t.config.connect_timeout.min(Duration::from_secs(2));
+        let mut conn = Connection::connect(addr, d, d).await.ok()?;
+        if joins_leader(t) {
+            let join = JoinLeaderReq {
+                up_time: t.up_time,
+                version: t.profile.layout.version_text().to_owned(),
+                server_port: i64::from(t.port.load(Ordering::Relaxed)),
+            };
+            if let Err(e) = conn.call(Command::TrackerJoinLeader, &join.encode(Profile::V6_16)).await {
+                tracing::warn!("joining leader {addr}: {e}");
+                return None;
+            }
+        }
+        *link = Some(LeaderLink { addr: addr.to_owned(), conn });
+    }
+    let l = link.as_mut()?;
+    let body = if joins_leader(t) {
+        let (current, max) = t.conns.get();
+        PingLeaderReq { conn_alloc: max.max(current), conn_current: current, conn_max: max }.encode(Profile::V6_16)
+    } else {
+        bytes::BytesMut::new()
+    };
+    match l.conn.call(Command::TrackerPingLeader, &body).await {
+        Ok(answer) => Some(answer),
+        Err(_) => {
+            *link = None;
+            None
+        }
+    }
+}
+
 /// Runs until shutdown: elect when there is no leader, ping it when there is one.
 pub async fn run(t: Arc<Tracker>, mut shutdown: Shutdown) {
     let mut misses = 0;
+    let mut link: Option<LeaderLink> = None;
     loop {
         tokio::select! {
             _ = shutdown.wait() => return,
@@ -62,7 +110,7 @@ pub async fn run(t: Arc<Tracker>, mut shutdown: Shutdown) {
         match leader {
             Some(l) if l == t.self_addr() => misses = 0,
             Some(l) => {
-                if let Some(body) = call(&l, &t, Command::TrackerPingLeader, &[]).await {
+                if let Some(body) = ping(&t, &mut link, &l).await {
                     misses = 0;
                     learn_trunk_servers(&t, &body);
                 } else {
@@ -136,8 +184,10 @@ pub fn on_leader_message(t: &Tracker, cmd: Command, body: &[u8]) -> Result<(), c
     match cmd {
         Command::TrackerNotifyNextLeader => {
             *t.candidate.write().unwrap_or_else(|e| e.into_inner()) = Some(addr.clone());
+            // A leader told of another candidate steps down and says so (C answers EINVAL).
             if t.is_leader() && addr != t.self_addr() {
                 t.set_leader(None);
+                return Err(crate::protocol::Status::EINVAL);
             }
             Ok(())
         }

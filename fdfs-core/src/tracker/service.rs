@@ -36,6 +36,8 @@ struct Conn {
     trunk_sent: Option<u64>,
     /// The state files as 61 GET_SYS_FILES_START found them, for 63 to serve from.
     sys_files: Option<Box<[Vec<u8>; 4]>>,
+    /// The trunk servers last told to the follower on this connection (65).
+    trunk_servers_told: Option<Vec<u8>>,
 }
 
 enum Outcome {
@@ -78,6 +80,7 @@ pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: PeerStream, peer: So
         leader_sent: None,
         trunk_sent: None,
         sys_files: None,
+        trunk_servers_told: None,
     };
     let timeout = tracker.config.network_timeout.max(std::time::Duration::from_secs(1));
     let max_body = tracker.config.max_buff_size.max(8 << 10);
@@ -521,7 +524,7 @@ fn list_storage(t: &Tracker, body: &[u8]) -> Outcome {
 }
 
 /// 65 TRACKER_PING_LEADER: a follower tracker checks in.
-fn ping_leader(t: &Tracker, conn: &Conn, body: &[u8], now: i64) -> Outcome {
+fn ping_leader(t: &Tracker, conn: &mut Conn, body: &[u8], now: i64) -> Outcome {
     let p = t.profile;
 
     if !t.is_leader() {
@@ -536,7 +539,13 @@ fn ping_leader(t: &Tracker, conn: &Conn, body: &[u8], now: i64) -> Outcome {
         },
     };
     t.follower_pings.record(conn.peer.ip().to_canonical().to_string(), now, counts);
-    ok(trunk_servers_body(t))
+    // As C: the list once per connection, then only when it changed (an empty answer).
+    let list = trunk_servers_body(t);
+    if conn.trunk_servers_told.as_ref() == Some(&list) {
+        return ok(Vec::new());
+    }
+    conn.trunk_servers_told = Some(list.clone());
+    ok(list)
 }
 
 /// 78 REPORT_IP_CHANGED: group[16] + old IP + new IP (16 bytes each before 6.11, 46 after);
@@ -559,11 +568,8 @@ fn ip_changed(t: &Tracker, conn: &Conn, body: &[u8], now: i64) -> Outcome {
 }
 
 /// The trunk server of every group for a follower (65's answer): group[16] + ID[16] each, an
-/// empty ID for none. Every ping here comes on a new connection, so the list is always sent.
+/// empty ID for none; listed with or without trunk files, as C lists them.
 fn trunk_servers_body(t: &Tracker) -> Vec<u8> {
-    if !t.config.use_trunk_file {
-        return Vec::new();
-    }
     let c = t.lock();
     let mut out = Vec::with_capacity(c.groups.len() * 32);
     for g in c.groups.values() {

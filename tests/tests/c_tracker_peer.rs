@@ -1,0 +1,177 @@
+//! A C 6.16.1 tracker and ours in one tracker set, from the bytes a C tracker sent and answered
+//! (`captures/fastdfs-6.16.1-cluster.jsonl`, A8b/A8c; the C daemons cannot be fetched on these
+//! machines): ours answers a C tracker's election, join and pings as the C tracker did, and
+//! follows a C leader as a C follower does (one connection: 58 JOIN_LEADER, then 65 pings with
+//! the connection counts, which a C 6.16 leader requires).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use fdfs_e2e::{eventually, shared_dir, StorageProc, TrackerProc};
+
+/// One captured packet.
+#[derive(Debug, Clone)]
+struct Packet {
+    cmd: u8,
+    status: u8,
+    body: Vec<u8>,
+}
+
+fn hex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+/// The packets of the exchanges whose name starts with `prefix`, sent by `from`, in order.
+fn captured(prefix: &str, from: &str) -> Vec<Packet> {
+    let text = std::fs::read_to_string(shared_dir().join("captures/fastdfs-6.16.1-cluster.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|r| r["exchange"].as_str().unwrap().starts_with(prefix) && r["from"] == from)
+        .map(|r| Packet {
+            cmd: r["cmd"].as_u64().unwrap() as u8,
+            status: r["status"].as_u64().unwrap() as u8,
+            body: hex(r["body_hex"].as_str().unwrap()),
+        })
+        .collect()
+}
+
+/// Plays the C tracker's requests of one captured connection to `to` from address `from`, and
+/// checks each answer against C's: the status and length always, the body where it does not
+/// carry times (65's trunk servers).
+fn replay(exchange: &str, from: &str, to: &str) {
+    let requests = captured(exchange, "tracker-peer");
+    let answers = captured(exchange, "tracker");
+    assert!(!requests.is_empty() && requests.len() == answers.len(), "{exchange} in the capture");
+    let mut s = connect_from(from, to);
+    for (i, (req, want)) in requests.iter().zip(&answers).enumerate() {
+        let (status, body) = fdfs_e2e::raw_exchange(&mut s, req.cmd, &req.body);
+        assert_eq!(status, want.status, "request {i} (command {}): status", req.cmd);
+        assert_eq!(body.len(), want.body.len(), "request {i} (command {}): answer length", req.cmd);
+        if req.cmd == 65 {
+            assert_eq!(body, want.body, "request {i}: 65's trunk servers, as C answered");
+        }
+    }
+}
+
+fn connect_from(local: &str, to: &str) -> TcpStream {
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&format!("{local}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
+    sock.connect(&to.parse::<SocketAddr>().unwrap().into()).unwrap();
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+fn tracker_at(ip: &str) -> TrackerProc {
+    // The captured texts name trackers as `ip:22122`.
+    TrackerProc::start(&format!("bind_addr = {ip}\nport = 22122\n"))
+}
+
+/// A storage that lists both trackers, so each knows the other (C learns trackers this way).
+async fn storage_listing(ip: &str, ours: &str, theirs: &str) -> StorageProc {
+    let conf = format!("tracker_server = {ours}\ntracker_server = {theirs}\n");
+    StorageProc::start(ours, ip, &conf).await
+}
+
+/// Ours leads; the C tracker T1 follows it as in A8c: 64, 58 JOIN_LEADER, then pings, the
+/// first answered with every group's trunk server, the next ones empty (nothing changed).
+#[tokio::test]
+async fn a_c_follower_joins_and_pings_ours_as_it_did_a_c_leader() {
+    let t = tracker_at("127.0.0.27");
+    let _s = storage_listing("127.0.0.26", "127.0.0.27:22122", "127.0.0.28:22122").await;
+    eventually(Duration::from_secs(10), "ours leads", || async {
+        let leader = fdfs_e2e::client_for(&t.addr()).tracker.leader().await.ok()?;
+        leader.contains("127.0.0.27").then_some(())
+    })
+    .await;
+    replay("A8c_both_trackers_restarted_together_tracker_peer_to_tracker_127.0.0.21_64+58+65", "127.0.0.28", &t.addr());
+}
+
+/// The C tracker T2 (127.0.0.21) wins an election and tells ours (as T1, 127.0.0.20) with 66
+/// and 67, as in A8c; ours answers as T1 did and takes it as the leader.
+#[tokio::test]
+async fn a_c_candidates_notify_and_commit_make_it_our_leader() {
+    // T2 is there for ours to ask (64: not leader, and the greater address, so ours waits).
+    let t2_status = captured("A8c_both_trackers_restarted_together_tracker_peer_to_tracker_127.0.0.20", "tracker");
+    let _t2 = c_tracker("127.0.0.21:22122", vec![(64, t2_status[0].clone())]);
+    let t = tracker_at("127.0.0.20");
+    let _s = storage_listing("127.0.0.29", "127.0.0.20:22122", "127.0.0.21:22122").await;
+    replay("A8c_both_trackers_restarted_together_tracker_peer_to_tracker_127.0.0.20_64+66+67", "127.0.0.21", &t.addr());
+    let leader = fdfs_e2e::client_for(&t.addr()).tracker.leader().await.unwrap();
+    assert!(leader.contains("127.0.0.21:22122"), "ours follows the C candidate it was told of: {leader}");
+}
+
+/// What a fake C leader saw: (connection number, command, body).
+type Seen = Arc<Mutex<Vec<(usize, u8, Vec<u8>)>>>;
+
+/// A C 6.16.1 tracker at `addr` replaying captured answers, by command (anything else:
+/// EOPNOTSUPP); what it was sent is recorded.
+fn c_tracker(addr: &str, by_cmd: Vec<(u8, Packet)>) -> Seen {
+    let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("binding {addr} for the C tracker: {e}"));
+    let seen: Seen = Arc::default();
+    let log = seen.clone();
+    std::thread::spawn(move || {
+        for (n, conn) in listener.incoming().enumerate() {
+            let Ok(mut conn) = conn else { continue };
+            let (log, by_cmd) = (log.clone(), by_cmd.clone());
+            std::thread::spawn(move || loop {
+                let mut head = [0u8; 10];
+                if conn.read_exact(&mut head).is_err() {
+                    return;
+                }
+                let len = u64::from_be_bytes(head[..8].try_into().unwrap()) as usize;
+                let mut body = vec![0u8; len.min(1 << 20)];
+                if conn.read_exact(&mut body).is_err() {
+                    return;
+                }
+                log.lock().unwrap().push((n, head[8], body));
+                // What C answered to this command; anything else: not supported.
+                let (status, answer) = match by_cmd.iter().find(|(c, _)| *c == head[8]) {
+                    Some((_, p)) => (p.status, p.body.clone()),
+                    None => (95, Vec::new()),
+                };
+                let mut out = (answer.len() as u64).to_be_bytes().to_vec();
+                out.extend_from_slice(&[100, status]);
+                out.extend_from_slice(&answer);
+                if conn.write_all(&out).is_err() {
+                    return;
+                }
+            });
+        }
+    });
+    seen
+}
+
+#[tokio::test]
+async fn ours_follows_a_c_leader_as_a_c_follower_does() {
+    // A8b: T2 leading, T1 following; the leader's answers by command.
+    let requests = captured("A8b_old_leader_t1_restarted_tracker_peer", "tracker-peer");
+    let answers = captured("A8b_old_leader_t1_restarted_tracker_peer", "tracker");
+    let seen = c_tracker("127.0.0.23:22122", requests.iter().map(|r| r.cmd).zip(answers).collect());
+    let t = tracker_at("127.0.0.24");
+    let _s = storage_listing("127.0.0.25", "127.0.0.24:22122", "127.0.0.23:22122").await;
+    let c_follower = captured("A8b_old_leader_t1_restarted_tracker_peer", "tracker-peer");
+    let joined = eventually(Duration::from_secs(20), "58 then pings from ours", || {
+        let seen = seen.lock().unwrap().clone();
+        async move {
+            let join = seen.iter().find(|(_, cmd, _)| *cmd == 58)?.clone();
+            let pings = seen.iter().filter(|(n, cmd, _)| *n == join.0 && *cmd == 65).count();
+            (pings >= 2).then_some((join, seen))
+        }
+    })
+    .await;
+    let ((conn, _, join_body), seen) = joined;
+    assert!(seen.iter().any(|(_, cmd, body)| *cmd == 64 && body.is_empty()), "asked the leader's status first");
+    let c_join = c_follower.iter().find(|p| p.cmd == 58).unwrap();
+    assert_eq!(join_body.len(), c_join.body.len(), "58 as long as C's");
+    assert_eq!(&join_body[8..16], &c_join.body[8..16], "the version text, as C 6.16.1 sends it");
+    assert_eq!(&join_body[16..], &c_join.body[16..], "the server port");
+    let c_ping = c_follower.iter().find(|p| p.cmd == 65).unwrap();
+    for (_, _, body) in seen.iter().filter(|(n, cmd, _)| *n == conn && *cmd == 65) {
+        assert_eq!(body.len(), c_ping.body.len(), "65 carries the connection counts, as C's");
+    }
+    let leader = fdfs_e2e::client_for(&t.addr()).tracker.leader().await.unwrap();
+    assert!(leader.contains("127.0.0.23"), "ours follows the C leader: {leader}");
+}
