@@ -2,6 +2,7 @@
 //! built binaries in its own temp dir with a generated config, on an ephemeral loopback port;
 //! it is stopped with SIGTERM when dropped, and its logs are printed if the test failed.
 
+pub mod capture;
 pub mod fixture;
 
 use std::io::{BufRead, BufReader};

@@ -5,36 +5,15 @@
 //! the connection counts, which a C 6.16 leader requires).
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use fdfs_e2e::{eventually, shared_dir, StorageProc, TrackerProc};
+use fdfs_e2e::capture::{connect_from, packets, Packet};
+use fdfs_e2e::{eventually, StorageProc, TrackerProc};
 
-/// One captured packet.
-#[derive(Debug, Clone)]
-struct Packet {
-    cmd: u8,
-    status: u8,
-    body: Vec<u8>,
-}
-
-fn hex(s: &str) -> Vec<u8> {
-    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
-}
-
-/// The packets of the exchanges whose name starts with `prefix`, sent by `from`, in order.
 fn captured(prefix: &str, from: &str) -> Vec<Packet> {
-    let text = std::fs::read_to_string(shared_dir().join("captures/fastdfs-6.16.1-cluster.jsonl")).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
-        .filter(|r| r["exchange"].as_str().unwrap().starts_with(prefix) && r["from"] == from)
-        .map(|r| Packet {
-            cmd: r["cmd"].as_u64().unwrap() as u8,
-            status: r["status"].as_u64().unwrap() as u8,
-            body: hex(r["body_hex"].as_str().unwrap()),
-        })
-        .collect()
+    packets("fastdfs-6.16.1-cluster.jsonl", prefix, from)
 }
 
 /// Plays the C tracker's requests of one captured connection to `to` from address `from`, and
@@ -53,15 +32,6 @@ fn replay(exchange: &str, from: &str, to: &str) {
             assert_eq!(body, want.body, "request {i}: 65's trunk servers, as C answered");
         }
     }
-}
-
-fn connect_from(local: &str, to: &str) -> TcpStream {
-    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    sock.bind(&format!("{local}:0").parse::<SocketAddr>().unwrap().into()).unwrap();
-    sock.connect(&to.parse::<SocketAddr>().unwrap().into()).unwrap();
-    let s: TcpStream = sock.into();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s
 }
 
 fn tracker_at(ip: &str) -> TrackerProc {

@@ -85,3 +85,39 @@ async fn a_storage_on_a_new_address_keeps_its_identity_and_its_peers_continue() 
         assert_eq!(c.download(id, 0, 0).await.unwrap(), data[..], "{id} through the tracker");
     }
 }
+
+/// A C 6.16.1 storage that comes back on a new address, against our tracker: its captured
+/// requests (A9: 78 REPORT_IP_CHANGED from the new address, 77 for the changelog, then 81
+/// JOIN) get the answers the C tracker gave, and the record moves (old address IP_CHANGED).
+#[tokio::test]
+async fn a_c_storage_on_a_new_address_is_taken_over_by_our_tracker() {
+    use fdfs_e2e::capture::{connect_from, packets};
+    // The old storage, 127.0.0.23:23000 as in the capture, known to the tracker, then gone.
+    let tracker = fdfs_e2e::TrackerProc::start("");
+    let t = tracker.addr();
+    let mut old = fdfs_e2e::StorageProc::start(&t, "127.0.0.23", "port = 23000\nsubdir_count_per_path = 256\n").await;
+    old.daemon.stop();
+    let c = fdfs_e2e::client_for(&t);
+    let prefix = "A9_ip_change_s2_to_new_ip_storage_127.0.0.24_to_tracker_127.0.0.20_";
+    let file = "fastdfs-6.16.1-cluster.jsonl";
+    for exchange in ["78+82", "77+82", "report"] {
+        let requests = packets(file, &format!("{prefix}{exchange}"), "storage");
+        let answers = packets(file, &format!("{prefix}{exchange}"), "tracker");
+        let mut s = connect_from("127.0.0.24", &t);
+        // The first request of each connection (QUIT and the report loop's rest not replayed).
+        let (req, want) = (&requests[0], &answers[0]);
+        let (status, body) = fdfs_e2e::raw_exchange(&mut s, req.cmd, &req.body);
+        assert_eq!(status, want.status, "{exchange}: command {}", req.cmd);
+        assert_eq!(body.len(), want.body.len(), "{exchange}: command {} answer length", req.cmd);
+        if req.cmd == 77 {
+            let text = String::from_utf8_lossy(&body);
+            assert!(text.ends_with(" group1 127.0.0.23 3 127.0.0.24\n"), "the changelog line, as C's: {text}");
+        }
+    }
+    let list = c.tracker.list_storages("group1", None).await.unwrap();
+    assert!(list.iter().any(|s| s.id == "127.0.0.24"), "the new address has the record: {list:?}");
+    assert!(
+        list.iter().any(|s| s.id == "127.0.0.23" && s.status == fdfs_core::tracker::status::IP_CHANGED),
+        "the old one is kept as IP_CHANGED: {list:?}"
+    );
+}
