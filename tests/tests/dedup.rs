@@ -304,3 +304,32 @@ async fn disk_recovery_brings_links_back_as_links() {
     c.storage.delete(&a, "group1", &names[2]).await.unwrap();
     assert_eq!(copies(&s.base(), &data), 0, "the last delete frees it on the recovered disk");
 }
+
+/// With `store_slave_file_use_link` (the tracker's), a slave's content is a source like any
+/// other: an upload of the same bytes links to it, and the content stays until both are gone.
+#[tokio::test]
+async fn slave_links_and_deduplicated_uploads_share_content() {
+    let cl = Cluster::start("store_slave_file_use_link = true\n", &["127.0.0.2"], DEDUP).await;
+    let s = &cl.storages[0];
+    let c = cl.client();
+    let master = upload(&c, &s.addr(), &content(8_000, 31)).await;
+    let thumb = content(2_000, 32);
+    // The storage learns the tracker's parameters with its beats.
+    let slave = eventually(Duration::from_secs(20), "the slave stored as a link", || async {
+        let id = c.upload_slave(&format!("group1/{master}"), "_150x150", "jpg", Content::Bytes(&thumb)).await.ok()?;
+        let name = id.split_once('/').unwrap().1.to_owned();
+        if target(s, &name).is_none() {
+            c.delete(&id).await.ok()?;
+            return None;
+        }
+        Some(name)
+    })
+    .await;
+    let same = upload(&c, &s.addr(), &thumb).await;
+    assert_eq!(target(s, &same), target(s, &slave), "the upload links to the slave's content");
+    assert_eq!(copies(&s.base(), &thumb), 1);
+    c.storage.delete(&s.addr(), "group1", &slave).await.unwrap();
+    assert!(served(&c, s, &same, &thumb).await, "the slave's delete keeps the shared content");
+    c.storage.delete(&s.addr(), "group1", &same).await.unwrap();
+    assert_eq!(copies(&s.base(), &thumb), 0, "the last one frees it");
+}
