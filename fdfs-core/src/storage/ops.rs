@@ -140,9 +140,7 @@ impl Body {
             }
         }
     }
-}
 
-impl Body {
     /// The content's de-duplication signature.
     fn signature(&self, method: crate::config::SignatureMethod) -> std::io::Result<Signature> {
         match self {
@@ -171,7 +169,8 @@ pub(super) async fn receive<R: AsyncRead + Unpin>(
     Ok((Body::File(temp), content.crc()))
 }
 
-/// Gives received content a new name (`name_for`, retried with fresh random parts if taken) in a writer job; the name exists only once the batch that records it is durable.
+/// Gives received content a new name (`name_for`, retried with fresh random parts if taken)
+/// in a writer job; the name exists only once the batch that records it is durable.
 async fn store_new(
     srv: &Arc<StorageServer>,
     index: usize,
