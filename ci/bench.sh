@@ -8,7 +8,8 @@
 #     (4 KiB and 200 KiB), with wrk; the ratio is module / root requests per second.
 #   - replication lag: upload acknowledged on storage A → readable on storage B (p50/p99).
 #   - de-duplication: 64 KiB uploads, half of them repeated, with `check_file_duplicate` off and
-#     on: the rate (on as a ratio to off), and bytes on disk against bytes uploaded.
+#     on: the rate (on as a ratio to off), and bytes on disk against bytes uploaded; and the
+#     worst case, 4 KiB uploads all different at 16 clients, off and on.
 #   - trunk mode (the tracker restarted with `use_trunk_file = true`): 4 KiB uploads at 1 and 16
 #     clients beside the same raw limits, and GET of a trunk-resident file through the module
 #     vs `root` serving a regular file of the same size.
@@ -181,7 +182,18 @@ ratio = f"{r['files_per_s'] / off['files_per_s']:>7.2f}" if on else f"{'':>7}"
 print(f"{label:<30} {r['files_per_s']:>9.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}"
       f" {n * 65536 / 1e6:>12.1f} {(after - before) / 1e6:>10.1f} {ratio}")
 PY
+  # The worst case: 4 KiB uploads that are all different (each is a source file and a symlink
+  # to it, C's layout: one more inode per file ID), 16 clients.
+  "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --size 4KiB --count "$count" --concurrency 16 \
+    --repeated 0 --keep --json "$run/unique$dd.json" >/dev/null
 done
+python3 - "$run/unique1.json" "$run/unique0.json" <<'PY'
+import json, sys
+on, off = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+print(f"{'all unique 4KiB x16, off':<30} {off['files_per_s']:>9.1f} {off['p50_ms']:>8.2f} {off['p99_ms']:>8.2f} {off['errors']:>6}")
+print(f"{'all unique 4KiB x16, on':<30} {on['files_per_s']:>9.1f} {on['p50_ms']:>8.2f} {on['p99_ms']:>8.2f} {on['errors']:>6}"
+      f" {'':>12} {'':>10} {on['files_per_s'] / off['files_per_s']:>7.2f}")
+PY
 for c in storage storage2; do sed -i '/^check_file_duplicate/d' "$run/$c.conf"; done
 
 # Module vs `root`: one nginx, one file, two locations.

@@ -288,10 +288,11 @@ pub async fn upload<R: AsyncRead + Unpin>(
     let name = match srv.dedup_uploads() {
         // Appender files change, so they are never shared.
         Some(_) if !appender => {
+            let (body, sig) = signed(srv, body).await?;
             let s = srv.clone();
             let name = srv
                 .disk
-                .write(index, move |w| linked_content(&s, w, ts, index, body, true, LinkName::Fresh(name_for)))
+                .write(index, move |w| linked_content(&s, w, ts, index, body, sig, true, LinkName::Fresh(name_for)))
                 .await?;
             srv.changed(ts);
             name
@@ -323,6 +324,7 @@ pub async fn upload_slave<R: AsyncRead + Unpin>(
     let (high, low) = srv.paths.next_dir(&mut fastrand::Rng::new());
     let content_names =
         fresh_names(srv, ts, (head.file_size, crc), NameKind::Normal, head.ext.clone(), (index, high, low));
+    let (body, sig) = if link { signed(srv, body).await? } else { (body, None) };
     let name = srv
         .disk
         .write(index, move |w| {
@@ -332,7 +334,7 @@ pub async fn upload_slave<R: AsyncRead + Unpin>(
             }
             if link {
                 let given = LinkName::Given { name: slave, path: slave_path, content_name_for: Some(content_names) };
-                return linked_content(&s, w, ts, index, body, s.dedup_uploads().is_some(), given);
+                return linked_content(&s, w, ts, index, body, sig, s.dedup_uploads().is_some(), given);
             }
             let mut temp = body.into_temp(w, at(ts)).map_err(io)?;
             match temp.publish_entry(&slave_path) {
@@ -386,19 +388,20 @@ impl LinkName {
 /// already in store path `index`; otherwise the content under a fresh name of its own (`C`)
 /// and the link to it (`L link content`), counted in the de-duplication index when there is
 /// one. Index and links change in one index transaction; all of it is undone if the batch fails.
+#[allow(clippy::too_many_arguments)]
 fn linked_content(
     srv: &Arc<StorageServer>,
     w: &Writer,
     ts: i64,
     index: usize,
     body: Body,
+    sig: Option<Signature>,
     reuse: bool,
     mut link: LinkName,
 ) -> Result<Change<String>, Status> {
-    let Some(dedup) = srv.dedup.as_ref() else {
+    let (Some(dedup), Some(sig)) = (srv.dedup.as_ref(), sig) else {
         return new_content_linked(srv, w, ts, body, link, None);
     };
-    let sig = body.signature(dedup.method()).map_err(io)?;
     let size = u64::from_be_bytes(sig[..8].try_into().unwrap_or_default());
     dedup.update(|tx| {
         if let Some(source) = reuse.then(|| tx.source_of(index as u8, &sig)).transpose()?.flatten() {
@@ -419,6 +422,19 @@ fn linked_content(
         }
         new_content_linked(srv, w, ts, body, link, Some((tx, index as u8, &sig)))
     })
+}
+
+/// The content's signature when there is a de-duplication index, computed before the writer
+/// job (off the store path's writer thread: on the blocking pool for content in a temp file).
+async fn signed(srv: &StorageServer, body: Body) -> Result<(Body, Option<Signature>), Status> {
+    let Some(method) = srv.dedup.as_ref().map(|d| d.method()) else { return Ok((body, None)) };
+    match body {
+        Body::Bytes(b) => {
+            let sig = Signer::of_bytes(method, &b);
+            Ok((Body::Bytes(b), Some(sig)))
+        }
+        file => Disk::read(move || file.signature(method).map(|sig| (file, Some(sig))).map_err(io)).await,
+    }
 }
 
 /// New content under a fresh name, and the link to it.
