@@ -262,7 +262,9 @@ async fn slaves_stored_as_links_replicate_and_delete_as_links() {
                 .map(|s| s.to_string())
         })
         .unwrap_or_else(|| panic!("an L record for the slave: {binlog}"));
-    assert_eq!(std::fs::read_link(&on_a).unwrap(), path_of(cl.storages[0].base(), &content));
+    let target = std::fs::read_link(&on_a).unwrap();
+    assert!(target.is_relative() && target.as_os_str().len() < 60, "a short link, kept in the inode: {target:?}");
+    assert_eq!(std::fs::canonicalize(&on_a).unwrap(), path_of(cl.storages[0].base(), &content));
     on_storage(&c, &b, &slave.file_id(), b"thumbnail").await;
     let on_b = path_of(cl.storages[1].base(), &slave.filename);
     assert!(std::fs::symlink_metadata(&on_b).unwrap().file_type().is_symlink(), "a link on the member too");

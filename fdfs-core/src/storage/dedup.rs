@@ -423,8 +423,7 @@ pub fn count_links(roots: &[PathBuf], name_of: impl Fn(&Path) -> Option<String>)
                     if !e.file_type().is_ok_and(|t| t.is_symlink()) {
                         continue;
                     }
-                    let Ok(target) = std::fs::read_link(e.path()) else { continue };
-                    let target = if target.is_absolute() { target } else { low.path().join(target) };
+                    let Some(target) = super::paths::link_target(&e.path()) else { continue };
                     if !target.is_file() {
                         continue;
                     }

@@ -214,7 +214,7 @@ async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<()
 async fn relink(srv: &StorageServer, name: &str, target: &str) -> Result<(), String> {
     let (_, path) = srv.resolve(name).map_err(|s| format!("{name}: {s}"))?;
     let (_, to) = srv.resolve(target).map_err(|s| format!("{target}: {s}"))?;
-    let make = move || match std::os::unix::fs::symlink(&to, &path) {
+    let make = move || match super::paths::symlink(&to, &path) {
         Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
         _ => Ok(()),
     };

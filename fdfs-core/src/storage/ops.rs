@@ -364,10 +364,10 @@ impl LinkName {
     fn place(&mut self, srv: &StorageServer, target: &Path) -> Result<(String, PathBuf), Status> {
         match self {
             LinkName::Fresh(name_for) => {
-                let (name, path) = under_fresh_name(srv, name_for, |dest| std::os::unix::fs::symlink(target, dest))?;
+                let (name, path) = under_fresh_name(srv, name_for, |dest| super::paths::symlink(target, dest))?;
                 Ok((name.to_string(), path))
             }
-            LinkName::Given { name, path, .. } => match std::os::unix::fs::symlink(target, &*path) {
+            LinkName::Given { name, path, .. } => match super::paths::symlink(target, path) {
                 Ok(()) => Ok((name.clone(), path.clone())),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Status::EEXIST),
                 Err(e) => Err(io(e)),
@@ -569,7 +569,7 @@ pub async fn delete(srv: &Arc<StorageServer>, filename: String) -> Result<(), St
                 // A link (de-duplicated upload, or slave with `store_slave_file_use_link`): its
                 // content goes with the last link that names it (the only one, without an index).
                 let content = linked
-                    .then(|| std::fs::read_link(&path).ok())
+                    .then(|| super::paths::link_target(&path))
                     .flatten()
                     .and_then(|target| s.remote_name_of(&target))
                     .and_then(|n| s.resolve(&n).ok().filter(|(_, p)| p.is_file()).map(|(_, p)| (n, p)));

@@ -219,3 +219,72 @@ mod tests {
         assert_eq!(sp.choose(1, 0, ReservedSpace::Ratio(0.999999), false), None, "full");
     }
 }
+
+/// Makes `link` a symbolic link to `target`. Relative when both live in one store path's data
+/// directory (the file name within one directory, `../../HH/LL/name` across two): under the 60
+/// bytes ext4 keeps inside the inode, where an absolute path costs a 4 KiB block per link (as
+/// much as the small file a de-duplicated link replaces), and still right if the store path is
+/// mounted elsewhere. C writes absolute links; it reads these as any program does.
+pub fn symlink(target: &Path, link: &Path) -> std::io::Result<()> {
+    let dir = |p: &Path| p.parent().map(Path::to_path_buf);
+    let data = |p: &Path| p.parent().and_then(Path::parent).and_then(Path::parent).map(Path::to_path_buf);
+    let relative = match (target.file_name(), target.strip_prefix(data(link).unwrap_or_default())) {
+        (Some(name), _) if dir(target) == dir(link) => PathBuf::from(name),
+        (Some(_), Ok(rest)) if data(target) == data(link) => Path::new("../..").join(rest),
+        _ => target.to_path_buf(),
+    };
+    std::os::unix::fs::symlink(relative, link)
+}
+
+/// Where the symbolic link `link` points: relative targets resolved against its directory,
+/// `..` folded. `None` when it is not a link.
+pub fn link_target(link: &Path) -> Option<PathBuf> {
+    let target = std::fs::read_link(link).ok()?;
+    if target.is_absolute() {
+        return Some(target);
+    }
+    let mut out = link.parent()?.to_path_buf();
+    for c in target.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(part) => out.push(part),
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod link_tests {
+    use super::*;
+
+    #[test]
+    fn links_in_a_store_path_are_short_and_resolve_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("a-long-store-path-name-for-the-test/data");
+        let (d1, d2) = (data.join("00/01"), data.join("0A/FF"));
+        std::fs::create_dir_all(&d1).unwrap();
+        std::fs::create_dir_all(&d2).unwrap();
+        let target = d1.join("wKgBAGVr1q2AZ1cxAADS9IecoKQ527.jpg");
+        std::fs::write(&target, b"content").unwrap();
+        for (link, want) in [
+            (d1.join("same-dir.jpg"), "wKgBAGVr1q2AZ1cxAADS9IecoKQ527.jpg"),
+            (d2.join("other-dir.jpg"), "../../00/01/wKgBAGVr1q2AZ1cxAADS9IecoKQ527.jpg"),
+        ] {
+            symlink(&target, &link).unwrap();
+            let raw = std::fs::read_link(&link).unwrap();
+            assert_eq!(raw, Path::new(want));
+            assert!(raw.as_os_str().len() < 60, "kept in the inode");
+            assert_eq!(link_target(&link).unwrap(), target);
+            assert_eq!(std::fs::read(&link).unwrap(), b"content");
+        }
+        let elsewhere = dir.path().join("other/x.jpg");
+        std::fs::create_dir_all(elsewhere.parent().unwrap()).unwrap();
+        let outside = d2.join("outside.jpg");
+        symlink(&elsewhere, &outside).unwrap();
+        assert_eq!(std::fs::read_link(&outside).unwrap(), elsewhere, "absolute outside the data directory");
+        assert!(link_target(&d2).is_none(), "not a link");
+    }
+}

@@ -113,7 +113,7 @@ fn record_dir(
             continue;
         }
         // A link (de-duplicated upload, slave as link) names its target, as `L` records do.
-        let target = m.file_type().is_symlink().then(|| std::fs::read_link(entry.path()).ok()).flatten();
+        let target = m.file_type().is_symlink().then(|| super::paths::link_target(&entry.path())).flatten();
         let (op, extra) = match target {
             Some(t) => match paths.remote_name_of(&t) {
                 Some(target) => (Op::Link, target),

@@ -145,7 +145,7 @@ pub async fn sync_delete(srv: &Arc<StorageServer>, source: Option<&str>, req: Sy
                 return Ok(Change::new(()).record(record).sync_parent(&path));
             };
             let linked = std::fs::symlink_metadata(&path).map_err(io)?.file_type().is_symlink();
-            let target = linked.then(|| std::fs::read_link(&path).ok().and_then(|t| s.remote_name_of(&t))).flatten();
+            let target = linked.then(|| super::paths::link_target(&path).and_then(|t| s.remote_name_of(&t))).flatten();
             // A link gives back its reference, and the last one here frees its source here
             // (every member counts every link, so each frees the content when its own count
             // ends; the source storage's `D` for it then finds it gone). A source still linked
@@ -266,7 +266,7 @@ pub async fn sync_rename_or_link(
             if to.exists() {
                 return Err(Status::EEXIST);
             }
-            let link = || std::os::unix::fs::symlink(&from, &to).map_err(io);
+            let link = || super::paths::symlink(&from, &to).map_err(io);
             match &s.dedup {
                 _ if rename => {
                     crate::durable::rename_entry(&from, &to).map_err(io)?;
