@@ -218,6 +218,20 @@ async fn the_index_is_rebuilt_and_survives_a_crash() {
     let s = &cl.storages[0];
     let x3 = upload(&c, &s.addr(), &data).await;
     assert_eq!(target(s, &x3), Some(source.clone()), "the rebuilt index finds the content");
+    // A damaged index does not stop the storage either: it is set aside and rebuilt.
+    cl.storages[0].daemon.stop();
+    std::fs::write(cl.storages[0].base().join("data/dedup.redb"), b"not a database").unwrap();
+    cl.storages[0].restart(&t, false).await;
+    let c = cl.client();
+    let s = &cl.storages[0];
+    let x4 = upload(&c, &s.addr(), &data).await;
+    assert_eq!(target(s, &x4), Some(source.clone()), "rebuilt after damage, with the same answers");
+    let aside = std::fs::read_dir(s.base().join("data"))
+        .unwrap()
+        .flatten()
+        .any(|e| e.file_name().to_string_lossy().starts_with("dedup.redb.damaged-"));
+    assert!(aside, "the damaged index is kept aside");
+    c.storage.delete(&s.addr(), "group1", &x4).await.unwrap();
     c.storage.delete(&s.addr(), "group1", &x1).await.unwrap();
     c.storage.delete(&s.addr(), "group1", &x2).await.unwrap();
     assert!(served(&c, s, &x3, &data).await, "rebuilt reference counts keep the content");

@@ -520,7 +520,17 @@ fn open_dedup(
     if !config.check_file_duplicate && !file.exists() {
         return Ok(None);
     }
-    let (index, clean) = dedup::DedupIndex::open(&file, config.file_signature_method)?;
+    let (index, clean) = match dedup::DedupIndex::open(&file, config.file_signature_method) {
+        Ok(opened) => opened,
+        // A damaged index must not stop the storage: it is only a cache of what the links on
+        // disk say. Kept aside for a look, and rebuilt.
+        Err(e) => {
+            let aside = data_dir.join(format!("{}.damaged-{}", dedup::FILE_NAME, now_unix()));
+            tracing::error!("{e}; moved to {} and rebuilt from the store paths", aside.display());
+            std::fs::rename(&file, &aside)?;
+            dedup::DedupIndex::open(&file, config.file_signature_method)?
+        }
+    };
     if !clean {
         recount_links(paths, &index)?;
     }
