@@ -669,15 +669,23 @@ async fn the_access_log_has_a_line_per_client_request() {
     c.storage.download(&addr, "group1", &id.filename, 0, 0).await.unwrap();
     c.storage.delete(&addr, "group1", &id.filename).await.unwrap();
     assert!(c.storage.delete(&addr, "group1", &id.filename).await.is_err());
+    // A name with a newline and a space stays on one line of the log.
+    let mut body = b"group1".to_vec();
+    body.resize(16, 0);
+    body.extend_from_slice(b"M00/00/00/a\nb c.txt");
+    let (status, _) = fdfs_e2e::raw_request(&addr, 12, &body);
+    assert_ne!(status, 0);
     // Lines are written by the log's own thread, a moment later.
     let path = s.base().join("logs/storage_access.log");
-    let log = fdfs_e2e::eventually(Duration::from_secs(10), "four access log lines", || {
+    let log = fdfs_e2e::eventually(Duration::from_secs(10), "five access log lines", || {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        async move { (text.lines().count() >= 4).then_some(text) }
+        async move { (text.lines().count() >= 5).then_some(text) }
     })
     .await;
-    let lines: Vec<Vec<&str>> = log.lines().map(|l| l.split(' ').collect()).collect();
-    assert_eq!(lines.len(), 4, "{log}");
+    let mut lines: Vec<Vec<&str>> = log.lines().map(|l| l.split(' ').collect()).collect();
+    assert_eq!(lines.len(), 5, "{log}");
+    let odd = lines.pop().unwrap();
+    assert_eq!((odd.len(), odd[3], odd[4]), (9, "delete", "M00/00/00/a?b?c.txt"), "{log}");
     for (fields, (action, status)) in
         lines.iter().zip([("upload", "0"), ("download", "0"), ("delete", "0"), ("delete", "2")])
     {

@@ -325,6 +325,8 @@ async fn dispatch(
         } + 10;
         let ms = started.elapsed().as_millis();
         let ip = peer.ip();
+        // The name is the client's: one line per request whatever it sent.
+        let logged: String = logged.chars().map(|c| if c.is_control() || c == ' ' { '?' } else { c }).collect();
         crate::logging::access(&format!("{ip} {action} {logged} {status} {ms} {} {answered}", h.pkg_len + 10));
     }
     result
