@@ -70,6 +70,11 @@ async fn identical_uploads_share_one_copy_until_the_last_delete() {
         let source = target(a, &first).expect("a de-duplicated upload is a link");
         assert_eq!(target(a, &second).as_ref(), Some(&source), "both name the same content");
         assert_eq!(copies(&a.base(), &data), 1, "one copy on disk");
+        // The content's own name is no client's: deleting it while links name it is refused.
+        let source_name = format!("M00/{}", source.strip_prefix(a.base().join("data")).unwrap().display());
+        let refused = c.storage.delete(&a.addr(), "group1", &source_name).await;
+        assert_eq!(refused.unwrap_err().status(), fdfs_core::protocol::Status::EBUSY);
+        assert!(served(&c, a, &second, &data).await, "the links still served");
         for name in [&first, &second] {
             assert!(served(&c, a, name, &data).await, "{name} downloads");
             let info = c.storage.file_info(&a.addr(), "group1", name, 0).await.unwrap();

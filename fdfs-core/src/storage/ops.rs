@@ -546,6 +546,55 @@ pub async fn create_link(srv: &Arc<StorageServer>, req: CreateLinkReq) -> Result
     Ok(name)
 }
 
+/// What removing a regular file or link did under the de-duplication index.
+pub(super) enum Unlinked {
+    Removed,
+    /// A link, the last one to its source (name and path): the caller removes the source and
+    /// records it. Without an index a link is its content's only name (a slave stored as a link).
+    LastLinkTo(String, PathBuf),
+    /// A source that links still name: left in place.
+    Kept,
+}
+
+impl StorageServer {
+    /// Removes `name` at `path` (a client's delete or a replicated one) keeping the reference
+    /// counts right: a link gives back its reference to its source.
+    pub(super) fn unlink_counted(&self, name: &str, path: &Path) -> Result<Unlinked, Status> {
+        let meta = std::fs::symlink_metadata(path).map_err(io)?;
+        if meta.is_dir() {
+            return Err(Status::EISDIR);
+        }
+        let remove = || std::fs::remove_file(path).map_err(io);
+        let source = meta
+            .file_type()
+            .is_symlink()
+            .then(|| super::paths::link_target(path))
+            .flatten()
+            .and_then(|target| self.remote_name_of(&target))
+            .and_then(|n| self.resolve(&n).ok().filter(|(_, p)| p.is_file()).map(|(_, p)| (n, p)));
+        let Some(dedup) = &self.dedup else {
+            remove()?;
+            return Ok(source.map_or(Unlinked::Removed, |(n, p)| Unlinked::LastLinkTo(n, p)));
+        };
+        dedup.update(|tx| match source {
+            Some((n, p)) => {
+                let left = tx.release(&n)?;
+                remove()?;
+                Ok(if left.is_none_or(|l| l == 0) { Unlinked::LastLinkTo(n, p) } else { Unlinked::Removed })
+            }
+            None => match tx.refs(name)? {
+                Some(links) if links > 0 => Ok(Unlinked::Kept),
+                known => {
+                    if known.is_some() {
+                        tx.forget(name)?;
+                    }
+                    remove().map(|()| Unlinked::Removed)
+                }
+            },
+        })
+    }
+}
+
 /// 12: the file and its metadata file.
 pub async fn delete(srv: &Arc<StorageServer>, filename: String) -> Result<(), Status> {
     let (name, path) = srv.resolve(&filename)?;
@@ -561,35 +610,20 @@ pub async fn delete(srv: &Arc<StorageServer>, filename: String) -> Result<(), St
                 let trunk = crate::trunk::free(&name, &s.store_root(&name)).map_err(io)?.ok_or(Status::ENOENT)?;
                 change = change.sync_file(trunk);
             } else {
-                let linked = match std::fs::symlink_metadata(&path) {
-                    Ok(m) if m.is_dir() => return Err(Status::EISDIR),
-                    Ok(m) => m.file_type().is_symlink(),
-                    Err(e) => return Err(io(e)),
-                };
-                // A link (de-duplicated upload, or slave with `store_slave_file_use_link`): its
-                // content goes with the last link that names it (the only one, without an index).
-                let content = linked
-                    .then(|| super::paths::link_target(&path))
-                    .flatten()
-                    .and_then(|target| s.remote_name_of(&target))
-                    .and_then(|n| s.resolve(&n).ok().filter(|(_, p)| p.is_file()).map(|(_, p)| (n, p)));
-                let remove = || std::fs::remove_file(&path).map_err(io);
-                let last = match (&content, &s.dedup) {
-                    (Some((content_name, _)), Some(d)) => d.update(|tx| {
-                        let left = tx.release(content_name)?;
-                        remove()?;
-                        Ok(left.is_none_or(|n| n == 0))
-                    })?,
-                    _ => remove().map(|()| true)?,
-                };
-                change = change.sync_parent(&path);
-                if let Some((content_name, content_path)) = content.filter(|_| last) {
-                    if std::fs::remove_file(&content_path).is_ok() {
-                        change = change
-                            .record(s.own_change(ts, Op::Delete, &content_name, String::new()))
-                            .sync_parent(&content_path);
+                match s.unlink_counted(&filename, &path)? {
+                    // A name no client is given, still named by links: removing it would
+                    // leave them dangling.
+                    Unlinked::Kept => return Err(Status::EBUSY),
+                    Unlinked::LastLinkTo(source, source_path) => {
+                        if std::fs::remove_file(&source_path).is_ok() {
+                            change = change
+                                .record(s.own_change(ts, Op::Delete, &source, String::new()))
+                                .sync_parent(&source_path);
+                        }
                     }
+                    Unlinked::Removed => {}
                 }
+                change = change.sync_parent(&path);
             }
             if std::fs::remove_file(meta_path(&path)).is_ok() {
                 change = change.record(s.own_change(ts, Op::Delete, &format!("{filename}-m"), String::new()));

@@ -12,7 +12,7 @@ use tokio::io::AsyncRead;
 use super::binlog::{Op, Record};
 use super::content::Content;
 use super::disk::{Change, Disk};
-use super::ops::{at, closing, io, receive, write_range, OpResult, RangeChange};
+use super::ops::{at, closing, io, receive, write_range, OpResult, RangeChange, Unlinked};
 use super::StorageServer;
 use crate::protocol::peer::{SyncDeleteReq, SyncFileHead, SyncLinkReq, SyncRangeHead, SyncTruncateReq};
 use crate::protocol::Status;
@@ -115,15 +115,6 @@ pub async fn sync_file<R: AsyncRead + Unpin>(
     Ok(())
 }
 
-/// What a replicated delete did with the de-duplication index.
-enum Deleted {
-    Yes,
-    /// A link, the last one to its source, which went too.
-    AndSource(String),
-    /// A source that links made here still name.
-    Kept,
-}
-
 /// 17.
 pub async fn sync_delete(srv: &Arc<StorageServer>, source: Option<&str>, req: SyncDeleteReq) -> Result<(), Status> {
     srv.check_group(&req.group)?;
@@ -139,44 +130,21 @@ pub async fn sync_delete(srv: &Arc<StorageServer>, source: Option<&str>, req: Sy
                 let file = crate::trunk::free(&name, &root).map_err(io)?.ok_or(Status::ENOENT)?;
                 return Ok(Change::new(()).record(record).sync_file(file));
             }
-            let remove = || std::fs::remove_file(&path).map_err(io);
-            let Some(dedup) = &s.dedup else {
-                remove()?;
-                return Ok(Change::new(()).record(record).sync_parent(&path));
-            };
-            let linked = std::fs::symlink_metadata(&path).map_err(io)?.file_type().is_symlink();
-            let target = linked.then(|| super::paths::link_target(&path).and_then(|t| s.remote_name_of(&t))).flatten();
             // A link gives back its reference, and the last one here frees its source here
             // (every member counts every link, so each frees the content when its own count
             // ends; the source storage's `D` for it then finds it gone). A source still linked
             // to here (a link made on this member meanwhile) is kept, so no link dangles.
             let mut change = Change::new(()).record(record).sync_parent(&path);
-            let outcome = dedup.update(|tx| match (&target, tx.refs(&req.filename)?) {
-                (Some(t), _) => {
-                    let left = tx.release(t)?;
-                    remove()?;
-                    Ok(if left == Some(0) { Deleted::AndSource(t.clone()) } else { Deleted::Yes })
-                }
-                (None, Some(n)) if n > 0 => Ok(Deleted::Kept),
-                (None, known) => {
-                    if known.is_some() {
-                        tx.forget(&req.filename)?;
-                    }
-                    remove().map(|()| Deleted::Yes)
-                }
-            })?;
-            match outcome {
-                Deleted::Kept => {
+            match s.unlink_counted(&req.filename, &path)? {
+                Unlinked::Kept => {
                     tracing::warn!("{}: deleted by its source storage, kept: links made here name it", req.filename)
                 }
-                Deleted::AndSource(t) => {
-                    if let Ok((_, p)) = s.resolve(&t) {
-                        if std::fs::remove_file(&p).is_ok() {
-                            change = change.record(replica_change(ts, Op::Delete, &t, String::new())).sync_parent(&p);
-                        }
+                Unlinked::LastLinkTo(t, p) => {
+                    if std::fs::remove_file(&p).is_ok() {
+                        change = change.record(replica_change(ts, Op::Delete, &t, String::new())).sync_parent(&p);
                     }
                 }
-                Deleted::Yes => {}
+                Unlinked::Removed => {}
             }
             Ok(change)
         })
