@@ -163,18 +163,24 @@ impl Tx<'_> {
         Ok(got.map(|v| v.value().to_owned()))
     }
 
+    /// `source`'s content key and references, if it is indexed.
+    fn entry(&self, source: &str) -> Result<Option<(Vec<u8>, u64)>, Status> {
+        Ok(self.sources.get(source).map_err(status)?.map(|v| (v.value().0.to_vec(), v.value().1)))
+    }
+
+    fn set_refs(&mut self, source: &str, key: &[u8], refs: u64) -> Result<(), Status> {
+        self.sources.insert(source, (key, refs)).map_err(status).map(drop)
+    }
+
     /// The references to `source`, `None` if it is not indexed.
     pub fn refs(&self, source: &str) -> Result<Option<u64>, Status> {
-        Ok(self.sources.get(source).map_err(status)?.map(|v| v.value().1))
+        Ok(self.entry(source)?.map(|(_, refs)| refs))
     }
 
     /// One more link to `source`; `None` (nothing changed) if it is not indexed.
     pub fn add_ref(&mut self, source: &str) -> Result<Option<u64>, Status> {
-        let Some((key, refs)) = self.sources.get(source).map_err(status)?.map(|v| (v.value().0.to_vec(), v.value().1))
-        else {
-            return Ok(None);
-        };
-        self.sources.insert(source, (&key[..], refs + 1)).map_err(status)?;
+        let Some((key, refs)) = self.entry(source)? else { return Ok(None) };
+        self.set_refs(source, &key, refs + 1)?;
         Ok(Some(refs + 1))
     }
 
@@ -197,7 +203,7 @@ impl Tx<'_> {
     /// Indexes `source` (content `sig` in `store_path`) with `refs` links.
     pub fn insert(&mut self, source: &str, store_path: u8, sig: &Signature, refs: u64) -> Result<(), Status> {
         let key = content_key(store_path, sig);
-        self.sources.insert(source, (&key[..], refs)).map_err(status)?;
+        self.set_refs(source, &key, refs)?;
         self.by_content.insert(&key[..], source).map_err(status)?;
         Ok(())
     }
@@ -205,24 +211,20 @@ impl Tx<'_> {
     /// One link fewer to `source`: the links left, `None` if it is not indexed. At 0 the source
     /// leaves the index (the caller deletes its file).
     pub fn release(&mut self, source: &str) -> Result<Option<u64>, Status> {
-        let Some((key, refs)) = self.sources.get(source).map_err(status)?.map(|v| (v.value().0.to_vec(), v.value().1))
-        else {
-            return Ok(None);
-        };
+        let Some((key, refs)) = self.entry(source)? else { return Ok(None) };
         let left = refs.saturating_sub(1);
         if left == 0 {
             self.forget_entry(source, &key)?;
         } else {
-            self.sources.insert(source, (&key[..], left)).map_err(status)?;
+            self.set_refs(source, &key, left)?;
         }
         Ok(Some(left))
     }
 
     /// Takes `source` out of the index (its file is gone or changed).
     pub fn forget(&mut self, source: &str) -> Result<(), Status> {
-        let key = self.sources.get(source).map_err(status)?.map(|v| v.value().0.to_vec());
-        match key {
-            Some(key) => self.forget_entry(source, &key),
+        match self.entry(source)? {
+            Some((key, _)) => self.forget_entry(source, &key),
             None => Ok(()),
         }
     }
@@ -356,7 +358,7 @@ impl DedupIndex {
                     Some((_, _, links)) => {
                         if links != refs {
                             out.recounted += 1;
-                            tx.sources.insert(name.as_str(), (&key[..], links)).map_err(status)?;
+                            tx.set_refs(&name, &key, links)?;
                         }
                     }
                     None if !path_of(&name).is_some_and(|p| p.is_file()) => {
@@ -366,7 +368,7 @@ impl DedupIndex {
                     None if refs == 0 => {}
                     None => {
                         out.recounted += 1;
-                        tx.sources.insert(name.as_str(), (&key[..], 0)).map_err(status)?;
+                        tx.set_refs(&name, &key, 0)?;
                     }
                 }
             }
