@@ -20,6 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use md5::Digest;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
+use super::paths::StorePaths;
 use crate::config::SignatureMethod;
 use crate::protocol::Status;
 
@@ -403,44 +404,23 @@ pub struct Reconciled {
     pub signed: usize,
 }
 
-/// Counts the symbolic links in `data/HH/LL` of each store path (`roots[i]`), by the source
-/// they name: `name_of` turns a link's target into its remote filename (links pointing
+/// Counts the symbolic links in the `data/HH/LL` directories of every store path, by the
+/// source they name: `name_of` turns a link's target into its remote filename (links pointing
 /// elsewhere, or to nothing, are not counted).
-pub fn count_links(roots: &[PathBuf], name_of: impl Fn(&Path) -> Option<String>) -> std::io::Result<LinkCount> {
+pub fn count_links(paths: &StorePaths, name_of: impl Fn(&Path) -> Option<String>) -> LinkCount {
     let mut count = LinkCount::default();
-    for (i, root) in roots.iter().enumerate() {
-        let data = root.join("data");
-        let Ok(highs) = std::fs::read_dir(&data) else { continue };
-        for high in highs.flatten() {
-            if !is_subdir_name(&high.file_name()) {
-                continue;
-            }
-            let Ok(lows) = std::fs::read_dir(high.path()) else { continue };
-            for low in lows.flatten() {
-                if !is_subdir_name(&low.file_name()) {
-                    continue;
-                }
-                let Ok(entries) = std::fs::read_dir(low.path()) else { continue };
-                for e in entries.flatten() {
-                    if !e.file_type().is_ok_and(|t| t.is_symlink()) {
-                        continue;
-                    }
-                    let Some(target) = super::paths::link_target(&e.path()) else { continue };
-                    if !target.is_file() {
-                        continue;
-                    }
-                    if let Some(name) = name_of(&target) {
-                        count.sources.entry(name).or_insert((i as u8, target, 0)).2 += 1;
-                    }
+    for i in 0..paths.paths.len() {
+        for (_, dir) in paths.subdirs_of(i) {
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for e in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_symlink())) {
+                let Some(target) = super::paths::link_target(&e.path()).filter(|t| t.is_file()) else { continue };
+                if let Some(name) = name_of(&target) {
+                    count.sources.entry(name).or_insert((i as u8, target, 0)).2 += 1;
                 }
             }
         }
     }
-    Ok(count)
-}
-
-fn is_subdir_name(n: &std::ffi::OsStr) -> bool {
-    n.len() == 2 && n.to_str().is_some_and(|s| s.bytes().all(|b| b.is_ascii_hexdigit()))
+    count
 }
 
 #[cfg(test)]
@@ -516,8 +496,8 @@ mod tests {
     fn reconcile_takes_counts_from_the_links_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("store");
+        let paths = StorePaths::open(std::slice::from_ref(&root), &[false], 2, 1, false, Default::default()).unwrap();
         let sub = root.join("data/00/01");
-        std::fs::create_dir_all(&sub).unwrap();
         let (a, b) = (sub.join("a.jpg"), sub.join("b.jpg"));
         std::fs::write(&a, b"content a").unwrap();
         std::fs::write(&b, b"content b").unwrap();
@@ -526,7 +506,7 @@ mod tests {
         }
         std::os::unix::fs::symlink(sub.join("gone.jpg"), sub.join("dangling.jpg")).unwrap();
         let name_of = |p: &Path| p.file_name().map(|n| format!("M00/00/01/{}", n.to_string_lossy()));
-        let found = count_links(std::slice::from_ref(&root), name_of).unwrap();
+        let found = count_links(&paths, name_of);
         assert_eq!(found.sources.len(), 2);
         let (index, _) = DedupIndex::open(&dir.path().join(FILE_NAME), SignatureMethod::Md5).unwrap();
         // Stale: a has 5 references recorded, an old source no longer on disk has 1.

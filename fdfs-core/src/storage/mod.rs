@@ -539,10 +539,9 @@ fn open_dedup(
 
 /// Makes the de-duplication index agree with the links in the store paths.
 fn recount_links(paths: &StorePaths, index: &dedup::DedupIndex) -> anyhow::Result<()> {
-    let roots: Vec<PathBuf> = paths.paths.iter().map(|p| p.root.clone()).collect();
-    let found = dedup::count_links(&roots, |target| paths.remote_name_of(target))?;
+    let found = dedup::count_links(paths, |target| paths.remote_name_of(target));
     let path_of = |name: &str| {
-        let n = crate::file_id::RemoteFilename::parse(name, Some(roots.len())).ok()?;
+        let n = crate::file_id::RemoteFilename::parse(name, Some(paths.paths.len())).ok()?;
         paths.local_path(&n)
     };
     let r = index.reconcile(found, path_of)?;

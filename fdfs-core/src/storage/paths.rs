@@ -153,6 +153,17 @@ impl StorePaths {
         self.paths.get(name.store_path_index as usize).map(|p| p.root.join(name.relative_path()))
     }
 
+    /// The `data/HH/LL` directories of store path `index`, each with its name prefix
+    /// (`Mxx/HH/LL`).
+    pub fn subdirs_of(&self, index: usize) -> impl Iterator<Item = (String, PathBuf)> + '_ {
+        let data = self.paths[index].root.join("data");
+        let n = self.subdirs;
+        (0..n).flat_map(move |high| (0..n).map(move |low| (high, low))).map(move |(high, low)| {
+            let rel = format!("{high:02X}/{low:02X}");
+            (format!("M{index:02X}/{rel}"), data.join(rel))
+        })
+    }
+
     /// The remote filename of a file's path in one of our store paths (`<root>/data/HH/LL/x`).
     pub fn remote_name_of(&self, path: &Path) -> Option<String> {
         self.paths.iter().enumerate().find_map(|(i, p)| {
@@ -185,38 +196,6 @@ impl StorePath {
             }
             Err(e) => tracing::error!("statvfs {}: {e}", self.root.display()),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tree_rotation_and_temp_cleanup() {
-        let dir = tempfile::tempdir().unwrap();
-        let root = dir.path().join("p0");
-        let sp = StorePaths::open(std::slice::from_ref(&root), &[false], 4, 2, false, DirCursor::default()).unwrap();
-        assert!(root.join("data/03/03").is_dir());
-        assert!(!root.join("data/04").exists());
-        let mut rng = fastrand::Rng::with_seed(1);
-        let dirs: Vec<(u8, u8)> = (0..10).map(|_| sp.next_dir(&mut rng)).collect();
-        assert_eq!(dirs, [(0, 0), (0, 0), (0, 1), (0, 1), (0, 2), (0, 2), (0, 3), (0, 3), (1, 0), (1, 0)]);
-        std::fs::write(root.join("data/.tmp/leftover.tmp"), b"half").unwrap();
-        let sp = StorePaths::open(std::slice::from_ref(&root), &[false], 4, 2, false, sp.cursor()).unwrap();
-        assert_eq!(std::fs::read_dir(root.join("data/.tmp")).unwrap().count(), 0, "unfinished uploads removed");
-        assert_eq!(sp.cursor(), DirCursor { high: 1, low: 1, count: 0 });
-    }
-
-    #[test]
-    fn path_choice_skips_readonly_and_full() {
-        let dir = tempfile::tempdir().unwrap();
-        let roots = [dir.path().join("a"), dir.path().join("b")];
-        let sp = StorePaths::open(&roots, &[true, false], 1, 100, false, DirCursor::default()).unwrap();
-        let r = ReservedSpace::Megabytes(1);
-        assert_eq!(sp.choose(0, 0, r, false), Some(1), "read-only path 0 is skipped");
-        assert_eq!(sp.choose(-1, 0, r, true), Some(1));
-        assert_eq!(sp.choose(1, 0, ReservedSpace::Ratio(0.999999), false), None, "full");
     }
 }
 
@@ -257,8 +236,35 @@ pub fn link_target(link: &Path) -> Option<PathBuf> {
 }
 
 #[cfg(test)]
-mod link_tests {
+mod tests {
     use super::*;
+
+    #[test]
+    fn tree_rotation_and_temp_cleanup() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("p0");
+        let sp = StorePaths::open(std::slice::from_ref(&root), &[false], 4, 2, false, DirCursor::default()).unwrap();
+        assert!(root.join("data/03/03").is_dir());
+        assert!(!root.join("data/04").exists());
+        let mut rng = fastrand::Rng::with_seed(1);
+        let dirs: Vec<(u8, u8)> = (0..10).map(|_| sp.next_dir(&mut rng)).collect();
+        assert_eq!(dirs, [(0, 0), (0, 0), (0, 1), (0, 1), (0, 2), (0, 2), (0, 3), (0, 3), (1, 0), (1, 0)]);
+        std::fs::write(root.join("data/.tmp/leftover.tmp"), b"half").unwrap();
+        let sp = StorePaths::open(std::slice::from_ref(&root), &[false], 4, 2, false, sp.cursor()).unwrap();
+        assert_eq!(std::fs::read_dir(root.join("data/.tmp")).unwrap().count(), 0, "unfinished uploads removed");
+        assert_eq!(sp.cursor(), DirCursor { high: 1, low: 1, count: 0 });
+    }
+
+    #[test]
+    fn path_choice_skips_readonly_and_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let roots = [dir.path().join("a"), dir.path().join("b")];
+        let sp = StorePaths::open(&roots, &[true, false], 1, 100, false, DirCursor::default()).unwrap();
+        let r = ReservedSpace::Megabytes(1);
+        assert_eq!(sp.choose(0, 0, r, false), Some(1), "read-only path 0 is skipped");
+        assert_eq!(sp.choose(-1, 0, r, true), Some(1));
+        assert_eq!(sp.choose(1, 0, ReservedSpace::Ratio(0.999999), false), None, "full");
+    }
 
     #[test]
     fn links_in_a_store_path_are_short_and_resolve_back() {

@@ -63,19 +63,14 @@ pub fn record_unlogged(paths: &StorePaths, binlog: &Binlog) -> std::io::Result<u
     let since = last.checked_sub(WINDOW).unwrap_or(UNIX_EPOCH);
     let recorded = recent_names(binlog);
     let mut count = 0;
-    for (index, sp) in paths.paths.iter().enumerate() {
-        let data = sp.root.join("data");
-        for high in 0..paths.subdirs {
-            for low in 0..paths.subdirs {
-                let rel = format!("{high:02X}/{low:02X}");
-                let dir = data.join(&rel);
-                // A rename into a directory changes its mtime: untouched directories are skipped.
-                match std::fs::metadata(&dir).and_then(|m| m.modified()) {
-                    Ok(t) if t >= since => {}
-                    _ => continue,
-                }
-                count += record_dir(paths, &dir, &format!("M{index:02X}/{rel}"), since, &recorded, binlog)?;
+    for index in 0..paths.paths.len() {
+        for (prefix, dir) in paths.subdirs_of(index) {
+            // A rename into a directory changes its mtime: untouched directories are skipped.
+            match std::fs::metadata(&dir).and_then(|m| m.modified()) {
+                Ok(t) if t >= since => {}
+                _ => continue,
             }
+            count += record_dir(paths, &dir, &prefix, since, &recorded, binlog)?;
         }
     }
     Ok(count)
