@@ -127,6 +127,11 @@ async fn fdfs_appender_test_truncates_appends_and_modifies() {
     want.extend_from_slice(data);
     assert!(got == want, "the appender file's content");
 
+    // A local file that is not there: C's failure line and its errno.
+    let (rc, out, _) = cl.tool("fdfs_appender_test", &[dir.path().join("missing.txt").to_str().unwrap()]);
+    assert!(out.contains("upload file fail, error no: 2, error info: No such file or directory"), "{out}");
+    assert_eq!(rc, 2);
+
     let (rc, out, err) = cl.tool("fdfs_appender_test1", &[src.to_str().unwrap(), "CALLBACK"]);
     assert_eq!(rc, 0, "{out}{err}");
     assert!(out.contains("storage_upload_appender_by_callback1\nfild_id=group1/M00/"), "C's labels: {out}");

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::task::{Context, Poll};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::datetime;
@@ -39,23 +39,27 @@ pub(crate) fn errno_text(n: u8, e: &ClientError) -> String {
     let text = std::io::Error::from_raw_os_error(n as i32).to_string();
     // "No such file or directory (os error 2)" → the C strerror text.
     match text.rsplit_once(" (os error") {
-        Some((t, _)) if matches!(e, ClientError::Status { .. }) => t.to_owned(),
+        // A server's status, or a local file's error: C prints strerror for both.
+        Some((t, _)) if matches!(e, ClientError::Status { .. } | ClientError::Local(_)) => t.to_owned(),
         _ => e.to_string(),
     }
 }
 
-/// A local file to send, with its length, behind a progress bar (C's wording on failure).
-async fn open_local(path: &Path) -> Result<(Progress<tokio::fs::File>, u64)> {
-    let f = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
-        Err(e) => bail!("open file {} fail: {e}", path.display()),
-    };
+/// A local file to send, streamed (never read whole into memory), with its length, behind a
+/// progress bar.
+pub(crate) async fn open_local(path: &Path) -> std::io::Result<(Progress<tokio::fs::File>, u64)> {
+    let f = tokio::fs::File::open(path).await?;
     let len = f.metadata().await?.len();
     Ok((Progress::new(f, len), len))
 }
 
+/// [`open_local`] with C's wording on failure.
+async fn open_to_send(path: &Path) -> Result<(Progress<tokio::fs::File>, u64)> {
+    open_local(path).await.with_context(|| format!("open file {} fail", path.display()))
+}
+
 /// Shows a progress bar on stderr for large transfers when stderr is a terminal.
-struct Progress<T> {
+pub(crate) struct Progress<T> {
     inner: T,
     total: u64,
     done: u64,
@@ -129,7 +133,7 @@ fn upload(args: &[String], kind: UploadKind, prog: &str) -> Result<ExitCode> {
         None => -1,
     };
     runtime()?.block_on(async move {
-        let (mut src, len) = open_local(&path).await?;
+        let (mut src, len) = open_to_send(&path).await?;
         let ext = file_ext(&path);
         let r = match storage {
             // An explicit storage: upload to it directly, as the C tool does.
@@ -324,7 +328,7 @@ pub fn append_file(args: &[String]) -> Result<ExitCode> {
     let (_, client) = load_client(Path::new(&args[0]), None)?;
     let (id, path) = (args[1].clone(), PathBuf::from(&args[2]));
     runtime()?.block_on(async move {
-        let (mut src, len) = open_local(&path).await?;
+        let (mut src, len) = open_to_send(&path).await?;
         Ok(match client.append(&id, Content::Reader(&mut src, len)).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail("append file", &e),
@@ -359,7 +363,7 @@ pub fn upload_slave(args: &[String]) -> Result<ExitCode> {
     let (master, prefix, path) = (args[1].clone(), args[2].clone(), PathBuf::from(&args[3]));
     let ext = args.get(4).cloned().unwrap_or_else(|| file_ext(&path));
     runtime()?.block_on(async move {
-        let (mut src, len) = open_local(&path).await?;
+        let (mut src, len) = open_to_send(&path).await?;
         Ok(match client.upload_slave(&master, &prefix, &ext, Content::Reader(&mut src, len)).await {
             Ok(id) => {
                 crate::outln!("{id}");

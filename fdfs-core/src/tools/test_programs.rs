@@ -9,14 +9,14 @@
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 
-use super::commands::{describe, errno_text, Described};
+use super::commands::{describe, errno_text, open_local, Described, Progress};
 use super::{datetime, load_client, runtime};
 use crate::client::{file_ext, Client, ClientError, Content, UploadKind};
 use crate::config::ClientConfig;
 use crate::file_id::FileId;
-use crate::protocol::storage::MetaOp;
+use crate::protocol::storage::{FileIdResp, MetaOp};
 use crate::protocol::Command;
 
 /// The metadata C's test programs attach to every upload.
@@ -109,8 +109,25 @@ fn print_described(d: &Described, crc: bool) {
     }
 }
 
-fn read_local(path: &str) -> Result<Vec<u8>, ClientError> {
-    std::fs::read(path).map_err(ClientError::Local)
+/// The local file, streamed from disk as C sends it.
+async fn local(path: &str) -> Result<(Progress<tokio::fs::File>, u64), ClientError> {
+    open_local(Path::new(path)).await.map_err(ClientError::Local)
+}
+
+/// Uploads `path` to `storage` and gives it C's metadata, as `storage_upload_by_filename`
+/// with a meta list does (11 or 23, then 13).
+async fn upload_with_meta(
+    client: &Client,
+    storage: &str,
+    kind: UploadKind,
+    store_path_index: u8,
+    path: &str,
+) -> Result<FileIdResp, ClientError> {
+    let (mut src, len) = local(path).await?;
+    let ext = file_ext(Path::new(path));
+    let r = client.storage.upload(storage, kind, store_path_index as i8, &ext, Content::Reader(&mut src, len)).await?;
+    client.storage.set_metadata(storage, &r.group, &r.filename, &meta(), MetaOp::Overwrite).await?;
+    Ok(r)
 }
 
 fn meta() -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -200,14 +217,7 @@ async fn upload(
     if naming == Naming::FileId {
         crate::outln!("{upload_label}");
     }
-    let master = async {
-        let data = read_local(local)?;
-        let index = target.store_path_index as i8;
-        let r = client.storage.upload(&storage, UploadKind::Normal, index, &ext, Content::Bytes(&data)).await?;
-        client.storage.set_metadata(&storage, &r.group, &r.filename, &meta(), MetaOp::Overwrite).await?;
-        Ok::<_, ClientError>(r)
-    }
-    .await;
+    let master = upload_with_meta(client, &storage, UploadKind::Normal, target.store_path_index, local).await;
     if naming == Naming::Group {
         crate::outln!("{upload_label}");
     }
@@ -236,8 +246,8 @@ async fn upload(
         crate::outln!("{slave_label}");
     }
     let slave = async {
-        let data = read_local(local)?;
-        let id = client.upload_slave(&master_id, prefix, &ext, Content::Bytes(&data)).await?;
+        let (mut src, len) = self::local(local).await?;
+        let id = client.upload_slave(&master_id, prefix, &ext, Content::Reader(&mut src, len)).await?;
         let fid = FileId::parse(&id)?;
         client.storage.set_metadata(&storage, &fid.group, &fid.remote.to_string(), &meta(), MetaOp::Overwrite).await?;
         Ok::<_, ClientError>(id)
@@ -328,10 +338,15 @@ async fn file_operation(client: &Client, args: &[String], naming: Naming, prog: 
     let result: Result<(), ExitCode> = match op {
         "download" => {
             let local = rest.first().cloned().unwrap_or_else(|| remote.rsplit('/').next().unwrap_or("").to_owned());
+            // Streamed into the file, never whole in memory.
             let r = async {
-                let data = client.storage.download(&storage, &group, &remote, 0, 0).await?;
-                std::fs::write(&local, &data).map_err(ClientError::Local)?;
-                Ok::<_, ClientError>(data.len())
+                let mut out = tokio::fs::File::create(&local).await.map_err(ClientError::Local)?;
+                let n = client.storage.download_into(&storage, &group, &remote, 0, 0, &mut out).await;
+                tokio::io::AsyncWriteExt::flush(&mut out).await.map_err(ClientError::Local)?;
+                if n.is_err() {
+                    let _ = std::fs::remove_file(&local);
+                }
+                n
             }
             .await;
             match r {
@@ -419,9 +434,6 @@ fn appender_program(args: &[String], naming: Naming, prog: &str) -> Result<ExitC
         Naming::FileId if always || kind != UploadType::File => format!("{label}1"),
         _ => label,
     };
-    if !std::path::Path::new(&local).is_file() {
-        bail!("open file {local} fail: no such regular file");
-    }
     runtime()?.block_on(async {
         let target = match client.tracker.query_store(None).await {
             Ok(t) => t,
@@ -429,19 +441,8 @@ fn appender_program(args: &[String], naming: Naming, prog: &str) -> Result<ExitC
         };
         crate::outln!("group_name={}, ip_addr={}, port={}", target.group, target.ip, target.port);
         let storage = crate::config::join_host_port(&target.ip, target.port as u16);
-        let ext = file_ext(Path::new(&local));
-        let data = match read_local(&local) {
-            Ok(d) => d,
-            Err(e) => return Ok(failed("upload file fail", &e)),
-        };
-        let size = data.len() as u64;
-        let uploaded = async {
-            let index = target.store_path_index as i8;
-            let r = client.storage.upload(&storage, UploadKind::Appender, index, &ext, Content::Bytes(&data)).await?;
-            client.storage.set_metadata(&storage, &r.group, &r.filename, &meta(), MetaOp::Overwrite).await?;
-            Ok::<_, ClientError>(r)
-        }
-        .await;
+        let size = std::fs::metadata(&local).map(|m| m.len()).unwrap_or(0);
+        let uploaded = upload_with_meta(&client, &storage, UploadKind::Appender, target.store_path_index, &local).await;
         crate::outln!("{}", one(kind.label("upload_appender"), true));
         let appender = match uploaded {
             Ok(r) => r,
@@ -471,15 +472,22 @@ fn appender_program(args: &[String], naming: Naming, prog: &str) -> Result<ExitC
             return Ok(failed("truncate file fail", &e));
         }
         show(describe(&client, &id, 0).await, true, truncated);
-        let appended = client.storage.append(&storage, &appender.filename, Content::Bytes(&data)).await;
+        let appended = async {
+            let (mut src, len) = self::local(&local).await?;
+            client.storage.append(&storage, &appender.filename, Content::Reader(&mut src, len)).await
+        }
+        .await;
         crate::outln!("{}", one(kind.label("append"), false));
         if let Err(e) = appended {
             return Ok(failed("append file fail", &e));
         }
         crate::outln!("append file successfully.");
         show(describe(&client, &id, 0).await, false, truncated + size);
-        let modified =
-            client.storage.modify(&storage, &appender.filename, truncated + size, Content::Bytes(&data)).await;
+        let modified = async {
+            let (mut src, len) = self::local(&local).await?;
+            client.storage.modify(&storage, &appender.filename, truncated + size, Content::Reader(&mut src, len)).await
+        }
+        .await;
         crate::outln!("{}", one(kind.label("modify"), false));
         if let Err(e) = modified {
             return Ok(failed("modify file fail", &e));
