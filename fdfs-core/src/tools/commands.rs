@@ -30,12 +30,19 @@ pub fn main(f: fn(&[String]) -> Result<ExitCode>) -> ExitCode {
 }
 
 fn fail(what: &str, e: &ClientError) -> ExitCode {
-    let s = e.status();
-    eprintln!("{what} fail, error no: {}, error info: {}", s.0, errno_text(s.0, e));
-    ExitCode::from(if s.0 == 0 { 1 } else { s.0 })
+    let (line, code) = failure(&format!("{what} fail"), e);
+    eprintln!("{line}");
+    code
 }
 
-pub(crate) fn errno_text(n: u8, e: &ClientError) -> String {
+/// C's failure line (`WHAT, error no: N, error info: TEXT`) and the exit code for it (the
+/// errno; 1 when there is none).
+pub(crate) fn failure(what: &str, e: &ClientError) -> (String, ExitCode) {
+    let n = e.status().0;
+    (format!("{what}, error no: {n}, error info: {}", errno_text(n, e)), ExitCode::from(if n == 0 { 1 } else { n }))
+}
+
+fn errno_text(n: u8, e: &ClientError) -> String {
     let text = std::io::Error::from_raw_os_error(n as i32).to_string();
     // "No such file or directory (os error 2)" → the C strerror text.
     match text.rsplit_once(" (os error") {

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 
-use super::commands::{describe, errno_text, open_local, Described, Progress};
+use super::commands::{describe, failure, open_local, Described, Progress};
 use super::{datetime, load_client, runtime};
 use crate::client::{file_ext, Client, ClientError, Content, UploadKind};
 use crate::config::ClientConfig;
@@ -85,11 +85,11 @@ fn log_settings(c: &ClientConfig) {
     );
 }
 
-/// `error no: N, error info: TEXT` and the exit code for it.
+/// C's failure line, on stdout as the test programs print it.
 fn failed(what: &str, e: &ClientError) -> ExitCode {
-    let n = e.status().0;
-    crate::outln!("{what}, error no: {n}, error info: {}", errno_text(n, e));
-    ExitCode::from(if n == 0 { 1 } else { n })
+    let (line, code) = failure(what, e);
+    crate::outln!("{line}");
+    code
 }
 
 /// `http://HOST[:PORT]/FILE_ID` (the port part only when it is not 80), as C builds it.
