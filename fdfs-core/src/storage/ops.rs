@@ -428,12 +428,11 @@ fn linked_content(
 /// job (off the store path's writer thread: on the blocking pool for content in a temp file).
 async fn signed(srv: &StorageServer, body: Body) -> Result<(Body, Option<Signature>), Status> {
     let Some(method) = srv.dedup.as_ref().map(|d| d.method()) else { return Ok((body, None)) };
+    let sign = move |body: Body| body.signature(method).map(|sig| (body, Some(sig))).map_err(io);
     match body {
-        Body::Bytes(b) => {
-            let sig = Signer::of_bytes(method, &b);
-            Ok((Body::Bytes(b), Some(sig)))
-        }
-        file => Disk::read(move || file.signature(method).map(|sig| (file, Some(sig))).map_err(io)).await,
+        // In memory: cheaper than a trip to the blocking pool.
+        Body::Bytes(_) => sign(body),
+        Body::File(_) => Disk::read(move || sign(body)).await,
     }
 }
 
