@@ -47,6 +47,10 @@ impl TempFile {
         &mut self.file
     }
 
+    pub fn file_ref(&self) -> &File {
+        &self.file
+    }
+
     /// Moves the content to `dest`, which must not exist (`AlreadyExists` otherwise, and the
     /// temp file stays for another try). Neither content nor entry is synced: the storage's
     /// disk writers sync a whole batch of these with one `syncfs` (or, in `process_crash`

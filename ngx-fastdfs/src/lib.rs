@@ -320,9 +320,28 @@ unsafe fn handle(request: &mut Request) -> ngx_int_t {
                     return NGX_HTTP_RANGE_NOT_SATISFIABLE as ngx_int_t;
                 }
                 let (etag, attachment) = (t.etag.as_deref(), t.attachment.as_deref());
-                let window = Windowed::Slot(&t.remote, loc);
+                let window = Windowed::Slot(&t.remote, loc, Follow::Once);
                 // SAFETY: `request` is live.
-                if let Ok(rc) = unsafe { serve_file(request.as_mut(), &path, etag, attachment, t.flv, window) } {
+                let served = match unsafe { serve_file(request.as_mut(), &path, etag, attachment, t.flv, window) } {
+                    Ok(rc) => Some(rc),
+                    Err(NotServed::Missed) => None,
+                    // A link slot (C's de-duplication): the file it names is served, found
+                    // the same way but not followed again.
+                    Err(NotServed::Link(text)) => {
+                        match settings_of(request).and_then(|s| s.link_target(&t.group, &text)) {
+                            Some((target, root)) => {
+                                let (path, window) = match fdfs_core::trunk::location(&target, &root) {
+                                    Some((path, loc)) => (path, Windowed::Slot(&target, loc, Follow::No)),
+                                    None => (root.join(target.relative_path()), Windowed::Whole),
+                                };
+                                // SAFETY: `request` is live.
+                                unsafe { serve_file(request.as_mut(), &path, etag, attachment, t.flv, window) }.ok()
+                            }
+                            None => None,
+                        }
+                    }
+                };
+                if let Some(rc) = served {
                     return rc;
                 }
                 // SAFETY: `request` is live.
@@ -406,8 +425,21 @@ unsafe fn push_header(r: &mut ngx_http_request_t, key: &str, value: &str) -> Opt
     }
 }
 
-/// The file does not exist here.
-struct Missed;
+/// Why nothing was served.
+enum NotServed {
+    /// The file does not exist here.
+    Missed,
+    /// The name is a link slot; this is its text (the filename of the file to serve).
+    Link(Vec<u8>),
+}
+use NotServed::Missed;
+
+/// Whether a link slot is to be followed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Follow {
+    Once,
+    No,
+}
 
 /// Which part of the opened file is the requested file.
 #[derive(Clone, Copy)]
@@ -415,7 +447,7 @@ enum Windowed<'a> {
     /// All of it, with the file's own time.
     Whole,
     /// The content of a trunk slot, if its header holds this name.
-    Slot(&'a fdfs_core::file_id::RemoteFilename, fdfs_core::file_id::TrunkLocation),
+    Slot(&'a fdfs_core::file_id::RemoteFilename, fdfs_core::file_id::TrunkLocation, Follow),
 }
 
 /// Serves a local file as nginx's static handler does. `Err(Missed)` when it does not exist.
@@ -426,7 +458,7 @@ unsafe fn serve_file(
     attachment: Option<&str>,
     flv: Option<FlvRange>,
     window: Windowed<'_>,
-) -> Result<ngx_int_t, Missed> {
+) -> Result<ngx_int_t, NotServed> {
     use std::os::unix::ffi::OsStrExt;
     let internal = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     let Some(clcf) = NgxHttpCoreModule::location_conf(r) else { return Ok(internal) };
@@ -454,7 +486,7 @@ unsafe fn serve_file(
     }
     let (base, size, mtime) = match window {
         Windowed::Whole => (0, of.size, of.mtime),
-        Windowed::Slot(remote, loc) => {
+        Windowed::Slot(remote, loc, follow) => {
             let mut header = [0u8; fdfs_core::trunk::SLOT_HEADER_LEN as usize];
             // SAFETY: `of.fd` is open (ngx_open_cached_file succeeded) and stays open for the
             // request; ManuallyDrop keeps the borrowed File from closing it.
@@ -463,8 +495,17 @@ unsafe fn serve_file(
                 return Err(Missed);
             }
             match fdfs_core::trunk::checked(remote, &loc, &header) {
-                Some(c) => (c.content_offset as i64, c.size as i64, c.mtime as i64),
-                None => return Err(Missed),
+                Some(c) if c.kind == fdfs_core::trunk::SlotKind::File => {
+                    (c.content_offset as i64, c.size as i64, c.mtime as i64)
+                }
+                Some(c) if follow == Follow::Once && c.size <= fdfs_core::trunk::MAX_LINK_TEXT => {
+                    let mut text = vec![0u8; c.size as usize];
+                    if file.read_exact_at(&mut text, c.content_offset).is_err() {
+                        return Err(Missed);
+                    }
+                    return Err(NotServed::Link(text));
+                }
+                _ => return Err(Missed),
             }
         }
     };

@@ -353,3 +353,191 @@ async fn slave_links_and_deduplicated_uploads_share_content() {
     c.storage.delete(&s.addr(), "group1", &same).await.unwrap();
     assert_eq!(copies(&s.base(), &thumb), 0, "the last one frees it");
 }
+
+const TRUNK_TRACKER: &str = "use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\ntrunk_file_size = 4MB\n\
+     trunk_alloc_alignment_size = 256\ntrunk_free_space_merge = true\n";
+
+/// The slot a trunk name is in, as it is on `s`'s disk: (is a link slot, the link's target).
+fn slot_of(s: &StorageProc, name: &str) -> Option<(bool, Option<String>)> {
+    let n = fdfs_core::file_id::RemoteFilename::parse(name, Some(1)).ok()?;
+    let slot = fdfs_core::trunk::open(&n, &s.base()).ok()??;
+    let target = fdfs_core::trunk::link_target(&slot, 1).ok()?.map(|t| t.to_string());
+    Some((slot.kind == fdfs_core::trunk::SlotKind::Link, target))
+}
+
+/// How many times `data` is in `s`'s trunk files.
+fn copies_in_trunks(s: &StorageProc, data: &[u8]) -> usize {
+    entries(&s.base())
+        .iter()
+        .filter(|(p, _)| p.file_name().is_some_and(|n| n.len() == 6))
+        .map(|(p, _)| std::fs::read(p).unwrap_or_default())
+        .map(|t| t.windows(data.len()).filter(|w| *w == data).count())
+        .sum()
+}
+
+/// Trunk mode, in C's layout there: a small upload's content goes into a slot under a name no
+/// client is given and every file ID is a link slot (type `L`) whose text names it; a repeated
+/// upload writes only a link slot. Served through the protocol and the module, replicated as
+/// link slots, counted again from the binlog when the index is lost, freed at the last delete.
+#[tokio::test]
+async fn in_trunk_mode_identical_uploads_are_link_slots_to_one_slot() {
+    let mut cl = Cluster::start(TRUNK_TRACKER, &["127.0.0.48", "127.0.0.49"], "check_file_duplicate = 1\n").await;
+    let t = cl.tracker.addr();
+    let c = cl.client();
+    // Until the trunk server is known, uploads are regular files.
+    let mut warm = 0u8;
+    eventually(Duration::from_secs(30), "uploads into trunk slots on both members", || {
+        warm += 1;
+        let (c, seed) = (&c, warm);
+        let addrs = [cl.storages[0].addr(), cl.storages[1].addr()];
+        async move {
+            let mut all = true;
+            for a in &addrs {
+                all &= upload(c, a, &content(100, 200u8.wrapping_add(seed))).await.len() == 60;
+            }
+            all.then_some(())
+        }
+    })
+    .await;
+    let (a, b) = (&cl.storages[0], &cl.storages[1]);
+    let data = content(3000, 21);
+    let first = upload(&c, &a.addr(), &data).await;
+    let second = upload(&c, &a.addr(), &data).await;
+    let third = upload(&c, &b.addr(), &data).await;
+    let (Some((true, Some(source))), Some((true, t2))) = (slot_of(a, &first), slot_of(a, &second)) else {
+        panic!("de-duplicated uploads are link slots: {first} {second}");
+    };
+    assert_eq!(t2.as_ref(), Some(&source), "both name the same content");
+    assert_eq!(slot_of(a, &source), Some((false, None)), "the content is a slot of its own");
+    assert_eq!(source.len(), 60);
+    eventually(Duration::from_secs(30), "the peer's upload linked to the replicated source", || async {
+        (slot_of(b, &third) == Some((true, Some(source.clone())))).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(30), "every link replicated as a link slot", || async {
+        let all = [&first, &second, &third].iter().all(|n| slot_of(a, n) == slot_of(b, n));
+        all.then_some(())
+    })
+    .await;
+    for s in [a, b] {
+        assert_eq!(copies_in_trunks(s, &data), 1, "{}: one copy of the content in its trunk files", s.ip);
+        for name in [&first, &second, &third] {
+            assert!(served(&c, s, name, &data).await, "{name} downloads from {}", s.ip);
+            let info = c.storage.file_info(&s.addr(), "group1", name, 0).await.unwrap();
+            assert_eq!(info.file_size, data.len() as i64, "{name}: the original's size");
+            assert_eq!(info.crc32 as u32, crc32fast::hash(&data), "{name}: the content's CRC32");
+        }
+    }
+    let refused = c.storage.delete(&a.addr(), "group1", &source).await;
+    assert_eq!(refused.unwrap_err().status(), fdfs_core::protocol::Status::EBUSY, "the content's own name");
+
+    // The module follows a link slot to the content's slot.
+    let port = fdfs_e2e::common_free_port(&[&a.ip]);
+    let ngx = fdfs_e2e::NginxProc::start(
+        &a.ip,
+        port,
+        &format!("group_name=group1\nurl_have_group_name=true\nstore_path0={}\n", a.base().display()),
+        "",
+    );
+    for name in [&first, &second, &third] {
+        let resp = fdfs_e2e::get(&ngx.addr, &format!("/group1/{name}"));
+        assert_eq!(resp.status, 200, "{name}");
+        assert!(resp.body == data, "{name}: the content through the module");
+    }
+
+    // The index lost while stopped: counted again from the binlog's link records.
+    cl.storages[0].daemon.stop();
+    std::fs::remove_file(cl.storages[0].base().join("data/dedup.redb")).unwrap();
+    cl.storages[0].restart(&t, false).await;
+    let c = cl.client();
+    let (a, b) = (&cl.storages[0], &cl.storages[1]);
+    let fourth = upload(&c, &a.addr(), &data).await;
+    assert_eq!(slot_of(a, &fourth), Some((true, Some(source.clone()))), "the rebuilt index finds the content");
+    // Deleting one keeps it for the others; the last delete frees its slot on both members.
+    let names = [&first, &third, &second, &fourth];
+    for (i, name) in names.iter().enumerate() {
+        c.storage.delete(&a.addr(), "group1", name).await.unwrap();
+        eventually(Duration::from_secs(30), "the delete replicated", || async {
+            (slot_of(b, name).is_none()).then_some(())
+        })
+        .await;
+        for s in [a, b] {
+            for other in &names[i + 1..] {
+                assert!(served(&c, s, other, &data).await, "{other} still served by {} after {name}", s.ip);
+            }
+        }
+    }
+    drop(ngx);
+    for s in [a, b] {
+        eventually(Duration::from_secs(30), "the content's slot freed", || async {
+            (slot_of(s, &source).is_none()).then_some(())
+        })
+        .await;
+        assert_eq!(copies_in_trunks(s, &data), 1, "a freed slot keeps its bytes until reused, as C");
+    }
+}
+
+/// kill -9 under de-duplicated uploads into trunk slots: every acknowledged ID is served after
+/// the restart, and the references recounted from the binlog add up: deleting every link slot
+/// the binlog names frees the content's slot exactly at the last one.
+#[tokio::test]
+async fn in_trunk_mode_a_crash_leaves_counts_that_add_up() {
+    let mut cl = Cluster::start(TRUNK_TRACKER, &["127.0.0.50"], "check_file_duplicate = 1\n").await;
+    let t = cl.tracker.addr();
+    let c = cl.client();
+    let addr = cl.storages[0].addr();
+    let mut warm = 0u8;
+    eventually(Duration::from_secs(30), "uploads into trunk slots", || {
+        warm += 1;
+        let (c, addr, seed) = (&c, &addr, warm);
+        async move { (upload(c, addr, &content(100, 200u8.wrapping_add(seed))).await.len() == 60).then_some(()) }
+    })
+    .await;
+    let data = content(2000, 33);
+    let x0 = upload(&c, &addr, &data).await;
+    let Some((true, Some(source))) = slot_of(&cl.storages[0], &x0) else { panic!("{x0}: a link slot") };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (c, addr, data, stop) = (cl.client(), addr.clone(), data.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.storage.upload(&addr, UploadKind::Normal, -1, "jpg", Content::Bytes(&data)).await {
+                    Ok(r) => acked.push(r.filename),
+                    Err(_) => break,
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    cl.storages[0].daemon.kill9();
+    let mut acked = vec![x0];
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    cl.storages[0].restart(&t, false).await;
+    let c = cl.client();
+    let s = &cl.storages[0];
+    assert!(acked.len() > 5, "uploads ran before the kill: {}", acked.len());
+    for name in &acked {
+        assert!(served(&c, s, name, &data).await, "{name}: acknowledged before the kill, served after");
+    }
+    // Every link slot the binlog records (acknowledged, or recorded just before the kill).
+    let binlog = std::fs::read_to_string(s.base().join("data/sync/binlog.000")).unwrap();
+    let mut links: Vec<String> = binlog
+        .lines()
+        .filter_map(|l| l.split(' ').collect::<Vec<_>>().get(1..3).map(|f| (f[0] == "L").then(|| f[1].to_owned())))
+        .flatten()
+        .filter(|n| slot_of(s, n) == Some((true, Some(source.clone()))))
+        .collect();
+    links.dedup();
+    assert!(acked.iter().all(|n| links.contains(n)), "every acknowledged ID is recorded as a link");
+    for (i, name) in links.iter().enumerate() {
+        assert_eq!(slot_of(s, &source), Some((false, None)), "content kept while {} link(s) remain", links.len() - i);
+        c.storage.delete(&s.addr(), "group1", name).await.unwrap();
+    }
+    assert_eq!(slot_of(s, &source), None, "the last delete freed the content's slot");
+}

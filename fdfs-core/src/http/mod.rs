@@ -174,6 +174,17 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// The file a trunk link slot of `group` names (its `text`), with the root of the store
+    /// path it is in on this server (not necessarily the link's own).
+    pub fn link_target(&self, group: &str, text: &[u8]) -> Option<(RemoteFilename, PathBuf)> {
+        let paths = &self.config.groups.iter().find(|g| g.group_name == group)?.store_paths;
+        let target = crate::trunk::parse_link_text(text, paths.len())?;
+        let root = paths.get(target.store_path_index as usize)?.clone();
+        Some((target, root))
+    }
+}
+
 /// `http://host[:port]<uri>{?|&}redirect=1`: where a missing file is fetched from or redirected
 /// to — the source storage on the port this request came in on.
 pub fn source_url(host: &str, port: u16, unparsed_uri: &str) -> String {

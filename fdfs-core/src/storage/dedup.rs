@@ -14,7 +14,7 @@
 //! reference counts are recounted from the symbolic links in the store paths and missing
 //! signatures computed from the sources, before the storage serves.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use md5::Digest;
@@ -107,18 +107,55 @@ impl Signer {
     }
 
     pub fn of_file(method: SignatureMethod, path: &Path) -> std::io::Result<Signature> {
-        use std::io::Read;
-        let mut f = std::fs::File::open(path)?;
+        Self::of_reader(method, std::fs::File::open(path)?)
+    }
+
+    /// The signature of `len` bytes of `file` from `offset` (a trunk slot's content).
+    pub fn of_range(
+        method: SignatureMethod,
+        file: &std::fs::File,
+        offset: u64,
+        len: u64,
+    ) -> std::io::Result<Signature> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = file.try_clone()?;
+        f.seek(SeekFrom::Start(offset))?;
+        let sig = Self::of_reader(method, f.take(len))?;
+        if u64::from_be_bytes(sig[..8].try_into().unwrap_or_default()) != len {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(sig)
+    }
+
+    fn of_reader(method: SignatureMethod, mut r: impl std::io::Read) -> std::io::Result<Signature> {
         let mut s = Signer::new(method);
         let mut buf = vec![0u8; 256 << 10];
         loop {
-            let n = f.read(&mut buf)?;
+            let n = r.read(&mut buf)?;
             if n == 0 {
                 return Ok(s.finish());
             }
             s.update(&buf[..n]);
         }
     }
+}
+
+/// The content of the file `name` names in `paths` as it is stored: its regular file, or its
+/// trunk slot (holding a file, not a link). `None` when it is not there.
+pub fn sign_stored(paths: &StorePaths, method: SignatureMethod, name: &str) -> Option<std::io::Result<Signature>> {
+    let n = crate::file_id::RemoteFilename::parse(name, Some(paths.paths.len())).ok()?;
+    if crate::trunk::is_trunk_name(&n) {
+        let root = &paths.paths.get(n.store_path_index as usize)?.root;
+        return match crate::trunk::open(&n, root) {
+            Ok(Some(slot)) if slot.kind == crate::trunk::SlotKind::File => {
+                Some(Signer::of_range(method, &slot.file, slot.content_offset, slot.size))
+            }
+            Ok(_) => None,
+            Err(e) => Some(Err(e)),
+        };
+    }
+    let path = paths.local_path(&n).filter(|p| p.is_file())?;
+    Some(Signer::of_file(method, &path))
 }
 
 fn content_key(store_path: u8, sig: &Signature) -> [u8; SIGNATURE_LEN + 1] {
@@ -185,18 +222,20 @@ impl Tx<'_> {
         Ok(Some(refs + 1))
     }
 
-    /// One more link to `source` (its file `path`, in `store_path`), indexed first if it is
-    /// not (a link made by a peer, or by CREATE_LINK, to content never counted here).
+    /// One more link to `source` (in `store_path`), indexed first if it is not (a link made by
+    /// a peer, or by CREATE_LINK, to content never counted here): `sign` signs it as stored,
+    /// `None` if it is not here.
     pub fn add_link(
         &mut self,
         source: &str,
         store_path: u8,
-        path: &Path,
-        method: SignatureMethod,
+        sign: impl FnOnce() -> Option<std::io::Result<Signature>>,
     ) -> Result<(), Status> {
-        if self.add_ref(source)?.is_none() && path.is_file() {
-            let sig = Signer::of_file(method, path).map_err(|e| Status::from_io(&e))?;
-            self.insert(source, store_path, &sig, 1)?;
+        if self.add_ref(source)?.is_none() {
+            if let Some(sig) = sign() {
+                let sig = sig.map_err(|e| Status::from_io(&e))?;
+                self.insert(source, store_path, &sig, 1)?;
+            }
         }
         Ok(())
     }
@@ -240,10 +279,16 @@ impl Tx<'_> {
     }
 }
 
-/// What recounting found on disk: every source a link names, with its links and store path.
+/// What recounting found on disk: every source a link names, with its store path and links.
 #[derive(Debug, Default)]
 pub struct LinkCount {
-    pub sources: std::collections::HashMap<String, (u8, PathBuf, u64)>,
+    pub sources: std::collections::HashMap<String, (u8, u64)>,
+}
+
+impl LinkCount {
+    fn add(&mut self, source: String, store_path: u8) {
+        self.sources.entry(source).or_insert((store_path, 0)).1 += 1;
+    }
 }
 
 impl DedupIndex {
@@ -332,10 +377,11 @@ impl DedupIndex {
     /// and that are gone dropped, signatures computed for sources it did not know. Sources no
     /// link names but still on disk stay, with 0 references, for the next upload of their
     /// content (a crash between a last link's deletion and its source's leaves one).
+    /// `stored` signs a source as stored (`None`: not there).
     pub fn reconcile(
         &self,
         found: LinkCount,
-        path_of: impl Fn(&str) -> Option<PathBuf>,
+        stored: impl Fn(&str) -> Option<std::io::Result<Signature>>,
     ) -> Result<Reconciled, IndexError> {
         let mut out = Reconciled::default();
         let known: Vec<(String, Vec<u8>, u64)> = {
@@ -352,17 +398,16 @@ impl DedupIndex {
             }
         };
         let mut found = found.sources;
-        let method = self.method;
         let r = self.update(|tx| {
             for (name, key, refs) in known {
                 match found.remove(&name) {
-                    Some((_, _, links)) => {
+                    Some((_, links)) => {
                         if links != refs {
                             out.recounted += 1;
                             tx.set_refs(&name, &key, links)?;
                         }
                     }
-                    None if !path_of(&name).is_some_and(|p| p.is_file()) => {
+                    None if stored(&name).is_none() => {
                         out.recounted += 1;
                         tx.forget_entry(&name, &key)?;
                     }
@@ -373,13 +418,14 @@ impl DedupIndex {
                     }
                 }
             }
-            for (name, (store_path, path, links)) in found {
-                match Signer::of_file(method, &path) {
-                    Ok(sig) => {
+            for (name, (store_path, links)) in found {
+                match stored(&name) {
+                    Some(Ok(sig)) => {
                         out.signed += 1;
                         tx.insert(&name, store_path, &sig, links)?;
                     }
-                    Err(e) => tracing::warn!("{}: linked to, but cannot be read ({e})", path.display()),
+                    Some(Err(e)) => tracing::warn!("{name}: linked to, but cannot be read ({e})"),
+                    None => tracing::warn!("{name}: linked to, but not here"),
                 }
             }
             Ok(())
@@ -415,12 +461,43 @@ pub fn count_links(paths: &StorePaths, name_of: impl Fn(&Path) -> Option<String>
             for e in entries.flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_symlink())) {
                 let Some(target) = super::paths::link_target(&e.path()).filter(|t| t.is_file()) else { continue };
                 if let Some(name) = name_of(&target) {
-                    count.sources.entry(name).or_insert((i as u8, target, 0)).2 += 1;
+                    count.add(name, i as u8);
                 }
             }
         }
     }
     count
+}
+
+/// Counts the link slots in trunk files by the source they name. Trunk files cannot be walked
+/// slot by slot (freed space is merged and handed out again in other sizes), so the links are
+/// found where every one is recorded: the binlog's `L` records of trunk names (`writing` is
+/// its position), each counted if its slot still holds it.
+pub fn count_trunk_links(
+    paths: &StorePaths,
+    binlog_dir: &Path,
+    writing: (u32, u64),
+    count: &mut LinkCount,
+) -> std::io::Result<()> {
+    use super::binlog::{BinlogReader, Line, Op};
+    let mut links = std::collections::BTreeSet::new();
+    let mut reader = BinlogReader::at(binlog_dir, 0, 0);
+    while let Some(line) = reader.next(writing)? {
+        if let Line::Record(r) = line {
+            if r.op == Op::Link && r.filename.len() == crate::file_id::TRUNK_FILENAME_LEN {
+                links.insert(r.filename);
+            }
+        }
+    }
+    for link in links {
+        let Ok(name) = crate::file_id::RemoteFilename::parse(&link, Some(paths.paths.len())) else { continue };
+        let Some(root) = paths.paths.get(name.store_path_index as usize).map(|p| &p.root) else { continue };
+        let Ok(Some(slot)) = crate::trunk::open(&name, root) else { continue };
+        if let Ok(Some(target)) = crate::trunk::link_target(&slot, paths.paths.len()) {
+            count.add(target.to_string(), target.store_path_index);
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -518,8 +595,11 @@ mod tests {
                 tx.insert("M00/00/01/old.jpg", 0, &old, 1)
             })
             .unwrap();
-        let path_of = |n: &str| n.rsplit('/').next().map(|f| sub.join(f));
-        let r = index.reconcile(found, path_of).unwrap();
+        let stored = |n: &str| {
+            let p = n.rsplit('/').next().map(|f| sub.join(f)).filter(|p| p.is_file())?;
+            Some(Signer::of_file(SignatureMethod::Md5, &p))
+        };
+        let r = index.reconcile(found, stored).unwrap();
         assert_eq!(r, Reconciled { recounted: 2, signed: 1 });
         assert_eq!(index.update(|tx| tx.refs("M00/00/01/a.jpg")).unwrap(), Some(2));
         assert_eq!(index.update(|tx| tx.refs("M00/00/01/b.jpg")).unwrap(), Some(1));

@@ -70,6 +70,12 @@ impl<T> Change<T> {
         self
     }
 
+    /// The same change answering `f(value)`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U) -> Change<U> {
+        let Change { value, records, settle, files, dirs } = self;
+        Change { value: f(value), records, settle, files, dirs }
+    }
+
     /// `f(committed)` runs after the round: with `false` it must undo the change.
     pub fn settle(mut self, f: impl FnOnce(bool) + Send + 'static) -> Self {
         self.settle = Some(Box::new(f));

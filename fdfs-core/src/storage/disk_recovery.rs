@@ -107,10 +107,14 @@ pub fn path_file_list(srv: &StorageServer, index: u8, mut emit: impl FnMut(Vec<u
 }
 
 impl StorageServer {
-    /// The target of a link record whose name is a symbolic link here.
+    /// The target of a link record whose name is a symbolic link or a link slot here.
     fn link_target(&self, r: &Record) -> Option<String> {
-        let (_, path) = self.resolve(&r.filename).ok()?;
-        let linked = std::fs::symlink_metadata(&path).ok()?.file_type().is_symlink();
+        let (name, path) = self.resolve(&r.filename).ok()?;
+        let linked = if crate::trunk::is_trunk_name(&name) {
+            crate::trunk::open(&name, &self.store_root(&name)).ok()??.kind == crate::trunk::SlotKind::Link
+        } else {
+            std::fs::symlink_metadata(&path).ok()?.file_type().is_symlink()
+        };
         (r.op == Op::Link && linked && self.resolve(&r.extra).is_ok()).then(|| r.extra.clone())
     }
 
@@ -202,7 +206,8 @@ async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<()
     // Links came back as links: the de-duplication index counts them again.
     if srv.dedup.is_some() {
         let s = srv.clone();
-        let counted = tokio::task::spawn_blocking(move || s.dedup.as_ref().map(|d| super::recount_links(&s.paths, d)));
+        let counted =
+            tokio::task::spawn_blocking(move || s.dedup.as_ref().map(|d| super::recount_links(&s.paths, &s.binlog, d)));
         counted.await.map_err(|e| e.to_string())?.transpose().map_err(|e| e.to_string())?;
     }
     // C reports RECOVERY again when it is done; the next JOIN takes the storage out of it.
@@ -210,13 +215,21 @@ async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<()
     Ok(())
 }
 
-/// A link of the list made again here (`name` → `target`'s file).
+/// A link of the list made again here (`name` → `target`'s file): a symbolic link, or a link
+/// slot in its place in the trunk file.
 async fn relink(srv: &StorageServer, name: &str, target: &str) -> Result<(), String> {
-    let (_, path) = srv.resolve(name).map_err(|s| format!("{name}: {s}"))?;
+    let (link, path) = srv.resolve(name).map_err(|s| format!("{name}: {s}"))?;
     let (_, to) = srv.resolve(target).map_err(|s| format!("{target}: {s}"))?;
-    let make = move || match super::paths::symlink(&to, &path) {
-        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
-        _ => Ok(()),
+    let (root, text) = (srv.store_root(&link), target.to_owned());
+    let make = move || {
+        if crate::trunk::is_trunk_name(&link) {
+            let kind = crate::trunk::SlotKind::Link;
+            return crate::trunk::write(&link, &root, kind, &mut text.as_bytes(), text.len() as u64)?.sync_data();
+        }
+        match super::paths::symlink(&to, &path) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+            _ => Ok(()),
+        }
     };
     tokio::task::spawn_blocking(make).await.map_err(|e| e.to_string())?.map_err(|e| format!("{name}: {e}"))
 }
@@ -291,7 +304,10 @@ async fn copy_file(
                 Err(err) => return Err(e(err)),
             },
         };
-        let put = move || crate::trunk::write(&name, &root, &mut &data[..], data.len() as u64)?.sync_data();
+        let put = move || {
+            crate::trunk::write(&name, &root, crate::trunk::SlotKind::File, &mut &data[..], data.len() as u64)?
+                .sync_data()
+        };
         return tokio::task::spawn_blocking(put)
             .await
             .map_err(|e| e.to_string())?

@@ -227,7 +227,7 @@ impl StorageServer {
         }
         init.save(&data_dir)?;
         let previous_ip = init.last_ip_addr.clone();
-        let dedup = open_dedup(&config, &data_dir, &paths)?;
+        let dedup = open_dedup(&config, &data_dir, &paths, &binlog)?;
         Ok(Self {
             group: config.group_name.clone(),
             paths,
@@ -515,6 +515,7 @@ fn open_dedup(
     config: &StorageConfig,
     data_dir: &Path,
     paths: &StorePaths,
+    binlog: &Binlog,
 ) -> anyhow::Result<Option<dedup::DedupIndex>> {
     let file = data_dir.join(dedup::FILE_NAME);
     if !config.check_file_duplicate && !file.exists() {
@@ -532,19 +533,17 @@ fn open_dedup(
         }
     };
     if !clean {
-        recount_links(paths, &index)?;
+        recount_links(paths, binlog, &index)?;
     }
     Ok(Some(index))
 }
 
-/// Makes the de-duplication index agree with the links in the store paths.
-fn recount_links(paths: &StorePaths, index: &dedup::DedupIndex) -> anyhow::Result<()> {
-    let found = dedup::count_links(paths, |target| paths.remote_name_of(target));
-    let path_of = |name: &str| {
-        let n = crate::file_id::RemoteFilename::parse(name, Some(paths.paths.len())).ok()?;
-        paths.local_path(&n)
-    };
-    let r = index.reconcile(found, path_of)?;
+/// Makes the de-duplication index agree with the links in the store paths (symbolic links, and
+/// link slots in trunk files).
+fn recount_links(paths: &StorePaths, binlog: &Binlog, index: &dedup::DedupIndex) -> anyhow::Result<()> {
+    let mut found = dedup::count_links(paths, |target| paths.remote_name_of(target));
+    dedup::count_trunk_links(paths, binlog.dir(), binlog.position(), &mut found)?;
+    let r = index.reconcile(found, |name| dedup::sign_stored(paths, index.method(), name))?;
     tracing::info!(
         "de-duplication index checked against the store paths: {} reference count(s) corrected, {} source(s) added",
         r.recounted,

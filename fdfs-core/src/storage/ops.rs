@@ -97,13 +97,19 @@ impl StorageServer {
         })
     }
 
+    /// What a trunk name reads as here: its slot, a link slot followed to the file it names.
+    pub(super) fn open_trunk_content(&self, name: &RemoteFilename) -> Result<Option<crate::trunk::Slot>, Status> {
+        let root_of = |i: u8| self.paths.paths.get(i as usize).map(|p| p.root.clone());
+        crate::trunk::open_followed(name, self.paths.paths.len(), root_of).map_err(io)
+    }
+
     /// A change made here, as the binlog records it.
     pub(super) fn own_change(&self, timestamp: i64, op: Op, filename: &str, extra: String) -> Record {
         Record { timestamp, op, replica: false, filename: filename.to_owned(), extra }
     }
 
     /// After a change made here is committed.
-    fn changed(&self, timestamp: i64) {
+    pub(super) fn changed(&self, timestamp: i64) {
         self.stats.last_source_update.store(timestamp, Ordering::Relaxed);
     }
 
@@ -273,8 +279,19 @@ pub async fn upload<R: AsyncRead + Unpin>(
         return Err(closing(Status::ENOSPC));
     };
     let ts = now_unix();
-    if !appender {
-        // Appender files change size, so they never go into a trunk slot (as C).
+    // Content received and signed for a trunk slot that could not be had.
+    let mut received = None;
+    // Appender files change size, so they never go into a trunk slot (as C); nor are they
+    // ever shared.
+    if !appender && srv.dedup_uploads().is_some() && super::trunk::fits_slot(srv, size) {
+        let (body, crc) = receive(srv, index, content).await.map_err(|e| closing(io(e)))?;
+        let (body, sig) = signed(srv, body).await?;
+        let sig = sig.ok_or(Status::EINVAL)?;
+        match super::trunk::upload_linked(srv, index, body, (size, crc), sig, &head.ext, ts).await? {
+            Ok(name) => return Ok(name),
+            Err(body) => received = Some((body, crc, Some(sig))),
+        }
+    } else if !appender {
         if let Some(slot) = super::trunk::reserve(srv, index, size).await.map_err(closing)? {
             let name = super::trunk::upload(srv, slot, &head.ext, content, ts).await?;
             srv.changed(ts);
@@ -282,13 +299,21 @@ pub async fn upload<R: AsyncRead + Unpin>(
         }
     }
     let (high, low) = srv.paths.next_dir(&mut fastrand::Rng::new());
-    let (body, crc) = receive(srv, index, content).await.map_err(|e| closing(io(e)))?;
+    let (body, crc, sig) = match received {
+        Some(r) => r,
+        None => {
+            let (body, crc) = receive(srv, index, content).await.map_err(|e| closing(io(e)))?;
+            (body, crc, None)
+        }
+    };
     let kind = if appender { NameKind::Appender } else { NameKind::Normal };
     let name_for = fresh_names(srv, ts, (size, crc), kind, head.ext.clone(), (index, high, low));
     let name = match srv.dedup_uploads() {
-        // Appender files change, so they are never shared.
         Some(_) if !appender => {
-            let (body, sig) = signed(srv, body).await?;
+            let (body, sig) = match sig {
+                Some(sig) => (body, Some(sig)),
+                None => signed(srv, body).await?,
+            };
             let s = srv.clone();
             let name = srv
                 .disk
@@ -315,7 +340,6 @@ pub async fn upload_slave<R: AsyncRead + Unpin>(
         .map_err(|_| closing(Status::EINVAL))?;
     let (slave_name, slave_path) = srv.resolve(&slave).map_err(closing)?;
     let index = slave_name.store_path_index as usize;
-    let master_root = srv.store_root(&master_name);
     let ts = now_unix();
     let (body, crc) = receive(srv, index, content).await.map_err(|e| closing(io(e)))?;
     let s = srv.clone();
@@ -329,7 +353,7 @@ pub async fn upload_slave<R: AsyncRead + Unpin>(
         .disk
         .write(index, move |w| {
             // A master may live in a trunk file (C stores its slaves as regular files beside it).
-            if !stored(&master_name, &master_root, &master_path)? {
+            if !stored(&s, &master_name, &master_path)? {
                 return Err(Status::ENOENT);
             }
             if link {
@@ -405,23 +429,42 @@ fn linked_content(
     let size = u64::from_be_bytes(sig[..8].try_into().unwrap_or_default());
     dedup.update(|tx| {
         if let Some(source) = reuse.then(|| tx.source_of(index as u8, &sig)).transpose()?.flatten() {
-            let held = srv
-                .resolve(&source)
-                .ok()
-                .map(|(_, p)| p)
-                .filter(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_file() && m.len() == size));
-            match held {
-                Some(path) => {
+            match srv.held_source(&source, size) {
+                Some(Held::Regular(path)) => {
                     tx.add_ref(&source)?;
                     let (name, link_path) = link.place(srv, &path)?;
                     return Ok(link_change(srv, ts, name, link_path, source, None));
                 }
+                // In a trunk slot, which a symbolic link cannot name: the content is stored
+                // again, as a source of its own.
+                Some(Held::Slot) => {}
                 // Changed or gone behind our back: not a source any more.
                 None => tx.forget(&source)?,
             }
         }
         new_content_linked(srv, w, ts, body, link, Some((tx, index as u8, &sig)))
     })
+}
+
+/// Where a source's content is.
+pub(super) enum Held {
+    /// A regular file, which symbolic links name.
+    Regular(PathBuf),
+    /// A trunk slot, which link slots name.
+    Slot,
+}
+
+impl StorageServer {
+    /// Where `source` holds content of `size` bytes; `None` when it no longer does.
+    pub(super) fn held_source(&self, source: &str, size: u64) -> Option<Held> {
+        let (name, path) = self.resolve(source).ok()?;
+        if crate::trunk::is_trunk_name(&name) {
+            let slot = crate::trunk::open(&name, &self.store_root(&name)).ok()??;
+            return (slot.kind == crate::trunk::SlotKind::File && slot.size == size).then_some(Held::Slot);
+        }
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        (meta.file_type().is_file() && meta.len() == size).then_some(Held::Regular(path))
+    }
 }
 
 /// The content's signature when there is a de-duplication index, computed before the writer
@@ -533,7 +576,7 @@ pub async fn create_link(srv: &Arc<StorageServer>, req: CreateLinkReq) -> Result
         .write(index, move |_| {
             let (name, link_path) = match &s.dedup {
                 Some(d) => d.update(|tx| {
-                    tx.add_link(&source, index as u8, &src_path, d.method())?;
+                    tx.add_link(&source, index as u8, || super::dedup::sign_stored(&s.paths, d.method(), &source))?;
                     link.place(&s, &src_path)
                 })?,
                 None => link.place(&s, &src_path)?,
@@ -594,6 +637,80 @@ impl StorageServer {
     }
 }
 
+impl StorageServer {
+    /// Removes trunk name `name`'s slot (a client's delete or a replicated one) keeping the
+    /// reference counts right: a link slot gives back its reference to its source. Returns the
+    /// trunk file to sync (the slot's header is zeroed, as C does) and what it did. Without an
+    /// index a link slot's source is left alone (C's links without FastDHT are not counted).
+    fn unlink_trunk_counted(&self, filename: &str, name: &RemoteFilename) -> Result<(File, Unlinked), Status> {
+        let root = self.store_root(name);
+        let slot = crate::trunk::open(name, &root).map_err(io)?.ok_or(Status::ENOENT)?;
+        let source = crate::trunk::link_target(&slot, self.paths.paths.len()).map_err(io)?;
+        let free = || crate::trunk::free(name, &root).map_err(io)?.ok_or(Status::ENOENT);
+        let Some(dedup) = &self.dedup else { return Ok((free()?, Unlinked::Removed)) };
+        dedup.update(|tx| match source {
+            Some(source) => {
+                let source = source.to_string();
+                let left = tx.release(&source)?;
+                let file = free()?;
+                let path = self.resolve(&source)?.1;
+                Ok((
+                    file,
+                    if left.is_none_or(|l| l == 0) { Unlinked::LastLinkTo(source, path) } else { Unlinked::Removed },
+                ))
+            }
+            None => match tx.refs(filename)? {
+                Some(links) if links > 0 => Err(Status::EBUSY),
+                known => {
+                    if known.is_some() {
+                        tx.forget(filename)?;
+                    }
+                    Ok((free()?, Unlinked::Removed))
+                }
+            },
+        })
+    }
+
+    /// Removes `filename` at `path` (a client's delete or a replicated one; a regular file, a
+    /// link, or a trunk slot), counted: `change` with what the round must sync, and what the
+    /// removal did. A source still named by links is refused with EBUSY in a trunk slot.
+    pub(super) fn remove_counted<T>(
+        &self,
+        change: Change<T>,
+        filename: &str,
+        path: &Path,
+    ) -> Result<(Change<T>, Unlinked), Status> {
+        if let Some((name, _)) = self.trunk_name(filename) {
+            let (file, unlinked) = self.unlink_trunk_counted(filename, &name)?;
+            return Ok((change.sync_file(file), unlinked));
+        }
+        let unlinked = self.unlink_counted(filename, path)?;
+        Ok((change.sync_parent(path), unlinked))
+    }
+
+    /// Removes a source whose last link went (its regular file at `path`, or its trunk slot),
+    /// recorded by `record`. Returns `change` with it, and the trunk slot freed (for the trunk
+    /// server, when this storage is the source's).
+    pub(super) fn remove_source<T>(
+        &self,
+        change: Change<T>,
+        source: &str,
+        path: &Path,
+        record: Record,
+    ) -> (Change<T>, Option<crate::trunk::space::Block>) {
+        if let Some((name, root)) = self.trunk_name(source) {
+            return match crate::trunk::free(&name, &root) {
+                Ok(Some(file)) => (change.record(record).sync_file(file), super::trunk::block_of_name(&name)),
+                _ => (change, None),
+            };
+        }
+        match std::fs::remove_file(path) {
+            Ok(()) => (change.record(record).sync_parent(path), None),
+            Err(_) => (change, None),
+        }
+    }
+}
+
 /// 12: the file and its metadata file.
 pub async fn delete(srv: &Arc<StorageServer>, filename: String) -> Result<(), Status> {
     let (name, path) = srv.resolve(&filename)?;
@@ -601,28 +718,21 @@ pub async fn delete(srv: &Arc<StorageServer>, filename: String) -> Result<(), St
     let s = srv.clone();
     let ts = now_unix();
     let slot = crate::trunk::is_trunk_name(&name).then(|| super::trunk::block_of_name(&name)).flatten();
-    srv.disk
+    let freed_source = srv
+        .disk
         .write(name.store_path_index as usize, move |_| {
-            let mut change = Change::new(()).record(s.own_change(ts, Op::Delete, &filename, String::new()));
-            if crate::trunk::is_trunk_name(&name) {
-                // The slot's header is zeroed as C does; the trunk server is told below.
-                let trunk = crate::trunk::free(&name, &s.store_root(&name)).map_err(io)?.ok_or(Status::ENOENT)?;
-                change = change.sync_file(trunk);
-            } else {
-                match s.unlink_counted(&filename, &path)? {
-                    // A name no client is given, still named by links: removing it would
-                    // leave them dangling.
-                    Unlinked::Kept => return Err(Status::EBUSY),
-                    Unlinked::LastLinkTo(source, source_path) => {
-                        if std::fs::remove_file(&source_path).is_ok() {
-                            change = change
-                                .record(s.own_change(ts, Op::Delete, &source, String::new()))
-                                .sync_parent(&source_path);
-                        }
-                    }
-                    Unlinked::Removed => {}
+            let change = Change::new(None).record(s.own_change(ts, Op::Delete, &filename, String::new()));
+            let (mut change, unlinked) = s.remove_counted(change, &filename, &path)?;
+            match unlinked {
+                // A name no client is given, still named by links: removing it would leave
+                // them dangling.
+                Unlinked::Kept => return Err(Status::EBUSY),
+                Unlinked::LastLinkTo(source, source_path) => {
+                    let record = s.own_change(ts, Op::Delete, &source, String::new());
+                    let (c, freed) = s.remove_source(change, &source, &source_path, record);
+                    change = c.map(|_| freed);
                 }
-                change = change.sync_parent(&path);
+                Unlinked::Removed => {}
             }
             if std::fs::remove_file(meta_path(&path)).is_ok() {
                 change = change.record(s.own_change(ts, Op::Delete, &format!("{filename}-m"), String::new()));
@@ -631,16 +741,18 @@ pub async fn delete(srv: &Arc<StorageServer>, filename: String) -> Result<(), St
         })
         .await?;
     srv.changed(ts);
-    if let Some(slot) = slot {
+    // Slots are free for the trunk server once the deletes are durable.
+    for slot in slot.into_iter().chain(freed_source) {
         super::trunk::freed(srv, slot).await;
     }
     Ok(())
 }
 
-/// Whether the file a name names is stored here: its regular file, or for a trunk name its slot.
-fn stored(name: &RemoteFilename, root: &Path, path: &Path) -> Result<bool, Status> {
+/// Whether the file a name names is stored here: its regular file, or for a trunk name its slot
+/// (a link slot's with the file it names).
+fn stored(srv: &StorageServer, name: &RemoteFilename, path: &Path) -> Result<bool, Status> {
     if crate::trunk::is_trunk_name(name) {
-        return Ok(crate::trunk::open(name, root).map_err(io)?.is_some());
+        return Ok(srv.open_trunk_content(name)?.is_some());
     }
     Ok(path.is_file())
 }
@@ -675,11 +787,11 @@ pub async fn set_metadata(srv: &Arc<StorageServer>, req: SetMetadataReq) -> Resu
     srv.check_group(&req.group)?;
     let (name, path) = srv.resolve(&req.filename)?;
     let _lock = srv.lock_file(&path).await;
-    let (s, root) = (srv.clone(), srv.store_root(&name));
+    let s = srv.clone();
     let ts = now_unix();
     srv.disk
         .write(name.store_path_index as usize, move |w| {
-            if !stored(&name, &root, &path)? {
+            if !stored(&s, &name, &path)? {
                 return Err(Status::ENOENT);
             }
             let meta = meta_path(&path);
@@ -715,9 +827,9 @@ pub async fn set_metadata(srv: &Arc<StorageServer>, req: SetMetadataReq) -> Resu
 pub async fn get_metadata(srv: &Arc<StorageServer>, group: &str, filename: &str) -> Result<Vec<u8>, Status> {
     srv.check_group(group)?;
     let (name, path) = srv.resolve(filename)?;
-    let root = srv.store_root(&name);
+    let s = srv.clone();
     Disk::read(move || {
-        if !stored(&name, &root, &path)? {
+        if !stored(&s, &name, &path)? {
             return Err(Status::ENOENT);
         }
         std::fs::read(meta_path(&path)).map_err(io)
@@ -750,11 +862,12 @@ pub async fn file_info(
     let (name, path) = srv.resolve(filename)?;
     let info = name.info();
     let file_type = info.file_type;
-    let root = srv.store_root(&name);
+    let s = srv.clone();
     let (size, mtime, computed) = Disk::read(move || {
         if crate::trunk::is_trunk_name(&name) {
-            // Size, time and CRC are the name's, as C reports them, once the slot holds it.
-            let slot = crate::trunk::open(&name, &root).map_err(io)?.ok_or(Status::ENOENT)?;
+            // Size, time and CRC are the name's, as C reports them, once the slot holds it; a
+            // link slot reports the file it names (the link's name carries the original's CRC).
+            let slot = s.open_trunk_content(&name)?.ok_or(Status::ENOENT)?;
             return Ok((slot.size, slot.mtime as i64, None));
         }
         let m = std::fs::metadata(&path).map_err(io)?;

@@ -16,6 +16,7 @@ use super::ops::{at, closing, io, receive, write_range, OpResult, RangeChange, U
 use super::StorageServer;
 use crate::protocol::peer::{SyncDeleteReq, SyncFileHead, SyncLinkReq, SyncRangeHead, SyncTruncateReq};
 use crate::protocol::Status;
+use crate::trunk::SlotKind;
 
 /// A replicated change as the binlog records it.
 fn replica_change(timestamp: i64, op: Op, filename: &str, extra: String) -> Record {
@@ -83,10 +84,11 @@ pub async fn sync_file<R: AsyncRead + Unpin>(
         srv.disk
             .write(index, move |_| {
                 let trunk = match body {
-                    super::ops::Body::Bytes(b) => crate::trunk::write(&name, &root, &mut &b[..], size),
+                    super::ops::Body::Bytes(b) => crate::trunk::write(&name, &root, SlotKind::File, &mut &b[..], size),
                     super::ops::Body::File(mut t) => {
                         let f = t.file();
-                        std::io::Seek::rewind(f).and_then(|()| crate::trunk::write(&name, &root, f, size))
+                        std::io::Seek::rewind(f)
+                            .and_then(|()| crate::trunk::write(&name, &root, SlotKind::File, f, size))
                     }
                 }
                 .map_err(io)?;
@@ -121,28 +123,29 @@ pub async fn sync_delete(srv: &Arc<StorageServer>, source: Option<&str>, req: Sy
     let (index, path) = srv.resolve_any(&req.filename)?;
     let _lock = srv.lock_file(&path).await;
     let ts = req.timestamp as i64;
-    let trunk = srv.trunk_name(&req.filename);
     let s = srv.clone();
     srv.disk
         .write(index, move |_| {
             let record = replica_change(ts, Op::Delete, &req.filename, String::new());
-            if let Some((name, root)) = trunk {
-                let file = crate::trunk::free(&name, &root).map_err(io)?.ok_or(Status::ENOENT)?;
-                return Ok(Change::new(()).record(record).sync_file(file));
-            }
             // A link gives back its reference, and the last one here frees its source here
             // (every member counts every link, so each frees the content when its own count
-            // ends; the source storage's `D` for it then finds it gone). A source still linked
-            // to here (a link made on this member meanwhile) is kept, so no link dangles.
-            let mut change = Change::new(()).record(record).sync_parent(&path);
-            match s.unlink_counted(&req.filename, &path)? {
-                Unlinked::Kept => {
-                    tracing::warn!("{}: deleted by its source storage, kept: links made here name it", req.filename)
-                }
-                Unlinked::LastLinkTo(t, p) => {
-                    if std::fs::remove_file(&p).is_ok() {
-                        change = change.record(replica_change(ts, Op::Delete, &t, String::new())).sync_parent(&p);
+            // ends; the source storage's `D` for it then finds it gone, and tells the trunk
+            // server of a freed slot). A source still linked to here (a link made on this
+            // member meanwhile) is kept, so no link dangles.
+            let kept =
+                || tracing::warn!("{}: deleted by its source storage, kept: links made here name it", req.filename);
+            let (mut change, unlinked) =
+                match s.remove_counted(Change::new(()).record(record.clone()), &req.filename, &path) {
+                    Err(Status::EBUSY) => {
+                        kept();
+                        return Ok(Change::new(()).record(record));
                     }
+                    r => r?,
+                };
+            match unlinked {
+                Unlinked::Kept => kept(),
+                Unlinked::LastLinkTo(t, p) => {
+                    change = s.remove_source(change, &t, &p, replica_change(ts, Op::Delete, &t, String::new())).0;
                 }
                 Unlinked::Removed => {}
             }
@@ -229,6 +232,38 @@ pub async fn sync_rename_or_link(
     let _lock = srv.lock_file(&to).await;
     let ts = req.timestamp as i64;
     let s = srv.clone();
+    if let Some((name, root)) = srv.trunk_name(&req.dest).filter(|_| !rename) {
+        // A link slot (de-duplication in trunk mode) goes where the source has it, its text
+        // naming the same file.
+        srv.disk
+            .write(index, move |_| {
+                if crate::trunk::open(&name, &root).map_err(io)?.is_some() {
+                    return Err(Status::EEXIST);
+                }
+                let text = req.src.as_bytes();
+                let write = || crate::trunk::write(&name, &root, SlotKind::Link, &mut &text[..], text.len() as u64);
+                let file = match &s.dedup {
+                    Some(d) => d.update(|tx| {
+                        let sign = || super::dedup::sign_stored(&s.paths, d.method(), &req.src);
+                        tx.add_link(&req.src, src_index as u8, sign)?;
+                        write().map_err(io)
+                    })?,
+                    None => write().map_err(io)?,
+                };
+                let change = Change::new(()).record(replica_change(ts, Op::Link, &req.dest, req.src.clone()));
+                Ok(change.sync_file(file).settle(move |ok| {
+                    if !ok {
+                        let _ = crate::trunk::free(&name, &root);
+                        if let Some(d) = &s.dedup {
+                            let _ = d.update(|tx| tx.release(&req.src));
+                        }
+                    }
+                }))
+            })
+            .await?;
+        srv.replicated(source, ts);
+        return Ok(());
+    }
     srv.disk
         .write(index, move |_| {
             if to.exists() {
@@ -242,7 +277,9 @@ pub async fn sync_rename_or_link(
                 }
                 // Counted as at the source: this member's uploads may link to it too.
                 Some(d) => d.update(|tx| {
-                    tx.add_link(&req.src, src_index as u8, &from, d.method())?;
+                    tx.add_link(&req.src, src_index as u8, || {
+                        super::dedup::sign_stored(&s.paths, d.method(), &req.src)
+                    })?;
                     link()
                 })?,
                 None => link()?,

@@ -355,11 +355,11 @@ fn access_action(cmd: Command) -> Option<&'static str> {
 async fn download(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: &DownloadReq) -> OpResult<(Reply, u64)> {
     srv.check_group(&req.group)?;
     let (name, path) = srv.resolve(&req.filename)?;
-    let root = srv.store_root(&name);
+    let s = srv.clone();
     // The file, where its content starts in it, and its size.
     let (file, base, size) = Disk::read(move || {
         if crate::trunk::is_trunk_name(&name) {
-            let slot = crate::trunk::open(&name, &root).map_err(|e| Status::from_io(&e))?.ok_or(Status::ENOENT)?;
+            let slot = s.open_trunk_content(&name)?.ok_or(Status::ENOENT)?;
             return Ok((slot.file, slot.content_offset, slot.size));
         }
         let file = std::fs::File::open(path).map_err(|e| Status::from_io(&e))?;

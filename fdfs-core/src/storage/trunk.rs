@@ -25,19 +25,21 @@ use tokio::io::AsyncRead;
 
 use super::binlog::Op;
 use super::content::{Content, SMALL};
+use super::dedup::Signature;
+use super::disk::Writer;
 use super::disk::{Change, Disk, WriteFence};
-use super::ops::{closing, io, OpResult};
+use super::ops::{closing, io, Body, OpResult};
 use super::StorageServer;
 use crate::client::Connection;
 use crate::client::Pool;
-use crate::file_id::{self, NameKind, NewName, TrunkLocation};
+use crate::file_id::{self, NameKind, NewName, RemoteFilename, TrunkLocation};
 use crate::protocol::peer::{TrunkAllocReq, TrunkInfo, TrunkSlotReq};
 use crate::protocol::report::Brief;
 use crate::protocol::{Command, Profile, Status};
 use crate::server::Shutdown;
 use crate::timefmt::now_unix;
 use crate::trunk::space::{Alloc, Block, FreeSpace, SpaceRecord};
-use crate::trunk::SLOT_HEADER_LEN;
+use crate::trunk::{SlotKind, SLOT_HEADER_LEN};
 
 /// Most bytes of trunk binlog one TRUNK_SYNC_BINLOG carries: well under any `buff_size` a
 /// receiver reads a request into.
@@ -638,6 +640,97 @@ fn open_trunk_file(path: &Path, full_size: u64) -> std::io::Result<(File, bool)>
     Ok((f, created))
 }
 
+/// What a slot is filled with in a writer job.
+enum Fill<'a> {
+    /// Nothing more: the content was streamed into the trunk file as it was received.
+    Streamed,
+    Bytes(&'a [u8]),
+    /// Received content in a temp file, copied into the slot.
+    File(&'a File),
+}
+
+/// Fills `r`'s slot in a writer job: the content, then `header` (the slot holds its name only
+/// once both are there), confirmed here when this storage is the trunk server. Returns the
+/// trunk file to sync and, when the trunk file was created now, its path (its directory entry
+/// to sync too).
+fn fill_slot(
+    srv: &StorageServer,
+    w: &Writer,
+    r: &Reserved,
+    fill: Fill<'_>,
+    header: &[u8; SLOT_HEADER_LEN as usize],
+) -> Result<(File, Option<PathBuf>), Status> {
+    let path = srv.trunk_file_path(&r.slot).ok_or(Status::EINVAL)?;
+    let (mut file, created) = open_trunk_file(&path, srv.params().trunk.trunk_file_size as u64).map_err(io)?;
+    let data_at = r.slot.offset as u64 + SLOT_HEADER_LEN;
+    match fill {
+        Fill::Streamed => {}
+        Fill::Bytes(b) => {
+            file.write_all_at(b, data_at).map_err(io)?;
+            w.wrote(&file, b.len() as u64).map_err(io)?;
+        }
+        Fill::File(src) => {
+            let mut src = src.try_clone().map_err(io)?;
+            src.rewind().map_err(io)?;
+            file.seek(SeekFrom::Start(data_at)).map_err(io)?;
+            let n = std::io::copy(&mut src, &mut file).map_err(io)?;
+            w.wrote(&file, n).map_err(io)?;
+        }
+    }
+    file.write_all_at(header, r.slot.offset as u64).map_err(io)?;
+    if r.remote.is_none() {
+        srv.confirm_local(&r.slot)?;
+    }
+    Ok((file, created.then_some(path)))
+}
+
+/// A member's slot is confirmed (28) before the writer's round: once the upload is answered
+/// the slot is the trunk server's record of a file in use, whatever happens to either of us.
+async fn confirm_remote(srv: &StorageServer, r: &Reserved) -> Result<(), Status> {
+    let Some(addr) = &r.remote else { return Ok(()) };
+    let req = TrunkSlotReq { group: srv.group.clone(), info: info_of(&r.slot) }.encode(Profile::CLASSIC);
+    call_trunk_server(srv, addr, Command::TrunkAllocConfirm, 0, &req).await.map(drop).map_err(|s| {
+        tracing::warn!("trunk server {addr} did not confirm slot {:?}: {s:?}", r.slot);
+        Status::EAGAIN
+    })
+}
+
+/// A slot whose write failed: its header cleared first, so no later file in the slot can be
+/// mistaken for this one, then given back (a local slot released if still held, freed if
+/// confirmed; a member's was confirmed before the round).
+async fn abandon(srv: &Arc<StorageServer>, r: &Reserved) {
+    if let Some(path) = srv.trunk_file_path(&r.slot) {
+        let offset = r.slot.offset as u64;
+        let _ = Disk::read(move || {
+            let f = OpenOptions::new().write(true).open(&path).map_err(io)?;
+            f.write_all_at(&[0u8; SLOT_HEADER_LEN as usize], offset).map_err(io)
+        })
+        .await;
+    }
+    give_back(srv, r, true).await;
+}
+
+/// The name of a file put into `slot`: `size` and `crc32` as the name is to carry them.
+fn slot_name(srv: &StorageServer, slot: &Block, (size, crc32): (u64, u32), ext: &str, ts: i64) -> RemoteFilename {
+    let new = NewName {
+        source: srv.source(),
+        timestamp: ts as u32,
+        size,
+        crc32,
+        kind: NameKind::Trunk(TrunkLocation { trunk_id: slot.trunk_id, offset: slot.offset, size: slot.size }),
+        ext,
+        store_path_index: slot.path,
+        high: slot.high,
+        low: slot.low,
+    };
+    file_id::generate(&new, &mut fastrand::Rng::new())
+}
+
+fn header_of(name: &RemoteFilename, kind: SlotKind) -> Result<[u8; SLOT_HEADER_LEN as usize], Status> {
+    let loc = name.trunk_location().ok_or(Status::EINVAL)?;
+    Ok(crate::trunk::expected_header(name, &loc, kind))
+}
+
 /// 11 into a trunk slot: the content is written into the slot (streamed there when large),
 /// the slot confirmed, and the name recorded in one of the writer's rounds.
 pub(super) async fn upload<R: AsyncRead + Unpin>(
@@ -670,67 +763,164 @@ pub(super) async fn upload<R: AsyncRead + Unpin>(
             return Err(closing(io(e)));
         }
     };
-    let loc = TrunkLocation { trunk_id: slot.trunk_id, offset: slot.offset, size: slot.size };
-    let new = NewName {
-        source: srv.source(),
-        timestamp: ts as u32,
-        size,
-        crc32: crc,
-        kind: NameKind::Trunk(loc),
-        ext,
-        store_path_index: slot.path,
-        high: slot.high,
-        low: slot.low,
-    };
-    let name = file_id::generate(&new, &mut fastrand::Rng::new());
-    let header = crate::trunk::expected_header(&name, &loc);
-    if let Some(addr) = &r.remote {
-        // Confirmed before the round: once the upload is answered the slot is the trunk
-        // server's record of a file in use, whatever happens to either of us.
-        let req = TrunkSlotReq { group: srv.group.clone(), info: info_of(&slot) }.encode(Profile::CLASSIC);
-        if let Err(s) = call_trunk_server(srv, addr, Command::TrunkAllocConfirm, 0, &req).await {
-            tracing::warn!("trunk server {addr} did not confirm slot {slot:?}: {s:?}");
-            return Err(Status::EAGAIN.into());
-        }
-    }
-    let (s, name_text, local) = (srv.clone(), name.to_string(), r.remote.is_none());
-    let (path, full) = (trunk_path.clone(), srv.params().trunk.trunk_file_size as u64);
+    let name = slot_name(srv, &slot, (size, crc), ext, ts);
+    let header = header_of(&name, SlotKind::File)?;
+    confirm_remote(srv, &r).await?;
+    let (s, name_text, reserved) = (srv.clone(), name.to_string(), r.clone());
     let stored = srv
         .disk
         .write(slot.path as usize, move |w| {
-            let (file, created) = open_trunk_file(&path, full).map_err(io)?;
-            if let Some(b) = &bytes {
-                file.write_all_at(b, data_at).map_err(io)?;
-                w.wrote(&file, b.len() as u64).map_err(io)?;
-            }
-            // Content first, header last: the slot holds the name only once both are there.
-            file.write_all_at(&header, slot.offset as u64).map_err(io)?;
-            if local {
-                s.confirm_local(&slot)?;
-            }
+            let fill = bytes.as_deref().map_or(Fill::Streamed, Fill::Bytes);
+            let (file, created) = fill_slot(&s, w, &reserved, fill, &header)?;
             let record = s.own_change(ts, Op::Create, &name_text, String::new());
             let change = Change::new(name_text).record(record).sync_file(file);
-            Ok(if created { change.sync_parent(&path) } else { change })
+            Ok(match created {
+                Some(path) => change.sync_parent(&path),
+                None => change,
+            })
         })
         .await;
     match stored {
         Ok(name) => {
-            if local {
+            if r.remote.is_none() {
                 until_pushed(srv).await;
             }
             Ok(name)
         }
         Err(status) => {
-            // The header is cleared before the slot is given back, so no later file in the
-            // slot can be mistaken for this one.
-            let _ = Disk::read(move || {
-                let f = OpenOptions::new().write(true).open(&trunk_path).map_err(io)?;
-                f.write_all_at(&[0u8; SLOT_HEADER_LEN as usize], slot.offset as u64).map_err(io)
-            })
-            .await;
-            // A local slot is released if still held, freed if confirmed; a member's was
-            // confirmed (28) before the round.
-            give_back(srv, &r, true).await;
+            abandon(srv, &r).await;
+            Err(status.into())
+        }
+    }
+}
+
+/// `source` if it holds content of `size` bytes in a trunk slot (what a link slot may name:
+/// C's readers follow a link slot only to another slot).
+fn held_in_slot(srv: &StorageServer, source: Option<String>, size: u64) -> Option<String> {
+    source.filter(|s| matches!(srv.held_source(s, size), Some(super::ops::Held::Slot)))
+}
+
+/// Whether content of `size` bytes goes into a trunk slot (trunk files on, small enough).
+pub(super) fn fits_slot(srv: &StorageServer, size: u64) -> bool {
+    let params = srv.params();
+    params.use_trunk_file && params.trunk.slot_size(size).is_some()
+}
+
+/// The longest link text a link slot holds: a trunk source's filename (`Mxx/HH/LL/` + 50).
+const LINK_TEXT_LEN: u64 = file_id::TRUNK_FILENAME_LEN as u64;
+
+/// 11 with de-duplication, for content that goes into trunk slots (received and signed
+/// already): C's layout in trunk mode. The file ID is a link slot whose text names the source,
+/// a slot holding the content under a name no client is given; a repeated upload writes only
+/// a link slot. `Ok(None)` when no slot can be had (the caller stores it as regular files).
+///
+/// The link's name carries the link text's length as its size (C's readers check the slot's
+/// header against the name and read that many bytes of text) and the content's CRC32.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn upload_linked(
+    srv: &Arc<StorageServer>,
+    index: usize,
+    body: Body,
+    (size, crc): (u64, u32),
+    sig: Signature,
+    ext: &str,
+    ts: i64,
+) -> OpResult<Result<String, Body>> {
+    let Some(dedup) = srv.dedup.as_ref() else { return Ok(Err(body)) };
+    let Some(link_r) = reserve(srv, index, LINK_TEXT_LEN).await.map_err(closing)? else { return Ok(Err(body)) };
+    // A slot for the content too, unless it is held already (checked again in the job).
+    let peeked = dedup.update(|tx| tx.source_of(index as u8, &sig));
+    let content_r = match peeked.map(|source| held_in_slot(srv, source, size)) {
+        Ok(Some(_)) => None,
+        _ => match reserve(srv, index, size).await {
+            Ok(Some(r)) => Some(r),
+            other => {
+                give_back(srv, &link_r, false).await;
+                other.map_err(closing)?;
+                return Ok(Err(body));
+            }
+        },
+    };
+    let reserved: Vec<Reserved> = std::iter::once(link_r.clone()).chain(content_r.clone()).collect();
+    for r in &reserved {
+        if let Err(status) = confirm_remote(srv, r).await {
+            for r in &reserved {
+                give_back(srv, r, true).await;
+            }
+            return Err(status.into());
+        }
+    }
+    let (s, ext) = (srv.clone(), ext.to_owned());
+    let (lr, cr) = (link_r.clone(), content_r.clone());
+    let stored = srv
+        .disk
+        .write(index, move |w| {
+            let dedup = s.dedup.as_ref().ok_or(Status::EINVAL)?;
+            // The source: held already (one more reference), or the content put into its slot.
+            let (source, new_source) = dedup.update(|tx| {
+                if let Some(source) = held_in_slot(&s, tx.source_of(index as u8, &sig)?, size) {
+                    tx.add_ref(&source)?;
+                    return Ok((source, None));
+                }
+                // Reserved only when the content was not held a moment ago.
+                let cr = cr.as_ref().ok_or(Status::EAGAIN)?;
+                let source = slot_name(&s, &cr.slot, (size, crc), &ext, ts);
+                let fill = match &body {
+                    Body::Bytes(b) => Fill::Bytes(b),
+                    Body::File(t) => Fill::File(t.file_ref()),
+                };
+                let filled = fill_slot(&s, w, cr, fill, &header_of(&source, SlotKind::File)?)?;
+                let source = source.to_string();
+                tx.insert(&source, index as u8, &sig, 1)?;
+                Ok((source, Some(filled)))
+            })?;
+            let link = slot_name(&s, &lr.slot, (source.len() as u64, crc), &ext, ts);
+            let linked = header_of(&link, SlotKind::Link)
+                .and_then(|header| fill_slot(&s, w, &lr, Fill::Bytes(source.as_bytes()), &header));
+            let (file, created) = match linked {
+                Ok(v) => v,
+                Err(status) => {
+                    let _ = dedup.update(|tx| tx.release(&source));
+                    return Err(status);
+                }
+            };
+            let link = link.to_string();
+            let mut change = Change::new((link.clone(), new_source.is_some()));
+            let mut dirs = Vec::new();
+            if let Some((source_file, source_created)) = new_source {
+                change = change.record(s.own_change(ts, Op::Create, &source, String::new())).sync_file(source_file);
+                dirs.extend(source_created);
+            }
+            change = change.record(s.own_change(ts, Op::Link, &link, source.clone())).sync_file(file);
+            dirs.extend(created);
+            for p in &dirs {
+                change = change.sync_parent(p);
+            }
+            let s2 = s.clone();
+            Ok(change.settle(move |ok| {
+                if !ok {
+                    if let Some(d) = &s2.dedup {
+                        let _ = d.update(|tx| tx.release(&source));
+                    }
+                }
+            }))
+        })
+        .await;
+    match stored {
+        Ok((name, content_used)) => {
+            if let (Some(r), false) = (&content_r, content_used) {
+                give_back(srv, r, true).await;
+            }
+            if link_r.remote.is_none() {
+                until_pushed(srv).await;
+            }
+            srv.changed(ts);
+            Ok(Ok(name))
+        }
+        Err(status) => {
+            for r in &reserved {
+                abandon(srv, r).await;
+            }
             Err(status.into())
         }
     }

@@ -4,6 +4,11 @@
 //! starts with a 24-byte header that must match the name, then the content. A slot whose header
 //! no longer matches (freed, or reused by a later file) means the file is gone.
 //!
+//! A slot of type `'L'` is a link (C's de-duplication in trunk mode): its content is the
+//! remote filename (`Mxx/HH/LL/...`) of the file holding the bytes, its size that text's
+//! length (so the link's own name carries that length, as C's readers require). Readers that
+//! want the bytes follow it once ([`open_followed`]).
+//!
 //! Pure: blocking file I/O only, so the storage's disk layer and the nginx module share it.
 
 use std::fs::{File, OpenOptions};
@@ -17,8 +22,28 @@ use crate::file_id::{RemoteFilename, TrunkLocation, TRUNK_FILENAME_LEN};
 
 /// The slot header before the content.
 pub const SLOT_HEADER_LEN: u64 = 24;
-/// Slot type of a regular file (`'L'` would be a link, 0 a free slot).
+/// Slot type of a regular file (0 is a free slot).
 pub const SLOT_FILE: u8 = b'F';
+/// Slot type of a link: the content is the target's remote filename.
+pub const SLOT_LINK: u8 = b'L';
+/// The longest link text C reads (its buffer is 128 bytes with the NUL).
+pub const MAX_LINK_TEXT: u64 = 127;
+
+/// What a slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    File,
+    Link,
+}
+
+impl SlotKind {
+    fn type_byte(self) -> u8 {
+        match self {
+            SlotKind::File => SLOT_FILE,
+            SlotKind::Link => SLOT_LINK,
+        }
+    }
+}
 /// The formatted extension at the end of every name, stored in the header too.
 const FORMATTED_EXT_LEN: usize = 7;
 
@@ -33,6 +58,7 @@ pub struct Slot {
     pub size: u64,
     /// The upload time from the name (what C reports as the file's time).
     pub mtime: u32,
+    pub kind: SlotKind,
 }
 
 /// Is `name` a trunk name (as C decides: the trunk flag and exactly 60 characters)?
@@ -50,11 +76,11 @@ pub fn location(name: &RemoteFilename, store_root: &Path) -> Option<(PathBuf, Tr
     Some((path, loc))
 }
 
-/// The header a slot holding `name` carries.
-pub fn expected_header(name: &RemoteFilename, loc: &TrunkLocation) -> [u8; SLOT_HEADER_LEN as usize] {
+/// The header a slot holding `name` (a file or a link) carries.
+pub fn expected_header(name: &RemoteFilename, loc: &TrunkLocation, kind: SlotKind) -> [u8; SLOT_HEADER_LEN as usize] {
     let info = name.info();
     let mut h = [0u8; SLOT_HEADER_LEN as usize];
-    h[0] = SLOT_FILE;
+    h[0] = kind.type_byte();
     h[1..5].copy_from_slice(&loc.size.to_be_bytes());
     h[5..9].copy_from_slice(&(info.size.unwrap_or(0) as u32).to_be_bytes());
     h[9..13].copy_from_slice(&info.crc32.to_be_bytes());
@@ -80,7 +106,56 @@ pub fn open(name: &RemoteFilename, store_root: &Path) -> std::io::Result<Option<
         Err(e) => return Err(e),
     }
     let Some(at) = checked(name, &loc, &header) else { return Ok(None) };
-    Ok(Some(Slot { file, path, content_offset: at.content_offset, size: at.size, mtime: at.mtime }))
+    Ok(Some(Slot { file, path, content_offset: at.content_offset, size: at.size, mtime: at.mtime, kind: at.kind }))
+}
+
+/// The target a link slot names, as its text says (`Mxx/HH/LL/...`); `None` when the text is
+/// not a filename of one of `store_paths` store paths.
+pub fn link_target(slot: &Slot, store_paths: usize) -> std::io::Result<Option<RemoteFilename>> {
+    if slot.kind != SlotKind::Link || slot.size > MAX_LINK_TEXT {
+        return Ok(None);
+    }
+    let mut text = vec![0u8; slot.size as usize];
+    slot.file.read_exact_at(&mut text, slot.content_offset)?;
+    Ok(parse_link_text(&text, store_paths))
+}
+
+/// A link slot's text as the filename it names (in one of `store_paths` store paths).
+pub fn parse_link_text(text: &[u8], store_paths: usize) -> Option<RemoteFilename> {
+    RemoteFilename::parse(std::str::from_utf8(text).ok()?, Some(store_paths)).ok()
+}
+
+/// Opens what a trunk name reads as: its slot, or for a link slot the file it names (a trunk
+/// slot holding a file, or a regular file), followed once as C does. `root_of` gives a store
+/// path's root by index, `store_paths` how many there are. `Ok(None)` when any of it is gone.
+pub fn open_followed(
+    name: &RemoteFilename,
+    store_paths: usize,
+    root_of: impl Fn(u8) -> Option<PathBuf>,
+) -> std::io::Result<Option<Slot>> {
+    let Some(root) = root_of(name.store_path_index) else { return Ok(None) };
+    let Some(slot) = open(name, &root)? else { return Ok(None) };
+    if slot.kind == SlotKind::File {
+        return Ok(Some(slot));
+    }
+    let Some(target) = link_target(&slot, store_paths)? else { return Ok(None) };
+    let Some(root) = root_of(target.store_path_index) else { return Ok(None) };
+    if is_trunk_name(&target) {
+        return Ok(open(&target, &root)?.filter(|s| s.kind == SlotKind::File));
+    }
+    let path = root.join(target.relative_path());
+    let file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        return Ok(None);
+    }
+    let mtime = meta.modified().ok().and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok());
+    let mtime = mtime.map_or(0, |d| d.as_secs() as u32);
+    Ok(Some(Slot { file, path, content_offset: 0, size: meta.len(), mtime, kind: SlotKind::File }))
 }
 
 /// Where a slot's content is, once its header was found to hold the name.
@@ -90,10 +165,12 @@ pub struct SlotContent {
     pub size: u64,
     /// The upload time from the name.
     pub mtime: u32,
+    pub kind: SlotKind,
 }
 
 /// The content of `name`'s slot, if `header` (the 24 bytes at the slot's offset) holds the
-/// name, as C decides: all 24 bytes equal to the header built from the name.
+/// name, as C decides: all 24 bytes equal to the header built from the name, with the type
+/// (file or link) the slot says.
 pub fn checked(
     name: &RemoteFilename,
     loc: &TrunkLocation,
@@ -101,16 +178,28 @@ pub fn checked(
 ) -> Option<SlotContent> {
     let info = name.info();
     let size = info.size.unwrap_or(0);
-    if *header != expected_header(name, loc) || SLOT_HEADER_LEN + size > loc.size as u64 {
+    let kind = match header[0] {
+        SLOT_FILE => SlotKind::File,
+        SLOT_LINK => SlotKind::Link,
+        _ => return None,
+    };
+    if *header != expected_header(name, loc, kind) || SLOT_HEADER_LEN + size > loc.size as u64 {
         return None;
     }
-    Some(SlotContent { content_offset: loc.offset as u64 + SLOT_HEADER_LEN, size, mtime: info.create_timestamp })
+    let content_offset = loc.offset as u64 + SLOT_HEADER_LEN;
+    Some(SlotContent { content_offset, size, mtime: info.create_timestamp, kind })
 }
 
-/// Copies `len` bytes of `content` into the slot `name` names (a replicated trunk file: the
-/// receiver puts it where the source has it, as C does), creating the trunk file if needed.
-/// Returns the trunk file, for the caller to sync.
-pub fn write(name: &RemoteFilename, store_root: &Path, content: &mut impl Read, len: u64) -> std::io::Result<File> {
+/// Copies `len` bytes of `content` into the slot `name` names (a replicated trunk file or
+/// link: the receiver puts it where the source has it, as C does), creating the trunk file if
+/// needed. Returns the trunk file, for the caller to sync.
+pub fn write(
+    name: &RemoteFilename,
+    store_root: &Path,
+    kind: SlotKind,
+    content: &mut impl Read,
+    len: u64,
+) -> std::io::Result<File> {
     let Some((path, loc)) = location(name, store_root) else {
         return Err(std::io::Error::new(ErrorKind::InvalidInput, "not a trunk name"));
     };
@@ -123,11 +212,12 @@ pub fn write(name: &RemoteFilename, store_root: &Path, content: &mut impl Read, 
     if std::io::copy(&mut content.take(len), &mut file)? != len {
         return Err(ErrorKind::UnexpectedEof.into());
     }
-    file.write_all_at(&expected_header(name, &loc), loc.offset as u64)?;
+    file.write_all_at(&expected_header(name, &loc, kind), loc.offset as u64)?;
     Ok(file)
 }
 
-/// Frees the slot of `name` as C does (its header zeroed): the name no longer reads. Returns the
+/// Frees the slot of `name` (a file or a link) as C does (its header zeroed): the name no
+/// longer reads. Returns the
 /// trunk file, for the caller to sync; `Ok(None)` if the slot did not hold the name.
 pub fn free(name: &RemoteFilename, store_root: &Path) -> std::io::Result<Option<File>> {
     let Some(slot) = open(name, store_root)? else { return Ok(None) };
@@ -163,7 +253,7 @@ mod tests {
         let a = trunk_name(TrunkLocation { trunk_id: 1, offset: 256, size: 512 }, b"hello trunk");
         assert!(is_trunk_name(&a), "{a}");
         assert!(open(&a, root.path()).unwrap().is_none(), "no trunk file yet");
-        write(&a, root.path(), &mut &b"hello trunk"[..], 11).unwrap();
+        write(&a, root.path(), SlotKind::File, &mut &b"hello trunk"[..], 11).unwrap();
         let slot = open(&a, root.path()).unwrap().expect("written");
         let mut got = vec![0u8; slot.size as usize];
         slot.file.read_exact_at(&mut got, slot.content_offset).unwrap();
@@ -172,10 +262,47 @@ mod tests {
         // A name for the same slot with other content (a later upload reusing it) does not read.
         let b = trunk_name(TrunkLocation { trunk_id: 1, offset: 256, size: 512 }, b"other");
         assert!(open(&b, root.path()).unwrap().is_none());
-        assert!(write(&b, root.path(), &mut &b"too long for the name"[..], 21).is_err());
-        assert!(write(&b, root.path(), &mut &b"oth"[..], 5).is_err(), "content shorter than its name says");
+        assert!(write(&b, root.path(), SlotKind::File, &mut &b"too long for the name"[..], 21).is_err());
+        assert!(
+            write(&b, root.path(), SlotKind::File, &mut &b"oth"[..], 5).is_err(),
+            "content shorter than its name says"
+        );
         free(&a, root.path()).unwrap().expect("freed");
         assert!(open(&a, root.path()).unwrap().is_none(), "a freed slot is gone");
         assert!(free(&a, root.path()).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_link_slot_reads_as_the_file_it_names_followed_once() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("data/00/00")).unwrap();
+        let roots = |i: u8| (i == 0).then(|| root.path().to_owned());
+        let source = trunk_name(TrunkLocation { trunk_id: 1, offset: 0, size: 256 }, b"the bytes");
+        write(&source, root.path(), SlotKind::File, &mut &b"the bytes"[..], 9).unwrap();
+        let text = source.to_string();
+        let link = trunk_name(TrunkLocation { trunk_id: 1, offset: 256, size: 256 }, text.as_bytes());
+        write(&link, root.path(), SlotKind::Link, &mut text.as_bytes(), text.len() as u64).unwrap();
+        let raw = open(&link, root.path()).unwrap().expect("the link slot");
+        assert_eq!((raw.kind, raw.size), (SlotKind::Link, text.len() as u64));
+        assert_eq!(link_target(&raw, 1).unwrap(), Some(source.clone()));
+        let slot = open_followed(&link, 1, roots).unwrap().expect("followed");
+        let mut got = vec![0u8; slot.size as usize];
+        slot.file.read_exact_at(&mut got, slot.content_offset).unwrap();
+        assert_eq!((got.as_slice(), slot.kind), (&b"the bytes"[..], SlotKind::File));
+        // A link to a link is not followed again; a link to a regular file is.
+        let text2 = link.to_string();
+        let chain = trunk_name(TrunkLocation { trunk_id: 1, offset: 512, size: 256 }, text2.as_bytes());
+        write(&chain, root.path(), SlotKind::Link, &mut text2.as_bytes(), text2.len() as u64).unwrap();
+        assert!(open_followed(&chain, 1, roots).unwrap().is_none());
+        let regular = "M00/00/00/wKgBCmVT8QCAEjRWAAAACd6tvu8483.txt";
+        std::fs::write(root.path().join("data/00/00/wKgBCmVT8QCAEjRWAAAACd6tvu8483.txt"), b"regular!!").unwrap();
+        let to_regular = trunk_name(TrunkLocation { trunk_id: 1, offset: 768, size: 256 }, regular.as_bytes());
+        write(&to_regular, root.path(), SlotKind::Link, &mut regular.as_bytes(), regular.len() as u64).unwrap();
+        let slot = open_followed(&to_regular, 1, roots).unwrap().expect("regular target");
+        assert_eq!((slot.content_offset, slot.size), (0, 9));
+        // The source freed: the link reads as gone.
+        free(&source, root.path()).unwrap().expect("freed");
+        assert!(open_followed(&link, 1, roots).unwrap().is_none());
+        assert!(open(&link, root.path()).unwrap().is_some(), "the link slot itself is still there");
     }
 }
