@@ -453,8 +453,20 @@ async fn in_trunk_mode_identical_uploads_are_link_slots_to_one_slot() {
     let (a, b) = (&cl.storages[0], &cl.storages[1]);
     let fourth = upload(&c, &a.addr(), &data).await;
     assert_eq!(slot_of(a, &fourth), Some((true, Some(source.clone()))), "the rebuilt index finds the content");
+    // CREATE_LINK to the content's slot: a link slot under a fresh name, counted too.
+    let req = fdfs_core::protocol::storage::CreateLinkReq {
+        group: "group1".into(),
+        ext: "png".into(),
+        source_filename: source.clone(),
+        ..Default::default()
+    };
+    let (status, body) = fdfs_e2e::raw_request(&a.addr(), 20, &req.encode());
+    assert_eq!(status, 0, "CREATE_LINK to a trunk slot answered");
+    let fifth = fdfs_core::protocol::storage::FileIdResp::decode(&body).unwrap().filename;
+    assert_eq!(slot_of(a, &fifth), Some((true, Some(source.clone()))), "{fifth}: a link slot");
+    assert!(fifth.ends_with(".png") && served(&c, a, &fifth, &data).await);
     // Deleting one keeps it for the others; the last delete frees its slot on both members.
-    let names = [&first, &third, &second, &fourth];
+    let names = [&first, &third, &fifth, &second, &fourth];
     for (i, name) in names.iter().enumerate() {
         c.storage.delete(&a.addr(), "group1", name).await.unwrap();
         eventually(Duration::from_secs(30), "the delete replicated", || async {
@@ -540,4 +552,57 @@ async fn in_trunk_mode_a_crash_leaves_counts_that_add_up() {
         c.storage.delete(&s.addr(), "group1", name).await.unwrap();
     }
     assert_eq!(slot_of(s, &source), None, "the last delete freed the content's slot");
+}
+
+/// Disk recovery in trunk mode: the content's slot comes back as a slot and every link slot as
+/// a link slot naming it (one copy, not one per file ID), counted: the last delete frees it.
+#[tokio::test]
+async fn in_trunk_mode_disk_recovery_brings_link_slots_back() {
+    let mut cl = Cluster::start(TRUNK_TRACKER, &["127.0.0.48", "127.0.0.49"], "check_file_duplicate = 1\n").await;
+    let c = cl.client();
+    let mut warm = 0u8;
+    eventually(Duration::from_secs(30), "uploads into trunk slots on both members", || {
+        warm += 1;
+        let (c, seed) = (&c, warm);
+        let addrs = [cl.storages[0].addr(), cl.storages[1].addr()];
+        async move {
+            let mut all = true;
+            for a in &addrs {
+                all &= upload(c, a, &content(100, 200u8.wrapping_add(seed))).await.len() == 60;
+            }
+            all.then_some(())
+        }
+    })
+    .await;
+    let b = cl.storages[1].addr();
+    let data = content(5000, 41);
+    let names = [upload(&c, &b, &data).await, upload(&c, &b, &data).await, upload(&c, &b, &data).await];
+    let Some((true, Some(source))) = slot_of(&cl.storages[1], &names[0]) else { panic!("a link slot") };
+    for name in &names {
+        eventually(Duration::from_secs(30), "every link slot on A", || async {
+            (slot_of(&cl.storages[0], name) == Some((true, Some(source.clone())))).then_some(())
+        })
+        .await;
+    }
+    let base = cl.storages[0].base();
+    cl.storages[0].daemon.stop();
+    for hi in 0..4 {
+        let _ = std::fs::remove_dir_all(base.join(format!("data/{hi:02X}")));
+    }
+    std::fs::remove_file(base.join("data/.fastdfs_vars")).unwrap();
+    let tracker = cl.tracker.addr();
+    cl.storages[0].restart(&tracker, false).await;
+    let c = cl.client();
+    let s = &cl.storages[0];
+    for name in &names {
+        assert!(served(&c, s, name, &data).await, "{name} recovered");
+        assert_eq!(slot_of(s, name), Some((true, Some(source.clone()))), "{name} recovered as a link slot");
+    }
+    assert_eq!(copies_in_trunks(s, &data), 1, "one copy recovered, not one per file ID");
+    for name in &names[..2] {
+        c.storage.delete(&s.addr(), "group1", name).await.unwrap();
+    }
+    assert!(served(&c, s, &names[2], &data).await, "recounted references keep the content");
+    c.storage.delete(&s.addr(), "group1", &names[2]).await.unwrap();
+    assert_eq!(slot_of(s, &source), None, "the last delete frees it on the recovered disk");
 }

@@ -332,6 +332,19 @@ impl DedupIndex {
         Ok(())
     }
 
+    /// The source holding content `sig` in `store_path`, as last committed: a read, whose answer
+    /// a write transaction may change before the caller acts on it (it checks again in one).
+    pub fn peek_source(&self, store_path: u8, sig: &Signature) -> Result<Option<String>, Status> {
+        let txn = self.db.begin_read().map_err(status)?;
+        let table = match txn.open_table(BY_CONTENT) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(status(e)),
+        };
+        let got = table.get(&content_key(store_path, sig)[..]).map_err(status)?;
+        Ok(got.map(|v| v.value().to_owned()))
+    }
+
     /// Runs `f` in one write transaction, committed (unsynced) when it returns `Ok`, dropped
     /// otherwise.
     pub fn update<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, Status>) -> Result<T, Status> {

@@ -549,8 +549,12 @@ pub async fn create_link(srv: &Arc<StorageServer>, req: CreateLinkReq) -> Result
     srv.check_group(&req.group)?;
     let (src_name, src_path) = srv.resolve(&req.source_filename)?;
     if crate::trunk::is_trunk_name(&src_name) {
-        // A link to a trunk slot is a slot of its own (type 'L'): not written here.
-        return Err(Status::EOPNOTSUPP);
+        // A link to a trunk slot is a slot of its own (type 'L'), under a fresh trunk name; a
+        // slave name is a regular file's, which cannot name a slot.
+        if !req.master_filename.is_empty() {
+            return Err(Status::EOPNOTSUPP);
+        }
+        return super::trunk::create_link_slot(srv, req.source_filename, &req.ext).await;
     }
     let index = src_name.store_path_index as usize;
     let size =

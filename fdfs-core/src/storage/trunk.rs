@@ -829,7 +829,7 @@ pub(super) async fn upload_linked(
     let Some(dedup) = srv.dedup.as_ref() else { return Ok(Err(body)) };
     let Some(link_r) = reserve(srv, index, LINK_TEXT_LEN).await.map_err(closing)? else { return Ok(Err(body)) };
     // A slot for the content too, unless it is held already (checked again in the job).
-    let peeked = dedup.update(|tx| tx.source_of(index as u8, &sig));
+    let peeked = dedup.peek_source(index as u8, &sig);
     let content_r = match peeked.map(|source| held_in_slot(srv, source, size)) {
         Ok(Some(_)) => None,
         _ => match reserve(srv, index, size).await {
@@ -874,56 +874,118 @@ pub(super) async fn upload_linked(
                 tx.insert(&source, index as u8, &sig, 1)?;
                 Ok((source, Some(filled)))
             })?;
-            let link = slot_name(&s, &lr.slot, (source.len() as u64, crc), &ext, ts);
-            let linked = header_of(&link, SlotKind::Link)
-                .and_then(|header| fill_slot(&s, w, &lr, Fill::Bytes(source.as_bytes()), &header));
-            let (file, created) = match linked {
-                Ok(v) => v,
-                Err(status) => {
-                    let _ = dedup.update(|tx| tx.release(&source));
-                    return Err(status);
-                }
-            };
-            let link = link.to_string();
-            let mut change = Change::new((link.clone(), new_source.is_some()));
-            let mut dirs = Vec::new();
-            if let Some((source_file, source_created)) = new_source {
-                change = change.record(s.own_change(ts, Op::Create, &source, String::new())).sync_file(source_file);
-                dirs.extend(source_created);
-            }
-            change = change.record(s.own_change(ts, Op::Link, &link, source.clone())).sync_file(file);
-            dirs.extend(created);
-            for p in &dirs {
-                change = change.sync_parent(p);
-            }
-            let s2 = s.clone();
-            Ok(change.settle(move |ok| {
-                if !ok {
-                    if let Some(d) = &s2.dedup {
-                        let _ = d.update(|tx| tx.release(&source));
-                    }
-                }
-            }))
+            let used = new_source.is_some();
+            Ok(link_slot_change(&s, w, &lr, source, (crc, &ext, ts), new_source)?.map(|name| (name, used)))
         })
         .await;
-    match stored {
-        Ok((name, content_used)) => {
-            if let (Some(r), false) = (&content_r, content_used) {
-                give_back(srv, r, true).await;
+    let (name, content_used) = after_round(srv, stored, &reserved).await?;
+    if let (Some(r), false) = (&content_r, content_used) {
+        give_back(srv, r, true).await;
+    }
+    srv.changed(ts);
+    Ok(Ok(name))
+}
+
+/// The link slot to `source` written into `lr`, named fresh (with the link text's length and
+/// `crc32`), and the change recording it (`L link source`, after the source's `C` when the
+/// source is new: its trunk file and the directory of a new one, to sync). The reference to
+/// `source` taken in the index is given back if the link is not made or not committed.
+fn link_slot_change(
+    s: &Arc<StorageServer>,
+    w: &Writer,
+    lr: &Reserved,
+    source: String,
+    (crc32, ext, ts): (u32, &str, i64),
+    new_source: Option<(File, Option<PathBuf>)>,
+) -> Result<Change<String>, Status> {
+    let release = {
+        let (s, source) = (s.clone(), source.clone());
+        move || {
+            if let Some(d) = &s.dedup {
+                let _ = d.update(|tx| tx.release(&source));
             }
-            if link_r.remote.is_none() {
+        }
+    };
+    let link = slot_name(s, &lr.slot, (source.len() as u64, crc32), ext, ts);
+    let linked = header_of(&link, SlotKind::Link)
+        .and_then(|header| fill_slot(s, w, lr, Fill::Bytes(source.as_bytes()), &header));
+    let (file, created) = match linked {
+        Ok(v) => v,
+        Err(status) => {
+            release();
+            return Err(status);
+        }
+    };
+    let link = link.to_string();
+    let mut change = Change::new(link.clone());
+    let mut dirs = Vec::new();
+    if let Some((source_file, source_created)) = new_source {
+        change = change.record(s.own_change(ts, Op::Create, &source, String::new())).sync_file(source_file);
+        dirs.extend(source_created);
+    }
+    change = change.record(s.own_change(ts, Op::Link, &link, source)).sync_file(file);
+    dirs.extend(created);
+    for p in &dirs {
+        change = change.sync_parent(p);
+    }
+    Ok(change.settle(move |ok| {
+        if !ok {
+            release();
+        }
+    }))
+}
+
+/// After the writer's round of a change that filled `reserved` slots: on success the trunk
+/// binlog pushed to the members first when this storage allocated them; on failure every
+/// slot abandoned.
+async fn after_round<T>(srv: &Arc<StorageServer>, stored: Result<T, Status>, reserved: &[Reserved]) -> OpResult<T> {
+    match stored {
+        Ok(v) => {
+            if reserved.iter().any(|r| r.remote.is_none()) {
                 until_pushed(srv).await;
             }
-            srv.changed(ts);
-            Ok(Ok(name))
+            Ok(v)
         }
         Err(status) => {
-            for r in &reserved {
+            for r in reserved {
                 abandon(srv, r).await;
             }
             Err(status.into())
         }
     }
+}
+
+/// 20 CREATE_LINK to a file in a trunk slot: a link slot under a fresh name (C's
+/// `storage_trunk_create_link`), counted in the de-duplication index. EOPNOTSUPP when no slot
+/// can be had (trunk files off here, or no trunk server).
+pub(super) async fn create_link_slot(srv: &Arc<StorageServer>, source: String, ext: &str) -> Result<String, Status> {
+    let (name, _) = srv.resolve(&source)?;
+    let index = name.store_path_index as usize;
+    let info = name.info();
+    if !matches!(srv.held_source(&source, info.size.unwrap_or(0)), Some(super::ops::Held::Slot)) {
+        return Err(Status::ENOENT);
+    }
+    let Some(lr) = reserve(srv, index, LINK_TEXT_LEN).await? else { return Err(Status::EOPNOTSUPP) };
+    if let Err(status) = confirm_remote(srv, &lr).await {
+        give_back(srv, &lr, true).await;
+        return Err(status);
+    }
+    let ts = now_unix();
+    let (s, r, ext) = (srv.clone(), lr.clone(), ext.to_owned());
+    let stored = srv
+        .disk
+        .write(index, move |w| {
+            if let Some(d) = &s.dedup {
+                d.update(|tx| {
+                    tx.add_link(&source, index as u8, || super::dedup::sign_stored(&s.paths, d.method(), &source))
+                })?;
+            }
+            link_slot_change(&s, w, &r, source, (info.crc32, &ext, ts), None)
+        })
+        .await;
+    let name = after_round(srv, stored, std::slice::from_ref(&lr)).await.map_err(|e| e.status)?;
+    srv.changed(ts);
+    Ok(name)
 }
 
 /// After a client deleted a trunk-resident file here: its slot is free for the trunk server.
