@@ -3,7 +3,8 @@
 //! The layout is C's: content lives under a name of its own that no client is given (the
 //! *source*), and every file ID a client gets for it is a symbolic link to it (`C source`, then
 //! `L link source` in the binlog, replicated with 16 and 19), so C tools, the nginx module and
-//! replicas see normal files. Which contents a store path holds, and how many links name each,
+//! replicas see normal files. In trunk mode a small upload's source is a trunk slot and its
+//! file IDs are link slots ([`crate::trunk::SlotKind::Link`]), as C lays them out there. Which contents a store path holds, and how many links name each,
 //! is kept in a redb database (`data/dedup.redb`): sources by signature (size + C's hash codes
 //! or MD5, as `file_signature_method` says) and a reference count per source. Deleting a link
 //! releases one reference; the last one deletes the source (`D source`).
@@ -11,8 +12,9 @@
 //! Commits are not synced one by one (that would cost an fsync per upload): the index is synced
 //! once a second when it changed, and marked clean when the storage stops. The truth it is
 //! checked against is on disk: after a crash (not marked clean), or when the file is gone, the
-//! reference counts are recounted from the symbolic links in the store paths and missing
-//! signatures computed from the sources, before the storage serves.
+//! reference counts are recounted from the symbolic links in the store paths and the link slots
+//! the binlog records, and missing signatures computed from the sources, before the storage
+//! serves.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -389,7 +391,8 @@ impl DedupIndex {
     /// Makes the index agree with the disk: reference counts from `found`, sources no link names
     /// and that are gone dropped, signatures computed for sources it did not know. Sources no
     /// link names but still on disk stay, with 0 references, for the next upload of their
-    /// content (a crash between a last link's deletion and its source's leaves one).
+    /// content (a crash between a last link's deletion and its source's leaves one), unless in
+    /// a trunk slot.
     /// `stored` signs a source as stored (`None`: not there).
     pub fn reconcile(
         &self,
@@ -411,6 +414,9 @@ impl DedupIndex {
             }
         };
         let mut found = found.sources;
+        let in_slot = |name: &str| {
+            crate::file_id::RemoteFilename::parse(name, None).is_ok_and(|n| crate::trunk::is_trunk_name(&n))
+        };
         let r = self.update(|tx| {
             for (name, key, refs) in known {
                 match found.remove(&name) {
@@ -420,7 +426,10 @@ impl DedupIndex {
                             tx.set_refs(&name, &key, links)?;
                         }
                     }
-                    None if stored(&name).is_none() => {
+                    // A source in a trunk slot that no link names may be one a crash left
+                    // unrecorded (the crash-window recording covers regular files, not slots),
+                    // so never replicated: it is not linked to again (its content is stored anew).
+                    None if stored(&name).is_none() || in_slot(&name) => {
                         out.recounted += 1;
                         tx.forget_entry(&name, &key)?;
                     }
@@ -620,5 +629,33 @@ mod tests {
         assert_eq!(index.update(|tx| tx.source_of(0, &sig_b)).unwrap().as_deref(), Some("M00/00/01/b.jpg"));
         assert_eq!(index.update(|tx| tx.refs("M00/00/01/old.jpg")).unwrap(), None, "gone from disk");
         assert_eq!(index.update(|tx| tx.source_of(0, &old)).unwrap(), None);
+    }
+
+    #[test]
+    fn an_unlinked_source_in_a_trunk_slot_is_forgotten_a_regular_one_kept() {
+        use crate::file_id::{generate, NameKind, NewName, Source, TrunkLocation};
+        let dir = tempfile::tempdir().unwrap();
+        let (index, _) = DedupIndex::open(&dir.path().join(FILE_NAME), SignatureMethod::Hash).unwrap();
+        let new = NewName {
+            source: Source::Ip("10.0.0.1".parse().unwrap()),
+            timestamp: 1_800_000_000,
+            size: 9,
+            crc32: 7,
+            kind: NameKind::Trunk(TrunkLocation { trunk_id: 1, offset: 0, size: 256 }),
+            ext: "jpg",
+            store_path_index: 0,
+            high: 0,
+            low: 0,
+        };
+        let slot = generate(&new, &mut fastrand::Rng::with_seed(1)).to_string();
+        let regular =
+            generate(&NewName { kind: NameKind::Normal, ..new }, &mut fastrand::Rng::with_seed(1)).to_string();
+        let (s1, s2) = (Signer::of_bytes(SignatureMethod::Hash, b"1"), Signer::of_bytes(SignatureMethod::Hash, b"2"));
+        index.update(|tx| tx.insert(&slot, 0, &s1, 2).and_then(|()| tx.insert(&regular, 0, &s2, 2))).unwrap();
+        // Both still on disk, neither linked to.
+        let r = index.reconcile(LinkCount::default(), |_| Some(Ok(s1))).unwrap();
+        assert_eq!(r.recounted, 2);
+        assert_eq!(index.update(|tx| tx.refs(&slot)).unwrap(), None, "possibly never recorded: not reused");
+        assert_eq!(index.update(|tx| tx.refs(&regular)).unwrap(), Some(0), "kept for the next upload");
     }
 }
