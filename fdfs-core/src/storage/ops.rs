@@ -644,13 +644,14 @@ impl StorageServer {
 impl StorageServer {
     /// Removes trunk name `name`'s slot (a client's delete or a replicated one) keeping the
     /// reference counts right: a link slot gives back its reference to its source. Returns the
-    /// trunk file to sync (the slot's header is zeroed, as C does) and what it did. Without an
-    /// index a link slot's source is left alone (C's links without FastDHT are not counted).
-    fn unlink_trunk_counted(&self, filename: &str, name: &RemoteFilename) -> Result<(File, Unlinked), Status> {
+    /// trunk file to sync when the slot was freed (its header zeroed, as C does) and what it
+    /// did. Without an index a link slot's source is left alone (C's links without FastDHT are
+    /// not counted).
+    fn unlink_trunk_counted(&self, filename: &str, name: &RemoteFilename) -> Result<(Option<File>, Unlinked), Status> {
         let root = self.store_root(name);
         let slot = crate::trunk::open(name, &root).map_err(io)?.ok_or(Status::ENOENT)?;
         let source = crate::trunk::link_target(&slot, self.paths.paths.len()).map_err(io)?;
-        let free = || crate::trunk::free(name, &root).map_err(io)?.ok_or(Status::ENOENT);
+        let free = || crate::trunk::free(name, &root).map_err(io)?.ok_or(Status::ENOENT).map(Some);
         let Some(dedup) = &self.dedup else { return Ok((free()?, Unlinked::Removed)) };
         dedup.update(|tx| match source {
             Some(source) => {
@@ -664,7 +665,7 @@ impl StorageServer {
                 ))
             }
             None => match tx.refs(filename)? {
-                Some(links) if links > 0 => Err(Status::EBUSY),
+                Some(links) if links > 0 => Ok((None, Unlinked::Kept)),
                 known => {
                     if known.is_some() {
                         tx.forget(filename)?;
@@ -677,7 +678,7 @@ impl StorageServer {
 
     /// Removes `filename` at `path` (a client's delete or a replicated one; a regular file, a
     /// link, or a trunk slot), counted: `change` with what the round must sync, and what the
-    /// removal did. A source still named by links is refused with EBUSY in a trunk slot.
+    /// removal did.
     pub(super) fn remove_counted<T>(
         &self,
         change: Change<T>,
@@ -686,7 +687,7 @@ impl StorageServer {
     ) -> Result<(Change<T>, Unlinked), Status> {
         if let Some((name, _)) = self.trunk_name(filename) {
             let (file, unlinked) = self.unlink_trunk_counted(filename, &name)?;
-            return Ok((change.sync_file(file), unlinked));
+            return Ok((file.into_iter().fold(change, Change::sync_file), unlinked));
         }
         let unlinked = self.unlink_counted(filename, path)?;
         Ok((change.sync_parent(path), unlinked))

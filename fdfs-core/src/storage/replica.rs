@@ -129,21 +129,14 @@ pub async fn sync_delete(srv: &Arc<StorageServer>, source: Option<&str>, req: Sy
             let record = replica_change(ts, Op::Delete, &req.filename, String::new());
             // A link gives back its reference, and the last one here frees its source here
             // (every member counts every link, so each frees the content when its own count
-            // ends; the source storage's `D` for it then finds it gone, and tells the trunk
-            // server of a freed slot). A source still linked to here (a link made on this
-            // member meanwhile) is kept, so no link dangles.
-            let kept =
-                || tracing::warn!("{}: deleted by its source storage, kept: links made here name it", req.filename);
-            let (mut change, unlinked) =
-                match s.remove_counted(Change::new(()).record(record.clone()), &req.filename, &path) {
-                    Err(Status::EBUSY) => {
-                        kept();
-                        return Ok(Change::new(()).record(record));
-                    }
-                    r => r?,
-                };
+            // ends; the source storage's `D` for it then finds it gone; the trunk server hears
+            // of freed slots from the storage the client deleted on). A source still linked to
+            // here (a link made on this member meanwhile) is kept, so no link dangles.
+            let (mut change, unlinked) = s.remove_counted(Change::new(()).record(record), &req.filename, &path)?;
             match unlinked {
-                Unlinked::Kept => kept(),
+                Unlinked::Kept => {
+                    tracing::warn!("{}: deleted by its source storage, kept: links made here name it", req.filename)
+                }
                 Unlinked::LastLinkTo(t, p) => {
                     change = s.remove_source(change, &t, &p, replica_change(ts, Op::Delete, &t, String::new())).0;
                 }

@@ -780,18 +780,7 @@ pub(super) async fn upload<R: AsyncRead + Unpin>(
             })
         })
         .await;
-    match stored {
-        Ok(name) => {
-            if r.remote.is_none() {
-                until_pushed(srv).await;
-            }
-            Ok(name)
-        }
-        Err(status) => {
-            abandon(srv, &r).await;
-            Err(status.into())
-        }
-    }
+    after_round(srv, stored, std::slice::from_ref(&r)).await
 }
 
 /// `source` if it holds content of `size` bytes in a trunk slot (what a link slot may name:
@@ -812,11 +801,10 @@ const LINK_TEXT_LEN: u64 = file_id::TRUNK_FILENAME_LEN as u64;
 /// 11 with de-duplication, for content that goes into trunk slots (received and signed
 /// already): C's layout in trunk mode. The file ID is a link slot whose text names the source,
 /// a slot holding the content under a name no client is given; a repeated upload writes only
-/// a link slot. `Ok(None)` when no slot can be had (the caller stores it as regular files).
+/// a link slot. `Ok(Err(body))` when no slot can be had (the caller stores it as regular files).
 ///
 /// The link's name carries the link text's length as its size (C's readers check the slot's
 /// header against the name and read that many bytes of text) and the content's CRC32.
-#[allow(clippy::too_many_arguments)]
 pub(super) async fn upload_linked(
     srv: &Arc<StorageServer>,
     index: usize,
@@ -827,7 +815,8 @@ pub(super) async fn upload_linked(
     ts: i64,
 ) -> OpResult<Result<String, Body>> {
     let Some(dedup) = srv.dedup.as_ref() else { return Ok(Err(body)) };
-    let Some(link_r) = reserve(srv, index, LINK_TEXT_LEN).await.map_err(closing)? else { return Ok(Err(body)) };
+    // The content is read already: a refusal need not close the connection.
+    let Some(link_r) = reserve(srv, index, LINK_TEXT_LEN).await? else { return Ok(Err(body)) };
     // A slot for the content too, unless it is held already (checked again in the job).
     let peeked = dedup.peek_source(index as u8, &sig);
     let content_r = match peeked.map(|source| held_in_slot(srv, source, size)) {
@@ -836,7 +825,7 @@ pub(super) async fn upload_linked(
             Ok(Some(r)) => Some(r),
             other => {
                 give_back(srv, &link_r, false).await;
-                other.map_err(closing)?;
+                other?;
                 return Ok(Err(body));
             }
         },
