@@ -242,29 +242,8 @@ async fn the_index_is_rebuilt_and_survives_a_crash() {
     assert!(served(&c, s, &x3, &data).await, "rebuilt reference counts keep the content");
 
     // kill -9 under de-duplicated uploads from several clients.
-    let addr = s.addr();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let (c, addr, data, stop) = (cl.client(), addr.clone(), data.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut acked = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match c.storage.upload(&addr, UploadKind::Normal, -1, "jpg", Content::Bytes(&data)).await {
-                    Ok(r) => acked.push(r.filename),
-                    Err(_) => break,
-                }
-            }
-            acked
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    cl.storages[0].daemon.kill9();
     let mut acked = vec![x3];
-    for task in tasks {
-        acked.extend(task.await.unwrap());
-    }
+    acked.extend(upload_until_kill9(&mut cl, &data).await);
     cl.storages[0].restart(&t, false).await;
     let c = cl.client();
     assert!(acked.len() > 5, "uploads ran before the kill: {}", acked.len());
@@ -365,6 +344,53 @@ fn slot_of(s: &StorageProc, name: &str) -> Option<(bool, Option<String>)> {
     Some((slot.kind == fdfs_core::trunk::SlotKind::Link, target))
 }
 
+/// Until the trunk server is known, uploads are regular files: waits until a small upload to
+/// every member goes into a trunk slot.
+async fn until_trunk_slots(c: &Client, cl: &Cluster) {
+    let mut seed = 0u8;
+    eventually(Duration::from_secs(30), "uploads into trunk slots on every member", || {
+        seed = seed.wrapping_add(1);
+        let addrs: Vec<String> = cl.storages.iter().map(|s| s.addr()).collect();
+        async move {
+            let mut all = true;
+            for a in &addrs {
+                all &= upload(c, a, &content(100, 200u8.wrapping_add(seed))).await.len() == 60;
+            }
+            all.then_some(())
+        }
+    })
+    .await;
+}
+
+/// Uploads `data` from four clients to the first storage until it is killed with -9 (after
+/// 0.7 s); the IDs acknowledged before.
+async fn upload_until_kill9(cl: &mut Cluster, data: &[u8]) -> Vec<String> {
+    let addr = cl.storages[0].addr();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (c, addr, data, stop) = (cl.client(), addr.clone(), data.to_vec(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.storage.upload(&addr, UploadKind::Normal, -1, "jpg", Content::Bytes(&data)).await {
+                    Ok(r) => acked.push(r.filename),
+                    Err(_) => break,
+                }
+            }
+            acked
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    cl.storages[0].daemon.kill9();
+    let mut acked = Vec::new();
+    for task in tasks {
+        acked.extend(task.await.unwrap());
+    }
+    acked
+}
+
 /// How many times `data` is in `s`'s trunk files.
 fn copies_in_trunks(s: &StorageProc, data: &[u8]) -> usize {
     entries(&s.base())
@@ -385,20 +411,7 @@ async fn in_trunk_mode_identical_uploads_are_link_slots_to_one_slot() {
     let t = cl.tracker.addr();
     let c = cl.client();
     // Until the trunk server is known, uploads are regular files.
-    let mut warm = 0u8;
-    eventually(Duration::from_secs(30), "uploads into trunk slots on both members", || {
-        warm += 1;
-        let (c, seed) = (&c, warm);
-        let addrs = [cl.storages[0].addr(), cl.storages[1].addr()];
-        async move {
-            let mut all = true;
-            for a in &addrs {
-                all &= upload(c, a, &content(100, 200u8.wrapping_add(seed))).await.len() == 60;
-            }
-            all.then_some(())
-        }
-    })
-    .await;
+    until_trunk_slots(&c, &cl).await;
     let (a, b) = (&cl.storages[0], &cl.storages[1]);
     let data = content(3000, 21);
     let first = upload(&c, &a.addr(), &data).await;
@@ -498,38 +511,12 @@ async fn in_trunk_mode_a_crash_leaves_counts_that_add_up() {
     let t = cl.tracker.addr();
     let c = cl.client();
     let addr = cl.storages[0].addr();
-    let mut warm = 0u8;
-    eventually(Duration::from_secs(30), "uploads into trunk slots", || {
-        warm += 1;
-        let (c, addr, seed) = (&c, &addr, warm);
-        async move { (upload(c, addr, &content(100, 200u8.wrapping_add(seed))).await.len() == 60).then_some(()) }
-    })
-    .await;
+    until_trunk_slots(&c, &cl).await;
     let data = content(2000, 33);
     let x0 = upload(&c, &addr, &data).await;
     let Some((true, Some(source))) = slot_of(&cl.storages[0], &x0) else { panic!("{x0}: a link slot") };
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let (c, addr, data, stop) = (cl.client(), addr.clone(), data.clone(), stop.clone());
-        tasks.push(tokio::spawn(async move {
-            let mut acked = Vec::new();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                match c.storage.upload(&addr, UploadKind::Normal, -1, "jpg", Content::Bytes(&data)).await {
-                    Ok(r) => acked.push(r.filename),
-                    Err(_) => break,
-                }
-            }
-            acked
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(700)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    cl.storages[0].daemon.kill9();
     let mut acked = vec![x0];
-    for task in tasks {
-        acked.extend(task.await.unwrap());
-    }
+    acked.extend(upload_until_kill9(&mut cl, &data).await);
     cl.storages[0].restart(&t, false).await;
     let c = cl.client();
     let s = &cl.storages[0];
@@ -560,20 +547,7 @@ async fn in_trunk_mode_a_crash_leaves_counts_that_add_up() {
 async fn in_trunk_mode_disk_recovery_brings_link_slots_back() {
     let mut cl = Cluster::start(TRUNK_TRACKER, &["127.0.0.48", "127.0.0.49"], "check_file_duplicate = 1\n").await;
     let c = cl.client();
-    let mut warm = 0u8;
-    eventually(Duration::from_secs(30), "uploads into trunk slots on both members", || {
-        warm += 1;
-        let (c, seed) = (&c, warm);
-        let addrs = [cl.storages[0].addr(), cl.storages[1].addr()];
-        async move {
-            let mut all = true;
-            for a in &addrs {
-                all &= upload(c, a, &content(100, 200u8.wrapping_add(seed))).await.len() == 60;
-            }
-            all.then_some(())
-        }
-    })
-    .await;
+    until_trunk_slots(&c, &cl).await;
     let b = cl.storages[1].addr();
     let data = content(5000, 41);
     let names = [upload(&c, &b, &data).await, upload(&c, &b, &data).await, upload(&c, &b, &data).await];
