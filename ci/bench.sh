@@ -12,7 +12,8 @@
 #     worst case, 4 KiB uploads all different at 16 clients, off and on.
 #   - trunk mode (the tracker restarted with `use_trunk_file = true`): 4 KiB uploads at 1 and 16
 #     clients beside the same raw limits, and GET of a trunk-resident file through the module
-#     vs `root` serving a regular file of the same size.
+#     vs `root` serving a regular file of the same size; de-duplication there (link slots),
+#     off and on, 4 KiB uploads half repeated.
 # Two storages of one group run (127.0.0.2 and 127.0.0.3), so the upload figures include
 # replication. Not here: the C storage baseline for the upload ratios (the C daemons cannot be
 # fetched on these machines).
@@ -278,3 +279,32 @@ if [[ $have_wrk == 1 && -n ${root4k:-} ]]; then
   m=$(rps "/$tid"); r=$(rps "/data/$root4k"); m2=$(rps "/$tid"); r2=$(rps "/data/$root4k")
   python3 -c "m=($m+$m2)/2; r=($r+$r2)/2; print(f'{4096:<10} {m:>12.0f} {r:>12.0f} {m/r:>8.3f}')"
 fi
+
+# De-duplication in trunk mode: 4 KiB uploads of which half repeat one content, 4 clients, off
+# then on. On, every file ID is a link slot and every new content a slot of its own (two slots
+# and two records per new content, one link slot per repeat).
+wait_trunk_slot() {
+  for _ in $(seq 100); do
+    [[ $("$bin/fdfs_upload_file" "$run/client.conf" "$run/t.bin" "127.0.0.2:$sport") =~ ^.{67}$ ]] && return 0
+    sleep 0.2
+  done
+  echo "no trunk slot after the restart" >&2; return 1
+}
+printf '\n%-30s %9s %8s %8s %6s %7s\n' "trunk dedup, 50% repeated" files/s p50_ms p99_ms errors ratio
+for dd in 0 1; do
+  for c in storage storage2; do
+    sed -i '/^check_file_duplicate/d' "$run/$c.conf"
+    echo "check_file_duplicate = $dd" >> "$run/$c.conf"
+  done
+  storages power_loss
+  wait_trunk_slot
+  "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --size 4KiB --count "$((count / 3))" --concurrency 4 \
+    --repeated 50 --keep --json "$run/tdedup$dd.json" >/dev/null
+done
+python3 - "$run/tdedup1.json" "$run/tdedup0.json" <<'PY'
+import json, sys
+on, off = json.load(open(sys.argv[1])), json.load(open(sys.argv[2]))
+for label, r in (("trunk dedup off", off), ("trunk dedup on (ratio to off)", on)):
+    ratio = f"{on['files_per_s'] / off['files_per_s']:>7.2f}" if r is on else ""
+    print(f"{label:<30} {r['files_per_s']:>9.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6} {ratio}")
+PY

@@ -443,6 +443,14 @@ async fn in_trunk_mode_identical_uploads_are_link_slots_to_one_slot() {
     }
     let refused = c.storage.delete(&a.addr(), "group1", &source).await;
     assert_eq!(refused.unwrap_err().status(), fdfs_core::protocol::Status::EBUSY, "the content's own name");
+    // The link's name carries the link text's length (as C's readers need); fdfs_file_info
+    // asks the storage and shows the original's size and CRC32.
+    let (rc, out, _) = cl.tool("fdfs_file_info", &[&format!("group1/{first}")]);
+    assert_eq!(rc, 0, "{out}");
+    assert!(out.contains("GET FROM SERVER: true") && out.contains("file size: 3000\n"), "{out}");
+    assert!(out.contains(&format!("file crc32: {} ", crc32fast::hash(&data))), "{out}");
+    let (_, out, _) = cl.tool("fdfs_file_info", &[&format!("group1/{source}")]);
+    assert!(out.contains("GET FROM SERVER: false") && out.contains("file size: 3000\n"), "{out}");
 
     // The module follows a link slot to the content's slot.
     let port = fdfs_e2e::common_free_port(&[&a.ip]);

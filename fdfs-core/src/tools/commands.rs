@@ -295,7 +295,10 @@ pub fn file_info(args: &[String]) -> Result<ExitCode> {
 }
 
 /// What C's `fdfs_get_file_info` tells of a file: normal files from their name alone, appender
-/// and slave files asked of a storage that has them (102, 22).
+/// and slave files asked of a storage that has them (102, 22). A trunk name whose size field
+/// is a link slot's text length (44 or 60: a filename) may be a de-duplicated file's link: it
+/// is asked of the storage too, and its answer taken when the size differs (the original's
+/// size and CRC32, where C shows the link text's length).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Described {
     pub from_server: bool,
@@ -308,18 +311,28 @@ pub struct Described {
 }
 
 pub async fn describe(client: &crate::client::Client, id: &str, flags: u8) -> Result<Described, ClientError> {
-    let info = FileId::parse(id)?.remote.info();
+    let remote = FileId::parse(id)?.remote;
+    let info = remote.info();
     let (server_id, source_ip) = match info.source {
         Source::Ip(ip) => (0, ip.to_string()),
         Source::ServerId(n) => (n, String::new()),
     };
-    let from_server = info.file_type != FileType::Normal;
-    let (size, timestamp, crc32) = if from_server {
+    let mut from_server = info.file_type != FileType::Normal;
+    let (mut size, mut timestamp, mut crc32) = if from_server {
         let r = client.query_file_info(id, flags).await?;
         (r.file_size as u64, r.create_timestamp, r.crc32_u32())
     } else {
         (info.size.unwrap_or(0), info.create_timestamp as i64, info.crc32)
     };
+    let link_text_len = [crate::file_id::NORMAL_FILENAME_LEN as u64, crate::file_id::TRUNK_FILENAME_LEN as u64];
+    if !from_server && crate::trunk::is_trunk_name(&remote) && link_text_len.contains(&size) {
+        match client.query_file_info(id, flags).await {
+            Ok(r) if r.file_size as u64 != size => {
+                (from_server, size, timestamp, crc32) = (true, r.file_size as u64, r.create_timestamp, r.crc32_u32());
+            }
+            _ => {}
+        }
+    }
     let kind = match info.file_type {
         FileType::Normal => "normal",
         FileType::Appender => "appender",
