@@ -450,7 +450,8 @@ enum Windowed<'a> {
     Slot(&'a fdfs_core::file_id::RemoteFilename, fdfs_core::file_id::TrunkLocation, Follow),
 }
 
-/// Serves a local file as nginx's static handler does. `Err(Missed)` when it does not exist.
+/// Serves a local file as nginx's static handler does. `Err(Missed)` when it does not exist,
+/// `Err(NotServed::Link(text))` for a link slot to follow (only with [`Follow::Once`]).
 unsafe fn serve_file(
     r: &mut ngx_http_request_t,
     path: &Path,
