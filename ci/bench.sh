@@ -81,6 +81,13 @@ storages() {
   echo "storages did not become ACTIVE" >&2; return 1
 }
 
+dedup() { # check_file_duplicate = $1 in both storages' configs (none without $1)
+  for c in storage storage2; do
+    sed -i '/^check_file_duplicate/d' "$run/$c.conf"
+    if [[ -n ${1:-} ]]; then echo "check_file_duplicate = $1" >> "$run/$c.conf"; fi
+  done
+}
+
 row() { # label ours.json[,ours2.json...] [raw.json[,...] ...]: means of the runs, ratios of the means
   python3 - "$@" <<'PY'
 import json, sys
@@ -164,10 +171,7 @@ printf '\n%-30s %9s %8s %8s %6s %12s %10s %7s\n' "dedup, 50% repeated (A)" files
   uploaded_MB disk_MB ratio
 dedup_n=$((count / 5))
 for dd in 0 1; do
-  for c in storage storage2; do
-    sed -i '/^check_file_duplicate/d' "$run/$c.conf"
-    echo "check_file_duplicate = $dd" >> "$run/$c.conf"
-  done
+  dedup $dd
   storages power_loss
   before=$(du -sB1 "$run/storage/data" | cut -f1)
   "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --size 64KiB --count "$dedup_n" --concurrency 4 \
@@ -195,7 +199,7 @@ print(f"{'all unique 4KiB x16, off':<30} {off['files_per_s']:>9.1f} {off['p50_ms
 print(f"{'all unique 4KiB x16, on':<30} {on['files_per_s']:>9.1f} {on['p50_ms']:>8.2f} {on['p99_ms']:>8.2f} {on['errors']:>6}"
       f" {'':>12} {'':>10} {on['files_per_s'] / off['files_per_s']:>7.2f}")
 PY
-for c in storage storage2; do sed -i '/^check_file_duplicate/d' "$run/$c.conf"; done
+dedup
 
 # Module vs `root`: one nginx, one file, two locations.
 have_wrk=1
@@ -292,10 +296,7 @@ wait_trunk_slot() {
 }
 printf '\n%-30s %9s %8s %8s %6s %7s\n' "trunk dedup, 50% repeated" files/s p50_ms p99_ms errors ratio
 for dd in 0 1; do
-  for c in storage storage2; do
-    sed -i '/^check_file_duplicate/d' "$run/$c.conf"
-    echo "check_file_duplicate = $dd" >> "$run/$c.conf"
-  done
+  dedup $dd
   storages power_loss
   wait_trunk_slot
   "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --size 4KiB --count "$((count / 3))" --concurrency 4 \

@@ -266,6 +266,19 @@ async fn the_index_is_rebuilt_and_survives_a_crash() {
     assert_eq!(copies(&s.base(), &data), 0, "the last delete freed the content");
 }
 
+/// The first storage's disk replaced while it is stopped (its store path's tree and mark gone):
+/// it recovers the store path from the other member before it is ACTIVE again.
+async fn replace_first_disk(cl: &mut Cluster) {
+    let base = cl.storages[0].base();
+    cl.storages[0].daemon.stop();
+    for hi in 0..4 {
+        let _ = std::fs::remove_dir_all(base.join(format!("data/{hi:02X}")));
+    }
+    std::fs::remove_file(base.join("data/.fastdfs_vars")).unwrap();
+    let tracker = cl.tracker.addr();
+    cl.storages[0].restart(&tracker, false).await;
+}
+
 /// A replaced disk recovered from a member gets links back as links (one copy of the
 /// content, not one per file ID), and the index counts them: the last delete frees it.
 #[tokio::test]
@@ -281,14 +294,7 @@ async fn disk_recovery_brings_links_back_as_links() {
         })
         .await;
     }
-    let base = cl.storages[0].base();
-    cl.storages[0].daemon.stop();
-    for hi in 0..4 {
-        let _ = std::fs::remove_dir_all(base.join(format!("data/{hi:02X}")));
-    }
-    std::fs::remove_file(base.join("data/.fastdfs_vars")).unwrap();
-    let tracker = cl.tracker.addr();
-    cl.storages[0].restart(&tracker, false).await;
+    replace_first_disk(&mut cl).await;
     let c = cl.client();
     let s = &cl.storages[0];
     for name in &names {
@@ -566,14 +572,7 @@ async fn in_trunk_mode_disk_recovery_brings_link_slots_back() {
         })
         .await;
     }
-    let base = cl.storages[0].base();
-    cl.storages[0].daemon.stop();
-    for hi in 0..4 {
-        let _ = std::fs::remove_dir_all(base.join(format!("data/{hi:02X}")));
-    }
-    std::fs::remove_file(base.join("data/.fastdfs_vars")).unwrap();
-    let tracker = cl.tracker.addr();
-    cl.storages[0].restart(&tracker, false).await;
+    replace_first_disk(&mut cl).await;
     let c = cl.client();
     let s = &cl.storages[0];
     for name in &names {
