@@ -19,6 +19,21 @@ async fn upload(c: &Client, addr: &str, data: &[u8]) -> String {
     c.storage.upload(addr, UploadKind::Normal, -1, "jpg", Content::Bytes(data)).await.unwrap().filename
 }
 
+/// CREATE_LINK (20) in group1 to `source` with a fresh name of extension `ext` (no client has
+/// the command): the new filename, or the status it was refused with.
+fn create_link(addr: &str, source: &str, ext: &str) -> Result<String, u8> {
+    use fdfs_core::protocol::storage::{CreateLinkReq, FileIdResp};
+    let req =
+        CreateLinkReq { group: "group1".into(), ext: ext.into(), source_filename: source.into(), ..Default::default() };
+    let (status, body) = fdfs_e2e::raw_request(addr, 20, &req.encode());
+    if status != 0 {
+        return Err(status);
+    }
+    let id = FileIdResp::decode(&body).expect("a file ID");
+    assert_eq!(id.group, "group1");
+    Ok(id.filename)
+}
+
 /// Every entry under a store path's data/HH/LL: (path, is a symbolic link).
 fn entries(base: &Path) -> Vec<(PathBuf, bool)> {
     let mut out = Vec::new();
@@ -181,27 +196,16 @@ async fn create_link_names_an_existing_file_anew() {
     )
     .unwrap()
     .to_string();
-    let req = fdfs_core::protocol::storage::CreateLinkReq {
-        group: "group1".into(),
-        ext: "jpg".into(),
-        source_filename: source.clone(),
-        ..Default::default()
-    };
-    let (status, body) = fdfs_e2e::raw_request(&s.addr(), 20, &req.encode());
-    assert_eq!(status, 0, "CREATE_LINK answered");
-    let id = fdfs_core::protocol::storage::FileIdResp::decode(&body).unwrap();
-    assert_eq!(id.group, "group1");
-    assert!(served(&c, s, &id.filename, &data).await);
-    let info = c.storage.file_info(&s.addr(), "group1", &id.filename, 0).await.unwrap();
+    let linked = create_link(&s.addr(), &source, "jpg").expect("CREATE_LINK answered");
+    assert!(served(&c, s, &linked, &data).await);
+    let info = c.storage.file_info(&s.addr(), "group1", &linked, 0).await.unwrap();
     assert_eq!((info.file_size, info.crc32 as u32), (data.len() as i64, crc32fast::hash(&data)));
     // It counts as a reference: the first upload's delete keeps the content.
     c.storage.delete(&s.addr(), "group1", &first).await.unwrap();
-    assert!(served(&c, s, &id.filename, &data).await);
-    c.storage.delete(&s.addr(), "group1", &id.filename).await.unwrap();
+    assert!(served(&c, s, &linked, &data).await);
+    c.storage.delete(&s.addr(), "group1", &linked).await.unwrap();
     assert_eq!(copies(&s.base(), &data), 0, "the last reference freed it");
-    let missing = fdfs_core::protocol::storage::CreateLinkReq { source_filename: source, ..req };
-    let (status, _) = fdfs_e2e::raw_request(&s.addr(), 20, &missing.encode());
-    assert_eq!(status, 2, "ENOENT for a source no longer here");
+    assert_eq!(create_link(&s.addr(), &source, "jpg"), Err(2), "ENOENT for a source no longer here");
 }
 
 /// The index deleted while stopped is rebuilt at start with the same answers; after a kill -9
@@ -481,15 +485,7 @@ async fn in_trunk_mode_identical_uploads_are_link_slots_to_one_slot() {
     let fourth = upload(&c, &a.addr(), &data).await;
     assert_eq!(slot_of(a, &fourth), Some((true, Some(source.clone()))), "the rebuilt index finds the content");
     // CREATE_LINK to the content's slot: a link slot under a fresh name, counted too.
-    let req = fdfs_core::protocol::storage::CreateLinkReq {
-        group: "group1".into(),
-        ext: "png".into(),
-        source_filename: source.clone(),
-        ..Default::default()
-    };
-    let (status, body) = fdfs_e2e::raw_request(&a.addr(), 20, &req.encode());
-    assert_eq!(status, 0, "CREATE_LINK to a trunk slot answered");
-    let fifth = fdfs_core::protocol::storage::FileIdResp::decode(&body).unwrap().filename;
+    let fifth = create_link(&a.addr(), &source, "png").expect("CREATE_LINK to a trunk slot answered");
     assert_eq!(slot_of(a, &fifth), Some((true, Some(source.clone()))), "{fifth}: a link slot");
     assert!(fifth.ends_with(".png") && served(&c, a, &fifth, &data).await);
     // Deleting one keeps it for the others; the last delete frees its slot on both members.
