@@ -225,63 +225,53 @@ pub async fn sync_rename_or_link(
     let _lock = srv.lock_file(&to).await;
     let ts = req.timestamp as i64;
     let s = srv.clone();
-    if let Some((name, root)) = srv.trunk_name(&req.dest).filter(|_| !rename) {
-        // A link slot (de-duplication in trunk mode) goes where the source has it, its text
-        // naming the same file.
-        srv.disk
-            .write(index, move |_| {
-                if crate::trunk::open(&name, &root).map_err(io)?.is_some() {
-                    return Err(Status::EEXIST);
-                }
-                let text = req.src.as_bytes();
-                let write = || crate::trunk::write(&name, &root, SlotKind::Link, &mut &text[..], text.len() as u64);
-                let file = match &s.dedup {
-                    Some(d) => d.update(|tx| {
-                        let sign = || super::dedup::sign_stored(&s.paths, d.method(), &req.src);
-                        tx.add_link(&req.src, src_index as u8, sign)?;
-                        write().map_err(io)
-                    })?,
-                    None => write().map_err(io)?,
-                };
-                let change = Change::new(()).record(replica_change(ts, Op::Link, &req.dest, req.src.clone()));
-                Ok(change.sync_file(file).settle(move |ok| {
-                    if !ok {
-                        let _ = crate::trunk::free(&name, &root);
-                        if let Some(d) = &s.dedup {
-                            let _ = d.update(|tx| tx.release(&req.src));
-                        }
-                    }
-                }))
-            })
-            .await?;
-        srv.replicated(source, ts);
-        return Ok(());
-    }
     srv.disk
         .write(index, move |_| {
-            if to.exists() {
+            // A link slot (de-duplication in trunk mode) goes where the source has it, its text
+            // naming the same file; any other link is a symbolic link.
+            let slot = s.trunk_name(&req.dest).filter(|_| !rename);
+            let exists = match &slot {
+                Some((name, root)) => crate::trunk::open(name, root).map_err(io)?.is_some(),
+                None => to.exists(),
+            };
+            if exists {
                 return Err(Status::EEXIST);
             }
-            let link = || super::paths::symlink(&from, &to).map_err(io);
-            match &s.dedup {
+            let op = if rename { Op::Rename } else { Op::Link };
+            let change = Change::new(()).record(replica_change(ts, op, &req.dest, req.src.clone()));
+            let link = |change: Change<()>| match &slot {
+                Some((name, root)) => {
+                    let text = req.src.as_bytes();
+                    let file = crate::trunk::write(name, root, SlotKind::Link, &mut &text[..], text.len() as u64);
+                    Ok(change.sync_file(file.map_err(io)?))
+                }
+                None => {
+                    super::paths::symlink(&from, &to).map_err(io)?;
+                    Ok(change.sync_parent(&to).sync_parent(&from))
+                }
+            };
+            let change = match &s.dedup {
                 _ if rename => {
                     crate::durable::rename_entry(&from, &to).map_err(io)?;
                     let _ = std::fs::File::open(&to).and_then(|f| f.set_modified(at(ts)));
+                    change.sync_parent(&to).sync_parent(&from)
                 }
                 // Counted as at the source: this member's uploads may link to it too.
                 Some(d) => d.update(|tx| {
                     tx.add_link(&req.src, src_index as u8, || {
                         super::dedup::sign_stored(&s.paths, d.method(), &req.src)
                     })?;
-                    link()
+                    link(change)
                 })?,
-                None => link()?,
-            }
-            let op = if rename { Op::Rename } else { Op::Link };
-            let change = Change::new(()).record(replica_change(ts, op, &req.dest, req.src.clone()));
-            Ok(change.sync_parent(&to).sync_parent(&from).settle(move |ok| {
+                None => link(change)?,
+            };
+            Ok(change.settle(move |ok| {
                 if !ok {
-                    let _ = if rename { std::fs::rename(&to, &from) } else { std::fs::remove_file(&to) };
+                    let _ = match &slot {
+                        _ if rename => std::fs::rename(&to, &from),
+                        Some((name, root)) => crate::trunk::free(name, root).map(drop),
+                        None => std::fs::remove_file(&to),
+                    };
                     if let Some(d) = s.dedup.as_ref().filter(|_| !rename) {
                         let _ = d.update(|tx| tx.release(&req.src));
                     }
