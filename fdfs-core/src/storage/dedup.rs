@@ -502,21 +502,21 @@ pub fn count_trunk_links(
     count: &mut LinkCount,
 ) -> std::io::Result<()> {
     use super::binlog::{BinlogReader, Line, Op};
-    let mut links = std::collections::BTreeSet::new();
+    // Only the links still on disk are remembered (a name recorded twice counts once), so
+    // memory follows the live links, not the binlog's length.
+    let mut counted = std::collections::HashSet::new();
     let mut reader = BinlogReader::at(binlog_dir, 0, 0);
     while let Some(line) = reader.next(writing)? {
-        if let Line::Record(r) = line {
-            if r.op == Op::Link && r.filename.len() == crate::file_id::TRUNK_FILENAME_LEN {
-                links.insert(r.filename);
-            }
+        let Line::Record(r) = line else { continue };
+        if r.op != Op::Link || r.filename.len() != crate::file_id::TRUNK_FILENAME_LEN || counted.contains(&r.filename) {
+            continue;
         }
-    }
-    for link in links {
-        let Ok(name) = crate::file_id::RemoteFilename::parse(&link, Some(paths.paths.len())) else { continue };
+        let Ok(name) = crate::file_id::RemoteFilename::parse(&r.filename, Some(paths.paths.len())) else { continue };
         let Some(root) = paths.paths.get(name.store_path_index as usize).map(|p| &p.root) else { continue };
         let Ok(Some(slot)) = crate::trunk::open(&name, root) else { continue };
         if let Ok(Some(target)) = crate::trunk::link_target(&slot, paths.paths.len()) {
             count.add(target.to_string(), target.store_path_index);
+            counted.insert(r.filename);
         }
     }
     Ok(())
