@@ -551,6 +551,23 @@ pub fn raw_request(addr: &str, cmd: u8, body: &[u8]) -> (u8, Vec<u8>) {
     raw_exchange(&mut s, cmd, body)
 }
 
+/// As [`raw_request`], from the local address `from` (127.0.0.x: another host of the test).
+pub fn raw_request_from(from: &str, addr: &str, cmd: u8, body: &[u8]) -> (u8, Vec<u8>) {
+    let mut s = connect_from(from, addr);
+    raw_exchange(&mut s, cmd, body)
+}
+
+/// A connection to `addr` from the local address `from`.
+pub fn connect_from(from: &str, addr: &str) -> std::net::TcpStream {
+    let target: std::net::SocketAddr = addr.parse().unwrap();
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    sock.bind(&std::net::SocketAddr::new(from.parse().unwrap(), 0).into()).unwrap();
+    sock.connect(&target.into()).unwrap();
+    let s: std::net::TcpStream = sock.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
 /// One request on an open connection (header and body in one write).
 pub fn raw_exchange(s: &mut std::net::TcpStream, cmd: u8, body: &[u8]) -> (u8, Vec<u8>) {
     use std::io::{Read, Write};

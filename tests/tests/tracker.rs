@@ -92,7 +92,7 @@ async fn storages_join_sync_and_serve_every_query() {
     assert_eq!(a.beat(None).await.unwrap().group, None, "no change, no briefs");
     for st in [status::SYNCING, status::OFFLINE] {
         let brief = Brief { status: st, port: 23000, id: "127.0.0.3".into(), ip: "127.0.0.3".into() };
-        report_status(&addr, T.0, "group1", brief, Profile::CLASSIC).await.unwrap();
+        report_status(&addr, "127.0.0.2".parse().ok(), T.0, "group1", brief, Profile::CLASSIC).await.unwrap();
         assert_eq!(status_of(&c, "group1", "127.0.0.3").await, st);
     }
     b.beat(None).await.unwrap();

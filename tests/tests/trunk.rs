@@ -279,9 +279,18 @@ async fn captured_trunk_requests_get_the_captured_answers() {
     assert_eq!((st, size.len()), (0, 8));
     assert_eq!(i64::from_be_bytes(size.try_into().unwrap()) as usize, binlog().len(), "31: the trunk binlog's size");
 
-    // A member asks for slots as C's S1 asked S2 (27), confirms (28) and frees one (29).
-    let mut s = std::net::TcpStream::connect(&fx.addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // A member asks for slots as C's S1 asked S2 (27), confirms (28) and frees one (29): our
+    // member joins the group, and the test speaks from its address (a stranger is refused).
+    let port: u16 = fx.addr.rsplit_once(':').unwrap().1.parse().unwrap();
+    let mut member =
+        StorageProc::start(&t, "127.0.0.35", &format!("port = {port}\nsubdir_count_per_path = 256\n")).await;
+    let probe = TrunkSlotReq { group: "group1".into(), info: TrunkInfo::default() }.encode(Profile::CLASSIC);
+    assert_eq!(raw_request(&fx.addr, 29, &probe).0, Status::EACCES.0, "29 from a stranger");
+    eventually(Duration::from_secs(20), "the trunk server knows the member", || async {
+        (fdfs_e2e::raw_request_from("127.0.0.35", &fx.addr, 29, &probe).0 != Status::EACCES.0).then_some(())
+    })
+    .await;
+    let mut s = fdfs_e2e::connect_from("127.0.0.35", &fx.addr);
     let allocs: Vec<(Packet, Packet)> = p
         .iter()
         .enumerate()
@@ -315,25 +324,17 @@ async fn captured_trunk_requests_get_the_captured_answers() {
     let freed = binlog()[before.len()..].to_owned();
     assert!(freed.lines().last().unwrap().contains(" A 0 0 0 "), "the freed slot is free space again: {freed:?}");
 
-    // A member that is not the trunk server takes C's trunk binlog push (33, then 30).
-    let dir = tempfile::tempdir().unwrap();
-    let member_base = dir.path().join("base");
-    std::fs::create_dir_all(&member_base).unwrap();
-    let conf = dir.path().join("storage.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "group_name = group2\nbind_addr = 127.0.0.35\nport = 0\nbase_path = {0}\nstore_path0 = {0}\n\
-             subdir_count_per_path = 2\ntracker_server = 127.0.0.1:1\nlog_level = debug\n",
-            member_base.display()
-        ),
-    )
-    .unwrap();
-    let mut member = Daemon::start("fdfs_storaged", &conf, &member_base);
-    let addr = member.addr.to_string();
+    // The member takes C's trunk binlog push (33, then 30) from the trunk server's address,
+    // once our trunk server's own push to it is done (nothing changes trunk space after that).
+    let member_base = member.base();
+    eventually(Duration::from_secs(20), "the member holds the trunk binlog", || async {
+        (std::fs::read(member_base.join("data/trunk/binlog")).ok()? == binlog().into_bytes()).then_some(())
+    })
+    .await;
+    let addr = member.addr();
     let (req, want) = captured(&p, "D6c_trunk_server_stopped_then_set_trunk_server_trunk_binlog_", 33);
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(raw_request(&addr, req.cmd, &req.body).0, Status::EACCES.0, "33 from a stranger");
+    let mut s = fdfs_e2e::connect_from("127.0.0.33", &addr);
     assert_eq!(raw_exchange(&mut s, req.cmd, &req.body), (want.status, want.body), "33");
     let (req, want) = captured(&p, "D6c_trunk_server_stopped_then_set_trunk_server_trunk_binlog_", 30);
     assert_eq!(req.body.len(), 41_213, "the whole captured trunk binlog");
@@ -341,6 +342,6 @@ async fn captured_trunk_requests_get_the_captured_answers() {
     assert_eq!(std::fs::read(member_base.join("data/trunk/binlog")).unwrap(), req.body, "kept as sent");
     let (st, _) = raw_exchange(&mut s, 30, b"1795800553 X 0 0 0 1 0 4194304\n");
     assert_eq!(st, Status::EINVAL.0, "a line that is not a trunk binlog line is refused");
-    member.stop();
+    member.daemon.stop();
     storage.stop();
 }

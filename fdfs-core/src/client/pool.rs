@@ -16,6 +16,8 @@ pub struct Pool {
     pub network_timeout: Duration,
     max_idle: Duration,
     enabled: bool,
+    /// The local address new connections are made from, if any.
+    bind: Option<std::net::IpAddr>,
 }
 
 /// Most idle connections kept per address.
@@ -23,7 +25,13 @@ const MAX_IDLE_PER_ADDR: usize = 16;
 
 impl Pool {
     pub fn new(connect_timeout: Duration, network_timeout: Duration, max_idle: Duration, enabled: bool) -> Self {
-        Self { idle: Mutex::new(HashMap::new()), connect_timeout, network_timeout, max_idle, enabled }
+        Self { idle: Mutex::new(HashMap::new()), connect_timeout, network_timeout, max_idle, enabled, bind: None }
+    }
+
+    /// New connections are made from `bind` (a storage's `bind_addr`: its peers know it by it).
+    pub fn bound_to(mut self, bind: Option<std::net::IpAddr>) -> Self {
+        self.bind = bind;
+        self
     }
 
     pub async fn get(&self, addr: &str) -> ClientResult<Connection> {
@@ -39,7 +47,7 @@ impl Pool {
                 return Ok(c);
             }
         }
-        Connection::connect(addr, self.connect_timeout, self.network_timeout).await
+        Connection::connect_from(addr, self.bind, self.connect_timeout, self.network_timeout).await
     }
 
     /// Returns a connection after a successful exchange.

@@ -125,15 +125,17 @@ pub async fn sync_src_req(
     decode(addr, SyncSource::decode_opt(&body))
 }
 
-/// 76 on a short connection: reports a peer's status.
+/// 76 on a short connection from `bind` (the tracker accepts it only from a group member's
+/// address): reports a peer's status.
 pub async fn report_status(
     addr: &str,
+    bind: Option<std::net::IpAddr>,
     timeout: Duration,
     group: &str,
     brief: Brief,
     profile: Profile,
 ) -> ClientResult<()> {
-    let mut c = Connection::connect(addr, timeout, timeout).await?;
+    let mut c = Connection::connect_from(addr, bind, timeout, timeout).await?;
     let body =
         c.call(Command::StorageReportStatus, &ReportStatusReq { group: group.into(), brief }.encode(profile)).await?;
     expect_empty(addr, &body)

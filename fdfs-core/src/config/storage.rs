@@ -187,6 +187,16 @@ pub struct StorageConfig {
 }
 
 impl StorageConfig {
+    /// The local address outgoing connections are made from (`client_bind` with a `bind_addr`,
+    /// as C binds them): peers and trackers know this storage by it.
+    pub fn client_bind_ip(&self) -> Option<std::net::IpAddr> {
+        if self.client_bind && !self.bind_addr.is_empty() {
+            self.bind_addr.parse().ok()
+        } else {
+            None
+        }
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::from_ini(&Ini::load(path)?)
     }

@@ -207,7 +207,7 @@ impl StorageServer {
         }
         let binlog_changed = Arc::new(tokio::sync::Notify::new());
         let temp_dirs = (0..paths.paths.len()).map(|i| paths.temp_dir(i)).collect();
-        let trunk = trunk::Trunk::open(&data_dir.join("trunk"), config.connect_timeout, config.network_timeout)?;
+        let trunk = trunk::Trunk::open(&data_dir.join("trunk"), &config)?;
         let disk = disk::Disk::open(&config, temp_dirs, binlog.clone(), trunk.log.clone(), binlog_changed.clone())?;
         let now = now_unix();
         let mut init = InitFlag::load(&data_dir).unwrap_or(InitFlag { storage_join_time: now, ..Default::default() });
@@ -442,6 +442,42 @@ impl StorageServer {
     /// The group's other members now.
     pub fn peers(&self) -> Vec<Brief> {
         self.membership.peers.borrow().clone()
+    }
+
+    /// The addresses a member may connect from: the one the tracker lists, and in storage-ID
+    /// mode every address of its ID entry.
+    fn hosts_of(&self, member: &Brief) -> Vec<String> {
+        let mut hosts = vec![member.ip.clone()];
+        let ids = self.identity.storage_ids.read().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(entry) = ids.as_ref().and_then(|ids| ids.by_id(member.id.parse().ok()?)) {
+            hosts.extend(entry.hosts.iter().cloned());
+        }
+        hosts
+    }
+
+    /// Does a connection from `ip` come from a member of our group? Peer commands that change
+    /// trunk space are accepted only from members.
+    pub fn is_member_host(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical().to_string();
+        self.peers().iter().any(|b| self.hosts_of(b).contains(&ip))
+    }
+
+    /// Does a connection from `ip` come from the group's trunk server (30, 33)?
+    pub fn is_trunk_server_host(&self, ip: std::net::IpAddr) -> bool {
+        let ip = ip.to_canonical().to_string();
+        self.trunk.server().is_some_and(|s| self.hosts_of(&s).contains(&ip))
+    }
+
+    /// Does a connection from `ip` come from one of our trackers (32)? Host names in
+    /// `tracker_server` are looked up (rarely: only for this command).
+    pub fn is_tracker_host(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::ToSocketAddrs;
+        let ip = ip.to_canonical();
+        self.config
+            .tracker_servers
+            .iter()
+            .flat_map(|t| t.hosts.iter().map(move |h| (h.as_str(), t.port)))
+            .any(|hp| hp.to_socket_addrs().is_ok_and(|mut a| a.any(|a| a.ip().to_canonical() == ip)))
     }
 
     /// The member named `id`, if the group has it.

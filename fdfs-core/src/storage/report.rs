@@ -169,7 +169,7 @@ async fn trunk_news(
 /// every generation refuses (EINVAL) a JOIN of another generation's length.
 async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(ReportConnection, String, JoinResp)> {
     let c = &srv.config;
-    let bind = if c.client_bind && !c.bind_addr.is_empty() { c.bind_addr.parse().ok() } else { None };
+    let bind = c.client_bind_ip();
     let addr = tracker.primary();
     let candidates: Vec<Layout> = match c.tracker_protocol_version {
         Some(l) => vec![l],

@@ -281,14 +281,17 @@ async fn dispatch(
         }
         C::TrunkAllocSpace => {
             let req = decoded(sock, h, srv, |b| TrunkAllocReq::decode(b, Profile::CLASSIC)).await?;
+            from_role(srv, cmd, peer, Role::Member)?;
             (trunk::alloc_space(srv, req).await.map(Reply::Body).map_err(Into::into), 0)
         }
         C::TrunkAllocConfirm | C::TrunkFreeSpace => {
             let req = decoded(sock, h, srv, |b| TrunkSlotReq::decode(b, Profile::CLASSIC)).await?;
+            from_role(srv, cmd, peer, Role::Member)?;
             (done(trunk::slot_done(srv, req, cmd == C::TrunkAllocConfirm, h.status).await), 0)
         }
         C::TrunkSyncBinlog => {
             let body = small_body(sock, h, srv).await?;
+            from_role(srv, cmd, peer, Role::TrunkServer)?;
             (done(trunk::receive_binlog(srv, body).await), 0)
         }
         C::TrunkGetBinlogSize => {
@@ -297,10 +300,12 @@ async fn dispatch(
         }
         C::TrunkDeleteBinlogMarks => {
             decoded(sock, h, srv, |b| expect_len(b, 0)).await?;
+            from_role(srv, cmd, peer, Role::Tracker)?;
             (done(trunk::delete_marks(srv).await), 0)
         }
         C::TrunkTruncateBinlogFile => {
             decoded(sock, h, srv, |b| expect_len(b, 0)).await?;
+            from_role(srv, cmd, peer, Role::TrunkServer)?;
             (done(trunk::restart_binlog(srv).await), 0)
         }
         _ => {
@@ -330,6 +335,33 @@ async fn dispatch(
         crate::logging::access(&format!("{ip} {action} {logged} {status} {ms} {} {answered}", h.pkg_len + 10));
     }
     result
+}
+
+/// Who may send a peer command.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    /// A member of our group (27, 28, 29 to the trunk server).
+    Member,
+    /// The group's trunk server (30, 33).
+    TrunkServer,
+    /// One of our trackers (32).
+    Tracker,
+}
+
+/// Refuses (EACCES, one log line) a peer command from an address that does not have `role`:
+/// unauthenticated packets from anyone else must not change trunk space or the trunk binlog.
+fn from_role(srv: &StorageServer, cmd: Command, peer: SocketAddr, role: Role) -> OpResult<()> {
+    let ip = peer.ip();
+    let ok = match role {
+        Role::Member => srv.is_member_host(ip),
+        Role::TrunkServer => srv.is_trunk_server_host(ip),
+        Role::Tracker => srv.is_tracker_host(ip),
+    };
+    if ok {
+        return Ok(());
+    }
+    tracing::warn!("{peer}: refused {cmd:?}: not from {role:?} of group {}", srv.group);
+    Err(Status::EACCES.into())
 }
 
 /// The access log's name for a client command (C's `ACCESS_LOG_ACTION_*`).

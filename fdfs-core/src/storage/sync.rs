@@ -169,10 +169,9 @@ async fn peer_task(srv: Arc<StorageServer>, peer: String, mut shutdown: Shutdown
 pub(super) async fn report_to_trackers(srv: &StorageServer, brief: Brief) {
     for t in &srv.config.tracker_servers {
         let addr = t.primary();
-        if let Err(e) =
-            report_status(&addr, srv.config.connect_timeout, &srv.group, brief.clone(), srv.tracker_profile(&addr))
-                .await
-        {
+        let (bind, timeout, profile) =
+            (srv.config.client_bind_ip(), srv.config.connect_timeout, srv.tracker_profile(&addr));
+        if let Err(e) = report_status(&addr, bind, timeout, &srv.group, brief.clone(), profile).await {
             tracing::warn!("reporting {} as {} to {t}: {e}", brief.id, status::name(brief.status));
         }
     }
@@ -238,14 +237,14 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
         }
     }
     let addr = crate::config::join_host_port(&peer.ip, peer.port as u16);
-    let bind = if srv.config.client_bind && !srv.config.bind_addr.is_empty() {
-        srv.config.bind_addr.parse().ok()
-    } else {
-        None
-    };
-    let mut conn = Connection::connect_from(&addr, bind, srv.config.connect_timeout, srv.config.network_timeout)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut conn = Connection::connect_from(
+        &addr,
+        srv.config.client_bind_ip(),
+        srv.config.connect_timeout,
+        srv.config.network_timeout,
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     let id = ReportServerId { id: me.clone() }.encode(Profile::CLASSIC);
     conn.call(Command::ReportServerId, &id).await.map_err(|e| e.to_string())?;
     if mark.need_sync_old && !mark.sync_old_done && peer.status == status::WAIT_SYNC {

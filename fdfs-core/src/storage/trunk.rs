@@ -240,13 +240,15 @@ pub struct Trunk {
 }
 
 impl Trunk {
-    pub fn open(dir: &Path, connect_timeout: Duration, network_timeout: Duration) -> std::io::Result<Self> {
+    pub fn open(dir: &Path, config: &crate::config::StorageConfig) -> std::io::Result<Self> {
+        let (connect_timeout, network_timeout) = (config.connect_timeout, config.network_timeout);
         Ok(Self {
             log: Arc::new(TrunkLog::open(dir)?),
             space: Mutex::new(None),
             server: RwLock::new(None),
             news: tokio::sync::Notify::new(),
-            pool: Pool::new(connect_timeout, network_timeout, Duration::from_secs(3600), true),
+            pool: Pool::new(connect_timeout, network_timeout, Duration::from_secs(3600), true)
+                .bound_to(config.client_bind_ip()),
             pushed: tokio::sync::watch::Sender::new(0),
             marks_epoch: std::sync::atomic::AtomicU64::new(0),
         })
@@ -1224,9 +1226,14 @@ async fn push_to(srv: &Arc<StorageServer>, peer: &Brief, state: &mut PeerPush) -
     }
     if state.conn.is_none() {
         let addr = crate::config::join_host_port(&peer.ip, peer.port as u16);
-        let c = Connection::connect(&addr, srv.config.connect_timeout, srv.config.network_timeout)
-            .await
-            .map_err(|e| e.to_string())?;
+        let c = Connection::connect_from(
+            &addr,
+            srv.config.client_bind_ip(),
+            srv.config.connect_timeout,
+            srv.config.network_timeout,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         state.conn = Some(c);
     }
     let conn = state.conn.as_mut().expect("connected above");

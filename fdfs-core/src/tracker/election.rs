@@ -179,8 +179,32 @@ async fn elect(t: &Arc<Tracker>, others: &[String]) {
 }
 
 /// 66/67 from a candidate: record it (66) and make it the leader (67).
-pub fn on_leader_message(t: &Tracker, cmd: Command, body: &[u8]) -> Result<(), crate::protocol::Status> {
+/// Is `addr` a tracker of this cluster: this one, or one the storages named in their JOINs?
+fn is_known_tracker(t: &Tracker, addr: &str) -> bool {
+    let Some(a) = ServerAddr::parse(addr) else { return false };
+    is_me(t, addr)
+        || t.lock()
+            .trackers
+            .iter()
+            .filter_map(|k| ServerAddr::parse(k))
+            .any(|k| k.port == a.port && k.hosts.iter().any(|h| a.hosts.contains(h)))
+}
+
+/// Does a connection from `ip` come from a tracker host of this cluster?
+fn is_tracker_host(t: &Tracker, ip: &str) -> bool {
+    t.own_ips.iter().any(|own| own == ip)
+        || t.lock().trackers.iter().filter_map(|k| ServerAddr::parse(k)).any(|k| k.hosts.iter().any(|h| h == ip))
+}
+
+/// 66 NOTIFY_NEXT_LEADER / 67 COMMIT_NEXT_LEADER from `peer_ip`. The candidate must be a
+/// tracker of this cluster (C answers ENOENT otherwise) and the message must come from a
+/// tracker host: anyone else could make itself leader.
+pub fn on_leader_message(t: &Tracker, peer_ip: &str, cmd: Command, body: &[u8]) -> Result<(), crate::protocol::Status> {
     let addr = decode_leader_addr(body).map_err(|_| crate::protocol::Status::EINVAL)?;
+    if !is_known_tracker(t, &addr) || !is_tracker_host(t, peer_ip) {
+        tracing::warn!("{peer_ip}: refused {cmd:?} naming {addr}: not a tracker of this cluster");
+        return Err(crate::protocol::Status::ENOENT);
+    }
     match cmd {
         Command::TrackerNotifyNextLeader => {
             *t.candidate.write().unwrap_or_else(|e| e.into_inner()) = Some(addr.clone());

@@ -193,7 +193,8 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
             Err(e) => e.into(),
         },
         C::TrackerNotifyNextLeader | C::TrackerCommitNextLeader => {
-            from_result(super::election::on_leader_message(t, cmd, body).map(|_| Vec::new()))
+            let peer_ip = conn.peer.ip().to_canonical().to_string();
+            from_result(super::election::on_leader_message(t, &peer_ip, cmd, body).map(|_| Vec::new()))
         }
 
         // Storage side.
@@ -268,8 +269,9 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
         },
         C::StorageReportStatus => {
             let rp = if body.len() == 16 + Profile::CLASSIC.brief_len() { Profile::CLASSIC } else { Profile::V6_16 };
+            let peer_ip = conn.peer.ip().to_canonical().to_string();
             match ReportStatusReq::decode(body, rp) {
-                Ok(r) => from_result(t.lock().report_status(&r.group, &r.brief).map(|_| Vec::new())),
+                Ok(r) => from_result(t.lock().report_status(&r.group, &r.brief, &peer_ip).map(|_| Vec::new())),
                 Err(e) => e.into(),
             }
         }

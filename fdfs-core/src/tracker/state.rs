@@ -553,9 +553,24 @@ impl Cluster {
 
     /// 76 REPORT_STATUS: a source moves its destination to SYNCING or OFFLINE; a storage
     /// reports itself in RECOVERY.
-    pub fn report_status(&mut self, group: &str, brief: &Brief) -> Result<(), Status> {
+    pub fn report_status(&mut self, group: &str, brief: &Brief, sender_ip: &str) -> Result<(), Status> {
         let g = self.groups.get_mut(group).ok_or(Status::ENOENT)?;
         let cur = g.storages.get(&brief.id).ok_or(Status::ENOENT)?.status;
+        // Only the group's members report statuses (a sync source its destination, a recovering
+        // storage itself): an unauthenticated packet from anyone else changes nothing.
+        let member = |s: &StorageNode| s.ip == sender_ip && !matches!(s.status, IP_CHANGED | DELETED);
+        let allowed = match brief.status {
+            RECOVERY => g.storages.get(&brief.id).is_some_and(member),
+            _ => g.storages.values().any(member),
+        };
+        if !allowed {
+            tracing::warn!(
+                "{sender_ip}: refused status {} for {group}/{}: not a member of the group",
+                brief.status,
+                brief.id
+            );
+            return Err(Status::EACCES);
+        }
         let ok = match brief.status {
             SYNCING => matches!(cur, WAIT_SYNC | SYNCING | INIT),
             OFFLINE => matches!(cur, WAIT_SYNC | SYNCING | RECOVERY | OFFLINE),
@@ -629,6 +644,12 @@ impl Cluster {
         let Some(mut node) = g.storages.get(old).filter(|s| s.status != IP_CHANGED).cloned() else {
             return Err(Status::ENOENT);
         };
+        // As C: a storage still online at its old address has not moved; whoever says so is
+        // not it (anyone can send 78).
+        if matches!(node.status, ONLINE | ACTIVE) || node.connections > 0 {
+            tracing::warn!("{new}: refused to move storage {group}/{old}, which is still online there");
+            return Err(Status::EBUSY);
+        }
         tracing::info!("storage {group}/{old} changed its address to {new}");
         let mut left = node.clone();
         left.status = IP_CHANGED;
@@ -722,6 +743,8 @@ mod tests {
             "the new address is in use"
         );
         assert_eq!(c.ip_changed("group1", "127.0.0.9", "127.0.0.8", 5), Err(Status::ENOENT));
+        assert_eq!(c.ip_changed("group1", "127.0.0.3", "127.0.0.4", 5), Err(Status::EBUSY), "still connected there");
+        c.disconnected("group1", "127.0.0.3");
         c.ip_changed("group1", "127.0.0.3", "127.0.0.4", 5).unwrap();
         let g = &c.groups["group1"];
         assert_eq!(g.storages["127.0.0.3"].status, IP_CHANGED);
@@ -826,6 +849,7 @@ mod tests {
                 Report(to) => c.report_status(
                     "group1",
                     &Brief { status: to, port: 23000, id: "127.0.0.2".into(), ip: "127.0.0.2".into() },
+                    "127.0.0.2",
                 ),
                 Change(to) => {
                     c.change_status("group1", "127.0.0.2", to);
