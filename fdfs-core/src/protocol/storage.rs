@@ -59,6 +59,12 @@ pub fn valid_ext(ext: &str) -> bool {
     ext.len() <= EXT_LEN && ext.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
+/// A slave name's prefix: the extension's characters (it ends up in a filename, and so in the
+/// binlog, whose lines are split on spaces).
+pub fn valid_prefix(prefix: &str) -> bool {
+    prefix.len() <= PREFIX_LEN && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
 /// 11 UPLOAD_FILE and 23 UPLOAD_APPENDER_FILE.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct UploadHead {
@@ -123,7 +129,7 @@ impl StreamedHead for SlaveUploadHead {
         let ext = r.fixed_str(EXT_LEN)?;
         let master_filename = r.str(master_len)?;
         r.finish()?;
-        if prefix.is_empty() || !valid_ext(&ext) || !prefix.bytes().all(|b| valid_ext(&(b as char).to_string())) {
+        if prefix.is_empty() || !valid_ext(&ext) || !valid_prefix(&prefix) {
             return Err(DecodeError::Invalid("slave prefix or extension"));
         }
         check_content("file_size", file_size, head.len(), body_len)?;
@@ -435,7 +441,8 @@ pub fn decode_bare_filename(body: &[u8]) -> DecodeResult<String> {
     Reader::new(body).rest_str()
 }
 
-/// 20 CREATE_LINK (FastDHT de-duplication): decoded only to be refused cleanly.
+/// 20 CREATE_LINK (FastDHT de-duplication). Every name part is checked here: they end up in
+/// file names and binlog lines.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct CreateLinkReq {
     pub group: String,
@@ -473,6 +480,10 @@ impl CreateLinkReq {
         let source_filename = r.str(source_len)?;
         let signature = r.bytes(sig_len)?.to_vec();
         r.finish()?;
+        let is_name = |s: &str| s.bytes().all(|b| b.is_ascii_graphic());
+        if !valid_ext(&ext) || !valid_prefix(&prefix) || !is_name(&master_filename) || !is_name(&source_filename) {
+            return Err(DecodeError::Invalid("link prefix, extension or filename"));
+        }
         Ok(Self { group, prefix, ext, master_filename, source_filename, signature })
     }
 }
@@ -601,5 +612,14 @@ mod tests {
             signature: vec![1, 2, 3],
         };
         assert_eq!(CreateLinkReq::decode(&c.encode()).unwrap(), c);
+        for (ext, prefix, source) in
+            [("a b", "p", "M00/00/00/a"), ("j\npg", "p", "M00/00/00/a"), ("jpg", "_\n", "M00/00/00/a")]
+                .into_iter()
+                .chain([("jpg", "p", "M00/00/00/a b"), ("jpg", "p", "M00/00/00/a\nc")])
+        {
+            let bad =
+                CreateLinkReq { ext: ext.into(), prefix: prefix.into(), source_filename: source.into(), ..c.clone() };
+            assert!(CreateLinkReq::decode(&bad.encode()).is_err(), "{ext:?} {prefix:?} {source:?} refused");
+        }
     }
 }
