@@ -26,8 +26,12 @@ use super::paths::StorePaths;
 use crate::config::SignatureMethod;
 use crate::protocol::Status;
 
-/// Size (8 bytes, big-endian) then 16 bytes of hash codes or MD5 (C's `FILE_SIGNATURE_SIZE`).
-pub const SIGNATURE_LEN: usize = 24;
+/// Size (8 bytes, big-endian) then 16 bytes of hash codes or MD5 (C's `FILE_SIGNATURE_SIZE`),
+/// then the content's SHA-256. C's signature alone is no proof of equal content: a collision
+/// of its hash codes is built in a fraction of a second and MD5 collisions are public, and
+/// sharing on one would serve an attacker's bytes under a victim's file ID. Content is shared
+/// only when the SHA-256 agrees too.
+pub const SIGNATURE_LEN: usize = 24 + 32;
 pub type Signature = [u8; SIGNATURE_LEN];
 
 /// Source name → (content key, references).
@@ -57,17 +61,20 @@ pub struct Signer {
     simple: i32,
     time33: i32,
     md5: md5::Md5,
+    sha256: sha2::Sha256,
 }
 
 impl Signer {
     pub fn new(method: SignatureMethod) -> Self {
-        Signer { method, size: 0, crc: crc32fast::Hasher::new(), elf: 0, simple: 0, time33: 0, md5: md5::Md5::new() }
+        let (crc, md5, sha256) = (crc32fast::Hasher::new(), md5::Md5::new(), sha2::Sha256::new());
+        Signer { method, size: 0, crc, elf: 0, simple: 0, time33: 0, md5, sha256 }
     }
 
     /// libfastcommon's `CALC_HASH_CODES4` (CRC32, ELFHash, simple_hash, Time33Hash, on C's
     /// signed 32-bit ints: the shifts are arithmetic, the sums wrap).
     pub fn update(&mut self, data: &[u8]) {
         self.size += data.len() as u64;
+        self.sha256.update(data);
         match self.method {
             SignatureMethod::Md5 => self.md5.update(data),
             SignatureMethod::Hash => {
@@ -90,8 +97,9 @@ impl Signer {
     pub fn finish(self) -> Signature {
         let mut sig = [0u8; SIGNATURE_LEN];
         sig[..8].copy_from_slice(&self.size.to_be_bytes());
+        sig[24..].copy_from_slice(&self.sha256.finalize());
         match self.method {
-            SignatureMethod::Md5 => sig[8..].copy_from_slice(&self.md5.finalize()),
+            SignatureMethod::Md5 => sig[8..24].copy_from_slice(&self.md5.finalize()),
             SignatureMethod::Hash => {
                 let codes = [self.crc.finalize() as i32, self.elf, self.simple, self.time33];
                 for (i, c) in codes.iter().enumerate() {
@@ -300,10 +308,23 @@ impl DedupIndex {
         let existed = path.exists();
         let db = Database::create(path).map_err(db_err)?;
         let index = DedupIndex { db, method, dirty: AtomicBool::new(false) };
-        let clean = existed && index.state("clean")? == Some(1) && index.state("method")? == Some(method_code(method));
+        let same_keys = index.state("method")? == Some(method_code(method));
+        if existed && !same_keys {
+            // Keys of another layout never match new ones: every source is signed again.
+            index.clear()?;
+        }
+        let clean = existed && same_keys && index.state("clean")? == Some(1);
         // From here on, a crash leaves it marked unclean.
         index.set_state(&[("clean", 0), ("method", method_code(method))])?;
         Ok((index, clean))
+    }
+
+    /// Drops every source and content key (the recount that follows indexes them anew).
+    fn clear(&self) -> Result<(), IndexError> {
+        let txn = self.db.begin_write().map_err(db_err)?;
+        txn.delete_table(SOURCES).map_err(db_err)?;
+        txn.delete_table(BY_CONTENT).map_err(db_err)?;
+        txn.commit().map_err(db_err)
     }
 
     pub fn method(&self) -> SignatureMethod {
@@ -458,10 +479,12 @@ impl DedupIndex {
     }
 }
 
+/// The signature layout the index's keys were made with (1 and 2 were C's signature alone,
+/// without SHA-256: such an index is rebuilt).
 fn method_code(m: SignatureMethod) -> u64 {
     match m {
-        SignatureMethod::Hash => 1,
-        SignatureMethod::Md5 => 2,
+        SignatureMethod::Hash => 3,
+        SignatureMethod::Md5 => 4,
     }
 }
 
@@ -555,7 +578,7 @@ mod tests {
         other[5000] ^= 1;
         assert_ne!(Signer::of_bytes(SignatureMethod::Hash, &data), Signer::of_bytes(SignatureMethod::Hash, &other));
         let md5 = Signer::of_bytes(SignatureMethod::Md5, &data);
-        assert_eq!(&md5[8..], &md5::Md5::digest(&data)[..]);
+        assert_eq!(&md5[8..24], &md5::Md5::digest(&data)[..]);
     }
 
     #[test]
@@ -587,8 +610,26 @@ mod tests {
         drop(index);
         let (_, clean) = DedupIndex::open(&path, SignatureMethod::Hash).unwrap();
         assert!(!clean, "not closed: recounted");
-        let (_, clean) = DedupIndex::open(&path, SignatureMethod::Md5).unwrap();
+        let (index, clean) = DedupIndex::open(&path, SignatureMethod::Md5).unwrap();
         assert!(!clean, "another method: recounted");
+        index.update(|tx| tx.insert("M00/00/00/md5.jpg", 0, &sig, 1)).unwrap();
+        index.close().unwrap();
+        drop(index);
+        let (index, clean) = DedupIndex::open(&path, SignatureMethod::Hash).unwrap();
+        assert!(!clean);
+        assert_eq!(index.update(|tx| tx.refs("M00/00/00/md5.jpg")).unwrap(), None, "keys of another layout dropped");
+    }
+
+    #[test]
+    fn content_is_shared_only_when_its_sha256_agrees() {
+        // C's signature of two contents with equal size and MD5 (a public collision pair,
+        // stood in for here by equal codes) must not make them one key.
+        let mut a = Signer::of_bytes(SignatureMethod::Md5, b"attacker bytes..");
+        let b = Signer::of_bytes(SignatureMethod::Md5, b"victim's bytes..");
+        assert_ne!(a[24..], b[24..], "SHA-256 differs");
+        a[..24].copy_from_slice(&b[..24]);
+        assert_ne!(content_key(0, &a), content_key(0, &b), "equal C signatures, different keys");
+        assert_eq!(Signer::of_bytes(SignatureMethod::Hash, b"same"), Signer::of_bytes(SignatureMethod::Hash, b"same"));
     }
 
     #[test]
