@@ -17,8 +17,11 @@ pub const NOT_TRIED: u8 = 0;
 /// Copied, or nothing to copy: JOINs go straight through.
 pub const DONE: u8 = 2;
 
-/// Most bytes of one state file accepted from another tracker.
-const MAX_FILE: u64 = 64 << 20;
+/// Most bytes of one state file accepted from another tracker (a cluster of thousands of
+/// storages writes well under 1 MiB).
+const MAX_FILE: u64 = 8 << 20;
+/// How long the whole copy from one tracker may take: JOINs wait for it.
+const COPY_TIME: Duration = Duration::from_secs(10);
 
 /// Before a JOIN is handled: a tracker with no groups, told of other trackers by the joining
 /// storage, copies their state first (once; concurrent JOINs wait for it). A tracker that is
@@ -51,7 +54,8 @@ pub async fn before_join(t: &Arc<Tracker>, body: &[u8]) {
 
 async fn copy_state(t: &Tracker, others: &[String]) {
     for addr in others {
-        match fetch(t, addr).await {
+        let fetched = tokio::time::timeout(COPY_TIME, fetch(t, addr)).await.unwrap_or_else(|_| Err("timed out".into()));
+        match fetched {
             Ok(Some(files)) => match install(t, files) {
                 Ok(groups) => {
                     tracing::info!("copied the cluster state from tracker {addr}: {groups} group(s)");
@@ -96,13 +100,23 @@ async fn fetch(t: &Tracker, addr: &str) -> Result<Option<Vec<Vec<u8>>>, String> 
     Ok(Some(files))
 }
 
-/// Writes the copied files as ours and loads them.
+/// Loads the copied files from a staging folder and, only if they load, writes them as ours:
+/// a copy that does not load (another tracker's garbage) never replaces our state files, so
+/// it cannot stop our next start.
 fn install(t: &Tracker, files: Vec<Vec<u8>>) -> Result<usize, String> {
     let dir = &t.data_dir;
+    let staging = dir.join(".copied_state");
+    let _ = std::fs::remove_dir_all(&staging);
+    std::fs::create_dir_all(&staging).map_err(|e| e.to_string())?;
+    for (name, text) in persist::SYS_FILES.iter().zip(&files) {
+        std::fs::write(staging.join(name), text).map_err(|e| e.to_string())?;
+    }
+    let loaded = persist::load(&staging, &t.limits);
+    let _ = std::fs::remove_dir_all(&staging);
+    let loaded = loaded.map_err(|e| e.to_string())?;
     for (name, text) in persist::SYS_FILES.iter().zip(&files) {
         crate::durable::write_atomic(dir, name, text).map_err(|e| e.to_string())?;
     }
-    let loaded = persist::load(dir, &t.limits).map_err(|e| e.to_string())?;
     let mut c = t.lock();
     let trackers = std::mem::take(&mut c.trackers);
     *c = loaded;

@@ -137,7 +137,12 @@ pub fn load(dir: &Path, limits: &Limits) -> Result<Cluster, crate::config::Confi
     for i in 1..=count.clamp(0, limits.max_groups as i64) {
         let k = gi.section(Some(&format!("Group{i:03}")));
         let name = k.string("group_name", "");
-        if name.is_empty() {
+        // State files may come from another tracker (a copy at bootstrap): what a JOIN would
+        // refuse is not taken from them either.
+        if !crate::protocol::valid_group_name(&name) {
+            if !name.is_empty() {
+                tracing::warn!("{}: group {i}: name {name:?} is not a group name; skipped", groups_path.display());
+            }
             continue;
         }
         c.groups.insert(
@@ -172,6 +177,13 @@ pub fn load(dir: &Path, limits: &Limits) -> Result<Cluster, crate::config::Confi
             }
             let ip = k.string("ip_addr", "");
             let id = k.opt_string("id").unwrap_or_else(|| ip.clone());
+            if id.is_empty() || !crate::protocol::is_safe_token(&id) || !crate::protocol::is_safe_token(&ip) {
+                tracing::warn!(
+                    "{}: storage {i}: id {id:?} / address {ip:?} not valid; skipped",
+                    servers_path.display()
+                );
+                continue;
+            }
             let mut st = int(&k, "status", 0).clamp(0, 255) as u8;
             if matches!(st, status::ONLINE | status::ACTIVE) {
                 st = status::OFFLINE;
