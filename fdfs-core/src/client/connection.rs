@@ -62,6 +62,11 @@ impl Connection {
         &self.addr
     }
 
+    /// The socket, for answers that are not one packet (26's list, ended by the connection).
+    pub fn into_stream(self) -> TcpStream {
+        self.stream
+    }
+
     pub fn is_reusable(&self) -> bool {
         self.reusable
     }

@@ -181,10 +181,25 @@ async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<()
     super::sync::report_to_trackers(srv, brief.clone()).await;
     for &index in paths {
         tracing::info!("disk recovery: store path {index} from {} ({addr})", source.id);
-        let list = fetch_list(srv, &addr, index as u8).await?;
-        let (mut copied, mut present) = (0usize, 0usize);
-        for line in String::from_utf8_lossy(&list).lines() {
-            let Some(r) = Record::parse(line) else { continue };
+        // The list goes to a file, not memory: a member may send up to MAX_LIST bytes of it.
+        let list_path = srv.data_dir.join(format!(".recovery.list.{index}"));
+        fetch_list(srv, &addr, index as u8, &list_path).await?;
+        let mut lines = std::io::BufReader::new(std::fs::File::open(&list_path).map_err(|e| e.to_string())?);
+        let (mut copied, mut present, mut skipped) = (0usize, 0usize, 0usize);
+        let mut line = Vec::with_capacity(MAX_LINE);
+        while next_line(&mut lines, &mut line).map_err(|e| e.to_string())? {
+            let Some(r) = std::str::from_utf8(&line).ok().and_then(Record::parse) else { continue };
+            // A name this storage cannot hold (another store path, a path out of the tree) is
+            // the member's mistake: it is skipped and said, the rest is recovered.
+            if srv.resolve(&r.filename).is_err() || (r.op == Op::Link && srv.resolve(&r.extra).is_err()) {
+                tracing::warn!(
+                    "disk recovery: skipped {:?} from {}: not a file name of this storage",
+                    r.filename,
+                    source.id
+                );
+                skipped += 1;
+                continue;
+            }
             if srv.holds(&r.filename) {
                 present += 1;
                 continue;
@@ -197,10 +212,13 @@ async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<()
             }
             copied += 1;
         }
+        let _ = std::fs::remove_file(&list_path);
         let root = srv.paths.paths[index].root.clone();
         let flush = tokio::task::spawn_blocking(move || crate::durable::sync_dir(&root.join("data")));
         flush.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
-        tracing::info!("disk recovery: store path {index}: {copied} file(s) copied, {present} already here");
+        tracing::info!(
+            "disk recovery: store path {index}: {copied} file(s) copied, {present} already here, {skipped} skipped"
+        );
         srv.path_recovered(index).map_err(|e| e.to_string())?;
     }
     // Links came back as links: the de-duplication index counts them again.
@@ -213,6 +231,41 @@ async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<()
     // C reports RECOVERY again when it is done; the next JOIN takes the storage out of it.
     super::sync::report_to_trackers(srv, brief).await;
     Ok(())
+}
+
+/// The longest list line read whole (a record is far shorter; longer ones are skipped).
+const MAX_LINE: usize = 1024;
+
+/// The next line of `r` into `line` (without its newline; cut to [`MAX_LINE`] bytes, the rest
+/// of a longer one skipped, so one endless line cannot fill memory). `false` at the end.
+fn next_line(r: &mut impl std::io::BufRead, line: &mut Vec<u8>) -> std::io::Result<bool> {
+    use std::io::{BufRead, Read};
+    line.clear();
+    let n = r.by_ref().take(MAX_LINE as u64).read_until(b'\n', line)?;
+    if n == 0 {
+        return Ok(false);
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+        return Ok(true);
+    }
+    // Cut: drop the rest of this line.
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(true);
+        }
+        match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                r.consume(i + 1);
+                return Ok(true);
+            }
+            None => {
+                let all = buf.len();
+                r.consume(all);
+            }
+        }
+    }
 }
 
 /// A link of the list made again here (`name` → `target`'s file): a symbolic link, or a link
@@ -234,13 +287,11 @@ async fn relink(srv: &StorageServer, name: &str, target: &str) -> Result<(), Str
     tokio::task::spawn_blocking(make).await.map_err(|e| e.to_string())?.map_err(|e| format!("{name}: {e}"))
 }
 
-/// 26 to the source: the list, checked against the length that ends it.
-async fn fetch_list(srv: &StorageServer, addr: &str, index: u8) -> Result<Vec<u8>, String> {
+/// 26 to the source: the list into the file `to`, checked against the length that ends it.
+async fn fetch_list(srv: &StorageServer, addr: &str, index: u8, to: &Path) -> Result<(), String> {
     let c = &srv.config;
-    let mut sock = tokio::time::timeout(c.connect_timeout, tokio::net::TcpStream::connect(addr))
-        .await
-        .map_err(|_| format!("{addr}: connect timed out"))?
-        .map_err(|e| format!("{addr}: {e}"))?;
+    let conn = crate::client::Connection::connect_from(addr, c.client_bind_ip(), c.connect_timeout, c.network_timeout);
+    let mut sock = conn.await.map_err(|e| e.to_string())?.into_stream();
     let mut body = [0u8; 17];
     let g = srv.group.as_bytes();
     body[..g.len().min(16)].copy_from_slice(&g[..g.len().min(16)]);
@@ -258,21 +309,34 @@ async fn fetch_list(srv: &StorageServer, addr: &str, index: u8) -> Result<Vec<u8
     if h.status != 0 {
         return Err(format!("{addr}: FETCH_ONE_PATH_BINLOG answered {}", Status(h.status)));
     }
-    let mut all = Vec::new();
+    // The last 8 bytes are the length, not list: they are held back until the next piece comes.
+    let mut file = tokio::fs::File::create(to).await.map_err(|e| e.to_string())?;
     let mut limited = (&mut sock).take(MAX_LIST + 8);
-    tokio::time::timeout(c.network_timeout * 10, limited.read_to_end(&mut all))
-        .await
-        .map_err(|_| format!("{addr}: list timed out"))?
-        .map_err(io)?;
-    if all.len() < 8 {
-        return Err(format!("{addr}: the file list ended early"));
+    let (mut buf, mut tail, mut written) = (vec![0u8; 64 << 10], Vec::<u8>::with_capacity(8), 0u64);
+    loop {
+        let n = tokio::time::timeout(c.network_timeout, limited.read(&mut buf))
+            .await
+            .map_err(|_| format!("{addr}: the file list stalled"))?
+            .map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        tail.extend_from_slice(&buf[..n]);
+        if tail.len() > 8 {
+            let text = tail.len() - 8;
+            file.write_all(&tail[..text]).await.map_err(|e| e.to_string())?;
+            written += text as u64;
+            tail.drain(..text);
+        }
     }
-    let (text, tail) = all.split_at(all.len() - 8);
-    let said = u64::from_be_bytes(tail.try_into().unwrap_or_default());
-    if said != text.len() as u64 {
-        return Err(format!("{addr}: the file list has {} bytes, its end says {said}", text.len()));
+    file.flush().await.map_err(|e| e.to_string())?;
+    let said = <[u8; 8]>::try_from(&tail[..])
+        .map(u64::from_be_bytes)
+        .map_err(|_| format!("{addr}: the file list ended early"))?;
+    if said != written {
+        return Err(format!("{addr}: the file list has {written} bytes, its end says {said}"));
     }
-    Ok(text.to_vec())
+    Ok(())
 }
 
 /// One file from the source into place: a regular file streamed into a temp file (given the
@@ -336,4 +400,25 @@ async fn copy_file(
         }
     };
     tokio::task::spawn_blocking(publish).await.map_err(|e| e.to_string())?.map_err(|err| format!("{filename}: {err}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn list_lines_are_cut_at_max_line_and_the_rest_skipped() {
+        let long = vec![b'x'; MAX_LINE * 3];
+        let text = [b"one\n".to_vec(), long, b"\ntwo\nthree".to_vec()].concat();
+        let mut r = std::io::BufReader::with_capacity(64, &text[..]);
+        let mut line = Vec::new();
+        let mut got = Vec::new();
+        while next_line(&mut r, &mut line).unwrap() {
+            assert!(line.len() <= MAX_LINE);
+            got.push(String::from_utf8_lossy(&line).into_owned());
+        }
+        assert_eq!(got.len(), 4);
+        assert_eq!((got[0].as_str(), got[2].as_str(), got[3].as_str()), ("one", "two", "three"));
+        assert_eq!(got[1].len(), MAX_LINE, "a long line is cut, not kept whole");
+    }
 }
