@@ -69,8 +69,9 @@ pub struct StorageConfig {
     /// `metrics_listen` (ours, `ip:port`, empty: off): where Prometheus metrics (`/metrics`)
     /// and a health check (`/healthz`) are served over HTTP.
     pub metrics_listen: Option<std::net::SocketAddr>,
-    /// `min_body_rate` (ours, bytes per second): a request body must arrive within
-    /// `network_timeout` plus its size at this rate, else the connection is closed.
+    /// `min_body_rate` (ours, bytes per second): after a grace of `network_timeout`, a request
+    /// body must keep arriving at this average rate since it began, else the connection is
+    /// closed.
     pub min_body_rate: u64,
     /// `heart_beat_interval` (30 s): beats to every tracker; also how long an idle replication sender waits.
     pub heart_beat_interval: Duration,

@@ -14,25 +14,36 @@ pub const SMALL: u64 = 64 << 10;
 /// One streamed piece: two are in use at once (one being written while the next is read).
 pub const CHUNK: usize = 32 << 10;
 
-/// How long a request body may take: each read waits at most `network_timeout`, and the whole
-/// body must arrive within `network_timeout` plus its size at `min_body_rate`. Without the
-/// overall bound a client sending a byte every half minute would hold its connection forever.
+/// How long a request body may take: each read waits at most `network_timeout`, and after a
+/// grace of `network_timeout` the body must keep arriving at `min_body_rate` on average since
+/// it began: by `start + grace + t` at least `t × min_rate` bytes. A bound on the whole body
+/// alone would grow with the declared size (a 100 MB declaration trickled a byte every few
+/// seconds would hold its connection for hours); a rate from the start is what a slow client
+/// cannot fake, and a fast one that pauses is not cut off while it is ahead.
 #[derive(Debug, Clone, Copy)]
 pub struct BodyTimer {
     per_read: Duration,
-    deadline: tokio::time::Instant,
+    /// When the schedule starts: the request's start plus the grace.
+    start: tokio::time::Instant,
+    min_rate: u64,
+    received: u64,
 }
 
 impl BodyTimer {
-    pub fn new(per_read: Duration, len: u64, min_rate: u64) -> Self {
-        // Whole seconds, capped: any declared length (up to 2^63) gives a deadline that exists.
-        let transfer = Duration::from_secs((len / min_rate.max(1)).saturating_add(1).min(1 << 32));
-        let deadline = tokio::time::Instant::now() + per_read.min(Duration::from_secs(1 << 32)) + transfer;
-        BodyTimer { per_read, deadline }
+    pub fn new(per_read: Duration, min_rate: u64) -> Self {
+        // Capped: any `network_timeout` gives an instant that exists.
+        let grace = per_read.min(Duration::from_secs(1 << 32));
+        BodyTimer { per_read, start: tokio::time::Instant::now() + grace, min_rate: min_rate.max(1), received: 0 }
     }
 
+    /// How long the next read may wait: until the bytes received so far fall behind the rate.
     fn next_read(&self) -> Duration {
-        self.per_read.min(self.deadline.saturating_duration_since(tokio::time::Instant::now()))
+        let earned = Duration::from_secs_f64((self.received as f64 / self.min_rate as f64).min((1u64 << 32) as f64));
+        self.per_read.min((self.start + earned).saturating_duration_since(tokio::time::Instant::now()))
+    }
+
+    fn received(&mut self, n: usize) {
+        self.received += n as u64;
     }
 }
 
@@ -66,6 +77,7 @@ impl<'a, R: AsyncRead + Unpin> Content<'a, R> {
                 Ok(r) => r?,
             };
             got += n;
+            self.timer.received(n);
         }
         self.crc.update(&buf[..got]);
         self.left -= got as u64;
@@ -105,7 +117,7 @@ mod tests {
     async fn reads_exactly_the_declared_length_with_its_crc() {
         let data: Vec<u8> = (0..100_000u32).map(|i| i as u8).collect();
         let mut src = &data[..];
-        let mut c = Content::new(&mut src, 70_000, BodyTimer::new(Duration::from_secs(5), 70_000, 1));
+        let mut c = Content::new(&mut src, 70_000, BodyTimer::new(Duration::from_secs(5), 1));
         let mut buf = vec![0u8; CHUNK];
         let mut out = Vec::new();
         while c.left() > 0 {
@@ -121,22 +133,29 @@ mod tests {
     async fn a_short_body_is_an_error_and_drain_consumes_the_rest() {
         let data = [7u8; 10];
         let mut src = &data[..];
-        let mut c = Content::new(&mut src, 11, BodyTimer::new(Duration::from_secs(5), 11, 1));
+        let mut c = Content::new(&mut src, 11, BodyTimer::new(Duration::from_secs(5), 1));
         assert_eq!(c.read_all().await.unwrap_err().kind(), std::io::ErrorKind::UnexpectedEof);
         let mut src = &data[..];
-        let mut c = Content::new(&mut src, 8, BodyTimer::new(Duration::from_secs(5), 8, 1));
+        let mut c = Content::new(&mut src, 8, BodyTimer::new(Duration::from_secs(5), 1));
         c.drain().await.unwrap();
         assert_eq!(src.len(), 2);
     }
 
     #[test]
-    fn body_deadlines_exist_for_any_declared_length() {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+    fn body_deadlines_follow_the_bytes_received() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().unwrap();
         rt.block_on(async {
-            let t = BodyTimer::new(Duration::from_secs(60), u64::MAX, 1);
-            assert!(t.next_read() <= Duration::from_secs(60));
-            let t = BodyTimer::new(Duration::from_secs(u64::MAX), 1 << 20, 16 << 10);
-            assert!(t.next_read() >= Duration::from_secs(64), "1 MiB at 16 KiB/s");
+            let t = BodyTimer::new(Duration::from_secs(u64::MAX), 1);
+            assert!(t.next_read() >= Duration::from_secs(1 << 31), "a deadline exists for any timeout");
+            let mut t = BodyTimer::new(Duration::from_secs(20), 16 << 10);
+            assert_eq!(t.next_read(), Duration::from_secs(20), "the grace first");
+            tokio::time::advance(Duration::from_secs(20)).await;
+            assert_eq!(t.next_read(), Duration::ZERO, "nothing received after the grace: cut off");
+            t.received(32 << 10);
+            assert_eq!(t.next_read(), Duration::from_secs(2), "32 KiB at 16 KiB/s buys 2 s");
+            tokio::time::advance(Duration::from_secs(60)).await;
+            t.received(1);
+            assert_eq!(t.next_read(), Duration::ZERO, "a trickle after that does not");
         });
     }
 }

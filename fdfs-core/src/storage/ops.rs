@@ -113,9 +113,9 @@ impl StorageServer {
         self.stats.last_source_update.store(timestamp, Ordering::Relaxed);
     }
 
-    /// The timer for a body of `len` bytes under this server's settings.
-    pub fn body_timer(&self, len: u64) -> super::content::BodyTimer {
-        super::content::BodyTimer::new(self.config.network_timeout, len, self.config.min_body_rate)
+    /// The timer for a request body under this server's settings.
+    pub fn body_timer(&self) -> super::content::BodyTimer {
+        super::content::BodyTimer::new(self.config.network_timeout, self.config.min_body_rate)
     }
 }
 

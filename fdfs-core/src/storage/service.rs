@@ -146,14 +146,14 @@ async fn dispatch(
     let (result, bytes) = match cmd {
         C::UploadFile | C::UploadAppenderFile => {
             let head: UploadHead = read_head(sock, h, srv).await?;
-            let mut content = Content::new(sock, head.file_size, srv.body_timer(head.file_size));
+            let mut content = Content::new(sock, head.file_size, srv.body_timer());
             let r = ops::upload(srv, &head, &mut content, cmd == C::UploadAppenderFile).await;
             logged = r.clone().unwrap_or_default();
             (r.map(|name| file_id_body(srv, name)), head.file_size)
         }
         C::UploadSlaveFile => {
             let head: SlaveUploadHead = read_head(sock, h, srv).await?;
-            let mut content = Content::new(sock, head.file_size, srv.body_timer(head.file_size));
+            let mut content = Content::new(sock, head.file_size, srv.body_timer());
             let r = ops::upload_slave(srv, &head, &mut content).await;
             logged = r.clone().unwrap_or_default();
             (r.map(|name| file_id_body(srv, name)), head.file_size)
@@ -161,13 +161,13 @@ async fn dispatch(
         C::AppendFile => {
             let head: AppendHead = read_head(sock, h, srv).await?;
             logged.clone_from(&head.filename);
-            let mut content = Content::new(sock, head.size, srv.body_timer(head.size));
+            let mut content = Content::new(sock, head.size, srv.body_timer());
             (done(ops::append(srv, &head, &mut content).await), head.size)
         }
         C::ModifyFile => {
             let head: ModifyHead = read_head(sock, h, srv).await?;
             logged.clone_from(&head.filename);
-            let mut content = Content::new(sock, head.size, srv.body_timer(head.size));
+            let mut content = Content::new(sock, head.size, srv.body_timer());
             (done(ops::modify(srv, &head, &mut content).await), head.size)
         }
         C::DownloadFile => {
@@ -239,7 +239,7 @@ async fn dispatch(
             let v = SyncFileHead::decode_with_status(&head, h.pkg_len, h.status).map_err(|_| inval)?;
             srv.check_group(&v.group).map_err(|_| inval)?;
             let size = if v.content_omitted { 0 } else { v.file_size };
-            let mut content = Content::new(sock, size, srv.body_timer(size));
+            let mut content = Content::new(sock, size, srv.body_timer());
             let r = replica::sync_file(srv, source.as_deref(), &v, &mut content, cmd == C::SyncUpdateFile).await;
             (done(r), size)
         }
@@ -250,7 +250,7 @@ async fn dispatch(
         C::SyncAppendFile | C::SyncModifyFile => {
             let head: SyncRangeHead = read_head(sock, h, srv).await?;
             srv.check_group(&head.group).map_err(|s| OpError { status: s, close: true })?;
-            let mut content = Content::new(sock, head.size, srv.body_timer(head.size));
+            let mut content = Content::new(sock, head.size, srv.body_timer());
             let r = replica::sync_range(srv, source.as_deref(), &head, &mut content, cmd == C::SyncAppendFile).await;
             (done(r), head.size)
         }
