@@ -4,7 +4,9 @@
 //! connections, replication lag, cluster membership) is read by the daemon at each scrape.
 //!
 //! The HTTP side is deliberately tiny: one GET per connection, a request head of at most 8 KiB
-//! read within 5 seconds, nothing else accepted.
+//! read within 5 seconds, nothing else accepted, at most [`MAX_CONNECTIONS`] at once (more are
+//! closed at accept: a flood of scrapes must not take the file descriptors the daemon serves
+//! with).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -116,6 +118,9 @@ pub trait Exporter: Send + Sync + 'static {
     fn health(&self) -> (bool, String);
 }
 
+/// Most metrics connections open at once.
+pub const MAX_CONNECTIONS: usize = 32;
+
 /// Serves `/metrics` and `/healthz` on `addr` until shutdown.
 pub async fn serve(addr: SocketAddr, exporter: Arc<dyn Exporter>, mut shutdown: Shutdown) {
     let listener = match tokio::net::TcpListener::bind(addr).await {
@@ -126,6 +131,8 @@ pub async fn serve(addr: SocketAddr, exporter: Arc<dyn Exporter>, mut shutdown: 
         }
     };
     tracing::info!("metrics on http://{addr}/metrics");
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut refused = 0u64;
     loop {
         let (sock, _) = tokio::select! {
             _ = shutdown.wait() => return,
@@ -138,9 +145,17 @@ pub async fn serve(addr: SocketAddr, exporter: Arc<dyn Exporter>, mut shutdown: 
                 }
             },
         };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!("metrics: {MAX_CONNECTIONS} connections open, {refused} closed at accept so far");
+            }
+            continue;
+        };
         let e = exporter.clone();
         tokio::spawn(async move {
             let _ = tokio::time::timeout(Duration::from_secs(5), answer(sock, e)).await;
+            drop(permit);
         });
     }
 }
