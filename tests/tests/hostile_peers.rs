@@ -1,0 +1,422 @@
+//! Unauthenticated packets from a host that is no tracker and no member (127.0.0.9x here) and
+//! crafted uploads: each test sends exactly one attack of an attack campaign and checks that
+//! nothing was hijacked, corrupted or leaked, and that the cluster still works.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use fdfs_core::client::{Content, UploadKind};
+use fdfs_core::file_id::{FileId, RemoteFilename};
+use fdfs_core::protocol::peer::{TrunkAllocReq, TrunkInfo, TrunkSlotReq};
+use fdfs_core::protocol::report::{Brief, JoinReq, ReportStatusReq};
+use fdfs_core::protocol::storage::CreateLinkReq;
+use fdfs_core::protocol::{Command, Header, Profile};
+use fdfs_core::tracker::status;
+use fdfs_e2e::{connect_from, eventually, raw_request, raw_request_from, Cluster, TrackerProc};
+
+const EACCES: u8 = 13;
+const EBUSY: u8 = 16;
+const ENOENT: u8 = 2;
+const EINVAL: u8 = 22;
+
+fn field(text: &str, width: usize) -> Vec<u8> {
+    let mut f = text.as_bytes().to_vec();
+    f.resize(width, 0);
+    f
+}
+
+async fn status_of(c: &fdfs_core::client::Client, id: &str) -> Option<u8> {
+    let list = c.tracker.list_storages("group1", None).await.ok()?;
+    list.iter().find(|s| s.id == id).map(|s| s.status)
+}
+
+#[tokio::test]
+async fn report_ip_changed_cannot_move_a_live_storage() {
+    let cl = Cluster::start("", &["127.0.0.61"], "").await;
+    let t = cl.tracker.addr();
+    let body = [field("group1", 16), field("127.0.0.61", 16), field("127.0.0.91", 16)].concat();
+    let (st, _) = raw_request_from("127.0.0.91", &t, Command::StorageReportIpChanged as u8, &body);
+    assert_eq!(st, EBUSY, "the storage is online at its address: it has not moved");
+    let c = cl.client();
+    assert_eq!(status_of(&c, "127.0.0.61").await, Some(status::ACTIVE));
+    assert_eq!(status_of(&c, "127.0.0.91").await, None, "no record for the attacker");
+    let store = c.tracker.query_store(None).await.unwrap();
+    assert_eq!(store.ip, "127.0.0.61", "uploads still go to the storage");
+}
+
+#[tokio::test]
+async fn create_link_with_a_newline_in_a_name_part_is_refused_and_replication_goes_on() {
+    let cl = Cluster::start("", &["127.0.0.62", "127.0.0.63"], "").await;
+    let c = cl.client();
+    let (a, b) = (cl.storages[0].addr(), cl.storages[1].addr());
+    let first = c.storage.upload(&a, UploadKind::Normal, -1, "txt", Content::Bytes(b"source")).await.unwrap();
+    let source = FileId::parse(&first.file_id()).unwrap().remote.to_string();
+    for (ext, prefix) in [("j\nC x", ""), ("a b", ""), ("jpg", "_\nD")] {
+        let req = CreateLinkReq {
+            group: "group1".into(),
+            prefix: prefix.into(),
+            ext: ext.into(),
+            master_filename: if prefix.is_empty() { String::new() } else { source.clone() },
+            source_filename: source.clone(),
+            signature: Vec::new(),
+        };
+        let (st, _) = raw_request(&a, Command::CreateLink as u8, &req.encode());
+        assert_eq!(st, EINVAL, "CREATE_LINK with {ext:?} / {prefix:?}");
+    }
+    // The binlog has no injected line: a later upload still reaches the other member.
+    let later = c.storage.upload(&a, UploadKind::Normal, -1, "txt", Content::Bytes(b"later")).await.unwrap();
+    let name = FileId::parse(&later.file_id()).unwrap().remote.to_string();
+    eventually(Duration::from_secs(20), "the later upload replicated", || async {
+        (c.storage.download(&b, "group1", &name, 0, 0).await.ok()? == b"later"[..]).then_some(())
+    })
+    .await;
+    let binlog = std::fs::read_to_string(cl.storages[0].base().join("data/sync/binlog.000")).unwrap();
+    for line in binlog.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        assert!(fields.len() >= 3 && fields[0].parse::<i64>().is_ok(), "binlog line {line:?}");
+    }
+}
+
+/// Two different 128-byte contents with one MD5 (the public pair of Wang et al.).
+const MD5_PAIR: [&str; 2] = [
+    "d131dd02c5e6eec4693d9a0698aff95c2fcab58712467eab4004583eb8fb7f8955ad340609f4b30283e488832571415a\
+     085125e8f7cdc99fd91dbdf280373c5bd8823e3156348f5bae6dacd436c919c6dd53e2b487da03fd02396306d248cda0\
+     e99f33420f577ee8ce54b67080a80d1ec69821bcb6a8839396f9652b6ff72a70",
+    "d131dd02c5e6eec4693d9a0698aff95c2fcab50712467eab4004583eb8fb7f8955ad340609f4b30283e4888325f1415a\
+     085125e8f7cdc99fd91dbd7280373c5bd8823e3156348f5bae6dacd436c919c6dd53e23487da03fd02396306d248cda0\
+     e99f33420f577ee8ce54b67080280d1ec69821bcb6a8839396f965ab6ff72a70",
+];
+
+fn unhex(s: &str) -> Vec<u8> {
+    (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
+}
+
+#[tokio::test]
+async fn a_signature_collision_does_not_serve_the_attackers_bytes() {
+    use md5::Digest;
+    let (attacker, victim) = (unhex(MD5_PAIR[0]), unhex(MD5_PAIR[1]));
+    assert_ne!(attacker, victim);
+    assert_eq!(md5::Md5::digest(&attacker), md5::Md5::digest(&victim), "the pair collides");
+    let cl = Cluster::start("", &["127.0.0.64"], "check_file_duplicate = 1\nfile_signature_method = md5\n").await;
+    let c = cl.client();
+    let a = cl.storages[0].addr();
+    let first = c.storage.upload(&a, UploadKind::Normal, -1, "jpg", Content::Bytes(&attacker)).await.unwrap();
+    let second = c.storage.upload(&a, UploadKind::Normal, -1, "jpg", Content::Bytes(&victim)).await.unwrap();
+    for (r, bytes) in [(&first, &attacker), (&second, &victim)] {
+        let name = FileId::parse(&r.file_id()).unwrap().remote.to_string();
+        assert_eq!(c.storage.download(&a, "group1", &name, 0, 0).await.unwrap(), bytes[..], "{name}");
+    }
+    // Equal content is still shared.
+    let third = c.storage.upload(&a, UploadKind::Normal, -1, "jpg", Content::Bytes(&victim)).await.unwrap();
+    let name = FileId::parse(&third.file_id()).unwrap().remote.to_string();
+    let path = cl.storages[0].base().join("data").join(&name[4..]);
+    assert!(std::fs::symlink_metadata(path).unwrap().file_type().is_symlink(), "a repeat is a link");
+}
+
+const TRUNK_CONF: &str = "use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\ntrunk_file_size = 4MB\n\
+     trunk_alloc_alignment_size = 256\n";
+
+#[tokio::test]
+async fn trunk_space_and_binlog_commands_from_a_stranger_change_nothing() {
+    let cl = Cluster::start(TRUNK_CONF, &["127.0.0.65", "127.0.0.66"], "").await;
+    let c = cl.client();
+    let addrs: Vec<String> = cl.storages.iter().map(|s| s.addr()).collect();
+    let data: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();
+    let live = eventually(Duration::from_secs(30), "an upload into a trunk slot", || async {
+        let r = c.storage.upload(&addrs[0], UploadKind::Normal, -1, "bin", Content::Bytes(&data)).await.ok()?;
+        let name = FileId::parse(&r.file_id()).unwrap().remote.to_string();
+        (name.len() == 60).then_some(name)
+    })
+    .await;
+    let r = RemoteFilename::parse(&live, Some(1)).unwrap();
+    let loc = r.trunk_location().unwrap();
+    let info = TrunkInfo {
+        store_path_index: 0,
+        sub_path_high: r.high,
+        sub_path_low: r.low,
+        trunk_file_id: loc.trunk_id as i32,
+        offset: loc.offset as i32,
+        size: loc.size as i32,
+    };
+    let slot = TrunkSlotReq { group: "group1".into(), info }.encode(Profile::CLASSIC);
+    let alloc =
+        TrunkAllocReq { group: "group1".into(), file_size: 1 << 20, store_path_index: 0 }.encode(Profile::CLASSIC);
+    let binlogs: Vec<Vec<u8>> =
+        cl.storages.iter().map(|s| std::fs::read(s.base().join("data/trunk/binlog")).unwrap_or_default()).collect();
+    for addr in &addrs {
+        for (cmd, body) in [
+            (Command::TrunkFreeSpace, &slot[..]),
+            (Command::TrunkAllocConfirm, &slot[..]),
+            (Command::TrunkAllocSpace, &alloc[..]),
+            (Command::TrunkSyncBinlog, b"1 A 0 0 0 1 0 4096\n"),
+            (Command::TrunkDeleteBinlogMarks, b""),
+            (Command::TrunkTruncateBinlogFile, b""),
+        ] {
+            let (st, _) = raw_request_from("127.0.0.92", addr, cmd as u8, body);
+            assert_eq!(st, EACCES, "{cmd:?} from a stranger to {addr}");
+        }
+    }
+    for (s, before) in cl.storages.iter().zip(&binlogs) {
+        let now = std::fs::read(s.base().join("data/trunk/binlog")).unwrap_or_default();
+        assert!(now.starts_with(before), "{}: the trunk binlog was not cut or rewritten", s.ip);
+    }
+    // The live slot was not freed: uploads of the same size go elsewhere, the file stays whole.
+    for i in 0..20u8 {
+        let other = vec![i; 3000];
+        c.storage
+            .upload(&addrs[(i % 2) as usize], UploadKind::Normal, -1, "bin", Content::Bytes(&other))
+            .await
+            .unwrap();
+    }
+    for addr in &addrs {
+        eventually(Duration::from_secs(20), "the live file intact on every member", || async {
+            (c.storage.download(addr, "group1", &live, 0, 0).await.ok()? == data).then_some(())
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn leader_and_status_messages_from_a_stranger_change_nothing() {
+    let cl = Cluster::start("", &["127.0.0.67"], "").await;
+    let t = cl.tracker.addr();
+    let leader_before = raw_request(&t, Command::ServerGetLeader as u8, b"");
+    for cmd in [Command::TrackerNotifyNextLeader, Command::TrackerCommitNextLeader] {
+        let (st, _) = raw_request_from("127.0.0.93", &t, cmd as u8, b"127.0.0.93:22122");
+        assert_eq!(st, ENOENT, "{cmd:?} naming a tracker nobody knows");
+    }
+    assert_eq!(raw_request(&t, Command::ServerGetLeader as u8, b""), leader_before, "the leader is unchanged");
+    let brief = Brief { status: status::RECOVERY, port: 23000, id: "127.0.0.67".into(), ip: "127.0.0.67".into() };
+    let body = ReportStatusReq { group: "group1".into(), brief }.encode(Profile::V6_16);
+    let (st, _) = raw_request_from("127.0.0.93", &t, Command::StorageReportStatus as u8, &body);
+    assert_eq!(st, EACCES, "76 from a host that is no member");
+    let c = cl.client();
+    assert_eq!(status_of(&c, "127.0.0.67").await, Some(status::ACTIVE), "the storage stays ACTIVE");
+}
+
+/// A "tracker" that answers 61 and then serves garbage as every state file (63).
+fn garbage_tracker() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.94:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut head = [0u8; 10];
+                while s.read_exact(&mut head).is_ok() {
+                    let h = Header::decode(&head, 1 << 20).unwrap();
+                    let mut body = vec![0u8; h.pkg_len as usize];
+                    if s.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    let answer: Vec<u8> = if h.cmd == Command::TrackerGetOneSysFile as u8 {
+                        let junk = b"[Global]\ngroup_count=1\n[Group001]\ngroup_name=\xff\n=\n[[[[\n".to_vec();
+                        [(junk.len() as i64).to_be_bytes().to_vec(), junk].concat()
+                    } else {
+                        Vec::new()
+                    };
+                    let mut out = Header::response(fdfs_core::protocol::Status::OK, answer.len()).encode().to_vec();
+                    out.extend_from_slice(&answer);
+                    if s.write_all(&out).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_garbage_state_copy_never_stops_a_restart() {
+    let fake = garbage_tracker();
+    let mut tracker = TrackerProc::start("");
+    let t = tracker.addr();
+    let join = JoinReq {
+        group: "group1".into(),
+        storage_port: 23000,
+        store_path_count: 1,
+        subdir_count_per_path: 256,
+        upload_priority: 10,
+        join_time: 1_700_000_000,
+        up_time: 1_700_000_000,
+        version: "6.08".into(),
+        init_flag: true,
+        current_tracker_ip: "127.0.0.1".into(),
+        trackers: vec![fake.clone(), t.clone()],
+        ..Default::default()
+    };
+    let started = Instant::now();
+    let (st, _) = raw_request_from("127.0.0.95", &t, Command::StorageJoin as u8, &join.encode(Profile::CLASSIC));
+    assert_eq!(st, 0, "the JOIN goes on as on a fresh tracker");
+    assert!(started.elapsed() < Duration::from_secs(15), "the copy is bounded in time");
+    assert!(tracker.daemon.rss_kib() < 200 << 10, "memory bounded: {} KiB", tracker.daemon.rss_kib());
+    let groups_file = tracker.daemon.base_path.join("data/storage_groups_new.dat");
+    eventually(Duration::from_secs(10), "the JOIN's group saved", || async {
+        std::fs::read_to_string(&groups_file).ok()?.contains("group1").then_some(())
+    })
+    .await;
+    tracker.daemon.kill9();
+    tracker.restart();
+    let groups = fdfs_e2e::client_for(&tracker.addr()).tracker.list_groups().await.unwrap();
+    assert_eq!(groups.len(), 1, "it restarts with its own state (the JOIN's group), not the garbage");
+}
+
+#[tokio::test]
+async fn a_huge_upload_trickled_a_byte_at_a_time_is_cut_off() {
+    let cl = Cluster::start("", &["127.0.0.68"], "network_timeout = 3\n").await;
+    let a = cl.storages[0].addr();
+    let mut s = connect_from("127.0.0.96", &a);
+    let mut head = vec![0u8]; // store path index
+    head.extend_from_slice(&(100u64 << 20).to_be_bytes());
+    head.extend_from_slice(&field("bin", 6));
+    let mut req = Header::request(Command::UploadFile as u8, head.len() + (100 << 20)).encode().to_vec();
+    req.extend_from_slice(&head);
+    s.write_all(&req).unwrap();
+    let started = Instant::now();
+    let cut = loop {
+        std::thread::sleep(Duration::from_millis(1500));
+        if s.write_all(b"x").is_err() || started.elapsed() > Duration::from_secs(40) {
+            break started.elapsed();
+        }
+        let mut probe = [0u8; 64];
+        s.set_nonblocking(true).unwrap();
+        let closed = s.read(&mut probe).is_ok();
+        s.set_nonblocking(false).unwrap();
+        if closed {
+            break started.elapsed();
+        }
+    };
+    assert!(cut < Duration::from_secs(15), "a trickle of a 100 MB declaration was cut off after {cut:?}");
+}
+
+#[tokio::test]
+async fn a_flood_of_metrics_connections_holds_few_descriptors() {
+    let port = std::net::TcpListener::bind("127.0.0.69:0").unwrap().local_addr().unwrap().port();
+    let metrics = format!("127.0.0.69:{port}");
+    let cl = Cluster::start("", &["127.0.0.69"], &format!("metrics_listen = {metrics}\n")).await;
+    let pid = cl.storages[0].daemon.pid().unwrap();
+    let fds = || std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0);
+    let before = fds();
+    let mut idle = Vec::new();
+    for _ in 0..500 {
+        if let Ok(s) = std::net::TcpStream::connect(&metrics) {
+            idle.push(s);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let during = fds();
+    assert!(during < before + 100, "500 idle metrics connections: {before} → {during} descriptors");
+    // The storage still serves.
+    let c = cl.client();
+    let r = c.storage.upload(&cl.storages[0].addr(), UploadKind::Normal, -1, "txt", Content::Bytes(b"ok")).await;
+    assert!(r.is_ok(), "uploads go on: {r:?}");
+}
+
+/// A member that joins group1 from `ip` on `port`, takes whatever it is sent (answers 0), and
+/// answers 26 with `list` (ended by its true length) and every file query with ENOENT. Beats
+/// until the test ends.
+fn hostile_member(tracker: &str, ip: &str, port: u16, list: fn(&mut dyn Write) -> u64) {
+    let l = std::net::TcpListener::bind((ip, port)).unwrap();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { return };
+            std::thread::spawn(move || {
+                let mut head = [0u8; 10];
+                while s.read_exact(&mut head).is_ok() {
+                    let h = Header::decode(&head, u64::MAX).unwrap();
+                    if std::io::copy(&mut (&mut s).take(h.pkg_len), &mut std::io::sink()).is_err() {
+                        return;
+                    }
+                    if h.cmd == Command::FetchOnePathBinlog as u8 {
+                        let mut out = Header::response(fdfs_core::protocol::Status::OK, 0);
+                        out.pkg_len = 1 << 58;
+                        let _ = s.write_all(&out.encode());
+                        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut s);
+                        let n = list(&mut w);
+                        let _ = w.write_all(&n.to_be_bytes());
+                        return;
+                    }
+                    let st = if matches!(h.cmd, 14 | 22) { ENOENT } else { 0 };
+                    let answer = Header::response(fdfs_core::protocol::Status(st), 0).encode();
+                    if s.write_all(&answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let join = JoinReq {
+        group: "group1".into(),
+        storage_port: port.into(),
+        store_path_count: 1,
+        subdir_count_per_path: 4,
+        upload_priority: 10,
+        join_time: 1_700_000_000,
+        up_time: 1_700_000_000,
+        version: "6.08".into(),
+        current_tracker_ip: "127.0.0.1".into(),
+        trackers: vec![tracker.to_owned()],
+        ..Default::default()
+    };
+    let mut s = connect_from(ip, tracker);
+    let (st, _) = fdfs_e2e::raw_exchange(&mut s, Command::StorageJoin as u8, &join.encode(Profile::CLASSIC));
+    assert_eq!(st, 0, "the hostile member joins");
+    // As a new storage does: asks for its sync source, and is filled by it (answering 0).
+    let (st, _) = fdfs_e2e::raw_exchange(&mut s, Command::StorageSyncDestReq as u8, b"");
+    assert_eq!(st, 0, "87 SYNC_DEST_REQ");
+    std::thread::spawn(move || loop {
+        if fdfs_e2e::raw_exchange(&mut s, Command::StorageBeat as u8, b"").0 != 0 {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    });
+}
+
+/// 300 MB of lines no record parses, one 8 MB line, names that are no file of a storage, one
+/// that is: the list of a member gone wrong or hostile.
+fn hostile_list(w: &mut dyn Write) -> u64 {
+    let junk = [vec![b'z'; 999], vec![b'\n']].concat();
+    let mut n = 0u64;
+    let mut put = |w: &mut dyn Write, b: &[u8]| {
+        let _ = w.write_all(b);
+        n += b.len() as u64;
+    };
+    for _ in 0..300_000 {
+        put(w, &junk);
+    }
+    put(w, &vec![b'y'; 8 << 20]);
+    put(w, b"\n1700000000 c M09/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527.jpg\n");
+    put(w, b"1700000000 c M00/../../../../etc/passwd\n1700000000 l M00/00/00/x M05/00/00/y\n");
+    put(w, b"1700000000 c M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527.jpg\n");
+    n
+}
+
+#[tokio::test]
+async fn disk_recovery_from_a_hostile_member_stays_bounded_and_skips_bad_names() {
+    let mut cl = Cluster::start("", &["127.0.0.70"], "").await;
+    let c = cl.client();
+    let a = cl.storages[0].addr();
+    c.storage.upload(&a, UploadKind::Normal, -1, "txt", Content::Bytes(b"kept by A")).await.unwrap();
+    let tracker = cl.tracker.addr();
+    let port = cl.storages[0].daemon.addr.port();
+    hostile_member(&tracker, "127.0.0.97", port, hostile_list);
+    eventually(Duration::from_secs(30), "the hostile member ACTIVE", || async {
+        (status_of(&c, "127.0.0.97").await? == status::ACTIVE).then_some(())
+    })
+    .await;
+    // A's disk is replaced: it recovers from the only other ACTIVE member.
+    let base = cl.storages[0].base();
+    cl.storages[0].daemon.stop();
+    for hi in 0..4 {
+        let _ = std::fs::remove_dir_all(base.join(format!("data/{hi:02X}")));
+    }
+    std::fs::remove_file(base.join("data/.fastdfs_vars")).unwrap();
+    cl.storages[0].restart(&tracker, false).await;
+    let peak = cl.storages[0].daemon.peak_rss_kib();
+    assert!(peak < 150 << 10, "a 308 MB list held {peak} KiB at the peak");
+    let log = std::fs::read_to_string(base.join("logs/storaged.log")).unwrap();
+    let skipped = log.lines().filter(|l| l.contains("disk recovery: skipped")).count();
+    assert_eq!(skipped, 3, "each bad name skipped and said once");
+    assert!(log.contains("already here, 3 skipped"), "recovery finished");
+}
