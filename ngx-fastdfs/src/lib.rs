@@ -311,8 +311,11 @@ unsafe fn handle(request: &mut Request) -> ngx_int_t {
             }
         }
         Route::Serve(t) => {
-            let trunk = t.store_root.as_deref().and_then(|root| fdfs_core::trunk::location(&t.remote, root));
-            if let Some((path, loc)) = trunk {
+            let trunk = t
+                .store_root
+                .as_deref()
+                .and_then(|root| fdfs_core::trunk::location(&t.remote, root).map(|(path, loc)| (path, loc, root)));
+            if let Some((path, loc, root)) = trunk {
                 // A trunk-resident file: the trunk file is opened through nginx's open file
                 // cache, the slot's header read from it and checked against the name, and the
                 // file served from the slot's content on, with the name's time.
@@ -320,7 +323,7 @@ unsafe fn handle(request: &mut Request) -> ngx_int_t {
                     return NGX_HTTP_RANGE_NOT_SATISFIABLE as ngx_int_t;
                 }
                 let (etag, attachment) = (t.etag.as_deref(), t.attachment.as_deref());
-                let window = Windowed::Slot(&t.remote, loc, Follow::Once);
+                let window = Windowed::Slot(&t.remote, loc, root, Follow::Once);
                 // SAFETY: `request` is live.
                 let served = match unsafe { serve_file(request.as_mut(), &path, etag, attachment, t.flv, window) } {
                     Ok(rc) => Some(rc),
@@ -331,7 +334,7 @@ unsafe fn handle(request: &mut Request) -> ngx_int_t {
                         match settings_of(request).and_then(|s| s.link_target(&t.group, &text)) {
                             Some((target, root)) => {
                                 let (path, window) = match fdfs_core::trunk::location(&target, &root) {
-                                    Some((path, loc)) => (path, Windowed::Slot(&target, loc, Follow::No)),
+                                    Some((path, loc)) => (path, Windowed::Slot(&target, loc, &root, Follow::No)),
                                     None => (root.join(target.relative_path()), Windowed::Whole),
                                 };
                                 // SAFETY: `request` is live.
@@ -446,8 +449,9 @@ enum Follow {
 enum Windowed<'a> {
     /// All of it, with the file's own time.
     Whole,
-    /// The content of a trunk slot, if its header holds this name.
-    Slot(&'a fdfs_core::file_id::RemoteFilename, fdfs_core::file_id::TrunkLocation, Follow),
+    /// The content of a trunk slot, if its header holds this name and the storage recorded the
+    /// name in that slot (the store path's root has the index).
+    Slot(&'a fdfs_core::file_id::RemoteFilename, fdfs_core::file_id::TrunkLocation, &'a Path, Follow),
 }
 
 /// Serves a local file as nginx's static handler does. `Err(Missed)` when it does not exist,
@@ -487,7 +491,10 @@ unsafe fn serve_file(
     }
     let (base, size, mtime) = match window {
         Windowed::Whole => (0, of.size, of.mtime),
-        Windowed::Slot(remote, loc, follow) => {
+        Windowed::Slot(remote, loc, root, follow) => {
+            if fdfs_core::trunk::live::liveness(root, remote) == fdfs_core::trunk::live::Liveness::NotLive {
+                return Err(Missed);
+            }
             let mut header = [0u8; fdfs_core::trunk::SLOT_HEADER_LEN as usize];
             // SAFETY: `of.fd` is open (ngx_open_cached_file succeeded) and stays open for the
             // request; ManuallyDrop keeps the borrowed File from closing it.

@@ -420,3 +420,73 @@ async fn disk_recovery_from_a_hostile_member_stays_bounded_and_skips_bad_names()
     assert_eq!(skipped, 3, "each bad name skipped and said once");
     assert!(log.contains("already here, 3 skipped"), "recovery finished");
 }
+
+/// The crafted trunk name reads nothing, by the protocol or the module; the victim's file is
+/// served by both.
+async fn refused_and_served(c: &fdfs_core::client::Client, a: &str, ngx: &str, fake: &str, theirs: &str) {
+    let got = c.storage.download(a, "group1", fake, 0, 0).await;
+    assert!(got.is_err(), "the protocol read {} bytes for the crafted name", got.map(|b| b.len()).unwrap_or(0));
+    let resp = fdfs_e2e::http(ngx, "GET", format!("/group1/{fake}").as_bytes(), &[]);
+    assert_ne!(resp.status, 200, "the module served the crafted name");
+    assert!(!resp.body.windows(16).any(|w| w == [b'V'; 16]), "no victim bytes through the module");
+    assert_eq!(c.storage.download(a, "group1", theirs, 0, 0).await.unwrap(), vec![b'V'; 3000]);
+    let resp = fdfs_e2e::http(ngx, "GET", format!("/group1/{theirs}").as_bytes(), &[]);
+    assert_eq!((resp.status, resp.body.len()), (200, 3000), "the victim's own file is served");
+}
+
+#[tokio::test]
+async fn a_fake_slot_header_inside_an_upload_reads_nothing_past_its_slot() {
+    use fdfs_core::file_id::{generate, NameKind, NewName, Source, TrunkLocation};
+    use fdfs_core::trunk::{expected_header, SlotKind};
+    let mut cl = Cluster::start(TRUNK_CONF, &["127.0.0.71"], "").await;
+    let c = cl.client();
+    let a = cl.storages[0].addr();
+    let source = Source::Ip("127.0.0.71".parse().unwrap());
+    let crafted = |trunk_id, offset, high, low| {
+        let kind = NameKind::Trunk(TrunkLocation { trunk_id, offset, size: 8192 });
+        let n = NewName {
+            source,
+            timestamp: 1_700_000_000,
+            size: 6000,
+            crc32: 0,
+            kind,
+            ext: "bin",
+            store_path_index: 0,
+            high,
+            low,
+        };
+        generate(&n, &mut fastrand::Rng::with_seed(1))
+    };
+    // The attacker's upload carries the header a crafted name of 6000 bytes would have.
+    let probe = crafted(1, 0, 0, 0);
+    let header = expected_header(&probe, &probe.trunk_location().unwrap(), SlotKind::File);
+    let evil = [vec![0u8; 100], header.to_vec(), vec![b'a'; 1500]].concat();
+    let victim = vec![b'V'; 3000];
+    let (own, theirs) = eventually(Duration::from_secs(30), "both uploads in trunk slots", || async {
+        let own = c.storage.upload(&a, UploadKind::Normal, -1, "bin", Content::Bytes(&evil)).await.ok()?;
+        let theirs = c.storage.upload(&a, UploadKind::Normal, -1, "bin", Content::Bytes(&victim)).await.ok()?;
+        (own.filename.len() == 60 && theirs.filename.len() == 60).then_some((own.filename, theirs.filename))
+    })
+    .await;
+    let own = RemoteFilename::parse(&own, Some(1)).unwrap();
+    let at = own.trunk_location().unwrap();
+    let fake = crafted(at.trunk_id, at.offset + 24 + 100, own.high, own.low);
+    assert_eq!(expected_header(&fake, &fake.trunk_location().unwrap(), SlotKind::File), header, "the fake header fits");
+    let fake = fake.to_string();
+
+    let port = std::net::TcpListener::bind("127.0.0.71:0").unwrap().local_addr().unwrap().port();
+    let store = cl.storages[0].base();
+    let ngx = fdfs_e2e::NginxProc::start(
+        "127.0.0.71",
+        port,
+        &format!("group_name=group1\nurl_have_group_name=true\nstore_path0={}\n", store.display()),
+        "",
+    );
+    refused_and_served(&c, &a, &ngx.addr, &fake, &theirs).await;
+    // The same after a clean restart (the index kept) and after a crash (rebuilt from the binlog).
+    let tracker = cl.tracker.addr();
+    for crash in [false, true] {
+        cl.storages[0].restart(&tracker, crash).await;
+        refused_and_served(&cl.client(), &cl.storages[0].addr(), &ngx.addr, &fake, &theirs).await;
+    }
+}

@@ -129,6 +129,8 @@ pub struct Binlog {
     /// What readers may consume, (index, size): its own lock, never held across a sync, so a
     /// reader on an async worker never waits for a disk.
     published: Mutex<(u32, u64)>,
+    /// The trunk slot index each committed batch updates (set once the storage opened it).
+    live: std::sync::OnceLock<std::sync::Arc<super::live::LiveIndex>>,
 }
 
 impl Binlog {
@@ -153,7 +155,13 @@ impl Binlog {
             dir: sync_dir.to_owned(),
             cur: Mutex::new(Current { index, size, file: f }),
             published: Mutex::new((index, size)),
+            live: std::sync::OnceLock::new(),
         })
+    }
+
+    /// From now on every committed batch updates `live` (trunk names created or deleted).
+    pub fn keep_index(&self, live: std::sync::Arc<super::live::LiveIndex>) {
+        let _ = self.live.set(live);
     }
 
     pub fn dir(&self) -> &Path {
@@ -192,6 +200,9 @@ impl Binlog {
             return Err(e);
         }
         c.size += text.len() as u64;
+        if let Some(live) = self.live.get() {
+            live.apply(records);
+        }
         *self.published.lock().unwrap_or_else(|e| e.into_inner()) = (c.index, c.size);
         Ok(())
     }

@@ -273,11 +273,13 @@ fn next_line(r: &mut impl std::io::BufRead, line: &mut Vec<u8>) -> std::io::Resu
 async fn relink(srv: &StorageServer, name: &str, target: &str) -> Result<(), String> {
     let (link, path) = srv.resolve(name).map_err(|s| format!("{name}: {s}"))?;
     let (_, to) = srv.resolve(target).map_err(|s| format!("{target}: {s}"))?;
-    let (root, text) = (srv.store_root(&link), target.to_owned());
+    let (root, text, live) = (srv.store_root(&link), target.to_owned(), srv.live.clone());
     let make = move || {
         if crate::trunk::is_trunk_name(&link) {
             let kind = crate::trunk::SlotKind::Link;
-            return crate::trunk::write(&link, &root, kind, &mut text.as_bytes(), text.len() as u64)?.sync_data();
+            crate::trunk::write(&link, &root, kind, &mut text.as_bytes(), text.len() as u64)?.sync_data()?;
+            // Recorded by the member, not here: the slot index is told directly.
+            return live.insert(&link);
         }
         match super::paths::symlink(&to, &path) {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
@@ -368,9 +370,12 @@ async fn copy_file(
                 Err(err) => return Err(e(err)),
             },
         };
+        let live = srv.live.clone();
         let put = move || {
             crate::trunk::write(&name, &root, crate::trunk::SlotKind::File, &mut &data[..], data.len() as u64)?
-                .sync_data()
+                .sync_data()?;
+            // Recorded by the member, not here: the slot index is told directly.
+            live.insert(&name)
         };
         return tokio::task::spawn_blocking(put)
             .await

@@ -10,6 +10,7 @@ pub mod content;
 pub mod dedup;
 pub mod disk;
 pub mod disk_recovery;
+pub mod live;
 pub mod locks;
 pub mod metrics;
 pub mod ops;
@@ -174,6 +175,9 @@ pub struct StorageServer {
     /// The de-duplication index: open with `check_file_duplicate`, and whenever one exists
     /// (links made while it was on are counted even after it is turned off).
     pub dedup: Option<dedup::DedupIndex>,
+    /// Which trunk slots hold a live file (kept from the binlog; read by downloads and the
+    /// nginx module).
+    pub live: Arc<live::LiveIndex>,
 }
 
 impl StorageServer {
@@ -205,6 +209,8 @@ impl StorageServer {
             }
             Err(e) => tracing::error!("checking the store for files missing from the binlog: {e}"),
         }
+        let live = Arc::new(live::LiveIndex::open(&paths, binlog.dir(), binlog.position())?);
+        binlog.keep_index(live.clone());
         let binlog_changed = Arc::new(tokio::sync::Notify::new());
         let temp_dirs = (0..paths.paths.len()).map(|i| paths.temp_dir(i)).collect();
         let trunk = trunk::Trunk::open(&data_dir.join("trunk"), &config)?;
@@ -259,6 +265,7 @@ impl StorageServer {
             recovery_done: tokio::sync::watch::Sender::new(recovering.is_empty()),
             recovering: Mutex::new(recovering),
             dedup,
+            live,
             config,
         })
     }
@@ -619,6 +626,9 @@ pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Sh
     server.save_stats();
     if let Some(Err(e)) = server.dedup.as_ref().map(|d| d.close()) {
         tracing::error!("{e}");
+    }
+    if let Err(e) = server.live.close() {
+        tracing::error!("trunk slot index: {e}");
     }
     tracing::info!("storage stopped");
 }

@@ -16,6 +16,7 @@ use std::io::{ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
+pub mod live;
 pub mod space;
 
 use crate::file_id::{RemoteFilename, TrunkLocation, TRUNK_FILENAME_LEN};
@@ -127,13 +128,17 @@ pub fn parse_link_text(text: &[u8], store_paths: usize) -> Option<RemoteFilename
 
 /// Opens what a trunk name reads as: its slot, or for a link slot the file it names (a trunk
 /// slot holding a file, or a regular file), followed once as C does. `root_of` gives a store
-/// path's root by index, `store_paths` how many there are. `Ok(None)` when any of it is gone.
+/// path's root by index, `store_paths` how many there are. `Ok(None)` when any of it is gone,
+/// or a slot is not one the storage recorded for that name ([`live`]).
 pub fn open_followed(
     name: &RemoteFilename,
     store_paths: usize,
     root_of: impl Fn(u8) -> Option<PathBuf>,
 ) -> std::io::Result<Option<Slot>> {
     let Some(root) = root_of(name.store_path_index) else { return Ok(None) };
+    if live::liveness(&root, name) == live::Liveness::NotLive {
+        return Ok(None);
+    }
     let Some(slot) = open(name, &root)? else { return Ok(None) };
     if slot.kind == SlotKind::File {
         return Ok(Some(slot));
@@ -141,6 +146,9 @@ pub fn open_followed(
     let Some(target) = link_target(&slot, store_paths)? else { return Ok(None) };
     let Some(root) = root_of(target.store_path_index) else { return Ok(None) };
     if is_trunk_name(&target) {
+        if live::liveness(&root, &target) == live::Liveness::NotLive {
+            return Ok(None);
+        }
         return Ok(open(&target, &root)?.filter(|s| s.kind == SlotKind::File));
     }
     let path = root.join(target.relative_path());
