@@ -141,8 +141,9 @@ impl TrunkLog {
     }
 
     /// 33: the trunk server is about to send its whole binlog. The old one is kept as
-    /// `binlog.<YYYYMMDDhhmmss>`, as C keeps it.
-    pub fn restart(&self) -> std::io::Result<()> {
+    /// `binlog.<YYYYMMDDhhmmss>`, as C keeps it (whatever `max_backups` says), and only the
+    /// newest `max_backups` (at least this one) of those, so repeated pushes do not pile up.
+    pub fn restart(&self, max_backups: usize) -> std::io::Result<()> {
         let mut f = self.lock();
         let (y, mo, d, h, mi, sec) = crate::timefmt::civil(now_unix());
         let backup = format!("binlog.{y:04}{mo:02}{d:02}{h:02}{mi:02}{sec:02}");
@@ -154,7 +155,8 @@ impl TrunkLog {
         f.set_len(0)?;
         crate::durable::sync_dir(&self.dir)?;
         self.len.store(0, Ordering::Relaxed);
-        Ok(())
+        drop(f);
+        self.prune_backups(max_backups.max(1))
     }
 
     /// Compression: `records` become the binlog (written beside it and renamed over it); the
@@ -175,6 +177,11 @@ impl TrunkLog {
         self.len.store(text.len() as u64, Ordering::Relaxed);
         self.dirty.store(false, Ordering::Release);
         drop(f);
+        self.prune_backups(max_backups)
+    }
+
+    /// Keeps the newest `max_backups` old binlogs.
+    fn prune_backups(&self, max_backups: usize) -> std::io::Result<()> {
         let mut backups: Vec<PathBuf> = std::fs::read_dir(&self.dir)?
             .flatten()
             .map(|e| e.path())
@@ -1075,7 +1082,8 @@ pub(super) async fn restart_binlog(srv: &Arc<StorageServer>) -> Result<(), Statu
         return Err(Status::EINVAL);
     }
     let s = srv.clone();
-    Disk::read(move || s.trunk.log.restart().map_err(io)).await
+    let max_backups = srv.params().trunk_compress.max_backups;
+    Disk::read(move || s.trunk.log.restart(max_backups).map_err(io)).await
 }
 
 /// The latest point of a daily schedule (`base_minutes` after midnight UTC, as the logs, then
