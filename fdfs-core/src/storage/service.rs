@@ -338,7 +338,7 @@ async fn dispatch(
 }
 
 /// Who may send a peer command.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 enum Role {
     /// A member of our group (27, 28, 29 to the trunk server).
     Member,
@@ -352,15 +352,15 @@ enum Role {
 /// unauthenticated packets from anyone else must not change trunk space or the trunk binlog.
 fn from_role(srv: &StorageServer, cmd: Command, peer: SocketAddr, role: Role) -> OpResult<()> {
     let ip = peer.ip();
-    let ok = match role {
-        Role::Member => srv.is_member_host(ip),
-        Role::TrunkServer => srv.is_trunk_server_host(ip),
-        Role::Tracker => srv.is_tracker_host(ip),
+    let (ok, who) = match role {
+        Role::Member => (srv.is_member_host(ip), "a member of group"),
+        Role::TrunkServer => (srv.is_trunk_server_host(ip), "the trunk server of group"),
+        Role::Tracker => (srv.is_tracker_host(ip), "a tracker of group"),
     };
     if ok {
         return Ok(());
     }
-    tracing::warn!("{peer}: refused {cmd:?}: not from {role:?} of group {}", srv.group);
+    tracing::warn!("{peer}: refused {cmd:?}: not from {who} {}", srv.group);
     Err(Status::EACCES.into())
 }
 

@@ -178,7 +178,6 @@ async fn elect(t: &Arc<Tracker>, others: &[String]) {
     }
 }
 
-/// 66/67 from a candidate: record it (66) and make it the leader (67).
 /// Is `addr` a tracker of this cluster: this one, or one the storages named in their JOINs?
 fn is_known_tracker(t: &Tracker, addr: &str) -> bool {
     let Some(a) = ServerAddr::parse(addr) else { return false };
@@ -196,7 +195,8 @@ fn is_tracker_host(t: &Tracker, ip: &str) -> bool {
         || t.lock().trackers.iter().filter_map(|k| ServerAddr::parse(k)).any(|k| k.hosts.iter().any(|h| h == ip))
 }
 
-/// 66 NOTIFY_NEXT_LEADER / 67 COMMIT_NEXT_LEADER from `peer_ip`. The candidate must be a
+/// 66 NOTIFY_NEXT_LEADER / 67 COMMIT_NEXT_LEADER from `peer_ip`: record the candidate (66),
+/// make it the leader (67). The candidate must be a
 /// tracker of this cluster (C answers ENOENT otherwise) and the message must come from a
 /// tracker host: anyone else could make itself leader.
 pub fn on_leader_message(t: &Tracker, peer_ip: &str, cmd: Command, body: &[u8]) -> Result<(), crate::protocol::Status> {
