@@ -490,3 +490,37 @@ async fn a_fake_slot_header_inside_an_upload_reads_nothing_past_its_slot() {
         refused_and_served(&cl.client(), &cl.storages[0].addr(), &ngx.addr, &fake, &theirs).await;
     }
 }
+
+#[tokio::test]
+async fn slots_asked_for_and_never_confirmed_are_bounded() {
+    let cl = Cluster::start(TRUNK_CONF, &["127.0.0.72", "127.0.0.73"], "").await;
+    let c = cl.client();
+    let data = vec![7u8; 3000];
+    let (server, member) = eventually(Duration::from_secs(30), "a trunk server that hands out slots", || async {
+        c.storage.upload(&cl.storages[0].addr(), UploadKind::Normal, -1, "bin", Content::Bytes(&data)).await.ok()?;
+        let alloc = TrunkAllocReq { group: "group1".into(), file_size: 1024, store_path_index: 0 };
+        let body = alloc.encode(Profile::CLASSIC);
+        let (a, b) = (&cl.storages[0], &cl.storages[1]);
+        [(a, b), (b, a)].into_iter().find_map(|(server, member)| {
+            (raw_request_from(&member.ip, &server.addr(), Command::TrunkAllocSpace as u8, &body).0 == 0)
+                .then(|| (server.addr(), member.ip.clone()))
+        })
+    })
+    .await;
+    // A member that asks and never confirms: the trunk server stops at a bound.
+    let alloc = TrunkAllocReq { group: "group1".into(), file_size: 1024, store_path_index: 0 }.encode(Profile::CLASSIC);
+    let mut s = connect_from(&member, &server);
+    let mut granted = 1;
+    let refused = loop {
+        let (st, _) = fdfs_e2e::raw_exchange(&mut s, Command::TrunkAllocSpace as u8, &alloc);
+        if st != 0 || granted > 10_000 {
+            break st;
+        }
+        granted += 1;
+    };
+    assert_eq!(refused, EBUSY, "after {granted} slots held");
+    assert!(granted <= 2048, "{granted} slots held at once");
+    // Uploads go on, as regular files while the slots are held.
+    let r = c.storage.upload(&server, UploadKind::Normal, -1, "bin", Content::Bytes(&data)).await.unwrap();
+    assert_eq!(c.storage.download(&server, "group1", &r.filename, 0, 0).await.unwrap(), data);
+}

@@ -46,6 +46,8 @@ use crate::trunk::{SlotKind, SLOT_HEADER_LEN};
 const PUSH_CHUNK: usize = 32 << 10;
 /// Tries at a trunk file id that is not taken on disk yet.
 const NEW_FILE_TRIES: u32 = 16;
+/// Most slots handed out and not yet confirmed (uploads in flight, group-wide).
+const MAX_HELD: usize = 2048;
 
 /// `data/trunk/binlog`: appended under a lock, synced when dirty.
 #[derive(Debug)]
@@ -403,6 +405,13 @@ impl StorageServer {
         let settings = self.params().trunk;
         let mut guard = self.trunk.space();
         let Some(space) = guard.as_mut() else { return Err(Status::EINVAL) };
+        // A held slot is released when its writer says so, or when the trunk server restarts
+        // (the binlog calls it free): a member that asks and never confirms must not hold
+        // trunk space without bound.
+        if space.held() >= MAX_HELD {
+            tracing::warn!("{MAX_HELD} trunk slots handed out and not confirmed; refusing more until some are");
+            return Err(Status::EBUSY);
+        }
         space.set_settings(settings);
         for _ in 0..NEW_FILE_TRIES {
             match space.alloc(path, content_len, now) {
@@ -588,8 +597,12 @@ pub(super) async fn reserve(
     let path = u8::try_from(path).map_err(|_| Status::EINVAL)?;
     if server.id == srv.my_id() {
         let s = srv.clone();
-        let slot = Disk::read(move || s.alloc_local(path, content_len)).await?;
-        return Ok(slot.map(|slot| Reserved { slot, remote: None }));
+        return match Disk::read(move || s.alloc_local(path, content_len)).await {
+            Ok(slot) => Ok(slot.map(|slot| Reserved { slot, remote: None })),
+            // Too many slots held: a regular file, as when a remote trunk server refuses.
+            Err(Status::EBUSY) => Ok(None),
+            Err(e) => Err(e),
+        };
     }
     let addr = crate::config::join_host_port(&server.ip, server.port as u16);
     let req = TrunkAllocReq {

@@ -174,6 +174,11 @@ impl FreeSpace {
         blocks.into_iter().map(|block| SpaceRecord { timestamp: now, op: SpaceOp::Add, block }).collect()
     }
 
+    /// Slots handed out and not yet confirmed or released.
+    pub fn held(&self) -> usize {
+        self.held.len()
+    }
+
     /// Free bytes in all trunk files.
     pub fn free_bytes(&self) -> u64 {
         self.by_pos.values().map(|b| b.size as u64).sum()
