@@ -560,6 +560,25 @@ pub fn raw_request(addr: &str, cmd: u8, body: &[u8]) -> (u8, Vec<u8>) {
     raw_exchange(&mut s, cmd, body)
 }
 
+/// A JOIN as a FastDFS 6.08 storage of `group` on `storage_port` sends it (classic layout),
+/// naming `trackers`: for tests that play a storage.
+pub fn storage_join(group: &str, storage_port: u16, trackers: Vec<String>) -> fdfs_core::protocol::report::JoinReq {
+    fdfs_core::protocol::report::JoinReq {
+        group: group.into(),
+        storage_port: storage_port.into(),
+        store_path_count: 1,
+        subdir_count_per_path: 256,
+        upload_priority: 10,
+        join_time: 1_700_000_000,
+        up_time: 1_700_000_000,
+        version: "6.08".into(),
+        init_flag: true,
+        current_tracker_ip: "127.0.0.1".into(),
+        trackers,
+        ..Default::default()
+    }
+}
+
 /// As [`raw_request`], from the local address `from` (127.0.0.x: another host of the test).
 pub fn raw_request_from(from: &str, addr: &str, cmd: u8, body: &[u8]) -> (u8, Vec<u8>) {
     let mut s = connect_from(from, addr);

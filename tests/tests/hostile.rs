@@ -13,21 +13,7 @@ use fdfs_core::protocol::{Command, Header, Profile};
 use fdfs_e2e::{client_for, eventually, raw_exchange, raw_request, Cluster, StorageProc, TrackerProc};
 
 fn join(group: &str, domain: &str) -> JoinReq {
-    JoinReq {
-        group: group.into(),
-        storage_port: 23000,
-        store_path_count: 1,
-        subdir_count_per_path: 256,
-        upload_priority: 10,
-        join_time: 1_700_000_000,
-        up_time: 1_700_000_000,
-        version: "6.08".into(),
-        domain_name: domain.into(),
-        init_flag: true,
-        current_tracker_ip: "127.0.0.1".into(),
-        trackers: vec!["127.0.0.1:22122".into()],
-        ..Default::default()
-    }
+    JoinReq { domain_name: domain.into(), ..fdfs_e2e::storage_join(group, 23000, vec!["127.0.0.1:22122".into()]) }
 }
 
 #[tokio::test]

@@ -194,35 +194,42 @@ async fn leader_and_status_messages_from_a_stranger_change_nothing() {
     assert_eq!(status_of(&c, "127.0.0.67").await, Some(status::ACTIVE), "the storage stays ACTIVE");
 }
 
-/// A "tracker" that answers 61 and then serves garbage as every state file (63).
-fn garbage_tracker() -> String {
-    let l = std::net::TcpListener::bind("127.0.0.94:0").unwrap();
-    let addr = l.local_addr().unwrap().to_string();
+/// Serves `l` as a FastDFS peer would, a thread per connection: every request's body is read
+/// and dropped, then `answer` writes the answer to command `cmd` (false: close).
+fn fake_peer(l: std::net::TcpListener, answer: fn(u8, &mut std::net::TcpStream) -> bool) {
     std::thread::spawn(move || {
         for s in l.incoming() {
             let Ok(mut s) = s else { return };
             std::thread::spawn(move || {
                 let mut head = [0u8; 10];
                 while s.read_exact(&mut head).is_ok() {
-                    let h = Header::decode(&head, 1 << 20).unwrap();
-                    let mut body = vec![0u8; h.pkg_len as usize];
-                    if s.read_exact(&mut body).is_err() {
-                        return;
-                    }
-                    let answer: Vec<u8> = if h.cmd == Command::TrackerGetOneSysFile as u8 {
-                        let junk = b"[Global]\ngroup_count=1\n[Group001]\ngroup_name=\xff\n=\n[[[[\n".to_vec();
-                        [(junk.len() as i64).to_be_bytes().to_vec(), junk].concat()
-                    } else {
-                        Vec::new()
-                    };
-                    let mut out = Header::response(fdfs_core::protocol::Status::OK, answer.len()).encode().to_vec();
-                    out.extend_from_slice(&answer);
-                    if s.write_all(&out).is_err() {
+                    let h = Header::decode(&head, u64::MAX).unwrap();
+                    let drained = std::io::copy(&mut (&mut s).take(h.pkg_len), &mut std::io::sink());
+                    if drained.is_err() || !answer(h.cmd, &mut s) {
                         return;
                     }
                 }
             });
         }
+    });
+}
+
+fn reply(s: &mut std::net::TcpStream, status: u8, body: &[u8]) -> bool {
+    let mut out = Header::response(fdfs_core::protocol::Status(status), body.len()).encode().to_vec();
+    out.extend_from_slice(body);
+    s.write_all(&out).is_ok()
+}
+
+/// A "tracker" that answers 61 and then serves garbage as every state file (63).
+fn garbage_tracker() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.94:0").unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    fake_peer(l, |cmd, s| {
+        if cmd != Command::TrackerGetOneSysFile as u8 {
+            return reply(s, 0, b"");
+        }
+        let junk = b"[Global]\ngroup_count=1\n[Group001]\ngroup_name=\xff\n=\n[[[[\n";
+        reply(s, 0, &[&(junk.len() as i64).to_be_bytes()[..], junk].concat())
     });
     addr
 }
@@ -232,20 +239,7 @@ async fn a_garbage_state_copy_never_stops_a_restart() {
     let fake = garbage_tracker();
     let mut tracker = TrackerProc::start("");
     let t = tracker.addr();
-    let join = JoinReq {
-        group: "group1".into(),
-        storage_port: 23000,
-        store_path_count: 1,
-        subdir_count_per_path: 256,
-        upload_priority: 10,
-        join_time: 1_700_000_000,
-        up_time: 1_700_000_000,
-        version: "6.08".into(),
-        init_flag: true,
-        current_tracker_ip: "127.0.0.1".into(),
-        trackers: vec![fake.clone(), t.clone()],
-        ..Default::default()
-    };
+    let join = fdfs_e2e::storage_join("group1", 23000, vec![fake.clone(), t.clone()]);
     let started = Instant::now();
     let (st, _) = raw_request_from("127.0.0.95", &t, Command::StorageJoin as u8, &join.encode(Profile::CLASSIC));
     assert_eq!(st, 0, "the JOIN goes on as on a fresh tracker");
@@ -314,51 +308,22 @@ async fn a_flood_of_metrics_connections_holds_few_descriptors() {
 }
 
 /// A member that joins group1 from `ip` on `port`, takes whatever it is sent (answers 0), and
-/// answers 26 with `list` (ended by its true length) and every file query with ENOENT. Beats
-/// until the test ends.
-fn hostile_member(tracker: &str, ip: &str, port: u16, list: fn(&mut dyn Write) -> u64) {
-    let l = std::net::TcpListener::bind((ip, port)).unwrap();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { return };
-            std::thread::spawn(move || {
-                let mut head = [0u8; 10];
-                while s.read_exact(&mut head).is_ok() {
-                    let h = Header::decode(&head, u64::MAX).unwrap();
-                    if std::io::copy(&mut (&mut s).take(h.pkg_len), &mut std::io::sink()).is_err() {
-                        return;
-                    }
-                    if h.cmd == Command::FetchOnePathBinlog as u8 {
-                        let mut out = Header::response(fdfs_core::protocol::Status::OK, 0);
-                        out.pkg_len = 1 << 58;
-                        let _ = s.write_all(&out.encode());
-                        let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut s);
-                        let n = list(&mut w);
-                        let _ = w.write_all(&n.to_be_bytes());
-                        return;
-                    }
-                    let st = if matches!(h.cmd, 14 | 22) { ENOENT } else { 0 };
-                    let answer = Header::response(fdfs_core::protocol::Status(st), 0).encode();
-                    if s.write_all(&answer).is_err() {
-                        return;
-                    }
-                }
-            });
+/// answers 26 with [`hostile_list`] (ended by its true length) and every file query with
+/// ENOENT. Beats until the test ends.
+fn hostile_member(tracker: &str, ip: &str, port: u16) {
+    fake_peer(std::net::TcpListener::bind((ip, port)).unwrap(), |cmd, s| {
+        if cmd == Command::FetchOnePathBinlog as u8 {
+            let mut out = Header::response(fdfs_core::protocol::Status::OK, 0);
+            out.pkg_len = 1 << 58;
+            let _ = s.write_all(&out.encode());
+            let mut w = std::io::BufWriter::with_capacity(1 << 20, s);
+            let n = hostile_list(&mut w);
+            let _ = w.write_all(&n.to_be_bytes());
+            return false;
         }
+        reply(s, if matches!(cmd, 14 | 22) { ENOENT } else { 0 }, b"")
     });
-    let join = JoinReq {
-        group: "group1".into(),
-        storage_port: port.into(),
-        store_path_count: 1,
-        subdir_count_per_path: 4,
-        upload_priority: 10,
-        join_time: 1_700_000_000,
-        up_time: 1_700_000_000,
-        version: "6.08".into(),
-        current_tracker_ip: "127.0.0.1".into(),
-        trackers: vec![tracker.to_owned()],
-        ..Default::default()
-    };
+    let join = JoinReq { subdir_count_per_path: 4, ..fdfs_e2e::storage_join("group1", port, vec![tracker.to_owned()]) };
     let mut s = connect_from(ip, tracker);
     let (st, _) = fdfs_e2e::raw_exchange(&mut s, Command::StorageJoin as u8, &join.encode(Profile::CLASSIC));
     assert_eq!(st, 0, "the hostile member joins");
@@ -400,7 +365,7 @@ async fn disk_recovery_from_a_hostile_member_stays_bounded_and_skips_bad_names()
     c.storage.upload(&a, UploadKind::Normal, -1, "txt", Content::Bytes(b"kept by A")).await.unwrap();
     let tracker = cl.tracker.addr();
     let port = cl.storages[0].daemon.addr.port();
-    hostile_member(&tracker, "127.0.0.97", port, hostile_list);
+    hostile_member(&tracker, "127.0.0.97", port);
     eventually(Duration::from_secs(30), "the hostile member ACTIVE", || async {
         (status_of(&c, "127.0.0.97").await? == status::ACTIVE).then_some(())
     })

@@ -292,8 +292,7 @@ async fn relink(srv: &StorageServer, name: &str, target: &str) -> Result<(), Str
 /// 26 to the source: the list into the file `to`, checked against the length that ends it.
 async fn fetch_list(srv: &StorageServer, addr: &str, index: u8, to: &Path) -> Result<(), String> {
     let c = &srv.config;
-    let conn = crate::client::Connection::connect_from(addr, c.client_bind_ip(), c.connect_timeout, c.network_timeout);
-    let mut sock = conn.await.map_err(|e| e.to_string())?.into_stream();
+    let mut sock = srv.connect_to_peer(addr).await.map_err(|e| e.to_string())?.into_stream();
     let mut body = [0u8; 17];
     let g = srv.group.as_bytes();
     body[..g.len().min(16)].copy_from_slice(&g[..g.len().min(16)]);

@@ -451,6 +451,13 @@ impl StorageServer {
         self.membership.peers.borrow().clone()
     }
 
+    /// A connection to another storage at `addr`, from `bind_addr` (with `client_bind`) so it
+    /// knows us by that address, with our timeouts.
+    pub async fn connect_to_peer(&self, addr: &str) -> crate::client::ClientResult<crate::client::Connection> {
+        let c = &self.config;
+        crate::client::Connection::connect_from(addr, c.client_bind_ip(), c.connect_timeout, c.network_timeout).await
+    }
+
     /// The addresses a member may connect from: the one the tracker lists, and in storage-ID
     /// mode every address of its ID entry.
     fn hosts_of(&self, member: &Brief) -> Vec<String> {

@@ -237,14 +237,7 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
         }
     }
     let addr = crate::config::join_host_port(&peer.ip, peer.port as u16);
-    let mut conn = Connection::connect_from(
-        &addr,
-        srv.config.client_bind_ip(),
-        srv.config.connect_timeout,
-        srv.config.network_timeout,
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let mut conn = srv.connect_to_peer(&addr).await.map_err(|e| e.to_string())?;
     let id = ReportServerId { id: me.clone() }.encode(Profile::CLASSIC);
     conn.call(Command::ReportServerId, &id).await.map_err(|e| e.to_string())?;
     if mark.need_sync_old && !mark.sync_old_done && peer.status == status::WAIT_SYNC {

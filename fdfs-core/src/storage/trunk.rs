@@ -1247,14 +1247,7 @@ async fn push_to(srv: &Arc<StorageServer>, peer: &Brief, state: &mut PeerPush) -
     }
     if state.conn.is_none() {
         let addr = crate::config::join_host_port(&peer.ip, peer.port as u16);
-        let c = Connection::connect_from(
-            &addr,
-            srv.config.client_bind_ip(),
-            srv.config.connect_timeout,
-            srv.config.network_timeout,
-        )
-        .await
-        .map_err(|e| e.to_string())?;
+        let c = srv.connect_to_peer(&addr).await.map_err(|e| e.to_string())?;
         state.conn = Some(c);
     }
     let conn = state.conn.as_mut().expect("connected above");
