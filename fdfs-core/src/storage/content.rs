@@ -72,7 +72,14 @@ impl<'a, R: AsyncRead + Unpin> Content<'a, R> {
         let mut got = 0;
         while got < want {
             let n = match tokio::time::timeout(self.timer.next_read(), self.src.read(&mut buf[got..want])).await {
-                Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+                Err(_) => {
+                    tracing::warn!(
+                        "request body cut off: {} byte(s) in, {} to come, slower than min_body_rate",
+                        self.timer.received,
+                        self.left - got as u64
+                    );
+                    return Err(std::io::ErrorKind::TimedOut.into());
+                }
                 Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
                 Ok(r) => r?,
             };

@@ -118,7 +118,12 @@ async fn decoded<T>(
     srv: &StorageServer,
     decode: impl FnOnce(&[u8]) -> Result<T, crate::protocol::DecodeError>,
 ) -> OpResult<T> {
-    decode(&small_body(sock, h, srv).await?).map_err(|_| Status::EINVAL.into())
+    decode(&small_body(sock, h, srv).await?).map_err(|e| {
+        // A refusal says why, once: what a peer or client sent that does not parse.
+        let peer = sock.peer_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
+        tracing::warn!("{peer}: command {} refused: {e}", h.cmd);
+        Status::EINVAL.into()
+    })
 }
 
 fn file_id_body(srv: &StorageServer, filename: String) -> Reply {
