@@ -9,16 +9,22 @@
 //! it with the name's allocated size. Where the file does not exist (a store path a C storage
 //! runs, or the module before our storage ever started there), slots are read as C reads them.
 //!
-//! Layout: a 64-byte header (`FDFSLIVE`, version, capacity, clean flag) in a 4 KiB page,
-//! then `capacity` (a power of two) entries of 16 bytes, open addressing with linear probing:
-//! trunk id, offset, allocated size, tag (CRC32 of the name with the top bit set; 0 = empty,
-//! 1 = removed). One writer (the storage, under a lock); readers use `pread` only. It is not
-//! synced: after an unclean stop the storage rebuilds it from its binlog.
+//! Layout: a header (`FDFSLIVE`, version, capacity, clean flag, replaced flag) in a 4 KiB
+//! page, then `capacity` (a power of two) entries of 16 bytes, open addressing with linear
+//! probing: trunk id, offset, allocated size, tag (CRC32 of the name with the top bit set;
+//! 0 = empty, 1 = removed). One writer (the storage, under a lock); readers use `pread` only,
+//! on a descriptor each thread keeps (an nginx worker serves many requests with one): a table
+//! the writer replaces (grown, or rebuilt) is marked replaced first, and readers open the file
+//! again when they see that, or after a second in any case. It is not synced: after an
+//! unclean stop the storage rebuilds it from its binlog.
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::file_id::RemoteFilename;
 
@@ -32,14 +38,34 @@ const PAGE: u64 = DATA_AT / ENTRY;
 const EMPTY: u32 = 0;
 const REMOVED: u32 = 1;
 const FIRST_CAPACITY: u64 = 4096;
+/// Header bytes: clean (the last stop was clean), replaced (open the path again).
+const CLEAN_AT: u64 = 24;
+const REPLACED_AT: u64 = 25;
+/// How long a reader keeps a descriptor before it opens the path again (a table removed with
+/// its disk is never marked replaced).
+const REOPEN_AFTER: Duration = Duration::from_secs(1);
+/// Entries read first: with the table at most 60% full, the key or an empty entry is almost
+/// always among them.
+const FIRST_READ: u64 = 4;
 
 /// The index file of the store path at `store_root`.
 pub fn path_of(store_root: &Path) -> PathBuf {
     store_root.join("data").join(FILE_NAME)
 }
 
+/// The CRC32 of `Mxx/HH/LL/name`, with the top bit set (never empty nor removed).
 fn tag_of(name: &RemoteFilename) -> u32 {
-    crc32fast::hash(name.to_string().as_bytes()) | 0x8000_0000
+    let mut dirs = [0u8; 10];
+    let hex = |v: u8| [b"0123456789ABCDEF"[usize::from(v >> 4)], b"0123456789ABCDEF"[usize::from(v & 15)]];
+    dirs[0] = b'M';
+    for (i, v) in [name.store_path_index, name.high, name.low].into_iter().enumerate() {
+        dirs[1 + 3 * i..3 + 3 * i].copy_from_slice(&hex(v));
+        dirs[3 + 3 * i] = b'/';
+    }
+    let mut h = crc32fast::Hasher::new();
+    h.update(&dirs);
+    h.update(name.name.as_bytes());
+    h.finalize() | 0x8000_0000
 }
 
 fn home(trunk_id: u32, offset: u32, capacity: u64) -> u64 {
@@ -77,7 +103,7 @@ impl Entry {
     }
 }
 
-/// The capacity a header declares, if it is ours.
+/// The header's capacity and clean flag, if it is ours and not replaced.
 fn capacity_of(file: &File) -> std::io::Result<Option<(u64, bool)>> {
     let mut h = [0u8; 32];
     match file.read_exact_at(&mut h, 0) {
@@ -87,20 +113,23 @@ fn capacity_of(file: &File) -> std::io::Result<Option<(u64, bool)>> {
     }
     let version = u32::from_le_bytes([h[8], h[9], h[10], h[11]]);
     let capacity = u64::from_le_bytes(h[16..24].try_into().unwrap_or_default());
-    if &h[..8] != MAGIC || version != VERSION || !capacity.is_power_of_two() || capacity > 1 << 32 {
+    let bad = &h[..8] != MAGIC || version != VERSION || !capacity.is_power_of_two() || capacity > 1 << 32;
+    if bad || h[REPLACED_AT as usize] == 1 {
         return Ok(None);
     }
-    Ok(Some((capacity, h[24] == 1)))
+    Ok(Some((capacity, h[CLEAN_AT as usize] == 1)))
 }
 
 /// Where `name`'s key is in the table of `file`: the entry's index and the entry, or `None`
 /// when the key is not there. `Err` only for I/O errors.
 fn find(file: &File, capacity: u64, trunk_id: u32, offset: u32) -> std::io::Result<Option<(u64, Entry)>> {
     let mut at = home(trunk_id, offset, capacity);
-    let mut page = vec![0u8; (PAGE * ENTRY) as usize];
+    let mut page = [0u8; (PAGE * ENTRY) as usize];
     let mut probed = 0;
+    let mut want = FIRST_READ;
     while probed < capacity {
-        let n = (PAGE - at % PAGE).min(capacity - at);
+        let n = want.min(PAGE - at % PAGE).min(capacity - at);
+        want = PAGE;
         let bytes = &mut page[..(n * ENTRY) as usize];
         file.read_exact_at(bytes, DATA_AT + at * ENTRY)?;
         for (i, raw) in bytes.chunks_exact(ENTRY as usize).enumerate() {
@@ -129,20 +158,54 @@ pub enum Liveness {
     Unknown,
 }
 
+thread_local! {
+    /// This thread's descriptor of each store path's index, and when it was opened.
+    static OPEN: RefCell<HashMap<PathBuf, (File, Instant)>> = RefCell::new(HashMap::new());
+}
+
+/// `f` with this thread's descriptor of the index at `path` and its capacity: the one kept,
+/// unless it is older than [`REOPEN_AFTER`] or its table was replaced. `None`: no index.
+fn with_index<T>(path: &Path, f: impl FnOnce(&File, u64) -> T) -> std::io::Result<Option<T>> {
+    OPEN.with(|open| {
+        let mut open = open.borrow_mut();
+        if let Some((file, at)) = open.get(path) {
+            if at.elapsed() < REOPEN_AFTER {
+                if let Some((capacity, _)) = capacity_of(file)? {
+                    return Ok(Some(f(file, capacity)));
+                }
+            }
+        }
+        open.remove(path);
+        let file = match File::open(path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let capacity = capacity_of(&file)?.map(|(c, _)| c);
+        let Some(capacity) = capacity else { return Err(ErrorKind::InvalidData.into()) };
+        let out = f(&file, capacity);
+        open.insert(path.to_owned(), (file, Instant::now()));
+        Ok(Some(out))
+    })
+}
+
 /// Whether the slot `name` names (in the store path at `store_root`) holds it. A read error
 /// of the index counts as not live.
 pub fn liveness(store_root: &Path, name: &RemoteFilename) -> Liveness {
     let Some(loc) = name.trunk_location() else { return Liveness::NotLive };
-    let file = match File::open(path_of(store_root)) {
-        Ok(f) => f,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Liveness::Unknown,
-        Err(_) => return Liveness::NotLive,
-    };
-    let Ok(Some((capacity, _))) = capacity_of(&file) else { return Liveness::NotLive };
     let tag = tag_of(name);
+    let looked_up = with_index(&path_of(store_root), |file, capacity| lookup(file, capacity, &loc, tag));
+    match looked_up {
+        Ok(Some(found)) => found,
+        Ok(None) => Liveness::Unknown,
+        Err(_) => Liveness::NotLive,
+    }
+}
+
+fn lookup(file: &File, capacity: u64, loc: &crate::file_id::TrunkLocation, tag: u32) -> Liveness {
     // A second look guards against an entry read while the storage was writing it.
     for _ in 0..2 {
-        match find(&file, capacity, loc.trunk_id, loc.offset) {
+        match find(file, capacity, loc.trunk_id, loc.offset) {
             Ok(Some((_, e))) if e.is_live() && e.alloc == loc.size && e.tag == tag => return Liveness::Live,
             Ok(Some(_)) => continue,
             _ => return Liveness::NotLive,
@@ -173,7 +236,11 @@ impl LiveSlots {
                 let used = count_used(&file, capacity)?;
                 (LiveSlots { file, path, capacity, used }, true)
             }
-            _ => (Self::create(&path, FIRST_CAPACITY)?, false),
+            _ => {
+                let fresh = Self::create(&path, FIRST_CAPACITY)?;
+                Self::mark_replaced(&file)?;
+                (fresh, false)
+            }
         };
         slots.set_clean(false)?;
         Ok((slots, clean))
@@ -195,7 +262,12 @@ impl LiveSlots {
     }
 
     fn set_clean(&self, clean: bool) -> std::io::Result<()> {
-        self.file.write_all_at(&[u8::from(clean)], 24)
+        self.file.write_all_at(&[u8::from(clean)], CLEAN_AT)
+    }
+
+    /// Readers holding this table open it again (it was renamed over).
+    fn mark_replaced(file: &File) -> std::io::Result<()> {
+        file.write_all_at(&[1], REPLACED_AT)
     }
 
     /// At a clean stop: the next start trusts the table as it is.
@@ -262,6 +334,7 @@ impl LiveSlots {
             next.used += 1;
         }
         std::fs::rename(&next.path, &self.path)?;
+        Self::mark_replaced(&self.file)?;
         next.path = self.path.clone();
         next.set_clean(false)?;
         *self = next;
@@ -346,9 +419,12 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("data")).unwrap();
         let (mut live, _) = LiveSlots::open(dir.path()).unwrap();
         let names: Vec<RemoteFilename> = (0..10_000).map(|i| name(1 + i / 1000, (i % 1000) * 256, 256, i)).collect();
-        for n in &names {
+        live.insert(&names[0]).unwrap();
+        assert_eq!(liveness(dir.path(), &names[0]), Liveness::Live, "this thread keeps the small table open");
+        for n in &names[1..] {
             live.insert(n).unwrap();
         }
+        assert_eq!(liveness(dir.path(), &names[9_999]), Liveness::Live, "a grown table is seen at once");
         for n in names.iter().step_by(2) {
             live.remove(n).unwrap();
         }
