@@ -159,47 +159,57 @@ pub enum Liveness {
 }
 
 thread_local! {
-    /// This thread's descriptor of each store path's index, and when it was opened.
-    static OPEN: RefCell<HashMap<PathBuf, (File, Instant)>> = RefCell::new(HashMap::new());
+    /// This thread's descriptor of each store path's index: the file, its capacity, and when
+    /// it was opened.
+    static OPEN: RefCell<HashMap<PathBuf, (File, u64, Instant)>> = RefCell::new(HashMap::new());
 }
 
-/// `f` with this thread's descriptor of the index at `path` and its capacity: the one kept,
-/// unless it is older than [`REOPEN_AFTER`] or its table was replaced. `None`: no index.
-fn with_index<T>(path: &Path, f: impl FnOnce(&File, u64) -> T) -> std::io::Result<Option<T>> {
-    OPEN.with(|open| {
-        let mut open = open.borrow_mut();
-        if let Some((file, at)) = open.get(path) {
-            if at.elapsed() < REOPEN_AFTER {
-                if let Some((capacity, _)) = capacity_of(file)? {
-                    return Ok(Some(f(file, capacity)));
-                }
-            }
-        }
-        open.remove(path);
-        let file = match File::open(path) {
-            Ok(file) => file,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
-        };
-        let capacity = capacity_of(&file)?.map(|(c, _)| c);
-        let Some(capacity) = capacity else { return Err(ErrorKind::InvalidData.into()) };
-        let out = f(&file, capacity);
-        open.insert(path.to_owned(), (file, Instant::now()));
-        Ok(Some(out))
-    })
+/// Opens the index at `path` with its capacity; `None`: there is none.
+fn open_index(path: &Path) -> std::io::Result<Option<(File, u64)>> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    match capacity_of(&file)? {
+        Some((capacity, _)) => Ok(Some((file, capacity))),
+        None => Err(ErrorKind::InvalidData.into()),
+    }
 }
 
 /// Whether the slot `name` names (in the store path at `store_root`) holds it. A read error
 /// of the index counts as not live.
+///
+/// The descriptor this thread keeps answers a name it has at once (one `pread`): a table the
+/// storage replaced since held only names it recorded, and the slot's header is checked after
+/// this anyway. A name it lacks is looked up again in the table at the path, if that is
+/// another one now; and every descriptor is renewed after [`REOPEN_AFTER`].
 pub fn liveness(store_root: &Path, name: &RemoteFilename) -> Liveness {
     let Some(loc) = name.trunk_location() else { return Liveness::NotLive };
     let tag = tag_of(name);
-    let looked_up = with_index(&path_of(store_root), |file, capacity| lookup(file, capacity, &loc, tag));
-    match looked_up {
-        Ok(Some(found)) => found,
-        Ok(None) => Liveness::Unknown,
-        Err(_) => Liveness::NotLive,
-    }
+    let path = path_of(store_root);
+    OPEN.with(|open| {
+        let mut open = open.borrow_mut();
+        if let Some((file, capacity, at)) = open.get(&path) {
+            if at.elapsed() < REOPEN_AFTER {
+                let found = lookup(file, *capacity, &loc, tag);
+                // Still the table at the path: its answer stands.
+                if found == Liveness::Live || matches!(capacity_of(file), Ok(Some(_))) {
+                    return found;
+                }
+            }
+        }
+        open.remove(&path);
+        match open_index(&path) {
+            Ok(Some((file, capacity))) => {
+                let found = lookup(&file, capacity, &loc, tag);
+                open.insert(path, (file, capacity, Instant::now()));
+                found
+            }
+            Ok(None) => Liveness::Unknown,
+            Err(_) => Liveness::NotLive,
+        }
+    })
 }
 
 fn lookup(file: &File, capacity: u64, loc: &crate::file_id::TrunkLocation, tag: u32) -> Liveness {
