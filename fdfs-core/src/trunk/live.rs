@@ -159,8 +159,8 @@ pub enum Liveness {
 }
 
 thread_local! {
-    /// This thread's descriptor of each store path's index: the file, its capacity, and when
-    /// it was opened.
+    /// This thread's descriptor of each store path's index (by the store path's root): the
+    /// file, its capacity, and when it was opened.
     static OPEN: RefCell<HashMap<PathBuf, (File, u64, Instant)>> = RefCell::new(HashMap::new());
 }
 
@@ -187,10 +187,9 @@ fn open_index(path: &Path) -> std::io::Result<Option<(File, u64)>> {
 pub fn liveness(store_root: &Path, name: &RemoteFilename) -> Liveness {
     let Some(loc) = name.trunk_location() else { return Liveness::NotLive };
     let tag = tag_of(name);
-    let path = path_of(store_root);
     OPEN.with(|open| {
         let mut open = open.borrow_mut();
-        if let Some((file, capacity, at)) = open.get(&path) {
+        if let Some((file, capacity, at)) = open.get(store_root) {
             if at.elapsed() < REOPEN_AFTER {
                 let found = lookup(file, *capacity, &loc, tag);
                 // Still the table at the path: its answer stands.
@@ -199,11 +198,11 @@ pub fn liveness(store_root: &Path, name: &RemoteFilename) -> Liveness {
                 }
             }
         }
-        open.remove(&path);
-        match open_index(&path) {
+        open.remove(store_root);
+        match open_index(&path_of(store_root)) {
             Ok(Some((file, capacity))) => {
                 let found = lookup(&file, capacity, &loc, tag);
-                open.insert(path, (file, capacity, Instant::now()));
+                open.insert(store_root.to_owned(), (file, capacity, Instant::now()));
                 found
             }
             Ok(None) => Liveness::Unknown,
