@@ -314,8 +314,13 @@ async fn fetch_list(srv: &StorageServer, addr: &str, index: u8, to: &Path) -> Re
     let mut file = tokio::fs::File::create(to).await.map_err(|e| e.to_string())?;
     let mut limited = (&mut sock).take(MAX_LIST + 8);
     let (mut buf, mut tail, mut written) = (vec![0u8; 64 << 10], Vec::<u8>::with_capacity(8), 0u64);
+    // Each read within network_timeout, the whole list at 1 MiB/s at least: a member that
+    // trickles cannot hold the recovery for ever.
+    let whole = c.network_timeout * 10 + Duration::from_secs(MAX_LIST >> 20);
+    let deadline = tokio::time::Instant::now() + whole;
     loop {
-        let n = tokio::time::timeout(c.network_timeout, limited.read(&mut buf))
+        let until = deadline.min(tokio::time::Instant::now() + c.network_timeout);
+        let n = tokio::time::timeout_at(until, limited.read(&mut buf))
             .await
             .map_err(|_| format!("{addr}: the file list stalled"))?
             .map_err(io)?;
