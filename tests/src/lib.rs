@@ -560,6 +560,69 @@ pub fn raw_request(addr: &str, cmd: u8, body: &[u8]) -> (u8, Vec<u8>) {
     raw_exchange(&mut s, cmd, body)
 }
 
+/// The C FastDFS 6.16.1 binaries of `shared/reference/`, unpacked once per test binary; `None`,
+/// after a `SKIPPED` line naming `test`, when the archive is absent.
+pub fn c_fastdfs_bin(test: &str) -> Option<PathBuf> {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    let tarball = shared_dir().join("reference/c-fastdfs-6.16.1-linux-x86_64.tar.gz");
+    if !tarball.exists() {
+        eprintln!("SKIPPED {test}: {} is absent", tarball.display());
+        return None;
+    }
+    let dir = DIR.get_or_init(|| {
+        let dir = tempfile::Builder::new().prefix("fdfs-c-reference-").tempdir().unwrap();
+        let st = Command::new("tar").arg("xzf").arg(&tarball).arg("-C").arg(dir.path()).status().unwrap();
+        assert!(st.success(), "unpacking {}", tarball.display());
+        dir
+    });
+    Some(dir.path().join("c-fastdfs-6.16.1/bin"))
+}
+
+/// A C `fdfs_storaged` (it daemonizes itself), stopped when dropped.
+#[derive(Debug)]
+pub struct CStorage {
+    bin: PathBuf,
+    pub conf: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub addr: String,
+}
+
+impl CStorage {
+    /// Starts one of `group` on `ip:port` under `tracker` (not a loopback-127.0.0.1 address: the
+    /// C storage refuses that), with `extra` storage.conf lines.
+    pub fn start(bin: &Path, tracker: &str, group: &str, ip: &str, port: u16, extra: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("fdfs-c-storage-").tempdir().unwrap();
+        let base = dir.path().join("storage");
+        std::fs::create_dir_all(&base).unwrap();
+        let conf = dir.path().join("storage.conf");
+        let defaults = [
+            ("group_name", group.to_owned()),
+            ("bind_addr", ip.to_owned()),
+            ("port", port.to_string()),
+            ("base_path", base.display().to_string()),
+            ("store_path_count", "1".to_owned()),
+            ("store_path0", base.display().to_string()),
+            ("tracker_server", tracker.to_owned()),
+            ("thread_stack_size", "512KB".to_owned()),
+            ("subdir_count_per_path", "4".to_owned()),
+            ("heart_beat_interval", "1".to_owned()),
+            ("stat_report_interval", "1".to_owned()),
+            // C replicates from its binlog file, which it flushes this often (60 s otherwise).
+            ("sync_binlog_buff_interval", "1".to_owned()),
+        ];
+        std::fs::write(&conf, merge_conf(&defaults, extra)).unwrap();
+        let st = Command::new(bin.join("fdfs_storaged")).arg(&conf).arg("start").status().unwrap();
+        assert!(st.success(), "the C storage starts");
+        Self { bin: bin.to_owned(), conf, dir, addr: format!("{ip}:{port}") }
+    }
+}
+
+impl Drop for CStorage {
+    fn drop(&mut self) {
+        let _ = Command::new(self.bin.join("fdfs_storaged")).arg(&self.conf).arg("stop").output();
+    }
+}
+
 /// A JOIN as a FastDFS 6.08 storage of `group` on `storage_port` sends it (classic layout),
 /// naming `trackers`: for tests that play a storage.
 pub fn storage_join(group: &str, storage_port: u16, trackers: Vec<String>) -> fdfs_core::protocol::report::JoinReq {

@@ -285,7 +285,11 @@ async fn captured_trunk_requests_get_the_captured_answers() {
     let mut member =
         StorageProc::start(&t, "127.0.0.35", &format!("port = {port}\nsubdir_count_per_path = 256\n")).await;
     let probe = TrunkSlotReq { group: "group1".into(), info: TrunkInfo::default() }.encode(Profile::CLASSIC);
-    assert_eq!(raw_request(&fx.addr, 29, &probe).0, Status::EACCES.0, "29 from a stranger");
+    assert_eq!(
+        fdfs_e2e::raw_request_from("127.0.0.36", &fx.addr, 29, &probe).0,
+        Status::EACCES.0,
+        "29 from a stranger"
+    );
     eventually(Duration::from_secs(20), "the trunk server knows the member", || async {
         (fdfs_e2e::raw_request_from("127.0.0.35", &fx.addr, 29, &probe).0 != Status::EACCES.0).then_some(())
     })
@@ -333,7 +337,8 @@ async fn captured_trunk_requests_get_the_captured_answers() {
     .await;
     let addr = member.addr();
     let (req, want) = captured(&p, "D6c_trunk_server_stopped_then_set_trunk_server_trunk_binlog_", 33);
-    assert_eq!(raw_request(&addr, req.cmd, &req.body).0, Status::EACCES.0, "33 from a stranger");
+    let stranger = fdfs_e2e::raw_request_from("127.0.0.36", &addr, req.cmd, &req.body);
+    assert_eq!(stranger.0, Status::EACCES.0, "33 from a stranger");
     let mut s = fdfs_e2e::connect_from("127.0.0.33", &addr);
     assert_eq!(raw_exchange(&mut s, req.cmd, &req.body), (want.status, want.body), "33");
     let (req, want) = captured(&p, "D6c_trunk_server_stopped_then_set_trunk_server_trunk_binlog_", 30);

@@ -178,6 +178,8 @@ pub struct StorageServer {
     /// Which trunk slots hold a live file (kept from the binlog; read by downloads and the
     /// nginx module).
     pub live: Arc<live::LiveIndex>,
+    /// This host's interface addresses, read at start.
+    own_ips: Vec<std::net::IpAddr>,
 }
 
 impl StorageServer {
@@ -266,6 +268,7 @@ impl StorageServer {
             recovering: Mutex::new(recovering),
             dedup,
             live,
+            own_ips: crate::net::interface_ips().into_iter().map(|ip| ip.to_canonical()).collect(),
             config,
         })
     }
@@ -467,6 +470,11 @@ impl StorageServer {
             hosts.extend(entry.hosts.iter().cloned());
         }
         hosts
+    }
+
+    /// Is `ip` one of this host's own interface addresses (a connection from this host)?
+    pub fn is_own_host(&self, ip: std::net::IpAddr) -> bool {
+        self.own_ips.contains(&ip.to_canonical())
     }
 
     /// Does a connection from `ip` come from a member of our group? Peer commands that change

@@ -355,8 +355,14 @@ enum Role {
 
 /// Refuses (EACCES, one log line) a peer command from an address that does not have `role`:
 /// unauthenticated packets from anyone else must not change trunk space or the trunk binlog.
+/// This host's own addresses are trusted: C's storages and trackers make these connections
+/// without binding them, so a C peer on this host (several storages on one machine, on
+/// loopback or on aliases of one interface) arrives from the host's address, not its own.
 fn from_role(srv: &StorageServer, cmd: Command, peer: SocketAddr, role: Role) -> OpResult<()> {
     let ip = peer.ip();
+    if srv.is_own_host(ip) {
+        return Ok(());
+    }
     let (ok, who) = match role {
         Role::Member => (srv.is_member_host(ip), "a member of group"),
         Role::TrunkServer => (srv.is_trunk_server_host(ip), "the trunk server of group"),

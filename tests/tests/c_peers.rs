@@ -1,0 +1,55 @@
+//! Real C FastDFS 6.16.1 daemons (`shared/reference/`) beside ours. Each test prints SKIPPED and
+//! passes when the archive is absent.
+
+use std::time::Duration;
+
+use fdfs_core::client::{Content, UploadKind};
+use fdfs_core::tracker::status;
+use fdfs_e2e::{c_fastdfs_bin, common_free_port, eventually, CStorage, StorageProc, TrackerProc};
+
+/// A C member in trunk mode asks our trunk server for its slots (27/28). C makes that connection
+/// without binding it, so on one host it arrives from the host's address, not the member's:
+/// our peer checks must take it (they refused it with EACCES, and the C storage failed the
+/// upload).
+#[tokio::test]
+async fn a_c_member_takes_trunk_slots_from_our_trunk_server() {
+    let Some(bin) = c_fastdfs_bin("a_c_member_takes_trunk_slots_from_our_trunk_server") else { return };
+    let tracker = TrackerProc::start(
+        "bind_addr = 127.0.0.74\nuse_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\n\
+         trunk_file_size = 4MB\ntrunk_alloc_alignment_size = 256\n",
+    );
+    let t = tracker.addr();
+    let port = common_free_port(&["127.0.0.75", "127.0.0.76"]);
+    let ours = StorageProc::start(&t, "127.0.0.75", &format!("port = {port}\n")).await;
+    let c = fdfs_e2e::client_for(&t);
+    let data = vec![5u8; 3000];
+    eventually(Duration::from_secs(30), "our storage the trunk server", || async {
+        let r = c.storage.upload(&ours.addr(), UploadKind::Normal, -1, "bin", Content::Bytes(&data)).await.ok()?;
+        (r.filename.len() == 60).then_some(())
+    })
+    .await;
+    let theirs = CStorage::start(&bin, &t, "group1", "127.0.0.76", port, "");
+    eventually(Duration::from_secs(60), "the C storage ACTIVE", || async {
+        let list = c.tracker.list_storages("group1", Some("127.0.0.76")).await.ok()?;
+        (list.first()?.status == status::ACTIVE).then_some(())
+    })
+    .await;
+    let mut names = Vec::new();
+    for i in 0..10u8 {
+        let data = vec![i; 3000];
+        let r = eventually(Duration::from_secs(20), "an upload to the C storage", || async {
+            c.storage.upload(&theirs.addr, UploadKind::Normal, -1, "bin", Content::Bytes(&data)).await.ok()
+        })
+        .await;
+        assert_eq!(r.filename.len(), 60, "{}: in a trunk slot our trunk server handed out", r.filename);
+        names.push((r.filename, data));
+    }
+    for (name, data) in &names {
+        for addr in [&ours.addr(), &theirs.addr] {
+            eventually(Duration::from_secs(20), "every file on both members", || async {
+                (c.storage.download(addr, "group1", name, 0, 0).await.ok()? == *data).then_some(())
+            })
+            .await;
+        }
+    }
+}
