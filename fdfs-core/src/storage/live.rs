@@ -45,9 +45,6 @@ impl LiveIndex {
 
     /// What a committed record changes: `true` when it named a trunk file.
     fn apply_one(&self, r: &Record) -> std::io::Result<bool> {
-        if r.filename.len() != crate::file_id::TRUNK_FILENAME_LEN {
-            return Ok(false);
-        }
         let Ok(name) = RemoteFilename::parse(&r.filename, Some(self.paths.len())) else { return Ok(false) };
         if !crate::trunk::is_trunk_name(&name) {
             return Ok(false);

@@ -55,17 +55,7 @@ pub fn path_of(store_root: &Path) -> PathBuf {
 
 /// The CRC32 of `Mxx/HH/LL/name`, with the top bit set (never empty nor removed).
 fn tag_of(name: &RemoteFilename) -> u32 {
-    let mut dirs = [0u8; 10];
-    let hex = |v: u8| [b"0123456789ABCDEF"[usize::from(v >> 4)], b"0123456789ABCDEF"[usize::from(v & 15)]];
-    dirs[0] = b'M';
-    for (i, v) in [name.store_path_index, name.high, name.low].into_iter().enumerate() {
-        dirs[1 + 3 * i..3 + 3 * i].copy_from_slice(&hex(v));
-        dirs[3 + 3 * i] = b'/';
-    }
-    let mut h = crc32fast::Hasher::new();
-    h.update(&dirs);
-    h.update(name.name.as_bytes());
-    h.finalize() | 0x8000_0000
+    crc32fast::hash(name.to_string().as_bytes()) | 0x8000_0000
 }
 
 fn home(trunk_id: u32, offset: u32, capacity: u64) -> u64 {
@@ -235,17 +225,21 @@ pub struct LiveSlots {
 
 impl LiveSlots {
     /// Opens the index of the store path at `store_root`; `false` with it when it must be
-    /// rebuilt (new, not ours, or not closed cleanly): it is then empty. Marked not clean
-    /// from here on.
+    /// rebuilt (new, not ours, not closed cleanly, or not whole): it is then empty. Marked not
+    /// clean from here on. A damaged table never stops the storage: it is only derived state.
     pub fn open(store_root: &Path) -> std::io::Result<(Self, bool)> {
         let path = path_of(store_root);
         let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
-        let (slots, clean) = match capacity_of(&file)? {
-            Some((capacity, clean)) if clean => {
-                let used = count_used(&file, capacity)?;
-                (LiveSlots { file, path, capacity, used }, true)
+        let trusted = match capacity_of(&file) {
+            Ok(Some((capacity, true))) if file.metadata()?.len() == DATA_AT + capacity * ENTRY => {
+                let mut used = 0;
+                scan(&file, capacity, |e| used += u64::from(e.tag != EMPTY)).ok().map(|()| (capacity, used))
             }
-            _ => {
+            _ => None,
+        };
+        let (slots, clean) = match trusted {
+            Some((capacity, used)) => (LiveSlots { file, path, capacity, used }, true),
+            None => {
                 let fresh = Self::create(&path, FIRST_CAPACITY)?;
                 Self::mark_replaced(&file)?;
                 (fresh, false)
@@ -331,7 +325,12 @@ impl LiveSlots {
     /// A table twice as large (or as large, when removed entries fill it) with the live
     /// entries only, renamed over this one.
     fn grow(&mut self) -> std::io::Result<()> {
-        let live = self.live_entries()?;
+        let mut live = Vec::new();
+        scan(&self.file, self.capacity, |e| {
+            if e.is_live() {
+                live.push(e);
+            }
+        })?;
         let mut capacity = self.capacity;
         while (live.len() as u64 + 1) * 10 > capacity * 3 {
             capacity *= 2;
@@ -349,34 +348,20 @@ impl LiveSlots {
         *self = next;
         Ok(())
     }
-
-    fn live_entries(&self) -> std::io::Result<Vec<Entry>> {
-        let mut out = Vec::new();
-        let mut page = vec![0u8; (PAGE * ENTRY) as usize];
-        let mut at = 0;
-        while at < self.capacity {
-            let n = PAGE.min(self.capacity - at);
-            let bytes = &mut page[..(n * ENTRY) as usize];
-            self.file.read_exact_at(bytes, DATA_AT + at * ENTRY)?;
-            out.extend(bytes.chunks_exact(ENTRY as usize).map(Entry::decode).filter(Entry::is_live));
-            at += n;
-        }
-        Ok(out)
-    }
 }
 
-fn count_used(file: &File, capacity: u64) -> std::io::Result<u64> {
-    let mut used = 0;
-    let mut page = vec![0u8; (PAGE * ENTRY) as usize];
+/// Every entry of the table in `file`, a page at a time.
+fn scan(file: &File, capacity: u64, mut f: impl FnMut(Entry)) -> std::io::Result<()> {
+    let mut page = [0u8; (PAGE * ENTRY) as usize];
     let mut at = 0;
     while at < capacity {
         let n = PAGE.min(capacity - at);
         let bytes = &mut page[..(n * ENTRY) as usize];
         file.read_exact_at(bytes, DATA_AT + at * ENTRY)?;
-        used += bytes.chunks_exact(ENTRY as usize).filter(|b| Entry::decode(b).tag != EMPTY).count() as u64;
+        bytes.chunks_exact(ENTRY as usize).map(Entry::decode).for_each(&mut f);
         at += n;
     }
-    Ok(used)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -446,7 +431,13 @@ mod tests {
             let want = if i % 2 == 0 { Liveness::NotLive } else { Liveness::Live };
             assert_eq!(liveness(dir.path(), n), want, "{i}");
         }
-        let (_, clean) = LiveSlots::open(dir.path()).unwrap();
+        let (live, clean) = LiveSlots::open(dir.path()).unwrap();
         assert!(!clean, "not closed since: rebuilt");
+        // A clean table cut short (a full disk, a hand) is rebuilt, not a reason not to start.
+        live.close().unwrap();
+        drop(live);
+        OpenOptions::new().write(true).open(path_of(dir.path())).unwrap().set_len(5000).unwrap();
+        let (_, clean) = LiveSlots::open(dir.path()).unwrap();
+        assert!(!clean, "a short table: rebuilt");
     }
 }
