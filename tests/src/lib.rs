@@ -560,22 +560,25 @@ pub fn raw_request(addr: &str, cmd: u8, body: &[u8]) -> (u8, Vec<u8>) {
     raw_exchange(&mut s, cmd, body)
 }
 
-/// The C FastDFS 6.16.1 binaries of `shared/reference/`, unpacked once per test binary; `None`,
-/// after a `SKIPPED` line naming `test`, when the archive is absent.
+/// The C FastDFS 6.16.1 binaries of `shared/reference/`, unpacked once into the temp dir and
+/// reused by later runs; `None`, after a `SKIPPED` line naming `test`, when the archive is
+/// absent.
 pub fn c_fastdfs_bin(test: &str) -> Option<PathBuf> {
-    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
     let tarball = shared_dir().join("reference/c-fastdfs-6.16.1-linux-x86_64.tar.gz");
     if !tarball.exists() {
         eprintln!("SKIPPED {test}: {} is absent", tarball.display());
         return None;
     }
-    let dir = DIR.get_or_init(|| {
-        let dir = tempfile::Builder::new().prefix("fdfs-c-reference-").tempdir().unwrap();
-        let st = Command::new("tar").arg("xzf").arg(&tarball).arg("-C").arg(dir.path()).status().unwrap();
+    let cache = std::env::temp_dir().join("fdfs-c-reference-6.16.1");
+    if !cache.join("bin/fdfs_storaged").exists() {
+        // Unpacked beside it and renamed into place: a run cut short leaves no half tree.
+        let staging = tempfile::Builder::new().prefix("fdfs-c-reference-").tempdir().unwrap();
+        let st = Command::new("tar").arg("xzf").arg(&tarball).arg("-C").arg(staging.path()).status().unwrap();
         assert!(st.success(), "unpacking {}", tarball.display());
-        dir
-    });
-    Some(dir.path().join("c-fastdfs-6.16.1/bin"))
+        // Another test binary may have won the race: its tree is as good.
+        let _ = std::fs::rename(staging.path().join("c-fastdfs-6.16.1"), &cache);
+    }
+    Some(cache.join("bin"))
 }
 
 /// A C `fdfs_storaged` (it daemonizes itself), stopped when dropped.
