@@ -15,8 +15,12 @@
 #     vs `root` serving a regular file of the same size; de-duplication there (link slots),
 #     off and on, 4 KiB uploads half repeated.
 # Two storages of one group run (127.0.0.2 and 127.0.0.3), so the upload figures include
-# replication. Not here: the C storage baseline for the upload ratios (the C daemons cannot be
-# fetched on these machines).
+# replication.
+# The C baseline: when ../shared/reference/ holds the C FastDFS 6.16.1 daemons, they are unpacked
+# into the run's temp dir and a C pair of the same shape (its upstream sample configs, one tracker
+# on 127.0.0.10, storages on 127.0.0.11 and .12) runs beside ours; every upload and download row
+# then runs the same load against both, alternating, and prints ours/C (`vs_C`). C syncs nothing:
+# compare it with `process_crash`; `power_loss` is shown beside it. Absent, the rows say so.
 #   BENCH_COUNT (default 3000), BENCH_CONCURRENCY (default 16)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +37,10 @@ cleanup() {
   "$bin/fdfs_storaged" "$run/storage.conf" stop >/dev/null 2>&1 || true
   "$bin/fdfs_storaged" "$run/storage2.conf" stop >/dev/null 2>&1 || true
   "$bin/fdfs_trackerd" "$run/tracker.conf" stop >/dev/null 2>&1 || true
+  if [[ -x $run/c/bin/fdfs_storaged ]]; then
+    for c in storage1 storage2; do "$run/c/bin/fdfs_storaged" "$run/c/$c.conf" stop >/dev/null 2>&1 || true; done
+    "$run/c/bin/fdfs_trackerd" "$run/c/tracker.conf" stop >/dev/null 2>&1 || true
+  fi
   rm -rf "$run"
 }
 trap cleanup EXIT
@@ -64,6 +72,57 @@ sed -e "s#127.0.0.2#127.0.0.3#" -e "s#$run/storage\$#$run/storage2#" "$run/stora
 "$bin/fdfs_trackerd" "$run/tracker.conf" start
 printf 'tracker_server = 127.0.0.1:%s\nbase_path = /tmp\n' "$tport" > "$run/client.conf"
 
+# The C pair (see the top): started once, before ours, and left running; `cjson NAME` names the
+# C run of a row for `row` (nothing when there is no C pair).
+c_tarball=../shared/reference/c-fastdfs-6.16.1-linux-x86_64.tar.gz
+have_c=0
+if [[ -f $c_tarball ]]; then
+  mkdir -p "$run/c"
+  tar -xzf "$c_tarball" -C "$run/c" --strip-components=1
+  c_tport=$(port); c_sport=$(python3 -c 'import socket
+for _ in range(100):
+    a=socket.socket(); a.bind(("127.0.0.11",0)); p=a.getsockname()[1]
+    try:
+        b=socket.socket(); b.bind(("127.0.0.12",p)); print(p); break
+    except OSError: pass')
+  mkdir -p "$run/c/tracker" "$run/c/storage1" "$run/c/storage2"
+  # The upstream samples, changed only where a machine needs it (addresses, paths, the reserve
+  # a test disk can meet) and where ours is told the same (heartbeats every second).
+  sed -e "s#^bind_addr *=.*#bind_addr = 127.0.0.10#" -e "s#^port *=.*#port = $c_tport#" \
+    -e "s#^base_path *=.*#base_path = $run/c/tracker#" -e "s#^reserved_storage_space *=.*#reserved_storage_space = 1%#" \
+    "$run/c/etc/fdfs/tracker.conf" > "$run/c/tracker.conf"
+  for i in 1 2; do
+    sed -e "s#^bind_addr *=.*#bind_addr = 127.0.0.1$i#" -e "s#^port *=.*#port = $c_sport#" \
+      -e "s#^base_path *=.*#base_path = $run/c/storage$i#" -e "s#^store_path0 *=.*#store_path0 = $run/c/storage$i#" \
+      -e "0,/^tracker_server *=/s#^tracker_server *=.*#tracker_server = 127.0.0.10:$c_tport#" \
+      -e "/^tracker_server *= *[0-9]*\.[0-9]*\.[0-9]*\.[0-9]*:22122/d" -e "s#^heart_beat_interval *=.*#heart_beat_interval = 1#" \
+      -e "s#^stat_report_interval *=.*#stat_report_interval = 1#" "$run/c/etc/fdfs/storage.conf" > "$run/c/storage$i.conf"
+  done
+  printf 'tracker_server = 127.0.0.10:%s\nbase_path = /tmp\n' "$c_tport" > "$run/c/client.conf"
+  "$run/c/bin/fdfs_trackerd" "$run/c/tracker.conf" start
+  "$run/c/bin/fdfs_storaged" "$run/c/storage1.conf" start
+  sleep 1.5
+  "$run/c/bin/fdfs_storaged" "$run/c/storage2.conf" start
+  for _ in $(seq 300); do
+    [[ $("$run/c/bin/fdfs_monitor" "$run/c/client.conf" 2>/dev/null | grep -c ' ACTIVE') == 2 ]] && { have_c=1; break; }
+    sleep 0.2
+  done
+  [[ $have_c == 1 ]] || { echo "the C pair did not become ACTIVE" >&2; exit 1; }
+  echo "C baseline: FastDFS 6.16.1 from $c_tarball (vs_C = ours / C, same load, alternating)"
+else
+  echo "C baseline: $c_tarball is absent; the rows have no vs_C column"
+fi
+# fdfs_bench against the C pair, writing $run/c-$1.json (the rest of the arguments are the load).
+c_bench() {
+  local name=$1; shift
+  [[ $have_c == 1 ]] || return 0
+  "$bin/fdfs_bench" --conf "$run/c/client.conf" "$@" --keep --json "$run/c-$name.json" >/dev/null
+}
+cjson() { # the C runs named $@, comma-joined, for `row`
+  [[ $have_c == 1 ]] || return 0
+  local IFS=,; local files=(); for n in "$@"; do files+=("$run/c-$n.json"); done; echo "${files[*]}"
+}
+
 # (Re)starts both storages with `durability = $1` and waits until the tracker sees both ACTIVE.
 storages() {
   for c in storage storage2; do
@@ -88,6 +147,11 @@ dedup() { # check_file_duplicate = $1 in both storages' configs (none without $1
   done
 }
 
+chead() { # the header of the C columns, when there are C runs
+  if [[ $have_c == 1 ]]; then printf ' %9s %7s' C/s vs_C; fi
+  echo
+}
+
 row() { # label ours.json[,ours2.json...] [raw.json[,...] ...]: means of the runs, ratios of the means
   python3 - "$@" <<'PY'
 import json, sys
@@ -98,6 +162,8 @@ def load(arg):
 r = load(sys.argv[2])
 line = f"{sys.argv[1]:<30} {r['files_per_s']:>9.1f} {r['mb_per_s']:>9.2f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}"
 for arg in sys.argv[3:]:
+    if not arg:  # a baseline this run does not have
+        continue
     raw = load(arg)
     line += f" {raw['files_per_s']:>9.1f} {r['files_per_s'] / raw['files_per_s']:>7.2f}"
 print(line)
@@ -112,8 +178,9 @@ PY
 # drifts by 2-3x within a minute). Nothing is deleted until the end: after a mass delete ext4
 # spends the next half minute scanning for inodes it may reuse (`perf`: recently_deleted, 70% of
 # a writer's CPU), and every create costs ~0.7 ms.
-printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s %9s %7s\n' "upload (ours vs raw)" files/s MB/s p50_ms p99_ms errors \
+printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s %9s %7s' "upload (ours vs raw)" files/s MB/s p50_ms p99_ms errors \
   raw1/s ratio1 raw2/s ratio2
+chead
 for mode in power_loss process_crash; do
   storages $mode
   sync_mode=batch; [[ $mode == process_crash ]] && sync_mode=none
@@ -122,13 +189,14 @@ for mode in power_loss process_crash; do
     for i in 1 2; do
       "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --size $size --count "$n" --concurrency "$c" \
         --keep --json "$run/ours$i.json" >/dev/null
+      c_bench up$i --op upload --size $size --count "$n" --concurrency "$c"
       for copies in 1 2; do
         "$bin/fdfs_bench" --op raw-write --dir "$run" --sync $sync_mode --size $size --count "$n" \
           --concurrency "$c" --copies $copies --keep --json "$run/raw$copies-$i.json" >/dev/null
       done
     done
     row "$mode $size x$c" "$run/ours1.json,$run/ours2.json" "$run/raw1-1.json,$run/raw1-2.json" \
-      "$run/raw2-1.json,$run/raw2-2.json"
+      "$run/raw2-1.json,$run/raw2-2.json" "$(cjson up1 up2)"
   done
 done
 for c in 1 16; do
@@ -139,21 +207,37 @@ for c in 1 16; do
 done
 
 storages power_loss
-printf '\n%-30s %9s %9s %8s %8s %6s\n' "download" files/s MB/s p50_ms p99_ms errors
+printf '\n%-30s %9s %9s %8s %8s %6s' "download" files/s MB/s p50_ms p99_ms errors
+chead
 for spec in "4KiB $count" "1MiB $((count / 6))"; do
   read -r size n <<<"$spec"
-  "$bin/fdfs_bench" --conf "$run/client.conf" --op download --size $size --count "$n" --concurrency "$conc" --keep \
-    --json "$run/r.json" >/dev/null
-  row "download $size x$conc" "$run/r.json"
+  for i in 1 2; do
+    "$bin/fdfs_bench" --conf "$run/client.conf" --op download --size $size --count "$n" --concurrency "$conc" --keep \
+      --json "$run/r$i.json" >/dev/null
+    c_bench down$i --op download --size $size --count "$n" --concurrency "$conc"
+  done
+  row "download $size x$conc" "$run/r1.json,$run/r2.json" "$(cjson down1 down2)"
 done
 
 # The Java client's manners: Nagle on, header and body in two writes (a server that delays its
 # ACKs shows ~40 ms per request here).
-"$bin/fdfs_bench" --conf "$run/client.conf" --op upload --client-style java --size 4KiB --count "$((count / 5))" \
-  --concurrency 1 --keep --json "$run/java.json" >/dev/null
-"$bin/fdfs_bench" --op raw-write --dir "$run" --sync batch --size 4KiB --count "$((count / 5))" --concurrency 1 \
-  --keep --json "$run/raw.json" >/dev/null
-row "power_loss java-style 4KiB x1" "$run/java.json" "$run/raw.json"
+# Both modes, beside the C pair.
+printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s' "java-style 4KiB x1" files/s MB/s p50_ms p99_ms errors raw1/s ratio1
+chead
+for mode in power_loss process_crash; do
+  storages $mode
+  sync_mode=batch; [[ $mode == process_crash ]] && sync_mode=none
+  for i in 1 2; do
+    "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --client-style java --size 4KiB --count "$((count / 5))" \
+      --concurrency 1 --keep --json "$run/java$i.json" >/dev/null
+    c_bench java$i --op upload --client-style java --size 4KiB --count "$((count / 5))" --concurrency 1
+    "$bin/fdfs_bench" --op raw-write --dir "$run" --sync $sync_mode --size 4KiB --count "$((count / 5))" \
+      --concurrency 1 --keep --json "$run/raw$i.json" >/dev/null
+  done
+  row "$mode java-style 4KiB x1" "$run/java1.json,$run/java2.json" "$run/raw1.json,$run/raw2.json" \
+    "$(cjson java1 java2)"
+done
+storages power_loss
 
 printf '\n%-22s %9s %9s %9s %7s\n' "replication lag (4KiB)" p50_ms p99_ms max_ms errors
 "$bin/fdfs_bench" --conf "$run/client.conf" --op lag --size 4KiB --count "$((count / 10))" --concurrency 4 --keep \
