@@ -361,6 +361,12 @@ impl BinlogReader {
         }
     }
 
+    /// Whether what is left to read is a short tail of the file being written, already open:
+    /// lines just committed, in the page cache, cheaper to read than to hand to another thread.
+    pub fn near_end(&self, writing: (u32, u64)) -> bool {
+        self.file.is_some() && self.index == writing.0 && writing.1.saturating_sub(self.offset) <= 64 << 10
+    }
+
     /// Up to `max` lines, each with the position after it (what a mark saved there says).
     pub fn next_batch(&mut self, writing: (u32, u64), max: usize) -> std::io::Result<Vec<(Line, (u32, u64))>> {
         let mut out = Vec::new();

@@ -70,8 +70,10 @@ pub async fn sync_file<R: AsyncRead + Unpin>(
         return Err(Status::EEXIST.into());
     }
     let p = path.clone();
-    let same =
-        Disk::read(move || Ok(std::fs::metadata(&p).map(|m| m.is_file() && m.len() == size).unwrap_or(false))).await?;
+    let same = srv
+        .disk
+        .probe(move || Ok(std::fs::metadata(&p).map(|m| m.is_file() && m.len() == size).unwrap_or(false)))
+        .await?;
     if same && !update {
         content.drain().await.map_err(|e| closing(io(e)))?;
         srv.record_only(index, source, record).await?;

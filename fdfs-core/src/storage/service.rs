@@ -21,7 +21,7 @@ use crate::protocol::tracker::FileReq;
 use crate::protocol::{Command, Header, Profile, Status};
 use crate::server::frame::{next_header, read_body, write_answer};
 use crate::server::{PeerStream, Shutdown};
-use crate::zero_copy::send_file;
+use crate::zero_copy::send_head_and_file;
 
 enum Reply {
     Body(Vec<u8>),
@@ -400,19 +400,21 @@ async fn download(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: &Downloa
     let (name, path) = srv.resolve(&req.filename)?;
     let s = srv.clone();
     // The file, where its content starts in it, and its size.
-    let (file, base, size) = Disk::read(move || {
-        if crate::trunk::is_trunk_name(&name) {
+    let (file, base, size) = if crate::trunk::is_trunk_name(&name) {
+        Disk::read(move || {
             let slot = s.open_trunk_content(&name)?.ok_or(Status::ENOENT)?;
-            return Ok((slot.file, slot.content_offset, slot.size));
-        }
-        let file = std::fs::File::open(path).map_err(|e| Status::from_io(&e))?;
+            Ok((slot.file, slot.content_offset, slot.size))
+        })
+        .await?
+    } else {
+        let file = Disk::open_for_read(path).await.map_err(|e| Status::from_io(&e))?;
+        // The inode is in memory once the file is open: no disk read.
         let meta = file.metadata().map_err(|e| Status::from_io(&e))?;
         if !meta.is_file() {
-            return Err(Status::EISDIR);
+            return Err(Status::EISDIR.into());
         }
-        Ok((file, 0, meta.len()))
-    })
-    .await?;
+        (file, 0, meta.len())
+    };
     // FastDFS ≥ 6.15.4: an offset at or past the end is EINVAL (also for empty files, which
     // clients such as npm `fdfs` would otherwise wait on forever); too long is clamped.
     if req.offset >= size {
@@ -420,13 +422,10 @@ async fn download(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: &Downloa
     }
     let left = size - req.offset;
     let n = if req.bytes == 0 { left } else { req.bytes.min(left) };
-    let mut header = [0u8; 10];
-    header.copy_from_slice(&Header::response(Status::OK, n as usize).encode());
-    // The header goes first; after it, an error can only close the connection.
-    if tokio::io::AsyncWriteExt::write_all(sock, &header).await.is_err() {
-        return Ok((Reply::Quit, n));
-    }
-    if let Err(e) = send_file(sock, &file, base + req.offset, n, srv.config.network_timeout).await {
+    let header = Header::response(Status::OK, n as usize).encode();
+    // Once the header is out, an error can only close the connection.
+    let timeout = srv.config.network_timeout;
+    if let Err(e) = send_head_and_file(sock, &header, &file, base + req.offset, n, timeout).await {
         // The file shrank or the peer left: after the header, closing is the only signal.
         tracing::warn!("download of {} cut short: {e}", req.filename);
         return Ok((Reply::Quit, n));

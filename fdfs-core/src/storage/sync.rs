@@ -102,14 +102,25 @@ fn local_minutes() -> u32 {
     now.hour() * 60 + now.minute()
 }
 
+/// Whether replication may run now. The local time is looked up only for a window that is not
+/// all day: each lookup stats /etc/localtime, once per record sent.
+fn sync_window_open(start: (u8, u8), end: (u8, u8)) -> bool {
+    all_day(start, end) || in_sync_window(start, end, local_minutes())
+}
+
+/// C's 00:00-23:59 default, or an empty window, which C also reads as all day.
+fn all_day(start: (u8, u8), end: (u8, u8)) -> bool {
+    start == end || (start == (0, 0) && end >= (23, 59))
+}
+
 /// Whether `now` (minutes since midnight) lies in the replication window `start..=end`
 /// (`sync_start_time`, `sync_end_time`; C's 00:00-23:59 default is all day; a window may run
 /// past midnight).
 fn in_sync_window(start: (u8, u8), end: (u8, u8), now: u32) -> bool {
-    let (s, e) = (u32::from(start.0) * 60 + u32::from(start.1), u32::from(end.0) * 60 + u32::from(end.1));
-    if s == e || (s == 0 && e >= 23 * 60 + 59) {
+    if all_day(start, end) {
         return true;
     }
+    let (s, e) = (u32::from(start.0) * 60 + u32::from(start.1), u32::from(end.0) * 60 + u32::from(end.1));
     if s < e {
         (s..=e).contains(&now)
     } else {
@@ -256,13 +267,19 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
         notified.as_mut().enable();
         if ahead.is_empty() {
             let writing = srv.binlog.position();
-            let (r, lines) = tokio::task::spawn_blocking(move || {
-                let lines = reader.next_batch(writing, READ_AHEAD);
-                (reader, lines)
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-            reader = r;
+            let lines = if reader.near_end(writing) {
+                // Caught up: a few lines just written (a hand-off would cost more than the read).
+                reader.next_batch(writing, READ_AHEAD)
+            } else {
+                let (r, lines) = tokio::task::spawn_blocking(move || {
+                    let lines = reader.next_batch(writing, READ_AHEAD);
+                    (reader, lines)
+                })
+                .await
+                .map_err(|e| e.to_string())?;
+                reader = r;
+                lines
+            };
             ahead = lines.map_err(|e| e.to_string())?.into();
         }
         let Some((line, after)) = ahead.pop_front() else {
@@ -318,7 +335,7 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
                 if wanted(&r, &mark) {
                     // Outside `sync_start_time`..`sync_end_time` the sender waits (its
                     // connection kept alive), as C's does.
-                    while !in_sync_window(srv.config.sync_start_time, srv.config.sync_end_time, local_minutes()) {
+                    while !sync_window_open(srv.config.sync_start_time, srv.config.sync_end_time) {
                         tokio::select! {
                             _ = shutdown.wait() => return Ok(()),
                             _ = tokio::time::sleep(Duration::from_secs(10)) => {}
@@ -424,19 +441,20 @@ async fn send_whole(
 /// Opens a file to send, on the blocking pool: the file, where the content starts in it (a
 /// trunk-resident file is sent from its slot, under its 60-character name, as C sends it) and
 /// its size; `None` if it is gone.
+/// The file or slot to send (a file just written opens on this thread: see
+/// [`Disk::open_for_read`]).
 async fn open_local(srv: &StorageServer, name: &str, path: PathBuf) -> Option<(std::fs::File, u64, u64)> {
-    let trunk = srv.trunk_name(name);
-    Disk::read(move || {
-        if let Some((n, root)) = trunk {
+    if let Some((n, root)) = srv.trunk_name(name) {
+        return Disk::read(move || {
             let slot = crate::trunk::open(&n, &root).map_err(|e| Status::from_io(&e))?.ok_or(Status::ENOENT)?;
-            return Ok((slot.file, slot.content_offset, slot.size));
-        }
-        let f = std::fs::File::open(&path).map_err(|e| Status::from_io(&e))?;
-        let len = f.metadata().map_err(|e| Status::from_io(&e))?.len();
-        Ok((f, 0, len))
-    })
-    .await
-    .ok()
+            Ok((slot.file, slot.content_offset, slot.size))
+        })
+        .await
+        .ok();
+    }
+    let f = Disk::open_for_read(path).await.ok()?;
+    let len = f.metadata().ok()?.len();
+    Some((f, 0, len))
 }
 
 /// Replays one record on the peer.
