@@ -626,6 +626,48 @@ impl Drop for CStorage {
     }
 }
 
+/// A C `fdfs_trackerd` (it daemonizes itself), stopped when dropped.
+#[derive(Debug)]
+pub struct CTracker {
+    bin: PathBuf,
+    pub conf: PathBuf,
+    pub dir: tempfile::TempDir,
+    pub addr: String,
+}
+
+impl CTracker {
+    /// Starts one on `ip` (not 127.0.0.1: C storages refuse a loopback tracker there) with
+    /// `extra` tracker.conf lines.
+    pub fn start(bin: &Path, ip: &str, extra: &str) -> Self {
+        let dir = tempfile::Builder::new().prefix("fdfs-c-tracker-").tempdir().unwrap();
+        let base = dir.path().join("tracker");
+        std::fs::create_dir_all(&base).unwrap();
+        let port = common_free_port(&[ip]);
+        let conf = dir.path().join("tracker.conf");
+        let defaults = [
+            ("bind_addr", ip.to_owned()),
+            ("port", port.to_string()),
+            ("base_path", base.display().to_string()),
+            ("reserved_storage_space", "1%".to_owned()),
+        ];
+        std::fs::write(&conf, merge_conf(&defaults, extra)).unwrap();
+        let st = Command::new(bin.join("fdfs_trackerd")).arg(&conf).arg("start").status().unwrap();
+        assert!(st.success(), "the C tracker starts");
+        Self { bin: bin.to_owned(), conf, dir, addr: format!("{ip}:{port}") }
+    }
+
+    /// What the C tracker logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("tracker/logs/trackerd.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for CTracker {
+    fn drop(&mut self) {
+        let _ = Command::new(self.bin.join("fdfs_trackerd")).arg(&self.conf).arg("stop").output();
+    }
+}
+
 /// A JOIN as a FastDFS 6.08 storage of `group` on `storage_port` sends it (classic layout),
 /// naming `trackers`: for tests that play a storage.
 pub fn storage_join(group: &str, storage_port: u16, trackers: Vec<String>) -> fdfs_core::protocol::report::JoinReq {

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fdfs_core::client::{Content, UploadKind};
 use fdfs_core::tracker::status;
-use fdfs_e2e::{c_fastdfs_bin, common_free_port, eventually, CStorage, StorageProc, TrackerProc};
+use fdfs_e2e::{c_fastdfs_bin, common_free_port, eventually, CStorage, CTracker, StorageProc, TrackerProc};
 
 /// A C member in trunk mode asks our trunk server for its slots (27/28). C makes that connection
 /// without binding it, so on one host it arrives from the host's address, not the member's:
@@ -52,4 +52,30 @@ async fn a_c_member_takes_trunk_slots_from_our_trunk_server() {
             .await;
         }
     }
+}
+
+/// Storage-ID mode under the C 6.16.1 tracker: our storage and our client fetch its ID table
+/// (69) in the form 6.16.1 accepts (5 bytes; the 4-byte classic form got EINVAL at every start).
+#[tokio::test]
+async fn our_storage_and_client_fetch_the_id_table_from_a_c_tracker() {
+    let Some(bin) = c_fastdfs_bin("our_storage_and_client_fetch_the_id_table_from_a_c_tracker") else { return };
+    let port = common_free_port(&["127.0.0.77"]);
+    let ids = tempfile::tempdir().unwrap();
+    let ids_file = ids.path().join("storage_ids.conf");
+    std::fs::write(&ids_file, format!("100077 group1 127.0.0.77:{port}\n")).unwrap();
+    let tracker = CTracker::start(
+        &bin,
+        "127.0.0.78",
+        &format!("use_storage_id = true\nstorage_ids_filename = {}\n", ids_file.display()),
+    );
+    let ours = StorageProc::start_as(&tracker.addr, "127.0.0.77", "100077", &format!("port = {port}\n")).await;
+    let log = std::fs::read_to_string(ours.base().join("logs/storaged.log")).unwrap();
+    assert!(log.contains("storage ID 100077 (from the tracker's storage_ids.conf)"), "our storage log:\n{log}");
+    assert!(!log.contains("fetching the storage ID table"), "our storage log:\n{log}");
+    let c = fdfs_e2e::client_for(&tracker.addr);
+    let table = c.tracker.storage_ids().await.unwrap();
+    assert!(table.iter().any(|l| l.starts_with("100077 group1 127.0.0.77")), "{table:?}");
+    let tracker_log = tracker.log();
+    let refused: Vec<&str> = tracker_log.lines().filter(|l| l.contains("cmd=69")).collect();
+    assert!(refused.is_empty(), "the C tracker refused FETCH_STORAGE_IDS: {refused:?}");
 }

@@ -103,6 +103,11 @@ impl ReportConnection {
     }
 
     /// Raw access for commands without a helper.
+    /// The protocol generation this connection speaks (the one the tracker accepted).
+    pub fn profile(&self) -> Profile {
+        self.profile
+    }
+
     pub fn connection(&mut self) -> &mut Connection {
         &mut self.conn
     }

@@ -12,6 +12,7 @@ use crate::file_id::FileId;
 use crate::protocol::report::{FetchStorageIdsReq, StorageIdsPage};
 use crate::protocol::stat::{GroupStat, StorageStat};
 use crate::protocol::tracker::*;
+use crate::protocol::Status;
 use crate::protocol::{Command, Profile};
 
 #[derive(Debug)]
@@ -174,8 +175,15 @@ impl TrackerClient {
     pub async fn storage_ids(&self) -> ClientResult<Vec<String>> {
         let mut lines: Vec<String> = Vec::new();
         loop {
+            // 6.11+ trackers (6.16.1 among them) want the 5-byte form, older ones the 4-byte one:
+            // the new form first, the old one if it is refused as invalid.
             let req = FetchStorageIdsReq { start_index: lines.len() as i32, allow_empty: false };
-            let body = self.call(Command::StorageFetchStorageIds, &req.encode(Profile::CLASSIC)).await?;
+            let body = match self.call(Command::StorageFetchStorageIds, &req.encode(Profile::V6_16)).await {
+                Err(ClientError::Status { status: Status::EINVAL }) => {
+                    self.call(Command::StorageFetchStorageIds, &req.encode(Profile::CLASSIC)).await?
+                }
+                r => r?,
+            };
             let page = Self::decode(StorageIdsPage::decode(&body))?;
             if page.add_to(&mut lines) {
                 return Ok(lines);

@@ -244,9 +244,11 @@ fn from_tracker(config: &ModFastdfsConfig) -> Result<(u64, bool, Vec<String>), S
         return Ok((delay, false, lines));
     }
     loop {
+        // 6.11+ trackers (6.16.1 among them) want the 5-byte form, older ones the 4-byte one.
         let req = FetchStorageIdsReq { start_index: lines.len() as i32, allow_empty: false };
-        let page = StorageIdsPage::decode(&call(Command::StorageFetchStorageIds, &req.encode(Profile::CLASSIC))?)
-            .map_err(|e| e.to_string())?;
+        let body = call(Command::StorageFetchStorageIds, &req.encode(Profile::V6_16))
+            .or_else(|_| call(Command::StorageFetchStorageIds, &req.encode(Profile::CLASSIC)))?;
+        let page = StorageIdsPage::decode(&body).map_err(|e| e.to_string())?;
         if page.add_to(&mut lines) {
             break;
         }

@@ -343,8 +343,10 @@ async fn fetch_storage_ids(srv: &StorageServer, conn: &mut ReportConnection) -> 
     use crate::protocol::Command;
     let mut lines = Vec::new();
     loop {
-        let req = FetchStorageIdsReq { start_index: lines.len() as i32, allow_empty: true };
-        let body = conn.connection().call(Command::StorageFetchStorageIds, &req.encode(Profile::CLASSIC)).await?;
+        // In the joined generation's form: 6.11+ trackers (6.16.1 among them) refuse the 4-byte
+        // body with EINVAL, older ones the 5-byte one.
+        let req = FetchStorageIdsReq { start_index: lines.len() as i32, allow_empty: true }.encode(conn.profile());
+        let body = conn.connection().call(Command::StorageFetchStorageIds, &req).await?;
         let page = StorageIdsPage::decode(&body)
             .map_err(|e| ClientError::Protocol { addr: conn.addr().to_owned(), why: e.to_string() })?;
         if page.add_to(&mut lines) {
