@@ -45,12 +45,17 @@ cleanup() {
 }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-tport=$(port); sport=$(python3 -c 'import socket
+pair_port() { # a port free on both $1 and $2: the two storages of a group share one
+  python3 - "$1" "$2" <<'PY'
+import socket, sys
 for _ in range(100):
-    a=socket.socket(); a.bind(("127.0.0.2",0)); p=a.getsockname()[1]
+    a = socket.socket(); a.bind((sys.argv[1], 0)); p = a.getsockname()[1]
     try:
-        b=socket.socket(); b.bind(("127.0.0.3",p)); print(p); break
-    except OSError: pass')
+        b = socket.socket(); b.bind((sys.argv[2], p)); print(p); break
+    except OSError: pass
+PY
+}
+tport=$(port); sport=$(pair_port 127.0.0.2 127.0.0.3)
 mkdir -p "$run/tracker" "$run/storage" "$run/storage2"
 cat > "$run/tracker.conf" <<CONF
 bind_addr = 127.0.0.1
@@ -79,12 +84,7 @@ have_c=0
 if [[ -f $c_tarball ]]; then
   mkdir -p "$run/c"
   tar -xzf "$c_tarball" -C "$run/c" --strip-components=1
-  c_tport=$(port); c_sport=$(python3 -c 'import socket
-for _ in range(100):
-    a=socket.socket(); a.bind(("127.0.0.11",0)); p=a.getsockname()[1]
-    try:
-        b=socket.socket(); b.bind(("127.0.0.12",p)); print(p); break
-    except OSError: pass')
+  c_tport=$(port); c_sport=$(pair_port 127.0.0.11 127.0.0.12)
   mkdir -p "$run/c/tracker" "$run/c/storage1" "$run/c/storage2"
   # The upstream samples, changed only where a machine needs it (addresses, paths, the reserve
   # a test disk can meet) and where ours is told the same (heartbeats every second).
