@@ -36,23 +36,12 @@ pub async fn send_head_and_file(
     timeout: Duration,
 ) -> io::Result<()> {
     use nix::sys::socket::{send, MsgFlags};
+    let flags = MsgFlags::from_bits_retain(nix::libc::MSG_MORE) | MsgFlags::MSG_NOSIGNAL;
     let mut sent = 0;
     while sent < head.len() {
-        let n = tokio::time::timeout(timeout, async {
-            loop {
-                sock.writable().await?;
-                match sock.try_io(Interest::WRITABLE, || {
-                    let flags = MsgFlags::from_bits_retain(nix::libc::MSG_MORE) | MsgFlags::MSG_NOSIGNAL;
-                    send(sock.as_fd().as_raw_fd(), &head[sent..], flags).map_err(io::Error::from)
-                }) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    r => return r,
-                }
-            }
-        })
-        .await
-        .map_err(|_| io::Error::from(io::ErrorKind::TimedOut))??;
-        sent += n;
+        sent +=
+            write_step(sock, timeout, || send(sock.as_fd().as_raw_fd(), &head[sent..], flags).map_err(io::Error::from))
+                .await?;
     }
     send_file(sock, file, offset, len, timeout).await
 }
@@ -71,25 +60,32 @@ pub async fn send_file(
     let end = (offset + len) as i64;
     while pos < end {
         let want = ((end - pos) as usize).min(1 << 30);
-        let sent = tokio::time::timeout(timeout, async {
-            loop {
-                sock.writable().await?;
-                match sock.try_io(Interest::WRITABLE, || {
-                    nix::sys::sendfile::sendfile(sock.as_fd(), file.as_fd(), Some(&mut pos), want)
-                        .map_err(io::Error::from)
-                }) {
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                    r => return r,
-                }
-            }
+        let sent = write_step(sock, timeout, || {
+            nix::sys::sendfile::sendfile(sock.as_fd(), file.as_fd(), Some(&mut pos), want).map_err(io::Error::from)
         })
-        .await;
-        match sent {
-            Err(_) => return Err(io::ErrorKind::TimedOut.into()),
-            Ok(Err(e)) => return Err(e),
-            Ok(Ok(0)) => return Err(io::ErrorKind::UnexpectedEof.into()),
-            Ok(Ok(_)) => {}
+        .await?;
+        if sent == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
         }
     }
     Ok(())
+}
+
+/// One non-blocking write (`write` returns how many bytes it took) once the socket has room,
+/// waiting at most `timeout` for it (`TimedOut` then).
+async fn write_step(
+    sock: &impl ZeroCopyTarget,
+    timeout: Duration,
+    mut write: impl FnMut() -> io::Result<usize>,
+) -> io::Result<usize> {
+    let step = async {
+        loop {
+            sock.writable().await?;
+            match sock.try_io(Interest::WRITABLE, &mut write) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                r => return r,
+            }
+        }
+    };
+    tokio::time::timeout(timeout, step).await.map_err(|_| io::Error::from(io::ErrorKind::TimedOut))?
 }
