@@ -102,12 +102,12 @@ impl ReportConnection {
         Ok(String::from_utf8_lossy(&body).into_owned())
     }
 
-    /// Raw access for commands without a helper.
     /// The protocol generation this connection speaks (the one the tracker accepted).
     pub fn profile(&self) -> Profile {
         self.profile
     }
 
+    /// Raw access for commands without a helper.
     pub fn connection(&mut self) -> &mut Connection {
         &mut self.conn
     }

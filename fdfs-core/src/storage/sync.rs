@@ -438,11 +438,10 @@ async fn send_whole(
     exchange(conn, cmd, 0, &head.encode_head(), Some((&file, base, size))).await
 }
 
-/// Opens a file to send, on the blocking pool: the file, where the content starts in it (a
-/// trunk-resident file is sent from its slot, under its 60-character name, as C sends it) and
-/// its size; `None` if it is gone.
-/// The file or slot to send (a file just written opens on this thread: see
-/// [`Disk::open_for_read`]).
+/// Opens a file to send: the file, where the content starts in it (a trunk-resident file is
+/// sent from its slot, under its 60-character name, as C sends it) and its size; `None` if it
+/// is gone. A file whose path the kernel has cached (one just written) opens on this thread
+/// ([`Disk::open_for_read`]), a slot on the blocking pool.
 async fn open_local(srv: &StorageServer, name: &str, path: PathBuf) -> Option<(std::fs::File, u64, u64)> {
     if let Some((n, root)) = srv.trunk_name(name) {
         return Disk::read(move || {
