@@ -27,6 +27,17 @@ pub fn interface_ips() -> Vec<IpAddr> {
 /// Answers larger than this are refused (parameter and ID-table answers are a few KiB).
 const MAX_ANSWER: u64 = 1 << 20;
 
+/// Why [`call_blocking`] got no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// A server answered with this status (final: the others are not asked).
+    #[error("{addr}: status {}", status.0)]
+    Refused { addr: String, status: Status },
+    /// No server could be reached; the last one's error.
+    #[error("{0}")]
+    Unreachable(String),
+}
+
 /// One request to the first of `servers` that answers; a status other than 0 is final.
 pub fn call_blocking(
     servers: &[ServerAddr],
@@ -34,19 +45,19 @@ pub fn call_blocking(
     body: &[u8],
     connect_timeout: Duration,
     network_timeout: Duration,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, CallError> {
     let mut last = String::from("no server configured");
     for s in servers {
         for host in &s.hosts {
             let addr = crate::config::join_host_port(host, s.port);
             match call_one(&addr, cmd, body, connect_timeout, network_timeout) {
                 Ok(Ok(answer)) => return Ok(answer),
-                Ok(Err(status)) => return Err(format!("{addr}: status {}", status.0)),
+                Ok(Err(status)) => return Err(CallError::Refused { addr, status }),
                 Err(e) => last = format!("{addr}: {e}"),
             }
         }
     }
-    Err(last)
+    Err(CallError::Unreachable(last))
 }
 
 fn call_one(

@@ -175,12 +175,10 @@ impl TrackerClient {
     pub async fn storage_ids(&self) -> ClientResult<Vec<String>> {
         let mut lines: Vec<String> = Vec::new();
         loop {
-            // 6.11+ trackers (6.16.1 among them) want the 5-byte form, older ones the 4-byte one:
-            // the new form first, the old one if it is refused as invalid.
-            let req = FetchStorageIdsReq { start_index: lines.len() as i32, allow_empty: false };
-            let body = match self.call(Command::StorageFetchStorageIds, &req.encode(Profile::V6_16)).await {
+            let [new, old] = FetchStorageIdsReq { start_index: lines.len() as i32, allow_empty: false }.forms();
+            let body = match self.call(Command::StorageFetchStorageIds, &new).await {
                 Err(ClientError::Status { status: Status::EINVAL }) => {
-                    self.call(Command::StorageFetchStorageIds, &req.encode(Profile::CLASSIC)).await?
+                    self.call(Command::StorageFetchStorageIds, &old).await?
                 }
                 r => r?,
             };

@@ -228,12 +228,14 @@ impl Settings {
 /// Asks the trackers (PARAMETER_REQ, then FETCH_STORAGE_IDS) with blocking sockets: this runs
 /// while nginx reads its configuration, never in a worker, and the module links no runtime.
 fn from_tracker(config: &ModFastdfsConfig) -> Result<(u64, bool, Vec<String>), String> {
+    use crate::net::CallError;
     use crate::protocol::report::{FetchStorageIdsReq, StorageIdsPage};
-    use crate::protocol::{Command, Profile};
+    use crate::protocol::{Command, Status};
     let call = |cmd, body: &[u8]| {
         crate::net::call_blocking(&config.tracker_servers, cmd, body, config.connect_timeout, config.network_timeout)
     };
-    let text = String::from_utf8_lossy(&call(Command::StorageParameterReq, &[])?).into_owned();
+    let params = call(Command::StorageParameterReq, &[]).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&params).into_owned();
     let get = |k: &str| {
         text.lines().find_map(|l| l.split_once('=').filter(|(key, _)| key.trim() == k)).map(|(_, v)| v.trim())
     };
@@ -244,10 +246,12 @@ fn from_tracker(config: &ModFastdfsConfig) -> Result<(u64, bool, Vec<String>), S
         return Ok((delay, false, lines));
     }
     loop {
-        // 6.11+ trackers (6.16.1 among them) want the 5-byte form, older ones the 4-byte one.
-        let req = FetchStorageIdsReq { start_index: lines.len() as i32, allow_empty: false };
-        let body = call(Command::StorageFetchStorageIds, &req.encode(Profile::V6_16))
-            .or_else(|_| call(Command::StorageFetchStorageIds, &req.encode(Profile::CLASSIC)))?;
+        let [new, old] = FetchStorageIdsReq { start_index: lines.len() as i32, allow_empty: false }.forms();
+        let body = match call(Command::StorageFetchStorageIds, &new) {
+            Err(CallError::Refused { status: Status::EINVAL, .. }) => call(Command::StorageFetchStorageIds, &old),
+            r => r,
+        }
+        .map_err(|e| e.to_string())?;
         let page = StorageIdsPage::decode(&body).map_err(|e| e.to_string())?;
         if page.add_to(&mut lines) {
             break;

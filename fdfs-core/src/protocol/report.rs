@@ -494,6 +494,13 @@ impl FetchStorageIdsReq {
         b
     }
 
+    /// The request for a tracker whose generation is not known, in the forms to try in turn:
+    /// 6.11+ trackers (6.16.1 among them) refuse the 4-byte classic body with EINVAL, older
+    /// ones the 5-byte one.
+    pub fn forms(&self) -> [BytesMut; 2] {
+        [self.encode(Profile::V6_16), self.encode(Profile::CLASSIC)]
+    }
+
     pub fn decode(body: &[u8]) -> DecodeResult<Self> {
         let mut r = Reader::new(body);
         let start_index = r.i32()?;
