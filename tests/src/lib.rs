@@ -655,11 +655,6 @@ impl CTracker {
         assert!(st.success(), "the C tracker starts");
         Self { bin: bin.to_owned(), conf, dir, addr: format!("{ip}:{port}") }
     }
-
-    /// What the C tracker logged so far.
-    pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("tracker/logs/trackerd.log")).unwrap_or_default()
-    }
 }
 
 impl Drop for CTracker {
