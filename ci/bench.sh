@@ -234,7 +234,7 @@ for mode in power_loss process_crash; do
     "$bin/fdfs_bench" --op raw-write --dir "$run" --sync $sync_mode --size 4KiB --count "$((count / 5))" \
       --concurrency 1 --keep --json "$run/raw$i.json" >/dev/null
   done
-  row "$mode java-style 4KiB x1" "$run/java1.json,$run/java2.json" "$run/raw1.json,$run/raw2.json" \
+  row "$mode java 4KiB x1" "$run/java1.json,$run/java2.json" "$run/raw1.json,$run/raw2.json" \
     "$(cjson java1 java2)"
 done
 storages power_loss
