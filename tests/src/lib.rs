@@ -581,85 +581,76 @@ pub fn c_fastdfs_bin(test: &str) -> Option<PathBuf> {
     Some(cache.join("bin"))
 }
 
-/// A C `fdfs_storaged` (it daemonizes itself), stopped when dropped.
+/// A C daemon of the reference tree (it daemonizes itself) in a temp dir of its own, stopped
+/// when dropped: `fdfs_storaged` ([`CDaemon::storage`]) or `fdfs_trackerd` ([`CDaemon::tracker`]).
 #[derive(Debug)]
-pub struct CStorage {
+pub struct CDaemon {
     bin: PathBuf,
+    program: &'static str,
     pub conf: PathBuf,
     pub dir: tempfile::TempDir,
     pub addr: String,
 }
 
-impl CStorage {
-    /// Starts one of `group` on `ip:port` under `tracker` (not a loopback-127.0.0.1 address: the
+impl CDaemon {
+    /// A storage of `group` on `ip:port` under `tracker` (not a loopback-127.0.0.1 address: the
     /// C storage refuses that), with `extra` storage.conf lines.
-    pub fn start(bin: &Path, tracker: &str, group: &str, ip: &str, port: u16, extra: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix("fdfs-c-storage-").tempdir().unwrap();
-        let base = dir.path().join("storage");
-        std::fs::create_dir_all(&base).unwrap();
-        let conf = dir.path().join("storage.conf");
-        let defaults = [
-            ("group_name", group.to_owned()),
-            ("bind_addr", ip.to_owned()),
-            ("port", port.to_string()),
-            ("base_path", base.display().to_string()),
-            ("store_path_count", "1".to_owned()),
-            ("store_path0", base.display().to_string()),
-            ("tracker_server", tracker.to_owned()),
-            ("thread_stack_size", "512KB".to_owned()),
-            ("subdir_count_per_path", "4".to_owned()),
-            ("heart_beat_interval", "1".to_owned()),
-            ("stat_report_interval", "1".to_owned()),
-            // C replicates from its binlog file, which it flushes this often (60 s otherwise).
-            ("sync_binlog_buff_interval", "1".to_owned()),
-        ];
-        std::fs::write(&conf, merge_conf(&defaults, extra)).unwrap();
-        let st = Command::new(bin.join("fdfs_storaged")).arg(&conf).arg("start").status().unwrap();
-        assert!(st.success(), "the C storage starts");
-        Self { bin: bin.to_owned(), conf, dir, addr: format!("{ip}:{port}") }
+    pub fn storage(bin: &Path, tracker: &str, group: &str, ip: &str, port: u16, extra: &str) -> Self {
+        Self::start(bin, "fdfs_storaged", &format!("{ip}:{port}"), extra, |base| {
+            vec![
+                ("group_name", group.to_owned()),
+                ("bind_addr", ip.to_owned()),
+                ("port", port.to_string()),
+                ("base_path", base.to_owned()),
+                ("store_path_count", "1".to_owned()),
+                ("store_path0", base.to_owned()),
+                ("tracker_server", tracker.to_owned()),
+                ("thread_stack_size", "512KB".to_owned()),
+                ("subdir_count_per_path", "4".to_owned()),
+                ("heart_beat_interval", "1".to_owned()),
+                ("stat_report_interval", "1".to_owned()),
+                // C replicates from its binlog file, which it flushes this often (60 s otherwise).
+                ("sync_binlog_buff_interval", "1".to_owned()),
+            ]
+        })
     }
-}
 
-impl Drop for CStorage {
-    fn drop(&mut self) {
-        let _ = Command::new(self.bin.join("fdfs_storaged")).arg(&self.conf).arg("stop").output();
-    }
-}
-
-/// A C `fdfs_trackerd` (it daemonizes itself), stopped when dropped.
-#[derive(Debug)]
-pub struct CTracker {
-    bin: PathBuf,
-    pub conf: PathBuf,
-    pub dir: tempfile::TempDir,
-    pub addr: String,
-}
-
-impl CTracker {
-    /// Starts one on `ip` (not 127.0.0.1: C storages refuse a loopback tracker there) with
+    /// A tracker on `ip` (not 127.0.0.1: C storages refuse a loopback tracker there) with
     /// `extra` tracker.conf lines.
-    pub fn start(bin: &Path, ip: &str, extra: &str) -> Self {
-        let dir = tempfile::Builder::new().prefix("fdfs-c-tracker-").tempdir().unwrap();
-        let base = dir.path().join("tracker");
-        std::fs::create_dir_all(&base).unwrap();
+    pub fn tracker(bin: &Path, ip: &str, extra: &str) -> Self {
         let port = common_free_port(&[ip]);
-        let conf = dir.path().join("tracker.conf");
-        let defaults = [
-            ("bind_addr", ip.to_owned()),
-            ("port", port.to_string()),
-            ("base_path", base.display().to_string()),
-            ("reserved_storage_space", "1%".to_owned()),
-        ];
-        std::fs::write(&conf, merge_conf(&defaults, extra)).unwrap();
-        let st = Command::new(bin.join("fdfs_trackerd")).arg(&conf).arg("start").status().unwrap();
-        assert!(st.success(), "the C tracker starts");
-        Self { bin: bin.to_owned(), conf, dir, addr: format!("{ip}:{port}") }
+        Self::start(bin, "fdfs_trackerd", &format!("{ip}:{port}"), extra, |base| {
+            vec![
+                ("bind_addr", ip.to_owned()),
+                ("port", port.to_string()),
+                ("base_path", base.to_owned()),
+                ("reserved_storage_space", "1%".to_owned()),
+            ]
+        })
+    }
+
+    /// Writes the config (`defaults` of its base path, then `extra`) and starts `program`.
+    fn start(
+        bin: &Path,
+        program: &'static str,
+        addr: &str,
+        extra: &str,
+        defaults: impl FnOnce(&str) -> Vec<(&'static str, String)>,
+    ) -> Self {
+        let dir = tempfile::Builder::new().prefix(&format!("{program}-c-")).tempdir().unwrap();
+        let base = dir.path().join("base");
+        std::fs::create_dir_all(&base).unwrap();
+        let conf = dir.path().join("daemon.conf");
+        std::fs::write(&conf, merge_conf(&defaults(&base.display().to_string()), extra)).unwrap();
+        let st = Command::new(bin.join(program)).arg(&conf).arg("start").status().unwrap();
+        assert!(st.success(), "the C {program} starts");
+        Self { bin: bin.to_owned(), program, conf, dir, addr: addr.to_owned() }
     }
 }
 
-impl Drop for CTracker {
+impl Drop for CDaemon {
     fn drop(&mut self) {
-        let _ = Command::new(self.bin.join("fdfs_trackerd")).arg(&self.conf).arg("stop").output();
+        let _ = Command::new(self.bin.join(self.program)).arg(&self.conf).arg("stop").output();
     }
 }
 

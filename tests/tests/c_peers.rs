@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use fdfs_core::client::{Content, UploadKind};
 use fdfs_core::tracker::status;
-use fdfs_e2e::{c_fastdfs_bin, common_free_port, eventually, CStorage, CTracker, StorageProc, TrackerProc};
+use fdfs_e2e::{c_fastdfs_bin, common_free_port, eventually, CDaemon, StorageProc, TrackerProc};
 
 /// A C member in trunk mode asks our trunk server for its slots (27/28). C makes that connection
 /// without binding it, so on one host it arrives from the host's address, not the member's:
@@ -28,7 +28,7 @@ async fn a_c_member_takes_trunk_slots_from_our_trunk_server() {
         (r.filename.len() == 60).then_some(())
     })
     .await;
-    let theirs = CStorage::start(&bin, &t, "group1", "127.0.0.76", port, "");
+    let theirs = CDaemon::storage(&bin, &t, "group1", "127.0.0.76", port, "");
     eventually(Duration::from_secs(60), "the C storage ACTIVE", || async {
         let list = c.tracker.list_storages("group1", Some("127.0.0.76")).await.ok()?;
         (list.first()?.status == status::ACTIVE).then_some(())
@@ -63,7 +63,7 @@ async fn our_storage_and_client_fetch_the_id_table_from_a_c_tracker() {
     let ids = tempfile::tempdir().unwrap();
     let ids_file = ids.path().join("storage_ids.conf");
     std::fs::write(&ids_file, format!("100077 group1 127.0.0.77:{port}\n")).unwrap();
-    let tracker = CTracker::start(
+    let tracker = CDaemon::tracker(
         &bin,
         "127.0.0.78",
         &format!("use_storage_id = true\nstorage_ids_filename = {}\n", ids_file.display()),
