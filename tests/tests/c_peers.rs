@@ -82,3 +82,66 @@ async fn our_storage_and_client_fetch_the_id_table_from_a_c_tracker() {
     let (old, _) = fdfs_e2e::raw_request(&tracker.addr, 69, &[0, 0, 0, 0]);
     assert_eq!(old, 22, "the 4-byte form is refused with EINVAL");
 }
+
+/// Idle connections as C 6.16.1 keeps them: one that has served a request stays open however
+/// long it idles (libfdfsclient's and the PHP extension's pools, C storages' sync connections
+/// rely on it: ours closed after `network_timeout` and their next call failed with errno 107,
+/// then SIGPIPE); one that never sent a request is closed after `network_timeout`. Asserted of
+/// the C tracker and storage as of ours, side by side.
+#[tokio::test]
+async fn idle_connections_are_kept_once_they_served_a_request_as_c_keeps_them() {
+    let Some(bin) = c_fastdfs_bin("idle_connections_are_kept_once_they_served_a_request_as_c_keeps_them") else {
+        return;
+    };
+    let timeout = "network_timeout = 2\n";
+    let c_tracker = CDaemon::tracker(&bin, "127.0.0.79", timeout);
+    let c_port = common_free_port(&["127.0.0.80"]);
+    let c_storage = CDaemon::storage(&bin, &c_tracker.addr, "group1", "127.0.0.80", c_port, timeout);
+    let tracker = TrackerProc::start(&format!("bind_addr = 127.0.0.81\n{timeout}"));
+    let storage = StorageProc::start(&tracker.addr(), "127.0.0.82", timeout).await;
+    let servers = [
+        ("C tracker", c_tracker.addr.clone()),
+        ("C storage", c_storage.addr.clone()),
+        ("our tracker", tracker.addr()),
+        ("our storage", storage.addr()),
+    ];
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        const ACTIVE_TEST: u8 = 111;
+        let opened: Vec<_> = servers
+            .iter()
+            .map(|(name, addr)| {
+                let mut used = eventually_connect(addr);
+                assert_eq!(fdfs_e2e::raw_exchange(&mut used, ACTIVE_TEST, &[]).0, 0, "{name}: first request");
+                (name, used, eventually_connect(addr))
+            })
+            .collect();
+        std::thread::sleep(Duration::from_secs(6));
+        for (name, mut used, mut silent) in opened {
+            assert_eq!(fdfs_e2e::raw_exchange(&mut used, ACTIVE_TEST, &[]).0, 0, "{name}: a request after 6 s idle");
+            silent.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            let closed = match silent.read(&mut [0u8; 1]) {
+                Ok(n) => n == 0,
+                Err(e) => !matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut),
+            };
+            assert!(closed, "{name}: a connection that never sent a request is closed after network_timeout");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+/// A connection to a daemon that may still be starting (the C daemons return before they listen).
+fn eventually_connect(addr: &str) -> std::net::TcpStream {
+    let until = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::net::TcpStream::connect(addr) {
+            Ok(s) => {
+                s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+                return s;
+            }
+            Err(e) if std::time::Instant::now() > until => panic!("connecting to {addr}: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}

@@ -40,6 +40,13 @@ impl PeerStream {
     pub fn new(inner: TcpStream) -> Self {
         // Answers are written whole (header and body in one write); Nagle would only delay them.
         let _ = inner.set_nodelay(true);
+        // Idle connections that served a request are kept without limit (as C keeps them);
+        // keepalive probes find the peers among them whose host went away without a FIN.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(std::time::Duration::from_secs(120))
+            .with_interval(std::time::Duration::from_secs(30))
+            .with_retries(4);
+        let _ = socket2::SockRef::from(&inner).set_tcp_keepalive(&keepalive);
         let s = PeerStream { inner, ahead: Vec::new(), taken: 0, filled: 0 };
         s.quick_ack();
         s

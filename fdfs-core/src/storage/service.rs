@@ -19,7 +19,7 @@ use crate::protocol::peer::{
 use crate::protocol::storage::*;
 use crate::protocol::tracker::FileReq;
 use crate::protocol::{Command, Header, Profile, Status};
-use crate::server::frame::{next_header, read_body, write_answer};
+use crate::server::frame::{next_header, read_body, write_answer, Waits};
 use crate::server::{PeerStream, Shutdown};
 use crate::zero_copy::send_head_and_file;
 
@@ -33,9 +33,13 @@ enum Reply {
 pub(super) async fn handle(srv: Arc<StorageServer>, mut sock: PeerStream, peer: SocketAddr, mut shutdown: Shutdown) {
     // The sync source that said who it is (9 REPORT_SERVER_ID) on this connection.
     let mut source: Option<String> = None;
-    let timeout = srv.config.network_timeout.max(std::time::Duration::from_secs(1));
+    let waits = Waits::from_network_timeout(srv.config.network_timeout);
+    let mut served = 0u64;
     loop {
-        let Some(header) = next_header(&mut sock, &mut shutdown, timeout, i64::MAX as u64).await else { break };
+        let Some(header) = next_header(&mut sock, peer, &mut shutdown, waits, served, i64::MAX as u64).await else {
+            break;
+        };
+        served += 1;
         let result = match Command::try_from(header.cmd) {
             Ok(cmd) => dispatch(&srv, &mut sock, cmd, header, &mut source, peer).await,
             Err(code) => {

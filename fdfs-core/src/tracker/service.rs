@@ -15,7 +15,7 @@ use crate::protocol::report::*;
 use crate::protocol::stat::{GroupStat, StorageStat};
 use crate::protocol::tracker::*;
 use crate::protocol::{Command, DecodeError, Layout, Profile, Status};
-use crate::server::frame::{next_header, read_body, write_answer};
+use crate::server::frame::{next_header, read_body, write_answer, Waits};
 use crate::server::{PeerStream, Shutdown};
 use crate::timefmt::now_unix;
 
@@ -82,11 +82,13 @@ pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: PeerStream, peer: So
         sys_files: None,
         trunk_servers_told: None,
     };
-    let timeout = tracker.config.network_timeout.max(std::time::Duration::from_secs(1));
+    let waits = Waits::from_network_timeout(tracker.config.network_timeout);
     let max_body = tracker.config.max_buff_size.max(8 << 10);
+    let mut served = 0u64;
     loop {
-        let Some(header) = next_header(&mut sock, &mut shutdown, timeout, max_body).await else { break };
-        let body = match read_body(&mut sock, header.pkg_len, timeout).await {
+        let Some(header) = next_header(&mut sock, peer, &mut shutdown, waits, served, max_body).await else { break };
+        served += 1;
+        let body = match read_body(&mut sock, header.pkg_len, waits.network).await {
             Ok(b) => b,
             Err(_) => break,
         };
