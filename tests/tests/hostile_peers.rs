@@ -180,11 +180,17 @@ async fn trunk_space_and_binlog_commands_from_a_stranger_change_nothing() {
 async fn leader_and_status_messages_from_a_stranger_change_nothing() {
     let cl = Cluster::start("", &["127.0.0.67"], "").await;
     let t = cl.tracker.addr();
-    let leader_before = raw_request(&t, Command::ServerGetLeader as u8, b"");
+    let leader_before = eventually(Duration::from_secs(10), "a leader", || async {
+        let answer = raw_request(&t, Command::ServerGetLeader as u8, b"");
+        (answer.0 == 0).then_some(answer)
+    })
+    .await;
     for cmd in [Command::TrackerNotifyNextLeader, Command::TrackerCommitNextLeader] {
         let (st, _) = raw_request_from("127.0.0.93", &t, cmd as u8, b"127.0.0.93:22122");
         assert_eq!(st, ENOENT, "{cmd:?} naming a tracker nobody knows");
     }
+    let (st, _) = raw_request_from("127.0.0.93", &t, Command::TrackerNotifyReselectLeader as u8, b"");
+    assert_eq!(st, EACCES, "68 from a host that is no storage and no tracker");
     assert_eq!(raw_request(&t, Command::ServerGetLeader as u8, b""), leader_before, "the leader is unchanged");
     let brief = Brief { status: status::RECOVERY, port: 23000, id: "127.0.0.67".into(), ip: "127.0.0.67".into() };
     let body = ReportStatusReq { group: "group1".into(), brief }.encode(Profile::V6_16);

@@ -121,6 +121,8 @@ struct Identity {
     init: Mutex<InitFlag>,
     /// The FastDFS generation each tracker (by address) answered a JOIN in.
     tracker_layouts: Mutex<HashMap<String, Layout>>,
+    /// The tracker leader (`ip:port`) as the trackers last announced it (flag 0x01 briefs).
+    tracker_leader: Mutex<Option<String>>,
     /// The address this storage had before this start (`last_ip_addr`), and the trackers told
     /// that it changed (78).
     previous_ip: String,
@@ -251,6 +253,7 @@ impl StorageServer {
                 server_id: RwLock::new(config.server_id.parse().ok()),
                 init: Mutex::new(init),
                 tracker_layouts: Mutex::new(HashMap::new()),
+                tracker_leader: Mutex::new(None),
                 previous_ip,
                 told_ip_change: Mutex::new(std::collections::HashSet::new()),
                 storage_ids: RwLock::new(None),
@@ -541,6 +544,15 @@ impl StorageServer {
 
     pub fn set_tracker_layout(&self, tracker: &str, layout: Layout) {
         self.identity.tracker_layouts.lock().unwrap_or_else(|e| e.into_inner()).insert(tracker.to_owned(), layout);
+    }
+
+    /// The tracker leader as last announced (`ip:port`).
+    pub fn tracker_leader(&self) -> Option<String> {
+        self.identity.tracker_leader.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn set_tracker_leader(&self, leader: Option<String>) {
+        *self.identity.tracker_leader.lock().unwrap_or_else(|e| e.into_inner()) = leader;
     }
 
     /// How to speak to `tracker` on a short connection: its known generation, else the

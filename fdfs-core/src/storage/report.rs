@@ -127,6 +127,63 @@ fn absorb(srv: &StorageServer, n: &ChangeNotify, my_id: &str) {
     }
 }
 
+/// A tracker's word on who leads (a flag-0x01 brief; only a leader sends one), as C's
+/// `set_tracker_leader`: when it names another leader than the one we knew and that one still
+/// says it leads (64), two trackers lead at once (split brain). Both are told to elect again
+/// (68 NOTIFY_RESELECT_LEADER) and we know no leader until one is announced.
+async fn leader_news(srv: &StorageServer, from: &str, n: &ChangeNotify) {
+    let Some(b) = &n.leader else { return };
+    if b.ip.is_empty() {
+        srv.set_tracker_leader(None);
+        return;
+    }
+    let Ok(port) = u16::try_from(b.port) else { return };
+    let new = crate::config::join_host_port(&b.ip, port);
+    if !srv.config.tracker_servers.iter().any(|t| t.port == port && t.hosts.contains(&b.ip)) {
+        tracing::warn!("tracker {from} names {new} the leader, which is not in our tracker_server list");
+        return;
+    }
+    match srv.tracker_leader() {
+        Some(old) if old != new && claims_leadership(srv, &old).await => {
+            tracing::warn!(
+                "two tracker leaders occur, old leader is {old}, new leader is {new}: \
+                 notifying both to select the leader again"
+            );
+            for addr in [&old, &new] {
+                if let Err(e) = short_call(srv, addr, crate::protocol::Command::TrackerNotifyReselectLeader).await {
+                    tracing::warn!("NOTIFY_RESELECT_LEADER to {addr}: {e}");
+                }
+            }
+            srv.set_tracker_leader(None);
+        }
+        Some(old) if old == new => {}
+        _ => {
+            tracing::info!("tracker {from}: the tracker leader is {new}");
+            srv.set_tracker_leader(Some(new));
+        }
+    }
+}
+
+/// Does the tracker at `addr` say it leads (64 TRACKER_GET_STATUS)?
+async fn claims_leadership(srv: &StorageServer, addr: &str) -> bool {
+    use crate::protocol::leader::TrackerStatus;
+    match short_call(srv, addr, crate::protocol::Command::TrackerGetStatus).await {
+        Ok(body) => TrackerStatus::decode(&body, Profile::CLASSIC).is_ok_and(|s| s.is_leader == 1),
+        Err(_) => false,
+    }
+}
+
+/// One empty-bodied request to a tracker on a connection of its own (bound as report
+/// connections are, so the tracker knows us by our address).
+async fn short_call(srv: &StorageServer, addr: &str, cmd: crate::protocol::Command) -> ClientResult<bytes::Bytes> {
+    let c = &srv.config;
+    let mut conn =
+        crate::client::Connection::connect_from(addr, c.client_bind_ip(), c.connect_timeout, c.network_timeout).await?;
+    let r = conn.call(cmd, &[]).await;
+    conn.quit().await;
+    r
+}
+
 /// What the leader says about the trunk server. Named ourselves, we ask for the group's trunk
 /// file id (72) and take the role; as the trunk server we report a trunk id this tracker has
 /// not had from us yet (73; `reported` is this connection's) and, with `free_too`, the free
@@ -426,6 +483,7 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
     }
     let n = conn.disk_usage(&disk_usage(srv).await).await?;
     absorb(srv, &n, &my_id);
+    leader_news(srv, &addr, &n).await;
     // The trunk id this tracker has had from us (73), on this connection.
     let mut reported_fid = None;
     trunk_news(srv, &mut conn, &n, &mut reported_fid, true).await?;
@@ -441,6 +499,7 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
         last_counters = Some(snap.counters);
         let n = conn.beat(changed.then_some(&snap)).await?;
         absorb(srv, &n, &my_id);
+        leader_news(srv, &addr, &n).await;
         trunk_news(srv, &mut conn, &n, &mut reported_fid, false).await?;
         srv.stats.last_heart_beat_time.store(now_unix(), Ordering::Relaxed);
         let synced: Vec<SyncTimestamp> =
@@ -448,6 +507,7 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
         if !synced.is_empty() && last_synced.as_ref() != Some(&synced) {
             let n = conn.sync_report(&synced).await?;
             absorb(srv, &n, &my_id);
+            leader_news(srv, &addr, &n).await;
             trunk_news(srv, &mut conn, &n, &mut reported_fid, false).await?;
             last_synced = Some(synced);
         }
@@ -455,6 +515,7 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
             last_stat = tokio::time::Instant::now();
             let n = conn.disk_usage(&disk_usage(srv).await).await?;
             absorb(srv, &n, &my_id);
+            leader_news(srv, &addr, &n).await;
             trunk_news(srv, &mut conn, &n, &mut reported_fid, true).await?;
         }
         tokio::time::sleep(beat_every).await;

@@ -21,20 +21,37 @@ pub struct Candidate {
 }
 
 /// The ordering of §7.5: an existing leader, then the longest running, then the shortest
-/// restart gap, then the greatest address. The last element wins.
+/// restart gap, then the greatest address (C: `strcmp` of the IP texts, then the port). The
+/// last element wins. Every tracker of a set must rank alike, or each waits for another to
+/// take the lead: comparing `ip:port` texts whole put `127.0.0.1:22122` after
+/// `127.0.0.10:22122`, where C puts it before.
 pub fn winner(mut c: Vec<Candidate>) -> Option<Candidate> {
+    fn ip_then_port(addr: &str) -> (String, u16) {
+        match ServerAddr::parse(addr) {
+            Some(a) => (a.hosts.first().cloned().unwrap_or_default(), a.port),
+            None => (addr.to_owned(), 0),
+        }
+    }
     c.sort_by(|a, b| {
         (a.status.is_leader, a.status.running_time)
             .cmp(&(b.status.is_leader, b.status.running_time))
             .then(b.status.restart_interval.cmp(&a.status.restart_interval))
-            .then(a.addr.cmp(&b.addr))
+            .then(ip_then_port(&a.addr).cmp(&ip_then_port(&b.addr)))
     });
     c.pop()
 }
 
-async fn call(addr: &str, t: &Tracker, cmd: Command, body: &[u8]) -> Option<bytes::Bytes> {
+/// A connection to another tracker, from `bind_addr` when one is set: a C leader accepts 58
+/// JOIN_LEADER only from the address (and port) it knows the follower by (ENOENT otherwise),
+/// and on a host with several addresses the kernel would pick another.
+async fn connect(t: &Tracker, addr: &str) -> Option<Connection> {
     let d = t.config.connect_timeout.min(Duration::from_secs(2));
-    let mut c = Connection::connect(addr, d, d).await.ok()?;
+    let bind = t.config.bind_addr.parse().ok();
+    Connection::connect_from(addr, bind, d, d).await.ok()
+}
+
+async fn call(addr: &str, t: &Tracker, cmd: Command, body: &[u8]) -> Option<bytes::Bytes> {
+    let mut c = connect(t, addr).await?;
     let r = c.call(cmd, body).await.ok();
     c.quit().await;
     r
@@ -62,8 +79,7 @@ fn joins_leader(t: &Tracker) -> bool {
 async fn ping(t: &Tracker, link: &mut Option<LeaderLink>, addr: &str) -> Option<bytes::Bytes> {
     if link.as_ref().is_none_or(|l| l.addr != addr) {
         *link = None;
-        let d = t.config.connect_timeout.min(Duration::from_secs(2));
-        let mut conn = Connection::connect(addr, d, d).await.ok()?;
+        let mut conn = connect(t, addr).await?;
         if joins_leader(t) {
             let join = JoinLeaderReq {
                 up_time: t.up_time,
@@ -146,9 +162,23 @@ fn learn_trunk_servers(t: &Tracker, body: &[u8]) {
     }
 }
 
+/// One election round, as C's `relationship_select_leader`: only once a storage has told us of
+/// the tracker set, among the trackers that have groups (64 answers ENOENT otherwise). A
+/// tracker that just started knows neither: electing itself then made a second leader beside
+/// a running one (split brain), which nothing re-checked.
 async fn elect(t: &Arc<Tracker>, others: &[String]) {
+    let (told, have_groups) = {
+        let c = t.lock();
+        (!c.trackers.is_empty(), !c.groups.is_empty())
+    };
+    if !told {
+        return;
+    }
     let me = t.self_addr();
-    let mut cands = vec![Candidate { addr: me.clone(), status: t.status() }];
+    let mut cands = Vec::new();
+    if have_groups {
+        cands.push(Candidate { addr: me.clone(), status: t.status() });
+    }
     for o in others {
         if let Some(body) = call(o, t, Command::TrackerGetStatus, &[]).await {
             if let Ok(status) = TrackerStatus::decode(&body, Profile::CLASSIC) {
@@ -156,7 +186,7 @@ async fn elect(t: &Arc<Tracker>, others: &[String]) {
             }
         }
     }
-    let reachable = cands.len() - 1;
+    let reachable = cands.len() - usize::from(have_groups);
     let Some(w) = winner(cands) else { return };
     if w.addr == me {
         let body = encode_leader_addr(&me, Profile::V6_16);
@@ -193,6 +223,25 @@ fn is_known_tracker(t: &Tracker, addr: &str) -> bool {
 fn is_tracker_host(t: &Tracker, ip: &str) -> bool {
     t.own_ips.iter().any(|own| own == ip)
         || t.lock().trackers.iter().filter_map(|k| ServerAddr::parse(k)).any(|k| k.hosts.iter().any(|h| h == ip))
+}
+
+/// 68 NOTIFY_RESELECT_LEADER from `peer_ip`: a storage saw two trackers claim the lead (C
+/// storages send it to both; ours too) and the leader steps down, so the next round elects one
+/// for the whole set. Not leader: EOPNOTSUPP, as C. Only a storage of this cluster or a tracker
+/// host may ask (C takes it from anyone; a stranger could keep the set electing).
+pub fn on_reselect(t: &Tracker, peer_ip: &str) -> Result<(), crate::protocol::Status> {
+    let known_storage = t.lock().groups.values().any(|g| g.storages.values().any(|s| s.ip == peer_ip));
+    if !known_storage && !is_tracker_host(t, peer_ip) {
+        tracing::warn!("{peer_ip}: refused NOTIFY_RESELECT_LEADER: not a storage or tracker of this cluster");
+        return Err(crate::protocol::Status::EACCES);
+    }
+    if !t.is_leader() {
+        tracing::warn!("{peer_ip}: NOTIFY_RESELECT_LEADER, but this tracker is not the leader");
+        return Err(crate::protocol::Status::EOPNOTSUPP);
+    }
+    tracing::warn!("{peer_ip}: two tracker leaders were seen; stepping down to elect one again");
+    t.set_leader(None);
+    Ok(())
 }
 
 /// 66 NOTIFY_NEXT_LEADER / 67 COMMIT_NEXT_LEADER from `peer_ip`: record the candidate (66),
@@ -247,6 +296,12 @@ mod tests {
             "shortest restart gap"
         );
         assert_eq!(winner(vec![c("a:1", 0, 300, 0), c("b:1", 0, 300, 0)]).unwrap().addr, "b:1", "greatest address");
+        assert_eq!(
+            winner(vec![c("127.0.0.1:22122", 0, 0, 0), c("127.0.0.10:22122", 0, 0, 0)]).unwrap().addr,
+            "127.0.0.10:22122",
+            "the IP compared as C's strcmp does, before the port"
+        );
+        assert_eq!(winner(vec![c("10.0.0.1:2", 0, 0, 0), c("10.0.0.1:10", 0, 0, 0)]).unwrap().addr, "10.0.0.1:10");
         assert_eq!(winner(vec![]), None);
     }
 }

@@ -180,7 +180,19 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
             Some(l) => ok(l.into_bytes()),
             None => err(Status::ENOENT),
         },
-        C::TrackerGetStatus => ok(t.status().encode(p).to_vec()),
+        // As C: a tracker with no groups yet is no candidate for leader (ENOENT).
+        C::TrackerGetStatus => match expect_len(body, 0) {
+            Ok(()) if t.lock().groups.is_empty() => err(Status::ENOENT),
+            Ok(()) => ok(t.status().encode(p).to_vec()),
+            Err(e) => e.into(),
+        },
+        C::TrackerNotifyReselectLeader => match expect_len(body, 0) {
+            Ok(()) => {
+                let peer_ip = conn.peer.ip().to_canonical().to_string();
+                from_result(super::election::on_reselect(t, &peer_ip).map(|_| Vec::new()))
+            }
+            Err(e) => e.into(),
+        },
         C::TrackerPingLeader => ping_leader(t, conn, body, now),
         C::ServerTrackerClusterStat => match TrackerClusterStatReq::decode(body, p) {
             Ok(req) => from_result(cluster_stat::trackers(t, &req, now).map(|s| s.encode().to_vec())),
@@ -349,7 +361,6 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
         }
         C::ServerSetTrunkServer => set_trunk_server(t, body),
 
-        // Trunk files and tracker clusters are not supported yet.
         _ => {
             tracing::debug!("{}: command {cmd:?} not supported", conn.peer);
             err(Status::EOPNOTSUPP)
