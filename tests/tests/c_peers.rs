@@ -145,3 +145,58 @@ fn eventually_connect(addr: &str) -> std::net::TcpStream {
         }
     }
 }
+
+/// `fdfs_monitor` as C 6.16.1 prints it, byte for byte: C's tool and ours, against the C tracker
+/// and against ours, in each of its forms. Only the heartbeat time (it moves between the two
+/// runs) and the program's own path (in the usage text) are set aside.
+#[tokio::test]
+async fn fdfs_monitor_prints_what_the_c_one_prints() {
+    let Some(bin) = c_fastdfs_bin("fdfs_monitor_prints_what_the_c_one_prints") else { return };
+    let c_tracker = CDaemon::tracker(&bin, "127.0.0.113", "");
+    let c_port = common_free_port(&["127.0.0.114"]);
+    let _c_storage = CDaemon::storage(&bin, &c_tracker.addr, "group1", "127.0.0.114", c_port, "");
+    let tracker = TrackerProc::start("bind_addr = 127.0.0.115\n");
+    let _storage = StorageProc::start(&tracker.addr(), "127.0.0.116", "").await;
+    let c = fdfs_e2e::client_for(&c_tracker.addr);
+    eventually(Duration::from_secs(60), "the C storage ACTIVE", || async {
+        let list = c.tracker.list_storages("group1", None).await.ok()?;
+        (list.first()?.status == status::ACTIVE).then_some(())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, addr) in [("C tracker", c_tracker.addr.clone()), ("our tracker", tracker.addr())] {
+        let conf = dir.path().join(format!("{}.conf", name.replace(' ', "_")));
+        std::fs::write(&conf, format!("tracker_server = {addr}\nbase_path = /tmp\n")).unwrap();
+        let run = |program: std::path::PathBuf, args: &[&str]| {
+            let out = std::process::Command::new(&program).arg(&conf).args(args).output().unwrap();
+            let text = String::from_utf8_lossy(&out.stdout).replace(program.to_str().unwrap(), "fdfs_monitor");
+            let text: String =
+                text.lines().filter(|l| !l.contains("last_heart_beat_time")).map(|l| format!("{l}\n")).collect();
+            (out.status.code(), text)
+        };
+        let h = format!("-h{addr}");
+        for args in
+            [&[][..], &["list", "group1"], &[h.as_str()], &["-h", &addr, "list"], &["bogus"], &["list", "group9"]]
+        {
+            let mut last = None;
+            for _ in 0..5 {
+                let (theirs, ours) = (run(bin.join("fdfs_monitor"), args), run(fdfs_e2e::bin("fdfs_monitor"), args));
+                if theirs == ours {
+                    last = None;
+                    break;
+                }
+                last = Some((theirs, ours));
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+            if let Some((theirs, ours)) = last {
+                assert_eq!(ours.1, theirs.1, "fdfs_monitor {args:?} against the {name}");
+                assert_eq!(ours.0, theirs.0, "exit status of fdfs_monitor {args:?} against the {name}");
+            }
+        }
+        // Failures print C's line; ours exits with the errno where C exits 0.
+        let (code, out) = run(fdfs_e2e::bin("fdfs_monitor"), &["delete", "groupX"]);
+        let (_, c_out) = run(bin.join("fdfs_monitor"), &["delete", "groupX"]);
+        assert_eq!(out, c_out, "delete of an unknown group against the {name}");
+        assert_eq!(code, Some(2));
+    }
+}

@@ -348,12 +348,12 @@ async fn fdfs_monitor_lists_and_deletes_like_the_original() {
     let (ok, out) = monitor(&[]);
     assert!(ok, "{out}");
     for want in [
-        &format!("tracker server is {addr}\n"),
+        &format!("tracker server count=1, current server index=0\n\ntracker server is {addr}\n\n"),
         "group count: 1\n",
-        "Group 1:\ngroup name = group1\ndisk total space = 1,234,567 MB\ndisk free space = 7,654 MB\n",
-        "storage server count = 2\nactive server count = 1\n",
-        "\tStorage 1:\n\t\tid = 127.0.0.2\n\t\tip_addr = 127.0.0.2  ACTIVE\n",
-        "\tStorage 2:\n\t\tid = 127.0.0.3\n\t\tip_addr = 127.0.0.3  WAIT_SYNC\n",
+        "\nGroup 1:\ngroup name = group1\ndisk total space     =  1.2 TB\ndisk free space      =  7.5 GB\n",
+        "storage server count = 2\nreadable server count = 1\nwritable server count = 1\n",
+        "\tStorage 1:\n\t\tid = 127.0.0.2\n\t\thost = 127.0.0.2:23000  ACTIVE\n",
+        "\tStorage 2:\n\t\tid = 127.0.0.3\n\t\thost = 127.0.0.3:23000  WAIT_SYNC\n",
         "\t\tstotal_download_bytes = 0\n",
     ] {
         assert!(out.contains(want), "missing {want:?} in:\n{out}");
@@ -369,7 +369,7 @@ async fn fdfs_monitor_lists_and_deletes_like_the_original() {
     let (ok, out) = monitor(&["delete", "group1", "127.0.0.3"]);
     assert!(ok && out.contains("delete storage server group1::127.0.0.3 success"), "{out}");
     let (_, out) = monitor(&["list"]);
-    assert!(out.contains("ip_addr = 127.0.0.3  DELETED"), "{out}");
+    assert!(out.contains("host = 127.0.0.3:23000  DELETED"), "{out}");
     drop((a, b));
 }
 

@@ -37,7 +37,7 @@ fn fail(what: &str, e: &ClientError) -> ExitCode {
 
 /// C's failure line (`WHAT, error no: N, error info: TEXT`) and the exit code for it (the
 /// errno; 1 when there is none).
-pub(crate) fn failure(what: &str, e: &ClientError) -> (String, ExitCode) {
+pub fn failure(what: &str, e: &ClientError) -> (String, ExitCode) {
     let n = e.status().0;
     (format!("{what}, error no: {n}, error info: {}", errno_text(n, e)), ExitCode::from(if n == 0 { 1 } else { n }))
 }

@@ -151,7 +151,7 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
                 return e.into();
             }
             let c = t.lock();
-            let stats: Vec<GroupStat> = c.groups.values().map(|g| g.stat(reserved_mb(t, g.space().0))).collect();
+            let stats: Vec<GroupStat> = c.groups.values().map(|g| group_stat(t, g)).collect();
             ok(GroupStat::encode_list(&stats, p).to_vec())
         }
         C::ServerListOneGroup => {
@@ -161,7 +161,7 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
             };
             let c = t.lock();
             match c.groups.get(&req.group) {
-                Some(g) => ok(GroupStat::encode_list(&[g.stat(reserved_mb(t, g.space().0))], p).to_vec()),
+                Some(g) => ok(GroupStat::encode_list(&[group_stat(t, g)], p).to_vec()),
                 None => err(Status::ENOENT),
             }
         }
@@ -713,6 +713,16 @@ fn storage_ids(t: &Tracker, body: &[u8]) -> Outcome {
             ok(StorageIdsPage { total: ids.entries.len() as i32, lines }.encode().to_vec())
         }
     }
+}
+
+/// A group's line of 90/91. Without trunk files the trunk file id is -1, as C 6.16.1 answers:
+/// its `fdfs_monitor` prints the trunk lines only for an id of 0 or more.
+fn group_stat(t: &Tracker, g: &super::state::Group) -> GroupStat {
+    let mut stat = g.stat(reserved_mb(t, g.space().0));
+    if !t.config.use_trunk_file {
+        stat.current_trunk_file_id = -1;
+    }
+    stat
 }
 
 fn reserved_mb(t: &Tracker, total_mb: i64) -> i64 {
