@@ -248,7 +248,7 @@ async fn cluster_stat_commands_and_tools() {
     let me = cl.tracker.addr();
     assert!(t.contains(&format!("{me}, is_leader: 1, is_active: 1, connections {{alloc: 256, current: ")), "{t}");
     assert!(t.contains("  version: 6.16.1, up_time: "), "{t}");
-    assert!(t.ends_with("\ntracker server count: 1\n"), "{t}");
+    assert!(t.ends_with("\ntracker server count: 1\n\n"), "{t}");
     assert_eq!(run("fdfs_tracker_stat", &["-F"]), "", "no follower");
 
     let s = run("fdfs_storage_stat", &["-A", "-d"]);

@@ -3,7 +3,7 @@
 
 use std::fmt::Write;
 
-use super::datetime;
+use super::{datetime, human_mb};
 use crate::protocol::status;
 use crate::protocol::tracker::{StorageClusterStat, TrackerClusterStat, VolumeStat, VolumeStats};
 
@@ -28,7 +28,7 @@ pub fn trackers(list: &[TrackerClusterStat], detail: bool) -> String {
             }
         }
     }
-    let _ = writeln!(o, "\ntracker server count: {}", list.len());
+    let _ = write!(o, "\ntracker server count: {}\n\n", list.len());
     o
 }
 
@@ -62,18 +62,6 @@ pub fn storages(list: &[StorageClusterStat], use_storage_id: bool, use_trunk_fil
     o
 }
 
-/// Megabytes for people: `512 MB`, `251.97 GB`, `1.20 TB`.
-pub fn mb_to_human(mb: i64) -> String {
-    let m = mb as f64;
-    if mb.abs() < 1024 {
-        format!("{mb} MB")
-    } else if mb.abs() < 1024 * 1024 {
-        format!("{:.2} GB", m / 1024.0)
-    } else {
-        format!("{:.2} TB", m / (1024.0 * 1024.0))
-    }
-}
-
 fn volume_line(o: &mut String, g: &VolumeStat, use_trunk_file: bool) {
     let _ = write!(o, "{} disk_available: {}", g.group, g.is_disk_available);
     if use_trunk_file {
@@ -84,10 +72,10 @@ fn volume_line(o: &mut String, g: &VolumeStat, use_trunk_file: bool) {
     let _ = write!(
         o,
         ", disk space {{total: {}, free: {}, reserved: {}, avail: {}, util: {:.2}%}}",
-        mb_to_human(g.total_mb),
-        mb_to_human(g.free_mb),
-        mb_to_human(g.reserved_mb),
-        mb_to_human(g.avail_mb),
+        human_mb(g.total_mb),
+        human_mb(g.free_mb),
+        human_mb(g.reserved_mb),
+        human_mb(g.avail_mb),
         pct(total - g.avail_mb)
     );
     if use_trunk_file {
@@ -95,8 +83,8 @@ fn volume_line(o: &mut String, g: &VolumeStat, use_trunk_file: bool) {
         let _ = write!(
             o,
             ", trunk free space: {}, total available {{space: {}, ratio: {:.2}%}}\n\n",
-            mb_to_human(g.trunk_free_mb),
-            mb_to_human(all),
+            human_mb(g.trunk_free_mb),
+            human_mb(all),
             pct(all)
         );
     } else {
@@ -147,14 +135,15 @@ mod tests {
 
     #[test]
     fn human_sizes() {
-        assert_eq!(mb_to_human(512), "512 MB");
-        assert_eq!(mb_to_human(258_019), "251.97 GB");
-        assert_eq!(mb_to_human(3 << 20), "3.00 TB");
+        assert_eq!(human_mb(512), "512 MB");
+        assert_eq!(human_mb(258_019), "252 GB");
+        assert_eq!(human_mb(3 << 20), "3.0 TB");
     }
 
     #[test]
     fn one_volume_as_c_prints_it() {
-        // The group of the A4_volumn_stat capture.
+        // The group of the A4_volumn_stat capture; the text as C 6.16.1's tool prints it (sizes
+        // by libfastcommon's bytes_to_human_str).
         let g = VolumeStat {
             group: "group1".into(),
             total_mb: 258_019,
@@ -168,8 +157,8 @@ mod tests {
         let out = volumes(&VolumeStats { use_trunk_file: false, groups: vec![g] });
         assert_eq!(
             out,
-            "\ngroup1 disk_available: 1, disk space {total: 251.97 GB, free: 69.96 GB, reserved: 2.52 GB, \
-             avail: 67.44 GB, util: 72.97%}\n\nstorage volumn / group count: 1\n\n"
+            "\ngroup1 disk_available: 1, disk space {total: 252 GB, free: 70 GB, reserved: 2.5 GB, \
+             avail: 67 GB, util: 72.97%}\n\nstorage volumn / group count: 1\n\n"
         );
     }
 }
@@ -184,26 +173,26 @@ pub struct StatArgs {
 
 pub const DEFAULT_CLIENT_CONF: &str = "/etc/fdfs/client.conf";
 
+/// getopt's way: words that are not options are skipped, and an error is getopt's message
+/// (`invalid option -- 'Z'`, `option requires an argument -- 'c'`).
 pub fn parse_stat_args(args: &[String], allowed: &str) -> Result<StatArgs, String> {
     let mut out = StatArgs { config: DEFAULT_CLIENT_CONF.into(), flags: Vec::new() };
     let mut it = args.iter();
     while let Some(a) = it.next() {
-        let Some(opts) = a.strip_prefix('-').filter(|o| !o.is_empty()) else {
-            return Err(format!("unexpected argument {a:?}"));
-        };
+        let Some(opts) = a.strip_prefix('-').filter(|o| !o.is_empty()) else { continue };
         for (i, ch) in opts.char_indices() {
             match ch {
                 'c' => {
                     let rest = &opts[i + 1..];
                     out.config = if rest.is_empty() {
-                        it.next().cloned().ok_or("option -c needs a config file")?
+                        it.next().cloned().ok_or("option requires an argument -- 'c'")?
                     } else {
                         rest.to_owned()
                     };
                     break;
                 }
                 c if allowed.contains(c) => out.flags.push(c),
-                c => return Err(format!("unknown option -{c}")),
+                c => return Err(format!("invalid option -- '{c}'")),
             }
         }
     }

@@ -470,14 +470,21 @@ fn stat_output<T>(r: crate::client::ClientResult<T>, what: &str, show: impl FnOn
     }
 }
 
-fn stat_args(args: &[String], allowed: &str, usage: &str) -> Result<Option<super::cluster_stat::StatArgs>> {
+/// The 6.16 stat tools' options: `-h` prints the usage (status 0), a wrong option getopt's
+/// message and the usage (status 1), as C; `options` is the tool's option lines.
+fn stat_args(args: &[String], allowed: &str, options: &str) -> Result<Option<super::cluster_stat::StatArgs>> {
+    let argv0 = std::env::args().next().unwrap_or_default();
+    let usage = format!(
+        "Usage: {argv0} [-c config_filename={}]\n{options}\nFor example:\n\t{argv0} -A\n\t{argv0} -N\n",
+        super::cluster_stat::DEFAULT_CLIENT_CONF
+    );
     if args.iter().any(|a| a == "-h") {
         eprintln!("{usage}");
         return Ok(None);
     }
     match super::cluster_stat::parse_stat_args(args, allowed) {
         Ok(a) => Ok(Some(a)),
-        Err(e) => bail!("{e}\n{usage}"),
+        Err(e) => bail!("{argv0}: {e}\n{usage}"),
     }
 }
 
@@ -485,7 +492,7 @@ fn stat_args(args: &[String], allowed: &str, usage: &str) -> Result<Option<super
 /// sees them.
 pub fn tracker_stat(args: &[String]) -> Result<ExitCode> {
     use crate::protocol::tracker::{stat_filter::*, TrackerClusterStatReq};
-    let usage = "Usage: fdfs_tracker_stat [-c config_filename=/etc/fdfs/client.conf]\n\t[-A] list ACTIVE trackers\n\t[-N] list None ACTIVE trackers\n\t[-L] list leader tracker\n\t[-F] list follower trackers\n\t[-d] show detail / more info\n";
+    let usage = "\t[-A] list ACTIVE trackers\n\t[-N] list None ACTIVE trackers\n\t[-L] list leader tracker\n\t[-F] list follower trackers\n\t[-d] show detail / more info\n";
     let Some(a) = stat_args(args, "ANLFd", usage)? else { return Ok(ExitCode::SUCCESS) };
     let mut req = TrackerClusterStatReq::default();
     for f in &a.flags {
@@ -503,7 +510,7 @@ pub fn tracker_stat(args: &[String]) -> Result<ExitCode> {
 /// `fdfs_storage_stat [-c config] [-A|-N] [-T|-t] [-d]` (6.16): every storage of the cluster.
 pub fn storage_stat(args: &[String]) -> Result<ExitCode> {
     use crate::protocol::tracker::{stat_filter::*, StorageClusterStatReq};
-    let usage = "Usage: fdfs_storage_stat [-c config_filename=/etc/fdfs/client.conf]\n\t[-A] list ACTIVE storages\n\t[-N] list None ACTIVE storages\n\t[-d] show detail / more info\n\n\nwhen use_trunk_file is true, including options:\n\t[-T] list trunk servers / storages\n\t[-t] list None trunk servers / storages\n";
+    let usage = "\t[-A] list ACTIVE storages\n\t[-N] list None ACTIVE storages\n\t[-d] show detail / more info\n\nWhen use_trunk_file is true, including options:\n\t[-T] list trunk servers / storages\n\t[-t] list None trunk servers / storages\n";
     let Some(a) = stat_args(args, "ANTtd", usage)? else { return Ok(ExitCode::SUCCESS) };
     let mut req = StorageClusterStatReq::default();
     for f in &a.flags {
@@ -529,12 +536,12 @@ pub fn storage_stat(args: &[String]) -> Result<ExitCode> {
 /// `fdfs_volumn_stat [-c config] [-A|-N] [-D|-d] [-T|-t]` (6.16): every group's space.
 pub fn volumn_stat(args: &[String]) -> Result<ExitCode> {
     use crate::protocol::tracker::{stat_filter::*, VolumeStatReq};
-    let usage = "Usage: fdfs_volumn_stat [-c config_filename=/etc/fdfs/client.conf]\n\t[-A] list space available groups / volumns\n\t[-N] list None space available groups / volumns\n\t[-D] list disk space available groups / volumns\n\t[-d] list None disk space available groups / volumns\n\nWhen use_trunk_file is true, including options:\n\t[-T] list trunk space available groups / volumns\n\t[-t] list None trunk space available groups / volumns\n\nNote: space available when disk space available or trunk space available\n";
-    let Some(a) = stat_args(args, "ANDdTt", usage)? else { return Ok(ExitCode::SUCCESS) };
+    let usage = "\t[-A] list space available groups / volumns\n\t[-N | -F] list None space available groups / volumns\n\t[-D] list disk space available groups / volumns\n\t[-d] list None disk space available groups / volumns\n\nWhen use_trunk_file is true, including options:\n\t[-T] list trunk space available groups / volumns\n\t[-t] list None trunk space available groups / volumns\n\nNote: space available when disk space available or trunk space available\n";
+    let Some(a) = stat_args(args, "ANFDdTt", usage)? else { return Ok(ExitCode::SUCCESS) };
     let mut req = VolumeStatReq::default();
     for f in &a.flags {
         match f {
-            'A' | 'N' => {
+            'A' | 'N' | 'F' => {
                 (req.filter_by, req.space_available) = (req.filter_by | VOLUME_SPACE_AVAILABLE, (*f == 'A') as u8)
             }
             'D' | 'd' => {

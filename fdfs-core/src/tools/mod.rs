@@ -67,28 +67,64 @@ pub fn datetime(t: i64) -> String {
     }
 }
 
-pub fn commas(v: i64) -> String {
-    let digits = v.unsigned_abs().to_string();
-    let mut out = String::with_capacity(digits.len() + digits.len() / 3 + 1);
-    if v < 0 {
-        out.push('-');
+/// A size as libfastcommon's `bytes_to_human_str` writes it: bytes as `N  B`, larger sizes in
+/// the largest binary unit that fits, one decimal below 10 (rounded half up), whole above.
+pub fn human_bytes(bytes: i64) -> String {
+    const UNITS: [&str; 6] = ["KB", "MB", "GB", "TB", "PB", "EB"];
+    if bytes < 0 {
+        return format!("-{}", human_bytes(bytes.saturating_neg()));
     }
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
+    if bytes < 1024 {
+        return format!("{bytes}  B");
     }
-    out
+    let b = i128::from(bytes);
+    let mut unit: i128 = 1024;
+    let mut index = 0;
+    while index + 1 < UNITS.len() && b >= unit * 1024 {
+        unit *= 1024;
+        index += 1;
+    }
+    // Tenths, rounded half up, in integers: no float rounding to disagree with C's.
+    let tenths = (b * 20 + unit) / (2 * unit);
+    if tenths < 100 {
+        format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[index])
+    } else {
+        format!("{} {}", (b * 2 + unit) / (2 * unit), UNITS[index])
+    }
+}
+
+/// Megabytes (what trackers report) as [`human_bytes`] writes them.
+pub fn human_mb(mb: i64) -> String {
+    human_bytes(mb.saturating_mul(1 << 20))
 }
 
 #[cfg(test)]
 mod tests {
+    /// Every value here was printed by libfastcommon 1.0.86's `bytes_to_human_str` (the
+    /// library of C FastDFS 6.16.1).
     #[test]
-    fn commas() {
-        assert_eq!(super::commas(0), "0");
-        assert_eq!(super::commas(999), "999");
-        assert_eq!(super::commas(1000), "1,000");
-        assert_eq!(super::commas(-1234567), "-1,234,567");
+    fn sizes_as_libfastcommon_prints_them() {
+        for (bytes, text) in [
+            (0, "0  B"),
+            (1023, "1023  B"),
+            (1024, "1.0 KB"),
+            (1280, "1.3 KB"),
+            (1075, "1.0 KB"),
+            (1076, "1.1 KB"),
+            (10188, "9.9 KB"),
+            (10189, "10 KB"),
+            (10741, "10 KB"),
+            (10752, "11 KB"),
+            (1_048_064, "1024 KB"),
+            (1_048_576, "1.0 MB"),
+            (2_705_326_080, "2.5 GB"),
+            (270_582_939_648, "252 GB"),
+            (1_073_611_800_576, "1000 GB"),
+            (3_298_534_883_328, "3.0 TB"),
+            (5_629_499_534_213_120, "5.0 PB"),
+            (2_305_843_009_213_693_952, "2.0 EB"),
+        ] {
+            assert_eq!(super::human_bytes(bytes), text, "{bytes}");
+        }
     }
 }

@@ -3,39 +3,9 @@
 
 use std::fmt::Write;
 
-use super::datetime;
+use super::{datetime, human_mb};
 use crate::protocol::stat::{Counters, GroupStat, StorageStat};
 use crate::protocol::status;
-
-/// A size as libfastcommon's `bytes_to_human_str` writes it: bytes as `N  B`, larger sizes in
-/// the largest binary unit that fits, one decimal below 10 (rounded half up), whole above.
-pub fn human_bytes(bytes: i64) -> String {
-    const UNITS: [&str; 6] = ["KB", "MB", "GB", "TB", "PB", "EB"];
-    if bytes < 0 {
-        return format!("-{}", human_bytes(bytes.saturating_neg()));
-    }
-    if bytes < 1024 {
-        return format!("{bytes}  B");
-    }
-    let b = i128::from(bytes);
-    let mut unit: i128 = 1024;
-    let mut index = 0;
-    while index + 1 < UNITS.len() && b >= unit * 1024 {
-        unit *= 1024;
-        index += 1;
-    }
-    // Tenths, rounded half up, in integers: no float rounding to disagree with C's.
-    let tenths = (b * 20 + unit) / (2 * unit);
-    if tenths < 100 {
-        format!("{}.{} {}", tenths / 10, tenths % 10, UNITS[index])
-    } else {
-        format!("{} {}", (b * 2 + unit) / (2 * unit), UNITS[index])
-    }
-}
-
-fn human_mb(mb: i64) -> String {
-    human_bytes(mb.saturating_mul(1 << 20))
-}
 
 fn rw_caption(mode: u8) -> &'static str {
     match mode {
@@ -156,34 +126,6 @@ fn storage_report(index: usize, st: &StorageStat, newest_other: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Every value here was printed by libfastcommon 1.0.86's `bytes_to_human_str` (the
-    /// library of C FastDFS 6.16.1).
-    #[test]
-    fn sizes_as_libfastcommon_prints_them() {
-        for (bytes, text) in [
-            (0, "0  B"),
-            (1023, "1023  B"),
-            (1024, "1.0 KB"),
-            (1280, "1.3 KB"),
-            (1075, "1.0 KB"),
-            (1076, "1.1 KB"),
-            (10188, "9.9 KB"),
-            (10189, "10 KB"),
-            (10741, "10 KB"),
-            (10752, "11 KB"),
-            (1_048_064, "1024 KB"),
-            (1_048_576, "1.0 MB"),
-            (2_705_326_080, "2.5 GB"),
-            (270_582_939_648, "252 GB"),
-            (1_073_611_800_576, "1000 GB"),
-            (3_298_534_883_328, "3.0 TB"),
-            (5_629_499_534_213_120, "5.0 PB"),
-            (2_305_843_009_213_693_952, "2.0 EB"),
-        ] {
-            assert_eq!(human_bytes(bytes), text, "{bytes}");
-        }
-    }
 
     #[test]
     fn delays_as_c_writes_them() {

@@ -45,6 +45,8 @@ pub fn trackers(t: &Tracker, req: &TrackerClusterStatReq, now: i64) -> Result<Tr
         return Err(Status::EOPNOTSUPP);
     }
     let (current, max) = t.conns.get();
+    // Ourselves under the name storages know us by, when they know one.
+    let me = known.iter().find(|a| super::election::is_me(t, a)).cloned().unwrap_or(me);
     let mut out = vec![TrackerClusterStat {
         host: me.clone(),
         is_leader: 1,
@@ -82,6 +84,8 @@ pub fn trackers(t: &Tracker, req: &TrackerClusterStatReq, now: i64) -> Result<Tr
 
 /// 97: every storage of every group.
 pub fn storages(t: &Tracker, req: &StorageClusterStatReq) -> StorageClusterStats {
+    // Without trunk files C 6.16.1 ignores the trunk-server filter (`-T`/`-t` list everyone).
+    let by_trunk = t.config.use_trunk_file && req.filter_by & STORAGE_IS_TRUNK_SERVER != 0;
     let c = t.lock();
     let storages = c
         .groups
@@ -92,8 +96,7 @@ pub fn storages(t: &Tracker, req: &StorageClusterStatReq) -> StorageClusterStats
                 b'!' => s.status != req.status,
                 _ => s.status == req.status,
             };
-            (req.filter_by & STORAGE_STATUS == 0 || by_status)
-                && (req.filter_by & STORAGE_IS_TRUNK_SERVER == 0 || req.is_trunk_server == *trunk as u8)
+            (req.filter_by & STORAGE_STATUS == 0 || by_status) && (!by_trunk || req.is_trunk_server == *trunk as u8)
         })
         .map(|(s, trunk)| StorageClusterStat {
             id: s.id.clone(),
@@ -114,6 +117,8 @@ pub fn storages(t: &Tracker, req: &StorageClusterStatReq) -> StorageClusterStats
 /// 98: every group's space. Available space is free space above the reserve; a group whose
 /// storages are all gone has none.
 pub fn volumes(t: &Tracker, req: &VolumeStatReq) -> VolumeStats {
+    // As for storages: the trunk filter means nothing without trunk files.
+    let by_trunk = t.config.use_trunk_file && req.filter_by & VOLUME_TRUNK_AVAILABLE != 0;
     let c = t.lock();
     let groups = c
         .groups
@@ -139,7 +144,7 @@ pub fn volumes(t: &Tracker, req: &VolumeStatReq) -> VolumeStats {
         .filter(|v| {
             let space = v.is_disk_available | v.is_trunk_available;
             (req.filter_by & VOLUME_DISK_AVAILABLE == 0 || v.is_disk_available == req.disk_available)
-                && (req.filter_by & VOLUME_TRUNK_AVAILABLE == 0 || v.is_trunk_available == req.trunk_available)
+                && (!by_trunk || v.is_trunk_available == req.trunk_available)
                 && (req.filter_by & VOLUME_SPACE_AVAILABLE == 0 || space == req.space_available)
         })
         .collect();

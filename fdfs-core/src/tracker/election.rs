@@ -60,7 +60,7 @@ async fn call(addr: &str, t: &Tracker, cmd: Command, body: &[u8]) -> Option<byte
 /// Is `addr` (`ip:port` from a storage's list) this tracker?
 pub(super) fn is_me(t: &Tracker, addr: &str) -> bool {
     let Some(a) = ServerAddr::parse(addr) else { return false };
-    a.port == t.port.load(Ordering::Relaxed) && a.hosts.iter().any(|h| t.own_ips.iter().any(|ip| ip == h))
+    a.port == t.port.load(Ordering::Relaxed) && a.hosts.iter().any(|h| t.is_own_ip(h))
 }
 
 /// A follower's connection to the leader, kept as C keeps it: JOIN_LEADER (58) once (6.15.5+),
@@ -221,7 +221,7 @@ fn is_known_tracker(t: &Tracker, addr: &str) -> bool {
 
 /// Does a connection from `ip` come from a tracker host of this cluster?
 fn is_tracker_host(t: &Tracker, ip: &str) -> bool {
-    t.own_ips.iter().any(|own| own == ip)
+    t.is_own_ip(ip)
         || t.lock().trackers.iter().filter_map(|k| ServerAddr::parse(k)).any(|k| k.hosts.iter().any(|h| h == ip))
 }
 

@@ -51,7 +51,10 @@ pub struct Tracker {
     pub leader_epoch: AtomicU64,
     /// The bound port and this host's addresses: how we recognise ourselves in tracker lists.
     pub port: AtomicU16,
-    pub own_ips: Vec<String>,
+    own_ips: Vec<String>,
+    /// Addresses storages reach us by that are on no interface here (NAT, a VIP, an alias added
+    /// since the start): C's `insert_into_local_host_ip` of a JOIN's `current_tracker_ip`.
+    aliases: std::sync::Mutex<Vec<String>>,
     /// Client and storage connections open now, and the most at once.
     pub conns: Arc<crate::server::ConnCounts>,
     /// As leader: when each follower last pinged.
@@ -93,6 +96,7 @@ impl Tracker {
             leader_epoch: AtomicU64::new(0),
             port: AtomicU16::new(config.port),
             own_ips: crate::net::interface_ips().iter().map(|ip| ip.to_string()).collect(),
+            aliases: std::sync::Mutex::new(Vec::new()),
             conns: Default::default(),
             follower_pings: Default::default(),
             metrics: crate::metrics::Metrics::new(metrics::GAUGES),
@@ -114,6 +118,28 @@ impl Tracker {
             self.config.bind_addr.clone()
         };
         crate::config::join_host_port(&ip, self.port.load(Ordering::Relaxed))
+    }
+
+    /// Is `ip` an address of this tracker: on an interface here, or one storages reach us by?
+    pub fn is_own_ip(&self, ip: &str) -> bool {
+        self.own_ips.iter().any(|own| own == ip)
+            || self.aliases.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|a| a == ip)
+    }
+
+    /// A storage reached us at `ip` (its JOIN's `current_tracker_ip`), an address no interface
+    /// here has: we are that tracker in the lists storages send. At most 16, as C keeps.
+    pub fn learn_own_ip(&self, ip: &str) {
+        if ip.is_empty() || !crate::protocol::is_safe_token(ip) || ip.parse::<std::net::IpAddr>().is_err() {
+            return;
+        }
+        if self.is_own_ip(ip) {
+            return;
+        }
+        let mut aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
+        if aliases.len() + self.own_ips.len() < 16 {
+            tracing::info!("storages reach this tracker at {ip}, an address of no interface here: it is ours too");
+            aliases.push(ip.to_owned());
+        }
     }
 
     pub fn is_leader(&self) -> bool {

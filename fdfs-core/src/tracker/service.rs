@@ -621,6 +621,13 @@ fn join(t: &Tracker, conn: &mut Conn, body: &[u8], now: i64) -> Outcome {
     };
     match joined {
         Ok(j) => {
+            // The address this storage reached us at is ours, whatever our interfaces say (as
+            // C: the socket's local address, and the one the storage dialled, which differs
+            // behind NAT).
+            if let Some(local) = conn.local {
+                t.learn_own_ip(&local.ip().to_canonical().to_string());
+            }
+            t.learn_own_ip(&req.current_tracker_ip);
             if let Some((g, id)) = conn.joined.take() {
                 // A second JOIN on one connection replaces the first.
                 t.lock().disconnected(&g, &id);
