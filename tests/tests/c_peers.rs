@@ -66,7 +66,7 @@ async fn our_storage_and_client_fetch_the_id_table_from_a_c_tracker() {
     let tracker = CDaemon::tracker(
         &bin,
         "127.0.0.78",
-        &format!("use_storage_id = true\nstorage_ids_filename = {}\n", ids_file.display()),
+        &format!("use_storage_id = true\nstorage_ids_filename = {}\nid_type_in_filename = id\n", ids_file.display()),
     );
     let ours = StorageProc::start_as(&tracker.addr, "127.0.0.77", "100077", &format!("port = {port}\n")).await;
     let log = std::fs::read_to_string(ours.base().join("logs/storaged.log")).unwrap();
@@ -81,6 +81,28 @@ async fn our_storage_and_client_fetch_the_id_table_from_a_c_tracker() {
     assert_eq!(new, 0, "the 5-byte form is answered");
     let (old, _) = fdfs_e2e::raw_request(&tracker.addr, 69, &[0, 0, 0, 0]);
     assert_eq!(old, 22, "the 4-byte form is refused with EINVAL");
+
+    // fdfs_file_info of a name that carries the storage ID: the source address comes from the
+    // client's own table (use_storage_id, storage_ids_filename), as C's tool finds it; without
+    // one, from the storage (GET FROM SERVER). Byte for byte what C's tool prints (CRC32 in
+    // lower-case hex, a closing blank line).
+    let up = c.storage.upload(&ours.addr(), UploadKind::Normal, -1, "txt", Content::Bytes(b"hello")).await.unwrap();
+    let id = up.file_id();
+    for with_table in [true, false] {
+        let conf = ids.path().join(format!("client-{with_table}.conf"));
+        let table = format!("use_storage_id = true\nstorage_ids_filename = {}\n", ids_file.display());
+        let text =
+            format!("tracker_server = {}\nbase_path = /tmp\n{}", tracker.addr, if with_table { &table } else { "" });
+        std::fs::write(&conf, text).unwrap();
+        let run = |program: std::path::PathBuf| {
+            let out = std::process::Command::new(program).arg(&conf).arg(&id).output().unwrap();
+            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let (theirs, mine) = (run(bin.join("fdfs_file_info")), run(fdfs_e2e::bin("fdfs_file_info")));
+        assert_eq!(mine, theirs, "fdfs_file_info {id}, table: {with_table}");
+        assert!(mine.1.starts_with(&format!("GET FROM SERVER: {}\n", !with_table)), "{}", mine.1);
+        assert!(mine.1.contains("source storage id: 100077\nsource ip address: 127.0.0.77\n"), "{}", mine.1);
+    }
 }
 
 /// Idle connections as C 6.16.1 keeps them: one that has served a request stays open however

@@ -274,13 +274,13 @@ pub fn file_info(args: &[String]) -> Result<ExitCode> {
         bail!(usage);
     }
     let args = args_left;
-    let (_, client) = load_client(Path::new(&args[0]), None)?;
+    let (config, client) = load_client(Path::new(&args[0]), None)?;
     let id = args[1].clone();
     if let Err(e) = FileId::parse(&id) {
         eprintln!("query file info fail, error no: 22, error info: {e}");
         return Ok(ExitCode::from(22));
     }
-    let d = match runtime()?.block_on(describe(&client, &id, flags)) {
+    let d = match runtime()?.block_on(describe(&client, &id, flags, storage_ids(&config).as_ref())) {
         Ok(d) => d,
         Err(e) => return Ok(fail("query file info", &e)),
     };
@@ -290,8 +290,24 @@ pub fn file_info(args: &[String]) -> Result<ExitCode> {
     crate::outln!("source ip address: {}", d.source_ip);
     crate::outln!("file create timestamp: {}", datetime(d.timestamp));
     crate::outln!("file size: {}", d.size);
-    crate::outln!("file crc32: {} (0x{:08X})", d.crc32, d.crc32);
+    crate::outln!("file crc32: {} (0x{:08x})\n", d.crc32, d.crc32);
     Ok(ExitCode::SUCCESS)
+}
+
+/// The client's storage ID table, as C's client loads it: with `use_storage_id = true`, from
+/// `storage_ids_filename`. A table that does not load is said once and left out (file names
+/// with storage IDs then show no source address, as C's tools without a table).
+pub fn storage_ids(config: &crate::config::ClientConfig) -> Option<crate::config::StorageIds> {
+    if !config.use_storage_id {
+        return None;
+    }
+    match crate::config::StorageIds::load(&config.storage_ids_filename) {
+        Ok(ids) => Some(ids),
+        Err(e) => {
+            tracing::warn!("use_storage_id = true, but {e}");
+            None
+        }
+    }
 }
 
 /// What C's `fdfs_get_file_info` tells of a file: normal files from their name alone, appender
@@ -310,16 +326,28 @@ pub struct Described {
     pub crc32: u32,
 }
 
-pub async fn describe(client: &crate::client::Client, id: &str, flags: u8) -> Result<Described, ClientError> {
+pub async fn describe(
+    client: &crate::client::Client,
+    id: &str,
+    flags: u8,
+    ids: Option<&crate::config::StorageIds>,
+) -> Result<Described, ClientError> {
     let remote = FileId::parse(id)?.remote;
     let info = remote.info();
-    let (server_id, source_ip) = match info.source {
+    // A storage ID in the name: its address from the client's table; without one C asks the
+    // storage, whose answer names the source.
+    let (server_id, mut source_ip) = match info.source {
         Source::Ip(ip) => (0, ip.to_string()),
-        Source::ServerId(n) => (n, String::new()),
+        Source::ServerId(n) => {
+            (n, ids.and_then(|t| t.by_id(n)).and_then(|e| e.hosts.first().cloned()).unwrap_or_default())
+        }
     };
-    let mut from_server = info.file_type != FileType::Normal;
+    let mut from_server = info.file_type != FileType::Normal || source_ip.is_empty();
     let (mut size, mut timestamp, mut crc32) = if from_server {
         let r = client.query_file_info(id, flags).await?;
+        if source_ip.is_empty() {
+            source_ip = r.source_ip.clone();
+        }
         (r.file_size as u64, r.create_timestamp, r.crc32_u32())
     } else {
         (info.size.unwrap_or(0), info.create_timestamp as i64, info.crc32)

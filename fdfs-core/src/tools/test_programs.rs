@@ -194,6 +194,7 @@ async fn upload(
         return Ok(ExitCode::from(22));
     };
     let kind = UploadType::parse(args.get(3));
+    let ids = super::commands::storage_ids(config);
     // Every writable storage first (106, or 107 for group1 in the file-ID program), then one.
     let (all, heading) = match naming {
         Naming::Group => (client.tracker.query_store_all(None).await, "without_group"),
@@ -230,7 +231,7 @@ async fn upload(
     if naming == Naming::Group {
         crate::outln!("group_name={}, remote_filename={}", master.group, master.filename);
     }
-    if let Ok(d) = describe(client, &master_id, 0).await {
+    if let Ok(d) = describe(client, &master_id, 0, ids.as_ref()).await {
         print_described(&d, true);
     }
     crate::outln!("example file url: {}", url(&target.ip, port, &master_id));
@@ -264,7 +265,7 @@ async fn upload(
         let remote = slave_id.split_once('/').map_or(slave_id.as_str(), |(_, r)| r);
         crate::outln!("group_name={}, remote_filename={remote}", master.group);
     }
-    if let Ok(d) = describe(client, &slave_id, 0).await {
+    if let Ok(d) = describe(client, &slave_id, 0, ids.as_ref()).await {
         print_described(&d, true);
     }
     crate::outln!("example file url: {}", url(&target.ip, port, &slave_id));
@@ -427,6 +428,7 @@ fn appender_program(args: &[String], naming: Naming, prog: &str) -> Result<ExitC
     }
     let (config, client) = load_client(Path::new(&args[0]), None)?;
     log_settings(&config);
+    let ids = super::commands::storage_ids(&config);
     let local = args[1].clone();
     let kind = UploadType::parse(args.get(2));
     // The file-ID program labels some steps with a `1`, as C prints them.
@@ -466,12 +468,12 @@ fn appender_program(args: &[String], naming: Naming, prog: &str) -> Result<ExitC
                 }
             }
         };
-        show(describe(&client, &id, 0).await, true, size);
+        show(describe(&client, &id, 0, ids.as_ref()).await, true, size);
         let truncated = if naming == Naming::Group { size / 2 } else { 0 };
         if let Err(e) = client.storage.truncate(&storage, &appender.filename, truncated).await {
             return Ok(failed("truncate file fail", &e));
         }
-        show(describe(&client, &id, 0).await, true, truncated);
+        show(describe(&client, &id, 0, ids.as_ref()).await, true, truncated);
         let appended = async {
             let (mut src, len) = self::local(&local).await?;
             client.storage.append(&storage, &appender.filename, Content::Reader(&mut src, len)).await
@@ -482,7 +484,7 @@ fn appender_program(args: &[String], naming: Naming, prog: &str) -> Result<ExitC
             return Ok(failed("append file fail", &e));
         }
         crate::outln!("append file successfully.");
-        show(describe(&client, &id, 0).await, false, truncated + size);
+        show(describe(&client, &id, 0, ids.as_ref()).await, false, truncated + size);
         let modified = async {
             let (mut src, len) = self::local(&local).await?;
             client.storage.modify(&storage, &appender.filename, truncated + size, Content::Reader(&mut src, len)).await
@@ -493,7 +495,7 @@ fn appender_program(args: &[String], naming: Naming, prog: &str) -> Result<ExitC
             return Ok(failed("modify file fail", &e));
         }
         crate::outln!("modify file successfully.");
-        show(describe(&client, &id, 0).await, false, truncated + 2 * size);
+        show(describe(&client, &id, 0, ids.as_ref()).await, false, truncated + 2 * size);
         Ok(ExitCode::SUCCESS)
     })
 }
