@@ -208,7 +208,7 @@ pub fn start_logging(
     name: &str,
     level: crate::config::LogLevel,
     rotation: crate::config::LogRotation,
-    access: Option<crate::config::LogRotation>,
+    access: Option<(crate::config::LogRotation, crate::config::TimePrecision)>,
     foreground: bool,
     warnings: &[String],
 ) -> Result<crate::logging::LogGuard> {

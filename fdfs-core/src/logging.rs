@@ -4,11 +4,12 @@
 //! file I/O; it blocks rather than drop lines when it falls behind). In the foreground the lines
 //! also go to stderr, so tests and systemd see them. [`reopen`] (on
 //! SIGHUP) starts a new file under the same name, so logrotate can move the old one away. The
-//! daemon rotates the log itself as libfastcommon does when asked ([`LogRotation`]): daily at
-//! `error_log_rotate_time` and/or at `rotate_error_log_size`, the old file renamed
-//! `<name>.log.<YYYYMMDD_HHMMSS>`, rotated files older than `log_file_keep_days` removed. The
-//! storage's access log (`use_access_log`) is a second file with the same handling. Rotated
-//! files can be gzipped once old enough (`compress_old_error_log`).
+//! daemon rotates the log itself as libfastcommon does ([`LogRotation`], the `log_file_*`
+//! keys): daily at the rotation time and/or at a size, the old file renamed
+//! `<name>.log.<YYYYMMDD_HHMMSS>`, rotated files older than `log_file_keep_days` removed at
+//! `log_file_delete_old_time`, gzipped once old enough with `log_file_compress_old`. The
+//! storage's access log (`use_access_log`) is a second file with the same handling, stamped
+//! to the millisecond or microsecond and headed by C's column names.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -28,7 +29,7 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
-use crate::config::{LogLevel, LogRotation};
+use crate::config::{LogLevel, LogRotation, TimePrecision};
 
 /// The open file and how much of it is written.
 struct Current {
@@ -36,28 +37,75 @@ struct Current {
     len: u64,
 }
 
+impl Current {
+    fn open(path: &Path) -> std::io::Result<Self> {
+        let file = open(path)?;
+        let len = file.metadata()?.len();
+        Ok(Current { file, len })
+    }
+}
+
+/// How finely a log stamps its lines: the error log to the second, the access log to the
+/// millisecond or microsecond (`[access-log] time_precision`), as libfastcommon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stamp {
+    Seconds,
+    Millis,
+    Micros,
+}
+
+impl Stamp {
+    fn now(self) -> String {
+        let now = Local::now();
+        match self {
+            Stamp::Seconds => now.format("%Y-%m-%d %H:%M:%S").to_string(),
+            Stamp::Millis => now.format("%Y-%m-%d %H:%M:%S%.3f").to_string(),
+            Stamp::Micros => now.format("%Y-%m-%d %H:%M:%S%.6f").to_string(),
+        }
+    }
+}
+
 /// The daemon's log file: where it is, the handle lines go to, and its rotation.
 struct LogFile {
     path: PathBuf,
     current: Mutex<Current>,
     rotation: LogRotation,
+    stamp: Stamp,
+    /// Written first in every new file (C's access log names its columns).
+    header: Option<&'static str>,
 }
 
 /// Set once by [`init`]; [`reopen`] and rotation swap the handle inside.
 static LOG_FILE: OnceLock<LogFile> = OnceLock::new();
-/// The storage's access log (`use_access_log`), set once by [`init_access`].
+/// The storage's access log (`use_access_log`), set once by [`init`].
 static ACCESS_FILE: OnceLock<LogFile> = OnceLock::new();
+/// The access log times requests in microseconds (`time_precision = us`), else milliseconds.
+static ACCESS_IN_MICROS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The access log's column names, as C 6.16.1 writes them at the top of each new file (the
+/// time column keeps its `_ms` name in microsecond mode, as C's).
+const ACCESS_HEADER: &str = "client_ip action filename status time_used_ms req_len resp_len";
 
 /// `YYYY-MM-DD HH:MM:SS` in local time, as FastDFS stamps its log lines.
 pub fn local_datetime() -> String {
-    Local::now().format("%Y-%m-%d %H:%M:%S").to_string()
+    Stamp::Seconds.now()
 }
 
 impl LogFile {
-    fn new(path: PathBuf, rotation: LogRotation) -> std::io::Result<Self> {
-        let file = open(&path)?;
-        let len = file.metadata()?.len();
-        Ok(LogFile { path, current: Mutex::new(Current { file, len }), rotation })
+    fn new(path: PathBuf, rotation: LogRotation, stamp: Stamp, header: Option<&'static str>) -> std::io::Result<Self> {
+        let log = LogFile { current: Mutex::new(Current::open(&path)?), path, rotation, stamp, header };
+        log.head(&mut log.current.lock().unwrap_or_else(|e| e.into_inner()));
+        Ok(log)
+    }
+
+    /// The header line, if this log has one and the file is new.
+    fn head(&self, cur: &mut Current) {
+        if let (Some(h), 0) = (self.header, cur.len) {
+            let line = format!("[{}] {h}\n", self.stamp.now());
+            if cur.file.write_all(line.as_bytes()).is_ok() {
+                cur.len += line.len() as u64;
+            }
+        }
     }
 
     /// Appends whole lines; rotates once the file reaches the rotation size.
@@ -73,9 +121,9 @@ impl LogFile {
 
     /// Starts writing to a fresh file at the path; on failure the old handle stays.
     fn reopen(&self) -> std::io::Result<()> {
-        let file = open(&self.path)?;
-        let len = file.metadata()?.len();
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Current { file, len };
+        let mut fresh = Current::open(&self.path)?;
+        self.head(&mut fresh);
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
     }
 
@@ -90,7 +138,8 @@ impl LogFile {
             n += 1;
         }
         std::fs::rename(&self.path, &to)?;
-        *cur = Current { file: open(&self.path)?, len: 0 };
+        *cur = Current::open(&self.path)?;
+        self.head(cur);
         Ok(())
     }
 
@@ -170,24 +219,36 @@ fn until_next(time: (u8, u8)) -> Duration {
     }
 }
 
-/// The daily rotation and clean-up of `log`, on a thread of their own.
+/// The daily rotation and clean-up of `log`, on a thread of their own: a new file at the
+/// rotation time, rotated files older than `keep_days` removed at the delete time (and at the
+/// start), old ones compressed hourly.
 fn rotation_thread(log: &'static LogFile) {
     let r = log.rotation;
     if !r.daily && r.keep_days == 0 && !r.compress {
         return;
     }
-    let spawned = std::thread::Builder::new().name("log-rotation".into()).spawn(move || loop {
+    let spawned = std::thread::Builder::new().name("log-rotation".into()).spawn(move || {
         log.remove_old();
-        if r.compress {
-            log.compress_old();
-        }
-        let wait = if r.daily { until_next(r.time) } else { Duration::from_secs(3600) };
-        std::thread::sleep(wait);
-        if r.daily {
-            let mut cur = log.current.lock().unwrap_or_else(|e| e.into_inner());
-            if let Err(e) = log.rotate(&mut cur) {
-                drop(cur);
-                tracing::error!("rotating {}: {e}", log.path.display());
+        loop {
+            if r.compress {
+                log.compress_old();
+            }
+            let rotate_in = r.daily.then(|| until_next(r.time));
+            let delete_in = (r.keep_days > 0).then(|| until_next(r.delete_time));
+            let hourly = Duration::from_secs(3600);
+            let wait = [rotate_in, delete_in].into_iter().flatten().fold(hourly, Duration::min);
+            std::thread::sleep(wait);
+            // Whatever was due by now (both may fall at one time).
+            let due = |d: Option<Duration>| d.is_some_and(|d| d <= wait + Duration::from_secs(1));
+            if due(rotate_in) {
+                let mut cur = log.current.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = log.rotate(&mut cur) {
+                    drop(cur);
+                    tracing::error!("rotating {}: {e}", log.path.display());
+                }
+            }
+            if due(delete_in) {
+                log.remove_old();
             }
         }
     });
@@ -239,6 +300,7 @@ fn daemon_lines() -> FilterFn<impl Fn(&tracing::Metadata<'_>) -> bool> {
 /// level), local time, libfastcommon's level names.
 struct FastdfsLine {
     level: bool,
+    stamp: Stamp,
 }
 
 impl<S, N> FormatEvent<S, N> for FastdfsLine
@@ -252,7 +314,7 @@ where
         mut w: Writer<'_>,
         event: &tracing::Event<'_>,
     ) -> std::fmt::Result {
-        write!(w, "[{}] ", local_datetime())?;
+        write!(w, "[{}] ", self.stamp.now())?;
         if self.level {
             let name = match *event.metadata().level() {
                 Level::ERROR => "ERROR",
@@ -310,36 +372,42 @@ pub fn init(
     level: LogLevel,
     echo: bool,
     rotation: LogRotation,
-    access: Option<LogRotation>,
+    access: Option<(LogRotation, TimePrecision)>,
 ) -> std::io::Result<LogGuard> {
     std::fs::create_dir_all(logs_dir)?;
-    let _ = LOG_FILE.set(LogFile::new(logs_dir.join(format!("{name}.log")), rotation)?);
+    let _ = LOG_FILE.set(LogFile::new(logs_dir.join(format!("{name}.log")), rotation, Stamp::Seconds, None)?);
     let log = LOG_FILE.get().ok_or_else(|| std::io::Error::other("log not set"))?;
     set_level(level);
     let (main, main_guard) = appender(log, "log-writer");
     let mut guards = vec![main_guard];
     let file_layer = fmt::layer()
-        .event_format(FastdfsLine { level: true })
+        .event_format(FastdfsLine { level: true, stamp: Stamp::Seconds })
         .with_ansi(false)
         .with_writer(main)
         .with_filter(daemon_lines());
     let echo_layer = echo.then(|| {
         fmt::layer()
-            .event_format(FastdfsLine { level: true })
+            .event_format(FastdfsLine { level: true, stamp: Stamp::Seconds })
             .with_ansi(false)
             .with_writer(std::io::stderr)
             .with_filter(daemon_lines())
     });
     let access_layer = match access {
-        Some(r) => {
-            let _ = ACCESS_FILE.set(LogFile::new(logs_dir.join("storage_access.log"), r)?);
+        Some((r, precision)) => {
+            let stamp = match precision {
+                TimePrecision::Millis => Stamp::Millis,
+                TimePrecision::Micros => Stamp::Micros,
+            };
+            ACCESS_IN_MICROS.store(stamp == Stamp::Micros, Ordering::Relaxed);
+            let path = logs_dir.join("storage_access.log");
+            let _ = ACCESS_FILE.set(LogFile::new(path, r, stamp, Some(ACCESS_HEADER))?);
             let file = ACCESS_FILE.get().ok_or_else(|| std::io::Error::other("access log not set"))?;
             let (w, g) = appender(file, "access-log-writer");
             guards.push(g);
             let only_access = Targets::new().with_target(ACCESS, LevelFilter::INFO);
             Some(
                 fmt::layer()
-                    .event_format(FastdfsLine { level: false })
+                    .event_format(FastdfsLine { level: false, stamp })
                     .with_ansi(false)
                     .with_writer(w)
                     .with_filter(only_access),
@@ -360,9 +428,20 @@ pub fn access_enabled() -> bool {
     ACCESS_FILE.get().is_some()
 }
 
-/// One access log line (stamped as C stamps it: `[YYYY-MM-DD HH:MM:SS] text`).
+/// One access log line (stamped as C stamps it: `[YYYY-MM-DD HH:MM:SS.mmm] text`, or to the
+/// microsecond).
 pub fn access(text: &str) {
     tracing::info!(target: ACCESS, "{text}");
+}
+
+/// A request's time for the access log, in its unit (milliseconds, or microseconds with
+/// `time_precision = us`, as C).
+pub fn access_time_used(d: Duration) -> u128 {
+    if ACCESS_IN_MICROS.load(Ordering::Relaxed) {
+        d.as_micros()
+    } else {
+        d.as_millis()
+    }
 }
 
 fn open(path: &Path) -> std::io::Result<File> {
@@ -381,7 +460,7 @@ pub fn reopen() -> std::io::Result<()> {
 /// For the client tools: to stderr only, at `level`.
 pub fn init_stderr(level: LogLevel) {
     let layer = fmt::layer()
-        .event_format(FastdfsLine { level: true })
+        .event_format(FastdfsLine { level: true, stamp: Stamp::Seconds })
         .with_ansi(false)
         .with_writer(std::io::stderr)
         .with_filter(filter(level));

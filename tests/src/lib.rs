@@ -325,12 +325,19 @@ impl StorageProc {
 
     /// Restarts on the same port, data and config; waits for ACTIVE.
     pub async fn restart(&mut self, tracker: &str, crash: bool) {
+        self.restart_after(tracker, crash, |_| {}).await;
+    }
+
+    /// As [`Self::restart`], running `while_down` (given this storage) between stop and start:
+    /// to change its config or damage its files.
+    pub async fn restart_after(&mut self, tracker: &str, crash: bool, while_down: impl FnOnce(&StorageProc)) {
         let port = self.daemon.addr.port();
         if crash {
             self.daemon.kill9();
         } else {
             self.daemon.stop();
         }
+        while_down(self);
         let conf =
             std::fs::read_to_string(&self.daemon.conf).unwrap().replace("port = 0\n", &format!("port = {port}\n"));
         std::fs::write(&self.daemon.conf, conf).unwrap();

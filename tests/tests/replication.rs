@@ -308,3 +308,40 @@ async fn compressed_binlogs_still_give_a_new_member_everything() {
         on_storage(&c, &member.addr(), &r.file_id(), data).await;
     }
 }
+
+/// `file_sync_skip_invalid_record`, C's meaning: a binlog line that is no record stops
+/// replication to the members where it is (by default, so the operator hears of it before the
+/// members drift apart); with the key set the line is skipped and replication goes on.
+#[tokio::test]
+async fn a_damaged_binlog_line_stops_replication_unless_told_to_skip_it() {
+    let mut cl = Cluster::start("", &["127.0.0.117", "127.0.0.118"], "").await;
+    let tracker = cl.tracker.addr();
+    let c = cl.client();
+    let (a, b) = (cl.storages[0].addr(), cl.storages[1].addr());
+    let first = c.storage.upload(&a, UploadKind::Normal, -1, "txt", Content::Bytes(b"one")).await.unwrap();
+    on_storage(&c, &b, &first.file_id(), b"one").await;
+    let damage = |s: &StorageProc| {
+        use std::io::Write;
+        let path = s.base().join("data/sync/binlog.000");
+        let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        f.write_all(b"this is no binlog record\n").unwrap();
+    };
+    cl.storages[0].restart_after(&tracker, false, damage).await;
+    let second = c.storage.upload(&a, UploadKind::Normal, -1, "txt", Content::Bytes(b"two")).await.unwrap();
+    let log = cl.storages[0].base().join("logs/storaged.log");
+    eventually(Duration::from_secs(10), "the sender stopping at the bad line", || async {
+        std::fs::read_to_string(&log).ok()?.contains("replication to it stops here").then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let name = second.filename.clone();
+    assert!(c.storage.download(&b, "group1", &name, 0, 0).await.is_err(), "nothing after the bad line reaches B");
+
+    let skip = |s: &StorageProc| {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&s.daemon.conf).unwrap();
+        f.write_all(b"\nfile_sync_skip_invalid_record = true\n").unwrap();
+    };
+    cl.storages[0].restart_after(&tracker, false, skip).await;
+    on_storage(&c, &b, &second.file_id(), b"two").await;
+}

@@ -679,9 +679,14 @@ async fn the_access_log_has_a_line_per_client_request() {
     let path = s.base().join("logs/storage_access.log");
     let log = fdfs_e2e::eventually(Duration::from_secs(10), "five access log lines", || {
         let text = std::fs::read_to_string(&path).unwrap_or_default();
-        async move { (text.lines().count() >= 5).then_some(text) }
+        async move { (text.lines().count() >= 6).then_some(text) }
     })
     .await;
+    // A new file starts with C 6.16.1's column names; stamps are to the millisecond.
+    let (header, log) = log.split_once('\n').unwrap();
+    assert!(header.ends_with("] client_ip action filename status time_used_ms req_len resp_len"), "{header}");
+    let stamp = header.split(']').next().unwrap();
+    assert_eq!((stamp.len(), &stamp[20..21]), ("[2026-01-01 00:00:00.000".len(), "."), "{header}");
     let mut lines: Vec<Vec<&str>> = log.lines().map(|l| l.split(' ').collect()).collect();
     assert_eq!(lines.len(), 5, "{log}");
     let odd = lines.pop().unwrap();

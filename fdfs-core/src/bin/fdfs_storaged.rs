@@ -39,7 +39,7 @@ fn real_main() -> Result<()> {
         // Bound: from here on as run_by_user, who then owns the log, the state and the files.
         daemon::run_as(&config.run_by_group, &config.run_by_user)?;
         let c = &config;
-        let access = c.use_access_log.then_some(c.access_log_rotation);
+        let access = c.use_access_log.then_some((c.access_log_rotation, c.access_time_precision));
         let _log = daemon::start_logging(
             &c.base_path,
             "storaged",

@@ -67,6 +67,17 @@ impl Connection {
         self.stream
     }
 
+    /// Whether an idle connection is no longer fit to send on: the server closed it (it
+    /// restarted, or dropped an idle connection as older servers do) or sent bytes nobody asked
+    /// for. One non-blocking peek; nothing is consumed.
+    pub fn is_stale(&self) -> bool {
+        let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
+        match socket2::SockRef::from(&self.stream).peek(&mut byte) {
+            Ok(_) => true,
+            Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+        }
+    }
+
     pub fn is_reusable(&self) -> bool {
         self.reusable
     }

@@ -1,6 +1,7 @@
 //! Idle connections kept per address so repeated operations skip the TCP handshake. A
-//! connection goes back only after a fully successful exchange, and one idle longer than
-//! `max_idle` is dropped instead of tested, as the C client's pool does.
+//! connection goes back only after a fully successful exchange; one idle longer than
+//! `max_idle` is dropped instead of tested, as the C client's pool does, and so is one the
+//! server has closed meanwhile (a peek, no round trip).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -40,7 +41,7 @@ impl Pool {
                 let mut idle = self.idle.lock().expect("pool lock");
                 let list = idle.entry(addr.to_owned()).or_default();
                 let now = Instant::now();
-                list.retain(|c| now.duration_since(c.last_used) < self.max_idle);
+                list.retain(|c| now.duration_since(c.last_used) < self.max_idle && !c.is_stale());
                 list.pop()
             };
             if let Some(c) = reused {

@@ -21,6 +21,17 @@ pub struct ClientConfig {
     pub http_tracker_server_port: u16,
     pub anti_steal_check_token: bool,
     pub anti_steal_secret_key: String,
+    /// `connect_first_by` (`tracker`; or `last-connected`, 6.11): which of a storage's
+    /// addresses to try first. The tracker answers every query with the one address of the
+    /// client's class (two-address storage IDs), so both orders try that address.
+    pub connect_first_by: ConnectFirstBy,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ConnectFirstBy {
+    #[default]
+    Tracker,
+    LastConnected,
 }
 
 impl ClientConfig {
@@ -49,6 +60,14 @@ impl ClientConfig {
             http_tracker_server_port: k.int_in("http.tracker_server_port", 80, 1..=65535)? as u16,
             anti_steal_check_token: k.bool("http.anti_steal.check_token", false)?,
             anti_steal_secret_key: k.string("http.anti_steal.secret_key", ""),
+            connect_first_by: match k.entry("connect_first_by") {
+                None => ConnectFirstBy::Tracker,
+                Some(e) => match e.value.to_ascii_lowercase().as_str() {
+                    "tracker" => ConnectFirstBy::Tracker,
+                    "last-connected" | "last_connected" => ConnectFirstBy::LastConnected,
+                    _ => return Err(super::ini::value_error(e, "tracker or last-connected")),
+                },
+            },
         })
     }
 
@@ -68,6 +87,7 @@ impl ClientConfig {
             http_tracker_server_port: 80,
             anti_steal_check_token: false,
             anti_steal_secret_key: String::new(),
+            connect_first_by: ConnectFirstBy::Tracker,
         }
     }
 }

@@ -28,11 +28,13 @@ pub struct Ini {
     /// What reading the values found worth telling the operator (the daemons log these once
     /// their log is open).
     warnings: std::cell::RefCell<Vec<String>>,
+    /// The entries a parser has looked up (by index): what is left was never read.
+    read: std::cell::RefCell<std::collections::BTreeSet<usize>>,
 }
 
 impl Ini {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut ini = Ini { path: path.to_owned(), entries: Vec::new(), warnings: Default::default() };
+        let mut ini = Ini { path: path.to_owned(), entries: Vec::new(), ..Default::default() };
         ini.load_into(path, None, 0)?;
         Ok(ini)
     }
@@ -46,7 +48,7 @@ impl Ini {
             return Err(ConfigError::Syntax { file: path.to_owned(), line: 0, msg: "file too large".into() });
         }
         let text = String::from_utf8_lossy(&std::fs::read(path).map_err(io)?).into_owned();
-        let mut ini = Ini { path: path.to_owned(), entries: Vec::new(), warnings: Default::default() };
+        let mut ini = Ini { path: path.to_owned(), entries: Vec::new(), ..Default::default() };
         let mut section = None;
         ini.parse_lines(&text, path, &mut section, 0, true)?;
         Ok(ini)
@@ -54,7 +56,7 @@ impl Ini {
 
     /// Parses text as if it were the file `path` (includes resolve relative to it).
     pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
-        let mut ini = Ini { path: path.to_owned(), entries: Vec::new(), warnings: Default::default() };
+        let mut ini = Ini { path: path.to_owned(), entries: Vec::new(), ..Default::default() };
         let mut section = None;
         ini.parse_into(text, path, &mut section, 0)?;
         Ok(ini)
@@ -145,6 +147,13 @@ impl Ini {
         self.warnings.borrow_mut().push(msg);
     }
 
+    /// The entries no parser looked up: keys a config type neither honours nor warns about
+    /// (the test over C's sample configs requires none).
+    pub fn unread(&self) -> Vec<&Entry> {
+        let read = self.read.borrow();
+        self.entries.iter().enumerate().filter(|(i, _)| !read.contains(i)).map(|(_, e)| e).collect()
+    }
+
     /// The warnings gathered so far, for the config struct to carry.
     pub fn take_warnings(&self) -> Vec<String> {
         std::mem::take(&mut self.warnings.borrow_mut())
@@ -181,11 +190,16 @@ impl<'a> Keys<'a> {
 
     /// The first value of `key` (libfastcommon returns the first of repeated single keys).
     pub fn entry(&self, key: &str) -> Option<&'a Entry> {
-        self.ini.entries.iter().find(|e| e.key == key && e.section == self.section)
+        let (i, e) = self.ini.entries.iter().enumerate().find(|(_, e)| e.key == key && e.section == self.section)?;
+        self.ini.read.borrow_mut().insert(i);
+        Some(e)
     }
 
     pub fn all(&self, key: &str) -> Vec<&'a Entry> {
-        self.ini.entries.iter().filter(|e| e.key == key && e.section == self.section).collect()
+        let found: Vec<(usize, &'a Entry)> =
+            self.ini.entries.iter().enumerate().filter(|(_, e)| e.key == key && e.section == self.section).collect();
+        self.ini.read.borrow_mut().extend(found.iter().map(|(i, _)| *i));
+        found.into_iter().map(|(_, e)| e).collect()
     }
 
     pub fn strings(&self, key: &str) -> Vec<String> {

@@ -189,47 +189,99 @@ pub(crate) fn log_level(keys: &Keys<'_>) -> Result<LogLevel, ConfigError> {
     }
 }
 
-/// How a daemon rotates its own log (libfastcommon's keys, same defaults).
+/// How a daemon rotates one of its logs (libfastcommon's keys, C 6.16.1's defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct LogRotation {
-    /// `rotate_error_log` (false): a new file every day at `time`.
+    /// `log_file_rotate_everyday` (true): a new file every day at `time`.
     pub daily: bool,
-    /// `error_log_rotate_time` (00:00, local time).
+    /// `log_file_rotate_time` (00:00, local time).
     pub time: (u8, u8),
-    /// `rotate_error_log_size` (0: off): a new file once the log reaches this size (at least
+    /// `log_file_rotate_on_size` (0: off): a new file once the log reaches this size (at least
     /// 4 KiB).
     pub max_size: u64,
-    /// `log_file_keep_days` (0: all): rotated files older than this many days are removed.
+    /// `log_file_keep_days` (15; 0: all): rotated files older than this many days are removed,
+    /// every day at `delete_time`.
     pub keep_days: u32,
-    /// `compress_old_error_log` (false): rotated files are gzipped (`<file>.gz`) once they are
-    /// `compress_error_log_days_before` (1) days old.
+    /// `log_file_delete_old_time` (01:30, local time).
+    pub delete_time: (u8, u8),
+    /// `log_file_compress_old` (false): rotated files are gzipped (`<file>.gz`) once they are
+    /// `log_file_compress_days_before` (1) days old.
     pub compress: bool,
     pub compress_days_before: u32,
 }
 
-pub(crate) fn log_rotation(k: &Keys<'_>) -> Result<LogRotation, ConfigError> {
-    let max_size = k.size("rotate_error_log_size", 0)?;
-    Ok(LogRotation {
-        daily: k.bool("rotate_error_log", false)? || k.bool("log_file_rotate_everyday", false)?,
-        time: k.time_of_day("error_log_rotate_time", (0, 0))?,
-        max_size: if max_size == 0 { 0 } else { max_size.max(4096) },
-        keep_days: k.int_in("log_file_keep_days", 0, 0..=36_500)? as u32,
-        compress: k.bool("compress_old_error_log", false)?,
-        compress_days_before: k.int_in("compress_error_log_days_before", 1, 0..=36_500)? as u32,
-    })
+/// How the access log stamps its lines and times requests (`[access-log] time_precision`,
+/// 6.16): milliseconds (`ms`, the default) or microseconds (`us`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimePrecision {
+    #[default]
+    Millis,
+    Micros,
 }
 
-/// The storage's access log rotation: `rotate_access_log`, `access_log_rotate_time`,
-/// `rotate_access_log_size`; kept as long as the error log (`log_file_keep_days`).
-pub(crate) fn access_log_rotation(k: &Keys<'_>) -> Result<LogRotation, ConfigError> {
-    let max_size = k.size("rotate_access_log_size", 0)?;
+pub(crate) fn time_precision(k: &Keys<'_>) -> Result<TimePrecision, ConfigError> {
+    match k.entry("time_precision") {
+        None => Ok(TimePrecision::Millis),
+        Some(e) => match e.value.to_ascii_lowercase().as_str() {
+            "ms" | "millisecond" | "msecond" => Ok(TimePrecision::Millis),
+            "us" | "microsecond" | "usecond" => Ok(TimePrecision::Micros),
+            _ => Err(ini::value_error(e, "ms or us")),
+        },
+    }
+}
+
+/// Which log, for the keys of FastDFS before 6.14 (each log had its own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LogKind {
+    Error,
+    Access,
+}
+
+/// The 6.14+ log keys: `log_file_*` in the global part, overridden in the log's section
+/// (`[error-log]`, `[access-log]`). A config from before 6.14 names them per log
+/// (`rotate_error_log`, `error_log_rotate_time` ...): those are honoured when no 6.14 key says
+/// otherwise. Absent both, C 6.16.1's defaults: a new file every day, 15 days kept.
+pub(crate) fn log_rotation(ini: &Ini, kind: LogKind) -> Result<LogRotation, ConfigError> {
+    let (section, log) = match kind {
+        LogKind::Error => ("error-log", "error"),
+        LogKind::Access => ("access-log", "access"),
+    };
+    let global = ini.global();
+    let own = ini.section(Some(section));
+    // The section's key, else the global one, else the old per-log key.
+    let pick = |new: &str, old: &str| -> Option<&Entry> {
+        own.entry(new).or_else(|| global.entry(new)).or_else(|| (!old.is_empty()).then(|| global.entry(old)).flatten())
+    };
+    let keys_of = |e: Option<&Entry>| -> Keys<'_> {
+        match e {
+            Some(e) if e.section.is_some() => own.clone(),
+            _ => global.clone(),
+        }
+    };
+    let flag = |new: &str, old: String, default: bool| -> Result<bool, ConfigError> {
+        let e = pick(new, &old);
+        e.map_or(Ok(default), |e| keys_of(Some(e)).bool(&e.key, default))
+    };
+    let time = |new: &str, old: String, default: (u8, u8)| -> Result<(u8, u8), ConfigError> {
+        let e = pick(new, &old);
+        e.map_or(Ok(default), |e| keys_of(Some(e)).time_of_day(&e.key, default))
+    };
+    let number = |new: &str, old: String, default: i64| -> Result<u32, ConfigError> {
+        let e = pick(new, &old);
+        Ok(e.map_or(Ok(default), |e| keys_of(Some(e)).int_in(&e.key, default, 0..=36_500))? as u32)
+    };
+    let max_size = match pick("log_file_rotate_on_size", &format!("rotate_{log}_log_size")) {
+        Some(e) => keys_of(Some(e)).size(&e.key, 0)?,
+        None => 0,
+    };
     Ok(LogRotation {
-        daily: k.bool("rotate_access_log", false)?,
-        time: k.time_of_day("access_log_rotate_time", (0, 0))?,
+        daily: flag("log_file_rotate_everyday", format!("rotate_{log}_log"), true)?,
+        time: time("log_file_rotate_time", format!("{log}_log_rotate_time"), (0, 0))?,
         max_size: if max_size == 0 { 0 } else { max_size.max(4096) },
-        keep_days: k.int_in("log_file_keep_days", 0, 0..=36_500)? as u32,
-        compress: k.bool("compress_old_access_log", false)?,
-        compress_days_before: k.int_in("compress_access_log_days_before", 1, 0..=36_500)? as u32,
+        keep_days: number("log_file_keep_days", String::new(), 15)?,
+        delete_time: time("log_file_delete_old_time", String::new(), (1, 30))?,
+        compress: flag("log_file_compress_old", format!("compress_old_{log}_log"), false)?,
+        compress_days_before: number("log_file_compress_days_before", format!("compress_{log}_log_days_before"), 1)?,
     })
 }
 
@@ -321,5 +373,37 @@ mod tests {
         assert!(ReservedSpace::Ratio(0.2).allows(201, 1000, 1));
         assert_eq!(ReservedSpace::Ratio(0.2).to_string(), "20.00%");
         assert_eq!(ReservedSpace::Megabytes(1024).to_string(), "1024MB");
+    }
+
+    fn rotation(text: &str, kind: LogKind) -> LogRotation {
+        let ini = Ini::parse(text, std::path::Path::new("storage.conf")).unwrap();
+        log_rotation(&ini, kind).unwrap()
+    }
+
+    #[test]
+    fn log_rotation_keys_of_every_generation() {
+        // Nothing said: C 6.16.1's defaults.
+        let d = rotation("", LogKind::Error);
+        assert_eq!((d.daily, d.time, d.keep_days, d.delete_time, d.max_size), (true, (0, 0), 15, (1, 30), 0));
+        // The 6.14+ global keys, one overridden for the access log in its section.
+        let text = "log_file_rotate_everyday = false\nlog_file_keep_days = 3\nlog_file_rotate_on_size = 1MB\n\
+                    log_file_delete_old_time = 04:05\nlog_file_compress_old = true\n\
+                    [access-log]\nlog_file_keep_days = 9\nlog_file_rotate_everyday = true\n";
+        let e = rotation(text, LogKind::Error);
+        assert_eq!((e.daily, e.keep_days, e.max_size, e.delete_time, e.compress), (false, 3, 1 << 20, (4, 5), true));
+        let a = rotation(text, LogKind::Access);
+        assert_eq!((a.daily, a.keep_days, a.max_size), (true, 9, 1 << 20));
+        // A config from before 6.14: its own keys per log.
+        let old = "rotate_error_log = false\nerror_log_rotate_time = 02:00\nrotate_access_log = true\n\
+                   rotate_access_log_size = 8KB\nlog_file_keep_days = 0\n";
+        let e = rotation(old, LogKind::Error);
+        assert_eq!((e.daily, e.time, e.keep_days), (false, (2, 0), 0));
+        let a = rotation(old, LogKind::Access);
+        assert_eq!((a.daily, a.max_size), (true, 8192));
+        let ini = Ini::parse("[access-log]\ntime_precision = us\n", std::path::Path::new("storage.conf")).unwrap();
+        assert_eq!(time_precision(&ini.section(Some("access-log"))).unwrap(), TimePrecision::Micros);
+        assert_eq!(time_precision(&ini.global()).unwrap(), TimePrecision::Millis);
+        // A 6.14 key wins over the old one.
+        assert!(rotation("rotate_error_log = false\nlog_file_rotate_everyday = true\n", LogKind::Error).daily);
     }
 }

@@ -117,10 +117,12 @@ pub struct StorageConfig {
     pub tracker_servers: Vec<ServerAddr>,
     /// `log_level` (info).
     pub log_level: LogLevel,
-    /// `rotate_error_log`, `error_log_rotate_time`, `rotate_error_log_size`, `log_file_keep_days`.
+    /// The error log's rotation: the `log_file_*` keys, `[error-log]` (or the keys before 6.14).
     pub log_rotation: super::LogRotation,
-    /// `rotate_access_log`, `access_log_rotate_time`, `rotate_access_log_size`.
+    /// The access log's rotation: the `log_file_*` keys, `[access-log]` (or the keys before 6.14).
     pub access_log_rotation: super::LogRotation,
+    /// `[access-log] time_precision` (ms): the access log's stamps and request times.
+    pub access_time_precision: super::TimePrecision,
     /// `run_by_group` (empty): the group the daemon runs as once its port is bound.
     pub run_by_group: String,
     /// `run_by_user` (empty): the user the daemon runs as once its port is bound.
@@ -162,7 +164,8 @@ pub struct StorageConfig {
     /// `use_access_log` (false; or `enabled` in 6.13's `[access-log]`): one line per client
     /// request in `logs/storage_access.log`, as C writes it.
     pub use_access_log: bool,
-    /// `file_sync_skip_invalid_record` (false): a malformed binlog line is always skipped (and logged).
+    /// `file_sync_skip_invalid_record` (false): a malformed binlog line stops replication to a
+    /// member where it is (logged), as C; true: it is skipped.
     pub file_sync_skip_invalid_record: bool,
     /// `use_connection_pool` (false): accepted, no effect (replication connections stay open).
     pub use_connection_pool: bool,
@@ -243,8 +246,9 @@ impl StorageConfig {
             subdir_count_per_path: k.int_in("subdir_count_per_path", 256, 1..=256)? as u32,
             tracker_servers: tracker_servers(&k)?,
             log_level: log_level(&k)?,
-            log_rotation: super::log_rotation(&k)?,
-            access_log_rotation: super::access_log_rotation(&k)?,
+            log_rotation: super::log_rotation(ini, super::LogKind::Error)?,
+            access_log_rotation: super::log_rotation(ini, super::LogKind::Access)?,
+            access_time_precision: super::time_precision(&ini.section(Some("access-log")))?,
             run_by_group: k.string("run_by_group", ""),
             run_by_user: k.string("run_by_user", ""),
             allow_hosts: super::allow_hosts(&k)?,
@@ -289,6 +293,36 @@ impl StorageConfig {
             http_server_port: k.int_in("http.server_port", 8888, 1..=65535)? as u16,
         };
         super::unsupported::check(&k, super::unsupported::STORAGE);
+        // Under process_crash it paces the fsyncs of a file being written, as in C; under
+        // power_loss every file is synced whole before the answer anyway.
+        if config.durability == Durability::PowerLoss && config.fsync_after_written_bytes > 0 {
+            k.warn(
+                "fsync_after_written_bytes",
+                "has no effect with durability = power_loss: every file is fsynced before the upload is answered",
+            );
+        }
         Ok(Self { warnings: ini.take_warnings(), ..config })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> StorageConfig {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("base_path = {}\ntracker_server = 10.0.0.1:22122\n{text}", dir.path().display());
+        StorageConfig::from_ini(&Ini::parse(&text, Path::new("storage.conf")).unwrap()).unwrap()
+    }
+
+    /// `fsync_after_written_bytes` works under process_crash (C's guarantee) and is said to do
+    /// nothing under power_loss, where whole files are synced anyway.
+    #[test]
+    fn fsync_after_written_bytes_is_warned_about_only_where_it_does_nothing() {
+        let crash = load("durability = process_crash\nfsync_after_written_bytes = 1MB\n");
+        assert_eq!(crash.fsync_after_written_bytes, 1 << 20);
+        assert!(!crash.warnings.iter().any(|w| w.contains("fsync_after_written_bytes")), "{:?}", crash.warnings);
+        let power = load("durability = power_loss\nfsync_after_written_bytes = 1MB\n");
+        assert!(power.warnings.iter().any(|w| w.contains("fsync_after_written_bytes")), "{:?}", power.warnings);
     }
 }

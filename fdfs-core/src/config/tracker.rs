@@ -114,7 +114,7 @@ pub struct TrackerConfig {
     pub max_buff_size: u64,
     /// `log_level` (info).
     pub log_level: LogLevel,
-    /// `rotate_error_log`, `error_log_rotate_time`, `rotate_error_log_size`, `log_file_keep_days`.
+    /// The error log's rotation: the `log_file_*` keys, `[error-log]` (or the keys before 6.14).
     pub log_rotation: super::LogRotation,
     /// `run_by_group` (empty): the group the daemon runs as once its port is bound.
     pub run_by_group: String,
@@ -253,7 +253,7 @@ impl TrackerConfig {
             min_buff_size: min_buff,
             max_buff_size: max_buff,
             log_level: log_level(&k)?,
-            log_rotation: super::log_rotation(&k)?,
+            log_rotation: super::log_rotation(ini, super::LogKind::Error)?,
             run_by_group: k.string("run_by_group", ""),
             run_by_user: k.string("run_by_user", ""),
             allow_hosts: super::allow_hosts(&k)?,

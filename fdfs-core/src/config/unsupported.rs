@@ -27,6 +27,7 @@ const THREADS: &str = "not needed: the async runtime sizes its threads from work
 const COMMON: &[Unsupported] = &[
     u("address_family", "auto", "listening follows bind_addr"),
     u("use_io_uring", "false", "not supported: epoll through tokio"),
+    u("use_send_zc", "true", "not supported without io_uring: downloads are sent with sendfile"),
     u("accept_threads", "1", THREADS),
     u("thread_stack_size", "256KB", THREADS),
     u("min_buff_size", "8KB", "not needed: buffers are sized per request"),
@@ -59,7 +60,8 @@ pub const STORAGE: &[Unsupported] = &[
         "not needed: reads run on the blocking pool, writes on disk_writer_threads per store path",
     ),
     u("disk_recovery_threads", "1", "disk recovery copies one file at a time"),
-    u("fsync_after_written_bytes", "0", "every file is fsynced before the upload is answered"),
+    u("sync_min_threads", "1", "not needed: one replication task per member, on the async runtime"),
+    u("sync_max_threads", "auto", "not needed: one replication task per member, on the async runtime"),
     u("if_alias_prefix", "", "not supported: every interface address counts as this host's"),
     u("key_namespace", "FastDFS", "FastDHT's: de-duplication is built in, with a local index"),
     u("keep_alive", "0", "FastDHT's: de-duplication is built in, with a local index"),

@@ -337,11 +337,11 @@ async fn dispatch(
             Ok(Reply::Sent) => bytes,
             _ => 0,
         } + 10;
-        let ms = started.elapsed().as_millis();
+        let used = crate::logging::access_time_used(started.elapsed());
         let ip = peer.ip();
         // The name is the client's: one line per request whatever it sent.
         let logged: String = logged.chars().map(|c| if c.is_control() || c == ' ' { '?' } else { c }).collect();
-        crate::logging::access(&format!("{ip} {action} {logged} {status} {ms} {} {answered}", h.pkg_len + 10));
+        crate::logging::access(&format!("{ip} {action} {logged} {status} {used} {} {answered}", h.pkg_len + 10));
     }
     result
 }

@@ -330,7 +330,23 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
         };
         mark.scan_row_count += 1;
         match line {
-            Line::Invalid(text) => tracing::error!("sync to {peer_id}: skipping a bad binlog line: {text:?}"),
+            // C's meaning of file_sync_skip_invalid_record: by default a damaged record stops
+            // replication to this member where it is (retrying would only log it again), so the
+            // operator learns of it before the members drift apart; with the key set it is skipped.
+            Line::Invalid(text) if !srv.config.file_sync_skip_invalid_record => {
+                tracing::error!(
+                    "sync to {peer_id}: bad binlog line {text:?} at {}/{}; replication to it stops here until \
+                     a restart with file_sync_skip_invalid_record = true",
+                    mark.binlog_index,
+                    mark.binlog_offset
+                );
+                if unsaved > 0 {
+                    save_mark(&mark, &mark_path).await?;
+                }
+                shutdown.wait().await;
+                return Ok(());
+            }
+            Line::Invalid(text) => tracing::warn!("sync to {peer_id}: skipping a bad binlog line: {text:?}"),
             Line::Record(r) => {
                 if wanted(&r, &mark) {
                     // Outside `sync_start_time`..`sync_end_time` the sender waits (its
