@@ -655,6 +655,19 @@ impl CDaemon {
     }
 }
 
+impl CDaemon {
+    /// Stops the daemon (its files stay).
+    pub fn stop(&self) {
+        let _ = Command::new(self.bin.join(self.program)).arg(&self.conf).arg("stop").output();
+    }
+
+    /// Starts it again on its config and data.
+    pub fn start_again(&self) {
+        let st = Command::new(self.bin.join(self.program)).arg(&self.conf).arg("start").status().unwrap();
+        assert!(st.success(), "the C {} starts again", self.program);
+    }
+}
+
 impl Drop for CDaemon {
     fn drop(&mut self) {
         let _ = Command::new(self.bin.join(self.program)).arg(&self.conf).arg("stop").output();

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use fdfs_core::client::{Content, UploadKind};
 use fdfs_e2e::{c_fastdfs_bin, common_free_port, eventually, CDaemon, StorageProc, TrackerProc};
 
 /// Whether the tracker at `addr` says it leads (64 TRACKER_GET_STATUS); `None` when it does not
@@ -107,4 +108,95 @@ async fn a_c_storage_heals_a_split_brain() {
 #[tokio::test]
 async fn our_storage_heals_a_split_brain() {
     two_leaders_meet(false, ["127.0.0.109", "127.0.0.108", "127.0.0.110", "127.0.0.111", "127.0.0.112"]).await;
+}
+
+/// A tracker set of the C tracker and ours, with a C storage and ours in one group reporting to
+/// both: one leader; when it stops the other leads, clients listing both keep uploading and
+/// both members keep replicating; then the same the other way round.
+#[tokio::test]
+async fn leadership_fails_over_between_a_c_tracker_and_ours_both_ways() {
+    let Some(bin) = c_fastdfs_bin("leadership_fails_over_between_a_c_tracker_and_ours_both_ways") else { return };
+    let c_tracker = CDaemon::tracker(&bin, "127.0.0.125", "");
+    let our_port = common_free_port(&["127.0.0.126"]);
+    let mut tracker = TrackerProc::start(&format!("bind_addr = 127.0.0.126\nport = {our_port}\n"));
+    let ours = tracker.addr();
+    let both = format!("tracker_server = {}\ntracker_server = {ours}\n", c_tracker.addr);
+    let port = common_free_port(&["127.0.0.127", "127.0.0.128"]);
+    let our_storage = StorageProc::start(&ours, "127.0.0.127", &format!("port = {port}\n{both}")).await;
+    let _c_storage = CDaemon::storage(&bin, &c_tracker.addr, "group1", "127.0.0.128", port, &both);
+    let mut config = fdfs_core::config::ClientConfig::for_tracker(fdfs_core::config::ServerAddr::parse(&ours).unwrap());
+    config.tracker_servers.push(fdfs_core::config::ServerAddr::parse(&c_tracker.addr).unwrap());
+    config.use_connection_pool = false;
+    let client = fdfs_core::client::Client::new(&config);
+    let one_leader = |what: &'static str| {
+        let (c_addr, ours) = (c_tracker.addr.clone(), ours.clone());
+        async move {
+            eventually(Duration::from_secs(60), what, || async {
+                match (claims_lead(&c_addr), claims_lead(&ours)) {
+                    (Some(true), Some(false) | None) => Some(c_addr.clone()),
+                    (Some(false) | None, Some(true)) => Some(ours.clone()),
+                    _ => None,
+                }
+            })
+            .await
+        }
+    };
+    // Every upload, through whichever tracker answers, reaches both members.
+    let upload_everywhere = |tag: u8| {
+        let client = &client;
+        let members = [our_storage.addr(), format!("127.0.0.128:{port}")];
+        async move {
+            let data = vec![tag; 5000];
+            let id = eventually(Duration::from_secs(30), "an upload through the tracker set", || async {
+                client.upload(UploadKind::Normal, None, "bin", Content::Bytes(&data)).await.ok()
+            })
+            .await;
+            let name = id.split_once('/').unwrap().1.to_owned();
+            for addr in &members {
+                eventually(Duration::from_secs(30), &format!("upload {tag} on {addr}"), || async {
+                    (client.storage.download(addr, "group1", &name, 0, 0).await.ok()? == data).then_some(())
+                })
+                .await;
+            }
+        }
+    };
+    eventually(Duration::from_secs(60), "both storages ACTIVE at both trackers", || async {
+        for t in [&c_tracker.addr, &ours] {
+            let list = fdfs_e2e::client_for(t).tracker.list_storages("group1", None).await.ok()?;
+            let active = list.iter().filter(|s| s.status == fdfs_core::tracker::status::ACTIVE).count();
+            (active == 2).then_some(())?;
+        }
+        Some(())
+    })
+    .await;
+    let first = one_leader("one leader of the two").await;
+    upload_everywhere(1).await;
+
+    // The leader stops: the other leads, and the cluster goes on.
+    let c_first = first == c_tracker.addr;
+    if c_first {
+        c_tracker.stop();
+    } else {
+        tracker.daemon.stop();
+    }
+    let second = one_leader("the other tracker leads").await;
+    assert_ne!(second, first, "the survivor leads");
+    eprintln!("leader {first}, then {second}");
+    upload_everywhere(2).await;
+
+    // The first comes back (as a follower), then the second stops: the first leads again.
+    if c_first {
+        c_tracker.start_again();
+    } else {
+        tracker.restart();
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(one_leader("still one leader").await, second, "the one that came back follows");
+    if c_first {
+        tracker.daemon.stop();
+    } else {
+        c_tracker.stop();
+    }
+    assert_eq!(one_leader("the first leads again").await, first);
+    upload_everywhere(3).await;
 }

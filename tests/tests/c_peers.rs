@@ -249,3 +249,60 @@ async fn the_admin_tools_print_what_the_c_ones_print() {
         assert_eq!(trackers.matches("is_leader").count(), 1, "one tracker, listed once:\n{trackers}");
     }
 }
+
+/// One group of a C storage and ours, under `tracker`: files uploaded to either are served by
+/// both, byte for byte, and a delete on either reaches the other.
+async fn a_mixed_group_replicates_both_ways(bin: &std::path::Path, tracker: &str, ips: [&str; 2]) {
+    let port = common_free_port(&ips);
+    let ours = StorageProc::start(tracker, ips[0], &format!("port = {port}\n")).await;
+    let theirs = CDaemon::storage(bin, tracker, "group1", ips[1], port, "");
+    let c = fdfs_e2e::client_for(tracker);
+    eventually(Duration::from_secs(60), "the C storage ACTIVE", || async {
+        let list = c.tracker.list_storages("group1", Some(ips[1])).await.ok()?;
+        (list.first()?.status == status::ACTIVE).then_some(())
+    })
+    .await;
+    let mut files = Vec::new();
+    for i in 0..20u32 {
+        let addr = if i % 2 == 0 { ours.addr() } else { theirs.addr.clone() };
+        let data: Vec<u8> = (0..(1000 + i * 3000)).map(|j| (j * 31 + i) as u8).collect();
+        let r = eventually(Duration::from_secs(20), "an upload", || async {
+            c.storage.upload(&addr, UploadKind::Normal, -1, "bin", Content::Bytes(&data)).await.ok()
+        })
+        .await;
+        files.push((r.filename, data));
+    }
+    for (name, data) in &files {
+        for addr in [ours.addr(), theirs.addr.clone()] {
+            eventually(Duration::from_secs(30), &format!("{name} on {addr}"), || async {
+                (c.storage.download(&addr, "group1", name, 0, 0).await.ok()? == *data).then_some(())
+            })
+            .await;
+        }
+    }
+    // Deletes: the first on ours, the second on the C storage; each goes from both.
+    for (i, (name, _)) in files.iter().take(2).enumerate() {
+        let at = if i == 0 { ours.addr() } else { theirs.addr.clone() };
+        c.storage.delete(&at, "group1", name).await.unwrap();
+        for addr in [ours.addr(), theirs.addr.clone()] {
+            eventually(Duration::from_secs(30), &format!("{name} deleted on {addr}"), || async {
+                c.storage.download(&addr, "group1", name, 0, 0).await.is_err().then_some(())
+            })
+            .await;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_c_storage_and_ours_in_one_group_under_the_c_tracker() {
+    let Some(bin) = c_fastdfs_bin("a_c_storage_and_ours_in_one_group_under_the_c_tracker") else { return };
+    let tracker = CDaemon::tracker(&bin, "127.0.0.119", "");
+    a_mixed_group_replicates_both_ways(&bin, &tracker.addr, ["127.0.0.120", "127.0.0.121"]).await;
+}
+
+#[tokio::test]
+async fn a_c_storage_and_ours_in_one_group_under_our_tracker() {
+    let Some(bin) = c_fastdfs_bin("a_c_storage_and_ours_in_one_group_under_our_tracker") else { return };
+    let tracker = TrackerProc::start("bind_addr = 127.0.0.122\n");
+    a_mixed_group_replicates_both_ways(&bin, &tracker.addr(), ["127.0.0.123", "127.0.0.124"]).await;
+}
