@@ -171,6 +171,19 @@ async fn leadership_fails_over_between_a_c_tracker_and_ours_both_ways() {
     .await;
     let first = one_leader("one leader of the two").await;
     upload_everywhere(1).await;
+    // The leader's view of the set (96, what fdfs_tracker_stat -d prints): the follower joined
+    // it (58) with its version and start time, and pings it.
+    let follower = if first == ours { c_tracker.addr.clone() } else { ours.clone() };
+    eventually(Duration::from_secs(20), "the follower known to the leader", || async {
+        let stats = fdfs_e2e::client_for(&first)
+            .tracker
+            .tracker_cluster_stat(&fdfs_core::protocol::tracker::TrackerClusterStatReq::default())
+            .await
+            .ok()?;
+        let f = stats.trackers.iter().find(|s| s.host == follower)?;
+        (f.is_active == 1 && f.version == "6.16.1" && f.up_time > 0).then_some(())
+    })
+    .await;
 
     // The leader stops: the other leads, and the cluster goes on.
     let c_first = first == c_tracker.addr;

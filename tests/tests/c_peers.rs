@@ -306,3 +306,84 @@ async fn a_c_storage_and_ours_in_one_group_under_our_tracker() {
     let tracker = TrackerProc::start("bind_addr = 127.0.0.122\n");
     a_mixed_group_replicates_both_ways(&bin, &tracker.addr(), ["127.0.0.123", "127.0.0.124"]).await;
 }
+
+/// Storage-ID mode: 60 GET_MY_IP and 109 GET_GROUP_NAME answered as the C 6.16.1 tracker
+/// answers them, from the same storage_ids.conf: a two-address entry gives both addresses
+/// (the private one first), an address it does not list gets itself back.
+#[tokio::test]
+async fn get_my_ip_and_group_name_are_answered_as_the_c_tracker_answers_them() {
+    let Some(bin) = c_fastdfs_bin("get_my_ip_and_group_name_are_answered_as_the_c_tracker_answers_them") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let ids_file = dir.path().join("storage_ids.conf");
+    std::fs::write(&ids_file, "100130 group1 127.0.0.130,10.9.9.9\n100131 group2 127.0.0.131\n").unwrap();
+    let conf = format!("use_storage_id = true\nstorage_ids_filename = {}\n", ids_file.display());
+    let c_tracker = CDaemon::tracker(&bin, "127.0.0.132", &conf);
+    let tracker = TrackerProc::start(&format!("bind_addr = 127.0.0.133\n{conf}"));
+    let group = |name: &str, len: usize| {
+        let mut b = name.as_bytes().to_vec();
+        b.resize(len, 0);
+        b
+    };
+    let mut v616 = group("group1", 17);
+    v616.extend_from_slice(&23000i32.to_be_bytes());
+    // 6.16.1 takes only its own 21-byte form of 60 (the 16-byte one of older storages gets
+    // EINVAL there; ours serves every generation, and answers it alike: below).
+    let requests: Vec<(&str, u8, Vec<u8>)> = vec![
+        ("127.0.0.130", 60, v616.clone()),
+        ("127.0.0.134", 60, v616.clone()),
+        ("127.0.0.131", 109, 23000i32.to_be_bytes().to_vec()),
+        ("127.0.0.134", 109, 23000i32.to_be_bytes().to_vec()),
+    ];
+    let ours = tracker.addr();
+    eventually_connect(&c_tracker.addr);
+    for (from, cmd, body) in requests {
+        let theirs = fdfs_e2e::raw_request_from(from, &c_tracker.addr, cmd, &body);
+        let mine = fdfs_e2e::raw_request_from(from, &ours, cmd, &body);
+        assert_eq!(
+            (mine.0, String::from_utf8_lossy(&mine.1)),
+            (theirs.0, String::from_utf8_lossy(&theirs.1)),
+            "cmd {cmd} ({} bytes) from {from}",
+            body.len()
+        );
+    }
+    let classic = fdfs_e2e::raw_request_from("127.0.0.130", &ours, 60, &group("group1", 16));
+    assert_eq!((classic.0, String::from_utf8_lossy(&classic.1).into_owned()), (0, "10.9.9.9,127.0.0.130".into()));
+}
+
+/// Storage-ID mode with `group_name` left empty: our storage asks the tracker which group its
+/// address and port belong to (109), as the C storage does, under the C tracker and ours.
+#[tokio::test]
+async fn an_empty_group_name_is_filled_from_the_trackers_id_table() {
+    let Some(bin) = c_fastdfs_bin("an_empty_group_name_is_filled_from_the_trackers_id_table") else { return };
+    let port = common_free_port(&["127.0.0.135"]);
+    let dir = tempfile::tempdir().unwrap();
+    let ids_file = dir.path().join("storage_ids.conf");
+    std::fs::write(&ids_file, format!("100135 group7 127.0.0.135:{port}\n")).unwrap();
+    let conf = format!("use_storage_id = true\nstorage_ids_filename = {}\n", ids_file.display());
+    let c_tracker = CDaemon::tracker(&bin, "127.0.0.136", &conf);
+    let tracker = TrackerProc::start(&format!("bind_addr = 127.0.0.137\n{conf}"));
+    for t in [c_tracker.addr.clone(), tracker.addr()] {
+        let base = tempfile::tempdir().unwrap();
+        let storage_conf = base.path().join("storage.conf");
+        let b = base.path().display();
+        std::fs::write(
+            &storage_conf,
+            format!(
+                "group_name =\nbind_addr = 127.0.0.135\nport = {port}\nbase_path = {b}\nstore_path0 = {b}\n\
+                 subdir_count_per_path = 4\ntracker_server = {t}\nheart_beat_interval = 1\nstat_report_interval = 1\n"
+            ),
+        )
+        .unwrap();
+        let _storage = fdfs_e2e::Daemon::start("fdfs_storaged", &storage_conf, base.path());
+        let c = fdfs_e2e::client_for(&t);
+        eventually(Duration::from_secs(30), "our storage ACTIVE in group7", || async {
+            let list = c.tracker.list_storages("group7", None).await.ok()?;
+            (list.first()?.status == status::ACTIVE && list[0].id == "100135").then_some(())
+        })
+        .await;
+        let log = std::fs::read_to_string(base.path().join("logs/storaged.log")).unwrap();
+        assert!(log.contains("group_name group7 (from the tracker's storage_ids.conf)"), "{log}");
+    }
+}

@@ -51,6 +51,13 @@ fn real_main() -> Result<()> {
         )?;
         // With port 0 the trackers must learn the port actually bound.
         config.port = listener.local_addr()?.port();
+        if config.group_name.is_empty() {
+            // Storage-ID mode: the trackers' storage_ids.conf names our group (109).
+            config.group_name = storage::report::group_name_from_trackers(&config)
+                .await
+                .map_err(|e| anyhow::anyhow!("group_name is empty and no tracker named our group: {e}"))?;
+            tracing::info!("group_name {} (from the tracker's storage_ids.conf)", config.group_name);
+        }
         let base_path = config.base_path.clone();
         let server = Arc::new(StorageServer::open(config)?);
         let level = move || Ok(StorageConfig::load(&conf)?.log_level);

@@ -187,7 +187,7 @@ pub struct StorageServer {
 impl StorageServer {
     pub fn open(config: StorageConfig) -> anyhow::Result<Self> {
         if config.group_name.is_empty() {
-            anyhow::bail!("group_name is required (fetching it from the tracker needs storage IDs, not supported yet)");
+            anyhow::bail!("group_name is required (with storage IDs the daemon asks the tracker for it first)");
         }
         let data_dir = config.base_path.join("data");
         std::fs::create_dir_all(&data_dir)?;

@@ -241,7 +241,7 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
         let profile = Profile::of(layout, false);
         let mut conn = ReportConnection::connect(&addr, bind, (c.connect_timeout, c.network_timeout), profile).await?;
         apply_params(srv, &conn.parameters().await?);
-        let my_ip = match conn.my_ip(&srv.group, c.port).await {
+        let my_ip = match conn.my_ip(&srv.group, c.port).await.map(|ip| own_of(srv, &ip)) {
             // It goes into .data_init_flag and new file names: only a plain address will do.
             Ok(ip) if crate::protocol::is_safe_token(&ip) => ip,
             Ok(ip) => {
@@ -313,6 +313,51 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
         addr: addr.clone(),
         why: "no FastDFS generation accepted our JOIN".into(),
     }))
+}
+
+/// A storage.conf without `group_name` (storage-ID mode): the group the trackers'
+/// storage_ids.conf gives this storage's address and port (109 GET_GROUP_NAME), as the C
+/// storage asks at start. Each tracker is asked in turn, three rounds, before giving up.
+pub async fn group_name_from_trackers(c: &crate::config::StorageConfig) -> Result<String, String> {
+    use crate::protocol::report::GetGroupNameReq;
+    use crate::protocol::tracker::GroupReq;
+    let req = GetGroupNameReq { ip: c.bind_addr.clone(), port: i32::from(c.port) }.encode();
+    let mut last = String::from("no tracker_server");
+    for round in 0..3 {
+        if round > 0 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        for t in &c.tracker_servers {
+            let addr = t.primary();
+            let answer = async {
+                let mut conn = crate::client::Connection::connect_from(
+                    &addr,
+                    c.client_bind_ip(),
+                    c.connect_timeout,
+                    c.network_timeout,
+                )
+                .await?;
+                let body = conn.call(crate::protocol::Command::StorageGetGroupName, &req).await;
+                conn.quit().await;
+                body
+            };
+            match answer.await.map(|b| GroupReq::decode(&b)) {
+                Ok(Ok(g)) if crate::protocol::valid_group_name(&g.group) => return Ok(g.group),
+                Ok(Ok(g)) => last = format!("tracker {addr} answered the group name {:?}", g.group),
+                Ok(Err(e)) => last = format!("tracker {addr}: {e}"),
+                Err(e) => last = e.to_string(),
+            }
+        }
+    }
+    Err(last)
+}
+
+/// A storage-ID tracker answers GET_MY_IP with every address of our storage_ids.conf entry
+/// (`inner,outer`): ours is the one on an interface here, else the first.
+fn own_of(srv: &StorageServer, answer: &str) -> String {
+    let mut addrs = answer.split(',').map(str::trim).filter(|a| !a.is_empty());
+    let first = addrs.clone().next().unwrap_or_default().to_owned();
+    addrs.find(|a| a.parse().is_ok_and(|ip| srv.is_own_host(ip))).map_or(first, str::to_owned)
 }
 
 /// 78 REPORT_IP_CHANGED, as C sends it after GET_MY_IP and before JOIN: the tracker moves our

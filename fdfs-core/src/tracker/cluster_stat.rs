@@ -15,23 +15,42 @@ use crate::protocol::tracker::stat_filter::*;
 /// A follower counts as active while its pings arrive (it pings every second or so).
 const PING_FRESH_SECS: i64 = 10;
 
-/// The last ping each follower (by IP) sent the leader, with the connection counts of 6.15.5+.
+/// What the leader knows of a follower: its last ping (with the connection counts of
+/// 6.15.5+) and what it said of itself when it joined (58: version, up time).
+#[derive(Debug, Clone, Default)]
+struct Follower {
+    last_ping: i64,
+    counts: Option<PingLeaderReq>,
+    version: String,
+    up_time: i64,
+}
+
+/// The followers of this leader, by IP.
 #[derive(Debug, Default)]
 pub struct FollowerPings {
-    by_ip: Mutex<HashMap<String, (i64, Option<PingLeaderReq>)>>,
+    by_ip: Mutex<HashMap<String, Follower>>,
 }
 
 impl FollowerPings {
-    pub fn record(&self, ip: String, now: i64, counts: Option<PingLeaderReq>) {
+    /// Runs `f` on `ip`'s entry. Bounded by the tracker list: only trackers a storage named
+    /// are listed anyway, but a stranger must not grow the map without end.
+    fn update(&self, ip: String, f: impl FnOnce(&mut Follower)) {
         let mut m = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
-        // Bounded by the tracker list: only trackers a storage named are listed anyway, but a
-        // stranger pinging must not grow the map without end.
         if m.len() < crate::protocol::MAX_TRACKERS * 4 || m.contains_key(&ip) {
-            m.insert(ip, (now, counts));
+            f(m.entry(ip).or_default());
         }
     }
 
-    fn get(&self, ip: &str) -> Option<(i64, Option<PingLeaderReq>)> {
+    pub fn record(&self, ip: String, now: i64, counts: Option<PingLeaderReq>) {
+        self.update(ip, |f| (f.last_ping, f.counts) = (now, counts));
+    }
+
+    /// 58 JOIN_LEADER: the follower's version and start time, for 96.
+    pub fn joined(&self, ip: String, now: i64, version: String, up_time: i64) {
+        self.update(ip, |f| (f.last_ping, f.version, f.up_time) = (now, version, up_time));
+    }
+
+    fn get(&self, ip: &str) -> Option<Follower> {
         self.by_ip.lock().unwrap_or_else(|e| e.into_inner()).get(ip).cloned()
     }
 }
@@ -60,19 +79,19 @@ pub fn trackers(t: &Tracker, req: &TrackerClusterStatReq, now: i64) -> Result<Tr
     }];
     for addr in known.iter().filter(|a| !super::election::is_me(t, a)) {
         let ip = crate::config::ServerAddr::parse(addr).map(|a| a.hosts[0].clone()).unwrap_or_default();
-        let ping = t.follower_pings.get(&ip);
-        let counts = ping.as_ref().and_then(|(_, c)| c.clone()).unwrap_or_default();
-        let last = ping.map_or(0, |(at, _)| at);
+        // Joined followers are known by their address in the list, classic ones by their IP.
+        let f = t.follower_pings.get(addr).or_else(|| t.follower_pings.get(&ip)).unwrap_or_default();
+        let counts = f.counts.unwrap_or_default();
         out.push(TrackerClusterStat {
             host: addr.clone(),
             is_leader: 0,
-            is_active: (now - last <= PING_FRESH_SECS) as u8,
+            is_active: (now - f.last_ping <= PING_FRESH_SECS) as u8,
             conn_alloc: counts.conn_alloc,
             conn_current: counts.conn_current,
             conn_max: counts.conn_max,
-            version: String::new(),
-            up_time: 0,
-            last_heart_beat_time: last,
+            version: f.version,
+            up_time: f.up_time,
+            last_heart_beat_time: f.last_ping,
         });
     }
     out.retain(|s| {

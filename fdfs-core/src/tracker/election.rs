@@ -209,7 +209,7 @@ async fn elect(t: &Arc<Tracker>, others: &[String]) {
 }
 
 /// Is `addr` a tracker of this cluster: this one, or one the storages named in their JOINs?
-fn is_known_tracker(t: &Tracker, addr: &str) -> bool {
+pub(super) fn is_known_tracker(t: &Tracker, addr: &str) -> bool {
     let Some(a) = ServerAddr::parse(addr) else { return false };
     is_me(t, addr)
         || t.lock()
@@ -217,6 +217,29 @@ fn is_known_tracker(t: &Tracker, addr: &str) -> bool {
             .iter()
             .filter_map(|k| ServerAddr::parse(k))
             .any(|k| k.port == a.port && k.hosts.iter().any(|h| a.hosts.contains(h)))
+}
+
+/// The tracker of this cluster (`ip:port` as storages list it) that a connection from `ip`
+/// naming `port` comes from: the one at that address and port, or, for a connection from this
+/// very host (a follower beside us: C does not bind those connections, so they come from the
+/// host's own address), the one at that port on one of our addresses or aliases.
+pub(super) fn tracker_at(t: &Tracker, ip: std::net::IpAddr, port: u16) -> Option<String> {
+    let ip = ip.to_canonical().to_string();
+    let known: Vec<String> = t.lock().trackers.iter().filter(|k| !is_me(t, k)).cloned().collect();
+    let at = |host_matches: &dyn Fn(&str) -> bool| {
+        known
+            .iter()
+            .find(|k| ServerAddr::parse(k).is_some_and(|a| a.port == port && a.hosts.iter().any(|h| host_matches(h))))
+    };
+    at(&|h| h == ip)
+        .or_else(|| {
+            if t.is_own_ip(&ip) || ip.starts_with("127.") {
+                at(&|h| h.starts_with("127.") || t.is_own_ip(h))
+            } else {
+                None
+            }
+        })
+        .cloned()
 }
 
 /// Does a connection from `ip` come from a tracker host of this cluster?

@@ -38,6 +38,9 @@ struct Conn {
     sys_files: Option<Box<[Vec<u8>; 4]>>,
     /// The trunk servers last told to the follower on this connection (65).
     trunk_servers_told: Option<Vec<u8>>,
+    /// The follower (`ip:port` in the tracker list) that joined this leader on this
+    /// connection (58); its pings are kept under that name.
+    follower: Option<String>,
 }
 
 enum Outcome {
@@ -81,6 +84,7 @@ pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: PeerStream, peer: So
         trunk_sent: None,
         sys_files: None,
         trunk_servers_told: None,
+        follower: None,
     };
     let waits = Waits::from_network_timeout(tracker.config.network_timeout);
     let max_body = tracker.config.max_buff_size.max(8 << 10);
@@ -310,7 +314,7 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
         }
         C::StorageGetStatus | C::StorageGetServerId => status_or_server_id(t, conn, cmd, body),
         C::StorageGetMyIp => match GetMyIpReq::decode(body) {
-            Ok(_) => ok(conn.peer.ip().to_canonical().to_string().into_bytes()),
+            Ok(req) => ok(my_ip(t, conn, &req).into_bytes()),
             Err(e) => e.into(),
         },
         C::StorageGetGroupName => group_name(t, conn, body),
@@ -347,15 +351,7 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
             conn.sys_files = None;
             ok(Vec::new())
         }
-        C::TrackerJoinLeader => {
-            if !t.is_leader() {
-                return err(Status::EOPNOTSUPP);
-            }
-            match JoinLeaderReq::decode(body, Profile::V6_16) {
-                Ok(_) => ok(Vec::new()),
-                Err(e) => e.into(),
-            }
-        }
+        C::TrackerJoinLeader => join_leader(t, conn, body, now),
         C::StorageFetchTrunkFid | C::StorageReportTrunkFid | C::StorageReportTrunkFree => {
             trunk_report(t, conn, cmd, body)
         }
@@ -539,6 +535,30 @@ fn list_storage(t: &Tracker, body: &[u8]) -> Outcome {
 }
 
 /// 65 TRACKER_PING_LEADER: a follower tracker checks in.
+/// 58 JOIN_LEADER (6.15.5+), as a C 6.16 leader answers it: only the leader (EOPNOTSUPP),
+/// once per connection (EEXIST), from a tracker of the cluster at the port it names (ENOENT).
+/// The follower's version and start time are kept for 96.
+fn join_leader(t: &Tracker, conn: &mut Conn, body: &[u8], now: i64) -> Outcome {
+    if !t.is_leader() {
+        return err(Status::EOPNOTSUPP);
+    }
+    let req = match JoinLeaderReq::decode(body, Profile::V6_16) {
+        Ok(r) => r,
+        Err(e) => return e.into(),
+    };
+    if conn.follower.is_some() {
+        return err(Status::EEXIST);
+    }
+    let Ok(port) = u16::try_from(req.server_port) else { return err(Status::EINVAL) };
+    let Some(follower) = super::election::tracker_at(t, conn.peer.ip(), port) else {
+        tracing::warn!("{}: JOIN_LEADER from a tracker this cluster does not know (port {port})", conn.peer);
+        return err(Status::ENOENT);
+    };
+    t.follower_pings.joined(follower.clone(), now, req.version, req.up_time);
+    conn.follower = Some(follower);
+    ok(Vec::new())
+}
+
 fn ping_leader(t: &Tracker, conn: &mut Conn, body: &[u8], now: i64) -> Outcome {
     let p = t.profile;
 
@@ -553,7 +573,9 @@ fn ping_leader(t: &Tracker, conn: &mut Conn, body: &[u8], now: i64) -> Outcome {
             Err(e) => return e.into(),
         },
     };
-    t.follower_pings.record(conn.peer.ip().to_canonical().to_string(), now, counts);
+    // Under the name it joined with (58), else (a classic follower) its address.
+    let who = conn.follower.clone().unwrap_or_else(|| conn.peer.ip().to_canonical().to_string());
+    t.follower_pings.record(who, now, counts);
     // As C: the list once per connection, then only when it changed (an empty answer).
     let list = trunk_servers_body(t);
     if conn.trunk_servers_told.as_ref() == Some(&list) {
@@ -676,6 +698,23 @@ fn status_or_server_id(t: &Tracker, conn: &Conn, cmd: Command, body: &[u8]) -> O
             },
         },
         _ => err(Status::ENOENT),
+    }
+}
+
+/// 60 GET_MY_IP: the address the storage connects from; in storage-ID mode, as C 6.16.1
+/// answers, every address its storage_ids.conf entry lists, private (inner) ones first
+/// (`inner,outer`), so a storage behind two networks learns both.
+fn my_ip(t: &Tracker, conn: &Conn, req: &GetMyIpReq) -> String {
+    let peer = conn.peer.ip().to_canonical().to_string();
+    let port = u16::try_from(req.port).ok().filter(|p| *p > 0);
+    match t.ids.ids.as_ref().and_then(|ids| ids.find_addr(&req.group, &peer, port)) {
+        Some(e) => {
+            let private = |h: &String| h.parse().is_ok_and(|ip| super::state::is_private(&ip));
+            let (mut inner, outer): (Vec<&String>, Vec<&String>) = e.hosts.iter().partition(|h| private(h));
+            inner.extend(outer);
+            inner.into_iter().map(String::as_str).collect::<Vec<_>>().join(",")
+        }
+        None => peer,
     }
 }
 
