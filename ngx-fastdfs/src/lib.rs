@@ -548,8 +548,7 @@ unsafe fn serve_file(
             return Ok(internal);
         }
         if let Some(name) = attachment {
-            let clean: String = name.chars().filter(|c| !c.is_control() && *c != '"').collect();
-            if push_header(r, "Content-Disposition", &format!("attachment; filename=\"{clean}\"")).is_none() {
+            if push_header(r, "Content-Disposition", &fdfs_core::http::content_disposition(name)).is_none() {
                 return Ok(internal);
             }
         }

@@ -59,6 +59,12 @@ async fn serves_local_files_like_nginx_static() {
 
     let r = get(&ngx.addr, &format!("{url}?filename=holiday.jpg"));
     assert_eq!(r.header("Content-Disposition"), Some("attachment; filename=\"holiday.jpg\""));
+    // A name that is not ASCII also goes in RFC 6266's form, which browsers prefer.
+    let r = get(&ngx.addr, &format!("{url}?filename=%E5%81%87%E6%9C%9F.jpg"));
+    assert_eq!(
+        r.header("Content-Disposition"),
+        Some("attachment; filename=\"__.jpg\"; filename*=UTF-8''%E5%81%87%E6%9C%9F.jpg")
+    );
 
     // Deleted: this storage wrote it, so it should be here: 404.
     cl.client().delete(&id).await.unwrap();

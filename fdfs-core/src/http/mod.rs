@@ -185,6 +185,28 @@ impl Settings {
     }
 }
 
+/// `Content-Disposition` for `?filename=NAME`: C's `attachment; filename="NAME"` (control
+/// characters and quotes dropped), and for a name that is not plain ASCII also RFC 6266's
+/// `filename*=UTF-8''…` (percent-encoded), which browsers prefer; the plain form then carries
+/// an ASCII stand-in (`_` for each other character) for clients that know only it.
+pub fn content_disposition(name: &str) -> String {
+    let clean: String = name.chars().filter(|c| !c.is_control() && *c != '"').collect();
+    if clean.is_ascii() {
+        return format!("attachment; filename=\"{clean}\"");
+    }
+    let fallback: String = clean.chars().map(|c| if c.is_ascii() { c } else { '_' }).collect();
+    let mut encoded = String::with_capacity(clean.len() * 3);
+    for b in clean.bytes() {
+        // RFC 5987 attr-char: ALPHA / DIGIT / "!#$&+-.^_`|~"; everything else %XX.
+        if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+            encoded.push(b as char);
+        } else {
+            encoded.push_str(&format!("%{b:02X}"));
+        }
+    }
+    format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
+}
+
 /// `http://host[:port]<uri>{?|&}redirect=1`: where a missing file is fetched from or redirected
 /// to — the source storage on the port this request came in on.
 pub fn source_url(host: &str, port: u16, unparsed_uri: &str) -> String {
@@ -416,5 +438,15 @@ mod tests {
             Route::TokenFail(None)
         );
         assert!(matches!(s.route(&url, "", None, true, NOW), Route::Serve(_)), "bypass header");
+    }
+
+    #[test]
+    fn content_disposition_as_c_and_rfc_6266() {
+        assert_eq!(content_disposition("holiday.jpg"), "attachment; filename=\"holiday.jpg\"");
+        assert_eq!(content_disposition("a\"b\r\n.jpg"), "attachment; filename=\"ab.jpg\"");
+        assert_eq!(
+            content_disposition("假期 照片.jpg"),
+            "attachment; filename=\"__ __.jpg\"; filename*=UTF-8''%E5%81%87%E6%9C%9F%20%E7%85%A7%E7%89%87.jpg"
+        );
     }
 }
