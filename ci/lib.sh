@@ -13,7 +13,7 @@ ensure_apt_packages() {
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
-# What building nginx (vendored) and the module needs; tzdata (local-time output is tested) and
+# What building nginx (vendored) and the module needs; tzdata (local-time output is tested),
 # iproute2 and nftables (the tests that make hosts with network namespaces, loopback addresses
-# and a NAT router).
-BUILD_PACKAGES=(pkg-config libclang-dev clang libpcre2-dev zlib1g-dev libssl-dev make curl tzdata iproute2 nftables)
+# and a NAT router), openssl (a test certificate for the module behind TLS).
+BUILD_PACKAGES=(pkg-config libclang-dev clang libpcre2-dev zlib1g-dev libssl-dev make curl openssl tzdata iproute2 nftables)

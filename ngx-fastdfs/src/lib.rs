@@ -235,6 +235,21 @@ unsafe fn local_addr(r: &ngx_http_request_t) -> Option<(IpAddr, u16)> {
     }
 }
 
+/// Whether the request came over TLS: nginx's `$https` is `on` (the variable exists in every
+/// build, SSL or not, unlike the connection's `ssl` field).
+fn over_tls(r: &Request) -> bool {
+    let mut name = ngx_string!("https");
+    // SAFETY: `name` points at a static string; the request is live for the whole handler, and
+    // nginx evaluates the variable into the request's pool, where `v` stays valid meanwhile.
+    unsafe {
+        let key = ngx_hash_key(name.data, name.len);
+        let v = ngx_http_get_variable(r as *const Request as *mut ngx_http_request_t, &mut name, key);
+        !v.is_null()
+            && (*v).not_found() == 0
+            && bytes(&ngx_str_t { len: (*v).len() as usize, data: (*v).data }) == b"on"
+    }
+}
+
 fn header_in<'a>(r: &'a Request, name: &str) -> Option<&'a [u8]> {
     for (k, v) in r.headers_in_iterator() {
         if k.as_bytes().eq_ignore_ascii_case(name.as_bytes()) {
@@ -371,6 +386,7 @@ unsafe fn handle(request: &mut Request) -> ngx_int_t {
 unsafe fn not_here(request: &mut Request, t: &Target, port: u16) -> ngx_int_t {
     let log = request.log();
     let uri = String::from_utf8_lossy(request.unparsed_uri().as_bytes()).into_owned();
+    let tls = over_tls(request);
     let r: &mut ngx_http_request_t = request.as_mut();
     match &t.if_missing {
         Missing::NotFound => NGX_HTTP_NOT_FOUND as ngx_int_t,
@@ -380,7 +396,7 @@ unsafe fn not_here(request: &mut Request, t: &Target, port: u16) -> ngx_int_t {
         }
         Missing::UnknownSource => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
         Missing::Remote { host, mode: ResponseMode::Redirect } => {
-            let location = source_url(host, port, &uri);
+            let location = source_url(tls, host, port, &uri);
             // SAFETY: `r` is live; the header is allocated from its pool.
             match unsafe { push_header(r, "Location", &location) } {
                 Some(h) => {
@@ -595,7 +611,7 @@ unsafe fn ngx_calloc_buf_compat(pool: *mut ngx_pool_t) -> *mut ngx_buf_t {
     unsafe { ngx_pcalloc(pool, std::mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t }
 }
 
-/// `$fastdfs_proxy_url`: `http://<source storage>:<this port><uri>{?|&}redirect=1`.
+/// `$fastdfs_proxy_url`: `http[s]://<source storage>:<this port><uri>{?|&}redirect=1`.
 unsafe extern "C" fn proxy_url_variable(
     r: *mut ngx_http_request_t,
     v: *mut ngx_variable_value_t,
@@ -607,9 +623,12 @@ unsafe extern "C" fn proxy_url_variable(
         let request = unsafe { Request::from_ngx_http_request(r) };
         // SAFETY: as above.
         match unsafe { route(request) } {
-            Some((Route::Serve(Target { if_missing: Missing::Remote { host, .. }, .. }), port)) => {
-                Some(source_url(&host, port, &String::from_utf8_lossy(request.unparsed_uri().as_bytes())))
-            }
+            Some((Route::Serve(Target { if_missing: Missing::Remote { host, .. }, .. }), port)) => Some(source_url(
+                over_tls(request),
+                &host,
+                port,
+                &String::from_utf8_lossy(request.unparsed_uri().as_bytes()),
+            )),
             _ => None,
         }
     }));

@@ -130,7 +130,39 @@ async fn files_not_here_yet_are_proxied_or_redirected_to_their_source() {
     let loc = r.header("Location").unwrap().trim_start_matches("http://").to_owned();
     let (host, path) = loc.split_at(loc.find('/').unwrap());
     assert_eq!(get(host, path).body, data);
-    drop(ngx_a);
+    drop(ngx_b);
+
+    // Behind TLS (nginx terminating it on a port of its own): the redirect stays on https and
+    // names this server's TLS port, not http on it.
+    let tls_port = common_free_port(&["127.0.0.3"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=fastdfs-test", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "openssl: {}", String::from_utf8_lossy(&made.stderr));
+    let tls_server = format!(
+        "server {{ listen 127.0.0.3:{tls_port} ssl; ssl_certificate {}; ssl_certificate_key {};\n\
+         location ~ /group[0-9]+/M[0-9A-F][0-9A-F]/ {{ ngx_fastdfs_module; }} }}",
+        cert.display(),
+        key.display()
+    );
+    let ngx_b =
+        NginxProc::start("127.0.0.3", port, &mod_conf(&b.base(), &tracker, "response_mode = redirect\n"), &tls_server);
+    let out = std::process::Command::new("curl")
+        .args(["-sk", "-o", "/dev/null", "-D", "-"])
+        .arg(format!("https://127.0.0.3:{tls_port}{url}"))
+        .output()
+        .unwrap();
+    let headers = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
+    assert!(headers.starts_with("http/1.1 302"), "{headers}");
+    let want = format!("location: https://127.0.0.2:{tls_port}{url}?redirect=1").to_ascii_lowercase();
+    assert!(headers.contains(&want), "{headers}");
+    drop((ngx_a, ngx_b));
 }
 
 #[tokio::test]

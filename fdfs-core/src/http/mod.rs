@@ -207,13 +207,16 @@ pub fn content_disposition(name: &str) -> String {
     format!("attachment; filename=\"{fallback}\"; filename*=UTF-8''{encoded}")
 }
 
-/// `http://host[:port]<uri>{?|&}redirect=1`: where a missing file is fetched from or redirected
-/// to — the source storage on the port this request came in on.
-pub fn source_url(host: &str, port: u16, unparsed_uri: &str) -> String {
+/// `http[s]://host[:port]<uri>{?|&}redirect=1`: where a missing file is fetched from or
+/// redirected to — the source storage on the port this server listens on (members serve alike),
+/// over TLS when this request came over TLS (`tls`): a page served over https must not be sent
+/// to plain http, nor to the TLS port over http. The scheme's default port is left out.
+pub fn source_url(tls: bool, host: &str, port: u16, unparsed_uri: &str) -> String {
     let host = if host.contains(':') { format!("[{host}]") } else { host.to_owned() };
-    let port = if port == 80 { String::new() } else { format!(":{port}") };
+    let (scheme, default_port) = if tls { ("https", 443) } else { ("http", 80) };
+    let port = if port == default_port { String::new() } else { format!(":{port}") };
     let sep = if unparsed_uri.contains('?') { '&' } else { '?' };
-    format!("http://{host}{port}{unparsed_uri}{sep}redirect=1")
+    format!("{scheme}://{host}{port}{unparsed_uri}{sep}redirect=1")
 }
 
 impl Settings {
@@ -364,8 +367,14 @@ mod tests {
         s.config.response_mode = ResponseMode::Redirect;
         let Route::Serve(t) = s.route(&format!("/group1/{f}"), "", None, false, NOW) else { panic!() };
         assert_eq!(t.if_missing, Missing::Remote { host: "127.0.0.3".into(), mode: ResponseMode::Redirect });
-        assert_eq!(source_url("127.0.0.3", 8080, "/group1/x.jpg"), "http://127.0.0.3:8080/group1/x.jpg?redirect=1");
-        assert_eq!(source_url("127.0.0.3", 80, "/g/x.jpg?a=1"), "http://127.0.0.3/g/x.jpg?a=1&redirect=1");
+        assert_eq!(
+            source_url(false, "127.0.0.3", 8080, "/group1/x.jpg"),
+            "http://127.0.0.3:8080/group1/x.jpg?redirect=1"
+        );
+        assert_eq!(source_url(false, "127.0.0.3", 80, "/g/x.jpg?a=1"), "http://127.0.0.3/g/x.jpg?a=1&redirect=1");
+        assert_eq!(source_url(true, "127.0.0.3", 443, "/g/x.jpg"), "https://127.0.0.3/g/x.jpg?redirect=1");
+        assert_eq!(source_url(true, "127.0.0.3", 8443, "/g/x.jpg"), "https://127.0.0.3:8443/g/x.jpg?redirect=1");
+        assert_eq!(source_url(true, "::1", 80, "/g/x.jpg"), "https://[::1]:80/g/x.jpg?redirect=1");
     }
 
     #[test]
