@@ -387,3 +387,67 @@ async fn an_empty_group_name_is_filled_from_the_trackers_id_table() {
         assert!(log.contains("group_name group7 (from the tracker's storage_ids.conf)"), "{log}");
     }
 }
+
+/// One node swapped in place: a C storage of a two-member C group is stopped and ours started
+/// on its very storage.conf, base_path and store path. Every file it held is served with its
+/// metadata, its appender file takes more appends, and replication goes on both ways with the
+/// C member that stays.
+#[tokio::test]
+async fn our_storage_takes_over_a_c_storage_in_place() {
+    use fdfs_core::protocol::storage::MetaOp;
+    let Some(bin) = c_fastdfs_bin("our_storage_takes_over_a_c_storage_in_place") else { return };
+    let tracker = CDaemon::tracker(&bin, "127.0.0.138", "");
+    let port = common_free_port(&["127.0.0.139", "127.0.0.140"]);
+    let swapped = CDaemon::storage(&bin, &tracker.addr, "group1", "127.0.0.139", port, "");
+    let stays = CDaemon::storage(&bin, &tracker.addr, "group1", "127.0.0.140", port, "");
+    let c = fdfs_e2e::client_for(&tracker.addr);
+    let all_active = || async {
+        let list = c.tracker.list_storages("group1", None).await.ok()?;
+        (list.len() == 2 && list.iter().all(|s| s.status == status::ACTIVE)).then_some(())
+    };
+    eventually(Duration::from_secs(60), "both C storages ACTIVE", all_active).await;
+    let (x, y) = (swapped.addr.clone(), stays.addr.clone());
+    let mut files = Vec::new();
+    for i in 0..10u32 {
+        let at = if i % 2 == 0 { &x } else { &y };
+        let data: Vec<u8> = (0..(2000 + i * 7000)).map(|j| (j * 7 + i) as u8).collect();
+        let r = c.storage.upload(at, UploadKind::Normal, -1, "jpg", Content::Bytes(&data)).await.unwrap();
+        files.push((r.filename, data));
+    }
+    let meta = vec![(b"width".to_vec(), b"640".to_vec())];
+    c.storage.set_metadata(&x, "group1", &files[0].0, &meta, MetaOp::Overwrite).await.unwrap();
+    let appender = c.storage.upload(&x, UploadKind::Appender, -1, "log", Content::Bytes(b"first;")).await.unwrap();
+    for (name, data) in &files {
+        eventually(Duration::from_secs(30), "every file on both C members", || async {
+            let on_x = c.storage.download(&x, "group1", name, 0, 0).await.ok()? == *data;
+            let on_y = c.storage.download(&y, "group1", name, 0, 0).await.ok()? == *data;
+            (on_x && on_y).then_some(())
+        })
+        .await;
+    }
+
+    // The swap: the C daemon stops, ours starts on its config and data.
+    swapped.stop();
+    let base = swapped.dir.path().join("base");
+    let _ours = fdfs_e2e::Daemon::start("fdfs_storaged", &swapped.conf, &base);
+    eventually(Duration::from_secs(60), "ours ACTIVE in the C one's place", all_active).await;
+    for (name, data) in &files {
+        assert_eq!(&c.storage.download(&x, "group1", name, 0, 0).await.unwrap(), data, "{name} served by ours");
+    }
+    assert_eq!(c.storage.get_metadata(&x, "group1", &files[0].0).await.unwrap(), meta);
+    c.storage.append(&x, &appender.filename, Content::Bytes(b"second")).await.unwrap();
+    assert_eq!(&c.storage.download(&x, "group1", &appender.filename, 0, 0).await.unwrap()[..], b"first;second");
+    // Replication both ways with the C member that stays.
+    let from_ours = c.storage.upload(&x, UploadKind::Normal, -1, "jpg", Content::Bytes(b"from ours")).await.unwrap();
+    let from_c = c.storage.upload(&y, UploadKind::Normal, -1, "jpg", Content::Bytes(b"from C")).await.unwrap();
+    for (addr, name, data) in [
+        (&y, &from_ours.filename, &b"from ours"[..]),
+        (&x, &from_c.filename, &b"from C"[..]),
+        (&y, &appender.filename, &b"first;second"[..]),
+    ] {
+        eventually(Duration::from_secs(30), &format!("{name} on {addr}"), || async {
+            (c.storage.download(addr, "group1", name, 0, 0).await.ok()? == data).then_some(())
+        })
+        .await;
+    }
+}
