@@ -25,33 +25,34 @@ struct Follower {
     up_time: i64,
 }
 
-/// The followers of this leader, by IP.
+/// The followers of this leader: one that joined (58) under its `ip:port` in the tracker list,
+/// a classic one (pings only) under its IP.
 #[derive(Debug, Default)]
 pub struct FollowerPings {
-    by_ip: Mutex<HashMap<String, Follower>>,
+    by_name: Mutex<HashMap<String, Follower>>,
 }
 
 impl FollowerPings {
-    /// Runs `f` on `ip`'s entry. Bounded by the tracker list: only trackers a storage named
+    /// Runs `f` on `who`'s entry. Bounded by the tracker list: only trackers a storage named
     /// are listed anyway, but a stranger must not grow the map without end.
-    fn update(&self, ip: String, f: impl FnOnce(&mut Follower)) {
-        let mut m = self.by_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if m.len() < crate::protocol::MAX_TRACKERS * 4 || m.contains_key(&ip) {
-            f(m.entry(ip).or_default());
+    fn update(&self, who: String, f: impl FnOnce(&mut Follower)) {
+        let mut m = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() < crate::protocol::MAX_TRACKERS * 4 || m.contains_key(&who) {
+            f(m.entry(who).or_default());
         }
     }
 
-    pub fn record(&self, ip: String, now: i64, counts: Option<PingLeaderReq>) {
-        self.update(ip, |f| (f.last_ping, f.counts) = (now, counts));
+    pub fn record(&self, who: String, now: i64, counts: Option<PingLeaderReq>) {
+        self.update(who, |f| (f.last_ping, f.counts) = (now, counts));
     }
 
     /// 58 JOIN_LEADER: the follower's version and start time, for 96.
-    pub fn joined(&self, ip: String, now: i64, version: String, up_time: i64) {
-        self.update(ip, |f| (f.last_ping, f.version, f.up_time) = (now, version, up_time));
+    pub fn joined(&self, who: String, now: i64, version: String, up_time: i64) {
+        self.update(who, |f| (f.last_ping, f.version, f.up_time) = (now, version, up_time));
     }
 
-    fn get(&self, ip: &str) -> Option<Follower> {
-        self.by_ip.lock().unwrap_or_else(|e| e.into_inner()).get(ip).cloned()
+    fn get(&self, who: &str) -> Option<Follower> {
+        self.by_name.lock().unwrap_or_else(|e| e.into_inner()).get(who).cloned()
     }
 }
 

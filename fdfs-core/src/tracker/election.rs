@@ -209,7 +209,7 @@ async fn elect(t: &Arc<Tracker>, others: &[String]) {
 }
 
 /// Is `addr` a tracker of this cluster: this one, or one the storages named in their JOINs?
-pub(super) fn is_known_tracker(t: &Tracker, addr: &str) -> bool {
+fn is_known_tracker(t: &Tracker, addr: &str) -> bool {
     let Some(a) = ServerAddr::parse(addr) else { return false };
     is_me(t, addr)
         || t.lock()

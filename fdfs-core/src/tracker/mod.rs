@@ -126,8 +126,9 @@ impl Tracker {
             || self.aliases.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|a| a == ip)
     }
 
-    /// A storage reached us at `ip` (its JOIN's `current_tracker_ip`), an address no interface
-    /// here has: we are that tracker in the lists storages send. At most 16, as C keeps.
+    /// A storage reached us at `ip` (the accepted socket's local address, or the JOIN's
+    /// `current_tracker_ip`, which differs behind NAT): if no interface here has it, it is ours
+    /// too, and we are the tracker storages list under it. At most 16 addresses, as C keeps.
     pub fn learn_own_ip(&self, ip: &str) {
         if ip.is_empty() || !crate::protocol::is_safe_token(ip) || ip.parse::<std::net::IpAddr>().is_err() {
             return;

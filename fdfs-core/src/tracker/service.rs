@@ -534,7 +534,6 @@ fn list_storage(t: &Tracker, body: &[u8]) -> Outcome {
     ok(StorageStat::encode_list(&list, p).to_vec())
 }
 
-/// 65 TRACKER_PING_LEADER: a follower tracker checks in.
 /// 58 JOIN_LEADER (6.15.5+), as a C 6.16 leader answers it: only the leader (EOPNOTSUPP),
 /// once per connection (EEXIST), from a tracker of the cluster at the port it names (ENOENT).
 /// The follower's version and start time are kept for 96.
@@ -559,6 +558,7 @@ fn join_leader(t: &Tracker, conn: &mut Conn, body: &[u8], now: i64) -> Outcome {
     ok(Vec::new())
 }
 
+/// 65 TRACKER_PING_LEADER: a follower tracker checks in.
 fn ping_leader(t: &Tracker, conn: &mut Conn, body: &[u8], now: i64) -> Outcome {
     let p = t.profile;
 
