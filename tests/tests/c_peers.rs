@@ -54,6 +54,14 @@ async fn a_c_member_takes_trunk_slots_from_our_trunk_server() {
     }
 }
 
+/// A storage_ids.conf of `lines` in `dir`, and the config lines (tracker.conf or client.conf)
+/// that use it.
+fn id_table(dir: &std::path::Path, lines: &str) -> String {
+    let file = dir.join("storage_ids.conf");
+    std::fs::write(&file, lines).unwrap();
+    format!("use_storage_id = true\nstorage_ids_filename = {}\n", file.display())
+}
+
 /// Storage-ID mode under the C 6.16.1 tracker: our storage and our client fetch its ID table
 /// (69) in the form 6.16.1 accepts (5 bytes; the 4-byte classic form got EINVAL at every start).
 #[tokio::test]
@@ -61,13 +69,8 @@ async fn our_storage_and_client_fetch_the_id_table_from_a_c_tracker() {
     let Some(bin) = c_fastdfs_bin("our_storage_and_client_fetch_the_id_table_from_a_c_tracker") else { return };
     let port = common_free_port(&["127.0.0.77"]);
     let ids = tempfile::tempdir().unwrap();
-    let ids_file = ids.path().join("storage_ids.conf");
-    std::fs::write(&ids_file, format!("100077 group1 127.0.0.77:{port}\n")).unwrap();
-    let tracker = CDaemon::tracker(
-        &bin,
-        "127.0.0.78",
-        &format!("use_storage_id = true\nstorage_ids_filename = {}\nid_type_in_filename = id\n", ids_file.display()),
-    );
+    let ids_conf = id_table(ids.path(), &format!("100077 group1 127.0.0.77:{port}\n"));
+    let tracker = CDaemon::tracker(&bin, "127.0.0.78", &format!("{ids_conf}id_type_in_filename = id\n"));
     let ours = StorageProc::start_as(&tracker.addr, "127.0.0.77", "100077", &format!("port = {port}\n")).await;
     let log = std::fs::read_to_string(ours.base().join("logs/storaged.log")).unwrap();
     assert!(log.contains("storage ID 100077 (from the tracker's storage_ids.conf)"), "our storage log:\n{log}");
@@ -90,9 +93,8 @@ async fn our_storage_and_client_fetch_the_id_table_from_a_c_tracker() {
     let id = up.file_id();
     for with_table in [true, false] {
         let conf = ids.path().join(format!("client-{with_table}.conf"));
-        let table = format!("use_storage_id = true\nstorage_ids_filename = {}\n", ids_file.display());
         let text =
-            format!("tracker_server = {}\nbase_path = /tmp\n{}", tracker.addr, if with_table { &table } else { "" });
+            format!("tracker_server = {}\nbase_path = /tmp\n{}", tracker.addr, if with_table { &ids_conf } else { "" });
         std::fs::write(&conf, text).unwrap();
         let run = |program: std::path::PathBuf| {
             let out = std::process::Command::new(program).arg(&conf).arg(&id).output().unwrap();
@@ -316,9 +318,7 @@ async fn get_my_ip_and_group_name_are_answered_as_the_c_tracker_answers_them() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let ids_file = dir.path().join("storage_ids.conf");
-    std::fs::write(&ids_file, "100130 group1 127.0.0.130,10.9.9.9\n100131 group2 127.0.0.131\n").unwrap();
-    let conf = format!("use_storage_id = true\nstorage_ids_filename = {}\n", ids_file.display());
+    let conf = id_table(dir.path(), "100130 group1 127.0.0.130,10.9.9.9\n100131 group2 127.0.0.131\n");
     let c_tracker = CDaemon::tracker(&bin, "127.0.0.132", &conf);
     let tracker = TrackerProc::start(&format!("bind_addr = 127.0.0.133\n{conf}"));
     let group = |name: &str, len: usize| {
@@ -359,9 +359,7 @@ async fn an_empty_group_name_is_filled_from_the_trackers_id_table() {
     let Some(bin) = c_fastdfs_bin("an_empty_group_name_is_filled_from_the_trackers_id_table") else { return };
     let port = common_free_port(&["127.0.0.135"]);
     let dir = tempfile::tempdir().unwrap();
-    let ids_file = dir.path().join("storage_ids.conf");
-    std::fs::write(&ids_file, format!("100135 group7 127.0.0.135:{port}\n")).unwrap();
-    let conf = format!("use_storage_id = true\nstorage_ids_filename = {}\n", ids_file.display());
+    let conf = id_table(dir.path(), &format!("100135 group7 127.0.0.135:{port}\n"));
     let c_tracker = CDaemon::tracker(&bin, "127.0.0.136", &conf);
     let tracker = TrackerProc::start(&format!("bind_addr = 127.0.0.137\n{conf}"));
     for t in [c_tracker.addr.clone(), tracker.addr()] {
