@@ -492,3 +492,91 @@ async fn our_storage_takes_trunk_slots_from_a_c_trunk_server() {
         }
     }
 }
+
+/// The trunk server role moved between a C storage and ours both ways under the C tracker
+/// (`set_trunk_server`, which C allows once the current trunk server is not ACTIVE): each
+/// continues the other's trunk files and free space, so across the three rounds no two files
+/// share a slot and every file is read back from both members at the end.
+#[tokio::test]
+async fn the_trunk_server_role_moves_between_a_c_storage_and_ours_both_ways() {
+    let Some(bin) = c_fastdfs_bin("the_trunk_server_role_moves_between_a_c_storage_and_ours_both_ways") else {
+        return;
+    };
+    let trunk = "use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\ntrunk_file_size = 4MB\n\
+                 trunk_alloc_alignment_size = 256\n";
+    let tracker = CDaemon::tracker(&bin, "127.0.0.144", trunk);
+    let port = common_free_port(&["127.0.0.145", "127.0.0.146"]);
+    let theirs = CDaemon::storage(&bin, &tracker.addr, "group1", "127.0.0.145", port, "");
+    let c = fdfs_e2e::client_for(&tracker.addr);
+    let trunk_server_is = |ip: &'static str| {
+        let c = &c;
+        async move {
+            eventually(Duration::from_secs(60), &format!("{ip} the trunk server"), || async {
+                let list = c.tracker.list_storages("group1", Some(ip)).await.ok()?;
+                (list.first()?.status == status::ACTIVE && list[0].if_trunk_server).then_some(())
+            })
+            .await;
+        }
+    };
+    trunk_server_is("127.0.0.145").await;
+    let mut ours = StorageProc::start(&tracker.addr, "127.0.0.146", &format!("port = {port}\n")).await;
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let upload_to = |addr: String, n: u32, tag: u32| {
+        let c = &c;
+        async move {
+            let mut out = Vec::new();
+            for i in 0..n {
+                let data: Vec<u8> = (0..(400 + i * 131 + tag)).map(|j| (j * 11 + i + tag) as u8).collect();
+                let r = eventually(Duration::from_secs(30), "a trunk upload", || async {
+                    let r = c.storage.upload(&addr, UploadKind::Normal, -1, "bin", Content::Bytes(&data)).await.ok()?;
+                    (r.filename.len() == 60).then_some(r)
+                })
+                .await;
+                out.push((r.filename, data));
+            }
+            out
+        }
+    };
+    files.extend(upload_to(ours.addr(), 10, 1).await);
+    files.extend(upload_to(theirs.addr.clone(), 10, 2).await);
+
+    // C → ours: the C trunk server stops (OFFLINE at once), the role is given to ours.
+    theirs.stop();
+    eventually(Duration::from_secs(30), "the role given to ours", || async {
+        c.tracker.set_trunk_server("group1", "127.0.0.146").await.ok()
+    })
+    .await;
+    trunk_server_is("127.0.0.146").await;
+    files.extend(upload_to(ours.addr(), 10, 3).await);
+    theirs.start_again();
+    eventually(Duration::from_secs(60), "the C storage back", || async {
+        let list = c.tracker.list_storages("group1", Some("127.0.0.145")).await.ok()?;
+        (list.first()?.status == status::ACTIVE).then_some(())
+    })
+    .await;
+    files.extend(upload_to(theirs.addr.clone(), 10, 4).await);
+
+    // Ours → C: ours stops, the role goes back to the C storage; ours returns as a member.
+    ours.daemon.stop();
+    eventually(Duration::from_secs(30), "the role given back to C", || async {
+        c.tracker.set_trunk_server("group1", "127.0.0.145").await.ok()
+    })
+    .await;
+    trunk_server_is("127.0.0.145").await;
+    files.extend(upload_to(theirs.addr.clone(), 10, 5).await);
+    ours.restart(&tracker.addr, false).await;
+    files.extend(upload_to(ours.addr(), 10, 6).await);
+
+    let mut slots = std::collections::HashSet::new();
+    for (name, data) in &files {
+        let remote = fdfs_core::file_id::FileId::parse(&format!("group1/{name}")).unwrap().remote;
+        let loc = remote.trunk_location().expect("a trunk name");
+        assert!(slots.insert((remote.high, remote.low, loc.trunk_id, loc.offset)), "{name}: a slot given twice");
+        for addr in [ours.addr(), theirs.addr.clone()] {
+            eventually(Duration::from_secs(30), &format!("{name} on {addr}"), || async {
+                (c.storage.download(&addr, "group1", name, 0, 0).await.ok()? == *data).then_some(())
+            })
+            .await;
+        }
+    }
+}
