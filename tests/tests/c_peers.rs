@@ -450,53 +450,11 @@ async fn our_storage_takes_over_a_c_storage_in_place() {
     }
 }
 
-/// Trunk mode with the C storage as trunk server and ours as its member, under the C tracker:
-/// small uploads alternating between the members all land in slots the C trunk server handed
-/// out (ours asks it with 27/28), no two files share a slot, and each is read back from both.
-#[tokio::test]
-async fn our_storage_takes_trunk_slots_from_a_c_trunk_server() {
-    let Some(bin) = c_fastdfs_bin("our_storage_takes_trunk_slots_from_a_c_trunk_server") else { return };
-    let trunk = "use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\ntrunk_file_size = 4MB\n\
-                 trunk_alloc_alignment_size = 256\n";
-    let tracker = CDaemon::tracker(&bin, "127.0.0.141", trunk);
-    let port = common_free_port(&["127.0.0.142", "127.0.0.143"]);
-    let theirs = CDaemon::storage(&bin, &tracker.addr, "group1", "127.0.0.142", port, "");
-    let c = fdfs_e2e::client_for(&tracker.addr);
-    eventually(Duration::from_secs(60), "the C storage the trunk server", || async {
-        let list = c.tracker.list_storages("group1", None).await.ok()?;
-        (list.first()?.status == status::ACTIVE && list[0].if_trunk_server).then_some(())
-    })
-    .await;
-    let ours = StorageProc::start(&tracker.addr, "127.0.0.143", &format!("port = {port}\n")).await;
-    let mut files = Vec::new();
-    for i in 0..40u32 {
-        let addr = if i % 2 == 0 { ours.addr() } else { theirs.addr.clone() };
-        let data: Vec<u8> = (0..(500 + i * 97)).map(|j| (j * 13 + i) as u8).collect();
-        let r = eventually(Duration::from_secs(20), "a trunk upload", || async {
-            let r = c.storage.upload(&addr, UploadKind::Normal, -1, "bin", Content::Bytes(&data)).await.ok()?;
-            (r.filename.len() == 60).then_some(r)
-        })
-        .await;
-        files.push((r.filename, data));
-    }
-    let mut slots = std::collections::HashSet::new();
-    for (name, data) in &files {
-        let remote = fdfs_core::file_id::FileId::parse(&format!("group1/{name}")).unwrap().remote;
-        let loc = remote.trunk_location().expect("a trunk name");
-        assert!(slots.insert((remote.high, remote.low, loc.trunk_id, loc.offset)), "{name}: a slot given twice");
-        for addr in [ours.addr(), theirs.addr.clone()] {
-            eventually(Duration::from_secs(30), &format!("{name} on {addr}"), || async {
-                (c.storage.download(&addr, "group1", name, 0, 0).await.ok()? == *data).then_some(())
-            })
-            .await;
-        }
-    }
-}
-
-/// The trunk server role moved between a C storage and ours both ways under the C tracker
-/// (`set_trunk_server`, which C allows once the current trunk server is not ACTIVE): each
-/// continues the other's trunk files and free space, so across the three rounds no two files
-/// share a slot and every file is read back from both members at the end.
+/// Trunk mode under the C tracker with a C storage and ours: ours first a trunk member of the C
+/// trunk server (it asks it for slots, 27/28), then the role moved to ours and back
+/// (`set_trunk_server`, which C allows once the current trunk server is not ACTIVE), each
+/// continuing the other's trunk files and free space: across the rounds no two files share a
+/// slot, and every file is read back from both members at the end.
 #[tokio::test]
 async fn the_trunk_server_role_moves_between_a_c_storage_and_ours_both_ways() {
     let Some(bin) = c_fastdfs_bin("the_trunk_server_role_moves_between_a_c_storage_and_ours_both_ways") else {
