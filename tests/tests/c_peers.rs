@@ -450,22 +450,15 @@ async fn our_storage_takes_over_a_c_storage_in_place() {
     }
 }
 
-/// Trunk mode under the C tracker with a C storage and ours: ours first a trunk member of the C
-/// trunk server (it asks it for slots, 27/28), then the role moved to ours and back
-/// (`set_trunk_server`, which C allows once the current trunk server is not ACTIVE), each
+/// Trunk mode under `tracker` (C's or ours) with a C storage and ours: ours first a trunk member
+/// of the C trunk server (it asks it for slots, 27/28), then the role moved to ours and back
+/// (`set_trunk_server`, allowed once the current trunk server is not ACTIVE, as C), each
 /// continuing the other's trunk files and free space: across the rounds no two files share a
 /// slot, and every file is read back from both members at the end.
-#[tokio::test]
-async fn the_trunk_server_role_moves_between_a_c_storage_and_ours_both_ways() {
-    let Some(bin) = c_fastdfs_bin("the_trunk_server_role_moves_between_a_c_storage_and_ours_both_ways") else {
-        return;
-    };
-    let trunk = "use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\ntrunk_file_size = 4MB\n\
-                 trunk_alloc_alignment_size = 256\n";
-    let tracker = CDaemon::tracker(&bin, "127.0.0.144", trunk);
-    let port = common_free_port(&["127.0.0.145", "127.0.0.146"]);
-    let theirs = CDaemon::storage(&bin, &tracker.addr, "group1", "127.0.0.145", port, "");
-    let c = fdfs_e2e::client_for(&tracker.addr);
+async fn trunk_role_moves_both_ways(bin: &std::path::Path, tracker: &str, [c_ip, our_ip]: [&'static str; 2]) {
+    let port = common_free_port(&[c_ip, our_ip]);
+    let theirs = CDaemon::storage(bin, tracker, "group1", c_ip, port, "");
+    let c = fdfs_e2e::client_for(tracker);
     let trunk_server_is = |ip: &'static str| {
         let c = &c;
         async move {
@@ -476,8 +469,8 @@ async fn the_trunk_server_role_moves_between_a_c_storage_and_ours_both_ways() {
             .await;
         }
     };
-    trunk_server_is("127.0.0.145").await;
-    let mut ours = StorageProc::start(&tracker.addr, "127.0.0.146", &format!("port = {port}\n")).await;
+    trunk_server_is(c_ip).await;
+    let mut ours = StorageProc::start(tracker, our_ip, &format!("port = {port}\n")).await;
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let upload_to = |addr: String, n: u32, tag: u32| {
         let c = &c;
@@ -501,14 +494,14 @@ async fn the_trunk_server_role_moves_between_a_c_storage_and_ours_both_ways() {
     // C → ours: the C trunk server stops (OFFLINE at once), the role is given to ours.
     theirs.stop();
     eventually(Duration::from_secs(30), "the role given to ours", || async {
-        c.tracker.set_trunk_server("group1", "127.0.0.146").await.ok()
+        c.tracker.set_trunk_server("group1", our_ip).await.ok()
     })
     .await;
-    trunk_server_is("127.0.0.146").await;
+    trunk_server_is(our_ip).await;
     files.extend(upload_to(ours.addr(), 10, 3).await);
     theirs.start_again();
     eventually(Duration::from_secs(60), "the C storage back", || async {
-        let list = c.tracker.list_storages("group1", Some("127.0.0.145")).await.ok()?;
+        let list = c.tracker.list_storages("group1", Some(c_ip)).await.ok()?;
         (list.first()?.status == status::ACTIVE).then_some(())
     })
     .await;
@@ -517,12 +510,12 @@ async fn the_trunk_server_role_moves_between_a_c_storage_and_ours_both_ways() {
     // Ours → C: ours stops, the role goes back to the C storage; ours returns as a member.
     ours.daemon.stop();
     eventually(Duration::from_secs(30), "the role given back to C", || async {
-        c.tracker.set_trunk_server("group1", "127.0.0.145").await.ok()
+        c.tracker.set_trunk_server("group1", c_ip).await.ok()
     })
     .await;
-    trunk_server_is("127.0.0.145").await;
+    trunk_server_is(c_ip).await;
     files.extend(upload_to(theirs.addr.clone(), 10, 5).await);
-    ours.restart(&tracker.addr, false).await;
+    ours.restart(tracker, false).await;
     files.extend(upload_to(ours.addr(), 10, 6).await);
 
     let mut slots = std::collections::HashSet::new();
@@ -537,4 +530,26 @@ async fn the_trunk_server_role_moves_between_a_c_storage_and_ours_both_ways() {
             .await;
         }
     }
+}
+
+const TRUNK_FILES: &str = "use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\ntrunk_file_size = 4MB\n\
+                           trunk_alloc_alignment_size = 256\n";
+
+#[tokio::test]
+async fn the_trunk_server_role_moves_between_a_c_storage_and_ours_under_the_c_tracker() {
+    let Some(bin) = c_fastdfs_bin("the_trunk_server_role_moves_between_a_c_storage_and_ours_under_the_c_tracker")
+    else {
+        return;
+    };
+    let tracker = CDaemon::tracker(&bin, "127.0.0.144", TRUNK_FILES);
+    trunk_role_moves_both_ways(&bin, &tracker.addr, ["127.0.0.145", "127.0.0.146"]).await;
+}
+
+#[tokio::test]
+async fn the_trunk_server_role_moves_between_a_c_storage_and_ours_under_our_tracker() {
+    let Some(bin) = c_fastdfs_bin("the_trunk_server_role_moves_between_a_c_storage_and_ours_under_our_tracker") else {
+        return;
+    };
+    let tracker = TrackerProc::start(&format!("bind_addr = 127.0.0.147\n{TRUNK_FILES}"));
+    trunk_role_moves_both_ways(&bin, &tracker.addr(), ["127.0.0.148", "127.0.0.149"]).await;
 }
