@@ -248,40 +248,39 @@ pub(crate) fn log_rotation(ini: &Ini, kind: LogKind) -> Result<LogRotation, Conf
     };
     let global = ini.global();
     let own = ini.section(Some(section));
-    // The section's key, else the global one, else the old per-log key.
-    let pick = |new: &str, old: &str| -> Option<&Entry> {
-        own.entry(new).or_else(|| global.entry(new)).or_else(|| (!old.is_empty()).then(|| global.entry(old)).flatten())
-    };
-    let keys_of = |e: Option<&Entry>| -> Keys<'_> {
-        match e {
-            Some(e) if e.section.is_some() => own.clone(),
-            _ => global.clone(),
+    // Where a setting is given: the log's section, else the global part, else (before 6.14)
+    // the log's own old key. Absent everywhere, the global new key: its getter gives the default.
+    let at = |new: &str, old: Option<String>| -> (Keys<'_>, String) {
+        let places = [(&own, new.to_owned()), (&global, new.to_owned())].into_iter().chain(old.map(|o| (&global, o)));
+        for (keys, key) in places {
+            if keys.entry(&key).is_some() {
+                return (keys.clone(), key);
+            }
         }
+        (global.clone(), new.to_owned())
     };
-    let flag = |new: &str, old: String, default: bool| -> Result<bool, ConfigError> {
-        let e = pick(new, &old);
-        e.map_or(Ok(default), |e| keys_of(Some(e)).bool(&e.key, default))
-    };
-    let time = |new: &str, old: String, default: (u8, u8)| -> Result<(u8, u8), ConfigError> {
-        let e = pick(new, &old);
-        e.map_or(Ok(default), |e| keys_of(Some(e)).time_of_day(&e.key, default))
-    };
-    let number = |new: &str, old: String, default: i64| -> Result<u32, ConfigError> {
-        let e = pick(new, &old);
-        Ok(e.map_or(Ok(default), |e| keys_of(Some(e)).int_in(&e.key, default, 0..=36_500))? as u32)
-    };
-    let max_size = match pick("log_file_rotate_on_size", &format!("rotate_{log}_log_size")) {
-        Some(e) => keys_of(Some(e)).size(&e.key, 0)?,
-        None => 0,
-    };
+    let (k, key) = at("log_file_rotate_on_size", Some(format!("rotate_{log}_log_size")));
+    let max_size = k.size(&key, 0)?;
+    let (k, key) = at("log_file_rotate_everyday", Some(format!("rotate_{log}_log")));
+    let daily = k.bool(&key, true)?;
+    let (k, key) = at("log_file_rotate_time", Some(format!("{log}_log_rotate_time")));
+    let time = k.time_of_day(&key, (0, 0))?;
+    let (k, key) = at("log_file_keep_days", None);
+    let keep_days = k.int_in(&key, 15, 0..=36_500)? as u32;
+    let (k, key) = at("log_file_delete_old_time", None);
+    let delete_time = k.time_of_day(&key, (1, 30))?;
+    let (k, key) = at("log_file_compress_old", Some(format!("compress_old_{log}_log")));
+    let compress = k.bool(&key, false)?;
+    let (k, key) = at("log_file_compress_days_before", Some(format!("compress_{log}_log_days_before")));
+    let compress_days_before = k.int_in(&key, 1, 0..=36_500)? as u32;
     Ok(LogRotation {
-        daily: flag("log_file_rotate_everyday", format!("rotate_{log}_log"), true)?,
-        time: time("log_file_rotate_time", format!("{log}_log_rotate_time"), (0, 0))?,
+        daily,
+        time,
         max_size: if max_size == 0 { 0 } else { max_size.max(4096) },
-        keep_days: number("log_file_keep_days", String::new(), 15)?,
-        delete_time: time("log_file_delete_old_time", String::new(), (1, 30))?,
-        compress: flag("log_file_compress_old", format!("compress_old_{log}_log"), false)?,
-        compress_days_before: number("log_file_compress_days_before", format!("compress_{log}_log_days_before"), 1)?,
+        keep_days,
+        delete_time,
+        compress,
+        compress_days_before,
     })
 }
 
