@@ -80,8 +80,9 @@ fn real_main() -> Result<ExitCode> {
             i
         }
         None => {
-            let i = fastrand::usize(..count.max(1));
-            config.tracker_servers.rotate_left(i.min(count.saturating_sub(1)));
+            // A client.conf names at least one tracker (it does not load otherwise).
+            let i = fastrand::usize(..count);
+            config.tracker_servers.rotate_left(i);
             i
         }
     };
