@@ -11,7 +11,7 @@ use fdfs_core::client::TrackerClient;
 use fdfs_core::config::ServerAddr;
 use fdfs_core::tools::{load_client, monitor, runtime};
 
-const DEFAULT_CONF: &str = "/etc/fdfs/client.conf";
+use fdfs_core::tools::cluster_stat::DEFAULT_CLIENT_CONF as DEFAULT_CONF;
 const DEFAULT_TRACKER_PORT: u16 = 22122;
 
 fn usage(argv0: &str) -> String {

@@ -295,8 +295,8 @@ pub fn file_info(args: &[String]) -> Result<ExitCode> {
 }
 
 /// The client's storage ID table, as C's client loads it: with `use_storage_id = true`, from
-/// `storage_ids_filename`. A table that does not load is said once and left out (file names
-/// with storage IDs then show no source address, as C's tools without a table).
+/// `storage_ids_filename`. A table that does not load is said on stderr (the tools log only
+/// errors) and left out: the source of a name with a storage ID is then asked of the storage.
 pub fn storage_ids(config: &crate::config::ClientConfig) -> Option<crate::config::StorageIds> {
     if !config.use_storage_id {
         return None;
@@ -304,7 +304,7 @@ pub fn storage_ids(config: &crate::config::ClientConfig) -> Option<crate::config
     match crate::config::StorageIds::load(&config.storage_ids_filename) {
         Ok(ids) => Some(ids),
         Err(e) => {
-            tracing::warn!("use_storage_id = true, but {e}");
+            eprintln!("use_storage_id = true, but {e}");
             None
         }
     }
