@@ -150,7 +150,9 @@ async fn leader_news(srv: &StorageServer, from: &str, n: &ChangeNotify) {
                  notifying both to select the leader again"
             );
             for addr in [&old, &new] {
-                if let Err(e) = short_call(srv, addr, crate::protocol::Command::TrackerNotifyReselectLeader).await {
+                if let Err(e) =
+                    short_call(&srv.config, addr, crate::protocol::Command::TrackerNotifyReselectLeader, &[]).await
+                {
                     tracing::warn!("NOTIFY_RESELECT_LEADER to {addr}: {e}");
                 }
             }
@@ -167,19 +169,23 @@ async fn leader_news(srv: &StorageServer, from: &str, n: &ChangeNotify) {
 /// Does the tracker at `addr` say it leads (64 TRACKER_GET_STATUS)?
 async fn claims_leadership(srv: &StorageServer, addr: &str) -> bool {
     use crate::protocol::leader::TrackerStatus;
-    match short_call(srv, addr, crate::protocol::Command::TrackerGetStatus).await {
+    match short_call(&srv.config, addr, crate::protocol::Command::TrackerGetStatus, &[]).await {
         Ok(body) => TrackerStatus::decode(&body, Profile::CLASSIC).is_ok_and(|s| s.is_leader == 1),
         Err(_) => false,
     }
 }
 
-/// One empty-bodied request to a tracker on a connection of its own (bound as report
-/// connections are, so the tracker knows us by our address).
-async fn short_call(srv: &StorageServer, addr: &str, cmd: crate::protocol::Command) -> ClientResult<bytes::Bytes> {
-    let c = &srv.config;
+/// One request to a tracker on a connection of its own (bound as report connections are, so
+/// the tracker knows us by our address).
+async fn short_call(
+    c: &crate::config::StorageConfig,
+    addr: &str,
+    cmd: crate::protocol::Command,
+    body: &[u8],
+) -> ClientResult<bytes::Bytes> {
     let mut conn =
         crate::client::Connection::connect_from(addr, c.client_bind_ip(), c.connect_timeout, c.network_timeout).await?;
-    let r = conn.call(cmd, &[]).await;
+    let r = conn.call(cmd, body).await;
     conn.quit().await;
     r
 }
@@ -329,19 +335,10 @@ pub async fn group_name_from_trackers(c: &crate::config::StorageConfig) -> Resul
         }
         for t in &c.tracker_servers {
             let addr = t.primary();
-            let answer = async {
-                let mut conn = crate::client::Connection::connect_from(
-                    &addr,
-                    c.client_bind_ip(),
-                    c.connect_timeout,
-                    c.network_timeout,
-                )
-                .await?;
-                let body = conn.call(crate::protocol::Command::StorageGetGroupName, &req).await;
-                conn.quit().await;
-                body
-            };
-            match answer.await.map(|b| GroupReq::decode(&b)) {
+            match short_call(c, &addr, crate::protocol::Command::StorageGetGroupName, &req)
+                .await
+                .map(|b| GroupReq::decode(&b))
+            {
                 Ok(Ok(g)) if crate::protocol::valid_group_name(&g.group) => return Ok(g.group),
                 Ok(Ok(g)) => last = format!("tracker {addr} answered the group name {:?}", g.group),
                 Ok(Err(e)) => last = format!("tracker {addr}: {e}"),
