@@ -151,8 +151,10 @@ pub fn load(dir: &Path, limits: &Limits) -> Result<Cluster, crate::config::Confi
                 name,
                 storage_port: int(&k, "storage_port", 23000).clamp(0, 65535) as u16,
                 http_port: int(&k, "storage_http_port", 0),
-                store_path_count: int(&k, "store_path_count", 1).clamp(1, 256) as usize,
-                subdir_count_per_path: int(&k, "subdir_count_per_path", 256).clamp(1, 256) as u32,
+                // 0: not shaped yet (C writes a group before its first storage's values are
+                // set); the first JOIN gives them.
+                store_path_count: int(&k, "store_path_count", 1).clamp(0, 256) as usize,
+                subdir_count_per_path: int(&k, "subdir_count_per_path", 256).clamp(0, 256) as u32,
                 current_trunk_file_id: int(&k, "current_trunk_file_id", 0),
                 trunk_server: k.string("trunk_server", "").trim().to_owned(),
                 last_trunk_server: k.string("last_trunk_server", "").trim().to_owned(),

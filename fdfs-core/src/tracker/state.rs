@@ -340,6 +340,15 @@ impl Cluster {
             subdir_count_per_path: subdirs,
             ..Default::default()
         });
+        // A group not shaped yet, or that no storage is in any more (a copy of C's state taken
+        // between a group's creation and its first storage's values says 0), takes the shape
+        // of the storage that joins.
+        if group.store_path_count == 0 || group.subdir_count_per_path == 0 || group.storages.is_empty() {
+            (group.store_path_count, group.subdir_count_per_path) = (store_path_count, subdirs);
+            if group.storages.is_empty() {
+                group.storage_port = port;
+            }
+        }
         if group.store_path_count != store_path_count || group.subdir_count_per_path != subdirs {
             tracing::error!(
                 "storage {id} of {}: store_path_count/subdir_count_per_path {store_path_count}/{subdirs} differ from the group's {}/{}",
@@ -758,6 +767,31 @@ mod tests {
             "the mover reads it too"
         );
         assert_eq!(c.ip_changed("group1", "127.0.0.3", "127.0.0.5", 6), Err(Status::ENOENT), "the old record moved on");
+    }
+
+    /// A copy of C's state taken between a group's creation and its first storage's values
+    /// holds the group with 0/0 (loaded as such): the first storage to join gives its shape,
+    /// instead of being refused for ever; a shaped group still refuses a storage of another.
+    #[test]
+    fn a_group_without_shape_takes_the_first_joining_storage_s() {
+        let mut c = Cluster::default();
+        c.groups.insert(
+            "group1".into(),
+            Group { name: "group1".into(), store_path_count: 0, subdir_count_per_path: 0, ..Default::default() },
+        );
+        let j = join(vec![]);
+        c.join(&j, "127.0.0.2", &IdPolicy::default(), &Limits::default(), 1).expect("the first storage shapes it");
+        let g = &c.groups["group1"];
+        assert_eq!(
+            (g.store_path_count, g.subdir_count_per_path),
+            (j.store_path_count as usize, j.subdir_count_per_path as u32)
+        );
+        let mut other = join(vec![]);
+        other.subdir_count_per_path = 16;
+        assert_eq!(
+            c.join(&other, "127.0.0.3", &IdPolicy::default(), &Limits::default(), 1).unwrap_err(),
+            Status::EINVAL
+        );
     }
 
     #[test]
