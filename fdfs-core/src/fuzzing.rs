@@ -93,7 +93,7 @@ pub fn route_urls(text: &str) {
                     http.anti_steal.check_token = false\n";
         let ini = Ini::parse(conf, Path::new("/nonexistent-fuzz-dir/mod_fastdfs.conf")).expect("valid");
         let config = ModFastdfsConfig::from_ini(&ini).expect("valid");
-        crate::http::Settings { config, ids: None, local_ips: Vec::new() }
+        crate::http::Settings { config, ids: None, local_ips: Vec::new(), members: Default::default() }
     });
     let (path, args) = text.split_once('?').unwrap_or((text, ""));
     let _ = s.route(&format!("/{path}"), args, None, false, 1_800_000_000);

@@ -1,9 +1,10 @@
 //! ngx-fastdfs: serves FastDFS file IDs from nginx, as fastdfs-nginx-module does, loaded with
 //! `load_module`. Directives:
 //!
-//! - `fastdfs_config <file>;` (http): the mod_fastdfs.conf to read, default
-//!   `/etc/fdfs/mod_fastdfs.conf`. Read when nginx reads its configuration, so `nginx -t`
-//!   reports mistakes with file and line.
+//! - `fastdfs_config <file>;` (http, server, location; inherited inward): the mod_fastdfs.conf
+//!   to read, default `/etc/fdfs/mod_fastdfs.conf`. One nginx can serve two clusters, or a
+//!   public location and a token-protected one, each with its own file. Read when nginx reads
+//!   its configuration (each file once), so `nginx -t` reports mistakes with file and line.
 //! - `ngx_fastdfs_module;` (location): serve file IDs here.
 //!
 //! What to do with a request is decided by `fdfs_core::http` (plain Rust, unit-tested). This
@@ -28,9 +29,7 @@ use fdfs_core::config::ResponseMode;
 use fdfs_core::http::{source_url, FlvRange, Missing, Route, Settings, Target, FLV_HEADER};
 use ngx::core::{self, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::*;
-use ngx::http::{
-    HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Merge, MergeConfigError, Method, NgxHttpCoreModule, Request,
-};
+use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Method, NgxHttpCoreModule, Request};
 use ngx::{ngx_conf_log_error, ngx_log_error, ngx_string};
 
 const DEFAULT_CONFIG: &str = "/etc/fdfs/mod_fastdfs.conf";
@@ -53,14 +52,22 @@ impl HttpModule for Module {
         }
         // SAFETY: `v` was just returned non-null by nginx and is owned by the configuration.
         unsafe { (*v).get_handler = Some(proxy_url_variable) };
+        // SAFETY: as above; the http main confs are created before preconfiguration runs.
+        let (index, main) = unsafe { (ngx_http_get_variable_index(cf, &mut name), Module::main_conf_mut(&*cf)) };
+        match (usize::try_from(index), main) {
+            (Ok(index), Some(main)) => main.proxy_url_index = Some(index),
+            _ => return core::Status::NGX_ERROR.into(),
+        }
         core::Status::NGX_OK.into()
     }
 }
 
-/// http-level state: the parsed mod_fastdfs.conf.
+/// http-level state: every mod_fastdfs.conf read for this configuration, by path.
 #[derive(Debug, Default)]
 struct MainConf {
-    settings: Option<Arc<Settings>>,
+    loaded: Vec<(String, Arc<Settings>)>,
+    /// `$fastdfs_proxy_url`'s index, so a request can set it before its named redirect.
+    proxy_url_index: Option<usize>,
 }
 
 // SAFETY: MainConf is what create_main_conf allocates for this module's main conf slot.
@@ -71,12 +78,8 @@ unsafe impl HttpModuleMainConf for Module {
 #[derive(Debug, Default)]
 struct LocConf {
     enabled: bool,
-}
-
-impl Merge for LocConf {
-    fn merge(&mut self, _prev: &Self) -> Result<(), MergeConfigError> {
-        Ok(())
-    }
+    /// This level's `fastdfs_config`, or the enclosing level's after merging.
+    settings: Option<Arc<Settings>>,
 }
 
 // SAFETY: LocConf is what create_loc_conf allocates for this module's location conf slot.
@@ -95,9 +98,9 @@ static mut NGX_HTTP_FASTDFS_COMMANDS: [ngx_command_t; 3] = [
     },
     ngx_command_t {
         name: ngx_string!("fastdfs_config"),
-        type_: (NGX_HTTP_MAIN_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
+        type_: (NGX_HTTP_MAIN_CONF | NGX_HTTP_SRV_CONF | NGX_HTTP_LOC_CONF | NGX_CONF_TAKE1) as ngx_uint_t,
         set: Some(cmd_config),
-        conf: NGX_HTTP_MAIN_CONF_OFFSET,
+        conf: NGX_HTTP_LOC_CONF_OFFSET,
         offset: 0,
         post: ptr::null_mut(),
     },
@@ -112,7 +115,7 @@ static NGX_HTTP_FASTDFS_MODULE_CTX: ngx_http_module_t = ngx_http_module_t {
     create_srv_conf: None,
     merge_srv_conf: None,
     create_loc_conf: Some(Module::create_loc_conf),
-    merge_loc_conf: Some(Module::merge_loc_conf),
+    merge_loc_conf: Some(merge_loc_conf),
 };
 
 #[cfg(feature = "export-modules")]
@@ -129,11 +132,11 @@ pub static mut ngx_http_fastdfs_module: ngx_module_t = ngx_module_t {
     ..ngx_module_t::default()
 };
 
-/// Loads the settings once per configuration (first use wins).
+/// Loads a mod_fastdfs.conf once per configuration, however many levels name it.
 fn load_settings(cf: *mut ngx_conf_t, path: &str) -> Result<Arc<Settings>, *mut c_char> {
-    // SAFETY: `cf` is the configuration being parsed; main confs exist at directive time.
+    // SAFETY: `cf` is the configuration being parsed (or merged); main confs exist then.
     let main = unsafe { Module::main_conf_mut(&*cf) }.ok_or(NGX_CONF_ERROR)?;
-    if let Some(s) = &main.settings {
+    if let Some((_, s)) = main.loaded.iter().find(|(p, _)| p == path) {
         return Ok(s.clone());
     }
     match catch_unwind(|| Settings::load(Path::new(path))) {
@@ -142,7 +145,7 @@ fn load_settings(cf: *mut ngx_conf_t, path: &str) -> Result<Arc<Settings>, *mut 
                 ngx_conf_log_error!(NGX_LOG_WARN, cf, "fastdfs: {}", w);
             }
             let s = Arc::new(s);
-            main.settings = Some(s.clone());
+            main.loaded.push((path.to_owned(), s.clone()));
             Ok(s)
         }
         Ok(Err(e)) => {
@@ -153,30 +156,48 @@ fn load_settings(cf: *mut ngx_conf_t, path: &str) -> Result<Arc<Settings>, *mut 
     }
 }
 
-extern "C" fn cmd_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, _conf: *mut c_void) -> *mut c_char {
+extern "C" fn cmd_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: for a TAKE1 directive nginx passes exactly two args (name, value).
     let args: &[ngx_str_t] = unsafe { (*(*cf).args).as_slice() };
     let Ok(path) = args[1].to_str() else {
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "fastdfs_config: path is not UTF-8");
         return NGX_CONF_ERROR;
     };
-    // SAFETY: as in load_settings.
-    if let Some(main) = unsafe { Module::main_conf_mut(&*cf) } {
-        if main.settings.is_some() {
-            ngx_conf_log_error!(NGX_LOG_EMERG, cf, "fastdfs_config is duplicate");
-            return NGX_CONF_ERROR;
-        }
+    // SAFETY: with NGX_HTTP_LOC_CONF_OFFSET, `conf` is this module's LocConf of the level
+    // (http, server or location) being parsed.
+    let conf = unsafe { &mut *(conf as *mut LocConf) };
+    if conf.settings.is_some() {
+        ngx_conf_log_error!(NGX_LOG_EMERG, cf, "fastdfs_config is duplicate");
+        return NGX_CONF_ERROR;
     }
     match load_settings(cf, path) {
-        Ok(_) => NGX_CONF_OK,
+        Ok(s) => {
+            conf.settings = Some(s);
+            NGX_CONF_OK
+        }
         Err(e) => e,
     }
 }
 
-extern "C" fn cmd_enable(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    if let Err(e) = load_settings(cf, DEFAULT_CONFIG) {
-        return e;
+/// Inherits the enclosing level's `fastdfs_config`; a location that serves file IDs with none
+/// anywhere reads the default file, as the original does.
+unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, conf: *mut c_void) -> *mut c_char {
+    // SAFETY: nginx merges this module's LocConf of a level (`conf`) with the enclosing
+    // level's (`prev`); both were made by create_loc_conf and are distinct.
+    let (prev, conf) = unsafe { (&*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
+    if conf.settings.is_none() {
+        conf.settings = prev.settings.clone();
     }
+    if conf.enabled && conf.settings.is_none() {
+        match load_settings(cf, DEFAULT_CONFIG) {
+            Ok(s) => conf.settings = Some(s),
+            Err(e) => return e,
+        }
+    }
+    ptr::null_mut()
+}
+
+extern "C" fn cmd_enable(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
     // SAFETY: `conf` is this module's LocConf for the location being parsed.
     unsafe { (*(conf as *mut LocConf)).enabled = true };
     // SAFETY: the core module's location conf exists for every location.
@@ -260,7 +281,7 @@ fn header_in<'a>(r: &'a Request, name: &str) -> Option<&'a [u8]> {
 }
 
 fn settings_of(r: &Request) -> Option<Arc<Settings>> {
-    Module::main_conf(r.as_ref())?.settings.clone()
+    Module::location_conf(r.as_ref())?.settings.clone()
 }
 
 /// `http.multi_range.enabled = false` refuses multi-range requests with 416, as the original.
@@ -382,23 +403,38 @@ unsafe fn handle(request: &mut Request) -> ngx_int_t {
     }
 }
 
-/// The file is not on this server: 404, 400 (loop), 500 (unknown source), 302 or proxy.
+/// The file is not on this server: 404, 400 (loop), 500 (unknown source), or 302 / proxy to
+/// its source, or, for a file that should be here, to a member that holds it.
 unsafe fn not_here(request: &mut Request, t: &Target, port: u16) -> ngx_int_t {
     let log = request.log();
-    let uri = String::from_utf8_lossy(request.unparsed_uri().as_bytes()).into_owned();
-    let tls = over_tls(request);
-    let r: &mut ngx_http_request_t = request.as_mut();
-    match &t.if_missing {
-        Missing::NotFound => NGX_HTTP_NOT_FOUND as ngx_int_t,
+    let (host, mode) = match &t.if_missing {
+        Missing::NotFound => return NGX_HTTP_NOT_FOUND as ngx_int_t,
         Missing::Loop => {
             ngx_log_error!(NGX_LOG_WARN, log, "fastdfs: redirect loop for {}", t.remote);
-            NGX_HTTP_BAD_REQUEST as ngx_int_t
+            return NGX_HTTP_BAD_REQUEST as ngx_int_t;
         }
-        Missing::UnknownSource => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
-        Missing::Remote { host, mode: ResponseMode::Redirect } => {
-            let location = source_url(tls, host, port, &uri);
+        Missing::UnknownSource => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        Missing::Remote { host, mode } => (host.clone(), *mode),
+        Missing::Elsewhere { mode, .. } => {
+            // SAFETY: `request` is live.
+            let server_ip = unsafe { local_addr(request.as_ref()) }.map(|(ip, _)| ip);
+            match settings_of(request).and_then(|s| s.holder(t, server_ip, ngx_time())) {
+                Some(host) => {
+                    ngx_log_error!(NGX_LOG_WARN, log, "fastdfs: {} should be here and is not; from {}", t.remote, host);
+                    (host, *mode)
+                }
+                None => return NGX_HTTP_NOT_FOUND as ngx_int_t,
+            }
+        }
+    };
+    let uri = String::from_utf8_lossy(request.unparsed_uri().as_bytes()).into_owned();
+    let url = source_url(over_tls(request), &host, port, &uri);
+    let proxy_url_index = Module::main_conf(request.as_ref()).and_then(|m| m.proxy_url_index);
+    let r: &mut ngx_http_request_t = request.as_mut();
+    match mode {
+        ResponseMode::Redirect => {
             // SAFETY: `r` is live; the header is allocated from its pool.
-            match unsafe { push_header(r, "Location", &location) } {
+            match unsafe { push_header(r, "Location", &url) } {
                 Some(h) => {
                     r.headers_out.location = h;
                     NGX_HTTP_MOVED_TEMPORARILY as ngx_int_t
@@ -406,7 +442,22 @@ unsafe fn not_here(request: &mut Request, t: &Target, port: u16) -> ngx_int_t {
                 None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
             }
         }
-        Missing::Remote { mode: ResponseMode::Proxy, .. } => {
+        ResponseMode::Proxy => {
+            // The named location sees its own (server-level) configuration, not this one's:
+            // `$fastdfs_proxy_url` is set here, where the member or source is known.
+            // SAFETY: `r` is live; `proxy_url_index` is the variable's index in this
+            // configuration, so `r.variables` has a slot for it.
+            unsafe {
+                let (Some(index), Some(value)) = (proxy_url_index, pool_str(r, url.as_bytes())) else {
+                    return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+                };
+                let v = r.variables.add(index);
+                (*v).data = value.data;
+                (*v).set_len(value.len as u32);
+                (*v).set_valid(1);
+                (*v).set_no_cacheable(0);
+                (*v).set_not_found(0);
+            }
             let mut name = ngx_string!("@fastdfs_proxy");
             // SAFETY: `r` is live; nginx copies what it needs from `name` before returning.
             unsafe { ngx_http_named_location(r, &mut name) };

@@ -263,3 +263,118 @@ async fn parameters_loaded_from_the_tracker() {
     );
     assert_eq!(get(&loaded.addr, &url).status, 404);
 }
+
+#[tokio::test]
+async fn fastdfs_config_per_server_and_location() {
+    // One nginx: the http level's file serves publicly; a server of its own and a location of
+    // its own read a token-protected file. Each level uses its own, the inner one winning.
+    let cl = Cluster::start("", &["127.0.0.2"], "").await;
+    let tracker = cl.tracker.addr();
+    let store = cl.storages[0].base();
+    let [public_port, server_port, location_port] = [0; 3].map(|_| common_free_port(&["127.0.0.2"]));
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("private.conf");
+    let secret = "PerLocationSecret99";
+    let extra = format!(
+        "http.anti_steal.check_token = true\nhttp.anti_steal.token_ttl = 600\nhttp.anti_steal.secret_key = {secret}\n"
+    );
+    std::fs::write(&private, mod_conf(&store, &tracker, &extra)).unwrap();
+    let servers = format!(
+        "server {{ listen 127.0.0.2:{server_port}; fastdfs_config {p};\n\
+           location ~ /group[0-9]+/M00/ {{ ngx_fastdfs_module; }} }}\n\
+         server {{ listen 127.0.0.2:{location_port};\n\
+           location ~ /group[0-9]+/M00/ {{ fastdfs_config {p}; ngx_fastdfs_module; }}\n\
+           location /other/ {{ return 204; }} }}\n",
+        p = private.display()
+    );
+    let ngx = NginxProc::start("127.0.0.2", public_port, &mod_conf(&store, &tracker, ""), &servers);
+    let id = cl.client().upload_buffer(b"one file, two policies", "jpg").await.unwrap();
+    let remote = id.split_once('/').unwrap().1;
+    let now = fdfs_core::timefmt::now_unix();
+    let token = fdfs_core::http::anti_steal_token(remote, secret, now);
+    let public = get(&ngx.addr, &format!("/{id}"));
+    assert_eq!((public.status, public.body.as_slice()), (200, &b"one file, two policies"[..]));
+    for port in [server_port, location_port] {
+        let addr = format!("127.0.0.2:{port}");
+        assert_eq!(get(&addr, &format!("/{id}")).status, 400, "no token on :{port}");
+        let r = get(&addr, &format!("/{id}?token={token}&ts={now}"));
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"one file, two policies"[..]), ":{port}");
+    }
+    drop(ngx);
+
+    // A duplicate at one level, and a missing file, are refused with the file and line.
+    let (nginx, module) = fdfs_e2e::nginx_paths();
+    let conf = dir.path().join("nginx.conf");
+    for (body, want) in [
+        (format!("fastdfs_config {p}; fastdfs_config {p};", p = private.display()), "fastdfs_config is duplicate"),
+        ("fastdfs_config /nonexistent/mod_fastdfs.conf;".to_owned(), "/nonexistent/mod_fastdfs.conf"),
+    ] {
+        std::fs::write(
+            &conf,
+            format!(
+                "load_module {};\nevents {{}}\nhttp {{ server {{ listen 127.0.0.2:{public_port}; location /x/ {{ {body} }} }} }}\n",
+                module.display()
+            ),
+        )
+        .unwrap();
+        let out = std::process::Command::new(&nginx)
+            .arg("-t")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(&conf)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(want) && err.contains("nginx.conf:"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_file_lost_on_its_source_is_fetched_from_a_member_that_holds_it() {
+    let cl = Cluster::start("", &["127.0.0.2", "127.0.0.3"], "").await;
+    let tracker = cl.tracker.addr();
+    let (a, b) = (&cl.storages[0], &cl.storages[1]);
+    let data: Vec<u8> = (0..30_000u32).map(|i| (i % 7) as u8).collect();
+    let r = cl.client().storage.upload(&a.addr(), UploadKind::Normal, 0, "jpg", Content::Bytes(&data)).await.unwrap();
+    let id = r.file_id();
+    let created = FileId::parse(&id).unwrap().remote.info().create_timestamp as i64;
+    // B holds it, and the tracker knows B synced past it (what the module goes by).
+    let client = cl.client();
+    fdfs_e2e::eventually(Duration::from_secs(30), "B synced past the file", || async {
+        let list = client.tracker.list_storages("group1", None).await.ok()?;
+        let b_stat = list.iter().find(|s| s.ip == "127.0.0.3")?;
+        (b_stat.stat.counters.last_synced_timestamp >= created).then_some(())
+    })
+    .await;
+    let port = common_free_port(&["127.0.0.2", "127.0.0.3"]);
+    let ngx_a = NginxProc::start("127.0.0.2", port, &mod_conf(&a.base(), &tracker, "response_mode = proxy\n"), "");
+    let ngx_b = NginxProc::start("127.0.0.3", port, &mod_conf(&b.base(), &tracker, "response_mode = proxy\n"), "");
+    let url = format!("/{id}");
+    assert_eq!(get(&ngx_b.addr, &url).body, data, "B holds it");
+
+    // Lost on A, its source (a disk replaced, a file removed by hand): fetched from B.
+    let remote = FileId::parse(&id).unwrap().remote;
+    let on_a = a.base().join(remote.relative_path());
+    std::fs::remove_file(&on_a).unwrap();
+    let r = get(&ngx_a.addr, &url);
+    assert_eq!((r.status, r.body.len()), (200, data.len()));
+    assert_eq!(r.body, data);
+    assert!(ngx_a.error_log().contains("should be here and is not; from 127.0.0.3"), "{}", ngx_a.error_log());
+    // A request that already made its hop is not sent on again: 404 (no loop).
+    assert_eq!(get(&ngx_a.addr, &format!("{url}?redirect=1")).status, 404);
+    drop(ngx_a);
+    let ngx_a = NginxProc::start("127.0.0.2", port, &mod_conf(&a.base(), &tracker, "response_mode = redirect\n"), "");
+    let r = get(&ngx_a.addr, &url);
+    assert_eq!(r.status, 302);
+    assert_eq!(r.header("Location"), Some(format!("http://127.0.0.3:{port}{url}?redirect=1").as_str()));
+
+    // Lost on both: A's hop to B ends there, in B's refusal of a second hop (400, as C's
+    // module answers a `redirect=1` request for a file it does not have), not in a loop.
+    std::fs::remove_file(b.base().join(remote.relative_path())).unwrap();
+    drop(ngx_a);
+    let ngx_a = NginxProc::start("127.0.0.2", port, &mod_conf(&a.base(), &tracker, "response_mode = proxy\n"), "");
+    assert_eq!(get(&ngx_a.addr, &url).status, 400);
+    assert!(ngx_b.error_log().contains("redirect loop"), "{}", ngx_b.error_log());
+    drop((ngx_a, ngx_b));
+}

@@ -3,12 +3,15 @@
 //! the storage that owns the file. The module in `ngx-fastdfs/` only does the FFI around it.
 
 mod args;
+mod members;
 mod token;
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 pub use args::{parse_args, percent_decode};
+pub use members::{Member, Members, Wanted, MEMBERS_TTL_SECS};
 pub use token::{anti_steal_token, check_token, TokenError};
 
 use crate::config::{ModFastdfsConfig, ResponseMode, StorageIds};
@@ -17,7 +20,11 @@ use crate::file_id::{FileType, RemoteFilename, Source};
 /// What to do when a file that could be local is not on this server.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Missing {
-    /// It should be here (same group and we wrote it, or it is old enough to be everywhere).
+    /// It should be here (same group and we wrote it, or it is old enough to be everywhere):
+    /// if it is not, fetch it from / send the client to a member that holds it
+    /// ([`Settings::holder`]), else 404. `source` is the source storage's address, if known.
+    Elsewhere { source: Option<String>, mode: ResponseMode },
+    /// It should be here and the request already went through a hop: 404.
     NotFound,
     /// Fetch it from / send the client to this storage host (its IP).
     Remote { host: String, mode: ResponseMode },
@@ -80,8 +87,10 @@ pub enum Route {
 pub struct Settings {
     pub config: ModFastdfsConfig,
     pub ids: Option<StorageIds>,
-    /// This host's addresses: a missing file whose source is one of them is a 404.
+    /// This host's addresses: a missing file whose source is one of them should be here.
     pub local_ips: Vec<IpAddr>,
+    /// The groups' members, for a file that should be here and is not.
+    pub members: Arc<Members>,
 }
 
 /// The minimum URL length the original accepts.
@@ -136,20 +145,19 @@ impl Settings {
         };
         let old = info.create_timestamp > 0
             && now - info.create_timestamp as i64 > cfg.storage_sync_file_max_delay.as_secs() as i64;
-        let if_missing = if local_path.is_some() && (source_is_local || old) {
-            Missing::NotFound
-        } else if query.contains_key("redirect") {
-            Missing::Loop
-        } else {
-            // Only a file that may be elsewhere needs its source's address spelled out.
-            let host = match info.source {
-                Source::Ip(ip) => Some(ip.to_string()),
-                Source::ServerId(id) => id_host(id).cloned(),
-            };
-            match host {
+        let hopped = query.contains_key("redirect");
+        let source = || match info.source {
+            Source::Ip(ip) => Some(ip.to_string()),
+            Source::ServerId(id) => id_host(id).cloned(),
+        };
+        let if_missing = match (local_path.is_some() && (source_is_local || old), hopped) {
+            (true, true) => Missing::NotFound,
+            (true, false) => Missing::Elsewhere { source: source(), mode: cfg.response_mode },
+            (false, true) => Missing::Loop,
+            (false, false) => match source() {
                 Some(host) => Missing::Remote { host, mode: cfg.response_mode },
                 None => Missing::UnknownSource,
-            }
+            },
         };
         let etag = (info.file_type == FileType::Normal)
             .then(|| format!("\"{:08x}-{:x}\"", info.crc32, info.size.unwrap_or(0)));
@@ -175,6 +183,27 @@ impl Settings {
 }
 
 impl Settings {
+    /// For [`Missing::Elsewhere`]: a member of the group other than this server (`server_ip`
+    /// being one of its addresses) that holds the file, or `None` (404). A member list older
+    /// than [`MEMBERS_TTL_SECS`] is asked for anew in the background meanwhile.
+    pub fn holder(&self, t: &Target, server_ip: Option<IpAddr>, now: i64) -> Option<String> {
+        let Missing::Elsewhere { source, .. } = &t.if_missing else { return None };
+        if self.members.is_stale(now) && !self.config.tracker_servers.is_empty() {
+            self.members.refresh_in_background(&self.config, now);
+        }
+        let info = t.remote.info();
+        let want = Wanted {
+            group: &t.group,
+            source: source.as_deref(),
+            created: info.create_timestamp as i64,
+            spread: info.crc32,
+        };
+        let is_here = |ip: &str| {
+            ip.parse::<IpAddr>().is_ok_and(|ip| self.local_ips.contains(&ip) || server_ip == Some(ip.to_canonical()))
+        };
+        self.members.holder(want, now, self.config.storage_sync_file_max_delay.as_secs() as i64, is_here)
+    }
+
     /// The file a trunk link slot of `group` names (its `text`), with the root of the store
     /// path it is in on this server (not necessarily the link's own).
     pub fn link_target(&self, group: &str, text: &[u8]) -> Option<(RemoteFilename, PathBuf)> {
@@ -246,7 +275,12 @@ impl Settings {
         if ids.is_none() && config.use_storage_id {
             ids = Some(StorageIds::load(&config.storage_ids_filename)?);
         }
-        Ok((Self { config, ids, local_ips: crate::net::interface_ips() }, warning))
+        // A tracker that does not answer now is asked again at the first miss.
+        let members = Arc::new(Members::default());
+        if !config.tracker_servers.is_empty() {
+            members.record(members::fetch(&config).ok(), crate::timefmt::now_unix());
+        }
+        Ok((Self { config, ids, local_ips: crate::net::interface_ips(), members }, warning))
     }
 }
 
@@ -317,7 +351,7 @@ mod tests {
             anti_steal_bypass_header: None,
             http: HttpConfig::default(),
         };
-        Settings { config, ids: None, local_ips: vec!["127.0.0.2".parse().unwrap()] }
+        Settings { config, ids: None, local_ips: vec!["127.0.0.2".parse().unwrap()], members: Default::default() }
     }
 
     fn name(ip: &str, ts: u32) -> String {
@@ -340,9 +374,12 @@ mod tests {
             panic!()
         };
         assert_eq!(t.local_path.unwrap(), PathBuf::from(format!("/data/fdfs/data/00/0A/{}", &f[10..])));
-        assert_eq!(t.if_missing, Missing::NotFound, "we wrote it: missing means 404");
+        let elsewhere = Missing::Elsewhere { source: Some("127.0.0.2".into()), mode: ResponseMode::Proxy };
+        assert_eq!(t.if_missing, elsewhere, "we wrote it: missing means lost here, held elsewhere or nowhere");
         assert_eq!(t.etag.as_deref(), Some("\"0000abcd-4d2\""));
         assert_eq!(t.attachment.as_deref(), Some("a b.jpg"));
+        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "redirect=1", None, false, NOW) else { panic!() };
+        assert_eq!(t.if_missing, Missing::NotFound, "after a hop: 404");
     }
 
     #[test]
@@ -354,13 +391,15 @@ mod tests {
         // Requested on the source's own address: it should be here.
         let here = Some("127.0.0.3".parse().unwrap());
         let Route::Serve(t) = s.route(&format!("/group1/{f}"), "", here, false, NOW) else { panic!() };
-        assert_eq!(t.if_missing, Missing::NotFound);
+        let from_3 = Missing::Elsewhere { source: Some("127.0.0.3".into()), mode: ResponseMode::Proxy };
+        assert_eq!(t.if_missing, from_3);
         let Route::Serve(t) = s.route(&format!("/group1/{f}"), "redirect=1", None, false, NOW) else { panic!() };
         assert_eq!(t.if_missing, Missing::Loop);
-        // Older than storage_sync_file_max_delay: it should be everywhere, so 404.
+        // Older than storage_sync_file_max_delay: it should be everywhere, so not here means
+        // lost here.
         let old = name("127.0.0.3", (NOW - 100_000) as u32);
         let Route::Serve(t) = s.route(&format!("/group1/{old}"), "", None, false, NOW) else { panic!() };
-        assert_eq!(t.if_missing, Missing::NotFound);
+        assert_eq!(t.if_missing, from_3);
         // Another group is never local.
         let Route::Serve(t) = s.route(&format!("/group2/{f}"), "", None, false, NOW) else { panic!() };
         assert_eq!(t.local_path, None);
@@ -375,6 +414,29 @@ mod tests {
         assert_eq!(source_url(true, "127.0.0.3", 443, "/g/x.jpg"), "https://127.0.0.3/g/x.jpg?redirect=1");
         assert_eq!(source_url(true, "127.0.0.3", 8443, "/g/x.jpg"), "https://127.0.0.3:8443/g/x.jpg?redirect=1");
         assert_eq!(source_url(true, "::1", 80, "/g/x.jpg"), "https://[::1]:80/g/x.jpg?redirect=1");
+    }
+
+    #[test]
+    fn a_file_lost_here_is_fetched_from_a_member_that_holds_it() {
+        let s = settings();
+        let member = |ip: &str, synced_until| Member { ip: ip.into(), readable: true, synced_until };
+        let list = vec![member("127.0.0.2", NOW), member("127.0.0.3", NOW - 5)];
+        s.members.record(Some(std::collections::HashMap::from([("group1".to_owned(), list)])), NOW);
+        let route = |f: &str, args| match s.route(&format!("/group1/{f}"), args, None, false, NOW) {
+            Route::Serve(t) => t,
+            other => panic!("{other:?}"),
+        };
+        let t = route(&name("127.0.0.2", (NOW - 10) as u32), "");
+        assert_eq!(s.holder(&t, None, NOW).as_deref(), Some("127.0.0.3"), "synced past it, and not this server");
+        let t = route(&name("127.0.0.2", (NOW - 2) as u32), "");
+        assert_eq!(s.holder(&t, None, NOW), None, "no other member synced that far");
+        let t = route(&name("127.0.0.2", (NOW - 10) as u32), "redirect=1");
+        assert_eq!(s.holder(&t, None, NOW), None, "one hop only");
+        // On .3's own address a file of .3 is its own; .2 (this host) is never asked either.
+        let here = Some("127.0.0.3".parse().unwrap());
+        let f = name("127.0.0.3", (NOW - 10) as u32);
+        let Route::Serve(t) = s.route(&format!("/group1/{f}"), "", here, false, NOW) else { panic!() };
+        assert_eq!(s.holder(&t, here, NOW), None);
     }
 
     #[test]
