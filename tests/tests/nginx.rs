@@ -378,3 +378,48 @@ async fn a_file_lost_on_its_source_is_fetched_from_a_member_that_holds_it() {
     assert!(ngx_b.error_log().contains("redirect loop"), "{}", ngx_b.error_log());
     drop((ngx_a, ngx_b));
 }
+
+/// The same with real C FastDFS 6.16.1 peers: under the C tracker (its member list and sync
+/// times), our storage loses a file that the C member holds; our module on our storage fetches
+/// it from the C member's store path through our module there. (The file is uploaded once the
+/// C member is ACTIVE: in this run the C tracker never credited the sync times a member reports
+/// for what it received while joining, so such files count as held only after
+/// `storage_sync_file_max_delay`, as for C's own fetch routing.)
+#[tokio::test]
+async fn a_file_lost_on_our_storage_is_fetched_from_a_c_member() {
+    let Some(bin) = fdfs_e2e::c_fastdfs_bin("a_file_lost_on_our_storage_is_fetched_from_a_c_member") else { return };
+    let tracker = fdfs_e2e::CDaemon::tracker(&bin, "127.0.0.150", "");
+    let ips = ["127.0.0.151", "127.0.0.152"];
+    let port = common_free_port(&ips);
+    let ours = fdfs_e2e::StorageProc::start(&tracker.addr, ips[0], &format!("port = {port}\n")).await;
+    let theirs = fdfs_e2e::CDaemon::storage(&bin, &tracker.addr, "group1", ips[1], port, "");
+    let client = fdfs_e2e::client_for(&tracker.addr);
+    fdfs_e2e::eventually(Duration::from_secs(60), "the C member ACTIVE", || async {
+        let list = client.tracker.list_storages("group1", Some(ips[1])).await.ok()?;
+        (list.first()?.status == fdfs_core::tracker::status::ACTIVE).then_some(())
+    })
+    .await;
+    let data: Vec<u8> = (0..20_000u32).map(|i| (i % 11) as u8).collect();
+    let r = fdfs_e2e::eventually(Duration::from_secs(60), "an upload to ours", || async {
+        client.storage.upload(&ours.addr(), UploadKind::Normal, 0, "jpg", Content::Bytes(&data)).await.ok()
+    })
+    .await;
+    let id = r.file_id();
+    let created = FileId::parse(&id).unwrap().remote.info().create_timestamp as i64;
+    fdfs_e2e::eventually(Duration::from_secs(60), "the C member synced past the file", || async {
+        let list = client.tracker.list_storages("group1", None).await.ok()?;
+        let c = list.iter().find(|s| s.ip == ips[1])?;
+        (c.status == fdfs_core::tracker::status::ACTIVE && c.stat.counters.last_synced_timestamp >= created)
+            .then_some(())
+    })
+    .await;
+    let http_port = common_free_port(&ips);
+    let c_store = theirs.dir.path().join("base");
+    let ngx_ours = NginxProc::start(ips[0], http_port, &mod_conf(&ours.base(), &tracker.addr, ""), "");
+    let ngx_theirs = NginxProc::start(ips[1], http_port, &mod_conf(&c_store, &tracker.addr, ""), "");
+    let url = format!("/{id}");
+    assert_eq!(get(&ngx_theirs.addr, &url).body, data, "the C member holds it");
+    std::fs::remove_file(ours.base().join(FileId::parse(&id).unwrap().remote.relative_path())).unwrap();
+    let r = get(&ngx_ours.addr, &url);
+    assert_eq!((r.status, r.body == data), (200, true), "{}", ngx_ours.error_log());
+}
