@@ -553,3 +553,68 @@ async fn the_trunk_server_role_moves_between_a_c_storage_and_ours_under_our_trac
     let tracker = TrackerProc::start(&format!("bind_addr = 127.0.0.147\n{TRUNK_FILES}"));
     trunk_role_moves_both_ways(&bin, &tracker.addr(), ["127.0.0.148", "127.0.0.149"]).await;
 }
+
+/// C 6.16.1's `fdfs_exporter` (Prometheus metrics from the trackers' answers) against our
+/// tracker and storage gives the same series as against the C tracker and storage: the same
+/// metric names and label sets, the addresses aside.
+#[tokio::test]
+async fn the_c_exporter_reads_our_daemons_as_it_reads_the_c_ones() {
+    let Some(bin) = c_fastdfs_bin("the_c_exporter_reads_our_daemons_as_it_reads_the_c_ones") else { return };
+    let c_tracker = CDaemon::tracker(&bin, "127.0.0.153", "");
+    let c_port = common_free_port(&["127.0.0.154"]);
+    let _c_storage = CDaemon::storage(&bin, &c_tracker.addr, "group1", "127.0.0.154", c_port, "");
+    let tracker = TrackerProc::start("bind_addr = 127.0.0.155\n");
+    let _storage = StorageProc::start(&tracker.addr(), "127.0.0.156", "").await;
+    let c = fdfs_e2e::client_for(&c_tracker.addr);
+    eventually(Duration::from_secs(60), "the C storage ACTIVE", || async {
+        let list = c.tracker.list_storages("group1", None).await.ok()?;
+        (list.first()?.status == status::ACTIVE).then_some(())
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut series = Vec::new();
+    for (name, addr, ip) in [("c", c_tracker.addr.clone(), "127.0.0.153"), ("ours", tracker.addr(), "127.0.0.155")] {
+        let conf = dir.path().join(format!("{name}.conf"));
+        std::fs::write(&conf, format!("tracker_server = {addr}\nbase_path = /tmp\n")).unwrap();
+        let port = common_free_port(&[ip]);
+        // Its config file, not `-f`/`-B`/`-P`: 6.16.1's exporter aborts (free(): invalid
+        // pointer) when the client config is given with `-f`.
+        let exporter_conf = dir.path().join(format!("{name}-exporter.conf"));
+        let text = format!("bind_addr = {ip}\nport = {port}\nfdfs_client_cfg = {}\n", conf.display());
+        std::fs::write(&exporter_conf, text).unwrap();
+        let mut exporter = std::process::Command::new(bin.join("fdfs_exporter"))
+            .arg("-c")
+            .arg(&exporter_conf)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let body = eventually(Duration::from_secs(20), "the exporter's metrics", || async {
+            std::net::TcpStream::connect((ip, port)).ok()?;
+            let r = fdfs_e2e::get(&format!("{ip}:{port}"), "/metrics");
+            let text = String::from_utf8_lossy(&r.body).into_owned();
+            (r.status == 200 && text.contains("group1")).then_some(text)
+        })
+        .await;
+        let _ = exporter.kill();
+        let _ = exporter.wait();
+        // A series is its name and labels; addresses, versions and values differ by cluster.
+        let mut names: Vec<String> = body
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let l = if l.starts_with('#') { l } else { l.rsplit_once(' ').map_or(l, |(series, _)| series) };
+                l.replace(&addr, "TRACKER")
+                    .replace("127.0.0.153", "IP")
+                    .replace("127.0.0.155", "IP")
+                    .replace("127.0.0.154", "IP")
+                    .replace("127.0.0.156", "IP")
+            })
+            .collect();
+        names.sort();
+        series.push((name, body, names));
+    }
+    let (ours, c) = (&series[1], &series[0]);
+    assert!(c.2.len() > 5, "the exporter printed series: {}", c.1);
+    assert_eq!(ours.2, c.2, "the same series\n--- C ---\n{}\n--- ours ---\n{}", c.1, ours.1);
+}
