@@ -127,35 +127,89 @@ async fn a_trickling_upload_is_cut_off_and_leaves_no_temp_file() {
     assert_eq!(left, 0, "temp files left in {}", tmp.display());
 }
 
-/// A small disk of its own: a tmpfs of the given size, unmounted and removed when dropped.
+/// A small disk of its own: a tmpfs of the given size, unmounted (and its temp directory, if
+/// it made one, removed) when dropped.
 struct SmallDisk {
-    dir: tempfile::TempDir,
+    at: std::path::PathBuf,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl SmallDisk {
-    /// Mounts it (root only); `None`, with a message, where that is not allowed.
+    /// Mounts it on a temp directory of its own (root only); `None`, with a message, where that
+    /// is not allowed.
     fn mount(size: &str) -> Option<SmallDisk> {
         let dir = tempfile::tempdir().unwrap();
+        let mut disk = Self::mount_on(size, dir.path())?;
+        disk._dir = Some(dir);
+        Some(disk)
+    }
+
+    /// Mounts it on `at`, an existing directory.
+    fn mount_on(size: &str, at: &std::path::Path) -> Option<SmallDisk> {
         let ok = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(dir.path())
+            .arg(at)
             .status()
             .is_ok_and(|s| s.success());
         if !ok {
             eprintln!("SKIPPED: cannot mount a tmpfs here (needs root and CAP_SYS_ADMIN)");
         }
-        ok.then_some(SmallDisk { dir })
+        ok.then(|| SmallDisk { at: at.to_owned(), _dir: None })
     }
 
     fn path(&self) -> &std::path::Path {
-        self.dir.path()
+        &self.at
     }
 }
 
 impl Drop for SmallDisk {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(self.dir.path()).status();
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.at).status();
     }
+}
+
+/// "Error 28 but the disk has space" (#30): with a volume mounted on `store_path/data` (the
+/// usual container layout), the space that counts is that volume's, not the root's: the
+/// tracker is told its size, the storage refuses uploads once it is down to the reserve, and
+/// the refusal says in the log which path and which numbers it was judged by.
+#[tokio::test]
+async fn a_volume_mounted_on_data_is_the_space_that_counts() {
+    let root = tempfile::tempdir().unwrap();
+    std::fs::create_dir(root.path().join("data")).unwrap();
+    let Some(_volume) = SmallDisk::mount_on("64m", &root.path().join("data")) else { return };
+    let tracker = TrackerProc::start("reserved_storage_space = 32MB\n");
+    let t = tracker.addr();
+    let a = StorageProc::start(&t, "127.0.0.2", &format!("store_path0 = {}\n", root.path().display())).await;
+    let c = client_for(&t);
+    let listed = c.tracker.list_storages("group1", None).await.unwrap();
+    assert_eq!(listed[0].total_mb, 64, "the volume on data/ is measured, not the root's disk");
+    let data = vec![7u8; 1 << 20];
+    let mut accepted = 0;
+    let mut refused = 0;
+    for _ in 0..48 {
+        match c.storage.upload(&a.addr(), UploadKind::Normal, -1, "bin", Content::Bytes(&data)).await {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                assert!(e.to_string().contains("28"), "refused for space: {e}");
+                refused += 1;
+            }
+        }
+    }
+    assert!((28..=33).contains(&accepted), "about 64 MB - 32 MB reserved taken: {accepted} accepted");
+    assert_eq!(accepted + refused, 48);
+    let data_dir = root.path().join("data");
+    let log = eventually(Duration::from_secs(5), "the refusal in the log", || async {
+        let log = std::fs::read_to_string(a.base().join("logs/storaged.log")).ok()?;
+        log.contains("refused (ENOSPC)").then_some(log)
+    })
+    .await;
+    let line = log.lines().find(|l| l.contains("refused (ENOSPC)")).unwrap();
+    assert!(
+        line.contains("reserved_storage_space = 32MB")
+            && line.contains(&format!("M00 {}: ", data_dir.display()))
+            && line.contains(" MB free of 64 MB"),
+        "{line}"
+    );
 }
 
 #[tokio::test]

@@ -276,6 +276,7 @@ pub async fn upload<R: AsyncRead + Unpin>(
     }
     let Some(index) = srv.paths.choose(head.store_path_index, size, params.reserved, params.store_path_most_free)
     else {
+        srv.paths.log_refusal(size, params.reserved);
         return Err(closing(Status::ENOSPC));
     };
     let ts = now_unix();

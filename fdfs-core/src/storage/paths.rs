@@ -3,7 +3,7 @@
 //! durable write that makes a file reachable by its name only once it is complete.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::config::ReservedSpace;
@@ -17,7 +17,11 @@ pub const TMP_DIR: &str = ".tmp";
 pub struct StorePath {
     pub root: PathBuf,
     pub readonly: bool,
-    /// Free/total space in MB from the last statvfs.
+    /// Where its files go, each possibly its own filesystem: `data/` and every mount point
+    /// below it (as found at start). C measured the root, which misjudges a volume mounted on
+    /// `data/` (the usual container layout).
+    measured: Vec<PathBuf>,
+    /// Free/total space in MB of the fullest of `measured`, from the last statvfs.
     pub free_mb: AtomicU64,
     pub total_mb: AtomicU64,
 }
@@ -38,6 +42,8 @@ pub struct StorePaths {
     hashed: bool,
     cursor: Mutex<DirCursor>,
     next_path: AtomicUsize,
+    /// When a refusal for want of space was last logged (unix seconds): once a second at most.
+    refusal_logged_at: AtomicI64,
 }
 
 fn hex2(n: u32) -> String {
@@ -80,9 +86,11 @@ impl StorePaths {
                 }
             }
             std::fs::create_dir_all(&tmp)?;
+            let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
             let p = StorePath {
                 root: root.clone(),
                 readonly: readonly.get(i).copied().unwrap_or(false),
+                measured: std::iter::once(data.clone()).chain(mounts_below(&mounts, &data)).collect(),
                 free_mb: AtomicU64::new(0),
                 total_mb: AtomicU64::new(0),
             };
@@ -97,6 +105,7 @@ impl StorePaths {
             hashed,
             cursor: Mutex::new(cursor),
             next_path: AtomicUsize::new(0),
+            refusal_logged_at: AtomicI64::new(0),
         })
     }
 
@@ -143,6 +152,29 @@ impl StorePaths {
         (0..n).map(|k| (start + k) % n).find(|&i| fits(i))
     }
 
+    /// Says in the log (once a second at most) why an upload of `size` bytes found no store
+    /// path: each path's measured space against the reserve.
+    pub fn log_refusal(&self, size: u64, reserved: ReservedSpace) {
+        let now = crate::timefmt::now_unix();
+        if self.refusal_logged_at.swap(now, Ordering::Relaxed) == now {
+            return;
+        }
+        let paths: Vec<String> = self
+            .paths
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let (free, total) = (p.free_mb.load(Ordering::Relaxed), p.total_mb.load(Ordering::Relaxed));
+                let ro = if p.readonly { ", read-only" } else { "" };
+                format!("M{i:02X} {}: {free} MB free of {total} MB{ro}", p.fullest().display())
+            })
+            .collect();
+        tracing::warn!(
+            "upload of {size} bytes refused (ENOSPC): no store path keeps reserved_storage_space = {reserved}: {}",
+            paths.join("; ")
+        );
+    }
+
     pub fn refresh_all(&self) {
         for p in &self.paths {
             p.refresh_space();
@@ -185,18 +217,62 @@ impl StorePaths {
 }
 
 impl StorePath {
+    /// Measures the filesystems its files go to; the fullest one (least free) is its space.
     pub fn refresh_space(&self) {
-        match nix::sys::statvfs::statvfs(&self.root) {
+        if let Some((_, free, total)) = self.measure().min_by_key(|&(_, free, _)| free) {
+            self.total_mb.store(total, Ordering::Relaxed);
+            self.free_mb.store(free, Ordering::Relaxed);
+        }
+    }
+
+    /// The measured place with the least free space (for messages).
+    fn fullest(&self) -> PathBuf {
+        self.measure().min_by_key(|&(_, free, _)| free).map_or_else(|| self.root.clone(), |(p, _, _)| p.to_owned())
+    }
+
+    /// (place, free MB, total MB) of each measured place that statvfs answers for.
+    fn measure(&self) -> impl Iterator<Item = (&Path, u64, u64)> {
+        self.measured.iter().filter_map(|place| match nix::sys::statvfs::statvfs(place) {
             Ok(s) => {
                 // The field types differ between targets; u64 holds them all.
                 #[allow(clippy::unnecessary_cast)]
                 let (unit, blocks, avail) = (s.fragment_size() as u64, s.blocks() as u64, s.blocks_available() as u64);
-                self.total_mb.store((blocks * unit) >> 20, Ordering::Relaxed);
-                self.free_mb.store((avail * unit) >> 20, Ordering::Relaxed);
+                Some((place.as_path(), (avail * unit) >> 20, (blocks * unit) >> 20))
             }
-            Err(e) => tracing::error!("statvfs {}: {e}", self.root.display()),
-        }
+            Err(e) => {
+                tracing::error!("statvfs {}: {e}", place.display());
+                None
+            }
+        })
     }
+}
+
+/// The mount points strictly below `dir`, from the text of `/proc/self/mountinfo` (its fifth
+/// field, with the kernel's octal escapes for space, tab, newline and backslash).
+fn mounts_below(mountinfo: &str, dir: &Path) -> Vec<PathBuf> {
+    let unescape = |field: &str| {
+        let (mut out, bytes, mut i) = (Vec::new(), field.as_bytes(), 0);
+        while i < bytes.len() {
+            let octal = bytes.get(i + 1..i + 4).and_then(|o| u8::from_str_radix(std::str::from_utf8(o).ok()?, 8).ok());
+            match (bytes[i], octal) {
+                (b'\\', Some(b)) => {
+                    out.push(b);
+                    i += 4;
+                }
+                (b, _) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        PathBuf::from(<std::ffi::OsString as std::os::unix::ffi::OsStringExt>::from_vec(out))
+    };
+    mountinfo
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(unescape)
+        .filter(|m| m != dir && m.starts_with(dir))
+        .collect()
 }
 
 /// Makes `link` a symbolic link to `target`. Relative when both live in one store path's data
@@ -264,6 +340,18 @@ mod tests {
         assert_eq!(sp.choose(0, 0, r, false), Some(1), "read-only path 0 is skipped");
         assert_eq!(sp.choose(-1, 0, r, true), Some(1));
         assert_eq!(sp.choose(1, 0, ReservedSpace::Ratio(0.999999), false), None, "full");
+    }
+
+    #[test]
+    fn mount_points_below_the_data_directory() {
+        let info = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n\
+                    40 22 8:17 / /srv/fdfs/data rw - xfs /dev/sdb1 rw\n\
+                    41 40 8:33 / /srv/fdfs/data/0A rw - xfs /dev/sdc1 rw\n\
+                    42 22 8:49 / /srv/fdfs/data\\040old rw - xfs /dev/sdd1 rw\n\
+                    43 40 8:65 / /srv/fdfs/data/my\\040disk rw - xfs /dev/sde1 rw\n";
+        let below = mounts_below(info, Path::new("/srv/fdfs/data"));
+        assert_eq!(below, [PathBuf::from("/srv/fdfs/data/0A"), PathBuf::from("/srv/fdfs/data/my disk")]);
+        assert!(mounts_below(info, Path::new("/srv/other/data")).is_empty());
     }
 
     #[test]
