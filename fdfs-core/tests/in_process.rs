@@ -8,7 +8,7 @@ use std::time::Duration;
 use fdfs_core::client::{Client, Content, UploadKind};
 use fdfs_core::config::{ClientConfig, Ini, ServerAddr, StorageConfig, TrackerConfig};
 use fdfs_core::protocol::status;
-use fdfs_core::server::{shutdown_pair, ShutdownTrigger};
+use fdfs_core::server::{shutdown_pair, ConnectionThreads, ShutdownTrigger};
 use fdfs_core::storage::StorageServer;
 use fdfs_core::tracker::Tracker;
 use tokio::net::TcpListener;
@@ -37,7 +37,8 @@ async fn start() -> InProcess {
     )))
     .unwrap();
     let tracker = Arc::new(Tracker::new(t_conf).unwrap());
-    let mut tasks = vec![tokio::spawn(fdfs_core::tracker::run(t_listener, tracker, shutdown.clone()))];
+    let threads = || ConnectionThreads::start("test", 2, 4).unwrap();
+    let mut tasks = vec![tokio::spawn(fdfs_core::tracker::run(t_listener, threads(), tracker, shutdown.clone()))];
 
     let s_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let store = dir.path().join("storage");
@@ -49,7 +50,7 @@ async fn start() -> InProcess {
     )))
     .unwrap();
     let storage = Arc::new(StorageServer::open(s_conf).unwrap());
-    tasks.push(tokio::spawn(fdfs_core::storage::run(s_listener, storage.clone(), shutdown)));
+    tasks.push(tokio::spawn(fdfs_core::storage::run(s_listener, threads(), storage.clone(), shutdown)));
     let client = Client::new(&ClientConfig::for_tracker(ServerAddr::parse(&t_addr.to_string()).unwrap()));
     // Ready once the tracker lists the storage ACTIVE (the status the storage also learns).
     for _ in 0..200 {

@@ -590,6 +590,12 @@ async fn sighup_reopens_the_log_for_logrotate() {
     let t = fdfs_e2e::TrackerProc::start("");
     let logs = t.daemon.base_path.join("logs");
     let (log, rotated) = (logs.join("trackerd.log"), logs.join("trackerd.log.1"));
+    // The log is written by a thread of its own: its first lines may still be on their way.
+    fdfs_e2e::eventually(Duration::from_secs(10), "the first lines in trackerd.log", || {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        async move { text.contains("listening on").then_some(()) }
+    })
+    .await;
     std::fs::rename(&log, &rotated).unwrap();
     let pid = nix::unistd::Pid::from_raw(t.daemon.pid().unwrap() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).unwrap();

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use fdfs_core::config::StorageConfig;
 use fdfs_core::daemon;
+use fdfs_core::server::ConnectionThreads;
 use fdfs_core::storage::{self, StorageServer};
 
 const PROG: &str = "fdfs_storaged";
@@ -27,11 +28,10 @@ fn real_main() -> Result<()> {
         return Ok(());
     }
     let foreground = std::env::var_os("FDFS_DAEMONIZED").is_none();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.work_threads.clamp(1, 64))
-        .max_blocking_threads(
-            (config.disk_writer_threads + config.disk_reader_threads).max(2) * config.store_paths.len() * 8,
-        )
+    // Connections are served on `work_threads` threads of their own (server::threads); this
+    // runtime accepts and runs the daemon's own tasks.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(config.blocking_threads())
         .enable_all()
         .build()?;
     rt.block_on(async move {
@@ -59,8 +59,10 @@ fn real_main() -> Result<()> {
             tracing::info!("group_name {} (from the tracker's storage_ids.conf)", config.group_name);
         }
         let base_path = config.base_path.clone();
+        let threads = ConnectionThreads::start("storage", config.work_threads.clamp(1, 64), config.blocking_threads())?;
         let server = Arc::new(StorageServer::open(config)?);
         let level = move || Ok(StorageConfig::load(&conf)?.log_level);
-        daemon::serve_until_signal(PROG, &base_path, listener, level, move |l, sd| storage::run(l, server, sd)).await
+        daemon::serve_until_signal(PROG, &base_path, listener, level, move |l, sd| storage::run(l, threads, server, sd))
+            .await
     })
 }

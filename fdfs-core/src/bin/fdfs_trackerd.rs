@@ -9,6 +9,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use fdfs_core::config::TrackerConfig;
 use fdfs_core::daemon;
+use fdfs_core::server::ConnectionThreads;
 use fdfs_core::tracker::{self, Tracker};
 
 const PROG: &str = "fdfs_trackerd";
@@ -27,10 +28,9 @@ fn real_main() -> Result<()> {
         return Ok(());
     }
     let foreground = std::env::var_os("FDFS_DAEMONIZED").is_none();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.work_threads.clamp(1, 64))
-        .enable_all()
-        .build()?;
+    // Connections are served on `work_threads` threads of their own (server::threads); this
+    // runtime accepts and runs the tracker's own tasks.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     rt.block_on(async move {
         let listener = daemon::bind(&config.bind_addr, config.port).await?;
         // Bound: from here on as run_by_user, who then owns the log and the state files.
@@ -46,8 +46,12 @@ fn real_main() -> Result<()> {
             &c.warnings,
         )?;
         let base_path = config.base_path.clone();
+        let threads = ConnectionThreads::start("tracker", config.work_threads.clamp(1, 64), 64)?;
         let tracker = Arc::new(Tracker::new(config)?);
         let level = move || Ok(TrackerConfig::load(&conf)?.log_level);
-        daemon::serve_until_signal(PROG, &base_path, listener, level, move |l, sd| tracker::run(l, tracker, sd)).await
+        daemon::serve_until_signal(PROG, &base_path, listener, level, move |l, sd| {
+            tracker::run(l, threads, tracker, sd)
+        })
+        .await
     })
 }

@@ -86,7 +86,7 @@ pub struct StorageConfig {
     pub max_connections_per_ip: usize,
     /// `buff_size` (64 KiB, at least 8 KiB): the largest request read whole (metadata, delete...).
     pub buff_size: u64,
-    /// `work_threads` (4): async runtime worker threads.
+    /// `work_threads` (4): threads serving connections, each an event loop of its own (`server::threads`).
     pub work_threads: usize,
     /// `disk_rw_separated` (true): accepted, no effect (`unsupported.rs`).
     pub disk_rw_separated: bool,
@@ -191,6 +191,12 @@ pub struct StorageConfig {
 }
 
 impl StorageConfig {
+    /// Blocking-pool threads each runtime may start (file reads and other calls that block):
+    /// a few per disk thread C would run.
+    pub fn blocking_threads(&self) -> usize {
+        (self.disk_writer_threads + self.disk_reader_threads).max(2) * self.store_paths.len() * 8
+    }
+
     /// The local address outgoing connections are made from (`client_bind` with a `bind_addr`,
     /// as C binds them): peers and trackers know this storage by it.
     pub fn client_bind_ip(&self) -> Option<std::net::IpAddr> {

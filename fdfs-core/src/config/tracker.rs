@@ -106,7 +106,7 @@ pub struct TrackerConfig {
     pub max_groups: usize,
     /// `max_storages_per_group` (ours; C's fixed limit is 32).
     pub max_storages_per_group: usize,
-    /// `work_threads` (4): async runtime worker threads.
+    /// `work_threads` (4): threads serving connections, each an event loop of its own (`server::threads`).
     pub work_threads: usize,
     /// `min_buff_size` (= `buff_size`): accepted, no effect.
     pub min_buff_size: u64,

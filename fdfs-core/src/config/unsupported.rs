@@ -21,7 +21,8 @@ const fn u(key: &'static str, default: &'static str, instead: &'static str) -> U
     Unsupported { key, default, instead }
 }
 
-const THREADS: &str = "not needed: the async runtime sizes its threads from work_threads";
+const THREADS: &str =
+    "not needed: one thread accepts, and work_threads threads (at most one per core) serve connections";
 
 /// Keys shared by both daemons' files.
 const COMMON: &[Unsupported] = &[

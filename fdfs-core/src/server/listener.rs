@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
 use super::stream::PeerStream;
+use super::threads::ConnectionThreads;
 use crate::config::AllowHosts;
 
 /// Broadcasts "stop" to every task that holds a receiver.
@@ -169,17 +170,19 @@ impl RefusalLog {
     }
 }
 
-/// Accepts until shutdown; `handle` runs once per allowed connection.
+/// Accepts until shutdown; `handle` runs once per allowed connection, on one of `threads`.
 pub async fn serve<F, Fut>(
     listener: TcpListener,
     allow: AllowHosts,
     limits: ConnectionLimits,
+    threads: &ConnectionThreads,
     mut shutdown: Shutdown,
     handle: F,
 ) where
-    F: Fn(PeerStream, SocketAddr, Shutdown) -> Fut,
+    F: Fn(PeerStream, SocketAddr, Shutdown) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
+    let handle = Arc::new(handle);
     let max_connections = limits.max_connections;
     let permits = Arc::new(Semaphore::new(max_connections.max(1)));
     let per_address = Arc::new(PerAddress::default());
@@ -210,15 +213,28 @@ pub async fn serve<F, Fut>(
             refusals.refused(format_args!("from {peer}: max_connections_per_ip ({}) reached", limits.per_ip));
             continue;
         };
-        let fut = handle(PeerStream::new(sock), peer, shutdown.clone());
-        let counts = limits.counts.clone();
+        // Moved to the connection's thread: its socket is registered with that thread's loop.
+        let sock = match sock.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("connection from {peer}: {e}");
+                continue;
+            }
+        };
+        let (handle, sd, counts) = (handle.clone(), shutdown.clone(), limits.counts.clone());
         counts.opened();
-        tokio::spawn(async move {
-            fut.await;
+        let connection = async move {
+            match tokio::net::TcpStream::from_std(sock) {
+                Ok(sock) => handle(PeerStream::new(sock), peer, sd).await,
+                Err(e) => tracing::warn!("connection from {peer}: {e}"),
+            }
             counts.closed();
             drop(slot);
             drop(permit);
-        });
+        };
+        if !threads.run(connection) {
+            tracing::error!("connection from {peer} dropped: its thread is gone");
+        }
     }
     // Stop accepting, then let requests in flight finish: idle connections see the shutdown
     // and leave at once, busy ones after their request (bounded, so a stuck peer cannot hold

@@ -3,6 +3,8 @@
 pub mod frame;
 pub mod listener;
 pub mod stream;
+pub mod threads;
 
 pub use listener::{serve, shutdown_pair, ConnCounts, ConnectionLimits, Shutdown, ShutdownTrigger};
 pub use stream::PeerStream;
+pub use threads::ConnectionThreads;

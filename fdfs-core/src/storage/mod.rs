@@ -35,7 +35,7 @@ use crate::config::{ReservedSpace, StorageConfig};
 use crate::file_id::Source;
 use crate::protocol::report::Brief;
 use crate::protocol::{Layout, Profile};
-use crate::server::{serve, ConnectionLimits, Shutdown};
+use crate::server::{serve, ConnectionLimits, ConnectionThreads, Shutdown};
 use crate::timefmt::now_unix;
 use binlog::Binlog;
 use paths::StorePaths;
@@ -622,28 +622,32 @@ fn recount_links(paths: &StorePaths, binlog: &Binlog, index: &dedup::DedupIndex)
     Ok(())
 }
 
-/// Serves until `shutdown`: connections, the report loops to every tracker, and the
-/// periodic flushes.
-pub async fn run(listener: TcpListener, server: Arc<StorageServer>, shutdown: Shutdown) {
+/// Serves until `shutdown`: connections (on `threads`), the report loops to every tracker, and
+/// the periodic flushes; then syncs and saves the state.
+pub async fn run(listener: TcpListener, threads: ConnectionThreads, server: Arc<StorageServer>, shutdown: Shutdown) {
+    let own = threads.first().clone();
     let allow = server.config.allow_hosts.clone();
-    let mut tasks = vec![tokio::spawn(disk_recovery::run(server.clone(), shutdown.clone()))];
+    let mut tasks = vec![own.spawn(disk_recovery::run(server.clone(), shutdown.clone()))];
     if let Some(addr) = server.config.metrics_listen {
-        tasks.push(tokio::spawn(crate::metrics::serve(addr, server.clone(), shutdown.clone())));
+        tasks.push(own.spawn(crate::metrics::serve(addr, server.clone(), shutdown.clone())));
     }
     for t in server.config.tracker_servers.clone() {
-        tasks.push(tokio::spawn(report::report_loop(server.clone(), t, shutdown.clone())));
+        tasks.push(own.spawn(report::report_loop(server.clone(), t, shutdown.clone())));
     }
-    tasks.push(tokio::spawn(background(server.clone(), shutdown.clone())));
-    tasks.push(tokio::spawn(sync::manager(server.clone(), shutdown.clone())));
-    tasks.push(tokio::spawn(trunk::push_loop(server.clone(), shutdown.clone())));
-    tasks.push(tokio::spawn(trunk::schedule_loop(server.clone(), shutdown.clone())));
+    tasks.push(own.spawn(background(server.clone(), shutdown.clone())));
+    tasks.push(own.spawn(sync::manager(server.clone(), shutdown.clone())));
+    tasks.push(own.spawn(trunk::push_loop(server.clone(), shutdown.clone())));
+    tasks.push(own.spawn(trunk::schedule_loop(server.clone(), shutdown.clone())));
     let s = server.clone();
     let limits = ConnectionLimits {
         max_connections: server.config.max_connections,
         per_ip: server.config.max_connections_per_ip,
         counts: server.stats.conns.clone(),
     };
-    serve(listener, allow, limits, shutdown, move |sock, peer, sd| service::handle(s.clone(), sock, peer, sd)).await;
+    serve(listener, allow, limits, &threads, shutdown, move |sock, peer, sd| {
+        service::handle(s.clone(), sock, peer, sd)
+    })
+    .await;
     for t in tasks {
         let _ = t.await;
     }

@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 
 use crate::config::{ResponseIpSize, StorageIds, TrackerConfig};
 use crate::protocol::{Layout, Profile};
-use crate::server::{serve, ConnectionLimits, Shutdown};
+use crate::server::{serve, ConnectionLimits, ConnectionThreads, Shutdown};
 use crate::timefmt::now_unix;
 
 pub use persist::{load as load_state, save as save_state};
@@ -218,26 +218,30 @@ fn client_profile(config: &TrackerConfig, ids: Option<&StorageIds>) -> Profile {
     p
 }
 
-/// Serves until `shutdown`, then writes the state files.
-pub async fn run(listener: TcpListener, tracker: Arc<Tracker>, shutdown: Shutdown) {
+/// Serves until `shutdown` (connections on `threads`), then writes the state files.
+pub async fn run(listener: TcpListener, threads: ConnectionThreads, tracker: Arc<Tracker>, shutdown: Shutdown) {
+    let own = threads.first().clone();
     let allow = tracker.config.allow_hosts.clone();
     if let Ok(a) = listener.local_addr() {
         tracker.port.store(a.port(), Ordering::Relaxed);
     }
-    let bg = tokio::spawn(background(tracker.clone(), shutdown.clone()));
-    let el = tokio::spawn(election::run(tracker.clone(), shutdown.clone()));
-    let tr = tokio::spawn(trunk::run(tracker.clone(), shutdown.clone()));
+    let bg = own.spawn(background(tracker.clone(), shutdown.clone()));
+    let el = own.spawn(election::run(tracker.clone(), shutdown.clone()));
+    let tr = own.spawn(trunk::run(tracker.clone(), shutdown.clone()));
     let mx = tracker
         .config
         .metrics_listen
-        .map(|addr| tokio::spawn(crate::metrics::serve(addr, tracker.clone(), shutdown.clone())));
+        .map(|addr| own.spawn(crate::metrics::serve(addr, tracker.clone(), shutdown.clone())));
     let t = tracker.clone();
     let limits = ConnectionLimits {
         max_connections: tracker.config.max_connections,
         per_ip: tracker.config.max_connections_per_ip,
         counts: tracker.conns.clone(),
     };
-    serve(listener, allow, limits, shutdown, move |sock, peer, sd| service::handle(t.clone(), sock, peer, sd)).await;
+    serve(listener, allow, limits, &threads, shutdown, move |sock, peer, sd| {
+        service::handle(t.clone(), sock, peer, sd)
+    })
+    .await;
     let _ = bg.await;
     let _ = el.await;
     let _ = tr.await;
