@@ -235,6 +235,37 @@ impl StorageClient {
         decode(addr, FileIdResp::decode(&body))
     }
 
+    /// 120 LIST_FILES (fastdfs-rs's own): every live file of the storage's group that passes
+    /// `req`, handed to `each` as it arrives (memory stays flat for any number of files);
+    /// `each` returning `false` stops the listing (the connection is then closed). Returns how
+    /// many files were handed over. A C storage refuses the command (EINVAL).
+    pub async fn list_files(
+        &self,
+        addr: &str,
+        req: &crate::protocol::listing::ListFilesReq,
+        mut each: impl FnMut(crate::protocol::listing::ListedFile) -> bool,
+    ) -> ClientResult<u64> {
+        use crate::protocol::listing::{ListedFile, MAX_CHUNK, MAX_METADATA};
+        let mut conn = self.pool.get(addr).await?;
+        conn.send(Command::ListFiles, 0, &req.encode(), 0).await?;
+        let mut listed = 0u64;
+        loop {
+            let h = conn.recv_header().await?;
+            if h.pkg_len == 0 {
+                self.pool.put(conn);
+                return Ok(listed);
+            }
+            let body = conn.recv_body(h.pkg_len, (MAX_CHUNK + MAX_METADATA + 256) as u64).await?;
+            for file in decode(addr, ListedFile::decode_all(&body))? {
+                listed += 1;
+                if !each(file) {
+                    // The rest of the list is still coming: this connection is not reusable.
+                    return Ok(listed);
+                }
+            }
+        }
+    }
+
     /// 111 on a fresh or pooled connection.
     pub async fn active_test(&self, addr: &str) -> ClientResult<()> {
         let mut conn = self.pool.get(addr).await?;

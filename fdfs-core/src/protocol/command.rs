@@ -120,6 +120,8 @@ commands! {
     ServerDeleteGroup = 108,
     StorageGetGroupName = 109,
     ActiveTest = 111,
+    // fastdfs-rs's own (C answers EINVAL): client → storage
+    ListFiles = 120,
 }
 
 impl From<Command> for u8 {
@@ -228,7 +230,7 @@ mod tests {
             assert_eq!(Command::try_from(c as u8), Ok(c));
         }
         assert_eq!(Command::try_from(250), Err(250));
-        assert_eq!(Command::ALL.len(), 81);
+        assert_eq!(Command::ALL.len(), 82);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`leader`]: tracker ↔ tracker election and state copy.
 //! - [`storage`]: client → storage commands.
 //! - [`peer`]: storage → storage replication.
+//! - [`listing`]: fastdfs-rs's own 120 LIST_FILES.
 //!
 //! Servers speak [`Profile::CLASSIC`]; client-side decoders accept the 6.15+/6.16 answers too.
 
@@ -15,6 +16,7 @@ pub mod codec;
 pub mod command;
 pub mod header;
 pub mod leader;
+pub mod listing;
 pub mod peer;
 pub mod profile;
 pub mod report;

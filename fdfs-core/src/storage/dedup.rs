@@ -368,6 +368,17 @@ impl DedupIndex {
         Ok(got.map(|v| v.value().to_owned()))
     }
 
+    /// Whether `name` is a source (content no client was given a name for), as last committed.
+    pub fn is_source(&self, name: &str) -> Result<bool, Status> {
+        let txn = self.db.begin_read().map_err(status)?;
+        let table = match txn.open_table(SOURCES) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(false),
+            Err(e) => return Err(status(e)),
+        };
+        Ok(table.get(name).map_err(status)?.is_some())
+    }
+
     /// Runs `f` in one write transaction, committed (unsynced) when it returns `Ok`, dropped
     /// otherwise.
     pub fn update<T>(&self, f: impl FnOnce(&mut Tx<'_>) -> Result<T, Status>) -> Result<T, Status> {

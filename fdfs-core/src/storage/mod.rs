@@ -10,6 +10,7 @@ pub mod content;
 pub mod dedup;
 pub mod disk;
 pub mod disk_recovery;
+pub mod listing;
 pub mod live;
 pub mod locks;
 pub mod metrics;

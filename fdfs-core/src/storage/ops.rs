@@ -843,7 +843,7 @@ pub async fn get_metadata(srv: &Arc<StorageServer>, group: &str, filename: &str)
     .await
 }
 
-fn crc_of(path: &Path) -> std::io::Result<u32> {
+pub(super) fn crc_of(path: &Path) -> std::io::Result<u32> {
     let mut f = File::open(path)?;
     let mut h = crc32fast::Hasher::new();
     let mut buf = vec![0u8; CHUNK];

@@ -288,6 +288,15 @@ async fn dispatch(
             }
             (Ok(Reply::Quit), 0)
         }
+        C::ListFiles => {
+            let req = decoded(sock, h, srv, crate::protocol::listing::ListFilesReq::decode).await?;
+            srv.check_group(&req.group)?;
+            if let Err(e) = super::listing::send(srv, sock, req).await {
+                tracing::debug!("{peer}: listing files: {e}");
+                return Ok(Reply::Quit);
+            }
+            (Ok(Reply::Sent), 0)
+        }
         C::TrunkAllocSpace => {
             let req = decoded(sock, h, srv, |b| TrunkAllocReq::decode(b, Profile::CLASSIC)).await?;
             from_role(srv, cmd, peer, Role::Member)?;
