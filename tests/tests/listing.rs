@@ -194,3 +194,63 @@ async fn each_member_lists_exactly_the_live_files_and_delete_removes_what_it_lis
         }
     }
 }
+
+/// Retention by metadata (`retention_metadata_key = expire_days`): each member deletes the
+/// expired files it is the source of, the deletes replicate, a de-duplicated twin that did not
+/// expire keeps its content; a dry run deletes nothing.
+#[tokio::test]
+async fn retention_deletes_exactly_the_expired_files_on_both_members() {
+    let conf = "check_file_duplicate = 1\nretention_metadata_key = expire_days\nretention_interval = 1\n";
+    let cl = Cluster::start(TRUNK_TRACKER, &["127.0.0.159", "127.0.0.160"], conf).await;
+    let c = cl.client();
+    let (a, b) = (cl.storages[0].addr(), cl.storages[1].addr());
+    let (mut kept, mut expired) = (Vec::new(), Vec::new());
+    let twin = content(3_000, 7);
+    for i in 0..60u32 {
+        let to = if i % 2 == 0 { &a } else { &b };
+        let data = if i < 2 { twin.clone() } else { content(400 + i as usize * 10, 1000 + i) };
+        let name = c.storage.upload(to, UploadKind::Normal, -1, "jpg", Content::Bytes(&data)).await.unwrap().filename;
+        // A third expire now, a third in 30 days, a third have no such metadata.
+        let days = match i % 3 {
+            0 => Some("0"),
+            1 => Some("30"),
+            _ => None,
+        };
+        if let Some(d) = days {
+            let meta = vec![(b"expire_days".to_vec(), d.as_bytes().to_vec())];
+            c.storage.set_metadata(to, "group1", &name, &meta, MetaOp::Merge).await.unwrap();
+        }
+        if days == Some("0") {
+            expired.push(name);
+        } else {
+            kept.push((name, data));
+        }
+    }
+    let want: BTreeSet<String> = kept.iter().map(|(n, _)| n.clone()).collect();
+    for addr in [&a, &b] {
+        let (c, want) = (&c, &want);
+        eventually(Duration::from_secs(60), "the expired files deleted on the member", || async move {
+            (listed(c, addr, &all()).await == *want).then_some(())
+        })
+        .await;
+        for n in &expired {
+            assert!(c.storage.download(addr, "group1", n, 0, 0).await.is_err(), "{n} expired");
+        }
+        for (n, data) in &kept {
+            assert_eq!(&c.storage.download(addr, "group1", n, 0, 0).await.unwrap()[..], &data[..], "{n} on {addr}");
+        }
+    }
+
+    let dry = Cluster::start("", &["127.0.0.161"], &format!("{conf}retention_dry_run = true\n")).await;
+    let s = dry.storages[0].addr();
+    let name = upload_expiring(&dry.client(), &s).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(listed(&dry.client(), &s, &all()).await, BTreeSet::from([name]), "a dry run deletes nothing");
+}
+
+async fn upload_expiring(c: &Client, addr: &str) -> String {
+    let name = c.storage.upload(addr, UploadKind::Normal, -1, "jpg", Content::Bytes(b"x")).await.unwrap().filename;
+    let meta = vec![(b"expire_days".to_vec(), b"0".to_vec())];
+    c.storage.set_metadata(addr, "group1", &name, &meta, MetaOp::Overwrite).await.unwrap();
+    name
+}

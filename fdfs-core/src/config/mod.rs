@@ -24,7 +24,7 @@ pub use client::ClientConfig;
 pub use http::HttpConfig;
 pub use ini::{Entry, Ini, Keys};
 pub use mod_fastdfs::{ModFastdfsConfig, ModGroup, ResponseMode};
-pub use storage::{Durability, SignatureMethod, StorageConfig};
+pub use storage::{Durability, Retention, SignatureMethod, StorageConfig};
 pub use storage_ids::{RwMode, StorageIdEntry, StorageIds};
 pub use tracker::{DownloadServer, ResponseIpSize, StoreLookup, StorePath, StoreServer, TrackerConfig};
 

@@ -152,6 +152,8 @@ pub struct StorageConfig {
     pub upload_priority: i64,
     /// `if_alias_prefix` (empty): accepted, no effect.
     pub if_alias_prefix: String,
+    /// `retention_*` (ours): files deleted by rule (see [`Retention`]).
+    pub retention: Retention,
     /// `check_file_duplicate` (false): an upload whose content this store path holds already
     /// becomes a link to it (built in: no FastDHT).
     pub check_file_duplicate: bool,
@@ -272,6 +274,7 @@ impl StorageConfig {
             sync_stat_file_interval: seconds(&k, "sync_stat_file_interval", 60)?,
             upload_priority: k.int("upload_priority", 10)?,
             if_alias_prefix: k.string("if_alias_prefix", ""),
+            retention: Retention::from_keys(&k)?,
             check_file_duplicate: k.bool("check_file_duplicate", false)?,
             file_signature_method: k.parsed(
                 "file_signature_method",
@@ -308,6 +311,98 @@ impl StorageConfig {
             );
         }
         Ok(Self { warnings: ini.take_warnings(), ..config })
+    }
+}
+
+/// Retention rules (ours; `storage/retention.rs` applies them): off unless `retention_days` or
+/// `retention_metadata_key` is set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    /// `retention_days` (0: off): files created this many days ago or more are deleted.
+    pub days: u32,
+    /// `retention_extensions` (empty: all): `retention_days` applies to these only (`tmp, log`).
+    pub extensions: Vec<String>,
+    /// `retention_metadata_key` (empty: off): a file whose metadata has this key with a whole
+    /// number N is deleted N days after its creation (e.g. `expire_days` set at upload).
+    pub metadata_key: Option<String>,
+    /// `retention_interval` (3600 s): between two passes over the binlog.
+    pub interval: Duration,
+    /// `retention_rate` (100): deletes per second at most.
+    pub rate: u32,
+    /// `retention_dry_run` (false): log what would be deleted, delete nothing.
+    pub dry_run: bool,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            days: 0,
+            extensions: Vec::new(),
+            metadata_key: None,
+            interval: Duration::from_secs(3600),
+            rate: 100,
+            dry_run: false,
+        }
+    }
+}
+
+impl Retention {
+    fn from_keys(k: &super::Keys<'_>) -> Result<Self, ConfigError> {
+        let extensions = k.parsed(
+            "retention_extensions",
+            Vec::new(),
+            |v| {
+                let exts: Vec<String> = v
+                    .split([',', ' '])
+                    .map(|e| e.trim().trim_start_matches('.').to_owned())
+                    .filter(|e| !e.is_empty())
+                    .collect();
+                exts.iter().all(|e| crate::protocol::storage::valid_ext(e)).then_some(exts)
+            },
+            "file extensions such as tmp, log",
+        )?;
+        let key = k.parsed(
+            "retention_metadata_key",
+            None,
+            |v| {
+                let v = v.trim();
+                (v.len() <= crate::protocol::storage::META_NAME_MAX && !v.bytes().any(|b| b < 0x20 || b == 0x7f))
+                    .then(|| Some(v.to_owned()))
+            },
+            "a metadata name of at most 64 bytes",
+        )?;
+        Ok(Self {
+            days: k.int_in("retention_days", 0, 0..=36_500)? as u32,
+            extensions,
+            metadata_key: key.filter(|k| !k.is_empty()),
+            interval: Duration::from_secs(k.int_in("retention_interval", 3600, 1..=30 * 86_400)? as u64),
+            rate: k.int_in("retention_rate", 100, 1..=1_000_000)? as u32,
+            dry_run: k.bool("retention_dry_run", false)?,
+        })
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.days > 0 || self.metadata_key.is_some()
+    }
+
+    /// The rules in words, for the log.
+    pub fn describe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.days > 0 {
+            let which =
+                if self.extensions.is_empty() { "files".to_owned() } else { self.extensions.join(", ") + " files" };
+            parts.push(format!("{which} older than {} day(s)", self.days));
+        }
+        if let Some(key) = &self.metadata_key {
+            parts.push(format!("files whose metadata {key} = N days has passed"));
+        }
+        format!(
+            "{} deleted every {}s, at most {}/s{}",
+            parts.join(" and "),
+            self.interval.as_secs(),
+            self.rate,
+            if self.dry_run { " (dry run: nothing is deleted)" } else { "" }
+        )
     }
 }
 

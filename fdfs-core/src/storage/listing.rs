@@ -63,13 +63,37 @@ pub(super) fn list(
     req: &ListFilesReq,
     mut emit: impl FnMut(Vec<u8>) -> bool,
 ) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(MAX_CHUNK + MAX_METADATA + 256);
+    let mut stopped = false;
+    each_live(srv, req, false, |file| {
+        file.put(&mut out);
+        if out.len() >= MAX_CHUNK && !emit(std::mem::take(&mut out)) {
+            stopped = true;
+        }
+        !stopped
+    })?;
+    if !out.is_empty() && !stopped {
+        emit(out);
+    }
+    Ok(())
+}
+
+/// Every live file that passes `req`, once, in binlog order (`false` from `each`: stop).
+/// `own_only`: only the files this storage is the source of (its uppercase records), the
+/// ones it answers for when the group deletes by rule.
+pub(super) fn each_live(
+    srv: &StorageServer,
+    req: &ListFilesReq,
+    own_only: bool,
+    mut each: impl FnMut(ListedFile) -> bool,
+) -> std::io::Result<()> {
     let writing = srv.binlog.position();
     let mut reader = BinlogReader::at(srv.binlog.dir(), 0, 0);
     let mut recent = RecentNames::default();
-    let mut out = Vec::with_capacity(MAX_CHUNK + MAX_METADATA + 256);
     while let Some(line) = reader.next(writing)? {
         let Line::Record(r) = line else { continue };
-        if !matches!(r.op, Op::Create | Op::Link | Op::Rename) || r.filename.ends_with("-m") {
+        if !matches!(r.op, Op::Create | Op::Link | Op::Rename) || r.filename.ends_with("-m") || (own_only && r.replica)
+        {
             continue;
         }
         let Some(file) = srv.listed(&r.filename, req) else { continue };
@@ -77,16 +101,9 @@ pub(super) fn list(
         if srv.dedup.as_ref().is_some_and(|d| d.is_source(&r.filename).unwrap_or(false)) {
             continue;
         }
-        if !recent.first_time(&file.filename) {
-            continue;
+        if recent.first_time(&file.filename) && !each(file) {
+            break;
         }
-        file.put(&mut out);
-        if out.len() >= MAX_CHUNK && !emit(std::mem::take(&mut out)) {
-            return Ok(());
-        }
-    }
-    if !out.is_empty() {
-        emit(out);
     }
     Ok(())
 }

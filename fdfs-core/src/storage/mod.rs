@@ -19,6 +19,7 @@ pub mod paths;
 pub mod recover;
 pub mod replica;
 pub mod report;
+pub mod retention;
 pub mod service;
 pub mod stats;
 pub mod sync;
@@ -636,6 +637,7 @@ pub async fn run(listener: TcpListener, threads: ConnectionThreads, server: Arc<
         tasks.push(own.spawn(report::report_loop(server.clone(), t, shutdown.clone())));
     }
     tasks.push(own.spawn(background(server.clone(), shutdown.clone())));
+    tasks.push(own.spawn(retention::run(server.clone(), shutdown.clone())));
     tasks.push(own.spawn(sync::manager(server.clone(), shutdown.clone())));
     tasks.push(own.spawn(trunk::push_loop(server.clone(), shutdown.clone())));
     tasks.push(own.spawn(trunk::schedule_loop(server.clone(), shutdown.clone())));
