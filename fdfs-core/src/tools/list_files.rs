@@ -165,7 +165,10 @@ async fn run(client: &Client, a: &Args, req: &ListFilesReq) -> Result<ExitCode> 
         .list_files(&addr, req, |f| {
             let r = match spool.as_mut() {
                 Some(s) => s.push(&a.group, &f),
-                None => print_file(&a.group, &f, a.json, a.crc32, a.metadata),
+                None => {
+                    print_file(&a.group, &f, a.json, a.crc32, a.metadata);
+                    Ok(())
+                }
             };
             r.map_err(|e| failed = Some(e)).is_ok()
         })
@@ -203,10 +206,10 @@ async fn storage_of(client: &Client, group: &str) -> Result<String> {
     Ok(crate::config::join_host_port(&m.ip, m.storage_port.clamp(0, 65535) as u16))
 }
 
-fn print_file(group: &str, f: &ListedFile, json: bool, all_crc: bool, with_metadata: bool) -> std::io::Result<()> {
-    let mut out = std::io::stdout().lock();
+/// One file as a line of stdout (a closed stdout ends the tool as the other tools end).
+fn print_file(group: &str, f: &ListedFile, json: bool, all_crc: bool, with_metadata: bool) {
     if !json {
-        return writeln!(out, "{group}/{}", f.filename);
+        return crate::outln!("{group}/{}", f.filename);
     }
     let mut v = serde_json::json!({
         "file_id": format!("{group}/{}", f.filename),
@@ -225,7 +228,7 @@ fn print_file(group: &str, f: &ListedFile, json: bool, all_crc: bool, with_metad
             .collect();
         v["metadata"] = meta.into();
     }
-    writeln!(out, "{v}")
+    crate::outln!("{v}");
 }
 
 /// The IDs to delete, in a file of their own that goes when the run ends.
