@@ -36,6 +36,7 @@ cleanup() {
   [[ -f $run/ngx/logs/nginx.pid ]] && "$nginx" -p "$run/ngx" -c conf/nginx.conf -s stop 2>/dev/null || true
   "$bin/fdfs_storaged" "$run/storage.conf" stop >/dev/null 2>&1 || true
   "$bin/fdfs_storaged" "$run/storage2.conf" stop >/dev/null 2>&1 || true
+  "$bin/fdfs_storaged" "$run/storage3.conf" stop >/dev/null 2>&1 || true
   "$bin/fdfs_trackerd" "$run/tracker.conf" stop >/dev/null 2>&1 || true
   if [[ -x $run/c/bin/fdfs_storaged ]]; then
     for c in storage1 storage2; do "$run/c/bin/fdfs_storaged" "$run/c/$c.conf" stop >/dev/null 2>&1 || true; done
@@ -393,3 +394,45 @@ for label, r in (("trunk dedup off", off), ("trunk dedup on (ratio to off)", on)
     ratio = f"{on['files_per_s'] / off['files_per_s']:>7.2f}" if r is on else ""
     print(f"{label:<30} {r['files_per_s']:>9.1f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6} {ratio}")
 PY
+
+# Listing (`fdfs_list_files`): a storage of a group of its own (127.0.0.4) whose binlog holds
+# 1,000,000 create records of names it does not hold (each one parsed and looked up on disk, as
+# a deleted file's would be); the walk's rate, and what the storage's and the tool's peak RSS
+# grew to: both must stay flat whatever the binlog's length.
+mkdir -p "$run/storage3/data/sync"
+python3 - "$run/storage3/data/sync/binlog.000" <<'PY'
+import random, string, sys
+alpha, r = string.ascii_letters + string.digits + "-_", random.Random(1)
+with open(sys.argv[1], "w") as f:
+    for i in range(1_000_000):
+        f.write(f"{1700000000 + i // 100} C M00/00/00/{''.join(r.choice(alpha) for _ in range(27))}{r.randrange(1000):03d}.jpg\n")
+PY
+lport=$(pair_port 127.0.0.4 127.0.0.4)
+printf 'group_name = list1\nbind_addr = 127.0.0.4\nport = %s\nbase_path = %s\nstore_path0 = %s\nsubdir_count_per_path = 4\ntracker_server = 127.0.0.1:%s\n' \
+  "$lport" "$run/storage3" "$run/storage3" "$tport" > "$run/storage3.conf"
+"$bin/fdfs_storaged" "$run/storage3.conf" start
+python3 - "$bin" "$run" "$lport" <<'PY'
+import resource, socket, subprocess, sys, time
+bin, run, port = sys.argv[1:]
+pid = None
+for _ in range(100):
+    try:
+        pid = int(open(f"{run}/storage3/data/fdfs_storaged.pid").read()); break
+    except (OSError, ValueError):
+        time.sleep(0.1)
+hwm = lambda: int(next(l.split()[1] for l in open(f"/proc/{pid}/status") if l.startswith("VmHWM")))
+cmd = [f"{bin}/fdfs_list_files", f"{run}/client.conf", "list1", "--storage", f"127.0.0.4:{port}"]
+for _ in range(100):
+    try:
+        socket.create_connection(("127.0.0.4", int(port)), timeout=1).close(); break
+    except OSError:
+        time.sleep(0.1)
+before = hwm()
+t = time.time()
+r = subprocess.run(cmd, capture_output=True, text=True)
+took = time.time() - t
+assert r.returncode == 0 and r.stdout == "", r.stderr
+print(f"\n{'list, 1,000,000-line binlog':<30} {1e6 / took:>9.0f} lines/s  storage peak RSS {before / 1024:.1f} -> {hwm() / 1024:.1f} MiB"
+      f"  tool {resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024:.1f} MiB")
+PY
+"$bin/fdfs_storaged" "$run/storage3.conf" stop >/dev/null 2>&1 || true
