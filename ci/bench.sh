@@ -407,7 +407,7 @@ with open(sys.argv[1], "w") as f:
     for i in range(1_000_000):
         f.write(f"{1700000000 + i // 100} C M00/00/00/{''.join(r.choice(alpha) for _ in range(27))}{r.randrange(1000):03d}.jpg\n")
 PY
-lport=$(pair_port 127.0.0.4 127.0.0.4)
+lport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.4",0)); print(s.getsockname()[1])')
 printf 'group_name = list1\nbind_addr = 127.0.0.4\nport = %s\nbase_path = %s\nstore_path0 = %s\nsubdir_count_per_path = 4\ntracker_server = 127.0.0.1:%s\n' \
   "$lport" "$run/storage3" "$run/storage3" "$tport" > "$run/storage3.conf"
 "$bin/fdfs_storaged" "$run/storage3.conf" start
