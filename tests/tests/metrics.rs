@@ -58,6 +58,8 @@ async fn both_daemons_serve_metrics_and_health() {
     assert_eq!(m["fastdfs_content_bytes_total{direction=\"in\"}"], 25_000.0);
     assert_eq!(m["fastdfs_content_bytes_total{direction=\"out\"}"], 5000.0);
     assert!(m["fastdfs_store_path_free_bytes{path=\"0\"}"] > 0.0);
+    // The test tracker's reserved_storage_space (1MB), as the upload check reads it.
+    assert_eq!(m["fastdfs_store_path_reserved_bytes{path=\"0\"}"], (1 << 20) as f64);
     assert_eq!(m["fastdfs_storage_status{status=\"ACTIVE\"}"], 7.0);
     assert!(m["fastdfs_binlog_position_bytes{part=\"offset\"}"] > 0.0);
     assert_eq!(m["fastdfs_replication_behind_seconds{peer=\"127.0.0.65\"}"], 0.0);

@@ -13,6 +13,7 @@ use crate::timefmt::now_unix;
 pub const GAUGES: &[(&str, &str)] = &[
     ("store_path_free_bytes", "Free space of each store path"),
     ("store_path_total_bytes", "Size of each store path's filesystem"),
+    ("store_path_reserved_bytes", "Space each store path keeps free (the tracker's reserved_storage_space)"),
     ("connections", "Connections open now (current) and the most at once (max)"),
     ("binlog_position_bytes", "Where the binlog is written: file index and offset"),
     ("replication_behind_bytes", "Binlog bytes a member has not been sent yet"),
@@ -70,6 +71,15 @@ impl StorageServer {
             "store_path_total_bytes",
             paths
                 .map(|(i, p)| (label("path", i), (p.total_mb.load(std::sync::atomic::Ordering::Relaxed) << 20) as i64)),
+        );
+        // What an upload is judged against, beside the two figures it is judged on.
+        let reserved = self.params().reserved;
+        m.set_gauges(
+            "store_path_reserved_bytes",
+            self.paths.paths.iter().enumerate().map(|(i, p)| {
+                let total = p.total_mb.load(std::sync::atomic::Ordering::Relaxed);
+                (label("path", i), reserved.reserved_mb(total as i64) << 20)
+            }),
         );
         let (current, max) = self.stats.conns.get();
         m.set_gauges("connections", [(label("state", "current"), current as i64), (label("state", "max"), max as i64)]);
