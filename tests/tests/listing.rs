@@ -254,3 +254,31 @@ async fn upload_expiring(c: &Client, addr: &str) -> String {
     c.storage.set_metadata(addr, "group1", &name, &meta, MetaOp::Overwrite).await.unwrap();
     name
 }
+
+/// A C 6.16.1 storage does not have 120: the tool says so (exit 22, EINVAL as C answers an
+/// unknown command) and the C storage serves on.
+#[tokio::test]
+async fn a_c_storage_refuses_listing_and_serves_on() {
+    let Some(bin) = fdfs_e2e::c_fastdfs_bin("a_c_storage_refuses_listing_and_serves_on") else { return };
+    let tracker = fdfs_e2e::CDaemon::tracker(&bin, "127.0.0.162", "");
+    let port = fdfs_e2e::common_free_port(&["127.0.0.163"]);
+    let storage = fdfs_e2e::CDaemon::storage(&bin, &tracker.addr, "group1", "127.0.0.163", port, "");
+    let c = fdfs_e2e::client_for(&tracker.addr);
+    let name = eventually(Duration::from_secs(30), "the C storage takes an upload", || {
+        let (c, addr) = (&c, &storage.addr);
+        async move { c.storage.upload(addr, UploadKind::Normal, -1, "txt", Content::Bytes(b"hello")).await.ok() }
+    })
+    .await
+    .filename;
+    let conf = storage.dir.path().join("client.conf");
+    std::fs::write(&conf, format!("tracker_server = {}\nbase_path = /tmp\n", tracker.addr)).unwrap();
+    let out = std::process::Command::new(fdfs_e2e::bin("fdfs_list_files"))
+        .arg(&conf)
+        .args(["group1", "--storage", &storage.addr])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(22), "{err}");
+    assert!(err.contains("refused LIST_FILES"), "{err}");
+    assert_eq!(&c.storage.download(&storage.addr, "group1", &name, 0, 0).await.unwrap()[..], b"hello");
+}
