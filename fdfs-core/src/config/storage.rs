@@ -416,6 +416,31 @@ mod tests {
         StorageConfig::from_ini(&Ini::parse(&text, Path::new("storage.conf")).unwrap()).unwrap()
     }
 
+    #[test]
+    fn retention_keys_are_read_and_checked_at_load() {
+        assert!(!load("").retention.enabled(), "off by default");
+        let r = load(
+            "retention_days = 30\nretention_extensions = .tmp, log\nretention_metadata_key = expire_days\n\
+             retention_interval = 60\nretention_rate = 5\nretention_dry_run = true\n",
+        )
+        .retention;
+        assert_eq!(
+            (r.days, r.extensions.clone(), r.metadata_key.as_deref()),
+            (30, vec!["tmp".into(), "log".into()], Some("expire_days"))
+        );
+        assert_eq!((r.interval, r.rate, r.dry_run), (Duration::from_secs(60), 5, true));
+        assert!(r.describe().contains("tmp, log files older than 30 day(s)"), "{}", r.describe());
+        let refused = |text: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            let text = format!("base_path = {}\ntracker_server = 10.0.0.1:22122\n{text}", dir.path().display());
+            StorageConfig::from_ini(&Ini::parse(&text, Path::new("storage.conf")).unwrap()).is_err()
+        };
+        assert!(refused("retention_extensions = a/b\n"));
+        assert!(refused("retention_days = -1\n"));
+        assert!(refused("retention_rate = 0\n"));
+        assert!(refused(&format!("retention_metadata_key = {}\n", "k".repeat(65))));
+    }
+
     /// `fsync_after_written_bytes` works under process_crash (C's guarantee) and is said to do
     /// nothing under power_loss, where whole files are synced anyway.
     #[test]
