@@ -231,40 +231,32 @@ fn print_file(group: &str, f: &ListedFile, json: bool, all_crc: bool, with_metad
     crate::outln!("{v}");
 }
 
-/// The IDs to delete, in a file of their own that goes when the run ends.
-struct Spool {
-    path: PathBuf,
-    file: std::io::BufWriter<std::fs::File>,
-}
+/// The IDs to delete, in an unnamed temporary file (gone with the process however it ends).
+struct Spool(std::io::BufWriter<std::fs::File>);
 
 impl Spool {
     fn create() -> Result<Self> {
-        let path = std::env::temp_dir().join(format!("fdfs_list_files.{}.ids", std::process::id()));
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-            .with_context(|| format!("creating {}", path.display()))?;
-        Ok(Self { path, file: std::io::BufWriter::new(file) })
+        Ok(Self(std::io::BufWriter::new(tempfile::tempfile().context("creating a temporary file")?)))
     }
 
     fn push(&mut self, group: &str, f: &ListedFile) -> std::io::Result<()> {
-        writeln!(self.file, "{group}/{}", f.filename)
+        writeln!(self.0, "{group}/{}", f.filename)
+    }
+
+    /// The IDs written, from the first.
+    fn ids(self) -> Result<impl Iterator<Item = std::io::Result<String>>> {
+        use std::io::Seek;
+        let mut file = self.0.into_inner().map_err(|e| e.into_error())?;
+        file.rewind()?;
+        Ok(std::io::BufReader::new(file).lines())
     }
 }
 
-impl Drop for Spool {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
-    }
-}
-
-async fn delete_spooled(client: &Client, a: &Args, mut spool: Spool, listed: u64) -> Result<ExitCode> {
-    spool.file.flush()?;
-    let ids = std::io::BufReader::new(std::fs::File::open(&spool.path)?);
+async fn delete_spooled(client: &Client, a: &Args, spool: Spool, listed: u64) -> Result<ExitCode> {
+    let ids = spool.ids()?;
     let pause = (a.rate > 0).then(|| std::time::Duration::from_secs(1) / a.rate);
     let (mut deleted, mut failures) = (0u64, 0u64);
-    for id in ids.lines() {
+    for id in ids {
         let id = id?;
         if a.dry_run {
             crate::outln!("{id}");
