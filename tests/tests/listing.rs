@@ -35,6 +35,14 @@ async fn listed(c: &Client, addr: &str, req: &ListFilesReq) -> BTreeSet<String> 
     names
 }
 
+/// Waits until `addr` lists exactly `want` (replication and deletes settle).
+async fn until_listed(c: &Client, addr: &str, want: &BTreeSet<String>, within: Duration) {
+    eventually(within, &format!("{addr} to list the {} expected files", want.len()), || async move {
+        (listed(c, addr, &all()).await == *want).then_some(())
+    })
+    .await;
+}
+
 fn all() -> ListFilesReq {
     ListFilesReq { group: "group1".into(), ..Default::default() }
 }
@@ -117,11 +125,7 @@ async fn each_member_lists_exactly_the_live_files_and_delete_removes_what_it_lis
 
     // Both members, once replication settled, list exactly the live files, each once.
     for addr in [&a, &b] {
-        let (c, want) = (&c, &live);
-        eventually(Duration::from_secs(60), "the member lists the live files", || async move {
-            (listed(c, addr, &all()).await == *want).then_some(())
-        })
-        .await;
+        until_listed(&c, addr, &live, Duration::from_secs(60)).await;
     }
     // The tool: through the tracker's member, and on a named one, the same IDs.
     let (code, out, err) = cl.tool("fdfs_list_files", &["group1"]);
@@ -181,11 +185,7 @@ async fn each_member_lists_exactly_the_live_files_and_delete_removes_what_it_lis
     assert!(err.contains(&format!("deleted {} of {} listed", png.len(), png.len())), "{err}");
     let kept: BTreeSet<String> = live.difference(&png).cloned().collect();
     for addr in [&a, &b] {
-        let (c, want) = (&c, &kept);
-        eventually(Duration::from_secs(30), "the deletes replicated", || async move {
-            (listed(c, addr, &all()).await == *want).then_some(())
-        })
-        .await;
+        until_listed(&c, addr, &kept, Duration::from_secs(30)).await;
         for n in &png {
             assert!(c.storage.download(addr, "group1", n, 0, 0).await.is_err(), "{n} deleted on {addr}");
         }
@@ -228,11 +228,7 @@ async fn retention_deletes_exactly_the_expired_files_on_both_members() {
     }
     let want: BTreeSet<String> = kept.iter().map(|(n, _)| n.clone()).collect();
     for addr in [&a, &b] {
-        let (c, want) = (&c, &want);
-        eventually(Duration::from_secs(60), "the expired files deleted on the member", || async move {
-            (listed(c, addr, &all()).await == *want).then_some(())
-        })
-        .await;
+        until_listed(&c, addr, &want, Duration::from_secs(60)).await;
         for n in &expired {
             assert!(c.storage.download(addr, "group1", n, 0, 0).await.is_err(), "{n} expired");
         }
