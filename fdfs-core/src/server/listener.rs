@@ -233,6 +233,8 @@ pub async fn serve<F, Fut>(
             drop(permit);
         };
         if !threads.run(connection) {
+            // Dropped unrun: what it would have counted at its end is counted here.
+            limits.counts.closed();
             tracing::error!("connection from {peer} dropped: its thread is gone");
         }
     }
