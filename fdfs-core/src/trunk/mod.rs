@@ -234,6 +234,51 @@ pub fn free(name: &RemoteFilename, store_root: &Path) -> std::io::Result<Option<
     Ok(Some(file))
 }
 
+/// The slot a 24-byte header found at `offset` of a trunk file `file_len` bytes long says is
+/// there (its allocated size), if it could be a file's, C's or ours: type, sizes, time and
+/// extension all plausible. A freed slot's header is zeroed, so it never is.
+pub fn plausible_header(h: &[u8; SLOT_HEADER_LEN as usize], offset: u64, file_len: u64, now: i64) -> Option<u32> {
+    let int = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
+    let (alloc, size, mtime) = (int(1), int(5), int(13));
+    let plausible = matches!(h[0], SLOT_FILE | SLOT_LINK)
+        && alloc as u64 >= SLOT_HEADER_LEN
+        && size as u64 + SLOT_HEADER_LEN <= alloc as u64
+        && offset + alloc as u64 <= file_len
+        && mtime > 946_684_800
+        && mtime as i64 <= now + 86_400
+        && h[17..].iter().all(|&b| b == 0 || b == b' ' || b.is_ascii_graphic());
+    plausible.then_some(alloc)
+}
+
+/// The first offset of trunk file `file` at which a slot header could be a live file's (see
+/// [`plausible_header`]), reading the whole file once. `None`: every slot in it is free, so
+/// no file of any member's naming is in it. Content of freed slots stays behind their zeroed
+/// header and could, rarely, look like one: that keeps a file that could have gone, never
+/// the reverse.
+pub fn find_occupied(file: &File, now: i64) -> std::io::Result<Option<u64>> {
+    const CHUNK: usize = 1 << 20;
+    let len = file.metadata()?.len();
+    let h = SLOT_HEADER_LEN as usize;
+    let mut buf = vec![0u8; CHUNK + h];
+    let mut at = 0u64;
+    while at < len {
+        // Each read overlaps the next by a header, so a header across the boundary is seen.
+        let want = ((len - at) as usize).min(CHUNK + h);
+        file.read_exact_at(&mut buf[..want], at)?;
+        let starts = if want == CHUNK + h { CHUNK } else { want };
+        for i in 0..starts {
+            if matches!(buf[i], SLOT_FILE | SLOT_LINK) && i + h <= want {
+                let header: &[u8; SLOT_HEADER_LEN as usize] = buf[i..i + h].try_into().expect("24 bytes");
+                if plausible_header(header, at + i as u64, len, now).is_some() {
+                    return Ok(Some(at + i as u64));
+                }
+            }
+        }
+        at += starts as u64;
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +323,29 @@ mod tests {
         free(&a, root.path()).unwrap().expect("freed");
         assert!(open(&a, root.path()).unwrap().is_none(), "a freed slot is gone");
         assert!(free(&a, root.path()).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_occupied_slot_is_found_anywhere_in_a_trunk_file_and_a_freed_one_is_not() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("data/00/00")).unwrap();
+        let path = root.path().join("data/00/00/000001");
+        let trunk = File::create(&path).unwrap();
+        trunk.set_len(3 << 20).unwrap();
+        let now = 1_795_800_100;
+        assert_eq!(find_occupied(&File::open(&path).unwrap(), now).unwrap(), None, "all zero");
+        // A header across the first 1 MiB read and the second.
+        let offset = (1 << 20) - 10;
+        let a = trunk_name(TrunkLocation { trunk_id: 1, offset, size: 512 }, b"straddling");
+        write(&a, root.path(), SlotKind::File, &mut &b"straddling"[..], 10).unwrap();
+        assert_eq!(find_occupied(&File::open(&path).unwrap(), now).unwrap(), Some(offset as u64));
+        free(&a, root.path()).unwrap().expect("freed");
+        assert_eq!(find_occupied(&File::open(&path).unwrap(), now).unwrap(), None, "freed: content left, header zero");
+        // One in the last bytes of the file.
+        let last = (3 << 20) - 256;
+        let b = trunk_name(TrunkLocation { trunk_id: 1, offset: last, size: 256 }, b"tail");
+        write(&b, root.path(), SlotKind::File, &mut &b"tail"[..], 4).unwrap();
+        assert_eq!(find_occupied(&File::open(&path).unwrap(), now).unwrap(), Some(last as u64));
     }
 
     #[test]

@@ -8,7 +8,7 @@
 //! gives back the free blocks; a slot whose confirmation never made it to disk comes back
 //! free, which is why the confirmation must be durable before the upload is answered.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use crate::trunk::SLOT_HEADER_LEN;
 
@@ -140,9 +140,19 @@ pub struct FreeSpace {
     /// Free blocks by (store path, size, position): the smallest one that fits is found first.
     by_size: BTreeSet<(u8, u32, Pos)>,
     held: HashMap<Pos, Block>,
+    /// Free bytes per trunk file (store path, id): the allocator prefers the fullest file.
+    free_per_file: HashMap<(u8, u32), u64>,
+    /// Trunk files taken out of use (`delete_unused_trunk_files`): no space in them is free.
+    retired: HashSet<(u8, u32)>,
+    /// Trunk files a free made free from their start (perhaps whole): candidates to retire.
+    /// Files created empty (ahead of need, `trunk_create_file_advance`) are not among them.
+    emptied: HashSet<(u8, u32)>,
     /// The highest trunk file id in use (`current_trunk_file_id`).
     current_trunk_id: u32,
 }
+
+/// How many of the smallest free blocks that fit the allocator weighs against each other.
+const ALLOC_CANDIDATES: usize = 32;
 
 impl FreeSpace {
     pub fn new(settings: TrunkSettings, current_trunk_id: u32) -> Self {
@@ -208,11 +218,12 @@ impl FreeSpace {
     }
 
     fn insert(&mut self, b: Block) -> bool {
-        if b.size == 0 || self.overlaps_free(&b) {
+        if b.size == 0 || self.overlaps_free(&b) || self.retired.contains(&(b.path, b.trunk_id)) {
             return false;
         }
         self.by_pos.insert(b.key(), b);
         self.by_size.insert((b.path, b.size, b.key()));
+        *self.free_per_file.entry((b.path, b.trunk_id)).or_default() += b.size as u64;
         true
     }
 
@@ -221,18 +232,83 @@ impl FreeSpace {
             Some(f) if f == b => {
                 self.by_pos.remove(&b.key());
                 self.by_size.remove(&(b.path, b.size, b.key()));
+                let file = (b.path, b.trunk_id);
+                if let Some(free) = self.free_per_file.get_mut(&file) {
+                    *free -= b.size as u64;
+                    if *free == 0 {
+                        self.free_per_file.remove(&file);
+                    }
+                }
                 true
             }
             _ => false,
         }
     }
 
-    /// A slot for `content_len` bytes in store path `path`: the smallest free block that fits,
-    /// split when what is left could hold a slot; `None` if such a file is not put in a trunk.
+    fn file_free(&self, path: u8, trunk_id: u32) -> u64 {
+        self.free_per_file.get(&(path, trunk_id)).copied().unwrap_or(0)
+    }
+
+    /// The trunk files that frees have left with free space at their start since the last
+    /// call, each as one block from its start over all its free bytes: those as long as their
+    /// file are trunk files no slot of which is in use or handed out, merged or not (the caller
+    /// compares with the file's length).
+    pub fn take_emptied(&mut self) -> Vec<Block> {
+        let emptied = std::mem::take(&mut self.emptied);
+        emptied
+            .into_iter()
+            .filter_map(|(path, id)| {
+                let first = self.by_pos.get(&(path, id, 0))?;
+                Some(Block { size: u32::try_from(self.file_free(path, id)).ok()?, ..*first })
+            })
+            .collect()
+    }
+
+    /// Every trunk file with free space at its start counts as emptied (after a restart: one
+    /// emptied just before it is not lost).
+    pub fn all_emptied(&mut self) {
+        self.emptied.extend(self.by_pos.values().filter(|b| b.offset == 0).map(|b| (b.path, b.trunk_id)));
+    }
+
+    /// Is `b` (from [`Self::take_emptied`]) still all the free space of its file?
+    pub fn is_all_free(&self, b: &Block) -> bool {
+        b.offset == 0
+            && self.by_pos.get(&b.key()).is_some_and(|f| (f.high, f.low) == (b.high, b.low))
+            && self.file_free(b.path, b.trunk_id) == b.size as u64
+    }
+
+    /// Takes trunk file (`path`, `trunk_id`) out of use for good (`delete_unused_trunk_files`):
+    /// its free blocks are removed (the returned `D` lines), and no space in it is free again,
+    /// whatever a later line or a late free says. Trunk ids are never reused, so a retired file
+    /// only ever holds files written before it was retired.
+    pub fn retire(&mut self, path: u8, trunk_id: u32, now: i64) -> Vec<SpaceRecord> {
+        self.retired.insert((path, trunk_id));
+        let blocks: Vec<Block> =
+            self.by_pos.range((path, trunk_id, 0)..=(path, trunk_id, u32::MAX)).map(|(_, b)| *b).collect();
+        blocks
+            .into_iter()
+            .filter(|b| self.remove(b))
+            .map(|block| SpaceRecord { timestamp: now, op: SpaceOp::Delete, block })
+            .collect()
+    }
+
+    pub fn is_retired(&self, path: u8, trunk_id: u32) -> bool {
+        self.retired.contains(&(path, trunk_id))
+    }
+
+    /// A slot for `content_len` bytes in store path `path`, split off the front of a free block
+    /// when what is left could hold a slot; `None` if such a file is not put in a trunk.
+    ///
+    /// Of the smallest blocks that fit, the one in the fullest trunk file is taken (then the
+    /// smallest): space freed in a file that is emptying is left alone, so that the file
+    /// empties and, with `delete_unused_trunk_files`, goes.
     pub fn alloc(&mut self, path: u8, content_len: u64, now: i64) -> Option<Alloc> {
         let size = self.settings.slot_size(content_len)?;
-        let found =
-            self.by_size.range((path, size, (0, 0, 0))..=(path, u32::MAX, (u8::MAX, u32::MAX, u32::MAX))).next();
+        let found = self
+            .by_size
+            .range((path, size, (0, 0, 0))..=(path, u32::MAX, (u8::MAX, u32::MAX, u32::MAX)))
+            .take(ALLOC_CANDIDATES)
+            .min_by_key(|&&(_, size, pos)| (self.file_free(pos.0, pos.1), size, pos));
         let Some(&(_, _, pos)) = found else {
             return Some(Alloc::NewTrunkFile { trunk_id: self.current_trunk_id + 1 });
         };
@@ -316,7 +392,11 @@ impl FreeSpace {
     /// file when merging is on. Returns the lines, empty when the slot overlaps free or held
     /// space (freed twice, or never allocated).
     pub fn free(&mut self, slot: &Block, now: i64) -> Vec<SpaceRecord> {
-        if slot.size == 0 || self.overlaps_free(slot) || self.held.contains_key(&slot.key()) {
+        if slot.size == 0
+            || self.overlaps_free(slot)
+            || self.held.contains_key(&slot.key())
+            || self.is_retired(slot.path, slot.trunk_id)
+        {
             return Vec::new();
         }
         let rec = |op, block| SpaceRecord { timestamp: now, op, block };
@@ -341,6 +421,9 @@ impl FreeSpace {
             }
         }
         self.insert(merged);
+        if self.by_pos.contains_key(&(merged.path, merged.trunk_id, 0)) {
+            self.emptied.insert((merged.path, merged.trunk_id));
+        }
         lines.push(rec(SpaceOp::Add, merged));
         lines
     }
@@ -527,5 +610,81 @@ mod tests {
         assert_eq!(f.alloc(0, 1, 1), Some(Alloc::NewTrunkFile { trunk_id: 9 }));
         assert_eq!(f.alloc(1, 1, 1), Some(Alloc::NewTrunkFile { trunk_id: 9 }), "store paths have their own files");
         assert_eq!(f.alloc(0, 2 << 20, 1), None, "too big for a trunk");
+    }
+
+    #[test]
+    fn the_fullest_trunk_file_is_filled_first_so_an_emptying_one_empties() {
+        let mut f = FreeSpace::new(settings(), 0);
+        f.add_trunk_file(0, 0, 0, 1, 1);
+        // File 1: ten 64 KiB slots; then file 2 gets the rest of the uploads.
+        let mut one = Vec::new();
+        for _ in 0..10 {
+            let Some(Alloc::Slot(s, _)) = f.alloc(0, (64 << 10) - 24, 1) else { panic!() };
+            f.confirm(&s, 1);
+            one.push(s);
+        }
+        f.add_trunk_file(0, 0, 1, 2, 1);
+        let tail = f.occupy(&Block { path: 0, high: 0, low: 1, trunk_id: 2, offset: 0, size: 3 << 20 }, 1);
+        assert_eq!(tail.len(), 2);
+        // Nine of file 1's slots are freed: 576 KiB free there, but file 1 is the emptier one.
+        for s in &one[..9] {
+            f.free(s, 2);
+        }
+        let Some(Alloc::Slot(s, _)) = f.alloc(0, 1000, 3) else { panic!() };
+        assert_eq!(s.trunk_id, 2, "the fuller file takes the slot though file 1 has a smaller hole");
+        f.confirm(&s, 3);
+        // Emptied completely, file 1 is one free block from its start: ready to go.
+        f.take_emptied();
+        f.free(&one[9], 4);
+        let whole: Vec<Block> = f.take_emptied().into_iter().filter(|b| b.size == 4 << 20).collect();
+        assert_eq!(whole.len(), 1);
+        assert_eq!(whole[0].trunk_id, 1);
+        assert!(f.is_all_free(&whole[0]));
+        assert!(f.take_emptied().is_empty(), "taken");
+        // A file made empty (ahead of need) is not a candidate until a restart says so.
+        f.add_trunk_file(0, 0, 2, 3, 5);
+        assert!(f.take_emptied().is_empty());
+        f.all_emptied();
+        assert_eq!(f.take_emptied().iter().map(|b| b.trunk_id).collect::<BTreeSet<_>>(), BTreeSet::from([1, 3]));
+    }
+
+    #[test]
+    fn a_trunk_file_emptied_without_merging_is_found_all_free() {
+        let mut f = FreeSpace::new(TrunkSettings { merge: false, ..settings() }, 0);
+        f.add_trunk_file(0, 0, 0, 1, 1);
+        let mut slots = Vec::new();
+        for _ in 0..3 {
+            let Some(Alloc::Slot(s, _)) = f.alloc(0, 1000, 1) else { panic!() };
+            f.confirm(&s, 1);
+            slots.push(s);
+        }
+        f.free(&slots[0], 2);
+        f.free(&slots[2], 2);
+        let partly = f.take_emptied();
+        assert_eq!(partly.len(), 1);
+        assert!(partly[0].size < 4 << 20, "slot 1 is in use");
+        f.free(&slots[1], 3);
+        let all = f.take_emptied();
+        assert_eq!(all.len(), 1);
+        assert_eq!((all[0].offset, all[0].size), (0, 4 << 20), "three slots and the tail, not merged");
+        assert!(f.is_all_free(&all[0]));
+        assert_eq!(f.retire(0, 1, 4).len(), 4, "every free block of it goes");
+        assert_eq!(f.free_bytes(), 0);
+    }
+
+    #[test]
+    fn a_retired_trunk_file_never_has_free_space_again() {
+        let mut f = FreeSpace::new(settings(), 0);
+        f.add_trunk_file(0, 0, 0, 1, 1);
+        let Some(Alloc::Slot(held, _)) = f.alloc(0, 100, 1) else { panic!() };
+        let lines = f.retire(0, 1, 2);
+        assert_eq!(lines.len(), 1, "the free rest of the file is taken out");
+        assert_eq!(lines[0].op, SpaceOp::Delete);
+        assert_eq!(f.free_bytes(), 0);
+        assert!(!f.release(&held), "a slot handed out before does not come back");
+        assert!(f.free(&held, 3).is_empty(), "nor a late free");
+        assert!(!f.replay(&SpaceRecord { timestamp: 4, op: SpaceOp::Add, block: lines[0].block }));
+        assert_eq!(f.alloc(0, 100, 5), Some(Alloc::NewTrunkFile { trunk_id: 2 }));
+        assert!(f.is_retired(0, 1) && !f.is_retired(0, 2));
     }
 }
