@@ -10,31 +10,38 @@ use fdfs_e2e::{c_fastdfs_bin, common_free_port, eventually, CDaemon, StorageProc
 /// A C member in trunk mode asks our trunk server for its slots (27/28). C makes that connection
 /// without binding it, so on one host it arrives from the host's address, not the member's:
 /// our peer checks must take it (they refused it with EACCES, and the C storage failed the
-/// upload).
+/// upload). With `delete_unused_trunk_files`, once every file is deleted our copy of the trunk
+/// file goes; the C member refuses our list of retired files (121) and keeps its copy, and
+/// the group goes on working.
 #[tokio::test]
 async fn a_c_member_takes_trunk_slots_from_our_trunk_server() {
     let Some(bin) = c_fastdfs_bin("a_c_member_takes_trunk_slots_from_our_trunk_server") else { return };
     let tracker = TrackerProc::start(
         "bind_addr = 127.0.0.74\nuse_trunk_file = true\nslot_min_size = 256\nslot_max_size = 1MB\n\
-         trunk_file_size = 4MB\ntrunk_alloc_alignment_size = 256\n",
+         trunk_file_size = 4MB\ntrunk_alloc_alignment_size = 256\ndelete_unused_trunk_files = true\n",
     );
     let t = tracker.addr();
     let port = common_free_port(&["127.0.0.75", "127.0.0.76"]);
     let ours = StorageProc::start(&t, "127.0.0.75", &format!("port = {port}\n")).await;
     let c = fdfs_e2e::client_for(&t);
     let data = vec![5u8; 3000];
-    eventually(Duration::from_secs(30), "our storage the trunk server", || async {
-        let r = c.storage.upload(&ours.addr(), UploadKind::Normal, -1, "bin", Content::Bytes(&data)).await.ok()?;
-        (r.filename.len() == 60).then_some(())
-    })
-    .await;
+    let mut names = Vec::new();
+    loop {
+        let r = c.storage.upload(&ours.addr(), UploadKind::Normal, -1, "bin", Content::Bytes(&data)).await.unwrap();
+        let trunk = r.filename.len() == 60;
+        names.push((r.filename, data.clone()));
+        if trunk {
+            break;
+        }
+        assert!(names.len() < 300, "our storage never became the trunk server");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let theirs = CDaemon::storage(&bin, &t, "group1", "127.0.0.76", port, "");
     eventually(Duration::from_secs(60), "the C storage ACTIVE", || async {
         let list = c.tracker.list_storages("group1", Some("127.0.0.76")).await.ok()?;
         (list.first()?.status == status::ACTIVE).then_some(())
     })
     .await;
-    let mut names = Vec::new();
     for i in 0..10u8 {
         let data = vec![i; 3000];
         let r = eventually(Duration::from_secs(20), "an upload to the C storage", || async {
@@ -52,6 +59,49 @@ async fn a_c_member_takes_trunk_slots_from_our_trunk_server() {
             .await;
         }
     }
+
+    // Every file deleted, through both: the trunk file goes from our disk, stays on C's.
+    let in_trunk: std::collections::BTreeSet<std::path::PathBuf> =
+        names.iter().filter(|(n, _)| n.len() == 60).map(|(n, _)| trunk_file_of(n)).collect();
+    assert_eq!(in_trunk.len(), 1, "the slots are in one trunk file: {in_trunk:?}");
+    let rel = in_trunk.into_iter().next().unwrap();
+    let trunk_file = |base: &std::path::Path| base.join(&rel);
+    let theirs_base = theirs.dir.path().join("base");
+    assert!(trunk_file(&theirs_base).exists(), "C's copy of the trunk file");
+    for (i, (name, _)) in names.iter().enumerate() {
+        let via = if i % 2 == 0 { ours.addr() } else { theirs.addr.clone() };
+        c.storage.delete(&via, "group1", name).await.unwrap_or_else(|e| panic!("delete {name}: {e}"));
+    }
+    let mine = trunk_file(&ours.base());
+    eventually(Duration::from_secs(60), "our copy of the emptied trunk file removed", || async {
+        (!mine.exists()).then_some(())
+    })
+    .await;
+    let log = ours.base().join("logs/storaged.log");
+    eventually(Duration::from_secs(20), "the C member's refusal logged", || async {
+        std::fs::read_to_string(&log).ok()?.contains("refused retired trunk files").then_some(())
+    })
+    .await;
+    assert!(trunk_file(&theirs_base).exists(), "the C member keeps its copy");
+    // Both go on taking small files into new trunk slots, replicated both ways.
+    for (i, addr) in [ours.addr(), theirs.addr.clone()].iter().enumerate() {
+        let data = vec![40 + i as u8; 2000];
+        let r = c.storage.upload(addr, UploadKind::Normal, -1, "bin", Content::Bytes(&data)).await.unwrap();
+        assert_eq!(r.filename.len(), 60, "{}", r.filename);
+        for from in [ours.addr(), theirs.addr.clone()] {
+            eventually(Duration::from_secs(20), "a new file on both members", || async {
+                (c.storage.download(&from, "group1", &r.filename, 0, 0).await.ok()? == data).then_some(())
+            })
+            .await;
+        }
+    }
+}
+
+/// The trunk file (relative to its store path) holding trunk name `name`.
+fn trunk_file_of(name: &str) -> std::path::PathBuf {
+    let r = fdfs_core::file_id::RemoteFilename::parse(name, Some(1)).unwrap();
+    let id = r.trunk_location().expect("a trunk name").trunk_id;
+    format!("data/{:02X}/{:02X}/{id:06}", r.high, r.low).into()
 }
 
 /// A storage_ids.conf of `lines` in `dir`, and the config lines (tracker.conf or client.conf)

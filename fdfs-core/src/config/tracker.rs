@@ -154,6 +154,8 @@ pub struct TrackerConfig {
     pub trunk_alloc_alignment_size: u64,
     /// `trunk_free_space_merge` (false): freed slots join their free neighbours.
     pub trunk_free_space_merge: bool,
+    /// `delete_unused_trunk_files` (false): trunk files with no slot in use are removed.
+    pub delete_unused_trunk_files: bool,
     /// `trunk_compress_binlog_min_interval` (0: never): the trunk server compresses its trunk
     /// binlog when it takes the role, if this long has passed since the last time.
     pub trunk_compress_binlog_min_interval: Duration,
@@ -278,6 +280,7 @@ impl TrackerConfig {
             trunk_file_size,
             trunk_alloc_alignment_size: k.size("trunk_alloc_alignment_size", 0)?.min(64 << 10),
             trunk_free_space_merge: k.bool("trunk_free_space_merge", false)?,
+            delete_unused_trunk_files: k.bool("delete_unused_trunk_files", false)?,
             trunk_compress_binlog_min_interval: seconds(&k, "trunk_compress_binlog_min_interval", 0)?,
             trunk_compress_binlog_interval: seconds(&k, "trunk_compress_binlog_interval", 0)?,
             trunk_compress_binlog_time_base: k.time_of_day("trunk_compress_binlog_time_base", (3, 0))?,

@@ -39,7 +39,6 @@ const COMMON: &[Unsupported] = &[
 /// tracker.conf.
 pub const TRACKER: &[Unsupported] = &[
     u("sync_log_buff_interval", "1", "not needed: state files are written when they change"),
-    u("delete_unused_trunk_files", "false", "empty trunk files are kept (their space is free for new slots)"),
     u(
         "trunk_init_check_occupying",
         "false",

@@ -122,6 +122,8 @@ commands! {
     ActiveTest = 111,
     // fastdfs-rs's own (C answers EINVAL): client → storage
     ListFiles = 120,
+    // fastdfs-rs's own: trunk server → member (`delete_unused_trunk_files`)
+    TrunkRemoveFiles = 121,
 }
 
 impl From<Command> for u8 {
@@ -230,7 +232,7 @@ mod tests {
             assert_eq!(Command::try_from(c as u8), Ok(c));
         }
         assert_eq!(Command::try_from(250), Err(250));
-        assert_eq!(Command::ALL.len(), 82);
+        assert_eq!(Command::ALL.len(), 83);
     }
 
     #[test]

@@ -66,6 +66,9 @@ pub struct TrackerParams {
     pub ip_changed_auto_adjust: bool,
     /// `store_slave_file_use_link`: slaves stored as links to a content file of their own.
     pub store_slave_file_use_link: bool,
+    /// `delete_unused_trunk_files`: the trunk server retires trunk files with no slot in use,
+    /// and every member removes them.
+    pub delete_unused_trunk_files: bool,
 }
 
 /// `trunk_create_file_advance` and its schedule, as the tracker sends them.
@@ -106,6 +109,7 @@ impl Default for TrackerParams {
             trunk_advance: TrunkAdvance { time_base: 2 * 60, interval: 86_400, ..Default::default() },
             ip_changed_auto_adjust: true,
             store_slave_file_use_link: false,
+            delete_unused_trunk_files: false,
         }
     }
 }
@@ -641,6 +645,7 @@ pub async fn run(listener: TcpListener, threads: ConnectionThreads, server: Arc<
     tasks.push(own.spawn(sync::manager(server.clone(), shutdown.clone())));
     tasks.push(own.spawn(trunk::push_loop(server.clone(), shutdown.clone())));
     tasks.push(own.spawn(trunk::schedule_loop(server.clone(), shutdown.clone())));
+    tasks.push(own.spawn(trunk::reclaim_loop(server.clone(), shutdown.clone())));
     let s = server.clone();
     let limits = ConnectionLimits {
         max_connections: server.config.max_connections,

@@ -62,6 +62,7 @@ fn apply_params_to(p: &mut super::TrackerParams, params: &[(String, String)]) {
             "trunk_alloc_alignment_size" => p.trunk.alignment = size(v, p.trunk.alignment),
             "trunk_file_size" => p.trunk.trunk_file_size = size(v, p.trunk.trunk_file_size),
             "trunk_free_space_merge" => p.trunk.merge = v == "1",
+            "delete_unused_trunk_files" => p.delete_unused_trunk_files = v == "1",
             "trunk_compress_binlog_min_interval" => p.trunk_compress.min_interval = v.trim().parse().unwrap_or(0),
             "trunk_compress_binlog_interval" => p.trunk_compress.interval = v.trim().parse().unwrap_or(0),
             "trunk_compress_binlog_time_base" => p.trunk_compress.time_base = minutes(v, p.trunk_compress.time_base),

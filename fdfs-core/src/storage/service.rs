@@ -312,6 +312,11 @@ async fn dispatch(
             from_role(srv, cmd, peer, Role::TrunkServer)?;
             (done(trunk::receive_binlog(srv, body).await), 0)
         }
+        C::TrunkRemoveFiles => {
+            let body = small_body(sock, h, srv).await?;
+            from_role(srv, cmd, peer, Role::TrunkServer)?;
+            (done(trunk::receive_removed(srv, body).await), 0)
+        }
         C::TrunkGetBinlogSize => {
             decoded(sock, h, srv, |b| expect_len(b, 0)).await?;
             (Ok(Reply::Body(trunk::binlog_size(srv))), 0)

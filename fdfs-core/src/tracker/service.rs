@@ -853,6 +853,7 @@ fn parameters(t: &Tracker) -> Vec<u8> {
     kv("trunk_alloc_alignment_size", c.trunk_alloc_alignment_size.to_string());
     kv("trunk_file_size", c.trunk_file_size.to_string());
     kv("trunk_free_space_merge", b(c.trunk_free_space_merge).to_string());
+    kv("delete_unused_trunk_files", b(c.delete_unused_trunk_files).to_string());
     kv("trunk_compress_binlog_min_interval", c.trunk_compress_binlog_min_interval.as_secs().to_string());
     kv("trunk_compress_binlog_interval", c.trunk_compress_binlog_interval.as_secs().to_string());
     let (h, m) = c.trunk_compress_binlog_time_base;

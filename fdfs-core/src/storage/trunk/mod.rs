@@ -41,6 +41,10 @@ use crate::timefmt::now_unix;
 use crate::trunk::space::{Alloc, Block, FreeSpace, SpaceRecord};
 use crate::trunk::{SlotKind, SLOT_HEADER_LEN};
 
+mod reclaim;
+pub(super) use reclaim::receive_removed;
+pub use reclaim::reclaim_loop;
+
 /// Most bytes of trunk binlog one TRUNK_SYNC_BINLOG carries: well under any `buff_size` a
 /// receiver reads a request into.
 const PUSH_CHUNK: usize = 32 << 10;
@@ -49,10 +53,13 @@ const NEW_FILE_TRIES: u32 = 16;
 /// Most slots handed out and not yet confirmed (uploads in flight, group-wide).
 const MAX_HELD: usize = 2048;
 
-/// `data/trunk/binlog`: appended under a lock, synced when dirty.
+/// `data/trunk/binlog` (or another log of that directory, `removed`): appended under a lock,
+/// synced when dirty, pushed to the members from a mark file per member.
 #[derive(Debug)]
 pub struct TrunkLog {
     dir: PathBuf,
+    /// The file's name in `dir`.
+    name: &'static str,
     file: Mutex<File>,
     len: AtomicU64,
     dirty: AtomicBool,
@@ -60,12 +67,17 @@ pub struct TrunkLog {
 
 impl TrunkLog {
     pub fn open(dir: &Path) -> std::io::Result<Self> {
+        Self::open_named(dir, "binlog")
+    }
+
+    fn open_named(dir: &Path, name: &'static str) -> std::io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         crate::durable::remove_stale_temps(dir);
-        let file = OpenOptions::new().create(true).append(true).read(true).open(dir.join("binlog"))?;
+        let file = OpenOptions::new().create(true).append(true).read(true).open(dir.join(name))?;
         let len = file.metadata()?.len();
         Ok(Self {
             dir: dir.to_owned(),
+            name,
             file: Mutex::new(file),
             len: AtomicU64::new(len),
             dirty: AtomicBool::new(false),
@@ -128,7 +140,7 @@ impl TrunkLog {
     pub fn replay_into(&self, space: &mut FreeSpace) -> std::io::Result<(usize, usize)> {
         use std::io::BufRead;
         let (mut bad, mut skipped) = (0, 0);
-        let mut lines = std::io::BufReader::new(File::open(self.dir.join("binlog"))?).split(b'\n');
+        let mut lines = std::io::BufReader::new(File::open(self.dir.join(self.name))?).split(b'\n');
         while let Some(line) = lines.next().transpose()? {
             let line = String::from_utf8_lossy(&line);
             if line.trim().is_empty() {
@@ -197,8 +209,16 @@ impl TrunkLog {
         Ok(())
     }
 
+    /// The binlog's mark file is C's (`<peer>.mark`); another log's is `<peer>.<name>.mark`.
+    fn mark_name(&self, peer: &str) -> String {
+        match self.name {
+            "binlog" => format!("{peer}.mark"),
+            other => format!("{peer}.{other}.mark"),
+        }
+    }
+
     fn mark_path(&self, peer: &str) -> PathBuf {
-        self.dir.join(format!("{peer}.mark"))
+        self.dir.join(self.mark_name(peer))
     }
 
     /// How far the binlog was pushed to `peer` (`binlog_offset=N`), 0 if never.
@@ -211,7 +231,7 @@ impl TrunkLog {
     }
 
     fn save_mark(&self, peer: &str, offset: u64) -> std::io::Result<()> {
-        crate::durable::write_atomic(&self.dir, &format!("{peer}.mark"), format!("binlog_offset={offset}\n").as_bytes())
+        crate::durable::write_atomic(&self.dir, &self.mark_name(peer), format!("binlog_offset={offset}\n").as_bytes())
     }
 
     /// 32: every push restarts from the beginning (the caller bumps the pusher's epoch).
@@ -236,6 +256,8 @@ fn is_backup_name(name: &str) -> bool {
 #[derive(Debug)]
 pub struct Trunk {
     pub log: Arc<TrunkLog>,
+    /// The trunk files retired (`delete_unused_trunk_files`), to remove on every member.
+    removed: reclaim::Removed,
     space: Mutex<Option<FreeSpace>>,
     server: RwLock<Option<Brief>>,
     /// Woken when the binlog grows or the trunk server changes (the pusher waits on it).
@@ -253,6 +275,7 @@ impl Trunk {
         let (connect_timeout, network_timeout) = (config.connect_timeout, config.network_timeout);
         Ok(Self {
             log: Arc::new(TrunkLog::open(dir)?),
+            removed: reclaim::Removed::open(dir)?,
             space: Mutex::new(None),
             server: RwLock::new(None),
             news: tokio::sync::Notify::new(),
@@ -359,6 +382,7 @@ impl StorageServer {
         if bad + skipped > 0 {
             tracing::warn!("trunk binlog: {bad} line(s) unreadable, {skipped} not matching the free space; skipped");
         }
+        self.retire_listed(&mut space)?;
         tracing::info!(
             "trunk server of {}: {} MB free in trunk files up to id {}",
             self.group,
@@ -450,16 +474,8 @@ impl StorageServer {
         let f = File::open(self.trunk_file_path(slot)?).ok()?;
         let mut h = [0u8; SLOT_HEADER_LEN as usize];
         f.read_exact_at(&mut h, slot.offset as u64).ok()?;
-        let int = |at: usize| u32::from_be_bytes([h[at], h[at + 1], h[at + 2], h[at + 3]]);
-        let (alloc, size, mtime) = (int(1), int(5), int(13));
-        let plausible = matches!(h[0], crate::trunk::SLOT_FILE | b'L')
-            && alloc as u64 >= SLOT_HEADER_LEN
-            && size as u64 + SLOT_HEADER_LEN <= alloc as u64
-            && slot.offset as u64 + alloc as u64 <= f.metadata().ok()?.len()
-            && mtime > 946_684_800
-            && mtime as i64 <= now_unix() + 86_400
-            && h[17..].iter().all(|&b| b == 0 || b == b' ' || b.is_ascii_graphic());
-        plausible.then_some(Block { size: alloc, ..*slot })
+        let alloc = crate::trunk::plausible_header(&h, slot.offset as u64, f.metadata().ok()?.len(), now_unix())?;
+        Some(Block { size: alloc, ..*slot })
     }
 
     /// `trunk_create_file_advance`: trunk files are created, one store path after another,
@@ -1216,6 +1232,7 @@ struct PeerPush {
     offset: Option<u64>,
     saved: u64,
     saved_at: Option<std::time::Instant>,
+    removed: reclaim::RemovedPush,
 }
 
 impl PeerPush {
@@ -1241,7 +1258,7 @@ async fn push_to(srv: &Arc<StorageServer>, peer: &Brief, state: &mut PeerPush) -
         (state.offset, state.saved) = (Some(mark), mark);
     }
     let mut offset = state.offset.unwrap_or(0);
-    if offset == log.len() && offset > 0 {
+    if offset == log.len() && offset > 0 && state.removed.is_current(&srv.trunk.removed.log) {
         state.save(&log, false).await?;
         return Ok(offset);
     }
@@ -1272,6 +1289,9 @@ async fn push_to(srv: &Arc<StorageServer>, peer: &Brief, state: &mut PeerPush) -
     }
     state.offset = Some(offset);
     state.save(&log, false).await?;
+    // After the binlog: the `D` lines of retired files are there before the files go.
+    let conn = state.conn.as_mut().expect("connected above");
+    reclaim::push_removed(srv, &state.key, conn, &mut state.removed).await?;
     Ok(offset)
 }
 
