@@ -186,6 +186,10 @@ async fn a_trunk_file_emptied_by_deletes_goes_from_every_member_and_live_files_s
     for m in [a, b] {
         assert!(!m.base().join(&victim).exists(), "the first removed file stays removed on {}", m.ip);
     }
+    for (name, data) in live.iter().filter(|(n, _)| n.len() == 60) {
+        let resp = fdfs_e2e::http(&ngx.addr, "GET", format!("/group1/{name}").as_bytes(), &[]);
+        assert!(resp.status == 200 && resp.body == *data, "{name} through the module after the restart");
+    }
     let remaining: BTreeSet<PathBuf> = by_trunk_file(&live).into_keys().collect();
     for f in &remaining {
         for m in [a, b] {
