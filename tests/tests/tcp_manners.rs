@@ -1,8 +1,9 @@
 //! A client that behaves like the Java client: Nagle left on, and every request written as two
 //! writes (header, then body). Such a client's second write waits for the server's ACK of the
 //! first; a server that delays its ACKs stalls every request by ~40 ms. The C servers re-arm
-//! TCP_QUICKACK after every read, and so must ours: both daemons are driven 200 times and the
-//! median request must stay far below a delayed-ACK timer.
+//! TCP_QUICKACK after every read; ours acknowledge at once whenever a read has to wait in the
+//! middle of a request: both daemons are driven 200 times and the median request must stay far
+//! below a delayed-ACK timer.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -3,9 +3,11 @@
 //! Many clients (the Java client among them) leave Nagle on and write a request's header and
 //! its body separately: their second write waits until the first is acknowledged. A server in
 //! delayed-ACK mode acknowledges only after ~40 ms, so every such request would stall that long.
-//! libserverframe re-arms `TCP_QUICKACK` after every receive (`tcp_quick_ack`); Linux clears the
-//! flag by itself after a while, so it is set again after each read that returned data, which
-//! also sends the pending ACK at once.
+//! libserverframe re-arms `TCP_QUICKACK` after every receive (`tcp_quick_ack`), which makes the
+//! kernel acknowledge every request at once in a packet of its own. Here it is set only when a
+//! read must wait in the middle of a request (data came since the last answer went out): that
+//! sends the pending ACK at once, so the client's held-back write comes; a request that arrived
+//! whole is acknowledged by its answer, one packet fewer each way per request.
 //!
 //! Small reads (a header, an upload's head, a small body) go through a read-ahead buffer: a 4 KiB
 //! upload arrives as one receive instead of three (and one `TCP_QUICKACK` instead of three).
@@ -15,6 +17,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
@@ -31,6 +34,9 @@ pub struct PeerStream {
     ahead: Vec<u8>,
     taken: usize,
     filled: usize,
+    /// Nothing read since the last answer was written: a wait now is for the next request.
+    /// (Atomic only because zero-copy writes go through `&self`.)
+    between_requests: AtomicBool,
 }
 
 /// The read-ahead buffer's size: a header, an upload head and a 4 KiB body fit in it.
@@ -47,7 +53,7 @@ impl PeerStream {
             .with_interval(std::time::Duration::from_secs(30))
             .with_retries(4);
         let _ = socket2::SockRef::from(&inner).set_tcp_keepalive(&keepalive);
-        let s = PeerStream { inner, ahead: Vec::new(), taken: 0, filled: 0 };
+        let s = PeerStream { inner, ahead: Vec::new(), taken: 0, filled: 0, between_requests: AtomicBool::new(true) };
         s.quick_ack();
         s
     }
@@ -72,7 +78,18 @@ impl PeerStream {
 
     /// Runs a non-blocking syscall on the socket (sendfile, splice), as `TcpStream::try_io`.
     pub fn try_io<R>(&self, interest: Interest, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        if interest.is_writable() {
+            self.between_requests.store(true, Ordering::Relaxed);
+        }
         self.inner.try_io(interest, f)
+    }
+
+    /// A read is about to wait: in the middle of a request, the peer may be holding its next
+    /// bytes back until we acknowledge (Nagle), so acknowledge now.
+    fn waiting(&self) {
+        if !self.between_requests.load(Ordering::Relaxed) {
+            self.quick_ack();
+        }
     }
 }
 
@@ -92,13 +109,17 @@ impl AsyncRead for PeerStream {
             let mut ahead = ReadBuf::new(&mut this.ahead);
             match Pin::new(&mut this.inner).poll_read(cx, &mut ahead) {
                 Poll::Ready(Ok(())) => {}
+                Poll::Pending => {
+                    this.waiting();
+                    return Poll::Pending;
+                }
                 other => return other,
             }
             (this.taken, this.filled) = (0, ahead.filled().len());
             if this.filled == 0 {
                 return Poll::Ready(Ok(())); // the peer closed
             }
-            this.quick_ack();
+            this.between_requests.store(false, Ordering::Relaxed);
         }
         if this.taken < this.filled {
             let n = buf.remaining().min(this.filled - this.taken);
@@ -108,8 +129,10 @@ impl AsyncRead for PeerStream {
         }
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            this.quick_ack();
+        match r {
+            Poll::Pending => this.waiting(),
+            Poll::Ready(Ok(())) if buf.filled().len() > before => this.between_requests.store(false, Ordering::Relaxed),
+            _ => {}
         }
         r
     }
@@ -117,6 +140,7 @@ impl AsyncRead for PeerStream {
 
 impl AsyncWrite for PeerStream {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.between_requests.store(true, Ordering::Relaxed);
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 
@@ -125,6 +149,7 @@ impl AsyncWrite for PeerStream {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        self.between_requests.store(true, Ordering::Relaxed);
         Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
     }
 
