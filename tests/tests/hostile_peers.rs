@@ -151,6 +151,8 @@ async fn trunk_space_and_binlog_commands_from_a_stranger_change_nothing() {
             (Command::TrunkSyncBinlog, b"1 A 0 0 0 1 0 4096\n"),
             (Command::TrunkDeleteBinlogMarks, b""),
             (Command::TrunkTruncateBinlogFile, b""),
+            // Ours: "remove these retired trunk files" must come from the trunk server alone.
+            (Command::TrunkRemoveFiles, format!("1 D 0 {} {} {} 0 4194304\n", r.high, r.low, loc.trunk_id).as_bytes()),
         ] {
             let (st, _) = raw_request_from("127.0.0.92", addr, cmd as u8, body);
             assert_eq!(st, EACCES, "{cmd:?} from a stranger to {addr}");
@@ -174,6 +176,27 @@ async fn trunk_space_and_binlog_commands_from_a_stranger_change_nothing() {
         })
         .await;
     }
+}
+
+/// A SYNC_CREATE_FILE whose head names a longer file name than its packet holds is refused at
+/// once (EINVAL, connection closed), as every other streamed head is: the storage never reads
+/// into the bytes after the packet, nor waits for ones that never come.
+#[tokio::test]
+async fn a_sync_create_head_longer_than_its_packet_is_refused_at_once() {
+    let cl = Cluster::start("", &["127.0.0.166"], "network_timeout = 30\n").await;
+    let addr = cl.storages[0].addr();
+    let name = "M00/00/00/wKgBCmVT8QCAEjRWAAAwOd6tvu8483.jpg";
+    let mut body = (name.len() as i64).to_be_bytes().to_vec();
+    body.extend_from_slice(&0i64.to_be_bytes());
+    body.extend_from_slice(&1_700_000_000i32.to_be_bytes());
+    body.extend_from_slice(&field("group1", 16));
+    body.extend_from_slice(&name.as_bytes()[..3]);
+    let started = Instant::now();
+    let (st, _) = raw_request(&addr, Command::SyncCreateFile as u8, &body);
+    assert_eq!(st, EINVAL);
+    assert!(started.elapsed() < Duration::from_secs(5), "answered at once, not after a timeout");
+    let c = cl.client();
+    c.storage.upload(&addr, UploadKind::Normal, -1, "bin", Content::Bytes(b"still works")).await.unwrap();
 }
 
 #[tokio::test]

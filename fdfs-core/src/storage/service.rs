@@ -91,6 +91,16 @@ async fn linger_close(sock: &mut PeerStream) {
 
 /// Reads a streamed request's head (fixed part, then the filenames it announces).
 async fn read_head<T: StreamedHead>(sock: &mut PeerStream, h: Header, srv: &StorageServer) -> OpResult<T> {
+    read_head_with(sock, h, srv, T::decode_head).await
+}
+
+/// As [`read_head`], decoded by `decode` (the head and the request's length).
+async fn read_head_with<T: StreamedHead, E>(
+    sock: &mut PeerStream,
+    h: Header,
+    srv: &StorageServer,
+    decode: impl FnOnce(&[u8], u64) -> Result<T, E>,
+) -> OpResult<T> {
     let inval = OpError { status: Status::EINVAL, close: true };
     if h.pkg_len < T::FIXED_LEN as u64 {
         return Err(inval);
@@ -103,7 +113,7 @@ async fn read_head<T: StreamedHead>(sock: &mut PeerStream, h: Header, srv: &Stor
     }
     let rest = read_body(sock, (len - T::FIXED_LEN) as u64, timeout).await.map_err(|_| inval)?;
     head.extend_from_slice(&rest);
-    T::decode_head(&head, h.pkg_len).map_err(|_| inval)
+    decode(&head, h.pkg_len).map_err(|_| inval)
 }
 
 async fn small_body(sock: &mut PeerStream, h: Header, srv: &StorageServer) -> OpResult<Vec<u8>> {
@@ -237,15 +247,10 @@ async fn dispatch(
         }
         C::SyncCreateFile | C::SyncUpdateFile => {
             let inval = OpError { status: Status::EINVAL, close: true };
-            if h.pkg_len < SyncFileHead::FIXED_LEN as u64 {
-                return Err(inval);
-            }
-            let timeout = srv.config.network_timeout;
-            let mut head = read_body(sock, SyncFileHead::FIXED_LEN as u64, timeout).await.map_err(|_| inval)?;
-            let len = SyncFileHead::head_len(&head).map_err(|_| inval)?;
-            let rest = read_body(sock, (len - SyncFileHead::FIXED_LEN) as u64, timeout).await.map_err(|_| inval)?;
-            head.extend_from_slice(&rest);
-            let v = SyncFileHead::decode_with_status(&head, h.pkg_len, h.status).map_err(|_| inval)?;
+            // The header's status byte says whether the content follows (C's sync of a file
+            // already there), so the head is decoded with it.
+            let v =
+                read_head_with(sock, h, srv, |head, len| SyncFileHead::decode_with_status(head, len, h.status)).await?;
             srv.check_group(&v.group).map_err(|_| inval)?;
             let size = if v.content_omitted { 0 } else { v.file_size };
             let mut content = Content::new(sock, size, srv.body_timer());
