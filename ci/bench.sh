@@ -3,7 +3,7 @@
 #   - fdfs_bench against a local fdfs_trackerd + two fdfs_storaged (release build): uploads of
 #     4 KiB (1 and 16 clients) and 1 MiB (4 clients) in both durability modes, each as a ratio
 #     to `fdfs_bench --op raw-write` (the same files written the same way, no network) run right
-#     after it; downloads of 4 KiB and 1 MiB.
+#     after it; downloads of 4 KiB and 1 MiB, with the CPU each side spent per download.
 #   - nginx with ngx-fastdfs vs the same nginx's plain `root` location serving the same file
 #     (4 KiB and 200 KiB), with wrk; the ratio is module / root requests per second.
 #   - replication lag: upload acknowledged on storage A → readable on storage B (p50/p99).
@@ -210,14 +210,37 @@ done
 storages power_loss
 printf '\n%-30s %9s %9s %8s %8s %6s' "download" files/s MB/s p50_ms p99_ms errors
 chead
-for spec in "4KiB $count" "1MiB $((count / 6))"; do
+# Besides the rate, the CPU each side spent per download (the cores are shared, so the ratio is
+# (load generator + C) / (load generator + ours) when they are saturated): clock ticks of the
+# load generator (a subshell's reaped children) and of the daemons (their pid files).
+ticks() { # user + system ticks of the processes whose pid files are given
+  local t=0 pid st
+  for f in "$@"; do pid=$(cat "$f"); read -r -a st < "/proc/$pid/stat"; t=$((t + st[13] + st[14])); done
+  echo $t
+}
+ours_pids=("$run/tracker/data/fdfs_trackerd.pid" "$run/storage/data/fdfs_storaged.pid" "$run/storage2/data/fdfs_storaged.pid")
+c_pids=("$run/c/tracker/data/fdfs_trackerd.pid" "$run/c/storage1/data/fdfs_storaged.pid" "$run/c/storage2/data/fdfs_storaged.pid")
+# Long rows: fdfs_bench first uploads (untimed) the 200 files it reads, and that work is in the
+# ticks too (a few us per download at these counts).
+for spec in "4KiB $((count * 4))" "1MiB $((count * 2 / 3))"; do
   read -r size n <<<"$spec"
+  load=0; ours=0; theirs=0
   for i in 1 2; do
-    "$bin/fdfs_bench" --conf "$run/client.conf" --op download --size $size --count "$n" --concurrency "$conc" --keep \
-      --json "$run/r$i.json" >/dev/null
-    c_bench down$i --op download --size $size --count "$n" --concurrency "$conc"
+    before=$(ticks "${ours_pids[@]}")
+    used=$( ( "$bin/fdfs_bench" --conf "$run/client.conf" --op download --size $size --count "$n" --concurrency "$conc" \
+      --keep --json "$run/r$i.json" >/dev/null; read -r -a st < /proc/$BASHPID/stat; echo $((st[15] + st[16])) ) )
+    load=$((load + used)); ours=$((ours + $(ticks "${ours_pids[@]}") - before))
+    if [[ $have_c == 1 ]]; then
+      before=$(ticks "${c_pids[@]}")
+      c_bench down$i --op download --size $size --count "$n" --concurrency "$conc"
+      theirs=$((theirs + $(ticks "${c_pids[@]}") - before))
+    fi
   done
   row "download $size x$conc" "$run/r1.json,$run/r2.json" "$(cjson down1 down2)"
+  per() { echo $(($1 * 1000000 / $(getconf CLK_TCK) / (2 * n))); }
+  line="  cpu us per download: load generator $(per $load), ours (tracker + storages) $(per $ours)"
+  [[ $have_c == 1 ]] && line+=", C $(per $theirs)"
+  echo "$line"
 done
 
 # The Java client's manners: Nagle on, header and body in two writes (a server that delays its
