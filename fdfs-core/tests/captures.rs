@@ -1,9 +1,10 @@
-//! Every packet of the real FastDFS 6.16.1 traffic in `shared/captures/` decodes with our codec
+//! Every packet of the real FastDFS 6.16.1 traffic in `tests/data/captures/` (copied from `shared/captures/`) decodes with our codec
 //! (V6.16 profile), the decoded fields agree with the capture's own decoding, and re-encoding
 //! gives the captured bytes (the fixed part, for bodies whose content was cut to 64 bytes).
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use fdfs_core::protocol::peer::*;
 use fdfs_core::protocol::report::*;
@@ -14,13 +15,6 @@ use fdfs_core::protocol::{Header, Profile, HEADER_LEN};
 use serde_json::Value;
 
 const P: Profile = Profile::V6_16;
-
-fn captures_file() -> PathBuf {
-    let shared = std::env::var_os("FDFS_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    shared.join("captures/fastdfs-6.16.1.jsonl")
-}
 
 fn unhex(s: &str) -> Vec<u8> {
     (0..s.len()).step_by(2).map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap()).collect()
@@ -293,9 +287,7 @@ fn check(r: &Rec) {
 
 #[test]
 fn every_captured_packet_decodes_and_re_encodes() {
-    let path = captures_file();
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (set FDFS_SHARED_DIR to the shared/ folder)", path.display()));
+    let text = common::capture("fastdfs-6.16.1.jsonl");
     let mut counts: BTreeMap<String, usize> = BTreeMap::new();
     let mut total = 0;
     for (n, line) in text.lines().enumerate() {

@@ -1,11 +1,12 @@
-//! Golden bytes of `shared/captures/fastdfs-6.16.1-cluster.jsonl`: the server-to-server and
+//! Golden bytes of `tests/data/captures/fastdfs-6.16.1-cluster.jsonl`: the server-to-server and
 //! client-facing layouts of the 6.16 generation that the first capture lacks. JOINs are
 //! recognised as 6.16 and re-encode byte for byte; change notifications carry 67-byte briefs;
 //! the cluster-stat commands (96-98) decode and re-encode; the answers of a tracker with
 //! `response_ip_addr_size = IPv6` (block C) have the 46-byte layouts.
 
+mod common;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use fdfs_core::protocol::report::*;
 use fdfs_core::protocol::stat::{GroupStat, StorageStat};
@@ -15,12 +16,7 @@ use fdfs_core::protocol::{Layout, Profile};
 use serde_json::Value;
 
 fn records() -> Vec<Value> {
-    let shared = std::env::var_os("FDFS_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let path = shared.join("captures/fastdfs-6.16.1-cluster.jsonl");
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (set FDFS_SHARED_DIR to the shared/ folder)", path.display()));
+    let text = common::capture("fastdfs-6.16.1-cluster.jsonl");
     text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 

@@ -4,7 +4,8 @@
 //! the 64 content bytes the capture kept). Tracker answers that name a storage are patched to
 //! point at the storage replayer's address; nothing else is changed.
 
-use std::path::PathBuf;
+mod common;
+
 use std::sync::{Arc, Mutex};
 
 use fdfs_core::client::{Client, ClientError, Content, UploadKind};
@@ -19,10 +20,7 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 fn exchange(name: &str) -> Vec<Value> {
-    let shared = std::env::var_os("FDFS_SHARED_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared"));
-    let text = std::fs::read_to_string(shared.join("captures/fastdfs-6.16.1.jsonl")).expect("captures");
+    let text = common::capture("fastdfs-6.16.1.jsonl");
     let recs: Vec<Value> =
         text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()).filter(|v| v["exchange"] == name).collect();
     assert!(!recs.is_empty(), "no exchange {name}");

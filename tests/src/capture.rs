@@ -1,4 +1,4 @@
-//! The golden bytes of real FastDFS 6.16.1 traffic (`../shared/captures`), for tests that play
+//! The golden bytes of real FastDFS 6.16.1 traffic (`tests/data/captures`, copied from `shared/captures`), for tests that play
 //! a C daemon's side of an exchange against ours when the C daemons cannot run here.
 
 use std::net::{SocketAddr, TcpStream};
@@ -19,7 +19,7 @@ fn hex(s: &str) -> Vec<u8> {
 /// The packets of `file` (e.g. `fastdfs-6.16.1-cluster.jsonl`) whose exchange name starts with
 /// `prefix`, sent by `from` (`storage`, `tracker`, `tracker-peer`, ...), in order.
 pub fn packets(file: &str, prefix: &str, from: &str) -> Vec<Packet> {
-    let text = std::fs::read_to_string(crate::shared_dir().join("captures").join(file)).unwrap();
+    let text = std::fs::read_to_string(crate::test_data_dir().join("captures").join(file)).unwrap();
     text.lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
         .filter(|r| r["exchange"].as_str().unwrap().starts_with(prefix) && r["from"] == from)

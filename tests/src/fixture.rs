@@ -7,8 +7,6 @@ use fdfs_core::client::Client;
 use fdfs_core::file_id::FileId;
 use fdfs_core::protocol::Status;
 
-use crate::shared_dir;
-
 /// One manifest row.
 #[derive(Debug, Clone)]
 pub struct Row {
@@ -57,10 +55,10 @@ pub struct Fixture {
     pub addr: String,
 }
 
-/// Unpacks `shared/fixtures/<name>.tar.gz` (a storage that ran on `ip`).
+/// Unpacks `tests/data/fixtures/<name>.tar.gz` (a storage that ran on `ip`).
 pub fn unpack(name: &str, ip: &str, tracker: &str) -> Fixture {
     let dir = tempfile::Builder::new().prefix("fdfs-c-fixture-").tempdir().unwrap();
-    let tarball = shared_dir().join(format!("fixtures/{name}.tar.gz"));
+    let tarball = crate::test_data_dir().join(format!("fixtures/{name}.tar.gz"));
     let st = std::process::Command::new("tar").arg("xzf").arg(&tarball).arg("-C").arg(dir.path()).status().unwrap();
     assert!(st.success(), "unpacking {}", tarball.display());
     let root = dir.path().join(name);

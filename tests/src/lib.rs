@@ -29,6 +29,15 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 /// The `shared/` folder beside the checkout.
+/// The recorded test data in the repository (`tests/data/`): golden captures of real FastDFS
+/// 6.16.1 traffic and storage trees written by the C daemons, copied from `shared/`.
+pub fn test_data_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("data")
+}
+
+/// `shared/` beside the checkout (`FDFS_SHARED_DIR` overrides): what is not test data, the C
+/// FastDFS binaries (`reference/`) and the third-party clients' drivers (`interop/`). Tests that
+/// need it skip, with a message, where it is absent.
 pub fn shared_dir() -> PathBuf {
     std::env::var_os("FDFS_SHARED_DIR")
         .map(PathBuf::from)

@@ -11,7 +11,7 @@ use fdfs_core::file_id::FileId;
 use fdfs_core::protocol::report::{JoinReq, JoinResp};
 use fdfs_core::protocol::{Command, Header, Layout, Profile, HEADER_LEN};
 use fdfs_e2e::{
-    client_for, common_free_port, eventually, raw_exchange, raw_request, shared_dir, Cluster, StorageProc, TrackerProc,
+    client_for, common_free_port, eventually, raw_exchange, raw_request, Cluster, StorageProc, TrackerProc,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -213,7 +213,8 @@ async fn client_answers_follow_the_configured_generation() {
 #[tokio::test]
 async fn a_captured_6_16_join_is_answered_in_its_own_layout() {
     let tracker = TrackerProc::start("");
-    let text = std::fs::read_to_string(shared_dir().join("captures/fastdfs-6.16.1-cluster.jsonl")).unwrap();
+    let text =
+        std::fs::read_to_string(fdfs_e2e::test_data_dir().join("captures/fastdfs-6.16.1-cluster.jsonl")).unwrap();
     let join_hex = text
         .lines()
         .find(|l| l.contains("\"cmd\":81,") && l.contains("\"from\":\"storage\""))

@@ -207,7 +207,7 @@ struct Packet {
 }
 
 fn trunk_capture() -> Vec<Packet> {
-    let text = std::fs::read_to_string(fdfs_e2e::shared_dir().join("captures/fastdfs-6.16.1-trunk.jsonl")).unwrap();
+    let text = std::fs::read_to_string(fdfs_e2e::test_data_dir().join("captures/fastdfs-6.16.1-trunk.jsonl")).unwrap();
     text.lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
