@@ -54,11 +54,25 @@ pub struct Removed {
 
 impl Removed {
     pub fn open(dir: &Path) -> std::io::Result<Self> {
+        // A last line a crash cut short is dropped, so the next one starts a line of its own.
+        let path = dir.join("removed");
+        if let Ok(text) = std::fs::read(&path) {
+            if !text.is_empty() && !text.ends_with(b"\n") {
+                let whole = text.iter().rposition(|&c| c == b'\n').map_or(0, |i| i + 1);
+                std::fs::OpenOptions::new().write(true).open(&path)?.set_len(whole as u64)?;
+            }
+        }
         let log = TrunkLog::open_named(dir, "removed")?;
         let mut known = HashMap::new();
+        // Line by line: a line a crash cut short (or any other unreadable one) costs only itself.
         let text = log.read_from(0, usize::MAX)?;
-        for b in parse(&text).unwrap_or_default() {
-            known.insert(key(&b), b);
+        for line in text.split(|&c| c == b'\n').filter(|l| !l.is_empty()) {
+            match parse(line).as_deref() {
+                Some([b]) => {
+                    known.insert(key(b), *b);
+                }
+                _ => tracing::warn!("{}: unreadable line skipped", dir.join("removed").display()),
+            }
         }
         Ok(Self {
             log: Arc::new(log),
@@ -337,5 +351,15 @@ mod tests {
         assert_eq!(parse(b"1 A 0 1 2 7 0 67108864\n"), None, "an A is not a removal");
         assert_eq!(parse(b"1 D 0 1 2 7 256 1024\n"), None, "nor a slot");
         assert_eq!(parse(b""), Some(vec![]));
+        // A line cut short by a crash costs only itself, and the next line is whole.
+        let mut f = std::fs::OpenOptions::new().append(true).open(dir.path().join("removed")).unwrap();
+        std::io::Write::write_all(&mut f, b"17 D 0 1").unwrap();
+        let reopened = Removed::open(dir.path()).unwrap();
+        assert_eq!(reopened.all(), vec![b]);
+        let c = Block { trunk_id: 8, ..b };
+        reopened.add(&[c]).unwrap();
+        let mut all = Removed::open(dir.path()).unwrap().all();
+        all.sort();
+        assert_eq!(all, vec![b, c]);
     }
 }
