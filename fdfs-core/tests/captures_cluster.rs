@@ -206,3 +206,24 @@ fn cluster_capture_layouts_decode_and_re_encode() {
     }
     assert!(counts["storage:81"] >= 20, "every captured JOIN is checked");
 }
+
+/// 75 STORAGE_PARAMETER_REQ: the one codec reads C's answer and writes it back byte for byte,
+/// and our tracker answers C's 26 keys in C's order (a C storage or client may read them in
+/// any order, but nothing it reads is missing).
+#[test]
+fn parameter_answers_have_cs_keys_in_cs_order() {
+    use fdfs_core::config::{Ini, TrackerConfig};
+    use fdfs_core::protocol::parameters::Parameters;
+    let recs = records();
+    let answers: Vec<&Value> = recs.iter().filter(|r| r["in_reply_to"] == 75 && r["cmd"] == 100).collect();
+    assert!(!answers.is_empty());
+    for answer in answers {
+        let body = unhex(answer["body_hex"].as_str().unwrap());
+        assert_eq!(body.len() as u64, answer["body_len"].as_u64().unwrap(), "a whole body");
+        let c = Parameters::decode(&body);
+        assert_eq!(c.encode(), body);
+        let ini = Ini::parse("base_path = /tmp\n", std::path::Path::new("tracker.conf")).unwrap();
+        let ours = TrackerConfig::from_ini(&ini).unwrap().parameters(16);
+        assert_eq!(ours.keys().collect::<Vec<_>>(), c.keys().collect::<Vec<_>>());
+    }
+}

@@ -149,7 +149,7 @@ async fn storages_join_sync_and_serve_every_query() {
     assert_eq!((one.len(), one[0].version.as_str()), (1, "6.08"));
     assert_eq!(c.tracker.list_storages("group1", Some("127.0.0.9")).await.unwrap_err().status(), Status::ENOENT);
     let params = c.tracker.parameters().await.unwrap();
-    assert!(params.contains(&("use_storage_id".into(), "0".into())), "{params:?}");
+    assert_eq!(params.get("use_storage_id"), Some("0"), "{params:?}");
 
     // A storage that goes away goes OFFLINE; an online one cannot be deleted, an offline one can.
     assert_eq!(c.tracker.delete_storage("group1", "127.0.0.3").await.unwrap_err().status(), Status::EBUSY);
@@ -516,7 +516,7 @@ async fn storage_ids_name_storages_and_route_id_named_files() {
     let lines = c.tracker.storage_ids().await.unwrap();
     assert_eq!(lines, ["100001 group1 127.0.0.2", "100002 group1 127.0.0.3 rw=read"]);
     let params = c.tracker.parameters().await.unwrap();
-    assert!(params.contains(&("id_type_in_filename".into(), "id".into())));
+    assert_eq!(params.get("id_type_in_filename"), Some("id"));
 }
 
 #[tokio::test]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::connection::{expect_empty, Connection};
 use super::error::{ClientError, ClientResult};
+use crate::protocol::parameters::Parameters;
 use crate::protocol::report::*;
 use crate::protocol::stat::StatBuff;
 use crate::protocol::{Command, DecodeError, Profile};
@@ -87,12 +88,9 @@ impl ReportConnection {
     }
 
     /// 75: the tracker's settings.
-    pub async fn parameters(&mut self) -> ClientResult<Vec<(String, String)>> {
+    pub async fn parameters(&mut self) -> ClientResult<Parameters> {
         let body = self.conn.call(Command::StorageParameterReq, &[]).await?;
-        Ok(String::from_utf8_lossy(&body)
-            .lines()
-            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
-            .collect())
+        Ok(Parameters::decode(&body))
     }
 
     /// 60: this storage's address as the tracker sees it.

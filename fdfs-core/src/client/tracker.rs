@@ -9,6 +9,7 @@ use super::error::{ClientError, ClientResult};
 use super::pool::Pool;
 use crate::config::ServerAddr;
 use crate::file_id::FileId;
+use crate::protocol::parameters::Parameters;
 use crate::protocol::report::{FetchStorageIdsReq, StorageIdsPage};
 use crate::protocol::stat::{GroupStat, StorageStat};
 use crate::protocol::tracker::*;
@@ -161,14 +162,10 @@ impl TrackerClient {
         expect_empty("tracker", &body)
     }
 
-    /// 75: the tracker's cluster-wide settings as `key=value` lines.
-    pub async fn parameters(&self) -> ClientResult<Vec<(String, String)>> {
+    /// 75: the tracker's cluster-wide settings.
+    pub async fn parameters(&self) -> ClientResult<Parameters> {
         let body = self.call(Command::StorageParameterReq, &[]).await?;
-        let text = String::from_utf8_lossy(&body);
-        Ok(text
-            .lines()
-            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned())))
-            .collect())
+        Ok(Parameters::decode(&body))
     }
 
     /// 69, repeated until the whole table is fetched.

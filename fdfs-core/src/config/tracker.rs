@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{log_level, reserved_space, seconds, ConfigError, Ini, LogLevel, ReservedSpace};
+use crate::protocol::parameters::Parameters;
 use crate::protocol::Layout;
 
 /// `store_lookup`.
@@ -156,6 +157,11 @@ pub struct TrackerConfig {
     pub trunk_free_space_merge: bool,
     /// `delete_unused_trunk_files` (false): trunk files with no slot in use are removed.
     pub delete_unused_trunk_files: bool,
+    /// `trunk_init_check_occupying` and `trunk_init_reload_from_binlog` (false): passed on to
+    /// the storages as C's tracker passes them (a C trunk server acts on them; ours says at
+    /// startup what it does instead).
+    pub trunk_init_check_occupying: bool,
+    pub trunk_init_reload_from_binlog: bool,
     /// `trunk_compress_binlog_min_interval` (0: never): the trunk server compresses its trunk
     /// binlog when it takes the role, if this long has passed since the last time.
     pub trunk_compress_binlog_min_interval: Duration,
@@ -203,6 +209,42 @@ pub struct TrackerConfig {
 }
 
 impl TrackerConfig {
+    /// What the tracker answers 75 STORAGE_PARAMETER_REQ: C 6.16.1's keys in its order, with
+    /// `response_ip_size` the IP width of its client answers (storages size their
+    /// QUERY_FILE_INFO answers by it).
+    pub fn parameters(&self, response_ip_size: usize) -> Parameters {
+        let b = |v: bool| u8::from(v);
+        let hm = |(h, m): (u8, u8)| format!("{h:02}:{m:02}");
+        let mut p = Parameters::new();
+        p.push("use_storage_id", b(self.use_storage_id));
+        p.push("id_type_in_filename", if self.id_type_in_filename_is_id { "id" } else { "ip" });
+        p.push("trust_storage_server_id", b(self.trust_storage_server_id));
+        p.push("response_ip_addr_size", response_ip_size);
+        p.push("storage_ip_changed_auto_adjust", b(self.storage_ip_changed_auto_adjust));
+        p.push("storage_sync_file_max_delay", self.storage_sync_file_max_delay.as_secs());
+        p.push("store_path", self.store_path.wire());
+        p.push("reserved_storage_space", self.reserved_storage_space);
+        p.push("use_trunk_file", b(self.use_trunk_file));
+        p.push("slot_min_size", self.slot_min_size);
+        p.push("slot_max_size", self.slot_max_size);
+        p.push("trunk_alloc_alignment_size", self.trunk_alloc_alignment_size);
+        p.push("trunk_file_size", self.trunk_file_size);
+        p.push("trunk_create_file_advance", b(self.trunk_create_file_advance));
+        p.push("trunk_create_file_time_base", hm(self.trunk_create_file_time_base));
+        p.push("trunk_create_file_interval", self.trunk_create_file_interval.as_secs());
+        p.push("trunk_create_file_space_threshold", self.trunk_create_file_space_threshold);
+        p.push("trunk_init_check_occupying", b(self.trunk_init_check_occupying));
+        p.push("trunk_init_reload_from_binlog", b(self.trunk_init_reload_from_binlog));
+        p.push("trunk_free_space_merge", b(self.trunk_free_space_merge));
+        p.push("delete_unused_trunk_files", b(self.delete_unused_trunk_files));
+        p.push("trunk_compress_binlog_min_interval", self.trunk_compress_binlog_min_interval.as_secs());
+        p.push("trunk_compress_binlog_interval", self.trunk_compress_binlog_interval.as_secs());
+        p.push("trunk_compress_binlog_time_base", hm(self.trunk_compress_binlog_time_base));
+        p.push("trunk_binlog_max_backups", self.trunk_binlog_max_backups);
+        p.push("store_slave_file_use_link", b(self.store_slave_file_use_link));
+        p
+    }
+
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::from_ini(&Ini::load(path)?)
     }
@@ -281,6 +323,8 @@ impl TrackerConfig {
             trunk_alloc_alignment_size: k.size("trunk_alloc_alignment_size", 0)?.min(64 << 10),
             trunk_free_space_merge: k.bool("trunk_free_space_merge", false)?,
             delete_unused_trunk_files: k.bool("delete_unused_trunk_files", false)?,
+            trunk_init_check_occupying: k.bool("trunk_init_check_occupying", false)?,
+            trunk_init_reload_from_binlog: k.bool("trunk_init_reload_from_binlog", false)?,
             trunk_compress_binlog_min_interval: seconds(&k, "trunk_compress_binlog_min_interval", 0)?,
             trunk_compress_binlog_interval: seconds(&k, "trunk_compress_binlog_interval", 0)?,
             trunk_compress_binlog_time_base: k.time_of_day("trunk_compress_binlog_time_base", (3, 0))?,

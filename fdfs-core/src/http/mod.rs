@@ -294,12 +294,9 @@ fn from_tracker(config: &ModFastdfsConfig) -> Result<(u64, bool, Vec<String>), S
         crate::net::call_blocking(&config.tracker_servers, cmd, body, config.connect_timeout, config.network_timeout)
     };
     let params = call(Command::StorageParameterReq, &[]).map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&params).into_owned();
-    let get = |k: &str| {
-        text.lines().find_map(|l| l.split_once('=').filter(|(key, _)| key.trim() == k)).map(|(_, v)| v.trim())
-    };
-    let delay = get("storage_sync_file_max_delay").and_then(|v| v.parse().ok()).unwrap_or(86400);
-    let use_ids = get("use_storage_id") == Some("1");
+    let params = crate::protocol::parameters::Parameters::decode(&params);
+    let delay = params.get("storage_sync_file_max_delay").and_then(|v| v.parse().ok()).unwrap_or(86400);
+    let use_ids = params.get("use_storage_id") == Some("1");
     let mut lines: Vec<String> = Vec::new();
     if !use_ids {
         return Ok((delay, false, lines));

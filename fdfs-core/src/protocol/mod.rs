@@ -17,6 +17,7 @@ pub mod command;
 pub mod header;
 pub mod leader;
 pub mod listing;
+pub mod parameters;
 pub mod peer;
 pub mod profile;
 pub mod report;

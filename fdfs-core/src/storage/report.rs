@@ -10,6 +10,7 @@ use super::StorageServer;
 use crate::client::reporter::ReportConnection;
 use crate::client::{ClientError, ClientResult};
 use crate::config::{ReservedSpace, ServerAddr};
+use crate::protocol::parameters::Parameters;
 use crate::protocol::report::{ChangeNotify, JoinReq, JoinResp, PathUsage, SyncSource, SyncTimestamp};
 use crate::protocol::status;
 use crate::protocol::{Layout, Profile, Status};
@@ -38,12 +39,12 @@ pub async fn report_loop(srv: Arc<StorageServer>, tracker: ServerAddr, mut shutd
     }
 }
 
-fn apply_params(srv: &StorageServer, params: &[(String, String)]) {
+fn apply_params(srv: &StorageServer, params: &Parameters) {
     srv.update_params(|p| apply_params_to(p, params));
 }
 
-fn apply_params_to(p: &mut super::TrackerParams, params: &[(String, String)]) {
-    for (k, v) in params {
+fn apply_params_to(p: &mut super::TrackerParams, params: &Parameters) {
+    for (k, v) in params.pairs() {
         match k.as_str() {
             "reserved_storage_space" => {
                 if let Some(r) = ReservedSpace::parse(v) {

@@ -5,8 +5,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::BufMut;
-
 use super::{cluster_stat, select, Tracker};
 use crate::file_id::RemoteFilename;
 use crate::protocol::codec::expect_len;
@@ -832,38 +830,5 @@ fn notifications(t: &Tracker, conn: &mut Conn) -> Vec<u8> {
 
 /// 75: the cluster-wide settings storages and clients read at start.
 fn parameters(t: &Tracker) -> Vec<u8> {
-    let c = &t.config;
-    let b = |v: bool| if v { 1 } else { 0 };
-    let mut out = Vec::with_capacity(1024);
-    let mut kv = |k: &str, v: String| {
-        out.put_slice(format!("{k}={v}\n").as_bytes());
-    };
-    kv("use_storage_id", b(c.use_storage_id).to_string());
-    kv("id_type_in_filename", if c.id_type_in_filename_is_id { "id" } else { "ip" }.into());
-    kv("trust_storage_server_id", b(c.trust_storage_server_id).to_string());
-    // Storages size the IP field of their QUERY_FILE_INFO answers by it.
-    kv("response_ip_addr_size", t.profile.response_ip_size.to_string());
-    kv("storage_ip_changed_auto_adjust", b(c.storage_ip_changed_auto_adjust).to_string());
-    kv("storage_sync_file_max_delay", c.storage_sync_file_max_delay.as_secs().to_string());
-    kv("store_path", c.store_path.wire().to_string());
-    kv("reserved_storage_space", c.reserved_storage_space.to_string());
-    kv("use_trunk_file", b(c.use_trunk_file).to_string());
-    kv("slot_min_size", c.slot_min_size.to_string());
-    kv("slot_max_size", c.slot_max_size.to_string());
-    kv("trunk_alloc_alignment_size", c.trunk_alloc_alignment_size.to_string());
-    kv("trunk_file_size", c.trunk_file_size.to_string());
-    kv("trunk_free_space_merge", b(c.trunk_free_space_merge).to_string());
-    kv("delete_unused_trunk_files", b(c.delete_unused_trunk_files).to_string());
-    kv("trunk_compress_binlog_min_interval", c.trunk_compress_binlog_min_interval.as_secs().to_string());
-    kv("trunk_compress_binlog_interval", c.trunk_compress_binlog_interval.as_secs().to_string());
-    let (h, m) = c.trunk_compress_binlog_time_base;
-    kv("trunk_compress_binlog_time_base", format!("{h:02}:{m:02}"));
-    kv("trunk_binlog_max_backups", c.trunk_binlog_max_backups.to_string());
-    kv("trunk_create_file_advance", b(c.trunk_create_file_advance).to_string());
-    let (h, m) = c.trunk_create_file_time_base;
-    kv("trunk_create_file_time_base", format!("{h:02}:{m:02}"));
-    kv("trunk_create_file_interval", c.trunk_create_file_interval.as_secs().to_string());
-    kv("trunk_create_file_space_threshold", c.trunk_create_file_space_threshold.to_string());
-    kv("store_slave_file_use_link", b(c.store_slave_file_use_link).to_string());
-    out
+    t.config.parameters(t.profile.response_ip_size).encode()
 }
