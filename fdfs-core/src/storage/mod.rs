@@ -43,6 +43,24 @@ use binlog::Binlog;
 use paths::StorePaths;
 use stats::{InitFlag, Stats};
 
+/// Why a storage cannot open its state and start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("group_name is required (with storage IDs the daemon asks the tracker for it first)")]
+    NoGroupName,
+    #[error(
+        "store path {index} ({}) carries another storage's mark (data/.fastdfs_vars); if this disk is meant \
+         for this storage, remove that file (its files are then recovered from the group) or set \
+         check_store_path_mark = false",
+        root.display()
+    )]
+    ForeignStorePath { index: usize, root: std::path::PathBuf },
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Dedup(#[from] dedup::IndexError),
+}
+
 /// Cluster-wide settings the storage takes from its tracker (PARAMETER_REQ).
 #[derive(Debug, Clone, Copy)]
 pub struct TrackerParams {
@@ -191,9 +209,9 @@ pub struct StorageServer {
 }
 
 impl StorageServer {
-    pub fn open(config: StorageConfig) -> anyhow::Result<Self> {
+    pub fn open(config: StorageConfig) -> Result<Self, OpenError> {
         if config.group_name.is_empty() {
-            anyhow::bail!("group_name is required (with storage IDs the daemon asks the tracker for it first)");
+            return Err(OpenError::NoGroupName);
         }
         let data_dir = config.base_path.join("data");
         std::fs::create_dir_all(&data_dir)?;
@@ -294,19 +312,14 @@ impl StorageServer {
     fn disks_to_recover(
         config: &StorageConfig,
         data_dir: &std::path::Path,
-    ) -> anyhow::Result<std::collections::BTreeSet<usize>> {
+    ) -> Result<std::collections::BTreeSet<usize>, OpenError> {
         let init = InitFlag::load(data_dir);
         let mut todo = disk_recovery::pending(data_dir);
         for (i, root) in config.store_paths.iter().enumerate() {
             let known = init.as_ref().and_then(|f| f.other(&format!("store_path_mark{i}")).map(str::to_owned));
             if let (Some(known), Some(on_disk)) = (&known, disk_recovery::disk_mark(root)) {
                 if *known != on_disk && config.check_store_path_mark {
-                    anyhow::bail!(
-                        "store path {i} ({}) carries another storage's mark (data/.fastdfs_vars); \
-                         if this disk is meant for this storage, remove that file (its files are then recovered \
-                         from the group) or set check_store_path_mark = false",
-                        root.display()
-                    );
+                    return Err(OpenError::ForeignStorePath { index: i, root: root.clone() });
                 }
             }
             // Its directory tree gone on a storage that had joined: a replaced or wiped disk
@@ -592,7 +605,7 @@ fn open_dedup(
     data_dir: &Path,
     paths: &StorePaths,
     binlog: &Binlog,
-) -> anyhow::Result<Option<dedup::DedupIndex>> {
+) -> Result<Option<dedup::DedupIndex>, OpenError> {
     let file = data_dir.join(dedup::FILE_NAME);
     if !config.check_file_duplicate && !file.exists() {
         return Ok(None);
@@ -616,7 +629,7 @@ fn open_dedup(
 
 /// Makes the de-duplication index agree with the links in the store paths (symbolic links, and
 /// link slots in trunk files).
-fn recount_links(paths: &StorePaths, binlog: &Binlog, index: &dedup::DedupIndex) -> anyhow::Result<()> {
+fn recount_links(paths: &StorePaths, binlog: &Binlog, index: &dedup::DedupIndex) -> Result<(), OpenError> {
     let mut found = dedup::count_links(paths, |target| paths.remote_name_of(target));
     dedup::count_trunk_links(paths, binlog.dir(), binlog.position(), &mut found)?;
     let r = index.reconcile(found, |name| dedup::sign_stored(paths, index.method(), name))?;

@@ -67,8 +67,18 @@ pub struct Tracker {
     data_dir: PathBuf,
 }
 
+/// Why a tracker cannot open its state and start.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The storage ID table or a state file that cannot be read.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+}
+
 impl Tracker {
-    pub fn new(config: TrackerConfig) -> anyhow::Result<Self> {
+    pub fn new(config: TrackerConfig) -> Result<Self, OpenError> {
         let data_dir = config.base_path.join("data");
         std::fs::create_dir_all(&data_dir)?;
         crate::durable::remove_stale_temps(&data_dir);
