@@ -240,7 +240,12 @@ async fn retention_deletes_exactly_the_expired_files_on_both_members() {
     let dry = Cluster::start("", &["127.0.0.161"], &format!("{conf}retention_dry_run = true\n")).await;
     let s = dry.storages[0].addr();
     let name = upload_expiring(&dry.client(), &s).await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A pass has judged the file (and said so) before the list is looked at.
+    let log = dry.storages[0].base().join("logs/storaged.log");
+    eventually(Duration::from_secs(30), "a dry-run pass over the expired file", || async {
+        std::fs::read_to_string(&log).ok()?.contains(&format!("would delete group1/{name}")).then_some(())
+    })
+    .await;
     assert_eq!(listed(&dry.client(), &s, &all()).await, BTreeSet::from([name]), "a dry run deletes nothing");
 }
 

@@ -10,7 +10,7 @@ use fdfs_core::client::{ClientError, Content, UploadKind};
 use fdfs_core::file_id::FileId;
 use fdfs_core::protocol::storage::{file_info_flags, AppendHead, MetaOp, ModifyHead, StreamedHead, UploadHead};
 use fdfs_core::protocol::{Command, Header, Status};
-use fdfs_e2e::{Cluster, StorageProc};
+use fdfs_e2e::{eventually, Cluster, StorageProc};
 
 fn payload(n: usize, seed: u8) -> Vec<u8> {
     (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
@@ -355,8 +355,10 @@ async fn kill_9_during_a_large_upload_leaves_no_file_and_no_temp() {
     for _ in 0..50 {
         s.write_all(&chunk).unwrap();
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(files_in(&data_dir.join(".tmp")) == 1, "the upload is in progress");
+    eventually(Duration::from_secs(10), "the upload in progress in a temp file", || async {
+        (files_in(&data_dir.join(".tmp")) == 1).then_some(())
+    })
+    .await;
     cl.storages[0].restart(&tracker, true).await;
     drop(s);
     assert_eq!(files_in(&data_dir.join(".tmp")), 0, "unfinished upload removed at start");
