@@ -1275,6 +1275,28 @@ async fn push_to(srv: &Arc<StorageServer>, peer: &Brief, state: &mut PeerPush) -
         state.save(&log, true).await?;
     }
     let conn = state.conn.as_mut().expect("connected above");
+    let offset = match send_log(conn, &log, offset, Command::TrunkSyncBinlog).await? {
+        Sent::All(offset) => offset,
+        Sent::Refused(status) => return Err(format!("refused the trunk binlog: {status}")),
+    };
+    state.offset = Some(offset);
+    state.save(&log, false).await?;
+    // After the binlog: the `D` lines of retired files are there before the files go.
+    let conn = state.conn.as_mut().expect("connected above");
+    reclaim::push_removed(srv, &state.key, conn, &mut state.removed).await?;
+    Ok(offset)
+}
+
+/// How [`send_log`] ended.
+enum Sent {
+    /// The member has the log up to here (its end when sending began, or later).
+    All(u64),
+    /// The member answered a chunk with this status.
+    Refused(Status),
+}
+
+/// Sends `log` from `offset` to its end over `conn` with `cmd`, in chunks of whole lines.
+async fn send_log(conn: &mut Connection, log: &Arc<TrunkLog>, mut offset: u64, cmd: Command) -> Result<Sent, String> {
     while offset < log.len() {
         let l = log.clone();
         let chunk = tokio::task::spawn_blocking(move || l.read_from(offset, PUSH_CHUNK))
@@ -1284,15 +1306,13 @@ async fn push_to(srv: &Arc<StorageServer>, peer: &Brief, state: &mut PeerPush) -
         if chunk.is_empty() {
             break;
         }
-        conn.call(Command::TrunkSyncBinlog, &chunk).await.map_err(|e| e.to_string())?;
-        offset += chunk.len() as u64;
+        match conn.call(cmd, &chunk).await {
+            Ok(_) => offset += chunk.len() as u64,
+            Err(crate::client::ClientError::Status { status }) => return Ok(Sent::Refused(status)),
+            Err(e) => return Err(e.to_string()),
+        }
     }
-    state.offset = Some(offset);
-    state.save(&log, false).await?;
-    // After the binlog: the `D` lines of retired files are there before the files go.
-    let conn = state.conn.as_mut().expect("connected above");
-    reclaim::push_removed(srv, &state.key, conn, &mut state.removed).await?;
-    Ok(offset)
+    Ok(Sent::All(offset))
 }
 
 async fn save_mark(log: &Arc<TrunkLog>, key: &str, offset: u64) -> Result<(), String> {

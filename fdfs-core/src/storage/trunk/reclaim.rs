@@ -301,34 +301,23 @@ pub(super) async fn push_removed(
     if state.is_current(&log) {
         return Ok(());
     }
-    let mut offset = match state.offset {
+    let from = match state.offset {
         Some(o) => o,
         None => {
             let (l, k) = (log.clone(), key.to_owned());
             tokio::task::spawn_blocking(move || l.mark(&k)).await.map_err(|e| e.to_string())?
         }
     };
-    while offset < log.len() {
-        let l = log.clone();
-        let chunk = tokio::task::spawn_blocking(move || l.read_from(offset, super::PUSH_CHUNK))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
-        if chunk.is_empty() {
-            break;
+    let offset = match super::send_log(conn, &log, from, Command::TrunkRemoveFiles).await? {
+        super::Sent::All(offset) => offset,
+        // C answers an unknown command EINVAL, an older fastdfs-rs EOPNOTSUPP: either way the
+        // member is not asked again, and its trunk binlog push goes on.
+        super::Sent::Refused(status) => {
+            tracing::info!("member {key} refused retired trunk files ({status}): it keeps its copies");
+            state.refused = true;
+            return Ok(());
         }
-        match conn.call(Command::TrunkRemoveFiles, &chunk).await {
-            Ok(_) => offset += chunk.len() as u64,
-            // C answers an unknown command EINVAL, an older fastdfs-rs EOPNOTSUPP: either way
-            // the member is not asked again, and its trunk binlog push goes on.
-            Err(crate::client::ClientError::Status { status }) => {
-                tracing::info!("member {key} refused retired trunk files ({status}): it keeps its copies");
-                state.refused = true;
-                return Ok(());
-            }
-            Err(e) => return Err(e.to_string()),
-        }
-    }
+    };
     super::save_mark(&log, key, offset).await?;
     state.offset = Some(offset);
     Ok(())
