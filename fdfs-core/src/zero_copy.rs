@@ -24,9 +24,10 @@ impl ZeroCopyTarget for TcpStream {
     }
 }
 
-/// Sends `head` (an answer's header), then `len` bytes of `file` from `offset`. The head goes
-/// with `MSG_MORE`, so a small file leaves in the same packet as its header: the client wakes
-/// once, not twice.
+/// Sends `head` (an answer's header), then `len` bytes of `file` from `offset`. A small file
+/// whose pages are cached goes with its header in one `send` ([`FROM_MEMORY_MAX`]); otherwise
+/// the head goes with `MSG_MORE`, so a small file leaves in the same packet as its header (the
+/// client wakes once, not twice), and the file with sendfile.
 pub async fn send_head_and_file(
     sock: &impl ZeroCopyTarget,
     head: &[u8],
@@ -35,15 +36,29 @@ pub async fn send_head_and_file(
     len: u64,
     timeout: Duration,
 ) -> io::Result<()> {
-    use nix::sys::socket::{send, MsgFlags};
-    let flags = MsgFlags::from_bits_retain(nix::libc::MSG_MORE) | MsgFlags::MSG_NOSIGNAL;
-    let mut sent = 0;
-    while sent < head.len() {
-        sent +=
-            write_step(sock, timeout, || send(sock.as_fd().as_raw_fd(), &head[sent..], flags).map_err(io::Error::from))
-                .await?;
+    use nix::sys::socket::MsgFlags;
+    if let Some(answer) = cached_answer(head, file, offset, len) {
+        return send_all(sock, &answer, MsgFlags::MSG_NOSIGNAL, timeout).await;
     }
+    send_all(sock, head, MsgFlags::from_bits_retain(nix::libc::MSG_MORE) | MsgFlags::MSG_NOSIGNAL, timeout).await?;
     send_file(sock, file, offset, len, timeout).await
+}
+
+/// Sends all of `bytes` with `send(2)` and `flags`, each step waiting at most `timeout`.
+async fn send_all(
+    sock: &impl ZeroCopyTarget,
+    bytes: &[u8],
+    flags: nix::sys::socket::MsgFlags,
+    timeout: Duration,
+) -> io::Result<()> {
+    let mut sent = 0;
+    while sent < bytes.len() {
+        sent += write_step(sock, timeout, || {
+            nix::sys::socket::send(sock.as_fd().as_raw_fd(), &bytes[sent..], flags).map_err(io::Error::from)
+        })
+        .await?;
+    }
+    Ok(())
 }
 
 /// Sends `len` bytes of `file` from `offset`. Each step waits at most `timeout` for room on the
@@ -74,43 +89,21 @@ pub async fn send_file(
 /// Answers whose file part is at most this long are sent from memory when their bytes are in
 /// the page cache: read with `RWF_NOWAIT` (never waiting on the disk on this thread) and sent
 /// with the header in one `send`, cheaper than sendfile's splice for a few pages.
-pub const FROM_MEMORY_MAX: u64 = 64 << 10;
+const FROM_MEMORY_MAX: u64 = 64 << 10;
 
-/// Sends `head` and `len` (at most [`FROM_MEMORY_MAX`]) bytes of `file` from `offset` in one
-/// write, if those bytes are all in the page cache. `Ok(false)`: they are not (or the file is
-/// shorter now), and nothing was sent; the caller sends with [`send_head_and_file`].
-pub async fn send_head_and_cached(
-    sock: &impl ZeroCopyTarget,
-    head: &[u8],
-    file: &File,
-    offset: u64,
-    len: u64,
-    timeout: Duration,
-) -> io::Result<bool> {
-    use nix::sys::socket::{send, MsgFlags};
+/// The answer (`head`, then `len` bytes of `file` from `offset`) in one buffer, if those bytes
+/// are all in the page cache; `None` if not (or the file is shorter now, or the kernel or file
+/// system has no `RWF_NOWAIT`, or the read failed: sendfile reads it then, and reports).
+fn cached_answer(head: &[u8], file: &File, offset: u64, len: u64) -> Option<Vec<u8>> {
     use rustix::io::{preadv2, ReadWriteFlags};
     if len > FROM_MEMORY_MAX {
-        return Ok(false);
+        return None;
     }
     let mut buf = Vec::with_capacity(head.len() + len as usize);
     buf.extend_from_slice(head);
     buf.resize(head.len() + len as usize, 0);
     let read = preadv2(file, &mut [io::IoSliceMut::new(&mut buf[head.len()..])], offset, ReadWriteFlags::NOWAIT);
-    match read {
-        Ok(n) if n as u64 == len => {}
-        Ok(_) => return Ok(false),
-        // Not cached; or a kernel or file system without `RWF_NOWAIT` (or preadv2), or a read
-        // error: sendfile reads it, and reports what is wrong then.
-        Err(_) => return Ok(false),
-    }
-    let mut sent = 0;
-    while sent < buf.len() {
-        sent += write_step(sock, timeout, || {
-            send(sock.as_fd().as_raw_fd(), &buf[sent..], MsgFlags::MSG_NOSIGNAL).map_err(io::Error::from)
-        })
-        .await?;
-    }
-    Ok(true)
+    (read.ok()? as u64 == len).then_some(buf)
 }
 
 /// One non-blocking write (`write` returns how many bytes it took) once the socket has room,

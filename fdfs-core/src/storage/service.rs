@@ -448,12 +448,7 @@ async fn download(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: &Downloa
     let header = Header::response(Status::OK, n as usize).encode();
     // Once the header is out, an error can only close the connection.
     let timeout = srv.config.network_timeout;
-    let sent = match crate::zero_copy::send_head_and_cached(sock, &header, &file, base + req.offset, n, timeout).await {
-        Ok(true) => Ok(()),
-        Ok(false) => send_head_and_file(sock, &header, &file, base + req.offset, n, timeout).await,
-        Err(e) => Err(e),
-    };
-    if let Err(e) = sent {
+    if let Err(e) = send_head_and_file(sock, &header, &file, base + req.offset, n, timeout).await {
         // The file shrank or the peer left: after the header, closing is the only signal.
         tracing::warn!("download of {} cut short: {e}", req.filename);
         return Ok((Reply::Quit, n));
