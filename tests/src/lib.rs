@@ -433,6 +433,18 @@ pub struct NginxProc {
 }
 
 impl NginxProc {
+    /// nginx with the module serving group1's files from store path `store` (URLs with the
+    /// group name), on a free port of `ip`.
+    pub fn serving_store(ip: &str, store: &Path) -> Self {
+        let port = common_free_port(&[ip]);
+        Self::start(
+            ip,
+            port,
+            &format!("group_name=group1\nurl_have_group_name=true\nstore_path0={}\n", store.display()),
+            "",
+        )
+    }
+
     /// `mod_conf` is the content of mod_fastdfs.conf; the server listens on `ip:port`.
     pub fn start(ip: &str, port: u16, mod_conf: &str, extra_http: &str) -> Self {
         let (nginx, module) = nginx_paths();

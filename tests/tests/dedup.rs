@@ -156,13 +156,7 @@ async fn the_module_serves_links() {
     let c = cl.client();
     let data = content(50_000, 7);
     let names = [upload(&c, &s.addr(), &data).await, upload(&c, &s.addr(), &data).await];
-    let port = fdfs_e2e::common_free_port(&[&s.ip]);
-    let ngx = fdfs_e2e::NginxProc::start(
-        &s.ip,
-        port,
-        &format!("group_name=group1\nurl_have_group_name=true\nstore_path0={}\n", s.base().display()),
-        "",
-    );
+    let ngx = fdfs_e2e::NginxProc::serving_store(&s.ip, &s.base());
     for name in &names {
         let resp = fdfs_e2e::get(&ngx.addr, &format!("/group1/{name}"));
         assert_eq!(resp.status, 200, "{name}");
@@ -463,13 +457,7 @@ async fn in_trunk_mode_identical_uploads_are_link_slots_to_one_slot() {
     assert!(out.contains("GET FROM SERVER: false") && out.contains("file size: 3000\n"), "{out}");
 
     // The module follows a link slot to the content's slot.
-    let port = fdfs_e2e::common_free_port(&[&a.ip]);
-    let ngx = fdfs_e2e::NginxProc::start(
-        &a.ip,
-        port,
-        &format!("group_name=group1\nurl_have_group_name=true\nstore_path0={}\n", a.base().display()),
-        "",
-    );
+    let ngx = fdfs_e2e::NginxProc::serving_store(&a.ip, &a.base());
     for name in [&first, &second, &third] {
         let resp = fdfs_e2e::get(&ngx.addr, &format!("/group1/{name}"));
         assert_eq!(resp.status, 200, "{name}");

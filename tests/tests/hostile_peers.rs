@@ -468,14 +468,8 @@ async fn a_fake_slot_header_inside_an_upload_reads_nothing_past_its_slot() {
     assert_eq!(expected_header(&fake, &fake.trunk_location().unwrap(), SlotKind::File), header, "the fake header fits");
     let fake = fake.to_string();
 
-    let port = std::net::TcpListener::bind("127.0.0.71:0").unwrap().local_addr().unwrap().port();
     let store = cl.storages[0].base();
-    let ngx = fdfs_e2e::NginxProc::start(
-        "127.0.0.71",
-        port,
-        &format!("group_name=group1\nurl_have_group_name=true\nstore_path0={}\n", store.display()),
-        "",
-    );
+    let ngx = fdfs_e2e::NginxProc::serving_store("127.0.0.71", &store);
     refused_and_served(&c, &a, &ngx.addr, &fake, &theirs).await;
     // The same after a clean restart (the index kept) and after a crash (rebuilt from the binlog).
     let tracker = cl.tracker.addr();

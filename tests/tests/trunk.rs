@@ -33,14 +33,8 @@ async fn a_c_trunk_store_path_is_served_over_the_protocol_and_http() {
     }
 
     // The same files through the nginx module, from the slot at its offset.
-    let port = std::net::TcpListener::bind("127.0.0.33:0").unwrap().local_addr().unwrap().port();
     let store = fx.root.join("base_path/store");
-    let ngx = NginxProc::start(
-        "127.0.0.33",
-        port,
-        &format!("group_name=group1\nurl_have_group_name=true\nstore_path0={}\n", store.display()),
-        "",
-    );
+    let ngx = NginxProc::serving_store("127.0.0.33", &store);
     for r in rows.iter().filter(|r| r.kind == "trunk" && r.size > 0).step_by(7) {
         let path = format!("/{}", r.file_id);
         let resp = http(&ngx.addr, "GET", path.as_bytes(), &[]);

@@ -141,13 +141,7 @@ async fn a_trunk_file_emptied_by_deletes_goes_from_every_member_and_live_files_s
     all_read_back(&c, &[a, b], &live).await;
 
     // The module serves every live trunk file from a member's copy.
-    let port = std::net::TcpListener::bind((b.ip.as_str(), 0)).unwrap().local_addr().unwrap().port();
-    let ngx = fdfs_e2e::NginxProc::start(
-        &b.ip,
-        port,
-        &format!("group_name=group1\nurl_have_group_name=true\nstore_path0={}\n", b.base().display()),
-        "",
-    );
+    let ngx = fdfs_e2e::NginxProc::serving_store(&b.ip, &b.base());
     for (name, data) in live.iter().filter(|(n, _)| n.len() == 60) {
         let resp = fdfs_e2e::http(&ngx.addr, "GET", format!("/group1/{name}").as_bytes(), &[]);
         assert_eq!(resp.status, 200, "{name} through the module");

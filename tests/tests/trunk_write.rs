@@ -189,13 +189,7 @@ async fn small_uploads_to_either_member_go_into_shared_trunk_slots() {
     check_slots(&live, &ts.base(), &[ts, other]);
 
     // The module serves the slots we wrote as it serves C's (from the member's copy).
-    let port = std::net::TcpListener::bind((other.ip.as_str(), 0)).unwrap().local_addr().unwrap().port();
-    let ngx = fdfs_e2e::NginxProc::start(
-        &other.ip,
-        port,
-        &format!("group_name=group1\nurl_have_group_name=true\nstore_path0={}\n", other.base().display()),
-        "",
-    );
+    let ngx = fdfs_e2e::NginxProc::serving_store(&other.ip, &other.base());
     for (name, data) in live.iter().filter(|(n, d)| n.len() == 60 && !d.is_empty()) {
         let resp = fdfs_e2e::http(&ngx.addr, "GET", format!("/group1/{name}").as_bytes(), &[]);
         assert_eq!(resp.status, 200, "{name}");
