@@ -5,6 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 here=$(pwd)
+# CI builds once from clean: incremental state would only take disk.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 
 step() { printf '\n=== %s\n' "$*"; }
 
@@ -14,6 +16,8 @@ for c in rustfmt clippy; do
   rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c"
 done
 cargo --version
+# The linker dies with SIGBUS, not a message, when the disk fills: say how much there is.
+df -h . /tmp | sed 's/^/  /'
 
 # shellcheck source=ci/lib.sh
 source ci/lib.sh
