@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::{io, TrunkLog};
-use crate::protocol::{Command, Status};
+use crate::protocol::Status;
 use crate::server::Shutdown;
 use crate::storage::disk::Disk;
 use crate::storage::StorageServer;
@@ -273,54 +273,6 @@ pub async fn reclaim_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
             Err(e) => tracing::error!("removing retired trunk files: {e}"),
         }
     }
-}
-
-/// Where the `removed` list stands with one member, beside its trunk binlog push.
-#[derive(Debug, Default)]
-pub(super) struct RemovedPush {
-    offset: Option<u64>,
-    /// A C member answers the command EINVAL: it keeps its copies, and is not asked again.
-    refused: bool,
-}
-
-impl RemovedPush {
-    /// Nothing to send: the member has the whole list, or does not take it.
-    pub(super) fn is_current(&self, log: &TrunkLog) -> bool {
-        self.refused || self.offset == Some(log.len())
-    }
-}
-
-/// Brings `peer` up to the end of our `removed` list on `conn` (121), from its mark file.
-pub(super) async fn push_removed(
-    srv: &Arc<StorageServer>,
-    key: &str,
-    conn: &mut crate::client::Connection,
-    state: &mut RemovedPush,
-) -> Result<(), String> {
-    let log = srv.trunk.removed.log.clone();
-    if state.is_current(&log) {
-        return Ok(());
-    }
-    let from = match state.offset {
-        Some(o) => o,
-        None => {
-            let (l, k) = (log.clone(), key.to_owned());
-            tokio::task::spawn_blocking(move || l.mark(&k)).await.map_err(|e| e.to_string())?
-        }
-    };
-    let offset = match super::send_log(conn, &log, from, Command::TrunkRemoveFiles).await? {
-        super::Sent::All(offset) => offset,
-        // C answers an unknown command EINVAL, an older fastdfs-rs EOPNOTSUPP: either way the
-        // member is not asked again, and its trunk binlog push goes on.
-        super::Sent::Refused(status) => {
-            tracing::info!("member {key} refused retired trunk files ({status}): it keeps its copies");
-            state.refused = true;
-            return Ok(());
-        }
-    };
-    super::save_mark(&log, key, offset).await?;
-    state.offset = Some(offset);
-    Ok(())
 }
 
 #[cfg(test)]
