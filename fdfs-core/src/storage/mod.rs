@@ -21,6 +21,7 @@ pub mod paths;
 pub mod recover;
 pub mod replica;
 pub mod report;
+mod request;
 pub mod retention;
 pub mod service;
 pub mod stats;

@@ -1,7 +1,8 @@
-//! One connection to the storage: the only place requests are read off its socket. Small
-//! requests are read whole (bounded by `buff_size`); uploads, appends, modifies and replicated
-//! files are read as a head, and their content through a [`Content`]. After an
-//! EINVAL answer the connection closes, as FastDFS's storage does.
+//! One connection to the storage: the only place requests are read off its socket. Each request
+//! is decoded once into a [`Request`] (small ones read whole, bounded by `buff_size`; uploads,
+//! appends, modifies and replicated files as a head, their content left on the socket), then
+//! [`dispatch`] runs its command's function, with the counters and the access log around the
+//! call. After an EINVAL answer the connection closes, as FastDFS's storage does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,64 +10,75 @@ use std::sync::Arc;
 use super::content::Content;
 use super::disk::Disk;
 use super::ops::{self, OpError, OpResult};
+use super::request::{Request, Role};
 use super::StorageServer;
 use super::{replica, trunk};
-use crate::protocol::codec::expect_len;
-use crate::protocol::peer::{
-    FetchPathBinlogReq, ReportServerId, SyncDeleteReq, SyncFileHead, SyncLinkReq, SyncRangeHead, SyncTruncateReq,
-    TrunkAllocReq, TrunkSlotReq,
-};
+use crate::protocol::peer::{FetchPathBinlogReq, SyncFileHead, SyncRangeHead};
 use crate::protocol::storage::*;
 use crate::protocol::tracker::FileReq;
-use crate::protocol::{Command, Header, Profile, Status};
-use crate::server::frame::{next_header, read_body, write_answer, Waits};
+use crate::protocol::{Command, Header, Status};
+use crate::server::frame::{next_header, write_answer, Waits};
 use crate::server::{PeerStream, Shutdown};
 use crate::zero_copy::send_head_and_file;
 
+/// What a command's function answers.
 enum Reply {
     Body(Vec<u8>),
-    /// Already written (downloads).
-    Sent,
-    Quit,
+    /// A file ID of this storage's group (the access log names it).
+    FileId(String),
+    /// Written already: `n` bytes of content (downloads, listings).
+    Sent(u64),
+    /// The connection ends here: QUIT, an answer that ends with the connection (26), or a
+    /// download cut short after its header.
+    Close,
+}
+
+/// A connection's state: what every command's function takes.
+struct Conn<'a> {
+    srv: &'a Arc<StorageServer>,
+    sock: &'a mut PeerStream,
+    peer: SocketAddr,
+    /// The sync source that said who it is (9 REPORT_SERVER_ID) on this connection.
+    source: Option<String>,
 }
 
 pub(super) async fn handle(srv: Arc<StorageServer>, mut sock: PeerStream, peer: SocketAddr, mut shutdown: Shutdown) {
-    // The sync source that said who it is (9 REPORT_SERVER_ID) on this connection.
-    let mut source: Option<String> = None;
     let waits = Waits::from_network_timeout(srv.config.network_timeout);
+    let mut cx = Conn { srv: &srv, sock: &mut sock, peer, source: None };
     let mut served = 0u64;
     loop {
-        let Some(header) = next_header(&mut sock, peer, &mut shutdown, waits, served, i64::MAX as u64).await else {
+        let Some(header) = next_header(cx.sock, peer, &mut shutdown, waits, served, i64::MAX as u64).await else {
             break;
         };
         served += 1;
         let result = match Command::try_from(header.cmd) {
-            Ok(cmd) => dispatch(&srv, &mut sock, cmd, header, &mut source, peer).await,
+            Ok(cmd) => dispatch(&mut cx, cmd, header).await,
             Err(code) => {
                 tracing::warn!("{peer}: unknown command {code}");
                 Err(Status::EINVAL.into())
             }
         };
-        match result {
-            Ok(Reply::Body(body)) => {
-                if write_answer(&mut sock, Status::OK, &body).await.is_err() {
-                    break;
-                }
-            }
-            Ok(Reply::Sent) => {}
-            Ok(Reply::Quit) => break,
+        let written = match result {
+            Ok(Reply::Body(body)) => write_answer(cx.sock, Status::OK, &body).await,
+            Ok(Reply::FileId(name)) => write_answer(cx.sock, Status::OK, &file_id(&srv, name)).await,
+            Ok(Reply::Sent(_)) => Ok(()),
+            Ok(Reply::Close) => break,
             Err(e) => {
                 if e.status != Status::ENOENT {
                     tracing::debug!("{peer}: command {} failed: {}", header.cmd, e.status);
                 }
-                if write_answer(&mut sock, e.status, &[]).await.is_err() {
-                    break;
-                }
+                let written = write_answer(cx.sock, e.status, &[]).await;
                 if e.close {
-                    linger_close(&mut sock).await;
+                    if written.is_ok() {
+                        linger_close(cx.sock).await;
+                    }
                     break;
                 }
+                written
             }
+        };
+        if written.is_err() {
+            break;
         }
     }
 }
@@ -89,275 +101,43 @@ async fn linger_close(sock: &mut PeerStream) {
     }
 }
 
-/// Reads a streamed request's head (fixed part, then the filenames it announces).
-async fn read_head<T: StreamedHead>(sock: &mut PeerStream, h: Header, srv: &StorageServer) -> OpResult<T> {
-    read_head_with(sock, h, srv, T::decode_head).await
+fn file_id(srv: &StorageServer, filename: String) -> Vec<u8> {
+    FileIdResp { group: srv.group.clone(), filename }.encode().to_vec()
 }
 
-/// As [`read_head`], decoded by `decode` (the head and the request's length).
-async fn read_head_with<T: StreamedHead, E>(
-    sock: &mut PeerStream,
-    h: Header,
-    srv: &StorageServer,
-    decode: impl FnOnce(&[u8], u64) -> Result<T, E>,
-) -> OpResult<T> {
-    let inval = OpError { status: Status::EINVAL, close: true };
-    if h.pkg_len < T::FIXED_LEN as u64 {
-        return Err(inval);
-    }
-    let timeout = srv.config.network_timeout;
-    let mut head = read_body(sock, T::FIXED_LEN as u64, timeout).await.map_err(|_| inval)?;
-    let len = T::head_len(&head).map_err(|_| inval)?;
-    if len as u64 > h.pkg_len {
-        return Err(inval);
-    }
-    let rest = read_body(sock, (len - T::FIXED_LEN) as u64, timeout).await.map_err(|_| inval)?;
-    head.extend_from_slice(&rest);
-    decode(&head, h.pkg_len).map_err(|_| inval)
-}
-
-async fn small_body(sock: &mut PeerStream, h: Header, srv: &StorageServer) -> OpResult<Vec<u8>> {
-    if h.pkg_len > srv.config.buff_size {
-        return Err(Status::EINVAL.into());
-    }
-    read_body(sock, h.pkg_len, srv.config.network_timeout)
-        .await
-        .map_err(|_| OpError { status: Status::EIO, close: true })
-}
-
-/// A small request decoded, or EINVAL.
-async fn decoded<T>(
-    sock: &mut PeerStream,
-    h: Header,
-    srv: &StorageServer,
-    decode: impl FnOnce(&[u8]) -> Result<T, crate::protocol::DecodeError>,
-) -> OpResult<T> {
-    decode(&small_body(sock, h, srv).await?).map_err(|e| {
-        // A refusal says why, once: what a peer or client sent that does not parse.
-        let peer = sock.peer_addr().map_or_else(|_| "?".to_owned(), |a| a.to_string());
-        tracing::warn!("{peer}: command {} refused: {e}", h.cmd);
-        Status::EINVAL.into()
-    })
-}
-
-fn file_id_body(srv: &StorageServer, filename: String) -> Reply {
-    Reply::Body(FileIdResp { group: srv.group.clone(), filename }.encode().to_vec())
-}
-
-fn done(r: Result<(), impl Into<OpError>>) -> OpResult<Reply> {
-    r.map(|()| Reply::Body(Vec::new())).map_err(Into::into)
-}
-
-/// Decodes one request, runs its command's function and counts it: the content a streamed
-/// command carries is read only through [`Content`].
-async fn dispatch(
-    srv: &Arc<StorageServer>,
-    sock: &mut PeerStream,
-    cmd: Command,
-    h: Header,
-    source: &mut Option<String>,
-    peer: SocketAddr,
-) -> OpResult<Reply> {
-    use Command as C;
+/// Decodes one request, checks who sent it when that matters, runs its command's function
+/// and counts it; the access log gets a line for a client command.
+async fn dispatch(cx: &mut Conn<'_>, cmd: Command, h: Header) -> OpResult<Reply> {
     let started = std::time::Instant::now();
+    let req = Request::read(cx.sock, cmd, h, cx.srv).await?;
+    if let Some(role) = req.role() {
+        from_role(cx.srv, cmd, cx.peer, role)?;
+    }
     // The file a client command names, for the access log.
-    let mut logged = String::new();
-    let (result, bytes) = match cmd {
-        C::UploadFile | C::UploadAppenderFile => {
-            let head: UploadHead = read_head(sock, h, srv).await?;
-            let mut content = Content::new(sock, head.file_size, srv.body_timer());
-            let r = ops::upload(srv, &head, &mut content, cmd == C::UploadAppenderFile).await;
-            logged = r.clone().unwrap_or_default();
-            (r.map(|name| file_id_body(srv, name)), head.file_size)
-        }
-        C::UploadSlaveFile => {
-            let head: SlaveUploadHead = read_head(sock, h, srv).await?;
-            let mut content = Content::new(sock, head.file_size, srv.body_timer());
-            let r = ops::upload_slave(srv, &head, &mut content).await;
-            logged = r.clone().unwrap_or_default();
-            (r.map(|name| file_id_body(srv, name)), head.file_size)
-        }
-        C::AppendFile => {
-            let head: AppendHead = read_head(sock, h, srv).await?;
-            logged.clone_from(&head.filename);
-            let mut content = Content::new(sock, head.size, srv.body_timer());
-            (done(ops::append(srv, &head, &mut content).await), head.size)
-        }
-        C::ModifyFile => {
-            let head: ModifyHead = read_head(sock, h, srv).await?;
-            logged.clone_from(&head.filename);
-            let mut content = Content::new(sock, head.size, srv.body_timer());
-            (done(ops::modify(srv, &head, &mut content).await), head.size)
-        }
-        C::DownloadFile => {
-            let req = decoded(sock, h, srv, DownloadReq::decode).await?;
-            logged.clone_from(&req.filename);
-            match download(srv, sock, &req).await {
-                Ok((reply, n)) => (Ok(reply), n),
-                Err(e) => (Err(e), 0),
-            }
-        }
-        C::DeleteFile => {
-            let req = decoded(sock, h, srv, FileReq::decode).await?;
-            logged.clone_from(&req.filename);
-            let r = match srv.check_group(&req.group) {
-                Ok(()) => ops::delete(srv, req.filename).await,
-                Err(e) => Err(e),
-            };
-            (done(r), 0)
-        }
-        C::SetMetadata => {
-            let req = decoded(sock, h, srv, SetMetadataReq::decode).await?;
-            logged.clone_from(&req.filename);
-            (done(ops::set_metadata(srv, req).await), 0)
-        }
-        C::GetMetadata => {
-            let req = decoded(sock, h, srv, FileReq::decode).await?;
-            logged.clone_from(&req.filename);
-            (ops::get_metadata(srv, &req.group, &req.filename).await.map(Reply::Body).map_err(Into::into), 0)
-        }
-        C::QueryFileInfo => {
-            let req = decoded(sock, h, srv, FileReq::decode).await?;
-            logged.clone_from(&req.filename);
-            let r = ops::file_info(srv, &req.group, &req.filename, h.status).await;
-            (r.map(|info| Reply::Body(info.encode(srv.answer_profile()).to_vec())).map_err(Into::into), 0)
-        }
-        C::TruncateFile => {
-            let req = decoded(sock, h, srv, TruncateReq::decode).await?;
-            logged.clone_from(&req.filename);
-            (done(ops::truncate(srv, req).await), 0)
-        }
-        C::RegenerateAppenderFilename => {
-            let name = decoded(sock, h, srv, decode_bare_filename).await?;
-            logged.clone_from(&name);
-            (ops::regenerate(srv, name).await.map(|n| file_id_body(srv, n)).map_err(Into::into), 0)
-        }
-        C::ActiveTest => {
-            decoded(sock, h, srv, |b| expect_len(b, 0)).await?;
-            (Ok(Reply::Body(Vec::new())), 0)
-        }
-        C::Quit => (Ok(Reply::Quit), 0),
-        C::ReportServerId => {
-            let r = decoded(sock, h, srv, |b| ReportServerId::decode(b, Profile::CLASSIC)).await?;
-            if r.id.is_empty() || !crate::protocol::is_safe_token(&r.id) {
-                return Err(Status::EINVAL.into());
-            }
-            *source = Some(r.id);
-            (Ok(Reply::Body(Vec::new())), 0)
-        }
-        C::SyncCreateFile | C::SyncUpdateFile => {
-            let inval = OpError { status: Status::EINVAL, close: true };
-            // The header's status byte says whether the content follows (C's sync of a file
-            // already there), so the head is decoded with it.
-            let v =
-                read_head_with(sock, h, srv, |head, len| SyncFileHead::decode_with_status(head, len, h.status)).await?;
-            srv.check_group(&v.group).map_err(|_| inval)?;
-            let size = if v.content_omitted { 0 } else { v.file_size };
-            let mut content = Content::new(sock, size, srv.body_timer());
-            let r = replica::sync_file(srv, source.as_deref(), &v, &mut content, cmd == C::SyncUpdateFile).await;
-            (done(r), size)
-        }
-        C::SyncDeleteFile => {
-            let req = decoded(sock, h, srv, SyncDeleteReq::decode).await?;
-            (done(replica::sync_delete(srv, source.as_deref(), req).await), 0)
-        }
-        C::SyncAppendFile | C::SyncModifyFile => {
-            let head: SyncRangeHead = read_head(sock, h, srv).await?;
-            srv.check_group(&head.group).map_err(|s| OpError { status: s, close: true })?;
-            let mut content = Content::new(sock, head.size, srv.body_timer());
-            let r = replica::sync_range(srv, source.as_deref(), &head, &mut content, cmd == C::SyncAppendFile).await;
-            (done(r), head.size)
-        }
-        C::SyncTruncateFile => {
-            let req = decoded(sock, h, srv, SyncTruncateReq::decode).await?;
-            (done(replica::sync_truncate(srv, source.as_deref(), req).await), 0)
-        }
-        C::SyncRenameFile | C::SyncCreateLink => {
-            let req = decoded(sock, h, srv, SyncLinkReq::decode).await?;
-            let rename = cmd == C::SyncRenameFile;
-            (done(replica::sync_rename_or_link(srv, source.as_deref(), req, rename).await), 0)
-        }
-        C::CreateLink => {
-            let req = decoded(sock, h, srv, CreateLinkReq::decode).await?;
-            (ops::create_link(srv, req).await.map(|n| file_id_body(srv, n)).map_err(Into::into), 0)
-        }
-        C::FetchOnePathBinlog => {
-            let req = decoded(sock, h, srv, |b| FetchPathBinlogReq::decode(b, Profile::CLASSIC)).await?;
-            srv.check_group(&req.group)?;
-            if req.store_path_index as usize >= srv.paths.paths.len() {
-                return Err(Status::EINVAL.into());
-            }
-            // The answer's length is not known up front: it ends with the connection.
-            if let Err(e) = super::disk_recovery::send_path_file_list(srv, sock, req.store_path_index).await {
-                tracing::warn!("sending store path {}'s file list: {e}", req.store_path_index);
-            }
-            (Ok(Reply::Quit), 0)
-        }
-        C::ListFiles => {
-            let req = decoded(sock, h, srv, crate::protocol::listing::ListFilesReq::decode).await?;
-            srv.check_group(&req.group)?;
-            if let Err(e) = super::listing::send(srv, sock, req).await {
-                tracing::debug!("{peer}: listing files: {e}");
-                return Ok(Reply::Quit);
-            }
-            (Ok(Reply::Sent), 0)
-        }
-        C::TrunkAllocSpace => {
-            let req = decoded(sock, h, srv, |b| TrunkAllocReq::decode(b, Profile::CLASSIC)).await?;
-            from_role(srv, cmd, peer, Role::Member)?;
-            (trunk::alloc_space(srv, req).await.map(Reply::Body).map_err(Into::into), 0)
-        }
-        C::TrunkAllocConfirm | C::TrunkFreeSpace => {
-            let req = decoded(sock, h, srv, |b| TrunkSlotReq::decode(b, Profile::CLASSIC)).await?;
-            from_role(srv, cmd, peer, Role::Member)?;
-            (done(trunk::slot_done(srv, req, cmd == C::TrunkAllocConfirm, h.status).await), 0)
-        }
-        C::TrunkSyncBinlog => {
-            let body = small_body(sock, h, srv).await?;
-            from_role(srv, cmd, peer, Role::TrunkServer)?;
-            (done(trunk::receive_binlog(srv, body).await), 0)
-        }
-        C::TrunkRemoveFiles => {
-            let body = small_body(sock, h, srv).await?;
-            from_role(srv, cmd, peer, Role::TrunkServer)?;
-            (done(trunk::receive_removed(srv, body).await), 0)
-        }
-        C::TrunkGetBinlogSize => {
-            decoded(sock, h, srv, |b| expect_len(b, 0)).await?;
-            (Ok(Reply::Body(trunk::binlog_size(srv))), 0)
-        }
-        C::TrunkDeleteBinlogMarks => {
-            decoded(sock, h, srv, |b| expect_len(b, 0)).await?;
-            from_role(srv, cmd, peer, Role::Tracker)?;
-            (done(trunk::delete_marks(srv).await), 0)
-        }
-        C::TrunkTruncateBinlogFile => {
-            decoded(sock, h, srv, |b| expect_len(b, 0)).await?;
-            from_role(srv, cmd, peer, Role::TrunkServer)?;
-            (done(trunk::restart_binlog(srv).await), 0)
-        }
-        _ => {
-            let _ = small_body(sock, h, srv).await?;
-            tracing::debug!("command {cmd:?} not supported");
-            (Err(OpError { status: Status::EOPNOTSUPP, close: false }), 0)
-        }
+    let mut logged = req.file_name().to_owned();
+    let content_len = req.content_len();
+    let result = apply(cx, req).await;
+    let (ok, bytes) = match &result {
+        Ok(Reply::Close) => (cmd == Command::Quit, 0),
+        Ok(Reply::Sent(n)) => (true, *n),
+        Ok(_) => (true, content_len),
+        Err(_) => (false, content_len),
     };
-    let ok = match &result {
-        Ok(Reply::Quit) => cmd == C::Quit,
-        Ok(_) => true,
-        Err(_) => false,
-    };
-    srv.count_request(cmd, ok, bytes, started.elapsed());
+    cx.srv.count_request(cmd, ok, bytes, started.elapsed());
     if let Some(action) = access_action(cmd).filter(|_| crate::logging::access_enabled()) {
+        if let (true, Ok(Reply::FileId(name))) = (logged.is_empty(), &result) {
+            logged.clone_from(name);
+        }
         let status = result.as_ref().err().map_or(0, |e| e.status.0);
         // As C: request and response lengths with their 10-byte headers.
         let answered = match &result {
             Ok(Reply::Body(b)) => b.len() as u64,
-            Ok(Reply::Sent) => bytes,
+            Ok(Reply::FileId(name)) => (crate::protocol::GROUP_LEN + name.len()) as u64,
+            Ok(Reply::Sent(n)) => *n,
             _ => 0,
         } + 10;
         let used = crate::logging::access_time_used(started.elapsed());
-        let ip = peer.ip();
+        let ip = cx.peer.ip();
         // The name is the client's: one line per request whatever it sent.
         let logged: String = logged.chars().map(|c| if c.is_control() || c == ' ' { '?' } else { c }).collect();
         crate::logging::access(&format!("{ip} {action} {logged} {status} {used} {} {answered}", h.pkg_len + 10));
@@ -365,15 +145,121 @@ async fn dispatch(
     result
 }
 
-/// Who may send a peer command.
-#[derive(Clone, Copy)]
-enum Role {
-    /// A member of our group (27, 28, 29 to the trunk server).
-    Member,
-    /// The group's trunk server (30, 33).
-    TrunkServer,
-    /// One of our trackers (32).
-    Tracker,
+/// Runs a request's command: one function per command, here or in the room that owns it.
+async fn apply(cx: &mut Conn<'_>, req: Request) -> OpResult<Reply> {
+    let srv = cx.srv;
+    let source = cx.source.as_deref();
+    match req {
+        Request::Upload { head, appender } => {
+            let mut content = Content::new(cx.sock, head.file_size, srv.body_timer());
+            ops::upload(srv, &head, &mut content, appender).await.map(Reply::FileId)
+        }
+        Request::UploadSlave(head) => {
+            let mut content = Content::new(cx.sock, head.file_size, srv.body_timer());
+            ops::upload_slave(srv, &head, &mut content).await.map(Reply::FileId)
+        }
+        Request::Append(head) => {
+            let mut content = Content::new(cx.sock, head.size, srv.body_timer());
+            done(ops::append(srv, &head, &mut content).await)
+        }
+        Request::Modify(head) => {
+            let mut content = Content::new(cx.sock, head.size, srv.body_timer());
+            done(ops::modify(srv, &head, &mut content).await)
+        }
+        Request::Download(req) => download(srv, cx.sock, &req).await,
+        Request::Delete(req) => done(delete(srv, req).await),
+        Request::SetMetadata(req) => done(ops::set_metadata(srv, req).await),
+        Request::GetMetadata(req) => body(ops::get_metadata(srv, &req.group, &req.filename).await),
+        Request::QueryFileInfo { req, flags } => {
+            let info = ops::file_info(srv, &req.group, &req.filename, flags).await?;
+            Ok(Reply::Body(info.encode(srv.answer_profile()).to_vec()))
+        }
+        Request::Truncate(req) => done(ops::truncate(srv, req).await),
+        Request::Regenerate(name) => Ok(Reply::FileId(ops::regenerate(srv, name).await?)),
+        Request::ActiveTest => Ok(Reply::Body(Vec::new())),
+        Request::Quit => Ok(Reply::Close),
+        Request::ReportServerId(id) => {
+            cx.source = Some(id);
+            Ok(Reply::Body(Vec::new()))
+        }
+        Request::SyncFile { head, update } => sync_file(cx, head, update).await,
+        Request::SyncDelete(req) => done(replica::sync_delete(srv, source, req).await),
+        Request::SyncRange { head, append } => sync_range(cx, head, append).await,
+        Request::SyncTruncate(req) => done(replica::sync_truncate(srv, source, req).await),
+        Request::SyncLink { req, rename } => done(replica::sync_rename_or_link(srv, source, req, rename).await),
+        Request::CreateLink(req) => Ok(Reply::FileId(ops::create_link(srv, req).await?)),
+        Request::FetchPathBinlog(req) => fetch_path_binlog(srv, cx.sock, req).await,
+        Request::ListFiles(req) => {
+            srv.check_group(&req.group)?;
+            if let Err(e) = super::listing::send(srv, cx.sock, req).await {
+                tracing::debug!("{}: listing files: {e}", cx.peer);
+                return Ok(Reply::Close);
+            }
+            Ok(Reply::Sent(0))
+        }
+        Request::TrunkAlloc(req) => body(trunk::alloc_space(srv, req).await),
+        Request::TrunkSlotDone { req, confirm, write_status } => {
+            done(trunk::slot_done(srv, req, confirm, write_status).await)
+        }
+        Request::TrunkSyncBinlog(lines) => done(trunk::receive_binlog(srv, lines).await),
+        Request::TrunkRemoveFiles(lines) => done(trunk::receive_removed(srv, lines).await),
+        Request::TrunkGetBinlogSize => Ok(Reply::Body(trunk::binlog_size(srv))),
+        Request::TrunkDeleteBinlogMarks => done(trunk::delete_marks(srv).await),
+        Request::TrunkTruncateBinlogFile => done(trunk::restart_binlog(srv).await),
+        Request::Unsupported(cmd) => {
+            tracing::debug!("command {cmd:?} not supported");
+            Err(OpError { status: Status::EOPNOTSUPP, close: false })
+        }
+    }
+}
+
+fn done(r: Result<(), impl Into<OpError>>) -> OpResult<Reply> {
+    r.map(|()| Reply::Body(Vec::new())).map_err(Into::into)
+}
+
+fn body(r: Result<Vec<u8>, impl Into<OpError>>) -> OpResult<Reply> {
+    r.map(Reply::Body).map_err(Into::into)
+}
+
+/// 12 DELETE_FILE, of a file of this storage's group.
+async fn delete(srv: &Arc<StorageServer>, req: FileReq) -> Result<(), Status> {
+    srv.check_group(&req.group)?;
+    ops::delete(srv, req.filename).await
+}
+
+/// 16/18: a member's new or changed file; its content follows unless the head says it is
+/// omitted. A wrong group closes the connection (the content is still on the socket).
+async fn sync_file(cx: &mut Conn<'_>, head: SyncFileHead, update: bool) -> OpResult<Reply> {
+    let srv = cx.srv;
+    srv.check_group(&head.group).map_err(|_| OpError { status: Status::EINVAL, close: true })?;
+    let size = if head.content_omitted { 0 } else { head.file_size };
+    let mut content = Content::new(cx.sock, size, srv.body_timer());
+    done(replica::sync_file(srv, cx.source.as_deref(), &head, &mut content, update).await)
+}
+
+/// 25/35: a range of a member's appender file, its content following.
+async fn sync_range(cx: &mut Conn<'_>, head: SyncRangeHead, append: bool) -> OpResult<Reply> {
+    let srv = cx.srv;
+    srv.check_group(&head.group).map_err(|s| OpError { status: s, close: true })?;
+    let mut content = Content::new(cx.sock, head.size, srv.body_timer());
+    done(replica::sync_range(srv, cx.source.as_deref(), &head, &mut content, append).await)
+}
+
+/// 26 FETCH_ONE_PATH_BINLOG: a store path's file list for a member recovering that disk. The
+/// answer's length is not known up front: it ends with the connection.
+async fn fetch_path_binlog(
+    srv: &Arc<StorageServer>,
+    sock: &mut PeerStream,
+    req: FetchPathBinlogReq,
+) -> OpResult<Reply> {
+    srv.check_group(&req.group)?;
+    if req.store_path_index as usize >= srv.paths.paths.len() {
+        return Err(Status::EINVAL.into());
+    }
+    if let Err(e) = super::disk_recovery::send_path_file_list(srv, sock, req.store_path_index).await {
+        tracing::warn!("sending store path {}'s file list: {e}", req.store_path_index);
+    }
+    Ok(Reply::Close)
 }
 
 /// Refuses (EACCES, one log line) a peer command from an address that does not have `role`:
@@ -416,9 +302,8 @@ fn access_action(cmd: Command) -> Option<&'static str> {
     })
 }
 
-/// 14: answer header, then the bytes straight from the page cache with sendfile(2). Returns
-/// how the request ended and the bytes it was to send.
-async fn download(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: &DownloadReq) -> OpResult<(Reply, u64)> {
+/// 14: answer header, then the bytes straight from the page cache with sendfile(2).
+async fn download(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: &DownloadReq) -> OpResult<Reply> {
     srv.check_group(&req.group)?;
     let (name, path) = srv.resolve(&req.filename)?;
     let s = srv.clone();
@@ -451,7 +336,7 @@ async fn download(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: &Downloa
     if let Err(e) = send_head_and_file(sock, &header, &file, base + req.offset, n, timeout).await {
         // The file shrank or the peer left: after the header, closing is the only signal.
         tracing::warn!("download of {} cut short: {e}", req.filename);
-        return Ok((Reply::Quit, n));
+        return Ok(Reply::Close);
     }
-    Ok((Reply::Sent, n))
+    Ok(Reply::Sent(n))
 }
