@@ -200,13 +200,16 @@ impl StorageServer {
             space.free_bytes() >> 20,
             space.current_trunk_id()
         );
-        *self.trunk.space() = Some(space);
-        self.trunk.news.notify_waiters();
+        // Compressed before the space is published: no slot can be handed out (and no line
+        // appended) between the replay and the compression, so the backup is the binlog as it
+        // was taken over.
         let c = self.params().trunk_compress;
         let last: i64 = self.init_flag().other("trunk_last_compress_time").and_then(|v| v.parse().ok()).unwrap_or(0);
         if c.min_interval > 0 && now_unix() - last >= c.min_interval {
-            self.compress_trunk_binlog()?;
+            self.compress_with(&space)?;
         }
+        *self.trunk.space() = Some(space);
+        self.trunk.news.notify_waiters();
         Ok(())
     }
 
@@ -215,16 +218,23 @@ impl StorageServer {
     pub fn compress_trunk_binlog(&self) -> std::io::Result<bool> {
         let guard = self.trunk.space();
         let Some(space) = guard.as_ref() else { return Ok(false) };
+        // Under the free-space lock: no line is appended while the binlog is replaced.
+        self.compress_with(space)?;
+        Ok(true)
+    }
+
+    /// Replaces the trunk binlog by `space` in as few lines as it takes (the old one kept as a
+    /// backup), then has every member sent the new one whole.
+    fn compress_with(&self, space: &FreeSpace) -> std::io::Result<()> {
         let now = now_unix();
         let before = self.trunk.log.len();
         self.trunk.log.replace(&space.compacted(now), self.params().trunk_compress.max_backups)?;
-        drop(guard);
         self.trunk.log.delete_marks()?;
         self.trunk.marks_epoch.fetch_add(1, Ordering::AcqRel);
         self.update_init_flag(|f| f.set_other("trunk_last_compress_time", now.to_string()))?;
         tracing::info!("trunk binlog compressed: {before} -> {} bytes", self.trunk.log.len());
         self.trunk.news.notify_waiters();
-        Ok(true)
+        Ok(())
     }
 
     /// The trunk ids and free megabytes to report (73/74), when this storage is the trunk server.
