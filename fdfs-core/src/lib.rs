@@ -12,6 +12,7 @@ pub mod file_id;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod http;
+pub mod locked;
 pub mod net;
 pub mod protocol;
 pub mod timefmt;

@@ -11,6 +11,7 @@
 //! storage's access log (`use_access_log`) is a second file with the same handling, stamped
 //! to the millisecond or microsecond and headed by C's column names.
 
+use crate::locked::MutexExt;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -94,7 +95,7 @@ pub fn local_datetime() -> String {
 impl LogFile {
     fn new(path: PathBuf, rotation: LogRotation, stamp: Stamp, header: Option<&'static str>) -> std::io::Result<Self> {
         let log = LogFile { current: Mutex::new(Current::open(&path)?), path, rotation, stamp, header };
-        log.head(&mut log.current.lock().unwrap_or_else(|e| e.into_inner()));
+        log.head(&mut log.current.locked());
         Ok(log)
     }
 
@@ -110,7 +111,7 @@ impl LogFile {
 
     /// Appends whole lines; rotates once the file reaches the rotation size.
     fn write_lines(&self, lines: &[u8]) {
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        let mut cur = self.current.locked();
         if cur.file.write_all(lines).is_ok() {
             cur.len += lines.len() as u64;
         }
@@ -123,7 +124,7 @@ impl LogFile {
     fn reopen(&self) -> std::io::Result<()> {
         let mut fresh = Current::open(&self.path)?;
         self.head(&mut fresh);
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = fresh;
+        *self.current.locked() = fresh;
         Ok(())
     }
 
@@ -241,7 +242,7 @@ fn rotation_thread(log: &'static LogFile) {
             // Whatever was due by now (both may fall at one time).
             let due = |d: Option<Duration>| d.is_some_and(|d| d <= wait + Duration::from_secs(1));
             if due(rotate_in) {
-                let mut cur = log.current.lock().unwrap_or_else(|e| e.into_inner());
+                let mut cur = log.current.locked();
                 if let Err(e) = log.rotate(&mut cur) {
                     drop(cur);
                     tracing::error!("rotating {}: {e}", log.path.display());

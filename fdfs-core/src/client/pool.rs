@@ -3,6 +3,7 @@
 //! `max_idle` is dropped instead of tested, as the C client's pool does, and so is one the
 //! server has closed meanwhile (a peek, no round trip).
 
+use crate::locked::MutexExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -38,7 +39,7 @@ impl Pool {
     pub async fn get(&self, addr: &str) -> ClientResult<Connection> {
         if self.enabled {
             let reused = {
-                let mut idle = self.idle.lock().expect("pool lock");
+                let mut idle = self.idle.locked();
                 let list = idle.entry(addr.to_owned()).or_default();
                 let now = Instant::now();
                 list.retain(|c| now.duration_since(c.last_used) < self.max_idle && !c.is_stale());
@@ -56,7 +57,7 @@ impl Pool {
         if !self.enabled || !conn.is_reusable() {
             return;
         }
-        let mut idle = self.idle.lock().expect("pool lock");
+        let mut idle = self.idle.locked();
         let list = idle.entry(conn.addr().to_owned()).or_default();
         if list.len() < MAX_IDLE_PER_ADDR {
             list.push(conn);

@@ -2,6 +2,7 @@
 //! dropped without an answer, as FastDFS does), at most `max_connections` at once, and a
 //! shutdown signal that stops accepting and lets running connections see it.
 
+use crate::locked::MutexExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -84,7 +85,7 @@ struct PerAddress {
 impl PerAddress {
     /// Counts one more from `ip` unless it already has `max`.
     fn try_open(self: &Arc<Self>, ip: std::net::IpAddr, max: usize) -> Option<AddressSlot> {
-        let mut m = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.open.locked();
         let n = m.entry(ip).or_default();
         if *n >= max {
             return None;
@@ -103,7 +104,7 @@ struct AddressSlot {
 
 impl Drop for AddressSlot {
     fn drop(&mut self) {
-        let mut m = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.owner.open.locked();
         if let Some(n) = m.get_mut(&self.ip) {
             *n -= 1;
             if *n == 0 {

@@ -2,6 +2,7 @@
 //! in `<base_path>/data/sync/binlog.NNN`, rotated at 1 GiB, with `binlog_index.dat` naming the
 //! file being written. Uppercase ops originate here; lowercase ones were replicated to us.
 
+use crate::locked::MutexExt;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -190,7 +191,7 @@ impl Binlog {
             }
             text.push_str(&line);
         }
-        let mut c = self.cur.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = self.cur.locked();
         if c.size + text.len() as u64 > ROTATE_SIZE && c.size > 0 {
             self.rotate(&mut c)?;
         }
@@ -203,7 +204,7 @@ impl Binlog {
         if let Some(live) = self.live.get() {
             live.apply(records);
         }
-        *self.published.lock().unwrap_or_else(|e| e.into_inner()) = (c.index, c.size);
+        *self.published.locked() = (c.index, c.size);
         Ok(())
     }
 
@@ -221,17 +222,17 @@ impl Binlog {
 
     /// Makes everything written durable (periodically in `process_crash` mode, at shutdown).
     pub fn sync(&self) -> std::io::Result<()> {
-        self.cur.lock().unwrap_or_else(|e| e.into_inner()).file.sync_data()
+        self.cur.locked().file.sync_data()
     }
 
     /// Index and size of the file being written: how far readers may go.
     pub fn position(&self) -> (u32, u64) {
-        *self.published.lock().unwrap_or_else(|e| e.into_inner())
+        *self.published.locked()
     }
 
     /// Modification time of the file being written: when the last record went in.
     pub fn last_write_time(&self) -> Option<std::time::SystemTime> {
-        let c = self.cur.lock().unwrap_or_else(|e| e.into_inner());
+        let c = self.cur.locked();
         c.file.metadata().and_then(|m| m.modified()).ok()
     }
 }

@@ -14,6 +14,7 @@
 //! measured as most of a 4 KiB upload's CPU time (`perf`: 49% in scheduling and wake-ups) and
 //! 0.6x of C's rate at one client. Reads run on the blocking pool.
 
+use crate::locked::MutexExt;
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -423,16 +424,16 @@ pub struct Running(WriteFence);
 
 impl WriteFence {
     fn begin(&self) -> Running {
-        *self.0 .0.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+        *self.0 .0.locked() += 1;
         Running(self.clone())
     }
 
     /// Blocks until no write is running.
     pub fn wait(&self) {
         let (count, zero) = &*self.0;
-        let mut n = count.lock().unwrap_or_else(|e| e.into_inner());
+        let mut n = count.locked();
         while *n > 0 {
-            n = zero.wait(n).unwrap_or_else(|e| e.into_inner());
+            n = zero.wait(n).unwrap_or_else(std::sync::PoisonError::into_inner);
         }
     }
 }
@@ -440,7 +441,7 @@ impl WriteFence {
 impl Drop for Running {
     fn drop(&mut self) {
         let (count, zero) = &*self.0 .0;
-        *count.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        *count.locked() -= 1;
         zero.notify_all();
     }
 }

@@ -1,6 +1,7 @@
 //! Who this storage is (its address, ID, the trackers' parameters and generations, the init
 //! flag) and where it stands in its group (status, members, what was synced from whom).
 
+use crate::locked::{MutexExt, RwLockExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -53,22 +54,22 @@ pub(super) struct Membership {
 
 impl StorageServer {
     pub fn params(&self) -> TrackerParams {
-        *self.identity.params.read().unwrap_or_else(|e| e.into_inner())
+        *self.identity.params.read_locked()
     }
 
     /// Applies what a tracker's PARAMETER_REQ answer says.
     pub fn update_params(&self, f: impl FnOnce(&mut TrackerParams)) {
-        f(&mut self.identity.params.write().unwrap_or_else(|e| e.into_inner()));
+        f(&mut self.identity.params.write_locked());
     }
 
     /// Records the address the trackers see us at.
     pub fn set_my_ip(&self, ip: String) {
-        *self.identity.my_ip.write().unwrap_or_else(|e| e.into_inner()) = ip;
+        *self.identity.my_ip.write_locked() = ip;
     }
 
     /// Records the storage ID the tracker's table gives us; `true` if it is news.
     pub fn set_server_id(&self, id: u32) -> bool {
-        let mut cur = self.identity.server_id.write().unwrap_or_else(|e| e.into_inner());
+        let mut cur = self.identity.server_id.write_locked();
         let news = *cur != Some(id);
         *cur = Some(id);
         news
@@ -76,7 +77,7 @@ impl StorageServer {
 
     /// Keeps the tracker's storage ID table.
     pub fn set_storage_ids(&self, ids: crate::config::StorageIds) {
-        *self.identity.storage_ids.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(ids));
+        *self.identity.storage_ids.write_locked() = Some(Arc::new(ids));
     }
 
     /// The address of the storage with ID `id`: ourselves, a member the leader told us about,
@@ -89,18 +90,18 @@ impl StorageServer {
         if let Some(b) = self.peer(&id_text) {
             return Some(b.ip);
         }
-        let ids = self.identity.storage_ids.read().unwrap_or_else(|e| e.into_inner()).clone()?;
+        let ids = self.identity.storage_ids.read_locked().clone()?;
         ids.by_id(id).and_then(|e| e.hosts.first().cloned())
     }
 
     /// `.data_init_flag` as it stands.
     pub fn init_flag(&self) -> InitFlag {
-        self.identity.init.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.identity.init.locked().clone()
     }
 
     /// Changes `.data_init_flag` and writes it.
     pub fn update_init_flag(&self, f: impl FnOnce(&mut InitFlag)) -> std::io::Result<()> {
-        let mut flag = self.identity.init.lock().unwrap_or_else(|e| e.into_inner());
+        let mut flag = self.identity.init.locked();
         f(&mut flag);
         flag.save(&self.data_dir)
     }
@@ -113,14 +114,14 @@ impl StorageServer {
     /// Remembers that a replicated change from `source` (a member of our group) at
     /// `timestamp` is applied.
     pub fn note_synced_from(&self, source: &str, timestamp: i32) {
-        let mut m = self.membership.synced_from.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.membership.synced_from.locked();
         let v = m.entry(source.to_owned()).or_insert(0);
         *v = (*v).max(timestamp);
     }
 
     /// Per source member, the newest timestamp applied from it, sorted by member.
     pub fn synced_from(&self) -> Vec<(String, i32)> {
-        let m = self.membership.synced_from.lock().unwrap_or_else(|e| e.into_inner());
+        let m = self.membership.synced_from.locked();
         let mut v: Vec<(String, i32)> = m.iter().map(|(k, &t)| (k.clone(), t)).collect();
         v.sort();
         v
@@ -134,7 +135,7 @@ impl StorageServer {
     /// Who new file names say wrote them.
     pub fn source(&self) -> Source {
         if self.params().id_in_filename {
-            if let Some(id) = *self.identity.server_id.read().unwrap_or_else(|e| e.into_inner()) {
+            if let Some(id) = *self.identity.server_id.read_locked() {
                 return Source::ServerId(id);
             }
         }
@@ -144,7 +145,7 @@ impl StorageServer {
 
     /// Our address as the trackers see it.
     pub fn my_ip(&self) -> String {
-        self.identity.my_ip.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.identity.my_ip.read_locked().clone()
     }
 
     pub fn status(&self) -> u8 {
@@ -159,7 +160,7 @@ impl StorageServer {
             if !self.config.server_id.is_empty() {
                 return self.config.server_id.clone();
             }
-            if let Some(id) = *self.identity.server_id.read().unwrap_or_else(|e| e.into_inner()) {
+            if let Some(id) = *self.identity.server_id.read_locked() {
                 return id.to_string();
             }
         }
@@ -182,7 +183,7 @@ impl StorageServer {
     /// mode every address of its ID entry.
     fn hosts_of(&self, member: &Brief) -> Vec<String> {
         let mut hosts = vec![member.ip.clone()];
-        let ids = self.identity.storage_ids.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let ids = self.identity.storage_ids.read_locked().clone();
         if let Some(entry) = ids.as_ref().and_then(|ids| ids.by_id(member.id.parse().ok()?)) {
             hosts.extend(entry.hosts.iter().cloned());
         }
@@ -243,30 +244,30 @@ impl StorageServer {
     /// yet (78 REPORT_IP_CHANGED is sent to every tracker once).
     pub fn ip_change_to_tell(&self, tracker: &str, now: &str) -> Option<String> {
         let old = &self.identity.previous_ip;
-        let told = self.identity.told_ip_change.lock().unwrap_or_else(|e| e.into_inner()).contains(tracker);
+        let told = self.identity.told_ip_change.locked().contains(tracker);
         (!old.is_empty() && old != now && !told).then(|| old.clone())
     }
 
     pub fn ip_change_told(&self, tracker: &str) {
-        self.identity.told_ip_change.lock().unwrap_or_else(|e| e.into_inner()).insert(tracker.to_owned());
+        self.identity.told_ip_change.locked().insert(tracker.to_owned());
     }
 
     /// The generation `tracker` (`host:port`) last accepted our JOIN in.
     pub fn tracker_layout(&self, tracker: &str) -> Option<Layout> {
-        self.identity.tracker_layouts.lock().unwrap_or_else(|e| e.into_inner()).get(tracker).copied()
+        self.identity.tracker_layouts.locked().get(tracker).copied()
     }
 
     pub fn set_tracker_layout(&self, tracker: &str, layout: Layout) {
-        self.identity.tracker_layouts.lock().unwrap_or_else(|e| e.into_inner()).insert(tracker.to_owned(), layout);
+        self.identity.tracker_layouts.locked().insert(tracker.to_owned(), layout);
     }
 
     /// The tracker leader as last announced (`ip:port`).
     pub fn tracker_leader(&self) -> Option<String> {
-        self.identity.tracker_leader.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.identity.tracker_leader.locked().clone()
     }
 
     pub fn set_tracker_leader(&self, leader: Option<String>) {
-        *self.identity.tracker_leader.lock().unwrap_or_else(|e| e.into_inner()) = leader;
+        *self.identity.tracker_leader.locked() = leader;
     }
 
     /// How to speak to `tracker` on a short connection: its known generation, else the

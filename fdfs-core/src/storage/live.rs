@@ -4,6 +4,7 @@
 //! says, and readers (downloads, the nginx module) read a slot only when it is there. Rebuilt
 //! from the whole binlog when it was not closed cleanly.
 
+use crate::locked::MutexExt;
 use std::sync::Mutex;
 
 use super::binlog::{BinlogReader, Line, Op, Record};
@@ -56,10 +57,10 @@ impl LiveIndex {
             // place of its master's slot; nor does a name whose slot was reused since.
             Op::Create | Op::Link | Op::Update => {
                 if crate::trunk::open(&name, root)?.is_some() {
-                    slots.lock().unwrap_or_else(|e| e.into_inner()).insert(&name)?;
+                    slots.locked().insert(&name)?;
                 }
             }
-            Op::Delete => slots.lock().unwrap_or_else(|e| e.into_inner()).remove(&name)?,
+            Op::Delete => slots.locked().remove(&name)?,
             _ => return Ok(false),
         }
         Ok(true)
@@ -81,7 +82,7 @@ impl LiveIndex {
     /// A slot written without a record here (disk recovery copies files its member recorded).
     pub fn insert(&self, name: &RemoteFilename) -> std::io::Result<()> {
         match self.paths.get(name.store_path_index as usize) {
-            Some((_, slots)) => slots.lock().unwrap_or_else(|e| e.into_inner()).insert(name),
+            Some((_, slots)) => slots.locked().insert(name),
             None => Ok(()),
         }
     }
@@ -89,7 +90,7 @@ impl LiveIndex {
     /// At a clean stop: the next start trusts the indexes as they are.
     pub fn close(&self) -> std::io::Result<()> {
         for (_, slots) in &self.paths {
-            slots.lock().unwrap_or_else(|e| e.into_inner()).close()?;
+            slots.locked().close()?;
         }
         Ok(())
     }

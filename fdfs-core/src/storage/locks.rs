@@ -2,6 +2,7 @@
 //! ranges). An entry lives only while someone holds or waits for it, so the table stays as
 //! small as the number of files being changed right now.
 
+use crate::locked::MutexExt;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -16,7 +17,7 @@ pub struct FileLocks {
 impl FileLocks {
     pub async fn lock(&self, path: &Path) -> FileGuard<'_> {
         let slot = {
-            let mut t = self.table.lock().unwrap_or_else(|e| e.into_inner());
+            let mut t = self.table.locked();
             t.entry(path.to_owned()).or_default().clone()
         };
         // The owned guard keeps its own reference to the slot; `slot` is dropped here.
@@ -26,7 +27,7 @@ impl FileLocks {
 
     /// Entries currently in the table.
     pub fn len(&self) -> usize {
-        self.table.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.table.locked().len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -43,7 +44,7 @@ pub struct FileGuard<'a> {
 
 impl Drop for FileGuard<'_> {
     fn drop(&mut self) {
-        let mut t = self.locks.table.lock().unwrap_or_else(|e| e.into_inner());
+        let mut t = self.locks.table.locked();
         // Release first: then only the table holds the slot unless someone waits for it.
         drop(self.guard.take());
         if t.get(&self.path).is_some_and(|s| Arc::strong_count(s) == 1) {

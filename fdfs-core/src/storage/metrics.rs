@@ -2,6 +2,7 @@
 //! connections, binlog position, replication lag per member, status and trunk space are read
 //! at each scrape.
 
+use crate::locked::MutexExt;
 use std::time::Duration;
 
 use super::StorageServer;
@@ -48,7 +49,7 @@ impl StorageServer {
     /// The replication sender to `peer` got to `(index, offset)` of the binlog, the last record
     /// it sent dated `record_time` (0: caught up, nothing pending).
     pub fn note_sent(&self, peer: &str, (index, offset): (u32, u64), record_time: i64) {
-        let mut m = self.membership.sent_to.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.membership.sent_to.locked();
         let now = SentTo { index, offset, last_record: record_time };
         match m.get_mut(peer) {
             Some(s) => *s = now,
@@ -88,7 +89,7 @@ impl StorageServer {
             "binlog_position_bytes",
             [(label("part", "index"), index as i64), (label("part", "offset"), offset as i64)],
         );
-        let sent = self.membership.sent_to.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let sent = self.membership.sent_to.locked().clone();
         let now = now_unix();
         let behind = |s: &SentTo| -> i64 {
             let files = index.saturating_sub(s.index) as u64 * super::binlog::ROTATE_SIZE;

@@ -28,6 +28,7 @@ pub mod stats;
 pub mod sync;
 pub mod trunk;
 
+use crate::locked::MutexExt;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU8;
@@ -228,12 +229,12 @@ impl StorageServer {
 
     /// The store paths still to recover.
     pub fn recovering(&self) -> std::collections::BTreeSet<usize> {
-        self.recovering.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.recovering.locked().clone()
     }
 
     /// Store path `index` is recovered.
     pub fn path_recovered(&self, index: usize) -> std::io::Result<()> {
-        let mut r = self.recovering.lock().unwrap_or_else(|e| e.into_inner());
+        let mut r = self.recovering.locked();
         r.remove(&index);
         disk_recovery::save_pending(&self.data_dir, &r)
     }

@@ -2,6 +2,7 @@
 //! first start, the round-robin (or hashed) choice of directory, free-space checks, and the
 //! durable write that makes a file reachable by its name only once it is complete.
 
+use crate::locked::MutexExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -110,7 +111,7 @@ impl StorePaths {
     }
 
     pub fn cursor(&self) -> DirCursor {
-        *self.cursor.lock().unwrap_or_else(|e| e.into_inner())
+        *self.cursor.locked()
     }
 
     /// The directory for the next file.
@@ -119,7 +120,7 @@ impl StorePaths {
             let n = rng.u32(..) % 65536;
             return (((n >> 8) % self.subdirs) as u8, ((n & 0xFF) % self.subdirs) as u8);
         }
-        let mut c = self.cursor.lock().unwrap_or_else(|e| e.into_inner());
+        let mut c = self.cursor.locked();
         let out = (c.high as u8, c.low as u8);
         c.count += 1;
         if c.count >= self.rotate_count {

@@ -2,6 +2,7 @@
 //! (groups), each with C's filters. What `fdfs_tracker_stat`, `fdfs_storage_stat` and
 //! `fdfs_volumn_stat` print.
 
+use crate::locked::MutexExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
@@ -36,7 +37,7 @@ impl FollowerPings {
     /// Runs `f` on `who`'s entry. Bounded by the tracker list: only trackers a storage named
     /// are listed anyway, but a stranger must not grow the map without end.
     fn update(&self, who: String, f: impl FnOnce(&mut Follower)) {
-        let mut m = self.by_name.lock().unwrap_or_else(|e| e.into_inner());
+        let mut m = self.by_name.locked();
         if m.len() < crate::protocol::MAX_TRACKERS * 4 || m.contains_key(&who) {
             f(m.entry(who).or_default());
         }
@@ -52,7 +53,7 @@ impl FollowerPings {
     }
 
     fn get(&self, who: &str) -> Option<Follower> {
-        self.by_name.lock().unwrap_or_else(|e| e.into_inner()).get(who).cloned()
+        self.by_name.locked().get(who).cloned()
     }
 }
 

@@ -2,6 +2,7 @@
 //! send in JOIN, elect a leader by asking each other's status, and followers ping the leader,
 //! electing again after three missed pings. Only the leader pushes change notifications.
 
+use crate::locked::RwLockExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -122,7 +123,7 @@ pub async fn run(t: Arc<Tracker>, mut shutdown: Shutdown) {
             let c = t.lock();
             c.trackers.iter().filter(|a| !is_me(&t, a)).cloned().collect()
         };
-        let leader = t.leader.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let leader = t.leader.read_locked().clone();
         match leader {
             Some(l) if l == t.self_addr() => misses = 0,
             Some(l) => {
@@ -133,7 +134,7 @@ pub async fn run(t: Arc<Tracker>, mut shutdown: Shutdown) {
                     misses += 1;
                     if misses >= 3 {
                         tracing::warn!("leader {l} is gone; electing a new one");
-                        *t.leader.write().unwrap_or_else(|e| e.into_inner()) = None;
+                        *t.leader.write_locked() = None;
                         misses = 0;
                     }
                 }
@@ -279,7 +280,7 @@ pub fn on_leader_message(t: &Tracker, peer_ip: &str, cmd: Command, body: &[u8]) 
     }
     match cmd {
         Command::TrackerNotifyNextLeader => {
-            *t.candidate.write().unwrap_or_else(|e| e.into_inner()) = Some(addr.clone());
+            *t.candidate.write_locked() = Some(addr.clone());
             // A leader told of another candidate steps down and says so (C answers EINVAL).
             if t.is_leader() && addr != t.self_addr() {
                 t.set_leader(None);
@@ -288,7 +289,7 @@ pub fn on_leader_message(t: &Tracker, peer_ip: &str, cmd: Command, body: &[u8]) 
             Ok(())
         }
         _ => {
-            let expected = t.candidate.read().unwrap_or_else(|e| e.into_inner()).clone();
+            let expected = t.candidate.read_locked().clone();
             if expected.as_deref() != Some(addr.as_str()) {
                 return Err(crate::protocol::Status::EINVAL);
             }

@@ -1,6 +1,7 @@
 //! The tracker's metrics (`metrics_listen`): requests by command as they finish; groups,
 //! storages by status, connections and leadership at each scrape.
 
+use crate::locked::RwLockExt;
 use std::collections::BTreeMap;
 
 use super::Tracker;
@@ -47,7 +48,7 @@ impl crate::metrics::Exporter for Tracker {
     }
 
     fn health(&self) -> (bool, String) {
-        let leader = self.leader.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let leader = self.leader.read_locked().clone();
         (true, format!("leader {}", leader.unwrap_or_else(|| "unknown".into())))
     }
 }

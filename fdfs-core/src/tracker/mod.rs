@@ -14,6 +14,7 @@ mod service;
 pub mod state;
 pub mod trunk;
 
+use crate::locked::{MutexExt, RwLockExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -132,8 +133,7 @@ impl Tracker {
 
     /// Is `ip` an address of this tracker: on an interface here, or one storages reach us by?
     pub fn is_own_ip(&self, ip: &str) -> bool {
-        self.own_ips.iter().any(|own| own == ip)
-            || self.aliases.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|a| a == ip)
+        self.own_ips.iter().any(|own| own == ip) || self.aliases.locked().iter().any(|a| a == ip)
     }
 
     /// A storage reached us at `ip` (the accepted socket's local address, or the JOIN's
@@ -146,7 +146,7 @@ impl Tracker {
         if self.is_own_ip(ip) {
             return;
         }
-        let mut aliases = self.aliases.lock().unwrap_or_else(|e| e.into_inner());
+        let mut aliases = self.aliases.locked();
         if aliases.len() + self.own_ips.len() < 16 {
             tracing::info!("storages reach this tracker at {ip}, an address of no interface here: it is ours too");
             aliases.push(ip.to_owned());
@@ -154,11 +154,11 @@ impl Tracker {
     }
 
     pub fn is_leader(&self) -> bool {
-        self.leader.read().unwrap_or_else(|e| e.into_inner()).as_deref() == Some(self.self_addr().as_str())
+        self.leader.read_locked().as_deref() == Some(self.self_addr().as_str())
     }
 
     pub fn set_leader(&self, leader: Option<String>) {
-        let mut l = self.leader.write().unwrap_or_else(|e| e.into_inner());
+        let mut l = self.leader.write_locked();
         if *l != leader {
             *l = leader;
             self.leader_epoch.fetch_add(1, Ordering::Relaxed);
@@ -181,7 +181,7 @@ impl Tracker {
     pub fn lock(&self) -> std::sync::MutexGuard<'_, Cluster> {
         // A panic while holding the lock leaves consistent-enough data (every transition is a
         // few field writes); keep serving rather than poisoning the daemon.
-        self.cluster.lock().unwrap_or_else(|e| e.into_inner())
+        self.cluster.locked()
     }
 
     /// Writes the state files if anything changed.

@@ -1,6 +1,7 @@
 //! The trunk binlog and the lists beside it (`data/trunk/`): appended under a lock, synced when
 //! dirty, read in chunks for the push, replayed into the free space, compressed with backups.
 
+use crate::locked::MutexExt;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -42,7 +43,7 @@ impl TrunkLog {
     }
 
     pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, File> {
-        self.file.lock().unwrap_or_else(|e| e.into_inner())
+        self.file.locked()
     }
 
     pub fn append(&self, records: &[SpaceRecord]) -> std::io::Result<()> {

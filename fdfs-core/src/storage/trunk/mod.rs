@@ -20,6 +20,7 @@
 //! commands of the other members and the tracker; `log` is the trunk binlog on disk;
 //! `schedule` and `reclaim` are the trunk server's background work.
 
+use crate::locked::{MutexExt, RwLockExt};
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -98,12 +99,12 @@ impl Trunk {
     }
 
     fn space(&self) -> std::sync::MutexGuard<'_, Option<FreeSpace>> {
-        self.space.lock().unwrap_or_else(|e| e.into_inner())
+        self.space.locked()
     }
 
     /// The group's trunk server, as the leader last said.
     pub fn server(&self) -> Option<Brief> {
-        self.server.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.server.read_locked().clone()
     }
 
     pub fn is_server(&self) -> bool {
@@ -167,7 +168,7 @@ impl StorageServer {
         let named = (!brief.id.is_empty()).then_some(brief);
         let me = named.as_ref().is_some_and(|b| b.id == self.my_id());
         let changed = {
-            let mut cur = self.trunk.server.write().unwrap_or_else(|e| e.into_inner());
+            let mut cur = self.trunk.server.write_locked();
             let changed = *cur != named;
             *cur = named.clone();
             changed

@@ -16,6 +16,7 @@
 //! it and scans again when the file changes; a copy made again by a late replicated upload goes
 //! the same way once that file's delete arrives.
 
+use crate::locked::MutexExt;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -83,7 +84,7 @@ impl Removed {
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<FileKey, Block>> {
-        self.known.lock().unwrap_or_else(|e| e.into_inner())
+        self.known.locked()
     }
 
     /// Every retired file.
@@ -181,7 +182,7 @@ impl StorageServer {
         let mut removed = 0;
         for b in self.trunk.removed.all() {
             let Some(path) = self.trunk_file_path(&b) else { continue };
-            let mut kept = self.trunk.removed.kept.lock().unwrap_or_else(|e| e.into_inner());
+            let mut kept = self.trunk.removed.kept.locked();
             let Ok(meta) = std::fs::metadata(&path) else {
                 kept.remove(&key(&b));
                 continue;

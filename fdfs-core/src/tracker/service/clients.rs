@@ -3,6 +3,7 @@
 //! server set by hand (94).
 
 use crate::file_id::RemoteFilename;
+use crate::locked::RwLockExt;
 use crate::protocol::codec::expect_len;
 use crate::protocol::stat::{GroupStat, StorageStat};
 use crate::protocol::tracker::*;
@@ -46,7 +47,7 @@ pub(super) fn delete_group(c: &mut Call<'_>, body: &[u8]) -> Outcome {
 
 /// 95 SERVER_GET_LEADER.
 pub(super) fn get_leader(c: &mut Call<'_>, _body: &[u8]) -> Outcome {
-    match c.t.leader.read().unwrap_or_else(|e| e.into_inner()).clone() {
+    match c.t.leader.read_locked().clone() {
         Some(l) => ok(l.into_bytes()),
         None => err(Status::ENOENT),
     }
