@@ -20,6 +20,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::binlog::{Op, Record};
 use super::StorageServer;
+use crate::client::ClientError;
 use crate::protocol::report::Brief;
 use crate::protocol::{status, Command, Header, Status};
 use crate::server::Shutdown;
@@ -30,6 +31,38 @@ pub const FLAG_FILE: &str = ".recovery.flag";
 pub const UNKNOWN_LENGTH: u64 = 1 << 58;
 /// Most bytes of file list a recovering storage accepts.
 const MAX_LIST: u64 = 1 << 30;
+
+/// Why a recovery attempt stopped (it is tried again after a pause; files already copied stay).
+#[derive(Debug, thiserror::Error)]
+pub enum RecoveryError {
+    #[error("no tracker configured")]
+    NoTracker,
+    #[error("no ACTIVE member of {0} to recover from")]
+    NoSource(String),
+    #[error("the trackers: {0}")]
+    Trackers(ClientError),
+    /// Reading or writing here; `what` names the file or step.
+    #[error("{what}: {source}")]
+    Io { what: String, source: std::io::Error },
+    /// The member we recover from; `what` names the file or step.
+    #[error("{what}: {source}")]
+    Member { what: String, source: ClientError },
+    #[error("{0}: not a file name of this storage ({1})")]
+    Name(String, Status),
+    /// The member's file list (26) is not what the protocol says.
+    #[error("{addr}: {why}")]
+    List { addr: String, why: String },
+}
+
+/// A `map_err` for an IO error while doing `what`.
+fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> RecoveryError + '_ {
+    move |source| RecoveryError::Io { what: what.to_owned(), source }
+}
+
+/// Runs a file operation of the recovery on the blocking pool.
+async fn on_disk<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(std::io::Error::other)?
+}
 
 /// C's mark: the storage's address (46 bytes), port (u16) and store path index (i32), and the
 /// time (i32), little-endian as the C struct lies in memory, base64 without padding.
@@ -163,19 +196,20 @@ pub async fn run(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
     }
 }
 
-async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<(), String> {
+async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<(), RecoveryError> {
     let c = &srv.config;
-    let mut conf = crate::config::ClientConfig::for_tracker(c.tracker_servers.first().cloned().ok_or("no tracker")?);
+    let first = c.tracker_servers.first().cloned().ok_or(RecoveryError::NoTracker)?;
+    let mut conf = crate::config::ClientConfig::for_tracker(first);
     conf.tracker_servers = c.tracker_servers.clone();
     conf.connect_timeout = c.connect_timeout;
     conf.network_timeout = c.network_timeout;
     let client = crate::client::Client::new(&conf);
     let me = srv.my_id();
-    let members = client.tracker.list_storages(&srv.group, None).await.map_err(|e| e.to_string())?;
+    let members = client.tracker.list_storages(&srv.group, None).await.map_err(RecoveryError::Trackers)?;
     let source = members
         .iter()
         .find(|s| s.id != me && s.status == status::ACTIVE && s.store_path_count as usize == srv.paths.paths.len())
-        .ok_or_else(|| format!("no ACTIVE member of {} to recover from", srv.group))?;
+        .ok_or_else(|| RecoveryError::NoSource(srv.group.clone()))?;
     let addr = crate::config::join_host_port(&source.ip, source.storage_port as u16);
     let brief = Brief { status: status::RECOVERY, port: 0, id: me.clone(), ip: srv.my_ip() };
     super::sync::report_to_trackers(srv, brief.clone()).await;
@@ -184,10 +218,11 @@ async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<()
         // The list goes to a file, not memory: a member may send up to MAX_LIST bytes of it.
         let list_path = srv.data_dir.join(format!(".recovery.list.{index}"));
         fetch_list(srv, &addr, index as u8, &list_path).await?;
-        let mut lines = std::io::BufReader::new(std::fs::File::open(&list_path).map_err(|e| e.to_string())?);
+        let list = std::fs::File::open(&list_path).map_err(io_err("the file list"))?;
+        let mut lines = std::io::BufReader::new(list);
         let (mut copied, mut present, mut skipped) = (0usize, 0usize, 0usize);
         let mut line = Vec::with_capacity(MAX_LINE);
-        while next_line(&mut lines, &mut line).map_err(|e| e.to_string())? {
+        while next_line(&mut lines, &mut line).map_err(io_err("the file list"))? {
             let Some(r) = std::str::from_utf8(&line).ok().and_then(Record::parse) else { continue };
             // A name this storage cannot hold (another store path, a path out of the tree) is
             // the member's mistake: it is skipped and said, the rest is recovered.
@@ -214,19 +249,20 @@ async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<()
         }
         let _ = std::fs::remove_file(&list_path);
         let root = srv.paths.paths[index].root.clone();
-        let flush = tokio::task::spawn_blocking(move || crate::durable::sync_dir(&root.join("data")));
-        flush.await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+        on_disk(move || crate::durable::sync_dir(&root.join("data"))).await.map_err(io_err("the store path"))?;
         tracing::info!(
             "disk recovery: store path {index}: {copied} file(s) copied, {present} already here, {skipped} skipped"
         );
-        srv.path_recovered(index).map_err(|e| e.to_string())?;
+        srv.path_recovered(index).map_err(io_err("the recovery flag"))?;
     }
     // Links came back as links: the de-duplication index counts them again.
     if srv.dedup.is_some() {
         let s = srv.clone();
-        let counted =
-            tokio::task::spawn_blocking(move || s.dedup.as_ref().map(|d| super::recount_links(&s.paths, &s.binlog, d)));
-        counted.await.map_err(|e| e.to_string())?.transpose().map_err(|e| e.to_string())?;
+        let recount = move || {
+            let counted = s.dedup.as_ref().map(|d| super::recount_links(&s.paths, &s.binlog, d)).transpose();
+            counted.map_err(std::io::Error::other)
+        };
+        on_disk(recount).await.map_err(io_err("recounting the de-duplication index"))?;
     }
     // C reports RECOVERY again when it is done; the next JOIN takes the storage out of it.
     super::sync::report_to_trackers(srv, brief).await;
@@ -270,9 +306,9 @@ fn next_line(r: &mut impl std::io::BufRead, line: &mut Vec<u8>) -> std::io::Resu
 
 /// A link of the list made again here (`name` → `target`'s file): a symbolic link, or a link
 /// slot in its place in the trunk file.
-async fn relink(srv: &StorageServer, name: &str, target: &str) -> Result<(), String> {
-    let (link, path) = srv.resolve(name).map_err(|s| format!("{name}: {s}"))?;
-    let (_, to) = srv.resolve(target).map_err(|s| format!("{target}: {s}"))?;
+async fn relink(srv: &StorageServer, name: &str, target: &str) -> Result<(), RecoveryError> {
+    let (link, path) = srv.resolve(name).map_err(|s| RecoveryError::Name(name.to_owned(), s))?;
+    let (_, to) = srv.resolve(target).map_err(|s| RecoveryError::Name(target.to_owned(), s))?;
     let (root, text, live) = (srv.store_root(&link), target.to_owned(), srv.live.clone());
     let make = move || {
         if crate::trunk::is_trunk_name(&link) {
@@ -286,32 +322,33 @@ async fn relink(srv: &StorageServer, name: &str, target: &str) -> Result<(), Str
             _ => Ok(()),
         }
     };
-    tokio::task::spawn_blocking(make).await.map_err(|e| e.to_string())?.map_err(|e| format!("{name}: {e}"))
+    on_disk(make).await.map_err(io_err(name))
 }
 
 /// 26 to the source: the list into the file `to`, checked against the length that ends it.
-async fn fetch_list(srv: &StorageServer, addr: &str, index: u8, to: &Path) -> Result<(), String> {
+async fn fetch_list(srv: &StorageServer, addr: &str, index: u8, to: &Path) -> Result<(), RecoveryError> {
     let c = &srv.config;
-    let mut sock = srv.connect_to_peer(addr).await.map_err(|e| e.to_string())?.into_stream();
+    let list = |why: &str| RecoveryError::List { addr: addr.to_owned(), why: why.to_owned() };
+    let member = |source| RecoveryError::Member { what: addr.to_owned(), source };
+    let mut sock = srv.connect_to_peer(addr).await.map_err(member)?.into_stream();
     let mut body = [0u8; 17];
     let g = srv.group.as_bytes();
     body[..g.len().min(16)].copy_from_slice(&g[..g.len().min(16)]);
     body[16] = index;
     let mut req = Header::request(Command::FetchOnePathBinlog as u8, body.len()).encode().to_vec();
     req.extend_from_slice(&body);
-    let io = |e: std::io::Error| format!("{addr}: {e}");
-    sock.write_all(&req).await.map_err(io)?;
+    sock.write_all(&req).await.map_err(io_err(addr))?;
     let mut raw = [0u8; crate::protocol::HEADER_LEN];
     tokio::time::timeout(c.network_timeout, sock.read_exact(&mut raw))
         .await
-        .map_err(|_| format!("{addr}: no answer"))?
-        .map_err(io)?;
-    let h = Header::decode(&raw, u64::MAX).map_err(|e| format!("{addr}: {e}"))?;
+        .map_err(|_| list("no answer"))?
+        .map_err(io_err(addr))?;
+    let h = Header::decode(&raw, u64::MAX).map_err(|e| list(&e.to_string()))?;
     if h.status != 0 {
-        return Err(format!("{addr}: FETCH_ONE_PATH_BINLOG answered {}", Status(h.status)));
+        return Err(list(&format!("FETCH_ONE_PATH_BINLOG answered {}", Status(h.status))));
     }
     // The last 8 bytes are the length, not list: they are held back until the next piece comes.
-    let mut file = tokio::fs::File::create(to).await.map_err(|e| e.to_string())?;
+    let mut file = tokio::fs::File::create(to).await.map_err(io_err("the file list"))?;
     let mut limited = (&mut sock).take(MAX_LIST + 8);
     let (mut buf, mut tail, mut written) = (vec![0u8; 64 << 10], Vec::<u8>::with_capacity(8), 0u64);
     // Each read within network_timeout, the whole list at 1 MiB/s at least: a member that
@@ -322,25 +359,23 @@ async fn fetch_list(srv: &StorageServer, addr: &str, index: u8, to: &Path) -> Re
         let until = deadline.min(tokio::time::Instant::now() + c.network_timeout);
         let n = tokio::time::timeout_at(until, limited.read(&mut buf))
             .await
-            .map_err(|_| format!("{addr}: the file list stalled"))?
-            .map_err(io)?;
+            .map_err(|_| list("the file list stalled"))?
+            .map_err(io_err(addr))?;
         if n == 0 {
             break;
         }
         tail.extend_from_slice(&buf[..n]);
         if tail.len() > 8 {
             let text = tail.len() - 8;
-            file.write_all(&tail[..text]).await.map_err(|e| e.to_string())?;
+            file.write_all(&tail[..text]).await.map_err(io_err("the file list"))?;
             written += text as u64;
             tail.drain(..text);
         }
     }
-    file.flush().await.map_err(|e| e.to_string())?;
-    let said = <[u8; 8]>::try_from(&tail[..])
-        .map(u64::from_be_bytes)
-        .map_err(|_| format!("{addr}: the file list ended early"))?;
+    file.flush().await.map_err(io_err("the file list"))?;
+    let said = <[u8; 8]>::try_from(&tail[..]).map(u64::from_be_bytes).map_err(|_| list("the file list ended early"))?;
     if said != written {
-        return Err(format!("{addr}: the file list has {written} bytes, its end says {said}"));
+        return Err(list(&format!("the file list has {written} bytes, its end says {said}")));
     }
     Ok(())
 }
@@ -352,9 +387,8 @@ async fn copy_file(
     client: &crate::client::Client,
     addr: &str,
     filename: &str,
-) -> Result<(), String> {
-    use crate::client::ClientError;
-    let e = |e: ClientError| format!("{filename}: {e}");
+) -> Result<(), RecoveryError> {
+    let e = |source: ClientError| RecoveryError::Member { what: filename.to_owned(), source };
     let gone = |e: &ClientError| matches!(e, ClientError::Status { status: Status::ENOENT });
     let info = client.storage.file_info(addr, &srv.group, filename, 0).await;
     let (size, mtime) = match info {
@@ -381,21 +415,15 @@ async fn copy_file(
             // Recorded by the member, not here: the slot index is told directly.
             live.insert(&name)
         };
-        return tokio::task::spawn_blocking(put)
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|err| format!("{filename}: {err}"));
+        return on_disk(put).await.map_err(io_err(filename));
     }
-    let (name, path) = srv.resolve(filename).map_err(|s| format!("{filename}: {s}"))?;
+    let (name, path) = srv.resolve(filename).map_err(|s| RecoveryError::Name(filename.to_owned(), s))?;
     let dir = srv.paths.temp_dir(name.store_path_index as usize);
-    let mut temp = tokio::task::spawn_blocking(move || crate::durable::TempFile::create_in(&dir, "r"))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|err| format!("{filename}: {err}"))?;
+    let mut temp = on_disk(move || crate::durable::TempFile::create_in(&dir, "r")).await.map_err(io_err(filename))?;
     if size > 0 {
-        let mut out = tokio::fs::File::from_std(temp.try_clone_file().map_err(|err| err.to_string())?);
+        let mut out = tokio::fs::File::from_std(temp.try_clone_file().map_err(io_err(filename))?);
         match client.storage.download_into(addr, &srv.group, filename, 0, 0, &mut out).await {
-            Ok(_) => out.flush().await.map_err(|err| err.to_string())?,
+            Ok(_) => out.flush().await.map_err(io_err(filename))?,
             Err(err) if gone(&err) => return Ok(()),
             Err(err) => return Err(e(err)),
         }
@@ -408,7 +436,7 @@ async fn copy_file(
             r => r,
         }
     };
-    tokio::task::spawn_blocking(publish).await.map_err(|e| e.to_string())?.map_err(|err| format!("{filename}: {err}"))
+    on_disk(publish).await.map_err(io_err(filename))
 }
 
 #[cfg(test)]

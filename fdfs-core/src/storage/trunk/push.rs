@@ -6,13 +6,29 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::client::Connection;
+use crate::client::{ClientError, Connection};
 use crate::protocol::report::Brief;
 use crate::protocol::{Command, Status};
 use crate::server::Shutdown;
 use crate::storage::StorageServer;
 
 use super::TrunkLog;
+
+/// Why a push to one member stopped (it is tried again within a second, on a new connection).
+#[derive(Debug, thiserror::Error)]
+enum PushError {
+    #[error("the trunk binlog or its mark file: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Member(#[from] ClientError),
+    #[error("refused the trunk binlog: {0}")]
+    Refused(Status),
+}
+
+/// Runs a file operation of the push on the blocking pool.
+async fn on_disk<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
+    tokio::task::spawn_blocking(f).await.map_err(std::io::Error::other)?
+}
 
 /// Most bytes of trunk binlog one TRUNK_SYNC_BINLOG carries: well under any `buff_size` a
 /// receiver reads a request into.
@@ -82,7 +98,7 @@ struct PeerPush {
 }
 
 impl PeerPush {
-    async fn save(&mut self, log: &Arc<TrunkLog>, now: bool) -> Result<(), String> {
+    async fn save(&mut self, log: &Arc<TrunkLog>, now: bool) -> Result<(), PushError> {
         let Some(offset) = self.offset else { return Ok(()) };
         let due = now || self.saved_at.is_none_or(|t| t.elapsed() >= Duration::from_secs(1));
         if offset == self.saved || !due || self.key.is_empty() {
@@ -95,12 +111,12 @@ impl PeerPush {
 }
 
 /// Brings `peer` up to the end of the trunk binlog; returns how far it now has it.
-async fn push_to(srv: &Arc<StorageServer>, peer: &Brief, state: &mut PeerPush) -> Result<u64, String> {
+async fn push_to(srv: &Arc<StorageServer>, peer: &Brief, state: &mut PeerPush) -> Result<u64, PushError> {
     let log = srv.trunk.log.clone();
     if state.offset.is_none() {
         state.key = if srv.params().use_storage_id { peer.id.clone() } else { format!("{}_{}", peer.ip, peer.port) };
         let (l, k) = (log.clone(), state.key.clone());
-        let mark = tokio::task::spawn_blocking(move || l.mark(&k)).await.map_err(|e| e.to_string())?;
+        let mark = on_disk(move || Ok(l.mark(&k))).await?;
         (state.offset, state.saved) = (Some(mark), mark);
     }
     let mut offset = state.offset.unwrap_or(0);
@@ -110,12 +126,12 @@ async fn push_to(srv: &Arc<StorageServer>, peer: &Brief, state: &mut PeerPush) -
     }
     if state.conn.is_none() {
         let addr = crate::config::join_host_port(&peer.ip, peer.port as u16);
-        let c = srv.connect_to_peer(&addr).await.map_err(|e| e.to_string())?;
+        let c = srv.connect_to_peer(&addr).await?;
         state.conn = Some(c);
     }
     let conn = state.conn.as_mut().expect("connected above");
     if offset == 0 || offset > log.len() {
-        conn.call(Command::TrunkTruncateBinlogFile, &[]).await.map_err(|e| e.to_string())?;
+        conn.call(Command::TrunkTruncateBinlogFile, &[]).await?;
         offset = 0;
         state.offset = Some(0);
         state.save(&log, true).await?;
@@ -123,7 +139,7 @@ async fn push_to(srv: &Arc<StorageServer>, peer: &Brief, state: &mut PeerPush) -
     let conn = state.conn.as_mut().expect("connected above");
     let offset = match send_log(conn, &log, offset, Command::TrunkSyncBinlog).await? {
         Sent::All(offset) => offset,
-        Sent::Refused(status) => return Err(format!("refused the trunk binlog: {status}")),
+        Sent::Refused(status) => return Err(PushError::Refused(status)),
     };
     state.offset = Some(offset);
     state.save(&log, false).await?;
@@ -142,31 +158,30 @@ enum Sent {
 }
 
 /// Sends `log` from `offset` to its end over `conn` with `cmd`, in chunks of whole lines.
-async fn send_log(conn: &mut Connection, log: &Arc<TrunkLog>, mut offset: u64, cmd: Command) -> Result<Sent, String> {
+async fn send_log(
+    conn: &mut Connection,
+    log: &Arc<TrunkLog>,
+    mut offset: u64,
+    cmd: Command,
+) -> Result<Sent, PushError> {
     while offset < log.len() {
         let l = log.clone();
-        let chunk = tokio::task::spawn_blocking(move || l.read_from(offset, PUSH_CHUNK))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        let chunk = on_disk(move || l.read_from(offset, PUSH_CHUNK)).await?;
         if chunk.is_empty() {
             break;
         }
         match conn.call(cmd, &chunk).await {
             Ok(_) => offset += chunk.len() as u64,
-            Err(crate::client::ClientError::Status { status }) => return Ok(Sent::Refused(status)),
-            Err(e) => return Err(e.to_string()),
+            Err(ClientError::Status { status }) => return Ok(Sent::Refused(status)),
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(Sent::All(offset))
 }
 
-async fn save_mark(log: &Arc<TrunkLog>, key: &str, offset: u64) -> Result<(), String> {
+async fn save_mark(log: &Arc<TrunkLog>, key: &str, offset: u64) -> Result<(), PushError> {
     let (l, k) = (log.clone(), key.to_owned());
-    tokio::task::spawn_blocking(move || l.save_mark(&k, offset))
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+    Ok(on_disk(move || l.save_mark(&k, offset)).await?)
 }
 
 /// Where the `removed` list stands with one member, beside its trunk binlog push.
@@ -188,9 +203,9 @@ impl RemovedPush {
 async fn push_removed(
     srv: &Arc<StorageServer>,
     key: &str,
-    conn: &mut crate::client::Connection,
+    conn: &mut Connection,
     state: &mut RemovedPush,
-) -> Result<(), String> {
+) -> Result<(), PushError> {
     let log = srv.trunk.removed.log.clone();
     if state.is_current(&log) {
         return Ok(());
@@ -199,7 +214,7 @@ async fn push_removed(
         Some(o) => o,
         None => {
             let (l, k) = (log.clone(), key.to_owned());
-            tokio::task::spawn_blocking(move || l.mark(&k)).await.map_err(|e| e.to_string())?
+            on_disk(move || Ok(l.mark(&k))).await?
         }
     };
     let offset = match send_log(conn, &log, from, Command::TrunkRemoveFiles).await? {
