@@ -45,15 +45,17 @@ impl HttpModule for Module {
 
     unsafe extern "C" fn preconfiguration(cf: *mut ngx_conf_t) -> ngx_int_t {
         let mut name = ngx_string!("fastdfs_proxy_url");
-        // SAFETY: `cf` is the live configuration nginx passes to preconfiguration.
-        let v = unsafe { ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as ngx_uint_t) };
-        if v.is_null() {
-            return core::Status::NGX_ERROR.into();
-        }
-        // SAFETY: `v` was just returned non-null by nginx and is owned by the configuration.
-        unsafe { (*v).get_handler = Some(proxy_url_variable) };
-        // SAFETY: as above; the http main confs are created before preconfiguration runs.
-        let (index, main) = unsafe { (ngx_http_get_variable_index(cf, &mut name), Module::main_conf_mut(&*cf)) };
+        // SAFETY: `cf` is the live configuration nginx passes to preconfiguration; a variable
+        // it returns non-null is owned by that configuration; the http main confs are created
+        // before preconfiguration runs.
+        let (index, main) = unsafe {
+            let v = ngx_http_add_variable(cf, &mut name, NGX_HTTP_VAR_NOCACHEABLE as ngx_uint_t);
+            if v.is_null() {
+                return core::Status::NGX_ERROR.into();
+            }
+            (*v).get_handler = Some(proxy_url_variable);
+            (ngx_http_get_variable_index(cf, &mut name), Module::main_conf_mut(&*cf))
+        };
         match (usize::try_from(index), main) {
             (Ok(index), Some(main)) => main.proxy_url_index = Some(index),
             _ => return core::Status::NGX_ERROR.into(),
@@ -126,16 +128,15 @@ ngx::ngx_modules!(ngx_http_fastdfs_module);
 #[cfg_attr(not(feature = "export-modules"), no_mangle)]
 pub static mut ngx_http_fastdfs_module: ngx_module_t = ngx_module_t {
     ctx: addr_of!(NGX_HTTP_FASTDFS_MODULE_CTX) as _,
-    // SAFETY: the command table is a static that nginx reads (never writes) at startup.
-    commands: unsafe { addr_of_mut!(NGX_HTTP_FASTDFS_COMMANDS[0]) },
+    // nginx reads the command table (never writes it) at startup.
+    commands: addr_of_mut!(NGX_HTTP_FASTDFS_COMMANDS) as *mut ngx_command_t,
     type_: NGX_HTTP_MODULE as _,
     ..ngx_module_t::default()
 };
 
 /// Loads a mod_fastdfs.conf once per configuration, however many levels name it.
-fn load_settings(cf: *mut ngx_conf_t, path: &str) -> Result<Arc<Settings>, *mut c_char> {
-    // SAFETY: `cf` is the configuration being parsed (or merged); main confs exist then.
-    let main = unsafe { Module::main_conf_mut(&*cf) }.ok_or(NGX_CONF_ERROR)?;
+fn load_settings(cf: &mut ngx_conf_t, path: &str) -> Result<Arc<Settings>, *mut c_char> {
+    let main = Module::main_conf_mut(cf).ok_or(NGX_CONF_ERROR)?;
     if let Some((_, s)) = main.loaded.iter().find(|(p, _)| p == path) {
         return Ok(s.clone());
     }
@@ -157,15 +158,14 @@ fn load_settings(cf: *mut ngx_conf_t, path: &str) -> Result<Arc<Settings>, *mut 
 }
 
 extern "C" fn cmd_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    // SAFETY: for a TAKE1 directive nginx passes exactly two args (name, value).
-    let args: &[ngx_str_t] = unsafe { (*(*cf).args).as_slice() };
+    // SAFETY: `cf` is the configuration being parsed, and for a TAKE1 directive nginx passes
+    // exactly two args (name, value); with NGX_HTTP_LOC_CONF_OFFSET, `conf` is this module's
+    // LocConf of the level (http, server or location) being parsed.
+    let (cf, args, conf) = unsafe { (&mut *cf, (*(*cf).args).as_slice::<ngx_str_t>(), &mut *(conf as *mut LocConf)) };
     let Ok(path) = args[1].to_str() else {
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "fastdfs_config: path is not UTF-8");
         return NGX_CONF_ERROR;
     };
-    // SAFETY: with NGX_HTTP_LOC_CONF_OFFSET, `conf` is this module's LocConf of the level
-    // (http, server or location) being parsed.
-    let conf = unsafe { &mut *(conf as *mut LocConf) };
     if conf.settings.is_some() {
         ngx_conf_log_error!(NGX_LOG_EMERG, cf, "fastdfs_config is duplicate");
         return NGX_CONF_ERROR;
@@ -183,8 +183,9 @@ extern "C" fn cmd_config(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *m
 /// anywhere reads the default file, as the original does.
 unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, conf: *mut c_void) -> *mut c_char {
     // SAFETY: nginx merges this module's LocConf of a level (`conf`) with the enclosing
-    // level's (`prev`); both were made by create_loc_conf and are distinct.
-    let (prev, conf) = unsafe { (&*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
+    // level's (`prev`); both were made by create_loc_conf and are distinct; `cf` is the live
+    // configuration.
+    let (cf, prev, conf) = unsafe { (&mut *cf, &*(prev as *const LocConf), &mut *(conf as *mut LocConf)) };
     if conf.settings.is_none() {
         conf.settings = prev.settings.clone();
     }
@@ -198,10 +199,11 @@ unsafe extern "C" fn merge_loc_conf(cf: *mut ngx_conf_t, prev: *mut c_void, conf
 }
 
 extern "C" fn cmd_enable(cf: *mut ngx_conf_t, _cmd: *mut ngx_command_t, conf: *mut c_void) -> *mut c_char {
-    // SAFETY: `conf` is this module's LocConf for the location being parsed.
-    unsafe { (*(conf as *mut LocConf)).enabled = true };
-    // SAFETY: the core module's location conf exists for every location.
-    match unsafe { NgxHttpCoreModule::location_conf_mut(&*cf) } {
+    // SAFETY: `conf` is this module's LocConf for the location being parsed, `cf` the live
+    // configuration.
+    let (cf, conf) = unsafe { (&*cf, &mut *(conf as *mut LocConf)) };
+    conf.enabled = true;
+    match NgxHttpCoreModule::location_conf_mut(cf) {
         Some(clcf) => {
             clcf.handler = Some(fastdfs_handler);
             NGX_CONF_OK
@@ -215,32 +217,21 @@ extern "C" fn fastdfs_handler(r: *mut ngx_http_request_t) -> ngx_int_t {
     // SAFETY: nginx calls content handlers with a live, non-null request, and `Request` is a
     // transparent wrapper of `ngx_http_request_t`.
     let request = unsafe { Request::from_ngx_http_request(r) };
-    // SAFETY: `request` is the live request nginx handed us, used only during this call.
-    match catch_unwind(AssertUnwindSafe(|| unsafe { handle(request) })) {
+    match catch_unwind(AssertUnwindSafe(|| handle(request))) {
         Ok(rc) => rc,
         Err(_) => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
     }
 }
 
-/// Bytes of an nginx string (empty when its data is NULL, as `args` is without a query).
-fn bytes(s: &ngx_str_t) -> &[u8] {
-    if s.data.is_null() || s.len == 0 {
-        &[]
-    } else {
-        // SAFETY: a non-null ngx_str_t points at `len` readable bytes.
-        unsafe { std::slice::from_raw_parts(s.data, s.len) }
-    }
-}
-
 /// The address and port this request came in on.
-unsafe fn local_addr(r: &ngx_http_request_t) -> Option<(IpAddr, u16)> {
-    let c = r.connection;
-    // SAFETY: the request's connection is live; this fills `local_sockaddr` if needed.
-    if unsafe { ngx_connection_local_sockaddr(c, ptr::null_mut(), 0) } != NGX_OK as ngx_int_t {
-        return None;
-    }
-    // SAFETY: after the call above `local_sockaddr` points at a sockaddr of the family it says.
+fn local_addr(r: &Request) -> Option<(IpAddr, u16)> {
+    let c = r.connection();
+    // SAFETY: the request's connection is live; ngx_connection_local_sockaddr fills
+    // `local_sockaddr` if needed, after which it points at a sockaddr of the family it says.
     unsafe {
+        if ngx_connection_local_sockaddr(c, ptr::null_mut(), 0) != NGX_OK as ngx_int_t {
+            return None;
+        }
         let sa = (*c).local_sockaddr;
         match (*sa).sa_family as u32 {
             AF_INET => {
@@ -267,7 +258,7 @@ fn over_tls(r: &Request) -> bool {
         let v = ngx_http_get_variable(r as *const Request as *mut ngx_http_request_t, &mut name, key);
         !v.is_null()
             && (*v).not_found() == 0
-            && bytes(&ngx_str_t { len: (*v).len() as usize, data: (*v).data }) == b"on"
+            && (ngx_str_t { len: (*v).len() as usize, data: (*v).data }).as_bytes() == b"on"
     }
 }
 
@@ -294,12 +285,11 @@ fn multi_range_allowed(r: &Request, settings: &Option<Arc<Settings>>) -> bool {
 
 /// Decides what to do with a request (also used by the `$fastdfs_proxy_url` variable, which
 /// runs after the named redirect has cleared every module context).
-unsafe fn route(r: &Request) -> Option<(Route, u16)> {
+fn route(r: &Request) -> Option<(Route, u16)> {
     let settings = settings_of(r)?;
-    let path = std::str::from_utf8(bytes(&r.as_ref().uri)).ok();
-    let args = std::str::from_utf8(bytes(&r.as_ref().args)).unwrap_or("");
-    // SAFETY: `r` is live.
-    let (ip, port) = unsafe { local_addr(r.as_ref()) }.unwrap_or((IpAddr::from([0, 0, 0, 0]), 80));
+    let path = std::str::from_utf8(r.as_ref().uri.as_bytes()).ok();
+    let args = std::str::from_utf8(r.as_ref().args.as_bytes()).unwrap_or("");
+    let (ip, port) = local_addr(r).unwrap_or((IpAddr::from([0, 0, 0, 0]), 80));
     let Some(path) = path else { return Some((Route::Reject(400, "URL is not UTF-8"), port)) };
     let bypass =
         settings.config.anti_steal_bypass_header.as_ref().is_some_and(|(n, v)| header_in(r, n) == Some(v.as_bytes()));
@@ -316,7 +306,7 @@ fn ngx_time() -> i64 {
     }
 }
 
-unsafe fn handle(request: &mut Request) -> ngx_int_t {
+fn handle(request: &mut Request) -> ngx_int_t {
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return NGX_HTTP_NOT_ALLOWED as ngx_int_t;
     }
@@ -324,8 +314,7 @@ unsafe fn handle(request: &mut Request) -> ngx_int_t {
     if !rc.is_ok() {
         return rc.0;
     }
-    // SAFETY: `request` is live.
-    let Some((route, port)) = (unsafe { route(request) }) else {
+    let Some((route, port)) = route(request) else {
         return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     };
     let log = request.log();
@@ -339,13 +328,10 @@ unsafe fn handle(request: &mut Request) -> ngx_int_t {
             ngx_log_error!(NGX_LOG_ERR, log, "fastdfs: token check failed");
             NGX_HTTP_BAD_REQUEST as ngx_int_t
         }
-        Route::TokenFail(Some(file)) => {
-            // SAFETY: `request` is live.
-            match unsafe { serve_file(request.as_mut(), &file, None, None, None, Windowed::Whole) } {
-                Ok(rc) => rc,
-                Err(_) => NGX_HTTP_BAD_REQUEST as ngx_int_t,
-            }
-        }
+        Route::TokenFail(Some(file)) => match serve_file(request, &file, None, None, None, Windowed::Whole) {
+            Ok(rc) => rc,
+            Err(_) => NGX_HTTP_BAD_REQUEST as ngx_int_t,
+        },
         Route::Serve(t) => {
             let trunk = t
                 .store_root
@@ -360,8 +346,7 @@ unsafe fn handle(request: &mut Request) -> ngx_int_t {
                 }
                 let (etag, attachment) = (t.etag.as_deref(), t.attachment.as_deref());
                 let window = Windowed::Slot(&t.remote, loc, root, Follow::Once);
-                // SAFETY: `request` is live.
-                let served = match unsafe { serve_file(request.as_mut(), &path, etag, attachment, t.flv, window) } {
+                let served = match serve_file(request, &path, etag, attachment, t.flv, window) {
                     Ok(rc) => Some(rc),
                     Err(NotServed::Missed) => None,
                     // A link slot (C's de-duplication): the file it names is served, found
@@ -373,8 +358,7 @@ unsafe fn handle(request: &mut Request) -> ngx_int_t {
                                     Some((path, loc)) => (path, Windowed::Slot(&target, loc, &root, Follow::No)),
                                     None => (root.join(target.relative_path()), Windowed::Whole),
                                 };
-                                // SAFETY: `request` is live.
-                                unsafe { serve_file(request.as_mut(), &path, etag, attachment, t.flv, window) }.ok()
+                                serve_file(request, &path, etag, attachment, t.flv, window).ok()
                             }
                             None => None,
                         }
@@ -383,29 +367,25 @@ unsafe fn handle(request: &mut Request) -> ngx_int_t {
                 if let Some(rc) = served {
                     return rc;
                 }
-                // SAFETY: `request` is live.
-                return unsafe { not_here(request, &t, port) };
+                return not_here(request, &t, port);
             }
             if let Some(path) = &t.local_path {
                 if t.flv.is_none() && !multi_range_allowed(request, &settings_of(request)) {
                     return NGX_HTTP_RANGE_NOT_SATISFIABLE as ngx_int_t;
                 }
                 let (etag, attachment) = (t.etag.as_deref(), t.attachment.as_deref());
-                // SAFETY: `request` is live.
-                if let Ok(rc) = unsafe { serve_file(request.as_mut(), path, etag, attachment, t.flv, Windowed::Whole) }
-                {
+                if let Ok(rc) = serve_file(request, path, etag, attachment, t.flv, Windowed::Whole) {
                     return rc;
                 }
             }
-            // SAFETY: `request` is live.
-            unsafe { not_here(request, &t, port) }
+            not_here(request, &t, port)
         }
     }
 }
 
 /// The file is not on this server: 404, 400 (loop), 500 (unknown source), or 302 / proxy to
 /// its source, or, for a file that should be here, to a member that holds it.
-unsafe fn not_here(request: &mut Request, t: &Target, port: u16) -> ngx_int_t {
+fn not_here(request: &mut Request, t: &Target, port: u16) -> ngx_int_t {
     let log = request.log();
     let (host, mode) = match &t.if_missing {
         Missing::NotFound => return NGX_HTTP_NOT_FOUND as ngx_int_t,
@@ -416,8 +396,7 @@ unsafe fn not_here(request: &mut Request, t: &Target, port: u16) -> ngx_int_t {
         Missing::UnknownSource => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
         Missing::Remote { host, mode } => (host.clone(), *mode),
         Missing::Elsewhere { mode, .. } => {
-            // SAFETY: `request` is live.
-            let server_ip = unsafe { local_addr(request.as_ref()) }.map(|(ip, _)| ip);
+            let server_ip = local_addr(request).map(|(ip, _)| ip);
             match settings_of(request).and_then(|s| s.holder(t, server_ip, ngx_time())) {
                 Some(host) => {
                     ngx_log_error!(NGX_LOG_WARN, log, "fastdfs: {} should be here and is not; from {}", t.remote, host);
@@ -430,66 +409,68 @@ unsafe fn not_here(request: &mut Request, t: &Target, port: u16) -> ngx_int_t {
     let uri = String::from_utf8_lossy(request.unparsed_uri().as_bytes()).into_owned();
     let url = source_url(over_tls(request), &host, port, &uri);
     let proxy_url_index = Module::main_conf(request.as_ref()).and_then(|m| m.proxy_url_index);
-    let r: &mut ngx_http_request_t = request.as_mut();
     match mode {
-        ResponseMode::Redirect => {
-            // SAFETY: `r` is live; the header is allocated from its pool.
-            match unsafe { push_header(r, "Location", &url) } {
-                Some(h) => {
-                    r.headers_out.location = h;
-                    NGX_HTTP_MOVED_TEMPORARILY as ngx_int_t
-                }
-                None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        ResponseMode::Redirect => match push_header(request, "Location", &url) {
+            Some(h) => {
+                request.as_mut().headers_out.location = h;
+                NGX_HTTP_MOVED_TEMPORARILY as ngx_int_t
             }
-        }
+            None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        },
         ResponseMode::Proxy => {
             // The named location sees its own (server-level) configuration, not this one's:
             // `$fastdfs_proxy_url` is set here, where the member or source is known.
-            // SAFETY: `r` is live; `proxy_url_index` is the variable's index in this
-            // configuration, so `r.variables` has a slot for it.
+            let (Some(index), Some(value)) = (proxy_url_index, pool_str(request, url.as_bytes())) else {
+                return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+            };
+            let r: &mut ngx_http_request_t = request.as_mut();
+            let mut name = ngx_string!("@fastdfs_proxy");
+            // SAFETY: `proxy_url_index` is the variable's index in this configuration, so the
+            // live request's `variables` has a slot for it; nginx copies what it needs from
+            // `name` before ngx_http_named_location returns.
             unsafe {
-                let (Some(index), Some(value)) = (proxy_url_index, pool_str(r, url.as_bytes())) else {
-                    return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-                };
                 let v = r.variables.add(index);
                 (*v).data = value.data;
                 (*v).set_len(value.len as u32);
                 (*v).set_valid(1);
                 (*v).set_no_cacheable(0);
                 (*v).set_not_found(0);
+                ngx_http_named_location(r, &mut name);
             }
-            let mut name = ngx_string!("@fastdfs_proxy");
-            // SAFETY: `r` is live; nginx copies what it needs from `name` before returning.
-            unsafe { ngx_http_named_location(r, &mut name) };
             NGX_DONE as ngx_int_t
         }
     }
 }
 
 /// Allocates `s` in the request pool (NUL-terminated, as file names must be).
-unsafe fn pool_str(r: &ngx_http_request_t, s: &[u8]) -> Option<ngx_str_t> {
-    // SAFETY: the pool is live for the request; we write `len + 1` bytes into it.
+fn pool_str(r: &Request, s: &[u8]) -> Option<ngx_str_t> {
+    let p = r.pool().alloc_unaligned(s.len() + 1) as *mut u8;
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` is a fresh allocation of `len + 1` bytes from the request's live pool.
     unsafe {
-        let p = ngx_pnalloc(r.pool, s.len() + 1) as *mut u8;
-        if p.is_null() {
-            return None;
-        }
         ptr::copy_nonoverlapping(s.as_ptr(), p, s.len());
         *p.add(s.len()) = 0;
-        Some(ngx_str_t { len: s.len(), data: p })
     }
+    Some(ngx_str_t { len: s.len(), data: p })
 }
 
-unsafe fn push_header(r: &mut ngx_http_request_t, key: &str, value: &str) -> Option<*mut ngx_table_elt_t> {
-    // SAFETY: headers_out.headers is the request's live output header list.
+/// Adds an output header and returns it, for the ones nginx's filters also look up through
+/// their own `headers_out` field (`ETag`, `Location`).
+fn push_header(r: &mut Request, key: &str, value: &str) -> Option<*mut ngx_table_elt_t> {
+    let (key, value) = (pool_str(r, key.as_bytes())?, pool_str(r, value.as_bytes())?);
+    let r: &mut ngx_http_request_t = r.as_mut();
+    // SAFETY: headers_out.headers is the live request's output header list; an element it
+    // returns non-null is ours to fill.
     unsafe {
         let h = ngx_list_push(&mut r.headers_out.headers) as *mut ngx_table_elt_t;
         if h.is_null() {
             return None;
         }
         (*h).hash = 1;
-        (*h).key = pool_str(r, key.as_bytes())?;
-        (*h).value = pool_str(r, value.as_bytes())?;
+        (*h).key = key;
+        (*h).value = value;
         (*h).lowcase_key = ptr::null_mut();
         Some(h)
     }
@@ -523,8 +504,8 @@ enum Windowed<'a> {
 
 /// Serves a local file as nginx's static handler does. `Err(Missed)` when it does not exist,
 /// `Err(NotServed::Link(text))` for a link slot to follow (only with [`Follow::Once`]).
-unsafe fn serve_file(
-    r: &mut ngx_http_request_t,
+fn serve_file(
+    request: &mut Request,
     path: &Path,
     etag: Option<&str>,
     attachment: Option<&str>,
@@ -533,19 +514,27 @@ unsafe fn serve_file(
 ) -> Result<ngx_int_t, NotServed> {
     use std::os::unix::ffi::OsStrExt;
     let internal = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-    let Some(clcf) = NgxHttpCoreModule::location_conf(r) else { return Ok(internal) };
-    // SAFETY: `r` is live.
-    let Some(mut name) = (unsafe { pool_str(r, path.as_os_str().as_bytes()) }) else { return Ok(internal) };
-    // SAFETY: all-zero is the documented initial state of ngx_open_file_info_t.
-    let mut of: ngx_open_file_info_t = unsafe { std::mem::zeroed() };
-    of.read_ahead = clcf.read_ahead;
-    of.directio = clcf.directio;
-    of.valid = clcf.open_file_cache_valid;
-    of.min_uses = clcf.open_file_cache_min_uses;
-    of.set_errors(clcf.open_file_cache_errors as _);
-    of.set_events(clcf.open_file_cache_events as _);
-    // SAFETY: arguments are live for the call; the fd is closed by the pool's cleanup.
-    let rc = unsafe { ngx_open_cached_file(clcf.open_file_cache, &mut name, &mut of, r.pool) };
+    let Some(clcf) = NgxHttpCoreModule::location_conf(request) else { return Ok(internal) };
+    let Some(mut name) = pool_str(request, path.as_os_str().as_bytes()) else { return Ok(internal) };
+    let pool = request.pool();
+    // SAFETY: all-zero is the documented initial state of ngx_open_file_info_t; the arguments
+    // of ngx_open_cached_file are live for the call, and the fd it opens stays open for the
+    // request (the pool's cleanup closes it), so a File borrowing it is valid meanwhile;
+    // ManuallyDrop keeps that File from closing it.
+    let (rc, of, file) = unsafe {
+        let mut of: ngx_open_file_info_t = std::mem::zeroed();
+        of.read_ahead = clcf.read_ahead;
+        of.directio = clcf.directio;
+        of.valid = clcf.open_file_cache_valid;
+        of.min_uses = clcf.open_file_cache_min_uses;
+        of.set_errors(clcf.open_file_cache_errors as _);
+        of.set_events(clcf.open_file_cache_events as _);
+        let rc = ngx_open_cached_file(clcf.open_file_cache, &mut name, &mut of, pool.as_ptr());
+        // A directory is not opened (its fd is NGX_INVALID_FILE).
+        let opened = rc == NGX_OK as ngx_int_t && of.is_dir() == 0 && of.fd != NGX_INVALID_FILE;
+        let file = opened.then(|| std::mem::ManuallyDrop::new(std::fs::File::from_raw_fd(of.fd)));
+        (rc, of, file)
+    };
     if rc != NGX_OK as ngx_int_t {
         return match of.err as u32 {
             ENOENT | ENOTDIR | ENAMETOOLONG => Err(Missed),
@@ -553,9 +542,7 @@ unsafe fn serve_file(
             _ => Ok(internal),
         };
     }
-    if of.is_dir() != 0 {
-        return Err(Missed);
-    }
+    let Some(file) = file else { return Err(Missed) };
     let (base, size, mtime) = match window {
         Windowed::Whole => (0, of.size, of.mtime),
         Windowed::Slot(remote, loc, root, follow) => {
@@ -563,9 +550,6 @@ unsafe fn serve_file(
                 return Err(Missed);
             }
             let mut header = [0u8; fdfs_core::trunk::SLOT_HEADER_LEN as usize];
-            // SAFETY: `of.fd` is open (ngx_open_cached_file succeeded) and stays open for the
-            // request; ManuallyDrop keeps the borrowed File from closing it.
-            let file = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(of.fd) });
             if file.read_exact_at(&mut header, loc.offset as u64).is_err() {
                 return Err(Missed);
             }
@@ -592,19 +576,36 @@ unsafe fn serve_file(
         },
         None => (0, size, false),
     };
+    if let Some(name) = attachment {
+        if request.add_header_out("Content-Disposition", &fdfs_core::http::content_disposition(name)).is_none() {
+            return Ok(internal);
+        }
+    }
+    let etag = match etag {
+        Some(e) => match push_header(request, "ETag", e) {
+            Some(h) => Some(h),
+            None => return Ok(internal),
+        },
+        None => None,
+    };
+    let (b, f) = (pool.calloc_type::<ngx_buf_t>(), pool.calloc_type::<ngx_file_t>());
+    let flv_buf = if flv_header { pool.calloc_type::<ngx_buf_t>() } else { ptr::null_mut() };
+    if b.is_null() || f.is_null() || (flv_header && flv_buf.is_null()) {
+        return Ok(internal);
+    }
+    let r: &mut ngx_http_request_t = request.as_mut();
     if flv.is_none() {
         r.set_allow_ranges(1);
     }
     r.headers_out.status = NGX_HTTP_OK as ngx_uint_t;
     r.headers_out.content_length_n = to - from + if flv_header { FLV_HEADER.len() as i64 } else { 0 };
     r.headers_out.last_modified_time = mtime;
-    // SAFETY: `r` is live for all header calls below.
+    // SAFETY: `r` is the live request, for the header calls and the output filter; `b`, `f`
+    // and `flv_buf` are zeroed allocations from its pool, filled here before nginx reads them;
+    // `of.fd` stays open for the request (the pool's cleanup closes it).
     unsafe {
         match etag {
-            Some(e) => match push_header(r, "ETag", e) {
-                Some(h) => r.headers_out.etag = h,
-                None => return Ok(internal),
-            },
+            Some(h) => r.headers_out.etag = h,
             None => {
                 if ngx_http_set_etag(r) != NGX_OK as ngx_int_t {
                     return Ok(internal);
@@ -614,19 +615,9 @@ unsafe fn serve_file(
         if ngx_http_set_content_type(r) != NGX_OK as ngx_int_t {
             return Ok(internal);
         }
-        if let Some(name) = attachment {
-            if push_header(r, "Content-Disposition", &fdfs_core::http::content_disposition(name)).is_none() {
-                return Ok(internal);
-            }
-        }
         let rc = ngx_http_send_header(r);
         if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || r.header_only() != 0 {
             return Ok(rc);
-        }
-        let b = ngx_pcalloc(r.pool, std::mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t;
-        let f = ngx_pcalloc(r.pool, std::mem::size_of::<ngx_file_t>()) as *mut ngx_file_t;
-        if b.is_null() || f.is_null() {
-            return Ok(internal);
         }
         let is_main = ptr::eq(r as *const ngx_http_request_t, r.main as *const _);
         (*b).file_pos = base + from;
@@ -642,10 +633,7 @@ unsafe fn serve_file(
         (*b).file = f;
         let mut out = ngx_chain_t { buf: b, next: ptr::null_mut() };
         if flv_header {
-            let h = ngx_calloc_buf_compat(r.pool);
-            if h.is_null() {
-                return Ok(internal);
-            }
+            let h = flv_buf;
             (*h).pos = FLV_HEADER.as_ptr() as *mut u8;
             (*h).last = (*h).pos.add(FLV_HEADER.len());
             (*h).set_memory(1);
@@ -656,48 +644,37 @@ unsafe fn serve_file(
     }
 }
 
-/// `ngx_calloc_buf` is a C macro; this is what it expands to.
-unsafe fn ngx_calloc_buf_compat(pool: *mut ngx_pool_t) -> *mut ngx_buf_t {
-    // SAFETY: the pool is live; nginx buffers are plain zero-initialised structs.
-    unsafe { ngx_pcalloc(pool, std::mem::size_of::<ngx_buf_t>()) as *mut ngx_buf_t }
-}
-
 /// `$fastdfs_proxy_url`: `http[s]://<source storage>:<this port><uri>{?|&}redirect=1`.
 unsafe extern "C" fn proxy_url_variable(
     r: *mut ngx_http_request_t,
     v: *mut ngx_variable_value_t,
     _data: usize,
 ) -> ngx_int_t {
-    let computed = catch_unwind(AssertUnwindSafe(|| {
-        // SAFETY: nginx calls variable handlers with a live, non-null request; `Request` is a
-        // transparent wrapper of it.
-        let request = unsafe { Request::from_ngx_http_request(r) };
-        // SAFETY: as above.
-        match unsafe { route(request) } {
-            Some((Route::Serve(Target { if_missing: Missing::Remote { host, .. }, .. }), port)) => Some(source_url(
-                over_tls(request),
-                &host,
-                port,
-                &String::from_utf8_lossy(request.unparsed_uri().as_bytes()),
-            )),
-            _ => None,
-        }
+    // SAFETY: nginx calls variable handlers with a live, non-null request (`Request` is a
+    // transparent wrapper of it) and the variable's slot `v`, ours to fill for this call.
+    let (request, v) = unsafe { (Request::from_ngx_http_request(r), &mut *v) };
+    let computed = catch_unwind(AssertUnwindSafe(|| match route(request) {
+        Some((Route::Serve(Target { if_missing: Missing::Remote { host, .. }, .. }), port)) => Some(source_url(
+            over_tls(request),
+            &host,
+            port,
+            &String::from_utf8_lossy(request.unparsed_uri().as_bytes()),
+        )),
+        _ => None,
     }));
-    // SAFETY: `v` is the variable slot nginx hands us; its data is allocated from the pool.
-    unsafe {
-        match computed {
-            Ok(Some(url)) => match pool_str(&*r, url.as_bytes()) {
-                Some(s) => {
-                    (*v).data = s.data;
-                    (*v).set_len(s.len as u32);
-                    (*v).set_valid(1);
-                    (*v).set_no_cacheable(0);
-                    (*v).set_not_found(0);
-                }
-                None => return NGX_ERROR as ngx_int_t,
-            },
-            _ => (*v).set_not_found(1),
-        }
+    match computed {
+        // The value lives in the request's pool, as nginx's own variables do.
+        Ok(Some(url)) => match pool_str(request, url.as_bytes()) {
+            Some(s) => {
+                v.data = s.data;
+                v.set_len(s.len as u32);
+                v.set_valid(1);
+                v.set_no_cacheable(0);
+                v.set_not_found(0);
+            }
+            None => return NGX_ERROR as ngx_int_t,
+        },
+        _ => v.set_not_found(1),
     }
     NGX_OK as ngx_int_t
 }
