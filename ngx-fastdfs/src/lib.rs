@@ -18,7 +18,6 @@
 
 use std::ffi::{c_char, c_void};
 use std::net::IpAddr;
-use std::os::unix::fs::FileExt;
 use std::os::unix::io::FromRawFd;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
@@ -27,6 +26,7 @@ use std::sync::Arc;
 
 use fdfs_core::config::ResponseMode;
 use fdfs_core::http::{source_url, FlvRange, Missing, Route, Settings, Target, FLV_HEADER};
+use fdfs_core::trunk::SlotView;
 use ngx::core::{self, NGX_CONF_ERROR, NGX_CONF_OK};
 use ngx::ffi::*;
 use ngx::http::{HttpModule, HttpModuleLocationConf, HttpModuleMainConf, Method, NgxHttpCoreModule, Request};
@@ -502,20 +502,26 @@ enum Windowed<'a> {
     Slot(&'a fdfs_core::file_id::RemoteFilename, fdfs_core::file_id::TrunkLocation, &'a Path, Follow),
 }
 
-/// Serves a local file as nginx's static handler does. `Err(Missed)` when it does not exist,
-/// `Err(NotServed::Link(text))` for a link slot to follow (only with [`Follow::Once`]).
-fn serve_file(
-    request: &mut Request,
-    path: &Path,
-    etag: Option<&str>,
-    attachment: Option<&str>,
-    flv: Option<FlvRange>,
-    window: Windowed<'_>,
-) -> Result<ngx_int_t, NotServed> {
+/// What a request for a local file ends in: an nginx status, or nothing served here.
+type Served = Result<ngx_int_t, NotServed>;
+
+/// A file opened through nginx's open file cache, for this request.
+struct Opened {
+    of: ngx_open_file_info_t,
+    /// The same descriptor as a `File` (never closed by us: the pool's cleanup closes it).
+    file: std::mem::ManuallyDrop<std::fs::File>,
+    /// The path, allocated in the request pool (nginx's file struct keeps it).
+    name: ngx_str_t,
+}
+
+/// Opens `path` as nginx's static handler does (open file cache, the location's `directio`,
+/// `read_ahead`). `Err` is what the request ends in when it cannot be: `Missed` when the file
+/// does not exist (or is a directory).
+fn open_cached(request: &Request, path: &Path) -> Result<Opened, Served> {
     use std::os::unix::ffi::OsStrExt;
-    let internal = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-    let Some(clcf) = NgxHttpCoreModule::location_conf(request) else { return Ok(internal) };
-    let Some(mut name) = pool_str(request, path.as_os_str().as_bytes()) else { return Ok(internal) };
+    let internal = Ok(NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t);
+    let Some(clcf) = NgxHttpCoreModule::location_conf(request) else { return Err(internal) };
+    let Some(mut name) = pool_str(request, path.as_os_str().as_bytes()) else { return Err(internal) };
     let pool = request.pool();
     // SAFETY: all-zero is the documented initial state of ngx_open_file_info_t; the arguments
     // of ngx_open_cached_file are live for the call, and the fd it opens stays open for the
@@ -536,35 +542,39 @@ fn serve_file(
         (rc, of, file)
     };
     if rc != NGX_OK as ngx_int_t {
-        return match of.err as u32 {
+        return Err(match of.err as u32 {
             ENOENT | ENOTDIR | ENAMETOOLONG => Err(Missed),
             EACCES => Ok(NGX_HTTP_FORBIDDEN as ngx_int_t),
-            _ => Ok(internal),
-        };
+            _ => internal,
+        });
     }
-    let Some(file) = file else { return Err(Missed) };
+    match file {
+        Some(file) => Ok(Opened { of, file, name }),
+        None => Err(Err(Missed)),
+    }
+}
+
+/// Serves a local file as nginx's static handler does. `Err(Missed)` when it does not exist,
+/// `Err(NotServed::Link(text))` for a link slot to follow (only with [`Follow::Once`]).
+fn serve_file(
+    request: &mut Request,
+    path: &Path,
+    etag: Option<&str>,
+    attachment: Option<&str>,
+    flv: Option<FlvRange>,
+    window: Windowed<'_>,
+) -> Served {
+    let opened = match open_cached(request, path) {
+        Ok(o) => o,
+        Err(served) => return served,
+    };
     let (base, size, mtime) = match window {
-        Windowed::Whole => (0, of.size, of.mtime),
+        Windowed::Whole => (0, opened.of.size, opened.of.mtime),
         Windowed::Slot(remote, loc, root, follow) => {
-            if fdfs_core::trunk::live::liveness(root, remote) == fdfs_core::trunk::live::Liveness::NotLive {
-                return Err(Missed);
-            }
-            let mut header = [0u8; fdfs_core::trunk::SLOT_HEADER_LEN as usize];
-            if file.read_exact_at(&mut header, loc.offset as u64).is_err() {
-                return Err(Missed);
-            }
-            match fdfs_core::trunk::checked(remote, &loc, &header) {
-                Some(c) if c.kind == fdfs_core::trunk::SlotKind::File => {
-                    (c.content_offset as i64, c.size as i64, c.mtime as i64)
-                }
-                Some(c) if follow == Follow::Once && c.size <= fdfs_core::trunk::MAX_LINK_TEXT => {
-                    let mut text = vec![0u8; c.size as usize];
-                    if file.read_exact_at(&mut text, c.content_offset).is_err() {
-                        return Err(Missed);
-                    }
-                    return Err(NotServed::Link(text));
-                }
-                _ => return Err(Missed),
+            match fdfs_core::trunk::view(&opened.file, remote, &loc, root, follow == Follow::Once) {
+                SlotView::File(c) => (c.content_offset as i64, c.size as i64, c.mtime as i64),
+                SlotView::Link(text) => return Err(NotServed::Link(text)),
+                SlotView::Missing => return Err(Missed),
             }
         }
     };
@@ -576,71 +586,91 @@ fn serve_file(
         },
         None => (0, size, false),
     };
+    let extra: Option<&'static [u8]> = if flv_header { Some(&FLV_HEADER) } else { None };
+    // Ranges are nginx's (its range filter) except for FLV, whose start is the query's.
+    let ranges = flv.is_none();
+    Ok(send_file(request, &opened, (base + from, base + to, mtime), (etag, attachment), extra, ranges))
+}
+
+/// Sends bytes `from..to` of an opened file, dated `mtime`, with the response headers
+/// (`etag`: nginx's own when `None`; `attachment`: Content-Disposition), after `prefix` when
+/// there is one, through nginx's filters (ranges when `ranges`, not-modified, sendfile).
+fn send_file(
+    request: &mut Request,
+    opened: &Opened,
+    (from, to, mtime): (i64, i64, i64),
+    (etag, attachment): (Option<&str>, Option<&str>),
+    prefix: Option<&'static [u8]>,
+    ranges: bool,
+) -> ngx_int_t {
+    let internal = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
     if let Some(name) = attachment {
         if request.add_header_out("Content-Disposition", &fdfs_core::http::content_disposition(name)).is_none() {
-            return Ok(internal);
+            return internal;
         }
     }
     let etag = match etag {
         Some(e) => match push_header(request, "ETag", e) {
             Some(h) => Some(h),
-            None => return Ok(internal),
+            None => return internal,
         },
         None => None,
     };
+    let pool = request.pool();
     let (b, f) = (pool.calloc_type::<ngx_buf_t>(), pool.calloc_type::<ngx_file_t>());
-    let flv_buf = if flv_header { pool.calloc_type::<ngx_buf_t>() } else { ptr::null_mut() };
-    if b.is_null() || f.is_null() || (flv_header && flv_buf.is_null()) {
-        return Ok(internal);
+    let prefix_buf = if prefix.is_some() { pool.calloc_type::<ngx_buf_t>() } else { ptr::null_mut() };
+    if b.is_null() || f.is_null() || (prefix.is_some() && prefix_buf.is_null()) {
+        return internal;
     }
     let r: &mut ngx_http_request_t = request.as_mut();
-    if flv.is_none() {
+    if ranges {
         r.set_allow_ranges(1);
     }
     r.headers_out.status = NGX_HTTP_OK as ngx_uint_t;
-    r.headers_out.content_length_n = to - from + if flv_header { FLV_HEADER.len() as i64 } else { 0 };
+    r.headers_out.content_length_n = to - from + prefix.map_or(0, |p| p.len() as i64);
     r.headers_out.last_modified_time = mtime;
     // SAFETY: `r` is the live request, for the header calls and the output filter; `b`, `f`
-    // and `flv_buf` are zeroed allocations from its pool, filled here before nginx reads them;
-    // `of.fd` stays open for the request (the pool's cleanup closes it).
+    // and `prefix_buf` are zeroed allocations from its pool, filled here before nginx reads
+    // them; `opened.of.fd` stays open for the request (the pool's cleanup closes it); `prefix`
+    // is static.
     unsafe {
         match etag {
             Some(h) => r.headers_out.etag = h,
             None => {
                 if ngx_http_set_etag(r) != NGX_OK as ngx_int_t {
-                    return Ok(internal);
+                    return internal;
                 }
             }
         }
         if ngx_http_set_content_type(r) != NGX_OK as ngx_int_t {
-            return Ok(internal);
+            return internal;
         }
         let rc = ngx_http_send_header(r);
         if rc == NGX_ERROR as ngx_int_t || rc > NGX_OK as ngx_int_t || r.header_only() != 0 {
-            return Ok(rc);
+            return rc;
         }
         let is_main = ptr::eq(r as *const ngx_http_request_t, r.main as *const _);
-        (*b).file_pos = base + from;
-        (*b).file_last = base + to;
+        (*b).file_pos = from;
+        (*b).file_last = to;
         (*b).set_in_file(if to > from { 1 } else { 0 });
         (*b).set_last_buf(if is_main { 1 } else { 0 });
         (*b).set_last_in_chain(1);
         (*b).set_sync(if (*b).last_buf() != 0 || (*b).in_file() != 0 { 0 } else { 1 });
-        (*f).fd = of.fd;
-        (*f).name = name;
+        (*f).fd = opened.of.fd;
+        (*f).name = opened.name;
         (*f).log = (*r.connection).log;
-        (*f).set_directio(of.is_directio());
+        (*f).set_directio(opened.of.is_directio());
         (*b).file = f;
         let mut out = ngx_chain_t { buf: b, next: ptr::null_mut() };
-        if flv_header {
-            let h = flv_buf;
-            (*h).pos = FLV_HEADER.as_ptr() as *mut u8;
-            (*h).last = (*h).pos.add(FLV_HEADER.len());
+        if let Some(prefix) = prefix {
+            let h = prefix_buf;
+            (*h).pos = prefix.as_ptr() as *mut u8;
+            (*h).last = (*h).pos.add(prefix.len());
             (*h).set_memory(1);
             let mut first = ngx_chain_t { buf: h, next: &mut out };
-            return Ok(ngx_http_output_filter(r, &mut first));
+            return ngx_http_output_filter(r, &mut first);
         }
-        Ok(ngx_http_output_filter(r, &mut out))
+        ngx_http_output_filter(r, &mut out)
     }
 }
 

@@ -166,6 +166,49 @@ pub fn open_followed(
     Ok(Some(Slot { file, path, content_offset: 0, size: meta.len(), mtime, kind: SlotKind::File }))
 }
 
+/// What serving `name` from its trunk file finds, the file already open (the nginx module
+/// opens it through nginx's open file cache).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlotView {
+    /// The slot holds the file: serve `size` bytes from `content_offset`, dated `mtime`.
+    File(SlotContent),
+    /// A link slot (C's de-duplication): its text, the filename of the file to serve instead.
+    Link(Vec<u8>),
+    /// Not here for this name: freed, reused, never recorded, or the trunk file too short.
+    Missing,
+}
+
+/// Reads `name`'s slot at `loc` in `file` (the trunk file of the store path at `store_root`):
+/// the slot must be one the storage recorded for the name ([`live`]) and its header must hold
+/// the name ([`checked`]). A link slot's text is read only with `follow_links` (C follows a
+/// link once, never a link to a link).
+pub fn view(
+    file: &File,
+    name: &RemoteFilename,
+    loc: &TrunkLocation,
+    store_root: &Path,
+    follow_links: bool,
+) -> SlotView {
+    if live::liveness(store_root, name) == live::Liveness::NotLive {
+        return SlotView::Missing;
+    }
+    let mut header = [0u8; SLOT_HEADER_LEN as usize];
+    if file.read_exact_at(&mut header, loc.offset as u64).is_err() {
+        return SlotView::Missing;
+    }
+    match checked(name, loc, &header) {
+        Some(c) if c.kind == SlotKind::File => SlotView::File(c),
+        Some(c) if follow_links && c.size <= MAX_LINK_TEXT => {
+            let mut text = vec![0u8; c.size as usize];
+            match file.read_exact_at(&mut text, c.content_offset) {
+                Ok(()) => SlotView::Link(text),
+                Err(_) => SlotView::Missing,
+            }
+        }
+        _ => SlotView::Missing,
+    }
+}
+
 /// Where a slot's content is, once its header was found to hold the name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SlotContent {
@@ -297,6 +340,38 @@ mod tests {
             low: 0,
         };
         file_id::generate(&n, &mut fastrand::Rng::with_seed(7))
+    }
+
+    #[test]
+    fn a_slot_is_viewed_as_its_file_a_link_to_follow_or_missing() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("data/00/00")).unwrap();
+        let file = trunk_name(TrunkLocation { trunk_id: 1, offset: 0, size: 256 }, b"served bytes");
+        write(&file, root.path(), SlotKind::File, &mut &b"served bytes"[..], 12).unwrap();
+        let text = file.relative_path();
+        let text = text.to_str().unwrap().as_bytes().to_vec();
+        let link = trunk_name(TrunkLocation { trunk_id: 1, offset: 256, size: 256 }, &text);
+        write(&link, root.path(), SlotKind::Link, &mut &text[..], text.len() as u64).unwrap();
+        let (path, loc) = location(&file, root.path()).unwrap();
+        let trunk = File::open(path).unwrap();
+        match view(&trunk, &file, &loc, root.path(), true) {
+            SlotView::File(c) => {
+                let mut got = vec![0u8; c.size as usize];
+                trunk.read_exact_at(&mut got, c.content_offset).unwrap();
+                assert_eq!(got, b"served bytes");
+                assert_eq!(c.mtime, 1_795_800_000, "the name's time");
+            }
+            other => panic!("{other:?}"),
+        }
+        let link_loc = link.trunk_location().unwrap();
+        assert_eq!(view(&trunk, &link, &link_loc, root.path(), true), SlotView::Link(text));
+        assert_eq!(view(&trunk, &link, &link_loc, root.path(), false), SlotView::Missing, "never followed twice");
+        // Another name at the file's slot (a slot reused, a forged URL) finds nothing.
+        let other = trunk_name(loc, b"other bytes!");
+        assert_eq!(view(&trunk, &other, &loc, root.path(), true), SlotView::Missing);
+        // Past the end of the trunk file.
+        let far = TrunkLocation { trunk_id: 1, offset: 1 << 20, size: 256 };
+        assert_eq!(view(&trunk, &trunk_name(far, b"x"), &far, root.path(), true), SlotView::Missing);
     }
 
     #[test]
