@@ -75,7 +75,7 @@ fn check(v: &Value) -> bool {
         }
         "tracker:R81" => {
             let r = JoinResp::decode(&b, Profile::V6_16).unwrap();
-            assert_eq!(r.status as i64, d["my_status"].as_i64().unwrap());
+            assert_eq!(r.status.byte() as i64, d["my_status"].as_i64().unwrap());
             assert_eq!(&r.encode(Profile::V6_16)[..], &b[..]);
         }
         "tracker:R83" | "tracker:R84" | "tracker:R89" => {

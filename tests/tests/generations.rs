@@ -92,7 +92,7 @@ async fn old_tracker(listener: tokio::net::TcpListener, layout: Layout, joins: A
                             // After its first accepted JOIN the storage is hung up on once: it must
                             // come back in the generation it learnt, without probing again.
                             hang_up = joins.lock().unwrap().iter().filter(|l| accepts(l)).count() == 1;
-                            Ok(JoinResp { status: 6, sync_src_id: String::new() }
+                            Ok(JoinResp { status: fdfs_core::protocol::status::ONLINE, sync_src_id: String::new() }
                                 .encode(Profile::of(layout, false))
                                 .to_vec())
                         } else {

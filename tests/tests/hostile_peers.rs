@@ -25,7 +25,7 @@ fn field(text: &str, width: usize) -> Vec<u8> {
     f
 }
 
-async fn status_of(c: &fdfs_core::client::Client, id: &str) -> Option<u8> {
+async fn status_of(c: &fdfs_core::client::Client, id: &str) -> Option<fdfs_core::protocol::StorageStatus> {
     let list = c.tracker.list_storages("group1", None).await.ok()?;
     list.iter().find(|s| s.id == id).map(|s| s.status)
 }

@@ -49,7 +49,7 @@ fn client(tracker: &str) -> Client {
     Client::new(&ClientConfig::for_tracker(ServerAddr::parse(tracker).unwrap()))
 }
 
-async fn status_of(c: &Client, group: &str, id: &str) -> u8 {
+async fn status_of(c: &Client, group: &str, id: &str) -> fdfs_core::protocol::StorageStatus {
     c.tracker.list_storages(group, Some(id)).await.unwrap()[0].status
 }
 
@@ -87,7 +87,7 @@ async fn storages_join_sync_and_serve_every_query() {
     let briefs = n.group.expect("group changed: briefs pushed");
     assert_eq!(
         briefs.iter().map(|b| (b.id.as_str(), b.status)).collect::<Vec<_>>(),
-        [("127.0.0.2", 7), ("127.0.0.3", 1)]
+        [("127.0.0.2", status::ACTIVE), ("127.0.0.3", status::WAIT_SYNC)]
     );
     assert_eq!(a.beat(None).await.unwrap().group, None, "no change, no briefs");
     for st in [status::SYNCING, status::OFFLINE] {
@@ -218,7 +218,7 @@ async fn state_survives_a_restart() {
         ReportConnection::connect(&t.addr(), Some("127.0.0.2".parse().unwrap()), T, Profile::CLASSIC).await.unwrap();
     let mut req = join_req("group1", 1);
     req.init_flag = false;
-    req.status = status::ACTIVE as i8;
+    req.status = status::ACTIVE.byte() as i8;
     assert_eq!(a.join(&req).await.unwrap().status, status::ONLINE);
     a.beat(None).await.unwrap();
     assert_eq!(status_of(&c2, "group1", "127.0.0.2").await, status::ACTIVE);
@@ -388,7 +388,7 @@ async fn policy_cluster(extra: &str) -> (TrackerProc, Vec<ReportConnection>) {
         let mut req = join_req(group, 2);
         req.upload_priority = prio;
         req.init_flag = false;
-        req.status = status::ACTIVE as i8;
+        req.status = status::ACTIVE.byte() as i8;
         c.join(&req).await.unwrap();
         let usage: Vec<PathUsage> = paths.into_iter().map(|(t, f)| PathUsage { total_mb: t, free_mb: f }).collect();
         c.disk_usage(&usage).await.unwrap();
@@ -533,7 +533,7 @@ async fn two_trackers_elect_one_leader_and_the_survivor_takes_over() {
         let mut req = join_req("group1", 1);
         req.trackers = trackers.clone();
         req.init_flag = false;
-        req.status = status::ACTIVE as i8;
+        req.status = status::ACTIVE.byte() as i8;
         c.join(&req).await.unwrap();
         c.disk_usage(&USAGE).await.unwrap();
         conns.push(c);
@@ -573,7 +573,7 @@ async fn two_trackers_elect_one_leader_and_the_survivor_takes_over() {
     let mut req = join_req("group1", 1);
     req.trackers = trackers.clone();
     req.init_flag = false;
-    req.status = status::ACTIVE as i8;
+    req.status = status::ACTIVE.byte() as i8;
     s.join(&req).await.unwrap();
     let n = s.disk_usage(&USAGE).await.unwrap();
     assert!(n.leader.is_some(), "the new leader announces itself");

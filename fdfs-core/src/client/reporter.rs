@@ -82,8 +82,8 @@ impl ReportConnection {
     }
 
     /// 59.
-    pub async fn change_status(&mut self, status: u8) -> ClientResult<()> {
-        let body = self.conn.call(Command::StorageChangeStatus, &[status]).await?;
+    pub async fn change_status(&mut self, status: crate::protocol::StorageStatus) -> ClientResult<()> {
+        let body = self.conn.call(Command::StorageChangeStatus, &[status.byte()]).await?;
         expect_empty(self.conn.addr(), &body)
     }
 

@@ -5,13 +5,13 @@ use bytes::{BufMut, BytesMut};
 
 use super::codec::{expect_len, put_fixed, DecodeError, DecodeResult, Reader};
 use super::stat::StatBuff;
-use super::wire::{wire_struct, Ip, Text, I32, I64, U8};
+use super::wire::{wire_struct, Ip, StatusByte, Text, I32, I64};
 use super::{Layout, Profile, GROUP_LEN, MAX_TRACKERS};
 
 wire_struct! {
     /// `FDFSStorageBrief`: 37 bytes (classic) or 67 (6.11+).
     pub struct Brief {
-        status: U8,
+        status: StatusByte,
         port: I32,
         id: Text<16>,
         ip: Ip,
@@ -180,7 +180,7 @@ impl JoinReq {
 wire_struct! {
     /// 81 answer (17 bytes, V6.03+).
     pub struct JoinResp {
-        status: U8,
+        status: StatusByte,
         sync_src_id: Text<16>,
     }
 }
@@ -389,7 +389,7 @@ impl super::wire::FieldKind for BriefKind {
 wire_struct! {
     /// 59 CHANGE_STATUS.
     pub struct ChangeStatusReq {
-        status: U8,
+        status: StatusByte,
     }
 }
 
@@ -684,12 +684,17 @@ mod tests {
 
     #[test]
     fn join_resp_and_brief() {
-        let r = JoinResp { status: 7, sync_src_id: "127.0.0.3".into() };
+        let r = JoinResp { status: crate::protocol::StorageStatus::Active, sync_src_id: "127.0.0.3".into() };
         let b = r.encode(Profile::CLASSIC);
         assert_eq!(b.len(), 17);
         assert_eq!(b[0], 7);
         assert_eq!(JoinResp::decode(&b, Profile::CLASSIC).unwrap(), r);
-        let brief = Brief { status: 7, port: 23000, id: "a".into(), ip: "127.0.0.2".into() };
+        let brief = Brief {
+            status: crate::protocol::StorageStatus::Active,
+            port: 23000,
+            id: "a".into(),
+            ip: "127.0.0.2".into(),
+        };
         let b = brief.encode(Profile::CLASSIC);
         assert_eq!(&b[..5], &[7, 0, 0, 0x59, 0xd8]);
         assert_eq!(b.len(), 37);
@@ -705,7 +710,12 @@ mod tests {
 
     #[test]
     fn change_notify_with_everything() {
-        let brief = |id: &str| Brief { status: 7, port: 23000, id: id.into(), ip: id.into() };
+        let brief = |id: &str| Brief {
+            status: crate::protocol::StorageStatus::Active,
+            port: 23000,
+            id: id.into(),
+            ip: id.into(),
+        };
         let n = ChangeNotify {
             leader: Some(brief("127.0.0.1")),
             trunk: None,
@@ -783,12 +793,20 @@ mod tests {
     fn small_fixed_messages() {
         let r = ReportStatusReq {
             group: "group1".into(),
-            brief: Brief { status: 2, port: 23000, id: "x".into(), ip: "127.0.0.3".into() },
+            brief: Brief {
+                status: crate::protocol::StorageStatus::Syncing,
+                port: 23000,
+                id: "x".into(),
+                ip: "127.0.0.3".into(),
+            },
         };
         let b = r.encode(Profile::V6_16);
         assert_eq!(b.len(), 16 + 67);
         assert_eq!(ReportStatusReq::decode(&b, Profile::V6_16).unwrap(), r);
-        assert_eq!(&ChangeStatusReq { status: 5 }.encode(Profile::CLASSIC)[..], &[5]);
+        assert_eq!(
+            &ChangeStatusReq { status: crate::protocol::StorageStatus::Offline }.encode(Profile::CLASSIC)[..],
+            &[5]
+        );
         assert_eq!(IpChangedReq::wire_len(Profile::CLASSIC), 48);
         assert_eq!(&TrunkFid { trunk_file_id: 1 }.encode(Profile::CLASSIC)[..], &[0, 0, 0, 1]);
         assert_eq!(TrunkFree::wire_len(Profile::CLASSIC), 8);

@@ -209,7 +209,7 @@ impl GroupStat {
 /// One storage in the LIST_STORAGE answer.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StorageStat {
-    pub status: u8,
+    pub status: super::StorageStatus,
     /// 6.13+: 0 none, 2 write-only, 4 read-only, 6 both.
     pub rw_mode: u8,
     pub id: String,
@@ -246,7 +246,7 @@ impl StorageStat {
     }
 
     pub fn put(&self, buf: &mut BytesMut, p: Profile) {
-        buf.put_u8(self.status);
+        buf.put_u8(self.status.byte());
         if p.layout.has_http_fields() {
             put_fixed(buf, &self.id, 16);
             put_fixed(buf, &self.ip, p.ip_addr_size());
@@ -280,7 +280,7 @@ impl StorageStat {
     }
 
     pub fn read(r: &mut Reader<'_>, p: Profile) -> DecodeResult<Self> {
-        let mut s = StorageStat { status: r.u8()?, ..Default::default() };
+        let mut s = StorageStat { status: super::StorageStatus::from_byte(r.u8()?), ..Default::default() };
         if p.layout.has_http_fields() {
             s.rw_mode = 6;
             s.id = r.fixed_str(16)?;
@@ -394,7 +394,7 @@ mod tests {
     #[test]
     fn storage_stat_round_trip_every_layout() {
         let mut s = StorageStat {
-            status: 7,
+            status: crate::protocol::StorageStatus::Active,
             rw_mode: 6,
             id: "127.0.0.2".into(),
             ip: "127.0.0.2".into(),

@@ -1,25 +1,63 @@
 //! Storage status values (PROTOCOL.md §7.1): what the tracker holds for each storage and
 //! sends in briefs and listings. One byte on the wire; the order matters (the C code compares
-//! them), so the values are fixed here once.
+//! them), so the values are fixed here once and compared as bytes.
 
-/// A storage's status as a type.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-#[repr(u8)]
+/// A storage's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum StorageStatus {
-    Init = 0,
-    WaitSync = 1,
-    Syncing = 2,
-    IpChanged = 3,
-    Deleted = 4,
-    Offline = 5,
-    Online = 6,
-    Active = 7,
-    Recovery = 9,
+    #[default]
+    Init,
+    WaitSync,
+    Syncing,
+    IpChanged,
+    Deleted,
+    Offline,
+    Online,
+    Active,
+    Recovery,
     /// Not known yet (never on the wire from a tracker).
-    None = 99,
+    None,
+    /// A byte no FastDFS release uses, kept as it came (a decoder never fails on it; C's
+    /// tools print it as UNKNOWN).
+    Other(u8),
 }
 
 impl StorageStatus {
+    /// The wire byte.
+    pub const fn byte(self) -> u8 {
+        match self {
+            StorageStatus::Init => 0,
+            StorageStatus::WaitSync => 1,
+            StorageStatus::Syncing => 2,
+            StorageStatus::IpChanged => 3,
+            StorageStatus::Deleted => 4,
+            StorageStatus::Offline => 5,
+            StorageStatus::Online => 6,
+            StorageStatus::Active => 7,
+            StorageStatus::Recovery => 9,
+            StorageStatus::None => 99,
+            StorageStatus::Other(b) => b,
+        }
+    }
+
+    /// The status a wire byte says.
+    pub const fn from_byte(b: u8) -> Self {
+        match b {
+            0 => StorageStatus::Init,
+            1 => StorageStatus::WaitSync,
+            2 => StorageStatus::Syncing,
+            3 => StorageStatus::IpChanged,
+            4 => StorageStatus::Deleted,
+            5 => StorageStatus::Offline,
+            6 => StorageStatus::Online,
+            7 => StorageStatus::Active,
+            9 => StorageStatus::Recovery,
+            99 => StorageStatus::None,
+            other => StorageStatus::Other(other),
+        }
+    }
+
+    /// The name C's tools print.
     pub const fn name(self) -> &'static str {
         match self {
             StorageStatus::Init => "INIT",
@@ -31,8 +69,8 @@ impl StorageStatus {
             StorageStatus::Online => "ONLINE",
             StorageStatus::Active => "ACTIVE",
             StorageStatus::Recovery => "RECOVERY",
-            // C's caption function has no case for it.
-            StorageStatus::None => "UNKNOWN",
+            // C's caption function has no case for these.
+            StorageStatus::None | StorageStatus::Other(_) => "UNKNOWN",
         }
     }
 
@@ -42,47 +80,30 @@ impl StorageStatus {
     }
 }
 
-impl TryFrom<u8> for StorageStatus {
-    type Error = u8;
-
-    fn try_from(v: u8) -> Result<Self, u8> {
-        Ok(match v {
-            0 => StorageStatus::Init,
-            1 => StorageStatus::WaitSync,
-            2 => StorageStatus::Syncing,
-            3 => StorageStatus::IpChanged,
-            4 => StorageStatus::Deleted,
-            5 => StorageStatus::Offline,
-            6 => StorageStatus::Online,
-            7 => StorageStatus::Active,
-            9 => StorageStatus::Recovery,
-            99 => StorageStatus::None,
-            other => return Err(other),
-        })
+impl PartialOrd for StorageStatus {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
-/// The wire bytes of [`StorageStatus`], for the fields that carry them as `u8`.
-pub const INIT: u8 = StorageStatus::Init as u8;
-pub const WAIT_SYNC: u8 = StorageStatus::WaitSync as u8;
-pub const SYNCING: u8 = StorageStatus::Syncing as u8;
-pub const IP_CHANGED: u8 = StorageStatus::IpChanged as u8;
-pub const DELETED: u8 = StorageStatus::Deleted as u8;
-pub const OFFLINE: u8 = StorageStatus::Offline as u8;
-pub const ONLINE: u8 = StorageStatus::Online as u8;
-pub const ACTIVE: u8 = StorageStatus::Active as u8;
-pub const RECOVERY: u8 = StorageStatus::Recovery as u8;
-pub const NONE: u8 = StorageStatus::None as u8;
-
-/// The name C's tools print for a status byte (`UNKNOWN` for values no release uses).
-pub fn name(s: u8) -> &'static str {
-    StorageStatus::try_from(s).map_or("UNKNOWN", StorageStatus::name)
+/// As C compares them: by their bytes.
+impl Ord for StorageStatus {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.byte().cmp(&other.byte())
+    }
 }
 
-/// OFFLINE, ONLINE and ACTIVE: the data is complete.
-pub fn available(s: u8) -> bool {
-    StorageStatus::try_from(s).is_ok_and(StorageStatus::available)
-}
+/// The statuses by C's names (`FDFS_STORAGE_STATUS_*`), usable in patterns.
+pub const INIT: StorageStatus = StorageStatus::Init;
+pub const WAIT_SYNC: StorageStatus = StorageStatus::WaitSync;
+pub const SYNCING: StorageStatus = StorageStatus::Syncing;
+pub const IP_CHANGED: StorageStatus = StorageStatus::IpChanged;
+pub const DELETED: StorageStatus = StorageStatus::Deleted;
+pub const OFFLINE: StorageStatus = StorageStatus::Offline;
+pub const ONLINE: StorageStatus = StorageStatus::Online;
+pub const ACTIVE: StorageStatus = StorageStatus::Active;
+pub const RECOVERY: StorageStatus = StorageStatus::Recovery;
+pub const NONE: StorageStatus = StorageStatus::None;
 
 #[cfg(test)]
 mod tests {
@@ -91,13 +112,15 @@ mod tests {
     #[test]
     fn bytes_and_names_round_trip() {
         for v in 0..=255u8 {
-            if let Ok(s) = StorageStatus::try_from(v) {
-                assert_eq!(s as u8, v);
-                assert_eq!(name(v), s.name());
-            } else {
-                assert_eq!(name(v), "UNKNOWN");
+            let s = StorageStatus::from_byte(v);
+            assert_eq!(s.byte(), v);
+            if matches!(s, StorageStatus::Other(_)) {
+                assert_eq!(s.name(), "UNKNOWN");
             }
         }
-        assert!(available(ACTIVE) && available(OFFLINE) && !available(SYNCING));
+        assert_eq!(StorageStatus::from_byte(7), StorageStatus::Active);
+        assert!(StorageStatus::Active.available() && StorageStatus::Offline.available());
+        assert!(!StorageStatus::Syncing.available());
+        assert!(StorageStatus::Online < StorageStatus::Active && StorageStatus::Active < StorageStatus::Recovery);
     }
 }

@@ -3,7 +3,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::codec::{expect_len, put_fixed, put_i64, DecodeError, DecodeResult, Reader};
-use super::wire::{wire_struct, QueryIp, Text, I64, U8};
+use super::wire::{wire_struct, QueryIp, StatusByte, Text, I64, U8};
 use super::{Profile, GROUP_LEN, MAX_FILENAME_LEN};
 
 /// A body that is exactly one `group[16]` (104, 107, 90, 108).
@@ -296,7 +296,7 @@ wire_struct! {
     pub struct StorageClusterStatReq {
         filter_by: U8,
         op_type: U8,
-        status: U8,
+        status: StatusByte,
         is_trunk_server: U8,
     }
 }
@@ -307,7 +307,7 @@ wire_struct! {
         id: Text<16>,
         host: Text<52>,
         is_trunk_server: U8,
-        status: U8,
+        status: StatusByte,
         conn_alloc: super::wire::I32,
         conn_current: super::wire::I32,
         conn_max: super::wire::I32,

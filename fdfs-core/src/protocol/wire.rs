@@ -17,6 +17,9 @@ pub trait FieldKind {
 
 #[derive(Debug)]
 pub struct U8;
+/// A storage status byte.
+#[derive(Debug)]
+pub struct StatusByte;
 #[derive(Debug)]
 pub struct I32;
 #[derive(Debug)]
@@ -33,6 +36,19 @@ pub struct QueryIp;
 /// Client-facing IP text in file info answers (`response_ip_size`).
 #[derive(Debug)]
 pub struct FullRespIp;
+
+impl FieldKind for StatusByte {
+    type Value = super::StorageStatus;
+    fn get(r: &mut Reader<'_>, _: Profile) -> DecodeResult<super::StorageStatus> {
+        r.u8().map(super::StorageStatus::from_byte)
+    }
+    fn put(v: &super::StorageStatus, buf: &mut BytesMut, _: Profile) {
+        buf.put_u8(v.byte())
+    }
+    fn len(_: Profile) -> usize {
+        1
+    }
+}
 
 impl FieldKind for U8 {
     type Value = u8;

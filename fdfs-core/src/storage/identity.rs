@@ -11,7 +11,7 @@ use super::stats::InitFlag;
 use super::{StorageServer, TrackerParams};
 use crate::file_id::Source;
 use crate::protocol::report::Brief;
-use crate::protocol::{Layout, Profile};
+use crate::protocol::{Layout, Profile, StorageStatus};
 
 /// Who this storage is: what the trackers told it and what it tells them.
 #[derive(Debug)]
@@ -107,8 +107,8 @@ impl StorageServer {
     }
 
     /// The status the trackers last told us.
-    pub fn set_status(&self, status: u8) {
-        self.membership.status.store(status, Ordering::Relaxed);
+    pub fn set_status(&self, status: StorageStatus) {
+        self.membership.status.store(status.byte(), Ordering::Relaxed);
     }
 
     /// Remembers that a replicated change from `source` (a member of our group) at
@@ -148,8 +148,8 @@ impl StorageServer {
         self.identity.my_ip.read_locked().clone()
     }
 
-    pub fn status(&self) -> u8 {
-        self.membership.status.load(Ordering::Relaxed)
+    pub fn status(&self) -> StorageStatus {
+        StorageStatus::from_byte(self.membership.status.load(Ordering::Relaxed))
     }
 
     /// How the trackers and the group's members name this storage: its storage ID when the

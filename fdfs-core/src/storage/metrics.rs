@@ -103,7 +103,7 @@ impl StorageServer {
                 (label("peer", p), secs)
             }),
         );
-        m.set_gauges("storage_status", [(label("status", status::name(self.status())), self.status() as i64)]);
+        m.set_gauges("storage_status", [(label("status", self.status().name()), self.status().byte() as i64)]);
         m.set_gauges("trunk_free_bytes", self.trunk_report().map(|(_, mb)| (Vec::new(), mb << 20)));
     }
 }
@@ -120,6 +120,6 @@ impl crate::metrics::Exporter for StorageServer {
             return (false, format!("recovering store path(s) {recovering:?}"));
         }
         let s = self.status();
-        (s == status::ACTIVE, status::name(s).to_owned())
+        (s == status::ACTIVE, s.name().to_owned())
     }
 }

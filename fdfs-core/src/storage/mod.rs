@@ -176,7 +176,7 @@ impl StorageServer {
                 storage_ids: RwLock::new(None),
             },
             membership: Membership {
-                status: AtomicU8::new(crate::protocol::status::NONE),
+                status: AtomicU8::new(crate::protocol::status::NONE.byte()),
                 peers: tokio::sync::watch::Sender::new(Vec::new()),
                 synced_from: Mutex::new(HashMap::new()),
                 sent_to: Mutex::new(HashMap::new()),

@@ -300,7 +300,7 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
             version: layout.version_text().into(),
             domain_name: c.http_domain_name.clone(),
             init_flag: !init.sync_old_done,
-            status: if known == status::NONE { 0 } else { known as i8 },
+            status: if known == status::NONE { 0 } else { known.byte() as i8 },
             storage_id: if srv.params().use_storage_id { srv.my_id() } else { String::new() },
             current_tracker_ip: tracker.hosts[0].clone(),
             trackers: c.tracker_servers.iter().map(|t| t.to_string()).collect(),
@@ -418,7 +418,7 @@ fn apply_changelog(srv: &StorageServer, text: &[u8]) {
         let old = format!("{}_{port}.mark", f[2]);
         for dir in ["sync", "trunk"] {
             let dir = srv.config.base_path.join("data").join(dir);
-            match (f[3].parse::<u8>(), f.get(4).map(|s| s.trim())) {
+            match (f[3].parse::<u8>().map(crate::protocol::StorageStatus::from_byte), f.get(4).map(|s| s.trim())) {
                 (Ok(status::IP_CHANGED), Some(new)) if crate::protocol::is_safe_token(new) => {
                     let to = dir.join(format!("{new}_{port}.mark"));
                     if dir.join(&old).exists() && !to.exists() {
@@ -504,7 +504,7 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
     // mark file under the new name when its sync task starts.
     apply_changelog(srv, &conn.changelog().await?);
     srv.set_status(joined.status);
-    tracing::info!("joined tracker {addr} as {} ({})", my_ip, status::name(joined.status));
+    tracing::info!("joined tracker {addr} as {} ({})", my_ip, joined.status.name());
     // Our ID at the trackers is our IP unless storage IDs are in use.
     let my_id = srv.my_id();
     if !init.sync_old_done {

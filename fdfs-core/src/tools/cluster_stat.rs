@@ -4,7 +4,6 @@
 use std::fmt::Write;
 
 use super::{datetime, human_mb};
-use crate::protocol::status;
 use crate::protocol::tracker::{StorageClusterStat, TrackerClusterStat, VolumeStat, VolumeStats};
 
 /// `fdfs_tracker_stat`; `detail` is `-d`. Nothing at all for an empty list, as C prints.
@@ -42,7 +41,7 @@ pub fn storages(list: &[StorageClusterStat], use_storage_id: bool, use_trunk_fil
         if use_storage_id {
             let _ = write!(o, "{} ", s.id);
         }
-        let _ = write!(o, "{} {}, ", s.host, status::name(s.status));
+        let _ = write!(o, "{} {}, ", s.host, s.status.name());
         if use_trunk_file {
             let _ = write!(o, "is_trunk_server: {}, ", s.is_trunk_server);
         }

@@ -5,7 +5,6 @@ use std::fmt::Write;
 
 use super::{datetime, human_mb};
 use crate::protocol::stat::{Counters, GroupStat, StorageStat};
-use crate::protocol::status;
 
 fn rw_caption(mode: u8) -> &'static str {
     match mode {
@@ -91,7 +90,7 @@ fn storage_report(index: usize, st: &StorageStat, newest_other: i64) -> String {
     };
     let port = u16::try_from(st.storage_port).unwrap_or(0);
     kv("id", st.id.clone());
-    kv("host", format!("{}  {}", crate::config::join_host_port(&st.ip, port), status::name(st.status)));
+    kv("host", format!("{}  {}", crate::config::join_host_port(&st.ip, port), st.status.name()));
     kv("read write mode", rw_caption(st.rw_mode).into());
     kv("version", st.version.clone());
     kv("join time", datetime(st.join_time));
@@ -155,7 +154,7 @@ mod tests {
             ..Default::default()
         };
         let mut st = StorageStat {
-            status: 7,
+            status: crate::protocol::StorageStatus::Active,
             rw_mode: 6,
             id: "127.0.0.102".into(),
             ip: "127.0.0.102".into(),

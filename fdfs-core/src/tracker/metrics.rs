@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use super::Tracker;
 use crate::metrics::GaugeLabels;
-use crate::protocol::status;
 
 /// The gauge families read at scrape time.
 pub const GAUGES: &[(&str, &str)] = &[
@@ -26,7 +25,7 @@ impl crate::metrics::Exporter for Tracker {
             let mut free = Vec::new();
             for g in c.groups.values() {
                 for s in g.storages.values() {
-                    *by.entry((g.name.clone(), status::name(s.status))).or_default() += 1;
+                    *by.entry((g.name.clone(), s.status.name())).or_default() += 1;
                 }
                 free.push((vec![("group".to_owned(), g.name.clone())], g.space().1 << 20));
             }

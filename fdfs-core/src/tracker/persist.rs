@@ -43,7 +43,7 @@ fn servers_text(c: &Cluster, with_ids: bool, layout: Layout) -> String {
         }
         kv("group_name", g.name.clone());
         kv("ip_addr", n.ip.clone());
-        kv("status", n.status.to_string());
+        kv("status", n.status.byte().to_string());
         if layout == Layout::Classic {
             kv("domain_name", n.domain_name.clone());
         }
@@ -186,7 +186,7 @@ pub fn load(dir: &Path, limits: &Limits) -> Result<Cluster, crate::config::Confi
                 );
                 continue;
             }
-            let mut st = int(&k, "status", 0).clamp(0, 255) as u8;
+            let mut st = crate::protocol::StorageStatus::from_byte(int(&k, "status", 0).clamp(0, 255) as u8);
             if matches!(st, status::ONLINE | status::ACTIVE) {
                 st = status::OFFLINE;
             }

@@ -244,7 +244,7 @@ mod tests {
     use crate::protocol::report::PathUsage;
     use crate::tracker::state::status::*;
 
-    fn node(id: &str, status: u8, free: i64) -> StorageNode {
+    fn node(id: &str, status: crate::protocol::StorageStatus, free: i64) -> StorageNode {
         StorageNode {
             id: id.into(),
             ip: id.into(),

@@ -10,13 +10,14 @@ use crate::protocol::{valid_group_name, Layout, Profile, Status};
 
 pub use crate::protocol::status;
 
+use crate::protocol::StorageStatus;
 use status::*;
 
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct StorageNode {
     pub id: String,
     pub ip: String,
-    pub status: u8,
+    pub status: StorageStatus,
     pub rw_mode: RwMode,
     pub version: String,
     pub domain_name: String,
@@ -189,12 +190,12 @@ impl Group {
         self.trunk_epoch += 1;
     }
 
-    fn set_status(&mut self, id: &str, new: u8) -> bool {
+    fn set_status(&mut self, id: &str, new: StorageStatus) -> bool {
         let Some(s) = self.storages.get_mut(id) else { return false };
         if s.status == new {
             return false;
         }
-        tracing::info!("storage {}/{} {} -> {}", self.name, id, status::name(s.status), status::name(new));
+        tracing::info!("storage {}/{} {} -> {}", self.name, id, s.status.name(), new.name());
         s.status = new;
         self.change_counter += 1;
         true
@@ -206,7 +207,7 @@ impl Group {
 pub struct Joined {
     pub group: String,
     pub id: String,
-    pub status: u8,
+    pub status: StorageStatus,
     pub sync_src_id: String,
 }
 
@@ -369,7 +370,7 @@ impl Cluster {
             None if req.init_flag || req.status < 0 => INIT,
             // A storage the tracker does not know that says its data is complete (the tracker
             // lost its state): believe it, but it must beat again before taking traffic.
-            None => match req.status as u8 {
+            None => match StorageStatus::from_byte(req.status as u8) {
                 ACTIVE | ONLINE | OFFLINE => ONLINE,
                 s @ (WAIT_SYNC | SYNCING | RECOVERY) => s,
                 INIT => INIT,
@@ -405,7 +406,7 @@ impl Cluster {
         if is_new {
             node.status = new_status;
             group.change_counter += 1;
-            tracing::info!("storage {}/{id} joined as {}", req.group, status::name(new_status));
+            tracing::info!("storage {}/{id} joined as {}", req.group, new_status.name());
         } else {
             group.set_status(&id, new_status);
         }
@@ -496,8 +497,7 @@ impl Cluster {
     /// 87 SYNC_DEST_REQ: a new storage asks who fills it.
     pub fn sync_dest_req(&mut self, group: &str, id: &str, now: i64) -> Result<Option<(String, i64)>, Status> {
         let g = self.groups.get_mut(group).ok_or(Status::ENOENT)?;
-        let others: Vec<&StorageNode> =
-            g.storages.values().filter(|s| s.id != id && status::available(s.status)).collect();
+        let others: Vec<&StorageNode> = g.storages.values().filter(|s| s.id != id && s.status.available()).collect();
         if others.is_empty() {
             g.set_status(id, ONLINE);
             self.dirty = true;
@@ -575,7 +575,7 @@ impl Cluster {
         if !allowed {
             tracing::warn!(
                 "{sender_ip}: refused status {} for {group}/{}: not a member of the group",
-                brief.status,
+                brief.status.name(),
                 brief.id
             );
             return Err(Status::EACCES);
@@ -594,10 +594,10 @@ impl Cluster {
     }
 
     /// 59 CHANGE_STATUS: a storage aligning this tracker with the leader.
-    pub fn change_status(&mut self, group: &str, id: &str, new: u8) {
+    pub fn change_status(&mut self, group: &str, id: &str, new: StorageStatus) {
         let Some(g) = self.groups.get_mut(group) else { return };
         let Some(cur) = g.storages.get(id).map(|s| s.status) else { return };
-        if cur == new || (status::available(cur) && status::available(new)) {
+        if cur == new || (cur.available() && new.available()) {
             return;
         }
         let new = if matches!(new, ONLINE | ACTIVE) { OFFLINE } else { new };
@@ -621,7 +621,7 @@ impl Cluster {
                 s.sync_src_id.clear();
             }
         }
-        self.changelog.extend_from_slice(format!("{now} {group} {id} {DELETED} \n").as_bytes());
+        self.changelog.extend_from_slice(format!("{now} {group} {id} {} \n", DELETED.byte()).as_bytes());
         self.dirty = true;
         Ok(())
     }
@@ -681,7 +681,7 @@ impl Cluster {
             g.trunk_epoch += 1;
         }
         g.change_counter += 1;
-        self.changelog.extend_from_slice(format!("{now} {group} {old} {IP_CHANGED} {new}\n").as_bytes());
+        self.changelog.extend_from_slice(format!("{now} {group} {old} {} {new}\n", IP_CHANGED.byte()).as_bytes());
         self.dirty = true;
         Ok(())
     }
@@ -828,12 +828,12 @@ mod tests {
             Beat,
             Disconnect,
             Expire,
-            Report(u8),
-            Change(u8),
+            Report(StorageStatus),
+            Change(StorageStatus),
             Delete,
         }
         use Event::*;
-        let table: &[(u8, Event, Result<u8, Status>)] = &[
+        let table: &[(StorageStatus, Event, Result<StorageStatus, Status>)] = &[
             (ONLINE, Beat, Ok(ACTIVE)),
             (OFFLINE, Beat, Ok(ACTIVE)),
             (WAIT_SYNC, Beat, Ok(WAIT_SYNC)),
@@ -892,7 +892,7 @@ mod tests {
                 Delete => c.delete_storage("group1", "127.0.0.2", 3),
             };
             let got = r.map(|()| c.storage("group1", "127.0.0.2").unwrap().status);
-            assert_eq!(got, want, "{} + {event:?}", status::name(from));
+            assert_eq!(got, want, "{} + {event:?}", from.name());
         }
     }
 }

@@ -133,7 +133,7 @@ pub(super) async fn report_to_trackers(srv: &StorageServer, brief: Brief) {
         let (bind, timeout, profile) =
             (srv.config.client_bind_ip(), srv.config.connect_timeout, srv.tracker_profile(&addr));
         if let Err(e) = report_status(&addr, bind, timeout, &srv.group, brief.clone(), profile).await {
-            tracing::warn!("reporting {} as {} to {t}: {e}", brief.id, status::name(brief.status));
+            tracing::warn!("reporting {} as {} to {t}: {e}", brief.id, brief.status.name());
         }
     }
 }
@@ -158,7 +158,7 @@ async fn wait_for_peer(
     peer_id: &str,
     changes: &mut watch::Receiver<Vec<Brief>>,
     shutdown: &mut Shutdown,
-    ready: impl Fn(u8) -> bool,
+    ready: impl Fn(status::StorageStatus) -> bool,
 ) -> Option<Brief> {
     loop {
         match srv.peer(peer_id) {

@@ -373,7 +373,7 @@ fn notifications(t: &Tracker, conn: &mut Conn) -> Vec<u8> {
         if let Some(local) = conn.local {
             let ip = local.ip().to_canonical().to_string();
             let port = t.port.load(std::sync::atomic::Ordering::Relaxed);
-            n.leader = Some(Brief { status: 0, port: port as i32, id: ip.clone(), ip });
+            n.leader = Some(Brief { status: crate::protocol::status::INIT, port: port as i32, id: ip.clone(), ip });
         }
         conn.leader_sent = Some(epoch);
     }
