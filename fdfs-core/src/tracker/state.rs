@@ -292,96 +292,22 @@ impl Cluster {
         limits: &Limits,
         now: i64,
     ) -> Result<Joined, Status> {
-        if !valid_group_name(&req.group)
-            || !(1..=65535).contains(&req.storage_port)
-            || !(1..=256).contains(&req.store_path_count)
-            || !(1..=256).contains(&req.subdir_count_per_path)
-        {
-            return Err(Status::EINVAL);
-        }
-        let (id, rw_mode, ip) = match &ids.ids {
-            None => (peer_ip.to_owned(), RwMode::Both, peer_ip.to_owned()),
-            Some(table) => {
-                let by_addr = table.find(&req.group, peer_ip, req.storage_port as u16);
-                let by_claim = (ids.trust_storage_server_id && !req.storage_id.is_empty())
-                    .then(|| req.storage_id.parse().ok().and_then(|n| table.by_id(n)))
-                    .flatten()
-                    .filter(|e| e.group == req.group);
-                let e = by_claim.or(by_addr).ok_or(Status::ENOENT)?;
-                (e.id.to_string(), e.rw, peer_ip.to_owned())
-            }
-        };
-        if !self.groups.contains_key(&req.group) && self.groups.len() >= limits.max_groups {
-            tracing::warn!(
-                "storage {id} ({peer_ip}) refused: group {} would exceed max_groups {}",
-                req.group,
-                limits.max_groups
-            );
-            return Err(Status::ENOSPC);
-        }
-        if let Some(g) = self.groups.get(&req.group) {
-            if !g.storages.contains_key(&id) && g.storages.len() >= limits.max_storages_per_group {
-                tracing::warn!(
-                    "storage {id} ({peer_ip}) refused: group {} already has max_storages_per_group {}",
-                    req.group,
-                    limits.max_storages_per_group
-                );
-                return Err(Status::ENOSPC);
-            }
-        }
+        let (id, rw_mode) = identify(req, peer_ip, ids)?;
+        self.check_limits(req, &id, peer_ip, limits)?;
         let changelog_len = self.changelog.len() as u64;
-        let store_path_count = req.store_path_count as usize;
-        let subdirs = req.subdir_count_per_path as u32;
-        let port = req.storage_port as u16;
         let group = self.groups.entry(req.group.clone()).or_insert_with(|| Group {
             name: req.group.clone(),
-            storage_port: port,
+            storage_port: req.storage_port as u16,
             http_port: req.storage_http_port,
-            store_path_count,
-            subdir_count_per_path: subdirs,
+            store_path_count: req.store_path_count as usize,
+            subdir_count_per_path: req.subdir_count_per_path as u32,
             ..Default::default()
         });
-        // A group not shaped yet, or that no storage is in any more (a copy of C's state taken
-        // between a group's creation and its first storage's values says 0), takes the shape
-        // of the storage that joins.
-        if group.store_path_count == 0 || group.subdir_count_per_path == 0 || group.storages.is_empty() {
-            (group.store_path_count, group.subdir_count_per_path) = (store_path_count, subdirs);
-            if group.storages.is_empty() {
-                group.storage_port = port;
-            }
-        }
-        if group.store_path_count != store_path_count || group.subdir_count_per_path != subdirs {
-            tracing::error!(
-                "storage {id} of {}: store_path_count/subdir_count_per_path {store_path_count}/{subdirs} differ from the group's {}/{}",
-                req.group, group.store_path_count, group.subdir_count_per_path
-            );
-            return Err(Status::EINVAL);
-        }
-        if group.storage_port != port && ids.ids.is_none() {
-            tracing::error!(
-                "storage {id} of {}: port {port} differs from the group's {}",
-                req.group,
-                group.storage_port
-            );
-            return Err(Status::EINVAL);
-        }
+        group.check_shape(req, &id, ids.ids.is_none())?;
         let known = group.storages.get(&id).filter(|s| s.status != DELETED).map(|s| s.status);
-        let new_status = match known {
-            None if req.init_flag || req.status < 0 => INIT,
-            // A storage the tracker does not know that says its data is complete (the tracker
-            // lost its state): believe it, but it must beat again before taking traffic.
-            None => match StorageStatus::from_byte(req.status as u8) {
-                ACTIVE | ONLINE | OFFLINE => ONLINE,
-                s @ (WAIT_SYNC | SYNCING | RECOVERY) => s,
-                INIT => INIT,
-                _ => return Err(Status::EFAULT),
-            },
-            Some(OFFLINE | RECOVERY | ONLINE) => ONLINE,
-            Some(s) => s,
-        };
-        let is_new = known.is_none();
+        let new_status = join_status(known, req)?;
         let node = group.storages.entry(id.clone()).or_default();
-        if is_new {
+        if known.is_none() {
             *node = StorageNode {
                 id: id.clone(),
                 join_time: if req.join_time > 0 { req.join_time } else { now },
@@ -389,21 +315,8 @@ impl Cluster {
                 ..Default::default()
             };
         }
-        node.ip = ip;
-        node.rw_mode = rw_mode;
-        node.version = req.version.clone();
-        node.domain_name = req.domain_name.clone();
-        node.up_time = req.up_time;
-        node.storage_port = port;
-        node.http_port = req.storage_http_port;
-        node.store_path_count = store_path_count;
-        node.subdir_count_per_path = subdirs;
-        node.upload_priority = req.upload_priority;
-        node.connections += 1;
-        if node.paths.len() != store_path_count {
-            node.paths = vec![PathUsage::default(); store_path_count];
-        }
-        if is_new {
+        node.update_from(req, peer_ip, rw_mode);
+        if known.is_none() {
             node.status = new_status;
             group.change_counter += 1;
             tracing::info!("storage {}/{id} joined as {}", req.group, new_status.name());
@@ -421,6 +334,29 @@ impl Cluster {
         }
         self.dirty = true;
         Ok(joined)
+    }
+
+    /// `max_groups` and `max_storages_per_group`: ENOSPC for a storage that would exceed them.
+    fn check_limits(&self, req: &JoinReq, id: &str, peer_ip: &str, limits: &Limits) -> Result<(), Status> {
+        if !self.groups.contains_key(&req.group) && self.groups.len() >= limits.max_groups {
+            tracing::warn!(
+                "storage {id} ({peer_ip}) refused: group {} would exceed max_groups {}",
+                req.group,
+                limits.max_groups
+            );
+            return Err(Status::ENOSPC);
+        }
+        if let Some(g) = self.groups.get(&req.group) {
+            if !g.storages.contains_key(id) && g.storages.len() >= limits.max_storages_per_group {
+                tracing::warn!(
+                    "storage {id} ({peer_ip}) refused: group {} already has max_storages_per_group {}",
+                    req.group,
+                    limits.max_storages_per_group
+                );
+                return Err(Status::ENOSPC);
+            }
+        }
+        Ok(())
     }
 
     /// A report connection of a joined storage closed (§7.1).
@@ -702,6 +638,99 @@ impl Cluster {
             s.changelog_offset = (from + take) as u64;
         }
         chunk
+    }
+}
+
+/// Who a joining storage is: its ID (its address without storage IDs; else the entry of
+/// storage_ids.conf its address, or with `trust_storage_server_id` its claim, finds) and its
+/// read/write mode. EINVAL for a request no storage sends, ENOENT for one the table lacks.
+fn identify(req: &JoinReq, peer_ip: &str, ids: &IdPolicy) -> Result<(String, RwMode), Status> {
+    if !valid_group_name(&req.group)
+        || !(1..=65535).contains(&req.storage_port)
+        || !(1..=256).contains(&req.store_path_count)
+        || !(1..=256).contains(&req.subdir_count_per_path)
+    {
+        return Err(Status::EINVAL);
+    }
+    let Some(table) = &ids.ids else { return Ok((peer_ip.to_owned(), RwMode::Both)) };
+    let by_addr = table.find(&req.group, peer_ip, req.storage_port as u16);
+    let by_claim = (ids.trust_storage_server_id && !req.storage_id.is_empty())
+        .then(|| req.storage_id.parse().ok().and_then(|n| table.by_id(n)))
+        .flatten()
+        .filter(|e| e.group == req.group);
+    let e = by_claim.or(by_addr).ok_or(Status::ENOENT)?;
+    Ok((e.id.to_string(), e.rw))
+}
+
+/// The status a storage joins with: `known`, the one the tracker holds for it (a storage that
+/// was serving comes back ONLINE), else what the storage says of itself.
+fn join_status(known: Option<StorageStatus>, req: &JoinReq) -> Result<StorageStatus, Status> {
+    Ok(match known {
+        None if req.init_flag || req.status < 0 => INIT,
+        // A storage the tracker does not know that says its data is complete (the tracker
+        // lost its state): believe it, but it must beat again before taking traffic.
+        None => match StorageStatus::from_byte(req.status as u8) {
+            ACTIVE | ONLINE | OFFLINE => ONLINE,
+            s @ (WAIT_SYNC | SYNCING | RECOVERY) => s,
+            INIT => INIT,
+            _ => return Err(Status::EFAULT),
+        },
+        Some(OFFLINE | RECOVERY | ONLINE) => ONLINE,
+        Some(s) => s,
+    })
+}
+
+impl Group {
+    /// A group not shaped yet, or that no storage is in any more (a copy of C's state taken
+    /// between a group's creation and its first storage's values says 0), takes the shape of
+    /// the storage that joins; otherwise the storage must have the group's store path and
+    /// subdirectory counts, and (without storage IDs) its port.
+    fn check_shape(&mut self, req: &JoinReq, id: &str, same_port: bool) -> Result<(), Status> {
+        let (paths, subdirs, port) =
+            (req.store_path_count as usize, req.subdir_count_per_path as u32, req.storage_port as u16);
+        if self.store_path_count == 0 || self.subdir_count_per_path == 0 || self.storages.is_empty() {
+            (self.store_path_count, self.subdir_count_per_path) = (paths, subdirs);
+            if self.storages.is_empty() {
+                self.storage_port = port;
+            }
+        }
+        if self.store_path_count != paths || self.subdir_count_per_path != subdirs {
+            tracing::error!(
+                "storage {id} of {}: store_path_count/subdir_count_per_path {paths}/{subdirs} differ from the group's {}/{}",
+                req.group, self.store_path_count, self.subdir_count_per_path
+            );
+            return Err(Status::EINVAL);
+        }
+        if self.storage_port != port && same_port {
+            tracing::error!(
+                "storage {id} of {}: port {port} differs from the group's {}",
+                req.group,
+                self.storage_port
+            );
+            return Err(Status::EINVAL);
+        }
+        Ok(())
+    }
+}
+
+impl StorageNode {
+    /// What a JOIN tells of the storage, taken on every join.
+    fn update_from(&mut self, req: &JoinReq, ip: &str, rw_mode: RwMode) {
+        let paths = req.store_path_count as usize;
+        self.ip = ip.to_owned();
+        self.rw_mode = rw_mode;
+        self.version = req.version.clone();
+        self.domain_name = req.domain_name.clone();
+        self.up_time = req.up_time;
+        self.storage_port = req.storage_port as u16;
+        self.http_port = req.storage_http_port;
+        self.store_path_count = paths;
+        self.subdir_count_per_path = req.subdir_count_per_path as u32;
+        self.upload_priority = req.upload_priority;
+        self.connections += 1;
+        if self.paths.len() != paths {
+            self.paths = vec![PathUsage::default(); paths];
+        }
     }
 }
 
