@@ -125,7 +125,21 @@ pub fn load(dir: &Path, limits: &Limits) -> Result<Cluster, crate::config::Confi
     if !groups_path.exists() {
         return Ok(c);
     }
-    let gi = Ini::load_state(&groups_path)?;
+    load_groups(&mut c, &groups_path, limits)?;
+    let servers_path = dir.join(SERVERS_FILE);
+    if servers_path.exists() {
+        load_storages(&mut c, &servers_path, limits)?;
+    }
+    if let Ok(text) = std::fs::read_to_string(dir.join(SYNC_TIMESTAMP_FILE)) {
+        load_sync_timestamps(&mut c, &text);
+    }
+    c.changelog = std::fs::read(dir.join(CHANGELOG_FILE)).unwrap_or_default();
+    Ok(c)
+}
+
+/// `storage_groups_new.dat`: the groups, at most `max_groups` of them.
+fn load_groups(c: &mut Cluster, groups_path: &Path, limits: &Limits) -> Result<(), crate::config::ConfigError> {
+    let gi = Ini::load_state(groups_path)?;
     let count = int(&gi.section(Some("Global")), "group_count", 0);
     if count > limits.max_groups as i64 {
         tracing::warn!(
@@ -162,83 +176,90 @@ pub fn load(dir: &Path, limits: &Limits) -> Result<Cluster, crate::config::Confi
             },
         );
     }
-    let servers_path = dir.join(SERVERS_FILE);
-    if servers_path.exists() {
-        let si = Ini::load_state(&servers_path)?;
-        let count = int(&si.section(Some("Global")), "storage_count", 0);
-        for i in 1..=count.clamp(0, 1 << 16) {
-            let k = si.section(Some(&format!("Storage{i:03}")));
-            let group = k.string("group_name", "");
-            let Some(g) = c.groups.get_mut(&group) else { continue };
-            if g.storages.len() >= limits.max_storages_per_group {
-                tracing::warn!(
-                    "{}: group {group} has more than max_storages_per_group; storage {i} dropped",
-                    servers_path.display()
-                );
-                continue;
-            }
-            let ip = k.string("ip_addr", "");
-            let id = k.opt_string("id").unwrap_or_else(|| ip.clone());
-            if id.is_empty() || !crate::protocol::is_safe_token(&id) || !crate::protocol::is_safe_token(&ip) {
-                tracing::warn!(
-                    "{}: storage {i}: id {id:?} / address {ip:?} not valid; skipped",
-                    servers_path.display()
-                );
-                continue;
-            }
-            let mut st = crate::protocol::StorageStatus::from_byte(int(&k, "status", 0).clamp(0, 255) as u8);
-            if matches!(st, status::ONLINE | status::ACTIVE) {
-                st = status::OFFLINE;
-            }
-            let mut n = StorageNode {
-                id: id.clone(),
-                ip,
-                status: st,
-                domain_name: k.string("domain_name", ""),
-                version: k.string("version", ""),
-                join_time: int(&k, "join_time", 0),
-                storage_port: int(&k, "storage_port", 23000).clamp(0, 65535) as u16,
-                http_port: int(&k, "storage_http_port", 0),
-                sync_src_id: k.string("sync_src_server", ""),
-                sync_until_timestamp: int(&k, "sync_until_timestamp", 0),
-                total_mb: int(&k, "total_mb", 0),
-                free_mb: int(&k, "free_mb", 0),
-                changelog_offset: int(&k, "changelog_offset", 0).max(0) as u64,
-                store_path_count: int(&k, "store_path_count", 1).clamp(1, 256) as usize,
-                subdir_count_per_path: int(&k, "subdir_count_per_path", 256).clamp(1, 256) as u32,
-                upload_priority: int(&k, "upload_priority", 10),
-                ..Default::default()
-            };
-            for name in Counters::NAMES {
-                n.stat.counters.set(name, int(&k, name, 0));
-            }
-            n.last_heart_beat_time = n.stat.counters.last_heart_beat_time;
-            n.paths = vec![Default::default(); n.store_path_count];
-            g.storages.insert(id, n);
+    Ok(())
+}
+
+/// `storage_servers_new.dat`: the storages of the groups loaded, at most
+/// `max_storages_per_group` each; a storage that was serving comes back OFFLINE.
+fn load_storages(c: &mut Cluster, servers_path: &Path, limits: &Limits) -> Result<(), crate::config::ConfigError> {
+    let si = Ini::load_state(servers_path)?;
+    let count = int(&si.section(Some("Global")), "storage_count", 0);
+    for i in 1..=count.clamp(0, 1 << 16) {
+        let k = si.section(Some(&format!("Storage{i:03}")));
+        let group = k.string("group_name", "");
+        let Some(g) = c.groups.get_mut(&group) else { continue };
+        if g.storages.len() >= limits.max_storages_per_group {
+            tracing::warn!(
+                "{}: group {group} has more than max_storages_per_group; storage {i} dropped",
+                servers_path.display()
+            );
+            continue;
         }
+        let ip = k.string("ip_addr", "");
+        let id = k.opt_string("id").unwrap_or_else(|| ip.clone());
+        if id.is_empty() || !crate::protocol::is_safe_token(&id) || !crate::protocol::is_safe_token(&ip) {
+            tracing::warn!("{}: storage {i}: id {id:?} / address {ip:?} not valid; skipped", servers_path.display());
+            continue;
+        }
+        let mut st = crate::protocol::StorageStatus::from_byte(int(&k, "status", 0).clamp(0, 255) as u8);
+        if matches!(st, status::ONLINE | status::ACTIVE) {
+            st = status::OFFLINE;
+        }
+        g.storages.insert(id.clone(), storage_node(&k, id, ip, st));
     }
-    if let Ok(text) = std::fs::read_to_string(dir.join(SYNC_TIMESTAMP_FILE)) {
-        for line in text.lines() {
-            let f: Vec<&str> = line.split(',').collect();
-            let Some(g) = f.first().and_then(|name| c.groups.get_mut(*name)) else { continue };
-            let src = f.get(1).copied().unwrap_or_default().to_owned();
-            let dests: Vec<String> = g
-                .storages
-                .values()
-                .filter(|n| !matches!(n.status, status::DELETED | status::IP_CHANGED))
-                .map(|n| n.id.clone())
-                .collect();
-            for (dest, v) in dests.iter().zip(f.iter().skip(2)) {
-                if let (Ok(ts), Some(d)) = (v.parse::<i32>(), g.storages.get_mut(dest)) {
-                    if ts > 0 && *dest != src {
-                        d.synced_from.insert(src.clone(), ts);
-                    }
+    Ok(())
+}
+
+/// A storage's record from its section of `storage_servers_new.dat`.
+fn storage_node(k: &Keys<'_>, id: String, ip: String, status: crate::protocol::StorageStatus) -> StorageNode {
+    let mut n = StorageNode {
+        id,
+        ip,
+        status,
+        domain_name: k.string("domain_name", ""),
+        version: k.string("version", ""),
+        join_time: int(k, "join_time", 0),
+        storage_port: int(k, "storage_port", 23000).clamp(0, 65535) as u16,
+        http_port: int(k, "storage_http_port", 0),
+        sync_src_id: k.string("sync_src_server", ""),
+        sync_until_timestamp: int(k, "sync_until_timestamp", 0),
+        total_mb: int(k, "total_mb", 0),
+        free_mb: int(k, "free_mb", 0),
+        changelog_offset: int(k, "changelog_offset", 0).max(0) as u64,
+        store_path_count: int(k, "store_path_count", 1).clamp(1, 256) as usize,
+        subdir_count_per_path: int(k, "subdir_count_per_path", 256).clamp(1, 256) as u32,
+        upload_priority: int(k, "upload_priority", 10),
+        ..Default::default()
+    };
+    for name in Counters::NAMES {
+        n.stat.counters.set(name, int(k, name, 0));
+    }
+    n.last_heart_beat_time = n.stat.counters.last_heart_beat_time;
+    n.paths = vec![Default::default(); n.store_path_count];
+    n
+}
+
+/// `storage_sync_timestamp.dat`: per group, a line per source with the newest timestamp each
+/// other member applied from it.
+fn load_sync_timestamps(c: &mut Cluster, text: &str) {
+    for line in text.lines() {
+        let f: Vec<&str> = line.split(',').collect();
+        let Some(g) = f.first().and_then(|name| c.groups.get_mut(*name)) else { continue };
+        let src = f.get(1).copied().unwrap_or_default().to_owned();
+        let dests: Vec<String> = g
+            .storages
+            .values()
+            .filter(|n| !matches!(n.status, status::DELETED | status::IP_CHANGED))
+            .map(|n| n.id.clone())
+            .collect();
+        for (dest, v) in dests.iter().zip(f.iter().skip(2)) {
+            if let (Ok(ts), Some(d)) = (v.parse::<i32>(), g.storages.get_mut(dest)) {
+                if ts > 0 && *dest != src {
+                    d.synced_from.insert(src.clone(), ts);
                 }
             }
         }
     }
-    c.changelog = std::fs::read(dir.join(CHANGELOG_FILE)).unwrap_or_default();
-    Ok(c)
 }
 
 #[cfg(test)]
