@@ -282,3 +282,32 @@ impl StorageServer {
         Profile::of(Layout::V616, self.params().response_ip_size == 46)
     }
 }
+
+impl Identity {
+    /// Before any tracker answered: C's default parameters, no trackers known.
+    pub(super) fn new(my_ip: String, server_id: Option<u32>, init: InitFlag, previous_ip: String) -> Self {
+        Self {
+            params: RwLock::new(TrackerParams::default()),
+            my_ip: RwLock::new(my_ip),
+            server_id: RwLock::new(server_id),
+            init: Mutex::new(init),
+            tracker_layouts: Mutex::new(HashMap::new()),
+            tracker_leader: Mutex::new(None),
+            previous_ip,
+            told_ip_change: Mutex::new(std::collections::HashSet::new()),
+            storage_ids: RwLock::new(None),
+        }
+    }
+}
+
+/// Not told anything yet: status NONE, no members.
+impl Default for Membership {
+    fn default() -> Self {
+        Self {
+            status: AtomicU8::new(crate::protocol::status::NONE.byte()),
+            peers: tokio::sync::watch::Sender::new(Vec::new()),
+            synced_from: Mutex::new(HashMap::new()),
+            sent_to: Mutex::new(HashMap::new()),
+        }
+    }
+}

@@ -29,10 +29,8 @@ pub mod sync;
 pub mod trunk;
 
 use crate::locked::MutexExt;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU8;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -139,19 +137,7 @@ impl StorageServer {
         let now = now_unix();
         let mut init = InitFlag::load(&data_dir).unwrap_or(InitFlag { storage_join_time: now, ..Default::default() });
         let my_ip = if config.bind_addr.is_empty() { init.last_ip_addr.clone() } else { config.bind_addr.clone() };
-        // Every store path carries its mark, and .data_init_flag a copy (as C writes them).
-        for (i, p) in paths.paths.iter().enumerate() {
-            let key = format!("store_path_mark{i}");
-            let mark = match (disk_recovery::disk_mark(&p.root), init.other(&key).map(str::to_owned)) {
-                (Some(on_disk), _) => on_disk,
-                (None, known) => {
-                    let mark = known.unwrap_or_else(|| disk_recovery::new_mark(&my_ip, config.port, i, now));
-                    disk_recovery::write_disk_mark(&p.root, &mark)?;
-                    mark
-                }
-            };
-            init.set_other(&key, mark);
-        }
+        mark_store_paths(&paths, &mut init, (&my_ip, config.port), now)?;
         init.save(&data_dir)?;
         let previous_ip = init.last_ip_addr.clone();
         let dedup = open_dedup(&config, &data_dir, &paths, &binlog)?;
@@ -164,23 +150,8 @@ impl StorageServer {
             metrics: crate::metrics::Metrics::new(metrics::GAUGES),
             up_time: now,
             data_dir,
-            identity: Identity {
-                params: RwLock::new(TrackerParams::default()),
-                my_ip: RwLock::new(my_ip),
-                server_id: RwLock::new(config.server_id.parse().ok()),
-                init: Mutex::new(init),
-                tracker_layouts: Mutex::new(HashMap::new()),
-                tracker_leader: Mutex::new(None),
-                previous_ip,
-                told_ip_change: Mutex::new(std::collections::HashSet::new()),
-                storage_ids: RwLock::new(None),
-            },
-            membership: Membership {
-                status: AtomicU8::new(crate::protocol::status::NONE.byte()),
-                peers: tokio::sync::watch::Sender::new(Vec::new()),
-                synced_from: Mutex::new(HashMap::new()),
-                sent_to: Mutex::new(HashMap::new()),
-            },
+            identity: Identity::new(my_ip, config.server_id.parse().ok(), init, previous_ip),
+            membership: Membership::default(),
             file_locks: locks::FileLocks::default(),
             binlog_changed,
             trunk,
@@ -260,6 +231,30 @@ impl StorageServer {
             tracing::error!("writing storage_stat.dat: {e}");
         }
     }
+}
+
+/// Every store path carries its mark, and `.data_init_flag` a copy (as C writes them): a mark
+/// already on the disk is kept, one known only from the flag is written back, a new one is made
+/// from this storage's address and port.
+fn mark_store_paths(
+    paths: &StorePaths,
+    init: &mut InitFlag,
+    (my_ip, port): (&str, u16),
+    now: i64,
+) -> std::io::Result<()> {
+    for (i, p) in paths.paths.iter().enumerate() {
+        let key = format!("store_path_mark{i}");
+        let mark = match (disk_recovery::disk_mark(&p.root), init.other(&key).map(str::to_owned)) {
+            (Some(on_disk), _) => on_disk,
+            (None, known) => {
+                let mark = known.unwrap_or_else(|| disk_recovery::new_mark(my_ip, port, i, now));
+                disk_recovery::write_disk_mark(&p.root, &mark)?;
+                mark
+            }
+        };
+        init.set_other(&key, mark);
+    }
+    Ok(())
 }
 
 /// Opens the de-duplication index (with `check_file_duplicate`, or when one exists), recounted
