@@ -232,6 +232,28 @@ async fn trunk_news(
 /// sees it. The tracker's generation is the configured one, or the one it last accepted, or
 /// found by trying each generation newest first: only 6.16 accepts the 21-byte GET_MY_IP, and
 /// every generation refuses (EINVAL) a JOIN of another generation's length.
+/// What this storage says of itself in a JOIN to `tracker` in `layout`'s generation.
+fn join_request(srv: &StorageServer, tracker: &ServerAddr, layout: Layout) -> JoinReq {
+    let (c, init, known) = (&srv.config, srv.init_flag(), srv.status());
+    JoinReq {
+        group: srv.group.clone(),
+        storage_port: c.port as i64,
+        storage_http_port: c.http_server_port as i64,
+        store_path_count: srv.paths.paths.len() as i64,
+        subdir_count_per_path: srv.paths.subdirs as i64,
+        upload_priority: c.upload_priority,
+        join_time: init.storage_join_time,
+        up_time: srv.up_time,
+        version: layout.version_text().into(),
+        domain_name: c.http_domain_name.clone(),
+        init_flag: !init.sync_old_done,
+        status: if known == status::NONE { 0 } else { known.byte() as i8 },
+        storage_id: if srv.params().use_storage_id { srv.my_id() } else { String::new() },
+        current_tracker_ip: tracker.hosts[0].clone(),
+        trackers: c.tracker_servers.iter().map(|t| t.to_string()).collect(),
+    }
+}
+
 async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(ReportConnection, String, JoinResp)> {
     let c = &srv.config;
     let bind = c.client_bind_ip();
@@ -286,26 +308,7 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
                 tracing::warn!("fetching the storage ID table from {}: {e}", tracker.primary());
             }
         }
-        let init = srv.init_flag();
-        let known = srv.status();
-        let req = JoinReq {
-            group: srv.group.clone(),
-            storage_port: c.port as i64,
-            storage_http_port: c.http_server_port as i64,
-            store_path_count: srv.paths.paths.len() as i64,
-            subdir_count_per_path: srv.paths.subdirs as i64,
-            upload_priority: c.upload_priority,
-            join_time: init.storage_join_time,
-            up_time: srv.up_time,
-            version: layout.version_text().into(),
-            domain_name: c.http_domain_name.clone(),
-            init_flag: !init.sync_old_done,
-            status: if known == status::NONE { 0 } else { known.byte() as i8 },
-            storage_id: if srv.params().use_storage_id { srv.my_id() } else { String::new() },
-            current_tracker_ip: tracker.hosts[0].clone(),
-            trackers: c.tracker_servers.iter().map(|t| t.to_string()).collect(),
-        };
-        match conn.join(&req).await {
+        match conn.join(&join_request(srv, tracker, layout)).await {
             Ok(joined) => {
                 if srv.tracker_layout(&addr) != Some(layout) {
                     tracing::info!("tracker {addr} speaks FastDFS {layout}");
