@@ -130,8 +130,13 @@ pub struct Binlog {
     /// What readers may consume, (index, size): its own lock, never held across a sync, so a
     /// reader on an async worker never waits for a disk.
     published: Mutex<(u32, u64)>,
-    /// The trunk slot index each committed batch updates (set once the storage opened it).
-    live: std::sync::OnceLock<std::sync::Arc<super::live::LiveIndex>>,
+    /// Told of each committed batch (the trunk slot index, set once the storage opened it).
+    observer: std::sync::OnceLock<std::sync::Arc<dyn Committed>>,
+}
+
+/// What follows the binlog: told every batch once it is durable, before readers see it.
+pub trait Committed: Send + Sync + std::fmt::Debug {
+    fn committed(&self, records: &[Record]);
 }
 
 impl Binlog {
@@ -156,13 +161,14 @@ impl Binlog {
             dir: sync_dir.to_owned(),
             cur: Mutex::new(Current { index, size, file: f }),
             published: Mutex::new((index, size)),
-            live: std::sync::OnceLock::new(),
+            observer: std::sync::OnceLock::new(),
         })
     }
 
-    /// From now on every committed batch updates `live` (trunk names created or deleted).
-    pub fn keep_index(&self, live: std::sync::Arc<super::live::LiveIndex>) {
-        let _ = self.live.set(live);
+    /// From now on every committed batch is told to `observer` (the trunk slot index: trunk
+    /// names created or deleted).
+    pub fn observe(&self, observer: std::sync::Arc<dyn Committed>) {
+        let _ = self.observer.set(observer);
     }
 
     pub fn dir(&self) -> &Path {
@@ -201,8 +207,8 @@ impl Binlog {
             return Err(e);
         }
         c.size += text.len() as u64;
-        if let Some(live) = self.live.get() {
-            live.apply(records);
+        if let Some(observer) = self.observer.get() {
+            observer.committed(records);
         }
         *self.published.locked() = (c.index, c.size);
         Ok(())

@@ -107,7 +107,7 @@ pub struct Writer {
     fsync_every: u64,
     binlog: Arc<Binlog>,
     /// The trunk binlog: slot confirmations written by the batch's jobs are synced with it.
-    trunk_log: Arc<super::trunk::TrunkLog>,
+    trunk_log: Arc<super::trunk_log::TrunkLog>,
     changed: Arc<tokio::sync::Notify>,
     faults: Arc<AtomicU32>,
 }
@@ -242,7 +242,7 @@ impl Disk {
         config: &StorageConfig,
         temp_dirs: Vec<PathBuf>,
         binlog: Arc<Binlog>,
-        trunk_log: Arc<super::trunk::TrunkLog>,
+        trunk_log: Arc<super::trunk_log::TrunkLog>,
         changed: Arc<tokio::sync::Notify>,
     ) -> std::io::Result<Self> {
         let faults = Arc::new(AtomicU32::new(0));

@@ -95,3 +95,9 @@ impl LiveIndex {
         Ok(())
     }
 }
+
+impl super::binlog::Committed for LiveIndex {
+    fn committed(&self, records: &[Record]) {
+        self.apply(records);
+    }
+}

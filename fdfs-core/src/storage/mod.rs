@@ -5,7 +5,9 @@
 //! atomics and the binlog has its own short lock, so uploads on different connections never
 //! wait for each other.
 
+mod answer;
 pub mod binlog;
+mod body;
 pub mod content;
 pub mod dedup;
 pub mod disk;
@@ -27,6 +29,7 @@ pub mod service;
 pub mod stats;
 pub mod sync;
 pub mod trunk;
+mod trunk_log;
 
 use crate::locked::MutexExt;
 use std::path::{Path, PathBuf};
@@ -129,7 +132,7 @@ impl StorageServer {
             Err(e) => tracing::error!("checking the store for files missing from the binlog: {e}"),
         }
         let live = Arc::new(live::LiveIndex::open(&paths, binlog.dir(), binlog.position())?);
-        binlog.keep_index(live.clone());
+        binlog.observe(live.clone());
         let binlog_changed = Arc::new(tokio::sync::Notify::new());
         let temp_dirs = (0..paths.paths.len()).map(|i| paths.temp_dir(i)).collect();
         let trunk = trunk::Trunk::open(&data_dir.join("trunk"), &config)?;

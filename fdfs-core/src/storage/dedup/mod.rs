@@ -16,12 +16,13 @@
 //! the binlog records, and missing signatures computed from the sources, before the storage
 //! serves.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::paths::StorePaths;
+use super::StorageServer;
 use crate::config::SignatureMethod;
 use crate::protocol::Status;
 
@@ -431,6 +432,27 @@ pub fn count_trunk_links(
         }
     }
     Ok(())
+}
+
+/// Where a source's content is.
+pub(crate) enum Held {
+    /// A regular file, which symbolic links name.
+    Regular(PathBuf),
+    /// A trunk slot, which link slots name.
+    Slot,
+}
+
+impl StorageServer {
+    /// Where `source` holds content of `size` bytes; `None` when it no longer does.
+    pub(crate) fn held_source(&self, source: &str, size: u64) -> Option<Held> {
+        let (name, path) = self.resolve(source).ok()?;
+        if crate::trunk::is_trunk_name(&name) {
+            let slot = crate::trunk::open(&name, &self.store_root(&name)).ok()??;
+            return (slot.kind == crate::trunk::SlotKind::File && slot.size == size).then_some(Held::Slot);
+        }
+        let meta = std::fs::symlink_metadata(&path).ok()?;
+        (meta.file_type().is_file() && meta.len() == size).then_some(Held::Regular(path))
+    }
 }
 
 #[cfg(test)]

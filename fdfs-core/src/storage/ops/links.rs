@@ -16,6 +16,7 @@ use crate::timefmt::now_unix;
 
 use super::names::{fresh_names, under_fresh_name, NameFor};
 use super::{at, io, Body};
+use crate::storage::dedup::Held;
 
 /// Where the link to a content goes.
 pub(super) enum LinkName {
@@ -87,27 +88,6 @@ pub(super) fn linked_content(
         }
         new_content_linked(srv, w, ts, body, link, Some((tx, index as u8, &sig)))
     })
-}
-
-/// Where a source's content is.
-pub(in crate::storage) enum Held {
-    /// A regular file, which symbolic links name.
-    Regular(PathBuf),
-    /// A trunk slot, which link slots name.
-    Slot,
-}
-
-impl StorageServer {
-    /// Where `source` holds content of `size` bytes; `None` when it no longer does.
-    pub(in crate::storage) fn held_source(&self, source: &str, size: u64) -> Option<Held> {
-        let (name, path) = self.resolve(source).ok()?;
-        if crate::trunk::is_trunk_name(&name) {
-            let slot = crate::trunk::open(&name, &self.store_root(&name)).ok()??;
-            return (slot.kind == crate::trunk::SlotKind::File && slot.size == size).then_some(Held::Slot);
-        }
-        let meta = std::fs::symlink_metadata(&path).ok()?;
-        (meta.file_type().is_file() && meta.len() == size).then_some(Held::Regular(path))
-    }
 }
 
 /// The content's signature when there is a de-duplication index, computed before the writer

@@ -15,10 +15,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::binlog::{Op, Record};
-use super::dedup::{Signature, Signer};
-use super::disk::{write_temp, Writer};
 use super::StorageServer;
-use crate::durable::TempFile;
 use crate::file_id::RemoteFilename;
 use crate::protocol::Status;
 
@@ -29,8 +26,11 @@ mod range;
 mod remove;
 mod upload;
 
+pub(super) use super::answer::{closing, io};
+pub use super::answer::{OpError, OpResult};
+pub(super) use super::body::Body;
+
 pub use links::create_link;
-pub(super) use links::Held;
 pub(super) use meta::crc_of;
 pub use meta::{file_info, get_metadata, meta_path, set_metadata};
 pub use range::{append, append_or_modify, appender, modify, regenerate, truncate};
@@ -39,36 +39,6 @@ pub use remove::delete;
 pub(super) use remove::Unlinked;
 pub(super) use upload::receive;
 pub use upload::{upload, upload_slave};
-
-/// A failed command: the status to answer, and whether the connection must close (after
-/// EINVAL, or when unread content is still on the socket).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OpError {
-    pub status: Status,
-    pub close: bool,
-}
-
-impl From<Status> for OpError {
-    fn from(status: Status) -> Self {
-        Self { status, close: status == Status::EINVAL }
-    }
-}
-
-impl From<std::io::Error> for OpError {
-    fn from(e: std::io::Error) -> Self {
-        Status::from_io(&e).into()
-    }
-}
-
-pub type OpResult<T> = Result<T, OpError>;
-
-pub(super) fn closing(status: Status) -> OpError {
-    OpError { status, close: true }
-}
-
-pub(super) fn io(e: std::io::Error) -> Status {
-    Status::from_io(&e)
-}
 
 impl StorageServer {
     pub fn check_group(&self, group: &str) -> Result<(), Status> {
@@ -134,35 +104,6 @@ pub(super) fn unix(t: SystemTime) -> i64 {
 
 pub(super) fn at(ts: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(ts.max(0) as u64)
-}
-
-/// Received content, on its way to a name.
-pub(super) enum Body {
-    /// Small content, still in memory: the writer job writes it.
-    Bytes(Vec<u8>),
-    /// Large content, already streamed into a temp file.
-    File(TempFile),
-}
-
-impl Body {
-    /// The content as a temp file of the writer's store path, with its modification time.
-    pub(super) fn into_temp(self, w: &Writer, mtime: SystemTime) -> std::io::Result<TempFile> {
-        match self {
-            Body::Bytes(b) => write_temp(w, &b, mtime),
-            Body::File(mut t) => {
-                t.file().set_modified(mtime)?;
-                Ok(t)
-            }
-        }
-    }
-
-    /// The content's de-duplication signature.
-    fn signature(&self, method: crate::config::SignatureMethod) -> std::io::Result<Signature> {
-        match self {
-            Body::Bytes(b) => Ok(Signer::of_bytes(method, b)),
-            Body::File(t) => Signer::of_file(method, t.path()),
-        }
-    }
 }
 
 /// Whether the file a name names is stored here: its regular file, or for a trunk name its slot

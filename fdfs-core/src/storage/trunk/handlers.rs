@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use crate::protocol::peer::{TrunkAllocReq, TrunkSlotReq};
 use crate::protocol::{Profile, Status};
+use crate::storage::answer::io;
 use crate::storage::disk::Disk;
-use crate::storage::ops::io;
 use crate::storage::StorageServer;
 use crate::trunk::space::SpaceRecord;
 use crate::trunk::SLOT_HEADER_LEN;

@@ -7,11 +7,12 @@ use std::sync::Arc;
 
 use crate::file_id::{self};
 use crate::protocol::Status;
+use crate::storage::answer::OpResult;
 use crate::storage::binlog::Op;
+use crate::storage::body::Body;
 use crate::storage::dedup::Signature;
 use crate::storage::disk::Change;
 use crate::storage::disk::Writer;
-use crate::storage::ops::{Body, OpResult};
 use crate::storage::StorageServer;
 use crate::timefmt::now_unix;
 use crate::trunk::SlotKind;
@@ -23,7 +24,7 @@ use super::Reserved;
 /// `source` if it holds content of `size` bytes in a trunk slot (what a link slot may name:
 /// C's readers follow a link slot only to another slot).
 fn held_in_slot(srv: &StorageServer, source: Option<String>, size: u64) -> Option<String> {
-    source.filter(|s| matches!(srv.held_source(s, size), Some(crate::storage::ops::Held::Slot)))
+    source.filter(|s| matches!(srv.held_source(s, size), Some(crate::storage::dedup::Held::Slot)))
 }
 
 /// The longest link text a link slot holds: a trunk source's filename (`Mxx/HH/LL/` + 50).
@@ -166,7 +167,7 @@ pub(in crate::storage) async fn create_link_slot(
     let (name, _) = srv.resolve(&source)?;
     let index = name.store_path_index as usize;
     let info = name.info();
-    if !matches!(srv.held_source(&source, info.size.unwrap_or(0)), Some(crate::storage::ops::Held::Slot)) {
+    if !matches!(srv.held_source(&source, info.size.unwrap_or(0)), Some(crate::storage::dedup::Held::Slot)) {
         return Err(Status::ENOENT);
     }
     let Some(lr) = reserve(srv, index, LINK_TEXT_LEN).await? else { return Err(Status::EOPNOTSUPP) };

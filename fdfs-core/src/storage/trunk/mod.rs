@@ -17,7 +17,7 @@
 //! a writer job and records the name, `remote` confirms a member's slot (28) and waits until
 //! the members hold the trunk binlog, which `push` sends them. `links` is the same walk for
 //! de-duplicated content (a link slot and a source slot). `handlers` answers the trunk
-//! commands of the other members and the tracker; `log` is the trunk binlog on disk;
+//! commands of the other members and the tracker; `super::trunk_log` is the trunk binlog on disk;
 //! `schedule` and `reclaim` are the trunk server's background work.
 
 use crate::locked::{MutexExt, RwLockExt};
@@ -28,7 +28,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use super::ops::io;
+use super::answer::io;
 use super::StorageServer;
 use crate::client::Pool;
 use crate::file_id::{self};
@@ -41,16 +41,16 @@ use crate::trunk::SLOT_HEADER_LEN;
 
 mod handlers;
 mod links;
-mod log;
+
 mod push;
 mod reclaim;
 mod remote;
 mod schedule;
 mod slots;
 
+pub use super::trunk_log::TrunkLog;
 pub(super) use handlers::{alloc_space, binlog_size, delete_marks, receive_binlog, restart_binlog, slot_done};
 pub(super) use links::{create_link_slot, upload_linked};
-pub use log::TrunkLog;
 pub use push::push_loop;
 pub(super) use reclaim::receive_removed;
 pub use reclaim::reclaim_loop;

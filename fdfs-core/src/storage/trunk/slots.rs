@@ -11,11 +11,11 @@ use tokio::io::AsyncRead;
 
 use crate::file_id::{self, NameKind, NewName, RemoteFilename, TrunkLocation};
 use crate::protocol::Status;
+use crate::storage::answer::{closing, io, OpResult};
 use crate::storage::binlog::Op;
 use crate::storage::content::{Content, SMALL};
 use crate::storage::disk::Writer;
 use crate::storage::disk::{Change, Disk, WriteFence};
-use crate::storage::ops::{closing, io, OpResult};
 use crate::storage::StorageServer;
 use crate::trunk::space::Block;
 use crate::trunk::{SlotKind, SLOT_HEADER_LEN};
