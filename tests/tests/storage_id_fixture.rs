@@ -8,7 +8,9 @@
 use fdfs_core::client::{Content, UploadKind};
 use fdfs_core::file_id::{FileId, Source};
 use fdfs_e2e::fixture::{check_row, manifest, unpack};
-use fdfs_e2e::{client_for, Daemon, TrackerProc};
+use std::time::Duration;
+
+use fdfs_e2e::{client_for, eventually, Daemon, TrackerProc};
 
 #[tokio::test]
 async fn a_c_storage_id_store_path_is_served_and_extended() {
@@ -25,6 +27,12 @@ async fn a_c_storage_id_store_path_is_served_and_extended() {
     let mark_before = std::fs::read_to_string(fx.root.join("base_path/data/sync/100002.mark")).unwrap();
     let mut storage = Daemon::start("fdfs_storaged", &fx.conf, &fx.root.join("base_path"));
     let c = client_for(&t);
+    // The storage learns that IDs are in use, its ID and the ID table from the tracker before
+    // it joins; until then it serves its files but cannot map IDs to addresses.
+    eventually(Duration::from_secs(30), "the storage joined the tracker", || async {
+        c.tracker.list_storages("group1", Some("100001")).await.ok().filter(|l| !l.is_empty()).map(drop)
+    })
+    .await;
     // Names embed 100001 (this storage) and 100002 (replicated from the other member).
     let mut by_source = std::collections::HashMap::new();
     for r in &rows {
