@@ -5,11 +5,11 @@
 //! QUERY_FILE_INFO mapping each ID to its address), keeps naming new files with its ID, and
 //! resumes replication to `100002` from the mark file C named after that ID.
 
+use std::time::Duration;
+
 use fdfs_core::client::{Content, UploadKind};
 use fdfs_core::file_id::{FileId, Source};
 use fdfs_e2e::fixture::{check_row, manifest, unpack};
-use std::time::Duration;
-
 use fdfs_e2e::{client_for, eventually, Daemon, TrackerProc};
 
 #[tokio::test]
