@@ -1,5 +1,6 @@
 //! What both daemons share: accept loop, access control, request framing.
 
+pub mod answer;
 pub mod frame;
 pub mod listener;
 pub mod stream;

@@ -17,21 +17,10 @@ use crate::protocol::peer::{FetchPathBinlogReq, SyncFileHead, SyncRangeHead};
 use crate::protocol::storage::*;
 use crate::protocol::tracker::FileReq;
 use crate::protocol::{Command, Header, Status};
-use crate::server::frame::{next_header, write_answer, Waits};
+use crate::server::answer::{self, Reply};
+use crate::server::frame::{next_header, Waits};
 use crate::server::{PeerStream, Shutdown};
 use crate::zero_copy::send_head_and_file;
-
-/// What a command's function answers.
-enum Reply {
-    Body(Vec<u8>),
-    /// A file ID of this storage's group (the access log names it).
-    FileId(String),
-    /// Written already: `n` bytes of content (downloads, listings).
-    Sent(u64),
-    /// The connection ends here: QUIT, an answer that ends with the connection (26), or a
-    /// download cut short after its header.
-    Close,
-}
 
 /// A connection's state: what every command's function takes.
 struct Conn<'a> {
@@ -58,51 +47,19 @@ pub(super) async fn handle(srv: Arc<StorageServer>, mut sock: PeerStream, peer: 
                 Err(Status::EINVAL.into())
             }
         };
-        let written = match result {
-            Ok(Reply::Body(body)) => write_answer(cx.sock, Status::OK, &body).await,
-            Ok(Reply::FileId(name)) => write_answer(cx.sock, Status::OK, &file_id(&srv, name)).await,
-            Ok(Reply::Sent(_)) => Ok(()),
-            Ok(Reply::Close) => break,
-            Err(e) => {
-                if e.status != Status::ENOENT {
-                    tracing::debug!("{peer}: command {} failed: {}", header.cmd, e.status);
-                }
-                let written = write_answer(cx.sock, e.status, &[]).await;
-                if e.close {
-                    if written.is_ok() {
-                        linger_close(cx.sock).await;
-                    }
-                    break;
-                }
-                written
-            }
-        };
-        if written.is_err() {
+        if !answer::send(cx.sock, peer, header.cmd, result).await {
             break;
         }
     }
 }
 
-/// Closes after an error answer while the client may still be sending the body: closing with
-/// unread bytes would reset the connection and the client could lose the answer (ENOSPC seen
-/// as "connection reset"). The write side is shut, then what still arrives is read and
-/// dropped for a short, bounded while.
-async fn linger_close(sock: &mut PeerStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let _ = sock.shutdown().await;
-    let mut buf = vec![0u8; 64 << 10];
-    let until = tokio::time::Instant::now() + std::time::Duration::from_secs(2);
-    let mut left: usize = 64 << 20;
-    while left > 0 {
-        match tokio::time::timeout_at(until, sock.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => left = left.saturating_sub(n),
-            _ => return,
-        }
+/// A file ID this storage created: its group and name. The access log names it when the
+/// request named no file (an upload).
+fn created(srv: &StorageServer, filename: String, logged: &mut String) -> Reply {
+    if logged.is_empty() {
+        logged.clone_from(&filename);
     }
-}
-
-fn file_id(srv: &StorageServer, filename: String) -> Vec<u8> {
-    FileIdResp { group: srv.group.clone(), filename }.encode().to_vec()
+    Reply::Body(FileIdResp { group: srv.group.clone(), filename }.encode().to_vec())
 }
 
 /// Decodes one request, checks who sent it when that matters, runs its command's function
@@ -116,7 +73,7 @@ async fn dispatch(cx: &mut Conn<'_>, cmd: Command, h: Header) -> OpResult<Reply>
     // The file a client command names, for the access log.
     let mut logged = req.file_name().to_owned();
     let content_len = req.content_len();
-    let result = apply(cx, req).await;
+    let result = apply(cx, req, &mut logged).await;
     let (ok, bytes) = match &result {
         Ok(Reply::Close) => (cmd == Command::Quit, 0),
         Ok(Reply::Sent(n)) => (true, *n),
@@ -125,14 +82,10 @@ async fn dispatch(cx: &mut Conn<'_>, cmd: Command, h: Header) -> OpResult<Reply>
     };
     cx.srv.count_request(cmd, ok, bytes, started.elapsed());
     if let Some(action) = access_action(cmd).filter(|_| crate::logging::access_enabled()) {
-        if let (true, Ok(Reply::FileId(name))) = (logged.is_empty(), &result) {
-            logged.clone_from(name);
-        }
         let status = result.as_ref().err().map_or(0, |e| e.status.0);
         // As C: request and response lengths with their 10-byte headers.
         let answered = match &result {
             Ok(Reply::Body(b)) => b.len() as u64,
-            Ok(Reply::FileId(name)) => (crate::protocol::GROUP_LEN + name.len()) as u64,
             Ok(Reply::Sent(n)) => *n,
             _ => 0,
         } + 10;
@@ -146,17 +99,17 @@ async fn dispatch(cx: &mut Conn<'_>, cmd: Command, h: Header) -> OpResult<Reply>
 }
 
 /// Runs a request's command: one function per command, here or in the room that owns it.
-async fn apply(cx: &mut Conn<'_>, req: Request) -> OpResult<Reply> {
+async fn apply(cx: &mut Conn<'_>, req: Request, logged: &mut String) -> OpResult<Reply> {
     let srv = cx.srv;
     let source = cx.source.as_deref();
     match req {
         Request::Upload { head, appender } => {
             let mut content = Content::new(cx.sock, head.file_size, srv.body_timer());
-            ops::upload(srv, &head, &mut content, appender).await.map(Reply::FileId)
+            ops::upload(srv, &head, &mut content, appender).await.map(|name| created(srv, name, logged))
         }
         Request::UploadSlave(head) => {
             let mut content = Content::new(cx.sock, head.file_size, srv.body_timer());
-            ops::upload_slave(srv, &head, &mut content).await.map(Reply::FileId)
+            ops::upload_slave(srv, &head, &mut content).await.map(|name| created(srv, name, logged))
         }
         Request::Append(head) => {
             let mut content = Content::new(cx.sock, head.size, srv.body_timer());
@@ -175,7 +128,7 @@ async fn apply(cx: &mut Conn<'_>, req: Request) -> OpResult<Reply> {
             Ok(Reply::Body(info.encode(srv.answer_profile()).to_vec()))
         }
         Request::Truncate(req) => done(ops::truncate(srv, req).await),
-        Request::Regenerate(name) => Ok(Reply::FileId(ops::regenerate(srv, name).await?)),
+        Request::Regenerate(name) => Ok(created(srv, ops::regenerate(srv, name).await?, logged)),
         Request::ActiveTest => Ok(Reply::Body(Vec::new())),
         Request::Quit => Ok(Reply::Close),
         Request::ReportServerId(id) => {
@@ -187,7 +140,7 @@ async fn apply(cx: &mut Conn<'_>, req: Request) -> OpResult<Reply> {
         Request::SyncRange { head, append } => sync_range(cx, head, append).await,
         Request::SyncTruncate(req) => done(replica::sync_truncate(srv, source, req).await),
         Request::SyncLink { req, rename } => done(replica::sync_rename_or_link(srv, source, req, rename).await),
-        Request::CreateLink(req) => Ok(Reply::FileId(ops::create_link(srv, req).await?)),
+        Request::CreateLink(req) => Ok(created(srv, ops::create_link(srv, req).await?, logged)),
         Request::FetchPathBinlog(req) => fetch_path_binlog(srv, cx.sock, req).await,
         Request::ListFiles(req) => {
             srv.check_group(&req.group)?;

@@ -10,7 +10,7 @@ use crate::protocol::tracker::*;
 use crate::protocol::{Command, Status};
 use crate::tracker::{cluster_stat, select, Tracker};
 
-use super::{decoded, empty, err, from_result, ok, Call, Outcome};
+use super::{closing, decoded, empty, err, from_result, ok, Call, Outcome};
 
 /// 91 SERVER_LIST_ALL_GROUPS.
 pub(super) fn list_all_groups(c: &mut Call<'_>, body: &[u8]) -> Outcome {
@@ -83,7 +83,7 @@ pub(super) fn set_trunk_server(c: &mut Call<'_>, body: &[u8]) -> Outcome {
         return err(Status::EOPNOTSUPP);
     }
     if body.len() < 16 || body.len() > 16 + 16 {
-        return Outcome::AnswerClose(Status::EINVAL);
+        return Err(closing(Status::EINVAL));
     }
     let group = String::from_utf8_lossy(&body[..16]).trim_end_matches('\0').to_owned();
     let id = String::from_utf8_lossy(&body[16..]).trim_end_matches('\0').to_owned();
@@ -133,14 +133,9 @@ pub(super) fn query_store(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let with_group = matches!(cmd, C::QueryStoreWithGroupOne | C::QueryStoreWithGroupAll);
     let all = matches!(cmd, C::QueryStoreWithoutGroupAll | C::QueryStoreWithGroupAll);
     let group = if with_group {
-        match GroupReq::decode(body) {
-            Ok(g) => Some(g.group),
-            Err(e) => return e.into(),
-        }
+        Some(GroupReq::decode(body)?.group)
     } else {
-        if let Err(e) = expect_len(body, 0) {
-            return e.into();
-        }
+        expect_len(body, 0)?;
         None
     };
     let target = select::store(&mut t.lock(), &t.policy, &t.config.store_group, group.as_deref(), all);
@@ -169,8 +164,8 @@ pub(super) fn query_fetch(c: &mut Call<'_>, body: &[u8]) -> Outcome {
 
     let req = match FileReq::decode(body) {
         Ok(r) if r.filename.len() >= 22 => r,
-        Ok(_) => return Outcome::AnswerClose(Status::EINVAL),
-        Err(e) => return e.into(),
+        Ok(_) => return Err(closing(Status::EINVAL)),
+        Err(e) => return Err(e.into()),
     };
     let Ok(name) = RemoteFilename::parse(&req.filename, None) else {
         return err(Status::EINVAL);
@@ -196,10 +191,7 @@ pub(super) fn list_storage(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let t = c.t;
     let p = t.profile;
 
-    let req = match GroupStorageReq::decode(body) {
-        Ok(r) => r,
-        Err(e) => return e.into(),
-    };
+    let req = GroupStorageReq::decode(body)?;
     let c = t.lock();
     let Some(g) = c.groups.get(&req.group) else { return err(Status::ENOENT) };
     let list: Vec<StorageStat> = g

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use super::Tracker;
 use crate::protocol::codec::expect_len;
 use crate::protocol::{Command, DecodeError, Profile, Status};
-use crate::server::frame::{next_header, read_body, write_answer, Waits};
+use crate::server::answer::{self, closing, OpError, OpResult, Reply};
+use crate::server::frame::{next_header, read_body, Waits};
 use crate::server::{PeerStream, Shutdown};
 use crate::timefmt::now_unix;
 
@@ -57,27 +58,17 @@ struct Conn {
     follower: Option<String>,
 }
 
-enum Outcome {
-    Answer(Status, Vec<u8>),
-    /// Answer, then close (malformed input).
-    AnswerClose(Status),
-    /// QUIT: no answer.
-    Quit,
-}
-
-impl From<DecodeError> for Outcome {
-    fn from(e: DecodeError) -> Self {
-        tracing::debug!("malformed request: {e}");
-        Outcome::AnswerClose(Status::EINVAL)
-    }
-}
+/// A command's answer: the answer type both daemons share. An error answer carries no body;
+/// a malformed request closes the connection after it.
+type Outcome = OpResult<Reply>;
 
 fn ok(body: impl Into<Vec<u8>>) -> Outcome {
-    Outcome::Answer(Status::OK, body.into())
+    Ok(Reply::Body(body.into()))
 }
 
-fn err(s: Status) -> Outcome {
-    Outcome::Answer(s, Vec::new())
+/// An error answer; the connection stays open.
+fn err(status: Status) -> Outcome {
+    Err(OpError { status, close: false })
 }
 
 fn from_result(r: Result<Vec<u8>, Status>) -> Outcome {
@@ -118,26 +109,17 @@ pub(super) async fn handle(tracker: Arc<Tracker>, mut sock: PeerStream, peer: So
                     super::bootstrap::before_join(&tracker, &body).await;
                 }
                 let outcome = dispatch(&tracker, &mut conn, cmd, &body);
-                let ok = matches!(outcome, Outcome::Answer(s, _) if s.is_ok()) || matches!(outcome, Outcome::Quit);
+                let ok = outcome.is_ok();
                 tracker.metrics.request(cmd.label(), ok, started.elapsed());
                 outcome
             }
             Err(code) => {
                 tracing::warn!("{peer}: unknown command {code}");
-                Outcome::AnswerClose(Status::EINVAL)
+                Err(closing(Status::EINVAL))
             }
         };
-        match outcome {
-            Outcome::Answer(status, body) => {
-                if write_answer(&mut sock, status, &body).await.is_err() {
-                    break;
-                }
-            }
-            Outcome::AnswerClose(status) => {
-                let _ = write_answer(&mut sock, status, &[]).await;
-                break;
-            }
-            Outcome::Quit => break,
+        if !answer::send(&mut sock, peer, header.cmd, outcome).await {
+            break;
         }
     }
     if let Some((group, id)) = conn.joined {
@@ -173,7 +155,7 @@ type Handler = fn(&mut Call<'_>, &[u8]) -> Outcome;
 fn handler(cmd: Command) -> Option<Handler> {
     use Command as C;
     Some(match cmd {
-        C::Quit => |_, _| Outcome::Quit,
+        C::Quit => |_, _| Ok(Reply::Close),
         C::ActiveTest => |_, body| empty(body, |_| ok(Vec::new())),
 
         // Client queries.
@@ -240,7 +222,7 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
 fn empty(body: &[u8], answer: impl FnOnce(()) -> Outcome) -> Outcome {
     match expect_len(body, 0) {
         Ok(()) => answer(()),
-        Err(e) => e.into(),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -248,6 +230,6 @@ fn empty(body: &[u8], answer: impl FnOnce(()) -> Outcome) -> Outcome {
 fn decoded<T>(r: Result<T, DecodeError>, answer: impl FnOnce(T) -> Outcome) -> Outcome {
     match r {
         Ok(req) => answer(req),
-        Err(e) => e.into(),
+        Err(e) => Err(e.into()),
     }
 }

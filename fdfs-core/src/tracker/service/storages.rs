@@ -8,7 +8,7 @@ use crate::protocol::tracker::*;
 use crate::protocol::{Command, Profile, Status};
 use crate::tracker::Tracker;
 
-use super::{decoded, empty, err, from_result, ok, Call, Conn, Outcome};
+use super::{closing, decoded, empty, err, from_result, ok, Call, Conn, Outcome};
 
 /// 83 STORAGE_BEAT: the storage's counters; answered with the change notifications.
 pub(super) fn beat(c: &mut Call<'_>, body: &[u8]) -> Outcome {
@@ -49,10 +49,9 @@ pub(super) fn sync_report(c: &mut Call<'_>, body: &[u8]) -> Outcome {
 
 /// 77 STORAGE_CHANGELOG_REQ: for the joined storage, or the one the body names.
 pub(super) fn changelog(c: &mut Call<'_>, body: &[u8]) -> Outcome {
-    let who = match decode_changelog_req(body) {
-        Ok(Some(r)) => Some((r.group, r.dest_id)),
-        Ok(None) => c.conn.joined.clone(),
-        Err(e) => return e.into(),
+    let who = match decode_changelog_req(body)? {
+        Some(r) => Some((r.group, r.dest_id)),
+        None => c.conn.joined.clone(),
     };
     match who {
         Some((g, id)) => ok(c.t.lock().changelog_for(&g, &id)),
@@ -146,7 +145,7 @@ pub(super) fn trunk_report(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     match cmd {
         Command::StorageFetchTrunkFid => match expect_len(body, 0) {
             Ok(()) => ok((group.current_trunk_file_id.clamp(0, i32::MAX as i64) as i32).to_be_bytes().to_vec()),
-            Err(e) => e.into(),
+            Err(e) => Err(e.into()),
         },
         _ if group.trunk_server != id => err(Status::EINVAL),
         Command::StorageReportTrunkFid => match <[u8; 4]>::try_from(body) {
@@ -158,14 +157,14 @@ pub(super) fn trunk_report(c: &mut Call<'_>, body: &[u8]) -> Outcome {
                 }
                 ok(Vec::new())
             }
-            Err(_) => Outcome::AnswerClose(Status::EINVAL),
+            Err(_) => Err(closing(Status::EINVAL)),
         },
         _ => match <[u8; 8]>::try_from(body) {
             Ok(b) => {
                 group.trunk_free_mb = i64::from_be_bytes(b).max(0);
                 ok(Vec::new())
             }
-            Err(_) => Outcome::AnswerClose(Status::EINVAL),
+            Err(_) => Err(closing(Status::EINVAL)),
         },
     }
 }
@@ -179,7 +178,7 @@ pub(super) fn ip_changed(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     }
     let width = match body.len().checked_sub(16).map(|n| n / 2) {
         Some(w @ (16 | 46)) if body.len() == 16 + 2 * w => w,
-        _ => return Outcome::AnswerClose(Status::EINVAL),
+        _ => return Err(closing(Status::EINVAL)),
     };
     let text = |b: &[u8]| String::from_utf8_lossy(b).trim_end_matches('\0').to_owned();
     let (group, old, new) = (text(&body[..16]), text(&body[16..16 + width]), text(&body[16 + width..]));
@@ -196,13 +195,10 @@ pub(super) fn join(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let p = t.profile;
 
     let Some(layout) = JoinReq::detect(body) else {
-        return Outcome::AnswerClose(Status::EINVAL);
+        return Err(closing(Status::EINVAL));
     };
     let jp = Profile::of(layout, false);
-    let req = match JoinReq::decode(body, jp) {
-        Ok(r) => r,
-        Err(e) => return e.into(),
-    };
+    let req = JoinReq::decode(body, jp)?;
     let peer_ip = conn.peer.ip().to_canonical().to_string();
     let joined = {
         let mut c = t.lock();
@@ -243,10 +239,7 @@ pub(super) fn status_or_server_id(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let (t, cmd, conn) = (c.t, c.cmd, &*c.conn);
     use Command as C;
 
-    let req = match StorageLookupReq::decode(body) {
-        Ok(r) => r,
-        Err(e) => return e.into(),
-    };
+    let req = StorageLookupReq::decode(body)?;
     let peer_ip = conn.peer.ip().to_canonical().to_string();
     let (ip, port) = split_addr(&req.addr, &peer_ip);
     let c = t.lock();
@@ -293,10 +286,7 @@ fn my_ip(t: &Tracker, conn: &Conn, req: &GetMyIpReq) -> String {
 /// 109 STORAGE_GET_GROUP_NAME: the group storage_ids.conf gives an address.
 pub(super) fn group_name(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let (t, conn) = (c.t, &*c.conn);
-    let req = match GetGroupNameReq::decode(body) {
-        Ok(r) => r,
-        Err(e) => return e.into(),
-    };
+    let req = GetGroupNameReq::decode(body)?;
     let Some(ids) = &t.ids.ids else { return err(Status::EOPNOTSUPP) };
     let ip = if req.ip.is_empty() { conn.peer.ip().to_canonical().to_string() } else { req.ip };
     match ids.find_any_group(&ip, req.port as u16) {
@@ -308,10 +298,7 @@ pub(super) fn group_name(c: &mut Call<'_>, body: &[u8]) -> Outcome {
 /// 69 STORAGE_FETCH_STORAGE_IDS: storage_ids.conf, a page at a time.
 pub(super) fn storage_ids(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let t = c.t;
-    let req = match FetchStorageIdsReq::decode(body) {
-        Ok(r) => r,
-        Err(e) => return e.into(),
-    };
+    let req = FetchStorageIdsReq::decode(body)?;
     match &t.ids.ids {
         None if req.allow_empty => ok(vec![0u8; 8]),
         None => err(Status::EOPNOTSUPP),

@@ -5,7 +5,7 @@ use crate::protocol::leader::{JoinLeaderReq, PingLeaderReq};
 use crate::protocol::{Layout, Profile, Status};
 use crate::tracker::Tracker;
 
-use super::{empty, err, from_result, ok, Call, Outcome};
+use super::{closing, empty, err, from_result, ok, Call, Outcome};
 
 /// 64 TRACKER_GET_STATUS. As C: a tracker with no groups yet is no candidate for leader
 /// (ENOENT).
@@ -50,7 +50,7 @@ pub(super) fn sys_files_start(c: &mut Call<'_>, body: &[u8]) -> Outcome {
 /// from the offset.
 pub(super) fn one_sys_file(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let (Some(files), Ok(req)) = (&c.conn.sys_files, <[u8; 9]>::try_from(body)) else {
-        return Outcome::AnswerClose(Status::EINVAL);
+        return Err(closing(Status::EINVAL));
     };
     let Some(file) = files.get(req[0] as usize) else { return err(Status::EINVAL) };
     let offset = i64::from_be_bytes(req[1..].try_into().unwrap_or_default()).clamp(0, file.len() as i64) as usize;
@@ -73,10 +73,7 @@ pub(super) fn join_leader(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     if !t.is_leader() {
         return err(Status::EOPNOTSUPP);
     }
-    let req = match JoinLeaderReq::decode(body, Profile::V6_16) {
-        Ok(r) => r,
-        Err(e) => return e.into(),
-    };
+    let req = JoinLeaderReq::decode(body, Profile::V6_16)?;
     if conn.follower.is_some() {
         return err(Status::EEXIST);
     }
@@ -101,10 +98,7 @@ pub(super) fn ping_leader(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     // Classic followers ping with an empty body, 6.15.5+ with their connection counts.
     let counts = match body.len() {
         0 => None,
-        _ => match PingLeaderReq::decode(body, p) {
-            Ok(c) => Some(c),
-            Err(e) => return e.into(),
-        },
+        _ => Some(PingLeaderReq::decode(body, p)?),
     };
     // Under the name it joined with (58), else (a classic follower) its address.
     let who = conn.follower.clone().unwrap_or_else(|| conn.peer.ip().to_canonical().to_string());
