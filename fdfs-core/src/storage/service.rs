@@ -8,7 +8,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::content::Content;
-use super::disk::Disk;
 use super::ops::{self, OpError, OpResult};
 use super::request::{Request, Role};
 use super::StorageServer;
@@ -258,24 +257,8 @@ fn access_action(cmd: Command) -> Option<&'static str> {
 /// 14: answer header, then the bytes straight from the page cache with sendfile(2).
 async fn download(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: &DownloadReq) -> OpResult<Reply> {
     srv.check_group(&req.group)?;
-    let (name, path) = srv.resolve(&req.filename)?;
-    let s = srv.clone();
-    // The file, where its content starts in it, and its size.
-    let (file, base, size) = if crate::trunk::is_trunk_name(&name) {
-        Disk::read(move || {
-            let slot = s.open_trunk_content(&name)?.ok_or(Status::ENOENT)?;
-            Ok((slot.file, slot.content_offset, slot.size))
-        })
-        .await?
-    } else {
-        let file = Disk::open_for_read(path).await.map_err(|e| Status::from_io(&e))?;
-        // The inode is in memory once the file is open: no disk read.
-        let meta = file.metadata().map_err(|e| Status::from_io(&e))?;
-        if !meta.is_file() {
-            return Err(Status::EISDIR.into());
-        }
-        (file, 0, meta.len())
-    };
+    let at = srv.locate(&req.filename)?;
+    let ops::Opened { file, offset: base, size, .. } = srv.open_located(at).await?;
     // FastDFS ≥ 6.15.4: an offset at or past the end is EINVAL (also for empty files, which
     // clients such as npm `fdfs` would otherwise wait on forever); too long is clamped.
     if req.offset >= size {

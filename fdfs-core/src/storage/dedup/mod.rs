@@ -445,13 +445,13 @@ pub(crate) enum Held {
 impl StorageServer {
     /// Where `source` holds content of `size` bytes; `None` when it no longer does.
     pub(crate) fn held_source(&self, source: &str, size: u64) -> Option<Held> {
-        let (name, path) = self.resolve(source).ok()?;
-        if crate::trunk::is_trunk_name(&name) {
-            let slot = crate::trunk::open(&name, &self.store_root(&name)).ok()??;
+        let at = self.locate(source).ok()?;
+        if at.in_slot {
+            let slot = crate::trunk::open(&at.name, &self.store_root(&at.name)).ok()??;
             return (slot.kind == crate::trunk::SlotKind::File && slot.size == size).then_some(Held::Slot);
         }
-        let meta = std::fs::symlink_metadata(&path).ok()?;
-        (meta.file_type().is_file() && meta.len() == size).then_some(Held::Regular(path))
+        let meta = std::fs::symlink_metadata(&at.path).ok()?;
+        (meta.file_type().is_file() && meta.len() == size).then_some(Held::Regular(at.path))
     }
 }
 

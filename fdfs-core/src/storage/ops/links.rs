@@ -170,8 +170,8 @@ fn link_change(
 /// CRC32 (so `fdfs_file_info` reports the same). Counted in the de-duplication index.
 pub async fn create_link(srv: &Arc<StorageServer>, req: CreateLinkReq) -> Result<String, Status> {
     srv.check_group(&req.group)?;
-    let (src_name, src_path) = srv.resolve(&req.source_filename)?;
-    if crate::trunk::is_trunk_name(&src_name) {
+    let src = srv.locate(&req.source_filename)?;
+    if src.in_slot {
         // A link to a trunk slot is a slot of its own (type 'L'), under a fresh trunk name; a
         // slave name is a regular file's, which cannot name a slot.
         if !req.master_filename.is_empty() {
@@ -179,13 +179,13 @@ pub async fn create_link(srv: &Arc<StorageServer>, req: CreateLinkReq) -> Result
         }
         return crate::storage::trunk::create_link_slot(srv, req.source_filename, &req.ext).await;
     }
-    let index = src_name.store_path_index as usize;
+    let index = src.name.store_path_index as usize;
     let size =
-        std::fs::symlink_metadata(&src_path).ok().filter(|m| m.file_type().is_file()).ok_or(Status::ENOENT)?.len();
+        std::fs::symlink_metadata(&src.path).ok().filter(|m| m.file_type().is_file()).ok_or(Status::ENOENT)?.len();
     let ts = now_unix();
     let mut link = if req.master_filename.is_empty() {
         let (high, low) = srv.paths.next_dir(&mut fastrand::Rng::new());
-        let content = (size, src_name.info().crc32);
+        let content = (size, src.name.info().crc32);
         LinkName::Fresh(fresh_names(srv, ts, content, NameKind::Normal, req.ext.clone(), (index, high, low)))
     } else {
         let (_, master_path) = srv.resolve(&req.master_filename)?;
@@ -206,9 +206,9 @@ pub async fn create_link(srv: &Arc<StorageServer>, req: CreateLinkReq) -> Result
                     tx.add_link(&source, index as u8, || {
                         crate::storage::dedup::sign_stored(&s.paths, d.method(), &source)
                     })?;
-                    link.place(&s, &src_path)
+                    link.place(&s, &src.path)
                 })?,
-                None => link.place(&s, &src_path)?,
+                None => link.place(&s, &src.path)?,
             };
             Ok(link_change(&s, ts, name, link_path, source, None))
         })

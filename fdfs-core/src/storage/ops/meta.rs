@@ -14,7 +14,7 @@ use crate::storage::disk::{write_temp, Change, Disk};
 use crate::storage::StorageServer;
 use crate::timefmt::now_unix;
 
-use super::{io, stored, unix};
+use super::io;
 
 pub(super) const CHUNK: usize = 256 << 10;
 
@@ -46,13 +46,14 @@ fn merge_metadata(old: Vec<(Vec<u8>, Vec<u8>)>, new: Vec<(Vec<u8>, Vec<u8>)>) ->
 /// (two merges at once would lose one's keys).
 pub async fn set_metadata(srv: &Arc<StorageServer>, req: SetMetadataReq) -> Result<(), Status> {
     srv.check_group(&req.group)?;
-    let (name, path) = srv.resolve(&req.filename)?;
+    let at = srv.locate(&req.filename)?;
+    let (index, path) = (at.name.store_path_index as usize, at.path.clone());
     let _lock = srv.lock_file(&path).await;
     let s = srv.clone();
     let ts = now_unix();
     srv.disk
-        .write(name.store_path_index as usize, move |w| {
-            if !stored(&s, &name, &path)? {
+        .write(index, move |w| {
+            if !s.is_stored(&at)? {
                 return Err(Status::ENOENT);
             }
             let meta = meta_path(&path);
@@ -87,13 +88,13 @@ pub async fn set_metadata(srv: &Arc<StorageServer>, req: SetMetadataReq) -> Resu
 /// 15.
 pub async fn get_metadata(srv: &Arc<StorageServer>, group: &str, filename: &str) -> Result<Vec<u8>, Status> {
     srv.check_group(group)?;
-    let (name, path) = srv.resolve(filename)?;
+    let at = srv.locate(filename)?;
     let s = srv.clone();
     Disk::read(move || {
-        if !stored(&s, &name, &path)? {
+        if !s.is_stored(&at)? {
             return Err(Status::ENOENT);
         }
-        std::fs::read(meta_path(&path)).map_err(io)
+        std::fs::read(meta_path(&at.path)).map_err(io)
     })
     .await
 }
@@ -120,29 +121,18 @@ pub async fn file_info(
     flags: u8,
 ) -> Result<FileInfoResp, Status> {
     srv.check_group(group)?;
-    let (name, path) = srv.resolve(filename)?;
-    let info = name.info();
-    let file_type = info.file_type;
-    let s = srv.clone();
-    let (size, mtime, computed) = Disk::read(move || {
-        if crate::trunk::is_trunk_name(&name) {
-            // Size, time and CRC are the name's, as C reports them, once the slot holds it; a
-            // link slot reports the file it names (the link's name carries the original's CRC).
-            let slot = s.open_trunk_content(&name)?.ok_or(Status::ENOENT)?;
-            return Ok((slot.size, slot.mtime as i64, None));
-        }
-        let m = std::fs::metadata(&path).map_err(io)?;
-        if !m.is_file() {
-            return Err(Status::ENOENT);
-        }
-        let computed = match file_type {
-            FileType::Normal => None,
-            _ if flags & file_info_flags::NO_CRC32 != 0 => Some(0),
-            _ => Some(crc_of(&path).map_err(io)?),
-        };
-        Ok((m.len(), m.modified().map(unix).unwrap_or(0), computed))
-    })
-    .await?;
+    let at = srv.locate(filename)?;
+    let (info, in_slot, path) = (at.name.info(), at.in_slot, at.path.clone());
+    // Size, time and CRC of a trunk-resident file are the name's, as C reports them, once the
+    // slot holds it; a link slot reports the file it names (its name carries the original's CRC).
+    let opened = srv.open_located(at).await.map_err(|s| if s == Status::EISDIR { Status::ENOENT } else { s })?;
+    let computed = match info.file_type {
+        _ if in_slot => None,
+        FileType::Normal => None,
+        _ if flags & file_info_flags::NO_CRC32 != 0 => Some(0),
+        _ => Some(Disk::read(move || crc_of(&path).map_err(io)).await?),
+    };
+    let (size, mtime) = (opened.size, opened.mtime);
     let source_ip = match info.source {
         Source::Ip(ip) => ip.to_string(),
         Source::ServerId(id) => srv.storage_id_host(id).unwrap_or_default(),

@@ -12,9 +12,11 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::binlog::{Op, Record};
+use super::disk::Disk;
 use super::StorageServer;
 use crate::file_id::RemoteFilename;
 use crate::protocol::Status;
@@ -106,11 +108,61 @@ pub(super) fn at(ts: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(ts.max(0) as u64)
 }
 
-/// Whether the file a name names is stored here: its regular file, or for a trunk name its slot
-/// (a link slot's with the file it names).
-fn stored(srv: &StorageServer, name: &RemoteFilename, path: &Path) -> Result<bool, Status> {
-    if crate::trunk::is_trunk_name(name) {
-        return Ok(srv.open_trunk_content(name)?.is_some());
+/// A file name resolved once for a request: the name, its path in our store paths (where a
+/// regular file is, and the metadata of any file), and whether its bytes are in a trunk slot.
+#[derive(Debug, Clone)]
+pub struct Located {
+    pub name: RemoteFilename,
+    pub path: PathBuf,
+    pub in_slot: bool,
+}
+
+/// What a client reads of a file: the open file, where its content starts in it, its size
+/// and its time (a slot's is its name's).
+#[derive(Debug)]
+pub struct Opened {
+    pub file: std::fs::File,
+    pub offset: u64,
+    pub size: u64,
+    pub mtime: i64,
+}
+
+impl StorageServer {
+    /// Parses `filename` against our store paths and says where its bytes are.
+    pub fn locate(&self, filename: &str) -> Result<Located, Status> {
+        let (name, path) = self.resolve(filename)?;
+        let in_slot = crate::trunk::is_trunk_name(&name);
+        Ok(Located { name, path, in_slot })
     }
-    Ok(path.is_file())
+
+    /// Whether the file is stored here: its regular file, or its slot (a link slot with the
+    /// file it names). Blocking.
+    pub(super) fn is_stored(&self, at: &Located) -> Result<bool, Status> {
+        if at.in_slot {
+            return Ok(self.open_trunk_content(&at.name)?.is_some());
+        }
+        Ok(at.path.is_file())
+    }
+
+    /// Opens what a client reads: a slot (a link slot followed once) on the blocking pool, a
+    /// regular file through [`Disk::open_for_read`] (one the kernel has cached opens on this
+    /// thread). EISDIR for a directory, ENOENT for nothing.
+    pub(in crate::storage) async fn open_located(self: &Arc<Self>, at: Located) -> Result<Opened, Status> {
+        if at.in_slot {
+            let s = self.clone();
+            return Disk::read(move || {
+                let slot = s.open_trunk_content(&at.name)?.ok_or(Status::ENOENT)?;
+                Ok(Opened { file: slot.file, offset: slot.content_offset, size: slot.size, mtime: slot.mtime as i64 })
+            })
+            .await;
+        }
+        let file = Disk::open_for_read(at.path).await.map_err(io)?;
+        // The inode is in memory once the file is open: no disk read.
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(Status::EISDIR);
+        }
+        let mtime = meta.modified().map(unix).unwrap_or(0);
+        Ok(Opened { file, offset: 0, size: meta.len(), mtime })
+    }
 }

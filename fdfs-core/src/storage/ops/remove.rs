@@ -141,11 +141,12 @@ impl StorageServer {
 
 /// 12: the file and its metadata file.
 pub async fn delete(srv: &Arc<StorageServer>, filename: String) -> Result<(), Status> {
-    let (name, path) = srv.resolve(&filename)?;
+    let at = srv.locate(&filename)?;
+    let (name, path) = (at.name, at.path);
     let _lock = srv.lock_file(&path).await;
     let s = srv.clone();
     let ts = now_unix();
-    let slot = crate::trunk::is_trunk_name(&name).then(|| crate::storage::trunk::block_of_name(&name)).flatten();
+    let slot = if at.in_slot { crate::storage::trunk::block_of_name(&name) } else { None };
     let freed_source = srv
         .disk
         .write(name.store_path_index as usize, move |_| {

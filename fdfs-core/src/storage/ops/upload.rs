@@ -19,7 +19,7 @@ use crate::timefmt::now_unix;
 
 use super::links::{linked_content, signed, LinkName};
 use super::names::{fresh_names, under_fresh_name, NameFor};
-use super::{at, closing, io, stored, Body, OpResult};
+use super::{at, closing, io, Body, OpResult};
 
 /// Reads a request's content: small content into memory, large content streamed into a new
 /// temp file of store path `index`. Returns it with its CRC32.
@@ -154,8 +154,8 @@ pub async fn upload_slave<R: AsyncRead + Unpin>(
     head: &SlaveUploadHead,
     content: &mut Content<'_, R>,
 ) -> OpResult<String> {
-    let (master_name, master_path) = srv.resolve(&head.master_filename).map_err(closing)?;
-    let slave = file_id::slave_filename(&master_name.to_string(), &head.prefix, &head.ext)
+    let master = srv.locate(&head.master_filename).map_err(closing)?;
+    let slave = file_id::slave_filename(&master.name.to_string(), &head.prefix, &head.ext)
         .map_err(|_| closing(Status::EINVAL))?;
     let (slave_name, slave_path) = srv.resolve(&slave).map_err(closing)?;
     let index = slave_name.store_path_index as usize;
@@ -172,7 +172,7 @@ pub async fn upload_slave<R: AsyncRead + Unpin>(
         .disk
         .write(index, move |w| {
             // A master may live in a trunk file (C stores its slaves as regular files beside it).
-            if !stored(&s, &master_name, &master_path)? {
+            if !s.is_stored(&master)? {
                 return Err(Status::ENOENT);
             }
             if link {
