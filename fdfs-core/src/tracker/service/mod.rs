@@ -143,8 +143,8 @@ impl Call<'_> {
     }
 
     /// The group and ID of the storage that joined on this connection, or EACCES.
-    fn joined(&self) -> Result<(String, String), Outcome> {
-        self.conn.joined.clone().ok_or(err(Status::EACCES))
+    fn joined(&self) -> OpResult<(String, String)> {
+        self.conn.joined.clone().ok_or(OpError { status: Status::EACCES, close: false })
     }
 }
 

@@ -12,10 +12,7 @@ use super::{closing, decoded, empty, err, from_result, ok, Call, Conn, Outcome};
 
 /// 83 STORAGE_BEAT: the storage's counters; answered with the change notifications.
 pub(super) fn beat(c: &mut Call<'_>, body: &[u8]) -> Outcome {
-    let (g, id) = match c.joined() {
-        Ok(j) => j,
-        Err(o) => return o,
-    };
+    let (g, id) = c.joined()?;
     decoded(decode_beat(body), |stat| {
         c.t.lock().beat(&g, &id, stat, c.now);
         ok(notifications(c.t, c.conn))
@@ -24,10 +21,7 @@ pub(super) fn beat(c: &mut Call<'_>, body: &[u8]) -> Outcome {
 
 /// 84 STORAGE_REPORT_DISK_USAGE: space per store path (as many as the group has).
 pub(super) fn disk_usage(c: &mut Call<'_>, body: &[u8]) -> Outcome {
-    let (g, id) = match c.joined() {
-        Ok(j) => j,
-        Err(o) => return o,
-    };
+    let (g, id) = c.joined()?;
     let paths = c.t.lock().groups.get(&g).map_or(1, |grp| grp.store_path_count);
     decoded(decode_disk_usage(body, paths), |u| {
         c.t.lock().disk_usage(&g, &id, u, c.now);
@@ -37,10 +31,7 @@ pub(super) fn disk_usage(c: &mut Call<'_>, body: &[u8]) -> Outcome {
 
 /// 89 STORAGE_SYNC_REPORT: how far the storage has synced from each member.
 pub(super) fn sync_report(c: &mut Call<'_>, body: &[u8]) -> Outcome {
-    let (g, id) = match c.joined() {
-        Ok(j) => j,
-        Err(o) => return o,
-    };
+    let (g, id) = c.joined()?;
     decoded(decode_sync_report(body), |entries| {
         c.t.lock().sync_report(&g, &id, &entries);
         ok(notifications(c.t, c.conn))
@@ -61,20 +52,14 @@ pub(super) fn changelog(c: &mut Call<'_>, body: &[u8]) -> Outcome {
 
 /// 87 STORAGE_SYNC_DEST_REQ: a new storage asks which member to copy the group from.
 pub(super) fn sync_dest_req(c: &mut Call<'_>, body: &[u8]) -> Outcome {
-    let (g, id) = match c.joined() {
-        Ok(j) => j,
-        Err(o) => return o,
-    };
+    let (g, id) = c.joined()?;
     let (t, now) = (c.t, c.now);
     empty(body, |_| from_result(t.lock().sync_dest_req(&g, &id, now).map(|src| sync_source_body(src, t.profile))))
 }
 
 /// 79 STORAGE_SYNC_DEST_QUERY: the member this storage copies from, if any.
 pub(super) fn sync_dest_query(c: &mut Call<'_>, _body: &[u8]) -> Outcome {
-    let (g, id) = match c.joined() {
-        Ok(j) => j,
-        Err(o) => return o,
-    };
+    let (g, id) = c.joined()?;
     let cluster = c.t.lock();
     let src = cluster.storage(&g, &id).filter(|s| !s.sync_src_id.is_empty());
     ok(src
@@ -84,10 +69,7 @@ pub(super) fn sync_dest_query(c: &mut Call<'_>, _body: &[u8]) -> Outcome {
 
 /// 88 STORAGE_SYNC_NOTIFY: the copy source a storage was given, confirmed.
 pub(super) fn sync_notify(c: &mut Call<'_>, body: &[u8]) -> Outcome {
-    let (g, id) = match c.joined() {
-        Ok(j) => j,
-        Err(o) => return o,
-    };
+    let (g, id) = c.joined()?;
     let t = c.t;
     decoded(SyncSource::decode(body, t.profile), |s| {
         from_result(t.lock().sync_notify(&g, &id, &s.src_id, s.until_timestamp).map(|_| Vec::new()))
@@ -113,10 +95,7 @@ pub(super) fn report_status(c: &mut Call<'_>, body: &[u8]) -> Outcome {
 
 /// 59 STORAGE_CHANGE_STATUS: the joined storage's own status.
 pub(super) fn change_status(c: &mut Call<'_>, body: &[u8]) -> Outcome {
-    let (g, id) = match c.joined() {
-        Ok(j) => j,
-        Err(o) => return o,
-    };
+    let (g, id) = c.joined()?;
     let t = c.t;
     decoded(ChangeStatusReq::decode(body, t.profile), |r| {
         t.lock().change_status(&g, &id, r.status);
