@@ -177,58 +177,19 @@ async fn run(args: Args, config: ClientConfig, size: usize) -> Result<()> {
         bail!("--client-style java goes with --op upload");
     }
     let start = Instant::now();
-    let mut tasks = Vec::new();
-    for w in 0..args.concurrency.max(1) {
-        let (config, payload, seed, ext) = (config.clone(), payload.clone(), seed.clone(), args.ext.clone());
-        let (op, count, conc) = (args.op, args.count, args.concurrency.max(1));
-        let lag_pair = lag_pair.clone();
-        let style = args.client_style;
-        let repeated = usize::from(args.repeated);
-        tasks.push(tokio::spawn(async move {
-            let client = Client::new(&config);
-            let mut java = JavaStyle::new(&config);
-            let mut out = Outcome::default();
-            let mut i = w;
-            while i < count {
-                let t = Instant::now();
-                let r: Result<Option<String>, String> = match op {
-                    Op::Upload if style == ClientStyle::Java => java.upload(&payload, &ext).await.map(Some),
-                    // Unique ones spread evenly: upload i is unique when the count of unique
-                    // uploads so far, (i + 1) * unique% / 100, steps up at i.
-                    Op::Upload
-                        if (i + 1) * (100 - repeated) / 100 > i * (100 - repeated) / 100 && payload.len() >= 8 =>
-                    {
-                        let mut unique = payload.to_vec();
-                        unique[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
-                        upload_one(&client, &unique, &ext).await.map(Some)
-                    }
-                    Op::Upload => upload_one(&client, &payload, &ext).await.map(Some),
-                    Op::Download => download_one(&client, &seed[i % seed.len()], payload.len()).await.map(|_| None),
-                    Op::Delete => client.delete(&seed[i]).await.map(|_| None).map_err(|e| e.to_string()),
-                    Op::Mixed if i % 2 == 0 => upload_one(&client, &payload, &ext).await.map(Some),
-                    Op::Mixed => download_one(&client, &seed[i % seed.len()], payload.len()).await.map(|_| None),
-                    Op::RawWrite => unreachable!("run by main without the cluster"),
-                    Op::Lag => {
-                        let (src, replica) = &**lag_pair.as_ref().expect("checked");
-                        lag_one(&client, src, replica, &payload, &ext, &mut out.latencies).await.map(Some)
-                    }
-                };
-                if op != Op::Lag {
-                    out.latencies.push(t.elapsed());
-                }
-                match r {
-                    Ok(Some(id)) => out.ids.push(id),
-                    Ok(None) => {}
-                    Err(e) => {
-                        out.errors += 1;
-                        out.first_error.get_or_insert(e);
-                    }
-                }
-                i += conc;
-            }
-            out
-        }));
-    }
+    let load = Arc::new(Load {
+        config: config.clone(),
+        payload,
+        seed: seed.clone(),
+        ext: args.ext.clone(),
+        op: args.op,
+        count: args.count,
+        concurrency: args.concurrency.max(1),
+        lag_pair,
+        style: args.client_style,
+        repeated: usize::from(args.repeated),
+    });
+    let tasks: Vec<_> = (0..load.concurrency).map(|w| tokio::spawn(worker(load.clone(), w))).collect();
     let mut all = Outcome::default();
     for t in tasks {
         let o = t.await?;
@@ -254,6 +215,67 @@ async fn run(args: Args, config: ClientConfig, size: usize) -> Result<()> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// What every worker of a run shares.
+struct Load {
+    config: Arc<ClientConfig>,
+    payload: Arc<Vec<u8>>,
+    /// Files uploaded before the timed run, to read or delete.
+    seed: Arc<Vec<String>>,
+    ext: String,
+    op: Op,
+    count: usize,
+    concurrency: usize,
+    lag_pair: Option<Arc<(String, String)>>,
+    style: ClientStyle,
+    /// Percent of uploads that repeat one content.
+    repeated: usize,
+}
+
+/// Worker `w` of a run: operations `w`, `w + concurrency`, ... below `count`.
+async fn worker(load: Arc<Load>, w: usize) -> Outcome {
+    let client = Client::new(&load.config);
+    let mut java = JavaStyle::new(&load.config);
+    let mut out = Outcome::default();
+    let (payload, seed, ext, repeated) = (&load.payload, &load.seed, &load.ext, load.repeated);
+    let mut i = w;
+    while i < load.count {
+        let t = Instant::now();
+        let r: Result<Option<String>, String> = match load.op {
+            Op::Upload if load.style == ClientStyle::Java => java.upload(payload, ext).await.map(Some),
+            // Unique ones spread evenly: upload i is unique when the count of unique uploads so
+            // far, (i + 1) * unique% / 100, steps up at i.
+            Op::Upload if (i + 1) * (100 - repeated) / 100 > i * (100 - repeated) / 100 && payload.len() >= 8 => {
+                let mut unique = payload.to_vec();
+                unique[..8].copy_from_slice(&(i as u64 + 1).to_be_bytes());
+                upload_one(&client, &unique, ext).await.map(Some)
+            }
+            Op::Upload => upload_one(&client, payload, ext).await.map(Some),
+            Op::Download => download_one(&client, &seed[i % seed.len()], payload.len()).await.map(|_| None),
+            Op::Delete => client.delete(&seed[i]).await.map(|_| None).map_err(|e| e.to_string()),
+            Op::Mixed if i.is_multiple_of(2) => upload_one(&client, payload, ext).await.map(Some),
+            Op::Mixed => download_one(&client, &seed[i % seed.len()], payload.len()).await.map(|_| None),
+            Op::RawWrite => unreachable!("run by main without the cluster"),
+            Op::Lag => {
+                let (src, replica) = &**load.lag_pair.as_ref().expect("checked");
+                lag_one(&client, src, replica, payload, ext, &mut out.latencies).await.map(Some)
+            }
+        };
+        if load.op != Op::Lag {
+            out.latencies.push(t.elapsed());
+        }
+        match r {
+            Ok(Some(id)) => out.ids.push(id),
+            Ok(None) => {}
+            Err(e) => {
+                out.errors += 1;
+                out.first_error.get_or_insert(e);
+            }
+        }
+        i += load.concurrency;
+    }
+    out
 }
 
 /// Prints (and with `--json` writes) the figures of a run that took `elapsed` seconds.

@@ -182,6 +182,34 @@ async fn active_tests(client: &Client, storage: &str) {
     }
 }
 
+/// Every writable storage, as C's programs print them before an upload (106, or 107 for
+/// group1 in the file-ID program).
+async fn print_store_list(client: &Client, naming: Naming) {
+    let (all, heading) = match naming {
+        Naming::Group => (client.tracker.query_store_all(None).await, "without_group"),
+        Naming::FileId => (client.tracker.query_store_all(Some("group1")).await, "with_group"),
+    };
+    if let Ok(all) = all {
+        crate::outln!("tracker_query_storage_store_list_{heading}: ");
+        for (i, s) in all.servers.iter().enumerate() {
+            crate::outln!("\tserver {}. group_name={}, ip_addr={}, port={}", i + 1, all.group, s.ip, s.port);
+        }
+        crate::outln!("");
+    }
+}
+
+impl UploadType {
+    /// The prefix of the slave file C's programs upload after the master.
+    fn slave_prefix(self, naming: Naming) -> &'static str {
+        match (self, naming) {
+            (UploadType::File, _) => "_big",
+            (UploadType::Buff, _) => "1024x1024",
+            (UploadType::Callback, Naming::Group) => "-small",
+            (UploadType::Callback, Naming::FileId) => "_small",
+        }
+    }
+}
+
 async fn upload(
     client: &Client,
     config: &ClientConfig,
@@ -195,18 +223,7 @@ async fn upload(
     };
     let kind = UploadType::parse(args.get(3));
     let ids = super::commands::storage_ids(config);
-    // Every writable storage first (106, or 107 for group1 in the file-ID program), then one.
-    let (all, heading) = match naming {
-        Naming::Group => (client.tracker.query_store_all(None).await, "without_group"),
-        Naming::FileId => (client.tracker.query_store_all(Some("group1")).await, "with_group"),
-    };
-    if let Ok(all) = all {
-        crate::outln!("tracker_query_storage_store_list_{heading}: ");
-        for (i, s) in all.servers.iter().enumerate() {
-            crate::outln!("\tserver {}. group_name={}, ip_addr={}, port={}", i + 1, all.group, s.ip, s.port);
-        }
-        crate::outln!("");
-    }
+    print_store_list(client, naming).await;
     let target = match client.tracker.query_store(None).await {
         Ok(t) => t,
         Err(e) => return Ok(failed("tracker_query_storage fail", &e)),
@@ -236,12 +253,7 @@ async fn upload(
     }
     crate::outln!("example file url: {}", url(&target.ip, port, &master_id));
 
-    let prefix = match (kind, naming) {
-        (UploadType::File, _) => "_big",
-        (UploadType::Buff, _) => "1024x1024",
-        (UploadType::Callback, Naming::Group) => "-small",
-        (UploadType::Callback, Naming::FileId) => "_small",
-    };
+    let prefix = kind.slave_prefix(naming);
     let slave_label = kind.label("upload_slave");
     if naming == Naming::FileId {
         crate::outln!("{slave_label}");
@@ -335,41 +347,12 @@ async fn file_operation(client: &Client, args: &[String], naming: Naming, prog: 
     };
     crate::outln!("storage={}:{}", target.ip, target.port);
     let storage = crate::config::join_host_port(&target.ip, target.port as u16);
-    let (group, remote) = (fid.group.clone(), fid.remote.to_string());
-    let result: Result<(), ExitCode> = match op {
-        "download" => {
-            let local = rest.first().cloned().unwrap_or_else(|| remote.rsplit('/').next().unwrap_or("").to_owned());
-            // Streamed into the file, never whole in memory.
-            let r = async {
-                let mut out = tokio::fs::File::create(&local).await.map_err(ClientError::Local)?;
-                let n = client.storage.download_into(&storage, &group, &remote, 0, 0, &mut out).await;
-                tokio::io::AsyncWriteExt::flush(&mut out).await.map_err(ClientError::Local)?;
-                if n.is_err() {
-                    let _ = std::fs::remove_file(&local);
-                }
-                n
-            }
-            .await;
-            match r {
-                Ok(n) => {
-                    crate::outln!("download file success, file size={n}, file save to {local}");
-                    Ok(())
-                }
-                Err(e) => Err(failed("download file fail", &e)),
-            }
-        }
-        "getmeta" => match client.storage.get_metadata(&storage, &group, &remote).await {
-            Ok(list) => {
-                crate::outln!("get meta data success, meta count={}", list.len());
-                for (k, v) in list {
-                    crate::outln!("{}={}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v));
-                }
-                Ok(())
-            }
-            Err(e) => Err(failed("getmeta fail", &e)),
-        },
-        "setmeta" => {
-            let (Some(flag), Some(list)) = (rest.first(), rest.get(1)) else {
+    let result = match op {
+        "download" => download(client, &storage, &fid, rest).await,
+        "getmeta" => getmeta(client, &storage, &fid).await,
+        "setmeta" => match setmeta(client, &file_id, rest) {
+            Some(done) => done.await,
+            None => {
                 let what = match naming {
                     Naming::Group => "<group_name> <remote_filename>",
                     Naming::FileId => "<file_id>",
@@ -379,24 +362,8 @@ async fn file_operation(client: &Client, args: &[String], naming: Naming, prog: 
                      \top_flag: O for overwrite, M for merge\n\tmetadata_list: name1=value1,name2=value2,..."
                 );
                 return Ok(ExitCode::from(22));
-            };
-            let op_flag = if flag.starts_with('M') { MetaOp::Merge } else { MetaOp::Overwrite };
-            let meta: Vec<(Vec<u8>, Vec<u8>)> = list
-                .split(',')
-                .filter(|kv| !kv.is_empty())
-                .map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    (k.as_bytes().to_vec(), v.as_bytes().to_vec())
-                })
-                .collect();
-            match client.set_metadata(&file_id, &meta, op_flag).await {
-                Ok(()) => {
-                    crate::outln!("set meta data success");
-                    Ok(())
-                }
-                Err(e) => Err(failed("setmeta fail", &e)),
             }
-        }
+        },
         _ => match client.delete(&file_id).await {
             Ok(()) => {
                 crate::outln!("delete file success");
@@ -407,6 +374,70 @@ async fn file_operation(client: &Client, args: &[String], naming: Naming, prog: 
     };
     active_tests(client, &storage).await;
     Ok(result.err().unwrap_or(ExitCode::SUCCESS))
+}
+
+/// `download`: the file streamed into `rest[0]` (or its name's last part), never whole in memory.
+async fn download(client: &Client, storage: &str, fid: &FileId, rest: &[String]) -> Result<(), ExitCode> {
+    let (group, remote) = (fid.group.as_str(), fid.remote.to_string());
+    let local = rest.first().cloned().unwrap_or_else(|| remote.rsplit('/').next().unwrap_or("").to_owned());
+    let r = async {
+        let mut out = tokio::fs::File::create(&local).await.map_err(ClientError::Local)?;
+        let n = client.storage.download_into(storage, group, &remote, 0, 0, &mut out).await;
+        tokio::io::AsyncWriteExt::flush(&mut out).await.map_err(ClientError::Local)?;
+        if n.is_err() {
+            let _ = std::fs::remove_file(&local);
+        }
+        n
+    }
+    .await;
+    match r {
+        Ok(n) => {
+            crate::outln!("download file success, file size={n}, file save to {local}");
+            Ok(())
+        }
+        Err(e) => Err(failed("download file fail", &e)),
+    }
+}
+
+/// `getmeta`: every name=value of the file.
+async fn getmeta(client: &Client, storage: &str, fid: &FileId) -> Result<(), ExitCode> {
+    match client.storage.get_metadata(storage, &fid.group, &fid.remote.to_string()).await {
+        Ok(list) => {
+            crate::outln!("get meta data success, meta count={}", list.len());
+            for (k, v) in list {
+                crate::outln!("{}={}", String::from_utf8_lossy(&k), String::from_utf8_lossy(&v));
+            }
+            Ok(())
+        }
+        Err(e) => Err(failed("getmeta fail", &e)),
+    }
+}
+
+/// `setmeta <op_flag> <metadata_list>`; `None` when the two arguments are missing.
+fn setmeta<'a>(
+    client: &'a Client,
+    file_id: &'a str,
+    rest: &[String],
+) -> Option<impl std::future::Future<Output = Result<(), ExitCode>> + 'a> {
+    let (flag, list) = (rest.first()?, rest.get(1)?);
+    let op_flag = if flag.starts_with('M') { MetaOp::Merge } else { MetaOp::Overwrite };
+    let meta: Vec<(Vec<u8>, Vec<u8>)> = list
+        .split(',')
+        .filter(|kv| !kv.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.as_bytes().to_vec(), v.as_bytes().to_vec())
+        })
+        .collect();
+    Some(async move {
+        match client.set_metadata(file_id, &meta, op_flag).await {
+            Ok(()) => {
+                crate::outln!("set meta data success");
+                Ok(())
+            }
+            Err(e) => Err(failed("setmeta fail", &e)),
+        }
+    })
 }
 
 pub fn appender_test(args: &[String]) -> Result<ExitCode> {
