@@ -228,7 +228,12 @@ async fn replication_waits_for_the_sync_window() {
     let c = cl.client();
     let (a, b) = (cl.storages[0].addr(), cl.storages[1].addr());
     let r = c.storage.upload(&a, UploadKind::Normal, -1, "txt", Content::Bytes(b"after hours")).await.unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The sender says so when it has the change in hand and holds it back.
+    let log = cl.storages[0].base().join("logs/storaged.log");
+    eventually(Duration::from_secs(20), "the sender holding the change back", || async {
+        std::fs::read_to_string(&log).ok()?.contains("changes held back until it opens").then_some(())
+    })
+    .await;
     assert!(c.storage.download(&b, "group1", &r.filename, 0, 0).await.is_err(), "held back outside the window");
     // Back to all day: the change goes out.
     std::fs::write(&cl.storages[0].daemon.conf, plain).unwrap();
@@ -333,7 +338,7 @@ async fn a_damaged_binlog_line_stops_replication_unless_told_to_skip_it() {
         std::fs::read_to_string(&log).ok()?.contains("replication to it stops here").then_some(())
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Stopped at the bad line, which comes before the second file's record.
     let name = second.filename.clone();
     assert!(c.storage.download(&b, "group1", &name, 0, 0).await.is_err(), "nothing after the bad line reaches B");
 

@@ -394,7 +394,18 @@ impl Sender<'_> {
     /// alive), as C's does; false on shutdown.
     async fn until_window_open(&mut self) -> Result<bool, SyncError> {
         let config = &self.srv.config;
-        while !sync_window_open(config.sync_start_time, config.sync_end_time) {
+        let (start, end) = (config.sync_start_time, config.sync_end_time);
+        if !sync_window_open(start, end) {
+            tracing::info!(
+                "sync to {}: outside the replication window {:02}:{:02}-{:02}:{:02}; changes held back until it opens",
+                self.peer_id,
+                start.0,
+                start.1,
+                end.0,
+                end.1
+            );
+        }
+        while !sync_window_open(start, end) {
             tokio::select! {
                 _ = self.shutdown.wait() => return Ok(false),
                 _ = tokio::time::sleep(Duration::from_secs(10)) => {}
