@@ -4,6 +4,18 @@
 //! [`ops`] performs them on disk, [`report`] keeps every tracker informed. Counters are
 //! atomics and the binlog has its own short lock, so uploads on different connections never
 //! wait for each other.
+//!
+//! An upload, from the socket to the other members:
+//! 1. [`service`] reads the header and `request` decodes the head into a `Request`; the content
+//!    stays on the socket, read through a [`content::Content`] (length, deadline, CRC32).
+//! 2. [`ops`]`::upload` receives the content (in memory when small, else streamed into a temp
+//!    file of its store path), picks a fresh name (`ops/names.rs`), or with de-duplication a
+//!    source ([`dedup`]); in trunk mode [`trunk`] reserves a slot from the trunk server.
+//! 3. [`disk`] publishes it in a writer job of the store path: file, directory entry and the
+//!    [`binlog`] record synced in one group-commit round (the trunk binlog with it,
+//!    `trunk_log`), then the client is answered.
+//! 4. [`sync`] (one sender per member) reads the binlog from its mark and replays the record on
+//!    each member, whose [`replica`] stores it and records it in its own binlog.
 
 mod answer;
 pub mod binlog;
