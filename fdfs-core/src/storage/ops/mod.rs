@@ -71,11 +71,9 @@ impl StorageServer {
     /// `filename` as a trunk name with its store path, when it names a file kept in a trunk
     /// slot; `None` for regular files and `-m` metadata names.
     pub(super) fn trunk_name(&self, filename: &str) -> Option<(RemoteFilename, PathBuf)> {
-        let name = RemoteFilename::parse(filename, Some(self.paths.paths.len())).ok()?;
-        crate::trunk::is_trunk_name(&name).then(|| {
-            let root = self.store_root(&name);
-            (name, root)
-        })
+        let at = self.locate(filename).ok().filter(|at| at.in_slot)?;
+        let root = self.store_root(&at.name);
+        Some((at.name, root))
     }
 
     /// What a trunk name reads as here: its slot, a link slot followed to the file it names.
