@@ -330,12 +330,18 @@ impl Disk {
         if let Some(cached) = open_cached(&path) {
             return cached;
         }
-        tokio::task::spawn_blocking(move || File::open(path)).await.map_err(std::io::Error::other)?
+        Self::io(move || File::open(path)).await
     }
 
     /// Runs a read (or a preparation that changes nothing yet) on the blocking pool.
     pub async fn read<T: Send + 'static>(f: impl FnOnce() -> Result<T, Status> + Send + 'static) -> Result<T, Status> {
         tokio::task::spawn_blocking(f).await.unwrap_or(Err(Status::EIO))
+    }
+
+    /// Runs file work that reports IO errors on the blocking pool (a task that did not finish
+    /// is an IO error too).
+    pub async fn io<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
+        tokio::task::spawn_blocking(f).await.map_err(std::io::Error::other)?
     }
 
     /// Streams the rest of `content` into `file` at `offset`: two chunks in use at once, one
@@ -402,7 +408,7 @@ impl Disk {
             // round (one thread) then finds it clean. Measured: syncing sixteen 1 MiB files one
             // after another in the round cost a quarter of the 1 MiB upload rate.
             let f = file.clone();
-            tokio::task::spawn_blocking(move || f.sync_data()).await.map_err(std::io::Error::other)??;
+            Self::io(move || f.sync_data()).await?;
         }
         Ok(())
     }

@@ -19,6 +19,7 @@ use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::binlog::{Op, Record};
+use super::disk::Disk;
 use super::StorageServer;
 use crate::client::ClientError;
 use crate::protocol::report::Brief;
@@ -57,11 +58,6 @@ pub enum RecoveryError {
 /// A `map_err` for an IO error while doing `what`.
 fn io_err(what: &str) -> impl FnOnce(std::io::Error) -> RecoveryError + '_ {
     move |source| RecoveryError::Io { what: what.to_owned(), source }
-}
-
-/// Runs a file operation of the recovery on the blocking pool.
-async fn on_disk<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(std::io::Error::other)?
 }
 
 /// C's mark: the storage's address (46 bytes), port (u16) and store path index (i32), and the
@@ -249,7 +245,7 @@ async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<()
         }
         let _ = std::fs::remove_file(&list_path);
         let root = srv.paths.paths[index].root.clone();
-        on_disk(move || crate::durable::sync_dir(&root.join("data"))).await.map_err(io_err("the store path"))?;
+        Disk::io(move || crate::durable::sync_dir(&root.join("data"))).await.map_err(io_err("the store path"))?;
         tracing::info!(
             "disk recovery: store path {index}: {copied} file(s) copied, {present} already here, {skipped} skipped"
         );
@@ -262,7 +258,7 @@ async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<()
             let counted = s.dedup.as_ref().map(|d| super::recount_links(&s.paths, &s.binlog, d)).transpose();
             counted.map_err(std::io::Error::other)
         };
-        on_disk(recount).await.map_err(io_err("recounting the de-duplication index"))?;
+        Disk::io(recount).await.map_err(io_err("recounting the de-duplication index"))?;
     }
     // C reports RECOVERY again when it is done; the next JOIN takes the storage out of it.
     super::sync::report_to_trackers(srv, brief).await;
@@ -322,7 +318,7 @@ async fn relink(srv: &StorageServer, name: &str, target: &str) -> Result<(), Rec
             _ => Ok(()),
         }
     };
-    on_disk(make).await.map_err(io_err(name))
+    Disk::io(make).await.map_err(io_err(name))
 }
 
 /// 26 to the source: the list into the file `to`, checked against the length that ends it.
@@ -415,11 +411,11 @@ async fn copy_file(
             // Recorded by the member, not here: the slot index is told directly.
             live.insert(&name)
         };
-        return on_disk(put).await.map_err(io_err(filename));
+        return Disk::io(put).await.map_err(io_err(filename));
     }
     let (name, path) = srv.resolve(filename).map_err(|s| RecoveryError::Name(filename.to_owned(), s))?;
     let dir = srv.paths.temp_dir(name.store_path_index as usize);
-    let mut temp = on_disk(move || crate::durable::TempFile::create_in(&dir, "r")).await.map_err(io_err(filename))?;
+    let mut temp = Disk::io(move || crate::durable::TempFile::create_in(&dir, "r")).await.map_err(io_err(filename))?;
     if size > 0 {
         let mut out = tokio::fs::File::from_std(temp.try_clone_file().map_err(io_err(filename))?);
         match client.storage.download_into(addr, &srv.group, filename, 0, 0, &mut out).await {
@@ -436,7 +432,7 @@ async fn copy_file(
             r => r,
         }
     };
-    on_disk(publish).await.map_err(io_err(filename))
+    Disk::io(publish).await.map_err(io_err(filename))
 }
 
 #[cfg(test)]

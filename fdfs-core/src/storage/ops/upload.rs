@@ -13,7 +13,7 @@ use crate::protocol::storage::{SlaveUploadHead, UploadHead};
 use crate::protocol::Status;
 use crate::storage::binlog::Op;
 use crate::storage::content::{Content, SMALL};
-use crate::storage::disk::{Change, WriteFence};
+use crate::storage::disk::{Change, Disk, WriteFence};
 use crate::storage::StorageServer;
 use crate::timefmt::now_unix;
 
@@ -33,8 +33,7 @@ pub(in crate::storage) async fn receive<R: AsyncRead + Unpin>(
         return Ok((Body::Bytes(bytes), crc));
     }
     let dir = srv.paths.temp_dir(index);
-    let mut temp =
-        tokio::task::spawn_blocking(move || TempFile::create_in(&dir, "f")).await.map_err(std::io::Error::other)??;
+    let mut temp = Disk::io(move || TempFile::create_in(&dir, "f")).await?;
     let file = Arc::new(temp.file().try_clone()?);
     srv.disk.stream_into(file, 0, content, &WriteFence::default()).await?;
     Ok((Body::File(temp), content.crc()))

@@ -10,6 +10,7 @@ use crate::client::{ClientError, Connection};
 use crate::protocol::report::Brief;
 use crate::protocol::{Command, Status};
 use crate::server::Shutdown;
+use crate::storage::disk::Disk;
 use crate::storage::StorageServer;
 
 use super::TrunkLog;
@@ -23,11 +24,6 @@ enum PushError {
     Member(#[from] ClientError),
     #[error("refused the trunk binlog: {0}")]
     Refused(Status),
-}
-
-/// Runs a file operation of the push on the blocking pool.
-async fn on_disk<T: Send + 'static>(f: impl FnOnce() -> std::io::Result<T> + Send + 'static) -> std::io::Result<T> {
-    tokio::task::spawn_blocking(f).await.map_err(std::io::Error::other)?
 }
 
 /// Most bytes of trunk binlog one TRUNK_SYNC_BINLOG carries: well under any `buff_size` a
@@ -116,7 +112,7 @@ async fn push_to(srv: &Arc<StorageServer>, peer: &Brief, state: &mut PeerPush) -
     if state.offset.is_none() {
         state.key = if srv.params().use_storage_id { peer.id.clone() } else { format!("{}_{}", peer.ip, peer.port) };
         let (l, k) = (log.clone(), state.key.clone());
-        let mark = on_disk(move || Ok(l.mark(&k))).await?;
+        let mark = Disk::io(move || Ok(l.mark(&k))).await?;
         (state.offset, state.saved) = (Some(mark), mark);
     }
     let mut offset = state.offset.unwrap_or(0);
@@ -166,7 +162,7 @@ async fn send_log(
 ) -> Result<Sent, PushError> {
     while offset < log.len() {
         let l = log.clone();
-        let chunk = on_disk(move || l.read_from(offset, PUSH_CHUNK)).await?;
+        let chunk = Disk::io(move || l.read_from(offset, PUSH_CHUNK)).await?;
         if chunk.is_empty() {
             break;
         }
@@ -181,7 +177,7 @@ async fn send_log(
 
 async fn save_mark(log: &Arc<TrunkLog>, key: &str, offset: u64) -> Result<(), PushError> {
     let (l, k) = (log.clone(), key.to_owned());
-    Ok(on_disk(move || l.save_mark(&k, offset)).await?)
+    Ok(Disk::io(move || l.save_mark(&k, offset)).await?)
 }
 
 /// Where the `removed` list stands with one member, beside its trunk binlog push.
@@ -214,7 +210,7 @@ async fn push_removed(
         Some(o) => o,
         None => {
             let (l, k) = (log.clone(), key.to_owned());
-            on_disk(move || Ok(l.mark(&k))).await?
+            Disk::io(move || Ok(l.mark(&k))).await?
         }
     };
     let offset = match send_log(conn, &log, from, Command::TrunkRemoveFiles).await? {

@@ -139,8 +139,7 @@ pub(in crate::storage) async fn upload<R: AsyncRead + Unpin>(
             return Ok((Some(bytes), crc));
         }
         let (p, full) = (trunk_path.clone(), srv.params().trunk.trunk_file_size as u64);
-        let (file, _) =
-            tokio::task::spawn_blocking(move || open_trunk_file(&p, full)).await.map_err(std::io::Error::other)??;
+        let (file, _) = Disk::io(move || open_trunk_file(&p, full)).await?;
         srv.disk.stream_into(Arc::new(file), data_at, content, &WriteFence::default()).await?;
         Ok::<_, std::io::Error>((None, content.crc()))
     }
