@@ -11,7 +11,6 @@
 //! storage's access log (`use_access_log`) is a second file with the same handling, stamped
 //! to the millisecond or microsecond and headed by C's column names.
 
-use crate::locked::MutexExt;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,6 +30,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::Layer;
 
 use crate::config::{LogLevel, LogRotation, TimePrecision};
+use crate::locked::MutexExt;
 
 /// The open file and how much of it is written.
 struct Current {

@@ -3,13 +3,13 @@
 //! `max_idle` is dropped instead of tested, as the C client's pool does, and so is one the
 //! server has closed meanwhile (a peek, no round trip).
 
-use crate::locked::MutexExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::connection::Connection;
 use super::error::ClientResult;
+use crate::locked::MutexExt;
 
 #[derive(Debug)]
 pub struct Pool {

@@ -2,7 +2,6 @@
 //! dropped without an answer, as FastDFS does), at most `max_connections` at once, and a
 //! shutdown signal that stops accepting and lets running connections see it.
 
-use crate::locked::MutexExt;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -14,6 +13,7 @@ use tokio::sync::{watch, Semaphore};
 use super::stream::PeerStream;
 use super::threads::ConnectionThreads;
 use crate::config::AllowHosts;
+use crate::locked::MutexExt;
 
 /// Broadcasts "stop" to every task that holds a receiver.
 #[derive(Debug, Clone)]

@@ -2,11 +2,12 @@
 //! in `<base_path>/data/sync/binlog.NNN`, rotated at 1 GiB, with `binlog_index.dat` naming the
 //! file being written. Uppercase ops originate here; lowercase ones were replicated to us.
 
-use crate::locked::MutexExt;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+
+use crate::locked::MutexExt;
 
 /// A new binlog file is started past this size.
 pub const ROTATE_SIZE: u64 = 1 << 30;

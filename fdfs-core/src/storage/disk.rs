@@ -14,7 +14,6 @@
 //! measured as most of a 4 KiB upload's CPU time (`perf`: 49% in scheduling and wake-ups) and
 //! 0.6x of C's rate at one client. Reads run on the blocking pool.
 
-use crate::locked::MutexExt;
 use std::collections::BTreeSet;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -28,6 +27,7 @@ use tokio::io::AsyncRead;
 use super::binlog::{Binlog, Record};
 use super::content::{Content, CHUNK};
 use crate::config::{Durability, StorageConfig};
+use crate::locked::MutexExt;
 use crate::protocol::Status;
 
 /// Most changes one writer commits in one round.

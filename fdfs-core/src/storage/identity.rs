@@ -1,7 +1,6 @@
 //! Who this storage is (its address, ID, the trackers' parameters and generations, the init
 //! flag) and where it stands in its group (status, members, what was synced from whom).
 
-use crate::locked::{MutexExt, RwLockExt};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -10,6 +9,7 @@ use super::metrics;
 use super::stats::InitFlag;
 use super::{StorageServer, TrackerParams};
 use crate::file_id::Source;
+use crate::locked::{MutexExt, RwLockExt};
 use crate::protocol::report::Brief;
 use crate::protocol::{Layout, Profile, StorageStatus};
 

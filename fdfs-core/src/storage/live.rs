@@ -4,12 +4,12 @@
 //! says, and readers (downloads, the nginx module) read a slot only when it is there. Rebuilt
 //! from the whole binlog when it was not closed cleanly.
 
-use crate::locked::MutexExt;
 use std::sync::Mutex;
 
 use super::binlog::{BinlogReader, Line, Op, Record};
 use super::paths::StorePaths;
 use crate::file_id::RemoteFilename;
+use crate::locked::MutexExt;
 use crate::trunk::live::LiveSlots;
 
 #[derive(Debug)]

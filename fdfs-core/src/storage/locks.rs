@@ -2,10 +2,11 @@
 //! ranges). An entry lives only while someone holds or waits for it, so the table stays as
 //! small as the number of files being changed right now.
 
-use crate::locked::MutexExt;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+
+use crate::locked::MutexExt;
 
 type Slot = Arc<tokio::sync::Mutex<()>>;
 

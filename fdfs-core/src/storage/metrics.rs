@@ -2,10 +2,10 @@
 //! connections, binlog position, replication lag per member, status and trunk space are read
 //! at each scrape.
 
-use crate::locked::MutexExt;
 use std::time::Duration;
 
 use super::StorageServer;
+use crate::locked::MutexExt;
 use crate::metrics::GaugeLabels;
 use crate::protocol::{status, Command};
 use crate::timefmt::now_unix;

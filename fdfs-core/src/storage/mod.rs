@@ -43,7 +43,6 @@ pub mod sync;
 pub mod trunk;
 mod trunk_log;
 
-use crate::locked::MutexExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -51,6 +50,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::config::StorageConfig;
+use crate::locked::MutexExt;
 use crate::server::{serve, ConnectionLimits, ConnectionThreads, Shutdown};
 use crate::timefmt::now_unix;
 use binlog::Binlog;

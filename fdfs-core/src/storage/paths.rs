@@ -2,13 +2,13 @@
 //! first start, the round-robin (or hashed) choice of directory, free-space checks, and the
 //! durable write that makes a file reachable by its name only once it is complete.
 
-use crate::locked::MutexExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
 
 use crate::config::ReservedSpace;
 use crate::file_id::RemoteFilename;
+use crate::locked::MutexExt;
 
 /// Where uploads are written before they get their final name; emptied at start, so a crash
 /// never leaves a half file behind a name.

@@ -1,13 +1,13 @@
 //! The trunk binlog and the lists beside it (`data/trunk/`): appended under a lock, synced when
 //! dirty, read in chunks for the push, replayed into the free space, compressed with backups.
 
-use crate::locked::MutexExt;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 
+use crate::locked::MutexExt;
 use crate::timefmt::now_unix;
 use crate::trunk::space::{FreeSpace, SpaceRecord};
 

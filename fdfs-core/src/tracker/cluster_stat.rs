@@ -2,11 +2,11 @@
 //! (groups), each with C's filters. What `fdfs_tracker_stat`, `fdfs_storage_stat` and
 //! `fdfs_volumn_stat` print.
 
-use crate::locked::MutexExt;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use super::{status, Tracker};
+use crate::locked::MutexExt;
 use crate::protocol::leader::PingLeaderReq;
 use crate::protocol::tracker::*;
 use crate::protocol::Status;

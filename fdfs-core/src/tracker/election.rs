@@ -2,7 +2,6 @@
 //! send in JOIN, elect a leader by asking each other's status, and followers ping the leader,
 //! electing again after three missed pings. Only the leader pushes change notifications.
 
-use crate::locked::RwLockExt;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,6 +9,7 @@ use std::time::Duration;
 use super::Tracker;
 use crate::client::Connection;
 use crate::config::ServerAddr;
+use crate::locked::RwLockExt;
 use crate::protocol::leader::{decode_leader_addr, encode_leader_addr, JoinLeaderReq, PingLeaderReq, TrackerStatus};
 use crate::protocol::{Command, Profile};
 use crate::server::Shutdown;

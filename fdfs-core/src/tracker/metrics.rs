@@ -1,10 +1,10 @@
 //! The tracker's metrics (`metrics_listen`): requests by command as they finish; groups,
 //! storages by status, connections and leadership at each scrape.
 
-use crate::locked::RwLockExt;
 use std::collections::BTreeMap;
 
 use super::Tracker;
+use crate::locked::RwLockExt;
 use crate::metrics::GaugeLabels;
 
 /// The gauge families read at scrape time.

@@ -14,7 +14,6 @@ mod service;
 pub mod state;
 pub mod trunk;
 
-use crate::locked::{MutexExt, RwLockExt};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -23,6 +22,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::config::{ResponseIpSize, StorageIds, TrackerConfig};
+use crate::locked::{MutexExt, RwLockExt};
 use crate::protocol::{Layout, Profile};
 use crate::server::{serve, ConnectionLimits, ConnectionThreads, Shutdown};
 use crate::timefmt::now_unix;

@@ -16,13 +16,13 @@
 //! it and scans again when the file changes; a copy made again by a late replicated upload goes
 //! the same way once that file's delete arrives.
 
-use crate::locked::MutexExt;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use super::{io, TrunkLog};
+use crate::locked::MutexExt;
 use crate::protocol::Status;
 use crate::server::Shutdown;
 use crate::storage::disk::Disk;
