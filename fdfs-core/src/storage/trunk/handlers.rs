@@ -24,7 +24,8 @@ pub(in crate::storage) async fn alloc_space(srv: &Arc<StorageServer>, req: Trunk
         return Err(Status::EINVAL);
     }
     let s = srv.clone();
-    let slot = Disk::read(move || s.alloc_local(req.store_path_index, content_len)).await?.ok_or(Status::EINVAL)?;
+    let slot =
+        Disk::read(move || s.allocator().alloc(req.store_path_index, content_len)).await?.ok_or(Status::EINVAL)?;
     Ok(info_of(&slot).encode(Profile::CLASSIC).to_vec())
 }
 
@@ -48,11 +49,11 @@ pub(in crate::storage) async fn slot_done(
     let confirmed = confirm && write_status == 0;
     Disk::read(move || {
         if confirmed {
-            s.confirm_local(&slot)?;
+            s.trunk.confirm(&slot)?;
             // The member answers its client after this answer: the line must be on disk.
             s.trunk.log.sync_if_dirty().map_err(io)
         } else {
-            s.free_local(&slot)
+            s.trunk.free(&slot)
         }
     })
     .await?;

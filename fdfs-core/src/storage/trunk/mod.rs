@@ -20,10 +20,7 @@
 //! commands of the other members and the tracker; `super::trunk_log` is the trunk binlog on disk;
 //! `schedule` and `reclaim` are the trunk server's background work.
 
-use crate::locked::{MutexExt, RwLockExt};
-use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -31,14 +28,14 @@ use std::time::Duration;
 use super::answer::io;
 use super::StorageServer;
 use crate::client::Pool;
-use crate::file_id::{self};
+use crate::file_id;
+use crate::locked::{MutexExt, RwLockExt};
 use crate::protocol::peer::TrunkInfo;
 use crate::protocol::report::Brief;
-use crate::protocol::Status;
 use crate::timefmt::now_unix;
-use crate::trunk::space::{Alloc, Block, FreeSpace};
-use crate::trunk::SLOT_HEADER_LEN;
+use crate::trunk::space::{Block, FreeSpace};
 
+mod allocator;
 mod handlers;
 mod links;
 
@@ -156,11 +153,6 @@ pub fn block_of_name(name: &file_id::RemoteFilename) -> Option<Block> {
 }
 
 impl StorageServer {
-    fn trunk_file_path(&self, b: &Block) -> Option<PathBuf> {
-        let root = &self.paths.paths.get(b.path as usize)?.root;
-        Some(root.join(format!("data/{:02X}/{:02X}/{:06}", b.high, b.low, b.trunk_id)))
-    }
-
     /// The leader named `brief` the trunk server (all zero: none). Returns `true` when that
     /// makes this storage the trunk server (the caller then asks the tracker for the trunk id
     /// and calls [`StorageServer::become_trunk_server`]).
@@ -234,146 +226,6 @@ impl StorageServer {
         self.trunk.marks_epoch.fetch_add(1, Ordering::AcqRel);
         self.update_init_flag(|f| f.set_other("trunk_last_compress_time", now.to_string()))?;
         tracing::info!("trunk binlog compressed: {before} -> {} bytes", self.trunk.log.len());
-        self.trunk.news.notify_waiters();
-        Ok(())
-    }
-
-    /// The trunk ids and free megabytes to report (73/74), when this storage is the trunk server.
-    pub fn trunk_report(&self) -> Option<(u32, i64)> {
-        let space = self.trunk.space();
-        space.as_ref().map(|s| (s.current_trunk_id(), (s.free_bytes() >> 20) as i64))
-    }
-
-    /// A slot for `content_len` bytes in store path `path`, as the trunk server (blocking: a
-    /// new trunk file may have to be created).
-    fn alloc_local(&self, path: u8, content_len: u64) -> Result<Option<Block>, Status> {
-        let now = now_unix();
-        let settings = self.params().trunk;
-        let mut guard = self.trunk.space();
-        let Some(space) = guard.as_mut() else { return Err(Status::EINVAL) };
-        // A held slot is released when its writer says so, or when the trunk server restarts
-        // (the binlog calls it free): a member that asks and never confirms must not hold
-        // trunk space without bound.
-        if space.held() >= MAX_HELD {
-            tracing::warn!("{MAX_HELD} trunk slots handed out and not confirmed; refusing more until some are");
-            return Err(Status::EBUSY);
-        }
-        space.set_settings(settings);
-        for _ in 0..NEW_FILE_TRIES {
-            match space.alloc(path, content_len, now) {
-                None => return Ok(None),
-                Some(Alloc::Slot(slot, mut lines)) => {
-                    // The map may lag behind the trunk files (lines of a trunk server that died
-                    // before pushing them): a slot that holds a file is never handed out.
-                    let occupied = self.occupant(&slot);
-                    if let Some(range) = occupied {
-                        tracing::warn!("trunk slot {slot:?} holds a file the trunk binlog says is free; kept");
-                        space.release(&slot);
-                        lines.extend(space.occupy(&range, now));
-                    }
-                    if let Err(e) = self.trunk.log.append(&lines) {
-                        space.release(&slot);
-                        return Err(io(e));
-                    }
-                    self.trunk.news.notify_waiters();
-                    if occupied.is_none() {
-                        return Ok(Some(slot));
-                    }
-                }
-                Some(Alloc::NewTrunkFile { trunk_id }) => {
-                    if self.new_trunk_file(space, path, trunk_id, now)? {
-                        tracing::info!("trunk file {trunk_id} created in store path {path}");
-                    }
-                }
-            }
-        }
-        Err(Status::ENOSPC)
-    }
-
-    /// The space a file found at the start of `slot` takes, if one is there: a slot header
-    /// that could be C's or ours (type, sizes, time and extension all plausible).
-    fn occupant(&self, slot: &Block) -> Option<Block> {
-        let f = File::open(self.trunk_file_path(slot)?).ok()?;
-        let mut h = [0u8; SLOT_HEADER_LEN as usize];
-        f.read_exact_at(&mut h, slot.offset as u64).ok()?;
-        let alloc = crate::trunk::plausible_header(&h, slot.offset as u64, f.metadata().ok()?.len(), now_unix())?;
-        Some(Block { size: alloc, ..*slot })
-    }
-
-    /// `trunk_create_file_advance`: trunk files are created, one store path after another,
-    /// until `threshold` bytes of trunk space are free. Returns how many.
-    pub fn create_trunk_files_ahead(&self, threshold: u64) -> Result<usize, Status> {
-        let now = now_unix();
-        let settings = self.params().trunk;
-        let mut guard = self.trunk.space();
-        let Some(space) = guard.as_mut() else { return Ok(0) };
-        space.set_settings(settings);
-        let mut created = 0;
-        let limit = (threshold / settings.trunk_file_size.max(1) as u64 + 1).min(4096) as usize;
-        for _ in 0..limit + NEW_FILE_TRIES as usize {
-            if space.free_bytes() >= threshold {
-                break;
-            }
-            let path = (created % self.paths.paths.len()) as u8;
-            let trunk_id = space.current_trunk_id() + 1;
-            created += usize::from(self.new_trunk_file(space, path, trunk_id, now)?);
-        }
-        self.trunk.log.sync_if_dirty().map_err(io)?;
-        self.trunk.news.notify_waiters();
-        Ok(created)
-    }
-
-    /// Trunk file `trunk_id` in store path `path`, in the next directory, at its full size (C
-    /// creates it so), made durable with its entry, and all of it free space (its `A` line
-    /// appended). The id is recorded first, as C does, so it is never reused. `false` if a file
-    /// of that id is there already (the counter is raised past it).
-    fn new_trunk_file(&self, space: &mut FreeSpace, path: u8, trunk_id: u32, now: i64) -> Result<bool, Status> {
-        let (high, low) = self.paths.next_dir(&mut fastrand::Rng::new());
-        let block = Block { path, high, low, trunk_id, offset: 0, size: space.settings().trunk_file_size };
-        let file = self.trunk_file_path(&block).ok_or(Status::EINVAL)?;
-        self.update_init_flag(|f| f.current_trunk_file_id = f.current_trunk_file_id.max(trunk_id)).map_err(io)?;
-        let created = OpenOptions::new().write(true).create_new(true).open(&file).and_then(|f| {
-            f.set_len(block.size as u64)?;
-            f.sync_all()?;
-            crate::durable::sync_dir(file.parent().unwrap_or(Path::new(".")))
-        });
-        match created {
-            Ok(()) => {
-                let line = space.add_trunk_file(path, high, low, trunk_id, now);
-                self.trunk.log.append(&[line]).map_err(io)?;
-                Ok(true)
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                space.raise_trunk_id(trunk_id);
-                Ok(false)
-            }
-            Err(e) => Err(io(e)),
-        }
-    }
-
-    /// The held slot is written: it is in use. The line is synced by the writer's round (local
-    /// uploads) or before the answer (28 from a member).
-    fn confirm_local(&self, slot: &Block) -> Result<(), Status> {
-        let mut guard = self.trunk.space();
-        let Some(space) = guard.as_mut() else { return Err(Status::EINVAL) };
-        let Some(line) = space.confirm(slot, now_unix()) else { return Err(Status::ENOENT) };
-        if let Err(e) = self.trunk.log.append(&[line]) {
-            space.release(slot);
-            return Err(io(e));
-        }
-        self.trunk.news.notify_waiters();
-        Ok(())
-    }
-
-    /// A slot is free again: a held one whose write failed, or one whose file was deleted.
-    fn free_local(&self, slot: &Block) -> Result<(), Status> {
-        let mut guard = self.trunk.space();
-        let Some(space) = guard.as_mut() else { return Err(Status::EINVAL) };
-        if space.release(slot) {
-            return Ok(());
-        }
-        let lines = space.free(slot, now_unix());
-        self.trunk.log.append(&lines).map_err(io)?;
         self.trunk.news.notify_waiters();
         Ok(())
     }

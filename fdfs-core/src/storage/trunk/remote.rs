@@ -70,7 +70,7 @@ pub(in crate::storage) async fn reserve(
     let path = u8::try_from(path).map_err(|_| Status::EINVAL)?;
     if server.id == srv.my_id() {
         let s = srv.clone();
-        return match Disk::read(move || s.alloc_local(path, content_len)).await {
+        return match Disk::read(move || s.allocator().alloc(path, content_len)).await {
             Ok(slot) => Ok(slot.map(|slot| Reserved { slot, remote: None })),
             // Too many slots held: a regular file, as when a remote trunk server refuses.
             Err(Status::EBUSY) => Ok(None),
@@ -107,7 +107,7 @@ pub(super) async fn give_back(srv: &Arc<StorageServer>, r: &Reserved, confirmed:
     let result = match &r.remote {
         None => {
             let (s, slot) = (srv.clone(), r.slot);
-            Disk::read(move || s.free_local(&slot)).await
+            Disk::read(move || s.trunk.free(&slot)).await
         }
         Some(addr) => {
             let req = TrunkSlotReq { group: srv.group.clone(), info: info_of(&r.slot) }.encode(Profile::CLASSIC);

@@ -50,7 +50,7 @@ pub async fn schedule_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
             let due = last_due(now, a.time_base, a.interval);
             if created_for.is_none_or(|d| d < due) {
                 let s = srv.clone();
-                match tokio::task::spawn_blocking(move || s.create_trunk_files_ahead(a.threshold)).await {
+                match tokio::task::spawn_blocking(move || s.allocator().create_ahead(a.threshold)).await {
                     Ok(Ok(n)) => {
                         if n > 0 {
                             tracing::info!("{n} trunk file(s) created ahead of need");

@@ -73,7 +73,7 @@ pub(super) fn fill_slot(
     }
     file.write_all_at(header, r.slot.offset as u64).map_err(io)?;
     if r.remote.is_none() {
-        srv.confirm_local(&r.slot)?;
+        srv.trunk.confirm(&r.slot)?;
     }
     Ok((file, created.then_some(path)))
 }
