@@ -111,15 +111,15 @@ pub(super) fn each_live(
 impl StorageServer {
     /// `filename` as a listing shows it, when it passes `req` and its file is here.
     fn listed(&self, filename: &str, req: &ListFilesReq) -> Option<ListedFile> {
-        let (name, path) = self.resolve(filename).ok()?;
-        let info = name.info();
+        let at = self.locate(filename).ok()?;
+        let (info, path) = (at.name.info(), at.path);
         let created = i64::from(info.create_timestamp);
         if !req.name_matches(filename, created) {
             return None;
         }
-        let (size, crc32) = if crate::trunk::is_trunk_name(&name) {
+        let (size, crc32) = if at.in_slot {
             // A link slot is listed when the file it names is still there.
-            (self.open_trunk_content(&name).ok()??.size, info.crc32)
+            (self.open_trunk_content(&at.name).ok()??.size, info.crc32)
         } else {
             let m = std::fs::metadata(&path).ok()?;
             if !m.is_file() {
