@@ -10,39 +10,39 @@ use crate::protocol::tracker::*;
 use crate::protocol::{Command, Status};
 use crate::tracker::{cluster_stat, select, Tracker};
 
-use super::{closing, decoded, empty, err, from_result, ok, Call, Outcome};
+use super::{closing, err, from_result, ok, Call, Outcome};
 
 /// 91 SERVER_LIST_ALL_GROUPS.
 pub(super) fn list_all_groups(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let t = c.t;
-    empty(body, |_| {
-        let stats: Vec<GroupStat> = t.lock().groups.values().map(|g| group_stat(t, g)).collect();
-        ok(GroupStat::encode_list(&stats, t.profile).to_vec())
-    })
+    expect_len(body, 0)?;
+    let stats: Vec<GroupStat> = t.lock().groups.values().map(|g| group_stat(t, g)).collect();
+    ok(GroupStat::encode_list(&stats, t.profile).to_vec())
 }
 
 /// 90 SERVER_LIST_ONE_GROUP.
 pub(super) fn list_one_group(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let t = c.t;
-    decoded(GroupReq::decode(body), |req| match t.lock().groups.get(&req.group) {
+    let req = GroupReq::decode(body)?;
+    match t.lock().groups.get(&req.group) {
         Some(g) => ok(GroupStat::encode_list(&[group_stat(t, g)], t.profile).to_vec()),
         None => err(Status::ENOENT),
-    })
+    }
 }
 
 /// 93 SERVER_DELETE_STORAGE.
 pub(super) fn delete_storage(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let (t, now) = (c.t, c.now);
-    decoded(GroupStorageReq::decode_with_id(body), |r| {
-        let id = r.storage_id.as_deref().unwrap_or("");
-        from_result(t.lock().delete_storage(&r.group, id, now).map(|_| Vec::new()))
-    })
+    let r = GroupStorageReq::decode_with_id(body)?;
+    let id = r.storage_id.as_deref().unwrap_or("");
+    from_result(t.lock().delete_storage(&r.group, id, now).map(|_| Vec::new()))
 }
 
 /// 108 SERVER_DELETE_GROUP.
 pub(super) fn delete_group(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let t = c.t;
-    decoded(GroupReq::decode(body), |r| from_result(t.lock().delete_group(&r.group).map(|_| Vec::new())))
+    let r = GroupReq::decode(body)?;
+    from_result(t.lock().delete_group(&r.group).map(|_| Vec::new()))
 }
 
 /// 95 SERVER_GET_LEADER.
@@ -56,21 +56,22 @@ pub(super) fn get_leader(c: &mut Call<'_>, _body: &[u8]) -> Outcome {
 /// 96 SERVER_TRACKER_CLUSTER_STAT.
 pub(super) fn tracker_cluster_stat(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let (t, now) = (c.t, c.now);
-    decoded(TrackerClusterStatReq::decode(body, t.profile), |req| {
-        from_result(cluster_stat::trackers(t, &req, now).map(|s| s.encode().to_vec()))
-    })
+    let req = TrackerClusterStatReq::decode(body, t.profile)?;
+    from_result(cluster_stat::trackers(t, &req, now).map(|s| s.encode().to_vec()))
 }
 
 /// 97 SERVER_STORAGE_CLUSTER_STAT.
 pub(super) fn storage_cluster_stat(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let t = c.t;
-    decoded(StorageClusterStatReq::decode(body, t.profile), |req| ok(cluster_stat::storages(t, &req).encode().to_vec()))
+    let req = StorageClusterStatReq::decode(body, t.profile)?;
+    ok(cluster_stat::storages(t, &req).encode().to_vec())
 }
 
 /// 98 SERVER_STORAGE_VOLUMN_STAT.
 pub(super) fn volume_stat(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let t = c.t;
-    decoded(VolumeStatReq::decode(body, t.profile), |req| ok(cluster_stat::volumes(t, &req).encode().to_vec()))
+    let req = VolumeStatReq::decode(body, t.profile)?;
+    ok(cluster_stat::volumes(t, &req).encode().to_vec())
 }
 
 /// 94 SERVER_SET_TRUNK_SERVER (`fdfs_monitor … set_trunk_server`), with C 6.16.1's answers

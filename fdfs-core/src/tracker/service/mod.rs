@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::Tracker;
 use crate::protocol::codec::expect_len;
-use crate::protocol::{Command, DecodeError, Profile, Status};
+use crate::protocol::{Command, Profile, Status};
 use crate::server::answer::{self, closing, OpError, OpResult, Reply};
 use crate::server::frame::{next_header, read_body, Waits};
 use crate::server::{PeerStream, Shutdown};
@@ -156,7 +156,10 @@ fn handler(cmd: Command) -> Option<Handler> {
     use Command as C;
     Some(match cmd {
         C::Quit => |_, _| Ok(Reply::Close),
-        C::ActiveTest => |_, body| empty(body, |_| ok(Vec::new())),
+        C::ActiveTest => |_, body| {
+            expect_len(body, 0)?;
+            ok(Vec::new())
+        },
 
         // Client queries.
         C::QueryStoreWithoutGroupOne
@@ -202,7 +205,10 @@ fn handler(cmd: Command) -> Option<Handler> {
         C::StorageGetMyIp => get_my_ip,
         C::StorageGetGroupName => group_name,
         C::StorageFetchStorageIds => storage_ids,
-        C::StorageParameterReq => |c, body| empty(body, |_| ok(parameters(c.t))),
+        C::StorageParameterReq => |c, body| {
+            expect_len(body, 0)?;
+            ok(parameters(c.t))
+        },
         C::StorageReportIpChanged => ip_changed,
         C::StorageFetchTrunkFid | C::StorageReportTrunkFid | C::StorageReportTrunkFree => trunk_report,
         _ => return None,
@@ -216,20 +222,4 @@ fn dispatch(t: &Tracker, conn: &mut Conn, cmd: Command, body: &[u8]) -> Outcome 
         return err(Status::EOPNOTSUPP);
     };
     run(&mut Call { t, conn, cmd, now: now_unix() }, body)
-}
-
-/// `answer()` for an empty body, EINVAL (closing) for any other.
-fn empty(body: &[u8], answer: impl FnOnce(()) -> Outcome) -> Outcome {
-    match expect_len(body, 0) {
-        Ok(()) => answer(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// `answer(request)` for a body that decodes, EINVAL (closing) for one that does not.
-fn decoded<T>(r: Result<T, DecodeError>, answer: impl FnOnce(T) -> Outcome) -> Outcome {
-    match r {
-        Ok(req) => answer(req),
-        Err(e) => Err(e.into()),
-    }
 }

@@ -8,34 +8,31 @@ use crate::protocol::tracker::*;
 use crate::protocol::{Command, Profile, Status};
 use crate::tracker::Tracker;
 
-use super::{closing, decoded, empty, err, from_result, ok, Call, Conn, Outcome};
+use super::{closing, err, from_result, ok, Call, Conn, Outcome};
 
 /// 83 STORAGE_BEAT: the storage's counters; answered with the change notifications.
 pub(super) fn beat(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let (g, id) = c.joined()?;
-    decoded(decode_beat(body), |stat| {
-        c.t.lock().beat(&g, &id, stat, c.now);
-        ok(notifications(c.t, c.conn))
-    })
+    let stat = decode_beat(body)?;
+    c.t.lock().beat(&g, &id, stat, c.now);
+    ok(notifications(c.t, c.conn))
 }
 
 /// 84 STORAGE_REPORT_DISK_USAGE: space per store path (as many as the group has).
 pub(super) fn disk_usage(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let (g, id) = c.joined()?;
     let paths = c.t.lock().groups.get(&g).map_or(1, |grp| grp.store_path_count);
-    decoded(decode_disk_usage(body, paths), |u| {
-        c.t.lock().disk_usage(&g, &id, u, c.now);
-        ok(notifications(c.t, c.conn))
-    })
+    let u = decode_disk_usage(body, paths)?;
+    c.t.lock().disk_usage(&g, &id, u, c.now);
+    ok(notifications(c.t, c.conn))
 }
 
 /// 89 STORAGE_SYNC_REPORT: how far the storage has synced from each member.
 pub(super) fn sync_report(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let (g, id) = c.joined()?;
-    decoded(decode_sync_report(body), |entries| {
-        c.t.lock().sync_report(&g, &id, &entries);
-        ok(notifications(c.t, c.conn))
-    })
+    let entries = decode_sync_report(body)?;
+    c.t.lock().sync_report(&g, &id, &entries);
+    ok(notifications(c.t, c.conn))
 }
 
 /// 77 STORAGE_CHANGELOG_REQ: for the joined storage, or the one the body names.
@@ -54,7 +51,8 @@ pub(super) fn changelog(c: &mut Call<'_>, body: &[u8]) -> Outcome {
 pub(super) fn sync_dest_req(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let (g, id) = c.joined()?;
     let (t, now) = (c.t, c.now);
-    empty(body, |_| from_result(t.lock().sync_dest_req(&g, &id, now).map(|src| sync_source_body(src, t.profile))))
+    expect_len(body, 0)?;
+    from_result(t.lock().sync_dest_req(&g, &id, now).map(|src| sync_source_body(src, t.profile)))
 }
 
 /// 79 STORAGE_SYNC_DEST_QUERY: the member this storage copies from, if any.
@@ -71,47 +69,45 @@ pub(super) fn sync_dest_query(c: &mut Call<'_>, _body: &[u8]) -> Outcome {
 pub(super) fn sync_notify(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let (g, id) = c.joined()?;
     let t = c.t;
-    decoded(SyncSource::decode(body, t.profile), |s| {
-        from_result(t.lock().sync_notify(&g, &id, &s.src_id, s.until_timestamp).map(|_| Vec::new()))
-    })
+    let s = SyncSource::decode(body, t.profile)?;
+    from_result(t.lock().sync_notify(&g, &id, &s.src_id, s.until_timestamp).map(|_| Vec::new()))
 }
 
 /// 86 STORAGE_SYNC_SRC_REQ: the member a storage copies from, asked by that member.
 pub(super) fn sync_src_req(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let t = c.t;
-    decoded(SyncSrcReq::decode(body, t.profile), |r| {
-        from_result(t.lock().sync_src_req(&r.group, &r.dest_id).map(|src| sync_source_body(src, t.profile)))
-    })
+    let r = SyncSrcReq::decode(body, t.profile)?;
+    from_result(t.lock().sync_src_req(&r.group, &r.dest_id).map(|src| sync_source_body(src, t.profile)))
 }
 
 /// 76 STORAGE_REPORT_STATUS: a storage reports another's status (in either brief layout).
 pub(super) fn report_status(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let rp = if body.len() == 16 + Profile::CLASSIC.brief_len() { Profile::CLASSIC } else { Profile::V6_16 };
     let (t, peer_ip) = (c.t, c.peer_ip());
-    decoded(ReportStatusReq::decode(body, rp), |r| {
-        from_result(t.lock().report_status(&r.group, &r.brief, &peer_ip).map(|_| Vec::new()))
-    })
+    let r = ReportStatusReq::decode(body, rp)?;
+    from_result(t.lock().report_status(&r.group, &r.brief, &peer_ip).map(|_| Vec::new()))
 }
 
 /// 59 STORAGE_CHANGE_STATUS: the joined storage's own status.
 pub(super) fn change_status(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let (g, id) = c.joined()?;
     let t = c.t;
-    decoded(ChangeStatusReq::decode(body, t.profile), |r| {
-        t.lock().change_status(&g, &id, r.status);
-        ok(Vec::new())
-    })
+    let r = ChangeStatusReq::decode(body, t.profile)?;
+    t.lock().change_status(&g, &id, r.status);
+    ok(Vec::new())
 }
 
 /// 85 STORAGE_REPLICA_CHG: meaningful only on followers; as leader it is answered and dropped.
 pub(super) fn replica_change(_c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let rp = if body.len().is_multiple_of(Profile::CLASSIC.brief_len()) { Profile::CLASSIC } else { Profile::V6_16 };
-    decoded(decode_briefs(body, rp), |_| ok(Vec::new()))
+    decode_briefs(body, rp)?;
+    ok(Vec::new())
 }
 
 /// 60 STORAGE_GET_MY_IP.
 pub(super) fn get_my_ip(c: &mut Call<'_>, body: &[u8]) -> Outcome {
-    decoded(GetMyIpReq::decode(body), |req| ok(my_ip(c.t, c.conn, &req).into_bytes()))
+    let req = GetMyIpReq::decode(body)?;
+    ok(my_ip(c.t, c.conn, &req).into_bytes())
 }
 
 /// 72 FETCH_TRUNK_FID, 73 REPORT_TRUNK_FID, 74 REPORT_TRUNK_FREE: the group's trunk file id and

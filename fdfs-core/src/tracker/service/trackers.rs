@@ -1,28 +1,29 @@
 //! Trackers among themselves: leader election (64, 66-68), a follower's join and pings (58,
 //! 65), and the state files a new tracker copies (61-63).
 
+use crate::protocol::codec::expect_len;
 use crate::protocol::leader::{JoinLeaderReq, PingLeaderReq};
 use crate::protocol::{Layout, Profile, Status};
 use crate::tracker::Tracker;
 
-use super::{closing, empty, err, from_result, ok, Call, Outcome};
+use super::{closing, err, from_result, ok, Call, Outcome};
 
 /// 64 TRACKER_GET_STATUS. As C: a tracker with no groups yet is no candidate for leader
 /// (ENOENT).
 pub(super) fn tracker_status(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let t = c.t;
-    empty(body, |_| {
-        if t.lock().groups.is_empty() {
-            return err(Status::ENOENT);
-        }
-        ok(t.status().encode(t.profile).to_vec())
-    })
+    expect_len(body, 0)?;
+    if t.lock().groups.is_empty() {
+        return err(Status::ENOENT);
+    }
+    ok(t.status().encode(t.profile).to_vec())
 }
 
 /// 68 TRACKER_NOTIFY_RESELECT_LEADER.
 pub(super) fn reselect_leader(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let (t, peer_ip) = (c.t, c.peer_ip());
-    empty(body, |_| from_result(crate::tracker::election::on_reselect(t, &peer_ip).map(|_| Vec::new())))
+    expect_len(body, 0)?;
+    from_result(crate::tracker::election::on_reselect(t, &peer_ip).map(|_| Vec::new()))
 }
 
 /// 66 TRACKER_NOTIFY_NEXT_LEADER, 67 TRACKER_COMMIT_NEXT_LEADER.
@@ -35,15 +36,14 @@ pub(super) fn next_leader(c: &mut Call<'_>, body: &[u8]) -> Outcome {
 /// 63 to serve from.
 pub(super) fn sys_files_start(c: &mut Call<'_>, body: &[u8]) -> Outcome {
     let (t, conn) = (c.t, &mut *c.conn);
-    empty(body, |_| {
-        let cluster = t.lock();
-        if cluster.groups.is_empty() {
-            return err(Status::ENOENT);
-        }
-        let layout = if t.profile.layout.has_http_fields() { Layout::Classic } else { Layout::V616 };
-        conn.sys_files = Some(Box::new(crate::tracker::persist::sys_files(&cluster, t.ids.ids.is_some(), layout)));
-        ok(Vec::new())
-    })
+    expect_len(body, 0)?;
+    let cluster = t.lock();
+    if cluster.groups.is_empty() {
+        return err(Status::ENOENT);
+    }
+    let layout = if t.profile.layout.has_http_fields() { Layout::Classic } else { Layout::V616 };
+    conn.sys_files = Some(Box::new(crate::tracker::persist::sys_files(&cluster, t.ids.ids.is_some(), layout)));
+    ok(Vec::new())
 }
 
 /// 63 TRACKER_GET_ONE_SYS_FILE: file index[1] + offset[8]; the file's size, then up to 8 KiB
