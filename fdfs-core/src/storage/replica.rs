@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use tokio::io::AsyncRead;
 
+use super::answer::{closing, io, OpResult};
 use super::binlog::{Op, Record};
 use super::content::Content;
 use super::disk::{Change, Disk};
-use super::ops::{at, closing, io, receive, write_range, OpResult, RangeChange, Unlinked};
+use super::ops::{at, receive, write_range, RangeChange, Unlinked};
 use super::StorageServer;
 use crate::protocol::peer::{SyncDeleteReq, SyncFileHead, SyncLinkReq, SyncRangeHead, SyncTruncateReq};
 use crate::protocol::Status;
@@ -86,8 +87,8 @@ pub async fn sync_file<R: AsyncRead + Unpin>(
         srv.disk
             .write(index, move |_| {
                 let trunk = match body {
-                    super::ops::Body::Bytes(b) => crate::trunk::write(&name, &root, SlotKind::File, &mut &b[..], size),
-                    super::ops::Body::File(mut t) => {
+                    super::body::Body::Bytes(b) => crate::trunk::write(&name, &root, SlotKind::File, &mut &b[..], size),
+                    super::body::Body::File(mut t) => {
                         let f = t.file();
                         std::io::Seek::rewind(f)
                             .and_then(|()| crate::trunk::write(&name, &root, SlotKind::File, f, size))

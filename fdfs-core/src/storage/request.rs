@@ -3,7 +3,7 @@
 //! replicated files) is decoded from its head only: the content stays on the socket and is read
 //! by the command's function through a [`super::content::Content`].
 
-use super::ops::{OpError, OpResult};
+use super::answer::{OpError, OpResult};
 use super::StorageServer;
 use crate::protocol::codec::expect_len;
 use crate::protocol::listing::ListFilesReq;

@@ -7,8 +7,9 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::answer::{OpError, OpResult};
 use super::content::Content;
-use super::ops::{self, OpError, OpResult};
+use super::ops;
 use super::request::{Request, Role};
 use super::StorageServer;
 use super::{replica, trunk};

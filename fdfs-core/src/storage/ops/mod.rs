@@ -28,9 +28,8 @@ mod range;
 mod remove;
 mod upload;
 
-pub(super) use super::answer::{closing, io};
-pub use super::answer::{OpError, OpResult};
-pub(super) use super::body::Body;
+use super::answer::{closing, io, OpResult};
+use super::body::Body;
 
 pub use links::create_link;
 pub(super) use meta::crc_of;
