@@ -5,7 +5,17 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 pub fn now_unix() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    unix_secs(SystemTime::now())
+}
+
+/// A time as unix seconds (0 before 1970).
+pub fn unix_secs(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+}
+
+/// Unix seconds as a time (negative ones as 1970).
+pub fn system_time(secs: i64) -> SystemTime {
+    UNIX_EPOCH + std::time::Duration::from_secs(secs.max(0) as u64)
 }
 
 /// (year, month, day, hour, minute, second) of a unix time, UTC.

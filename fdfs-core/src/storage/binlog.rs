@@ -72,6 +72,16 @@ pub struct Record {
 }
 
 impl Record {
+    /// A change made here (uppercase op: this storage is its source).
+    pub fn own(timestamp: i64, op: Op, filename: &str, extra: String) -> Self {
+        Record { timestamp, op, replica: false, filename: filename.to_owned(), extra }
+    }
+
+    /// A change replicated from a member (lowercase op: never sent back).
+    pub fn replicated(timestamp: i64, op: Op, filename: &str, extra: String) -> Self {
+        Record { timestamp, op, replica: true, filename: filename.to_owned(), extra }
+    }
+
     pub fn line(&self) -> String {
         let mut s = format!("{} {} {}", self.timestamp, self.op.letter(self.replica), self.filename);
         if !self.extra.is_empty() {

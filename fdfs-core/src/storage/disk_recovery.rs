@@ -18,8 +18,9 @@ use std::time::Duration;
 use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::binlog::{Op, Record};
+use super::binlog::{Binlog, Op, Record};
 use super::disk::Disk;
+use super::paths::StorePaths;
 use super::StorageServer;
 use crate::client::ClientError;
 use crate::protocol::report::Brief;
@@ -109,17 +110,22 @@ pub fn save_pending(data_dir: &Path, paths: &BTreeSet<usize>) -> std::io::Result
 /// too; deleted ones are not on disk, so not listed). The binlog is read as a stream and
 /// nothing is kept per file, so memory stays flat for any number of files; a name recorded
 /// twice (metadata set again) is listed twice, which the receiver skips.
-pub fn path_file_list(srv: &StorageServer, index: u8, mut emit: impl FnMut(Vec<u8>) -> bool) -> std::io::Result<()> {
+pub fn path_file_list(
+    binlog: &Binlog,
+    paths: &StorePaths,
+    index: u8,
+    mut emit: impl FnMut(Vec<u8>) -> bool,
+) -> std::io::Result<()> {
     let prefix = format!("M{index:02X}/");
-    let writing = srv.binlog.position();
-    let mut reader = super::binlog::BinlogReader::at(srv.binlog.dir(), 0, 0);
+    let writing = binlog.position();
+    let mut reader = super::binlog::BinlogReader::at(binlog.dir(), 0, 0);
     let mut out = Vec::with_capacity(64 << 10);
     while let Some(line) = reader.next(writing)? {
         let super::binlog::Line::Record(r) = line else { continue };
         let listed = matches!(r.op, Op::Create | Op::Link | Op::Update | Op::Rename);
-        if listed && r.filename.starts_with(&prefix) && srv.holds(&r.filename) {
+        if listed && r.filename.starts_with(&prefix) && paths.holds(&r.filename) {
             // A link stays a link (de-duplicated uploads, slaves as links): `l name target`.
-            let line = match srv.link_target(&r) {
+            let line = match link_target(paths, &r) {
                 Some(target) => format!("{} l {} {target}\n", r.timestamp, r.filename),
                 None => format!("{} c {}\n", r.timestamp, r.filename),
             };
@@ -135,25 +141,15 @@ pub fn path_file_list(srv: &StorageServer, index: u8, mut emit: impl FnMut(Vec<u
     Ok(())
 }
 
-impl StorageServer {
-    /// The target of a link record whose name is a symbolic link or a link slot here.
-    fn link_target(&self, r: &Record) -> Option<String> {
-        let (name, path) = self.resolve(&r.filename).ok()?;
-        let linked = if crate::trunk::is_trunk_name(&name) {
-            crate::trunk::open(&name, &self.store_root(&name)).ok()??.kind == crate::trunk::SlotKind::Link
-        } else {
-            std::fs::symlink_metadata(&path).ok()?.file_type().is_symlink()
-        };
-        (r.op == Op::Link && linked && self.resolve(&r.extra).is_ok()).then(|| r.extra.clone())
-    }
-
-    /// Whether the file `filename` names is here (its regular file, or its trunk slot).
-    fn holds(&self, filename: &str) -> bool {
-        if let Some((name, root)) = self.trunk_name(filename) {
-            return crate::trunk::open(&name, &root).ok().flatten().is_some();
-        }
-        self.resolve(filename).is_ok_and(|(_, p)| p.is_file())
-    }
+/// The target of a link record whose name is a symbolic link or a link slot here.
+fn link_target(paths: &StorePaths, r: &Record) -> Option<String> {
+    let at = paths.locate(&r.filename).ok()?;
+    let linked = if at.in_slot {
+        crate::trunk::open(&at.name, &paths.store_root(&at.name)).ok()??.kind == crate::trunk::SlotKind::Link
+    } else {
+        std::fs::symlink_metadata(&at.path).ok()?.file_type().is_symlink()
+    };
+    (r.op == Op::Link && linked && paths.resolve(&r.extra).is_ok()).then(|| r.extra.clone())
 }
 
 /// 26 on the server side: the header with the unknown-length marker, the list as it is read,
@@ -168,8 +164,9 @@ pub(super) async fn send_path_file_list(
     sock.write_all(&header.encode()).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let s = srv.clone();
-    let producer =
-        tokio::task::spawn_blocking(move || path_file_list(&s, index, |piece| tx.blocking_send(piece).is_ok()));
+    let producer = tokio::task::spawn_blocking(move || {
+        path_file_list(&s.binlog, &s.paths, index, |piece| tx.blocking_send(piece).is_ok())
+    });
     let mut total = 0u64;
     while let Some(piece) = rx.recv().await {
         sock.write_all(&piece).await?;
@@ -222,7 +219,7 @@ async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<()
             let Some(r) = std::str::from_utf8(&line).ok().and_then(Record::parse) else { continue };
             // A name this storage cannot hold (another store path, a path out of the tree) is
             // the member's mistake: it is skipped and said, the rest is recovered.
-            if srv.resolve(&r.filename).is_err() || (r.op == Op::Link && srv.resolve(&r.extra).is_err()) {
+            if srv.paths.resolve(&r.filename).is_err() || (r.op == Op::Link && srv.paths.resolve(&r.extra).is_err()) {
                 tracing::warn!(
                     "disk recovery: skipped {:?} from {}: not a file name of this storage",
                     r.filename,
@@ -231,7 +228,7 @@ async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<()
                 skipped += 1;
                 continue;
             }
-            if srv.holds(&r.filename) {
+            if srv.paths.holds(&r.filename) {
                 present += 1;
                 continue;
             }
@@ -303,9 +300,9 @@ fn next_line(r: &mut impl std::io::BufRead, line: &mut Vec<u8>) -> std::io::Resu
 /// A link of the list made again here (`name` → `target`'s file): a symbolic link, or a link
 /// slot in its place in the trunk file.
 async fn relink(srv: &StorageServer, name: &str, target: &str) -> Result<(), RecoveryError> {
-    let (link, path) = srv.resolve(name).map_err(|s| RecoveryError::Name(name.to_owned(), s))?;
-    let (_, to) = srv.resolve(target).map_err(|s| RecoveryError::Name(target.to_owned(), s))?;
-    let (root, text, live) = (srv.store_root(&link), target.to_owned(), srv.live.clone());
+    let (link, path) = srv.paths.resolve(name).map_err(|s| RecoveryError::Name(name.to_owned(), s))?;
+    let (_, to) = srv.paths.resolve(target).map_err(|s| RecoveryError::Name(target.to_owned(), s))?;
+    let (root, text, live) = (srv.paths.store_root(&link), target.to_owned(), srv.live.clone());
     let make = move || {
         if crate::trunk::is_trunk_name(&link) {
             let kind = crate::trunk::SlotKind::Link;
@@ -395,7 +392,7 @@ async fn copy_file(
         Err(err) if gone(&err) => return Ok(()),
         Err(err) => return Err(e(err)),
     };
-    if let Some((name, root)) = srv.trunk_name(filename) {
+    if let Some((name, root)) = srv.paths.trunk_name(filename) {
         let data = match size {
             0 => Vec::new(),
             _ => match client.storage.download(addr, &srv.group, filename, 0, 0).await {
@@ -413,7 +410,7 @@ async fn copy_file(
         };
         return Disk::io(put).await.map_err(io_err(filename));
     }
-    let (name, path) = srv.resolve(filename).map_err(|s| RecoveryError::Name(filename.to_owned(), s))?;
+    let (name, path) = srv.paths.resolve(filename).map_err(|s| RecoveryError::Name(filename.to_owned(), s))?;
     let dir = srv.paths.temp_dir(name.store_path_index as usize);
     let mut temp = Disk::io(move || crate::durable::TempFile::create_in(&dir, "r")).await.map_err(io_err(filename))?;
     if size > 0 {
@@ -425,7 +422,7 @@ async fn copy_file(
         }
     }
     let publish = move || {
-        temp.file().set_modified(super::ops::at(mtime))?;
+        temp.file().set_modified(crate::timefmt::system_time(mtime))?;
         temp.file().sync_data()?;
         match temp.publish_entry(&path) {
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),

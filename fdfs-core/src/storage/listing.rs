@@ -15,8 +15,11 @@ use std::collections::{HashSet, VecDeque};
 use std::hash::BuildHasher;
 use std::sync::Arc;
 
-use super::binlog::{BinlogReader, Line, Op};
-use super::ops::{crc_of, meta_path};
+use super::binlog::{Binlog, BinlogReader, Line, Op};
+use super::dedup::DedupIndex;
+use super::located::meta_path;
+use super::ops::crc_of;
+use super::paths::StorePaths;
 use super::StorageServer;
 use crate::file_id::FileType;
 use crate::protocol::listing::{list_flags, ListFilesReq, ListedFile, MAX_CHUNK, MAX_METADATA};
@@ -33,7 +36,7 @@ pub(super) async fn send(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: L
     let timeout = srv.config.network_timeout;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
     let s = srv.clone();
-    let producer = tokio::task::spawn_blocking(move || list(&s, &req, |chunk| tx.blocking_send(chunk).is_ok()));
+    let producer = tokio::task::spawn_blocking(move || s.catalog().list(&req, |chunk| tx.blocking_send(chunk).is_ok()));
     let timed = |r: Result<std::io::Result<()>, tokio::time::error::Elapsed>| {
         r.unwrap_or_else(|_| Err(std::io::ErrorKind::TimedOut.into()))
     };
@@ -56,62 +59,73 @@ pub(super) async fn send(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: L
     timed(tokio::time::timeout(timeout, write_answer(sock, status, &[])).await)
 }
 
-/// The records of every live file that passes `req`'s filters, in binlog order, handed to
-/// `emit` in chunks of about [`MAX_CHUNK`] bytes (`false` from `emit`: stop).
-pub(super) fn list(
-    srv: &StorageServer,
-    req: &ListFilesReq,
-    mut emit: impl FnMut(Vec<u8>) -> bool,
-) -> std::io::Result<()> {
-    let mut out = Vec::with_capacity(MAX_CHUNK + MAX_METADATA + 256);
-    let mut stopped = false;
-    each_live(srv, req, false, |file| {
-        file.put(&mut out);
-        if out.len() >= MAX_CHUNK && !emit(std::mem::take(&mut out)) {
-            stopped = true;
-        }
-        !stopped
-    })?;
-    if !out.is_empty() && !stopped {
-        emit(out);
-    }
-    Ok(())
-}
-
-/// Every live file that passes `req`, once, in binlog order (`false` from `each`: stop).
-/// `own_only`: only the files this storage is the source of (its uppercase records), the
-/// ones it answers for when the group deletes by rule.
-pub(super) fn each_live(
-    srv: &StorageServer,
-    req: &ListFilesReq,
-    own_only: bool,
-    mut each: impl FnMut(ListedFile) -> bool,
-) -> std::io::Result<()> {
-    let writing = srv.binlog.position();
-    let mut reader = BinlogReader::at(srv.binlog.dir(), 0, 0);
-    let mut recent = RecentNames::default();
-    while let Some(line) = reader.next(writing)? {
-        let Line::Record(r) = line else { continue };
-        if !matches!(r.op, Op::Create | Op::Link | Op::Rename) || r.filename.ends_with("-m") || (own_only && r.replica)
-        {
-            continue;
-        }
-        let Some(file) = srv.listed(&r.filename, req) else { continue };
-        // A de-duplicated content's own name is no client's file: its links are.
-        if srv.dedup.as_ref().is_some_and(|d| d.is_source(&r.filename).unwrap_or(false)) {
-            continue;
-        }
-        if recent.first_time(&file.filename) && !each(file) {
-            break;
-        }
-    }
-    Ok(())
+/// What a listing reads, and nothing more of the storage: the binlog (which names came into
+/// being), the store paths (whether each is still here) and the de-duplication index (which
+/// names are contents' own).
+pub(super) struct Catalog<'a> {
+    pub binlog: &'a Binlog,
+    pub paths: &'a StorePaths,
+    pub dedup: Option<&'a DedupIndex>,
 }
 
 impl StorageServer {
+    pub(super) fn catalog(&self) -> Catalog<'_> {
+        Catalog { binlog: &self.binlog, paths: &self.paths, dedup: self.dedup.as_ref() }
+    }
+}
+
+impl Catalog<'_> {
+    /// The records of every live file that passes `req`'s filters, in binlog order, handed to
+    /// `emit` in chunks of about [`MAX_CHUNK`] bytes (`false` from `emit`: stop).
+    pub(super) fn list(&self, req: &ListFilesReq, mut emit: impl FnMut(Vec<u8>) -> bool) -> std::io::Result<()> {
+        let mut out = Vec::with_capacity(MAX_CHUNK + MAX_METADATA + 256);
+        let mut stopped = false;
+        self.each_live(req, false, |file| {
+            file.put(&mut out);
+            if out.len() >= MAX_CHUNK && !emit(std::mem::take(&mut out)) {
+                stopped = true;
+            }
+            !stopped
+        })?;
+        if !out.is_empty() && !stopped {
+            emit(out);
+        }
+        Ok(())
+    }
+
+    /// Every live file that passes `req`, once, in binlog order (`false` from `each`: stop).
+    /// `own_only`: only the files this storage is the source of (its uppercase records), the
+    /// ones it answers for when the group deletes by rule.
+    pub(super) fn each_live(
+        &self,
+        req: &ListFilesReq,
+        own_only: bool,
+        mut each: impl FnMut(ListedFile) -> bool,
+    ) -> std::io::Result<()> {
+        let writing = self.binlog.position();
+        let mut reader = BinlogReader::at(self.binlog.dir(), 0, 0);
+        let mut recent = RecentNames::default();
+        while let Some(line) = reader.next(writing)? {
+            let Line::Record(r) = line else { continue };
+            let creates = matches!(r.op, Op::Create | Op::Link | Op::Rename);
+            if !creates || r.filename.ends_with("-m") || (own_only && r.replica) {
+                continue;
+            }
+            let Some(file) = self.listed(&r.filename, req) else { continue };
+            // A de-duplicated content's own name is no client's file: its links are.
+            if self.dedup.is_some_and(|d| d.is_source(&r.filename).unwrap_or(false)) {
+                continue;
+            }
+            if recent.first_time(&file.filename) && !each(file) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// `filename` as a listing shows it, when it passes `req` and its file is here.
     fn listed(&self, filename: &str, req: &ListFilesReq) -> Option<ListedFile> {
-        let at = self.locate(filename).ok()?;
+        let at = self.paths.locate(filename).ok()?;
         let (info, path) = (at.name.info(), at.path);
         let created = i64::from(info.create_timestamp);
         if !req.name_matches(filename, created) {
@@ -119,7 +133,7 @@ impl StorageServer {
         }
         let (size, crc32) = if at.in_slot {
             // A link slot is listed when the file it names is still there.
-            (self.open_trunk_content(&at.name).ok()??.size, info.crc32)
+            (self.paths.open_trunk_content(&at.name).ok()??.size, info.crc32)
         } else {
             let m = std::fs::metadata(&path).ok()?;
             if !m.is_file() {

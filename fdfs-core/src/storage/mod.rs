@@ -27,6 +27,7 @@ pub mod disk_recovery;
 mod identity;
 pub mod listing;
 pub mod live;
+pub mod located;
 pub mod locks;
 pub mod metrics;
 pub mod ops;
@@ -83,7 +84,8 @@ pub enum OpenError {
 pub struct StorageServer {
     pub config: StorageConfig,
     pub group: String,
-    pub paths: StorePaths,
+    /// The store paths, and where a name's bytes are in them ([`located`]).
+    pub paths: Arc<StorePaths>,
     pub binlog: Arc<Binlog>,
     /// Where every filesystem call of a request runs.
     pub disk: disk::Disk,
@@ -158,7 +160,7 @@ impl StorageServer {
         let dedup = open_dedup(&config, &data_dir, &paths, &binlog)?;
         Ok(Self {
             group: config.group_name.clone(),
-            paths,
+            paths: Arc::new(paths),
             binlog,
             disk,
             stats,

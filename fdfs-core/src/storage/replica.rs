@@ -3,7 +3,6 @@
 //! is logged with the lowercase op and the source's timestamp (so it is never sent back), and
 //! the newest source timestamp applied per peer is kept for SYNC_REPORT.
 
-use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -13,16 +12,12 @@ use super::answer::{closing, io, OpResult};
 use super::binlog::{Op, Record};
 use super::content::Content;
 use super::disk::{Change, Disk};
-use super::ops::{at, receive, write_range, RangeChange, Unlinked};
+use super::ops::{receive, write_range, RangeChange, Unlinked};
 use super::StorageServer;
 use crate::protocol::peer::{SyncDeleteReq, SyncFileHead, SyncLinkReq, SyncRangeHead, SyncTruncateReq};
 use crate::protocol::Status;
+use crate::timefmt::system_time;
 use crate::trunk::SlotKind;
-
-/// A replicated change as the binlog records it.
-fn replica_change(timestamp: i64, op: Op, filename: &str, extra: String) -> Record {
-    Record { timestamp, op, replica: true, filename: filename.to_owned(), extra }
-}
 
 impl StorageServer {
     /// After a replicated change is committed: remembers how far we are with its source.
@@ -33,16 +28,6 @@ impl StorageServer {
         if let Some(src) = source.filter(|s| known(s)) {
             self.note_synced_from(src, timestamp as i32);
         }
-    }
-
-    /// A replicated name (a file, or its metadata file with `-m`): its store path and path.
-    pub fn resolve_any(&self, filename: &str) -> Result<(usize, PathBuf), Status> {
-        let (base, meta) = match filename.strip_suffix("-m") {
-            Some(base) => (base, true),
-            None => (filename, false),
-        };
-        let (name, path) = self.resolve(base)?;
-        Ok((name.store_path_index as usize, if meta { super::ops::meta_path(&path) } else { path }))
     }
 
     /// Commits a replicated change that needs nothing more on disk (we have it already).
@@ -63,9 +48,9 @@ pub async fn sync_file<R: AsyncRead + Unpin>(
     update: bool,
 ) -> OpResult<()> {
     let (filename, size, ts) = (head.filename.as_str(), head.file_size, head.timestamp as i64);
-    let (index, path) = srv.resolve_any(filename).map_err(closing)?;
+    let (index, path) = srv.paths.resolve_any(filename).map_err(closing)?;
     let op = if update { Op::Update } else { Op::Create };
-    let record = replica_change(ts, op, filename, String::new());
+    let record = Record::replicated(ts, op, filename, String::new());
     if head.content_omitted {
         srv.record_only(index, source, record).await?;
         return Err(Status::EEXIST.into());
@@ -82,7 +67,7 @@ pub async fn sync_file<R: AsyncRead + Unpin>(
     }
     let (body, _) = receive(srv, index, content).await.map_err(|e| closing(io(e)))?;
     let _lock = srv.lock_file(&path).await;
-    if let Some((name, root)) = srv.trunk_name(filename) {
+    if let Some((name, root)) = srv.paths.trunk_name(filename) {
         // A trunk-resident file goes where the source has it: same trunk file, same slot (C).
         srv.disk
             .write(index, move |_| {
@@ -105,7 +90,7 @@ pub async fn sync_file<R: AsyncRead + Unpin>(
     srv.disk
         .write(index, move |w| {
             let existed = path.exists();
-            let temp = body.into_temp(w, at(ts)).map_err(io)?;
+            let temp = body.into_temp(w, system_time(ts)).map_err(io)?;
             let file = temp.try_clone_file().map_err(io)?;
             temp.replace_entry(&path).map_err(io)?;
             let change = Change::new(()).record(record).sync_file(file).sync_parent(&path);
@@ -123,13 +108,13 @@ pub async fn sync_file<R: AsyncRead + Unpin>(
 /// 17.
 pub async fn sync_delete(srv: &Arc<StorageServer>, source: Option<&str>, req: SyncDeleteReq) -> Result<(), Status> {
     srv.check_group(&req.group)?;
-    let (index, path) = srv.resolve_any(&req.filename)?;
+    let (index, path) = srv.paths.resolve_any(&req.filename)?;
     let _lock = srv.lock_file(&path).await;
     let ts = req.timestamp as i64;
     let s = srv.clone();
     srv.disk
         .write(index, move |_| {
-            let record = replica_change(ts, Op::Delete, &req.filename, String::new());
+            let record = Record::replicated(ts, Op::Delete, &req.filename, String::new());
             // A link gives back its reference, and the last one here frees its source here
             // (every member counts every link, so each frees the content when its own count
             // ends; the source storage's `D` for it then finds it gone; the trunk server hears
@@ -141,7 +126,7 @@ pub async fn sync_delete(srv: &Arc<StorageServer>, source: Option<&str>, req: Sy
                     tracing::warn!("{}: deleted by its source storage, kept: links made here name it", req.filename)
                 }
                 Unlinked::LastLinkTo(t, p) => {
-                    change = s.remove_source(change, &t, &p, replica_change(ts, Op::Delete, &t, String::new())).0;
+                    change = s.remove_source(change, &t, &p, Record::replicated(ts, Op::Delete, &t, String::new())).0;
                 }
                 Unlinked::Removed => {}
             }
@@ -161,7 +146,7 @@ pub async fn sync_range<R: AsyncRead + Unpin>(
     append: bool,
 ) -> OpResult<()> {
     let (offset, len, ts) = (head.offset, head.size, head.timestamp as i64);
-    let (index, path) = srv.resolve_any(&head.filename).map_err(closing)?;
+    let (index, path) = srv.paths.resolve_any(&head.filename).map_err(closing)?;
     let _lock = srv.lock_file(&path).await;
     let p = path.clone();
     let size = Disk::read(move || Ok(std::fs::metadata(&p).ok().map(|m| m.len()))).await?;
@@ -178,8 +163,8 @@ pub async fn sync_range<R: AsyncRead + Unpin>(
     let op = if append { Op::Append } else { Op::Modify };
     let filename = head.filename.clone();
     let record: Box<dyn FnOnce(u64) -> Record + Send> =
-        Box::new(move |_| replica_change(ts, op, &filename, format!("{offset} {len}")));
-    let change = RangeChange { path, index, offset: Some(offset), record, mtime: Some(at(ts)) };
+        Box::new(move |_| Record::replicated(ts, op, &filename, format!("{offset} {len}")));
+    let change = RangeChange { path, index, offset: Some(offset), record, mtime: Some(system_time(ts)) };
     write_range(srv, change, content).await?;
     srv.replicated(source, ts);
     Ok(())
@@ -188,7 +173,7 @@ pub async fn sync_range<R: AsyncRead + Unpin>(
 /// 37: only when we are at the size the source truncated from (else EEXIST, as 6.16 does).
 pub async fn sync_truncate(srv: &Arc<StorageServer>, source: Option<&str>, req: SyncTruncateReq) -> Result<(), Status> {
     srv.check_group(&req.group)?;
-    let (index, path) = srv.resolve_any(&req.filename)?;
+    let (index, path) = srv.paths.resolve_any(&req.filename)?;
     let _lock = srv.lock_file(&path).await;
     let ts = req.timestamp as i64;
     let copy = srv.paths.temp_path(index);
@@ -202,10 +187,10 @@ pub async fn sync_truncate(srv: &Arc<StorageServer>, source: Option<&str>, req: 
             let undo = super::disk::Rollback::capture(&path, req.new_size, size.saturating_sub(req.new_size), copy)
                 .map_err(io)?;
             f.set_len(req.new_size).map_err(io)?;
-            let _ = f.set_modified(at(ts));
+            let _ = f.set_modified(system_time(ts));
             let extra = format!("{} {}", req.old_size, req.new_size);
             Ok(Change::new(())
-                .record(replica_change(ts, Op::Truncate, &req.filename, extra))
+                .record(Record::replicated(ts, Op::Truncate, &req.filename, extra))
                 .sync_file(f)
                 .settle(move |ok| undo.settle(ok)))
         })
@@ -223,8 +208,8 @@ pub async fn sync_rename_or_link(
     rename: bool,
 ) -> Result<(), Status> {
     srv.check_group(&req.group)?;
-    let (index, to) = srv.resolve_any(&req.dest)?;
-    let (src_index, from) = srv.resolve_any(&req.src)?;
+    let (index, to) = srv.paths.resolve_any(&req.dest)?;
+    let (src_index, from) = srv.paths.resolve_any(&req.src)?;
     let _lock = srv.lock_file(&to).await;
     let ts = req.timestamp as i64;
     let s = srv.clone();
@@ -232,7 +217,7 @@ pub async fn sync_rename_or_link(
         .write(index, move |_| {
             // A link slot (de-duplication in trunk mode) goes where the source has it, its text
             // naming the same file; any other link is a symbolic link.
-            let slot = s.trunk_name(&req.dest).filter(|_| !rename);
+            let slot = s.paths.trunk_name(&req.dest).filter(|_| !rename);
             let exists = match &slot {
                 Some((name, root)) => crate::trunk::open(name, root).map_err(io)?.is_some(),
                 None => to.exists(),
@@ -241,7 +226,7 @@ pub async fn sync_rename_or_link(
                 return Err(Status::EEXIST);
             }
             let op = if rename { Op::Rename } else { Op::Link };
-            let change = Change::new(()).record(replica_change(ts, op, &req.dest, req.src.clone()));
+            let change = Change::new(()).record(Record::replicated(ts, op, &req.dest, req.src.clone()));
             let link = |change: Change<()>| match &slot {
                 Some((name, root)) => {
                     let text = req.src.as_bytes();
@@ -256,7 +241,7 @@ pub async fn sync_rename_or_link(
             let change = match &s.dedup {
                 _ if rename => {
                     crate::durable::rename_entry(&from, &to).map_err(io)?;
-                    let _ = std::fs::File::open(&to).and_then(|f| f.set_modified(at(ts)));
+                    let _ = std::fs::File::open(&to).and_then(|f| f.set_modified(system_time(ts)));
                     change.sync_parent(&to).sync_parent(&from)
                 }
                 // Counted as at the source: this member's uploads may link to it too.

@@ -81,7 +81,7 @@ async fn round(srv: &Arc<StorageServer>, rules: &Retention, shutdown: &mut Shutd
     let (tx, mut rx) = tokio::sync::mpsc::channel::<String>(1024);
     let (s, r) = (srv.clone(), rules.clone());
     let scan = tokio::task::spawn_blocking(move || {
-        super::listing::each_live(&s, &req, true, |f| !expired(&r, &f, now) || tx.blocking_send(f.filename).is_ok())
+        s.catalog().each_live(&req, true, |f| !expired(&r, &f, now) || tx.blocking_send(f.filename).is_ok())
     });
     let pause = Duration::from_secs(1) / rules.rate.max(1);
     let (mut done, mut failed) = (0u64, 0u64);

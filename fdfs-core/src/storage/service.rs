@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::answer::{OpError, OpResult};
 use super::content::Content;
+use super::located::{open_located, Opened};
 use super::ops;
 use super::request::{Request, Role};
 use super::StorageServer;
@@ -258,8 +259,8 @@ fn access_action(cmd: Command) -> Option<&'static str> {
 /// 14: answer header, then the bytes straight from the page cache with sendfile(2).
 async fn download(srv: &Arc<StorageServer>, sock: &mut PeerStream, req: &DownloadReq) -> OpResult<Reply> {
     srv.check_group(&req.group)?;
-    let at = srv.locate(&req.filename)?;
-    let ops::Opened { file, offset: base, size, .. } = srv.open_located(at).await?;
+    let at = srv.paths.locate(&req.filename)?;
+    let Opened { file, offset: base, size, .. } = open_located(&srv.paths, at).await?;
     // FastDFS ≥ 6.15.4: an offset at or past the end is EINVAL (also for empty files, which
     // clients such as npm `fdfs` would otherwise wait on forever); too long is clamped.
     if req.offset >= size {

@@ -22,7 +22,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::paths::StorePaths;
-use super::StorageServer;
 use crate::config::SignatureMethod;
 use crate::protocol::Status;
 
@@ -442,12 +441,12 @@ pub(crate) enum Held {
     Slot,
 }
 
-impl StorageServer {
+impl Held {
     /// Where `source` holds content of `size` bytes; `None` when it no longer does.
-    pub(crate) fn held_source(&self, source: &str, size: u64) -> Option<Held> {
-        let at = self.locate(source).ok()?;
+    pub(crate) fn find(paths: &StorePaths, source: &str, size: u64) -> Option<Held> {
+        let at = paths.locate(source).ok()?;
         if at.in_slot {
-            let slot = crate::trunk::open(&at.name, &self.store_root(&at.name)).ok()??;
+            let slot = crate::trunk::open(&at.name, &paths.store_root(&at.name)).ok()??;
             return (slot.kind == crate::trunk::SlotKind::File && slot.size == size).then_some(Held::Slot);
         }
         let meta = std::fs::symlink_metadata(&at.path).ok()?;

@@ -8,15 +8,16 @@ use std::sync::Arc;
 use crate::file_id::{self, NameKind};
 use crate::protocol::storage::CreateLinkReq;
 use crate::protocol::Status;
-use crate::storage::binlog::Op;
+use crate::storage::binlog::{Op, Record};
 use crate::storage::dedup::Signature;
 use crate::storage::disk::{Change, Disk, Writer};
 use crate::storage::StorageServer;
 use crate::timefmt::now_unix;
 
 use super::names::{fresh_names, under_fresh_name, NameFor};
-use super::{at, io, Body};
+use super::{io, Body};
 use crate::storage::dedup::Held;
+use crate::timefmt::system_time;
 
 /// Where the link to a content goes.
 pub(super) enum LinkName {
@@ -32,7 +33,7 @@ impl LinkName {
         match self {
             LinkName::Fresh(name_for) => {
                 let (name, path) =
-                    under_fresh_name(srv, name_for, |dest| crate::storage::paths::symlink(target, dest))?;
+                    under_fresh_name(&srv.paths, name_for, |dest| crate::storage::paths::symlink(target, dest))?;
                 Ok((name.to_string(), path))
             }
             LinkName::Given { name, path, .. } => match crate::storage::paths::symlink(target, path) {
@@ -73,7 +74,7 @@ pub(super) fn linked_content(
     let size = u64::from_be_bytes(sig[..8].try_into().unwrap_or_default());
     dedup.update(|tx| {
         if let Some(source) = reuse.then(|| tx.source_of(index as u8, &sig)).transpose()?.flatten() {
-            match srv.held_source(&source, size) {
+            match Held::find(&srv.paths, &source, size) {
                 Some(Held::Regular(path)) => {
                     tx.add_ref(&source)?;
                     let (name, link_path) = link.place(srv, &path)?;
@@ -111,9 +112,9 @@ fn new_content_linked(
     mut link: LinkName,
     indexed: Option<(&mut crate::storage::dedup::Tx<'_>, u8, &Signature)>,
 ) -> Result<Change<String>, Status> {
-    let mut temp = body.into_temp(w, at(ts)).map_err(io)?;
+    let mut temp = body.into_temp(w, system_time(ts)).map_err(io)?;
     let name_for = link.content_name_for().ok_or(Status::EINVAL)?;
-    let (source, source_path) = under_fresh_name(srv, name_for, |dest| temp.publish_entry(dest))?;
+    let (source, source_path) = under_fresh_name(&srv.paths, name_for, |dest| temp.publish_entry(dest))?;
     let source = source.to_string();
     let linked = match indexed {
         Some((tx, store_path, sig)) => {
@@ -146,11 +147,10 @@ fn link_change(
     let mut change = Change::new(link.clone());
     let mut new_path = None;
     if let Some((path, file)) = new_source {
-        change =
-            change.record(srv.own_change(ts, Op::Create, &source, String::new())).sync_file(file).sync_parent(&path);
+        change = change.record(Record::own(ts, Op::Create, &source, String::new())).sync_file(file).sync_parent(&path);
         new_path = Some(path);
     }
-    change = change.record(srv.own_change(ts, Op::Link, &link, source.clone())).sync_parent(&link_path);
+    change = change.record(Record::own(ts, Op::Link, &link, source.clone())).sync_parent(&link_path);
     let s = srv.clone();
     change.settle(move |ok| {
         if !ok {
@@ -170,7 +170,7 @@ fn link_change(
 /// CRC32 (so `fdfs_file_info` reports the same). Counted in the de-duplication index.
 pub async fn create_link(srv: &Arc<StorageServer>, req: CreateLinkReq) -> Result<String, Status> {
     srv.check_group(&req.group)?;
-    let src = srv.locate(&req.source_filename)?;
+    let src = srv.paths.locate(&req.source_filename)?;
     if src.in_slot {
         // A link to a trunk slot is a slot of its own (type 'L'), under a fresh trunk name; a
         // slave name is a regular file's, which cannot name a slot.
@@ -186,14 +186,14 @@ pub async fn create_link(srv: &Arc<StorageServer>, req: CreateLinkReq) -> Result
     let mut link = if req.master_filename.is_empty() {
         let (high, low) = srv.paths.next_dir(&mut fastrand::Rng::new());
         let content = (size, src.name.info().crc32);
-        LinkName::Fresh(fresh_names(srv, ts, content, NameKind::Normal, req.ext.clone(), (index, high, low)))
+        LinkName::Fresh(fresh_names(srv.source(), ts, content, NameKind::Normal, req.ext.clone(), (index, high, low)))
     } else {
-        let (_, master_path) = srv.resolve(&req.master_filename)?;
+        let (_, master_path) = srv.paths.resolve(&req.master_filename)?;
         if !master_path.exists() {
             return Err(Status::ENOENT);
         }
         let name = file_id::slave_filename(&req.master_filename, &req.prefix, &req.ext).map_err(|_| Status::EINVAL)?;
-        let (_, path) = srv.resolve(&name)?;
+        let (_, path) = srv.paths.resolve(&name)?;
         LinkName::Given { name, path, content_name_for: None }
     };
     let s = srv.clone();

@@ -2,27 +2,22 @@
 
 use std::fs::File;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::file_id::{FileType, Source};
 use crate::protocol::storage::{file_info_flags, pack_metadata, parse_metadata, FileInfoResp, MetaOp, SetMetadataReq};
 use crate::protocol::Status;
-use crate::storage::binlog::Op;
+use crate::storage::binlog::{Op, Record};
 use crate::storage::disk::{write_temp, Change, Disk};
 use crate::storage::StorageServer;
 use crate::timefmt::now_unix;
 
 use super::io;
+use crate::storage::located::{meta_path, open_located};
 
 pub(super) const CHUNK: usize = 256 << 10;
-
-pub fn meta_path(path: &Path) -> PathBuf {
-    let mut p = path.as_os_str().to_owned();
-    p.push("-m");
-    PathBuf::from(p)
-}
 
 /// Merges two sorted metadata lists; `new` wins on equal names.
 fn merge_metadata(old: Vec<(Vec<u8>, Vec<u8>)>, new: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -46,14 +41,14 @@ fn merge_metadata(old: Vec<(Vec<u8>, Vec<u8>)>, new: Vec<(Vec<u8>, Vec<u8>)>) ->
 /// (two merges at once would lose one's keys).
 pub async fn set_metadata(srv: &Arc<StorageServer>, req: SetMetadataReq) -> Result<(), Status> {
     srv.check_group(&req.group)?;
-    let at = srv.locate(&req.filename)?;
+    let at = srv.paths.locate(&req.filename)?;
     let (index, path) = (at.name.store_path_index as usize, at.path.clone());
     let _lock = srv.lock_file(&path).await;
     let s = srv.clone();
     let ts = now_unix();
     srv.disk
         .write(index, move |w| {
-            if !s.is_stored(&at)? {
+            if !s.paths.is_stored(&at)? {
                 return Err(Status::ENOENT);
             }
             let meta = meta_path(&path);
@@ -63,7 +58,7 @@ pub async fn set_metadata(srv: &Arc<StorageServer>, req: SetMetadataReq) -> Resu
             if req.meta.is_empty() {
                 if req.op == MetaOp::Overwrite && existed {
                     std::fs::remove_file(&meta).map_err(io)?;
-                    let record = s.own_change(ts, Op::Delete, &logname, String::new());
+                    let record = Record::own(ts, Op::Delete, &logname, String::new());
                     return Ok(Change::new(()).record(record).sync_parent(&meta));
                 }
                 return Ok(Change::new(()));
@@ -78,7 +73,7 @@ pub async fn set_metadata(srv: &Arc<StorageServer>, req: SetMetadataReq) -> Resu
             let file = temp.try_clone_file().map_err(io)?;
             temp.replace_entry(&meta).map_err(io)?;
             let op = if existed { Op::Update } else { Op::Create };
-            Ok(Change::new(()).record(s.own_change(ts, op, &logname, String::new())).sync_file(file).sync_parent(&meta))
+            Ok(Change::new(()).record(Record::own(ts, op, &logname, String::new())).sync_file(file).sync_parent(&meta))
         })
         .await?;
     srv.changed(ts);
@@ -88,10 +83,10 @@ pub async fn set_metadata(srv: &Arc<StorageServer>, req: SetMetadataReq) -> Resu
 /// 15.
 pub async fn get_metadata(srv: &Arc<StorageServer>, group: &str, filename: &str) -> Result<Vec<u8>, Status> {
     srv.check_group(group)?;
-    let at = srv.locate(filename)?;
+    let at = srv.paths.locate(filename)?;
     let s = srv.clone();
     Disk::read(move || {
-        if !s.is_stored(&at)? {
+        if !s.paths.is_stored(&at)? {
             return Err(Status::ENOENT);
         }
         std::fs::read(meta_path(&at.path)).map_err(io)
@@ -121,11 +116,12 @@ pub async fn file_info(
     flags: u8,
 ) -> Result<FileInfoResp, Status> {
     srv.check_group(group)?;
-    let at = srv.locate(filename)?;
+    let at = srv.paths.locate(filename)?;
     let (info, in_slot, path) = (at.name.info(), at.in_slot, at.path.clone());
     // Size, time and CRC of a trunk-resident file are the name's, as C reports them, once the
     // slot holds it; a link slot reports the file it names (its name carries the original's CRC).
-    let opened = srv.open_located(at).await.map_err(|s| if s == Status::EISDIR { Status::ENOENT } else { s })?;
+    let opened =
+        open_located(&srv.paths, at).await.map_err(|s| if s == Status::EISDIR { Status::ENOENT } else { s })?;
     let computed = match info.file_type {
         _ if in_slot => None,
         FileType::Normal => None,

@@ -18,11 +18,12 @@ use crate::timefmt::now_unix;
 
 use super::meta::crc_of;
 use super::names::under_fresh_name;
-use super::{at, closing, io, unix, OpResult};
+use super::{closing, io, OpResult};
+use crate::timefmt::{system_time, unix_secs};
 
 /// Resolves an appender file for append/modify/truncate/regenerate.
 pub fn appender(srv: &StorageServer, filename: &str) -> Result<(RemoteFilename, PathBuf), Status> {
-    let (name, path) = srv.resolve(filename)?;
+    let (name, path) = srv.paths.resolve(filename)?;
     if name.info().file_type != FileType::Appender {
         return Err(Status::EINVAL);
     }
@@ -127,10 +128,10 @@ pub async fn append_or_modify<R: AsyncRead + Unpin>(
     let (name, path) = appender(srv, filename).map_err(closing)?;
     let _lock = srv.lock_file(&path).await;
     let ts = now_unix();
-    let (s, f, len) = (srv.clone(), filename.to_owned(), content.left());
+    let (f, len) = (filename.to_owned(), content.left());
     let record: Box<dyn FnOnce(u64) -> Record + Send> = Box::new(move |old_size| match offset {
-        None => s.own_change(ts, Op::Append, &f, format!("{old_size} {len}")),
-        Some(o) => s.own_change(ts, Op::Modify, &f, format!("{o} {len}")),
+        None => Record::own(ts, Op::Append, &f, format!("{old_size} {len}")),
+        Some(o) => Record::own(ts, Op::Modify, &f, format!("{o} {len}")),
     });
     let change = RangeChange { path, index: name.store_path_index as usize, offset, record, mtime: None };
     write_range(srv, change, content).await?;
@@ -161,7 +162,7 @@ pub async fn truncate(srv: &Arc<StorageServer>, req: TruncateReq) -> Result<(), 
     let (name, path) = appender(srv, &req.filename)?;
     let _lock = srv.lock_file(&path).await;
     let index = name.store_path_index as usize;
-    let (s, copy, new_size) = (srv.clone(), srv.paths.temp_path(index), req.new_size);
+    let (copy, new_size) = (srv.paths.temp_path(index), req.new_size);
     let ts = srv
         .disk
         .write(index, move |_| {
@@ -172,8 +173,8 @@ pub async fn truncate(srv: &Arc<StorageServer>, req: TruncateReq) -> Result<(), 
             let undo = Rollback::capture(&path, new_size, old.saturating_sub(new_size), copy).map_err(io)?;
             let f = OpenOptions::new().write(true).open(&path).map_err(io)?;
             f.set_len(new_size).map_err(io)?;
-            let ts = f.metadata().and_then(|m| m.modified()).map(unix).unwrap_or_else(|_| now_unix());
-            let record = s.own_change(ts, Op::Truncate, &req.filename, format!("{old} {new_size}"));
+            let ts = f.metadata().and_then(|m| m.modified()).map(unix_secs).unwrap_or_else(|_| now_unix());
+            let record = Record::own(ts, Op::Truncate, &req.filename, format!("{old} {new_size}"));
             Ok(Change::new(Some(ts)).record(record).sync_file(f).settle(move |ok| undo.settle(ok)))
         })
         .await?;
@@ -194,7 +195,7 @@ pub async fn regenerate(srv: &Arc<StorageServer>, filename: String) -> Result<St
         .write(name.store_path_index as usize, move |_| {
             let size = regular_size(&path)?;
             let crc = crc_of(&path).map_err(io)?;
-            File::open(&path).and_then(|f| f.set_modified(at(ts))).map_err(io)?;
+            File::open(&path).and_then(|f| f.set_modified(system_time(ts))).map_err(io)?;
             let new_name = |rng: &mut fastrand::Rng| {
                 let core = file_id::NameCore {
                     source,
@@ -204,9 +205,9 @@ pub async fn regenerate(srv: &Arc<StorageServer>, filename: String) -> Result<St
                 };
                 file_id::with_core(&name, &core)
             };
-            let (new, dest) = under_fresh_name(&s, new_name, |dest| crate::durable::rename_entry(&path, dest))?;
+            let (new, dest) = under_fresh_name(&s.paths, new_name, |dest| crate::durable::rename_entry(&path, dest))?;
             let new = new.to_string();
-            let record = s.own_change(ts, Op::Rename, &new, filename);
+            let record = Record::own(ts, Op::Rename, &new, filename);
             let (from, to) = (path, dest);
             let change = Change::new(new).record(record).sync_parent(&to).sync_parent(&from);
             Ok(change.settle(move |ok| {

@@ -13,7 +13,7 @@ use crate::storage::StorageServer;
 use crate::timefmt::now_unix;
 
 use super::io;
-use super::meta::meta_path;
+use crate::storage::located::meta_path;
 
 /// What removing a regular file or link did under the de-duplication index.
 pub(in crate::storage) enum Unlinked {
@@ -39,8 +39,8 @@ impl StorageServer {
             .is_symlink()
             .then(|| crate::storage::paths::link_target(path))
             .flatten()
-            .and_then(|target| self.remote_name_of(&target))
-            .and_then(|n| self.resolve(&n).ok().filter(|(_, p)| p.is_file()).map(|(_, p)| (n, p)));
+            .and_then(|target| self.paths.remote_name_of(&target))
+            .and_then(|n| self.paths.resolve(&n).ok().filter(|(_, p)| p.is_file()).map(|(_, p)| (n, p)));
         let Some(dedup) = &self.dedup else {
             remove()?;
             return Ok(source.map_or(Unlinked::Removed, |(n, p)| Unlinked::LastLinkTo(n, p)));
@@ -71,7 +71,7 @@ impl StorageServer {
     /// did. Without an index a link slot's source is left alone (C's links without FastDHT are
     /// not counted).
     fn unlink_trunk_counted(&self, filename: &str, name: &RemoteFilename) -> Result<(Option<File>, Unlinked), Status> {
-        let root = self.store_root(name);
+        let root = self.paths.store_root(name);
         let slot = crate::trunk::open(name, &root).map_err(io)?.ok_or(Status::ENOENT)?;
         let source = crate::trunk::link_target(&slot, self.paths.paths.len()).map_err(io)?;
         let free = || crate::trunk::free(name, &root).map_err(io)?.ok_or(Status::ENOENT).map(Some);
@@ -81,7 +81,7 @@ impl StorageServer {
                 let source = source.to_string();
                 let left = tx.release(&source)?;
                 let file = free()?;
-                let path = self.resolve(&source)?.1;
+                let path = self.paths.resolve(&source)?.1;
                 Ok((
                     file,
                     if left.is_none_or(|l| l == 0) { Unlinked::LastLinkTo(source, path) } else { Unlinked::Removed },
@@ -108,7 +108,7 @@ impl StorageServer {
         filename: &str,
         path: &Path,
     ) -> Result<(Change<T>, Unlinked), Status> {
-        if let Some((name, _)) = self.trunk_name(filename) {
+        if let Some((name, _)) = self.paths.trunk_name(filename) {
             let (file, unlinked) = self.unlink_trunk_counted(filename, &name)?;
             return Ok((file.into_iter().fold(change, Change::sync_file), unlinked));
         }
@@ -126,7 +126,7 @@ impl StorageServer {
         path: &Path,
         record: Record,
     ) -> (Change<T>, Option<crate::trunk::space::Block>) {
-        if let Some((name, root)) = self.trunk_name(source) {
+        if let Some((name, root)) = self.paths.trunk_name(source) {
             return match crate::trunk::free(&name, &root) {
                 Ok(Some(file)) => (change.record(record).sync_file(file), crate::storage::trunk::block_of_name(&name)),
                 _ => (change, None),
@@ -141,7 +141,7 @@ impl StorageServer {
 
 /// 12: the file and its metadata file.
 pub async fn delete(srv: &Arc<StorageServer>, filename: String) -> Result<(), Status> {
-    let at = srv.locate(&filename)?;
+    let at = srv.paths.locate(&filename)?;
     let (name, path) = (at.name, at.path);
     let _lock = srv.lock_file(&path).await;
     let s = srv.clone();
@@ -150,21 +150,21 @@ pub async fn delete(srv: &Arc<StorageServer>, filename: String) -> Result<(), St
     let freed_source = srv
         .disk
         .write(name.store_path_index as usize, move |_| {
-            let change = Change::new(None).record(s.own_change(ts, Op::Delete, &filename, String::new()));
+            let change = Change::new(None).record(Record::own(ts, Op::Delete, &filename, String::new()));
             let (mut change, unlinked) = s.remove_counted(change, &filename, &path)?;
             match unlinked {
                 // A name no client is given, still named by links: removing it would leave
                 // them dangling.
                 Unlinked::Kept => return Err(Status::EBUSY),
                 Unlinked::LastLinkTo(source, source_path) => {
-                    let record = s.own_change(ts, Op::Delete, &source, String::new());
+                    let record = Record::own(ts, Op::Delete, &source, String::new());
                     let (c, freed) = s.remove_source(change, &source, &source_path, record);
                     change = c.map(|_| freed);
                 }
                 Unlinked::Removed => {}
             }
             if std::fs::remove_file(meta_path(&path)).is_ok() {
-                change = change.record(s.own_change(ts, Op::Delete, &format!("{filename}-m"), String::new()));
+                change = change.record(Record::own(ts, Op::Delete, &format!("{filename}-m"), String::new()));
             }
             Ok(change)
         })

@@ -11,7 +11,7 @@ use crate::durable::TempFile;
 use crate::file_id::{self, NameKind};
 use crate::protocol::storage::{SlaveUploadHead, UploadHead};
 use crate::protocol::Status;
-use crate::storage::binlog::Op;
+use crate::storage::binlog::{Op, Record};
 use crate::storage::content::{Content, SMALL};
 use crate::storage::disk::{Change, Disk, WriteFence};
 use crate::storage::StorageServer;
@@ -19,7 +19,8 @@ use crate::timefmt::now_unix;
 
 use super::links::{linked_content, signed, LinkName};
 use super::names::{fresh_names, under_fresh_name, NameFor};
-use super::{at, closing, io, Body, OpResult};
+use super::{closing, io, Body, OpResult};
+use crate::timefmt::system_time;
 
 /// Reads a request's content: small content into memory, large content streamed into a new
 /// temp file of store path `index`. Returns it with its CRC32.
@@ -52,9 +53,9 @@ async fn store_new(
     let name = srv
         .disk
         .write(index, move |w| {
-            let mut temp = body.into_temp(w, at(ts)).map_err(io)?;
-            let (name, dest) = under_fresh_name(&s, &mut name_for, |dest| temp.publish_entry(dest))?;
-            published(&s, ts, name.to_string(), dest, &temp)
+            let mut temp = body.into_temp(w, system_time(ts)).map_err(io)?;
+            let (name, dest) = under_fresh_name(&s.paths, &mut name_for, |dest| temp.publish_entry(dest))?;
+            published(ts, name.to_string(), dest, &temp)
         })
         .await?;
     srv.changed(ts);
@@ -63,14 +64,8 @@ async fn store_new(
 
 /// A new file just given its name: recorded as created, and taken back out if the batch fails,
 /// so no file exists that neither the client nor the replicas know of.
-pub(super) fn published(
-    srv: &StorageServer,
-    ts: i64,
-    name: String,
-    dest: PathBuf,
-    temp: &TempFile,
-) -> Result<Change<String>, Status> {
-    let record = srv.own_change(ts, Op::Create, &name, String::new());
+pub(super) fn published(ts: i64, name: String, dest: PathBuf, temp: &TempFile) -> Result<Change<String>, Status> {
+    let record = Record::own(ts, Op::Create, &name, String::new());
     let change = Change::new(name).record(record).sync_file(temp.try_clone_file().map_err(io)?).sync_parent(&dest);
     Ok(change.settle(move |ok| {
         if !ok && std::fs::remove_file(&dest).is_err() {
@@ -125,7 +120,7 @@ pub async fn upload<R: AsyncRead + Unpin>(
         }
     };
     let kind = if appender { NameKind::Appender } else { NameKind::Normal };
-    let name_for = fresh_names(srv, ts, (size, crc), kind, head.ext.clone(), (index, high, low));
+    let name_for = fresh_names(srv.source(), ts, (size, crc), kind, head.ext.clone(), (index, high, low));
     let name = match srv.dedup_uploads() {
         Some(_) if !appender => {
             let (body, sig) = match sig {
@@ -153,10 +148,10 @@ pub async fn upload_slave<R: AsyncRead + Unpin>(
     head: &SlaveUploadHead,
     content: &mut Content<'_, R>,
 ) -> OpResult<String> {
-    let master = srv.locate(&head.master_filename).map_err(closing)?;
+    let master = srv.paths.locate(&head.master_filename).map_err(closing)?;
     let slave = file_id::slave_filename(&master.name.to_string(), &head.prefix, &head.ext)
         .map_err(|_| closing(Status::EINVAL))?;
-    let (slave_name, slave_path) = srv.resolve(&slave).map_err(closing)?;
+    let (slave_name, slave_path) = srv.paths.resolve(&slave).map_err(closing)?;
     let index = slave_name.store_path_index as usize;
     let ts = now_unix();
     let (body, crc) = receive(srv, index, content).await.map_err(|e| closing(io(e)))?;
@@ -165,22 +160,22 @@ pub async fn upload_slave<R: AsyncRead + Unpin>(
     let link = srv.params().store_slave_file_use_link;
     let (high, low) = srv.paths.next_dir(&mut fastrand::Rng::new());
     let content_names =
-        fresh_names(srv, ts, (head.file_size, crc), NameKind::Normal, head.ext.clone(), (index, high, low));
+        fresh_names(srv.source(), ts, (head.file_size, crc), NameKind::Normal, head.ext.clone(), (index, high, low));
     let (body, sig) = if link { signed(srv, body).await? } else { (body, None) };
     let name = srv
         .disk
         .write(index, move |w| {
             // A master may live in a trunk file (C stores its slaves as regular files beside it).
-            if !s.is_stored(&master)? {
+            if !s.paths.is_stored(&master)? {
                 return Err(Status::ENOENT);
             }
             if link {
                 let given = LinkName::Given { name: slave, path: slave_path, content_name_for: Some(content_names) };
                 return linked_content(&s, w, ts, index, body, sig, s.dedup_uploads().is_some(), given);
             }
-            let mut temp = body.into_temp(w, at(ts)).map_err(io)?;
+            let mut temp = body.into_temp(w, system_time(ts)).map_err(io)?;
             match temp.publish_entry(&slave_path) {
-                Ok(()) => published(&s, ts, slave, slave_path, &temp),
+                Ok(()) => published(ts, slave, slave_path, &temp),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Status::EEXIST),
                 Err(e) => Err(io(e)),
             }

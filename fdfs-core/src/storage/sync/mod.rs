@@ -371,9 +371,13 @@ impl Sender<'_> {
                     if !self.until_window_open().await? {
                         return Ok(false);
                     }
-                    record::send(srv, &mut self.conn, &r)
-                        .await
-                        .map_err(|source| SyncError::Record { line: r.line().trim_end().to_owned(), source })?;
+                    record::send(
+                        &record::Local { group: &srv.group, paths: &srv.paths, locks: &srv.file_locks },
+                        &mut self.conn,
+                        &r,
+                    )
+                    .await
+                    .map_err(|source| SyncError::Record { line: r.line().trim_end().to_owned(), source })?;
                     self.mark.sync_row_count += 1;
                 }
                 srv.note_sent(peer_id, after, r.timestamp);

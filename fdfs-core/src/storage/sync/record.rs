@@ -9,7 +9,16 @@ use crate::protocol::storage::StreamedHead;
 use crate::protocol::{Command, Status};
 use crate::storage::binlog::{Op, Record};
 use crate::storage::disk::Disk;
-use crate::storage::StorageServer;
+use crate::storage::locks::FileLocks;
+use crate::storage::paths::StorePaths;
+
+/// What replaying a record reads of this storage, and nothing more: its group, where names
+/// are, and the file locks (a file is sent only while no change to it is half done).
+pub(super) struct Local<'a> {
+    pub group: &'a str,
+    pub paths: &'a StorePaths,
+    pub locks: &'a FileLocks,
+}
 
 /// The answer status of one exchange (`Ok` carries EEXIST/ENOENT too).
 async fn exchange(
@@ -36,21 +45,21 @@ async fn exchange(
 
 /// SYNC_CREATE_FILE / SYNC_UPDATE_FILE with the file's current content (gone: nothing to do).
 async fn send_whole(
-    srv: &StorageServer,
+    here: &Local<'_>,
     conn: &mut Connection,
     name: &str,
     ts: i32,
     update: bool,
 ) -> Result<Status, ClientError> {
-    let Ok((_, path)) = srv.resolve_any(name) else { return Ok(Status::OK) };
+    let Ok((_, path)) = here.paths.resolve_any(name) else { return Ok(Status::OK) };
     // Under the file's lock: an append or modify in progress (and possibly rolled back) must
     // not be half copied to the peer.
-    let _lock = srv.lock_file(&path).await;
-    let Some((file, base, size)) = open_local(srv, name, path).await else { return Ok(Status::OK) };
+    let _lock = here.locks.lock(&path).await;
+    let Some((file, base, size)) = open_local(here, name, path).await else { return Ok(Status::OK) };
     let head = SyncFileHead {
         file_size: size,
         timestamp: ts,
-        group: srv.group.clone(),
+        group: here.group.to_owned(),
         filename: name.to_owned(),
         content_omitted: false,
     };
@@ -62,8 +71,8 @@ async fn send_whole(
 /// sent from its slot, under its 60-character name, as C sends it) and its size; `None` if it
 /// is gone. A file whose path the kernel has cached (one just written) opens on this thread
 /// ([`Disk::open_for_read`]), a slot on the blocking pool.
-async fn open_local(srv: &StorageServer, name: &str, path: PathBuf) -> Option<(std::fs::File, u64, u64)> {
-    if let Some((n, root)) = srv.trunk_name(name) {
+async fn open_local(here: &Local<'_>, name: &str, path: PathBuf) -> Option<(std::fs::File, u64, u64)> {
+    if let Some((n, root)) = here.paths.trunk_name(name) {
         return Disk::read(move || {
             let slot = crate::trunk::open(&n, &root).map_err(|e| Status::from_io(&e))?.ok_or(Status::ENOENT)?;
             Ok((slot.file, slot.content_offset, slot.size))
@@ -77,13 +86,13 @@ async fn open_local(srv: &StorageServer, name: &str, path: PathBuf) -> Option<(s
 }
 
 /// Replays one record on the peer.
-pub(super) async fn send(srv: &StorageServer, conn: &mut Connection, r: &Record) -> Result<(), ClientError> {
-    let group = srv.group.clone();
+pub(super) async fn send(here: &Local<'_>, conn: &mut Connection, r: &Record) -> Result<(), ClientError> {
+    let group = here.group.to_owned();
     let ts = r.timestamp as i32;
-    let local = |name: &str| srv.resolve_any(name).ok().map(|(_, p)| p);
+    let local = |name: &str| here.paths.resolve_any(name).ok().map(|(_, p)| p);
     let st = match r.op {
-        Op::Create => send_whole(srv, conn, &r.filename, ts, false).await?,
-        Op::Update => send_whole(srv, conn, &r.filename, ts, true).await?,
+        Op::Create => send_whole(here, conn, &r.filename, ts, false).await?,
+        Op::Update => send_whole(here, conn, &r.filename, ts, true).await?,
         Op::Delete => {
             if let Some(p) = local(&r.filename) {
                 if Disk::read(move || Ok(p.exists())).await.unwrap_or(false) {
@@ -97,9 +106,9 @@ pub(super) async fn send(srv: &StorageServer, conn: &mut Connection, r: &Record)
             let mut it = r.extra.split(' ').map(|v| v.parse::<u64>().unwrap_or(0));
             let (offset, len) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
             let Some(path) = local(&r.filename) else { return Ok(()) };
-            let lock = srv.lock_file(&path).await;
+            let lock = here.locks.lock(&path).await;
             let Some((file, _, _)) =
-                open_local(srv, &r.filename, path).await.filter(|(_, _, size)| *size >= offset + len)
+                open_local(here, &r.filename, path).await.filter(|(_, _, size)| *size >= offset + len)
             else {
                 // Truncated or deleted since: a later record carries the state.
                 return Ok(());
@@ -111,7 +120,7 @@ pub(super) async fn send(srv: &StorageServer, conn: &mut Connection, r: &Record)
             drop(lock);
             match sent {
                 // The peer lacks the file or is behind: send it whole.
-                Status::ENOENT => send_whole(srv, conn, &r.filename, ts, true).await?,
+                Status::ENOENT => send_whole(here, conn, &r.filename, ts, true).await?,
                 s => s,
             }
         }
@@ -127,7 +136,7 @@ pub(super) async fn send(srv: &StorageServer, conn: &mut Connection, r: &Record)
             };
             match exchange(conn, Command::SyncTruncateFile, 0, &req.encode(), None).await? {
                 // The peer's size differs: make it identical by sending the whole file.
-                Status::EEXIST | Status::ENOENT => send_whole(srv, conn, &r.filename, ts, true).await?,
+                Status::EEXIST | Status::ENOENT => send_whole(here, conn, &r.filename, ts, true).await?,
                 s => s,
             }
         }
@@ -135,11 +144,11 @@ pub(super) async fn send(srv: &StorageServer, conn: &mut Connection, r: &Record)
             let req =
                 SyncLinkReq { timestamp: ts, group: group.clone(), dest: r.filename.clone(), src: r.extra.clone() };
             match exchange(conn, Command::SyncRenameFile, 0, &req.encode(), None).await? {
-                Status::ENOENT => send_whole(srv, conn, &r.filename, ts, false).await?,
+                Status::ENOENT => send_whole(here, conn, &r.filename, ts, false).await?,
                 s => s,
             }
         }
-        Op::Rename => send_whole(srv, conn, &r.filename, ts, false).await?,
+        Op::Rename => send_whole(here, conn, &r.filename, ts, false).await?,
         Op::Link => {
             let req =
                 SyncLinkReq { timestamp: ts, group: group.clone(), dest: r.filename.clone(), src: r.extra.clone() };

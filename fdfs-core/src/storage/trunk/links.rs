@@ -8,9 +8,9 @@ use std::sync::Arc;
 use crate::file_id::{self};
 use crate::protocol::Status;
 use crate::storage::answer::OpResult;
-use crate::storage::binlog::Op;
+use crate::storage::binlog::{Op, Record};
 use crate::storage::body::Body;
-use crate::storage::dedup::Signature;
+use crate::storage::dedup::{Held, Signature};
 use crate::storage::disk::Change;
 use crate::storage::disk::Writer;
 use crate::storage::StorageServer;
@@ -24,7 +24,7 @@ use super::Reserved;
 /// `source` if it holds content of `size` bytes in a trunk slot (what a link slot may name:
 /// C's readers follow a link slot only to another slot).
 fn held_in_slot(srv: &StorageServer, source: Option<String>, size: u64) -> Option<String> {
-    source.filter(|s| matches!(srv.held_source(s, size), Some(crate::storage::dedup::Held::Slot)))
+    source.filter(|s| matches!(Held::find(&srv.paths, s, size), Some(Held::Slot)))
 }
 
 /// The longest link text a link slot holds: a trunk source's filename (`Mxx/HH/LL/` + 50).
@@ -141,10 +141,10 @@ fn link_slot_change(
     let mut change = Change::new(link.clone());
     let mut dirs = Vec::new();
     if let Some((source_file, source_created)) = new_source {
-        change = change.record(s.own_change(ts, Op::Create, &source, String::new())).sync_file(source_file);
+        change = change.record(Record::own(ts, Op::Create, &source, String::new())).sync_file(source_file);
         dirs.extend(source_created);
     }
-    change = change.record(s.own_change(ts, Op::Link, &link, source)).sync_file(file);
+    change = change.record(Record::own(ts, Op::Link, &link, source)).sync_file(file);
     dirs.extend(created);
     for p in &dirs {
         change = change.sync_parent(p);
@@ -164,10 +164,10 @@ pub(in crate::storage) async fn create_link_slot(
     source: String,
     ext: &str,
 ) -> Result<String, Status> {
-    let (name, _) = srv.resolve(&source)?;
+    let (name, _) = srv.paths.resolve(&source)?;
     let index = name.store_path_index as usize;
     let info = name.info();
-    if !matches!(srv.held_source(&source, info.size.unwrap_or(0)), Some(crate::storage::dedup::Held::Slot)) {
+    if !matches!(Held::find(&srv.paths, &source, info.size.unwrap_or(0)), Some(Held::Slot)) {
         return Err(Status::ENOENT);
     }
     let Some(lr) = reserve(srv, index, LINK_TEXT_LEN).await? else { return Err(Status::EOPNOTSUPP) };

@@ -12,7 +12,7 @@ use tokio::io::AsyncRead;
 use crate::file_id::{self, NameKind, NewName, RemoteFilename, TrunkLocation};
 use crate::protocol::Status;
 use crate::storage::answer::{closing, io, OpResult};
-use crate::storage::binlog::Op;
+use crate::storage::binlog::{Op, Record};
 use crate::storage::content::{Content, SMALL};
 use crate::storage::disk::Writer;
 use crate::storage::disk::{Change, Disk, WriteFence};
@@ -160,7 +160,7 @@ pub(in crate::storage) async fn upload<R: AsyncRead + Unpin>(
         .write(slot.path as usize, move |w| {
             let fill = bytes.as_deref().map_or(Fill::Streamed, Fill::Bytes);
             let (file, created) = fill_slot(&s, w, &reserved, fill, &header)?;
-            let record = s.own_change(ts, Op::Create, &name_text, String::new());
+            let record = Record::own(ts, Op::Create, &name_text, String::new());
             let change = Change::new(name_text).record(record).sync_file(file);
             Ok(match created {
                 Some(path) => change.sync_parent(&path),
