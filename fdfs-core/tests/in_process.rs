@@ -54,7 +54,7 @@ async fn start() -> InProcess {
     let client = Client::new(&ClientConfig::for_tracker(ServerAddr::parse(&t_addr.to_string()).unwrap()));
     // Ready once the tracker lists the storage ACTIVE (the status the storage also learns).
     for _ in 0..200 {
-        if storage.status() == status::ACTIVE {
+        if storage.membership.status() == status::ACTIVE {
             return InProcess { client, storage, stop, tasks, _dir: dir };
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

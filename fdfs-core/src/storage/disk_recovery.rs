@@ -197,14 +197,14 @@ async fn recover(srv: &Arc<StorageServer>, paths: &BTreeSet<usize>) -> Result<()
     conf.connect_timeout = c.connect_timeout;
     conf.network_timeout = c.network_timeout;
     let client = crate::client::Client::new(&conf);
-    let me = srv.my_id();
+    let me = srv.identity.my_id();
     let members = client.tracker.list_storages(&srv.group, None).await.map_err(RecoveryError::Trackers)?;
     let source = members
         .iter()
         .find(|s| s.id != me && s.status == status::ACTIVE && s.store_path_count as usize == srv.paths.paths.len())
         .ok_or_else(|| RecoveryError::NoSource(srv.group.clone()))?;
     let addr = crate::config::join_host_port(&source.ip, source.storage_port as u16);
-    let brief = Brief { status: status::RECOVERY, port: 0, id: me.clone(), ip: srv.my_ip() };
+    let brief = Brief { status: status::RECOVERY, port: 0, id: me.clone(), ip: srv.identity.my_ip() };
     super::sync::report_to_trackers(srv, brief.clone()).await;
     for &index in paths {
         tracing::info!("disk recovery: store path {index} from {} ({addr})", source.id);

@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use super::StorageServer;
-use crate::locked::MutexExt;
 use crate::metrics::GaugeLabels;
 use crate::protocol::{status, Command};
 use crate::timefmt::now_unix;
@@ -46,19 +45,6 @@ impl StorageServer {
         }
     }
 
-    /// The replication sender to `peer` got to `(index, offset)` of the binlog, the last record
-    /// it sent dated `record_time` (0: caught up, nothing pending).
-    pub fn note_sent(&self, peer: &str, (index, offset): (u32, u64), record_time: i64) {
-        let mut m = self.membership.sent_to.locked();
-        let now = SentTo { index, offset, last_record: record_time };
-        match m.get_mut(peer) {
-            Some(s) => *s = now,
-            None => {
-                m.insert(peer.to_owned(), now);
-            }
-        }
-    }
-
     fn refresh_gauges(&self) {
         let m = &self.metrics;
         let paths = self.paths.paths.iter().enumerate();
@@ -74,7 +60,7 @@ impl StorageServer {
                 .map(|(i, p)| (label("path", i), (p.total_mb.load(std::sync::atomic::Ordering::Relaxed) << 20) as i64)),
         );
         // What an upload is judged against, beside the two figures it is judged on.
-        let reserved = self.params().reserved;
+        let reserved = self.identity.params().reserved;
         m.set_gauges(
             "store_path_reserved_bytes",
             self.paths.paths.iter().enumerate().map(|(i, p)| {
@@ -89,7 +75,7 @@ impl StorageServer {
             "binlog_position_bytes",
             [(label("part", "index"), index as i64), (label("part", "offset"), offset as i64)],
         );
-        let sent = self.membership.sent_to.locked().clone();
+        let sent = self.membership.sent_to();
         let now = now_unix();
         let behind = |s: &SentTo| -> i64 {
             let files = index.saturating_sub(s.index) as u64 * super::binlog::ROTATE_SIZE;
@@ -103,7 +89,10 @@ impl StorageServer {
                 (label("peer", p), secs)
             }),
         );
-        m.set_gauges("storage_status", [(label("status", self.status().name()), self.status().byte() as i64)]);
+        m.set_gauges(
+            "storage_status",
+            [(label("status", self.membership.status().name()), self.membership.status().byte() as i64)],
+        );
         m.set_gauges("trunk_free_bytes", self.trunk_report().map(|(_, mb)| (Vec::new(), mb << 20)));
     }
 }
@@ -119,7 +108,7 @@ impl crate::metrics::Exporter for StorageServer {
         if !recovering.is_empty() {
             return (false, format!("recovering store path(s) {recovering:?}"));
         }
-        let s = self.status();
+        let s = self.membership.status();
         (s == status::ACTIVE, s.name().to_owned())
     }
 }

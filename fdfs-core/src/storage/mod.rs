@@ -55,7 +55,7 @@ use crate::locked::MutexExt;
 use crate::server::{serve, ConnectionLimits, ConnectionThreads, Shutdown};
 use crate::timefmt::now_unix;
 use binlog::Binlog;
-use identity::{Identity, Membership};
+pub use identity::{Identity, Membership};
 pub use params::{TrackerParams, TrunkAdvance, TrunkCompress};
 use paths::StorePaths;
 use stats::{InitFlag, Stats};
@@ -95,8 +95,10 @@ pub struct StorageServer {
     pub metrics: crate::metrics::Metrics,
     pub up_time: i64,
     data_dir: PathBuf,
-    identity: Identity,
-    membership: Membership,
+    /// Who this storage is (address, ID, the trackers' parameters).
+    pub identity: Identity,
+    /// Where it stands in its group (status, members, replication progress).
+    pub membership: Membership,
     /// Serialises changes to one file (append/modify/truncate/regenerate, replicated ranges).
     file_locks: locks::FileLocks,
     /// Woken on every committed batch of binlog records, so sync senders ship changes at once.
@@ -167,7 +169,7 @@ impl StorageServer {
             metrics: crate::metrics::Metrics::new(metrics::GAUGES),
             up_time: now,
             data_dir,
-            identity: Identity::new(my_ip, config.server_id.parse().ok(), init, previous_ip),
+            identity: Identity::new(my_ip, config.server_id.clone(), init, previous_ip),
             membership: Membership::default(),
             file_locks: locks::FileLocks::default(),
             binlog_changed,

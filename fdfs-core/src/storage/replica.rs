@@ -24,9 +24,9 @@ impl StorageServer {
     fn replicated(&self, source: Option<&str>, timestamp: i64) {
         self.stats.last_sync_update.store(crate::timefmt::now_unix(), Ordering::Relaxed);
         // Only members of our group count (a peer could claim any ID), which also bounds the map.
-        let known = |src: &str| self.peer(src).is_some();
+        let known = |src: &str| self.membership.peer(src).is_some();
         if let Some(src) = source.filter(|s| known(s)) {
-            self.note_synced_from(src, timestamp as i32);
+            self.membership.note_synced_from(src, timestamp as i32);
         }
     }
 

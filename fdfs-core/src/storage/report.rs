@@ -40,7 +40,7 @@ pub async fn report_loop(srv: Arc<StorageServer>, tracker: ServerAddr, mut shutd
 }
 
 fn apply_params(srv: &StorageServer, params: &Parameters) {
-    srv.update_params(|p| apply_params_to(p, params));
+    srv.identity.update_params(|p| apply_params_to(p, params));
 }
 
 fn apply_params_to(p: &mut super::TrackerParams, params: &Parameters) {
@@ -113,11 +113,11 @@ fn measured_usage(srv: &StorageServer) -> Vec<PathUsage> {
 fn absorb(srv: &StorageServer, n: &ChangeNotify, my_id: &str) {
     if let Some(group) = &n.group {
         if let Some(me) = group.iter().find(|b| b.id == my_id) {
-            srv.set_status(me.status);
+            srv.membership.set_status(me.status);
         }
         // Peer IDs name mark files and binlog lookups: a brief with anything but a plain
         // token in them is dropped.
-        srv.set_peers(
+        srv.membership.set_peers(
             group
                 .iter()
                 .filter(|b| {
@@ -136,7 +136,7 @@ fn absorb(srv: &StorageServer, n: &ChangeNotify, my_id: &str) {
 async fn leader_news(srv: &StorageServer, from: &str, n: &ChangeNotify) {
     let Some(b) = &n.leader else { return };
     if b.ip.is_empty() {
-        srv.set_tracker_leader(None);
+        srv.identity.set_tracker_leader(None);
         return;
     }
     let Ok(port) = u16::try_from(b.port) else { return };
@@ -145,7 +145,7 @@ async fn leader_news(srv: &StorageServer, from: &str, n: &ChangeNotify) {
         tracing::warn!("tracker {from} names {new} the leader, which is not in our tracker_server list");
         return;
     }
-    match srv.tracker_leader() {
+    match srv.identity.tracker_leader() {
         Some(old) if old != new && claims_leadership(srv, &old).await => {
             tracing::warn!(
                 "two tracker leaders occur, old leader is {old}, new leader is {new}: \
@@ -158,12 +158,12 @@ async fn leader_news(srv: &StorageServer, from: &str, n: &ChangeNotify) {
                     tracing::warn!("NOTIFY_RESELECT_LEADER to {addr}: {e}");
                 }
             }
-            srv.set_tracker_leader(None);
+            srv.identity.set_tracker_leader(None);
         }
         Some(old) if old == new => {}
         _ => {
             tracing::info!("tracker {from}: the tracker leader is {new}");
-            srv.set_tracker_leader(Some(new));
+            srv.identity.set_tracker_leader(Some(new));
         }
     }
 }
@@ -234,7 +234,7 @@ async fn trunk_news(
 /// every generation refuses (EINVAL) a JOIN of another generation's length.
 /// What this storage says of itself in a JOIN to `tracker` in `layout`'s generation.
 fn join_request(srv: &StorageServer, tracker: &ServerAddr, layout: Layout) -> JoinReq {
-    let (c, init, known) = (&srv.config, srv.init_flag(), srv.status());
+    let (c, init, known) = (&srv.config, srv.identity.init_flag(), srv.membership.status());
     JoinReq {
         group: srv.group.clone(),
         storage_port: c.port as i64,
@@ -248,7 +248,7 @@ fn join_request(srv: &StorageServer, tracker: &ServerAddr, layout: Layout) -> Jo
         domain_name: c.http_domain_name.clone(),
         init_flag: !init.sync_old_done,
         status: if known == status::NONE { 0 } else { known.byte() as i8 },
-        storage_id: if srv.params().use_storage_id { srv.my_id() } else { String::new() },
+        storage_id: if srv.identity.params().use_storage_id { srv.identity.my_id() } else { String::new() },
         current_tracker_ip: tracker.hosts[0].clone(),
         trackers: c.tracker_servers.iter().map(|t| t.to_string()).collect(),
     }
@@ -261,7 +261,7 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
     let candidates: Vec<Layout> = match c.tracker_protocol_version {
         Some(l) => vec![l],
         None => {
-            let known = srv.tracker_layout(&addr);
+            let known = srv.identity.tracker_layout(&addr);
             known.into_iter().chain(Layout::ALL.into_iter().rev().filter(|l| Some(*l) != known)).collect()
         }
     };
@@ -291,28 +291,28 @@ async fn join(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<(R
             Err(e) => return Err(e),
         };
         if !my_ip.is_empty() {
-            srv.set_my_ip(my_ip.clone());
+            srv.identity.set_my_ip(my_ip.clone());
         }
-        let my_ip = srv.my_ip();
-        if !srv.params().use_storage_id && srv.params().ip_changed_auto_adjust {
-            if let Some(old) = srv.ip_change_to_tell(&addr, &my_ip) {
+        let my_ip = srv.identity.my_ip();
+        if !srv.identity.params().use_storage_id && srv.identity.params().ip_changed_auto_adjust {
+            if let Some(old) = srv.identity.ip_change_to_tell(&addr, &my_ip) {
                 report_ip_changed(srv, &mut conn, profile, &old, &my_ip).await?;
-                srv.ip_change_told(&addr);
+                srv.identity.ip_change_told(&addr);
             }
         }
-        if srv.params().use_storage_id && c.server_id.is_empty() {
+        if srv.identity.params().use_storage_id && c.server_id.is_empty() {
             learn_server_id(srv, &mut conn, layout, &my_ip).await?;
         }
-        if srv.params().use_storage_id {
+        if srv.identity.params().use_storage_id {
             if let Err(e) = fetch_storage_ids(srv, &mut conn).await {
                 tracing::warn!("fetching the storage ID table from {}: {e}", tracker.primary());
             }
         }
         match conn.join(&join_request(srv, tracker, layout)).await {
             Ok(joined) => {
-                if srv.tracker_layout(&addr) != Some(layout) {
+                if srv.identity.tracker_layout(&addr) != Some(layout) {
                     tracing::info!("tracker {addr} speaks FastDFS {layout}");
-                    srv.set_tracker_layout(&addr, layout);
+                    srv.identity.set_tracker_layout(&addr, layout);
                 }
                 return Ok((conn, my_ip, joined));
             }
@@ -409,7 +409,7 @@ fn apply_changelog(srv: &StorageServer, text: &[u8]) {
         return;
     }
     tracing::info!("tracker changelog: {}", text.trim_end());
-    if srv.params().use_storage_id {
+    if srv.identity.params().use_storage_id {
         return;
     }
     for line in text.lines() {
@@ -459,7 +459,7 @@ async fn fetch_storage_ids(srv: &StorageServer, conn: &mut ReportConnection) -> 
     }
     let text = lines.join("\n");
     match crate::config::StorageIds::parse(&text, std::path::Path::new("(tracker's storage_ids.conf)")) {
-        Ok(ids) => srv.set_storage_ids(ids),
+        Ok(ids) => srv.identity.set_storage_ids(ids),
         Err(e) => tracing::warn!("the tracker's storage ID table does not parse: {e}"),
     }
     Ok(())
@@ -486,7 +486,7 @@ async fn learn_server_id(
     let id = String::from_utf8_lossy(&body).trim_end_matches('\0').to_owned();
     match id.parse::<u32>() {
         Ok(n) if crate::protocol::is_safe_token(&id) => {
-            if srv.set_server_id(n) {
+            if srv.identity.set_server_id(n) {
                 tracing::info!("storage ID {n} (from the tracker's storage_ids.conf)");
             }
             Ok(())
@@ -501,15 +501,15 @@ async fn learn_server_id(
 async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult<()> {
     let c = &srv.config;
     let addr = tracker.primary();
-    let init = srv.init_flag();
+    let init = srv.identity.init_flag();
     let (mut conn, my_ip, joined) = join(srv, tracker).await?;
     // Before any member list is taken in: a member that changed its address must find its
     // mark file under the new name when its sync task starts.
     apply_changelog(srv, &conn.changelog().await?);
-    srv.set_status(joined.status);
+    srv.membership.set_status(joined.status);
     tracing::info!("joined tracker {addr} as {} ({})", my_ip, joined.status.name());
     // Our ID at the trackers is our IP unless storage IDs are in use.
-    let my_id = srv.my_id();
+    let my_id = srv.identity.my_id();
     if !init.sync_old_done {
         let src = conn.sync_dest_req().await?;
         let saved = srv.update_init_flag(|f| {
@@ -549,8 +549,12 @@ async fn session(srv: &Arc<StorageServer>, tracker: &ServerAddr) -> ClientResult
         leader_news(srv, &addr, &n).await;
         trunk_news(srv, &mut conn, &n, &mut reported_fid, false).await?;
         srv.stats.last_heart_beat_time.store(now_unix(), Ordering::Relaxed);
-        let synced: Vec<SyncTimestamp> =
-            srv.synced_from().into_iter().map(|(peer_id, timestamp)| SyncTimestamp { peer_id, timestamp }).collect();
+        let synced: Vec<SyncTimestamp> = srv
+            .membership
+            .synced_from()
+            .into_iter()
+            .map(|(peer_id, timestamp)| SyncTimestamp { peer_id, timestamp })
+            .collect();
         if !synced.is_empty() && last_synced.as_ref() != Some(&synced) {
             let n = conn.sync_report(&synced).await?;
             absorb(srv, &n, &my_id);

@@ -126,7 +126,7 @@ async fn apply(cx: &mut Conn<'_>, req: Request, logged: &mut String) -> OpResult
         Request::GetMetadata(req) => body(ops::get_metadata(srv, &req.group, &req.filename).await),
         Request::QueryFileInfo { req, flags } => {
             let info = ops::file_info(srv, &req.group, &req.filename, flags).await?;
-            Ok(Reply::Body(info.encode(srv.answer_profile()).to_vec()))
+            Ok(Reply::Body(info.encode(srv.identity.answer_profile()).to_vec()))
         }
         Request::Truncate(req) => done(ops::truncate(srv, req).await),
         Request::Regenerate(name) => Ok(created(srv, ops::regenerate(srv, name).await?, logged)),

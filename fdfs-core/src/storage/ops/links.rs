@@ -186,7 +186,14 @@ pub async fn create_link(srv: &Arc<StorageServer>, req: CreateLinkReq) -> Result
     let mut link = if req.master_filename.is_empty() {
         let (high, low) = srv.paths.next_dir(&mut fastrand::Rng::new());
         let content = (size, src.name.info().crc32);
-        LinkName::Fresh(fresh_names(srv.source(), ts, content, NameKind::Normal, req.ext.clone(), (index, high, low)))
+        LinkName::Fresh(fresh_names(
+            srv.identity.source(),
+            ts,
+            content,
+            NameKind::Normal,
+            req.ext.clone(),
+            (index, high, low),
+        ))
     } else {
         let (_, master_path) = srv.paths.resolve(&req.master_filename)?;
         if !master_path.exists() {

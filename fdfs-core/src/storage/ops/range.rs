@@ -188,7 +188,7 @@ pub async fn truncate(srv: &Arc<StorageServer>, req: TruncateReq) -> Result<(), 
 pub async fn regenerate(srv: &Arc<StorageServer>, filename: String) -> Result<String, Status> {
     let (name, path) = appender(srv, &filename)?;
     let _lock = srv.lock_file(&path).await;
-    let (s, source) = (srv.clone(), srv.source());
+    let (s, source) = (srv.clone(), srv.identity.source());
     let ts = now_unix();
     let new_name = srv
         .disk

@@ -81,7 +81,7 @@ pub async fn upload<R: AsyncRead + Unpin>(
     content: &mut Content<'_, R>,
     appender: bool,
 ) -> OpResult<String> {
-    let params = srv.params();
+    let params = srv.identity.params();
     let size = head.file_size;
     if head.store_path_index >= 0 && head.store_path_index as usize >= srv.paths.paths.len() {
         return Err(Status::EINVAL.into());
@@ -120,7 +120,7 @@ pub async fn upload<R: AsyncRead + Unpin>(
         }
     };
     let kind = if appender { NameKind::Appender } else { NameKind::Normal };
-    let name_for = fresh_names(srv.source(), ts, (size, crc), kind, head.ext.clone(), (index, high, low));
+    let name_for = fresh_names(srv.identity.source(), ts, (size, crc), kind, head.ext.clone(), (index, high, low));
     let name = match srv.dedup_uploads() {
         Some(_) if !appender => {
             let (body, sig) = match sig {
@@ -157,10 +157,16 @@ pub async fn upload_slave<R: AsyncRead + Unpin>(
     let (body, crc) = receive(srv, index, content).await.map_err(|e| closing(io(e)))?;
     let s = srv.clone();
     // `store_slave_file_use_link`: the content under a name of its own, the slave a link to it.
-    let link = srv.params().store_slave_file_use_link;
+    let link = srv.identity.params().store_slave_file_use_link;
     let (high, low) = srv.paths.next_dir(&mut fastrand::Rng::new());
-    let content_names =
-        fresh_names(srv.source(), ts, (head.file_size, crc), NameKind::Normal, head.ext.clone(), (index, high, low));
+    let content_names = fresh_names(
+        srv.identity.source(),
+        ts,
+        (head.file_size, crc),
+        NameKind::Normal,
+        head.ext.clone(),
+        (index, high, low),
+    );
     let (body, sig) = if link { signed(srv, body).await? } else { (body, None) };
     let name = srv
         .disk

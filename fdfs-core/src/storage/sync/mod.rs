@@ -98,11 +98,11 @@ async fn peers_changed(rx: &mut watch::Receiver<Vec<Brief>>, shutdown: &mut Shut
 /// Keeps one sync task per peer that is not deleted.
 pub async fn manager(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
     let mut tasks: HashMap<String, JoinHandle<()>> = HashMap::new();
-    let mut changes = srv.watch_peers();
+    let mut changes = srv.membership.watch_peers();
     loop {
         // A task that ended (its peer was gone) is started again when the member comes back;
         // one that failed restarts itself.
-        for p in srv.peers() {
+        for p in srv.membership.peers() {
             if matches!(p.status, status::DELETED | status::IP_CHANGED | status::NONE) {
                 continue;
             }
@@ -161,7 +161,7 @@ async fn wait_for_peer(
     ready: impl Fn(status::StorageStatus) -> bool,
 ) -> Option<Brief> {
     loop {
-        match srv.peer(peer_id) {
+        match srv.membership.peer(peer_id) {
             None => return None,
             Some(b) if matches!(b.status, status::DELETED | status::IP_CHANGED) => return None,
             Some(b) if ready(b.status) => return Some(b),
@@ -178,7 +178,7 @@ async fn wait_for_peer(
 /// copy (another member sends those).
 async fn new_mark(srv: &StorageServer, peer_id: &str, sync_dir: &Path, mark_path: &Path) -> Result<Mark, SyncError> {
     let (need_sync_old, until) = match ask_sync_source(srv, peer_id).await? {
-        Some((src, until)) => (src == srv.my_id(), until),
+        Some((src, until)) => (src == srv.identity.my_id(), until),
         None => (false, 0),
     };
     let mut m = Mark { need_sync_old, until_timestamp: until, ..Default::default() };
@@ -192,12 +192,12 @@ async fn new_mark(srv: &StorageServer, peer_id: &str, sync_dir: &Path, mark_path
 
 async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdown) -> Result<(), SyncError> {
     use status::{ACTIVE, SYNCING, WAIT_SYNC};
-    let mut changes = srv.watch_peers();
+    let mut changes = srv.membership.watch_peers();
     // Only ACTIVE, WAIT_SYNC and SYNCING destinations are sent to.
     let ready = |s| matches!(s, ACTIVE | WAIT_SYNC | SYNCING);
     let Some(peer) = wait_for_peer(srv, peer_id, &mut changes, &mut shutdown, ready).await else { return Ok(()) };
     let sync_dir = srv.binlog.dir().to_owned();
-    let mark_path = sync_dir.join(mark_file_name(&peer, srv.params().use_storage_id));
+    let mark_path = sync_dir.join(mark_file_name(&peer, srv.identity.params().use_storage_id));
     let mark = match Mark::load(&mark_path) {
         Some(m) => m,
         None => new_mark(srv, peer_id, &sync_dir, &mark_path).await?,
@@ -209,7 +209,7 @@ async fn run_peer(srv: &Arc<StorageServer>, peer_id: &str, mut shutdown: Shutdow
     }
     let addr = crate::config::join_host_port(&peer.ip, peer.port as u16);
     let mut conn = srv.connect_to_peer(&addr).await?;
-    conn.call(Command::ReportServerId, &ReportServerId { id: srv.my_id() }.encode(Profile::CLASSIC)).await?;
+    conn.call(Command::ReportServerId, &ReportServerId { id: srv.identity.my_id() }.encode(Profile::CLASSIC)).await?;
     if mark.need_sync_old && !mark.sync_old_done && peer.status == WAIT_SYNC {
         report_to_trackers(srv, Brief { status: SYNCING, ..peer.clone() }).await;
     }
@@ -310,12 +310,12 @@ impl Sender<'_> {
         if self.mark.need_sync_old && !self.mark.sync_old_done {
             self.mark.sync_old_done = true;
             self.save_mark().await?;
-            if srv.peer(peer_id).is_some_and(|b| matches!(b.status, status::SYNCING | status::WAIT_SYNC)) {
+            if srv.membership.peer(peer_id).is_some_and(|b| matches!(b.status, status::SYNCING | status::WAIT_SYNC)) {
                 report_to_trackers(srv, Brief { status: status::OFFLINE, ..self.peer.clone() }).await;
             }
             tracing::info!("sync to {peer_id}: full copy done");
         }
-        srv.note_sent(peer_id, at, 0);
+        srv.membership.note_sent(peer_id, at, 0);
         let unsaved = self.unsaved;
         let idle_save = async {
             if unsaved > 0 {
@@ -339,7 +339,8 @@ impl Sender<'_> {
             }
             _ = tokio::time::sleep(heartbeat) => self.conn.active_test().await?,
         }
-        let gone = srv.peer(peer_id).is_none_or(|b| matches!(b.status, status::DELETED | status::IP_CHANGED));
+        let gone =
+            srv.membership.peer(peer_id).is_none_or(|b| matches!(b.status, status::DELETED | status::IP_CHANGED));
         Ok(if gone { Idle::Stop } else { Idle::Read })
     }
 
@@ -380,7 +381,7 @@ impl Sender<'_> {
                     .map_err(|source| SyncError::Record { line: r.line().trim_end().to_owned(), source })?;
                     self.mark.sync_row_count += 1;
                 }
-                srv.note_sent(peer_id, after, r.timestamp);
+                srv.membership.note_sent(peer_id, after, r.timestamp);
             }
         }
         self.unsaved += 1;

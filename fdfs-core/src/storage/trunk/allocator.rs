@@ -31,7 +31,7 @@ impl StorageServer {
     pub(in crate::storage) fn allocator(&self) -> Allocator<'_, impl Fn(u32) -> std::io::Result<()> + '_> {
         let record_id =
             move |id: u32| self.update_init_flag(|f| f.current_trunk_file_id = f.current_trunk_file_id.max(id));
-        Allocator { trunk: &self.trunk, paths: &self.paths, settings: self.params().trunk, record_id }
+        Allocator { trunk: &self.trunk, paths: &self.paths, settings: self.identity.params().trunk, record_id }
     }
 
     pub(in crate::storage) fn trunk_file_path(&self, b: &Block) -> Option<PathBuf> {

@@ -39,7 +39,7 @@ pub(in crate::storage) async fn slot_done(
     srv.check_group(&req.group)?;
     let slot = block_of(&req.info).ok_or(Status::EINVAL)?;
     // Only something that could be a slot: a member never frees more than one.
-    let t = srv.params().trunk;
+    let t = srv.identity.params().trunk;
     if slot.size as u64 > t.slot_max_size as u64 + t.slot_min_size as u64
         || slot.offset as u64 + slot.size as u64 > t.trunk_file_size as u64
     {
@@ -99,6 +99,6 @@ pub(in crate::storage) async fn restart_binlog(srv: &Arc<StorageServer>) -> Resu
         return Err(Status::EINVAL);
     }
     let s = srv.clone();
-    let max_backups = srv.params().trunk_compress.max_backups;
+    let max_backups = srv.identity.params().trunk_compress.max_backups;
     Disk::read(move || s.trunk.log.restart(max_backups).map_err(io)).await
 }

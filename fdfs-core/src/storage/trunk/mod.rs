@@ -158,7 +158,7 @@ impl StorageServer {
     /// and calls [`StorageServer::become_trunk_server`]).
     pub fn set_trunk_server(&self, brief: Brief) -> bool {
         let named = (!brief.id.is_empty()).then_some(brief);
-        let me = named.as_ref().is_some_and(|b| b.id == self.my_id());
+        let me = named.as_ref().is_some_and(|b| b.id == self.identity.my_id());
         let changed = {
             let mut cur = self.trunk.server.write_locked();
             let changed = *cur != named;
@@ -181,7 +181,10 @@ impl StorageServer {
     /// Takes the trunk server's role: the free space is rebuilt from the trunk binlog, and
     /// trunk ids continue after `tracker_id` and ours, whichever is higher.
     pub fn become_trunk_server(&self, tracker_id: u32) -> std::io::Result<()> {
-        let mut space = FreeSpace::new(self.params().trunk, tracker_id.max(self.init_flag().current_trunk_file_id));
+        let mut space = FreeSpace::new(
+            self.identity.params().trunk,
+            tracker_id.max(self.identity.init_flag().current_trunk_file_id),
+        );
         let (bad, skipped) = self.trunk.log.replay_into(&mut space)?;
         if bad + skipped > 0 {
             tracing::warn!("trunk binlog: {bad} line(s) unreadable, {skipped} not matching the free space; skipped");
@@ -196,8 +199,9 @@ impl StorageServer {
         // Compressed before the space is published: no slot can be handed out (and no line
         // appended) between the replay and the compression, so the backup is the binlog as it
         // was taken over.
-        let c = self.params().trunk_compress;
-        let last: i64 = self.init_flag().other("trunk_last_compress_time").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let c = self.identity.params().trunk_compress;
+        let last: i64 =
+            self.identity.init_flag().other("trunk_last_compress_time").and_then(|v| v.parse().ok()).unwrap_or(0);
         if c.min_interval > 0 && now_unix() - last >= c.min_interval {
             self.compress_with(&space)?;
         }
@@ -221,7 +225,7 @@ impl StorageServer {
     fn compress_with(&self, space: &FreeSpace) -> std::io::Result<()> {
         let now = now_unix();
         let before = self.trunk.log.len();
-        self.trunk.log.replace(&space.compacted(now), self.params().trunk_compress.max_backups)?;
+        self.trunk.log.replace(&space.compacted(now), self.identity.params().trunk_compress.max_backups)?;
         self.trunk.log.delete_marks()?;
         self.trunk.marks_epoch.fetch_add(1, Ordering::AcqRel);
         self.update_init_flag(|f| f.set_other("trunk_last_compress_time", now.to_string()))?;

@@ -48,7 +48,7 @@ pub async fn push_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
             let mut everywhere = srv.trunk.log.len();
             // Every member that may become trunk server one day gets it, whatever its status
             // now (one still copying the group may be ACTIVE by the time this one dies).
-            for peer in srv.peers() {
+            for peer in srv.membership.peers() {
                 use crate::protocol::status::{DELETED, IP_CHANGED, OFFLINE};
                 if matches!(peer.status, OFFLINE | DELETED | IP_CHANGED) {
                     continue;
@@ -110,7 +110,8 @@ impl PeerPush {
 async fn push_to(srv: &Arc<StorageServer>, peer: &Brief, state: &mut PeerPush) -> Result<u64, PushError> {
     let log = srv.trunk.log.clone();
     if state.offset.is_none() {
-        state.key = if srv.params().use_storage_id { peer.id.clone() } else { format!("{}_{}", peer.ip, peer.port) };
+        state.key =
+            if srv.identity.params().use_storage_id { peer.id.clone() } else { format!("{}_{}", peer.ip, peer.port) };
         let (l, k) = (log.clone(), state.key.clone());
         let mark = Disk::io(move || Ok(l.mark(&k))).await?;
         (state.offset, state.saved) = (Some(mark), mark);

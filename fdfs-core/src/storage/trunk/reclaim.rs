@@ -165,7 +165,7 @@ impl StorageServer {
     /// (files made ahead of need aside) every empty trunk file is a candidate, so one emptied
     /// just before a restart is not kept for ever.
     pub(super) fn retire_listed(&self, space: &mut crate::trunk::space::FreeSpace) -> std::io::Result<()> {
-        if !self.params().trunk_advance.enabled {
+        if !self.identity.params().trunk_advance.enabled {
             space.all_emptied();
         }
         let now = now_unix();
@@ -260,7 +260,7 @@ pub async fn reclaim_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
             _ = srv.trunk.removed.wake.notified() => {}
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
         }
-        let retire = srv.params().delete_unused_trunk_files && srv.trunk.is_server();
+        let retire = srv.identity.params().delete_unused_trunk_files && srv.trunk.is_server();
         let s = srv.clone();
         let swept = tokio::task::spawn_blocking(move || {
             let retired = if retire { s.retire_unused_trunk_files() } else { Ok(0) };

@@ -62,13 +62,13 @@ pub(in crate::storage) async fn reserve(
     path: usize,
     content_len: u64,
 ) -> Result<Option<Reserved>, Status> {
-    let params = srv.params();
+    let params = srv.identity.params();
     if !params.use_trunk_file || params.trunk.slot_size(content_len).is_none() {
         return Ok(None);
     }
     let Some(server) = srv.trunk.server() else { return Ok(None) };
     let path = u8::try_from(path).map_err(|_| Status::EINVAL)?;
-    if server.id == srv.my_id() {
+    if server.id == srv.identity.my_id() {
         let s = srv.clone();
         return match Disk::read(move || s.allocator().alloc(path, content_len)).await {
             Ok(slot) => Ok(slot.map(|slot| Reserved { slot, remote: None })),
@@ -137,13 +137,14 @@ pub(super) async fn confirm_remote(srv: &StorageServer, r: &Reserved) -> Result<
 
 /// After a client deleted a trunk-resident file here: its slot is free for the trunk server.
 pub(in crate::storage) async fn freed(srv: &Arc<StorageServer>, slot: Block) {
-    if !srv.params().use_trunk_file {
+    if !srv.identity.params().use_trunk_file {
         return;
     }
     let Some(server) = srv.trunk.server() else { return };
     let r = Reserved {
         slot,
-        remote: (server.id != srv.my_id()).then(|| crate::config::join_host_port(&server.ip, server.port as u16)),
+        remote: (server.id != srv.identity.my_id())
+            .then(|| crate::config::join_host_port(&server.ip, server.port as u16)),
     };
     give_back(srv, &r, true).await;
 }

@@ -32,10 +32,11 @@ pub async fn schedule_loop(srv: Arc<StorageServer>, mut shutdown: Shutdown) {
         if !srv.trunk.is_server() {
             continue;
         }
-        let (now, p) = (now_unix(), srv.params());
+        let (now, p) = (now_unix(), srv.identity.params());
         if p.trunk_compress.interval > 0 {
             let due = last_due(now, p.trunk_compress.time_base, p.trunk_compress.interval);
-            let last: i64 = srv.init_flag().other("trunk_last_compress_time").and_then(|v| v.parse().ok()).unwrap_or(0);
+            let last: i64 =
+                srv.identity.init_flag().other("trunk_last_compress_time").and_then(|v| v.parse().ok()).unwrap_or(0);
             if compressed_for.is_none_or(|d| d < due) && last < due {
                 let s = srv.clone();
                 match tokio::task::spawn_blocking(move || s.compress_trunk_binlog()).await {

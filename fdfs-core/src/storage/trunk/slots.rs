@@ -55,7 +55,7 @@ pub(super) fn fill_slot(
     header: &[u8; SLOT_HEADER_LEN as usize],
 ) -> Result<(File, Option<PathBuf>), Status> {
     let path = srv.trunk_file_path(&r.slot).ok_or(Status::EINVAL)?;
-    let (mut file, created) = open_trunk_file(&path, srv.params().trunk.trunk_file_size as u64).map_err(io)?;
+    let (mut file, created) = open_trunk_file(&path, srv.identity.params().trunk.trunk_file_size as u64).map_err(io)?;
     let data_at = r.slot.offset as u64 + SLOT_HEADER_LEN;
     match fill {
         Fill::Streamed => {}
@@ -102,7 +102,7 @@ pub(super) fn slot_name(
     ts: i64,
 ) -> RemoteFilename {
     let new = NewName {
-        source: srv.source(),
+        source: srv.identity.source(),
         timestamp: ts as u32,
         size,
         crc32,
@@ -138,7 +138,7 @@ pub(in crate::storage) async fn upload<R: AsyncRead + Unpin>(
             let (bytes, crc) = content.read_all().await?;
             return Ok((Some(bytes), crc));
         }
-        let (p, full) = (trunk_path.clone(), srv.params().trunk.trunk_file_size as u64);
+        let (p, full) = (trunk_path.clone(), srv.identity.params().trunk.trunk_file_size as u64);
         let (file, _) = Disk::io(move || open_trunk_file(&p, full)).await?;
         srv.disk.stream_into(Arc::new(file), data_at, content, &WriteFence::default()).await?;
         Ok::<_, std::io::Error>((None, content.crc()))
@@ -197,6 +197,6 @@ pub(super) async fn after_round<T>(
 
 /// Whether content of `size` bytes goes into a trunk slot (trunk files on, small enough).
 pub(in crate::storage) fn fits_slot(srv: &StorageServer, size: u64) -> bool {
-    let params = srv.params();
+    let params = srv.identity.params();
     params.use_trunk_file && params.trunk.slot_size(size).is_some()
 }
