@@ -258,14 +258,7 @@ async fn upload(
     if naming == Naming::FileId {
         crate::outln!("{slave_label}");
     }
-    let slave = async {
-        let (mut src, len) = self::local(local).await?;
-        let id = client.upload_slave(&master_id, prefix, &ext, Content::Reader(&mut src, len)).await?;
-        let fid = FileId::parse(&id)?;
-        client.storage.set_metadata(&storage, &fid.group, &fid.remote.to_string(), &meta(), MetaOp::Overwrite).await?;
-        Ok::<_, ClientError>(id)
-    }
-    .await;
+    let slave = upload_slave_with_meta(client, &storage, &master_id, (prefix, &ext), local).await;
     if naming == Naming::Group {
         crate::outln!("{slave_label}");
     }
@@ -290,6 +283,36 @@ async fn upload(
     }
     active_tests(client, &storage).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A slave of `master_id` from the local file, and the sample metadata set on it.
+async fn upload_slave_with_meta(
+    client: &Client,
+    storage: &str,
+    master_id: &str,
+    (prefix, ext): (&str, &str),
+    local: &str,
+) -> Result<String, ClientError> {
+    let (mut src, len) = self::local(local).await?;
+    let id = client.upload_slave(master_id, prefix, ext, Content::Reader(&mut src, len)).await?;
+    let fid = FileId::parse(&id)?;
+    client.storage.set_metadata(storage, &fid.group, &fid.remote.to_string(), &meta(), MetaOp::Overwrite).await?;
+    Ok(id)
+}
+
+/// `query_servers`: every storage that has the file (`failing` names the call that failed).
+async fn query_servers(client: &Client, fid: &FileId, failing: String) -> ExitCode {
+    match client.tracker.query_fetch_all(fid).await {
+        Ok(list) => {
+            crate::outln!("server list ({}):", list.servers.len());
+            for s in &list.servers {
+                crate::outln!("\t{}:{}", s.ip, s.port);
+            }
+            crate::outln!("");
+            ExitCode::SUCCESS
+        }
+        Err(e) => failed(&failing, &e),
+    }
 }
 
 /// download, getmeta, setmeta, delete and query_servers of one file.
@@ -319,23 +342,11 @@ async fn file_operation(client: &Client, args: &[String], naming: Naming, prog: 
         Err(e) => return Ok(failed(&format!("tracker_query_storage_fetch fail, {}", named(naming)), &e.into())),
     };
     if op == "query_servers" {
-        return Ok(match client.tracker.query_fetch_all(&fid).await {
-            Ok(list) => {
-                crate::outln!("server list ({}):", list.servers.len());
-                for s in &list.servers {
-                    crate::outln!("\t{}:{}", s.ip, s.port);
-                }
-                crate::outln!("");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                let what = match naming {
-                    Naming::Group => "tracker_query_storage_list",
-                    Naming::FileId => "tracker_query_storage_list1",
-                };
-                failed(&format!("{what} fail, {}", named(naming)), &e)
-            }
-        });
+        let what = match naming {
+            Naming::Group => "tracker_query_storage_list",
+            Naming::FileId => "tracker_query_storage_list1",
+        };
+        return Ok(query_servers(client, &fid, format!("{what} fail, {}", named(naming))).await);
     }
     // fdfs_test asks where to change a file (103) for setmeta and delete; fdfs_test1 asks
     // where to read it (102) for everything.
