@@ -18,7 +18,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::server::Shutdown;
 
@@ -161,20 +160,9 @@ pub async fn serve(addr: SocketAddr, exporter: Arc<dyn Exporter>, mut shutdown: 
 }
 
 async fn answer(mut sock: tokio::net::TcpStream, exporter: Arc<dyn Exporter>) -> std::io::Result<()> {
-    let mut head = Vec::with_capacity(512);
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = sock.read(&mut buf).await?;
-        if n == 0 || head.len() + n > 8192 {
-            return Ok(());
-        }
-        head.extend_from_slice(&buf[..n]);
-    }
-    let line = String::from_utf8_lossy(&head[..head.iter().position(|&b| b == b'\r').unwrap_or(0)]).into_owned();
-    let mut parts = line.split(' ');
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let path = path.split('?').next().unwrap_or("");
-    let (status, kind, body) = match (method, path) {
+    let Some((method, target)) = crate::server::http::read_request_line(&mut sock).await? else { return Ok(()) };
+    let path = target.split('?').next().unwrap_or("");
+    let (status, kind, body) = match (method.as_str(), path) {
         ("GET", "/metrics") => {
             let e = exporter.clone();
             let text = tokio::task::spawn_blocking(move || e.metrics()).await.unwrap_or_default();
@@ -187,12 +175,7 @@ async fn answer(mut sock: tokio::net::TcpStream, exporter: Arc<dyn Exporter>) ->
         ("GET", _) => ("404 Not Found", "text/plain", "/metrics or /healthz\n".to_owned()),
         _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_owned()),
     };
-    let reply = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    sock.write_all(reply.as_bytes()).await?;
-    sock.shutdown().await
+    crate::server::http::write_reply(&mut sock, status, kind, body.as_bytes(), false).await
 }
 
 #[cfg(test)]

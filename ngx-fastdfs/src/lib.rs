@@ -378,6 +378,11 @@ fn handle(request: &mut Request) -> ngx_int_t {
                     return rc;
                 }
             }
+            // A thumbnail not made yet whose master is here: the storage daemon makes it
+            // (never this worker), stores it as the master's slave file and answers with it.
+            if let Some(url) = settings_of(request).and_then(|s| s.maker_url(&t)) {
+                return proxy_to(request, &url);
+            }
             not_here(request, &t, port)
         }
     }
@@ -408,7 +413,6 @@ fn not_here(request: &mut Request, t: &Target, port: u16) -> ngx_int_t {
     };
     let uri = String::from_utf8_lossy(request.unparsed_uri().as_bytes()).into_owned();
     let url = source_url(over_tls(request), &host, port, &uri);
-    let proxy_url_index = Module::main_conf(request.as_ref()).and_then(|m| m.proxy_url_index);
     match mode {
         ResponseMode::Redirect => match push_header(request, "Location", &url) {
             Some(h) => {
@@ -417,29 +421,33 @@ fn not_here(request: &mut Request, t: &Target, port: u16) -> ngx_int_t {
             }
             None => NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
         },
-        ResponseMode::Proxy => {
-            // The named location sees its own (server-level) configuration, not this one's:
-            // `$fastdfs_proxy_url` is set here, where the member or source is known.
-            let (Some(index), Some(value)) = (proxy_url_index, pool_str(request, url.as_bytes())) else {
-                return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-            };
-            let r: &mut ngx_http_request_t = request.as_mut();
-            let mut name = ngx_string!("@fastdfs_proxy");
-            // SAFETY: `proxy_url_index` is the variable's index in this configuration, so the
-            // live request's `variables` has a slot for it; nginx copies what it needs from
-            // `name` before ngx_http_named_location returns.
-            unsafe {
-                let v = r.variables.add(index);
-                (*v).data = value.data;
-                (*v).set_len(value.len as u32);
-                (*v).set_valid(1);
-                (*v).set_no_cacheable(0);
-                (*v).set_not_found(0);
-                ngx_http_named_location(r, &mut name);
-            }
-            NGX_DONE as ngx_int_t
-        }
+        ResponseMode::Proxy => proxy_to(request, &url),
     }
+}
+
+/// Hands the request to the named location `@fastdfs_proxy`, which proxies it to `url`.
+fn proxy_to(request: &mut Request, url: &str) -> ngx_int_t {
+    // The named location sees its own (server-level) configuration, not this one's:
+    // `$fastdfs_proxy_url` is set here, where the member, source or maker is known.
+    let proxy_url_index = Module::main_conf(request.as_ref()).and_then(|m| m.proxy_url_index);
+    let (Some(index), Some(value)) = (proxy_url_index, pool_str(request, url.as_bytes())) else {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
+    };
+    let r: &mut ngx_http_request_t = request.as_mut();
+    let mut name = ngx_string!("@fastdfs_proxy");
+    // SAFETY: `proxy_url_index` is the variable's index in this configuration, so the
+    // live request's `variables` has a slot for it; nginx copies what it needs from
+    // `name` before ngx_http_named_location returns.
+    unsafe {
+        let v = r.variables.add(index);
+        (*v).data = value.data;
+        (*v).set_len(value.len as u32);
+        (*v).set_valid(1);
+        (*v).set_no_cacheable(0);
+        (*v).set_not_found(0);
+        ngx_http_named_location(r, &mut name);
+    }
+    NGX_DONE as ngx_int_t
 }
 
 /// Allocates `s` in the request pool (NUL-terminated, as file names must be).

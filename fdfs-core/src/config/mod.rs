@@ -10,6 +10,7 @@ pub mod ini;
 mod mod_fastdfs;
 mod storage;
 mod storage_ids;
+pub mod thumbnail;
 mod tracker;
 pub mod unsupported;
 
@@ -26,6 +27,7 @@ pub use ini::{Entry, Ini, Keys};
 pub use mod_fastdfs::{ModFastdfsConfig, ModGroup, ResponseMode};
 pub use storage::{Durability, Retention, SignatureMethod, StorageConfig};
 pub use storage_ids::{RwMode, StorageIdEntry, StorageIds};
+pub use thumbnail::{FitMode, ThumbnailConfig};
 pub use tracker::{DownloadServer, ResponseIpSize, StoreLookup, StorePath, StoreServer, TrackerConfig};
 
 #[derive(Debug, Error)]

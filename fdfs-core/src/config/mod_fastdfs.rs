@@ -43,6 +43,8 @@ pub struct ModFastdfsConfig {
     pub groups: Vec<ModGroup>,
     pub anti_steal_bypass_header: Option<(String, String)>,
     pub http: HttpConfig,
+    /// Image derivatives on request (ours).
+    pub thumbnail: super::ThumbnailConfig,
 }
 
 impl ModFastdfsConfig {
@@ -102,6 +104,7 @@ impl ModFastdfsConfig {
             groups,
             anti_steal_bypass_header: bypass,
             http: HttpConfig::from_keys(&k, dir)?,
+            thumbnail: super::ThumbnailConfig::from_keys(&k)?,
         })
     }
 }

@@ -69,6 +69,12 @@ pub struct StorageConfig {
     /// `metrics_listen` (ours, `ip:port`, empty: off): where Prometheus metrics (`/metrics`)
     /// and a health check (`/healthz`) are served over HTTP.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `http_listen` (ours, `ip:port`, empty: off): where the nginx module on this host asks
+    /// for thumbnails not made yet. Keep it on a loopback address: it is for that module only.
+    pub http_listen: Option<std::net::SocketAddr>,
+    /// The `thumbnail_*` keys of the mod_fastdfs.conf that `thumbnail_config` names (relative
+    /// to this file; empty: none made), so the module and this daemon share one list.
+    pub thumbnail: super::ThumbnailConfig,
     /// `min_body_rate` (ours, bytes per second): after a grace of `network_timeout`, a request
     /// body must keep arriving at this average rate since it began, else the connection is
     /// closed.
@@ -233,6 +239,8 @@ impl StorageConfig {
             network_timeout: super::timeout(&k, "network_timeout", 60)?,
             min_body_rate: k.size("min_body_rate", 16 << 10)?.max(1),
             metrics_listen: k.parsed("metrics_listen", None, |v| v.parse().ok().map(Some), "an ip:port")?,
+            http_listen: k.parsed("http_listen", None, |v| v.parse().ok().map(Some), "an ip:port")?,
+            thumbnail: thumbnail_config(ini)?,
             heart_beat_interval: seconds(&k, "heart_beat_interval", 30)?,
             stat_report_interval: seconds(&k, "stat_report_interval", 300)?,
             base_path,
@@ -301,6 +309,9 @@ impl StorageConfig {
             http_domain_name: k.string("http.domain_name", ""),
             http_server_port: k.int_in("http.server_port", 8888, 1..=65535)? as u16,
         };
+        if config.thumbnail.enabled && config.http_listen.is_none() {
+            k.warn("thumbnail_config", "thumbnails are on there but http_listen is empty: none is made here");
+        }
         super::unsupported::check(&k, super::unsupported::STORAGE);
         // Under process_crash it paces the fsyncs of a file being written, as in C; under
         // power_loss every file is synced whole before the answer anyway.
@@ -404,6 +415,15 @@ impl Retention {
             if self.dry_run { " (dry run: nothing is deleted)" } else { "" }
         )
     }
+}
+
+/// The thumbnail settings of the mod_fastdfs.conf that `thumbnail_config` names.
+fn thumbnail_config(ini: &Ini) -> Result<super::ThumbnailConfig, ConfigError> {
+    let k = ini.global();
+    let Some(name) = k.opt_string("thumbnail_config") else { return Ok(Default::default()) };
+    let path = ini.path.parent().unwrap_or(Path::new(".")).join(name);
+    let module = Ini::load(&path)?;
+    super::ThumbnailConfig::from_keys(&module.global())
 }
 
 #[cfg(test)]

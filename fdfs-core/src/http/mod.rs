@@ -4,6 +4,7 @@
 
 mod args;
 mod members;
+mod thumb;
 mod token;
 
 use std::net::IpAddr;
@@ -12,6 +13,7 @@ use std::sync::Arc;
 
 pub use args::{parse_args, percent_decode};
 pub use members::{Member, Members, Wanted, MEMBERS_TTL_SECS};
+pub use thumb::Derivative;
 pub use token::{anti_steal_token, check_token, TokenError};
 
 use crate::config::{ModFastdfsConfig, ResponseMode, StorageIds};
@@ -52,6 +54,9 @@ pub struct Target {
     pub file_type: FileType,
     /// FLV pseudo-streaming (`flv_support`): serve from this byte (and up to `end`) with 200.
     pub flv: Option<FlvRange>,
+    /// A thumbnail this server may have made (`thumbnail_*`): `remote` is its name; when it is
+    /// not here yet and its master is, the storage daemon makes it ([`Settings::maker_url`]).
+    pub derivative: Option<Box<Derivative>>,
 }
 
 /// `?start=N[&end=M]` on an FLV file (PROTOCOL.md §9.5).
@@ -120,15 +125,23 @@ impl Settings {
             return Route::Reject(400, "file ID too short");
         }
         let local_group = cfg.groups.iter().find(|g| g.group_name == group);
+        let derivative = match self.derivative_of(filename, &query) {
+            Ok(d) => d,
+            Err(why) => return Route::Reject(404, why),
+        };
         if cfg.http.check_token && !bypass_token {
             let (Some(token), Some(ts)) = (query.get("token"), query.get("ts")) else {
                 return Route::Reject(400, "missing token or ts");
             };
             let ttl = cfg.http.token_ttl.as_secs() as i64;
-            if check_token(filename, &cfg.http.secret_key, token, ts, ttl, now).is_err() {
+            // A derivative is let through by its master's token too.
+            let signed = |name: &str| check_token(name, &cfg.http.secret_key, token, ts, ttl, now).is_ok();
+            if !signed(filename) && !derivative.as_ref().is_some_and(|d| signed(&d.master)) {
                 return Route::TokenFail(cfg.http.token_check_fail.clone());
             }
         }
+        // The query form serves the derivative's own file.
+        let filename = derivative.as_ref().map_or(filename, |d| d.name.as_str());
         let count = local_group.map(|g| g.store_paths.len());
         let remote = match RemoteFilename::parse(filename, count) {
             Ok(r) => r,
@@ -159,7 +172,9 @@ impl Settings {
                 None => Missing::UnknownSource,
             },
         };
-        let etag = (info.file_type == FileType::Normal)
+        // A derivative's name carries its master's CRC32 and size (slave names share the
+        // master's), not its own: nginx's validator (time and size) is used for it instead.
+        let etag = (info.file_type == FileType::Normal && derivative.is_none())
             .then(|| format!("\"{:08x}-{:x}\"", info.crc32, info.size.unwrap_or(0)));
         let attachment = query.get("filename").filter(|v| !v.is_empty()).map(|v| v.chars().take(200).collect());
         let is_flv = cfg.flv_support && remote.name.rsplit_once('.').is_some_and(|(_, e)| e == cfg.flv_extension);
@@ -178,7 +193,41 @@ impl Settings {
             attachment,
             file_type: info.file_type,
             flv,
+            derivative: derivative.map(Box::new),
         })
+    }
+
+    /// The derivative `filename` (or the query on it) names, when thumbnails are on and it
+    /// may be made; `Err` for a box or mode the settings do not allow (404, nothing made).
+    fn derivative_of(
+        &self,
+        filename: &str,
+        query: &std::collections::HashMap<String, String>,
+    ) -> Result<Option<Derivative>, &'static str> {
+        let thumbs = &self.config.thumbnail;
+        if !thumbs.enabled {
+            return Ok(None);
+        }
+        match Derivative::of_query(filename, query) {
+            Some(Some(d)) if thumbs.allows(d.size, d.mode) => Ok(Some(d)),
+            Some(_) => Err("thumbnail size or mode not allowed"),
+            // The name form: a size not listed may still be a slave the application uploaded.
+            None => Ok(Derivative::parse(filename).filter(|d| thumbs.allows(d.size, d.mode))),
+        }
+    }
+
+    /// Where the storage daemon makes `t`'s derivative (`thumbnail_maker`), when its master is
+    /// on this server (its regular file, or its trunk slot); `None`: not here, the usual rules
+    /// for a missing file apply (its source's module makes it there).
+    pub fn maker_url(&self, t: &Target) -> Option<String> {
+        let (d, maker, root) = (t.derivative.as_ref()?, self.config.thumbnail.maker.as_ref()?, t.store_root.as_ref()?);
+        let master = RemoteFilename::parse(&d.master, None).ok()?;
+        let here = if crate::trunk::is_trunk_name(&master) {
+            crate::trunk::open(&master, root).ok().flatten().is_some()
+        } else {
+            std::fs::metadata(root.join(master.relative_path())).is_ok_and(|m| m.is_file())
+        };
+        here.then(|| format!("http://{maker}/thumbnail/{}/{}", t.group, d.name))
     }
 }
 
@@ -347,6 +396,7 @@ mod tests {
             }],
             anti_steal_bypass_header: None,
             http: HttpConfig::default(),
+            thumbnail: Default::default(),
         };
         Settings { config, ids: None, local_ips: vec!["127.0.0.2".parse().unwrap()], members: Default::default() }
     }

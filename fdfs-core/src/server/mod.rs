@@ -2,6 +2,7 @@
 
 pub mod answer;
 pub mod frame;
+pub mod http;
 pub mod listener;
 pub mod stream;
 pub mod threads;

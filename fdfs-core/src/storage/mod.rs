@@ -41,6 +41,7 @@ pub mod retention;
 pub mod service;
 pub mod stats;
 pub mod sync;
+pub mod thumbnail;
 pub mod trunk;
 mod trunk_log;
 
@@ -116,6 +117,8 @@ pub struct StorageServer {
     pub live: Arc<live::LiveIndex>,
     /// This host's interface addresses, read at start.
     own_ips: Vec<std::net::IpAddr>,
+    /// Thumbnails made on request (`http_listen` with `thumbnail_config`), when on.
+    thumbnails: Option<thumbnail::Maker>,
 }
 
 impl StorageServer {
@@ -179,6 +182,7 @@ impl StorageServer {
             dedup,
             live,
             own_ips: crate::net::interface_ips().into_iter().map(|ip| ip.to_canonical()).collect(),
+            thumbnails: config.thumbnail.enabled.then(|| thumbnail::Maker::new(config.thumbnail.clone())),
             config,
         })
     }
@@ -327,6 +331,9 @@ pub async fn run(listener: TcpListener, threads: ConnectionThreads, server: Arc<
     let mut tasks = vec![own.spawn(disk_recovery::run(server.clone(), shutdown.clone()))];
     if let Some(addr) = server.config.metrics_listen {
         tasks.push(own.spawn(crate::metrics::serve(addr, server.clone(), shutdown.clone())));
+    }
+    if let Some(addr) = server.config.http_listen {
+        tasks.push(own.spawn(thumbnail::serve(server.clone(), addr, shutdown.clone())));
     }
     for t in server.config.tracker_servers.clone() {
         tasks.push(own.spawn(report::report_loop(server.clone(), t, shutdown.clone())));

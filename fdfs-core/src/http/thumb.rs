@@ -1,0 +1,106 @@
+//! Thumbnails on request: which names are derivatives of a master. A derivative is a FastDFS
+//! slave file of its master named as `tobato/FastDFS_Client` names thumbnails: the master's
+//! name without its extension, `_<W>x<H>` (and `_fill` / `_crop` for those modes), then the
+//! master's extension: `…/wKgBAGVr1q2AZ1cxAADS9IecoKQ527_300x200.jpg` of
+//! `…/wKgBAGVr1q2AZ1cxAADS9IecoKQ527.jpg`. The query form `?w=300&h=200[&mode=fill]` on the
+//! master's URL names the same file.
+
+use std::collections::HashMap;
+
+use crate::config::thumbnail::parse_size;
+use crate::config::FitMode;
+use crate::file_id::{slave_filename, RemoteFilename};
+
+/// A derivative named by a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derivative {
+    /// The master's remote filename (`M00/…`).
+    pub master: String,
+    /// The derivative's remote filename: a slave of the master.
+    pub name: String,
+    pub size: (u32, u32),
+    pub mode: FitMode,
+}
+
+impl Derivative {
+    /// The slave prefix that names a box and mode (`_300x200`, `_300x200_fill`).
+    pub fn prefix((w, h): (u32, u32), mode: FitMode) -> String {
+        match mode {
+            FitMode::Fit => format!("_{w}x{h}"),
+            other => format!("_{w}x{h}_{}", other.name()),
+        }
+    }
+
+    /// The extension of the derivative's name (the master's), lowercase, without the dot.
+    pub fn ext(&self) -> String {
+        self.name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default()
+    }
+
+    /// `remote` as a derivative's name, if it is one of a well-formed master name.
+    pub fn parse(remote: &str) -> Option<Self> {
+        let (dir, file) = remote.rsplit_once('/')?;
+        let (stem, ext) = file.rsplit_once('.')?;
+        let (stem, mode) = match stem.rsplit_once('_') {
+            Some((rest, m)) if m == "fill" || m == "crop" => (rest, FitMode::parse(m)?),
+            _ => (stem, FitMode::Fit),
+        };
+        let (base, size) = stem.rsplit_once('_')?;
+        let size = parse_size(size).filter(|_| !size.contains(' '))?;
+        let master = format!("{dir}/{base}.{ext}");
+        Self::of(&master, size, mode).filter(|d| d.name == remote)
+    }
+
+    /// The derivative of `master` (a remote filename) for a box and mode.
+    pub fn of(master: &str, size: (u32, u32), mode: FitMode) -> Option<Self> {
+        RemoteFilename::parse(master, None).ok()?;
+        let ext = master.rsplit_once('.').map(|(_, e)| e)?;
+        let name = slave_filename(master, &Self::prefix(size, mode), ext).ok()?;
+        Some(Self { master: master.to_owned(), name, size, mode })
+    }
+
+    /// The query form on a master's URL: `w` and `h` (both, positive), `mode` (default fit).
+    /// `None` when the query names no box; `Some(None)` when it names one badly.
+    pub fn of_query(master: &str, query: &HashMap<String, String>) -> Option<Option<Self>> {
+        let (w, h) = (query.get("w")?, query.get("h")?);
+        let size = parse_size(&format!("{w}x{h}"));
+        let mode = query.get("mode").map_or(Some(FitMode::Fit), |m| FitMode::parse(m));
+        Some(size.zip(mode).and_then(|(size, mode)| Self::of(master, size, mode)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MASTER: &str = "M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527.jpg";
+
+    #[test]
+    fn a_thumbnail_name_is_a_slave_of_its_master() {
+        let d = Derivative::parse("M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527_300x200.jpg").unwrap();
+        assert_eq!((d.master.as_str(), d.size, d.mode), (MASTER, (300, 200), FitMode::Fit));
+        assert_eq!(d.ext(), "jpg");
+        let fill = Derivative::parse("M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527_150x150_fill.jpg").unwrap();
+        assert_eq!((fill.master.as_str(), fill.mode), (MASTER, FitMode::Fill));
+        // The name form and the query form name the same file.
+        let q: HashMap<String, String> = [("w", "150"), ("h", "150"), ("mode", "fill")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!(Derivative::of_query(MASTER, &q), Some(Some(fill)));
+    }
+
+    #[test]
+    fn masters_and_malformed_names_are_not_derivatives() {
+        assert_eq!(Derivative::parse(MASTER), None);
+        // A name whose base64 ends in `_<digits>x<digits>` is too short to leave a master.
+        assert_eq!(Derivative::parse("M00/00/00/wKgB_3x4.jpg"), None);
+        assert_eq!(Derivative::parse("M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527_0x200.jpg"), None);
+        assert_eq!(Derivative::parse("M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527_300x200_blur.jpg"), None);
+        assert_eq!(Derivative::parse("M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527_99999x2.jpg"), None);
+        let q: HashMap<String, String> = [("w".to_string(), "300".to_string())].into_iter().collect();
+        assert_eq!(Derivative::of_query(MASTER, &q), None, "no box named");
+        let q: HashMap<String, String> =
+            [("w", "300"), ("h", "x")].iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        assert_eq!(Derivative::of_query(MASTER, &q), Some(None), "a box named badly");
+    }
+}

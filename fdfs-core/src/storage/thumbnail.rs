@@ -1,0 +1,342 @@
+//! Thumbnails made on request (`http_listen`, `thumbnail_config`). The nginx module serves a
+//! derivative (`<master>_<W>x<H>.<ext>`, see [`crate::http::Derivative`]) like any file once
+//! it exists; when it does not and its master is here, the module proxies the request to this
+//! daemon's `GET /thumbnail/<group>/<name>`, which makes it once: the master read (regular file
+//! or trunk slot), decoded within the source limits, scaled, encoded, and stored as a slave
+//! file of the master through the same path as UPLOAD_SLAVE_FILE (binlog, replication to the
+//! group, de-duplication), then answered. Making runs on the blocking pool, at most
+//! `thumbnail_concurrency` at once, and under the derivative's file lock, so two requests for
+//! the same new derivative make it once. Nothing is stored unless it was made whole.
+
+use std::io::Cursor;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image::codecs::{gif::GifEncoder, jpeg::JpegEncoder, png::PngEncoder, webp::WebPEncoder};
+use image::imageops::FilterType;
+use image::{DynamicImage, ImageDecoder, ImageEncoder, ImageReader, Limits};
+
+use super::content::Content;
+use super::located::open_located;
+use super::StorageServer;
+use crate::config::{FitMode, ThumbnailConfig};
+use crate::http::Derivative;
+use crate::protocol::storage::SlaveUploadHead;
+use crate::protocol::Status;
+use crate::server::http::{read_request_line, write_reply};
+use crate::server::Shutdown;
+
+/// Most connections to the maker open at once (nginx's proxy opens one per request).
+const MAX_CONNECTIONS: usize = 64;
+
+/// Why a derivative was not answered.
+#[derive(Debug, thiserror::Error)]
+pub enum ThumbError {
+    #[error("not a thumbnail name, or a box or mode the settings do not allow")]
+    NotAllowed,
+    #[error("its master is not on this storage")]
+    NoMaster,
+    #[error("the master is larger than the thumbnail source limits")]
+    TooLarge,
+    #[error("the master is not an image that can be read: {0}")]
+    NotAnImage(String),
+    #[error("too many thumbnails in the making")]
+    Busy,
+    #[error("storing it: {0:?}")]
+    Store(Status),
+}
+
+impl ThumbError {
+    fn http_status(&self) -> &'static str {
+        match self {
+            ThumbError::NotAllowed | ThumbError::NoMaster => "404 Not Found",
+            ThumbError::TooLarge => "413 Content Too Large",
+            ThumbError::NotAnImage(_) => "415 Unsupported Media Type",
+            ThumbError::Busy => "503 Service Unavailable",
+            ThumbError::Store(_) => "500 Internal Server Error",
+        }
+    }
+}
+
+/// What makes derivatives: the settings and the permits that bound how many at once.
+#[derive(Debug)]
+pub struct Maker {
+    settings: ThumbnailConfig,
+    permits: tokio::sync::Semaphore,
+}
+
+impl Maker {
+    pub fn new(settings: ThumbnailConfig) -> Self {
+        let permits = tokio::sync::Semaphore::new(settings.concurrency);
+        Self { settings, permits }
+    }
+}
+
+/// Serves the maker on `addr` until shutdown.
+pub async fn serve(srv: Arc<StorageServer>, addr: SocketAddr, mut shutdown: Shutdown) {
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("http_listen {addr}: {e}; no thumbnails made");
+            return;
+        }
+    };
+    tracing::info!("thumbnails made on http://{addr}/thumbnail/");
+    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let sock = tokio::select! {
+            _ = shutdown.wait() => return,
+            r = listener.accept() => match r {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    tracing::warn!("http_listen: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else { continue };
+        let s = srv.clone();
+        tokio::spawn(async move {
+            // The head within network_timeout; making waits for its permit at most as long.
+            let _ = answer(&s, sock).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn answer(srv: &Arc<StorageServer>, mut sock: tokio::net::TcpStream) -> std::io::Result<()> {
+    let timeout = srv.config.network_timeout;
+    let Ok(Some((method, target))) = tokio::time::timeout(timeout, read_request_line(&mut sock)).await? else {
+        return Ok(());
+    };
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
+        return write_reply(&mut sock, "405 Method Not Allowed", "text/plain", b"GET only\n", false).await;
+    }
+    let path = target.split('?').next().unwrap_or("");
+    let Some((group, name)) = path.strip_prefix("/thumbnail/").and_then(|p| p.split_once('/')) else {
+        return write_reply(&mut sock, "404 Not Found", "text/plain", b"/thumbnail/<group>/<name>\n", head_only).await;
+    };
+    let started = Instant::now();
+    match thumbnail(srv, group, name).await {
+        Ok((bytes, made)) => {
+            let what = if made { "ThumbnailMade" } else { "ThumbnailServed" };
+            srv.metrics.request(what, true, started.elapsed());
+            write_reply(&mut sock, "200 OK", content_type(name), &bytes, head_only).await
+        }
+        Err(e) => {
+            tracing::warn!("thumbnail {group}/{name}: {e}");
+            srv.metrics.request("ThumbnailRefused", false, started.elapsed());
+            let why = format!("{e}\n");
+            write_reply(&mut sock, e.http_status(), "text/plain", why.as_bytes(), head_only).await
+        }
+    }
+}
+
+fn content_type(name: &str) -> &'static str {
+    match name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).as_deref() {
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("png") => "image/png",
+        Some("webp") => "image/webp",
+        Some("gif") => "image/gif",
+        _ => "application/octet-stream",
+    }
+}
+
+/// The derivative `name` of `group`: its bytes, and whether this call made it.
+pub async fn thumbnail(srv: &Arc<StorageServer>, group: &str, name: &str) -> Result<(Vec<u8>, bool), ThumbError> {
+    let Some(maker) = srv.thumbnails.as_ref() else { return Err(ThumbError::NotAllowed) };
+    srv.check_group(group).map_err(|_| ThumbError::NotAllowed)?;
+    let d = Derivative::parse(name).filter(|d| maker.settings.allows(d.size, d.mode)).ok_or(ThumbError::NotAllowed)?;
+    let at = srv.paths.locate(&d.name).map_err(|_| ThumbError::NotAllowed)?;
+    // One maker per derivative: a second request waits here, then finds it made.
+    let _lock = srv.lock_file(&at.path).await;
+    if let Some(bytes) = read_whole(srv, &d.name, u64::MAX).await? {
+        return Ok((bytes, false));
+    }
+    let _permit = tokio::time::timeout(srv.config.network_timeout, maker.permits.acquire())
+        .await
+        .map_err(|_| ThumbError::Busy)?
+        .map_err(|_| ThumbError::Busy)?;
+    let source = read_whole(srv, &d.master, maker.settings.max_source_bytes).await?.ok_or(ThumbError::NoMaster)?;
+    let (settings, job) = (maker.settings.clone(), d.clone());
+    let made = tokio::task::spawn_blocking(move || render(&source, &job, &settings))
+        .await
+        .map_err(|e| ThumbError::NotAnImage(format!("the decoder failed: {e}")))??;
+    store(srv, &d, &made).await?;
+    Ok((made, true))
+}
+
+/// The whole content of `name` when it is here (`None`), refused when over `limit` bytes.
+async fn read_whole(srv: &Arc<StorageServer>, name: &str, limit: u64) -> Result<Option<Vec<u8>>, ThumbError> {
+    let Ok(at) = srv.paths.locate(name) else { return Ok(None) };
+    let opened = match open_located(&srv.paths, at).await {
+        Ok(o) => o,
+        Err(Status::ENOENT | Status::EISDIR) => return Ok(None),
+        Err(s) => return Err(ThumbError::Store(s)),
+    };
+    if opened.size > limit {
+        return Err(ThumbError::TooLarge);
+    }
+    let read = tokio::task::spawn_blocking(move || {
+        let mut bytes = vec![0u8; opened.size as usize];
+        std::os::unix::fs::FileExt::read_exact_at(&opened.file, &mut bytes, opened.offset).map(|_| bytes)
+    });
+    match read.await {
+        Ok(Ok(bytes)) => Ok(Some(bytes)),
+        _ => Err(ThumbError::Store(Status::EIO)),
+    }
+}
+
+/// Stores `bytes` as the master's slave file, as UPLOAD_SLAVE_FILE would.
+async fn store(srv: &Arc<StorageServer>, d: &Derivative, bytes: &[u8]) -> Result<(), ThumbError> {
+    let head = SlaveUploadHead {
+        master_filename: d.master.clone(),
+        file_size: bytes.len() as u64,
+        prefix: Derivative::prefix(d.size, d.mode),
+        ext: d.ext(),
+    };
+    let mut src = bytes;
+    let mut content = Content::new(&mut src, bytes.len() as u64, srv.body_timer());
+    match super::ops::upload_slave(srv, &head, &mut content).await {
+        Ok(name) if name == d.name => Ok(()),
+        Ok(other) => {
+            tracing::error!("thumbnail {} stored as {other}", d.name);
+            Err(ThumbError::Store(Status::EIO))
+        }
+        // Replicated or uploaded meanwhile: the same name, served as it is.
+        Err(e) if e.status == Status::EEXIST => Ok(()),
+        Err(e) if e.status == Status::ENOENT => Err(ThumbError::NoMaster),
+        Err(e) => Err(ThumbError::Store(e.status)),
+    }
+}
+
+/// Decodes `source` (within the limits), applies its EXIF orientation, fits it to the box and
+/// encodes it in the format of the derivative's extension. Blocking, CPU-bound.
+pub fn render(source: &[u8], d: &Derivative, settings: &ThumbnailConfig) -> Result<Vec<u8>, ThumbError> {
+    let bad = |e: image::ImageError| ThumbError::NotAnImage(e.to_string());
+    let reader = || {
+        ImageReader::new(Cursor::new(source)).with_guessed_format().map_err(|e| ThumbError::NotAnImage(e.to_string()))
+    };
+    // The size from the header first: a bomb is refused before anything is allocated for it.
+    let (w, h) = reader()?.into_dimensions().map_err(bad)?;
+    if u64::from(w) * u64::from(h) > settings.max_source_pixels {
+        return Err(ThumbError::TooLarge);
+    }
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(w);
+    limits.max_image_height = Some(h);
+    limits.max_alloc = Some(settings.max_source_pixels * 8 + (64 << 20));
+    let mut reader = reader()?;
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(bad)?;
+    let orientation = decoder.orientation().map_err(bad)?;
+    let icc = decoder.icc_profile().ok().flatten();
+    let mut img = DynamicImage::from_decoder(decoder).map_err(bad)?;
+    img.apply_orientation(orientation);
+    let out = fit(&img, d.size, d.mode);
+    encode(&out, &d.ext(), settings.jpeg_quality, icc).map_err(bad)
+}
+
+/// `img` fitted to the box by `mode`, never enlarged.
+fn fit(img: &DynamicImage, (bw, bh): (u32, u32), mode: FitMode) -> DynamicImage {
+    let (w, h) = (img.width(), img.height());
+    match mode {
+        FitMode::Fit if w <= bw && h <= bh => img.clone(),
+        FitMode::Fit => img.resize(bw, bh, FilterType::Lanczos3),
+        FitMode::Fill if w >= bw && h >= bh => img.resize_to_fill(bw, bh, FilterType::Lanczos3),
+        FitMode::Fill | FitMode::Crop => {
+            let (cw, ch) = (bw.min(w), bh.min(h));
+            img.crop_imm((w - cw) / 2, (h - ch) / 2, cw, ch)
+        }
+    }
+}
+
+fn encode(img: &DynamicImage, ext: &str, quality: u8, icc: Option<Vec<u8>>) -> image::ImageResult<Vec<u8>> {
+    let mut out = Vec::new();
+    match ext {
+        "jpg" | "jpeg" => {
+            let mut e = JpegEncoder::new_with_quality(&mut out, quality);
+            if let Some(p) = icc {
+                let _ = e.set_icc_profile(p);
+            }
+            // JPEG has no alpha: what was transparent is composed on black, as PIL does.
+            DynamicImage::ImageRgb8(img.to_rgb8()).write_with_encoder(e)?;
+        }
+        "png" => {
+            let mut e = PngEncoder::new(&mut out);
+            if let Some(p) = icc {
+                let _ = e.set_icc_profile(p);
+            }
+            img.write_with_encoder(e)?;
+        }
+        "webp" => {
+            let mut e = WebPEncoder::new_lossless(&mut out);
+            if let Some(p) = icc {
+                let _ = e.set_icc_profile(p);
+            }
+            DynamicImage::ImageRgba8(img.to_rgba8()).write_with_encoder(e)?;
+        }
+        "gif" => {
+            let mut e = GifEncoder::new(&mut out);
+            e.encode_frame(image::Frame::new(img.to_rgba8()))?;
+        }
+        other => {
+            return Err(image::ImageError::Unsupported(image::error::UnsupportedError::from_format_and_kind(
+                image::error::ImageFormatHint::Name(other.to_owned()),
+                image::error::UnsupportedErrorKind::Format(image::error::ImageFormatHint::Name(other.to_owned())),
+            )))
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MASTER: &str = "M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527";
+
+    fn png(w: u32, h: u32) -> Vec<u8> {
+        let img = image::RgbImage::from_fn(w, h, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 128]));
+        let mut out = Vec::new();
+        DynamicImage::ImageRgb8(img).write_with_encoder(PngEncoder::new(&mut out)).unwrap();
+        out
+    }
+
+    fn settings() -> ThumbnailConfig {
+        ThumbnailConfig { enabled: true, sizes: vec![(100, 100)], max_source_pixels: 1_000_000, ..Default::default() }
+    }
+
+    fn dims(bytes: &[u8]) -> (u32, u32) {
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().unwrap().into_dimensions().unwrap()
+    }
+
+    #[test]
+    fn each_mode_fits_the_box_and_never_enlarges() {
+        let source = png(400, 200);
+        let made = |mode, ext: &str| {
+            let d = Derivative::of(&format!("{MASTER}.{ext}"), (100, 100), mode).unwrap();
+            render(&source, &d, &settings()).unwrap()
+        };
+        assert_eq!(dims(&made(FitMode::Fit, "png")), (100, 50));
+        assert_eq!(dims(&made(FitMode::Fill, "jpg")), (100, 100));
+        assert_eq!(dims(&made(FitMode::Crop, "webp")), (100, 100));
+        assert_eq!(dims(&made(FitMode::Fit, "gif")), (100, 50));
+        let small = png(60, 30);
+        let d = Derivative::of(&format!("{MASTER}.png"), (100, 100), FitMode::Fit).unwrap();
+        assert_eq!(dims(&render(&small, &d, &settings()).unwrap()), (60, 30), "never enlarged");
+    }
+
+    #[test]
+    fn bombs_truncated_files_and_non_images_are_refused() {
+        let d = Derivative::of(&format!("{MASTER}.png"), (100, 100), FitMode::Fit).unwrap();
+        // 2,000 x 1,000 pixels is over this limit of 1,000,000: refused from the header.
+        assert!(matches!(render(&png(2000, 1000), &d, &settings()), Err(ThumbError::TooLarge)));
+        let whole = png(400, 200);
+        assert!(matches!(render(&whole[..whole.len() / 2], &d, &settings()), Err(ThumbError::NotAnImage(_))));
+        assert!(matches!(render(b"not an image at all", &d, &settings()), Err(ThumbError::NotAnImage(_))));
+    }
+}
