@@ -4,7 +4,7 @@
 #   ci/quickstart.sh          build (release), (re)start everything, upload, print the URL
 #   ci/quickstart.sh stop     stop everything
 # Data and configs live in ./run (kept between runs). Ports: QS_TRACKER_PORT (22122),
-# QS_STORAGE_PORT (23000), QS_HTTP_PORT (8888).
+# QS_STORAGE_PORT (23000), QS_HTTP_PORT (8888), QS_MAKER_PORT (8089: the storage's thumbnail maker).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -13,6 +13,7 @@ bin=$root/target/release
 tport=${QS_TRACKER_PORT:-22122}
 sport=${QS_STORAGE_PORT:-23000}
 hport=${QS_HTTP_PORT:-8888}
+mport=${QS_MAKER_PORT:-8089}
 
 nginx_bin() { ls -t "$root"/target/release/build/nginx-sys-*/out/objs/nginx 2>/dev/null | head -1; }
 
@@ -49,10 +50,14 @@ sed -e "s#^base_path = .*#base_path = $run/storage#" -e "s#^store_path0 = .*#sto
     -e "s#^port = .*#port = $sport#" -e "s#^bind_addr =.*#bind_addr = 127.0.0.1#" \
     -e "s#^tracker_server = .*#tracker_server = 127.0.0.1:$tport#" -e "s#^heart_beat_interval = .*#heart_beat_interval = 2#" \
     -e "s#^stat_report_interval = .*#stat_report_interval = 2#" \
+    -e "s#^http_listen =.*#http_listen = 127.0.0.1:$mport#" \
+    -e "s#^thumbnail_config =.*#thumbnail_config = $run/nginx/conf/mod_fastdfs.conf#" \
     nginx-conf/storage.conf > "$run/storage.conf"
 sed -e "s#^tracker_server = .*#tracker_server = 127.0.0.1:$tport#" nginx-conf/client.conf > "$run/client.conf"
 sed -e "s#^store_path0 = .*#store_path0 = $run/storage#" -e "s#^tracker_server = .*#tracker_server = 127.0.0.1:$tport#" \
-    -e "s#^storage_server_port = .*#storage_server_port = $sport#" nginx-conf/mod_fastdfs.conf > "$run/nginx/conf/mod_fastdfs.conf"
+    -e "s#^storage_server_port = .*#storage_server_port = $sport#" -e "s#^thumbnail = .*#thumbnail = true#" \
+    -e "s#^thumbnail_maker = .*#thumbnail_maker = 127.0.0.1:$mport#" \
+    nginx-conf/mod_fastdfs.conf > "$run/nginx/conf/mod_fastdfs.conf"
 cp nginx-conf/http.conf nginx-conf/mime.types "$run/nginx/conf/"
 user=""; [[ $(id -u) -eq 0 ]] && user="user root;"
 cat > "$run/nginx/conf/nginx.conf" <<CONF
@@ -100,6 +105,9 @@ id=$("$bin/fdfs_upload_file" "$run/client.conf" "$run/sample.png")
 url="http://127.0.0.1:$hport/$id"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$url")
 [[ $code == 200 ]] || { echo "nginx answered $code for $url"; tail -5 "$run/nginx/logs/error.log"; exit 1; }
+thumb="${url%.*}_150x150.${url##*.}"
+code=$(curl -s -o /dev/null -w '%{http_code}' "$thumb")
+[[ $code == 200 ]] || { echo "nginx answered $code for $thumb"; tail -5 "$run/nginx/logs/error.log"; exit 1; }
 echo "$url" > "$run/last_url"
 cat <<MSG
 
@@ -108,6 +116,7 @@ fastdfs-rs is running:
   uploaded $run/sample.png
   file ID  $id
   URL      $url
+  thumbnail URL $thumb   (made once on first request; 150x150 and 300x300 allowed)
 Try:  $bin/fdfs_upload_file $run/client.conf <file>
       $bin/fdfs_monitor $run/client.conf
 Stop: ci/quickstart.sh stop

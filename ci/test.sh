@@ -23,7 +23,7 @@ df -h . /tmp | sed 's/^/  /'
 source ci/lib.sh
 step "packages"
 # chromium: the browser test (tests/tests/browser.rs) opens pages served by the module.
-ensure_apt_packages "${BUILD_PACKAGES[@]}" chromium
+ensure_apt_packages "${BUILD_PACKAGES[@]}" chromium python3-pil
 
 # The recorded test data (golden captures, C-written storage trees) is in tests/data. shared/
 # beside the checkout adds the C FastDFS daemons and the third-party clients' drivers: the tests
