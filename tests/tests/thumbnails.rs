@@ -1,6 +1,6 @@
 //! Thumbnails on request (#28) with the real nginx + module in front of a replicating trunk
 //! pair: a derivative (`<master>_<W>x<H>[_fill].<ext>`, or `?w=&h=&mode=`) is made once by the
-//! storage from a JPEG, PNG (regular and trunk-resident), WebP or GIF master, looks like PIL's
+//! storage from a JPEG (also a de-duplicated one), PNG (regular and trunk-resident), WebP or GIF master, looks like PIL's
 //! Lanczos resize of the master, is a real slave file (file info, replicated, served by the
 //! other member's module without being made again); sizes not listed, non-images and bombs
 //! are refused and make nothing; eight requests at once for a new one make it once.
@@ -75,7 +75,8 @@ fn compare(py: &Path, dir: &Path, master: &str, derivative: &[u8], mode: &str, s
     let file = dir.join("derivative");
     std::fs::write(&file, derivative).unwrap();
     let (w, h) = (size.0.to_string(), size.1.to_string());
-    let out = run_pil(py, dir, &["cmp", &dir.join(master).display().to_string(), &file.display().to_string(), mode, &w, &h]);
+    let out =
+        run_pil(py, dir, &["cmp", &dir.join(master).display().to_string(), &file.display().to_string(), mode, &w, &h]);
     eprintln!("{master} {mode} {size:?}: {out}");
     let v: Vec<&str> = out.split(' ').collect();
     (v[0].parse().unwrap(), v[1].parse().unwrap(), v[2].parse().unwrap())
@@ -127,7 +128,8 @@ async fn member(tracker: &str, ip: &'static str, ports: (u16, u16, u16, u16)) ->
     let base_hint = dir.join("pending");
     std::fs::write(&mod_path, mod_conf(&base_hint, tracker, &maker)).unwrap();
     let conf = format!(
-        "port = {storage_port}\nhttp_listen = {maker}\nthumbnail_config = {}\nmetrics_listen = {ip}:{metrics_port}\n",
+        "port = {storage_port}\nhttp_listen = {maker}\nthumbnail_config = {}\nmetrics_listen = {ip}:{metrics_port}\n\
+         check_file_duplicate = 1\n",
         mod_path.display()
     );
     let storage = StorageProc::start(tracker, ip, &conf).await;
@@ -151,12 +153,7 @@ async fn derivatives_are_made_once_stored_as_slaves_replicated_and_look_like_pil
     let read = |n: &str| std::fs::read(work.path().join(n)).unwrap();
     let tracker = TrackerProc::start(TRUNK_TRACKER);
     let ips = ["127.0.0.167", "127.0.0.168"];
-    let ports = (
-        common_free_port(&ips),
-        common_free_port(&ips),
-        common_free_port(&ips),
-        common_free_port(&ips),
-    );
+    let ports = (common_free_port(&ips), common_free_port(&ips), common_free_port(&ips), common_free_port(&ips));
     let a = member(&tracker.addr(), ips[0], ports).await;
     let b = member(&tracker.addr(), ips[1], ports).await;
     let c = fdfs_e2e::client_for(&tracker.addr());
@@ -229,6 +226,12 @@ async fn derivatives_are_made_once_stored_as_slaves_replicated_and_look_like_pil
         assert_eq!((w, h), want, "{file}");
         assert!(diff < 8.0, "{file}: mean difference {diff}");
     }
+
+    // A de-duplicated master (the same bytes again: a link to the first upload's content).
+    let twin = upload(&c, &sa, &read("master.jpg"), "jpg").await;
+    assert_ne!(twin, jpg);
+    let r2 = get(&a.nginx.addr, &format!("{}_300x300.jpg", stem(&twin)));
+    assert!(r2.status == 200 && r2.body == r.body, "the twin's derivative: {}", r2.status);
 
     // A master in a trunk slot (small files go into slots once the trunk server is known).
     let small = read("slot.png");

@@ -559,6 +559,41 @@ mod tests {
     }
 
     #[test]
+    fn thumbnails_route_to_their_own_file_and_pass_with_their_master_s_token() {
+        let mut s = settings();
+        s.config.thumbnail = crate::config::ThumbnailConfig {
+            enabled: true,
+            sizes: vec![(300, 300)],
+            maker: Some("127.0.0.1:8089".into()),
+            ..Default::default()
+        };
+        let master = name("127.0.0.2", NOW as u32);
+        let thumb = format!("{}_300x300.jpg", master.trim_end_matches(".jpg"));
+        let Route::Serve(t) = s.route(&format!("/group1/{thumb}"), "", None, false, NOW) else { panic!() };
+        assert_eq!((t.remote.to_string(), t.etag), (thumb.clone(), None), "no ETag from the master's name");
+        assert_eq!(t.derivative.as_ref().map(|d| d.master.as_str()), Some(master.as_str()));
+        // The query form serves the same file.
+        let Route::Serve(q) = s.route(&format!("/group1/{master}"), "w=300&h=300", None, false, NOW) else { panic!() };
+        assert_eq!(q.remote.to_string(), thumb);
+        assert_eq!(
+            s.route(&format!("/group1/{master}"), "w=200&h=200", None, false, NOW),
+            Route::Reject(404, "thumbnail size or mode not allowed")
+        );
+        // A size not listed by name: an ordinary file (perhaps an uploaded slave), nothing to make.
+        let other = format!("{}_200x200.jpg", master.trim_end_matches(".jpg"));
+        let Route::Serve(o) = s.route(&format!("/group1/{other}"), "", None, false, NOW) else { panic!() };
+        assert!(o.derivative.is_none());
+        // With tokens on, the master's token lets its derivatives through.
+        s.config.http.check_token = true;
+        s.config.http.secret_key = "FastDFS1234567890".into();
+        s.config.http.token_ttl = Duration::from_secs(600);
+        let token = anti_steal_token(&master, "FastDFS1234567890", NOW - 5);
+        let args = format!("token={token}&ts={}", NOW - 5);
+        assert!(matches!(s.route(&format!("/group1/{thumb}"), &args, None, false, NOW), Route::Serve(_)));
+        assert!(matches!(s.route(&format!("/group1/{other}"), &args, None, false, NOW), Route::TokenFail(None)));
+    }
+
+    #[test]
     fn content_disposition_as_c_and_rfc_6266() {
         assert_eq!(content_disposition("holiday.jpg"), "attachment; filename=\"holiday.jpg\"");
         assert_eq!(content_disposition("a\"b\r\n.jpg"), "attachment; filename=\"ab.jpg\"");
