@@ -41,7 +41,10 @@ cargo build --release --locked -q -p ngx-fastdfs
 nginx=$(nginx_bin)
 
 stop_all
-mkdir -p "$run/tracker" "$run/storage" "$run/nginx/conf" "$run/nginx/logs"
+mkdir -p "$run/tracker" "$run/storage" "$run/nginx/conf" "$run/nginx/logs" "$run/nginx/html"
+# The secret HTTP upload grants are signed with, made once per run directory.
+[[ -s $run/upload.secret ]] || od -An -tx1 -N16 /dev/urandom | tr -d ' \n' > "$run/upload.secret"
+secret=$(cat "$run/upload.secret")
 # The samples, with paths and ports of this run.
 sed -e "s#^base_path = .*#base_path = $run/tracker#" -e "s#^port = .*#port = $tport#" \
     -e "s#^bind_addr =.*#bind_addr = 127.0.0.1#" -e "s#^reserved_storage_space = .*#reserved_storage_space = 1GB#" \
@@ -52,6 +55,7 @@ sed -e "s#^base_path = .*#base_path = $run/storage#" -e "s#^store_path0 = .*#sto
     -e "s#^stat_report_interval = .*#stat_report_interval = 2#" \
     -e "s#^http_listen =.*#http_listen = 127.0.0.1:$mport#" \
     -e "s#^thumbnail_config =.*#thumbnail_config = $run/nginx/conf/mod_fastdfs.conf#" \
+    -e "s#^http_upload_secret =.*#http_upload_secret = $secret#" \
     nginx-conf/storage.conf > "$run/storage.conf"
 sed -e "s#^tracker_server = .*#tracker_server = 127.0.0.1:$tport#" nginx-conf/client.conf > "$run/client.conf"
 sed -e "s#^store_path0 = .*#store_path0 = $run/storage#" -e "s#^tracker_server = .*#tracker_server = 127.0.0.1:$tport#" \
@@ -77,6 +81,8 @@ http {
     listen 127.0.0.1:$hport;
     location ~ /group[0-9]+/M[0-9A-F][0-9A-F]/ { ngx_fastdfs_module; }
     location @fastdfs_proxy { proxy_pass \$fastdfs_proxy_url; proxy_connect_timeout 2s; proxy_send_timeout 5s; proxy_read_timeout 10s; }
+    location = /upload { proxy_pass http://127.0.0.1:$mport; proxy_request_buffering off; client_max_body_size 1g; proxy_read_timeout 60s; }
+    location /files/ { proxy_pass http://127.0.0.1:$mport; proxy_request_buffering off; client_max_body_size 0; proxy_read_timeout 60s; }
     location / { root $run/nginx/html; }
   }
 }
@@ -108,6 +114,17 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "$url")
 thumb="${url%.*}_150x150.${url##*.}"
 code=$(curl -s -o /dev/null -w '%{http_code}' "$thumb")
 [[ $code == 200 ]] || { echo "nginx answered $code for $thumb"; tail -5 "$run/nginx/logs/error.log"; exit 1; }
+# An upload over HTTP with a day's grant, and a page with a form that uses one.
+grant=$("$bin/fdfs_http_token" "$run/storage.conf" --expires 86400)
+upload_url="http://127.0.0.1:$hport/upload$grant"
+answer=$(curl -s -F "file=@$run/sample.png" "$upload_url")
+grep -q '"file_id":"group1/' <<<"$answer" || { echo "HTTP upload failed: $answer"; exit 1; }
+cat > "$run/nginx/html/upload.html" <<HTML
+<!doctype html><title>fastdfs-rs upload</title>
+<form method="post" enctype="multipart/form-data" action="/upload$grant">
+<input type="file" name="file"> <input name="title" placeholder="title (metadata)"> <button>upload</button>
+</form><p>The answer is JSON: file_id, url, size, crc32, metadata.</p>
+HTML
 echo "$url" > "$run/last_url"
 cat <<MSG
 
@@ -117,6 +134,9 @@ fastdfs-rs is running:
   file ID  $id
   URL      $url
   thumbnail URL $thumb   (made once on first request; 150x150 and 300x300 allowed)
+  upload URL $upload_url
+  tus endpoint http://127.0.0.1:$hport/files/$grant   (resumable uploads)
+             (curl -F file=@photo.jpg '<upload URL>'; a form: http://127.0.0.1:$hport/upload.html)
 Try:  $bin/fdfs_upload_file $run/client.conf <file>
       $bin/fdfs_monitor $run/client.conf
 Stop: ci/quickstart.sh stop

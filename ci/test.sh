@@ -50,6 +50,8 @@ fi
 export FDFS_PY3FDFS_PYTHON=$interop_cache/py3fdfs/bin/python
 # The Django example (examples/django) runs in the same environment.
 "$FDFS_PY3FDFS_PYTHON" -c 'import django' 2>/dev/null || "$interop_cache/py3fdfs/bin/pip" install -q 'django>=4.2,<5'
+# The tus client from PyPI the resumable-upload tests drive (tuspy).
+"$FDFS_PY3FDFS_PYTHON" -c 'import tusclient' 2>/dev/null || "$interop_cache/py3fdfs/bin/pip" install -q 'tuspy>=1.0,<2'
 
 
 step "cargo fmt --check"

@@ -23,6 +23,8 @@ pub mod client;
 #[cfg(feature = "runtime")]
 pub mod daemon;
 #[cfg(feature = "runtime")]
+pub mod grant;
+#[cfg(feature = "runtime")]
 pub mod logging;
 #[cfg(feature = "runtime")]
 pub mod metrics;

@@ -160,9 +160,8 @@ pub async fn serve(addr: SocketAddr, exporter: Arc<dyn Exporter>, mut shutdown: 
 }
 
 async fn answer(mut sock: tokio::net::TcpStream, exporter: Arc<dyn Exporter>) -> std::io::Result<()> {
-    let Some((method, target)) = crate::server::http::read_request_line(&mut sock).await? else { return Ok(()) };
-    let path = target.split('?').next().unwrap_or("");
-    let (status, kind, body) = match (method.as_str(), path) {
+    let Some(head) = crate::server::http::read_request_head(&mut sock).await? else { return Ok(()) };
+    let (status, kind, body) = match (head.method.as_str(), head.path()) {
         ("GET", "/metrics") => {
             let e = exporter.clone();
             let text = tokio::task::spawn_blocking(move || e.metrics()).await.unwrap_or_default();

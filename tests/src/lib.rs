@@ -447,6 +447,11 @@ impl NginxProc {
 
     /// `mod_conf` is the content of mod_fastdfs.conf; the server listens on `ip:port`.
     pub fn start(ip: &str, port: u16, mod_conf: &str, extra_http: &str) -> Self {
+        Self::start_with(ip, port, mod_conf, extra_http, "")
+    }
+
+    /// As [`Self::start`], with `extra_server` inside the server block (more locations).
+    pub fn start_with(ip: &str, port: u16, mod_conf: &str, extra_http: &str, extra_server: &str) -> Self {
         let (nginx, module) = nginx_paths();
         let prefix = tempfile::Builder::new().prefix("fdfs-nginx-").tempdir().unwrap();
         let p = prefix.path();
@@ -463,7 +468,7 @@ impl NginxProc {
                server {{\n    listen {ip}:{port};\n\
                  location ~ /group[0-9]+/M[0-9A-F][0-9A-F]/ {{ ngx_fastdfs_module; }}\n\
                  location @fastdfs_proxy {{ proxy_pass $fastdfs_proxy_url; }}\n\
-                 location /static/ {{ root {root}; }}\n  }}\n}}\n",
+                 location /static/ {{ root {root}; }}\n{extra_server}\n  }}\n}}\n",
             module = module.display(),
             mc = p.join("conf/mod_fastdfs.conf").display(),
             root = p.display(),

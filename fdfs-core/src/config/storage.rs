@@ -75,6 +75,11 @@ pub struct StorageConfig {
     /// The `thumbnail_*` keys of the mod_fastdfs.conf that `thumbnail_config` names (relative
     /// to this file; empty: none made), so the module and this daemon share one list.
     pub thumbnail: super::ThumbnailConfig,
+    /// `http_upload_secret` (ours; empty: off): the secret upload grants are signed with
+    /// (`fdfs_http_token`), for uploads over HTTP on `http_listen` (`POST /upload`).
+    pub http_upload_secret: Option<String>,
+    /// `http_upload_max_size` (ours, 1 GB): the largest HTTP upload whatever a grant says.
+    pub http_upload_max_size: u64,
     /// `min_body_rate` (ours, bytes per second): after a grace of `network_timeout`, a request
     /// body must keep arriving at this average rate since it began, else the connection is
     /// closed.
@@ -241,6 +246,8 @@ impl StorageConfig {
             metrics_listen: k.parsed("metrics_listen", None, |v| v.parse().ok().map(Some), "an ip:port")?,
             http_listen: k.parsed("http_listen", None, |v| v.parse().ok().map(Some), "an ip:port")?,
             thumbnail: thumbnail_config(ini)?,
+            http_upload_secret: k.opt_string("http_upload_secret"),
+            http_upload_max_size: k.size("http_upload_max_size", 1 << 30)?,
             heart_beat_interval: seconds(&k, "heart_beat_interval", 30)?,
             stat_report_interval: seconds(&k, "stat_report_interval", 300)?,
             base_path,

@@ -16,6 +16,11 @@
 //!    `trunk_log`), then the client is answered.
 //! 4. [`sync`] (one sender per member) reads the binlog from its mark and replays the record on
 //!    each member, whose [`replica`] stores it and records it in its own binlog.
+//!
+//! Where a name's bytes are (its regular file, trunk slot or link) is decided once per request
+//! by [`located`], which needs the store paths alone. Beside the protocol, [`http`] serves the
+//! nginx module's requests for thumbnails ([`thumbnail`]) and uploads over HTTP
+//! ([`http_upload`]) on `http_listen`.
 
 mod answer;
 pub mod binlog;
@@ -24,6 +29,8 @@ pub mod content;
 pub mod dedup;
 pub mod disk;
 pub mod disk_recovery;
+pub mod http;
+pub mod http_upload;
 mod identity;
 pub mod listing;
 pub mod live;
@@ -44,6 +51,7 @@ pub mod sync;
 pub mod thumbnail;
 pub mod trunk;
 mod trunk_log;
+pub mod tus;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -333,7 +341,7 @@ pub async fn run(listener: TcpListener, threads: ConnectionThreads, server: Arc<
         tasks.push(own.spawn(crate::metrics::serve(addr, server.clone(), shutdown.clone())));
     }
     if let Some(addr) = server.config.http_listen {
-        tasks.push(own.spawn(thumbnail::serve(server.clone(), addr, shutdown.clone())));
+        tasks.push(own.spawn(http::serve(server.clone(), addr, shutdown.clone())));
     }
     for t in server.config.tracker_servers.clone() {
         tasks.push(own.spawn(report::report_loop(server.clone(), t, shutdown.clone())));

@@ -1,17 +1,16 @@
-//! Thumbnails made on request (`http_listen`, `thumbnail_config`). The nginx module serves a
-//! derivative (`<master>_<W>x<H>.<ext>`, see [`crate::http::Derivative`]) like any file once
-//! it exists; when it does not and its master is here, the module proxies the request to this
-//! daemon's `GET /thumbnail/<group>/<name>`, which makes it once: the master read (regular file
-//! or trunk slot), decoded within the source limits, scaled, encoded, and stored as a slave
-//! file of the master through the same path as UPLOAD_SLAVE_FILE (binlog, replication to the
+//! Thumbnails made on request (`thumbnail_config`; asked through `http_listen`, see `http.rs`). The
+//! nginx module serves a derivative (`<master>_<W>x<H>.<ext>`, see [`crate::http::Derivative`])
+//! like any file once it exists; when it does not and its master is here, the module proxies the
+//! request to this daemon's `GET /thumbnail/<group>/<name>`, which makes it once: the master read
+//! (regular file or trunk slot), decoded within the source limits, scaled, encoded, and stored as a
+//! slave file of the master through the same path as UPLOAD_SLAVE_FILE (binlog, replication to the
 //! group, de-duplication), then answered. Making runs on the blocking pool, at most
-//! `thumbnail_concurrency` at once, and under the derivative's file lock, so two requests for
-//! the same new derivative make it once. Nothing is stored unless it was made whole.
+//! `thumbnail_concurrency` at once, and under the derivative's file lock, so two requests for the
+//! same new derivative make it once. Nothing is stored unless it was made whole.
 
 use std::io::Cursor;
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use image::codecs::{gif::GifEncoder, jpeg::JpegEncoder, png::PngEncoder, webp::WebPEncoder};
 use image::imageops::FilterType;
@@ -24,11 +23,7 @@ use crate::config::{FitMode, ThumbnailConfig};
 use crate::http::Derivative;
 use crate::protocol::storage::SlaveUploadHead;
 use crate::protocol::Status;
-use crate::server::http::{read_request_line, write_reply};
-use crate::server::Shutdown;
-
-/// Most connections to the maker open at once (nginx's proxy opens one per request).
-const MAX_CONNECTIONS: usize = 64;
+use crate::server::http::{write_reply, RequestHead};
 
 /// Why a derivative was not answered.
 #[derive(Debug, thiserror::Error)]
@@ -73,64 +68,28 @@ impl Maker {
     }
 }
 
-/// Serves the maker on `addr` until shutdown.
-pub async fn serve(srv: Arc<StorageServer>, addr: SocketAddr, mut shutdown: Shutdown) {
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("http_listen {addr}: {e}; no thumbnails made");
-            return;
-        }
-    };
-    tracing::info!("thumbnails made on http://{addr}/thumbnail/");
-    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let sock = tokio::select! {
-            _ = shutdown.wait() => return,
-            r = listener.accept() => match r {
-                Ok((sock, _)) => sock,
-                Err(e) => {
-                    tracing::warn!("http_listen: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = open.clone().try_acquire_owned() else { continue };
-        let s = srv.clone();
-        tokio::spawn(async move {
-            // The head within network_timeout; making waits for its permit at most as long.
-            let _ = answer(&s, sock).await;
-            drop(permit);
-        });
-    }
-}
-
-async fn answer(srv: &Arc<StorageServer>, mut sock: tokio::net::TcpStream) -> std::io::Result<()> {
-    let timeout = srv.config.network_timeout;
-    let Ok(Some((method, target))) = tokio::time::timeout(timeout, read_request_line(&mut sock)).await? else {
-        return Ok(());
-    };
-    let head_only = method == "HEAD";
-    if method != "GET" && !head_only {
-        return write_reply(&mut sock, "405 Method Not Allowed", "text/plain", b"GET only\n", false).await;
-    }
-    let path = target.split('?').next().unwrap_or("");
-    let Some((group, name)) = path.strip_prefix("/thumbnail/").and_then(|p| p.split_once('/')) else {
-        return write_reply(&mut sock, "404 Not Found", "text/plain", b"/thumbnail/<group>/<name>\n", head_only).await;
+/// `GET|HEAD /thumbnail/<group>/<name>`: the derivative, made now if it is not yet.
+pub(super) async fn answer(
+    srv: &Arc<StorageServer>,
+    sock: &mut tokio::net::TcpStream,
+    head: &RequestHead,
+) -> std::io::Result<()> {
+    let head_only = head.method == "HEAD";
+    let Some((group, name)) = head.path().strip_prefix("/thumbnail/").and_then(|p| p.split_once('/')) else {
+        return write_reply(sock, "404 Not Found", "text/plain", b"/thumbnail/<group>/<name>\n", head_only).await;
     };
     let started = Instant::now();
     match thumbnail(srv, group, name).await {
         Ok((bytes, made)) => {
             let what = if made { "ThumbnailMade" } else { "ThumbnailServed" };
             srv.metrics.request(what, true, started.elapsed());
-            write_reply(&mut sock, "200 OK", content_type(name), &bytes, head_only).await
+            write_reply(sock, "200 OK", content_type(name), &bytes, head_only).await
         }
         Err(e) => {
             tracing::warn!("thumbnail {group}/{name}: {e}");
             srv.metrics.request("ThumbnailRefused", false, started.elapsed());
             let why = format!("{e}\n");
-            write_reply(&mut sock, e.http_status(), "text/plain", why.as_bytes(), head_only).await
+            write_reply(sock, e.http_status(), "text/plain", why.as_bytes(), head_only).await
         }
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod cluster_stat;
 pub mod commands;
+pub mod http_token;
 pub mod list_files;
 pub mod monitor;
 pub mod test_programs;

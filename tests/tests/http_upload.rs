@@ -1,0 +1,152 @@
+//! Uploads over HTTP (#29) through the real nginx, proxied with `proxy_request_buffering off` to
+//! the storage's `http_listen`, on a replicating pair: curl multipart and raw uploads answer
+//! JSON whose file ID downloads with the same bytes through the module and through the
+//! protocol on both members; the metadata of the form and of the grant is set; grants that
+//! are missing, forged or expired are 403, too large 413 before the body is read, a wrong
+//! extension 415; a 200 MB form upload streams with the storage's memory flat.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use fdfs_core::grant::UploadGrant;
+use fdfs_e2e::{bin, common_free_port, eventually, get, NginxProc, StorageProc, TrackerProc};
+
+const SECRET: &str = "app-server-secret-42";
+
+/// curl's answer: (HTTP status, body).
+fn curl(args: &[&str]) -> (u16, String) {
+    let out = Command::new("curl").args(["-s", "-w", "\n%{http_code}"]).args(args).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap();
+    (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+fn token(conf: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin("fdfs_http_token")).arg(conf).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
+#[tokio::test]
+async fn curl_uploads_go_into_the_group_and_grants_are_enforced() {
+    let tracker = TrackerProc::start("");
+    let ips = ["127.0.0.169", "127.0.0.170"];
+    let (port, maker_port, http_port) = (common_free_port(&ips), common_free_port(&ips), common_free_port(&ips));
+    let conf = |ip: &str| {
+        format!(
+            "port = {port}\nhttp_listen = {ip}:{maker_port}\nhttp_upload_secret = {SECRET}\nhttp_upload_max_size = 300MB\n"
+        )
+    };
+    let a = StorageProc::start(&tracker.addr(), ips[0], &conf(ips[0])).await;
+    let b = StorageProc::start(&tracker.addr(), ips[1], &conf(ips[1])).await;
+    let mod_conf = format!(
+        "group_name = group1\nurl_have_group_name = true\nstore_path0 = {}\ntracker_server = {}\n",
+        a.base().display(),
+        tracker.addr()
+    );
+    let upload_location = format!(
+        "location = /upload {{ proxy_pass http://{}:{maker_port}; proxy_request_buffering off; \
+         client_max_body_size 400m; proxy_read_timeout 60s; }}",
+        ips[0]
+    );
+    let ngx = NginxProc::start_with(ips[0], http_port, &mod_conf, "types { image/png png; }", &upload_location);
+    let upload_url = format!("http://{}/upload", ngx.addr);
+    let c = fdfs_e2e::client_for(&tracker.addr());
+    let work = tempfile::tempdir().unwrap();
+    let photo = work.path().join("photo.jpg");
+    let bytes: Vec<u8> = (0..150_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&photo, &bytes).unwrap();
+
+    // A multipart form: the file, a field that becomes metadata, and the grant's own metadata.
+    let grant = token(&a.daemon.conf, &["--group", "group1", "--ext", "jpg,png", "--meta", "owner=u42"]);
+    assert!(grant.starts_with("?group=group1&expires="), "{grant}");
+    let (code, body) =
+        curl(&["-F", &format!("file=@{}", photo.display()), "-F", "title=summer", &format!("{upload_url}{grant}")]);
+    assert_eq!(code, 200, "{body}");
+    let v = json(&body);
+    let id = v["file_id"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("group1/M00/") && id.ends_with(".jpg"), "{id}");
+    assert_eq!(v["url"], format!("/{id}"));
+    assert_eq!(v["size"], bytes.len() as u64);
+    assert_eq!(v["crc32"], crc32fast::hash(&bytes) as u64);
+    assert_eq!((v["metadata"]["title"].as_str(), v["metadata"]["owner"].as_str()), (Some("summer"), Some("u42")));
+    // Read back through the module, and through the protocol on both members.
+    let served = get(&ngx.addr, &format!("/{id}"));
+    assert!(served.status == 200 && served.body == bytes, "module: {}", served.status);
+    let name = id.trim_start_matches("group1/").to_owned();
+    let meta = c.storage.get_metadata(&a.addr(), "group1", &name).await.unwrap();
+    assert!(meta.contains(&(b"owner".to_vec(), b"u42".to_vec())), "{meta:?}");
+    for s in [&a, &b] {
+        let got = eventually(Duration::from_secs(20), "the upload on both members", || async {
+            c.storage.download(&s.addr(), "group1", &name, 0, 0).await.ok()
+        })
+        .await;
+        assert!(got == bytes, "bytes on {}", s.addr());
+    }
+
+    // A raw body, its extension from ?filename=.
+    let png = work.path().join("raw.bin");
+    std::fs::write(&png, b"\x89PNG raw body").unwrap();
+    let raw_url = format!("{upload_url}{grant}&filename=logo.png");
+    let (code, body) = curl(&[
+        "--data-binary",
+        &format!("@{}", png.display()),
+        "-H",
+        "Content-Type: application/octet-stream",
+        &raw_url,
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let raw_id = json(&body)["file_id"].as_str().unwrap().to_owned();
+    assert!(raw_id.ends_with(".png"), "{raw_id}");
+    assert_eq!(get(&ngx.addr, &format!("/{raw_id}")).body, b"\x89PNG raw body");
+
+    // Grants: none, forged, expired, too small, wrong extension.
+    let form = format!("file=@{}", photo.display());
+    assert_eq!(curl(&["-F", &form, &upload_url]).0, 403, "no grant");
+    let forged = grant.replace("ext=jpg%2Cpng", "ext=jpg%2Cexe");
+    assert_eq!(curl(&["-F", &form, &format!("{upload_url}{forged}")]).0, 403, "forged");
+    let expired = UploadGrant { expires: fdfs_core::timefmt::now_unix() - 10, ..Default::default() }.to_query(SECRET);
+    assert_eq!(curl(&["-F", &form, &format!("{upload_url}?{expired}")]).0, 403, "expired");
+    let small = token(&a.daemon.conf, &["--max-size", "1000"]);
+    let (code, body) = curl(&["-F", &form, &format!("{upload_url}{small}")]);
+    assert_eq!(code, 413, "{body}");
+    let (code, _) =
+        curl(&["--data-binary", &format!("@{}", photo.display()), &format!("{upload_url}{small}&filename=a.jpg")]);
+    assert_eq!(code, 413, "raw, refused from its Content-Length");
+    let (code, body) =
+        curl(&["-F", &format!("file=@{};filename=run.exe", photo.display()), &format!("{upload_url}{grant}")]);
+    assert_eq!(code, 415, "{body}");
+    let other_group = token(&a.daemon.conf, &["--group", "group2"]);
+    assert_eq!(curl(&["-F", &form, &format!("{upload_url}{other_group}")]).0, 403, "another group");
+
+    // 200 MB in a form: streamed through nginx and spooled, the storage's memory stays flat.
+    let big = work.path().join("big.bin");
+    {
+        use std::io::Write;
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&big).unwrap());
+        let block: Vec<u8> = (0..1u32 << 20).map(|i| (i * 31 % 253) as u8).collect();
+        for i in 0..200u32 {
+            f.write_all(&i.to_le_bytes()).unwrap();
+            f.write_all(&block[4..]).unwrap();
+        }
+    }
+    let rss_before = a.daemon.rss_kib();
+    let any = token(&a.daemon.conf, &[]);
+    let (code, body) = curl(&["-F", &format!("file=@{}", big.display()), &format!("{upload_url}{any}")]);
+    assert_eq!(code, 200, "{body}");
+    let v = json(&body);
+    assert_eq!(v["size"], 200u64 << 20);
+    let peak = a.daemon.peak_rss_kib();
+    eprintln!("storage RSS before the 200 MB upload {rss_before} KiB, peak {peak} KiB");
+    assert!(peak < rss_before + 64 * 1024, "storage RSS {rss_before} KiB before, peak {peak} KiB");
+    let out = work.path().join("back.bin");
+    let url = format!("http://{}/{}", ngx.addr, v["file_id"].as_str().unwrap());
+    let (code, _) = curl(&["-o", &out.display().to_string(), &url]);
+    assert_eq!(code, 200);
+    assert!(std::fs::read(&out).unwrap() == std::fs::read(&big).unwrap(), "200 MB read back");
+}
