@@ -135,8 +135,8 @@ fastdfs-rs is running:
   URL      $url
   thumbnail URL $thumb   (made once on first request; 150x150 and 300x300 allowed)
   upload URL $upload_url
-  tus endpoint http://127.0.0.1:$hport/files/$grant   (resumable uploads)
              (curl -F file=@photo.jpg '<upload URL>'; a form: http://127.0.0.1:$hport/upload.html)
+  tus endpoint http://127.0.0.1:$hport/files/$grant   (resumable uploads)
 Try:  $bin/fdfs_upload_file $run/client.conf <file>
       $bin/fdfs_monitor $run/client.conf
 Stop: ci/quickstart.sh stop
