@@ -52,6 +52,8 @@ export FDFS_PY3FDFS_PYTHON=$interop_cache/py3fdfs/bin/python
 "$FDFS_PY3FDFS_PYTHON" -c 'import django' 2>/dev/null || "$interop_cache/py3fdfs/bin/pip" install -q 'django>=4.2,<5'
 # The tus client from PyPI the resumable-upload tests drive (tuspy).
 "$FDFS_PY3FDFS_PYTHON" -c 'import tusclient' 2>/dev/null || "$interop_cache/py3fdfs/bin/pip" install -q 'tuspy>=1.0,<2'
+# The tus clients from npm (tus-js-client in Node; Uppy's bundle in Chromium), as pinned.
+[[ -d tests/js/tus/node_modules/uppy ]] || (cd tests/js/tus && npm ci --no-audit --no-fund -q >/dev/null)
 
 
 step "cargo fmt --check"

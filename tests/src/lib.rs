@@ -749,3 +749,27 @@ pub fn raw_exchange(s: &mut std::net::TcpStream, cmd: u8, body: &[u8]) -> (u8, V
     s.read_exact(&mut answer).unwrap();
     (h.status, answer)
 }
+
+/// Headless Chromium (Debian's `chromium`, or `FDFS_CHROMIUM`) with a fresh profile and the
+/// flags this machine's closed network needs; `args` are the page and what to do with it.
+pub fn chromium(args: &[String]) -> std::process::Output {
+    let bin = std::env::var("FDFS_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(std::path::Path::new(&bin).exists(), "{bin} missing: apt-get install chromium (ci/test.sh does)");
+    let profile = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(bin);
+    cmd.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--hide-scrollbars",
+        "--virtual-time-budget=10000",
+    ]);
+    cmd.arg(format!("--user-data-dir={}", profile.path().display()));
+    cmd.args(args);
+    cmd.output().unwrap()
+}

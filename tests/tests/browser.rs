@@ -4,10 +4,9 @@
 //! screenshot is kept in `target/test-artifacts/browser.png`.
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use fdfs_core::client::{Content, UploadKind};
-use fdfs_e2e::{common_free_port, Cluster, NginxProc};
+use fdfs_e2e::{chromium, common_free_port, Cluster, NginxProc};
 
 /// A PNG of `w`×`h` RGB pixels, zlib with stored (uncompressed) blocks: no image crate needed.
 fn png(w: u32, h: u32, seed: u8) -> Vec<u8> {
@@ -43,28 +42,6 @@ fn png(w: u32, h: u32, seed: u8) -> Vec<u8> {
     ihdr.extend_from_slice(&h.to_be_bytes());
     ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
     [b"\x89PNG\r\n\x1a\n".to_vec(), chunk(b"IHDR", &ihdr), chunk(b"IDAT", &z), chunk(b"IEND", b"")].concat()
-}
-
-fn chromium(args: &[String]) -> std::process::Output {
-    let bin = std::env::var("FDFS_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(std::path::Path::new(&bin).exists(), "{bin} missing: apt-get install chromium (ci/test.sh does)");
-    let profile = tempfile::tempdir().unwrap();
-    let mut cmd = Command::new(bin);
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--hide-scrollbars",
-        "--virtual-time-budget=10000",
-    ]);
-    cmd.arg(format!("--user-data-dir={}", profile.path().display()));
-    cmd.args(args);
-    cmd.output().unwrap()
 }
 
 #[tokio::test]

@@ -178,3 +178,69 @@ fn url_name(url: &str) -> String {
     let token = url.rsplit_once("/files/").unwrap().1;
     token.rsplit_once('.').unwrap().0.replace('~', "/")
 }
+
+/// `tests/js/tus/node_modules` (ci/test.sh runs `npm ci` there), and node.
+fn js_clients() -> Option<std::path::PathBuf> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("js/tus");
+    let ok = dir.join("node_modules/tus-js-client").is_dir()
+        && Command::new("node").arg("--version").output().is_ok_and(|o| o.status.success());
+    ok.then_some(dir)
+}
+
+#[tokio::test]
+async fn tus_js_client_in_node_and_uppy_in_chromium_upload_through_nginx() {
+    let Some(js) = js_clients() else {
+        eprintln!("SKIPPED: node and tests/js/tus/node_modules (npm ci there; ci/test.sh does) are needed");
+        return;
+    };
+    let tracker = TrackerProc::start("");
+    let ip = "127.0.0.173";
+    let (port, maker_port, http_port) = (common_free_port(&[ip]), common_free_port(&[ip]), common_free_port(&[ip]));
+    let conf = format!("port = {port}\nhttp_listen = {ip}:{maker_port}\nhttp_upload_secret = {SECRET}\n");
+    let s = StorageProc::start(&tracker.addr(), ip, &conf).await;
+    let mod_conf = format!("group_name = group1\nurl_have_group_name = true\nstore_path0 = {}\n", s.base().display());
+    let files = format!(
+        "location /files/ {{ proxy_pass http://{ip}:{maker_port}; proxy_request_buffering off; client_max_body_size 0; }}"
+    );
+    let ngx = NginxProc::start_with(ip, http_port, &mod_conf, "types { image/png png; text/html html; }", &files);
+    let grant = {
+        let out = Command::new(bin("fdfs_http_token")).arg(&s.daemon.conf).args(["--ext", "bin,png"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let endpoint = format!("http://{}/files/{grant}", ngx.addr);
+
+    // tus-js-client in Node, 1 MiB PATCHes.
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("clip.bin");
+    let data: Vec<u8> = (0..2_600_000u32).map(|i| (i % 199) as u8).collect();
+    std::fs::write(&file, &data).unwrap();
+    let out = Command::new("node")
+        .arg(js.join("node_upload.js"))
+        .arg(&endpoint)
+        .arg(&file)
+        .env("NODE_PATH", js.join("node_modules"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tus-js-client: {}", String::from_utf8_lossy(&out.stderr));
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let (code, offset, id) = head(&ngx.addr, &url);
+    assert_eq!((code, offset), (200, Some(data.len() as u64)), "{url}");
+    let id = id.unwrap();
+    assert!(get(&ngx.addr, &format!("/{id}")).body == data, "tus-js-client's upload through the module");
+
+    // Uppy (its prebuilt bundle) in headless Chromium: a page uploads a picture it drew, then
+    // shows it from its new URL.
+    let stat = ngx.prefix.path().join("static");
+    std::fs::create_dir_all(&stat).unwrap();
+    std::fs::copy(js.join("node_modules/uppy/dist/uppy.min.js"), stat.join("uppy.min.js")).unwrap();
+    let page = std::fs::read_to_string(js.join("uppy.html")).unwrap().replace("ENDPOINT", &endpoint);
+    std::fs::write(stat.join("uppy.html"), page).unwrap();
+    let out = fdfs_e2e::chromium(&["--dump-dom".into(), format!("http://{}/static/uppy.html", ngx.addr)]);
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let title = dom.split("<title>").nth(1).and_then(|t| t.split("</title>").next()).unwrap_or("").to_owned();
+    assert!(title.starts_with("OK group1/M00/") && title.ends_with(".png 64x48"), "Uppy's page says {title:?}");
+    let id = title.split(' ').nth(1).unwrap();
+    let r = get(&ngx.addr, &format!("/{id}"));
+    assert_eq!((r.status, r.header("Content-Type")), (200, Some("image/png")));
+    assert!(r.body.starts_with(b"\x89PNG"), "the drawn picture is a PNG");
+}
