@@ -6,6 +6,12 @@
 #     after it; downloads of 4 KiB and 1 MiB, with the CPU each side spent per download.
 #   - nginx with ngx-fastdfs vs the same nginx's plain `root` location serving the same file
 #     (4 KiB and 200 KiB), with wrk; the ratio is module / root requests per second.
+#   - thumbnails (#28): cold derivatives per second of a 12 MP JPEG to 300x300 through the module
+#     against Debian's `vipsthumbnail` and ImageMagick's `convert -thumbnail` on the same file, and
+#     a warm GET of the stored derivative against `root` serving it (wrk).
+#   - uploads over HTTP (#29): POST /upload through nginx, 4 KiB and 1 MiB (wrk), against
+#     protocol uploads of the same size and concurrency; storage A's memory while 100 clients
+#     upload slowly at once.
 #   - replication lag: upload acknowledged on storage A → readable on storage B (p50/p99).
 #   - de-duplication: 64 KiB uploads, half of them repeated, with `check_file_duplicate` off and
 #     on: the rate (on as a ratio to off), and bytes on disk against bytes uploaded; and the
@@ -56,7 +62,7 @@ for _ in range(100):
     except OSError: pass
 PY
 }
-tport=$(port); sport=$(pair_port 127.0.0.2 127.0.0.3)
+tport=$(port); sport=$(pair_port 127.0.0.2 127.0.0.3); hlport=$(pair_port 127.0.0.2 127.0.0.3)
 mkdir -p "$run/tracker" "$run/storage" "$run/storage2"
 cat > "$run/tracker.conf" <<CONF
 bind_addr = 127.0.0.1
@@ -73,6 +79,16 @@ store_path0 = $run/storage
 tracker_server = 127.0.0.1:$tport
 heart_beat_interval = 1
 stat_report_interval = 1
+http_listen = 127.0.0.2:$hlport
+http_upload_secret = bench-secret
+thumbnail_config = $run/thumbnails.conf
+CONF
+# The module's thumbnail keys (its mod_fastdfs.conf below has the same), read by the storages.
+cat > "$run/thumbnails.conf" <<CONF
+thumbnail = true
+thumbnail_sizes = 300x300
+thumbnail_max_source_pixels = 20000000
+thumbnail_maker = 127.0.0.2:$hlport
 CONF
 sed -e "s#127.0.0.2#127.0.0.3#" -e "s#$run/storage\$#$run/storage2#" "$run/storage.conf" > "$run/storage2.conf"
 "$bin/fdfs_trackerd" "$run/tracker.conf" start
@@ -317,6 +333,7 @@ nport=$(port)
 if [[ $have_wrk == 1 ]]; then
 mkdir -p "$run/ngx/conf" "$run/ngx/logs"
 printf 'group_name=group1\nurl_have_group_name=true\nstore_path0=%s\n' "$run/storage" > "$run/ngx/conf/mod_fastdfs.conf"
+cat "$run/thumbnails.conf" >> "$run/ngx/conf/mod_fastdfs.conf"
 # The module serves storage A's store path; uploads below go there.
 user=""; [[ $(id -u) -eq 0 ]] && user="user root;"
 cat > "$run/ngx/conf/nginx.conf" <<CONF
@@ -327,7 +344,7 @@ error_log logs/error.log;
 pid logs/nginx.pid;
 events { worker_connections 1024; }
 http {
-  types { application/octet-stream bin; }
+  types { application/octet-stream bin; image/jpeg jpg; }
   access_log off;
   sendfile on;
   tcp_nopush on;
@@ -338,6 +355,8 @@ http {
     location ~ /group[0-9]+/M[0-9A-F][0-9A-F]/ { ngx_fastdfs_module; }
     # Same kind of location match as the module's, so the ratio measures the handlers.
     location ~ ^/data/[0-9A-F][0-9A-F]/ { root $run/storage; }
+    location @fastdfs_proxy { proxy_pass \$fastdfs_proxy_url; proxy_read_timeout 60s; }
+    location = /upload { proxy_pass http://127.0.0.2:$hlport; proxy_request_buffering off; client_max_body_size 0; }
   }
 }
 CONF
@@ -352,6 +371,66 @@ for size in 4096 204800; do
   m=$(rps "/$id"); r=$(rps "/data/$rel"); m2=$(rps "/$id"); r2=$(rps "/data/$rel")
   python3 -c "m=($m+$m2)/2; r=($r+$r2)/2; print(f'{$size:<10} {m:>12.0f} {r:>12.0f} {m/r:>8.3f}')"
 done
+fi
+
+# Thumbnails: a 12 MP JPEG uploaded K times (de-duplication is off: K masters), each asked
+# once for its 300x300 (cold: made by the storage), against vipsthumbnail and convert making
+# the same thumbnail of the same file K times; then the stored derivative warm, module vs root.
+if [[ $have_wrk == 1 ]] && command -v vipsthumbnail >/dev/null && command -v convert >/dev/null; then
+  k=8
+  convert -size 4000x3000 plasma:fractal -quality 90 "$run/m.jpg"
+  ids=()
+  for _ in $(seq $k); do ids+=("$("$bin/fdfs_upload_file" "$run/client.conf" "$run/m.jpg" "127.0.0.2:$sport")"); done
+  t0=$(date +%s.%N)
+  for id in "${ids[@]}"; do
+    code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$nport/${id%.jpg}_300x300.jpg")
+    [[ $code == 200 ]] || { echo "thumbnail of $id: $code" >&2; exit 1; }
+  done
+  t1=$(date +%s.%N)
+  for _ in $(seq $k); do vipsthumbnail "$run/m.jpg" -s 300x300 -o "$run/v.jpg[Q=85]"; done
+  t2=$(date +%s.%N)
+  for _ in $(seq $k); do convert "$run/m.jpg" -thumbnail 300x300 -quality 85 "$run/c.jpg"; done
+  t3=$(date +%s.%N)
+  printf '\n%-34s %9s %11s %9s %8s %9s\n' "12 MP JPEG -> 300x300, cold" ours/s vipsthumb/s convert/s vs_vips vs_convert
+  python3 -c "o=$k/($t1-$t0); v=$k/($t2-$t1); c=$k/($t3-$t2); print(f'{\"derivatives\":<34} {o:>9.2f} {v:>11.2f} {c:>9.2f} {o/v:>8.2f} {o/c:>9.2f}')"
+  thumb=${ids[0]%.jpg}_300x300.jpg
+  rps "/$thumb" >/dev/null
+  m=$(rps "/$thumb"); r=$(rps "/data/${thumb#group1/M00/}"); m2=$(rps "/$thumb"); r2=$(rps "/data/${thumb#group1/M00/}")
+  printf '%-10s %12s %12s %8s\n' "warm GET" module_rps root_rps ratio
+  python3 -c "m=($m+$m2)/2; r=($r+$r2)/2; print(f'{\"300x300\":<10} {m:>12.0f} {r:>12.0f} {m/r:>8.3f}')"
+else
+  echo "wrk, vipsthumbnail (libvips-tools) or convert (imagemagick) missing: skipping the thumbnail rows"
+fi
+
+# Uploads over HTTP through nginx (POST /upload, the body as it is, wrk) against protocol uploads
+# (fdfs_bench) of the same size and concurrency, alternating; then storage A's resident memory
+# while 100 clients each send 512 KiB at 64 KiB/s.
+if [[ $have_wrk == 1 ]]; then
+  grant=$("$bin/fdfs_http_token" "$run/storage.conf" --expires 3600)
+  printf '\n%-22s %10s %10s %7s\n' "HTTP upload" http/s proto/s ratio
+  for spec in "4KiB 4096 16" "1MiB 1048576 4"; do
+    read -r label bytes c <<<"$spec"
+    printf 'wrk.method = "POST"\nwrk.body = string.rep("x", %s)\nwrk.headers["Content-Type"] = "application/octet-stream"\n' \
+      "$bytes" > "$run/post.lua"
+    h=(); p=()
+    for _ in 1 2; do
+      h+=("$(wrk -t2 -c"$c" -d"${BENCH_SECONDS:-5}"s -s "$run/post.lua" "http://127.0.0.1:$nport/upload$grant&filename=b.bin" \
+        | awk '/Requests\/sec/ {print $2}')")
+      "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --size "$label" --count $((c * 400)) --concurrency "$c" \
+        --keep --json "$run/proto.json" >/dev/null
+      p+=("$(python3 -c "import json; print(json.load(open('$run/proto.json'))['files_per_s'])")")
+    done
+    python3 -c "h=(${h[0]}+${h[1]})/2; p=(${p[0]}+${p[1]})/2; print(f'{\"$label x$c\":<22} {h:>10.0f} {p:>10.0f} {h/p:>7.2f}')"
+  done
+  spid=$(cat "$run/storage/data/fdfs_storaged.pid")
+  rss() { awk '/VmRSS/ {print $2}' "/proc/$spid/status"; }
+  head -c 524288 /dev/urandom > "$run/slow.bin"
+  before=$(rss); peak=$before
+  for _ in $(seq 100); do
+    curl -s -o /dev/null --limit-rate 64k --data-binary @"$run/slow.bin" "http://127.0.0.1:$nport/upload$grant&filename=s.bin" &
+  done
+  while [[ -n $(jobs -r) ]]; do now=$(rss); (( now > peak )) && peak=$now; sleep 0.5; done
+  printf '%-40s %s MiB before, %s MiB at most\n' "storage RSS, 100 slow HTTP uploads" $((before / 1024)) $((peak / 1024))
 fi
 
 # Trunk mode (C's small-file packing): the tracker restarted with `use_trunk_file = true`, so

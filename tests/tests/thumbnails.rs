@@ -16,7 +16,7 @@ const TRUNK_TRACKER: &str = "use_trunk_file = true\nslot_min_size = 256\nslot_ma
 
 /// Makes the masters and compares a derivative with PIL's own resize of its master.
 const PIL: &str = r#"
-import sys
+import math, sys
 from PIL import Image, ImageDraw, ImageOps
 cmd = sys.argv[1]
 if cmd == "gen":
@@ -51,8 +51,9 @@ else:
     else:
         ref = ref.resize(got.size, Image.LANCZOS)
     a, b = ref.tobytes(), got.tobytes()
-    diff = sum(abs(x - y) for x, y in zip(a, b)) / len(a)
-    print(got.size[0], got.size[1], round(diff, 2))
+    mse = sum((x - y) ** 2 for x, y in zip(a, b)) / len(a)
+    psnr = 99.0 if mse == 0 else 10 * math.log10(255 * 255 / mse)
+    print(got.size[0], got.size[1], round(psnr, 2))
 "#;
 
 /// `/usr/bin/python3` when it has PIL (Debian's python3-pil; ci/test.sh installs it).
@@ -70,7 +71,7 @@ fn run_pil(py: &Path, dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-/// (width, height, mean absolute difference per channel from PIL's Lanczos resize).
+/// (width, height, PSNR in dB against PIL's Lanczos resize of the master).
 fn compare(py: &Path, dir: &Path, master: &str, derivative: &[u8], mode: &str, size: (u32, u32)) -> (u32, u32, f64) {
     let file = dir.join("derivative");
     std::fs::write(&file, derivative).unwrap();
@@ -137,7 +138,7 @@ async fn member(tracker: &str, ip: &'static str, ports: (u16, u16, u16, u16)) ->
         ip,
         http_port,
         &mod_conf(&storage.base(), tracker, &maker),
-        "types { image/png png; image/gif gif; image/webp webp; }",
+        "types { image/png png; image/gif gif; image/webp webp; text/html html; }",
     );
     Member { _conf: conf_dir, storage, nginx, metrics: format!("{ip}:{metrics_port}") }
 }
@@ -165,9 +166,9 @@ async fn derivatives_are_made_once_stored_as_slaves_replicated_and_look_like_pil
     let r = get(&a.nginx.addr, &url);
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("Content-Type"), Some("image/jpeg"));
-    let (w, h, diff) = compare(&py, work.path(), "master.jpg", &r.body, "fit", (300, 300));
+    let (w, h, psnr) = compare(&py, work.path(), "master.jpg", &r.body, "fit", (300, 300));
     assert_eq!((w, h), (300, 200));
-    assert!(diff < 6.0, "mean difference from PIL's Lanczos resize: {diff}");
+    assert!(psnr >= 30.0, "PSNR against PIL's Lanczos resize: {psnr} dB");
     assert_eq!(made(&a.metrics), 1);
     // A real slave file: file info, downloads, replicated to the member.
     let slave = url.trim_start_matches("/group1/").to_owned();
@@ -196,9 +197,9 @@ async fn derivatives_are_made_once_stored_as_slaves_replicated_and_look_like_pil
     let answers: Vec<_> = answers.into_iter().map(|t| t.join().unwrap()).collect();
     assert!(answers.iter().all(|r| r.status == 200 && r.body == answers[0].body));
     assert_eq!(made(&a.metrics), 2, "eight requests, one derivative made");
-    let (w, h, diff) = compare(&py, work.path(), "master.jpg", &answers[0].body, "fill", (150, 150));
+    let (w, h, psnr) = compare(&py, work.path(), "master.jpg", &answers[0].body, "fill", (150, 150));
     assert_eq!((w, h), (150, 150));
-    assert!(diff < 8.0, "fill differs from PIL's ImageOps.fit by {diff}");
+    assert!(psnr >= 30.0, "PSNR against PIL's ImageOps.fit: {psnr} dB");
 
     // The query form names the same stored file as the name form.
     let q = get(&a.nginx.addr, &format!("/group1/{jpg}?w=300&h=300"));
@@ -222,9 +223,9 @@ async fn derivatives_are_made_once_stored_as_slaves_replicated_and_look_like_pil
         let master = upload(&c, &sa, &read(file), ext).await;
         let r = get(&a.nginx.addr, &format!("{}_{box_}x{box_}.{ext}", stem(&master)));
         assert_eq!(r.status, 200, "{file}: {}", String::from_utf8_lossy(&r.body));
-        let (w, h, diff) = compare(&py, work.path(), file, &r.body, "fit", (box_, box_));
+        let (w, h, psnr) = compare(&py, work.path(), file, &r.body, "fit", (box_, box_));
         assert_eq!((w, h), want, "{file}");
-        assert!(diff < 8.0, "{file}: mean difference {diff}");
+        assert!(psnr >= 30.0, "{file}: PSNR {psnr} dB");
     }
 
     // A de-duplicated master (the same bytes again: a link to the first upload's content).
@@ -232,6 +233,49 @@ async fn derivatives_are_made_once_stored_as_slaves_replicated_and_look_like_pil
     assert_ne!(twin, jpg);
     let r2 = get(&a.nginx.addr, &format!("{}_300x300.jpg", stem(&twin)));
     assert!(r2.status == 200 && r2.body == r.body, "the twin's derivative: {}", r2.status);
+
+    // A slave the application uploaded itself under a thumbnail's name (tobato's
+    // FastDFS_Client does): served untouched, nothing made.
+    let png_master = upload(&c, &sa, &read("master.png"), "png").await;
+    let own = b"the application's own 150x150 rendition".to_vec();
+    let slave =
+        c.storage.upload_slave(&sa, &png_master, "_150x150", "png", Content::Bytes(&own)).await.unwrap().filename;
+    let before = made(&a.metrics);
+    let r = get(&a.nginx.addr, &format!("/group1/{slave}"));
+    assert!(r.status == 200 && r.body == own, "the uploaded slave, as it was uploaded");
+    assert_eq!(made(&a.metrics), before);
+
+    // A page with three sizes in headless Chromium: each decodes at its size.
+    let sizes = [("_150x150.jpg", "150x100"), ("_300x300.jpg", "300x200"), ("_150x150_fill.jpg", "150x150")];
+    let imgs: String = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, (suffix, want))| format!("<img id=\"t{i}\" src=\"{}{suffix}\" data-want=\"{want}\">\n", stem(&jpg)))
+        .collect();
+    let page = format!(
+        "<!doctype html><title>thumbnails</title><body>{imgs}<pre id=\"r\">pending</pre><script>\n\
+         addEventListener('load', () => {{ document.getElementById('r').textContent = 'DONE ' + \
+         [...document.images].map(i => i.naturalWidth + 'x' + i.naturalHeight + ':' + i.dataset.want).join(' '); }});\n\
+         </script></body>\n"
+    );
+    let stat = a.nginx.prefix.path().join("static");
+    std::fs::create_dir_all(&stat).unwrap();
+    std::fs::write(stat.join("thumbs.html"), page).unwrap();
+    let page_url = format!("http://{}/static/thumbs.html", a.nginx.addr);
+    let out = fdfs_e2e::chromium(&["--dump-dom".into(), page_url.clone()]);
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let line = dom.lines().find(|l| l.contains("DONE")).unwrap_or_else(|| panic!("the page did not finish: {dom}"));
+    let results = line.split("DONE ").nth(1).unwrap().split("</pre>").next().unwrap();
+    for r in results.split(' ') {
+        let (got, want) = r.split_once(':').unwrap();
+        assert_eq!(got, want, "{line}");
+    }
+    let artifacts = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("thumbnails.png");
+    let _ = std::fs::remove_file(&shot);
+    fdfs_e2e::chromium(&[format!("--screenshot={}", shot.display()), "--window-size=800,400".into(), page_url]);
+    assert!(std::fs::read(&shot).is_ok_and(|b| b.starts_with(b"\x89PNG")), "a screenshot of the page");
 
     // A master in a trunk slot (small files go into slots once the trunk server is known).
     let small = read("slot.png");

@@ -189,14 +189,56 @@ pub fn render(source: &[u8], d: &Derivative, settings: &ThumbnailConfig) -> Resu
     limits.max_image_height = Some(h);
     limits.max_alloc = Some(settings.max_source_pixels * 8 + (64 << 20));
     let mut reader = reader()?;
+    let jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
     reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(bad)?;
     let orientation = decoder.orientation().map_err(bad)?;
     let icc = decoder.icc_profile().ok().flatten();
-    let mut img = DynamicImage::from_decoder(decoder).map_err(bad)?;
+    // A JPEG much larger than its derivative is decoded scaled down (the IDCT at 1/2, 1/4 or
+    // 1/8, as libjpeg's shrink-on-load that vipsthumbnail uses): a fraction of the work, and
+    // still at least twice the derivative's size, so the final resize filters properly.
+    let shrunk = if jpeg { needed((w, h), d, orientation).and_then(|want| shrunk_jpeg(source, want)) } else { None };
+    let mut img = match shrunk {
+        Some(img) => img,
+        None => DynamicImage::from_decoder(decoder).map_err(bad)?,
+    };
     img.apply_orientation(orientation);
     let out = fit(&img, d.size, d.mode);
     encode(&out, &d.ext(), settings.jpeg_quality, icc).map_err(bad)
+}
+
+/// The stored size a source of stored size `(w, h)` needs to be decoded at for `d`: twice what
+/// the derivative takes of it; `None` when that is (nearly) all of it.
+fn needed((w, h): (u32, u32), d: &Derivative, orientation: image::metadata::Orientation) -> Option<(u32, u32)> {
+    use image::metadata::Orientation::*;
+    let turned = matches!(orientation, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH);
+    // The box in stored orientation.
+    let (bw, bh) = if turned { (d.size.1, d.size.0) } else { d.size };
+    let (sx, sy) = (f64::from(bw) / f64::from(w), f64::from(bh) / f64::from(h));
+    let scale = match d.mode {
+        FitMode::Fit => sx.min(sy),
+        FitMode::Fill => sx.max(sy),
+        FitMode::Crop => return None,
+    } * 2.0;
+    (scale < 0.5).then(|| ((f64::from(w) * scale).ceil() as u32, (f64::from(h) * scale).ceil() as u32))
+}
+
+/// A JPEG decoded at the smallest IDCT scale that is at least `want`; `None` for what this
+/// decoder does not take (CMYK, 16-bit) or cannot read: the full decode then decides.
+fn shrunk_jpeg(source: &[u8], (ww, wh): (u32, u32)) -> Option<DynamicImage> {
+    let mut dec = jpeg_decoder::Decoder::new(Cursor::new(source));
+    dec.read_info().ok()?;
+    let (w, h) = dec.scale(u16::try_from(ww).ok()?, u16::try_from(wh).ok()?).ok()?;
+    let pixels = dec.decode().ok()?;
+    match dec.info()?.pixel_format {
+        jpeg_decoder::PixelFormat::RGB24 => {
+            image::RgbImage::from_raw(w.into(), h.into(), pixels).map(DynamicImage::ImageRgb8)
+        }
+        jpeg_decoder::PixelFormat::L8 => {
+            image::GrayImage::from_raw(w.into(), h.into(), pixels).map(DynamicImage::ImageLuma8)
+        }
+        _ => None,
+    }
 }
 
 /// `img` fitted to the box by `mode`, never enlarged.
@@ -205,7 +247,14 @@ fn fit(img: &DynamicImage, (bw, bh): (u32, u32), mode: FitMode) -> DynamicImage 
     match mode {
         FitMode::Fit if w <= bw && h <= bh => img.clone(),
         FitMode::Fit => img.resize(bw, bh, FilterType::Lanczos3),
-        FitMode::Fill if w >= bw && h >= bh => img.resize_to_fill(bw, bh, FilterType::Lanczos3),
+        // As PIL's ImageOps.fit and nginx's `image_filter crop`: the middle of the source at
+        // the box's aspect, then scaled to the box.
+        FitMode::Fill if w >= bw && h >= bh => {
+            let scale = (f64::from(w) / f64::from(bw)).min(f64::from(h) / f64::from(bh));
+            let (cw, ch) =
+                (((f64::from(bw) * scale).round() as u32).min(w), ((f64::from(bh) * scale).round() as u32).min(h));
+            img.crop_imm((w - cw) / 2, (h - ch) / 2, cw, ch).resize_exact(bw, bh, FilterType::Lanczos3)
+        }
         FitMode::Fill | FitMode::Crop => {
             let (cw, ch) = (bw.min(w), bh.min(h));
             img.crop_imm((w - cw) / 2, (h - ch) / 2, cw, ch)
