@@ -134,6 +134,14 @@ impl UploadGrant {
         Ok(grant)
     }
 
+    /// The largest file under this grant where the storage allows at most `cap`.
+    pub fn limit(&self, cap: u64) -> u64 {
+        match self.max_size {
+            0 => cap,
+            m => m.min(cap),
+        }
+    }
+
     /// Whether a file named with extension `ext` may be uploaded.
     pub fn allows_ext(&self, ext: &str) -> bool {
         self.exts.is_empty() || self.exts.iter().any(|e| e.eq_ignore_ascii_case(ext))

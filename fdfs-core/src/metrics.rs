@@ -121,42 +121,14 @@ pub trait Exporter: Send + Sync + 'static {
 pub const MAX_CONNECTIONS: usize = 32;
 
 /// Serves `/metrics` and `/healthz` on `addr` until shutdown.
-pub async fn serve(addr: SocketAddr, exporter: Arc<dyn Exporter>, mut shutdown: Shutdown) {
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("metrics_listen {addr}: {e}; no metrics served");
-            return;
-        }
-    };
-    tracing::info!("metrics on http://{addr}/metrics");
-    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut refused = 0u64;
-    loop {
-        let (sock, _) = tokio::select! {
-            _ = shutdown.wait() => return,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!("metrics: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = open.clone().try_acquire_owned() else {
-            refused += 1;
-            if refused.is_power_of_two() {
-                tracing::warn!("metrics: {MAX_CONNECTIONS} connections open, {refused} closed at accept so far");
-            }
-            continue;
-        };
+pub async fn serve(addr: SocketAddr, exporter: Arc<dyn Exporter>, shutdown: Shutdown) {
+    crate::server::http::serve("metrics_listen", addr, MAX_CONNECTIONS, shutdown, move |sock| {
         let e = exporter.clone();
-        tokio::spawn(async move {
+        async move {
             let _ = tokio::time::timeout(Duration::from_secs(5), answer(sock, e)).await;
-            drop(permit);
-        });
-    }
+        }
+    })
+    .await
 }
 
 async fn answer(mut sock: tokio::net::TcpStream, exporter: Arc<dyn Exporter>) -> std::io::Result<()> {

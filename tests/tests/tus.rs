@@ -51,30 +51,46 @@ fn head(addr: &str, url: &str) -> (u16, Option<u64>, Option<String>) {
     (r.status, r.header("Upload-Offset").and_then(|v| v.parse().ok()), r.header("Fastdfs-File-Id").map(str::to_owned))
 }
 
+/// A tracker, storages on `ips` taking uploads on `http_listen`, nginx on the first with
+/// `location /files/` proxied there, and a tus endpoint with a grant for `exts`.
+struct Front {
+    tracker: TrackerProc,
+    storages: Vec<StorageProc>,
+    ngx: NginxProc,
+    endpoint: String,
+}
+
+async fn front(ips: &[&str], exts: &str, types: &str) -> Front {
+    let tracker = TrackerProc::start("");
+    let (port, maker_port, http_port) = (common_free_port(ips), common_free_port(ips), common_free_port(ips));
+    let mut storages = Vec::new();
+    for ip in ips {
+        let conf = format!("port = {port}\nhttp_listen = {ip}:{maker_port}\nhttp_upload_secret = {SECRET}\n");
+        storages.push(StorageProc::start(&tracker.addr(), ip, &conf).await);
+    }
+    let mod_conf =
+        format!("group_name = group1\nurl_have_group_name = true\nstore_path0 = {}\n", storages[0].base().display());
+    let files = format!(
+        "location /files/ {{ proxy_pass http://{}:{maker_port}; proxy_request_buffering off; client_max_body_size 0; }}",
+        ips[0]
+    );
+    let ngx = NginxProc::start_with(ips[0], http_port, &mod_conf, types, &files);
+    let out =
+        Command::new(bin("fdfs_http_token")).arg(&storages[0].daemon.conf).args(["--ext", exts]).output().unwrap();
+    let endpoint = format!("http://{}/files/{}", ngx.addr, String::from_utf8_lossy(&out.stdout).trim());
+    Front { tracker, storages, ngx, endpoint }
+}
+
 #[tokio::test]
 async fn tuspy_uploads_resume_after_a_kill_9_in_the_middle_of_a_patch() {
     let Some(py) = python() else {
         eprintln!("SKIPPED: FDFS_PY3FDFS_PYTHON with tuspy (ci/test.sh installs it) is needed");
         return;
     };
-    let tracker = TrackerProc::start("");
-    let ips = ["127.0.0.171", "127.0.0.172"];
-    let (port, maker_port, http_port) = (common_free_port(&ips), common_free_port(&ips), common_free_port(&ips));
-    let conf = |ip: &str| format!("port = {port}\nhttp_listen = {ip}:{maker_port}\nhttp_upload_secret = {SECRET}\n");
-    let mut a = StorageProc::start(&tracker.addr(), ips[0], &conf(ips[0])).await;
-    let b = StorageProc::start(&tracker.addr(), ips[1], &conf(ips[1])).await;
-    let mod_conf = format!("group_name = group1\nurl_have_group_name = true\nstore_path0 = {}\n", a.base().display());
-    let files = format!(
-        "location /files/ {{ proxy_pass http://{}:{maker_port}; proxy_request_buffering off; client_max_body_size 0; }}",
-        ips[0]
-    );
-    let ngx = NginxProc::start_with(ips[0], http_port, &mod_conf, "", &files);
+    let Front { tracker, mut storages, ngx, endpoint } = front(&["127.0.0.171", "127.0.0.172"], "bin", "").await;
+    let b = storages.pop().unwrap();
+    let mut a = storages.pop().unwrap();
     let work = tempfile::tempdir().unwrap();
-    let grant = {
-        let out = Command::new(bin("fdfs_http_token")).arg(&a.daemon.conf).args(["--ext", "bin"]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    let endpoint = format!("http://{}/files/{grant}", ngx.addr);
     let c = fdfs_e2e::client_for(&tracker.addr());
 
     // A whole upload in 1 MiB PATCHes: the final ID, its bytes, its metadata, on both members.
@@ -193,21 +209,8 @@ async fn tus_js_client_in_node_and_uppy_in_chromium_upload_through_nginx() {
         eprintln!("SKIPPED: node and tests/js/tus/node_modules (npm ci there; ci/test.sh does) are needed");
         return;
     };
-    let tracker = TrackerProc::start("");
-    let ip = "127.0.0.173";
-    let (port, maker_port, http_port) = (common_free_port(&[ip]), common_free_port(&[ip]), common_free_port(&[ip]));
-    let conf = format!("port = {port}\nhttp_listen = {ip}:{maker_port}\nhttp_upload_secret = {SECRET}\n");
-    let s = StorageProc::start(&tracker.addr(), ip, &conf).await;
-    let mod_conf = format!("group_name = group1\nurl_have_group_name = true\nstore_path0 = {}\n", s.base().display());
-    let files = format!(
-        "location /files/ {{ proxy_pass http://{ip}:{maker_port}; proxy_request_buffering off; client_max_body_size 0; }}"
-    );
-    let ngx = NginxProc::start_with(ip, http_port, &mod_conf, "types { image/png png; text/html html; }", &files);
-    let grant = {
-        let out = Command::new(bin("fdfs_http_token")).arg(&s.daemon.conf).args(["--ext", "bin,png"]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).trim().to_owned()
-    };
-    let endpoint = format!("http://{}/files/{grant}", ngx.addr);
+    let Front { tracker: _tracker, storages: _storages, ngx, endpoint } =
+        front(&["127.0.0.173"], "bin,png", "types { image/png png; text/html html; }").await;
 
     // tus-js-client in Node, 1 MiB PATCHes.
     let work = tempfile::tempdir().unwrap();

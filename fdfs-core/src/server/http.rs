@@ -105,6 +105,56 @@ pub async fn write_reply_with<S: AsyncWrite + Unpin>(
     sock.shutdown().await
 }
 
+/// Serves HTTP on `addr` until shutdown (`what` names it in the log): each connection is
+/// handed to `answer`, at most `max_connections` at once (more are closed at accept, so a
+/// flood cannot take the descriptors the daemon serves with).
+pub async fn serve<F, Fut>(
+    what: &'static str,
+    addr: std::net::SocketAddr,
+    max_connections: usize,
+    mut shutdown: super::Shutdown,
+    answer: F,
+) where
+    F: Fn(tokio::net::TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = match tokio::net::TcpListener::bind(addr).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!("{what} {addr}: {e}; not served");
+            return;
+        }
+    };
+    tracing::info!("{what}: http://{addr}/");
+    let open = std::sync::Arc::new(tokio::sync::Semaphore::new(max_connections));
+    let mut refused = 0u64;
+    loop {
+        let sock = tokio::select! {
+            _ = shutdown.wait() => return,
+            r = listener.accept() => match r {
+                Ok((sock, _)) => sock,
+                Err(e) => {
+                    tracing::warn!("{what}: accept: {e}");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = open.clone().try_acquire_owned() else {
+            refused += 1;
+            if refused.is_power_of_two() {
+                tracing::warn!("{what}: {max_connections} connections open, {refused} closed at accept so far");
+            }
+            continue;
+        };
+        let served = answer(sock);
+        tokio::spawn(async move {
+            served.await;
+            drop(permit);
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -23,37 +23,16 @@ use crate::server::Shutdown;
 const MAX_CONNECTIONS: usize = 64;
 
 /// Serves `http_listen` until shutdown.
-pub async fn serve(srv: Arc<StorageServer>, addr: SocketAddr, mut shutdown: Shutdown) {
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!("http_listen {addr}: {e}; no thumbnails made, no HTTP uploads taken");
-            return;
-        }
-    };
-    tracing::info!("thumbnails made and uploads taken on http://{addr}/");
-    let open = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let sock = tokio::select! {
-            _ = shutdown.wait() => return,
-            r = listener.accept() => match r {
-                Ok((sock, _)) => sock,
-                Err(e) => {
-                    tracing::warn!("http_listen: accept: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-        };
-        let Ok(permit) = open.clone().try_acquire_owned() else { continue };
+pub async fn serve(srv: Arc<StorageServer>, addr: SocketAddr, shutdown: Shutdown) {
+    crate::server::http::serve("http_listen", addr, MAX_CONNECTIONS, shutdown, move |sock| {
         let s = srv.clone();
-        tokio::spawn(async move {
+        async move {
             if let Err(e) = answer(&s, sock).await {
                 tracing::debug!("http_listen: {e}");
             }
-            drop(permit);
-        });
-    }
+        }
+    })
+    .await
 }
 
 async fn answer(srv: &Arc<StorageServer>, mut sock: tokio::net::TcpStream) -> std::io::Result<()> {
@@ -142,4 +121,24 @@ pub(super) fn body_stream(
 /// Waits for a body's reader to finish draining (bounded by [`LINGER_TIME`]).
 pub(super) async fn linger(pump: tokio::task::JoinHandle<()>) {
     let _ = tokio::time::timeout(LINGER_TIME + Duration::from_secs(1), pump).await;
+}
+
+/// Sets a file's metadata (overwriting it) from text pairs; nothing when there are none.
+pub(super) async fn set_text_metadata(
+    srv: &Arc<StorageServer>,
+    name: &str,
+    meta: &[(String, String)],
+) -> Result<(), crate::protocol::Status> {
+    if meta.is_empty() {
+        return Ok(());
+    }
+    let pairs: Vec<(Vec<u8>, Vec<u8>)> =
+        meta.iter().map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes())).collect();
+    let req = crate::protocol::storage::SetMetadataReq {
+        op: crate::protocol::storage::MetaOp::Overwrite,
+        group: srv.group.clone(),
+        filename: name.to_owned(),
+        meta: crate::protocol::storage::pack_metadata(&pairs),
+    };
+    super::ops::set_metadata(srv, req).await
 }

@@ -17,13 +17,13 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::content::Content;
-use super::http::{body_stream, linger, BodyStream};
+use super::http::{body_stream, linger, set_text_metadata, BodyStream};
 use super::StorageServer;
 use crate::client::file_ext;
 use crate::file_id::RemoteFilename;
 use crate::grant::{GrantError, UploadGrant};
 use crate::http::parse_args;
-use crate::protocol::storage::{pack_metadata, MetaOp, SetMetadataReq, UploadHead};
+use crate::protocol::storage::UploadHead;
 use crate::protocol::Status;
 use crate::server::http::{write_reply, RequestHead};
 
@@ -135,10 +135,7 @@ async fn receive(
         return Err(Refused::OtherGroup(g.clone()));
     }
     let (body, length) = body.ok_or(Refused::NoLength)?;
-    let max = match grant.max_size {
-        0 => srv.config.http_upload_max_size,
-        m => m.min(srv.config.http_upload_max_size),
-    };
+    let max = grant.limit(srv.config.http_upload_max_size);
     let boundary = head.header("content-type").and_then(|t| multer::parse_boundary(t).ok());
     let (filename, size, fields) = match boundary {
         Some(boundary) => {
@@ -164,18 +161,7 @@ async fn receive(
     let mut meta: Vec<(String, String)> =
         fields.into_iter().filter(|(k, _)| !grant.meta.iter().any(|(g, _)| g == k)).collect();
     meta.extend(grant.meta.iter().cloned());
-    if !meta.is_empty() {
-        let packed = pack_metadata(
-            &meta.iter().map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes())).collect::<Vec<_>>(),
-        );
-        let req = SetMetadataReq {
-            op: MetaOp::Overwrite,
-            group: srv.group.clone(),
-            filename: filename.clone(),
-            meta: packed,
-        };
-        super::ops::set_metadata(srv, req).await.map_err(Refused::Store)?;
-    }
+    set_text_metadata(srv, &filename, &meta).await.map_err(Refused::Store)?;
     Ok(Stored { filename, size, meta })
 }
 

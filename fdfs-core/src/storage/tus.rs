@@ -26,13 +26,13 @@ use sha2::Sha256;
 use tokio::net::TcpStream;
 
 use super::content::Content;
-use super::http::{body_stream, linger, BodyStream};
+use super::http::{body_stream, linger, set_text_metadata, BodyStream};
 use super::StorageServer;
 use crate::client::file_ext;
 use crate::grant::UploadGrant;
 use crate::http::parse_args;
 use crate::protocol::listing::{list_flags, ListFilesReq, ListedFile};
-use crate::protocol::storage::{pack_metadata, parse_metadata, MetaOp, SetMetadataReq, UploadHead};
+use crate::protocol::storage::{parse_metadata, UploadHead};
 use crate::protocol::Status;
 use crate::server::http::{write_reply_with, RequestHead};
 
@@ -183,10 +183,7 @@ async fn create(srv: &Arc<StorageServer>, head: &RequestHead, secret: &str) -> R
     let Some(length) = head.header("upload-length").and_then(|v| v.parse::<u64>().ok()) else {
         return Reply::refused("400 Bad Request", "Upload-Length is required (deferred lengths are not supported)");
     };
-    let max = match grant.max_size {
-        0 => srv.config.http_upload_max_size,
-        m => m.min(srv.config.http_upload_max_size),
-    };
+    let max = grant.limit(srv.config.http_upload_max_size);
     if length > max {
         return Reply::refused("413 Content Too Large", format!("larger than the {max} bytes allowed"));
     }
@@ -211,7 +208,7 @@ async fn create(srv: &Arc<StorageServer>, head: &RequestHead, secret: &str) -> R
     meta.push((LENGTH_KEY.into(), length.to_string()));
     meta.push((EXPIRES_KEY.into(), expires.to_string()));
     meta.push((OFFSET_KEY.into(), "0".into()));
-    if let Err(s) = set_meta(srv, &name, &meta).await {
+    if let Err(s) = set_text_metadata(srv, &name, &meta).await {
         let _ = super::ops::delete(srv, name).await;
         return Reply::refused(store_status(s), format!("recording it: {s:?}"));
     }
@@ -294,7 +291,7 @@ async fn settle(srv: &Arc<StorageServer>, name: &str, offset: u64) -> Result<(),
     let mut meta = own_metadata(srv, name).await;
     meta.retain(|(k, _)| k != OFFSET_KEY);
     meta.push((OFFSET_KEY.into(), offset.to_string()));
-    set_meta(srv, name, &meta).await
+    set_text_metadata(srv, name, &meta).await
 }
 
 /// A file's metadata as text pairs.
@@ -322,7 +319,7 @@ async fn finish(srv: &Arc<StorageServer>, u: &Upload) -> Result<String, Status> 
     .map_err(|e| Status::from_io(&e))?;
     // The upload's own keys go; what the client and the grant gave stays.
     let kept: Vec<(String, String)> = meta.into_iter().filter(|(k, _)| !OWN_KEYS.contains(&k.as_str())).collect();
-    set_meta(srv, &final_name, &kept).await?;
+    set_text_metadata(srv, &final_name, &kept).await?;
     Ok(id)
 }
 
@@ -343,17 +340,6 @@ async fn state(srv: &Arc<StorageServer>, name: &str) -> Option<(u64, u64, i64)> 
     let length: u64 = get(LENGTH_KEY)?.parse().ok()?;
     let expires: i64 = get(EXPIRES_KEY)?.parse().ok()?;
     (expires >= crate::timefmt::now_unix()).then_some((offset, length, expires))
-}
-
-async fn set_meta(srv: &Arc<StorageServer>, name: &str, meta: &[(String, String)]) -> Result<(), Status> {
-    if meta.is_empty() {
-        return Ok(());
-    }
-    let packed =
-        pack_metadata(&meta.iter().map(|(k, v)| (k.clone().into_bytes(), v.clone().into_bytes())).collect::<Vec<_>>());
-    let req =
-        SetMetadataReq { op: MetaOp::Overwrite, group: srv.group.clone(), filename: name.to_owned(), meta: packed };
-    super::ops::set_metadata(srv, req).await
 }
 
 /// `Upload-Metadata`: `key base64value` pairs separated by commas.
