@@ -70,12 +70,17 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// A request body of `length` bytes (`rest` came with the head, the remainder is on `read`),
 /// read by a task of its own and handed over in chunks, at most a few in flight. When the
 /// stream is dropped before the end, the task reads on and discards (see [`LINGER_BYTES`]);
-/// await the handle after answering, so the socket is closed only then.
+/// await the handle after answering, so the socket is closed only then. A body that came
+/// whole with the head (a small upload) needs no task: there is nothing left to read.
 pub(super) fn body_stream(
     rest: Vec<u8>,
     mut read: OwnedReadHalf,
     length: u64,
-) -> (BodyStream, tokio::task::JoinHandle<()>) {
+) -> (BodyStream, Option<tokio::task::JoinHandle<()>>) {
+    if rest.len() as u64 >= length {
+        let whole = Bytes::from(rest).slice(..length as usize);
+        return (Box::pin(futures_util::stream::iter([Ok(whole)])), None);
+    }
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
     let pump = tokio::spawn(async move {
         let mut left = length;
@@ -115,12 +120,14 @@ pub(super) fn body_stream(
         }
     });
     let stream = futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|item| (item, rx)) });
-    (Box::pin(stream), pump)
+    (Box::pin(stream), Some(pump))
 }
 
 /// Waits for a body's reader to finish draining (bounded by [`LINGER_TIME`]).
-pub(super) async fn linger(pump: tokio::task::JoinHandle<()>) {
-    let _ = tokio::time::timeout(LINGER_TIME + Duration::from_secs(1), pump).await;
+pub(super) async fn linger(pump: Option<tokio::task::JoinHandle<()>>) {
+    if let Some(pump) = pump {
+        let _ = tokio::time::timeout(LINGER_TIME + Duration::from_secs(1), pump).await;
+    }
 }
 
 /// Sets a file's metadata (overwriting it) from text pairs; nothing when there are none.

@@ -89,7 +89,7 @@ pub(super) async fn answer(srv: &Arc<StorageServer>, sock: TcpStream, head: Requ
     let (body, pump) = match length {
         Some(length) => {
             let (body, pump) = body_stream(head.rest.clone(), read, length);
-            (Some((body, length)), Some(pump))
+            (Some((body, length)), pump)
         }
         None => (None, None),
     };
@@ -117,9 +117,7 @@ pub(super) async fn answer(srv: &Arc<StorageServer>, sock: TcpStream, head: Requ
         }
     }
     // What the client still sends of a refused body is read, so it gets the answer.
-    if let Some(pump) = pump {
-        linger(pump).await;
-    }
+    linger(pump).await;
     Ok(())
 }
 

@@ -77,7 +77,7 @@ pub(super) async fn answer(srv: &Arc<StorageServer>, sock: TcpStream, head: Requ
     let (body, pump) = match length {
         Some(length) if length > 0 => {
             let (body, pump) = body_stream(head.rest.clone(), read, length);
-            (Some(body), Some(pump))
+            (Some(body), pump)
         }
         _ => (None, None),
     };
@@ -94,9 +94,7 @@ pub(super) async fn answer(srv: &Arc<StorageServer>, sock: TcpStream, head: Requ
     let no_body = head.method == "HEAD";
     write_reply_with(&mut write, status, &headers, (!no_body).then_some(&body[..]), body.len()).await?;
     // What the client still sends of a refused PATCH is read, so it gets the answer.
-    if let Some(pump) = pump {
-        linger(pump).await;
-    }
+    linger(pump).await;
     Ok(())
 }
 
