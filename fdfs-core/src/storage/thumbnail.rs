@@ -112,7 +112,8 @@ pub async fn thumbnail(srv: &Arc<StorageServer>, group: &str, name: &str) -> Res
     let at = srv.paths.locate(&d.name).map_err(|_| ThumbError::NotAllowed)?;
     // One maker per derivative: a second request waits here, then finds it made.
     let _lock = srv.lock_file(&at.path).await;
-    if let Some(bytes) = read_whole(srv, &d.name, u64::MAX).await? {
+    // Made meanwhile (or uploaded: the module serves those itself; this is the race).
+    if let Some(bytes) = read_whole(srv, &d.name, maker.settings.max_source_bytes).await? {
         return Ok((bytes, false));
     }
     let _permit = tokio::time::timeout(srv.config.network_timeout, maker.permits.acquire())
@@ -128,7 +129,7 @@ pub async fn thumbnail(srv: &Arc<StorageServer>, group: &str, name: &str) -> Res
     Ok((made, true))
 }
 
-/// The whole content of `name` when it is here (`None`), refused when over `limit` bytes.
+/// The whole content of `name` (`None` when it is not here), refused when over `limit` bytes.
 async fn read_whole(srv: &Arc<StorageServer>, name: &str, limit: u64) -> Result<Option<Vec<u8>>, ThumbError> {
     let Ok(at) = srv.paths.locate(name) else { return Ok(None) };
     let opened = match open_located(&srv.paths, at).await {
