@@ -41,6 +41,14 @@ pub fn datetime(t: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
 }
 
+/// RFC 1123, as HTTP writes dates (`Thu, 01 Jan 1970 00:00:00 GMT`).
+pub fn http_date(t: i64) -> String {
+    let (y, mo, d, h, mi, s) = civil(t);
+    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][t.div_euclid(86_400).rem_euclid(7) as usize];
+    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][mo as usize - 1];
+    format!("{weekday}, {d:02} {month} {y} {h:02}:{mi:02}:{s:02} GMT")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -48,5 +56,7 @@ mod tests {
         assert_eq!(super::datetime(0), "1970-01-01 00:00:00");
         assert_eq!(super::datetime(1_700_000_000), "2023-11-14 22:13:20");
         assert_eq!(super::datetime(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(super::http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
+        assert_eq!(super::http_date(1_700_000_000), "Tue, 14 Nov 2023 22:13:20 GMT");
     }
 }

@@ -82,13 +82,7 @@ pub fn unpack(name: &str, ip: &str, tracker: &str) -> Fixture {
     Fixture { _dir: dir, root, conf, addr: format!("{ip}:{port}") }
 }
 
-/// RFC 1123 date, as nginx writes `Last-Modified`.
-pub fn http_date(t: i64) -> String {
-    let (y, mo, d, h, mi, s) = fdfs_core::timefmt::civil(t);
-    let weekday = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][t.div_euclid(86_400).rem_euclid(7) as usize];
-    let month = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"][mo as usize - 1];
-    format!("{weekday}, {d:02} {month} {y} {h:02}:{mi:02}:{s:02} GMT")
-}
+pub use fdfs_core::timefmt::http_date;
 
 pub fn is_big_slave(r: &Row) -> bool {
     r.file_id.ends_with("_big") && r.file_id.len() - "group1/".len() == 60

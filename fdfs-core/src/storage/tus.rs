@@ -35,6 +35,7 @@ use crate::protocol::listing::{list_flags, ListFilesReq, ListedFile};
 use crate::protocol::storage::{parse_metadata, UploadHead};
 use crate::protocol::Status;
 use crate::server::http::{write_reply_with, RequestHead};
+use crate::timefmt::http_date;
 
 /// How long an unfinished upload is kept, and a finished one's final ID remembered.
 const EXPIRES_SECS: i64 = 24 * 3600;
@@ -364,14 +365,6 @@ fn store_status(s: Status) -> &'static str {
     }
 }
 
-fn http_date(t: i64) -> String {
-    let (y, mo, d, h, mi, s) = crate::timefmt::civil(t);
-    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
-    let wd = DAYS[(t.div_euclid(86_400).rem_euclid(7)) as usize];
-    format!("{wd}, {d:02} {} {y} {h:02}:{mi:02}:{s:02} GMT", MONTHS[(mo - 1) as usize])
-}
-
 /// At most once an hour (on a request): finished-upload records past their expiry are
 /// removed, and so are this storage's unfinished uploads past theirs.
 fn sweep(srv: &Arc<StorageServer>) {
@@ -439,6 +432,5 @@ mod tests {
             upload_metadata("filename d29ybGQuanBn,is_confidential"),
             vec![("filename".to_owned(), "world.jpg".to_owned()), ("is_confidential".to_owned(), String::new())]
         );
-        assert_eq!(http_date(0), "Thu, 01 Jan 1970 00:00:00 GMT");
     }
 }
