@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::config::thumbnail::parse_size;
 use crate::config::FitMode;
-use crate::file_id::{slave_filename, RemoteFilename};
+use crate::file_id::{slave_filename, RemoteFilename, NORMAL_FILENAME_LEN, TRUNK_FILENAME_LEN};
 
 /// A derivative named by a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +38,11 @@ impl Derivative {
 
     /// `remote` as a derivative's name, if it is one of a well-formed master name.
     pub fn parse(remote: &str) -> Option<Self> {
+        // Every master's name has one of two lengths and a derivative's is longer by its box:
+        // most requests are for masters, and this keeps them from paying for the parse.
+        if remote.len() <= NORMAL_FILENAME_LEN || remote.len() == TRUNK_FILENAME_LEN {
+            return None;
+        }
         let (dir, file) = remote.rsplit_once('/')?;
         let (stem, ext) = file.rsplit_once('.')?;
         let (stem, mode) = match stem.rsplit_once('_') {
