@@ -31,9 +31,15 @@ impl Derivative {
         }
     }
 
-    /// The extension of the derivative's name (the master's), lowercase, without the dot.
+    /// The extension of the derivative's name (the master's) as written, without the dot:
+    /// what the slave is stored under.
+    pub fn name_ext(&self) -> &str {
+        self.name.rsplit_once('.').map_or("", |(_, e)| e)
+    }
+
+    /// The extension lowercase: which format the derivative is encoded in.
     pub fn ext(&self) -> String {
-        self.name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default()
+        self.name_ext().to_ascii_lowercase()
     }
 
     /// `remote` as a derivative's name, if it is one of a well-formed master name.
@@ -84,6 +90,12 @@ mod tests {
         let d = Derivative::parse("M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527_300x200.jpg").unwrap();
         assert_eq!((d.master.as_str(), d.size, d.mode), (MASTER, (300, 200), FitMode::Fit));
         assert_eq!(d.ext(), "jpg");
+        // Stored under the prefix and the extension as written, a slave gets the same name
+        // (an upper-case extension stays upper-case).
+        let upper = Derivative::of("M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527.JPG", (300, 200), FitMode::Fit).unwrap();
+        assert_eq!((upper.ext(), upper.name_ext()), ("jpg".to_owned(), "JPG"));
+        let stored = slave_filename(&upper.master, &Derivative::prefix(upper.size, upper.mode), upper.name_ext());
+        assert_eq!(stored.unwrap(), upper.name);
         let fill = Derivative::parse("M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527_150x150_fill.jpg").unwrap();
         assert_eq!((fill.master.as_str(), fill.mode), (MASTER, FitMode::Fill));
         // The name form and the query form name the same file.

@@ -156,7 +156,7 @@ async fn store(srv: &Arc<StorageServer>, d: &Derivative, bytes: &[u8]) -> Result
         master_filename: d.master.clone(),
         file_size: bytes.len() as u64,
         prefix: Derivative::prefix(d.size, d.mode),
-        ext: d.ext(),
+        ext: d.name_ext().to_owned(),
     };
     let mut src = bytes;
     let mut content = Content::new(&mut src, bytes.len() as u64, srv.body_timer());
