@@ -39,6 +39,28 @@ pub struct UploadGrant {
     pub meta: Vec<(String, String)>,
 }
 
+/// Lowercase hex of `bytes`.
+pub(crate) fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The bytes of a hex string; `None` for an odd length or a character that is not hex.
+pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
+    if s.len() % 2 != 0 {
+        return None;
+    }
+    (0..s.len() / 2).map(|i| s.get(i * 2..i * 2 + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
+}
+
+/// HMAC-SHA256 keyed with `secret`, over `context` then `message`: the signatures of grants
+/// and of upload URLs.
+pub(crate) fn mac(secret: &str, context: &[u8], message: &[u8]) -> Hmac<Sha256> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
+    mac.update(context);
+    mac.update(message);
+    mac
+}
+
 /// Characters left as they are in a query value (RFC 3986 unreserved).
 fn encode(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -68,14 +90,12 @@ impl UploadGrant {
     }
 
     fn mac(&self, secret: &str) -> Hmac<Sha256> {
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
-        mac.update(self.canonical().as_bytes());
-        mac
+        mac(secret, b"", self.canonical().as_bytes())
     }
 
     /// The grant as an upload URL's query (without the `?`).
     pub fn to_query(&self, secret: &str) -> String {
-        let sign: String = self.mac(secret).finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let sign = to_hex(&self.mac(secret).finalize().into_bytes());
         let mut q = Vec::new();
         if let Some(g) = &self.group {
             q.push(format!("group={}", encode(g)));
@@ -119,13 +139,7 @@ impl UploadGrant {
             None => Vec::new(),
         };
         let grant = Self { group: q.get("group").cloned(), expires, max_size, exts, meta };
-        if sign.len() % 2 != 0 {
-            return Err(GrantError::Malformed("sign"));
-        }
-        let sign = (0..sign.len() / 2)
-            .map(|i| sign.get(i * 2..i * 2 + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-            .collect::<Option<Vec<u8>>>()
-            .ok_or(GrantError::Malformed("sign"))?;
+        let sign = from_hex(sign).ok_or(GrantError::Malformed("sign"))?;
         // Constant time: a forger learns nothing from how long a refusal takes.
         grant.mac(secret).verify_slice(&sign).map_err(|_| GrantError::Wrong)?;
         if now > grant.expires {

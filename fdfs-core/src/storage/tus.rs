@@ -21,15 +21,14 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use base64::Engine;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use hmac::Mac;
 use tokio::net::TcpStream;
 
 use super::content::Content;
 use super::http::{body_stream, linger, set_text_metadata, BodyStream};
 use super::StorageServer;
 use crate::client::file_ext;
-use crate::grant::UploadGrant;
+use crate::grant::{from_hex, mac, to_hex, UploadGrant};
 use crate::http::parse_args;
 use crate::protocol::listing::{list_flags, ListFilesReq, ListedFile};
 use crate::protocol::storage::{parse_metadata, UploadHead};
@@ -140,32 +139,22 @@ struct Upload {
     sign: String,
 }
 
-fn signature(secret: &str, name: &str) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes a key of any length");
-    mac.update(b"fastdfs-rs tus v1\n");
-    mac.update(name.as_bytes());
-    mac.finalize().into_bytes()[..16].iter().map(|b| format!("{b:02x}")).collect()
-}
+/// What an upload URL's signature is computed over, besides the appender's name.
+const URL_CONTEXT: &[u8] = b"fastdfs-rs tus v1\n";
 
 impl Upload {
     fn token(name: &str, secret: &str) -> String {
-        format!("{}.{}", name.replace('/', "~"), signature(secret, name))
+        let sign = mac(secret, URL_CONTEXT, name.as_bytes()).finalize().into_bytes();
+        format!("{}.{}", name.replace('/', "~"), to_hex(&sign[..16]))
     }
 
     fn from_token(token: &str, secret: &str) -> Option<Self> {
         let (name, sign) = token.rsplit_once('.')?;
         let name = name.replace('~', "/");
         crate::file_id::RemoteFilename::parse(&name, None).ok()?;
+        let given = from_hex(sign).filter(|g| g.len() == 16)?;
         // Constant time, as the grant's check.
-        let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).ok()?;
-        mac.update(b"fastdfs-rs tus v1\n");
-        mac.update(name.as_bytes());
-        let given: Vec<u8> =
-            (0..sign.len() / 2).map_while(|i| u8::from_str_radix(sign.get(i * 2..i * 2 + 2)?, 16).ok()).collect();
-        if sign.len() != 32 || given.len() != 16 {
-            return None;
-        }
-        mac.verify_truncated_left(&given).ok()?;
+        mac(secret, URL_CONTEXT, name.as_bytes()).verify_truncated_left(&given).ok()?;
         Some(Upload { name, sign: sign.to_owned() })
     }
 }
@@ -255,7 +244,8 @@ async fn patch(srv: &Arc<StorageServer>, u: &Upload, body: Option<BodyStream>, h
     if offset != size {
         return Reply::refused("409 Conflict", format!("the upload is at {size}")).header("Upload-Offset", size);
     }
-    if offset + len > length {
+    // Never past Upload-Length (`offset` is where the upload is, so at most its length).
+    if len > length.saturating_sub(offset) {
         return Reply::refused("413 Content Too Large", format!("past Upload-Length {length}"));
     }
     let mut body = tokio_util::io::StreamReader::new(body.unwrap_or_else(|| Box::pin(futures_util::stream::empty())));
