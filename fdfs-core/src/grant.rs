@@ -46,7 +46,7 @@ pub(crate) fn to_hex(bytes: &[u8]) -> String {
 
 /// The bytes of a hex string; `None` for an odd length or a character that is not hex.
 pub(crate) fn from_hex(s: &str) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
     (0..s.len() / 2).map(|i| s.get(i * 2..i * 2 + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect()
