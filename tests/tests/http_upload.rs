@@ -121,6 +121,19 @@ async fn curl_uploads_go_into_the_group_and_grants_are_enforced() {
     let (code, body) =
         curl(&["-F", &format!("file=@{};filename=run.exe", photo.display()), &format!("{upload_url}{grant}")]);
     assert_eq!(code, 415, "{body}");
+    // A form whose preamble never ends (no boundary in 3 MiB): refused once 1 MiB of it is held,
+    // not buffered whole.
+    let junk = work.path().join("junk.bin");
+    std::fs::write(&junk, vec![b'j'; 3 << 20]).unwrap();
+    let (code, body) = curl(&[
+        "--data-binary",
+        &format!("@{}", junk.display()),
+        "-H",
+        "Content-Type: multipart/form-data; boundary=XyZ",
+        &format!("{upload_url}{grant}"),
+    ]);
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("not a field's content"), "{body}");
     let other_group = token(&a.daemon.conf, &["--group", "group2"]);
     assert_eq!(curl(&["-F", &form, &format!("{upload_url}{other_group}")]).0, 403, "another group");
 

@@ -11,7 +11,10 @@
 //! before the body is read where they can: a missing or bad grant 403, a declared length over
 //! the grant's or `http_upload_max_size` 413, an extension not granted 415.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use futures_util::StreamExt;
 
 use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -29,6 +32,10 @@ use crate::server::http::{write_reply, RequestHead};
 
 /// What a form may add around its file part (boundaries, part heads, small fields).
 const FORM_SLACK: u64 = 64 << 10;
+/// The most a form may make the parser hold that is not a field's content (the preamble, a
+/// part's head): it buffers those until their end, so without this a form with no boundary
+/// would be held whole in memory.
+const FORM_HOLD: u64 = 1 << 20;
 /// The longest form field taken as metadata, and how many.
 const MAX_FIELD: usize = 4096;
 const MAX_FIELDS: usize = 64;
@@ -172,10 +179,23 @@ async fn from_form(
     grant: &UploadGrant,
     max: u64,
 ) -> Result<(String, u64, Vec<(String, String)>), Refused> {
-    let mut form = multer::Multipart::new(body, boundary);
+    // What the parser pulled, less the field content handed out: what it holds.
+    let handed_out = Arc::new(AtomicU64::new(0));
+    let seen = handed_out.clone();
+    let mut pulled = 0u64;
+    let guarded = body.map(move |item| {
+        pulled += item.as_ref().map_or(0, |b| b.len() as u64);
+        if pulled.saturating_sub(seen.load(Ordering::Relaxed)) > FORM_HOLD {
+            return Err(std::io::Error::other(format!(
+                "more than {FORM_HOLD} bytes of the form are not a field's content"
+            )));
+        }
+        item
+    });
+    let mut form = multer::Multipart::new(guarded, boundary);
     let mut fields = Vec::new();
     let mut spooled = None;
-    while let Some(mut field) = form.next_field().await.map_err(|e| Refused::Form(e.to_string()))? {
+    while let Some(mut field) = form.next_field().await.map_err(form_error)? {
         let name = field.name().unwrap_or("").to_owned();
         if name == "file" && spooled.is_none() {
             let file_name = field.file_name().unwrap_or("").to_owned();
@@ -186,7 +206,8 @@ async fn from_form(
             let spool = tempfile::tempfile_in(srv.paths.temp_dir(0))?;
             let mut spool = tokio::fs::File::from_std(spool);
             let mut size = 0u64;
-            while let Some(chunk) = field.chunk().await.map_err(|e| Refused::Form(e.to_string()))? {
+            while let Some(chunk) = field.chunk().await.map_err(form_error)? {
+                handed_out.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 size += chunk.len() as u64;
                 if size > max {
                     return Err(Refused::TooLarge(max));
@@ -197,7 +218,8 @@ async fn from_form(
             spooled = Some((spool, size, ext));
         } else if fields.len() < MAX_FIELDS && !name.is_empty() {
             let mut value = Vec::new();
-            while let Some(chunk) = field.chunk().await.map_err(|e| Refused::Form(e.to_string()))? {
+            while let Some(chunk) = field.chunk().await.map_err(form_error)? {
+                handed_out.fetch_add(chunk.len() as u64, Ordering::Relaxed);
                 value.extend_from_slice(&chunk);
                 if value.len() > MAX_FIELD {
                     return Err(Refused::Form(format!("field {name} is longer than {MAX_FIELD} bytes")));
@@ -209,6 +231,17 @@ async fn from_form(
     let (mut spool, size, ext) = spooled.ok_or(Refused::NoFile)?;
     spool.seek(std::io::SeekFrom::Start(0)).await?;
     Ok((store(srv, &mut spool, size, &ext).await?, size, fields))
+}
+
+/// A parser error with what caused it (ours, when the form was held too long, is a source).
+fn form_error(e: multer::Error) -> Refused {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    Refused::Form(text)
 }
 
 /// Stores `size` bytes from `src` as a new file, as UPLOAD_FILE does.
