@@ -349,6 +349,7 @@ http {
   sendfile on;
   tcp_nopush on;
   open_file_cache max=1000 inactive=60s;
+  upstream storage_a { server 127.0.0.2:$hlport; keepalive 32; }
   fastdfs_config $run/ngx/conf/mod_fastdfs.conf;
   server {
     listen 127.0.0.1:$nport;
@@ -356,7 +357,7 @@ http {
     # Same kind of location match as the module's, so the ratio measures the handlers.
     location ~ ^/data/[0-9A-F][0-9A-F]/ { root $run/storage; }
     location @fastdfs_proxy { proxy_pass \$fastdfs_proxy_url; proxy_read_timeout 60s; }
-    location = /upload { proxy_pass http://127.0.0.2:$hlport; proxy_request_buffering off; client_max_body_size 0; }
+    location = /upload { proxy_pass http://storage_a; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_request_buffering off; client_max_body_size 0; }
   }
 }
 CONF

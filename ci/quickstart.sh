@@ -77,12 +77,13 @@ http {
   sendfile on;
   access_log off;
   fastdfs_config $run/nginx/conf/mod_fastdfs.conf;
+  upstream fastdfs_storage { server 127.0.0.1:$mport; keepalive 32; }
   server {
     listen 127.0.0.1:$hport;
     location ~ /group[0-9]+/M[0-9A-F][0-9A-F]/ { ngx_fastdfs_module; }
     location @fastdfs_proxy { proxy_pass \$fastdfs_proxy_url; proxy_connect_timeout 2s; proxy_send_timeout 5s; proxy_read_timeout 10s; }
-    location = /upload { proxy_pass http://127.0.0.1:$mport; proxy_request_buffering off; client_max_body_size 1g; proxy_read_timeout 60s; }
-    location /files/ { proxy_pass http://127.0.0.1:$mport; proxy_request_buffering off; client_max_body_size 0; proxy_read_timeout 60s; }
+    location = /upload { proxy_pass http://fastdfs_storage; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_request_buffering off; client_max_body_size 1g; proxy_read_timeout 60s; }
+    location /files/ { proxy_pass http://fastdfs_storage; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_request_buffering off; client_max_body_size 0; proxy_read_timeout 60s; }
     location / { root $run/nginx/html; }
   }
 }

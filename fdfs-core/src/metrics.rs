@@ -132,7 +132,7 @@ pub async fn serve(addr: SocketAddr, exporter: Arc<dyn Exporter>, shutdown: Shut
 }
 
 async fn answer(mut sock: tokio::net::TcpStream, exporter: Arc<dyn Exporter>) -> std::io::Result<()> {
-    let Some(head) = crate::server::http::read_request_head(&mut sock).await? else { return Ok(()) };
+    let Some(head) = crate::server::http::read_request_head(&mut sock, Vec::new()).await? else { return Ok(()) };
     let (status, kind, body) = match (head.method.as_str(), head.path()) {
         ("GET", "/metrics") => {
             let e = exporter.clone();
@@ -146,7 +146,7 @@ async fn answer(mut sock: tokio::net::TcpStream, exporter: Arc<dyn Exporter>) ->
         ("GET", _) => ("404 Not Found", "text/plain", "/metrics or /healthz\n".to_owned()),
         _ => ("405 Method Not Allowed", "text/plain", "GET only\n".to_owned()),
     };
-    crate::server::http::write_reply(&mut sock, status, kind, body.as_bytes(), false).await
+    crate::server::http::write_reply(&mut sock, status, kind, body.as_bytes(), false, false).await
 }
 
 #[cfg(test)]

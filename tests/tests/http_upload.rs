@@ -3,7 +3,9 @@
 //! JSON whose file ID downloads with the same bytes through the module and through the
 //! protocol on both members; the metadata of the form and of the grant is set; grants that
 //! are missing, forged or expired are 403, too large 413 before the body is read, a wrong
-//! extension 415; a 200 MB form upload streams with the storage's memory flat.
+//! extension 415; a 200 MB form upload streams with the storage's memory flat. nginx keeps its
+//! connections to the storage (upstream `keepalive`, HTTP/1.1): a chunked body is taken, and
+//! one connection carries upload after upload.
 
 use std::path::Path;
 use std::process::Command;
@@ -20,6 +22,40 @@ fn curl(args: &[&str]) -> (u16, String) {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, code) = text.rsplit_once('\n').unwrap();
     (code.trim().parse().unwrap_or(0), body.to_owned())
+}
+
+/// Sends `requests` one after another on one connection to `addr` (each after the answer to
+/// the one before); everything answered until the server closed it.
+fn one_connection(addr: &str, requests: &[String]) -> String {
+    use std::io::{Read, Write};
+    let mut sock = std::net::TcpStream::connect(addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answers = Vec::new();
+    for req in requests {
+        sock.write_all(req.as_bytes()).unwrap();
+        // An answer is whole when its head and Content-Length bytes are in.
+        let start = answers.len();
+        let mut buf = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&answers[start..]).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    break;
+                }
+            }
+            let n = sock.read(&mut buf).unwrap_or(0);
+            assert!(n > 0, "closed before answering {req}: {}", String::from_utf8_lossy(&answers));
+            answers.extend_from_slice(&buf[..n]);
+        }
+    }
+    let mut buf = [0u8; 64];
+    assert_eq!(sock.read(&mut buf).unwrap_or(1), 0, "the connection closed after the refusal");
+    String::from_utf8_lossy(&answers).into_owned()
 }
 
 fn token(conf: &Path, args: &[&str]) -> String {
@@ -49,12 +85,11 @@ async fn curl_uploads_go_into_the_group_and_grants_are_enforced() {
         a.base().display(),
         tracker.addr()
     );
-    let upload_location = format!(
-        "location = /upload {{ proxy_pass http://{}:{maker_port}; proxy_request_buffering off; \
-         client_max_body_size 400m; proxy_read_timeout 60s; }}",
-        ips[0]
-    );
-    let ngx = NginxProc::start_with(ips[0], http_port, &mod_conf, "types { image/png png; }", &upload_location);
+    let upstream = format!("types {{ image/png png; }} upstream storage {{ server {}:{maker_port}; keepalive 4; }}", ips[0]);
+    let upload_location = "location = /upload { proxy_pass http://storage; proxy_http_version 1.1; \
+         proxy_set_header Connection \"\"; proxy_request_buffering off; client_max_body_size 400m; \
+         proxy_read_timeout 60s; }";
+    let ngx = NginxProc::start_with(ips[0], http_port, &mod_conf, &upstream, upload_location);
     let upload_url = format!("http://{}/upload", ngx.addr);
     let c = fdfs_e2e::client_for(&tracker.addr());
     let work = tempfile::tempdir().unwrap();
@@ -105,14 +140,57 @@ async fn curl_uploads_go_into_the_group_and_grants_are_enforced() {
     assert!(raw_id.ends_with(".png"), "{raw_id}");
     assert_eq!(get(&ngx.addr, &format!("/{raw_id}")).body, b"\x89PNG raw body");
 
+    // A chunked body (its length known at its end): nginx passes the chunks on (HTTP/1.1 to
+    // the storage), which spools them and stores the file.
+    let (code, body) = curl(&[
+        "--data-binary",
+        &format!("@{}", photo.display()),
+        "-H",
+        "Transfer-Encoding: chunked",
+        &format!("{upload_url}{grant}&filename=c.jpg"),
+    ]);
+    assert_eq!(code, 200, "{body}");
+    let chunked_id = json(&body)["file_id"].as_str().unwrap().to_owned();
+    assert!(get(&ngx.addr, &format!("/{chunked_id}")).body == bytes, "chunked upload read back");
+    let small = token(&a.daemon.conf, &["--max-size", "1000"]);
+    let (code, body) = curl(&[
+        "--data-binary",
+        &format!("@{}", photo.display()),
+        "-H",
+        "Transfer-Encoding: chunked",
+        &format!("{upload_url}{small}&filename=c.jpg"),
+    ]);
+    assert_eq!(code, 413, "chunked, over the grant: {body}");
+
+    // Straight to http_listen: one connection, two uploads (a declared length, then chunks)
+    // and a refusal after which the storage closes it.
+    let answers = one_connection(
+        &format!("{}:{maker_port}", ips[0]),
+        &[
+            format!("POST /upload{grant}&filename=k1.png HTTP/1.1\r\nHost: s\r\nContent-Length: 5\r\n\r\nfirst"),
+            format!(
+                "POST /upload{grant}&filename=k2.png HTTP/1.1\r\nHost: s\r\nTransfer-Encoding: chunked\r\n\r\n\
+                 3\r\nsec\r\n3\r\nond\r\n0\r\n\r\n"
+            ),
+            "POST /upload?filename=k3.png HTTP/1.1\r\nHost: s\r\nContent-Length: 1\r\n\r\nx".to_owned(),
+        ],
+    );
+    assert_eq!(answers.matches("HTTP/1.1 200 OK").count(), 2, "{answers}");
+    assert_eq!(answers.matches("HTTP/1.1 403").count(), 1, "no grant: {answers}");
+    assert_eq!(answers.matches("Connection: close").count(), 1, "only the refusal closes: {answers}");
+    for (i, want) in [(0, &b"first"[..]), (1, b"second")] {
+        let id = answers.split("\"file_id\":\"").nth(i + 1).and_then(|r| r.split('"').next()).unwrap();
+        assert_eq!(get(&ngx.addr, &format!("/{id}")).body, want, "{id}");
+    }
+
     // Grants: none, forged, expired, too small, wrong extension.
     let form = format!("file=@{}", photo.display());
+    let small = token(&a.daemon.conf, &["--max-size", "1000"]);
     assert_eq!(curl(&["-F", &form, &upload_url]).0, 403, "no grant");
     let forged = grant.replace("ext=jpg%2Cpng", "ext=jpg%2Cexe");
     assert_eq!(curl(&["-F", &form, &format!("{upload_url}{forged}")]).0, 403, "forged");
     let expired = UploadGrant { expires: fdfs_core::timefmt::now_unix() - 10, ..Default::default() }.to_query(SECRET);
     assert_eq!(curl(&["-F", &form, &format!("{upload_url}?{expired}")]).0, 403, "expired");
-    let small = token(&a.daemon.conf, &["--max-size", "1000"]);
     let (code, body) = curl(&["-F", &form, &format!("{upload_url}{small}")]);
     assert_eq!(code, 413, "{body}");
     let (code, _) =

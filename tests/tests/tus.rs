@@ -70,11 +70,11 @@ async fn front(ips: &[&str], exts: &str, types: &str) -> Front {
     }
     let mod_conf =
         format!("group_name = group1\nurl_have_group_name = true\nstore_path0 = {}\n", storages[0].base().display());
-    let files = format!(
-        "location /files/ {{ proxy_pass http://{}:{maker_port}; proxy_request_buffering off; client_max_body_size 0; }}",
-        ips[0]
-    );
-    let ngx = NginxProc::start_with(ips[0], http_port, &mod_conf, types, &files);
+    // nginx keeps its connections to the storage, as the sample config does.
+    let types = format!("{types} upstream storage {{ server {}:{maker_port}; keepalive 4; }}", ips[0]);
+    let files = "location /files/ { proxy_pass http://storage; proxy_http_version 1.1; proxy_set_header Connection \"\"; \
+                 proxy_request_buffering off; client_max_body_size 0; }";
+    let ngx = NginxProc::start_with(ips[0], http_port, &mod_conf, &types, files);
     let out =
         Command::new(bin("fdfs_http_token")).arg(&storages[0].daemon.conf).args(["--ext", exts]).output().unwrap();
     let endpoint = format!("http://{}/files/{}", ngx.addr, String::from_utf8_lossy(&out.stdout).trim());

@@ -20,7 +20,7 @@ use tokio::io::{AsyncSeekExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::content::Content;
-use super::http::{body_stream, linger, set_text_metadata, BodyStream};
+use super::http::{body_stream, framing, linger, set_text_metadata, sized, BodyStream, Kept, Pump};
 use super::StorageServer;
 use crate::client::file_ext;
 use crate::file_id::RemoteFilename;
@@ -28,7 +28,7 @@ use crate::grant::{GrantError, UploadGrant};
 use crate::http::parse_args;
 use crate::protocol::storage::UploadHead;
 use crate::protocol::Status;
-use crate::server::http::{write_reply, RequestHead};
+use crate::server::http::{write_reply, Framing, RequestHead};
 
 /// What a form may add around its file part (boundaries, part heads, small fields).
 const FORM_SLACK: u64 = 64 << 10;
@@ -89,19 +89,20 @@ struct Stored {
 }
 
 /// `POST /upload?<grant>[&filename=NAME]`.
-pub(super) async fn answer(srv: &Arc<StorageServer>, sock: TcpStream, head: RequestHead) -> std::io::Result<()> {
+/// The connection is given back after a success when the client keeps it.
+pub(super) async fn answer(srv: &Arc<StorageServer>, sock: TcpStream, head: RequestHead) -> std::io::Result<Kept> {
     let started = std::time::Instant::now();
     let (read, mut write) = sock.into_split();
-    let length: Option<u64> = head.header("content-length").and_then(|v| v.parse().ok());
-    let (body, pump) = match length {
-        Some(length) => {
-            let (body, pump) = body_stream(head.rest.clone(), read, length);
-            (Some((body, length)), pump)
+    let (body, pump) = match framing(&head) {
+        Some(framing) => {
+            let (body, pump) = body_stream(head.rest.clone(), read, framing);
+            (Some((body, framing)), pump)
         }
-        None => (None, None),
+        None => (None, Pump::Done(None)),
     };
     let result = receive(srv, body, &head).await;
     srv.metrics.request("HttpUpload", result.is_ok(), started.elapsed());
+    let keep = head.keep_alive && result.is_ok();
     match result {
         Ok(s) => {
             let id = format!("{}/{}", srv.group, s.filename);
@@ -115,22 +116,22 @@ pub(super) async fn answer(srv: &Arc<StorageServer>, sock: TcpStream, head: Requ
                 "crc32": crc32,
                 "metadata": meta,
             });
-            write_reply(&mut write, "200 OK", "application/json", format!("{body}\n").as_bytes(), false).await?;
+            write_reply(&mut write, "200 OK", "application/json", format!("{body}\n").as_bytes(), false, keep).await?;
         }
         Err(e) => {
             tracing::warn!("HTTP upload refused: {e}");
             let body = serde_json::json!({ "error": e.to_string() });
-            write_reply(&mut write, e.http_status(), "application/json", format!("{body}\n").as_bytes(), false).await?;
+            let body = format!("{body}\n");
+            write_reply(&mut write, e.http_status(), "application/json", body.as_bytes(), false, false).await?;
         }
     }
     // What the client still sends of a refused body is read, so it gets the answer.
-    linger(pump).await;
-    Ok(())
+    Ok(linger(pump, write, keep).await)
 }
 
 async fn receive(
     srv: &Arc<StorageServer>,
-    body: Option<(BodyStream, u64)>,
+    body: Option<(BodyStream, Framing)>,
     head: &RequestHead,
 ) -> Result<Stored, Refused> {
     let secret = srv.config.http_upload_secret.as_deref().ok_or(Refused::Off)?;
@@ -139,12 +140,12 @@ async fn receive(
     if let Some(g) = grant.group.as_ref().filter(|g| **g != srv.group) {
         return Err(Refused::OtherGroup(g.clone()));
     }
-    let (body, length) = body.ok_or(Refused::NoLength)?;
+    let (body, framing) = body.ok_or(Refused::NoLength)?;
     let max = grant.limit(srv.config.http_upload_max_size);
     let boundary = head.header("content-type").and_then(|t| multer::parse_boundary(t).ok());
     let (filename, size, fields) = match boundary {
         Some(boundary) => {
-            if length > max.saturating_add(FORM_SLACK) {
+            if matches!(framing, Framing::Length(length) if length > max.saturating_add(FORM_SLACK)) {
                 return Err(Refused::TooLarge(max));
             }
             from_form(srv, body, boundary, &grant, max).await?
@@ -155,10 +156,7 @@ async fn receive(
             if !grant.allows_ext(&ext) {
                 return Err(Refused::Extension(ext));
             }
-            if length > max {
-                return Err(Refused::TooLarge(max));
-            }
-            let mut body = tokio_util::io::StreamReader::new(body);
+            let (mut body, length) = sized(srv, body, framing, max).await?.ok_or(Refused::TooLarge(max))?;
             (store(srv, &mut body, length, &ext).await?, length, Vec::new())
         }
     };

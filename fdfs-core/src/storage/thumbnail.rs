@@ -68,28 +68,34 @@ impl Maker {
     }
 }
 
-/// `GET|HEAD /thumbnail/<group>/<name>`: the derivative, made now if it is not yet.
+/// `GET|HEAD /thumbnail/<group>/<name>`: the derivative, made now if it is not yet. `keep`:
+/// the connection may serve another request after a success. Whether it was one.
 pub(super) async fn answer(
     srv: &Arc<StorageServer>,
     sock: &mut tokio::net::TcpStream,
     head: &RequestHead,
-) -> std::io::Result<()> {
+    keep: bool,
+) -> std::io::Result<bool> {
     let head_only = head.method == "HEAD";
     let Some((group, name)) = head.path().strip_prefix("/thumbnail/").and_then(|p| p.split_once('/')) else {
-        return write_reply(sock, "404 Not Found", "text/plain", b"/thumbnail/<group>/<name>\n", head_only).await;
+        let what = b"/thumbnail/<group>/<name>\n";
+        write_reply(sock, "404 Not Found", "text/plain", what, head_only, false).await?;
+        return Ok(false);
     };
     let started = Instant::now();
     match thumbnail(srv, group, name).await {
         Ok((bytes, made)) => {
             let what = if made { "ThumbnailMade" } else { "ThumbnailServed" };
             srv.metrics.request(what, true, started.elapsed());
-            write_reply(sock, "200 OK", content_type(name), &bytes, head_only).await
+            write_reply(sock, "200 OK", content_type(name), &bytes, head_only, keep).await?;
+            Ok(true)
         }
         Err(e) => {
             tracing::warn!("thumbnail {group}/{name}: {e}");
             srv.metrics.request("ThumbnailRefused", false, started.elapsed());
             let why = format!("{e}\n");
-            write_reply(sock, e.http_status(), "text/plain", why.as_bytes(), head_only).await
+            write_reply(sock, e.http_status(), "text/plain", why.as_bytes(), head_only, false).await?;
+            Ok(false)
         }
     }
 }

@@ -25,7 +25,7 @@ use hmac::Mac;
 use tokio::net::TcpStream;
 
 use super::content::Content;
-use super::http::{body_stream, linger, set_text_metadata, BodyStream};
+use super::http::{body_stream, framing, linger, set_text_metadata, sized, BodyStream, Kept, Pump};
 use super::StorageServer;
 use crate::client::file_ext;
 use crate::grant::{from_hex, mac, to_hex, UploadGrant};
@@ -33,7 +33,7 @@ use crate::http::parse_args;
 use crate::protocol::listing::{list_flags, ListFilesReq, ListedFile};
 use crate::protocol::storage::{parse_metadata, UploadHead};
 use crate::protocol::Status;
-use crate::server::http::{write_reply_with, RequestHead};
+use crate::server::http::{write_reply_with, Framing, RequestHead};
 use crate::timefmt::http_date;
 
 /// How long an unfinished upload is kept, and a finished one's final ID remembered.
@@ -69,17 +69,17 @@ impl Reply {
     }
 }
 
-/// A tus request on `/files/…`.
-pub(super) async fn answer(srv: &Arc<StorageServer>, sock: TcpStream, head: RequestHead) -> std::io::Result<()> {
+/// A tus request on `/files/…`; the connection is given back after a success when the client
+/// keeps it.
+pub(super) async fn answer(srv: &Arc<StorageServer>, sock: TcpStream, head: RequestHead) -> std::io::Result<Kept> {
     let started = std::time::Instant::now();
     let (read, mut write) = sock.into_split();
-    let length: Option<u64> = head.header("content-length").and_then(|v| v.parse().ok());
-    let (body, pump) = match length {
-        Some(length) if length > 0 => {
-            let (body, pump) = body_stream(head.rest.clone(), read, length);
-            (Some(body), pump)
+    let (body, pump) = match framing(&head) {
+        Some(Framing::Length(0)) | None => (None, Pump::Done(Some((read, head.rest.clone())))),
+        Some(framing) => {
+            let (body, pump) = body_stream(head.rest.clone(), read, framing);
+            (Some((body, framing)), pump)
         }
-        _ => (None, None),
     };
     let reply = match srv.config.http_upload_secret.clone() {
         None => Reply::refused("404 Not Found", "HTTP uploads are off on this storage"),
@@ -90,15 +90,20 @@ pub(super) async fn answer(srv: &Arc<StorageServer>, sock: TcpStream, head: Requ
     if !ok {
         tracing::info!("tus {} {}: {}", head.method, head.path(), String::from_utf8_lossy(&reply.2).trim_end());
     }
+    let keep = head.keep_alive && ok;
     let Reply(status, headers, body) = reply;
     let no_body = head.method == "HEAD";
-    write_reply_with(&mut write, status, &headers, (!no_body).then_some(&body[..]), body.len()).await?;
+    write_reply_with(&mut write, status, &headers, (!no_body).then_some(&body[..]), body.len(), keep).await?;
     // What the client still sends of a refused PATCH is read, so it gets the answer.
-    linger(pump).await;
-    Ok(())
+    Ok(linger(pump, write, keep).await)
 }
 
-async fn route(srv: &Arc<StorageServer>, body: Option<BodyStream>, head: &RequestHead, secret: &str) -> Reply {
+async fn route(
+    srv: &Arc<StorageServer>,
+    body: Option<(BodyStream, Framing)>,
+    head: &RequestHead,
+    secret: &str,
+) -> Reply {
     if head.method == "OPTIONS" {
         return Reply::new("204 No Content")
             .header("Tus-Version", "1.0.0")
@@ -225,15 +230,14 @@ async fn status(srv: &Arc<StorageServer>, u: &Upload) -> Reply {
 }
 
 /// `PATCH`: the body written at `Upload-Offset`, which must be the file's size.
-async fn patch(srv: &Arc<StorageServer>, u: &Upload, body: Option<BodyStream>, head: &RequestHead) -> Reply {
+async fn patch(srv: &Arc<StorageServer>, u: &Upload, body: Option<(BodyStream, Framing)>, head: &RequestHead) -> Reply {
     if head.header("content-type") != Some("application/offset+octet-stream") {
         return Reply::refused("415 Unsupported Media Type", "Content-Type: application/offset+octet-stream");
     }
-    let (Some(offset), Some(len)) = (
-        head.header("upload-offset").and_then(|v| v.parse::<u64>().ok()),
-        head.header("content-length").and_then(|v| v.parse::<u64>().ok()),
-    ) else {
-        return Reply::refused("400 Bad Request", "Upload-Offset and Content-Length are required");
+    let (Some(offset), Some(_)) =
+        (head.header("upload-offset").and_then(|v| v.parse::<u64>().ok()), super::http::framing(head))
+    else {
+        return Reply::refused("400 Bad Request", "Upload-Offset and Content-Length (or chunks) are required");
     };
     if let Some(done) = finished(srv, u) {
         return Reply::refused("409 Conflict", "finished").header("Upload-Offset", done.1);
@@ -245,10 +249,15 @@ async fn patch(srv: &Arc<StorageServer>, u: &Upload, body: Option<BodyStream>, h
         return Reply::refused("409 Conflict", format!("the upload is at {size}")).header("Upload-Offset", size);
     }
     // Never past Upload-Length (`offset` is where the upload is, so at most its length).
-    if len > length.saturating_sub(offset) {
-        return Reply::refused("413 Content Too Large", format!("past Upload-Length {length}"));
-    }
-    let mut body = tokio_util::io::StreamReader::new(body.unwrap_or_else(|| Box::pin(futures_util::stream::empty())));
+    let too_long = || Reply::refused("413 Content Too Large", format!("past Upload-Length {length}"));
+    let (mut body, len) = match body {
+        None => (Box::new(tokio::io::empty()) as super::http::SizedBody, 0),
+        Some((body, framing)) => match sized(srv, body, framing, length.saturating_sub(offset)).await {
+            Ok(Some(sized)) => sized,
+            Ok(None) => return too_long(),
+            Err(e) => return Reply::refused("400 Bad Request", format!("reading it: {e}")),
+        },
+    };
     let mut content = Content::new(&mut body, len, srv.body_timer());
     // A modify at the stated offset: a PATCH repeated after a lost answer writes the same
     // bytes again instead of adding them twice.
