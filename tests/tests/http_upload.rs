@@ -85,7 +85,8 @@ async fn curl_uploads_go_into_the_group_and_grants_are_enforced() {
         a.base().display(),
         tracker.addr()
     );
-    let upstream = format!("types {{ image/png png; }} upstream storage {{ server {}:{maker_port}; keepalive 4; }}", ips[0]);
+    let upstream =
+        format!("types {{ image/png png; }} upstream storage {{ server {}:{maker_port}; keepalive 4; }}", ips[0]);
     let upload_location = "location = /upload { proxy_pass http://storage; proxy_http_version 1.1; \
          proxy_set_header Connection \"\"; proxy_request_buffering off; client_max_body_size 400m; \
          proxy_read_timeout 60s; }";

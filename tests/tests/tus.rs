@@ -72,7 +72,8 @@ async fn front(ips: &[&str], exts: &str, types: &str) -> Front {
         format!("group_name = group1\nurl_have_group_name = true\nstore_path0 = {}\n", storages[0].base().display());
     // nginx keeps its connections to the storage, as the sample config does.
     let types = format!("{types} upstream storage {{ server {}:{maker_port}; keepalive 4; }}", ips[0]);
-    let files = "location /files/ { proxy_pass http://storage; proxy_http_version 1.1; proxy_set_header Connection \"\"; \
+    let files =
+        "location /files/ { proxy_pass http://storage; proxy_http_version 1.1; proxy_set_header Connection \"\"; \
                  proxy_request_buffering off; client_max_body_size 0; }";
     let ngx = NginxProc::start_with(ips[0], http_port, &mod_conf, &types, files);
     let out =

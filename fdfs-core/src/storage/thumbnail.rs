@@ -116,23 +116,54 @@ pub async fn thumbnail(srv: &Arc<StorageServer>, group: &str, name: &str) -> Res
     srv.check_group(group).map_err(|_| ThumbError::NotAllowed)?;
     let d = Derivative::parse(name).filter(|d| maker.settings.allows(d.size, d.mode)).ok_or(ThumbError::NotAllowed)?;
     let at = srv.paths.locate(&d.name).map_err(|_| ThumbError::NotAllowed)?;
+    // Made by a task of its own, which answers as soon as the bytes are there and stores them
+    // after (still holding the derivative's lock, so a second request finds them stored): the
+    // client does not wait for the store's sync, and a client that leaves does not stop it.
+    let (answer, made) = tokio::sync::oneshot::channel();
+    let s = srv.clone();
+    tokio::spawn(async move { make(&s, d, at.path, answer).await });
+    made.await.unwrap_or(Err(ThumbError::Busy))
+}
+
+/// Makes and stores the derivative `d` (its file at `path`) unless it is there; its bytes go
+/// to `answer` before it is stored.
+async fn make(
+    srv: &Arc<StorageServer>,
+    d: Derivative,
+    path: std::path::PathBuf,
+    answer: tokio::sync::oneshot::Sender<Result<(Vec<u8>, bool), ThumbError>>,
+) {
+    let Some(maker) = srv.thumbnails.as_ref() else { return };
     // One maker per derivative: a second request waits here, then finds it made.
-    let _lock = srv.lock_file(&at.path).await;
-    // Made meanwhile (or uploaded: the module serves those itself; this is the race).
-    if let Some(bytes) = read_whole(srv, &d.name, maker.settings.max_source_bytes).await? {
-        return Ok((bytes, false));
+    let _lock = srv.lock_file(&path).await;
+    let made = async {
+        // Made meanwhile (or uploaded: the module serves those itself; this is the race).
+        if let Some(bytes) = read_whole(srv, &d.name, maker.settings.max_source_bytes).await? {
+            return Ok((bytes, false));
+        }
+        let _permit = tokio::time::timeout(srv.config.network_timeout, maker.permits.acquire())
+            .await
+            .map_err(|_| ThumbError::Busy)?
+            .map_err(|_| ThumbError::Busy)?;
+        let source = read_whole(srv, &d.master, maker.settings.max_source_bytes).await?.ok_or(ThumbError::NoMaster)?;
+        let (settings, job) = (maker.settings.clone(), d.clone());
+        let made = tokio::task::spawn_blocking(move || render(&source, &job, &settings))
+            .await
+            .map_err(|e| ThumbError::NotAnImage(format!("the decoder failed: {e}")))??;
+        Ok((made, true))
     }
-    let _permit = tokio::time::timeout(srv.config.network_timeout, maker.permits.acquire())
-        .await
-        .map_err(|_| ThumbError::Busy)?
-        .map_err(|_| ThumbError::Busy)?;
-    let source = read_whole(srv, &d.master, maker.settings.max_source_bytes).await?.ok_or(ThumbError::NoMaster)?;
-    let (settings, job) = (maker.settings.clone(), d.clone());
-    let made = tokio::task::spawn_blocking(move || render(&source, &job, &settings))
-        .await
-        .map_err(|e| ThumbError::NotAnImage(format!("the decoder failed: {e}")))??;
-    store(srv, &d, &made).await?;
-    Ok((made, true))
+    .await;
+    let stored = match &made {
+        Ok((bytes, true)) => Some(bytes.clone()),
+        _ => None,
+    };
+    let _ = answer.send(made);
+    if let Some(bytes) = stored {
+        // Not stored: served all the same, and made again on the next request.
+        if let Err(e) = store(srv, &d, &bytes).await {
+            tracing::warn!("thumbnail {}: made and served, not stored: {e}", d.name);
+        }
+    }
 }
 
 /// The whole content of `name` (`None` when it is not here), refused when over `limit` bytes.
@@ -197,13 +228,19 @@ pub fn render(source: &[u8], d: &Derivative, settings: &ThumbnailConfig) -> Resu
     limits.max_alloc = Some(settings.max_source_pixels * 8 + (64 << 20));
     let mut reader = reader()?;
     let jpeg = reader.format() == Some(image::ImageFormat::Jpeg);
+    // Decoders fill a JPEG cut short with grey and at most warn: one without its end marker
+    // (FF D9, which entropy-coded data cannot hold: an FF there is stuffed or a restart
+    // marker) is refused. Looked for in the last KiB, which may hold bytes after it.
+    if jpeg && !source[source.len().saturating_sub(1024)..].windows(2).any(|w| w == [0xFF, 0xD9]) {
+        return Err(ThumbError::NotAnImage("a JPEG cut short (no end marker)".into()));
+    }
     reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(bad)?;
     let orientation = decoder.orientation().map_err(bad)?;
     let icc = decoder.icc_profile().ok().flatten();
     // A JPEG much larger than its derivative is decoded scaled down (the IDCT at 1/2, 1/4 or
     // 1/8, as libjpeg's shrink-on-load that vipsthumbnail uses): a fraction of the work, and
-    // still at least twice the derivative's size, so the final resize filters properly.
+    // still at least the derivative's size, so the final resize filters from there.
     let shrunk = if jpeg { needed((w, h), d, orientation).and_then(|want| shrunk_jpeg(source, want)) } else { None };
     let mut img = match shrunk {
         Some(img) => img,
@@ -214,8 +251,10 @@ pub fn render(source: &[u8], d: &Derivative, settings: &ThumbnailConfig) -> Resu
     encode(&out, &d.ext(), settings.jpeg_quality, icc).map_err(bad)
 }
 
-/// The stored size a source of stored size `(w, h)` needs to be decoded at for `d`: twice what
-/// the derivative takes of it; `None` when that is (nearly) all of it.
+/// The stored size a source of stored size `(w, h)` needs to be decoded at for `d`: what the
+/// derivative takes of it (the decoder rounds up to its next scale, and the resize after
+/// filters from there, as vipsthumbnail's shrink-on-load does); `None` when that is more than
+/// half of it.
 fn needed((w, h): (u32, u32), d: &Derivative, orientation: image::metadata::Orientation) -> Option<(u32, u32)> {
     use image::metadata::Orientation::*;
     let turned = matches!(orientation, Rotate90 | Rotate270 | Rotate90FlipH | Rotate270FlipH);
@@ -226,26 +265,37 @@ fn needed((w, h): (u32, u32), d: &Derivative, orientation: image::metadata::Orie
         FitMode::Fit => sx.min(sy),
         FitMode::Fill => sx.max(sy),
         FitMode::Crop => return None,
-    } * 2.0;
+    };
     (scale < 0.5).then(|| ((f64::from(w) * scale).ceil() as u32, (f64::from(h) * scale).ceil() as u32))
 }
 
-/// A JPEG decoded at the smallest IDCT scale that is at least `want`; `None` for what this
-/// decoder does not take (CMYK, 16-bit) or cannot read: the full decode then decides.
+/// A JPEG decoded at the smallest IDCT scale (1/8, 1/4 or 1/2) that is at least `want`, by
+/// libjpeg-turbo; `None` when no such scale is smaller than the source or for what is left to
+/// the full decode to decide: colour spaces it does not turn into RGB (CMYK), any error.
 fn shrunk_jpeg(source: &[u8], (ww, wh): (u32, u32)) -> Option<DynamicImage> {
-    let mut dec = jpeg_decoder::Decoder::new(Cursor::new(source));
-    dec.read_info().ok()?;
-    let (w, h) = dec.scale(u16::try_from(ww).ok()?, u16::try_from(wh).ok()?).ok()?;
-    let pixels = dec.decode().ok()?;
-    match dec.info()?.pixel_format {
-        jpeg_decoder::PixelFormat::RGB24 => {
-            image::RgbImage::from_raw(w.into(), h.into(), pixels).map(DynamicImage::ImageRgb8)
+    // libjpeg reports an error by unwinding (the mozjpeg crate's design): caught here, it is
+    // a JPEG the full decode then refuses with its reason.
+    let decoded = std::panic::catch_unwind(|| -> std::io::Result<Option<DynamicImage>> {
+        let mut d = mozjpeg::Decompress::new_mem(source)?;
+        let (w, h) = (d.width() as u64, d.height() as u64);
+        let fits = |n: u64| w * n / 8 >= u64::from(ww) && h * n / 8 >= u64::from(wh);
+        let Some(n) = [1u8, 2, 4].into_iter().find(|n| fits(u64::from(*n))) else { return Ok(None) };
+        d.scale(n);
+        if d.color_space() == mozjpeg::ColorSpace::JCS_GRAYSCALE {
+            let mut img = d.grayscale()?;
+            let (w, h) = (img.width() as u32, img.height() as u32);
+            let pixels: Vec<u8> = img.read_scanlines()?;
+            img.finish()?;
+            Ok(image::GrayImage::from_raw(w, h, pixels).map(DynamicImage::ImageLuma8))
+        } else {
+            let mut img = d.rgb()?;
+            let (w, h) = (img.width() as u32, img.height() as u32);
+            let pixels: Vec<[u8; 3]> = img.read_scanlines()?;
+            img.finish()?;
+            Ok(image::RgbImage::from_raw(w, h, pixels.concat()).map(DynamicImage::ImageRgb8))
         }
-        jpeg_decoder::PixelFormat::L8 => {
-            image::GrayImage::from_raw(w.into(), h.into(), pixels).map(DynamicImage::ImageLuma8)
-        }
-        _ => None,
-    }
+    });
+    decoded.ok()?.ok()?
 }
 
 /// `img` fitted to the box by `mode`, never enlarged.
@@ -353,5 +403,23 @@ mod tests {
         let whole = png(400, 200);
         assert!(matches!(render(&whole[..whole.len() / 2], &d, &settings()), Err(ThumbError::NotAnImage(_))));
         assert!(matches!(render(b"not an image at all", &d, &settings()), Err(ThumbError::NotAnImage(_))));
+    }
+
+    #[test]
+    fn a_large_jpeg_is_decoded_scaled_and_a_damaged_one_is_refused_not_crashed_on() {
+        let img = image::RgbImage::from_fn(960, 640, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, 90]));
+        let mut jpeg = Vec::new();
+        DynamicImage::ImageRgb8(img).write_with_encoder(JpegEncoder::new_with_quality(&mut jpeg, 90)).unwrap();
+        // 960x640 for a 100x100 box: libjpeg decodes it at 1/8, 120x80, which fits the box.
+        assert_eq!(shrunk_jpeg(&jpeg, (100, 67)).map(|i| (i.width(), i.height())), Some((120, 80)));
+        let d = Derivative::of(&format!("{MASTER}.jpg"), (100, 100), FitMode::Fit).unwrap();
+        assert_eq!(dims(&render(&jpeg, &d, &settings()).unwrap()), (100, 67));
+        // Cut short (no end marker): refused.
+        assert!(matches!(render(&jpeg[..jpeg.len() / 2], &d, &settings()), Err(ThumbError::NotAnImage(_))));
+        // A broken header with the end marker: libjpeg's error is caught, not a crash.
+        let mut broken = jpeg.clone();
+        broken[2..40].fill(0xFF);
+        assert!(shrunk_jpeg(&broken, (100, 67)).is_none());
+        assert!(render(&broken, &d, &settings()).is_err());
     }
 }
