@@ -149,8 +149,11 @@ fn main() -> Result<()> {
         (None, Some(c)) => ClientConfig::load(c)?,
         (None, None) => bail!("give --tracker HOST:PORT or --conf client.conf"),
     };
+    // No more workers than cores: more only take turns on them, woken and put to sleep (the
+    // load generator's CPU is shared with the servers it measures).
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
     let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.concurrency.clamp(1, 8))
+        .worker_threads(args.concurrency.clamp(1, cores.min(8)))
         .enable_all()
         .build()?;
     rt.block_on(run(args, config, size))

@@ -1,7 +1,9 @@
 //! One TCP connection to a tracker or storage: the only client code that reads or writes a
 //! socket. Requests go out as header + body in one write (the Python client reads the header
-//! with a single `recv(10)`, and small writes cost round trips); every read and write is bounded
-//! by `network_timeout`.
+//! with a single `recv(10)`, and small writes cost round trips); answers are read through a
+//! buffer, so a small answer's header and body come in one `recv` (and one shorter than the
+//! buffer tells tokio the socket is drained: no `recv` that finds nothing before the next
+//! answer). Every read and write is bounded by `network_timeout`.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -16,9 +18,14 @@ use crate::protocol::{Command, Header, Status, HEADER_LEN, RESP_CMD};
 /// Answers larger than this are never buffered in memory (downloads stream instead).
 pub const MAX_BUFFERED_ANSWER: u64 = 64 << 20;
 
+/// How much one read of an answer asks for: a small file's download, header and content.
+const READ_AHEAD: usize = 64 << 10;
+
 #[derive(Debug)]
 pub struct Connection {
     stream: TcpStream,
+    /// What was read of answers and not yet taken.
+    read: BytesMut,
     addr: String,
     timeout: Duration,
     /// False once a request failed midway: the C client closes such connections, and so do we.
@@ -55,22 +62,47 @@ impl Connection {
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
-        Ok(Self { stream, addr: addr.to_owned(), timeout: network_timeout, reusable: true, last_used: Instant::now() })
+        Ok(Self {
+            stream,
+            read: BytesMut::new(),
+            addr: addr.to_owned(),
+            timeout: network_timeout,
+            reusable: true,
+            last_used: Instant::now(),
+        })
     }
 
     pub fn addr(&self) -> &str {
         &self.addr
     }
 
-    /// The socket, for answers that are not one packet (26's list, ended by the connection).
+    /// The socket, for answers that are not one packet (26's list, ended by the connection);
+    /// taken before any answer was read, so nothing read is left behind.
     pub fn into_stream(self) -> TcpStream {
         self.stream
+    }
+
+    /// Reads until at least `want` bytes of answers are buffered.
+    async fn fill(&mut self, want: usize) -> ClientResult<()> {
+        while self.read.len() < want {
+            self.read.reserve(READ_AHEAD.max(want - self.read.len()));
+            let n = timed(&self.addr, &mut self.reusable, self.timeout, self.stream.read_buf(&mut self.read)).await?;
+            if n == 0 {
+                self.reusable = false;
+                let eof = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed mid-answer");
+                return Err(ClientError::Io { addr: self.addr.clone(), source: eof });
+            }
+        }
+        Ok(())
     }
 
     /// Whether an idle connection is no longer fit to send on: the server closed it (it
     /// restarted, or dropped an idle connection as older servers do) or sent bytes nobody asked
     /// for. One non-blocking peek; nothing is consumed.
     pub fn is_stale(&self) -> bool {
+        if !self.read.is_empty() {
+            return true;
+        }
         let mut byte = [std::mem::MaybeUninit::<u8>::uninit(); 1];
         match socket2::SockRef::from(&self.stream).peek(&mut byte) {
             Ok(_) => true,
@@ -134,8 +166,9 @@ impl Connection {
     /// Reads an answer header; a non-zero status becomes [`ClientError::Status`] and retires
     /// the connection (the body, if any, is never read).
     pub async fn recv_header(&mut self) -> ClientResult<Header> {
+        self.fill(HEADER_LEN).await?;
         let mut raw = [0u8; HEADER_LEN];
-        timed(&self.addr, &mut self.reusable, self.timeout, self.stream.read_exact(&mut raw)).await?;
+        raw.copy_from_slice(&self.read.split_to(HEADER_LEN));
         self.reusable = false;
         let h = Header::decode(&raw, i64::MAX as u64)
             .map_err(|e| ClientError::Decode { addr: self.addr.clone(), source: e })?;
@@ -162,15 +195,31 @@ impl Connection {
                 why: format!("answer of {len} bytes exceeds {max}"),
             });
         }
-        let mut buf = vec![0u8; len as usize];
-        timed(&self.addr, &mut self.reusable, self.timeout, self.stream.read_exact(&mut buf)).await?;
+        let len = len as usize;
+        if len <= READ_AHEAD {
+            self.fill(len).await?;
+            return Ok(self.read.split_to(len).freeze());
+        }
+        // A large answer: what is buffered, then the rest read straight into place.
+        let mut buf = vec![0u8; len];
+        let have = self.read.len().min(len);
+        buf[..have].copy_from_slice(&self.read.split_to(have));
+        timed(&self.addr, &mut self.reusable, self.timeout, self.stream.read_exact(&mut buf[have..])).await?;
         Ok(buf.into())
     }
 
     /// Streams an answer body of `len` bytes into `dst`; each read gets `network_timeout`.
     pub async fn recv_body_into(&mut self, len: u64, dst: &mut (impl AsyncWrite + Unpin)) -> ClientResult<()> {
-        let mut buf = vec![0u8; (256 << 10).min(len as usize)];
-        let mut left = len;
+        let have = self.read.len().min(usize::try_from(len).unwrap_or(usize::MAX));
+        if have > 0 {
+            let buffered = self.read.split_to(have);
+            if let Err(e) = dst.write_all(&buffered).await {
+                self.reusable = false;
+                return Err(ClientError::Local(e));
+            }
+        }
+        let mut left = len - have as u64;
+        let mut buf = vec![0u8; (256 << 10).min(left as usize)];
         while left > 0 {
             let want = buf.len().min(left as usize);
             let n = timed(&self.addr, &mut self.reusable, self.timeout, self.stream.read(&mut buf[..want])).await?;
