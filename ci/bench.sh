@@ -27,6 +27,10 @@
 # on 127.0.0.10, storages on 127.0.0.11 and .12) runs beside ours; every upload and download row
 # then runs the same load against both, alternating, and prints ours/C (`vs_C`). C syncs nothing:
 # compare it with `process_crash`; `power_loss` is shown beside it. Absent, the rows say so.
+# A quiet file system matters: ext4 without a journal (this kind of VM) skips inodes freed in
+# the last 60-300 s when it allocates one (`recently_deleted` in perf), so uploads right after
+# a large delete (a test suite's cleanup, the previous bench's) create files several times more
+# slowly, for both systems but not equally. Wait a few minutes after one.
 #   BENCH_COUNT (default 3000), BENCH_CONCURRENCY (default 16)
 set -euo pipefail
 cd "$(dirname "$0")/.."

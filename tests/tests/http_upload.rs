@@ -143,24 +143,16 @@ async fn curl_uploads_go_into_the_group_and_grants_are_enforced() {
 
     // A chunked body (its length known at its end): nginx passes the chunks on (HTTP/1.1 to
     // the storage), which spools them and stores the file.
-    let (code, body) = curl(&[
-        "--data-binary",
-        &format!("@{}", photo.display()),
-        "-H",
-        "Transfer-Encoding: chunked",
-        &format!("{upload_url}{grant}&filename=c.jpg"),
-    ]);
+    let chunked = |grant: &str| {
+        let url = format!("{upload_url}{grant}&filename=c.jpg");
+        curl(&["--data-binary", &format!("@{}", photo.display()), "-H", "Transfer-Encoding: chunked", &url])
+    };
+    let (code, body) = chunked(&grant);
     assert_eq!(code, 200, "{body}");
     let chunked_id = json(&body)["file_id"].as_str().unwrap().to_owned();
     assert!(get(&ngx.addr, &format!("/{chunked_id}")).body == bytes, "chunked upload read back");
     let small = token(&a.daemon.conf, &["--max-size", "1000"]);
-    let (code, body) = curl(&[
-        "--data-binary",
-        &format!("@{}", photo.display()),
-        "-H",
-        "Transfer-Encoding: chunked",
-        &format!("{upload_url}{small}&filename=c.jpg"),
-    ]);
+    let (code, body) = chunked(&small);
     assert_eq!(code, 413, "chunked, over the grant: {body}");
 
     // Straight to http_listen: one connection, two uploads (a declared length, then chunks)

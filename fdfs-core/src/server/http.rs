@@ -91,11 +91,16 @@ pub async fn read_request_head<S: AsyncRead + Unpin>(
     let connection = |token: &str| {
         headers.iter().any(|(k, v)| k == "connection" && v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
     };
-    let keep_alive = match version {
-        "HTTP/1.1" => !connection("close"),
-        "HTTP/1.0" => connection("keep-alive"),
-        _ => false,
-    };
+    // A length that is not one number leaves where the body ends unknown: the connection
+    // ends with this request (else the body could be read as the next one).
+    let lengths: Vec<&str> = headers.iter().filter(|(k, _)| k == "content-length").map(|(_, v)| v.as_str()).collect();
+    let framed = lengths.len() <= 1 && lengths.iter().all(|v| v.parse::<u64>().is_ok());
+    let keep_alive = framed
+        && match version {
+            "HTTP/1.1" => !connection("close"),
+            "HTTP/1.0" => connection("keep-alive"),
+            _ => false,
+        };
     Ok(Some(RequestHead { method, target, headers, rest, keep_alive }))
 }
 
@@ -376,6 +381,11 @@ mod tests {
         client.read_to_string(&mut got).await.unwrap();
         assert_eq!(got.matches("HTTP/1.1 200 OK").count(), 2, "{got}");
         assert_eq!(got.matches("Connection: close").count(), 1, "{got}");
+        for unframed in ["Content-Length: x1", "Content-Length: 1\r\nContent-Length: 2"] {
+            let (mut client, mut server) = tokio::io::duplex(1024);
+            client.write_all(format!("GET /d HTTP/1.1\r\n{unframed}\r\n\r\n").as_bytes()).await.unwrap();
+            assert!(!read_request_head(&mut server, Vec::new()).await.unwrap().unwrap().keep_alive, "{unframed}");
+        }
         let http10 = b"GET /c HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n";
         let (mut client, mut server) = tokio::io::duplex(1024);
         client.write_all(http10).await.unwrap();

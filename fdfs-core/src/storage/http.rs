@@ -196,7 +196,11 @@ pub(super) async fn sized(
     }
     let mut file = tokio::fs::File::from_std(tempfile::tempfile_in(srv.paths.temp_dir(0))?);
     let mut size = 0u64;
-    while let Some(chunk) = body.next().await.transpose()? {
+    // Each piece within network_timeout, as a declared length's body is read (a sender that
+    // stalls is not waited for).
+    let timeout = srv.config.network_timeout;
+    let stalled = || std::io::Error::new(std::io::ErrorKind::TimedOut, "the body stalled");
+    while let Some(chunk) = tokio::time::timeout(timeout, body.next()).await.map_err(|_| stalled())?.transpose()? {
         size += chunk.len() as u64;
         if size > max {
             return Ok(None);

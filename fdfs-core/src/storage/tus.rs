@@ -234,8 +234,7 @@ async fn patch(srv: &Arc<StorageServer>, u: &Upload, body: Option<(BodyStream, F
     if head.header("content-type") != Some("application/offset+octet-stream") {
         return Reply::refused("415 Unsupported Media Type", "Content-Type: application/offset+octet-stream");
     }
-    let (Some(offset), Some(_)) =
-        (head.header("upload-offset").and_then(|v| v.parse::<u64>().ok()), super::http::framing(head))
+    let (Some(offset), Some(_)) = (head.header("upload-offset").and_then(|v| v.parse::<u64>().ok()), framing(head))
     else {
         return Reply::refused("400 Bad Request", "Upload-Offset and Content-Length (or chunks) are required");
     };
