@@ -43,8 +43,8 @@ impl Pool {
                 let list = idle.entry(addr.to_owned()).or_default();
                 let now = Instant::now();
                 list.retain(|c| now.duration_since(c.last_used) < self.max_idle);
-                // Only the one taken is peeked at (a syscall each: peeking at every idle one
-                // cost a download two more).
+                // Only the one taken is peeked at: a peek is a syscall, and every idle one was
+                // peeked at on every request before.
                 std::iter::from_fn(|| list.pop()).find(|c| !c.is_stale())
             };
             if let Some(c) = reused {
