@@ -151,6 +151,14 @@ async fn curl_uploads_go_into_the_group_and_grants_are_enforced() {
     assert_eq!(code, 200, "{body}");
     let chunked_id = json(&body)["file_id"].as_str().unwrap().to_owned();
     assert!(get(&ngx.addr, &format!("/{chunked_id}")).body == bytes, "chunked upload read back");
+    // nginx kept its connections to the storage: after the uploads above, one at a time, its
+    // upstream connections are still open (a connection per request would have left none).
+    let maker = format!("{}:{maker_port}", ips[0]);
+    let out = Command::new("ss").args(["-Htn", "state", "established"]).output().unwrap();
+    let kept = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains(&maker)).count();
+    // Each kept connection shows twice (nginx's end and the storage's).
+    assert!(kept >= 2, "{kept} connection ends to {maker}");
+
     let small = token(&a.daemon.conf, &["--max-size", "1000"]);
     let (code, body) = chunked(&small);
     assert_eq!(code, 413, "chunked, over the grant: {body}");
@@ -158,7 +166,7 @@ async fn curl_uploads_go_into_the_group_and_grants_are_enforced() {
     // Straight to http_listen: one connection, two uploads (a declared length, then chunks)
     // and a refusal after which the storage closes it.
     let answers = one_connection(
-        &format!("{}:{maker_port}", ips[0]),
+        &maker,
         &[
             format!("POST /upload{grant}&filename=k1.png HTTP/1.1\r\nHost: s\r\nContent-Length: 5\r\n\r\nfirst"),
             format!(
