@@ -33,12 +33,9 @@ struct Args {
 }
 
 pub fn main(args: &[String]) -> Result<ExitCode> {
-    let args = match Args::try_parse_from(std::iter::once("fdfs_http_token".to_owned()).chain(args.iter().cloned())) {
+    let args: Args = match super::parse_args("fdfs_http_token", args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return Ok(ExitCode::from(if e.use_stderr() { 2 } else { 0 }));
-        }
+        Err(code) => return Ok(code),
     };
     let ini = crate::config::Ini::load(&args.config)?;
     let Some(secret) = ini.global().opt_string("http_upload_secret") else {

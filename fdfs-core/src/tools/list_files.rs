@@ -78,12 +78,9 @@ struct Args {
 }
 
 pub fn main(args: &[String]) -> Result<ExitCode> {
-    let args = match Args::try_parse_from(std::iter::once("fdfs_list_files".to_owned()).chain(args.iter().cloned())) {
+    let args: Args = match super::parse_args("fdfs_list_files", args) {
         Ok(a) => a,
-        Err(e) => {
-            let _ = e.print();
-            return Ok(ExitCode::from(if e.use_stderr() { 2 } else { 0 }));
-        }
+        Err(code) => return Ok(code),
     };
     let req = request(&args)?;
     let (_, client) = super::load_client(&args.config, None)?;

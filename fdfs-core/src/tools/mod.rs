@@ -8,6 +8,7 @@ pub mod monitor;
 pub mod test_programs;
 
 use std::path::Path;
+use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 
@@ -55,6 +56,15 @@ macro_rules! out {
 }
 
 /// A single-threaded runtime: the tools do one thing at a time.
+/// A clap tool's arguments (`prog` names it in usage), or the exit code when there are none
+/// to run with: `--help`/`--version` printed (0), or a usage error printed (2).
+pub fn parse_args<A: clap::Parser>(prog: &str, args: &[String]) -> std::result::Result<A, ExitCode> {
+    A::try_parse_from(std::iter::once(prog.to_owned()).chain(args.iter().cloned())).map_err(|e| {
+        let _ = e.print();
+        ExitCode::from(if e.use_stderr() { 2 } else { 0 })
+    })
+}
+
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread().enable_all().build()?)
 }
