@@ -76,15 +76,16 @@ fn encode(s: &str) -> String {
 
 impl UploadGrant {
     /// What is signed: every field, in order, each on its own line (values cannot hold a
-    /// newline once encoded).
+    /// newline once encoded, so no field can pass for the next).
     fn canonical(&self) -> String {
         let meta: Vec<String> = self.meta.iter().map(|(k, v)| format!("{}={}", encode(k), encode(v))).collect();
+        let exts: Vec<String> = self.exts.iter().map(|e| encode(e)).collect();
         format!(
             "fastdfs-rs upload v1\n{}\n{}\n{}\n{}\n{}",
             encode(self.group.as_deref().unwrap_or("")),
             self.expires,
             self.max_size,
-            self.exts.join(","),
+            exts.join(","),
             meta.join("&")
         )
     }
@@ -201,6 +202,16 @@ mod tests {
             UploadGrant::from_query(&parse_args("expires=5&sign=zz"), SECRET, 1),
             Err(GrantError::Malformed("sign"))
         );
+    }
+
+    #[test]
+    fn no_field_can_carry_the_next_one() {
+        // An extension holding a newline and the metadata line: it must not sign as the grant
+        // that has that metadata.
+        let with_meta = UploadGrant { exts: vec!["jpg".into()], meta: vec![("a".into(), "b".into())], ..grant() };
+        let smuggled = UploadGrant { exts: vec!["jpg\na=b".into()], meta: Vec::new(), ..grant() };
+        assert_ne!(with_meta.canonical(), smuggled.canonical());
+        assert!(!smuggled.canonical().contains("jpg\n"));
     }
 
     #[test]
