@@ -60,7 +60,7 @@ sed -e "s#^base_path = .*#base_path = $run/storage#" -e "s#^store_path0 = .*#sto
 sed -e "s#^tracker_server = .*#tracker_server = 127.0.0.1:$tport#" nginx-conf/client.conf > "$run/client.conf"
 sed -e "s#^store_path0 = .*#store_path0 = $run/storage#" -e "s#^tracker_server = .*#tracker_server = 127.0.0.1:$tport#" \
     -e "s#^storage_server_port = .*#storage_server_port = $sport#" -e "s#^thumbnail = .*#thumbnail = true#" \
-    -e "s#^thumbnail_maker = .*#thumbnail_maker = 127.0.0.1:$mport#" \
+    -e "s#^thumbnail_webp = .*#thumbnail_webp = true#" -e "s#^thumbnail_maker = .*#thumbnail_maker = 127.0.0.1:$mport#" \
     nginx-conf/mod_fastdfs.conf > "$run/nginx/conf/mod_fastdfs.conf"
 cp nginx-conf/http.conf nginx-conf/mime.types "$run/nginx/conf/"
 user=""; [[ $(id -u) -eq 0 ]] && user="user root;"
@@ -134,7 +134,7 @@ fastdfs-rs is running:
   uploaded $run/sample.png
   file ID  $id
   URL      $url
-  thumbnail URL $thumb   (made once on first request; 150x150 and 300x300 allowed)
+  thumbnail URL $thumb   (made once on first request; 150x150 and 300x300 allowed; WebP for browsers that take it)
   upload URL $upload_url
              (curl -F file=@photo.jpg '<upload URL>'; a form: http://127.0.0.1:$hport/upload.html)
   tus endpoint http://127.0.0.1:$hport/files/$grant   (resumable uploads)

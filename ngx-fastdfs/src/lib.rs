@@ -328,7 +328,7 @@ fn handle(request: &mut Request) -> ngx_int_t {
             ngx_log_error!(NGX_LOG_ERR, log, "fastdfs: token check failed");
             NGX_HTTP_BAD_REQUEST as ngx_int_t
         }
-        Route::TokenFail(Some(file)) => match serve_file(request, &file, None, None, None, Windowed::Whole) {
+        Route::TokenFail(Some(file)) => match serve_file(request, &file, Headers::default(), None, Windowed::Whole) {
             Ok(rc) => rc,
             Err(_) => NGX_HTTP_BAD_REQUEST as ngx_int_t,
         },
@@ -344,9 +344,9 @@ fn handle(request: &mut Request) -> ngx_int_t {
                 if t.flv.is_none() && !multi_range_allowed(request, &settings_of(request)) {
                     return NGX_HTTP_RANGE_NOT_SATISFIABLE as ngx_int_t;
                 }
-                let (etag, attachment) = (t.etag.as_deref(), t.attachment.as_deref());
+                let headers = Headers::of(&t);
                 let window = Windowed::Slot(&t.remote, loc, root, Follow::Once);
-                let served = match serve_file(request, &path, etag, attachment, t.flv, window) {
+                let served = match serve_file(request, &path, headers, t.flv, window) {
                     Ok(rc) => Some(rc),
                     Err(NotServed::Missed) => None,
                     // A link slot (C's de-duplication): the file it names is served, found
@@ -358,7 +358,7 @@ fn handle(request: &mut Request) -> ngx_int_t {
                                     Some((path, loc)) => (path, Windowed::Slot(&target, loc, &root, Follow::No)),
                                     None => (root.join(target.relative_path()), Windowed::Whole),
                                 };
-                                serve_file(request, &path, etag, attachment, t.flv, window).ok()
+                                serve_file(request, &path, headers, t.flv, window).ok()
                             }
                             None => None,
                         }
@@ -369,18 +369,35 @@ fn handle(request: &mut Request) -> ngx_int_t {
                 }
                 return not_here(request, &t, port);
             }
-            if let Some(path) = &t.local_path {
-                if t.flv.is_none() && !multi_range_allowed(request, &settings_of(request)) {
-                    return NGX_HTTP_RANGE_NOT_SATISFIABLE as ngx_int_t;
+            let settings = settings_of(request);
+            if t.local_path.is_some() && t.flv.is_none() && !multi_range_allowed(request, &settings) {
+                return NGX_HTTP_RANGE_NOT_SATISFIABLE as ngx_int_t;
+            }
+            let mut headers = Headers::of(&t);
+            headers.vary_accept = settings.as_ref().is_some_and(|s| s.varies_by_accept(&t));
+            // A derivative's WebP variant for a client that takes WebP (`thumbnail_webp`):
+            // served under the derivative's URL, made first when it is not here yet.
+            let webp = match &settings {
+                Some(s) if headers.vary_accept => s.webp_variant(&t, header_in(request, "Accept")),
+                _ => None,
+            };
+            if let Some(path) = &webp {
+                let variant = Headers { content_type: Some("image/webp"), ..headers };
+                if let Ok(rc) = serve_file(request, path, variant, None, Windowed::Whole) {
+                    return rc;
                 }
-                let (etag, attachment) = (t.etag.as_deref(), t.attachment.as_deref());
-                if let Ok(rc) = serve_file(request, path, etag, attachment, t.flv, Windowed::Whole) {
+                if let Some(url) = settings.as_ref().and_then(|s| s.maker_url(&t, true)) {
+                    return proxy_to(request, &url);
+                }
+            }
+            if let Some(path) = &t.local_path {
+                if let Ok(rc) = serve_file(request, path, headers, t.flv, Windowed::Whole) {
                     return rc;
                 }
             }
             // A thumbnail not made yet whose master is here: the storage daemon makes it
             // (never this worker), stores it as the master's slave file and answers with it.
-            if let Some(url) = settings_of(request).and_then(|s| s.maker_url(&t)) {
+            if let Some(url) = settings.and_then(|s| s.maker_url(&t, false)) {
                 return proxy_to(request, &url);
             }
             not_here(request, &t, port)
@@ -510,6 +527,26 @@ enum Windowed<'a> {
     Slot(&'a fdfs_core::file_id::RemoteFilename, fdfs_core::file_id::TrunkLocation, &'a Path, Follow),
 }
 
+/// The response headers a served file gets beside nginx's own.
+#[derive(Clone, Copy, Default)]
+struct Headers<'a> {
+    /// `ETag` (nginx's own, from time and size, when `None`).
+    etag: Option<&'a str>,
+    /// `Content-Disposition: attachment` with this file name.
+    attachment: Option<&'a str>,
+    /// `Content-Type` instead of the one the URI's extension gives (a WebP variant under a
+    /// derivative's `.jpg` URL).
+    content_type: Option<&'static str>,
+    /// `Vary: Accept`: the URL's answer depends on the client's `Accept`.
+    vary_accept: bool,
+}
+
+impl<'a> Headers<'a> {
+    fn of(t: &'a Target) -> Self {
+        Self { etag: t.etag.as_deref(), attachment: t.attachment.as_deref(), ..Self::default() }
+    }
+}
+
 /// What a request for a local file ends in: an nginx status, or nothing served here.
 type Served = Result<ngx_int_t, NotServed>;
 
@@ -567,8 +604,7 @@ fn open_cached(request: &Request, path: &Path) -> Result<Opened, Served> {
 fn serve_file(
     request: &mut Request,
     path: &Path,
-    etag: Option<&str>,
-    attachment: Option<&str>,
+    headers: Headers<'_>,
     flv: Option<FlvRange>,
     window: Windowed<'_>,
 ) -> Served {
@@ -597,27 +633,29 @@ fn serve_file(
     let extra: Option<&'static [u8]> = if flv_header { Some(&FLV_HEADER) } else { None };
     // Ranges are nginx's (its range filter) except for FLV, whose start is the query's.
     let ranges = flv.is_none();
-    Ok(send_file(request, &opened, (base + from, base + to, mtime), (etag, attachment), extra, ranges))
+    Ok(send_file(request, &opened, (base + from, base + to, mtime), headers, extra, ranges))
 }
 
-/// Sends bytes `from..to` of an opened file, dated `mtime`, with the response headers
-/// (`etag`: nginx's own when `None`; `attachment`: Content-Disposition), after `prefix` when
-/// there is one, through nginx's filters (ranges when `ranges`, not-modified, sendfile).
+/// Sends bytes `from..to` of an opened file, dated `mtime`, with `headers`, after `prefix`
+/// when there is one, through nginx's filters (ranges when `ranges`, not-modified, sendfile).
 fn send_file(
     request: &mut Request,
     opened: &Opened,
     (from, to, mtime): (i64, i64, i64),
-    (etag, attachment): (Option<&str>, Option<&str>),
+    headers: Headers<'_>,
     prefix: Option<&'static [u8]>,
     ranges: bool,
 ) -> ngx_int_t {
     let internal = NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t;
-    if let Some(name) = attachment {
+    if let Some(name) = headers.attachment {
         if request.add_header_out("Content-Disposition", &fdfs_core::http::content_disposition(name)).is_none() {
             return internal;
         }
     }
-    let etag = match etag {
+    if headers.vary_accept && request.add_header_out("Vary", "Accept").is_none() {
+        return internal;
+    }
+    let etag = match headers.etag {
         Some(e) => match push_header(request, "ETag", e) {
             Some(h) => Some(h),
             None => return internal,
@@ -640,7 +678,7 @@ fn send_file(
     // SAFETY: `r` is the live request, for the header calls and the output filter; `b`, `f`
     // and `prefix_buf` are zeroed allocations from its pool, filled here before nginx reads
     // them; `opened.of.fd` stays open for the request (the pool's cleanup closes it); `prefix`
-    // is static.
+    // and `headers.content_type` are static.
     unsafe {
         match etag {
             Some(h) => r.headers_out.etag = h,
@@ -649,6 +687,11 @@ fn send_file(
                     return internal;
                 }
             }
+        }
+        // nginx keeps a type already set (its `types {}` map is for the rest).
+        if let Some(t) = headers.content_type {
+            r.headers_out.content_type = ngx_str_t { len: t.len(), data: t.as_ptr() as *mut u8 };
+            r.headers_out.content_type_len = t.len();
         }
         if ngx_http_set_content_type(r) != NGX_OK as ngx_int_t {
             return internal;

@@ -3,14 +3,16 @@
 //! storage from a JPEG (also a de-duplicated one), PNG (regular and trunk-resident), WebP or GIF master, looks like PIL's
 //! Lanczos resize of the master, is a real slave file (file info, replicated, served by the
 //! other member's module without being made again); sizes not listed, non-images and bombs
-//! are refused and make nothing; eight requests at once for a new one make it once.
+//! are refused and make nothing; eight requests at once for a new one make it once. A client
+//! that accepts WebP gets the derivative's WebP variant under the same URL (`Vary: Accept`),
+//! made once and stored as a slave of its own.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use fdfs_core::client::{Client, Content, UploadKind};
-use fdfs_e2e::{common_free_port, eventually, get, NginxProc, StorageProc, TrackerProc};
+use fdfs_e2e::{common_free_port, eventually, get, http, NginxProc, StorageProc, TrackerProc};
 
 const TRUNK_TRACKER: &str = "use_trunk_file = true\nslot_min_size = 256\nslot_max_size = 64KB\ntrunk_file_size = 4MB\n";
 
@@ -50,10 +52,11 @@ else:
         ref = ImageOps.fit(ref, (w, h), Image.LANCZOS)
     else:
         ref = ref.resize(got.size, Image.LANCZOS)
-    a, b = ref.tobytes(), got.tobytes()
-    mse = sum((x - y) ** 2 for x, y in zip(a, b)) / len(a)
-    psnr = 99.0 if mse == 0 else 10 * math.log10(255 * 255 / mse)
-    print(got.size[0], got.size[1], round(psnr, 2))
+    def psnr(a, b):
+        a, b = a.tobytes(), b.tobytes()
+        mse = sum((x - y) ** 2 for x, y in zip(a, b)) / len(a)
+        return 99.0 if mse == 0 else 10 * math.log10(255 * 255 / mse)
+    print(got.size[0], got.size[1], round(psnr(ref, got), 2), round(psnr(ref.convert("L"), got.convert("L")), 2))
 "#;
 
 /// `/usr/bin/python3` when it has PIL (Debian's python3-pil; ci/test.sh installs it).
@@ -73,6 +76,19 @@ fn run_pil(py: &Path, dir: &Path, args: &[&str]) -> String {
 
 /// (width, height, PSNR in dB against PIL's Lanczos resize of the master).
 fn compare(py: &Path, dir: &Path, master: &str, derivative: &[u8], mode: &str, size: (u32, u32)) -> (u32, u32, f64) {
+    let (w, h, psnr, _) = compare_luma(py, dir, master, derivative, mode, size);
+    (w, h, psnr)
+}
+
+/// [`compare`], and the PSNR of the luma alone.
+fn compare_luma(
+    py: &Path,
+    dir: &Path,
+    master: &str,
+    derivative: &[u8],
+    mode: &str,
+    size: (u32, u32),
+) -> (u32, u32, f64, f64) {
     let file = dir.join("derivative");
     std::fs::write(&file, derivative).unwrap();
     let (w, h) = (size.0.to_string(), size.1.to_string());
@@ -80,7 +96,7 @@ fn compare(py: &Path, dir: &Path, master: &str, derivative: &[u8], mode: &str, s
         run_pil(py, dir, &["cmp", &dir.join(master).display().to_string(), &file.display().to_string(), mode, &w, &h]);
     eprintln!("{master} {mode} {size:?}: {out}");
     let v: Vec<&str> = out.split(' ').collect();
-    (v[0].parse().unwrap(), v[1].parse().unwrap(), v[2].parse().unwrap())
+    (v[0].parse().unwrap(), v[1].parse().unwrap(), v[2].parse().unwrap(), v[3].parse().unwrap())
 }
 
 fn mod_conf(store: &Path, tracker: &str, maker: &str) -> String {
@@ -88,7 +104,7 @@ fn mod_conf(store: &Path, tracker: &str, maker: &str) -> String {
         "group_name = group1\nurl_have_group_name = true\nstore_path_count = 1\nstore_path0 = {}\n\
          tracker_server = {tracker}\nresponse_mode = proxy\nthumbnail = true\n\
          thumbnail_sizes = 150x150, 300x300\nthumbnail_modes = fit, fill\nthumbnail_maker = {maker}\n\
-         thumbnail_max_source_pixels = 4000000\n",
+         thumbnail_max_source_pixels = 4000000\nthumbnail_webp = true\n",
         store.display()
     )
 }
@@ -186,6 +202,35 @@ async fn derivatives_are_made_once_stored_as_slaves_replicated_and_look_like_pil
     assert!(there.status == 200 && there.body == r.body, "{}", there.status);
     assert_eq!((made(&a.metrics), made(&b.metrics)), (1, 0));
 
+    // A client that accepts WebP (Chromium's Accept for an image): the WebP variant under the
+    // same URL, made once, stored as the master's slave `…_300x300.webp`, replicated, and
+    // served by the member as a file; a client that does not still gets the JPEG.
+    let chromium_accept = [("Accept", "image/avif,image/webp,image/apng,image/*,*/*;q=0.8")];
+    let w = http(&a.nginx.addr, "GET", url.as_bytes(), &chromium_accept);
+    assert_eq!(w.status, 200, "{}", String::from_utf8_lossy(&w.body));
+    assert_eq!((w.header("Content-Type"), w.header("Vary")), (Some("image/webp"), Some("Accept")));
+    assert!(w.body.starts_with(b"RIFF") && &w.body[8..12] == b"WEBP");
+    // Lossy WebP is always YUV 4:2:0: on this master's saturated 7-pixel colour stripes no
+    // encoder reaches 30 dB in RGB (PIL's own WebP of PIL's own resize gets 28.2 dB at quality
+    // 80, 28.4 at 90): the luma is held to 30 dB, the colour to that.
+    let (ww, wh, psnr, luma) = compare_luma(&py, work.path(), "master.jpg", &w.body, "fit", (300, 300));
+    assert_eq!((ww, wh), (300, 200));
+    assert!(luma >= 30.0 && psnr >= 28.2, "the WebP variant against PIL's Lanczos resize: {luma} / {psnr} dB");
+    assert_eq!(made(&a.metrics), 2);
+    let variant = format!("{}_300x300.webp", stem(&jpg)).trim_start_matches("/group1/").to_owned();
+    let on_b = eventually(Duration::from_secs(20), "the WebP variant on the member", || async {
+        c.storage.download(&sb, "group1", &variant, 0, 0).await.ok()
+    })
+    .await;
+    assert!(on_b == w.body, "replicated WebP bytes differ");
+    let there = http(&b.nginx.addr, "GET", url.as_bytes(), &chromium_accept);
+    assert!(there.status == 200 && there.body == w.body && there.header("Content-Type") == Some("image/webp"));
+    let plain = get(&a.nginx.addr, &url);
+    assert!(plain.body == r.body && plain.header("Vary") == Some("Accept"), "without Accept: the JPEG");
+    let refused = http(&a.nginx.addr, "GET", url.as_bytes(), &[("Accept", "image/webp;q=0, image/jpeg")]);
+    assert_eq!(refused.body, r.body, "q=0 refuses WebP");
+    assert_eq!((made(&a.metrics), made(&b.metrics)), (2, 0));
+
     // Eight requests at once for a new derivative: all get it, it is made once.
     let fill = format!("{}_150x150_fill.jpg", stem(&jpg));
     let answers: Vec<_> = (0..8)
@@ -196,7 +241,7 @@ async fn derivatives_are_made_once_stored_as_slaves_replicated_and_look_like_pil
         .collect();
     let answers: Vec<_> = answers.into_iter().map(|t| t.join().unwrap()).collect();
     assert!(answers.iter().all(|r| r.status == 200 && r.body == answers[0].body));
-    assert_eq!(made(&a.metrics), 2, "eight requests, one derivative made");
+    assert_eq!(made(&a.metrics), 3, "eight requests, one derivative made");
     let (w, h, psnr) = compare(&py, work.path(), "master.jpg", &answers[0].body, "fill", (150, 150));
     assert_eq!((w, h), (150, 150));
     assert!(psnr >= 30.0, "PSNR against PIL's ImageOps.fit: {psnr} dB");
@@ -211,7 +256,7 @@ async fn derivatives_are_made_once_stored_as_slaves_replicated_and_look_like_pil
     }
     let unlisted = format!("{}_200x200.jpg", stem(&jpg)).trim_start_matches("/group1/").to_owned();
     assert!(c.storage.file_info(&sa, "group1", &unlisted, 0).await.is_err(), "nothing made for a size not listed");
-    assert_eq!(made(&a.metrics), 2);
+    assert_eq!(made(&a.metrics), 3);
 
     // PNG (transparent), WebP, GIF and an EXIF-rotated JPEG.
     for (file, ext, box_, want) in [

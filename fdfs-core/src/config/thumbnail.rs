@@ -48,6 +48,12 @@ pub struct ThumbnailConfig {
     pub modes: Vec<FitMode>,
     /// `thumbnail_jpeg_quality` (1-100, default 85).
     pub jpeg_quality: u8,
+    /// `thumbnail_webp` (default off): a client that sends `Accept: image/webp` gets a
+    /// derivative of a JPEG, PNG or GIF master as WebP, stored as a slave of its own
+    /// (`<master>_<W>x<H>.webp`); every answer for a derivative then says `Vary: Accept`.
+    pub webp: bool,
+    /// `thumbnail_webp_quality` (1-100, default 80): lossy WebP's quality.
+    pub webp_quality: u8,
     /// `thumbnail_max_source_pixels` (default 50,000,000): a larger master is refused (413)
     /// before it is decoded.
     pub max_source_pixels: u64,
@@ -68,6 +74,8 @@ impl Default for ThumbnailConfig {
             sizes: Vec::new(),
             modes: vec![FitMode::Fit],
             jpeg_quality: 85,
+            webp: false,
+            webp_quality: 80,
             max_source_pixels: 50_000_000,
             max_source_bytes: 32 << 20,
             concurrency: 2,
@@ -110,6 +118,8 @@ impl ThumbnailConfig {
             sizes,
             modes,
             jpeg_quality: k.int_in("thumbnail_jpeg_quality", 85, 1..=100)? as u8,
+            webp: k.bool("thumbnail_webp", false)?,
+            webp_quality: k.int_in("thumbnail_webp_quality", 80, 1..=100)? as u8,
             max_source_pixels: k.int_in("thumbnail_max_source_pixels", d.max_source_pixels as i64, 1..=1 << 32)? as u64,
             max_source_bytes: k.size("thumbnail_max_source_size", d.max_source_bytes)?,
             concurrency: k.int_in("thumbnail_concurrency", 2, 1..=64)? as usize,
@@ -165,5 +175,6 @@ mod tests {
         assert!(load("thumbnail_sizes = 5000x10\n").is_err());
         assert!(load("thumbnail_modes = stretch\n").is_err());
         assert!(load("thumbnail_jpeg_quality = 101\n").is_err());
+        assert!(load("thumbnail_webp_quality = 0\n").is_err());
     }
 }

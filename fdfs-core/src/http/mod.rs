@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 pub use args::{parse_args, percent_decode};
 pub use members::{Member, Members, Wanted, MEMBERS_TTL_SECS};
-pub use thumb::Derivative;
+pub use thumb::{accepts_webp, Derivative};
 pub use token::{anti_steal_token, check_token, TokenError};
 
 use crate::config::{ModFastdfsConfig, ResponseMode, StorageIds};
@@ -219,7 +219,8 @@ impl Settings {
     /// Where the storage daemon makes `t`'s derivative (`thumbnail_maker`), when its master is
     /// on this server (its regular file, or its trunk slot); `None`: not here, the usual rules
     /// for a missing file apply (its source's module makes it there).
-    pub fn maker_url(&self, t: &Target) -> Option<String> {
+    /// `webp`: its WebP variant is wanted ([`Settings::webp_variant`]).
+    pub fn maker_url(&self, t: &Target, webp: bool) -> Option<String> {
         let (d, maker, root) = (t.derivative.as_ref()?, self.config.thumbnail.maker.as_ref()?, t.store_root.as_ref()?);
         let master = RemoteFilename::parse(&d.master, None).ok()?;
         let here = if crate::trunk::is_trunk_name(&master) {
@@ -227,7 +228,26 @@ impl Settings {
         } else {
             std::fs::metadata(root.join(master.relative_path())).is_ok_and(|m| m.is_file())
         };
-        here.then(|| format!("http://{maker}/thumbnail/{}/{}", t.group, d.name))
+        let variant = if webp { "?as=webp" } else { "" };
+        here.then(|| format!("http://{maker}/thumbnail/{}/{}{variant}", t.group, d.name))
+    }
+
+    /// Whether the answer for `t` depends on the client's `Accept` (`Vary: Accept`): a
+    /// derivative that has a WebP variant, with `thumbnail_webp` on.
+    pub fn varies_by_accept(&self, t: &Target) -> bool {
+        self.config.thumbnail.webp && t.derivative.as_ref().is_some_and(|d| d.ext() != "webp")
+    }
+
+    /// Where on this server the WebP variant of `t`'s derivative is (served, or made, in its
+    /// stead), when the client's `accept` takes WebP and the settings offer it.
+    pub fn webp_variant(&self, t: &Target, accept: Option<&[u8]>) -> Option<PathBuf> {
+        if !self.varies_by_accept(t) || !accept.is_some_and(accepts_webp) {
+            return None;
+        }
+        let variant = t.derivative.as_ref()?.as_webp()?;
+        let remote = RemoteFilename::parse(&variant.name, None).ok()?;
+        // Slaves are regular files, a trunk-resident master's too.
+        Some(t.store_root.as_ref()?.join(remote.relative_path()))
     }
 }
 
@@ -591,6 +611,28 @@ mod tests {
         let args = format!("token={token}&ts={}", NOW - 5);
         assert!(matches!(s.route(&format!("/group1/{thumb}"), &args, None, false, NOW), Route::Serve(_)));
         assert!(matches!(s.route(&format!("/group1/{other}"), &args, None, false, NOW), Route::TokenFail(None)));
+    }
+
+    #[test]
+    fn a_client_that_takes_webp_is_given_the_variant_beside_the_derivative() {
+        let mut s = settings();
+        s.config.thumbnail =
+            crate::config::ThumbnailConfig { enabled: true, sizes: vec![(300, 300)], ..Default::default() };
+        let master = name("127.0.0.2", NOW as u32);
+        let thumb = format!("{}_300x300.jpg", master.trim_end_matches(".jpg"));
+        let Route::Serve(t) = s.route(&format!("/group1/{thumb}"), "", None, false, NOW) else { panic!() };
+        let chromium = Some(&b"image/avif,image/webp,*/*;q=0.8"[..]);
+        assert!(!s.varies_by_accept(&t) && s.webp_variant(&t, chromium).is_none(), "thumbnail_webp is off");
+        s.config.thumbnail.webp = true;
+        assert!(s.varies_by_accept(&t));
+        let variant = thumb.replace(".jpg", ".webp");
+        let at = PathBuf::from("/data/fdfs/data").join(variant.trim_start_matches("M00/"));
+        assert_eq!(s.webp_variant(&t, chromium), Some(at));
+        assert_eq!(s.webp_variant(&t, Some(b"image/jpeg")), None);
+        assert_eq!(s.webp_variant(&t, None), None);
+        // The master itself does not vary.
+        let Route::Serve(m) = s.route(&format!("/group1/{master}"), "", None, false, NOW) else { panic!() };
+        assert!(!s.varies_by_accept(&m) && s.webp_variant(&m, chromium).is_none());
     }
 
     #[test]

@@ -69,6 +69,18 @@ impl Derivative {
         Some(Self { master: master.to_owned(), name, size, mode })
     }
 
+    /// The WebP variant of a derivative of a JPEG, PNG or GIF master (`thumbnail_webp`): the
+    /// master's slave of the same box and mode with the extension `webp`
+    /// (`…527_300x200.webp`), served for the derivative's URL to clients that accept WebP.
+    /// `None` for a derivative that is WebP already.
+    pub fn as_webp(&self) -> Option<Self> {
+        if self.ext() == "webp" {
+            return None;
+        }
+        let name = slave_filename(&self.master, &Self::prefix(self.size, self.mode), "webp").ok()?;
+        Some(Self { name, ..self.clone() })
+    }
+
     /// The query form on a master's URL: `w` and `h` (both, positive), `mode` (default fit).
     /// `None` when the query names no box; `Some(None)` when it names one badly.
     pub fn of_query(master: &str, query: &HashMap<String, String>) -> Option<Option<Self>> {
@@ -77,6 +89,21 @@ impl Derivative {
         let mode = query.get("mode").map_or(Some(FitMode::Fit), |m| FitMode::parse(m));
         Some(size.zip(mode).and_then(|(size, mode)| Self::of(master, size, mode)))
     }
+}
+
+/// Whether an `Accept` header's value takes `image/webp` (named, not through `image/*` or
+/// `*/*`: browsers that decode WebP name it, and a client that does not may still send
+/// `*/*`), and not with `q=0`.
+pub fn accepts_webp(accept: &[u8]) -> bool {
+    let Ok(accept) = std::str::from_utf8(accept) else { return false };
+    accept.split(',').any(|range| {
+        let mut parts = range.split(';').map(str::trim);
+        parts.next().is_some_and(|t| t.eq_ignore_ascii_case("image/webp"))
+            && !parts.any(|p| {
+                p.split_once('=')
+                    .is_some_and(|(k, v)| k.trim() == "q" && v.trim().parse::<f32>().is_ok_and(|q| q <= 0.0))
+            })
+    })
 }
 
 #[cfg(test)]
@@ -104,6 +131,27 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         assert_eq!(Derivative::of_query(MASTER, &q), Some(Some(fill)));
+    }
+
+    #[test]
+    fn a_webp_variant_is_the_same_box_as_a_webp_slave() {
+        let d = Derivative::parse("M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527_300x200_fill.jpg").unwrap();
+        let w = d.as_webp().unwrap();
+        assert_eq!(w.name, "M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527_300x200_fill.webp");
+        assert_eq!((w.master.as_str(), w.size, w.mode, w.ext().as_str()), (MASTER, (300, 200), FitMode::Fill, "webp"));
+        let of_webp = Derivative::of("M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527.webp", (300, 200), FitMode::Fit);
+        assert_eq!(of_webp.unwrap().as_webp(), None, "a WebP master's derivative is WebP already");
+    }
+
+    #[test]
+    fn accept_names_webp_or_not() {
+        // Chromium's for an <img>.
+        assert!(accepts_webp(b"image/avif,image/webp,image/apng,image/svg+xml,image/*,*/*;q=0.8"));
+        assert!(accepts_webp(b"image/WebP;q=0.5"));
+        assert!(!accepts_webp(b"image/webp;q=0"));
+        assert!(!accepts_webp(b"*/*"));
+        assert!(!accepts_webp(b"image/*,image/webpx"));
+        assert!(!accepts_webp(b"\xff"));
     }
 
     #[test]
