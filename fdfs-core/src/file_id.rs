@@ -118,8 +118,18 @@ impl RemoteFilename {
 
     /// Path relative to the store path: `data/HH/LL/<name>`.
     pub fn relative_path(&self) -> PathBuf {
-        // One allocation: this runs for every request the nginx module serves.
-        PathBuf::from(format!("data/{:02X}/{:02X}/{}", self.high, self.low, self.name))
+        // One allocation and no formatting machinery: this runs for every request the nginx
+        // module serves.
+        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+        let mut path = String::with_capacity(11 + self.name.len());
+        path.push_str("data/");
+        for b in [self.high, self.low] {
+            path.push(char::from(HEX[usize::from(b >> 4)]));
+            path.push(char::from(HEX[usize::from(b & 15)]));
+            path.push('/');
+        }
+        path.push_str(&self.name);
+        PathBuf::from(path)
     }
 
     /// Full path under the store path this filename's `Mxx` selects.

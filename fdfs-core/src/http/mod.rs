@@ -24,8 +24,9 @@ use crate::file_id::{FileType, RemoteFilename, Source};
 pub enum Missing {
     /// It should be here (same group and we wrote it, or it is old enough to be everywhere):
     /// if it is not, fetch it from / send the client to a member that holds it
-    /// ([`Settings::holder`]), else 404. `source` is the source storage's address, if known.
-    Elsewhere { source: Option<String>, mode: ResponseMode },
+    /// ([`Settings::holder`]), else 404. `source` is who wrote it (its address, when asked,
+    /// from [`Settings::source_host`]: most files are found here and never need it).
+    Elsewhere { source: Source, mode: ResponseMode },
     /// It should be here and the request already went through a hop: 404.
     NotFound,
     /// Fetch it from / send the client to this storage host (its IP).
@@ -150,24 +151,19 @@ impl Settings {
         let info = remote.info();
         let store_root = local_group.and_then(|g| g.store_paths.get(remote.store_path_index as usize)).cloned();
         let local_path = store_root.as_ref().map(|root| root.join(remote.relative_path()));
-        let id_host = |id: u32| self.ids.as_ref().and_then(|t| t.by_id(id)).and_then(|e| e.hosts.first());
         let is_ours = |ip: IpAddr| self.local_ips.contains(&ip) || server_ip == Some(ip);
         let source_is_local = match info.source {
             Source::Ip(ip) => is_ours(IpAddr::V4(ip)),
-            Source::ServerId(id) => id_host(id).and_then(|h| h.parse().ok()).is_some_and(is_ours),
+            Source::ServerId(id) => self.id_host(id).and_then(|h| h.parse().ok()).is_some_and(is_ours),
         };
         let old = info.create_timestamp > 0
             && now - info.create_timestamp as i64 > cfg.storage_sync_file_max_delay.as_secs() as i64;
         let hopped = query.contains_key("redirect");
-        let source = || match info.source {
-            Source::Ip(ip) => Some(ip.to_string()),
-            Source::ServerId(id) => id_host(id).cloned(),
-        };
         let if_missing = match (local_path.is_some() && (source_is_local || old), hopped) {
             (true, true) => Missing::NotFound,
-            (true, false) => Missing::Elsewhere { source: source(), mode: cfg.response_mode },
+            (true, false) => Missing::Elsewhere { source: info.source, mode: cfg.response_mode },
             (false, true) => Missing::Loop,
-            (false, false) => match source() {
+            (false, false) => match self.source_host(info.source) {
                 Some(host) => Missing::Remote { host, mode: cfg.response_mode },
                 None => Missing::UnknownSource,
             },
@@ -252,11 +248,26 @@ impl Settings {
 }
 
 impl Settings {
+    /// The address of the storage that wrote a file: the IP in its name, or the host its
+    /// server ID has in storage_ids.conf.
+    pub fn source_host(&self, source: Source) -> Option<String> {
+        match source {
+            Source::Ip(ip) => Some(ip.to_string()),
+            Source::ServerId(id) => self.id_host(id).cloned(),
+        }
+    }
+
+    /// The first host a server ID has in storage_ids.conf.
+    fn id_host(&self, id: u32) -> Option<&String> {
+        self.ids.as_ref().and_then(|t| t.by_id(id)).and_then(|e| e.hosts.first())
+    }
+
     /// For [`Missing::Elsewhere`]: a member of the group other than this server (`server_ip`
     /// being one of its addresses) that holds the file, or `None` (404). A member list older
     /// than [`MEMBERS_TTL_SECS`] is asked for anew in the background meanwhile.
     pub fn holder(&self, t: &Target, server_ip: Option<IpAddr>, now: i64) -> Option<String> {
         let Missing::Elsewhere { source, .. } = &t.if_missing else { return None };
+        let source = self.source_host(*source);
         if self.members.is_stale(now) && !self.config.tracker_servers.is_empty() {
             self.members.refresh_in_background(&self.config, now);
         }
@@ -441,7 +452,7 @@ mod tests {
             panic!()
         };
         assert_eq!(t.local_path.unwrap(), PathBuf::from(format!("/data/fdfs/data/00/0A/{}", &f[10..])));
-        let elsewhere = Missing::Elsewhere { source: Some("127.0.0.2".into()), mode: ResponseMode::Proxy };
+        let elsewhere = Missing::Elsewhere { source: Source::Ip([127, 0, 0, 2].into()), mode: ResponseMode::Proxy };
         assert_eq!(t.if_missing, elsewhere, "we wrote it: missing means lost here, held elsewhere or nowhere");
         assert_eq!(t.etag.as_deref(), Some("\"0000abcd-4d2\""));
         assert_eq!(t.attachment.as_deref(), Some("a b.jpg"));
@@ -458,7 +469,7 @@ mod tests {
         // Requested on the source's own address: it should be here.
         let here = Some("127.0.0.3".parse().unwrap());
         let Route::Serve(t) = s.route(&format!("/group1/{f}"), "", here, false, NOW) else { panic!() };
-        let from_3 = Missing::Elsewhere { source: Some("127.0.0.3".into()), mode: ResponseMode::Proxy };
+        let from_3 = Missing::Elsewhere { source: Source::Ip([127, 0, 0, 3].into()), mode: ResponseMode::Proxy };
         assert_eq!(t.if_missing, from_3);
         let Route::Serve(t) = s.route(&format!("/group1/{f}"), "redirect=1", None, false, NOW) else { panic!() };
         assert_eq!(t.if_missing, Missing::Loop);
