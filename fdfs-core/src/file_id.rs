@@ -442,17 +442,16 @@ pub fn slave_filename(master: &str, prefix: &str, ext: &str) -> Result<String, F
     let dot = master[tail_start..].find('.').map(|i| tail_start + i);
     let base = &master[..dot.unwrap_or(master.len())];
     let master_ext = dot.map(|d| &master[d..]).unwrap_or("");
-    let slave_ext = if ext.is_empty() {
-        master_ext.to_owned()
-    } else if ext.starts_with('.') {
-        ext.to_owned()
-    } else {
-        format!(".{ext}")
+    let (dot, slave_ext) = match ext {
+        "" => ("", master_ext),
+        e if e.starts_with('.') => ("", e),
+        e => (".", e),
     };
     if slave_ext.is_empty() && prefix == "-m" {
         return Err(FileIdError::BadSlave);
     }
-    let out = format!("{base}{prefix}{slave_ext}");
+    // Concatenated, not formatted: the nginx module names a thumbnail this way per request.
+    let out = [base, prefix, dot, slave_ext].concat();
     if out.len() >= MAX_FILENAME_LEN {
         return Err(FileIdError::BadSlave);
     }

@@ -25,10 +25,18 @@ pub struct Derivative {
 impl Derivative {
     /// The slave prefix that names a box and mode (`_300x200`, `_300x200_fill`).
     pub fn prefix((w, h): (u32, u32), mode: FitMode) -> String {
-        match mode {
-            FitMode::Fit => format!("_{w}x{h}"),
-            other => format!("_{w}x{h}_{}", other.name()),
+        // Not formatted (core::fmt's machinery): the module names a derivative per request.
+        let mut digits = itoa::Buffer::new();
+        let mut prefix = String::with_capacity(16);
+        prefix.push('_');
+        prefix.push_str(digits.format(w));
+        prefix.push('x');
+        prefix.push_str(digits.format(h));
+        if mode != FitMode::Fit {
+            prefix.push('_');
+            prefix.push_str(mode.name());
         }
+        prefix
     }
 
     /// The extension of the derivative's name (the master's) as written, without the dot:
@@ -57,7 +65,7 @@ impl Derivative {
         };
         let (base, size) = stem.rsplit_once('_')?;
         let size = parse_size(size).filter(|_| !size.contains(' '))?;
-        let master = format!("{dir}/{base}.{ext}");
+        let master = [dir, "/", base, ".", ext].concat();
         Self::of(&master, size, mode).filter(|d| d.name == remote)
     }
 
@@ -141,6 +149,13 @@ mod tests {
         assert_eq!((w.master.as_str(), w.size, w.mode, w.ext().as_str()), (MASTER, (300, 200), FitMode::Fill, "webp"));
         let of_webp = Derivative::of("M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527.webp", (300, 200), FitMode::Fit);
         assert_eq!(of_webp.unwrap().as_webp(), None, "a WebP master's derivative is WebP already");
+    }
+
+    #[test]
+    fn a_prefix_names_its_box_and_mode() {
+        assert_eq!(Derivative::prefix((300, 200), FitMode::Fit), "_300x200");
+        assert_eq!(Derivative::prefix((4096, 1), FitMode::Fill), "_4096x1_fill");
+        assert_eq!(Derivative::prefix((10, 0), FitMode::Crop), "_10x0_crop");
     }
 
     #[test]
