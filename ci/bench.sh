@@ -8,7 +8,9 @@
 #     (4 KiB and 200 KiB), with wrk; the ratio is module / root requests per second.
 #   - thumbnails (#28): cold derivatives per second of a 12 MP JPEG to 300x300 through the module
 #     against Debian's `vipsthumbnail` and ImageMagick's `convert -thumbnail` on the same file, and
-#     a warm GET of the stored derivative against `root` serving it (wrk).
+#     a warm GET of the stored derivative against `root` serving it (wrk); then the
+#     instructions nginx runs per request (callgrind) for the 4 KiB file and the derivative,
+#     module vs `root`: the one module figure a shared VM does not blur.
 #   - uploads over HTTP (#29): POST /upload through nginx, 4 KiB and 1 MiB (wrk), against
 #     protocol uploads of the same size and concurrency; storage A's memory while 100 clients
 #     upload slowly at once.
@@ -350,6 +352,7 @@ events { worker_connections 1024; }
 http {
   types { application/octet-stream bin; image/jpeg jpg; }
   access_log off;
+  keepalive_requests 1000000;
   sendfile on;
   tcp_nopush on;
   open_file_cache max=1000 inactive=60s;
@@ -371,12 +374,53 @@ for size in 4096 204800; do
   head -c $size /dev/urandom > "$run/f.bin"
   id=$("$bin/fdfs_upload_file" "$run/client.conf" "$run/f.bin" "127.0.0.2:$sport")
   rel=${id#group1/M00/}
-  [[ $size == 4096 ]] && root4k=$rel
+  [[ $size == 4096 ]] && root4k=$rel && id4k=$id
   rps "/$id" >/dev/null  # warm up
   m=$(rps "/$id"); r=$(rps "/data/$rel"); m2=$(rps "/$id"); r2=$(rps "/data/$rel")
   python3 -c "m=($m+$m2)/2; r=($r+$r2)/2; print(f'{$size:<10} {m:>12.0f} {r:>12.0f} {m/r:>8.3f}')"
 done
 fi
+
+# Instructions nginx runs per request for `$1` (callgrind, 2,000 keep-alive requests after
+# 200 to warm up): the bench's nginx is stopped meanwhile, and one under valgrind, in one
+# process, serves the same configuration.
+instructions_per_request() {
+  "$nginx" -p "$run/ngx" -c conf/nginx.conf -s stop
+  sleep 0.5
+  rm -f "$run/cg.out"*
+  valgrind --tool=callgrind --callgrind-out-file="$run/cg.out" "$nginx" -p "$run/ngx" -c conf/nginx.conf \
+    -g 'master_process off; daemon off;' 2>/dev/null &
+  local vg=$!
+  python3 - "$nport" "$1" <<'PY'
+import socket, sys, subprocess, time
+for _ in range(100):
+    try:
+        s = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+        break
+    except OSError:
+        time.sleep(0.2)
+req = f"GET {sys.argv[2]} HTTP/1.1\r\nHost: bench\r\n\r\n".encode()
+def get(n):
+    for _ in range(n):
+        s.sendall(req)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += s.recv(65536)
+        head, body = buf.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200"), head
+        length = int([l for l in head.split(b"\r\n") if l.lower().startswith(b"content-length")][0].split(b":")[1])
+        while len(body) < length:
+            body += s.recv(65536)
+get(200)
+subprocess.run(["callgrind_control", "-z"], check=True, capture_output=True)
+get(2000)
+subprocess.run(["callgrind_control", "-d"], check=True, capture_output=True)
+PY
+  kill -QUIT $vg; wait $vg || true
+  awk '/^(summary|totals):/ {print $2 / 2000; exit}' "$(ls "$run/cg.out".* | sort | tail -1)"
+  "$nginx" -p "$run/ngx" -c conf/nginx.conf
+  sleep 0.5
+}
 
 # Thumbnails: a 12 MP JPEG uploaded K times (de-duplication is off: K masters), each asked
 # once for its 300x300 (cold: made by the storage), against vipsthumbnail and convert making
@@ -403,6 +447,17 @@ if [[ $have_wrk == 1 ]] && command -v vipsthumbnail >/dev/null && command -v con
   m=$(rps "/$thumb"); r=$(rps "/data/${thumb#group1/M00/}"); m2=$(rps "/$thumb"); r2=$(rps "/data/${thumb#group1/M00/}")
   printf '%-10s %12s %12s %8s\n' "warm GET" module_rps root_rps ratio
   python3 -c "m=($m+$m2)/2; r=($r+$r2)/2; print(f'{\"300x300\":<10} {m:>12.0f} {r:>12.0f} {m/r:>8.3f}')"
+  # Requests per second through wrk swing by 10-20% run to run on a shared VM; the
+  # instructions nginx runs per request (callgrind, user space: the kernel's share is the
+  # same for both) do not, and are what the module adds to `root`.
+  if command -v valgrind >/dev/null; then
+    printf '\n%-24s %12s %12s %8s\n' "instructions / request" module root ratio
+    for pair in "4 KiB file:/$id4k:/data/${id4k#group1/M00/}" "300x300 derivative:/$thumb:/data/${thumb#group1/M00/}"; do
+      IFS=: read -r what module_url root_url <<<"$pair"
+      m=$(instructions_per_request "$module_url"); r=$(instructions_per_request "$root_url")
+      python3 -c "print(f'{\"$what\":<24} {$m:>12.0f} {$r:>12.0f} {$m/$r:>8.3f}')"
+    done
+  fi
 else
   echo "wrk, vipsthumbnail (libvips-tools) or convert (imagemagick) missing: skipping the thumbnail rows"
 fi
