@@ -231,7 +231,7 @@ impl Settings {
     /// Whether the answer for `t` depends on the client's `Accept` (`Vary: Accept`): a
     /// derivative that has a WebP variant, with `thumbnail_webp` on.
     pub fn varies_by_accept(&self, t: &Target) -> bool {
-        self.config.thumbnail.webp && t.derivative.as_ref().is_some_and(|d| d.ext() != "webp")
+        self.config.thumbnail.webp && t.derivative.as_ref().is_some_and(|d| !d.name_ext().eq_ignore_ascii_case("webp"))
     }
 
     /// Where on this server the WebP variant of `t`'s derivative is (served, or made, in its

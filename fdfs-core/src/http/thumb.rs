@@ -82,7 +82,7 @@ impl Derivative {
     /// (`…527_300x200.webp`), served for the derivative's URL to clients that accept WebP.
     /// `None` for a derivative that is WebP already.
     pub fn as_webp(&self) -> Option<Self> {
-        if self.ext() == "webp" {
+        if self.name_ext().eq_ignore_ascii_case("webp") {
             return None;
         }
         let name = slave_filename(&self.master, &Self::prefix(self.size, self.mode), "webp").ok()?;
