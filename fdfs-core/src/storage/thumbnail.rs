@@ -283,8 +283,8 @@ fn is_lossless_webp(source: &[u8]) -> bool {
     if source.len() < 12 || &source[..4] != b"RIFF" || &source[8..12] != b"WEBP" {
         return false;
     }
-    let mut at = 12;
-    while let Some(head) = source.get(at..at + 8) {
+    let mut at = 12usize;
+    while let Some(head) = at.checked_add(8).and_then(|end| source.get(at..end)) {
         match &head[..4] {
             b"VP8L" => return true,
             b"VP8 " => return false,
@@ -548,6 +548,10 @@ mod tests {
         // A lossless master's derivative stays lossless: the same pixels back.
         let lossless = webp(&DynamicImage::ImageRgba8(clear.clone()), (80, true), None).unwrap();
         assert!(is_lossless_webp(&lossless) && !is_lossless_webp(&made));
+        // A chunk length that points past the end (a hostile master) ends the walk.
+        let mut bogus = b"RIFF\0\0\0\0WEBPXXXX\xff\xff\xff\xff".to_vec();
+        bogus.extend_from_slice(b"VP8L");
+        assert!(!is_lossless_webp(&bogus) && !is_lossless_webp(b"RIFF"));
         assert_eq!(read(&lossless).0.to_rgba8(), clear);
     }
 
