@@ -277,23 +277,10 @@ pub fn render(source: &[u8], d: &Derivative, settings: &ThumbnailConfig) -> Resu
     encode(&out, &d.ext(), settings, icc, is_lossless_webp(source)).map_err(bad)
 }
 
-/// Whether `source` is a WebP image in the lossless format (a `VP8L` chunk): its derivatives
-/// stay lossless, where a WebP variant of a JPEG, PNG or GIF is lossy.
+/// Whether `source` is a WebP image in the lossless format (every frame `VP8L`): its
+/// derivatives stay lossless, where a WebP variant of a JPEG, PNG or GIF is lossy.
 fn is_lossless_webp(source: &[u8]) -> bool {
-    if source.len() < 12 || &source[..4] != b"RIFF" || &source[8..12] != b"WEBP" {
-        return false;
-    }
-    let mut at = 12usize;
-    while let Some(head) = at.checked_add(8).and_then(|end| source.get(at..end)) {
-        match &head[..4] {
-            b"VP8L" => return true,
-            b"VP8 " => return false,
-            _ => {}
-        }
-        let len = u32::from_le_bytes([head[4], head[5], head[6], head[7]]) as usize;
-        at = at.saturating_add(8).saturating_add(len).saturating_add(len % 2);
-    }
-    false
+    image_webp::WebPDecoder::new(Cursor::new(source)).is_ok_and(|mut d| !d.is_lossy())
 }
 
 /// The stored size a source of stored size `(w, h)` needs to be decoded at for `d`: what the
@@ -416,6 +403,7 @@ fn webp(img: &DynamicImage, (quality, lossless): (u8, bool), icc: Option<&[u8]>)
     let mut config = webp::WebPConfig::new().map_err(|()| failed("no configuration".into()))?;
     config.lossless = i32::from(lossless);
     config.alpha_compression = i32::from(!lossless);
+    // For lossless, quality is effort, not fidelity: libwebp's default.
     config.quality = if lossless { 75.0 } else { f32::from(quality) };
     // Lossless is exact: the colour under transparent pixels too.
     config.exact = i32::from(lossless);
@@ -432,7 +420,9 @@ fn webp(img: &DynamicImage, (quality, lossless): (u8, bool), icc: Option<&[u8]>)
     };
     let encoded = encoded.map_err(|e| failed(format!("{e:?}")))?;
     Ok(match icc {
-        Some(icc) => with_icc_profile(&encoded, icc, (w, h)).unwrap_or_else(|| encoded.to_vec()),
+        Some(icc) => {
+            with_icc_profile(&encoded, icc, (w, h), img.color().has_alpha()).unwrap_or_else(|| encoded.to_vec())
+        }
         None => encoded.to_vec(),
     })
 }
@@ -441,8 +431,9 @@ fn webp(img: &DynamicImage, (quality, lossless): (u8, bool), icc: Option<&[u8]>)
 /// container specification sets (`VP8X` first, with its ICC flag, then `ICCP`, then the
 /// rest): libwebp's one-call encoder writes none. `None` when `webp` is not laid out as
 /// libwebp lays it out.
-fn with_icc_profile(webp: &[u8], icc: &[u8], (w, h): (u32, u32)) -> Option<Vec<u8>> {
+fn with_icc_profile(webp: &[u8], icc: &[u8], (w, h): (u32, u32), alpha: bool) -> Option<Vec<u8>> {
     const ICC_FLAG: u8 = 0x20;
+    const ALPHA_FLAG: u8 = 0x10;
     if webp.len() < 20 || &webp[..4] != b"RIFF" || &webp[8..12] != b"WEBP" {
         return None;
     }
@@ -463,10 +454,12 @@ fn with_icc_profile(webp: &[u8], icc: &[u8], (w, h): (u32, u32)) -> Option<Vec<u
         *payload.first_mut()? |= ICC_FLAG;
         (chunk(b"VP8X", &payload), body.get(8 + len + len % 2..)?)
     } else {
-        // The simple layout: one VP8 (or VP8L) chunk, the canvas its size.
-        let mut payload = vec![ICC_FLAG, 0, 0, 0];
-        payload.extend_from_slice(&(w - 1).to_le_bytes()[..3]);
-        payload.extend_from_slice(&(h - 1).to_le_bytes()[..3]);
+        // The simple layout: one VP8 (or VP8L, whose alpha is in its bitstream: the flag says
+        // so) chunk, the canvas its size.
+        let flags = if alpha { ICC_FLAG | ALPHA_FLAG } else { ICC_FLAG };
+        let mut payload = vec![flags, 0, 0, 0];
+        payload.extend_from_slice(&w.checked_sub(1)?.to_le_bytes()[..3]);
+        payload.extend_from_slice(&h.checked_sub(1)?.to_le_bytes()[..3]);
         (chunk(b"VP8X", &payload), body)
     };
     let iccp = chunk(b"ICCP", icc);
@@ -544,7 +537,7 @@ mod tests {
         let (img, icc) = read(&made);
         assert_eq!((img.width(), img.height(), img.color().has_alpha(), icc), (120, 80, true, Some(profile)));
         assert_eq!(u32::from_le_bytes(made[4..8].try_into().unwrap()) as usize, made.len() - 8, "RIFF size");
-        assert!(with_icc_profile(b"not a webp file at all", b"p", (1, 1)).is_none());
+        assert!(with_icc_profile(b"not a webp file at all", b"p", (1, 1), false).is_none());
         // A lossless master's derivative stays lossless: the same pixels back.
         let lossless = webp(&DynamicImage::ImageRgba8(clear.clone()), (80, true), None).unwrap();
         assert!(is_lossless_webp(&lossless) && !is_lossless_webp(&made));
@@ -553,6 +546,11 @@ mod tests {
         bogus.extend_from_slice(b"VP8L");
         assert!(!is_lossless_webp(&bogus) && !is_lossless_webp(b"RIFF"));
         assert_eq!(read(&lossless).0.to_rgba8(), clear);
+        // With a profile too: the simple VP8L layout made extended, its alpha flagged.
+        let with_profile = webp(&DynamicImage::ImageRgba8(clear.clone()), (80, true), Some(b"p")).unwrap();
+        assert_eq!(with_profile[20] & 0x30, 0x30, "ICC and alpha flags");
+        assert!(is_lossless_webp(&with_profile));
+        assert_eq!(read(&with_profile), (DynamicImage::ImageRgba8(clear.clone()), Some(b"p".to_vec())));
     }
 
     #[test]
