@@ -442,7 +442,7 @@ pub fn slave_filename(master: &str, prefix: &str, ext: &str) -> Result<String, F
     let dot = master[tail_start..].find('.').map(|i| tail_start + i);
     let base = &master[..dot.unwrap_or(master.len())];
     let master_ext = dot.map(|d| &master[d..]).unwrap_or("");
-    let (dot, slave_ext) = match ext {
+    let (separator, slave_ext) = match ext {
         "" => ("", master_ext),
         e if e.starts_with('.') => ("", e),
         e => (".", e),
@@ -451,7 +451,7 @@ pub fn slave_filename(master: &str, prefix: &str, ext: &str) -> Result<String, F
         return Err(FileIdError::BadSlave);
     }
     // Concatenated, not formatted: the nginx module names a thumbnail this way per request.
-    let out = [base, prefix, dot, slave_ext].concat();
+    let out = [base, prefix, separator, slave_ext].concat();
     if out.len() >= MAX_FILENAME_LEN {
         return Err(FileIdError::BadSlave);
     }

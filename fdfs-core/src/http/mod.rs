@@ -241,9 +241,8 @@ impl Settings {
             return None;
         }
         let variant = t.derivative.as_ref()?.as_webp()?;
-        let remote = RemoteFilename::parse(&variant.name, None).ok()?;
-        // Slaves are regular files, a trunk-resident master's too.
-        Some(t.store_root.as_ref()?.join(remote.relative_path()))
+        // A regular file (slaves are, a trunk-resident master's too) beside the derivative's.
+        Some(t.local_path.as_ref()?.with_file_name(variant.name.rsplit_once('/')?.1))
     }
 }
 
