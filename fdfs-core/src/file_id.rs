@@ -6,7 +6,7 @@
 
 use std::fmt;
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
@@ -66,6 +66,9 @@ pub struct RemoteFilename {
     pub low: u8,
     /// The last component: core + (trunk location) + (slave prefix) + formatted extension.
     pub name: String,
+    /// `name`'s first 27 characters decoded, once (the nginx module asks for them on every
+    /// request). Private: only this module's constructors keep it in step with `name`.
+    core: NameCore,
 }
 
 fn hex2(b: &[u8]) -> Option<u8> {
@@ -78,8 +81,22 @@ fn hex2(b: &[u8]) -> Option<u8> {
 }
 
 /// Characters a name component may hold: base64, digits, and the extension/prefix charset.
-fn name_char(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':')
+/// A table: every request the nginx module serves checks its name.
+const NAME_CHARS: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':');
+        b += 1;
+    }
+    table
+};
+
+/// Whether every byte of `name` is one a name may hold.
+fn name_chars_only(name: &str) -> bool {
+    // Folded rather than `all`: without the early exit the loop is branch-free.
+    name.bytes().fold(true, |ok, b| ok & NAME_CHARS[usize::from(b)])
 }
 
 impl RemoteFilename {
@@ -89,6 +106,13 @@ impl RemoteFilename {
     /// core + formatted extension long, characters outside FastDFS's name charset (so no `/`,
     /// NUL, `%` or `..` component can appear), and names of 128 bytes or more.
     pub fn parse(s: &str, store_path_count: Option<usize>) -> Result<Self, FileIdError> {
+        let (store_path_index, high, low, core) = Self::check(s, store_path_count)?;
+        Ok(Self { store_path_index, high, low, name: s[10..].to_owned(), core })
+    }
+
+    /// What [`RemoteFilename::parse`] checks, without keeping the name: its `Mxx`, `HH`, `LL`
+    /// and decoded core.
+    pub fn check(s: &str, store_path_count: Option<usize>) -> Result<(u8, u8, u8, NameCore), FileIdError> {
         let b = s.as_bytes();
         if b.len() >= MAX_FILENAME_LEN {
             return Err(FileIdError::BadFilename("too long"));
@@ -109,38 +133,44 @@ impl RemoteFilename {
             }
         }
         let name = &s[10..];
-        if !name.bytes().all(name_char) {
+        if !name_chars_only(name) {
             return Err(FileIdError::BadFilename("character outside the name charset"));
         }
-        NameCore::from_b64(&name[..CORE_B64_LEN])?;
-        Ok(Self { store_path_index, high, low, name: name.to_owned() })
+        Ok((store_path_index, high, low, NameCore::from_b64(&name[..CORE_B64_LEN])?))
     }
 
     /// Path relative to the store path: `data/HH/LL/<name>`.
     pub fn relative_path(&self) -> PathBuf {
-        // One allocation and no formatting machinery: this runs for every request the nginx
-        // module serves.
+        self.path_under(Path::new(""))
+    }
+
+    /// `root/data/HH/LL/<name>`, in one allocation and without formatting machinery: this
+    /// runs for every request the nginx module serves.
+    pub fn path_under(&self, root: &Path) -> PathBuf {
+        use std::os::unix::ffi::{OsStrExt, OsStringExt};
         const HEX: &[u8; 16] = b"0123456789ABCDEF";
-        let mut path = String::with_capacity(11 + self.name.len());
-        path.push_str("data/");
-        for b in [self.high, self.low] {
-            path.push(char::from(HEX[usize::from(b >> 4)]));
-            path.push(char::from(HEX[usize::from(b & 15)]));
-            path.push('/');
+        let root = root.as_os_str().as_bytes();
+        let mut path = Vec::with_capacity(root.len() + 12 + self.name.len());
+        path.extend_from_slice(root);
+        if !root.is_empty() && !root.ends_with(b"/") {
+            path.push(b'/');
         }
-        path.push_str(&self.name);
-        PathBuf::from(path)
+        path.extend_from_slice(b"data/");
+        for b in [self.high, self.low] {
+            path.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)], b'/']);
+        }
+        path.extend_from_slice(self.name.as_bytes());
+        PathBuf::from(std::ffi::OsString::from_vec(path))
     }
 
     /// Full path under the store path this filename's `Mxx` selects.
     pub fn local_path(&self, store_paths: &[PathBuf]) -> Option<PathBuf> {
-        store_paths.get(self.store_path_index as usize).map(|root| root.join(self.relative_path()))
+        store_paths.get(self.store_path_index as usize).map(|root| self.path_under(root))
     }
 
     /// The decoded 20-byte core.
     pub fn core(&self) -> NameCore {
-        // `parse` checked the base64 already.
-        NameCore::from_b64(&self.name[..CORE_B64_LEN]).expect("validated at parse")
+        self.core
     }
 
     /// The trunk location, for 60-character (trunk) names.
@@ -345,7 +375,7 @@ pub fn generate(n: &NewName<'_>, rng: &mut fastrand::Rng) -> RemoteFilename {
         name.push_str(&loc.to_b64());
     }
     name.push_str(&format_ext(n.ext, rng));
-    RemoteFilename { store_path_index: n.store_path_index, high: n.high, low: n.low, name }
+    RemoteFilename { store_path_index: n.store_path_index, high: n.high, low: n.low, name, core }
 }
 
 /// Keeps the random digits and `HH/LL` of `old` and swaps in a new core: the C storage names a
@@ -353,7 +383,7 @@ pub fn generate(n: &NewName<'_>, rng: &mut fastrand::Rng) -> RemoteFilename {
 pub fn with_core(old: &RemoteFilename, core: &NameCore) -> RemoteFilename {
     let mut name = core.to_b64();
     name.push_str(&old.name[CORE_B64_LEN..]);
-    RemoteFilename { name, ..old.clone() }
+    RemoteFilename { name, core: *core, ..old.clone() }
 }
 
 /// Where a trunk-resident file lives: 12 bytes → 16 base64 characters.
@@ -427,6 +457,20 @@ impl FileInfo {
 /// Slave filename from a master (§5.8): the master's name up to the `.` of its formatted
 /// extension, then the prefix, then `.ext` (or the master's extension when `ext` is empty).
 pub fn slave_filename(master: &str, prefix: &str, ext: &str) -> Result<String, FileIdError> {
+    Ok(slave_parts(master, prefix, ext)?.concat())
+}
+
+/// Whether `name` is the name [`slave_filename`] gives, compared without making it: the nginx
+/// module asks this of every thumbnail's name.
+pub fn is_slave_filename(name: &str, master: &str, prefix: &str, ext: &str) -> bool {
+    let Ok(parts) = slave_parts(master, prefix, ext) else { return false };
+    let mut rest = name;
+    parts.iter().all(|part| rest.strip_prefix(part).map(|after| rest = after).is_some()) && rest.is_empty()
+}
+
+/// A slave's name in the four pieces it is made of: the master's name before its extension,
+/// the prefix, a dot or nothing, and the extension.
+fn slave_parts<'a>(master: &'a str, prefix: &'a str, ext: &'a str) -> Result<[&'a str; 4], FileIdError> {
     let charset = |s: &str| s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
     // Names are ASCII; anything else could also not be sliced at byte offsets below.
     if !master.is_ascii()
@@ -450,12 +494,11 @@ pub fn slave_filename(master: &str, prefix: &str, ext: &str) -> Result<String, F
     if slave_ext.is_empty() && prefix == "-m" {
         return Err(FileIdError::BadSlave);
     }
-    // Concatenated, not formatted: the nginx module names a thumbnail this way per request.
-    let out = [base, prefix, separator, slave_ext].concat();
-    if out.len() >= MAX_FILENAME_LEN {
+    let parts = [base, prefix, separator, slave_ext];
+    if parts.iter().map(|p| p.len()).sum::<usize>() >= MAX_FILENAME_LEN {
         return Err(FileIdError::BadSlave);
     }
-    Ok(out)
+    Ok(parts)
 }
 
 /// PJW hash used by `file_distribute_path_mode = 1` (§5.6).
@@ -584,6 +627,29 @@ mod tests {
         let s = RemoteFilename::parse(&slave_filename(EXAMPLE, "_s", "").unwrap(), Some(1)).unwrap();
         assert_eq!(s.info().file_type, FileType::Slave);
         assert_eq!(s.info().size, None);
+    }
+
+    #[test]
+    fn a_slave_name_is_recognised_only_as_made() {
+        for (prefix, ext) in [("_150x150", "png"), ("_big", ""), ("_s", ".x"), ("-m", "")] {
+            let made = slave_filename(EXAMPLE, prefix, ext).unwrap();
+            assert!(is_slave_filename(&made, EXAMPLE, prefix, ext), "{made}");
+            assert!(!is_slave_filename(&format!("{made}x"), EXAMPLE, prefix, ext));
+            assert!(!is_slave_filename(&made[..made.len() - 1], EXAMPLE, prefix, ext));
+        }
+        assert!(!is_slave_filename("M00/00/00/wKgBCmVT8QCAEjRWAAAwOd6tvu8483.png", EXAMPLE, "", "png"));
+        let too_long = "x".repeat(MAX_FILENAME_LEN);
+        assert!(!is_slave_filename(&too_long, &too_long[..MAX_FILENAME_LEN - 6], "_s", ""));
+    }
+
+    #[test]
+    fn a_path_under_a_root_is_the_joined_one() {
+        let r = RemoteFilename::parse(EXAMPLE, None).unwrap();
+        for root in ["/data/fdfs", "/data/fdfs/", "rel", "/"] {
+            assert_eq!(r.path_under(Path::new(root)), Path::new(root).join(r.relative_path()));
+        }
+        assert_eq!(r.relative_path(), Path::new("data/00/00/wKgBCmVT8QCAEjRWAAAwOd6tvu8483.jpg"));
+        assert_eq!(r.core(), NameCore::from_b64(&r.name[..CORE_B64_LEN]).unwrap());
     }
 
     #[test]

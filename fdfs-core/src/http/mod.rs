@@ -7,6 +7,7 @@ mod members;
 mod thumb;
 mod token;
 
+use std::cell::OnceCell;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ pub use thumb::{accepts_webp, Derivative};
 pub use token::{anti_steal_token, check_token, TokenError};
 
 use crate::config::{ModFastdfsConfig, ResponseMode, StorageIds};
-use crate::file_id::{FileType, RemoteFilename, Source};
+use crate::file_id::{FileType, RemoteFilename, Source, NORMAL_FILENAME_LEN, TRUNK_FILENAME_LEN};
 
 /// What to do when a file that could be local is not on this server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +58,9 @@ pub struct Target {
     pub flv: Option<FlvRange>,
     /// A thumbnail this server may have made (`thumbnail_*`): `remote` is its name; when it is
     /// not here yet and its master is, the storage daemon makes it ([`Settings::maker_url`]).
-    pub derivative: Option<Box<Derivative>>,
+    /// Asked for through [`Settings::derivative`]: a stored derivative is served as any file,
+    /// so the name form is only parsed when something needs it (a miss, WebP, tokens).
+    derivative: OnceCell<Option<Derivative>>,
 }
 
 /// `?start=N[&end=M]` on an FLV file (PROTOCOL.md §9.5).
@@ -80,6 +83,9 @@ impl FlvRange {
 
 /// The decision for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Not boxed: a Route lives on the stack for one request, and a box would be an allocation on
+// every request the module serves.
+#[allow(clippy::large_enum_variant)]
 pub enum Route {
     Serve(Target),
     /// Answer this status (nginx renders its error page).
@@ -126,8 +132,12 @@ impl Settings {
             return Route::Reject(400, "file ID too short");
         }
         let local_group = cfg.groups.iter().find(|g| g.group_name == group);
-        let derivative = match self.derivative_of(filename, &query) {
-            Ok(d) => d,
+        let derivative = match self.query_derivative(filename, &query) {
+            Ok(Some(d)) => OnceCell::from(Some(d)),
+            Ok(None) if self.config.thumbnail.webp || (cfg.http.check_token && !bypass_token) => {
+                OnceCell::from(self.name_derivative(filename))
+            }
+            Ok(None) => OnceCell::new(),
             Err(why) => return Route::Reject(404, why),
         };
         if cfg.http.check_token && !bypass_token {
@@ -137,12 +147,12 @@ impl Settings {
             let ttl = cfg.http.token_ttl.as_secs() as i64;
             // A derivative is let through by its master's token too.
             let signed = |name: &str| check_token(name, &cfg.http.secret_key, token, ts, ttl, now).is_ok();
-            if !signed(filename) && !derivative.as_ref().is_some_and(|d| signed(&d.master)) {
+            if !signed(filename) && !derivative.get().and_then(Option::as_ref).is_some_and(|d| signed(&d.master)) {
                 return Route::TokenFail(cfg.http.token_check_fail.clone());
             }
         }
         // The query form serves the derivative's own file.
-        let filename = derivative.as_ref().map_or(filename, |d| d.name.as_str());
+        let filename = derivative.get().and_then(Option::as_ref).map_or(filename, |d| d.name.as_str());
         let count = local_group.map(|g| g.store_paths.len());
         let remote = match RemoteFilename::parse(filename, count) {
             Ok(r) => r,
@@ -150,7 +160,7 @@ impl Settings {
         };
         let info = remote.info();
         let store_root = local_group.and_then(|g| g.store_paths.get(remote.store_path_index as usize)).cloned();
-        let local_path = store_root.as_ref().map(|root| root.join(remote.relative_path()));
+        let local_path = store_root.as_deref().map(|root| remote.path_under(root));
         let is_ours = |ip: IpAddr| self.local_ips.contains(&ip) || server_ip == Some(ip);
         let source_is_local = match info.source {
             Source::Ip(ip) => is_ours(IpAddr::V4(ip)),
@@ -170,8 +180,10 @@ impl Settings {
         };
         // A derivative's name carries its master's CRC32 and size (slave names share the
         // master's), not its own: nginx's validator (time and size) is used for it instead.
-        let etag = (info.file_type == FileType::Normal && derivative.is_none())
-            .then(|| format!("\"{:08x}-{:x}\"", info.crc32, info.size.unwrap_or(0)));
+        // Its name is longer than any master's (one of two lengths), so this asks no parse.
+        let master_length = remote.len() == NORMAL_FILENAME_LEN || remote.len() == TRUNK_FILENAME_LEN;
+        let etag =
+            (info.file_type == FileType::Normal && master_length).then(|| etag(info.crc32, info.size.unwrap_or(0)));
         let attachment = query.get("filename").filter(|v| !v.is_empty()).map(|v| v.chars().take(200).collect());
         let is_flv = cfg.flv_support && remote.name.rsplit_once('.').is_some_and(|(_, e)| e == cfg.flv_extension);
         // Non-numeric start/end are ignored, as in the original.
@@ -189,13 +201,13 @@ impl Settings {
             attachment,
             file_type: info.file_type,
             flv,
-            derivative: derivative.map(Box::new),
+            derivative,
         })
     }
 
-    /// The derivative `filename` (or the query on it) names, when thumbnails are on and it
-    /// may be made; `Err` for a box or mode the settings do not allow (404, nothing made).
-    fn derivative_of(
+    /// The derivative the query on `filename` names (`?w=&h=&mode=`), when thumbnails are on;
+    /// `Err` for a box or mode the settings do not allow (404, nothing made).
+    fn query_derivative(
         &self,
         filename: &str,
         query: &std::collections::HashMap<String, String>,
@@ -207,9 +219,21 @@ impl Settings {
         match Derivative::of_query(filename, query) {
             Some(Some(d)) if thumbs.allows(d.size, d.mode) => Ok(Some(d)),
             Some(_) => Err("thumbnail size or mode not allowed"),
-            // The name form: a size not listed may still be a slave the application uploaded.
-            None => Ok(Derivative::parse(filename).filter(|d| thumbs.allows(d.size, d.mode))),
+            None => Ok(None),
         }
+    }
+
+    /// The derivative the name `filename` (`Mxx/…`) is, when thumbnails are on. A size not
+    /// listed is none: it may still be a slave the application uploaded.
+    fn name_derivative(&self, filename: &str) -> Option<Derivative> {
+        let thumbs = &self.config.thumbnail;
+        thumbs.enabled.then(|| Derivative::parse(filename).filter(|d| thumbs.allows(d.size, d.mode)))?
+    }
+
+    /// The thumbnail `t` names, if it is one these settings may make (parsed once, when first
+    /// asked: most requests for a stored derivative never ask).
+    pub fn derivative<'t>(&self, t: &'t Target) -> Option<&'t Derivative> {
+        t.derivative.get_or_init(|| self.name_derivative(&t.remote.to_string())).as_ref()
     }
 
     /// Where the storage daemon makes `t`'s derivative (`thumbnail_maker`), when its master is
@@ -217,7 +241,7 @@ impl Settings {
     /// for a missing file apply (its source's module makes it there).
     /// `webp`: its WebP variant is wanted ([`Settings::webp_variant`]).
     pub fn maker_url(&self, t: &Target, webp: bool) -> Option<String> {
-        let (d, maker, root) = (t.derivative.as_ref()?, self.config.thumbnail.maker.as_ref()?, t.store_root.as_ref()?);
+        let (d, maker, root) = (self.derivative(t)?, self.config.thumbnail.maker.as_ref()?, t.store_root.as_ref()?);
         let master = RemoteFilename::parse(&d.master, None).ok()?;
         let here = if crate::trunk::is_trunk_name(&master) {
             crate::trunk::open(&master, root).ok().flatten().is_some()
@@ -231,7 +255,7 @@ impl Settings {
     /// Whether the answer for `t` depends on the client's `Accept` (`Vary: Accept`): a
     /// derivative that has a WebP variant, with `thumbnail_webp` on.
     pub fn varies_by_accept(&self, t: &Target) -> bool {
-        self.config.thumbnail.webp && t.derivative.as_ref().is_some_and(|d| !d.name_ext().eq_ignore_ascii_case("webp"))
+        self.config.thumbnail.webp && self.derivative(t).is_some_and(|d| !d.name_ext().eq_ignore_ascii_case("webp"))
     }
 
     /// Where on this server the WebP variant of `t`'s derivative is (served, or made, in its
@@ -240,10 +264,28 @@ impl Settings {
         if !self.varies_by_accept(t) || !accept.is_some_and(accepts_webp) {
             return None;
         }
-        let variant = t.derivative.as_ref()?.as_webp()?;
+        let variant = self.derivative(t)?.as_webp()?;
         // A regular file (slaves are, a trunk-resident master's too) beside the derivative's.
         Some(t.local_path.as_ref()?.with_file_name(variant.name.rsplit_once('/')?.1))
     }
+}
+
+/// `"<crc32 as 8 hex digits>-<size in hex>"`, without formatting machinery (every request
+/// for a regular file gets one).
+fn etag(crc32: u32, size: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digits = |v: u64, at_least: u32| (0..16u32).rev().filter(move |&i| i < at_least || v >> (4 * i) != 0);
+    let mut tag = String::with_capacity(28);
+    tag.push('"');
+    for i in digits(crc32.into(), 8) {
+        tag.push(char::from(HEX[(u64::from(crc32) >> (4 * i) & 15) as usize]));
+    }
+    tag.push('-');
+    for i in digits(size, 1) {
+        tag.push(char::from(HEX[(size >> (4 * i) & 15) as usize]));
+    }
+    tag.push('"');
+    tag
 }
 
 impl Settings {
@@ -460,6 +502,13 @@ mod tests {
     }
 
     #[test]
+    fn etag_is_the_formatted_one() {
+        for (crc, size) in [(0, 0), (0xabcd, 0x4d2), (u32::MAX, u64::MAX), (0x1000_0000, 1 << 40), (7, 16)] {
+            assert_eq!(etag(crc, size), format!("\"{crc:08x}-{size:x}\""));
+        }
+    }
+
+    #[test]
     fn files_of_other_storages_go_to_their_source() {
         let mut s = settings();
         let f = name("127.0.0.3", (NOW - 10) as u32);
@@ -600,8 +649,9 @@ mod tests {
         let master = name("127.0.0.2", NOW as u32);
         let thumb = format!("{}_300x300.jpg", master.trim_end_matches(".jpg"));
         let Route::Serve(t) = s.route(&format!("/group1/{thumb}"), "", None, false, NOW) else { panic!() };
-        assert_eq!((t.remote.to_string(), t.etag), (thumb.clone(), None), "no ETag from the master's name");
-        assert_eq!(t.derivative.as_ref().map(|d| d.master.as_str()), Some(master.as_str()));
+        assert_eq!((t.remote.to_string(), &t.etag), (thumb.clone(), &None), "no ETag from the master's name");
+        assert_eq!(t.derivative.get(), None, "a name is parsed as a derivative only when asked");
+        assert_eq!(s.derivative(&t).map(|d| d.master.as_str()), Some(master.as_str()));
         // The query form serves the same file.
         let Route::Serve(q) = s.route(&format!("/group1/{master}"), "w=300&h=300", None, false, NOW) else { panic!() };
         assert_eq!(q.remote.to_string(), thumb);
@@ -612,7 +662,7 @@ mod tests {
         // A size not listed by name: an ordinary file (perhaps an uploaded slave), nothing to make.
         let other = format!("{}_200x200.jpg", master.trim_end_matches(".jpg"));
         let Route::Serve(o) = s.route(&format!("/group1/{other}"), "", None, false, NOW) else { panic!() };
-        assert!(o.derivative.is_none());
+        assert!(s.derivative(&o).is_none());
         // With tokens on, the master's token lets its derivatives through.
         s.config.http.check_token = true;
         s.config.http.secret_key = "FastDFS1234567890".into();

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::config::thumbnail::parse_size;
 use crate::config::FitMode;
-use crate::file_id::{slave_filename, RemoteFilename, NORMAL_FILENAME_LEN, TRUNK_FILENAME_LEN};
+use crate::file_id::{is_slave_filename, slave_filename, RemoteFilename, NORMAL_FILENAME_LEN, TRUNK_FILENAME_LEN};
 
 /// A derivative named by a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,20 +58,25 @@ impl Derivative {
             return None;
         }
         let (dir, file) = remote.rsplit_once('/')?;
-        let (stem, ext) = file.rsplit_once('.')?;
-        let (stem, mode) = match stem.rsplit_once('_') {
+        let (with_mode, ext) = file.rsplit_once('.')?;
+        let (stem, mode) = match with_mode.rsplit_once('_') {
             Some((rest, m)) if m == "fill" || m == "crop" => (rest, FitMode::parse(m)?),
-            _ => (stem, FitMode::Fit),
+            _ => (with_mode, FitMode::Fit),
         };
-        let (base, size) = stem.rsplit_once('_')?;
-        let size = parse_size(size).filter(|_| !size.contains(' '))?;
+        let (base, box_text) = stem.rsplit_once('_')?;
+        let size = parse_size(box_text).filter(|&size| is_written_box(box_text, size))?;
+        // The box written as `prefix` writes it: this name's own prefix is the one `of` makes.
+        let prefix = &with_mode[base.len()..];
         let master = [dir, "/", base, ".", ext].concat();
-        Self::of(&master, size, mode).filter(|d| d.name == remote)
+        // Only the name `of` would give (the master's extension where a slave's goes) is the
+        // derivative: compared, not made (the nginx module asks this on every request).
+        (is_slave_filename(remote, &master, prefix, ext) && RemoteFilename::check(&master, None).is_ok())
+            .then(|| Self { master, name: remote.to_owned(), size, mode })
     }
 
     /// The derivative of `master` (a remote filename) for a box and mode.
     pub fn of(master: &str, size: (u32, u32), mode: FitMode) -> Option<Self> {
-        RemoteFilename::parse(master, None).ok()?;
+        RemoteFilename::check(master, None).ok()?;
         let ext = master.rsplit_once('.').map(|(_, e)| e)?;
         let name = slave_filename(master, &Self::prefix(size, mode), ext).ok()?;
         Some(Self { master: master.to_owned(), name, size, mode })
@@ -97,6 +102,13 @@ impl Derivative {
         let mode = query.get("mode").map_or(Some(FitMode::Fit), |m| FitMode::parse(m));
         Some(size.zip(mode).and_then(|(size, mode)| Self::of(master, size, mode)))
     }
+}
+
+/// Whether `text` is the box `size` as [`Derivative::prefix`] writes it: `300x200`, not
+/// `0300x200`, `300X200` or `+300x200`.
+fn is_written_box(text: &str, (w, h): (u32, u32)) -> bool {
+    let (mut wd, mut hd) = (itoa::Buffer::new(), itoa::Buffer::new());
+    text.split_once('x').is_some_and(|(tw, th)| tw == wd.format(w) && th == hd.format(h))
 }
 
 /// Whether an `Accept` header's value takes `image/webp` (named, not through `image/*` or
@@ -177,6 +189,14 @@ mod tests {
         assert_eq!(Derivative::parse("M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527_0x200.jpg"), None);
         assert_eq!(Derivative::parse("M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527_300x200_blur.jpg"), None);
         assert_eq!(Derivative::parse("M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527_99999x2.jpg"), None);
+        // Only the box as the prefix writes it: another spelling is another (uploaded) slave.
+        for other in ["0300x200", "300X200", "+300x200", "300x200 ", "300x0200"] {
+            assert_eq!(Derivative::parse(&format!("M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ527_{other}.jpg")), None);
+        }
+        // The master's extension is the one after the last dot of its formatted extension.
+        assert_eq!(Derivative::parse("M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoKQ5.7_300x200.jpg"), None);
+        // The master's core must be base64 the name's own check would take.
+        assert_eq!(Derivative::parse("M00/00/00/wKgBAGVr1q2AZ1cxAADS9IecoK!527_300x200.jpg"), None);
         let q: HashMap<String, String> = [("w".to_string(), "300".to_string())].into_iter().collect();
         assert_eq!(Derivative::of_query(MASTER, &q), None, "no box named");
         let q: HashMap<String, String> =
