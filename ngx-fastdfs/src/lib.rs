@@ -416,7 +416,10 @@ fn not_here(request: &mut Request, t: &Target, port: u16) -> ngx_int_t {
             return NGX_HTTP_BAD_REQUEST as ngx_int_t;
         }
         Missing::UnknownSource => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
-        Missing::Remote { host, mode } => (host.clone(), *mode),
+        Missing::Remote { source, mode } => match settings_of(request).and_then(|s| s.source_host(*source)) {
+            Some(host) => (host, *mode),
+            None => return NGX_HTTP_INTERNAL_SERVER_ERROR as ngx_int_t,
+        },
         Missing::Elsewhere { mode, .. } => {
             let server_ip = local_addr(request).map(|(ip, _)| ip);
             match settings_of(request).and_then(|s| s.holder(t, server_ip, ngx_time())) {
@@ -735,12 +738,15 @@ unsafe extern "C" fn proxy_url_variable(
     // transparent wrapper of it) and the variable's slot `v`, ours to fill for this call.
     let (request, v) = unsafe { (Request::from_ngx_http_request(r), &mut *v) };
     let computed = catch_unwind(AssertUnwindSafe(|| match route(request) {
-        Some((Route::Serve(Target { if_missing: Missing::Remote { host, .. }, .. }), port)) => Some(source_url(
-            over_tls(request),
-            &host,
-            port,
-            &String::from_utf8_lossy(request.unparsed_uri().as_bytes()),
-        )),
+        Some((Route::Serve(Target { if_missing: Missing::Remote { source, .. }, .. }), port)) => {
+            let host = settings_of(request)?.source_host(source)?;
+            Some(source_url(
+                over_tls(request),
+                &host,
+                port,
+                &String::from_utf8_lossy(request.unparsed_uri().as_bytes()),
+            ))
+        }
         _ => None,
     }));
     match computed {

@@ -30,8 +30,9 @@ pub enum Missing {
     Elsewhere { source: Source, mode: ResponseMode },
     /// It should be here and the request already went through a hop: 404.
     NotFound,
-    /// Fetch it from / send the client to this storage host (its IP).
-    Remote { host: String, mode: ResponseMode },
+    /// Fetch it from / send the client to the storage that wrote it (its address, when asked,
+    /// from [`Settings::source_host`]: a file another member wrote is mostly found here too).
+    Remote { source: Source, mode: ResponseMode },
     /// The request already went through a redirect or proxy hop: refuse to loop.
     Loop,
     /// A name carrying a server ID we cannot map to an address.
@@ -173,9 +174,9 @@ impl Settings {
             (true, true) => Missing::NotFound,
             (true, false) => Missing::Elsewhere { source: info.source, mode: cfg.response_mode },
             (false, true) => Missing::Loop,
-            (false, false) => match self.source_host(info.source) {
-                Some(host) => Missing::Remote { host, mode: cfg.response_mode },
-                None => Missing::UnknownSource,
+            (false, false) => match info.source {
+                Source::ServerId(id) if self.id_host(id).is_none() => Missing::UnknownSource,
+                source => Missing::Remote { source, mode: cfg.response_mode },
             },
         };
         // A derivative's name carries its master's CRC32 and size (slave names share the
@@ -509,29 +510,46 @@ mod tests {
     }
 
     #[test]
+    fn a_server_id_s_address_is_looked_up_only_when_asked() {
+        let mut s = settings();
+        s.ids = Some(StorageIds::parse("100001 group1 127.0.0.7\n", std::path::Path::new("ids.conf")).unwrap());
+        let with_id = |id: u32| {
+            let core = NameCore { source: Source::ServerId(id), timestamp: NOW as u32, size_field: 1 << 63 | 9, crc32: 1 };
+            format!("/group1/M00/00/0A/{}123.jpg", core.to_b64())
+        };
+        let Route::Serve(t) = s.route(&with_id(100001), "", None, false, NOW) else { panic!() };
+        let Missing::Remote { source, .. } = t.if_missing else { panic!("{:?}", t.if_missing) };
+        assert_eq!(s.source_host(source).as_deref(), Some("127.0.0.7"));
+        let Route::Serve(t) = s.route(&with_id(100002), "", None, false, NOW) else { panic!() };
+        assert_eq!(t.if_missing, Missing::UnknownSource, "an ID storage_ids.conf does not have");
+    }
+
+    #[test]
     fn files_of_other_storages_go_to_their_source() {
         let mut s = settings();
         let f = name("127.0.0.3", (NOW - 10) as u32);
         let Route::Serve(t) = s.route(&format!("/group1/{f}"), "", None, false, NOW) else { panic!() };
-        assert_eq!(t.if_missing, Missing::Remote { host: "127.0.0.3".into(), mode: ResponseMode::Proxy });
+        let from_3 = Source::Ip([127, 0, 0, 3].into());
+        assert_eq!(t.if_missing, Missing::Remote { source: from_3, mode: ResponseMode::Proxy });
+        assert_eq!(s.source_host(from_3).as_deref(), Some("127.0.0.3"));
         // Requested on the source's own address: it should be here.
         let here = Some("127.0.0.3".parse().unwrap());
         let Route::Serve(t) = s.route(&format!("/group1/{f}"), "", here, false, NOW) else { panic!() };
-        let from_3 = Missing::Elsewhere { source: Source::Ip([127, 0, 0, 3].into()), mode: ResponseMode::Proxy };
-        assert_eq!(t.if_missing, from_3);
+        let should_be_here = Missing::Elsewhere { source: from_3, mode: ResponseMode::Proxy };
+        assert_eq!(t.if_missing, should_be_here);
         let Route::Serve(t) = s.route(&format!("/group1/{f}"), "redirect=1", None, false, NOW) else { panic!() };
         assert_eq!(t.if_missing, Missing::Loop);
         // Older than storage_sync_file_max_delay: it should be everywhere, so not here means
         // lost here.
         let old = name("127.0.0.3", (NOW - 100_000) as u32);
         let Route::Serve(t) = s.route(&format!("/group1/{old}"), "", None, false, NOW) else { panic!() };
-        assert_eq!(t.if_missing, from_3);
+        assert_eq!(t.if_missing, should_be_here);
         // Another group is never local.
         let Route::Serve(t) = s.route(&format!("/group2/{f}"), "", None, false, NOW) else { panic!() };
         assert_eq!(t.local_path, None);
         s.config.response_mode = ResponseMode::Redirect;
         let Route::Serve(t) = s.route(&format!("/group1/{f}"), "", None, false, NOW) else { panic!() };
-        assert_eq!(t.if_missing, Missing::Remote { host: "127.0.0.3".into(), mode: ResponseMode::Redirect });
+        assert_eq!(t.if_missing, Missing::Remote { source: from_3, mode: ResponseMode::Redirect });
         assert_eq!(
             source_url(false, "127.0.0.3", 8080, "/group1/x.jpg"),
             "http://127.0.0.3:8080/group1/x.jpg?redirect=1"
