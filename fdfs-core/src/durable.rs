@@ -14,24 +14,41 @@ use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
 /// A file being written that becomes visible only when published.
 #[derive(Debug)]
 pub struct TempFile {
-    path: PathBuf,
     file: File,
+    unpublished: Unpublished,
+}
+
+/// The temp name, removed when dropped unless the content was published.
+#[derive(Debug)]
+struct Unpublished {
+    path: PathBuf,
     kept: bool,
+}
+
+impl Drop for Unpublished {
+    fn drop(&mut self) {
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 static SEQ: AtomicU64 = AtomicU64::new(0);
 
 /// A temp name in `dir` no other writer of this process (or a previous one) uses.
 pub fn unique_name(dir: &Path, stem: &str) -> PathBuf {
+    // The process ID asked once: every upload names a temp file.
+    static PID: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    let pid = *PID.get_or_init(std::process::id);
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
-    dir.join(format!("{stem}.{}-{seq}.tmp", std::process::id()))
+    dir.join(format!("{stem}.{pid}-{seq}.tmp"))
 }
 
 impl TempFile {
     /// Creates `path`, which must not exist.
     pub fn create(path: PathBuf) -> std::io::Result<Self> {
         let file = File::create_new(&path)?;
-        Ok(TempFile { path, file, kept: false })
+        Ok(TempFile { file, unpublished: Unpublished { path, kept: false } })
     }
 
     /// A new temp file with a unique name in `dir`.
@@ -40,7 +57,7 @@ impl TempFile {
     }
 
     pub fn path(&self) -> &Path {
-        &self.path
+        &self.unpublished.path
     }
 
     pub fn file(&mut self) -> &mut File {
@@ -56,37 +73,32 @@ impl TempFile {
     /// disk writers sync a whole batch of these with one `syncfs` (or, in `process_crash`
     /// mode, leave it to the kernel as C does).
     pub fn publish_entry(&mut self, dest: &Path) -> std::io::Result<()> {
-        rename_entry(&self.path, dest)?;
-        self.kept = true;
+        rename_entry(&self.unpublished.path, dest)?;
+        self.unpublished.kept = true;
         Ok(())
     }
 
-    /// The file, to sync after publishing.
-    pub fn try_clone_file(&self) -> std::io::Result<File> {
-        self.file.try_clone()
+    /// The file, to sync after publishing ([`Self::publish_entry`]): its own descriptor, not a
+    /// copy (an upload would pay a dup and a close for one).
+    pub fn into_published_file(self) -> File {
+        debug_assert!(self.unpublished.kept, "published before its file is kept");
+        self.file
     }
 
-    /// Moves the content over `dest`, unsynced (as [`Self::publish_entry`]).
-    pub fn replace_entry(mut self, dest: &Path) -> std::io::Result<()> {
-        std::fs::rename(&self.path, dest)?;
-        self.kept = true;
-        Ok(())
+    /// Moves the content over `dest`, unsynced (as [`Self::publish_entry`]); returns the file,
+    /// to sync.
+    pub fn replace_entry(mut self, dest: &Path) -> std::io::Result<File> {
+        std::fs::rename(&self.unpublished.path, dest)?;
+        self.unpublished.kept = true;
+        Ok(self.file)
     }
 
     /// Fsyncs the content and moves it over `dest` (state files, metadata).
     pub fn replace(mut self, dest: &Path) -> std::io::Result<()> {
         self.file.sync_all()?;
-        std::fs::rename(&self.path, dest)?;
-        self.kept = true;
+        std::fs::rename(&self.unpublished.path, dest)?;
+        self.unpublished.kept = true;
         sync_parent(dest)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if !self.kept {
-            let _ = std::fs::remove_file(&self.path);
-        }
     }
 }
 

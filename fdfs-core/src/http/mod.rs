@@ -514,7 +514,8 @@ mod tests {
         let mut s = settings();
         s.ids = Some(StorageIds::parse("100001 group1 127.0.0.7\n", std::path::Path::new("ids.conf")).unwrap());
         let with_id = |id: u32| {
-            let core = NameCore { source: Source::ServerId(id), timestamp: NOW as u32, size_field: 1 << 63 | 9, crc32: 1 };
+            let core =
+                NameCore { source: Source::ServerId(id), timestamp: NOW as u32, size_field: 1 << 63 | 9, crc32: 1 };
             format!("/group1/M00/00/0A/{}123.jpg", core.to_b64())
         };
         let Route::Serve(t) = s.route(&with_id(100001), "", None, false, NOW) else { panic!() };

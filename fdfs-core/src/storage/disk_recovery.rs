@@ -414,7 +414,7 @@ async fn copy_file(
     let dir = srv.paths.temp_dir(name.store_path_index as usize);
     let mut temp = Disk::io(move || crate::durable::TempFile::create_in(&dir, "r")).await.map_err(io_err(filename))?;
     if size > 0 {
-        let mut out = tokio::fs::File::from_std(temp.try_clone_file().map_err(io_err(filename))?);
+        let mut out = tokio::fs::File::from_std(temp.file_ref().try_clone().map_err(io_err(filename))?);
         match client.storage.download_into(addr, &srv.group, filename, 0, 0, &mut out).await {
             Ok(_) => out.flush().await.map_err(io_err(filename))?,
             Err(err) if gone(&err) => return Ok(()),

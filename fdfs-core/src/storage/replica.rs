@@ -91,8 +91,7 @@ pub async fn sync_file<R: AsyncRead + Unpin>(
         .write(index, move |w| {
             let existed = path.exists();
             let temp = body.into_temp(w, system_time(ts)).map_err(io)?;
-            let file = temp.try_clone_file().map_err(io)?;
-            temp.replace_entry(&path).map_err(io)?;
+            let file = temp.replace_entry(&path).map_err(io)?;
             let change = Change::new(()).record(record).sync_file(file).sync_parent(&path);
             Ok(change.settle(move |ok| {
                 if !ok && !existed {

@@ -129,7 +129,7 @@ fn new_content_linked(
             return Err(e);
         }
     };
-    let file = temp.try_clone_file().map_err(io)?;
+    let file = temp.into_published_file();
     Ok(link_change(srv, ts, name, link_path, source, Some((source_path, file))))
 }
 

@@ -70,8 +70,7 @@ pub async fn set_metadata(srv: &Arc<StorageServer>, req: SetMetadataReq) -> Resu
                 new
             };
             let temp = write_temp(w, &pack_metadata(&merged), SystemTime::now()).map_err(io)?;
-            let file = temp.try_clone_file().map_err(io)?;
-            temp.replace_entry(&meta).map_err(io)?;
+            let file = temp.replace_entry(&meta).map_err(io)?;
             let op = if existed { Op::Update } else { Op::Create };
             Ok(Change::new(()).record(Record::own(ts, op, &logname, String::new())).sync_file(file).sync_parent(&meta))
         })

@@ -55,7 +55,7 @@ async fn store_new(
         .write(index, move |w| {
             let mut temp = body.into_temp(w, system_time(ts)).map_err(io)?;
             let (name, dest) = under_fresh_name(&s.paths, &mut name_for, |dest| temp.publish_entry(dest))?;
-            published(ts, name.to_string(), dest, &temp)
+            published(ts, name.to_string(), dest, temp)
         })
         .await?;
     srv.changed(ts);
@@ -64,9 +64,9 @@ async fn store_new(
 
 /// A new file just given its name: recorded as created, and taken back out if the batch fails,
 /// so no file exists that neither the client nor the replicas know of.
-pub(super) fn published(ts: i64, name: String, dest: PathBuf, temp: &TempFile) -> Result<Change<String>, Status> {
+pub(super) fn published(ts: i64, name: String, dest: PathBuf, temp: TempFile) -> Result<Change<String>, Status> {
     let record = Record::own(ts, Op::Create, &name, String::new());
-    let change = Change::new(name).record(record).sync_file(temp.try_clone_file().map_err(io)?).sync_parent(&dest);
+    let change = Change::new(name).record(record).sync_file(temp.into_published_file()).sync_parent(&dest);
     Ok(change.settle(move |ok| {
         if !ok && std::fs::remove_file(&dest).is_err() {
             tracing::error!("{}: could not be recorded nor removed; the next start records it", dest.display());
@@ -181,7 +181,7 @@ pub async fn upload_slave<R: AsyncRead + Unpin>(
             }
             let mut temp = body.into_temp(w, system_time(ts)).map_err(io)?;
             match temp.publish_entry(&slave_path) {
-                Ok(()) => published(ts, slave, slave_path, &temp),
+                Ok(()) => published(ts, slave, slave_path, temp),
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Status::EEXIST),
                 Err(e) => Err(io(e)),
             }
