@@ -335,6 +335,14 @@ dedup
 have_wrk=1
 command -v wrk >/dev/null || { echo "wrk not installed (apt-get install wrk): skipping the module benchmark"; have_wrk=0; }
 rps() { wrk -t2 -c32 -d"${BENCH_SECONDS:-5}"s "http://127.0.0.1:$nport$1" | awk '/Requests\/sec/ {print $2}'; }
+# A row: label, the module's URL, root's URL; three rounds alternating the two (wrk moves
+# 10-30% run to run on a shared VM), the ratio of the means.
+module_vs_root() {
+  local ms=() rs=()
+  rps "$2" >/dev/null  # warm up
+  for _ in 1 2 3; do ms+=("$(rps "$2")"); rs+=("$(rps "$3")"); done
+  python3 -c "m=sum([${ms[*]/%/,}])/3; r=sum([${rs[*]/%/,}])/3; print(f'{\"$1\":<10} {m:>12.0f} {r:>12.0f} {m/r:>8.3f}')"
+}
 nport=$(port)
 if [[ $have_wrk == 1 ]]; then
 mkdir -p "$run/ngx/conf" "$run/ngx/logs"
@@ -375,9 +383,7 @@ for size in 4096 204800; do
   id=$("$bin/fdfs_upload_file" "$run/client.conf" "$run/f.bin" "127.0.0.2:$sport")
   rel=${id#group1/M00/}
   [[ $size == 4096 ]] && root4k=$rel && id4k=$id
-  rps "/$id" >/dev/null  # warm up
-  m=$(rps "/$id"); r=$(rps "/data/$rel"); m2=$(rps "/$id"); r2=$(rps "/data/$rel")
-  python3 -c "m=($m+$m2)/2; r=($r+$r2)/2; print(f'{$size:<10} {m:>12.0f} {r:>12.0f} {m/r:>8.3f}')"
+  module_vs_root "$size" "/$id" "/data/$rel"
 done
 fi
 
@@ -448,10 +454,8 @@ if [[ $have_wrk == 1 ]] && command -v vipsthumbnail >/dev/null && command -v con
   printf '\n%-34s %9s %11s %9s %8s %9s\n' "12 MP JPEG -> 300x300, cold" ours/s vipsthumb/s convert/s vs_vips vs_convert
   python3 -c "o=$k/($t1-$t0); v=$k/($t2-$t1); c=$k/($t3-$t2); print(f'{\"derivatives\":<34} {o:>9.2f} {v:>11.2f} {c:>9.2f} {o/v:>8.2f} {o/c:>9.2f}')"
   thumb=${ids[0]%.jpg}_300x300.jpg
-  rps "/$thumb" >/dev/null
-  m=$(rps "/$thumb"); r=$(rps "/data/${thumb#group1/M00/}"); m2=$(rps "/$thumb"); r2=$(rps "/data/${thumb#group1/M00/}")
   printf '%-10s %12s %12s %8s\n' "warm GET" module_rps root_rps ratio
-  python3 -c "m=($m+$m2)/2; r=($r+$r2)/2; print(f'{\"300x300\":<10} {m:>12.0f} {r:>12.0f} {m/r:>8.3f}')"
+  module_vs_root 300x300 "/$thumb" "/data/${thumb#group1/M00/}"
   # Requests per second through wrk swing by 10-30% run to run on a shared VM; the
   # instructions nginx runs per request (callgrind, user space: the kernel's share is the
   # same for both) do not, and are what the module adds to `root`.
@@ -531,9 +535,7 @@ for spec in "4KiB 1 $((count / 3))" "4KiB 16 $count"; do
 done
 if [[ $have_wrk == 1 && -n ${root4k:-} ]]; then
   printf '\n%-10s %12s %12s %8s\n' "trunk GET" module_rps root_rps ratio
-  rps "/$tid" >/dev/null
-  m=$(rps "/$tid"); r=$(rps "/data/$root4k"); m2=$(rps "/$tid"); r2=$(rps "/data/$root4k")
-  python3 -c "m=($m+$m2)/2; r=($r+$r2)/2; print(f'{4096:<10} {m:>12.0f} {r:>12.0f} {m/r:>8.3f}')"
+  module_vs_root 4096 "/$tid" "/data/$root4k"
 fi
 
 # De-duplication in trunk mode: 4 KiB uploads of which half repeat one content, 4 clients, off

@@ -275,18 +275,18 @@ impl Settings {
 /// for a regular file gets one).
 fn etag(crc32: u32, size: u64) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digits = |v: u64, at_least: u32| (0..16u32).rev().filter(move |&i| i < at_least || v >> (4 * i) != 0);
-    let mut tag = String::with_capacity(28);
-    tag.push('"');
-    for i in digits(crc32.into(), 8) {
-        tag.push(char::from(HEX[(u64::from(crc32) >> (4 * i) & 15) as usize]));
+    let mut tag = [0u8; 28];
+    tag[0] = b'"';
+    for (i, at) in tag[1..9].iter_mut().enumerate() {
+        *at = HEX[(crc32 >> (28 - 4 * i)) as usize & 15];
     }
-    tag.push('-');
-    for i in digits(size, 1) {
-        tag.push(char::from(HEX[(size >> (4 * i) & 15) as usize]));
+    tag[9] = b'-';
+    let digits = (64 - size.leading_zeros()).div_ceil(4).max(1) as usize;
+    for (i, at) in tag[10..10 + digits].iter_mut().enumerate() {
+        *at = HEX[(size >> (4 * (digits - 1 - i))) as usize & 15];
     }
-    tag.push('"');
-    tag
+    tag[10 + digits] = b'"';
+    std::str::from_utf8(&tag[..11 + digits]).expect("hex digits, a dash and quotes are ASCII").to_owned()
 }
 
 impl Settings {
