@@ -461,7 +461,7 @@ pub fn slave_filename(master: &str, prefix: &str, ext: &str) -> Result<String, F
 }
 
 /// Whether `name` is the name [`slave_filename`] gives, compared without making it: the nginx
-/// module asks this of every thumbnail's name.
+/// module asks it of a thumbnail's name.
 pub fn is_slave_filename(name: &str, master: &str, prefix: &str, ext: &str) -> bool {
     let Ok(parts) = slave_parts(master, prefix, ext) else { return false };
     let mut rest = name;

@@ -25,7 +25,7 @@ pub struct Derivative {
 impl Derivative {
     /// The slave prefix that names a box and mode (`_300x200`, `_300x200_fill`).
     pub fn prefix((w, h): (u32, u32), mode: FitMode) -> String {
-        // Not formatted (core::fmt's machinery): the module names a derivative per request.
+        // Not formatted (core::fmt's machinery): the module names a derivative for a WebP client.
         let mut digits = itoa::Buffer::new();
         let mut prefix = String::with_capacity(16);
         prefix.push('_');
@@ -69,7 +69,8 @@ impl Derivative {
         let prefix = &with_mode[base.len()..];
         let master = [dir, "/", base, ".", ext].concat();
         // Only the name `of` would give (the master's extension where a slave's goes) is the
-        // derivative: compared, not made (the nginx module asks this on every request).
+        // derivative: compared, not made (the nginx module asks this on every miss and, with
+        // `thumbnail_webp` or tokens, for every thumbnail).
         (is_slave_filename(remote, &master, prefix, ext) && RemoteFilename::check(&master, None).is_ok())
             .then(|| Self { master, name: remote.to_owned(), size, mode })
     }
