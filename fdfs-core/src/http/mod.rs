@@ -135,7 +135,7 @@ impl Settings {
         let local_group = cfg.groups.iter().find(|g| g.group_name == group);
         let derivative = match self.query_derivative(filename, &query) {
             Ok(Some(d)) => OnceCell::from(Some(d)),
-            Ok(None) if self.config.thumbnail.webp || (cfg.http.check_token && !bypass_token) => {
+            Ok(None) if cfg.thumbnail.webp || (cfg.http.check_token && !bypass_token) => {
                 OnceCell::from(self.name_derivative(filename))
             }
             Ok(None) => OnceCell::new(),
