@@ -74,6 +74,10 @@ pub(in crate::storage) async fn reserve(
             Ok(slot) => Ok(slot.map(|slot| Reserved { slot, remote: None })),
             // Too many slots held: a regular file, as when a remote trunk server refuses.
             Err(Status::EBUSY) => Ok(None),
+            // Named the trunk server but not holding the role (yet: its free space is still
+            // being rebuilt from the trunk binlog; or no longer): a regular file, as when no
+            // trunk server is known. Seen as an upload refused EINVAL right after the election.
+            Err(Status::EINVAL) if !srv.trunk.is_server() => Ok(None),
             Err(e) => Err(e),
         };
     }
