@@ -52,12 +52,15 @@ fn trunk_file_path(paths: &StorePaths, b: &Block) -> Option<PathBuf> {
 
 impl<R: Fn(u32) -> std::io::Result<()>> Allocator<'_, R> {
     /// A slot for `content_len` bytes in store path `path`, as the trunk server (blocking: a
-    /// new trunk file may have to be created).
+    /// new trunk file may have to be created). `None`: no slot from here, because none fits, or
+    /// because this storage does not hold the role (not named, or named and still rebuilding
+    /// its free space from the trunk binlog): a local upload is then a regular file, a member
+    /// is answered EINVAL.
     pub(in crate::storage) fn alloc(&self, path: u8, content_len: u64) -> Result<Option<Block>, Status> {
         let now = now_unix();
         let settings = self.settings;
         let mut guard = self.trunk.space();
-        let Some(space) = guard.as_mut() else { return Err(Status::EINVAL) };
+        let Some(space) = guard.as_mut() else { return Ok(None) };
         // A held slot is released when its writer says so, or when the trunk server restarts
         // (the binlog calls it free): a member that asks and never confirms must not hold
         // trunk space without bound.

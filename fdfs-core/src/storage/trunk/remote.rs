@@ -55,8 +55,9 @@ async fn call_trunk_server(
 }
 
 /// A slot for an upload of `content_len` bytes to store path `path`, or `None` when the file
-/// is to be a regular file: trunk files off, too large for a slot, or no trunk server known
-/// (then the file is stored as a regular file, which every reader accepts, rather than refused).
+/// is to be a regular file: trunk files off, too large for a slot, no trunk server known, or
+/// this storage named it and not yet holding the role (then the file is stored as a regular
+/// file, which every reader accepts, rather than refused).
 pub(in crate::storage) async fn reserve(
     srv: &Arc<StorageServer>,
     path: usize,
@@ -74,10 +75,6 @@ pub(in crate::storage) async fn reserve(
             Ok(slot) => Ok(slot.map(|slot| Reserved { slot, remote: None })),
             // Too many slots held: a regular file, as when a remote trunk server refuses.
             Err(Status::EBUSY) => Ok(None),
-            // Named the trunk server but not holding the role (yet: its free space is still
-            // being rebuilt from the trunk binlog; or no longer): a regular file, as when no
-            // trunk server is known. Seen as an upload refused EINVAL right after the election.
-            Err(Status::EINVAL) if !srv.trunk.is_server() => Ok(None),
             Err(e) => Err(e),
         };
     }
