@@ -222,7 +222,17 @@ pub fn start_logging(
 
 pub async fn bind(bind_addr: &str, port: u16) -> Result<tokio::net::TcpListener> {
     let host = if bind_addr.is_empty() { "0.0.0.0" } else { bind_addr };
-    tokio::net::TcpListener::bind((host, port)).await.with_context(|| format!("binding {host}:{port}"))
+    let bind = async {
+        let mut last = None;
+        for addr in tokio::net::lookup_host((host, port)).await? {
+            match crate::server::PeerStream::listen(addr) {
+                Ok(l) => return Ok(l),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address")))
+    };
+    bind.await.with_context(|| format!("binding {host}:{port}"))
 }
 
 /// Runs a bound server until SIGTERM/SIGINT/SIGQUIT: writes the pid file (which is what

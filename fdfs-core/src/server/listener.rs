@@ -254,3 +254,37 @@ pub async fn serve<F, Fut>(
 
 /// How long a stopping daemon waits for requests in flight.
 const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_connections_have_nodelay_and_keepalive_from_the_listener() {
+        let listener = PeerStream::listen("127.0.0.1:0".parse().unwrap()).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let threads = ConnectionThreads::start("test", 1, 1).unwrap();
+        let limits = ConnectionLimits { max_connections: 4, per_ip: 4, counts: Arc::default() };
+        let (trigger, shutdown) = shutdown_pair();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let server = tokio::spawn(async move {
+            serve(listener, AllowHosts::any(), limits, &threads, shutdown, move |peer, _, _| {
+                let sock = socket2::SockRef::from(&peer);
+                let _ = tx.send((
+                    sock.tcp_nodelay().unwrap(),
+                    sock.keepalive().unwrap(),
+                    sock.tcp_keepalive_time().unwrap(),
+                ));
+                async move { drop(peer) }
+            })
+            .await
+        });
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (nodelay, keepalive, idle) = rx.recv().await.unwrap();
+        assert!(nodelay, "answers are not held back by Nagle");
+        assert!(keepalive, "keepalive probes find peers gone without a FIN");
+        assert_eq!(idle, std::time::Duration::from_secs(120));
+        trigger.trigger();
+        server.await.unwrap();
+    }
+}

@@ -23,7 +23,8 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
 
-/// An accepted connection: `TCP_NODELAY` on, `TCP_QUICKACK` re-armed after every read.
+/// An accepted connection: `TCP_NODELAY` on (from its listener), `TCP_QUICKACK` re-armed when a
+/// read waits in the middle of a request.
 ///
 /// It deliberately does not deref to `TcpStream`: a read through the inner stream would skip the
 /// re-arm.
@@ -43,19 +44,35 @@ pub struct PeerStream {
 const READ_AHEAD: usize = 8 << 10;
 
 impl PeerStream {
-    pub fn new(inner: TcpStream) -> Self {
+    /// A listening socket for daemons' connections, with what every connection it accepts must
+    /// have set before it listens: Linux copies socket options into each accepted socket, so
+    /// this costs a few calls per daemon instead of five per connection (a client that connects
+    /// per request, as the Java client does when the tracker names a group's members in turn,
+    /// pays them every upload).
+    pub fn listen(addr: SocketAddr) -> io::Result<tokio::net::TcpListener> {
+        let sock = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        // As tokio's and C's listeners: a restarted daemon binds while old connections linger.
+        sock.set_reuse_address(true)?;
         // Answers are written whole (header and body in one write); Nagle would only delay them.
-        let _ = inner.set_nodelay(true);
+        sock.set_tcp_nodelay(true)?;
         // Idle connections that served a request are kept without limit (as C keeps them);
         // keepalive probes find the peers among them whose host went away without a FIN.
         let keepalive = socket2::TcpKeepalive::new()
             .with_time(std::time::Duration::from_secs(120))
             .with_interval(std::time::Duration::from_secs(30))
             .with_retries(4);
-        let _ = socket2::SockRef::from(&inner).set_tcp_keepalive(&keepalive);
-        let s = PeerStream { inner, ahead: Vec::new(), taken: 0, filled: 0, between_requests: AtomicBool::new(true) };
-        s.quick_ack();
-        s
+        sock.set_tcp_keepalive(&keepalive)?;
+        sock.set_nonblocking(true)?;
+        sock.bind(&addr.into())?;
+        sock.listen(1024)?;
+        tokio::net::TcpListener::from_std(sock.into())
+    }
+
+    /// A connection accepted from a listener made by [`Self::listen`]. No quick ACK is
+    /// asked here: the kernel acknowledges a connection's first data at once by itself, and a
+    /// request that then waits in the middle gets one from [`Self::waiting`].
+    pub fn new(inner: TcpStream) -> Self {
+        PeerStream { inner, ahead: Vec::new(), taken: 0, filled: 0, between_requests: AtomicBool::new(true) }
     }
 
     fn quick_ack(&self) {
@@ -91,6 +108,28 @@ impl PeerStream {
             self.quick_ack();
         }
     }
+
+    /// A small read is about to wait: acknowledge as [`Self::waiting`] does, then look once more
+    /// into the read-ahead buffer's socket. On loopback and on a fast LAN the ACK brings the
+    /// client's held-back write in before `setsockopt` returns (C's storage reads it right after
+    /// its own quick ACK), so the request goes on without a turn through epoll: a Java-style
+    /// upload costs that turn otherwise. `None`: nothing came, the waker is registered.
+    ///
+    /// The receive goes around tokio's readiness on purpose: tokio has just marked the socket
+    /// not readable, so its `try_read` would not even ask the kernel. The edge the arriving bytes
+    /// raise still wakes this task later, once; that poll then finds nothing and waits again.
+    fn waiting_small(&mut self) -> Option<io::Result<usize>> {
+        if self.between_requests.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.quick_ack();
+        let socket = socket2::SockRef::from(&self.inner);
+        match io::Read::read(&mut &*socket, &mut self.ahead) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => None,
+            done => Some(done),
+        }
+    }
 }
 
 impl AsFd for PeerStream {
@@ -107,15 +146,16 @@ impl AsyncRead for PeerStream {
                 this.ahead = vec![0u8; READ_AHEAD];
             }
             let mut ahead = ReadBuf::new(&mut this.ahead);
-            match Pin::new(&mut this.inner).poll_read(cx, &mut ahead) {
-                Poll::Ready(Ok(())) => {}
-                Poll::Pending => {
-                    this.waiting();
-                    return Poll::Pending;
-                }
+            this.filled = match Pin::new(&mut this.inner).poll_read(cx, &mut ahead) {
+                Poll::Ready(Ok(())) => ahead.filled().len(),
+                Poll::Pending => match this.waiting_small() {
+                    Some(Ok(n)) => n,
+                    Some(Err(e)) => return Poll::Ready(Err(e)),
+                    None => return Poll::Pending,
+                },
                 other => return other,
-            }
-            (this.taken, this.filled) = (0, ahead.filled().len());
+            };
+            this.taken = 0;
             if this.filled == 0 {
                 return Poll::Ready(Ok(())); // the peer closed
             }
