@@ -7,7 +7,8 @@ use std::time::Duration;
 use fdfs_core::client::{Client, Content, UploadKind};
 use fdfs_core::file_id::FileId;
 use fdfs_core::protocol::storage::MetaOp;
-use fdfs_e2e::{eventually, Cluster, StorageProc};
+use fdfs_core::protocol::Command;
+use fdfs_e2e::{eventually, raw_request_from, Cluster, StorageProc};
 
 /// Waits until `addr` (a storage) serves `id` with exactly `want`.
 async fn on_storage(c: &Client, addr: &str, id: &str, want: &[u8]) {
@@ -349,4 +350,43 @@ async fn a_damaged_binlog_line_stops_replication_unless_told_to_skip_it() {
     };
     cl.storages[0].restart_after(&tracker, false, skip).await;
     on_storage(&c, &b, &second.file_id(), b"two").await;
+}
+
+/// A SYNC_CREATE_FILE naming a file this member has already, of the same size, is recorded and
+/// answered EEXIST with the copy here left as it is; one of another size replaces the copy (C's
+/// rules). The receiver finds this out when it publishes (a rename that does not replace).
+#[tokio::test]
+async fn a_sync_create_of_a_file_already_here_is_answered_eexist_and_another_size_replaces_it() {
+    let cl = Cluster::start("", &["127.0.0.174", "127.0.0.175"], "").await;
+    let c = cl.client();
+    let (a, b) = (cl.storages[0].addr(), cl.storages[1].addr());
+    let id =
+        c.storage.upload(&b, UploadKind::Normal, -1, "bin", Content::Bytes(b"first copy")).await.unwrap().file_id();
+    on_storage(&c, &a, &id, b"first copy").await;
+    let name = FileId::parse(&id).unwrap().remote.to_string();
+    let sync_create = |content: &[u8]| {
+        let mut body = (name.len() as i64).to_be_bytes().to_vec();
+        body.extend_from_slice(&(content.len() as i64).to_be_bytes());
+        body.extend_from_slice(&1_700_000_000i32.to_be_bytes());
+        let mut group = b"group1".to_vec();
+        group.resize(16, 0);
+        body.extend_from_slice(&group);
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(content);
+        raw_request_from("127.0.0.175", &a, Command::SyncCreateFile as u8, &body).0
+    };
+    assert_eq!(sync_create(b"other copy"), 17, "same size: EEXIST");
+    assert_eq!(
+        c.storage.download(&a, "group1", &name, 0, 0).await.unwrap(),
+        &b"first copy"[..],
+        "the copy here is kept"
+    );
+    assert_eq!(sync_create(b"a longer copy"), 0, "another size: replaced");
+    assert_eq!(c.storage.download(&a, "group1", &name, 0, 0).await.unwrap(), &b"a longer copy"[..]);
+    let binlog = std::fs::read_to_string(cl.storages[0].base().join("data/sync/binlog.000")).unwrap();
+    assert_eq!(
+        binlog.lines().filter(|l| l.ends_with(&format!("c {name}"))).count(),
+        3,
+        "every create recorded:\n{binlog}"
+    );
 }

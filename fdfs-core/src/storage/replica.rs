@@ -10,7 +10,7 @@ use tokio::io::AsyncRead;
 
 use super::answer::{closing, io, OpResult};
 use super::binlog::{Op, Record};
-use super::content::Content;
+use super::content::{Content, SMALL};
 use super::disk::{Change, Disk};
 use super::ops::{receive, write_range, RangeChange, Unlinked};
 use super::StorageServer;
@@ -55,12 +55,14 @@ pub async fn sync_file<R: AsyncRead + Unpin>(
         srv.record_only(index, source, record).await?;
         return Err(Status::EEXIST.into());
     }
+    // A copy already here is not written again. Small content is received into memory
+    // whatever happens, so for it this is found out when it is published (a rename that does
+    // not replace): a new file, the common case, then costs no lookup of a name not there.
     let p = path.clone();
-    let same = srv
-        .disk
-        .probe(move || Ok(std::fs::metadata(&p).map(|m| m.is_file() && m.len() == size).unwrap_or(false)))
-        .await?;
-    if same && !update {
+    let same = !update
+        && size > SMALL
+        && srv.disk.probe(move || Ok(std::fs::metadata(&p).is_ok_and(|m| same_size(&m, size)))).await?;
+    if same {
         content.drain().await.map_err(|e| closing(io(e)))?;
         srv.record_only(index, source, record).await?;
         return Err(Status::EEXIST.into());
@@ -87,12 +89,27 @@ pub async fn sync_file<R: AsyncRead + Unpin>(
         return Ok(());
     }
     // Unrecorded, the sender gets an error and sends it again; a copy left here then counts as done.
-    srv.disk
+    let already_here = srv
+        .disk
         .write(index, move |w| {
-            let existed = path.exists();
-            let temp = body.into_temp(w, system_time(ts)).map_err(io)?;
-            let file = temp.replace_entry(&path).map_err(io)?;
-            let change = Change::new(()).record(record).sync_file(file).sync_parent(&path);
+            let mut temp = body.into_temp(w, system_time(ts)).map_err(io)?;
+            let (file, existed) = if update {
+                let existed = path.exists();
+                (temp.replace_entry(&path).map_err(io)?, existed)
+            } else {
+                match temp.publish_entry(&path) {
+                    Ok(()) => (temp.into_published_file(), false),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        if std::fs::metadata(&path).is_ok_and(|m| same_size(&m, size)) {
+                            // The temp file goes when dropped; the copy here is recorded.
+                            return Ok(Change::new(true).record(record));
+                        }
+                        (temp.replace_entry(&path).map_err(io)?, true)
+                    }
+                    Err(e) => return Err(io(e)),
+                }
+            };
+            let change = Change::new(false).record(record).sync_file(file).sync_parent(&path);
             Ok(change.settle(move |ok| {
                 if !ok && !existed {
                     let _ = std::fs::remove_file(&path);
@@ -101,7 +118,15 @@ pub async fn sync_file<R: AsyncRead + Unpin>(
         })
         .await?;
     srv.replicated(source, ts);
+    if already_here {
+        return Err(Status::EEXIST.into());
+    }
     Ok(())
+}
+
+/// A file here that a create replicated from a peer leaves as it is: C's test, the same size.
+fn same_size(m: &std::fs::Metadata, size: u64) -> bool {
+    m.is_file() && m.len() == size
 }
 
 /// 17.
