@@ -14,6 +14,7 @@
 #   - uploads over HTTP (#29): POST /upload through nginx, 4 KiB and 1 MiB (wrk), against
 #     protocol uploads of the same size and concurrency; storage A's memory while 100 clients
 #     upload slowly at once.
+#   - the floor at one client: ours and C against a server doing only what an upload must.
 #   - replication lag: upload acknowledged on storage A → readable on storage B (p50/p99).
 #   - de-duplication: 64 KiB uploads, half of them repeated, with `check_file_duplicate` off and
 #     on: the rate (on as a ratio to off), and bytes on disk against bytes uploaded; and the
@@ -45,6 +46,7 @@ module=$PWD/target/release/libngx_fastdfs.so
 bin=$PWD/target/release
 run=$(mktemp -d /tmp/fdfs-bench.XXXXXX)
 cleanup() {
+  [[ -n ${floor_pid:-} ]] && { kill "$floor_pid" 2>/dev/null || true; }
   [[ -f $run/ngx/logs/nginx.pid ]] && "$nginx" -p "$run/ngx" -c conf/nginx.conf -s stop 2>/dev/null || true
   "$bin/fdfs_storaged" "$run/storage.conf" stop >/dev/null 2>&1 || true
   "$bin/fdfs_storaged" "$run/storage2.conf" stop >/dev/null 2>&1 || true
@@ -185,7 +187,8 @@ def load(arg):
 r = load(sys.argv[2])
 line = f"{sys.argv[1]:<30} {r['files_per_s']:>9.1f} {r['mb_per_s']:>9.2f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}"
 for arg in sys.argv[3:]:
-    if not arg:  # a baseline this run does not have
+    if not arg:  # a baseline this run (or row) does not have: its columns left blank
+        line += f" {'':>9} {'':>7}"
         continue
     raw = load(arg)
     line += f" {raw['files_per_s']:>9.1f} {r['files_per_s'] / raw['files_per_s']:>7.2f}"
@@ -283,6 +286,33 @@ for mode in power_loss process_crash; do
   row "$mode java 4KiB x1" "$run/java1.json,$run/java2.json" "$run/raw1.json,$run/raw2.json" \
     "$(cjson java1 java2)"
 done
+
+# The floor at one client: `fdfs_bench --op floor` is a tracker and a storage in one blocking
+# server that does only what an upload must (the file written and renamed, a binlog line;
+# nothing checked, nothing synced, no second member). Its rate over C's is the most any tracker
+# and storage could gain over C at one client, with this load generator on this machine; ours /
+# floor says how close ours is. process_crash (set by the loop above), both client styles.
+floor_port=$(port)
+"$bin/fdfs_bench" --op floor --listen "127.0.0.1:$floor_port" --dir "$run" >/dev/null 2>&1 &
+floor_pid=$!
+for _ in $(seq 50); do (exec 3<>"/dev/tcp/127.0.0.1/$floor_port") 2>/dev/null && break; sleep 0.1; done
+printf 'tracker_server = 127.0.0.1:%s\nbase_path = /tmp\n' "$floor_port" > "$run/floor.conf"
+printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s' "one client: ours vs floor" files/s MB/s p50_ms p99_ms errors floor/s ratio
+chead
+for style in standard java; do
+  for i in 1 2; do
+    "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --client-style $style --size 4KiB --count "$((count / 3))" \
+      --concurrency 1 --keep --json "$run/ours-$style$i.json" >/dev/null
+    c_bench floor-$style$i --op upload --client-style $style --size 4KiB --count "$((count / 3))" --concurrency 1
+    "$bin/fdfs_bench" --conf "$run/floor.conf" --op upload --client-style $style --size 4KiB --count "$((count / 3))" \
+      --concurrency 1 --keep --json "$run/floor-$style$i.json" >/dev/null
+  done
+  row "ours $style 4KiB x1" "$run/ours-${style}1.json,$run/ours-${style}2.json" \
+    "$run/floor-${style}1.json,$run/floor-${style}2.json" "$(cjson floor-${style}1 floor-${style}2)"
+  row "floor $style 4KiB x1" "$run/floor-${style}1.json,$run/floor-${style}2.json" "" \
+    "$(cjson floor-${style}1 floor-${style}2)"
+done
+kill "$floor_pid"; wait "$floor_pid" 2>/dev/null || true; floor_pid=
 storages power_loss
 
 printf '\n%-22s %9s %9s %9s %7s\n' "replication lag (4KiB)" p50_ms p99_ms max_ms errors

@@ -32,6 +32,13 @@ enum Op {
     /// write, rename into one of 256 directories), synced per `--sync`. The physical limit the
     /// upload figures are compared with.
     RawWrite,
+    /// Serve, at `--listen`, the floor any tracker and storage pair sits on: a blocking server,
+    /// a thread per connection, that answers a query for a storage with its own address and an
+    /// upload by writing the file as a storage must (temp file, write, rename into one of 256
+    /// directories under `--dir`, a binlog line), nothing synced, no checks. Runs until killed.
+    /// A load run against it measures what this machine's loopback, client and file calls
+    /// leave for a real cluster to be faster than another at one client.
+    Floor,
 }
 
 /// How `--op raw-write` makes its files durable.
@@ -88,7 +95,10 @@ struct Args {
     /// delay their ACKs. Only with `--op upload`.
     #[arg(long, value_enum, default_value = "standard")]
     client_style: ClientStyle,
-    /// `raw-write`: the directory to write into (in a new subdirectory, removed at the end
+    /// `floor`: the address (HOST:PORT) to serve at.
+    #[arg(long)]
+    listen: Option<String>,
+    /// `raw-write`, `floor`: the directory to write into (in a new subdirectory, removed at the end
     /// unless `--keep`).
     #[arg(long)]
     dir: Option<PathBuf>,
@@ -134,6 +144,10 @@ struct Outcome {
 fn main() -> Result<()> {
     let args = Args::parse();
     let size = parse_size(&args.size)?;
+    if args.op == Op::Floor {
+        let (Some(listen), Some(dir)) = (&args.listen, &args.dir) else { bail!("--op floor needs --listen and --dir") };
+        return floor::serve(listen, dir);
+    }
     if args.op == Op::RawWrite {
         let Some(dir) = &args.dir else { bail!("--op raw-write needs --dir") };
         let (latencies, elapsed) =
@@ -168,7 +182,7 @@ async fn run(args: Args, config: ClientConfig, size: usize) -> Result<()> {
             upload_many(&config, &payload, args.count.clamp(1, 200), args.concurrency, &args.ext).await?
         }
         Op::Delete => upload_many(&config, &payload, args.count, args.concurrency, &args.ext).await?,
-        Op::Upload | Op::Lag | Op::RawWrite => Vec::new(),
+        Op::Upload | Op::Lag | Op::RawWrite | Op::Floor => Vec::new(),
     };
     let seed = Arc::new(seed);
     let lag_pair = match (args.op, &args.source, &args.replica) {
@@ -259,7 +273,7 @@ async fn worker(load: Arc<Load>, w: usize) -> Outcome {
             Op::Delete => client.delete(&seed[i]).await.map(|_| None).map_err(|e| e.to_string()),
             Op::Mixed if i.is_multiple_of(2) => upload_one(&client, payload, ext).await.map(Some),
             Op::Mixed => download_one(&client, &seed[i % seed.len()], payload.len()).await.map(|_| None),
-            Op::RawWrite => unreachable!("run by main without the cluster"),
+            Op::RawWrite | Op::Floor => unreachable!("run by main without the cluster"),
             Op::Lag => {
                 let (src, replica) = &**load.lag_pair.as_ref().expect("checked");
                 lag_one(&client, src, replica, payload, ext, &mut out.latencies).await.map(Some)
@@ -450,6 +464,92 @@ async fn split_write_request(sock: &mut TcpStream, cmd: Command, body: &[u8]) ->
         bail!("{cmd:?} answered status {}", h.status);
     }
     Ok(answer)
+}
+
+/// `--op floor`: the least a tracker and a storage must do for an upload, to run loads against.
+mod floor {
+    use std::fs::File;
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use anyhow::{Context, Result};
+    use fdfs_core::protocol::storage::FileIdResp;
+    use fdfs_core::protocol::tracker::StoreTarget;
+    use fdfs_core::protocol::{Command, Header, Profile, Status, HEADER_LEN};
+
+    struct Floor {
+        data: PathBuf,
+        /// What a query for a storage answers: this server.
+        target: StoreTarget,
+        binlog: Mutex<File>,
+        seq: AtomicU64,
+    }
+
+    pub fn serve(listen: &str, dir: &Path) -> Result<()> {
+        let listener = TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+        let addr = listener.local_addr()?;
+        let data = dir.join(format!("floor-{}", std::process::id()));
+        std::fs::create_dir_all(data.join("tmp"))?;
+        for d in 0..256 {
+            std::fs::create_dir_all(data.join(format!("{d:02X}")))?;
+        }
+        let binlog = File::options().create(true).append(true).open(data.join("binlog"))?;
+        let target = StoreTarget {
+            group: "group1".into(),
+            ip: addr.ip().to_string(),
+            port: addr.port().into(),
+            store_path_index: 0,
+        };
+        let floor = Arc::new(Floor { data, target, binlog: Mutex::new(binlog), seq: AtomicU64::new(0) });
+        for conn in listener.incoming() {
+            let (conn, floor) = (conn?, floor.clone());
+            std::thread::spawn(move || {
+                let _ = floor.connection(conn);
+            });
+        }
+        Ok(())
+    }
+
+    impl Floor {
+        fn connection(&self, mut conn: TcpStream) -> Result<()> {
+            conn.set_nodelay(true)?;
+            let mut body = Vec::new();
+            loop {
+                let mut raw = [0u8; HEADER_LEN];
+                conn.read_exact(&mut raw)?;
+                let h = Header::decode(&raw, 64 << 20)?;
+                body.resize(h.pkg_len as usize, 0);
+                // As every FastDFS server: a client that sends a request in two writes (Nagle
+                // on) holds the second back until the first is acknowledged.
+                let _ = socket2::SockRef::from(&conn).set_tcp_quickack(true);
+                conn.read_exact(&mut body)?;
+                let (status, answer) = match Command::try_from(h.cmd) {
+                    Ok(Command::QueryStoreWithoutGroupOne) => {
+                        (Status::OK, self.target.encode(Profile::CLASSIC).to_vec())
+                    }
+                    Ok(Command::UploadFile) if body.len() >= 15 => (Status::OK, self.upload(&body[15..])?),
+                    _ => (Status::EINVAL, Vec::new()),
+                };
+                let mut out = Header::response(status, answer.len()).encode().to_vec();
+                out.extend_from_slice(&answer);
+                conn.write_all(&out)?;
+            }
+        }
+
+        fn upload(&self, content: &[u8]) -> Result<Vec<u8>> {
+            let n = self.seq.fetch_add(1, Ordering::Relaxed);
+            let temp = self.data.join(format!("tmp/{n}.tmp"));
+            let mut f = File::create_new(&temp)?;
+            f.write_all(content)?;
+            let name = format!("{:02X}/{n}.bin", (n / 100) % 256);
+            std::fs::rename(&temp, self.data.join(&name))?;
+            writeln!(self.binlog.lock().expect("lock"), "{n} C {name}")?;
+            Ok(FileIdResp { group: "group1".into(), filename: format!("M00/00/{name}") }.encode().to_vec())
+        }
+    }
 }
 
 /// `--op raw-write`: the disk's limit for a storage's write pattern, measured in-process.
