@@ -6,8 +6,10 @@ use std::time::Duration;
 
 use fdfs_core::client::{Client, Content, UploadKind};
 use fdfs_core::file_id::FileId;
+use fdfs_core::protocol::peer::SyncFileHead;
 use fdfs_core::protocol::storage::MetaOp;
-use fdfs_core::protocol::Command;
+use fdfs_core::protocol::storage::StreamedHead;
+use fdfs_core::protocol::{Command, Status};
 use fdfs_e2e::{eventually, raw_request_from, Cluster, StorageProc};
 
 /// Waits until `addr` (a storage) serves `id` with exactly `want`.
@@ -364,18 +366,20 @@ async fn a_sync_create_of_a_file_already_here_is_answered_eexist_and_another_siz
         c.storage.upload(&b, UploadKind::Normal, -1, "bin", Content::Bytes(b"first copy")).await.unwrap().file_id();
     on_storage(&c, &a, &id, b"first copy").await;
     let name = FileId::parse(&id).unwrap().remote.to_string();
+    // From the other member's address, as its sender would send it.
     let sync_create = |content: &[u8]| {
-        let mut body = (name.len() as i64).to_be_bytes().to_vec();
-        body.extend_from_slice(&(content.len() as i64).to_be_bytes());
-        body.extend_from_slice(&1_700_000_000i32.to_be_bytes());
-        let mut group = b"group1".to_vec();
-        group.resize(16, 0);
-        body.extend_from_slice(&group);
-        body.extend_from_slice(name.as_bytes());
+        let head = SyncFileHead {
+            file_size: content.len() as u64,
+            timestamp: 1_700_000_000,
+            group: "group1".into(),
+            filename: name.clone(),
+            content_omitted: false,
+        };
+        let mut body = head.encode_head().to_vec();
         body.extend_from_slice(content);
         raw_request_from("127.0.0.175", &a, Command::SyncCreateFile as u8, &body).0
     };
-    assert_eq!(sync_create(b"other copy"), 17, "same size: EEXIST");
+    assert_eq!(sync_create(b"other copy"), Status::EEXIST.0, "same size: EEXIST");
     assert_eq!(
         c.storage.download(&a, "group1", &name, 0, 0).await.unwrap(),
         &b"first copy"[..],
