@@ -476,7 +476,7 @@ mod floor {
     use std::sync::{Arc, Mutex};
 
     use anyhow::{Context, Result};
-    use fdfs_core::protocol::storage::FileIdResp;
+    use fdfs_core::protocol::storage::{FileIdResp, StreamedHead, UploadHead};
     use fdfs_core::protocol::tracker::StoreTarget;
     use fdfs_core::protocol::{Command, Header, Profile, Status, HEADER_LEN};
 
@@ -530,7 +530,9 @@ mod floor {
                     Ok(Command::QueryStoreWithoutGroupOne) => {
                         (Status::OK, self.target.encode(Profile::CLASSIC).to_vec())
                     }
-                    Ok(Command::UploadFile) if body.len() >= 15 => (Status::OK, self.upload(&body[15..])?),
+                    Ok(Command::UploadFile) if body.len() >= UploadHead::FIXED_LEN => {
+                        (Status::OK, self.upload(&body[UploadHead::FIXED_LEN..])?)
+                    }
                     _ => (Status::EINVAL, Vec::new()),
                 };
                 let mut out = Header::response(status, answer.len()).encode().to_vec();
