@@ -103,10 +103,13 @@ impl PeerStream {
 
     /// A read is about to wait: in the middle of a request, the peer may be holding its next
     /// bytes back until we acknowledge (Nagle), so acknowledge now.
-    fn waiting(&self) {
-        if !self.between_requests.load(Ordering::Relaxed) {
+    /// `true` if it acknowledged (the wait is in the middle of a request).
+    fn waiting(&self) -> bool {
+        let mid_request = !self.between_requests.load(Ordering::Relaxed);
+        if mid_request {
             self.quick_ack();
         }
+        mid_request
     }
 
     /// A small read is about to wait: acknowledge as [`Self::waiting`] does, then look once more
@@ -119,10 +122,9 @@ impl PeerStream {
     /// not readable, so its `try_read` would not even ask the kernel. The edge the arriving bytes
     /// raise still wakes this task later, once; that poll then finds nothing and waits again.
     fn waiting_small(&mut self) -> Option<io::Result<usize>> {
-        if self.between_requests.load(Ordering::Relaxed) {
+        if !self.waiting() {
             return None;
         }
-        self.quick_ack();
         let socket = socket2::SockRef::from(&self.inner);
         match io::Read::read(&mut &*socket, &mut self.ahead) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
@@ -170,7 +172,9 @@ impl AsyncRead for PeerStream {
         let before = buf.filled().len();
         let r = Pin::new(&mut this.inner).poll_read(cx, buf);
         match r {
-            Poll::Pending => this.waiting(),
+            Poll::Pending => {
+                this.waiting();
+            }
             Poll::Ready(Ok(())) if buf.filled().len() > before => this.between_requests.store(false, Ordering::Relaxed),
             _ => {}
         }
