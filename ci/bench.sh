@@ -291,7 +291,8 @@ done
 # server that does only what an upload must (the file written and renamed, a binlog line;
 # nothing checked, nothing synced, no second member). Its rate over C's is the most any tracker
 # and storage could gain over C at one client, with this load generator on this machine; ours /
-# floor says how close ours is. process_crash (set by the loop above), both client styles.
+# floor says how close ours is. process_crash (set by the loop above), both client styles; then
+# downloads.
 floor_port=$(port)
 "$bin/fdfs_bench" --op floor --listen "127.0.0.1:$floor_port" --dir "$run" >/dev/null 2>&1 &
 floor_pid=$!
@@ -312,6 +313,20 @@ for style in standard java; do
   row "floor $style 4KiB x1" "$run/floor-${style}1.json,$run/floor-${style}2.json" "" \
     "$(cjson floor-${style}1 floor-${style}2)"
 done
+# Downloads the same way: the floor opens, measures and reads the file and answers in one write,
+# a thread per connection; its rate over C's is the most a storage could gain over C here.
+printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s' "downloads: ours vs floor" files/s MB/s p50_ms p99_ms errors floor/s ratio
+chead
+for i in 1 2; do
+  "$bin/fdfs_bench" --conf "$run/client.conf" --op download --size 4KiB --count "$((count * 4))" --concurrency "$conc" \
+    --keep --json "$run/ours-down$i.json" >/dev/null
+  c_bench floor-down$i --op download --size 4KiB --count "$((count * 4))" --concurrency "$conc"
+  "$bin/fdfs_bench" --conf "$run/floor.conf" --op download --size 4KiB --count "$((count * 4))" --concurrency "$conc" \
+    --keep --json "$run/floor-down$i.json" >/dev/null
+done
+row "ours download 4KiB x$conc" "$run/ours-down1.json,$run/ours-down2.json" "$run/floor-down1.json,$run/floor-down2.json" \
+  "$(cjson floor-down1 floor-down2)"
+row "floor download 4KiB x$conc" "$run/floor-down1.json,$run/floor-down2.json" "" "$(cjson floor-down1 floor-down2)"
 kill "$floor_pid"; wait "$floor_pid" 2>/dev/null || true; floor_pid=
 storages power_loss
 

@@ -35,9 +35,10 @@ enum Op {
     /// Serve, at `--listen`, the floor any tracker and storage pair sits on: a blocking server,
     /// a thread per connection, that answers a query for a storage with its own address and an
     /// upload by writing the file as a storage must (temp file, write, rename into one of 256
-    /// directories under `--dir`, a binlog line), nothing synced, no checks. Runs until killed.
+    /// directories under `--dir`, a binlog line), nothing synced, no checks; a download by
+    /// opening, measuring and reading the file and answering in one write. Runs until killed.
     /// A load run against it measures what this machine's loopback, client and file calls
-    /// leave for a real cluster to be faster than another at one client.
+    /// leave for a real cluster to be faster than another.
     Floor,
 }
 
@@ -403,17 +404,19 @@ async fn upload_many(
 }
 
 /// Uploads the way `fastdfs-client-java` sends them: no TCP_NODELAY, the header and the body of a
-/// request as separate writes, connections kept between requests.
+/// request as separate writes, connections kept between requests, one per server (its connection
+/// pool, on by default since 1.29, keys them by address: a group's members named in turn are
+/// each connected to once).
 struct JavaStyle {
     tracker: String,
     to_tracker: Option<TcpStream>,
-    to_storage: Option<(String, TcpStream)>,
+    to_storages: std::collections::HashMap<String, TcpStream>,
 }
 
 impl JavaStyle {
     fn new(config: &ClientConfig) -> Self {
         let tracker = config.tracker_servers.first().map(ServerAddr::primary).unwrap_or_default();
-        JavaStyle { tracker, to_tracker: None, to_storage: None }
+        JavaStyle { tracker, to_tracker: None, to_storages: Default::default() }
     }
 
     async fn upload(&mut self, payload: &[u8], ext: &str) -> Result<String, String> {
@@ -421,7 +424,7 @@ impl JavaStyle {
         if r.is_err() {
             // A failed request leaves the connections in an unknown state.
             self.to_tracker = None;
-            self.to_storage = None;
+            self.to_storages.clear();
         }
         r
     }
@@ -434,10 +437,13 @@ impl JavaStyle {
         let answer = split_write_request(t, Command::QueryStoreWithoutGroupOne, &[]).await?;
         let target = StoreTarget::decode_any(&answer)?;
         let addr = fdfs_core::config::join_host_port(&target.ip, target.port as u16);
-        if self.to_storage.as_ref().is_none_or(|(a, _)| *a != addr) {
-            self.to_storage = Some((addr.clone(), TcpStream::connect(&addr).await?));
-        }
-        let (_, s) = self.to_storage.as_mut().expect("connected");
+        let s = match self.to_storages.entry(addr) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let conn = TcpStream::connect(e.key()).await?;
+                e.insert(conn)
+            }
+        };
         let mut body = UploadHead {
             store_path_index: target.store_path_index as i8,
             file_size: payload.len() as u64,
@@ -466,7 +472,8 @@ async fn split_write_request(sock: &mut TcpStream, cmd: Command, body: &[u8]) ->
     Ok(answer)
 }
 
-/// `--op floor`: the least a tracker and a storage must do for an upload, to run loads against.
+/// `--op floor`: the least a tracker and a storage must do for an upload or a download, to run
+/// loads against.
 mod floor {
     use std::fs::File;
     use std::io::{Read, Write};
@@ -476,14 +483,19 @@ mod floor {
     use std::sync::{Arc, Mutex};
 
     use anyhow::{Context, Result};
-    use fdfs_core::protocol::storage::{FileIdResp, StreamedHead, UploadHead};
-    use fdfs_core::protocol::tracker::StoreTarget;
+    use fdfs_core::file_id::{self, NameKind, NewName, RemoteFilename, Source};
+    use fdfs_core::protocol::storage::{DownloadReq, FileIdResp, StreamedHead, UploadHead};
+    use fdfs_core::protocol::tracker::{FetchTarget, StoreTarget};
     use fdfs_core::protocol::{Command, Header, Profile, Status, HEADER_LEN};
 
     struct Floor {
         data: PathBuf,
-        /// What a query for a storage answers: this server.
+        /// What a query for a storage to upload to answers: this server.
         target: StoreTarget,
+        /// What a query for a storage to read from answers: this server.
+        source: FetchTarget,
+        /// The source address in the names it gives.
+        ip: std::net::Ipv4Addr,
         binlog: Mutex<File>,
         seq: AtomicU64,
     }
@@ -503,7 +515,9 @@ mod floor {
             port: addr.port().into(),
             store_path_index: 0,
         };
-        let floor = Arc::new(Floor { data, target, binlog: Mutex::new(binlog), seq: AtomicU64::new(0) });
+        let source = FetchTarget { group: target.group.clone(), ip: target.ip.clone(), port: target.port };
+        let std::net::IpAddr::V4(ip) = addr.ip() else { anyhow::bail!("--listen takes an IPv4 address") };
+        let floor = Arc::new(Floor { data, target, source, ip, binlog: Mutex::new(binlog), seq: AtomicU64::new(0) });
         for conn in listener.incoming() {
             let (conn, floor) = (conn?, floor.clone());
             std::thread::spawn(move || {
@@ -530,8 +544,11 @@ mod floor {
                     Ok(Command::QueryStoreWithoutGroupOne) => {
                         (Status::OK, self.target.encode(Profile::CLASSIC).to_vec())
                     }
-                    Ok(Command::UploadFile) if body.len() >= UploadHead::FIXED_LEN => {
-                        (Status::OK, self.upload(&body[UploadHead::FIXED_LEN..])?)
+                    Ok(Command::UploadFile) if body.len() >= UploadHead::FIXED_LEN => (Status::OK, self.upload(&body)?),
+                    Ok(Command::QueryFetchOne) => (Status::OK, self.source.encode(Profile::CLASSIC).to_vec()),
+                    Ok(Command::DownloadFile) => {
+                        self.download(&mut conn, &body)?;
+                        continue;
                     }
                     _ => (Status::EINVAL, Vec::new()),
                 };
@@ -541,15 +558,51 @@ mod floor {
             }
         }
 
-        fn upload(&self, content: &[u8]) -> Result<Vec<u8>> {
+        /// `body`: the upload's head and content. The name is a real FastDFS name (the client
+        /// parses it), in one of 256 directories, a hundred files in each before the next.
+        fn upload(&self, body: &[u8]) -> Result<Vec<u8>> {
+            let head = UploadHead::decode_head(&body[..UploadHead::FIXED_LEN], body.len() as u64)?;
+            let content = &body[UploadHead::FIXED_LEN..];
             let n = self.seq.fetch_add(1, Ordering::Relaxed);
+            let new = NewName {
+                source: Source::Ip(self.ip),
+                timestamp: std::time::UNIX_EPOCH.elapsed()?.as_secs() as u32,
+                size: content.len() as u64,
+                crc32: crc32fast::hash(content),
+                kind: NameKind::Normal,
+                ext: &head.ext,
+                store_path_index: 0,
+                high: ((n / 100) % 256) as u8,
+                low: 0,
+            };
+            let name = file_id::generate(&new, &mut fastrand::Rng::new());
             let temp = self.data.join(format!("tmp/{n}.tmp"));
             let mut f = File::create_new(&temp)?;
             f.write_all(content)?;
-            let name = format!("{:02X}/{n}.bin", (n / 100) % 256);
-            std::fs::rename(&temp, self.data.join(&name))?;
+            std::fs::rename(&temp, self.local(&name))?;
             writeln!(self.binlog.lock().expect("lock"), "{n} C {name}")?;
-            Ok(FileIdResp { group: "group1".into(), filename: format!("M00/00/{name}") }.encode().to_vec())
+            Ok(FileIdResp { group: "group1".into(), filename: name.to_string() }.encode().to_vec())
+        }
+
+        fn local(&self, name: &RemoteFilename) -> PathBuf {
+            self.data.join(format!("{:02X}", name.high)).join(&name.name)
+        }
+
+        /// A whole file (what the bench reads), as a storage must: the name resolved, the file
+        /// opened, measured and read, the answer in one write. Nothing is checked or cached.
+        fn download(&self, conn: &mut TcpStream, body: &[u8]) -> Result<()> {
+            let req = DownloadReq::decode(body)?;
+            let name = RemoteFilename::parse(&req.filename, Some(1)).ok().filter(|_| req.offset == 0 && req.bytes == 0);
+            let Some(mut f) = name.and_then(|n| File::open(self.local(&n)).ok()) else {
+                conn.write_all(&Header::response(Status::ENOENT, 0).encode())?;
+                return Ok(());
+            };
+            let len = f.metadata()?.len() as usize;
+            let mut out = Header::response(Status::OK, len).encode().to_vec();
+            out.resize(HEADER_LEN + len, 0);
+            f.read_exact(&mut out[HEADER_LEN..])?;
+            conn.write_all(&out)?;
+            Ok(())
         }
     }
 }
