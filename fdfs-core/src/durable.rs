@@ -70,8 +70,8 @@ impl TempFile {
 
     /// Moves the content to `dest`, which must not exist (`AlreadyExists` otherwise, and the
     /// temp file stays for another try). Neither content nor entry is synced: the storage's
-    /// disk writers sync a whole batch of these with one `syncfs` (or, in `process_crash`
-    /// mode, leave it to the kernel as C does).
+    /// disk writers sync a whole batch of these together ([`sync_together`]; in
+    /// `process_crash` mode they leave it to the kernel, as C does).
     pub fn publish_entry(&mut self, dest: &Path) -> std::io::Result<()> {
         rename_entry(&self.unpublished.path, dest)?;
         self.unpublished.kept = true;
@@ -124,6 +124,45 @@ pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
+/// Most threads one [`sync_together`] call runs its syncs on.
+const SYNC_THREADS: usize = 16;
+
+/// Makes `files`' data and `dirs`' entries durable, the syncs running side by side when there
+/// are more than two: a device flushes concurrent syncs together. Measured on the bench's disk
+/// (ext4, virtio): a round of 16 new files and their directories took 2.7-2.9 ms so against
+/// 5.8-5.9 ms one after another, 4 files 0.9 ms against 1.2-1.5; one file and its directory
+/// gain nothing, so two syncs run here, one after the other. Every sync has run (or failed)
+/// when this returns; the first error is returned.
+pub fn sync_together(files: &[File], dirs: &[&Path]) -> std::io::Result<()> {
+    let jobs = files.len() + dirs.len();
+    let run = |i: usize| if i < files.len() { files[i].sync_data() } else { sync_dir(dirs[i - files.len()]) };
+    let threads = jobs.min(SYNC_THREADS);
+    if threads <= 2 {
+        return (0..jobs).try_for_each(run);
+    }
+    // Thread t runs jobs t, t + threads, ...; this thread runs share 0. A thread that cannot
+    // be started leaves its share to this one.
+    let share = |t: usize| -> std::io::Result<()> { (t..jobs).step_by(threads).try_for_each(run) };
+    std::thread::scope(|scope| {
+        let mut inline = vec![0];
+        let mut started = Vec::with_capacity(threads - 1);
+        for t in 1..threads {
+            match std::thread::Builder::new().name("sync".into()).spawn_scoped(scope, move || share(t)) {
+                Ok(h) => started.push(h),
+                Err(_) => inline.push(t),
+            }
+        }
+        let mut first = inline.into_iter().map(share).find(Result::is_err).unwrap_or(Ok(()));
+        for h in started {
+            let r = h.join().unwrap_or_else(|_| Err(std::io::Error::other("a sync thread panicked")));
+            if first.is_ok() {
+                first = r;
+            }
+        }
+        first
+    })
+}
+
 fn sync_parent(path: &Path) -> std::io::Result<()> {
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
@@ -167,5 +206,24 @@ mod tests {
         write_atomic(dir.path(), "g", b"state").unwrap();
         assert_eq!(std::fs::read(dir.path().join("g")).unwrap(), b"state");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no temp file left");
+    }
+
+    #[test]
+    fn syncs_together_report_a_failure_wherever_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let files: Vec<File> = (0..20).map(|i| File::create_new(dir.path().join(format!("f{i}"))).unwrap()).collect();
+        let missing = dir.path().join("gone");
+        for (nfiles, ndirs) in [(0, 0), (1, 1), (20, 20), (3, 0)] {
+            let dirs = vec![dir.path(); ndirs];
+            sync_together(&files[..nfiles], &dirs).unwrap();
+            // One directory that cannot be opened, at every position among the directories: its
+            // error is what comes back, whichever thread ran it.
+            for at in 0..=ndirs {
+                let mut dirs = dirs.clone();
+                dirs.insert(at, &missing);
+                let e = sync_together(&files[..nfiles], &dirs).unwrap_err();
+                assert_eq!(e.kind(), std::io::ErrorKind::NotFound, "{nfiles} files, missing dir at {at}");
+            }
+        }
     }
 }

@@ -1,8 +1,8 @@
 //! The storage's disk layer: every filesystem call of a change runs here. With `durability =
 //! power_loss`, changes go to per-store-path writer threads (C's dio threads), fed by a queue; a
 //! writer applies what queued up, then commits the batch in one round: the binlog lines are
-//! written, and the batch's files, their directories (each once) and the binlog are synced,
-//! back to back, so the filesystem's journal commits them together. Each request is answered
+//! written, the batch's files and their directories (each once) are synced side by side
+//! ([`crate::durable::sync_together`]), then the binlog. Each request is answered
 //! after the round that covers it; if the round fails every change of the batch is undone and
 //! refused, and its binlog lines are cut back out. (A `syncfs(2)` per round was measured too: it
 //! also flushes whatever else is dirty on that filesystem, and on a shared disk it was slower.)
@@ -137,12 +137,9 @@ impl Writer {
                 self.faults.fetch_sub(1, Ordering::Relaxed);
                 return Err(std::io::Error::from_raw_os_error(nix::libc::EIO));
             }
-            for f in files {
-                f.sync_data()?;
-            }
-            for d in &dirs {
-                crate::durable::sync_dir(d)?;
-            }
+            let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+            crate::durable::sync_together(files, &dirs)?;
+            // The records last: a durable record always names a durable file.
             self.trunk_log.sync_if_dirty()?;
             binlog.sync_data()
         };
