@@ -34,11 +34,13 @@
 # the last 60-300 s when it allocates one (`recently_deleted` in perf), so uploads right after
 # a large delete (a test suite's cleanup, the previous bench's) create files several times more
 # slowly, for both systems but not equally. Wait a few minutes after one.
-#   BENCH_COUNT (default 3000), BENCH_CONCURRENCY (default 16)
+#   BENCH_COUNT (default 3000), BENCH_CONCURRENCY (default 16), BENCH_ROUNDS (default 3: runs of
+#   each system per row, alternating; a row shows their medians)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${BENCH_COUNT:-3000}
 conc=${BENCH_CONCURRENCY:-16}
+rounds=${BENCH_ROUNDS:-3}
 cargo build --release --locked -q -p fdfs-core --bins
 cargo build --release --locked -q -p ngx-fastdfs
 nginx=$(ls -t target/release/build/nginx-sys-*/out/objs/nginx | head -1)
@@ -147,6 +149,12 @@ cjson() { # the C runs named $@, comma-joined, for `row`
   [[ $have_c == 1 ]] || return 0
   local IFS=,; local files=(); for n in "$@"; do files+=("$run/c-$n.json"); done; echo "${files[*]}"
 }
+runs() { # $run/$1<i>$2.json for every round i, comma-joined, for `row`
+  local IFS=,; local files=(); for i in $(seq "$rounds"); do files+=("$run/$1$i$2.json"); done; echo "${files[*]}"
+}
+cruns() { # the C runs $1<i> of every round, for `row`
+  local names=(); for i in $(seq "$rounds"); do names+=("$1$i"); done; cjson "${names[@]}"
+}
 
 # (Re)starts both storages with `durability = $1` and waits until the tracker sees both ACTIVE.
 storages() {
@@ -177,13 +185,13 @@ chead() { # the header of the C columns, when there are C runs
   echo
 }
 
-row() { # label ours.json[,ours2.json...] [raw.json[,...] ...]: means of the runs, ratios of the means
+row() { # label ours.json[,ours2.json...] [raw.json[,...] ...]: medians of the runs, ratios of the medians
   python3 - "$@" <<'PY'
-import json, sys
+import json, statistics, sys
 def load(arg):
     runs = [json.load(open(f)) for f in arg.split(",")]
-    mean = lambda k: sum(r[k] for r in runs) / len(runs)
-    return {k: mean(k) for k in ("files_per_s", "mb_per_s", "p50_ms", "p99_ms")} | {"errors": sum(r["errors"] for r in runs)}
+    median = lambda k: statistics.median(r[k] for r in runs)
+    return {k: median(k) for k in ("files_per_s", "mb_per_s", "p50_ms", "p99_ms")} | {"errors": sum(r["errors"] for r in runs)}
 r = load(sys.argv[2])
 line = f"{sys.argv[1]:<30} {r['files_per_s']:>9.1f} {r['mb_per_s']:>9.2f} {r['p50_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['errors']:>6}"
 for arg in sys.argv[3:]:
@@ -200,8 +208,9 @@ PY
 # written the same way (temp file, write, rename; synced as the mode syncs) with no network and
 # no protocol. raw1 writes each file once; raw2 writes it twice, the pair's disk work (both
 # storages share this disk and its two cores): ratio1 carries the replica's cost, ratio2 does
-# not. Ours and raw alternate, twice each, and the ratios are of the means (this disk's speed
-# drifts by 2-3x within a minute). Nothing is deleted until the end: after a mass delete ext4
+# not. Ours and raw alternate, $rounds times each, and the ratios are of the medians (this disk's
+# speed drifts by 2-3x within a minute, and at one client a run moves by 2x with where the
+# scheduler puts the client and the daemons' threads). Nothing is deleted until the end: after a mass delete ext4
 # spends the next half minute scanning for inodes it may reuse (`perf`: recently_deleted, 70% of
 # a writer's CPU), and every create costs ~0.7 ms.
 printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s %9s %7s' "upload (ours vs raw)" files/s MB/s p50_ms p99_ms errors \
@@ -210,9 +219,9 @@ chead
 for mode in power_loss process_crash; do
   storages $mode
   sync_mode=batch; [[ $mode == process_crash ]] && sync_mode=none
-  for spec in "4KiB 1 $((count / 3))" "4KiB 16 $count" "1MiB 4 $((count / 10))"; do
+  for spec in "4KiB 1 $count" "4KiB 16 $count" "1MiB 4 $((count / 10))"; do
     read -r size c n <<<"$spec"
-    for i in 1 2; do
+    for i in $(seq "$rounds"); do
       "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --size $size --count "$n" --concurrency "$c" \
         --keep --json "$run/ours$i.json" >/dev/null
       c_bench up$i --op upload --size $size --count "$n" --concurrency "$c"
@@ -221,8 +230,7 @@ for mode in power_loss process_crash; do
           --concurrency "$c" --copies $copies --keep --json "$run/raw$copies-$i.json" >/dev/null
       done
     done
-    row "$mode $size x$c" "$run/ours1.json,$run/ours2.json" "$run/raw1-1.json,$run/raw1-2.json" \
-      "$run/raw2-1.json,$run/raw2-2.json" "$(cjson up1 up2)"
+    row "$mode $size x$c" "$(runs ours)" "$(runs raw1-)" "$(runs raw2-)" "$(cruns up)"
   done
 done
 for c in 1 16; do
@@ -250,7 +258,7 @@ c_pids=("$run/c/tracker/data/fdfs_trackerd.pid" "$run/c/storage1/data/fdfs_stora
 for spec in "4KiB $((count * 4))" "1MiB $((count * 2 / 3))"; do
   read -r size n <<<"$spec"
   load=0; ours=0; theirs=0
-  for i in 1 2; do
+  for i in $(seq "$rounds"); do
     before=$(ticks "${ours_pids[@]}")
     used=$( ( "$bin/fdfs_bench" --conf "$run/client.conf" --op download --size $size --count "$n" --concurrency "$conc" \
       --keep --json "$run/r$i.json" >/dev/null; read -r -a st < /proc/$BASHPID/stat; echo $((st[15] + st[16])) ) )
@@ -261,8 +269,8 @@ for spec in "4KiB $((count * 4))" "1MiB $((count * 2 / 3))"; do
       theirs=$((theirs + $(ticks "${c_pids[@]}") - before))
     fi
   done
-  row "download $size x$conc" "$run/r1.json,$run/r2.json" "$(cjson down1 down2)"
-  per() { echo $(($1 * 1000000 / $(getconf CLK_TCK) / (2 * n))); }
+  row "download $size x$conc" "$(runs r)" "$(cruns down)"
+  per() { echo $(($1 * 1000000 / $(getconf CLK_TCK) / (rounds * n))); }
   line="  cpu us per download: load generator $(per $load), ours (tracker + storages) $(per $ours)"
   [[ $have_c == 1 ]] && line+=", C $(per $theirs)"
   echo "$line"
@@ -276,15 +284,14 @@ chead
 for mode in power_loss process_crash; do
   storages $mode
   sync_mode=batch; [[ $mode == process_crash ]] && sync_mode=none
-  for i in 1 2; do
-    "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --client-style java --size 4KiB --count "$((count / 5))" \
+  for i in $(seq "$rounds"); do
+    "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --client-style java --size 4KiB --count "$((count / 2))" \
       --concurrency 1 --keep --json "$run/java$i.json" >/dev/null
-    c_bench java$i --op upload --client-style java --size 4KiB --count "$((count / 5))" --concurrency 1
-    "$bin/fdfs_bench" --op raw-write --dir "$run" --sync $sync_mode --size 4KiB --count "$((count / 5))" \
+    c_bench java$i --op upload --client-style java --size 4KiB --count "$((count / 2))" --concurrency 1
+    "$bin/fdfs_bench" --op raw-write --dir "$run" --sync $sync_mode --size 4KiB --count "$((count / 2))" \
       --concurrency 1 --keep --json "$run/raw$i.json" >/dev/null
   done
-  row "$mode java 4KiB x1" "$run/java1.json,$run/java2.json" "$run/raw1.json,$run/raw2.json" \
-    "$(cjson java1 java2)"
+  row "$mode java 4KiB x1" "$(runs java)" "$(runs raw)" "$(cruns java)"
 done
 
 # The floor at one client: `fdfs_bench --op floor` is a tracker and a storage in one blocking
@@ -301,32 +308,29 @@ printf 'tracker_server = 127.0.0.1:%s\nbase_path = /tmp\n' "$floor_port" > "$run
 printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s' "one client: ours vs floor" files/s MB/s p50_ms p99_ms errors floor/s ratio
 chead
 for style in standard java; do
-  for i in 1 2; do
-    "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --client-style $style --size 4KiB --count "$((count / 3))" \
+  for i in $(seq "$rounds"); do
+    "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --client-style $style --size 4KiB --count "$count" \
       --concurrency 1 --keep --json "$run/ours-$style$i.json" >/dev/null
-    c_bench floor-$style$i --op upload --client-style $style --size 4KiB --count "$((count / 3))" --concurrency 1
-    "$bin/fdfs_bench" --conf "$run/floor.conf" --op upload --client-style $style --size 4KiB --count "$((count / 3))" \
+    c_bench floor-$style$i --op upload --client-style $style --size 4KiB --count "$count" --concurrency 1
+    "$bin/fdfs_bench" --conf "$run/floor.conf" --op upload --client-style $style --size 4KiB --count "$count" \
       --concurrency 1 --keep --json "$run/floor-$style$i.json" >/dev/null
   done
-  row "ours $style 4KiB x1" "$run/ours-${style}1.json,$run/ours-${style}2.json" \
-    "$run/floor-${style}1.json,$run/floor-${style}2.json" "$(cjson floor-${style}1 floor-${style}2)"
-  row "floor $style 4KiB x1" "$run/floor-${style}1.json,$run/floor-${style}2.json" "" \
-    "$(cjson floor-${style}1 floor-${style}2)"
+  row "ours $style 4KiB x1" "$(runs "ours-$style")" "$(runs "floor-$style")" "$(cruns "floor-$style")"
+  row "floor $style 4KiB x1" "$(runs "floor-$style")" "" "$(cruns "floor-$style")"
 done
 # Downloads the same way: the floor opens, measures and reads the file and answers in one write,
 # a thread per connection; its rate over C's is the most a storage could gain over C here.
 printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s' "downloads: ours vs floor" files/s MB/s p50_ms p99_ms errors floor/s ratio
 chead
-for i in 1 2; do
+for i in $(seq "$rounds"); do
   "$bin/fdfs_bench" --conf "$run/client.conf" --op download --size 4KiB --count "$((count * 4))" --concurrency "$conc" \
     --keep --json "$run/ours-down$i.json" >/dev/null
   c_bench floor-down$i --op download --size 4KiB --count "$((count * 4))" --concurrency "$conc"
   "$bin/fdfs_bench" --conf "$run/floor.conf" --op download --size 4KiB --count "$((count * 4))" --concurrency "$conc" \
     --keep --json "$run/floor-down$i.json" >/dev/null
 done
-row "ours download 4KiB x$conc" "$run/ours-down1.json,$run/ours-down2.json" "$run/floor-down1.json,$run/floor-down2.json" \
-  "$(cjson floor-down1 floor-down2)"
-row "floor download 4KiB x$conc" "$run/floor-down1.json,$run/floor-down2.json" "" "$(cjson floor-down1 floor-down2)"
+row "ours download 4KiB x$conc" "$(runs ours-down)" "$(runs floor-down)" "$(cruns floor-down)"
+row "floor download 4KiB x$conc" "$(runs floor-down)" "" "$(cruns floor-down)"
 kill "$floor_pid"; wait "$floor_pid" 2>/dev/null || true; floor_pid=
 storages power_loss
 
@@ -565,9 +569,9 @@ done
 [[ ${#tid} == 67 ]] || { echo "no trunk slot after the switch to trunk mode: $tid" >&2; exit 1; }
 printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s %9s %7s\n' "trunk upload (ours vs raw)" files/s MB/s p50_ms p99_ms \
   errors raw1/s ratio1 raw2/s ratio2
-for spec in "4KiB 1 $((count / 3))" "4KiB 16 $count"; do
+for spec in "4KiB 1 $count" "4KiB 16 $count"; do
   read -r size c n <<<"$spec"
-  for i in 1 2; do
+  for i in $(seq "$rounds"); do
     "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --size $size --count "$n" --concurrency "$c" \
       --keep --json "$run/ours$i.json" >/dev/null
     for copies in 1 2; do
@@ -575,8 +579,7 @@ for spec in "4KiB 1 $((count / 3))" "4KiB 16 $count"; do
         --concurrency "$c" --copies $copies --keep --json "$run/raw$copies-$i.json" >/dev/null
     done
   done
-  row "trunk power_loss $size x$c" "$run/ours1.json,$run/ours2.json" "$run/raw1-1.json,$run/raw1-2.json" \
-    "$run/raw2-1.json,$run/raw2-2.json"
+  row "trunk power_loss $size x$c" "$(runs ours)" "$(runs raw1-)" "$(runs raw2-)"
 done
 if [[ $have_wrk == 1 && -n ${root4k:-} ]]; then
   printf '\n%-10s %12s %12s %8s\n' "trunk GET" module_rps root_rps ratio
