@@ -150,10 +150,11 @@ cjson() { # the C runs named $@, comma-joined, for `row`
   local IFS=,; local files=(); for n in "$@"; do files+=("$run/c-$n.json"); done; echo "${files[*]}"
 }
 runs() { # $run/$1<i>$2.json for every round i, comma-joined, for `row`
-  local IFS=,; local files=(); for i in $(seq "$rounds"); do files+=("$run/$1$i$2.json"); done; echo "${files[*]}"
+  local files=() i; for ((i = 1; i <= rounds; i++)); do files+=("$run/$1$i${2:-}.json"); done
+  local IFS=,; echo "${files[*]}"
 }
 cruns() { # the C runs $1<i> of every round, for `row`
-  local names=(); for i in $(seq "$rounds"); do names+=("$1$i"); done; cjson "${names[@]}"
+  local names=() i; for ((i = 1; i <= rounds; i++)); do names+=("$1$i"); done; cjson "${names[@]}"
 }
 
 # (Re)starts both storages with `durability = $1` and waits until the tracker sees both ACTIVE.
