@@ -211,9 +211,9 @@ PY
 # storages share this disk and its two cores): ratio1 carries the replica's cost, ratio2 does
 # not. Ours and raw alternate, $rounds times each, and the ratios are of the medians (this disk's
 # speed drifts by 2-3x within a minute, and at one client a run moves by 2x with where the
-# scheduler puts the client and the daemons' threads). Nothing is deleted until the end: after a mass delete ext4
-# spends the next half minute scanning for inodes it may reuse (`perf`: recently_deleted, 70% of
-# a writer's CPU), and every create costs ~0.7 ms.
+# scheduler puts the client and the daemons' threads). Nothing is deleted until the end: after
+# a mass delete ext4 spends the next half minute scanning for inodes it may reuse (`perf`:
+# recently_deleted, 70% of a writer's CPU), and every create costs ~0.7 ms.
 printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s %9s %7s' "upload (ours vs raw)" files/s MB/s p50_ms p99_ms errors \
   raw1/s ratio1 raw2/s ratio2
 chead

@@ -129,10 +129,10 @@ const SYNC_THREADS: usize = 16;
 
 /// Makes `files`' data and `dirs`' entries durable, the syncs running side by side when there
 /// are more than two: a device flushes concurrent syncs together. Measured on the bench's disk
-/// (ext4, virtio): a round of 16 new files and their directories took 2.7-2.9 ms so against
+/// (ext4, virtio): a round of 16 new files and their directories took 2.7-2.9 ms against
 /// 5.8-5.9 ms one after another, 4 files 0.9 ms against 1.2-1.5; one file and its directory
 /// gain nothing, so two syncs run here, one after the other. Every sync has run (or failed)
-/// when this returns; the first error is returned.
+/// when this returns; if any failed, one of their errors is returned.
 pub fn sync_together(files: &[File], dirs: &[&Path]) -> std::io::Result<()> {
     let jobs = files.len() + dirs.len();
     let run = |i: usize| if i < files.len() { files[i].sync_data() } else { sync_dir(dirs[i - files.len()]) };
