@@ -62,7 +62,7 @@ pub fn unpack(name: &str, ip: &str, tracker: &str) -> Fixture {
     let st = std::process::Command::new("tar").arg("xzf").arg(&tarball).arg("-C").arg(dir.path()).status().unwrap();
     assert!(st.success(), "unpacking {}", tarball.display());
     let root = dir.path().join(name);
-    let port = std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port();
+    let port = crate::free_port(ip);
     let conf = root.join("conf/storage.conf");
     let text: String = std::fs::read_to_string(&conf)
         .unwrap()

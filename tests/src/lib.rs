@@ -573,16 +573,29 @@ pub fn get(addr: &str, path: &str) -> HttpResponse {
 }
 
 /// A port free on every one of `ips` (nginx fronts of several storages share one port, as the
-/// original's proxying to "the port the request came in on" assumes).
+/// original's proxying to "the port the request came in on" assumes), for a daemon to bind
+/// next. Taken below the kernel's ephemeral range: a port `bind(ip, 0)` hands out is one any
+/// outgoing connection from `ip` may take a moment later (storages make theirs from their own
+/// address, `client_bind`), and a storage started in a test running beside others once found
+/// its port taken that way (EADDRINUSE).
 pub fn common_free_port(ips: &[&str]) -> u16 {
-    for _ in 0..100 {
-        let l = std::net::TcpListener::bind((ips[0], 0)).unwrap();
-        let port = l.local_addr().unwrap().port();
-        if ips[1..].iter().all(|ip| std::net::TcpListener::bind((*ip, port)).is_ok()) {
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let ports = 10_000..ephemeral_low.max(20_000);
+    for _ in 0..1000 {
+        let port = fastrand::u16(ports.clone());
+        if ips.iter().all(|ip| std::net::TcpListener::bind((*ip, port)).is_ok()) {
             return port;
         }
     }
     panic!("no common free port");
+}
+
+/// A port free on `ip` (see [`common_free_port`]).
+pub fn free_port(ip: &str) -> u16 {
+    common_free_port(&[ip])
 }
 
 /// One request on a fresh connection, as a bare client would send it: returns the answer's

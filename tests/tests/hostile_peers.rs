@@ -12,7 +12,7 @@ use fdfs_core::protocol::report::{Brief, JoinReq, ReportStatusReq};
 use fdfs_core::protocol::storage::CreateLinkReq;
 use fdfs_core::protocol::{Command, Header, Profile};
 use fdfs_core::tracker::status;
-use fdfs_e2e::{connect_from, eventually, raw_request, raw_request_from, Cluster, TrackerProc};
+use fdfs_e2e::{connect_from, eventually, free_port, raw_request, raw_request_from, Cluster, TrackerProc};
 
 const EACCES: u8 = 13;
 const EBUSY: u8 = 16;
@@ -315,7 +315,7 @@ async fn a_huge_upload_trickled_a_byte_at_a_time_is_cut_off() {
 
 #[tokio::test]
 async fn a_flood_of_metrics_connections_holds_few_descriptors() {
-    let port = std::net::TcpListener::bind("127.0.0.69:0").unwrap().local_addr().unwrap().port();
+    let port = free_port("127.0.0.69");
     let metrics = format!("127.0.0.69:{port}");
     let cl = Cluster::start("", &["127.0.0.69"], &format!("metrics_listen = {metrics}\n")).await;
     let pid = cl.storages[0].daemon.pid().unwrap();

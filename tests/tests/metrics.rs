@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use fdfs_core::client::{Content, UploadKind};
-use fdfs_e2e::{eventually, http, Cluster};
+use fdfs_e2e::{eventually, free_port, http, Cluster};
 
 /// `name{labels}` → value, from the text exposition (comments skipped).
 fn parse(text: &str) -> HashMap<String, f64> {
@@ -16,10 +16,6 @@ fn parse(text: &str) -> HashMap<String, f64> {
             Some((k.to_owned(), v.parse().ok()?))
         })
         .collect()
-}
-
-fn free_port(ip: &str) -> u16 {
-    std::net::TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test]
