@@ -488,12 +488,15 @@ mod floor {
     use fdfs_core::protocol::tracker::{FetchTarget, StoreTarget};
     use fdfs_core::protocol::{Command, Header, Profile, Status, HEADER_LEN};
 
+    /// The one group the floor serves.
+    const GROUP: &str = "group1";
+
     struct Floor {
         data: PathBuf,
-        /// What a query for a storage to upload to answers: this server.
-        target: StoreTarget,
-        /// What a query for a storage to read from answers: this server.
-        source: FetchTarget,
+        /// The answer to a query for a storage to upload to: this server (encoded once).
+        store_answer: Vec<u8>,
+        /// The answer to a query for a storage to read from: this server (encoded once).
+        fetch_answer: Vec<u8>,
         /// The source address in the names it gives.
         ip: std::net::Ipv4Addr,
         binlog: Mutex<File>,
@@ -509,15 +512,18 @@ mod floor {
             std::fs::create_dir_all(data.join(format!("{d:02X}")))?;
         }
         let binlog = File::options().create(true).append(true).open(data.join("binlog"))?;
-        let target = StoreTarget {
-            group: "group1".into(),
-            ip: addr.ip().to_string(),
-            port: addr.port().into(),
-            store_path_index: 0,
-        };
-        let source = FetchTarget { group: target.group.clone(), ip: target.ip.clone(), port: target.port };
         let std::net::IpAddr::V4(ip) = addr.ip() else { anyhow::bail!("--listen takes an IPv4 address") };
-        let floor = Arc::new(Floor { data, target, source, ip, binlog: Mutex::new(binlog), seq: AtomicU64::new(0) });
+        let (group, port) = (GROUP.to_owned(), addr.port().into());
+        let store = StoreTarget { group: group.clone(), ip: ip.to_string(), port, store_path_index: 0 };
+        let fetch = FetchTarget { group, ip: ip.to_string(), port };
+        let floor = Arc::new(Floor {
+            data,
+            store_answer: store.encode(Profile::CLASSIC).to_vec(),
+            fetch_answer: fetch.encode(Profile::CLASSIC).to_vec(),
+            ip,
+            binlog: Mutex::new(binlog),
+            seq: AtomicU64::new(0),
+        });
         for conn in listener.incoming() {
             let (conn, floor) = (conn?, floor.clone());
             std::thread::spawn(move || {
@@ -541,11 +547,9 @@ mod floor {
                 let _ = socket2::SockRef::from(&conn).set_tcp_quickack(true);
                 conn.read_exact(&mut body)?;
                 let (status, answer) = match Command::try_from(h.cmd) {
-                    Ok(Command::QueryStoreWithoutGroupOne) => {
-                        (Status::OK, self.target.encode(Profile::CLASSIC).to_vec())
-                    }
+                    Ok(Command::QueryStoreWithoutGroupOne) => (Status::OK, self.store_answer.clone()),
                     Ok(Command::UploadFile) if body.len() >= UploadHead::FIXED_LEN => (Status::OK, self.upload(&body)?),
-                    Ok(Command::QueryFetchOne) => (Status::OK, self.source.encode(Profile::CLASSIC).to_vec()),
+                    Ok(Command::QueryFetchOne) => (Status::OK, self.fetch_answer.clone()),
                     Ok(Command::DownloadFile) => {
                         self.download(&mut conn, &body)?;
                         continue;
@@ -581,7 +585,7 @@ mod floor {
             f.write_all(content)?;
             std::fs::rename(&temp, self.local(&name))?;
             writeln!(self.binlog.lock().expect("lock"), "{n} C {name}")?;
-            Ok(FileIdResp { group: "group1".into(), filename: name.to_string() }.encode().to_vec())
+            Ok(FileIdResp { group: GROUP.into(), filename: name.to_string() }.encode().to_vec())
         }
 
         fn local(&self, name: &RemoteFilename) -> PathBuf {
