@@ -139,10 +139,16 @@ if [[ -f $c_tarball ]]; then
 else
   echo "C baseline: $c_tarball is absent; the rows have no vs_C column"
 fi
+# An upload run starts with nothing dirty in the page cache (`sync`), whichever system ran
+# before: with `power_loss` our writers sync a store path's file system whole only while little
+# is dirty on the machine (durable::RoundSync), and C's runs and the unsynced raw loop leave
+# their files dirty for half a minute. C's runs get the same start.
+bench() { sync; "$bin/fdfs_bench" "$@"; }
 # fdfs_bench against the C pair, writing $run/c-$1.json (the rest of the arguments are the load).
 c_bench() {
   local name=$1; shift
   [[ $have_c == 1 ]] || return 0
+  sync
   "$bin/fdfs_bench" --conf "$run/c/client.conf" "$@" --keep --json "$run/c-$name.json" >/dev/null
 }
 cjson() { # the C runs named $@, comma-joined, for `row`
@@ -223,11 +229,11 @@ for mode in power_loss process_crash; do
   for spec in "4KiB 1 $count" "4KiB 16 $count" "1MiB 4 $((count / 10))"; do
     read -r size c n <<<"$spec"
     for i in $(seq "$rounds"); do
-      "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --size $size --count "$n" --concurrency "$c" \
+      bench --conf "$run/client.conf" --op upload --size $size --count "$n" --concurrency "$c" \
         --keep --json "$run/ours$i.json" >/dev/null
       c_bench up$i --op upload --size $size --count "$n" --concurrency "$c"
       for copies in 1 2; do
-        "$bin/fdfs_bench" --op raw-write --dir "$run" --sync $sync_mode --size $size --count "$n" \
+        bench --op raw-write --dir "$run" --sync $sync_mode --size $size --count "$n" \
           --concurrency "$c" --copies $copies --keep --json "$run/raw$copies-$i.json" >/dev/null
       done
     done
@@ -286,10 +292,10 @@ for mode in power_loss process_crash; do
   storages $mode
   sync_mode=batch; [[ $mode == process_crash ]] && sync_mode=none
   for i in $(seq "$rounds"); do
-    "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --client-style java --size 4KiB --count "$((count / 2))" \
+    bench --conf "$run/client.conf" --op upload --client-style java --size 4KiB --count "$((count / 2))" \
       --concurrency 1 --keep --json "$run/java$i.json" >/dev/null
     c_bench java$i --op upload --client-style java --size 4KiB --count "$((count / 2))" --concurrency 1
-    "$bin/fdfs_bench" --op raw-write --dir "$run" --sync $sync_mode --size 4KiB --count "$((count / 2))" \
+    bench --op raw-write --dir "$run" --sync $sync_mode --size 4KiB --count "$((count / 2))" \
       --concurrency 1 --keep --json "$run/raw$i.json" >/dev/null
   done
   row "$mode java 4KiB x1" "$(runs java)" "$(runs raw)" "$(cruns java)"
@@ -310,10 +316,10 @@ printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s' "one client: ours vs floor" files/s
 chead
 for style in standard java; do
   for i in $(seq "$rounds"); do
-    "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --client-style $style --size 4KiB --count "$count" \
+    bench --conf "$run/client.conf" --op upload --client-style $style --size 4KiB --count "$count" \
       --concurrency 1 --keep --json "$run/ours-$style$i.json" >/dev/null
     c_bench floor-$style$i --op upload --client-style $style --size 4KiB --count "$count" --concurrency 1
-    "$bin/fdfs_bench" --conf "$run/floor.conf" --op upload --client-style $style --size 4KiB --count "$count" \
+    bench --conf "$run/floor.conf" --op upload --client-style $style --size 4KiB --count "$count" \
       --concurrency 1 --keep --json "$run/floor-$style$i.json" >/dev/null
   done
   row "ours $style 4KiB x1" "$(runs "ours-$style")" "$(runs "floor-$style")" "$(cruns "floor-$style")"
@@ -573,10 +579,10 @@ printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s %9s %7s\n' "trunk upload (ours vs ra
 for spec in "4KiB 1 $count" "4KiB 16 $count"; do
   read -r size c n <<<"$spec"
   for i in $(seq "$rounds"); do
-    "$bin/fdfs_bench" --conf "$run/client.conf" --op upload --size $size --count "$n" --concurrency "$c" \
+    bench --conf "$run/client.conf" --op upload --size $size --count "$n" --concurrency "$c" \
       --keep --json "$run/ours$i.json" >/dev/null
     for copies in 1 2; do
-      "$bin/fdfs_bench" --op raw-write --dir "$run" --sync batch --size $size --count "$n" \
+      bench --op raw-write --dir "$run" --sync batch --size $size --count "$n" \
         --concurrency "$c" --copies $copies --keep --json "$run/raw$copies-$i.json" >/dev/null
     done
   done

@@ -620,16 +620,17 @@ mod raw {
     use std::time::{Duration, Instant};
 
     use anyhow::Result;
+    use fdfs_core::durable::RoundSync;
 
     use super::RawSync;
 
     /// Group commit as a storage's writer does it: a file is durable once a sync round that
-    /// started after its rename has finished; a round fdatasyncs every file renamed since the
-    /// last one and fsyncs each of their directories once.
-    #[derive(Default)]
+    /// started after its rename has finished; a round syncs every file renamed since the last
+    /// one and each of their directories once, as the writer's rounds do ([`RoundSync`]).
     struct Rounds {
         state: Mutex<RoundState>,
         done: Condvar,
+        sync: RoundSync,
     }
 
     #[derive(Default)]
@@ -658,14 +659,10 @@ mod raw {
                 let target = s.renamed;
                 let batch = std::mem::take(&mut s.waiting);
                 drop(s);
-                let mut dirs = std::collections::BTreeSet::new();
-                for (f, d) in batch {
-                    f.sync_data()?;
-                    dirs.insert(d);
-                }
-                for d in dirs {
-                    File::open(d)?.sync_all()?;
-                }
+                let dirs: std::collections::BTreeSet<PathBuf> = batch.iter().map(|(_, d)| d.clone()).collect();
+                let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+                let files: Vec<File> = batch.into_iter().map(|(f, _)| f).collect();
+                self.sync.sync(&files, &dirs)?;
                 s = self.state.lock().expect("lock");
                 s.synced = target;
                 s.running = false;
@@ -692,7 +689,7 @@ mod raw {
             }
         }
         let payload: Vec<u8> = (0..size).map(|_| fastrand::u8(..)).collect();
-        let rounds = Rounds::default();
+        let rounds = Rounds { state: Mutex::default(), done: Condvar::new(), sync: RoundSync::new(&[&data]) };
         let latencies = Mutex::new(Vec::with_capacity(count));
         let start = Instant::now();
         std::thread::scope(|scope| -> Result<()> {

@@ -1,11 +1,10 @@
 //! The storage's disk layer: every filesystem call of a change runs here. With `durability =
 //! power_loss`, changes go to per-store-path writer threads (C's dio threads), fed by a queue; a
-//! writer applies what queued up, then commits the batch in one round: the binlog lines are
-//! written, the batch's files and their directories (each once) are synced side by side
-//! ([`crate::durable::sync_together`]), then the binlog. Each request is answered
-//! after the round that covers it; if the round fails every change of the batch is undone and
-//! refused, and its binlog lines are cut back out. (A `syncfs(2)` per round was measured too: it
-//! also flushes whatever else is dirty on that filesystem, and on a shared disk it was slower.)
+//! writer applies what queued up, then commits the batch in one round: the batch's files and
+//! their directories (each once) are synced ([`crate::durable::RoundSync`]: one `syncfs(2)` of
+//! the file system while little is dirty on the machine, else side by side), then its binlog
+//! lines are written and synced. Each request is answered after the round that covers it; if
+//! the round fails every change of the batch is undone and refused, and no line of it stays.
 //!
 //! With `process_crash` nothing is synced, so there is no round to share: a change is a few
 //! page-cache calls (a name made, a temp file renamed into place, a binlog line written; large
@@ -110,6 +109,8 @@ pub struct Writer {
     trunk_log: Arc<super::trunk_log::TrunkLog>,
     changed: Arc<tokio::sync::Notify>,
     faults: Arc<AtomicU32>,
+    /// How a round's files and directories are synced (`power_loss`).
+    round_sync: crate::durable::RoundSync,
 }
 
 impl Writer {
@@ -127,23 +128,21 @@ impl Writer {
         Ok(())
     }
 
-    /// The round: the batch's records are written, then made durable with its files.
+    /// The round: with `power_loss` the batch's files and directories are made durable, then its
+    /// records are written and synced, so a durable record always names a durable file (and a
+    /// failed round leaves no record behind).
     fn commit(&self, records: &[Record], files: &[File], dirs: BTreeSet<PathBuf>) -> Result<(), Status> {
-        let sync = |binlog: &File| -> std::io::Result<()> {
-            if self.durability == Durability::ProcessCrash {
-                return Ok(());
-            }
-            if self.faults.load(Ordering::Relaxed) > 0 {
-                self.faults.fetch_sub(1, Ordering::Relaxed);
-                return Err(std::io::Error::from_raw_os_error(nix::libc::EIO));
-            }
-            let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-            crate::durable::sync_together(files, &dirs)?;
-            // The records last: a durable record always names a durable file.
-            self.trunk_log.sync_if_dirty()?;
-            binlog.sync_data()
-        };
-        match self.binlog.write_batch(records, sync) {
+        let durable = self.durability == Durability::PowerLoss;
+        let written = (if durable { self.sync_content(files, &dirs) } else { Ok(()) }).and_then(|()| {
+            self.binlog.write_batch(records, |binlog| {
+                if !durable {
+                    return Ok(());
+                }
+                self.trunk_log.sync_if_dirty()?;
+                binlog.sync_data()
+            })
+        });
+        match written {
             Ok(()) => {
                 self.changed.notify_waiters();
                 Ok(())
@@ -153,6 +152,15 @@ impl Writer {
                 Err(Status::from_io(&e))
             }
         }
+    }
+
+    fn sync_content(&self, files: &[File], dirs: &BTreeSet<PathBuf>) -> std::io::Result<()> {
+        if self.faults.load(Ordering::Relaxed) > 0 {
+            self.faults.fetch_sub(1, Ordering::Relaxed);
+            return Err(std::io::Error::from_raw_os_error(nix::libc::EIO));
+        }
+        let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
+        self.round_sync.sync(files, &dirs)
     }
 
     /// Runs one job; a job that panics is refused (its caller sees EIO) and the writer lives on.
@@ -251,6 +259,10 @@ impl Disk {
             trunk_log: trunk_log.clone(),
             changed: changed.clone(),
             faults: faults.clone(),
+            round_sync: match config.durability {
+                Durability::PowerLoss => crate::durable::RoundSync::new(&[temp_dir]),
+                Durability::ProcessCrash => crate::durable::RoundSync::file_by_file(),
+            },
         };
         let (mut queues, mut inline) = (Vec::new(), Vec::new());
         for (i, temp_dir) in temp_dirs.into_iter().enumerate() {
