@@ -492,7 +492,7 @@ PY
 # Thumbnails: a 12 MP JPEG uploaded K times (de-duplication is off: K masters), each asked
 # once for its 300x300 (cold: made by the storage), against vipsthumbnail and convert making
 # the same thumbnail of the same file K times; then the stored derivative warm, module vs root.
-if [[ $have_wrk == 1 ]] && command -v vipsthumbnail >/dev/null && command -v convert >/dev/null; then
+if [[ $have_wrk == 1 ]] && command -v vipsthumbnail >/dev/null && [[ $(convert -version 2>/dev/null) == *ImageMagick* ]]; then
   k=8
   convert -size 4000x3000 plasma:fractal -quality 90 "$run/m.jpg"
   ids=()
@@ -524,7 +524,7 @@ if [[ $have_wrk == 1 ]] && command -v vipsthumbnail >/dev/null && command -v con
     done
   fi
 else
-  echo "wrk, vipsthumbnail (libvips-tools) or convert (imagemagick) missing: skipping the thumbnail rows"
+  echo "wrk, vipsthumbnail (libvips-tools) or ImageMagick's convert missing: skipping the thumbnail rows"
 fi
 
 # Uploads over HTTP through nginx (POST /upload, the body as it is, wrk) against protocol uploads

@@ -187,8 +187,9 @@ pub struct RoundSync {
     file_by_file: AtomicBool,
 }
 
-/// Most dirty and in-flight page-cache bytes (the whole machine's) a round may make syncfs
-/// write: 8 MiB is a few milliseconds of this disk's writes.
+/// Most dirty and in-flight page-cache bytes (the whole machine's; the kernel counts them per
+/// file system only in debugfs) a round may make syncfs write besides its own: 8 MiB is
+/// milliseconds of an SSD's writes, tens of a spinning disk's.
 const SYNCFS_DIRTY_MAX: u64 = 8 << 20;
 
 impl RoundSync {
