@@ -359,8 +359,8 @@ mod tests {
     fn a_round_syncs_its_file_system_whole_only_while_little_is_dirty() {
         let dir = tempfile::tempdir().unwrap();
         let files: Vec<File> = (0..3).map(|i| File::create_new(dir.path().join(format!("f{i}"))).unwrap()).collect();
-        let meminfo = dir.path().join("meminfo");
         let with_dirty = |kib: u64| {
+            let meminfo = dir.path().join(format!("meminfo-{kib}"));
             std::fs::write(&meminfo, format!("MemTotal: 24000000 kB\nDirty: {kib} kB\nWriteback: 16 kB\n")).unwrap();
             RoundSync { meminfo: Some(File::open(&meminfo).unwrap()), ..RoundSync::new(&[dir.path()]) }
         };
@@ -372,6 +372,13 @@ mod tests {
         let busy = with_dirty(9 * 1024);
         assert_eq!(busy.sync_counting(&files, &[dir.path()]).unwrap(), 0, "9 MiB dirty: file by file");
         assert_eq!(RoundSync::file_by_file().sync_counting(&files, &[dir.path()]).unwrap(), 0);
+        // Files and directories on another file system (/dev/shm, a tmpfs) are synced on their
+        // own: the round still syncs one file system whole, and syncs them too.
+        let elsewhere = tempfile::tempdir_in("/dev/shm").unwrap();
+        let other = File::create_new(elsewhere.path().join("f")).unwrap();
+        let mixed = [files[0].try_clone().unwrap(), other];
+        assert_eq!(quiet.sync_counting(&mixed, &[dir.path(), elsewhere.path()]).unwrap(), 1);
+        assert_eq!(quiet.sync_counting(&mixed[1..], &[elsewhere.path()]).unwrap(), 0, "nothing here to sync whole");
         // A directory that is gone fails the round either way.
         let gone = dir.path().join("gone");
         for round in [quiet, busy] {

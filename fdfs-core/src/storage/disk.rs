@@ -154,6 +154,8 @@ impl Writer {
         }
     }
 
+    /// Makes what the round's records will name durable: its files and directories (fails
+    /// instead while [`Disk::fail_next_syncs`] says so).
     fn sync_content(&self, files: &[File], dirs: &BTreeSet<PathBuf>) -> std::io::Result<()> {
         if self.faults.load(Ordering::Relaxed) > 0 {
             self.faults.fetch_sub(1, Ordering::Relaxed);
