@@ -212,11 +212,6 @@ impl RoundSync {
         RoundSync { file_systems, meminfo: File::open("/proc/meminfo").ok(), file_by_file: AtomicBool::new(false) }
     }
 
-    /// Rounds synced file by file, always.
-    pub fn file_by_file() -> Self {
-        RoundSync { file_systems: Vec::new(), meminfo: None, file_by_file: AtomicBool::new(true) }
-    }
-
     /// Makes `files`' data and `dirs`' entries durable; every sync has run (or failed) when
     /// this returns. Files and directories on another file system (a disk mounted below the
     /// store path) are synced on their own.
@@ -371,7 +366,8 @@ mod tests {
         assert_eq!(quiet.sync_counting(&[], &[]).unwrap(), 0, "an empty round syncs nothing");
         let busy = with_dirty(9 * 1024);
         assert_eq!(busy.sync_counting(&files, &[dir.path()]).unwrap(), 0, "9 MiB dirty: file by file");
-        assert_eq!(RoundSync::file_by_file().sync_counting(&files, &[dir.path()]).unwrap(), 0);
+        let failed_once = RoundSync { file_by_file: AtomicBool::new(true), ..with_dirty(0) };
+        assert_eq!(failed_once.sync_counting(&files, &[dir.path()]).unwrap(), 0, "file by file after a failed syncfs");
         // Files and directories on another file system (/dev/shm, a tmpfs) are synced on their
         // own: the round still syncs one file system whole, and syncs them too.
         let elsewhere = tempfile::tempdir_in("/dev/shm").unwrap();

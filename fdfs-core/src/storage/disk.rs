@@ -109,8 +109,8 @@ pub struct Writer {
     trunk_log: Arc<super::trunk_log::TrunkLog>,
     changed: Arc<tokio::sync::Notify>,
     faults: Arc<AtomicU32>,
-    /// How a round's files and directories are synced (`power_loss`).
-    round_sync: crate::durable::RoundSync,
+    /// How a round's files and directories are synced (`power_loss` only).
+    round_sync: Option<crate::durable::RoundSync>,
 }
 
 impl Writer {
@@ -162,7 +162,7 @@ impl Writer {
             return Err(std::io::Error::from_raw_os_error(nix::libc::EIO));
         }
         let dirs: Vec<&Path> = dirs.iter().map(PathBuf::as_path).collect();
-        self.round_sync.sync(files, &dirs)
+        self.round_sync.as_ref().map_or(Ok(()), |round| round.sync(files, &dirs))
     }
 
     /// Runs one job; a job that panics is refused (its caller sees EIO) and the writer lives on.
@@ -261,10 +261,8 @@ impl Disk {
             trunk_log: trunk_log.clone(),
             changed: changed.clone(),
             faults: faults.clone(),
-            round_sync: match config.durability {
-                Durability::PowerLoss => crate::durable::RoundSync::new(&[temp_dir]),
-                Durability::ProcessCrash => crate::durable::RoundSync::file_by_file(),
-            },
+            round_sync: (config.durability == Durability::PowerLoss)
+                .then(|| crate::durable::RoundSync::new(&[temp_dir])),
         };
         let (mut queues, mut inline) = (Vec::new(), Vec::new());
         for (i, temp_dir) in temp_dirs.into_iter().enumerate() {
