@@ -139,10 +139,10 @@ if [[ -f $c_tarball ]]; then
 else
   echo "C baseline: $c_tarball is absent; the rows have no vs_C column"
 fi
-# An upload run starts with nothing dirty in the page cache (`sync`), whichever system ran
-# before: with `power_loss` our writers sync a store path's file system whole only while little
-# is dirty on the machine (durable::RoundSync), and C's runs and the unsynced raw loop leave
-# their files dirty for half a minute. C's runs get the same start.
+# A run starts with nothing dirty in the page cache (`sync`), whichever system ran before:
+# with `power_loss` our writers sync a store path's file system whole only while little is
+# dirty on the machine (durable::RoundSync), and C's runs and the unsynced raw loop leave their
+# files dirty for half a minute. C's runs get the same start (c_bench).
 bench() { sync; "$bin/fdfs_bench" "$@"; }
 # fdfs_bench against the C pair, writing $run/c-$1.json (the rest of the arguments are the load).
 c_bench() {
@@ -266,6 +266,7 @@ for spec in "4KiB $((count * 4))" "1MiB $((count * 2 / 3))"; do
   read -r size n <<<"$spec"
   load=0; ours=0; theirs=0
   for i in $(seq "$rounds"); do
+    sync # as c_bench does before C's run, outside what is counted
     before=$(ticks "${ours_pids[@]}")
     used=$( ( "$bin/fdfs_bench" --conf "$run/client.conf" --op download --size $size --count "$n" --concurrency "$conc" \
       --keep --json "$run/r$i.json" >/dev/null; read -r -a st < /proc/$BASHPID/stat; echo $((st[15] + st[16])) ) )
@@ -330,10 +331,10 @@ done
 printf '\n%-30s %9s %9s %8s %8s %6s %9s %7s' "downloads: ours vs floor" files/s MB/s p50_ms p99_ms errors floor/s ratio
 chead
 for i in $(seq "$rounds"); do
-  "$bin/fdfs_bench" --conf "$run/client.conf" --op download --size 4KiB --count "$((count * 4))" --concurrency "$conc" \
+  bench --conf "$run/client.conf" --op download --size 4KiB --count "$((count * 4))" --concurrency "$conc" \
     --keep --json "$run/ours-down$i.json" >/dev/null
   c_bench floor-down$i --op download --size 4KiB --count "$((count * 4))" --concurrency "$conc"
-  "$bin/fdfs_bench" --conf "$run/floor.conf" --op download --size 4KiB --count "$((count * 4))" --concurrency "$conc" \
+  bench --conf "$run/floor.conf" --op download --size 4KiB --count "$((count * 4))" --concurrency "$conc" \
     --keep --json "$run/floor-down$i.json" >/dev/null
 done
 row "ours download 4KiB x$conc" "$(runs ours-down)" "$(runs floor-down)" "$(cruns floor-down)"
