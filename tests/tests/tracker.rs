@@ -302,10 +302,7 @@ async fn a_pypi_fastdfs_client_gets_an_upload_target() {
 #[tokio::test]
 async fn start_stop_restart_like_the_original() {
     let dir = tempfile::tempdir().unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let port = fdfs_e2e::free_port("127.0.0.1");
     let conf = fdfs_e2e::write_tracker_conf(dir.path(), &format!("port = {port}\n"));
     let base = dir.path().join("tracker");
     let run = |action: &str| {
