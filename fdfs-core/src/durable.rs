@@ -197,16 +197,12 @@ impl RoundSync {
     /// write-back errors (Linux before 5.8) or `dirs` cannot be opened, rounds sync file by file.
     pub fn new(dirs: &[&Path]) -> Self {
         use std::os::unix::fs::MetadataExt;
+        let reports = std::fs::read_to_string("/proc/sys/kernel/osrelease").is_ok_and(|r| syncfs_reports_errors(&r));
+        let opened = dirs.iter().filter(|_| reports).filter_map(|dir| File::open(dir).ok());
         let mut file_systems: Vec<(u64, File)> = Vec::new();
-        if std::fs::read_to_string("/proc/sys/kernel/osrelease").is_ok_and(|r| syncfs_reports_errors(&r)) {
-            for dir in dirs {
-                if let Ok(f) = File::open(dir) {
-                    if let Ok(meta) = f.metadata() {
-                        if !file_systems.iter().any(|(dev, _)| *dev == meta.dev()) {
-                            file_systems.push((meta.dev(), f));
-                        }
-                    }
-                }
+        for (dev, f) in opened.filter_map(|f| Some((f.metadata().ok()?.dev(), f))) {
+            if !file_systems.iter().any(|(d, _)| *d == dev) {
+                file_systems.push((dev, f));
             }
         }
         RoundSync { file_systems, meminfo: File::open("/proc/meminfo").ok(), file_by_file: AtomicBool::new(false) }
